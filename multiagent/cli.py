@@ -1,0 +1,85 @@
+"""The ``multiagent`` command line: thin commands over the library, sub-apps mounted here.
+
+Every failure a user can cause ends the same way: one line on stderr naming the bad value and
+what is valid, exit code 2, no traceback. :class:`_OneLineErrors` makes that true for click's
+own usage errors as well as for the project's :class:`~multiagent.errors.UsageError`.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from multiagent.commands._shared import RootOptions
+from multiagent.commands.profile import profile
+from multiagent.errors import MultiagentError
+
+try:  # recent typer vendors click; its exceptions are not the click package's
+    from typer._click import exceptions as clickx
+except ImportError:  # pragma: no cover - older typer
+    from click import exceptions as clickx  # type: ignore[no-redef]
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
+class _OneLineErrors(TyperGroup):
+    """Run the app with click's standalone handling replaced by one-line errors."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except MultiagentError as exc:
+            typer.echo(f"error: {_one_line(str(exc))}", err=True)
+            return self._finish(exc.exit_code, standalone_mode)
+        except clickx.NoArgsIsHelpError:  # typer has printed the help already
+            return self._finish(2, standalone_mode)
+        except clickx.ClickException as exc:
+            typer.echo(f"error: {_one_line(exc.format_message())}", err=True)
+            return self._finish(exc.exit_code, standalone_mode)
+        except typer.Abort:
+            typer.echo("aborted", err=True)
+            return self._finish(1, standalone_mode)
+        code = result if isinstance(result, int) else 0
+        return self._finish(code, standalone_mode) if standalone_mode else result
+
+    @staticmethod
+    def _finish(code: int, standalone_mode: bool) -> int:
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+app = typer.Typer(
+    name="multiagent",
+    cls=_OneLineErrors,
+    help="Teams of LLM agents as LangGraph state graphs.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    env: Annotated[str | None, typer.Option("--env", help="Profile name (overrides MULTIAGENT_ENV).")] = None,
+    policy: Annotated[str | None, typer.Option("--policy", help="Cost policy (overrides MULTIAGENT_POLICY).")] = None,
+    provider: Annotated[str | None, typer.Option("--provider", help="sim or openai (overrides MULTIAGENT_PROVIDER).")] = None,
+    home: Annotated[str | None, typer.Option("--home", help="Data directory (overrides MULTIAGENT_HOME).")] = None,
+    config: Annotated[str | None, typer.Option("--config", help="A multiagent.toml to use.")] = None,
+) -> None:
+    """Teams of LLM agents as LangGraph state graphs: orchestration, meetings, cross-validation."""
+    ctx.obj = RootOptions(env=env, policy=policy, provider=provider, home=home, config=config)
+
+
+app.command("profile")(profile)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,46 @@
+"""What every command shares: the consoles, JSON output, and settings from the root options."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from multiagent.policies import Settings, load_settings
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+@dataclass(frozen=True)
+class RootOptions:
+    """Options given before the command name (``multiagent --env prod_quality run ...``)."""
+
+    env: str | None = None
+    policy: str | None = None
+    provider: str | None = None
+    home: str | None = None
+    config: str | None = None
+
+
+def cli_settings(ctx: typer.Context, *, env: str | None = None, policy: str | None = None) -> Settings:
+    """Resolve settings from the root options; a command's own ``--env``/``--policy`` win."""
+    root = ctx.find_root().obj
+    options = root if isinstance(root, RootOptions) else RootOptions()
+    return load_settings(
+        env=env or options.env,
+        policy=policy or options.policy,
+        provider=options.provider,
+        home=options.home,
+        config_file=options.config,
+    )
+
+
+def print_json(document: Any) -> None:
+    """Print exactly one JSON document on stdout."""
+    sys.stdout.write(json.dumps(document, indent=2, default=str, ensure_ascii=False) + "\n")
+    sys.stdout.flush()

@@ -1,0 +1,57 @@
+"""``multiagent profile``: the resolved configuration and where each value came from."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from multiagent.commands._shared import cli_settings, console, print_json
+from multiagent.policies import BUILTIN_PROFILES, COST_POLICIES
+from multiagent.policies.settings import flatten
+
+
+def _catalogue() -> dict[str, Any]:
+    return {
+        "profiles": {name: p.description for name, p in BUILTIN_PROFILES.items()},
+        "policies": {name: p.description for name, p in COST_POLICIES.items()},
+    }
+
+
+def profile(
+    ctx: typer.Context,
+    env: Annotated[str | None, typer.Option("--env", help="Profile name (default: MULTIAGENT_ENV or dev_balanced).")] = None,
+    policy: Annotated[str | None, typer.Option("--policy", help="Cost policy (default: MULTIAGENT_POLICY or balanced).")] = None,
+    list_all: Annotated[bool, typer.Option("--list", help="List profiles and policies.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Show the resolved profile, policy and settings, with the source of every value."""
+    if list_all:
+        catalogue = _catalogue()
+        if as_json:
+            print_json(catalogue)
+            return
+        for kind, entries in catalogue.items():
+            table = Table(title=kind.capitalize(), title_justify="left")
+            table.add_column("name", style="bold")
+            table.add_column("description")
+            for name, text in entries.items():
+                table.add_row(name, text)
+            console.print(table)
+        return
+    settings = cli_settings(ctx, env=env, policy=policy)
+    report = settings.as_report()
+    if as_json:
+        print_json(report)
+        return
+    table = Table(title=f"profile {settings.env} · policy {settings.policy} · provider {settings.provider}", title_justify="left")
+    table.add_column("setting", style="bold")
+    table.add_column("value")
+    table.add_column("source", style="dim")
+    rows = {k: v for k, v in report.items() if k not in ("profile", "sources", "sim")}
+    rows.update(flatten(report["profile"]))
+    rows.update({f"sim.{k}": v for k, v in report["sim"].items()})
+    for key, value in rows.items():
+        table.add_row(key, str(value), report["sources"].get(key, "derived"))
+    console.print(table)

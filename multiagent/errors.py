@@ -1,0 +1,36 @@
+"""Errors the project raises on purpose.
+
+Every error a user can cause by what they typed or configured is a :class:`UsageError`: the CLI
+prints its message as one line on stderr and exits with code 2. Errors from the world (a provider
+that keeps failing, a server that cannot be reached) are :class:`MultiagentError` and exit 1.
+"""
+
+from __future__ import annotations
+
+
+class MultiagentError(Exception):
+    """An expected failure with a message fit to show a user as it is."""
+
+    exit_code = 1
+
+
+class UsageError(MultiagentError):
+    """Bad input: an unknown name, an out-of-range value, a malformed file."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """A configuration value that cannot be used, named with where it came from."""
+
+
+class BudgetExceededError(MultiagentError):
+    """The next model call would take the run past its budget."""
+
+    def __init__(self, message: str, *, spent_usd: float, budget_usd: float) -> None:
+        super().__init__(message)
+        self.spent_usd = spent_usd
+        self.budget_usd = budget_usd
+
+
+__all__ = ["BudgetExceededError", "ConfigError", "MultiagentError", "UsageError"]

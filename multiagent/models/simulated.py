@@ -1,0 +1,268 @@
+"""A deterministic simulated chat model: the embedded default provider and the test double.
+
+It needs no network. Replies come from :mod:`multiagent.models.simtext`; tool calls and structured
+output from :mod:`multiagent.models.simschema`. Injected faults are the ``openai`` SDK's own
+exception types carrying real HTTP responses (status, ``retry-after`` headers), so the retry and
+backpressure code treats the simulated provider exactly as it treats the real one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any
+
+import httpx
+import openai
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    ToolMessage,
+)
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from multiagent.models.simschema import instance_of
+from multiagent.models.simtext import count_tokens, digest, simulate_reply, split_tokens
+
+_ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool"}
+_SIM_URL = "http://simulated.invalid/v1/chat/completions"
+
+
+def message_pairs(messages: Sequence[BaseMessage]) -> list[tuple[str, str]]:
+    """Turn LangChain messages into the ``(role, text)`` pairs the simulator works on."""
+    return [(_ROLES.get(m.type, m.type), m.text) for m in messages]
+
+
+def prompt_tokens(pairs: Sequence[tuple[str, str]]) -> int:
+    """Input tokens of a prompt: its text plus OpenAI's few tokens of framing per message."""
+    return sum(count_tokens(content) + 4 for _, content in pairs) + 2
+
+
+def rate_limit_error(retry_after_s: float, *, url: str = _SIM_URL) -> openai.RateLimitError:
+    """A 429 as the OpenAI SDK raises it, with ``retry-after`` and ``retry-after-ms`` headers."""
+    headers = {
+        "retry-after": str(max(1, round(retry_after_s))),
+        "retry-after-ms": str(round(retry_after_s * 1000)),
+    }
+    response = httpx.Response(429, headers=headers, request=httpx.Request("POST", url))
+    return openai.RateLimitError("Rate limit reached (simulated)", response=response, body=None)
+
+
+def server_error(*, url: str = _SIM_URL) -> openai.InternalServerError:
+    """A 500 as the OpenAI SDK raises it."""
+    response = httpx.Response(500, request=httpx.Request("POST", url))
+    return openai.InternalServerError("Internal server error (simulated)", response=response, body=None)
+
+
+def timeout_error(*, url: str = _SIM_URL) -> openai.APITimeoutError:
+    """A request timeout as the OpenAI SDK raises it."""
+    return openai.APITimeoutError(request=httpx.Request("POST", url))
+
+
+def _chosen_tool(tools: list[dict[str, Any]], tool_choice: Any, last: BaseMessage | None) -> dict[str, Any] | None:
+    if not tools or tool_choice == "none":
+        return None
+    if isinstance(tool_choice, dict):
+        wanted = tool_choice.get("function", {}).get("name") or tool_choice.get("name")
+        return next((t for t in tools if t["function"]["name"] == wanted), tools[0])
+    if isinstance(tool_choice, str) and tool_choice not in ("auto", "any", "required"):
+        return next((t for t in tools if t["function"]["name"] == tool_choice), tools[0])
+    if tool_choice in ("any", "required", True):
+        return tools[0]
+    # "auto": call a tool unless the model has just been given a tool's result
+    return None if isinstance(last, ToolMessage) else tools[0]
+
+
+class SimulatedChatModel(BaseChatModel):
+    """Deterministic chat model with streaming, tool calls, usage metadata and injected faults.
+
+    The same model name, messages and seed always give the same reply; ``invoke`` and the joined
+    chunks of ``stream`` are equal. Faults are drawn from ``fault_seed`` call by call.
+    """
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    model_name: str = Field(default="gpt-4o-mini", alias="model")
+    seed: int = 0
+    ttft_s: float = 0.0
+    token_latency_s: float = 0.0
+    max_tokens: int | None = None
+    rate_limit_error_rate: float = 0.0
+    server_error_rate: float = 0.0
+    timeout_rate: float = 0.0
+    retry_after_s: float = 1.0
+    fault_seed: int = 0
+
+    _fault_rng: random.Random = PrivateAttr()
+    _fault_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._fault_rng = random.Random(self.fault_seed)
+
+    @property
+    def _llm_type(self) -> str:
+        return "simulated-chat"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model_name": self.model_name, "seed": self.seed, "max_tokens": self.max_tokens}
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | dict[str, Any] | bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind tools in OpenAI's format; the model calls one with schema-valid arguments."""
+        formatted = [convert_to_openai_tool(tool) for tool in tools]
+        return self.bind(tools=formatted, tool_choice=tool_choice, **kwargs)
+
+    # -- the reply ---------------------------------------------------------------------------
+
+    def _maybe_fail(self) -> None:
+        if not (self.rate_limit_error_rate or self.server_error_rate or self.timeout_rate):
+            return
+        with self._fault_lock:
+            draw = self._fault_rng.random()
+        if draw < self.rate_limit_error_rate:
+            raise rate_limit_error(self.retry_after_s)
+        draw -= self.rate_limit_error_rate
+        if draw < self.server_error_rate:
+            raise server_error()
+        draw -= self.server_error_rate
+        if draw < self.timeout_rate:
+            raise timeout_error()
+
+    def _reply(self, messages: list[BaseMessage], stop: list[str] | None, **kwargs: Any) -> AIMessage:
+        pairs = message_pairs(messages)
+        max_tokens = kwargs.get("max_tokens", self.max_tokens)
+        tool = _chosen_tool(kwargs.get("tools") or [], kwargs.get("tool_choice"), messages[-1] if messages else None)
+        usage_in = prompt_tokens(pairs)
+        if tool is not None:
+            function = tool["function"]
+            key = digest(self.model_name, pairs, self.seed, function)
+            args = instance_of(
+                function.get("parameters", {}),
+                random.Random(key),
+                context=pairs[-1][1] if pairs else "",
+            )
+            out = count_tokens(json.dumps(args))
+            return AIMessage(
+                content="",
+                tool_calls=[{"name": function["name"], "args": args, "id": f"call_{key[:24]}"}],
+                usage_metadata=UsageMetadata(input_tokens=usage_in, output_tokens=out, total_tokens=usage_in + out),
+                response_metadata={"model_name": self.model_name, "finish_reason": "tool_calls"},
+            )
+        text = simulate_reply(self.model_name, pairs, seed=self.seed, max_tokens=max_tokens)
+        finish = "length" if max_tokens is not None and len(split_tokens(text)) >= max_tokens else "stop"
+        for marker in stop or []:
+            if marker and marker in text:
+                text, finish = text.split(marker, 1)[0], "stop"
+        out = count_tokens(text)
+        return AIMessage(
+            content=text,
+            usage_metadata=UsageMetadata(input_tokens=usage_in, output_tokens=out, total_tokens=usage_in + out),
+            response_metadata={"model_name": self.model_name, "finish_reason": finish},
+        )
+
+    def _delay(self, message: AIMessage) -> float:
+        pieces = len(split_tokens(message.text)) or 1
+        return self.ttft_s + pieces * self.token_latency_s
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        self._maybe_fail()
+        message = self._reply(messages, stop, **kwargs)
+        if (delay := self._delay(message)) > 0:
+            time.sleep(delay)
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        self._maybe_fail()
+        message = self._reply(messages, stop, **kwargs)
+        if (delay := self._delay(message)) > 0:
+            await asyncio.sleep(delay)
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _chunks(self, message: AIMessage) -> Iterator[ChatGenerationChunk]:
+        pieces = split_tokens(message.text)
+        if message.tool_calls:
+            call = message.tool_calls[0]
+            yield ChatGenerationChunk(
+                message=AIMessageChunk(
+                    content="",
+                    tool_call_chunks=[
+                        {"name": call["name"], "args": json.dumps(call["args"]), "id": call["id"], "index": 0}
+                    ],
+                )
+            )
+        for piece in pieces:
+            yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
+        yield ChatGenerationChunk(
+            message=AIMessageChunk(
+                content="",
+                usage_metadata=message.usage_metadata,
+                response_metadata=message.response_metadata,
+                chunk_position="last",
+            )
+        )
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        self._maybe_fail()
+        message = self._reply(messages, stop, **kwargs)
+        if self.ttft_s > 0:
+            time.sleep(self.ttft_s)
+        for chunk in self._chunks(message):
+            if chunk.message.content and self.token_latency_s > 0:
+                time.sleep(self.token_latency_s)
+            if run_manager and isinstance(chunk.message.content, str) and chunk.message.content:
+                run_manager.on_llm_new_token(chunk.message.content, chunk=chunk)
+            yield chunk
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        self._maybe_fail()
+        message = self._reply(messages, stop, **kwargs)
+        if self.ttft_s > 0:
+            await asyncio.sleep(self.ttft_s)
+        for chunk in self._chunks(message):
+            if chunk.message.content and self.token_latency_s > 0:
+                await asyncio.sleep(self.token_latency_s)
+            if run_manager and isinstance(chunk.message.content, str) and chunk.message.content:
+                await run_manager.on_llm_new_token(chunk.message.content, chunk=chunk)
+            yield chunk

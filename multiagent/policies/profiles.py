@@ -1,0 +1,250 @@
+"""Environment profiles: what a deployment may spend, how hard it may push a provider, what it keeps.
+
+A :class:`Profile` is plain data. The five built-in profiles follow the seed's ladder of models
+(gpt-3.5-turbo → gpt-4o-mini → gpt-4o) and its validator ranges; cost policies
+(:mod:`multiagent.policies.policies`) transform a profile, and :func:`multiagent.load_settings`
+layers files, environment and flags on top.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Tier = Literal["fast", "standard", "premium"]
+TIERS: tuple[Tier, ...] = ("fast", "standard", "premium")
+
+#: The model ladder, cheapest first. Policies move a tier along it.
+MODEL_LADDER: tuple[str, ...] = ("gpt-3.5-turbo", "gpt-4o-mini", "gpt-4o")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelTiers(_Section):
+    """The model used for each tier of work: cheap chatter, agent turns, synthesis and summaries."""
+
+    fast: str
+    standard: str
+    premium: str
+
+    def for_tier(self, tier: Tier) -> str:
+        """Return the model name configured for ``tier``."""
+        return str(getattr(self, tier))
+
+
+class ValidationConfig(_Section):
+    """How many validators a cross-validation uses and how many must agree."""
+
+    validators_min: int = Field(ge=1, le=6)
+    validators_max: int = Field(ge=1, le=6)
+    consensus_threshold: float = Field(gt=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _min_not_above_max(self) -> ValidationConfig:
+        if self.validators_min > self.validators_max:
+            raise ValueError(
+                f"validators_min ({self.validators_min}) is above "
+                f"validators_max ({self.validators_max})"
+            )
+        return self
+
+
+class RateLimitConfig(_Section):
+    """Pace and concurrency towards one provider model, and when adaptive backpressure reacts."""
+
+    requests_per_minute: int = Field(gt=0)
+    tokens_per_minute: int = Field(gt=0)
+    max_concurrency: int = Field(ge=1, le=64)
+    error_rate_threshold: float = Field(gt=0.0, le=1.0)
+    rtt_threshold_s: float = Field(gt=0.0)
+    max_wait_multiplier: float = Field(ge=1.0)
+    retry_attempts: int = Field(ge=1, le=20)
+    request_timeout_s: float = Field(gt=0.0)
+
+
+class MemoryConfig(_Section):
+    """What is kept of agent memory and checkpoints, and how often it is snapshotted."""
+
+    snapshot_interval_hours: float = Field(gt=0.0)
+    snapshots_per_agent: int = Field(ge=1)
+    checkpoints_per_thread: int = Field(ge=1)
+    thread_max_age_days: float = Field(gt=0.0)
+    backups_kept: int = Field(ge=1)
+
+
+class CacheConfig(_Section):
+    """Completion and analysis caches: on or off, and how long an entry lives."""
+
+    completion_enabled: bool
+    completion_ttl_s: float = Field(gt=0.0)
+    analysis_enabled: bool
+    analysis_ttl_s: float = Field(gt=0.0)
+
+
+class Features(_Section):
+    """Feature toggles."""
+
+    streaming: bool
+    batch_processing: bool
+    pii_redaction: bool
+
+
+class ModelPrice(_Section):
+    """USD per million tokens."""
+
+    input_per_mtok: float = Field(ge=0.0)
+    output_per_mtok: float = Field(ge=0.0)
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        """Return the USD cost of a call with the given token counts."""
+        return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1e6
+
+
+DEFAULT_PRICES: dict[str, ModelPrice] = {
+    "gpt-3.5-turbo": ModelPrice(input_per_mtok=0.50, output_per_mtok=1.50),
+    "gpt-4o-mini": ModelPrice(input_per_mtok=0.15, output_per_mtok=0.60),
+    "gpt-4o": ModelPrice(input_per_mtok=2.50, output_per_mtok=10.00),
+}
+
+
+class Profile(_Section):
+    """A complete environment profile."""
+
+    description: str
+    models: ModelTiers
+    validation: ValidationConfig
+    rate_limit: RateLimitConfig
+    memory: MemoryConfig
+    cache: CacheConfig
+    features: Features
+    budget_usd: float = Field(ge=0.0)
+    prices: dict[str, ModelPrice]
+
+    def price_of(self, model: str) -> ModelPrice | None:
+        """Return the price of ``model``, or ``None`` when the table does not list it."""
+        return self.prices.get(model)
+
+
+def _profile(
+    description: str,
+    *,
+    models: tuple[str, str, str],
+    validators: tuple[int, int],
+    threshold: float,
+    rpm: int,
+    tpm: int,
+    concurrency: int,
+    retries: int,
+    checkpoints: int,
+    budget: float,
+    redact: bool,
+) -> Profile:
+    return Profile(
+        description=description,
+        models=ModelTiers(fast=models[0], standard=models[1], premium=models[2]),
+        validation=ValidationConfig(
+            validators_min=validators[0],
+            validators_max=validators[1],
+            consensus_threshold=threshold,
+        ),
+        rate_limit=RateLimitConfig(
+            requests_per_minute=rpm,
+            tokens_per_minute=tpm,
+            max_concurrency=concurrency,
+            error_rate_threshold=0.10,
+            rtt_threshold_s=5.0,
+            max_wait_multiplier=3.0,
+            retry_attempts=retries,
+            request_timeout_s=60.0,
+        ),
+        memory=MemoryConfig(
+            snapshot_interval_hours=6.0,
+            snapshots_per_agent=10,
+            checkpoints_per_thread=checkpoints,
+            thread_max_age_days=30.0,
+            backups_kept=7,
+        ),
+        cache=CacheConfig(
+            completion_enabled=True,
+            completion_ttl_s=24 * 3600.0,
+            analysis_enabled=True,
+            analysis_ttl_s=3600.0,
+        ),
+        features=Features(streaming=True, batch_processing=True, pii_redaction=redact),
+        budget_usd=budget,
+        prices=dict(DEFAULT_PRICES),
+    )
+
+
+BUILTIN_PROFILES: dict[str, Profile] = {
+    "dev_cost": _profile(
+        "Development on the cheapest models (gpt-3.5-turbo), 1-2 validators.",
+        models=("gpt-3.5-turbo", "gpt-3.5-turbo", "gpt-4o-mini"),
+        validators=(1, 2),
+        threshold=0.5,
+        rpm=500,
+        tpm=200_000,
+        concurrency=5,
+        retries=3,
+        checkpoints=20,
+        budget=0.50,
+        redact=False,
+    ),
+    "dev_balanced": _profile(
+        "Balanced development (gpt-4o-mini), 2-3 validators.",
+        models=("gpt-3.5-turbo", "gpt-4o-mini", "gpt-4o-mini"),
+        validators=(2, 3),
+        threshold=0.6,
+        rpm=1_000,
+        tpm=400_000,
+        concurrency=6,
+        retries=4,
+        checkpoints=50,
+        budget=2.00,
+        redact=False,
+    ),
+    "staging_quality": _profile(
+        "Quality-focused staging (gpt-4o), 3-5 validators.",
+        models=("gpt-4o-mini", "gpt-4o", "gpt-4o"),
+        validators=(3, 5),
+        threshold=0.7,
+        rpm=2_000,
+        tpm=800_000,
+        concurrency=8,
+        retries=5,
+        checkpoints=100,
+        budget=10.00,
+        redact=True,
+    ),
+    "prod_balanced": _profile(
+        "Production balanced (gpt-4o-mini), 2-4 validators.",
+        models=("gpt-3.5-turbo", "gpt-4o-mini", "gpt-4o"),
+        validators=(2, 4),
+        threshold=0.66,
+        rpm=3_000,
+        tpm=1_000_000,
+        concurrency=8,
+        retries=5,
+        checkpoints=100,
+        budget=5.00,
+        redact=True,
+    ),
+    "prod_quality": _profile(
+        "Maximum production quality (gpt-4o), 3-6 validators.",
+        models=("gpt-4o-mini", "gpt-4o", "gpt-4o"),
+        validators=(3, 6),
+        threshold=0.75,
+        rpm=5_000,
+        tpm=2_000_000,
+        concurrency=8,
+        retries=6,
+        checkpoints=200,
+        budget=25.00,
+        redact=True,
+    ),
+}
+
+DEFAULT_PROFILE = "dev_balanced"

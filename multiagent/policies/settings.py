@@ -1,0 +1,326 @@
+"""Resolve the active settings, recording where every value came from.
+
+Order, later wins: built-in profile → cost policy → ``multiagent.toml`` (the working directory's,
+else the one in ``MULTIAGENT_HOME``) → environment (``MULTIAGENT_ENV``, ``MULTIAGENT_POLICY``,
+nested overrides such as ``MULTIAGENT_RATE_LIMIT__MAX_CONCURRENCY``) → explicit arguments (CLI
+flags). The environment is read once, here, with pydantic-settings; nodes never read it.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from multiagent.errors import ConfigError
+from multiagent.policies.policies import COST_POLICIES, DEFAULT_POLICY
+from multiagent.policies.profiles import BUILTIN_PROFILES, DEFAULT_PROFILE, Profile
+
+Provider = Literal["sim", "openai"]
+PROVIDERS: tuple[str, ...] = ("sim", "openai")
+CONFIG_FILE_NAME = "multiagent.toml"
+_SECTIONS = ("models", "validation", "rate_limit", "memory", "cache", "features", "prices", "sim")
+_TOP_LEVEL = ("env", "policy", "provider", "checkpoint_url", "budget_usd")
+
+
+class SimConfig(BaseModel):
+    """The simulated provider: latency, determinism and injected faults."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    seed: int = 0
+    ttft_s: float = Field(default=0.05, ge=0.0)
+    token_latency_s: float = Field(default=0.004, ge=0.0)
+    rate_limit_error_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    server_error_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    timeout_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    retry_after_s: float = Field(default=1.0, ge=0.0)
+
+
+class Settings(BaseModel):
+    """Everything a run needs to know, resolved once."""
+
+    model_config = ConfigDict(frozen=True)
+
+    env: str
+    policy: str
+    provider: Provider
+    home: Path
+    checkpoint_url: str | None
+    openai_api_key: SecretStr | None
+    openai_base_url: str | None
+    profile: Profile
+    sim: SimConfig
+    sources: dict[str, str]
+
+    def as_report(self) -> dict[str, Any]:
+        """Return the resolved configuration as JSON-ready data, with each value's source."""
+        return {
+            "env": self.env,
+            "policy": self.policy,
+            "provider": self.provider,
+            "home": str(self.home),
+            "checkpoint_url": _mask_url(self.checkpoint_url),
+            "openai_base_url": self.openai_base_url,
+            "openai_api_key_set": self.openai_api_key is not None,
+            "profile": self.profile.model_dump(mode="json"),
+            "sim": self.sim.model_dump(mode="json"),
+            "sources": dict(sorted(self.sources.items())),
+        }
+
+
+class _Environment(BaseSettings):
+    """The process environment, read once."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MULTIAGENT_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    env: str | None = None
+    policy: str | None = None
+    provider: str | None = None
+    home: str | None = None
+    checkpoint_url: str | None = None
+    budget_usd: str | None = None
+    models: dict[str, Any] | None = None
+    validation: dict[str, Any] | None = None
+    rate_limit: dict[str, Any] | None = None
+    memory: dict[str, Any] | None = None
+    cache: dict[str, Any] | None = None
+    features: dict[str, Any] | None = None
+    sim: dict[str, Any] | None = None
+    openai_api_key: str | None = Field(default=None, validation_alias=AliasChoices("OPENAI_API_KEY"))
+    openai_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_BASE_URL")
+    )
+
+
+def _mask_url(url: str | None) -> str | None:
+    if url is None or "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.rpartition('@')[2]}"
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and prefix != "prices.":  # a price entry is one value
+            flat.update(flatten(value, f"{path}."))
+        else:
+            flat[path] = value
+    return flat
+
+
+def _set_path(data: dict[str, Any], path: str, value: Any) -> None:
+    # model names hold dots ("gpt-3.5-turbo"), so a price path splits only once
+    *parents, leaf = path.split(".", 1) if path.startswith("prices.") else path.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+
+
+class _Layers:
+    """Profile data with the source of every leaf value."""
+
+    def __init__(self, base: dict[str, Any], source: str) -> None:
+        self.data = base
+        self.sources = {path: source for path in flatten(base)}
+
+    def replace(self, new: dict[str, Any], source: str) -> None:
+        before, after = flatten(self.data), flatten(new)
+        for path, value in after.items():
+            if before.get(path) != value:
+                self.sources[path] = source
+        self.data = new
+
+    def overlay(self, values: Mapping[str, Any], source_of: Any, *, origin: str) -> None:
+        known = flatten(self.data)
+        for path, value in flatten(values).items():
+            section = path.split(".", 1)[0]
+            if path not in known and section not in ("prices", "sim"):
+                raise ConfigError(
+                    f"unknown setting {path!r} in {origin}; "
+                    f"known sections: {', '.join(_SECTIONS)}"
+                )
+            _set_path(self.data, path, value)
+            self.sources[path] = source_of(path)
+
+
+def _read_config_file(explicit: Path | None, home: Path) -> tuple[Path | None, dict[str, Any]]:
+    candidates = [explicit] if explicit else [Path.cwd() / CONFIG_FILE_NAME, home / CONFIG_FILE_NAME]
+    for path in candidates:
+        if path is not None and path.is_file():
+            try:
+                data = tomllib.loads(path.read_text(encoding="utf-8"))
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"malformed {path}: {exc}") from None
+            unknown = sorted(set(data) - set(_TOP_LEVEL) - set(_SECTIONS))
+            if unknown:
+                raise ConfigError(
+                    f"unknown key {unknown[0]!r} in {path}; valid: "
+                    f"{', '.join(_TOP_LEVEL + _SECTIONS)}"
+                )
+            return path, data
+    if explicit is not None:
+        raise ConfigError(f"config file {explicit} does not exist")
+    return None, {}
+
+
+def _choose(name: str, valid: Mapping[str, Any], layers: list[tuple[str | None, str]]) -> tuple[str, str]:
+    """Pick the last given value of ``name`` among ``layers`` and check it is one of ``valid``."""
+    chosen: tuple[str, str] | None = None
+    for value, source in layers:
+        if value is not None:
+            chosen = (value, source)
+    assert chosen is not None
+    value, source = chosen
+    if value not in valid:
+        raise ConfigError(
+            f"unknown {name} {value!r} (from {source}); valid: {', '.join(valid)}"
+        )
+    return chosen
+
+
+def _describe_error(exc: ValidationError, sources: Mapping[str, str], prefix: str = "") -> str:
+    err = exc.errors()[0]
+    path = prefix + ".".join(str(p) for p in err["loc"])
+    origin = sources.get(path)
+    if origin is None:  # a model-level check: name every source under it
+        related = sorted({src for p, src in sources.items() if p.startswith(path)})
+        origin = ", ".join(related) or "defaults"
+    value = f"={err['input']!r}" if "input" in err and not isinstance(err["input"], dict) else ""
+    return f"invalid setting {path}{value} (from {origin}): {err['msg']}"
+
+
+def load_settings(
+    *,
+    env: str | None = None,
+    policy: str | None = None,
+    provider: str | None = None,
+    home: str | Path | None = None,
+    config_file: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Resolve the active profile, policy, provider and data directory.
+
+    Args:
+        env: Profile name, as a CLI flag would give it (wins over everything else).
+        policy: Cost policy name, as a CLI flag would give it.
+        provider: ``"sim"`` or ``"openai"``.
+        home: The data directory; default ``MULTIAGENT_HOME`` or ``./.multiagent``.
+        config_file: A TOML file to use instead of looking for ``multiagent.toml``.
+        overrides: Dotted setting paths to values, e.g. ``{"rate_limit.max_concurrency": 4}``.
+
+    Returns:
+        The frozen, validated settings with ``sources`` naming where each value came from.
+
+    Raises:
+        ConfigError: A name is unknown, a file is malformed, or a value is out of range.
+    """
+    environ = _Environment()
+    home_path, home_source = (
+        (Path(home), "cli")
+        if home is not None
+        else (Path(environ.home), "env MULTIAGENT_HOME")
+        if environ.home
+        else (Path(".multiagent"), "default")
+    )
+    file_path, file_data = _read_config_file(Path(config_file) if config_file else None, home_path)
+    file_source = f"file {file_path}"
+
+    env_name, env_source = _choose(
+        "profile",
+        BUILTIN_PROFILES,
+        [
+            (DEFAULT_PROFILE, "default"),
+            (file_data.get("env"), file_source),
+            (environ.env, "env MULTIAGENT_ENV"),
+            (env, "cli --env"),
+        ],
+    )
+    policy_name, policy_source = _choose(
+        "policy",
+        COST_POLICIES,
+        [
+            (DEFAULT_POLICY, "default"),
+            (file_data.get("policy"), file_source),
+            (environ.policy, "env MULTIAGENT_POLICY"),
+            (policy, "cli --policy"),
+        ],
+    )
+    provider_name, provider_source = _choose(
+        "provider",
+        dict.fromkeys(PROVIDERS),
+        [
+            ("sim", "default"),
+            (file_data.get("provider"), file_source),
+            (environ.provider, "env MULTIAGENT_PROVIDER"),
+            (provider, "cli --provider"),
+        ],
+    )
+
+    layers = _Layers(BUILTIN_PROFILES[env_name].model_dump(mode="python"), f"profile {env_name}")
+    layers.data["sim"] = SimConfig().model_dump()
+    layers.sources.update({f"sim.{k}": "default" for k in layers.data["sim"]})
+    layers.replace(COST_POLICIES[policy_name].apply(layers.data), f"policy {policy_name}")
+
+    file_values = {k: v for k, v in file_data.items() if k in _SECTIONS or k == "budget_usd"}
+    layers.overlay(file_values, lambda _path: file_source, origin=str(file_path))
+    env_values = {
+        key: getattr(environ, key)
+        for key in ("models", "validation", "rate_limit", "memory", "cache", "features", "sim")
+        if getattr(environ, key)
+    }
+    if environ.budget_usd is not None:
+        env_values["budget_usd"] = environ.budget_usd
+    layers.overlay(
+        env_values,
+        lambda path: "env MULTIAGENT_" + path.upper().replace(".", "__"),
+        origin="the environment",
+    )
+    cli_values: dict[str, Any] = {}
+    for path, value in (overrides or {}).items():
+        _set_path(cli_values, path, value)
+    layers.overlay(cli_values, lambda path: f"cli {path}", origin="the command line")
+
+    sim_data = layers.data.pop("sim")
+    try:
+        profile = Profile.model_validate(layers.data)
+    except ValidationError as exc:
+        raise ConfigError(_describe_error(exc, layers.sources)) from None
+    try:
+        sim = SimConfig.model_validate(sim_data)
+    except ValidationError as exc:
+        raise ConfigError(_describe_error(exc, layers.sources, "sim.")) from None
+
+    checkpoint_url = file_data.get("checkpoint_url") or None
+    checkpoint_source = file_source
+    if environ.checkpoint_url:
+        checkpoint_url, checkpoint_source = environ.checkpoint_url, "env MULTIAGENT_CHECKPOINT_URL"
+    sources = dict(layers.sources)
+    sources.update(
+        env=env_source,
+        policy=policy_source,
+        provider=provider_source,
+        home=home_source,
+        checkpoint_url=checkpoint_source if checkpoint_url else "default",
+    )
+    return Settings(
+        env=env_name,
+        policy=policy_name,
+        provider=provider_name,  # type: ignore[arg-type]
+        home=home_path,
+        checkpoint_url=checkpoint_url,
+        openai_api_key=SecretStr(environ.openai_api_key) if environ.openai_api_key else None,
+        openai_base_url=environ.openai_base_url or None,
+        profile=profile,
+        sim=sim,
+        sources=sources,
+    )

@@ -1,0 +1,27 @@
+"""Every test runs with a clean environment, its own data directory and a zero-latency simulator."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Clear MULTIAGENT_* / OPENAI_* variables, point MULTIAGENT_HOME at a temporary directory."""
+    for name in list(os.environ):
+        if name.startswith(("MULTIAGENT_", "OPENAI_", "LANGSMITH_", "LANGCHAIN_", "OTEL_")):
+            if name == "MULTIAGENT_TEST_POSTGRES_URL":
+                continue
+            monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "home"
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.setenv("MULTIAGENT_HOME", str(home))
+    monkeypatch.setenv("MULTIAGENT_SIM__TTFT_S", "0")
+    monkeypatch.setenv("MULTIAGENT_SIM__TOKEN_LATENCY_S", "0")
+    monkeypatch.chdir(work)
+    yield home
