@@ -1,0 +1,35 @@
+# Start a throw-away PostgreSQL cluster on 127.0.0.1 and export MULTIAGENT_TEST_POSTGRES_URL.
+# Sourced by .ci/run; the cluster is stopped and removed when the shell exits.
+
+start_postgres() {
+    local bin
+    bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+    if [ -z "$bin" ]; then
+        if command -v apt-get >/dev/null 2>&1; then
+            (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) || return 1
+        else
+            return 1
+        fi
+        bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+        [ -n "$bin" ] || return 1
+    fi
+    PG_DIR=$(mktemp -d /tmp/multiagent-pg.XXXXXX)
+    chown postgres "$PG_DIR" 2>/dev/null || true
+    local as=()
+    if [ "$(id -u)" = "0" ]; then as=(runuser -u postgres --); fi
+    "${as[@]}" "$bin/initdb" -D "$PG_DIR/data" -U postgres -A trust >/dev/null || return 1
+    PG_PORT=${PG_PORT:-55432}
+    "${as[@]}" "$bin/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w \
+        -o "-h 127.0.0.1 -p $PG_PORT -k $PG_DIR" start >/dev/null || return 1
+    trap 'stop_postgres' EXIT
+    export PG_BIN="$bin" PG_AS="${as[*]}"
+    export MULTIAGENT_TEST_POSTGRES_URL="postgresql://postgres@127.0.0.1:$PG_PORT/postgres"
+    echo "ci: PostgreSQL running at 127.0.0.1:$PG_PORT"
+}
+
+stop_postgres() {
+    if [ -n "${PG_DIR:-}" ] && [ -d "$PG_DIR/data" ]; then
+        ${PG_AS:-} "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast stop >/dev/null 2>&1 || true
+        rm -rf "$PG_DIR"
+    fi
+}
