@@ -10,9 +10,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from multiagent.models.factory import build_chat_model
-    from multiagent.models.simulated import SimulatedChatModel
-    from multiagent.policies.settings import Settings, load_settings
+    from multiagent.models.factory import build_chat_model as build_chat_model
+    from multiagent.models.simulated import SimulatedChatModel as SimulatedChatModel
+    from multiagent.policies.settings import Settings as Settings
+    from multiagent.policies.settings import load_settings as load_settings
 
 __version__ = "0.1.0"
 

@@ -30,9 +30,10 @@ def _one_line(message: str) -> str:
 class _OneLineErrors(TyperGroup):
     """Run the app with click's standalone handling replaced by one-line errors."""
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        standalone_mode = bool(kwargs.pop("standalone_mode", True))
         try:
-            result = super().main(*args, standalone_mode=False, **kwargs)
+            result = super().main(*args, **{**kwargs, "standalone_mode": False})
         except MultiagentError as exc:
             typer.echo(f"error: {_one_line(str(exc))}", err=True)
             return self._finish(exc.exit_code, standalone_mode)
@@ -67,11 +68,22 @@ app = typer.Typer(
 @app.callback()
 def _root(
     ctx: typer.Context,
-    env: Annotated[str | None, typer.Option("--env", help="Profile name (overrides MULTIAGENT_ENV).")] = None,
-    policy: Annotated[str | None, typer.Option("--policy", help="Cost policy (overrides MULTIAGENT_POLICY).")] = None,
-    provider: Annotated[str | None, typer.Option("--provider", help="sim or openai (overrides MULTIAGENT_PROVIDER).")] = None,
-    home: Annotated[str | None, typer.Option("--home", help="Data directory (overrides MULTIAGENT_HOME).")] = None,
-    config: Annotated[str | None, typer.Option("--config", help="A multiagent.toml to use.")] = None,
+    env: Annotated[
+        str | None, typer.Option("--env", help="Profile name (overrides MULTIAGENT_ENV).")
+    ] = None,
+    policy: Annotated[
+        str | None, typer.Option("--policy", help="Cost policy (overrides MULTIAGENT_POLICY).")
+    ] = None,
+    provider: Annotated[
+        str | None,
+        typer.Option("--provider", help="sim or openai (overrides MULTIAGENT_PROVIDER)."),
+    ] = None,
+    home: Annotated[
+        str | None, typer.Option("--home", help="Data directory (overrides MULTIAGENT_HOME).")
+    ] = None,
+    config: Annotated[
+        str | None, typer.Option("--config", help="A multiagent.toml to use.")
+    ] = None,
 ) -> None:
     """Teams of LLM agents as LangGraph state graphs: orchestration, meetings, cross-validation."""
     ctx.obj = RootOptions(env=env, policy=policy, provider=provider, home=home, config=config)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 
 @pytest.fixture(autouse=True)
-def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Clear MULTIAGENT_* / OPENAI_* variables, point MULTIAGENT_HOME at a temporary directory."""
     for name in list(os.environ):
         if name.startswith(("MULTIAGENT_", "OPENAI_", "LANGSMITH_", "LANGCHAIN_", "OTEL_")):
@@ -24,4 +23,4 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     monkeypatch.setenv("MULTIAGENT_SIM__TTFT_S", "0")
     monkeypatch.setenv("MULTIAGENT_SIM__TOKEN_LATENCY_S", "0")
     monkeypatch.chdir(work)
-    yield home
+    return home

@@ -27,7 +27,9 @@ class RootOptions:
     config: str | None = None
 
 
-def cli_settings(ctx: typer.Context, *, env: str | None = None, policy: str | None = None) -> Settings:
+def cli_settings(
+    ctx: typer.Context, *, env: str | None = None, policy: str | None = None
+) -> Settings:
     """Resolve settings from the root options; a command's own ``--env``/``--policy`` win."""
     root = ctx.find_root().obj
     options = root if isinstance(root, RootOptions) else RootOptions()

@@ -21,8 +21,14 @@ def _catalogue() -> dict[str, Any]:
 
 def profile(
     ctx: typer.Context,
-    env: Annotated[str | None, typer.Option("--env", help="Profile name (default: MULTIAGENT_ENV or dev_balanced).")] = None,
-    policy: Annotated[str | None, typer.Option("--policy", help="Cost policy (default: MULTIAGENT_POLICY or balanced).")] = None,
+    env: Annotated[
+        str | None,
+        typer.Option("--env", help="Profile name (default: MULTIAGENT_ENV or dev_balanced)."),
+    ] = None,
+    policy: Annotated[
+        str | None,
+        typer.Option("--policy", help="Cost policy (default: MULTIAGENT_POLICY or balanced)."),
+    ] = None,
     list_all: Annotated[bool, typer.Option("--list", help="List profiles and policies.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
@@ -45,7 +51,10 @@ def profile(
     if as_json:
         print_json(report)
         return
-    table = Table(title=f"profile {settings.env} · policy {settings.policy} · provider {settings.provider}", title_justify="left")
+    table = Table(
+        title=f"profile {settings.env} · policy {settings.policy} · provider {settings.provider}",
+        title_justify="left",
+    )
     table.add_column("setting", style="bold")
     table.add_column("value")
     table.add_column("source", style="dim")

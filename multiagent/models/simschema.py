@@ -11,10 +11,23 @@ from typing import Any
 
 from multiagent.models.simtext import split_tokens
 
-_WORDS = (
-    "evidence consistent scope claim source estimate baseline risk assumption detail "
-    "structure argument summary metric outcome"
-).split()
+_WORDS = [
+    "evidence",
+    "consistent",
+    "scope",
+    "claim",
+    "source",
+    "estimate",
+    "baseline",
+    "risk",
+    "assumption",
+    "detail",
+    "structure",
+    "argument",
+    "summary",
+    "metric",
+    "outcome",
+]
 
 
 def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
@@ -82,7 +95,9 @@ def instance_of(
     for key in ("anyOf", "oneOf"):
         if key in schema:
             options = [o for o in schema[key] if _resolve(o, root).get("type") != "null"]
-            return instance_of(rng.choice(options or schema[key]), rng, context=context, name=name, root=root)
+            return instance_of(
+                rng.choice(options or schema[key]), rng, context=context, name=name, root=root
+            )
     if "allOf" in schema:
         merged: dict[str, Any] = {}
         for part in schema["allOf"]:

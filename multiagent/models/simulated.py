@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
-import httpx
+import httpx2
 import openai
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -56,22 +56,26 @@ def rate_limit_error(retry_after_s: float, *, url: str = _SIM_URL) -> openai.Rat
         "retry-after": str(max(1, round(retry_after_s))),
         "retry-after-ms": str(round(retry_after_s * 1000)),
     }
-    response = httpx.Response(429, headers=headers, request=httpx.Request("POST", url))
+    response = httpx2.Response(429, headers=headers, request=httpx2.Request("POST", url))
     return openai.RateLimitError("Rate limit reached (simulated)", response=response, body=None)
 
 
 def server_error(*, url: str = _SIM_URL) -> openai.InternalServerError:
     """A 500 as the OpenAI SDK raises it."""
-    response = httpx.Response(500, request=httpx.Request("POST", url))
-    return openai.InternalServerError("Internal server error (simulated)", response=response, body=None)
+    response = httpx2.Response(500, request=httpx2.Request("POST", url))
+    return openai.InternalServerError(
+        "Internal server error (simulated)", response=response, body=None
+    )
 
 
 def timeout_error(*, url: str = _SIM_URL) -> openai.APITimeoutError:
     """A request timeout as the OpenAI SDK raises it."""
-    return openai.APITimeoutError(request=httpx.Request("POST", url))
+    return openai.APITimeoutError(request=httpx2.Request("POST", url))
 
 
-def _chosen_tool(tools: list[dict[str, Any]], tool_choice: Any, last: BaseMessage | None) -> dict[str, Any] | None:
+def _chosen_tool(
+    tools: list[dict[str, Any]], tool_choice: Any, last: BaseMessage | None
+) -> dict[str, Any] | None:
     if not tools or tool_choice == "none":
         return None
     if isinstance(tool_choice, dict):
@@ -146,10 +150,14 @@ class SimulatedChatModel(BaseChatModel):
         if draw < self.timeout_rate:
             raise timeout_error()
 
-    def _reply(self, messages: list[BaseMessage], stop: list[str] | None, **kwargs: Any) -> AIMessage:
+    def _reply(
+        self, messages: list[BaseMessage], stop: list[str] | None, **kwargs: Any
+    ) -> AIMessage:
         pairs = message_pairs(messages)
         max_tokens = kwargs.get("max_tokens", self.max_tokens)
-        tool = _chosen_tool(kwargs.get("tools") or [], kwargs.get("tool_choice"), messages[-1] if messages else None)
+        tool = _chosen_tool(
+            kwargs.get("tools") or [], kwargs.get("tool_choice"), messages[-1] if messages else None
+        )
         usage_in = prompt_tokens(pairs)
         if tool is not None:
             function = tool["function"]
@@ -163,18 +171,24 @@ class SimulatedChatModel(BaseChatModel):
             return AIMessage(
                 content="",
                 tool_calls=[{"name": function["name"], "args": args, "id": f"call_{key[:24]}"}],
-                usage_metadata=UsageMetadata(input_tokens=usage_in, output_tokens=out, total_tokens=usage_in + out),
+                usage_metadata=UsageMetadata(
+                    input_tokens=usage_in, output_tokens=out, total_tokens=usage_in + out
+                ),
                 response_metadata={"model_name": self.model_name, "finish_reason": "tool_calls"},
             )
         text = simulate_reply(self.model_name, pairs, seed=self.seed, max_tokens=max_tokens)
-        finish = "length" if max_tokens is not None and len(split_tokens(text)) >= max_tokens else "stop"
+        finish = (
+            "length" if max_tokens is not None and len(split_tokens(text)) >= max_tokens else "stop"
+        )
         for marker in stop or []:
             if marker and marker in text:
                 text, finish = text.split(marker, 1)[0], "stop"
         out = count_tokens(text)
         return AIMessage(
             content=text,
-            usage_metadata=UsageMetadata(input_tokens=usage_in, output_tokens=out, total_tokens=usage_in + out),
+            usage_metadata=UsageMetadata(
+                input_tokens=usage_in, output_tokens=out, total_tokens=usage_in + out
+            ),
             response_metadata={"model_name": self.model_name, "finish_reason": finish},
         )
 
@@ -216,7 +230,12 @@ class SimulatedChatModel(BaseChatModel):
                 message=AIMessageChunk(
                     content="",
                     tool_call_chunks=[
-                        {"name": call["name"], "args": json.dumps(call["args"]), "id": call["id"], "index": 0}
+                        {
+                            "name": call["name"],
+                            "args": json.dumps(call["args"]),
+                            "id": call["id"],
+                            "index": 0,
+                        }
                     ],
                 )
             )

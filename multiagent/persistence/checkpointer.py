@@ -41,7 +41,9 @@ def ensure_home(settings: Settings) -> Path:
 
 
 @contextmanager
-def open_checkpointer(settings: Settings, *, kind: str | None = None) -> Iterator[BaseCheckpointSaver[str]]:
+def open_checkpointer(
+    settings: Settings, *, kind: str | None = None
+) -> Iterator[BaseCheckpointSaver[str]]:
     """Open the configured checkpointer for the duration of a ``with`` block.
 
     Args:
@@ -49,13 +51,17 @@ def open_checkpointer(settings: Settings, *, kind: str | None = None) -> Iterato
         kind: ``"sqlite"``, ``"postgres"`` or ``"memory"`` to force a backend.
     """
     url = settings.checkpoint_url
-    chosen = kind or ("postgres" if url and url.startswith(("postgresql://", "postgres://")) else "sqlite")
+    chosen = kind or (
+        "postgres" if url and url.startswith(("postgresql://", "postgres://")) else "sqlite"
+    )
     if chosen == "memory":
         yield InMemorySaver()
         return
     if chosen == "postgres":
         if not url:
-            raise ConfigError("the postgres checkpointer needs MULTIAGENT_CHECKPOINT_URL=postgresql://...")
+            raise ConfigError(
+                "the postgres checkpointer needs MULTIAGENT_CHECKPOINT_URL=postgresql://..."
+            )
         from multiagent.persistence.postgres import open_postgres_checkpointer
 
         with open_postgres_checkpointer(url) as saver:

@@ -30,7 +30,9 @@ def _cost_optimized(data: ProfileData) -> ProfileData:
         out["models"][tier] = _shift_model(out["models"][tier], -1)
     validation = out["validation"]
     validation["validators_min"] = max(1, validation["validators_min"] - 1)
-    validation["validators_max"] = max(validation["validators_min"], validation["validators_max"] - 1)
+    validation["validators_max"] = max(
+        validation["validators_min"], validation["validators_max"] - 1
+    )
     out["budget_usd"] = round(out["budget_usd"] * 0.5, 4)
     out["cache"]["completion_ttl_s"] = out["cache"]["completion_ttl_s"] * 2
     out["cache"]["analysis_ttl_s"] = out["cache"]["analysis_ttl_s"] * 2
@@ -47,7 +49,9 @@ def _quality_optimized(data: ProfileData) -> ProfileData:
         out["models"][tier] = _shift_model(out["models"][tier], +1)
     validation = out["validation"]
     validation["validators_max"] = min(6, validation["validators_max"] + 1)
-    validation["validators_min"] = min(validation["validators_max"], validation["validators_min"] + 1)
+    validation["validators_min"] = min(
+        validation["validators_max"], validation["validators_min"] + 1
+    )
     validation["consensus_threshold"] = round(min(1.0, validation["consensus_threshold"] + 0.1), 4)
     out["budget_usd"] = round(out["budget_usd"] * 2.0, 4)
     out["rate_limit"]["retry_attempts"] = min(20, out["rate_limit"]["retry_attempts"] + 1)

@@ -1,4 +1,4 @@
-"""Environment profiles: what a deployment may spend, how hard it may push a provider, what it keeps.
+"""Environment profiles: what a deployment may spend, how hard it pushes a provider, what it keeps.
 
 A :class:`Profile` is plain data. The five built-in profiles follow the seed's ladder of models
 (gpt-3.5-turbo → gpt-4o-mini → gpt-4o) and its validator ranges; cost policies

@@ -93,7 +93,9 @@ class _Environment(BaseSettings):
     cache: dict[str, Any] | None = None
     features: dict[str, Any] | None = None
     sim: dict[str, Any] | None = None
-    openai_api_key: str | None = Field(default=None, validation_alias=AliasChoices("OPENAI_API_KEY"))
+    openai_api_key: str | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_API_KEY")
+    )
     openai_base_url: str | None = Field(
         default=None, validation_alias=AliasChoices("OPENAI_BASE_URL")
     )
@@ -146,15 +148,16 @@ class _Layers:
             section = path.split(".", 1)[0]
             if path not in known and section not in ("prices", "sim"):
                 raise ConfigError(
-                    f"unknown setting {path!r} in {origin}; "
-                    f"known sections: {', '.join(_SECTIONS)}"
+                    f"unknown setting {path!r} in {origin}; known sections: {', '.join(_SECTIONS)}"
                 )
             _set_path(self.data, path, value)
             self.sources[path] = source_of(path)
 
 
 def _read_config_file(explicit: Path | None, home: Path) -> tuple[Path | None, dict[str, Any]]:
-    candidates = [explicit] if explicit else [Path.cwd() / CONFIG_FILE_NAME, home / CONFIG_FILE_NAME]
+    candidates = (
+        [explicit] if explicit else [Path.cwd() / CONFIG_FILE_NAME, home / CONFIG_FILE_NAME]
+    )
     for path in candidates:
         if path is not None and path.is_file():
             try:
@@ -173,7 +176,9 @@ def _read_config_file(explicit: Path | None, home: Path) -> tuple[Path | None, d
     return None, {}
 
 
-def _choose(name: str, valid: Mapping[str, Any], layers: list[tuple[str | None, str]]) -> tuple[str, str]:
+def _choose(
+    name: str, valid: Mapping[str, Any], layers: list[tuple[str | None, str]]
+) -> tuple[str, str]:
     """Pick the last given value of ``name`` among ``layers`` and check it is one of ``valid``."""
     chosen: tuple[str, str] | None = None
     for value, source in layers:
@@ -182,9 +187,7 @@ def _choose(name: str, valid: Mapping[str, Any], layers: list[tuple[str | None, 
     assert chosen is not None
     value, source = chosen
     if value not in valid:
-        raise ConfigError(
-            f"unknown {name} {value!r} (from {source}); valid: {', '.join(valid)}"
-        )
+        raise ConfigError(f"unknown {name} {value!r} (from {source}); valid: {', '.join(valid)}")
     return chosen
 
 

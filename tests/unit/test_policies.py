@@ -36,7 +36,10 @@ def test_every_profile_and_policy_resolves(env: str, policy: str) -> None:
 
 
 def test_builtin_profiles_follow_the_seed() -> None:
-    ranges = {name: (p.validation.validators_min, p.validation.validators_max) for name, p in BUILTIN_PROFILES.items()}
+    ranges = {
+        name: (p.validation.validators_min, p.validation.validators_max)
+        for name, p in BUILTIN_PROFILES.items()
+    }
     assert ranges == {
         "dev_cost": (1, 2),
         "dev_balanced": (2, 3),
@@ -64,14 +67,18 @@ def test_defaults_and_sources() -> None:
 def test_precedence_of_every_source(monkeypatch: pytest.MonkeyPatch, isolated_env: Path) -> None:
     home_file = isolated_env / "multiagent.toml"
     home_file.parent.mkdir(parents=True, exist_ok=True)
-    home_file.write_text('env = "dev_cost"\n[rate_limit]\nmax_concurrency = 7\nretry_attempts = 9\n')
+    home_file.write_text(
+        'env = "dev_cost"\n[rate_limit]\nmax_concurrency = 7\nretry_attempts = 9\n'
+    )
     settings = load_settings()
     assert settings.env == "dev_cost"
     assert settings.sources["env"] == f"file {home_file}"
     assert settings.profile.rate_limit.max_concurrency == 7
 
     # the working directory's file is found before the home's
-    Path("multiagent.toml").write_text('env = "staging_quality"\npolicy = "cost_optimized"\n[rate_limit]\nmax_concurrency = 6\n')
+    Path("multiagent.toml").write_text(
+        'env = "staging_quality"\npolicy = "cost_optimized"\n[rate_limit]\nmax_concurrency = 6\n'
+    )
     settings = load_settings()
     assert (settings.env, settings.policy) == ("staging_quality", "cost_optimized")
     assert settings.profile.rate_limit.max_concurrency == 6
@@ -84,9 +91,14 @@ def test_precedence_of_every_source(monkeypatch: pytest.MonkeyPatch, isolated_en
     settings = load_settings()
     assert (settings.env, settings.policy) == ("prod_quality", "balanced")
     assert settings.profile.rate_limit.max_concurrency == 5
-    assert settings.sources["rate_limit.max_concurrency"] == "env MULTIAGENT_RATE_LIMIT__MAX_CONCURRENCY"
+    assert (
+        settings.sources["rate_limit.max_concurrency"]
+        == "env MULTIAGENT_RATE_LIMIT__MAX_CONCURRENCY"
+    )
 
-    settings = load_settings(env="dev_cost", policy="quality_optimized", overrides={"rate_limit.max_concurrency": 8})
+    settings = load_settings(
+        env="dev_cost", policy="quality_optimized", overrides={"rate_limit.max_concurrency": 8}
+    )
     assert (settings.env, settings.policy) == ("dev_cost", "quality_optimized")
     assert settings.profile.rate_limit.max_concurrency == 8
     assert settings.sources["rate_limit.max_concurrency"] == "cli rate_limit.max_concurrency"
@@ -94,7 +106,9 @@ def test_precedence_of_every_source(monkeypatch: pytest.MonkeyPatch, isolated_en
 
 
 def test_price_overrides_keep_dotted_model_names() -> None:
-    settings = load_settings(overrides={"prices.gpt-3.5-turbo": {"input_per_mtok": 1, "output_per_mtok": 2}})
+    settings = load_settings(
+        overrides={"prices.gpt-3.5-turbo": {"input_per_mtok": 1, "output_per_mtok": 2}}
+    )
     price = settings.profile.price_of("gpt-3.5-turbo")
     assert price is not None
     assert price.cost(1_000_000, 1_000_000) == pytest.approx(3.0)
@@ -107,9 +121,17 @@ def test_price_overrides_keep_dotted_model_names() -> None:
         ({"env": "nope"}, {}, "unknown profile 'nope' (from cli --env); valid: dev_cost"),
         ({}, {"MULTIAGENT_POLICY": "cheap"}, "unknown policy 'cheap' (from env MULTIAGENT_POLICY)"),
         ({"provider": "anthropic"}, {}, "unknown provider 'anthropic'"),
-        ({"overrides": {"validation.validators_min": 5}}, {}, "validators_min (5) is above validators_max (3)"),
+        (
+            {"overrides": {"validation.validators_min": 5}},
+            {},
+            "validators_min (5) is above validators_max (3)",
+        ),
         ({}, {"MULTIAGENT_BUDGET_USD": "-1"}, "budget_usd='-1' (from env MULTIAGENT_BUDGET_USD)"),
-        ({"overrides": {"validation.consensus_threshold": 1.5}}, {}, "consensus_threshold=1.5 (from cli"),
+        (
+            {"overrides": {"validation.consensus_threshold": 1.5}},
+            {},
+            "consensus_threshold=1.5 (from cli",
+        ),
         ({"overrides": {"validation.consensus_threshold": 0}}, {}, "greater than 0"),
         ({"overrides": {"rate_limit.bogus": 1}}, {}, "unknown setting 'rate_limit.bogus'"),
         ({}, {"MULTIAGENT_SIM__TTFT_S": "-2"}, "sim.ttft_s='-2' (from env MULTIAGENT_SIM__TTFT_S)"),
