@@ -55,12 +55,12 @@ def profile(
         title=f"profile {settings.env} · policy {settings.policy} · provider {settings.provider}",
         title_justify="left",
     )
-    table.add_column("setting", style="bold")
-    table.add_column("value")
-    table.add_column("source", style="dim")
     rows = {k: v for k, v in report.items() if k not in ("profile", "sources", "sim")}
     rows.update(flatten(report["profile"]))
     rows.update({f"sim.{k}": v for k, v in report["sim"].items()})
+    table.add_column("setting", style="bold", no_wrap=True, min_width=max(map(len, rows)))
+    table.add_column("value", overflow="fold")
+    table.add_column("source", style="dim", overflow="fold")
     for key, value in rows.items():
         table.add_row(key, str(value), report["sources"].get(key, "derived"))
     console.print(table)

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from multiagent.cli import app
+from multiagent.commands import _shared as shared
+
+runner = CliRunner()
+
+
+def test_profile_json_resolves_every_profile_and_policy() -> None:
+    for env in ("dev_cost", "dev_balanced", "staging_quality", "prod_balanced", "prod_quality"):
+        for policy in ("cost_optimized", "balanced", "quality_optimized"):
+            result = runner.invoke(app, ["profile", "--env", env, "--policy", policy, "--json"])
+            assert result.exit_code == 0, result.output
+            document = json.loads(result.stdout)
+            assert (document["env"], document["policy"]) == (env, policy)
+            assert document["sources"]["env"] == "cli --env"
+
+
+def test_profile_table_names_sources(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MULTIAGENT_RATE_LIMIT__MAX_CONCURRENCY", "7")
+    monkeypatch.setattr(shared.console, "width", 200)
+    result = runner.invoke(app, ["profile"])
+    assert result.exit_code == 0
+    assert "rate_limit.max_concurrency" in result.stdout
+    assert "env MULTIAGENT_RATE_LIMIT__MAX_CONCURRENCY" in result.stdout
+
+
+def test_root_options_reach_the_command(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["--env", "prod_quality", "--home", str(tmp_path), "profile", "--json"]
+    )
+    document = json.loads(result.stdout)
+    assert document["env"] == "prod_quality"
+    assert document["home"] == str(tmp_path)
+
+
+def test_profile_list() -> None:
+    result = runner.invoke(app, ["profile", "--list", "--json"])
+    catalogue = json.loads(result.stdout)
+    assert set(catalogue["profiles"]) == {
+        "dev_cost",
+        "dev_balanced",
+        "staging_quality",
+        "prod_balanced",
+        "prod_quality",
+    }
+    assert set(catalogue["policies"]) == {"cost_optimized", "balanced", "quality_optimized"}
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["profile", "--env", "nope"], "unknown profile 'nope'"),
+        (["profile", "--policy", "cheapest"], "unknown policy 'cheapest'"),
+        (["profile", "--bogus"], "No such option: --bogus"),
+        (["--config", "missing.toml", "profile"], "missing.toml does not exist"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args: list[str], needle: str) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("error: ")
+    assert needle in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_malformed_toml_from_the_console_script() -> None:
+    Path("multiagent.toml").write_text("[validation]\nvalidators_min = 4\nvalidators_max = 2\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "multiagent", "profile"], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1
+    assert "validators_min (4) is above validators_max (2)" in proc.stderr
+    assert "multiagent.toml" in proc.stderr
+
+
+def test_every_command_has_help() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("profile",):
+        assert runner.invoke(app, [command, "--help"]).exit_code == 0
