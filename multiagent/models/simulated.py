@@ -73,9 +73,17 @@ def timeout_error(*, url: str = _SIM_URL) -> openai.APITimeoutError:
     return openai.APITimeoutError(request=httpx2.Request("POST", url))
 
 
-def _chosen_tool(
-    tools: list[dict[str, Any]], tool_choice: Any, last: BaseMessage | None
+def choose_tool(
+    tools: list[dict[str, Any]], tool_choice: Any, *, after_tool_result: bool
 ) -> dict[str, Any] | None:
+    """The tool (OpenAI format) the simulator calls, or ``None`` to answer in text.
+
+    Args:
+        tools: Tools in OpenAI's ``{"type": "function", "function": {...}}`` format.
+        tool_choice: OpenAI's ``tool_choice`` (``"auto"``, ``"none"``, ``"required"``, a name
+            or ``{"type": "function", "function": {"name": ...}}``).
+        after_tool_result: The last message is a tool's result; ``"auto"`` then answers in text.
+    """
     if not tools or tool_choice == "none":
         return None
     if isinstance(tool_choice, dict):
@@ -86,7 +94,44 @@ def _chosen_tool(
     if tool_choice in ("any", "required", True):
         return tools[0]
     # "auto": call a tool unless the model has just been given a tool's result
-    return None if isinstance(last, ToolMessage) else tools[0]
+    return None if after_tool_result else tools[0]
+
+
+def simulated_tool_call(
+    model: str, pairs: Sequence[tuple[str, str]], *, seed: int, function: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """The call id and schema-valid arguments the simulator gives when it calls ``function``.
+
+    Shared by :class:`SimulatedChatModel` and the HTTP simulator so both answer alike.
+    """
+    key = digest(model, list(pairs), seed, function)
+    args = instance_of(
+        function.get("parameters", {}),
+        random.Random(key),
+        context=pairs[-1][1] if pairs else "",
+    )
+    return f"call_{key[:24]}", args
+
+
+def simulated_text(
+    model: str,
+    pairs: Sequence[tuple[str, str]],
+    *,
+    seed: int,
+    max_tokens: int | None = None,
+    stop: Sequence[str] | None = None,
+) -> tuple[str, str]:
+    """The reply text and OpenAI finish reason (``"stop"`` or ``"length"``) for ``pairs``.
+
+    Shared by :class:`SimulatedChatModel` and the HTTP simulator so both answer alike.
+    """
+    text = simulate_reply(model, pairs, seed=seed, max_tokens=max_tokens)
+    cut = max_tokens is not None and len(split_tokens(text)) >= max_tokens
+    finish = "length" if cut else "stop"
+    for marker in stop or []:
+        if marker and marker in text:
+            text, finish = text.split(marker, 1)[0], "stop"
+    return text, finish
 
 
 class SimulatedChatModel(BaseChatModel):
@@ -155,34 +200,30 @@ class SimulatedChatModel(BaseChatModel):
     ) -> AIMessage:
         pairs = message_pairs(messages)
         max_tokens = kwargs.get("max_tokens", self.max_tokens)
-        tool = _chosen_tool(
-            kwargs.get("tools") or [], kwargs.get("tool_choice"), messages[-1] if messages else None
+        last = messages[-1] if messages else None
+        tool = choose_tool(
+            kwargs.get("tools") or [],
+            kwargs.get("tool_choice"),
+            after_tool_result=isinstance(last, ToolMessage),
         )
         usage_in = prompt_tokens(pairs)
         if tool is not None:
             function = tool["function"]
-            key = digest(self.model_name, pairs, self.seed, function)
-            args = instance_of(
-                function.get("parameters", {}),
-                random.Random(key),
-                context=pairs[-1][1] if pairs else "",
+            call_id, args = simulated_tool_call(
+                self.model_name, pairs, seed=self.seed, function=function
             )
             out = count_tokens(json.dumps(args))
             return AIMessage(
                 content="",
-                tool_calls=[{"name": function["name"], "args": args, "id": f"call_{key[:24]}"}],
+                tool_calls=[{"name": function["name"], "args": args, "id": call_id}],
                 usage_metadata=UsageMetadata(
                     input_tokens=usage_in, output_tokens=out, total_tokens=usage_in + out
                 ),
                 response_metadata={"model_name": self.model_name, "finish_reason": "tool_calls"},
             )
-        text = simulate_reply(self.model_name, pairs, seed=self.seed, max_tokens=max_tokens)
-        finish = (
-            "length" if max_tokens is not None and len(split_tokens(text)) >= max_tokens else "stop"
+        text, finish = simulated_text(
+            self.model_name, pairs, seed=self.seed, max_tokens=max_tokens, stop=stop
         )
-        for marker in stop or []:
-            if marker and marker in text:
-                text, finish = text.split(marker, 1)[0], "stop"
         out = count_tokens(text)
         return AIMessage(
             content=text,
