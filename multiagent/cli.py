@@ -15,6 +15,7 @@ from typer.core import TyperGroup
 
 from multiagent.commands._shared import RootOptions
 from multiagent.commands.profile import profile
+from multiagent.commands.sim import sim_app
 from multiagent.errors import MultiagentError
 
 try:  # recent typer vendors click; its exceptions are not the click package's
@@ -90,6 +91,7 @@ def _root(
 
 
 app.command("profile")(profile)
+app.add_typer(sim_app, name="sim")
 
 
 def main() -> None:

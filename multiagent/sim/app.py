@@ -1,0 +1,164 @@
+"""The OpenAI-compatible simulator as a FastAPI app.
+
+Routes: ``POST /v1/chat/completions`` (plain and ``stream: true`` server-sent events),
+``GET /v1/models``, ``GET /sim/stats``, ``POST /sim/reset`` and ``GET /healthz``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from multiagent.sim.config import SimServerConfig
+from multiagent.sim.protocol import (
+    Answer,
+    ChatRequest,
+    chunk_body,
+    completion_body,
+    completion_id,
+    compose_answer,
+    error_body,
+)
+from multiagent.sim.state import Admitted, Refused, SimState
+
+
+def create_sim_app(config: SimServerConfig) -> FastAPI:
+    """Build the simulator app; its schedule clock starts now (and on ``POST /sim/reset``).
+
+    Args:
+        config: Limits, latency, faults and schedule to serve.
+    """
+    state = SimState(config)
+    app = FastAPI(
+        title="multiagent simulator",
+        description="An OpenAI-compatible chat-completions server with limits and faults.",
+    )
+    app.state.sim = state
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid body"}
+        param = ".".join(str(part) for part in first["loc"][1:]) or None
+        message = f"Invalid request: {param or 'body'}: {first['msg']}"
+        body = error_body(message, kind="invalid_request_error", code="invalid_value", param=param)
+        return JSONResponse(body, status_code=400)
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat_completions(body: ChatRequest) -> Response:
+        answer = compose_answer(body, default_seed=config.seed)
+        cost = answer.prompt_tokens + (body.output_limit or config.default_max_tokens)
+        decision = state.admit(cost_tokens=cost, pieces=len(answer.pieces))
+        if isinstance(decision, Refused):
+            return _error_response(decision)
+        if body.stream:
+            include = bool(body.stream_options and body.stream_options.include_usage)
+            events = _events(state, decision, answer, include_usage=include)
+            headers = {**decision.headers, "cache-control": "no-cache"}
+            return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+        completed = False
+        try:
+            delay = decision.ttft_s + max(1, len(answer.pieces)) * decision.token_latency_s
+            if delay > 0:
+                await asyncio.sleep(delay)
+            completed = True
+        finally:
+            _finish(state, decision, answer, completed=completed)
+        return JSONResponse(
+            completion_body(answer, response_id=completion_id()), headers=decision.headers
+        )
+
+    @app.get("/v1/models")
+    async def list_models() -> dict[str, Any]:
+        data = [
+            {"id": name, "object": "model", "created": 0, "owned_by": "multiagent-sim"}
+            for name in config.models
+        ]
+        return {"object": "list", "data": data}
+
+    @app.get("/sim/stats")
+    async def stats() -> dict[str, Any]:
+        return state.snapshot()
+
+    @app.post("/sim/reset")
+    async def reset() -> dict[str, Any]:
+        state.reset()
+        return {"reset": True, "phases": [phase.name for phase in state.phases]}
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+def _finish(state: SimState, admitted: Admitted, answer: Answer, *, completed: bool) -> None:
+    state.finish(
+        admitted,
+        completed=completed,
+        prompt_tokens=answer.prompt_tokens,
+        completion_tokens=answer.completion_tokens,
+    )
+
+
+def _error_response(refused: Refused) -> JSONResponse:
+    if refused.status == 429:
+        kind = "tokens" if refused.limit == "tokens" else "requests"
+        body = error_body(refused.message, kind=kind, code="rate_limit_exceeded")
+    else:
+        body = error_body(refused.message, kind="server_error", code=None)
+    return JSONResponse(body, status_code=refused.status, headers=refused.headers)
+
+
+def _sse(document: Any) -> str:
+    return f"data: {json.dumps(document, separators=(',', ':'))}\n\n"
+
+
+async def _events(
+    state: SimState, admitted: Admitted, answer: Answer, *, include_usage: bool
+) -> AsyncIterator[str]:
+    """Server-sent chunks paced at time-to-first-token, then one piece per token latency."""
+    loop = asyncio.get_running_loop()
+    response_id = completion_id()
+    completed = False
+
+    def chunk(delta: dict[str, Any] | None, **extra: Any) -> str:
+        return _sse(
+            chunk_body(
+                answer, response_id=response_id, delta=delta, include_usage=include_usage, **extra
+            )
+        )
+
+    try:
+        begin = loop.time()
+        if admitted.ttft_s > 0:
+            await asyncio.sleep(admitted.ttft_s)
+        first: dict[str, Any] = {"role": "assistant", "content": "", "refusal": None}
+        if answer.tool_call is not None:
+            call_id, name, _ = answer.tool_call
+            function = {"name": name, "arguments": ""}
+            first["content"] = None
+            first["tool_calls"] = [
+                {"index": 0, "id": call_id, "type": "function", "function": function}
+            ]
+        yield chunk(first)
+        for number, piece in enumerate(answer.pieces, start=1):
+            due = begin + admitted.ttft_s + number * admitted.token_latency_s
+            if (wait := due - loop.time()) > 0:
+                await asyncio.sleep(wait)
+            if answer.tool_call is not None:
+                yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+            else:
+                yield chunk({"content": piece})
+        yield chunk({}, finish_reason=answer.finish_reason)
+        if include_usage:
+            yield chunk(None, usage=True)
+        yield "data: [DONE]\n\n"
+        completed = True
+    finally:
+        _finish(state, admitted, answer, completed=completed)

@@ -1,0 +1,198 @@
+"""OpenAI's chat-completions wire format: the request body, the reply, and stream chunks.
+
+The reply comes from the same functions the in-process :class:`SimulatedChatModel` uses, so for
+the same model, messages and seed the text, tool call and token counts are identical.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from multiagent.models.simtext import count_tokens, split_tokens
+from multiagent.models.simulated import (
+    choose_tool,
+    prompt_tokens,
+    simulated_text,
+    simulated_tool_call,
+)
+
+_FINGERPRINT = "fp_multiagent_sim"
+
+
+class ChatMessage(BaseModel):
+    """One message; ``content`` is a string, a list of content parts, or absent."""
+
+    model_config = ConfigDict(extra="allow")
+
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+    def text(self) -> str:
+        """The message's text, text parts joined as LangChain's ``.text`` joins them."""
+        if isinstance(self.content, str):
+            return self.content
+        parts = self.content or []
+        return "".join(str(p.get("text", "")) for p in parts if p.get("type") == "text")
+
+
+class StreamOptions(BaseModel):
+    """``stream_options``: only ``include_usage`` changes anything here."""
+
+    model_config = ConfigDict(extra="allow")
+
+    include_usage: bool = False
+
+
+class ChatRequest(BaseModel):
+    """The body of ``POST /v1/chat/completions`` (fields the simulator ignores are allowed)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    n: int | None = Field(default=1, ge=1, le=1)
+
+    @property
+    def output_limit(self) -> int | None:
+        """The request's cap on output tokens, if it gives one."""
+        return self.max_completion_tokens or self.max_tokens
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The simulated reply to one request, before it is sent."""
+
+    model: str
+    content: str | None
+    tool_call: tuple[str, str, str] | None  # id, function name, arguments as JSON
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def pieces(self) -> list[str]:
+        """Streaming pieces: of the content, or of the tool call's arguments."""
+        if self.tool_call is not None:
+            return split_tokens(self.tool_call[2])
+        return split_tokens(self.content or "")
+
+    @property
+    def usage(self) -> dict[str, int]:
+        """OpenAI's ``usage`` object."""
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
+
+
+def compose_answer(request: ChatRequest, *, default_seed: int) -> Answer:
+    """Work out the reply: structured JSON, a tool call, or text.
+
+    Args:
+        request: The parsed request.
+        default_seed: The reply seed when the request gives none.
+    """
+    pairs = [(m.role, m.text()) for m in request.messages]
+    seed = default_seed if request.seed is None else request.seed
+    usage_in = prompt_tokens(pairs)
+    fmt = request.response_format or {}
+    if fmt.get("type") == "json_schema":
+        spec = fmt.get("json_schema") or {}
+        function = {"name": spec.get("name", "response"), "parameters": spec.get("schema", {})}
+        _, args = simulated_tool_call(request.model, pairs, seed=seed, function=function)
+        content = json.dumps(args)
+        return Answer(request.model, content, None, "stop", usage_in, count_tokens(content))
+    tools = [t for t in request.tools or [] if t.get("type", "function") == "function"]
+    tool = choose_tool(
+        tools, request.tool_choice, after_tool_result=request.messages[-1].role == "tool"
+    )
+    if tool is not None:
+        function = tool["function"]
+        call_id, args = simulated_tool_call(request.model, pairs, seed=seed, function=function)
+        arguments = json.dumps(args)
+        call = (call_id, str(function["name"]), arguments)
+        return Answer(request.model, None, call, "tool_calls", usage_in, count_tokens(arguments))
+    stop = [request.stop] if isinstance(request.stop, str) else request.stop
+    text, finish = simulated_text(
+        request.model, pairs, seed=seed, max_tokens=request.output_limit, stop=stop
+    )
+    if fmt.get("type") == "json_object":
+        text = json.dumps({"answer": text})
+    return Answer(request.model, text, None, finish, usage_in, count_tokens(text))
+
+
+def completion_id() -> str:
+    """A fresh ``chatcmpl-...`` id."""
+    return f"chatcmpl-{uuid.uuid4().hex[:24]}"
+
+
+def completion_body(answer: Answer, *, response_id: str) -> dict[str, Any]:
+    """The JSON body of a non-streamed ``chat.completion``."""
+    message: dict[str, Any] = {"role": "assistant", "content": answer.content, "refusal": None}
+    if answer.tool_call is not None:
+        call_id, name, arguments = answer.tool_call
+        message["tool_calls"] = [
+            {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+        ]
+    return {
+        "id": response_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": answer.model,
+        "system_fingerprint": _FINGERPRINT,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": answer.finish_reason,
+            }
+        ],
+        "usage": answer.usage,
+    }
+
+
+def chunk_body(
+    answer: Answer,
+    *,
+    response_id: str,
+    delta: dict[str, Any] | None,
+    finish_reason: str | None = None,
+    usage: bool = False,
+    include_usage: bool = False,
+) -> dict[str, Any]:
+    """One ``chat.completion.chunk``; ``delta`` None makes the final usage-only chunk."""
+    body: dict[str, Any] = {
+        "id": response_id,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": answer.model,
+        "system_fingerprint": _FINGERPRINT,
+        "choices": []
+        if delta is None
+        else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+    }
+    if include_usage:
+        body["usage"] = answer.usage if usage else None
+    return body
+
+
+def error_body(message: str, *, kind: str, code: str | None, param: str | None = None) -> Any:
+    """OpenAI's error document: ``{"error": {"message", "type", "param", "code"}}``."""
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}

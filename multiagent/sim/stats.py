@@ -1,0 +1,55 @@
+"""What the simulator saw, in total and per phase of its schedule."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+@dataclass
+class Counts:
+    """Counters of chat-completion requests; a request counts in the phase it arrived in.
+
+    ``attempts`` is every well-formed request; each ends as exactly one of ``successes``,
+    ``rate_limited`` (429), ``server_errors`` (injected 5xx) or ``aborted`` (the client left
+    before the reply was complete). ``early`` counts requests that arrived before a Retry-After
+    the server had already handed out had expired. ``rejected_*`` split the 429s by the limit
+    that refused them (a request refused by two limits counts under both).
+    """
+
+    attempts: int = 0
+    successes: int = 0
+    rate_limited: int = 0
+    server_errors: int = 0
+    aborted: int = 0
+    early: int = 0
+    latency_spikes: int = 0
+    rejected_requests: int = 0
+    rejected_tokens: int = 0
+    rejected_concurrency: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def tokens_served(self) -> int:
+        """Prompt plus completion tokens of the successful requests."""
+        return self.prompt_tokens + self.completion_tokens
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters, ``tokens_served`` included."""
+        return {**asdict(self), "tokens_served": self.tokens_served}
+
+    def add(self, other: Counts) -> None:
+        """Add ``other``'s counters to these."""
+        for field in fields(self):
+            setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
+
+
+def rates(counts: Counts, *, seconds: float | None) -> dict[str, Any]:
+    """Successes and tokens served per second over ``seconds`` (None when not measurable)."""
+    if not seconds or seconds <= 0:
+        return {"successes_per_s": None, "tokens_served_per_s": None}
+    return {
+        "successes_per_s": counts.successes / seconds,
+        "tokens_served_per_s": counts.tokens_served / seconds,
+    }
