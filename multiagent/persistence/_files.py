@@ -1,0 +1,120 @@
+"""File helpers the persistence modules share: atomic writes, directory sizes, a file lock."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from multiagent.errors import MultiagentError
+
+TEMP_PREFIX = ".tmp-"
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make a rename or unlink in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never half.
+
+    The bytes go to a temporary file in the same directory, are flushed and fsynced, and only
+    then renamed over ``path``; a crash at any point leaves the previous file intact.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".part", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_directory(path.parent)
+
+
+def remove_stale_temporaries(directory: Path, *, older_than_s: float = 3600.0) -> int:
+    """Delete temporary files a killed writer left behind; return how many were removed."""
+    if not directory.is_dir():
+        return 0
+    removed = 0
+    cutoff = time.time() - older_than_s
+    for entry in directory.glob(f"{TEMP_PREFIX}*"):
+        with contextlib.suppress(OSError):
+            if entry.is_file() and entry.stat().st_mtime < cutoff:
+                entry.unlink()
+                removed += 1
+    return removed
+
+
+def tree_size(path: Path) -> int:
+    """Total size in bytes of a file, or of every file under a directory (0 if missing)."""
+    if path.is_file():
+        return path.stat().st_size
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += (Path(root) / name).stat().st_size
+    return total
+
+
+class FileLock:
+    """A shared/exclusive lock on a file (``flock``), between threads and processes alike.
+
+    Writers take it shared, so they do not wait for each other; maintenance takes it exclusive,
+    so it never runs beside a writer.
+    """
+
+    def __init__(self, path: Path, *, timeout_s: float = 120.0) -> None:
+        self.path = path
+        self.timeout_s = timeout_s
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        """Hold the lock shared for the ``with`` block."""
+        with self._hold(fcntl.LOCK_SH):
+            yield
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the lock exclusively for the ``with`` block."""
+        with self._hold(fcntl.LOCK_EX):
+            yield
+
+    @contextlib.contextmanager
+    def _hold(self, mode: int) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            deadline = time.monotonic() + self.timeout_s
+            while True:
+                try:
+                    fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        kind = "exclusive" if mode == fcntl.LOCK_EX else "shared"
+                        raise MultiagentError(
+                            f"timed out after {self.timeout_s:g}s waiting for the {kind} lock "
+                            f"{self.path}; another maintenance task or writer holds it"
+                        ) from None
+                    time.sleep(0.05)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
