@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 import threading
 import time
@@ -53,8 +54,9 @@ def prompt_tokens(pairs: Sequence[tuple[str, str]]) -> int:
 def rate_limit_error(retry_after_s: float, *, url: str = _SIM_URL) -> openai.RateLimitError:
     """A 429 as the OpenAI SDK raises it, with ``retry-after`` and ``retry-after-ms`` headers."""
     headers = {
-        "retry-after": str(max(1, round(retry_after_s))),
-        "retry-after-ms": str(round(retry_after_s * 1000)),
+        # rounded up, as servers do, so a client that honours either header is never early
+        "retry-after": str(max(1, math.ceil(retry_after_s))),
+        "retry-after-ms": str(max(1, math.ceil(retry_after_s * 1000))),
     }
     response = httpx2.Response(429, headers=headers, request=httpx2.Request("POST", url))
     return openai.RateLimitError("Rate limit reached (simulated)", response=response, body=None)
