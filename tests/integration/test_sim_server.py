@@ -1,0 +1,401 @@
+"""The HTTP simulator against the real OpenAI clients, over real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx2
+import openai
+import pytest
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_openai import ChatOpenAI
+from pydantic import BaseModel, Field
+from typer.testing import CliRunner
+
+from multiagent.cli import app
+from multiagent.models.simulated import SimulatedChatModel
+from multiagent.sim.config import SimServerConfig
+from multiagent.sim.runner import run_sim_server
+from multiagent.sim.schedule import parse_schedule
+
+MESSAGES: list[BaseMessage] = [
+    SystemMessage("You are the analyst: weigh the trade-offs."),
+    HumanMessage("Compare batch and streaming ingestion for the metrics pipeline."),
+]
+RAW_MESSAGES: list[Any] = [{"role": "user", "content": "Summarise the incident review."}]
+runner = CliRunner()
+
+
+def _stats(url: str) -> dict[str, Any]:
+    document: dict[str, Any] = httpx2.get(url.removesuffix("/v1") + "/sim/stats").json()
+    return document
+
+
+def _reset(url: str) -> None:
+    httpx2.post(url.removesuffix("/v1") + "/sim/reset").raise_for_status()
+
+
+def _chat(url: str, **kwargs: Any) -> ChatOpenAI:
+    return ChatOpenAI(model="gpt-4o-mini", api_key="sim", base_url=url, max_retries=0, **kwargs)
+
+
+def _client(url: str) -> openai.OpenAI:
+    return openai.OpenAI(api_key="sim", base_url=url, max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def sim_url() -> Iterator[str]:
+    """A simulator with limits far above what these tests send."""
+    with run_sim_server(SimServerConfig(rpm=1e6, tpm=1e9)) as url:
+        yield url
+
+
+# -- the OpenAI protocol --------------------------------------------------------------------
+
+
+def test_invoke_matches_the_in_process_model(sim_url: str) -> None:
+    reply = _chat(sim_url).invoke(MESSAGES)
+    local = SimulatedChatModel(model="gpt-4o-mini").invoke(MESSAGES)
+    assert reply.text == local.text
+    assert reply.usage_metadata is not None
+    assert local.usage_metadata is not None
+    assert reply.usage_metadata["input_tokens"] == local.usage_metadata["input_tokens"]
+    assert reply.usage_metadata["output_tokens"] == local.usage_metadata["output_tokens"]
+    assert reply.response_metadata["finish_reason"] == "stop"
+
+
+def test_stream_joins_to_invoke_with_usage(sim_url: str) -> None:
+    model = _chat(sim_url, stream_usage=True)
+    reply = model.invoke(MESSAGES)
+    chunks = list(model.stream(MESSAGES))
+    assert len(chunks) > 5
+    assert "".join(chunk.text for chunk in chunks) == reply.text
+    joined = chunks[0]
+    for chunk in chunks[1:]:
+        joined = joined + chunk
+    assert joined.usage_metadata is not None
+    assert reply.usage_metadata is not None
+    assert joined.usage_metadata["total_tokens"] == reply.usage_metadata["total_tokens"]
+    assert [c for c in chunks if c.usage_metadata][-1] is chunks[-2]  # last before LangChain's end
+
+
+async def test_async_stream_and_invoke(sim_url: str) -> None:
+    model = _chat(sim_url)
+    reply = await model.ainvoke(MESSAGES)
+    pieces = [chunk.text async for chunk in model.astream(MESSAGES)]
+    assert "".join(pieces) == reply.text
+
+
+def test_raw_client_stream_ends_with_a_usage_chunk(sim_url: str) -> None:
+    client = _client(sim_url)
+    plain = client.chat.completions.create(model="gpt-4o", messages=RAW_MESSAGES)
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-4o",
+            messages=RAW_MESSAGES,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == plain.choices[0].message.content
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage is not None
+    assert plain.usage is not None
+    assert chunks[-1].usage.total_tokens == plain.usage.total_tokens
+    assert all(c.usage is None for c in chunks[:-1])
+    assert chunks[-2].choices[0].finish_reason == "stop"
+    without = list(
+        client.chat.completions.create(model="gpt-4o", messages=RAW_MESSAGES, stream=True)
+    )
+    assert all(c.usage is None for c in without)
+
+
+def test_content_parts_max_tokens_and_stop(sim_url: str) -> None:
+    client = _client(sim_url)
+    parts: Any = [
+        {"role": "user", "content": [{"type": "text", "text": "Summarise the incident review."}]}
+    ]
+    full = client.chat.completions.create(model="gpt-4o", messages=RAW_MESSAGES)
+    assert client.chat.completions.create(model="gpt-4o", messages=parts).choices[
+        0
+    ].message.content == (full.choices[0].message.content)
+    cut = client.chat.completions.create(
+        model="gpt-4o", messages=RAW_MESSAGES, max_completion_tokens=4
+    )
+    assert cut.choices[0].finish_reason == "length"
+    assert (full.choices[0].message.content or "").startswith(cut.choices[0].message.content or "")
+
+
+class Finding(BaseModel):
+    claim: str = Field(max_length=60)
+    severity: Literal["low", "medium", "high"]
+
+
+class Review(BaseModel):
+    verdict: Literal["accept", "revise", "reject"]
+    score: int = Field(ge=1, le=5)
+    confidence: float = Field(ge=0.0, le=1.0)
+    findings: list[Finding]
+    note: str | None = None
+
+
+@pytest.mark.parametrize("method", ["json_schema", "function_calling"])
+def test_structured_output_through_the_real_client(
+    sim_url: str, method: Literal["json_schema", "function_calling"]
+) -> None:
+    structured = _chat(sim_url).with_structured_output(Review, method=method)
+    first = structured.invoke(MESSAGES)
+    assert isinstance(first, Review)
+    Review.model_validate(first.model_dump())
+    assert structured.invoke(MESSAGES) == first
+
+
+def test_tool_calls_match_the_in_process_model(sim_url: str) -> None:
+    def lookup(account_id: int, region: Literal["eu", "us"]) -> str:
+        """Look up an account."""
+        return "ok"
+
+    remote = _chat(sim_url).bind_tools([lookup]).invoke(MESSAGES)
+    local = SimulatedChatModel(model="gpt-4o-mini").bind_tools([lookup]).invoke(MESSAGES)
+    assert isinstance(remote, AIMessage)
+    assert isinstance(local, AIMessage)
+    assert remote.tool_calls[0]["name"] == "lookup"
+    assert remote.tool_calls[0]["args"] == local.tool_calls[0]["args"]
+    streamed = list(_chat(sim_url).bind_tools([lookup]).stream(MESSAGES))
+    joined = streamed[0]
+    for chunk in streamed[1:]:
+        joined = joined + chunk
+    assert joined.tool_calls[0]["args"] == remote.tool_calls[0]["args"]
+
+
+def test_models_bad_requests_and_success_headers(sim_url: str) -> None:
+    client = _client(sim_url)
+    assert "gpt-4o-mini" in [m.id for m in client.models.list()]
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="gpt-4o", messages=[])
+    assert caught.value.code == "invalid_value"
+    raw = client.chat.completions.with_raw_response.create(model="gpt-4o", messages=RAW_MESSAGES)
+    assert raw.headers["x-ratelimit-limit-requests"] == "1000000"
+    assert int(raw.headers["x-ratelimit-remaining-requests"]) > 0
+    assert re.fullmatch(r"\d+ms|[\d.]+s", raw.headers["x-ratelimit-reset-tokens"])
+
+
+# -- limits, schedule, faults ---------------------------------------------------------------
+
+
+def test_over_the_request_limit_is_a_429_with_openai_headers() -> None:
+    with run_sim_server(SimServerConfig(rpm=60)) as url:
+        client = _client(url)
+        client.chat.completions.create(model="gpt-4o", messages=RAW_MESSAGES)
+        with pytest.raises(openai.RateLimitError) as caught:
+            client.chat.completions.create(model="gpt-4o", messages=RAW_MESSAGES)
+        headers = caught.value.response.headers
+        wait_ms = int(headers["retry-after-ms"])
+        assert 900 <= wait_ms <= 1000
+        assert headers["retry-after"] == "1"
+        assert headers["x-ratelimit-limit-requests"] == "60"
+        assert headers["x-ratelimit-remaining-requests"] == "0"
+        assert re.fullmatch(r"\d+ms|1s", headers["x-ratelimit-reset-requests"])
+        assert {"x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens"} <= set(headers)
+        assert caught.value.code == "rate_limit_exceeded"
+        assert caught.value.type == "requests"
+        with pytest.raises(openai.RateLimitError):  # LangChain's client sees the same 429
+            _chat(url).invoke(MESSAGES)
+
+
+def test_over_the_token_limit_is_a_429_naming_tokens() -> None:
+    with run_sim_server(SimServerConfig(tpm=600)) as url:  # 10 tokens/s
+        client = _client(url)
+        client.chat.completions.create(model="gpt-4o", messages=RAW_MESSAGES, max_tokens=50)
+        with pytest.raises(openai.RateLimitError) as caught:
+            client.chat.completions.create(model="gpt-4o", messages=RAW_MESSAGES, max_tokens=50)
+        assert caught.value.type == "tokens"
+        assert caught.value.response.headers["x-ratelimit-limit-tokens"] == "600"
+        assert int(caught.value.response.headers["retry-after"]) >= 5  # in debt for ~60 tokens
+        assert _stats(url)["totals"]["rejected_tokens"] == 1
+
+
+def test_concurrency_limit() -> None:
+    with run_sim_server(SimServerConfig(max_concurrency=1, ttft_s=0.4)) as url:
+        client = _client(url)
+        slow = threading.Thread(
+            target=lambda: client.chat.completions.create(model="gpt-4o", messages=RAW_MESSAGES)
+        )
+        slow.start()
+        while _stats(url)["in_flight"] < 1:
+            time.sleep(0.01)
+        with pytest.raises(openai.RateLimitError) as caught:
+            client.chat.completions.create(model="gpt-4o", messages=RAW_MESSAGES)
+        slow.join()
+        assert int(caught.value.response.headers["retry-after-ms"]) <= 400
+        assert "concurrent" in str(caught.value)
+        totals = _stats(url)["totals"]
+        assert (totals["successes"], totals["rejected_concurrency"]) == (1, 1)
+
+
+def test_stats_count_exactly_and_early_sends_are_counted() -> None:
+    with run_sim_server(SimServerConfig(rpm=600, burst_s=0.1)) as url:  # 10/s, holds one
+        client = _client(url)
+        client.chat.completions.create(model="gpt-4o", messages=RAW_MESSAGES)
+        with pytest.raises(openai.RateLimitError) as caught:
+            client.chat.completions.create(model="gpt-4o", messages=RAW_MESSAGES)
+        with pytest.raises(openai.RateLimitError):  # sent at once: before Retry-After expired
+            client.chat.completions.create(model="gpt-4o", messages=RAW_MESSAGES)
+        time.sleep(int(caught.value.response.headers["retry-after-ms"]) / 1000 + 0.15)
+        client.chat.completions.create(model="gpt-4o", messages=RAW_MESSAGES)
+        totals = _stats(url)["totals"]
+        expected = {
+            "attempts": 4,
+            "successes": 2,
+            "rate_limited": 2,
+            "server_errors": 0,
+            "early": 1,
+        }
+        assert {k: totals[k] for k in expected} == expected
+        assert totals["tokens_served"] > 0
+        _reset(url)
+        assert _stats(url)["totals"]["attempts"] == 0
+
+
+def test_schedule_phases_switch_limits_and_latency() -> None:
+    schedule = parse_schedule(
+        [
+            {"name": "cut", "duration_s": 0.5, "rpm": 60},
+            {"name": "raise", "duration_s": 1, "rpm": 60_000, "ttft_s": 0.1},
+        ]
+    )
+    with run_sim_server(SimServerConfig(schedule=schedule)) as url:
+        client = _client(url)
+        _reset(url)
+        began = time.monotonic()
+        client.chat.completions.create(model="gpt-4o", messages=RAW_MESSAGES)
+        with pytest.raises(openai.RateLimitError):
+            client.chat.completions.create(model="gpt-4o", messages=RAW_MESSAGES)
+        assert time.monotonic() - began < 0.5, "the machine was too slow to test the first phase"
+        time.sleep(0.55 - (time.monotonic() - began))
+        sent = time.monotonic()
+        for _ in range(5):
+            client.chat.completions.create(model="gpt-4o", messages=RAW_MESSAGES)
+        assert time.monotonic() - sent >= 5 * 0.1  # the phase's own time to first token
+        report = _stats(url)
+        cut, raised = report["phases"]
+        assert report["current_phase"] == "raise"
+        assert (cut["state"], cut["end_s"]) == ("done", 0.5)
+        assert (cut["counts"]["attempts"], cut["counts"]["successes"]) == (2, 1)
+        assert (raised["counts"]["attempts"], raised["counts"]["successes"]) == (5, 5)
+        assert raised["capacity"]["requests_per_s"] == 1000.0
+        assert raised["started_at"] == pytest.approx(cut["ended_at"])
+
+
+def test_injected_server_errors_follow_the_seed() -> None:
+    with run_sim_server(SimServerConfig(error_rate=0.5, seed=7)) as url:
+        client = _client(url)
+
+        def run() -> list[int]:
+            statuses = []
+            for _ in range(20):
+                try:
+                    client.chat.completions.create(model="gpt-4o", messages=RAW_MESSAGES)
+                    statuses.append(200)
+                except openai.InternalServerError as exc:
+                    statuses.append(exc.status_code)
+            return statuses
+
+        first = run()
+        totals = _stats(url)["totals"]
+        failed = sum(status != 200 for status in first)
+        assert set(first) == {200, 500, 503}
+        assert (totals["attempts"], totals["server_errors"], totals["successes"]) == (
+            20,
+            failed,
+            20 - failed,
+        )
+        _reset(url)
+        assert run() == first
+
+
+def test_latency_spikes_and_streamed_pacing() -> None:
+    config = SimServerConfig(ttft_s=0.1, token_latency_s=0.005, spike_rate=1.0, spike_s=0.1)
+    with run_sim_server(config) as url:
+        client = _client(url)
+        began = time.monotonic()
+        stream = client.chat.completions.create(model="gpt-4o", messages=RAW_MESSAGES, stream=True)
+        first_text_at = None
+        pieces = 0
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                first_text_at = first_text_at or time.monotonic()
+                pieces += 1
+        ended = time.monotonic()
+        assert first_text_at is not None
+        assert first_text_at - began >= 0.2  # ttft + spike
+        assert ended - began >= 0.2 + pieces * 0.005
+        assert _stats(url)["totals"]["latency_spikes"] == 1
+
+
+# -- the command line -----------------------------------------------------------------------
+
+
+def test_cli_serve_help_and_bad_values(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["sim", "serve", "--help"])
+    assert result.exit_code == 0
+    assert "--rpm" in result.stdout
+    assert "--schedule" in result.stdout
+    bad_schedule = tmp_path / "bad.json"
+    bad_schedule.write_text('[{"name": "a", "duration_s": -1}]')
+    for args in (
+        ["--rpm", "0"],
+        ["--error-rate", "1.5"],
+        ["--port", "70000"],
+        ["--max-concurrency", "0"],
+        ["--schedule", str(bad_schedule)],
+    ):
+        result = runner.invoke(app, ["sim", "serve", *args])
+        assert result.exit_code == 2, args
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert "Traceback" not in result.output
+    assert "duration_s=-1" in result.stderr
+
+
+def test_cli_stats_and_reset(sim_url: str) -> None:
+    _client(sim_url).chat.completions.create(model="gpt-4o", messages=RAW_MESSAGES)
+    result = runner.invoke(app, ["sim", "stats", "--url", sim_url, "--json"])
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["totals"]["successes"] >= 1
+    table = runner.invoke(app, ["sim", "stats", "--url", sim_url])
+    assert "steady" in table.stdout
+    assert runner.invoke(app, ["sim", "reset", "--url", sim_url, "--json"]).exit_code == 0
+    assert _stats(sim_url)["totals"]["attempts"] == 0
+    down = runner.invoke(app, ["sim", "stats", "--url", "http://127.0.0.1:9"])
+    assert down.exit_code == 1
+    assert down.stderr.startswith("error: cannot reach the simulator")
+
+
+def test_serve_runs_as_a_subprocess_and_prints_its_url() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "multiagent", "sim", "serve", "--port", "0", "--rpm", "120"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        match = re.search(r"http://127\.0\.0\.1:\d+/v1", line)
+        assert match, line
+        reply = _client(match.group(0)).chat.completions.create(
+            model="gpt-4o", messages=RAW_MESSAGES
+        )
+        assert reply.choices[0].message.content
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
