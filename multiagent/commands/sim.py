@@ -139,8 +139,7 @@ def stats(
     table.add_column("goodput", justify="right")
     for phase in report["phases"]:
         counts, capacity = phase["counts"], phase["capacity"]
-        rate = phase["successes_per_s"]
-        share = f"{rate / capacity['requests_per_s']:.0%}" if rate is not None else "-"
+        share = phase["goodput_share"]
         table.add_row(
             phase["name"],
             phase["state"],
@@ -150,7 +149,7 @@ def stats(
                 for key in ("attempts", "successes", "rate_limited", "server_errors", "early")
             ),
             str(counts["tokens_served"]),
-            share,
+            "-" if share is None else f"{share:.0%}",
         )
     totals = report["totals"]
     console.print(table)

@@ -220,7 +220,7 @@ class SimState:
                         "burst_tokens": max(1.0, phase.tokens_per_s * self.config.burst_s),
                     },
                     "counts": counts.as_dict(),
-                    **rates(counts, seconds=elapsed),
+                    **rates(counts, seconds=elapsed, requests_per_s=phase.requests_per_s),
                 }
             )
         return {

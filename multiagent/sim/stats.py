@@ -45,11 +45,23 @@ class Counts:
             setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
 
 
-def rates(counts: Counts, *, seconds: float | None) -> dict[str, Any]:
-    """Successes and tokens served per second over ``seconds`` (None when not measurable)."""
-    if not seconds or seconds <= 0:
-        return {"successes_per_s": None, "tokens_served_per_s": None}
+def rates(counts: Counts, *, seconds: float, requests_per_s: float) -> dict[str, Any]:
+    """Throughput over ``seconds`` against the steady capacity of the same interval.
+
+    ``capacity_requests`` is ``requests_per_s * seconds``; ``goodput_share`` is the share of it
+    that succeeded. A phase that starts with a full bucket can exceed 1 by up to one burst.
+    """
+    if seconds <= 0:
+        return {
+            "successes_per_s": None,
+            "tokens_served_per_s": None,
+            "capacity_requests": 0.0,
+            "goodput_share": None,
+        }
+    capacity = requests_per_s * seconds
     return {
         "successes_per_s": counts.successes / seconds,
         "tokens_served_per_s": counts.tokens_served / seconds,
+        "capacity_requests": capacity,
+        "goodput_share": counts.successes / capacity,
     }

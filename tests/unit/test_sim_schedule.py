@@ -259,8 +259,14 @@ def test_phases_switch_limits_and_keep_their_own_counts() -> None:
     admitted = [state.admit(cost_tokens=1, pieces=1) for _ in range(8)]
     # the one request "cut" had refilled by its end carries over, plus 0.5 s x 10/s
     assert sum(isinstance(a, Admitted) for a in admitted) == 6
+    for decision in admitted:
+        if isinstance(decision, Admitted):
+            state.finish(decision, completed=True, prompt_tokens=1, completion_tokens=1)
     report = state.snapshot()
     cut, raised = report["phases"]
+    assert cut["capacity_requests"] == 2.0
+    assert raised["capacity_requests"] == pytest.approx(5.0)
+    assert raised["goodput_share"] == pytest.approx(6 / 5)  # the carried-over burst
     assert report["current_phase"] == "raise"
     assert (cut["state"], cut["start_s"], cut["end_s"], cut["elapsed_s"]) == ("done", 0.0, 2.0, 2.0)
     assert cut["capacity"]["requests_per_s"] == 1.0
