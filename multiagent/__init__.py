@@ -14,14 +14,18 @@ if TYPE_CHECKING:
     from multiagent.models.simulated import SimulatedChatModel as SimulatedChatModel
     from multiagent.policies.settings import Settings as Settings
     from multiagent.policies.settings import load_settings as load_settings
+    from multiagent.sim.config import SimServerConfig as SimServerConfig
+    from multiagent.sim.runner import run_sim_server as run_sim_server
 
 __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
     "Settings": "multiagent.policies.settings",
+    "SimServerConfig": "multiagent.sim.config",
     "SimulatedChatModel": "multiagent.models.simulated",
     "build_chat_model": "multiagent.models.factory",
     "load_settings": "multiagent.policies.settings",
+    "run_sim_server": "multiagent.sim.runner",
 }
 
 __all__ = sorted(_EXPORTS)
