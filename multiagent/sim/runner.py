@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -9,7 +10,7 @@ from contextlib import contextmanager
 
 import uvicorn
 
-from multiagent.errors import MultiagentError
+from multiagent.errors import MultiagentError, UsageError
 from multiagent.sim.app import create_sim_app
 from multiagent.sim.config import SimServerConfig
 
@@ -32,11 +33,21 @@ def _server(config: SimServerConfig, *, host: str, port: int) -> uvicorn.Server:
     return uvicorn.Server(uv_config)
 
 
-def _bound_port(server: uvicorn.Server) -> int:
-    for listener in getattr(server, "servers", []):
-        for sock in listener.sockets:
-            return int(sock.getsockname()[1])
-    raise MultiagentError("the simulator started but is not listening on any socket")
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind the listening socket here, so a taken port is one clear error, not a log."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise UsageError(f"the simulator cannot listen on {host}:{port}: {exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        reason = exc.strerror or str(exc)
+        raise UsageError(f"the simulator cannot listen on {host}:{port}: {reason}") from None
+    return sock
 
 
 @contextmanager
@@ -55,20 +66,28 @@ def run_sim_server(
         ``<base URL without /v1>/sim/stats``.
 
     Raises:
-        MultiagentError: The server did not start (e.g. the port is taken).
+        UsageError: The host cannot be resolved or the port is taken.
+        MultiagentError: The server did not start.
     """
-    server = _server(config or SimServerConfig(), host=host, port=port)
-    thread = threading.Thread(target=server.run, name="multiagent-sim", daemon=True)
+    sock = _listen(host, port)
+    bound = int(sock.getsockname()[1])
+    server = _server(config or SimServerConfig(), host=host, port=bound)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="multiagent-sim", daemon=True
+    )
     thread.start()
     deadline = time.monotonic() + _START_TIMEOUT_S
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
             server.should_exit = True
             thread.join(timeout=_START_TIMEOUT_S)
-            raise MultiagentError(f"the simulator could not start on {host}:{port}")
+            sock.close()
+            raise MultiagentError(f"the simulator could not start on {host}:{bound}")
         time.sleep(0.005)
     try:
-        yield f"http://{host}:{_bound_port(server)}/v1"
+        shown = f"[{host}]" if ":" in host else host
+        yield f"http://{shown}:{bound}/v1"
     finally:
         server.should_exit = True
         thread.join(timeout=_START_TIMEOUT_S)
+        sock.close()

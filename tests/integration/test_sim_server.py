@@ -366,6 +366,15 @@ def test_cli_serve_help_and_bad_values(tmp_path: Path) -> None:
     assert "duration_s=-1" in result.stderr
 
 
+def test_cli_serve_on_a_taken_port_is_one_line(sim_url: str) -> None:
+    port = sim_url.removesuffix("/v1").rsplit(":", 1)[1]
+    result = runner.invoke(app, ["sim", "serve", "--port", port])
+    assert result.exit_code == 2
+    assert result.stderr == f"error: the simulator cannot listen on 127.0.0.1:{port}: " + (
+        "Address already in use\n"
+    )
+
+
 def test_cli_stats_and_reset(sim_url: str) -> None:
     _client(sim_url).chat.completions.create(model="gpt-4o", messages=RAW_MESSAGES)
     result = runner.invoke(app, ["sim", "stats", "--url", sim_url, "--json"])
