@@ -16,6 +16,7 @@ from typer.core import TyperGroup
 from multiagent.commands._shared import RootOptions
 from multiagent.commands.profile import profile
 from multiagent.commands.sim import sim_app
+from multiagent.commands.workflows import meeting, run, validate
 from multiagent.errors import MultiagentError
 
 try:  # recent typer vendors click; its exceptions are not the click package's
@@ -92,6 +93,9 @@ def _root(
 
 app.command("profile")(profile)
 app.add_typer(sim_app, name="sim")
+app.command("run")(run)
+app.command("meeting")(meeting)
+app.command("validate")(validate)
 
 
 def main() -> None:

@@ -1,0 +1,136 @@
+"""Rich output of the workflow commands: live progress, streamed tokens, the closing report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from multiagent.graphs.runner import WorkflowEvent, WorkflowOutcome
+
+_HEADINGS = {"synthesize": "collaborative output", "summarize": "meeting summary"}
+_RESUME = {"orchestration": "run", "meeting": "meeting", "validation": "validate"}
+
+
+class LiveView:
+    """Shows which node is running and streams the synthesis and summary tokens."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.streaming: str | None = None
+        self.streamed: set[str] = set()
+
+    def _end_stream(self) -> None:
+        if self.streaming is not None:
+            self.console.print()
+            self.streaming = None
+
+    def __call__(self, event: WorkflowEvent) -> None:
+        if event.kind == "token":
+            if self.streaming != event.node:
+                self._end_stream()
+                heading = _HEADINGS.get(event.node, event.node)
+                self.console.rule(f"[bold]{heading}", align="left")
+                self.streaming = event.node
+                self.streamed.add(event.node)
+            self.console.print(event.text, end="", markup=False, highlight=False, soft_wrap=True)
+            return
+        self._end_stream()
+        if event.kind == "start":
+            self.console.print(f"[cyan]▸[/] {event.label}", highlight=False)
+        elif event.error:
+            self.console.print(f"[red]✗[/] {event.label} [dim]{event.error}[/]", highlight=False)
+        else:
+            self.console.print(
+                f"[green]✓[/] {event.label} [dim]{event.seconds:.2f}s[/]", highlight=False
+            )
+
+    def close(self) -> None:
+        """End a stream left open."""
+        self._end_stream()
+
+
+def approve_in_terminal(console: Console) -> Any:
+    """An approver that shows the plan on stderr and asks; ``None`` when stdin has no answer."""
+
+    def approver(payload: dict[str, Any]) -> Any:
+        table = Table(title=f"Plan for: {payload.get('task', '')}", title_justify="left")
+        table.add_column("agent", style="bold")
+        table.add_column("subtask")
+        for step in payload.get("plan", []):
+            table.add_row(step["agent"], step["subtask"])
+        console.print(table)
+        try:
+            approved = typer.confirm("Approve this plan?", default=True, err=True)
+        except typer.Abort:
+            return None
+        feedback = ""
+        if approved:
+            try:
+                feedback = typer.prompt("Note for the agents (Enter for none)", default="", err=True)
+            except typer.Abort:
+                feedback = ""
+        return {"approved": approved, "feedback": feedback}
+
+    return approver
+
+
+def _results_table(results: list[dict[str, Any]]) -> Table:
+    table = Table(title="Cross-validation", title_justify="left")
+    for column in ("item", "status", "approval", "confidence", "answered", "issues"):
+        table.add_column(column)
+    for r in results:
+        colour = {"passed": "green", "failed": "red"}.get(r["status"], "yellow")
+        answered = f"{r['responded']}/{r['validators']}"
+        if r["failed"]:
+            answered += f" (failed: {', '.join(r['failed'])})"
+        table.add_row(
+            r["id"],
+            f"[{colour}]{r['status']}[/]",
+            f"{r['approval']:.2f} vs {r['threshold']:.2f}",
+            f"{r['mean_confidence']:.2f}",
+            answered,
+            str(len(r["issues"])),
+        )
+    return table
+
+
+def print_outcome(
+    console: Console, outcome: WorkflowOutcome, report: dict[str, Any], *, streamed: set[str]
+) -> None:
+    """The result (unless it was streamed), then usage, status and how to resume."""
+    output = report.get("output")
+    if outcome.workflow == "validation":
+        if report["results"]:
+            console.print(_results_table(report["results"]))
+    elif output and not streamed:
+        heading = "collaborative output" if outcome.workflow == "orchestration" else "summary"
+        console.rule(f"[bold]{heading}", align="left")
+        console.print(output, markup=False, highlight=False)
+    usage = report["usage"]
+    console.print(
+        f"[dim]thread {outcome.thread_id} · {usage['calls']} calls · "
+        f"{usage['input_tokens']}+{usage['output_tokens']} tokens · ${usage['cost_usd']:.6f} · "
+        f"{usage['cache_hits']} cache hits · {outcome.seconds:.2f}s[/]",
+        highlight=False,
+        soft_wrap=True,
+    )
+    command = f"multiagent {_RESUME[outcome.workflow]} --thread {outcome.thread_id} --resume"
+    if outcome.status == "budget_exceeded":
+        kept = len(outcome.values.get("usage", []))
+        console.print(
+            f"[yellow]stopped: {outcome.message}.[/] Partial results kept ({kept} steps done). "
+            f"Resume with a larger budget: {command} --budget USD",
+            highlight=False,
+        )
+    elif outcome.status == "failed":
+        console.print(
+            f"[red]stopped: {outcome.message} ({outcome.error}).[/] Resume: {command}",
+            highlight=False,
+        )
+    elif outcome.status == "awaiting_approval":
+        console.print(f"[yellow]The plan is waiting for approval.[/] Resume: {command}")
+    elif outcome.status == "rejected":
+        console.print("[yellow]The plan was rejected; no agent worked.[/]")

@@ -1,0 +1,198 @@
+"""``multiagent run | meeting | validate``: the three workflows, streamed, checkpointed, resumable.
+
+Every run is a thread in the checkpointer (``--thread ID`` or a generated id, printed). Exit code
+0 when the run completed (or a plan was rejected, or is waiting for approval), 1 when it stopped
+on the budget or a provider failure (resumable with ``--resume``), 2 on bad input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from multiagent.commands._render import LiveView, approve_in_terminal, print_outcome
+from multiagent.commands._shared import cli_settings, console, err_console, print_json
+from multiagent.errors import UsageError
+from multiagent.graphs.batch import read_batch_file
+from multiagent.graphs.execute import execute_workflow
+from multiagent.graphs.inputs import meeting_input, orchestration_input, validation_input
+from multiagent.graphs.report import outcome_report
+from multiagent.graphs.workflows import Workflow
+from multiagent.nodes.agents_file import AgentCatalog, load_agents, split_names
+from multiagent.nodes.context import build_context
+from multiagent.policies import Settings
+
+_EXIT = {"completed": 0, "rejected": 0, "awaiting_approval": 0, "budget_exceeded": 1, "failed": 1}
+
+ThreadOption = Annotated[
+    str | None, typer.Option("--thread", help="Thread id: names a new run, or the one to resume.")
+]
+ResumeOption = Annotated[
+    bool,
+    typer.Option("--resume", help="Continue --thread from its last checkpoint; nothing done reruns."),
+]
+BudgetOption = Annotated[
+    float | None,
+    typer.Option("--budget", help="USD the thread may spend (default: the profile's budget_usd)."),
+]
+AgentsFileOption = Annotated[
+    Path | None,
+    typer.Option("--agents-file", help="agents.toml to use (default: the one in MULTIAGENT_HOME)."),
+]
+NoStreamOption = Annotated[
+    bool, typer.Option("--no-stream", help="Print only the result, not progress and tokens.")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+
+
+def _execute(
+    ctx: typer.Context,
+    workflow: Workflow,
+    make_inputs: Callable[[Settings, AgentCatalog], Any],
+    *,
+    thread: str | None,
+    resume: bool,
+    budget: float | None,
+    agents_file: Path | None,
+    no_stream: bool,
+    as_json: bool,
+    max_concurrency: int | None = None,
+) -> None:
+    """Check the input, run the workflow as a thread, print the outcome, exit with its code."""
+    settings = cli_settings(ctx)
+    if budget is not None and budget < 0:
+        raise UsageError(f"--budget must be at least 0 USD, got {budget}")
+    agents = load_agents(settings, agents_file=agents_file)
+    inputs = make_inputs(settings, agents)
+    context = build_context(settings, agents=agents, budget_usd=budget)
+    view = None if as_json or no_stream else LiveView(console)
+    if view is not None and not resume:
+        console.print(f"[dim]{workflow} · profile {settings.env} · provider {settings.provider}[/]")
+    outcome = execute_workflow(
+        workflow,
+        inputs,
+        settings=settings,
+        context=context,
+        thread_id=thread,
+        resume=resume,
+        approver=approve_in_terminal(err_console),
+        on_event=view,
+        max_concurrency=max_concurrency or settings.profile.rate_limit.max_concurrency,
+    )
+    if view is not None:
+        view.close()
+    report = outcome_report(outcome)
+    if as_json:
+        print_json(report)
+    else:
+        print_outcome(console, outcome, report, streamed=view.streamed if view else set())
+    raise typer.Exit(code=_EXIT[outcome.status])
+
+
+def run(
+    ctx: typer.Context,
+    task: Annotated[str | None, typer.Argument(help="The task (may be left out with --resume).")] = None,
+    agents: Annotated[
+        str | None,
+        typer.Option("--agents", help="Comma-separated team, each gets a part (default: the planner picks)."),
+    ] = None,
+    approve: Annotated[
+        bool, typer.Option("--approve", help="Wait for a human to approve the plan.")
+    ] = False,
+    thread: ThreadOption = None,
+    resume: ResumeOption = False,
+    budget: BudgetOption = None,
+    agents_file: AgentsFileOption = None,
+    no_stream: NoStreamOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Orchestrate a team: a planner splits TASK, agents work in parallel, a synthesizer streams."""
+
+    def make_inputs(settings: Settings, catalog: AgentCatalog) -> Any:
+        if resume and task is None:
+            return None
+        return orchestration_input(
+            task, agents=catalog, team=split_names(agents), require_approval=approve
+        )
+
+    _execute(
+        ctx, "orchestration", make_inputs, thread=thread, resume=resume, budget=budget,
+        agents_file=agents_file, no_stream=no_stream, as_json=as_json,
+    )  # fmt: skip
+
+
+def meeting(
+    ctx: typer.Context,
+    topic: Annotated[str | None, typer.Argument(help="The topic (may be left out with --resume).")] = None,
+    participants: Annotated[
+        str | None, typer.Option("--participants", help="Comma-separated participants.")
+    ] = None,
+    rounds: Annotated[int, typer.Option("--rounds", help="Rounds at most (1-20).")] = 2,
+    thread: ThreadOption = None,
+    resume: ResumeOption = False,
+    budget: BudgetOption = None,
+    agents_file: AgentsFileOption = None,
+    no_stream: NoStreamOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Hold a meeting on TOPIC: rounds of discussion, a moderator, a streamed summary."""
+
+    def make_inputs(settings: Settings, catalog: AgentCatalog) -> Any:
+        if resume and topic is None:
+            return None
+        return meeting_input(
+            topic, agents=catalog, participants=split_names(participants), rounds=rounds
+        )
+
+    _execute(
+        ctx, "meeting", make_inputs, thread=thread, resume=resume, budget=budget,
+        agents_file=agents_file, no_stream=no_stream, as_json=as_json,
+    )  # fmt: skip
+
+
+def validate(
+    ctx: typer.Context,
+    text: Annotated[str | None, typer.Argument(help="The text to validate.")] = None,
+    validators: Annotated[
+        int | None, typer.Option("--validators", help="Validators per item (1-6, within the profile).")
+    ] = None,
+    threshold: Annotated[
+        float | None, typer.Option("--threshold", help="Consensus threshold in (0, 1].")
+    ] = None,
+    batch: Annotated[
+        Path | None, typer.Option("--batch", help="A JSONL file: one {\"id\", \"text\"} per line.")
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", help="Validator calls in flight at once (1-64).")
+    ] = None,
+    thread: ThreadOption = None,
+    resume: ResumeOption = False,
+    budget: BudgetOption = None,
+    agents_file: AgentsFileOption = None,
+    no_stream: NoStreamOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Cross-validate TEXT (or every item of --batch) with N validators and a consensus threshold."""
+    if concurrency is not None and not 1 <= concurrency <= 64:
+        raise UsageError(f"--concurrency must be between 1 and 64, got {concurrency}")
+
+    def make_inputs(settings: Settings, catalog: AgentCatalog) -> Any:
+        if text is not None and batch is not None:
+            raise UsageError("give TEXT or --batch FILE, not both")
+        if resume and text is None and batch is None:
+            return None
+        if batch is None and text is None:
+            raise UsageError("the text is empty; give TEXT or --batch FILE")
+        items: list[Any] = read_batch_file(batch) if batch is not None else [text or ""]
+        return validation_input(
+            items, settings=settings, agents=catalog, validators=validators, threshold=threshold
+        )
+
+    _execute(
+        ctx, "validation", make_inputs, thread=thread, resume=resume, budget=budget,
+        agents_file=agents_file, no_stream=no_stream, as_json=as_json,
+        max_concurrency=concurrency,
+    )  # fmt: skip

@@ -1,0 +1,132 @@
+"""Check what a user asks for and turn it into a workflow's input, before anything is stored.
+
+Every function raises :class:`~multiagent.errors.UsageError` with one line naming the bad value
+and the valid ones; nothing is opened or written until the input is known to be good.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from multiagent.errors import UsageError
+from multiagent.nodes.agents import DEFAULT_PARTICIPANTS, DEFAULT_TEAM, VALIDATOR_ORDER
+from multiagent.nodes.agents_file import AgentCatalog
+from multiagent.nodes.state import MeetingInput, OrchestrationInput, ValidationInput, ValidationItem
+from multiagent.policies import Settings
+
+#: The hard bounds on validators per item, whatever the profile says.
+VALIDATORS_RANGE = (1, 6)
+#: At most this many rounds in one meeting.
+MAX_ROUNDS = 20
+
+
+def _text(value: str | None, *, what: str) -> str:
+    text = (value or "").strip()
+    if not text:
+        raise UsageError(f"the {what} is empty; give a non-empty {what}")
+    return text
+
+
+def orchestration_input(
+    task: str | None,
+    *,
+    agents: AgentCatalog,
+    team: Sequence[str] | None = None,
+    require_approval: bool = False,
+) -> OrchestrationInput:
+    """The input of an orchestration; without ``team`` the planner picks from the default team."""
+    text = _text(task, what="task")
+    if team is None:
+        chosen = tuple(name for name in DEFAULT_TEAM if name in agents)
+        picks = True
+    else:
+        chosen = agents.team(team, kind="worker", option="--agents")
+        picks = False
+    return OrchestrationInput(
+        task=text, team=list(chosen), planner_picks=picks, require_approval=require_approval
+    )
+
+
+def meeting_input(
+    topic: str | None,
+    *,
+    agents: AgentCatalog,
+    participants: Sequence[str] | None = None,
+    rounds: int = 2,
+) -> MeetingInput:
+    """The input of a meeting."""
+    text = _text(topic, what="topic")
+    if not 1 <= rounds <= MAX_ROUNDS:
+        raise UsageError(f"--rounds must be between 1 and {MAX_ROUNDS}, got {rounds}")
+    names = (
+        tuple(name for name in DEFAULT_PARTICIPANTS if name in agents)
+        if participants is None
+        else agents.team(participants, kind="worker", option="--participants")
+    )
+    return MeetingInput(topic=text, participants=list(names), rounds=rounds)
+
+
+def choose_validators(
+    settings: Settings, agents: AgentCatalog, *, count: int | None = None
+) -> list[str]:
+    """``count`` validators (default: the profile's maximum), checked against the profile."""
+    low, high = VALIDATORS_RANGE
+    bounds = settings.profile.validation
+    if count is not None and not low <= count <= high:
+        raise UsageError(f"--validators must be between {low} and {high}, got {count}")
+    wanted = bounds.validators_max if count is None else count
+    if not bounds.validators_min <= wanted <= bounds.validators_max:
+        raise UsageError(
+            f"--validators {wanted} is outside what profile {settings.env} (policy "
+            f"{settings.policy}) allows: {bounds.validators_min} to {bounds.validators_max}"
+        )
+    available = [name for name in VALIDATOR_ORDER if name in agents.of_kind("validator")]
+    available += [name for name in agents.of_kind("validator") if name not in available]
+    if wanted > len(available):
+        raise UsageError(
+            f"--validators {wanted} asks for more validators than are defined ({len(available)})"
+        )
+    return available[:wanted]
+
+
+def check_threshold(settings: Settings, threshold: float | None) -> float:
+    """The consensus threshold: given, or the profile's; it must lie in (0, 1]."""
+    value = settings.profile.validation.consensus_threshold if threshold is None else threshold
+    if not 0.0 < value <= 1.0:
+        raise UsageError(f"--threshold must be in (0, 1], got {value}")
+    return value
+
+
+def validation_input(
+    items: Sequence[str | ValidationItem],
+    *,
+    settings: Settings,
+    agents: AgentCatalog,
+    validators: int | Sequence[str] | None = None,
+    threshold: float | None = None,
+) -> ValidationInput:
+    """The input of a cross-validation over ``items`` (texts, or ``{"id", "text"}`` items).
+
+    ``validators`` is a count (checked against the profile's bounds) or a list of names.
+    """
+    checked: list[ValidationItem] = []
+    seen: set[str] = set()
+    for index, item in enumerate(items, start=1):
+        if isinstance(item, str):
+            entry = ValidationItem(id=str(index), text=item)
+        else:
+            entry = ValidationItem(id=str(item["id"]), text=item["text"])
+        _text(entry["text"], what=f"text of item {entry['id']}")
+        if entry["id"] in seen:
+            raise UsageError(f"item id {entry['id']!r} appears twice; ids must be unique")
+        seen.add(entry["id"])
+        checked.append(entry)
+    if not checked:
+        raise UsageError("nothing to validate; give at least one text")
+    if validators is None or isinstance(validators, int):
+        names = choose_validators(settings, agents, count=validators)
+    else:
+        names = list(agents.team(validators, kind="validator", option="--validators"))
+    return ValidationInput(
+        items=checked, validators=names, threshold=check_threshold(settings, threshold)
+    )

@@ -1,0 +1,260 @@
+"""Run a workflow as a thread of the checkpointer: stream it, pause for approval, stop on budget.
+
+This is a composition root: it compiles a graph with the caller's checkpointer and runs it with
+``stream_mode=["tasks", "messages"]``, turning what LangGraph streams into
+:class:`WorkflowEvent` s (a node starts or ends; a token of the synthesis or summary arrives).
+A run ends in one of these states, always with the thread's values so far:
+
+- ``completed`` (or ``rejected``, a plan the reviewer turned down);
+- ``awaiting_approval``: paused at ``interrupt()`` with no one to answer;
+- ``budget_exceeded``: the ledger refused the next call; resumable with a larger budget;
+- ``failed``: a provider kept failing after retries; resumable.
+
+Resuming (``resume=True``) continues from the thread's last checkpoint: completed nodes, and the
+finished parallel tasks of an interrupted step, are not run again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from langchain_core.messages import AIMessageChunk
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.types import Command
+
+from multiagent.errors import BudgetExceededError, UsageError
+from multiagent.graphs.workflows import STREAMED_NODES, Workflow, compile_workflow, task_label
+from multiagent.models.pipeline import RunLedger
+from multiagent.nodes.context import WorkflowContext
+from multiagent.nodes.failures import PROVIDER_ERRORS, describe_error
+
+Status = Literal["completed", "rejected", "awaiting_approval", "budget_exceeded", "failed"]
+#: Answers an interrupt's payload: ``True``, ``False``, a dict, or ``None`` for "not now".
+Approver = Callable[[dict[str, Any]], Any]
+
+
+@dataclass(frozen=True)
+class WorkflowEvent:
+    """Something a watcher may show: ``start``/``end`` of a node, or a ``token``."""
+
+    kind: Literal["start", "end", "token"]
+    node: str
+    label: str
+    text: str = ""
+    seconds: float = 0.0
+    error: str | None = None
+
+
+@dataclass
+class WorkflowOutcome:
+    """How a run ended and the thread's state at that point."""
+
+    workflow: Workflow
+    thread_id: str
+    status: Status
+    values: dict[str, Any]
+    ledger: RunLedger
+    seconds: float
+    message: str = ""
+    error: str | None = None
+    interrupt: dict[str, Any] | None = None
+    resumed: bool = False
+    spent_before_usd: float = 0.0
+    timings: list[dict[str, Any]] = field(default_factory=list)
+
+
+def thread_spend(values: dict[str, Any]) -> float:
+    """USD the thread's completed nodes have spent."""
+    return float(sum(entry.get("cost_usd", 0.0) for entry in values.get("usage", []) or []))
+
+
+class _Watcher:
+    """Turns LangGraph's stream into events and node timings."""
+
+    def __init__(self, on_event: Callable[[WorkflowEvent], None] | None) -> None:
+        self.on_event = on_event
+        self.started: dict[str, tuple[str, str, float]] = {}
+        self.timings: list[dict[str, Any]] = []
+
+    def _emit(self, event: WorkflowEvent) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def task(self, data: dict[str, Any]) -> None:
+        if "input" in data:
+            label = task_label(data["name"], data["input"])
+            self.started[data["id"]] = (data["name"], label, time.perf_counter())
+            self._emit(WorkflowEvent("start", data["name"], label))
+            return
+        name, label, began = self.started.pop(
+            data["id"], (data["name"], data["name"], time.perf_counter())
+        )
+        seconds = round(time.perf_counter() - began, 4)
+        error = data.get("error")
+        if data.get("interrupts"):
+            label += " (waiting)"
+        self.timings.append({"node": name, "label": label, "seconds": seconds})
+        self._emit(
+            WorkflowEvent(
+                "end", name, label, seconds=seconds, error=None if error is None else str(error)
+            )
+        )
+
+    def message(self, chunk: Any, metadata: dict[str, Any]) -> None:
+        node = str(metadata.get("langgraph_node", ""))
+        if node in STREAMED_NODES and isinstance(chunk, AIMessageChunk) and chunk.text:
+            self._emit(WorkflowEvent("token", node, node, text=chunk.text))
+
+
+def _resume_command(
+    graph: Any, config: RunnableConfig, approver: Approver | None
+) -> tuple[Any, dict[str, Any] | None]:
+    """What continues a thread: ``None``, or ``Command(resume=...)`` at an interrupt.
+
+    The second value is the interrupt's payload when nobody answered it (no approver, or the
+    approver returned ``None``): the run must stop there.
+    """
+    pending = graph.get_state(config).interrupts
+    if not pending:
+        return None, None
+    answers = {i.id: approver(dict(i.value)) if approver is not None else None for i in pending}
+    if any(answer is None for answer in answers.values()):
+        return None, dict(pending[0].value)
+    if len(pending) == 1:
+        return Command(resume=answers[pending[0].id]), None
+    return Command(resume=answers), None
+
+
+def run_workflow(
+    workflow: Workflow,
+    inputs: Any,
+    *,
+    context: WorkflowContext,
+    checkpointer: BaseCheckpointSaver[Any] | None,
+    thread_id: str,
+    resume: bool = False,
+    approver: Approver | None = None,
+    on_event: Callable[[WorkflowEvent], None] | None = None,
+    max_concurrency: int | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> WorkflowOutcome:
+    """Run (or resume) ``workflow`` on thread ``thread_id`` and report how it ended.
+
+    Args:
+        workflow: ``"orchestration"``, ``"meeting"`` or ``"validation"``.
+        inputs: The workflow's input (see :mod:`multiagent.graphs.inputs`); ignored on resume.
+        context: The run context; its ledger's budget is the thread's total budget, and what
+            the thread already spent is taken off it.
+        checkpointer: Where the thread lives (see :func:`multiagent.persistence.checkpointer.
+            open_checkpointer`); ``None`` runs without persistence (no resume, no approval).
+        thread_id: The thread.
+        resume: Continue the thread from its last checkpoint instead of starting it.
+        approver: Answers a plan-approval interrupt; without it the run stops there.
+        on_event: Called with every :class:`WorkflowEvent`, in order.
+        max_concurrency: Bound on parallel tasks (``max_concurrency`` at the config's top level).
+        metadata: Extra checkpoint metadata (the workflow name is always added).
+
+    Raises:
+        UsageError: ``resume`` for a thread that does not exist or belongs to another workflow.
+    """
+    graph = compile_workflow(workflow, checkpointer=checkpointer)
+    config: RunnableConfig = {
+        "configurable": {"thread_id": thread_id},
+        "metadata": {**(metadata or {}), "workflow": workflow},
+        "run_name": workflow,
+        "tags": [f"workflow:{workflow}"],
+    }
+    if max_concurrency is not None:
+        config["max_concurrency"] = max_concurrency
+    spent_before = 0.0
+    command: Any = inputs
+    pending: dict[str, Any] | None = None
+    if resume:
+        snapshot = graph.get_state(config)
+        spent_before = thread_spend(snapshot.values or {})
+        command, pending = _resume_command(graph, config, approver)
+    budget = context.ledger.budget_usd
+    ledger = RunLedger(budget_usd=None if budget is None else max(0.0, budget - spent_before))
+    context = dataclasses.replace(context, ledger=ledger)
+    watcher = _Watcher(on_event)
+    began = time.perf_counter()
+
+    def outcome(status: Status, message: str = "", error: str | None = None) -> WorkflowOutcome:
+        snapshot = graph.get_state(config) if checkpointer is not None else None
+        values = dict(snapshot.values) if snapshot is not None else dict(last_values)
+        return WorkflowOutcome(
+            workflow=workflow,
+            thread_id=thread_id,
+            status=status,
+            values=values,
+            ledger=ledger,
+            seconds=round(time.perf_counter() - began, 4),
+            message=message,
+            error=error,
+            interrupt=pending,
+            resumed=resume,
+            spent_before_usd=round(spent_before, 8),
+            timings=watcher.timings,
+        )
+
+    last_values: dict[str, Any] = {}
+    if pending is not None:
+        return outcome("awaiting_approval", "the plan is waiting for approval")
+    try:
+        while True:
+            for mode, data in graph.stream(
+                command,
+                config,
+                context=context,
+                stream_mode=["tasks", "messages", "values"],
+                durability="sync",
+            ):
+                if mode == "tasks":
+                    watcher.task(data)
+                elif mode == "messages":
+                    watcher.message(*data)
+                elif mode == "values" and isinstance(data, dict):
+                    last_values = data
+            if checkpointer is None:
+                break
+            command, pending = _resume_command(graph, config, approver)
+            if command is None:
+                break
+    except BudgetExceededError as exc:
+        return outcome("budget_exceeded", str(exc), describe_error(exc))
+    except PROVIDER_ERRORS as exc:
+        return outcome("failed", "a model call kept failing after retries", describe_error(exc))
+    if pending is not None:
+        return outcome("awaiting_approval", "the plan is waiting for approval")
+    result = outcome("completed")
+    approval = result.values.get("approval")
+    if workflow == "orchestration" and approval is not None and not approval["approved"]:
+        result.status, result.message = "rejected", "the plan was rejected; no agent worked"
+    return result
+
+
+def check_thread(
+    workflow: Workflow,
+    *,
+    checkpointer: BaseCheckpointSaver[Any],
+    thread_id: str,
+    resume: bool,
+) -> None:
+    """Fail with one line when ``--resume`` names an unknown thread or one of another workflow,
+    or when a new run would reuse an existing thread's id."""
+    found = checkpointer.get_tuple({"configurable": {"thread_id": thread_id}})
+    if resume and found is None:
+        raise UsageError(f"unknown thread {thread_id!r}; see `multiagent threads list`")
+    if not resume and found is not None:
+        raise UsageError(
+            f"thread {thread_id!r} already exists; add --resume to continue it or choose a new id"
+        )
+    if found is not None:
+        owner = (found.metadata or {}).get("workflow")
+        if owner is not None and owner != workflow:
+            raise UsageError(f"thread {thread_id!r} is a {owner} thread, not a {workflow} thread")

@@ -1,0 +1,78 @@
+"""The three workflows by name: their graph factories, how their tasks are labelled, thread ids."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any, Literal
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import StateGraph
+from langgraph.graph.state import CompiledStateGraph
+
+from multiagent.graphs.meeting import build_meeting_graph
+from multiagent.graphs.orchestration import build_orchestration_graph
+from multiagent.graphs.validation import build_validation_graph
+
+Workflow = Literal["orchestration", "meeting", "validation"]
+WORKFLOWS: tuple[Workflow, ...] = ("orchestration", "meeting", "validation")
+
+BUILDERS: dict[Workflow, Callable[[], StateGraph[Any, Any, Any, Any]]] = {
+    "orchestration": build_orchestration_graph,
+    "meeting": build_meeting_graph,
+    "validation": build_validation_graph,
+}
+
+#: Nodes whose tokens are streamed to the user as they arrive.
+STREAMED_NODES = frozenset({"synthesize", "summarize"})
+
+_THREAD_PREFIX: dict[Workflow, str] = {
+    "orchestration": "run",
+    "meeting": "meeting",
+    "validation": "validate",
+}
+
+
+def compile_workflow(
+    workflow: Workflow, *, checkpointer: BaseCheckpointSaver[Any] | None = None
+) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """Build and compile ``workflow``'s graph with ``checkpointer``."""
+    return BUILDERS[workflow]().compile(checkpointer=checkpointer, name=workflow)
+
+
+def new_thread_id(workflow: Workflow) -> str:
+    """A fresh thread id such as ``run-3f9c2a61b0``."""
+    return f"{_THREAD_PREFIX[workflow]}-{uuid.uuid4().hex[:10]}"
+
+
+def task_label(node: str, payload: Any) -> str:
+    """A readable name for a running task: ``work · critic``, ``speak · analyst (round 2)``."""
+    if not isinstance(payload, dict):
+        return node
+    if node == "work" and "agent" in payload:
+        return f"work · {payload['agent']}"
+    if node == "validate" and "validator" in payload:
+        return f"validate · {payload['validator']}"
+    if node == "speak" and payload.get("participants"):
+        turn = int(payload.get("turn", 0))
+        participants = payload["participants"]
+        if 0 <= turn < len(participants):
+            return f"speak · {participants[turn]} (round {payload.get('round', 1)})"
+    if node == "moderate":
+        return f"moderate (round {payload.get('round', 1)})"
+    return node
+
+
+def subject_of(workflow: Workflow, inputs: dict[str, Any]) -> str:
+    """The task, topic or first item of a run, shortened for listings."""
+    if workflow == "orchestration":
+        text = str(inputs.get("task", ""))
+    elif workflow == "meeting":
+        text = str(inputs.get("topic", ""))
+    else:
+        items = inputs.get("items") or []
+        text = str(items[0]["text"]) if items else ""
+        if len(items) > 1:
+            text = f"{len(items)} items: {text}"
+    text = " ".join(text.split())
+    return text if len(text) <= 80 else text[:79] + "…"

@@ -1,0 +1,145 @@
+"""The agent catalogue: built-in agents plus the user's ``agents.toml``.
+
+``agents.toml`` lives in ``MULTIAGENT_HOME`` (or is named with ``--agents-file``). Each table under
+``[agents]`` adds an agent or overrides fields of a built-in one::
+
+    [agents.economist]
+    role = "You are the analyst for economics: costs, prices, incentives and trade-offs."
+    tier = "premium"
+    description = "economic analysis"
+
+    [agents.critic]
+    tier = "premium"          # a built-in agent, one field changed
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from multiagent.errors import ConfigError, UsageError
+from multiagent.nodes.agents import BUILTIN_AGENTS, AgentKind, AgentSpec
+from multiagent.nodes.tools import TOOLS
+from multiagent.policies import Settings
+
+AGENTS_FILE_NAME = "agents.toml"
+_FIELDS = tuple(AgentSpec.model_fields)
+
+
+class AgentCatalog(Mapping[str, AgentSpec]):
+    """Agents by name, with lookups that fail with one clear line."""
+
+    def __init__(self, agents: Iterable[AgentSpec], *, source: str = "built-in") -> None:
+        self._agents = {agent.name: agent for agent in agents}
+        self.source = source
+
+    def __getitem__(self, name: str) -> AgentSpec:
+        return self._agents[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._agents)
+
+    def __len__(self) -> int:
+        return len(self._agents)
+
+    def of_kind(self, kind: AgentKind) -> list[str]:
+        """Names of the agents of ``kind``, in catalogue order."""
+        return [name for name, agent in self._agents.items() if agent.kind == kind]
+
+    def require(self, name: str, *, kind: AgentKind, option: str = "agent") -> AgentSpec:
+        """Return agent ``name`` of ``kind``, or raise :class:`UsageError` naming the valid ones."""
+        agent = self._agents.get(name)
+        if agent is None or agent.kind != kind:
+            valid = ", ".join(self.of_kind(kind)) or "none"
+            raise UsageError(f"unknown {option} {name!r}; valid: {valid}")
+        return agent
+
+    def team(self, names: Sequence[str], *, kind: AgentKind, option: str) -> tuple[str, ...]:
+        """Check a list of agent names given on the command line; duplicates are an error."""
+        cleaned = [name.strip() for name in names]
+        if not cleaned or any(not name for name in cleaned):
+            valid = ", ".join(self.of_kind(kind))
+            raise UsageError(f"{option} needs at least one name; valid: {valid}")
+        for name in cleaned:
+            self.require(name, kind=kind, option=option.lstrip("-").rstrip("s"))
+        seen = {name for name in cleaned if cleaned.count(name) > 1}
+        if seen:
+            raise UsageError(f"{option} names {sorted(seen)[0]!r} twice; name each agent once")
+        return tuple(cleaned)
+
+
+def split_names(value: str | Sequence[str] | None) -> list[str] | None:
+    """Turn ``"a,b,c"`` (or a list) into names; ``None`` stays ``None``."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.split(",")
+    return list(value)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"malformed {path}: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read agents file {path}: {exc.strerror}") from None
+    unknown = sorted(set(data) - {"agents"})
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r} in {path}; valid: agents")
+    agents = data.get("agents", {})
+    if not isinstance(agents, dict):
+        raise ConfigError(f"'agents' in {path} must be a table of agent tables")
+    return agents
+
+
+def _merge(name: str, fields: Any, base: AgentSpec | None, path: Path) -> AgentSpec:
+    if not isinstance(fields, dict):
+        raise ConfigError(f"agent {name!r} in {path} must be a table")
+    unknown = sorted(set(fields) - set(_FIELDS) - {"name"})
+    if unknown:
+        raise ConfigError(
+            f"unknown field {unknown[0]!r} for agent {name!r} in {path}; valid: "
+            f"{', '.join(f for f in _FIELDS if f != 'name')}"
+        )
+    data = base.model_dump() if base is not None else {}
+    data.update(fields, name=name)
+    if "tools" in data and isinstance(data["tools"], list):
+        data["tools"] = tuple(data["tools"])
+    try:
+        agent = AgentSpec.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "agent"
+        raise ConfigError(f"agent {name!r} in {path}: {where}: {err['msg']}") from None
+    bad = [tool for tool in agent.tools if tool not in TOOLS]
+    if bad:
+        raise ConfigError(
+            f"agent {name!r} in {path}: unknown tool {bad[0]!r}; valid: {', '.join(TOOLS)}"
+        )
+    return agent
+
+
+def load_agents(settings: Settings, *, agents_file: str | Path | None = None) -> AgentCatalog:
+    """Return the built-in agents with the user's additions and overrides applied.
+
+    Args:
+        settings: Resolved settings; ``agents.toml`` in ``settings.home`` is read when present.
+        agents_file: A TOML file to read instead; it must exist.
+
+    Raises:
+        ConfigError: The file is missing (when named), malformed, or defines an invalid agent.
+    """
+    path = Path(agents_file) if agents_file is not None else settings.home / AGENTS_FILE_NAME
+    if agents_file is not None and not path.is_file():
+        raise ConfigError(f"agents file {path} does not exist")
+    agents = {agent.name: agent for agent in BUILTIN_AGENTS}
+    if not path.is_file():
+        return AgentCatalog(agents.values())
+    for name, fields in _read(path).items():
+        agents[name] = _merge(name, fields, agents.get(name), path)
+    return AgentCatalog(agents.values(), source=str(path))

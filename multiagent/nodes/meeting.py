@@ -1,0 +1,123 @@
+"""Meeting nodes: participants speak in turn, the moderator judges each round, a summary closes.
+
+Each participant sees the transcript so far. After every round the moderator returns a structured
+assessment; the meeting ends early when it finds consensus (its ``consensus`` flag and an
+agreement at or above the profile's consensus threshold), else after the set rounds. The summary
+is streamed (the seed's ``_generate_meeting_summary``): decisions, action items and dissent.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from langchain_core.messages import HumanMessage, SystemMessage
+from langgraph.runtime import Runtime
+from pydantic import BaseModel, Field
+
+from multiagent.nodes.calling import AgentCall
+from multiagent.nodes.context import WorkflowContext, context_of
+from multiagent.nodes.state import Assessment, MeetingState, Utterance
+from multiagent.nodes.worker import agent_answer
+
+MODERATOR = "moderator"
+SECRETARY = "secretary"
+
+
+class ModeratorAnswer(BaseModel):
+    """The moderator's structured assessment of a round."""
+
+    consensus: bool = Field(description="Whether the participants have reached consensus.")
+    agreement: float = Field(ge=0.0, le=1.0, description="How much they agree, 0 to 1.")
+    open_questions: list[str] = Field(default_factory=list)
+    note: str = ""
+
+
+def render_transcript(transcript: list[Utterance]) -> str:
+    """The transcript as prompt text, one turn per paragraph."""
+    if not transcript:
+        return "(nobody has spoken yet)"
+    return "\n\n".join(f"[round {u['round']}, {u['agent']}] {u['text']}" for u in transcript)
+
+
+def speak(state: MeetingState, runtime: Runtime[WorkflowContext]) -> dict[str, object]:
+    """The next participant speaks, having read the transcript so far."""
+    context = context_of(runtime)
+    current, turn = state.get("round", 1), state.get("turn", 0)
+    name = state["participants"][turn]
+    prompt = (
+        f"{state['topic']}\n\nThis is a meeting, round {current} of {state['rounds']}. Speak as "
+        f"the {name}: respond to what has been said, add what your role sees, and say where you "
+        f"agree or disagree.\n\nTranscript so far:\n{render_transcript(state['transcript'])}"
+    )
+    answer, usage = agent_answer(
+        context, context.agents[name], node="speak", prompt=prompt, workflow="meeting"
+    )
+    return {
+        "transcript": [Utterance(round=current, agent=name, text=answer)],
+        "round": current,
+        "turn": turn + 1,
+        "usage": [usage],
+    }
+
+
+def route_after_speak(state: MeetingState) -> Literal["speak", "moderate"]:
+    """The next participant, or the moderator once everyone has spoken this round."""
+    return "speak" if state.get("turn", 0) < len(state["participants"]) else "moderate"
+
+
+def moderate(state: MeetingState, runtime: Runtime[WorkflowContext]) -> dict[str, object]:
+    """Judge the round: consensus, agreement, open questions."""
+    context = context_of(runtime)
+    agent = context.agents[MODERATOR]
+    current = state.get("round", 1)
+    prompt = (
+        f"{state['topic']}\n\nRound {current} of {state['rounds']} has ended. Judge whether the "
+        f"participants agree.\n\nTranscript:\n{render_transcript(state['transcript'])}"
+    )
+    call = AgentCall(context, agent, node="moderate")
+    answer = call.structured([SystemMessage(agent.role), HumanMessage(prompt)], ModeratorAnswer)
+    threshold = context.settings.profile.validation.consensus_threshold
+    consensus = answer.consensus and answer.agreement >= threshold
+    assessment = Assessment(
+        round=current,
+        consensus=consensus,
+        agreement=round(answer.agreement, 3),
+        open_questions=list(answer.open_questions),
+        note=answer.note,
+    )
+    return {
+        "assessments": [assessment],
+        "consensus": consensus,
+        "round": current + 1,
+        "turn": 0,
+        "usage": [call.usage()],
+    }
+
+
+def route_after_moderate(state: MeetingState) -> Literal["speak", "summarize"]:
+    """Another round, or the summary after consensus or the last round."""
+    if state.get("consensus", False) or state.get("round", 1) > state["rounds"]:
+        return "summarize"
+    return "speak"
+
+
+def summarize(state: MeetingState, runtime: Runtime[WorkflowContext]) -> dict[str, object]:
+    """Write the meeting summary: decisions, action items, dissent."""
+    context = context_of(runtime)
+    agent = context.agents[SECRETARY]
+    held = max(u["round"] for u in state["transcript"]) if state["transcript"] else 0
+    outcome = "consensus was reached" if state.get("consensus") else "no consensus was reached"
+    notes = "\n".join(
+        f"- round {a['round']}: agreement {a['agreement']:.2f}; open: "
+        f"{'; '.join(a['open_questions']) or 'nothing'}"
+        for a in state["assessments"]
+    )
+    prompt = (
+        f"{state['topic']}\n\nParticipants: {', '.join(state['participants'])}. Rounds held: "
+        f"{held} of {state['rounds']}; {outcome}.\n\nTranscript:\n"
+        f"{render_transcript(state['transcript'])}\n\nAfter each round:\n{notes or '- none'}\n\n"
+        "Write the summary with three parts: Decisions, Action items, Dissent."
+    )
+    call = AgentCall(context, agent, node="summarize")
+    summary = call.text([SystemMessage(agent.role), HumanMessage(prompt)])
+    return {"summary": summary, "usage": [call.usage()]}

@@ -1,0 +1,182 @@
+"""The state of the three workflows, and the payloads their fan-outs send.
+
+State is a ``TypedDict``: the input keys first (what a caller gives), then what nodes write.
+Lists that several nodes append to in parallel carry an ``operator.add`` reducer. Keys a run fills
+in later are ``NotRequired`` (TypedDict fields take no defaults; nodes use ``.get``).
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated
+
+from typing_extensions import NotRequired, TypedDict
+
+from multiagent.nodes.usage import Usage
+
+# -- orchestration -------------------------------------------------------------------------
+
+
+class PlanStep(TypedDict):
+    """One agent's part of the task."""
+
+    agent: str
+    subtask: str
+
+
+class Approval(TypedDict):
+    """A human's answer to the plan."""
+
+    approved: bool
+    feedback: str
+
+
+class Contribution(TypedDict):
+    """What one agent produced for its part of the task."""
+
+    agent: str
+    subtask: str
+    text: str
+
+
+class AgentTask(TypedDict):
+    """The payload sent to one agent in the orchestration fan-out."""
+
+    task: str
+    agent: str
+    subtask: str
+
+
+class OrchestrationInput(TypedDict):
+    """What starts an orchestration.
+
+    ``team`` is who the planner may assign; with ``planner_picks`` it chooses among them, else
+    every member gets a part. ``require_approval`` pauses the run for a human to review the plan.
+    """
+
+    task: str
+    team: list[str]
+    planner_picks: bool
+    require_approval: bool
+
+
+class OrchestrationState(OrchestrationInput):
+    """An orchestration run."""
+
+    plan: NotRequired[list[PlanStep]]
+    rationale: NotRequired[str]
+    approval: NotRequired[Approval]
+    contributions: Annotated[list[Contribution], operator.add]
+    output: NotRequired[str]
+    usage: Annotated[list[Usage], operator.add]
+
+
+# -- meeting -------------------------------------------------------------------------------
+
+
+class Utterance(TypedDict):
+    """One participant's turn."""
+
+    round: int
+    agent: str
+    text: str
+
+
+class Assessment(TypedDict):
+    """The moderator's view after a round."""
+
+    round: int
+    consensus: bool
+    agreement: float
+    open_questions: list[str]
+    note: str
+
+
+class MeetingInput(TypedDict):
+    """What starts a meeting."""
+
+    topic: str
+    participants: list[str]
+    rounds: int
+
+
+class MeetingState(MeetingInput):
+    """A meeting run; ``round`` and ``turn`` say who speaks next."""
+
+    round: NotRequired[int]
+    turn: NotRequired[int]
+    transcript: Annotated[list[Utterance], operator.add]
+    assessments: Annotated[list[Assessment], operator.add]
+    consensus: NotRequired[bool]
+    summary: NotRequired[str]
+    usage: Annotated[list[Usage], operator.add]
+
+
+# -- cross-validation ----------------------------------------------------------------------
+
+
+class ValidationItem(TypedDict):
+    """One text to validate, with the id results are reported under."""
+
+    id: str
+    text: str
+
+
+class Verdict(TypedDict):
+    """One validator's structured verdict on one text."""
+
+    key: str
+    validator: str
+    passed: bool
+    confidence: float
+    issues: list[str]
+    rationale: str
+    cached: bool
+
+
+class ValidatorFailure(TypedDict):
+    """A validator that failed after the pipeline's retries; recorded, not fatal."""
+
+    key: str
+    validator: str
+    error: str
+
+
+class ItemResult(TypedDict):
+    """The consensus on one item."""
+
+    id: str
+    status: str
+    passed: bool
+    approval: float
+    threshold: float
+    mean_confidence: float
+    validators: int
+    responded: int
+    failed: list[str]
+    issues: list[str]
+
+
+class ValidatorTask(TypedDict):
+    """The payload sent to one validator for one distinct text."""
+
+    key: str
+    text: str
+    validator: str
+
+
+class ValidationInput(TypedDict):
+    """What starts a cross-validation: items, validators by name, the consensus threshold."""
+
+    items: list[ValidationItem]
+    validators: list[str]
+    threshold: float
+
+
+class ValidationState(ValidationInput):
+    """A cross-validation run over one or many items."""
+
+    verdicts: Annotated[list[Verdict], operator.add]
+    failures: Annotated[list[ValidatorFailure], operator.add]
+    results: NotRequired[list[ItemResult]]
+    usage: Annotated[list[Usage], operator.add]

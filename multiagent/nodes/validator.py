@@ -1,0 +1,156 @@
+"""Cross-validation nodes: validators fanned out with ``Send``, and the deferred aggregator.
+
+Each validator returns a structured verdict (pass or fail, confidence, issues) on one distinct
+text; identical items are validated once and share the verdicts. A verdict is looked up in the
+analysis cache first (:func:`cached_verdict` is the one place the cache plugs in). A validator
+that fails after the pipeline's retries is recorded as a failure and the others decide; a budget
+stop is not a validator failure and ends the run (resumable).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+from langchain_core.messages import HumanMessage, SystemMessage
+from langgraph.runtime import Runtime
+from langgraph.types import Send
+from pydantic import BaseModel, Field
+
+from multiagent.nodes.agents import AgentSpec
+from multiagent.nodes.calling import AgentCall
+from multiagent.nodes.context import WorkflowContext, context_of
+from multiagent.nodes.failures import PROVIDER_ERRORS, describe_error
+from multiagent.nodes.state import (
+    ItemResult,
+    ValidationItem,
+    ValidationState,
+    ValidatorFailure,
+    ValidatorTask,
+    Verdict,
+)
+
+
+class VerdictAnswer(BaseModel):
+    """A validator's structured verdict."""
+
+    passed: bool = Field(description="Whether the text meets the criterion.")
+    confidence: float = Field(ge=0.0, le=1.0, description="Confidence in the verdict, 0 to 1.")
+    issues: list[str] = Field(default_factory=list, description="Each problem found.")
+    rationale: str = ""
+
+
+def text_key(text: str) -> str:
+    """A stable key for a text: identical items share it (and their verdicts)."""
+    return hashlib.sha256(" ".join(text.split()).encode("utf-8")).hexdigest()[:24]
+
+
+def distinct_texts(items: list[ValidationItem]) -> dict[str, str]:
+    """Texts by key, each distinct text once, in first-seen order."""
+    texts: dict[str, str] = {}
+    for item in items:
+        texts.setdefault(text_key(item["text"]), item["text"])
+    return texts
+
+
+def fan_out_validators(state: ValidationState) -> list[Send]:
+    """One ``validate`` task per distinct text and validator."""
+    return [
+        Send("validate", ValidatorTask(key=key, text=text, validator=name))
+        for key, text in distinct_texts(state["items"]).items()
+        for name in state["validators"]
+    ]
+
+
+def cached_verdict(
+    context: WorkflowContext,
+    agent: AgentSpec,
+    text: str,
+    compute: Callable[[], dict[str, Any]],
+) -> tuple[dict[str, Any], bool]:
+    """Return a verdict from the analysis cache, computing and storing it on a miss."""
+    if context.analysis_cache is None:
+        return compute(), False
+    key = "verdict:" + hashlib.sha256(
+        "\x1f".join(
+            (agent.name, agent.criteria, agent.role, context.model_name(agent), text)
+        ).encode("utf-8")
+    ).hexdigest()
+    return context.analysis_cache.get_or_compute(key, compute)
+
+
+def validate(task: ValidatorTask, runtime: Runtime[WorkflowContext]) -> dict[str, object]:
+    """One validator's verdict on one text; a provider failure is recorded, not raised."""
+    context = context_of(runtime)
+    agent = context.agents[task["validator"]]
+    call = AgentCall(context, agent, node="validate")
+    prompt = (
+        f"{task['text']}\n\n---\nReview the text above for {agent.criteria or agent.name} and "
+        "return your verdict."
+    )
+
+    def compute() -> dict[str, Any]:
+        messages = [SystemMessage(agent.role), HumanMessage(prompt)]
+        return call.structured(messages, VerdictAnswer).model_dump()
+
+    try:
+        answer, cached = cached_verdict(context, agent, task["text"], compute)
+    except PROVIDER_ERRORS as exc:
+        failure = ValidatorFailure(key=task["key"], validator=agent.name, error=describe_error(exc))
+        return {"failures": [failure], "usage": [call.usage()]}
+    checked = VerdictAnswer.model_validate(answer)
+    verdict = Verdict(
+        key=task["key"],
+        validator=agent.name,
+        passed=checked.passed,
+        confidence=round(checked.confidence, 3),
+        issues=list(checked.issues),
+        rationale=checked.rationale,
+        cached=cached,
+    )
+    return {"verdicts": [verdict], "usage": [call.usage()]}
+
+
+def item_result(
+    item: ValidationItem,
+    *,
+    verdicts: list[Verdict],
+    failures: list[ValidatorFailure],
+    validators: int,
+    threshold: float,
+) -> ItemResult:
+    """Consensus on one item: the share of responding validators that passed it."""
+    responded = len(verdicts)
+    passes = sum(1 for v in verdicts if v["passed"])
+    approval = passes / responded if responded else 0.0
+    confidence = sum(v["confidence"] for v in verdicts) / responded if responded else 0.0
+    status = "inconclusive" if not responded else ("passed" if approval >= threshold else "failed")
+    issues = [f"{v['validator']}: {issue}" for v in verdicts if not v["passed"] for issue in v["issues"]]
+    return ItemResult(
+        id=item["id"],
+        status=status,
+        passed=status == "passed",
+        approval=round(approval, 4),
+        threshold=threshold,
+        mean_confidence=round(confidence, 4),
+        validators=validators,
+        responded=responded,
+        failed=sorted(f["validator"] for f in failures),
+        issues=issues,
+    )
+
+
+def aggregate(state: ValidationState) -> dict[str, object]:
+    """Deferred: once every validator has answered, compute each item's consensus."""
+    results = [
+        item_result(
+            item,
+            verdicts=[v for v in state["verdicts"] if v["key"] == text_key(item["text"])],
+            failures=[f for f in state["failures"] if f["key"] == text_key(item["text"])],
+            validators=len(state["validators"]),
+            threshold=state["threshold"],
+        )
+        for item in state["items"]
+    ]
+    return {"results": results}
