@@ -46,7 +46,7 @@ class RunLedger:
 
     budget_usd: float | None = None
     calls: list[CallRecord] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _lock: Any = field(default_factory=threading.Lock, repr=False)  # Any: pydantic cannot type a lock
 
     @property
     def spent_usd(self) -> float:
