@@ -18,9 +18,8 @@ import pytest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, Field
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
-from multiagent.cli import app
 from multiagent.models.simulated import SimulatedChatModel
 from multiagent.sim.config import SimServerConfig
 from multiagent.sim.runner import run_sim_server
@@ -32,6 +31,13 @@ MESSAGES: list[BaseMessage] = [
 ]
 RAW_MESSAGES: list[Any] = [{"role": "user", "content": "Summarise the incident review."}]
 runner = CliRunner()
+
+
+def _cli(*args: str) -> Result:
+    """Run the CLI; imported here so the server tests do not depend on every command importing."""
+    from multiagent.cli import app
+
+    return runner.invoke(app, list(args))
 
 
 def _stats(url: str) -> dict[str, Any]:
@@ -342,11 +348,26 @@ def test_latency_spikes_and_streamed_pacing() -> None:
         assert _stats(url)["totals"]["latency_spikes"] == 1
 
 
+def test_a_client_leaving_mid_stream_frees_its_slot_and_counts_as_aborted() -> None:
+    with run_sim_server(SimServerConfig(token_latency_s=0.02, max_concurrency=1)) as url:
+        client = _client(url)
+        stream = client.chat.completions.create(model="gpt-4o", messages=RAW_MESSAGES, stream=True)
+        for _, _chunk in zip(range(3), stream, strict=False):
+            pass
+        stream.close()
+        deadline = time.monotonic() + 5
+        while _stats(url)["in_flight"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        totals = _stats(url)["totals"]
+        assert (totals["aborted"], totals["successes"]) == (1, 0)
+        client.chat.completions.create(model="gpt-4o", messages=RAW_MESSAGES)  # slot is free
+
+
 # -- the command line -----------------------------------------------------------------------
 
 
 def test_cli_serve_help_and_bad_values(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["sim", "serve", "--help"])
+    result = _cli("sim", "serve", "--help")
     assert result.exit_code == 0
     assert "--rpm" in result.stdout
     assert "--schedule" in result.stdout
@@ -359,7 +380,7 @@ def test_cli_serve_help_and_bad_values(tmp_path: Path) -> None:
         ["--max-concurrency", "0"],
         ["--schedule", str(bad_schedule)],
     ):
-        result = runner.invoke(app, ["sim", "serve", *args])
+        result = _cli("sim", "serve", *args)
         assert result.exit_code == 2, args
         assert result.stderr.count("\n") == 1, result.stderr
         assert "Traceback" not in result.output
@@ -368,7 +389,7 @@ def test_cli_serve_help_and_bad_values(tmp_path: Path) -> None:
 
 def test_cli_serve_on_a_taken_port_is_one_line(sim_url: str) -> None:
     port = sim_url.removesuffix("/v1").rsplit(":", 1)[1]
-    result = runner.invoke(app, ["sim", "serve", "--port", port])
+    result = _cli("sim", "serve", "--port", port)
     assert result.exit_code == 2
     assert result.stderr == f"error: the simulator cannot listen on 127.0.0.1:{port}: " + (
         "Address already in use\n"
@@ -377,14 +398,14 @@ def test_cli_serve_on_a_taken_port_is_one_line(sim_url: str) -> None:
 
 def test_cli_stats_and_reset(sim_url: str) -> None:
     _client(sim_url).chat.completions.create(model="gpt-4o", messages=RAW_MESSAGES)
-    result = runner.invoke(app, ["sim", "stats", "--url", sim_url, "--json"])
+    result = _cli("sim", "stats", "--url", sim_url, "--json")
     assert result.exit_code == 0
     assert json.loads(result.stdout)["totals"]["successes"] >= 1
-    table = runner.invoke(app, ["sim", "stats", "--url", sim_url])
+    table = _cli("sim", "stats", "--url", sim_url)
     assert "steady" in table.stdout
-    assert runner.invoke(app, ["sim", "reset", "--url", sim_url, "--json"]).exit_code == 0
+    assert _cli("sim", "reset", "--url", sim_url, "--json").exit_code == 0
     assert _stats(sim_url)["totals"]["attempts"] == 0
-    down = runner.invoke(app, ["sim", "stats", "--url", "http://127.0.0.1:9"])
+    down = _cli("sim", "stats", "--url", "http://127.0.0.1:9")
     assert down.exit_code == 1
     assert down.stderr.startswith("error: cannot reach the simulator")
 
