@@ -90,7 +90,7 @@ def serve(
     try:
         with run_sim_server(config, host=host, port=port) as url:
             phases = ", ".join(
-                f"{p.name} ({p.rpm:g} rpm, {p.tpm:g} tpm)" for p in config.resolved_phases()
+                f"{p.name} ({p.rpm:.0f} rpm, {p.tpm:.0f} tpm)" for p in config.resolved_phases()
             )
             sys.stdout.write(f"multiagent sim listening on {url}\n")
             sys.stdout.write(f"phases: {phases}; stats at {url[: -len('/v1')]}/sim/stats\n")
