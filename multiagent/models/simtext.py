@@ -179,6 +179,16 @@ def count_tokens(text: str) -> int:
     return max(len(split_tokens(text)), (len(text) + 3) // 4)
 
 
+def truncate_to_tokens(text: str, limit: int) -> str:
+    """The longest prefix of ``text``, in whole pieces, that counts at most ``limit`` tokens."""
+    kept: list[str] = []
+    for piece in split_tokens(text):
+        if kept and count_tokens("".join([*kept, piece])) > limit:
+            break
+        kept.append(piece)
+    return "".join(kept)
+
+
 def digest(*parts: Any) -> str:
     """A stable hex digest of JSON-serialisable parts."""
     blob = json.dumps(parts, sort_keys=True, default=str, ensure_ascii=False)
@@ -242,5 +252,5 @@ def simulate_reply(
     sentences = [rng.choice(_OPENERS[role]), *body[:count]]
     text = " ".join(sentence.format(**fields) for sentence in sentences)
     if max_tokens is not None:
-        text = "".join(split_tokens(text)[: max(1, max_tokens)])
+        text = truncate_to_tokens(text, max(1, max_tokens))
     return text

@@ -35,7 +35,13 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from multiagent.models.simschema import instance_of
-from multiagent.models.simtext import count_tokens, digest, simulate_reply, split_tokens
+from multiagent.models.simtext import (
+    count_tokens,
+    digest,
+    simulate_reply,
+    split_tokens,
+    truncate_to_tokens,
+)
 
 _ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool"}
 _SIM_URL = "http://simulated.invalid/v1/chat/completions"
@@ -127,9 +133,9 @@ def simulated_text(
 
     Shared by :class:`SimulatedChatModel` and the HTTP simulator so both answer alike.
     """
-    text = simulate_reply(model, pairs, seed=seed, max_tokens=max_tokens)
-    cut = max_tokens is not None and len(split_tokens(text)) >= max_tokens
-    finish = "length" if cut else "stop"
+    full = simulate_reply(model, pairs, seed=seed)
+    text = full if max_tokens is None else truncate_to_tokens(full, max(1, max_tokens))
+    finish = "length" if text != full else "stop"
     for marker in stop or []:
         if marker and marker in text:
             text, finish = text.split(marker, 1)[0], "stop"
