@@ -87,7 +87,7 @@ def test_max_tokens_and_stop_cut_the_reply() -> None:
     # max_tokens caps the reported usage, as a real provider's does, and nothing more fits
     assert cut.usage_metadata is not None
     assert cut.usage_metadata["output_tokens"] <= 5
-    longer = "".join(split_tokens(full.text)[: len(split_tokens(cut.text)) + 1])
+    longer = "".join(split_tokens(full)[: len(split_tokens(cut.text)) + 1])
     assert count_tokens(longer) > 5
     marker = full.split()[3]
     stopped = SimulatedChatModel().invoke(CRITIC, stop=[marker])
