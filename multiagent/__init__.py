@@ -10,8 +10,16 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from multiagent.graphs.batch import batch_cross_validate as batch_cross_validate
+    from multiagent.graphs.meeting import build_meeting_graph as build_meeting_graph
+    from multiagent.graphs.orchestration import (
+        build_orchestration_graph as build_orchestration_graph,
+    )
+    from multiagent.graphs.validation import build_validation_graph as build_validation_graph
     from multiagent.models.factory import build_chat_model as build_chat_model
     from multiagent.models.simulated import SimulatedChatModel as SimulatedChatModel
+    from multiagent.nodes.context import WorkflowContext as WorkflowContext
+    from multiagent.nodes.context import build_context as build_context
     from multiagent.policies.settings import Settings as Settings
     from multiagent.policies.settings import load_settings as load_settings
     from multiagent.sim.config import SimServerConfig as SimServerConfig
@@ -23,7 +31,13 @@ _EXPORTS: dict[str, str] = {
     "Settings": "multiagent.policies.settings",
     "SimServerConfig": "multiagent.sim.config",
     "SimulatedChatModel": "multiagent.models.simulated",
+    "WorkflowContext": "multiagent.nodes.context",
+    "batch_cross_validate": "multiagent.graphs.batch",
     "build_chat_model": "multiagent.models.factory",
+    "build_context": "multiagent.nodes.context",
+    "build_meeting_graph": "multiagent.graphs.meeting",
+    "build_orchestration_graph": "multiagent.graphs.orchestration",
+    "build_validation_graph": "multiagent.graphs.validation",
     "load_settings": "multiagent.policies.settings",
     "run_sim_server": "multiagent.sim.runner",
 }

@@ -16,6 +16,7 @@ from typer.core import TyperGroup
 from multiagent.commands._shared import RootOptions
 from multiagent.commands.profile import profile
 from multiagent.commands.sim import sim_app
+from multiagent.commands.threads import threads_app
 from multiagent.commands.workflows import meeting, run, validate
 from multiagent.errors import MultiagentError
 
@@ -96,6 +97,7 @@ app.add_typer(sim_app, name="sim")
 app.command("run")(run)
 app.command("meeting")(meeting)
 app.command("validate")(validate)
+app.add_typer(threads_app, name="threads")
 
 
 def main() -> None:

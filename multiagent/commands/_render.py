@@ -69,7 +69,9 @@ def approve_in_terminal(console: Console) -> Any:
         feedback = ""
         if approved:
             try:
-                feedback = typer.prompt("Note for the agents (Enter for none)", default="", err=True)
+                feedback = typer.prompt(
+                    "Note for the agents (Enter for none)", default="", err=True
+                )
             except typer.Abort:
                 feedback = ""
         return {"approved": approved, "feedback": feedback}

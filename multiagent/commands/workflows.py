@@ -32,7 +32,9 @@ ThreadOption = Annotated[
 ]
 ResumeOption = Annotated[
     bool,
-    typer.Option("--resume", help="Continue --thread from its last checkpoint; nothing done reruns."),
+    typer.Option(
+        "--resume", help="Continue --thread from its last checkpoint; nothing done reruns."
+    ),
 ]
 BudgetOption = Annotated[
     float | None,
@@ -94,10 +96,14 @@ def _execute(
 
 def run(
     ctx: typer.Context,
-    task: Annotated[str | None, typer.Argument(help="The task (may be left out with --resume).")] = None,
+    task: Annotated[
+        str | None, typer.Argument(help="The task (may be left out with --resume).")
+    ] = None,
     agents: Annotated[
         str | None,
-        typer.Option("--agents", help="Comma-separated team, each gets a part (default: the planner picks)."),
+        typer.Option(
+            "--agents", help="Comma-separated team, each gets a part (default: the planner picks)."
+        ),
     ] = None,
     approve: Annotated[
         bool, typer.Option("--approve", help="Wait for a human to approve the plan.")
@@ -126,7 +132,9 @@ def run(
 
 def meeting(
     ctx: typer.Context,
-    topic: Annotated[str | None, typer.Argument(help="The topic (may be left out with --resume).")] = None,
+    topic: Annotated[
+        str | None, typer.Argument(help="The topic (may be left out with --resume).")
+    ] = None,
     participants: Annotated[
         str | None, typer.Option("--participants", help="Comma-separated participants.")
     ] = None,
@@ -157,13 +165,14 @@ def validate(
     ctx: typer.Context,
     text: Annotated[str | None, typer.Argument(help="The text to validate.")] = None,
     validators: Annotated[
-        int | None, typer.Option("--validators", help="Validators per item (1-6, within the profile).")
+        int | None,
+        typer.Option("--validators", help="Validators per item (1-6, within the profile)."),
     ] = None,
     threshold: Annotated[
         float | None, typer.Option("--threshold", help="Consensus threshold in (0, 1].")
     ] = None,
     batch: Annotated[
-        Path | None, typer.Option("--batch", help="A JSONL file: one {\"id\", \"text\"} per line.")
+        Path | None, typer.Option("--batch", help='A JSONL file: one {"id", "text"} per line.')
     ] = None,
     concurrency: Annotated[
         int | None, typer.Option("--concurrency", help="Validator calls in flight at once (1-64).")
@@ -175,7 +184,7 @@ def validate(
     no_stream: NoStreamOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Cross-validate TEXT (or every item of --batch) with N validators and a consensus threshold."""
+    """Cross-validate TEXT (or each item of --batch) with N validators against a threshold."""
     if concurrency is not None and not 1 <= concurrency <= 64:
         raise UsageError(f"--concurrency must be between 1 and 64, got {concurrency}")
 

@@ -139,10 +139,11 @@ def read_batch_file(path: str | Path) -> list[ValidationItem]:
         if not line.strip():
             continue
         item, problem = _item_of(number, line)
-        if item is not None and item["id"] in ids:
-            item, problem = None, f"line {number}: id {item['id']!r} repeats line {ids[item['id']]}"
         if item is None:
             problems.append(str(problem))
+            continue
+        if item["id"] in ids:
+            problems.append(f"line {number}: id {item['id']!r} repeats line {ids[item['id']]}")
             continue
         ids[item["id"]] = number
         items.append(item)

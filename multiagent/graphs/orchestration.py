@@ -12,7 +12,7 @@ from langgraph.graph import END, START, StateGraph
 
 from multiagent.nodes.context import WorkflowContext
 from multiagent.nodes.planner import plan, review, route_after_plan, route_after_review
-from multiagent.nodes.state import OrchestrationInput, OrchestrationState
+from multiagent.nodes.state import AgentTask, OrchestrationInput, OrchestrationState
 from multiagent.nodes.synthesizer import synthesize
 from multiagent.nodes.worker import work
 
@@ -32,7 +32,7 @@ def build_orchestration_graph() -> StateGraph[
     )
     graph.add_node("plan", plan)
     graph.add_node("review", review)
-    graph.add_node("work", work)
+    graph.add_node("work", work, input_schema=AgentTask)
     graph.add_node("synthesize", synthesize)
     graph.add_edge(START, "plan")
     graph.add_conditional_edges("plan", route_after_plan, ["review", "work"])

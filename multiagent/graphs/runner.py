@@ -214,7 +214,7 @@ def run_workflow(
                 stream_mode=["tasks", "messages", "values"],
                 durability="sync",
             ):
-                if mode == "tasks":
+                if mode == "tasks" and isinstance(data, dict):
                     watcher.task(data)
                 elif mode == "messages":
                     watcher.message(*data)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from langgraph.graph import END, START, StateGraph
 
 from multiagent.nodes.context import WorkflowContext
-from multiagent.nodes.state import ValidationInput, ValidationState
+from multiagent.nodes.state import ValidationInput, ValidationState, ValidatorTask
 from multiagent.nodes.validator import aggregate, fan_out_validators, validate
 
 
@@ -26,7 +26,7 @@ def build_validation_graph() -> StateGraph[
     graph = StateGraph(
         ValidationState, context_schema=WorkflowContext, input_schema=ValidationInput
     )
-    graph.add_node("validate", validate)
+    graph.add_node("validate", validate, input_schema=ValidatorTask)
     graph.add_node("aggregate", aggregate, defer=True)
     graph.add_conditional_edges(START, fan_out_validators, ["validate"])
     graph.add_edge("validate", "aggregate")

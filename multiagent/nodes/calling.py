@@ -98,7 +98,11 @@ class AgentCall:
         return self._invoke(_bind(self.model, tools, tool_choice="none"), history).text
 
     def structured(
-        self, messages: Sequence[BaseMessage], schema: type[M], *, tool: dict[str, Any] | None = None
+        self,
+        messages: Sequence[BaseMessage],
+        schema: type[M],
+        *,
+        tool: dict[str, Any] | None = None,
     ) -> M:
         """Ask for an answer in ``schema``, through a forced tool call.
 

@@ -39,7 +39,7 @@ def render_transcript(transcript: list[Utterance]) -> str:
     return "\n\n".join(f"[round {u['round']}, {u['agent']}] {u['text']}" for u in transcript)
 
 
-def speak(state: MeetingState, runtime: Runtime[WorkflowContext]) -> dict[str, object]:
+def speak(state: MeetingState, *, runtime: Runtime[WorkflowContext]) -> dict[str, object]:
     """The next participant speaks, having read the transcript so far."""
     context = context_of(runtime)
     current, turn = state.get("round", 1), state.get("turn", 0)
@@ -65,7 +65,7 @@ def route_after_speak(state: MeetingState) -> Literal["speak", "moderate"]:
     return "speak" if state.get("turn", 0) < len(state["participants"]) else "moderate"
 
 
-def moderate(state: MeetingState, runtime: Runtime[WorkflowContext]) -> dict[str, object]:
+def moderate(state: MeetingState, *, runtime: Runtime[WorkflowContext]) -> dict[str, object]:
     """Judge the round: consensus, agreement, open questions."""
     context = context_of(runtime)
     agent = context.agents[MODERATOR]
@@ -101,7 +101,7 @@ def route_after_moderate(state: MeetingState) -> Literal["speak", "summarize"]:
     return "speak"
 
 
-def summarize(state: MeetingState, runtime: Runtime[WorkflowContext]) -> dict[str, object]:
+def summarize(state: MeetingState, *, runtime: Runtime[WorkflowContext]) -> dict[str, object]:
     """Write the meeting summary: decisions, action items, dissent."""
     context = context_of(runtime)
     agent = context.agents[SECRETARY]

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from langchain_core.messages import HumanMessage, SystemMessage
-from langgraph.graph import END
 from langgraph.runtime import Runtime
 from langgraph.types import Send, interrupt
 from pydantic import BaseModel, Field
@@ -87,7 +86,7 @@ def merge_steps(answer: PlanAnswer, *, task: str, team: list[str], pick: bool) -
     return [PlanStep(agent=name, subtask="; ".join(parts[name])) for name in team if name in parts]
 
 
-def plan(state: OrchestrationState, runtime: Runtime[WorkflowContext]) -> dict[str, object]:
+def plan(state: OrchestrationState, *, runtime: Runtime[WorkflowContext]) -> dict[str, object]:
     """Split the task among the team."""
     context = context_of(runtime)
     planner = context.agents[PLANNER]
@@ -118,7 +117,9 @@ def _decision(value: Any) -> Approval:
             approved=bool(value.get("approved", False)), feedback=str(value.get("feedback") or "")
         )
     if isinstance(value, str):
-        return Approval(approved=value.strip().lower() in ("y", "yes", "approve", "approved"), feedback="")
+        return Approval(
+            approved=value.strip().lower() in ("y", "yes", "approve", "approved"), feedback=""
+        )
     return Approval(approved=False, feedback=f"unrecognised answer {value!r}")
 
 
@@ -139,7 +140,10 @@ def _sends(state: OrchestrationState) -> list[Send]:
     feedback = state.get("approval", Approval(approved=True, feedback=""))["feedback"]
     note = f" (reviewer's note: {feedback})" if feedback else ""
     return [
-        Send("work", AgentTask(task=state["task"], agent=step["agent"], subtask=step["subtask"] + note))
+        Send(
+            "work",
+            AgentTask(task=state["task"], agent=step["agent"], subtask=step["subtask"] + note),
+        )
         for step in state.get("plan", [])
     ]
 
@@ -155,5 +159,5 @@ def route_after_review(state: OrchestrationState) -> Literal["__end__"] | list[S
     """To the agents when the plan was approved; a rejected plan ends the run."""
     approval = state.get("approval")
     if approval is None or not approval["approved"]:
-        return END
+        return "__end__"
     return _sends(state)

@@ -8,9 +8,9 @@ in later are ``NotRequired`` (TypedDict fields take no defaults; nodes use ``.ge
 from __future__ import annotations
 
 import operator
-from typing import Annotated
+from typing import Annotated, NotRequired
 
-from typing_extensions import NotRequired, TypedDict
+from typing_extensions import TypedDict
 
 from multiagent.nodes.usage import Usage
 

@@ -25,7 +25,9 @@ def synthesis_prompt(task: str, contributions: list[Contribution]) -> str:
     return "\n".join(parts)
 
 
-def synthesize(state: OrchestrationState, runtime: Runtime[WorkflowContext]) -> dict[str, object]:
+def synthesize(
+    state: OrchestrationState, *, runtime: Runtime[WorkflowContext]
+) -> dict[str, object]:
     """Combine the contributions into one answer."""
     context = context_of(runtime)
     agent = context.agents[SYNTHESIZER]

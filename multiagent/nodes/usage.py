@@ -53,7 +53,9 @@ class UsageMeter(BaseCallbackHandler):
             for generation in generations:
                 if not isinstance(generation, ChatGeneration):
                     continue
-                usage: dict[str, Any] = dict(getattr(generation.message, "usage_metadata", None) or {})
+                usage: dict[str, Any] = dict(
+                    getattr(generation.message, "usage_metadata", None) or {}
+                )
                 tokens_in = int(usage.get("input_tokens", 0))
                 tokens_out = int(usage.get("output_tokens", 0))
                 cached = "total_cost" in usage and not usage["total_cost"]

@@ -72,21 +72,24 @@ def cached_verdict(
     """Return a verdict from the analysis cache, computing and storing it on a miss."""
     if context.analysis_cache is None:
         return compute(), False
-    key = "verdict:" + hashlib.sha256(
-        "\x1f".join(
-            (agent.name, agent.criteria, agent.role, context.model_name(agent), text)
-        ).encode("utf-8")
-    ).hexdigest()
+    key = (
+        "verdict:"
+        + hashlib.sha256(
+            "\x1f".join(
+                (agent.name, agent.criteria, agent.role, context.model_name(agent), text)
+            ).encode("utf-8")
+        ).hexdigest()
+    )
     return context.analysis_cache.get_or_compute(key, compute)
 
 
-def validate(task: ValidatorTask, runtime: Runtime[WorkflowContext]) -> dict[str, object]:
+def validate(state: ValidatorTask, *, runtime: Runtime[WorkflowContext]) -> dict[str, object]:
     """One validator's verdict on one text; a provider failure is recorded, not raised."""
     context = context_of(runtime)
-    agent = context.agents[task["validator"]]
+    agent = context.agents[state["validator"]]
     call = AgentCall(context, agent, node="validate")
     prompt = (
-        f"{task['text']}\n\n---\nReview the text above for {agent.criteria or agent.name} and "
+        f"{state['text']}\n\n---\nReview the text above for {agent.criteria or agent.name} and "
         "return your verdict."
     )
 
@@ -95,13 +98,15 @@ def validate(task: ValidatorTask, runtime: Runtime[WorkflowContext]) -> dict[str
         return call.structured(messages, VerdictAnswer).model_dump()
 
     try:
-        answer, cached = cached_verdict(context, agent, task["text"], compute)
+        answer, cached = cached_verdict(context, agent, state["text"], compute)
     except PROVIDER_ERRORS as exc:
-        failure = ValidatorFailure(key=task["key"], validator=agent.name, error=describe_error(exc))
+        failure = ValidatorFailure(
+            key=state["key"], validator=agent.name, error=describe_error(exc)
+        )
         return {"failures": [failure], "usage": [call.usage()]}
     checked = VerdictAnswer.model_validate(answer)
     verdict = Verdict(
-        key=task["key"],
+        key=state["key"],
         validator=agent.name,
         passed=checked.passed,
         confidence=round(checked.confidence, 3),
@@ -126,7 +131,9 @@ def item_result(
     approval = passes / responded if responded else 0.0
     confidence = sum(v["confidence"] for v in verdicts) / responded if responded else 0.0
     status = "inconclusive" if not responded else ("passed" if approval >= threshold else "failed")
-    issues = [f"{v['validator']}: {issue}" for v in verdicts if not v["passed"] for issue in v["issues"]]
+    issues = [
+        f"{v['validator']}: {issue}" for v in verdicts if not v["passed"] for issue in v["issues"]
+    ]
     return ItemResult(
         id=item["id"],
         status=status,

@@ -63,13 +63,13 @@ def agent_answer(
     return answer, call.usage()
 
 
-def work(payload: AgentTask, runtime: Runtime[WorkflowContext]) -> dict[str, object]:
+def work(state: AgentTask, *, runtime: Runtime[WorkflowContext]) -> dict[str, object]:
     """Orchestration fan-out target: one agent does its part of the task."""
     context = context_of(runtime)
-    agent = context.agents[payload["agent"]]
-    prompt = f"{payload['task']}\n\nYour part of this task: {payload['subtask']}"
+    agent = context.agents[state["agent"]]
+    prompt = f"{state['task']}\n\nYour part of this task: {state['subtask']}"
     answer, usage = agent_answer(
         context, agent, node="work", prompt=prompt, workflow="orchestration"
     )
-    contribution = Contribution(agent=agent.name, subtask=payload["subtask"], text=answer)
+    contribution = Contribution(agent=agent.name, subtask=state["subtask"], text=answer)
     return {"contributions": [contribution], "usage": [usage]}

@@ -1,0 +1,138 @@
+"""``multiagent threads list|show|history``: the runs kept in the checkpointer, and time travel."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.table import Table
+
+from multiagent.commands._shared import cli_settings, console, print_json
+from multiagent.errors import UsageError
+from multiagent.graphs.threads import list_threads, thread_history, thread_state
+from multiagent.persistence.checkpointer import checkpoint_path, open_checkpointer
+from multiagent.policies import Settings
+
+T = TypeVar("T")
+
+threads_app = typer.Typer(
+    help="Threads: every run kept in the checkpointer; show any checkpoint (time travel).",
+    no_args_is_help=True,
+)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+ThreadArgument = Annotated[str, typer.Argument(help="The thread id (see `threads list`).")]
+
+
+def _with_saver(settings: Settings, action: Callable[[Any], T], *, empty: T | None = None) -> T:
+    """Run ``action`` with the checkpointer; never create a database just to read from it."""
+    if not settings.checkpoint_url and not checkpoint_path(settings).exists():
+        if empty is not None:
+            return empty
+        raise UsageError("there are no threads yet; start one with `multiagent run TASK`")
+    with open_checkpointer(settings) as saver:
+        return action(saver)
+
+
+@threads_app.command("list")
+def list_command(
+    ctx: typer.Context,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Show at most N.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List threads, most recent first, with status and cost."""
+    settings = cli_settings(ctx)
+    rows: list[dict[str, Any]] = _with_saver(
+        settings, lambda saver: list_threads(saver, limit=limit), empty=[]
+    )
+    if as_json:
+        print_json({"threads": rows})
+        return
+    if not rows:
+        console.print("no threads yet; start one with `multiagent run TASK`")
+        return
+    cells = [
+        (
+            row["thread_id"],
+            row["workflow"],
+            row["status"],
+            str(row["updated_at"] or "")[:16].replace("T", " "),
+            f"{row['checkpoints']} ckpt",
+            f"${row['cost_usd']:.6f}",
+        )
+        for row in rows
+    ]
+    widths = [max(len(cell[i]) for cell in cells) for i in range(len(cells[0]))]
+    for row, cell in zip(rows, cells, strict=True):
+        line = "  ".join(value.ljust(width) for value, width in zip(cell, widths, strict=True))
+        console.print(f"{line}  {row['subject']}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, list):
+        return f"{len(value)} entries"
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    text = " ".join(text.split())
+    return text if len(text) <= 100 else text[:99] + "…"
+
+
+@threads_app.command("show")
+def show_command(
+    ctx: typer.Context,
+    thread: ThreadArgument,
+    checkpoint: Annotated[
+        str | None, typer.Option("--checkpoint", help="Show the state at this checkpoint.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show a thread's state: now, or at any of its checkpoints (`threads history`)."""
+    settings = cli_settings(ctx)
+    state = _with_saver(settings, lambda s: thread_state(s, thread, checkpoint_id=checkpoint))
+    if as_json:
+        print_json(state)
+        return
+    console.print(
+        f"[bold]{state['thread_id']}[/] · {state['workflow']} · {state['status']} · step "
+        f"{state['step']} · checkpoint {state['checkpoint_id']} · {state['created_at']}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if state["next"]:
+        console.print(f"next: {', '.join(state['next'])}", highlight=False)
+    for error in state["errors"]:
+        console.print(f"[red]error:[/] {error}", highlight=False)
+    table = Table(show_header=True)
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    for key, value in state["values"].items():
+        table.add_row(key, _short(value))
+    console.print(table)
+
+
+@threads_app.command("history")
+def history_command(
+    ctx: typer.Context, thread: ThreadArgument, as_json: JsonOption = False
+) -> None:
+    """List a thread's checkpoints, newest first; `threads show --checkpoint ID` shows one."""
+    settings = cli_settings(ctx)
+    rows = _with_saver(settings, lambda saver: thread_history(saver, thread))
+    if as_json:
+        print_json({"thread_id": thread, "checkpoints": rows})
+        return
+    table = Table(title=f"Checkpoints of {thread} ({len(rows)})", title_justify="left")
+    table.add_column("checkpoint", no_wrap=True)
+    for column in ("step", "source", "created", "next"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("sizes")
+    for row in rows:
+        table.add_row(
+            str(row["checkpoint_id"]),
+            str(row["step"]),
+            str(row["source"]),
+            str(row["created_at"] or "")[:19],
+            ", ".join(row["next"]) or "-",
+            ", ".join(f"{k} {v}" for k, v in row["counts"].items()),
+        )
+    console.print(table)

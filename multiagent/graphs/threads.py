@@ -1,0 +1,157 @@
+"""Threads in the checkpointer: list them, show a thread's state, walk its checkpoints.
+
+Time travel: :func:`thread_state` with a ``checkpoint_id`` shows the state as it was at that
+checkpoint; :func:`thread_history` lists every checkpoint of a thread, newest first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.types import StateSnapshot
+
+from multiagent.errors import UsageError
+from multiagent.graphs.workflows import WORKFLOWS, Workflow, compile_workflow, subject_of
+from multiagent.nodes.usage import total_usage
+
+
+def _config(thread_id: str, checkpoint_id: str | None = None) -> RunnableConfig:
+    configurable: dict[str, Any] = {"thread_id": thread_id}
+    if checkpoint_id is not None:
+        configurable["checkpoint_id"] = checkpoint_id
+    return {"configurable": configurable}
+
+
+def _workflow_of(saver: BaseCheckpointSaver[Any], thread_id: str) -> Workflow:
+    found = saver.get_tuple(_config(thread_id))
+    if found is None:
+        raise UsageError(f"unknown thread {thread_id!r}; see `multiagent threads list`")
+    workflow = (found.metadata or {}).get("workflow")
+    if workflow not in WORKFLOWS:
+        raise UsageError(f"thread {thread_id!r} was not made by a multiagent workflow")
+    return workflow  # type: ignore[no-any-return]
+
+
+def status_of(workflow: Workflow, snapshot: StateSnapshot) -> str:
+    """``completed``, ``rejected``, ``awaiting_approval``, ``budget_exceeded``, ``failed`` or
+    ``interrupted`` (stopped between steps, e.g. the process was killed)."""
+    if snapshot.interrupts:
+        return "awaiting_approval"
+    if not snapshot.next:
+        approval = (snapshot.values or {}).get("approval")
+        rejected = workflow == "orchestration" and approval is not None and not approval["approved"]
+        return "rejected" if rejected else "completed"
+    errors = [str(task.error) for task in snapshot.tasks if task.error is not None]
+    if any("BudgetExceededError" in error for error in errors):
+        return "budget_exceeded"
+    return "failed" if errors else "interrupted"
+
+
+def _summary(
+    thread_id: str, workflow: Workflow, snapshot: StateSnapshot, count: int
+) -> dict[str, Any]:
+    values = dict(snapshot.values or {})
+    return {
+        "thread_id": thread_id,
+        "workflow": workflow,
+        "status": status_of(workflow, snapshot),
+        "subject": subject_of(workflow, values),
+        "checkpoints": count,
+        "updated_at": snapshot.created_at,
+        "next": list(snapshot.next),
+        "cost_usd": total_usage(values.get("usage", []))["cost_usd"],
+    }
+
+
+def list_threads(
+    saver: BaseCheckpointSaver[Any], *, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """Every workflow thread, most recently updated first, with its status and subject."""
+    latest: dict[str, tuple[Workflow, int]] = {}
+    for item in saver.list(None):
+        configurable = item.config.get("configurable", {})
+        if configurable.get("checkpoint_ns"):
+            continue
+        thread = str(configurable.get("thread_id"))
+        if thread in latest:
+            latest[thread] = (latest[thread][0], latest[thread][1] + 1)
+            continue
+        workflow = (item.metadata or {}).get("workflow")
+        if workflow in WORKFLOWS:
+            latest[thread] = (workflow, 1)  # type: ignore[assignment]
+    graphs = {name: compile_workflow(name, checkpointer=saver) for name in WORKFLOWS}
+    rows = [
+        _summary(thread, workflow, graphs[workflow].get_state(_config(thread)), count)
+        for thread, (workflow, count) in latest.items()
+    ]
+    rows.sort(key=lambda row: str(row["updated_at"] or ""), reverse=True)
+    return rows[:limit] if limit is not None else rows
+
+
+def thread_state(
+    saver: BaseCheckpointSaver[Any], thread_id: str, *, checkpoint_id: str | None = None
+) -> dict[str, Any]:
+    """A thread's state: now, or at ``checkpoint_id`` (time travel).
+
+    Raises:
+        UsageError: The thread or the checkpoint does not exist.
+    """
+    workflow = _workflow_of(saver, thread_id)
+    graph = compile_workflow(workflow, checkpointer=saver)
+    snapshot = graph.get_state(_config(thread_id, checkpoint_id))
+    if snapshot.created_at is None:
+        raise UsageError(
+            f"thread {thread_id!r} has no checkpoint {checkpoint_id!r}; "
+            f"see `multiagent threads history {thread_id}`"
+        )
+    configurable = snapshot.config.get("configurable", {})
+    return {
+        "thread_id": thread_id,
+        "workflow": workflow,
+        "checkpoint_id": configurable.get("checkpoint_id"),
+        "step": (snapshot.metadata or {}).get("step"),
+        "created_at": snapshot.created_at,
+        "status": status_of(workflow, snapshot),
+        "next": list(snapshot.next),
+        "errors": [str(t.error) for t in snapshot.tasks if t.error is not None],
+        "interrupts": [i.value for i in snapshot.interrupts],
+        "usage": total_usage((snapshot.values or {}).get("usage", [])),
+        "values": dict(snapshot.values or {}),
+    }
+
+
+_INPUT_LISTS = frozenset({"usage", "team", "participants", "validators", "items"})
+
+
+def _counts(values: dict[str, Any]) -> dict[str, int]:
+    return {
+        key: len(value)
+        for key, value in values.items()
+        if isinstance(value, list) and key not in _INPUT_LISTS
+    }
+
+
+def thread_history(saver: BaseCheckpointSaver[Any], thread_id: str) -> list[dict[str, Any]]:
+    """Every checkpoint of a thread, newest first: step, time, what ran next, list sizes.
+
+    Raises:
+        UsageError: The thread does not exist.
+    """
+    workflow = _workflow_of(saver, thread_id)
+    graph = compile_workflow(workflow, checkpointer=saver)
+    rows = []
+    for snapshot in graph.get_state_history(_config(thread_id)):
+        metadata = snapshot.metadata or {}
+        rows.append(
+            {
+                "checkpoint_id": snapshot.config.get("configurable", {}).get("checkpoint_id"),
+                "step": metadata.get("step"),
+                "source": metadata.get("source"),
+                "created_at": snapshot.created_at,
+                "next": list(snapshot.next),
+                "counts": _counts(dict(snapshot.values or {})),
+            }
+        )
+    return rows
