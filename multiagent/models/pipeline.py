@@ -1,149 +1,82 @@
 """The one path every model call from a node takes.
 
-``redact → cache lookup → adaptive backpressure (shared per provider+model) → retry → provider``,
-recording tokens, cost, latency, errors and cache hits. Nodes get their model from
-:meth:`ModelPipeline.model_for` and call ``invoke``/``ainvoke`` on it; LangGraph's ``messages``
-stream mode still delivers tokens because the provider model runs under the node's callbacks.
+``redact → completion cache lookup → adaptive backpressure (shared per provider+model) → retry
+→ provider``, recording tokens, cost, latency, errors and cache hits into the run's ledger and
+the process's metrics store. Nodes get their model from :meth:`ModelPipeline.model_for` and call
+``invoke``/``ainvoke`` on it; LangGraph's ``messages`` stream mode still delivers tokens, and the
+cache is still consulted first (see :mod:`multiagent.models.pipeline_model`).
+
+Retries sit *outside* the backpressure step in the sense that matters: every attempt passes the
+controller again, so a retry is paced and waits out a provider pause like any first attempt.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
-from langchain_core.language_models import BaseChatModel, LanguageModelInput
-from langchain_core.messages import BaseMessage
-from langchain_core.runnables import Runnable, RunnableConfig
-from langchain_core.runnables.base import RunnableSerializable
+from langchain_core.language_models import BaseChatModel
 
-from multiagent.errors import BudgetExceededError
+from multiagent.models.accounting import ESTIMATED_OUTPUT_TOKENS, CallIdentity, LedgerCacheView
+from multiagent.models.adaptive import shared_controller
+from multiagent.models.analysis_cache import AnalysisCache, open_analysis_cache
+from multiagent.models.backpressure import BackpressureConfig, BackpressureController
+from multiagent.models.completion_cache import CompletionCache, open_completion_cache
 from multiagent.models.factory import build_chat_model
-from multiagent.models.simtext import count_tokens
+from multiagent.models.ledger import CallRecord, RunLedger
+from multiagent.models.pipeline_model import PipelineChatModel
+from multiagent.models.retry import RetryPolicy
 from multiagent.policies import Settings, Tier
 
-#: Output tokens assumed for a call's cost before it is made.
-ESTIMATED_OUTPUT_TOKENS = 256
-
-
-@dataclass
-class CallRecord:
-    """One model call as the ledger saw it."""
-
-    agent: str
-    model: str
-    input_tokens: int
-    output_tokens: int
-    cost_usd: float
-    latency_s: float
-    cached: bool
-
-
-@dataclass
-class RunLedger:
-    """Tokens, cost and calls of one run, and the guard that keeps it within budget."""
-
-    budget_usd: float | None = None
-    calls: list[CallRecord] = field(default_factory=list)
-    _lock: Any = field(default_factory=threading.Lock, repr=False)  # Any: pydantic cannot type a lock
-
-    @property
-    def spent_usd(self) -> float:
-        """USD spent so far."""
-        return sum(call.cost_usd for call in self.calls)
-
-    def check_affordable(self, estimated_usd: float) -> None:
-        """Raise :class:`BudgetExceededError` when a call of ``estimated_usd`` would pass the budget."""
-        if self.budget_usd is None:
-            return
-        spent = self.spent_usd
-        if spent + estimated_usd > self.budget_usd:
-            raise BudgetExceededError(
-                f"budget of ${self.budget_usd:.4f} reached: spent ${spent:.4f}, "
-                f"the next call would cost about ${estimated_usd:.4f}",
-                spent_usd=spent,
-                budget_usd=self.budget_usd,
-            )
-
-    def record(self, call: CallRecord) -> None:
-        """Add a finished call."""
-        with self._lock:
-            self.calls.append(call)
-
-    def totals(self) -> dict[str, Any]:
-        """Calls, tokens, cost and cache hits so far, as JSON-ready data."""
-        return {
-            "calls": len(self.calls),
-            "input_tokens": sum(c.input_tokens for c in self.calls),
-            "output_tokens": sum(c.output_tokens for c in self.calls),
-            "cost_usd": round(self.spent_usd, 6),
-            "cache_hits": sum(1 for c in self.calls if c.cached),
-        }
-
-
-class AgentModel(RunnableSerializable[LanguageModelInput, BaseMessage]):
-    """A provider model as one agent sees it: every call accounted and budget-checked."""
-
-    agent: str
-    model: BaseChatModel
-    model_name: str
-    settings: Settings
-    ledger: RunLedger | None = None
-
-    model_config = {"arbitrary_types_allowed": True}
-
-    def _estimate_cost(self, input: LanguageModelInput) -> float:
-        price = self.settings.profile.price_of(self.model_name)
-        if price is None:
-            return 0.0
-        prompt = count_tokens(str(input))
-        return price.cost(prompt, ESTIMATED_OUTPUT_TOKENS)
-
-    def invoke(
-        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
-    ) -> BaseMessage:
-        if self.ledger is not None:
-            self.ledger.check_affordable(self._estimate_cost(input))
-        started = time.perf_counter()
-        message = self.model.invoke(input, config, **kwargs)
-        self._record(message, time.perf_counter() - started)
-        return message
-
-    async def ainvoke(
-        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
-    ) -> BaseMessage:
-        if self.ledger is not None:
-            self.ledger.check_affordable(self._estimate_cost(input))
-        started = time.perf_counter()
-        message = await self.model.ainvoke(input, config, **kwargs)
-        self._record(message, time.perf_counter() - started)
-        return message
-
-    def _record(self, message: BaseMessage, latency_s: float) -> None:
-        if self.ledger is None:
-            return
-        usage = getattr(message, "usage_metadata", None) or {}
-        tokens_in, tokens_out = int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
-        price = self.settings.profile.price_of(self.model_name)
-        self.ledger.record(
-            CallRecord(
-                agent=self.agent,
-                model=self.model_name,
-                input_tokens=tokens_in,
-                output_tokens=tokens_out,
-                cost_usd=price.cost(tokens_in, tokens_out) if price else 0.0,
-                latency_s=latency_s,
-                cached=False,
-            )
-        )
+#: The first version's name for the per-agent model; kept for callers that used it.
+AgentModel = PipelineChatModel
 
 
 class ModelPipeline:
-    """Hands out per-agent models; shared state (limiters, caches) lives here, one per process."""
+    """Hands out per-agent models; shared state (limiters, caches) is per process.
 
-    def __init__(self, settings: Settings) -> None:
+    Args:
+        settings: Resolved settings (profile, provider, data directory).
+        retry: Retry policy; default: the profile's ``retry_attempts``.
+        backpressure: Controller bounds; default: the profile's ``rate_limit`` section.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        retry: RetryPolicy | None = None,
+        backpressure: BackpressureConfig | None = None,
+    ) -> None:
         self.settings = settings
+        profile = settings.profile
+        self.retry = retry or RetryPolicy(attempts=profile.rate_limit.retry_attempts)
+        self.backpressure = backpressure or BackpressureConfig.from_profile(profile.rate_limit)
+
+    @property
+    def completion_cache(self) -> CompletionCache | None:
+        """The shared completion cache, or ``None`` when the profile switches it off."""
+        cache = self.settings.profile.cache
+        if not cache.completion_enabled:
+            return None
+        return open_completion_cache(self.settings.home, ttl_s=cache.completion_ttl_s)
+
+    @property
+    def analysis_cache(self) -> AnalysisCache:
+        """The shared analysis cache (a pass-through when the profile switches it off)."""
+        cache = self.settings.profile.cache
+        return open_analysis_cache(
+            self.settings.home, ttl_s=cache.analysis_ttl_s, enabled=cache.analysis_enabled
+        )
+
+    def controller_for(self, model: str) -> BackpressureController:
+        """The process-wide backpressure controller for ``model`` at this provider."""
+        return shared_controller(
+            provider=self.settings.provider,
+            model=model,
+            base_url=self.settings.openai_base_url if self.settings.provider == "openai" else None,
+            config=self.backpressure,
+        )
 
     def model_for(
         self,
@@ -152,13 +85,57 @@ class ModelPipeline:
         agent: str,
         ledger: RunLedger | None = None,
         model: str | None = None,
-    ) -> Runnable[LanguageModelInput, BaseMessage]:
-        """Return the model ``agent`` calls for ``tier``, wired through the pipeline."""
-        name = model or self.settings.profile.models.for_tier(tier)
-        return AgentModel(
+    ) -> BaseChatModel:
+        """Return the model ``agent`` calls for ``tier``, wired through the pipeline.
+
+        Args:
+            tier: ``"fast"``, ``"standard"`` or ``"premium"``.
+            agent: Who calls (labels the ledger records and metrics).
+            ledger: The run's ledger; its budget is enforced before each provider call.
+            model: A model name that replaces the profile's choice for the tier.
+
+        Raises:
+            ConfigError: The provider cannot be built (e.g. ``openai`` without a key).
+        """
+        settings = self.settings
+        name = model or settings.profile.models.for_tier(tier)
+        provider_model = _with_response_headers(build_chat_model(tier, settings, model=name))
+        identity = CallIdentity(
             agent=agent,
-            model=build_chat_model(tier, self.settings, model=name),
-            model_name=name,
-            settings=self.settings,
+            provider=settings.provider,
+            model=name,
+            price=settings.profile.price_of(name),
             ledger=ledger,
         )
+        store = self.completion_cache
+        cache: Any = (
+            LedgerCacheView(store, identity=identity, clock=time.perf_counter)
+            if store is not None
+            else False
+        )
+        return PipelineChatModel(
+            provider_model=provider_model,
+            identity=identity,
+            controller=self.controller_for(name),
+            retry=self.retry,
+            base_url=settings.openai_base_url if settings.provider == "openai" else None,
+            redact=settings.profile.features.pii_redaction,
+            cache=cache,
+        )
+
+
+def _with_response_headers(model: BaseChatModel) -> BaseChatModel:
+    """Ask an OpenAI model for its response headers: they carry the account's rate limits."""
+    if "include_response_headers" in type(model).model_fields:
+        return model.model_copy(update={"include_response_headers": True})
+    return model
+
+
+__all__ = [
+    "ESTIMATED_OUTPUT_TOKENS",
+    "AgentModel",
+    "CallRecord",
+    "ModelPipeline",
+    "PipelineChatModel",
+    "RunLedger",
+]

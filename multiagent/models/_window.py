@@ -1,0 +1,80 @@
+"""A sliding window of call outcomes: error rate, RTT percentiles, delivered rate."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal
+
+#: ``ok``: answered; ``rate_limit``: 429; ``error``: 5xx, timeout, connection failure;
+#: ``client``: any other 4xx (our fault, not the provider's health).
+OutcomeKind = Literal["ok", "rate_limit", "error", "client"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One finished request."""
+
+    at: float
+    rtt_s: float
+    kind: OutcomeKind
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``values`` by the nearest-rank method; NaN when empty."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+class OutcomeWindow:
+    """The outcomes of the last ``span_s`` seconds (at most ``max_samples`` of them)."""
+
+    def __init__(self, *, span_s: float, max_samples: int = 2000) -> None:
+        self.span_s = span_s
+        self._items: deque[Outcome] = deque(maxlen=max_samples)
+
+    def add(self, outcome: Outcome) -> None:
+        """Record an outcome (outcomes arrive in time order)."""
+        self._items.append(outcome)
+
+    def _prune(self, now: float) -> None:
+        horizon = now - self.span_s
+        while self._items and self._items[0].at < horizon:
+            self._items.popleft()
+
+    def health_samples(self, now: float) -> list[Outcome]:
+        """Outcomes that speak about the provider's health: answers and server-side failures."""
+        self._prune(now)
+        return [o for o in self._items if o.kind in ("ok", "error")]
+
+    def error_rate(self, now: float) -> tuple[float, int]:
+        """Share of server-side failures among answers and failures, and how many were seen."""
+        samples = self.health_samples(now)
+        if not samples:
+            return 0.0, 0
+        errors = sum(1 for o in samples if o.kind == "error")
+        return errors / len(samples), len(samples)
+
+    def rtt(self, now: float, q: float) -> float:
+        """The ``q`` quantile of the round-trip times of answered requests (NaN when none)."""
+        self._prune(now)
+        return percentile([o.rtt_s for o in self._items if o.kind == "ok"], q)
+
+    def delivered_rate(self, now: float, *, span_s: float, since: float) -> float | None:
+        """Answers per second over the last ``span_s`` seconds, not reaching back before ``since``.
+
+        ``None`` when the interval is shorter than a quarter of ``span_s`` or holds fewer than
+        three answers: too little to measure a rate.
+        """
+        start = max(now - span_s, since)
+        seconds = now - start
+        if seconds < span_s / 4:
+            return None
+        answered = sum(1 for o in self._items if o.kind == "ok" and o.at >= start)
+        if answered < 3:
+            return None
+        return answered / seconds

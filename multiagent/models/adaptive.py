@@ -1,0 +1,249 @@
+"""``AdaptiveBackpressure``: any chat model behind the adaptive controller, as a LangChain Runnable.
+
+Use it directly (a notebook, a script), or let :class:`multiagent.models.pipeline.ModelPipeline`
+use the same shared controller inside its model wrapper. One controller exists per
+(provider, model, base URL) per process (:func:`shared_controller`), and one pause gate per
+(provider, base URL), so every agent that calls the same model is limited together.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import Any
+
+from langchain_core.language_models import LanguageModelInput
+from langchain_core.messages import BaseMessage, BaseMessageChunk, HumanMessage, convert_to_messages
+from langchain_core.prompt_values import PromptValue
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
+from pydantic import ConfigDict
+
+from multiagent.models._gate import ProviderGate
+from multiagent.models.backpressure import BackpressureConfig, BackpressureController, Ticket
+from multiagent.models.retry import RetryPolicy, async_retrying, sync_retrying
+from multiagent.models.simtext import count_tokens
+from multiagent.observability.metrics import get_metrics
+
+#: Output tokens assumed for a request that does not cap them.
+DEFAULT_OUTPUT_TOKENS = 256
+
+_REGISTRY_LOCK = threading.Lock()
+_CONTROLLERS: dict[tuple[str, str, str], BackpressureController] = {}
+_GATES: dict[tuple[str, str], ProviderGate] = {}
+
+
+def as_messages(value: LanguageModelInput) -> list[BaseMessage]:
+    """The messages of a model input (a string, a prompt value or a message sequence)."""
+    if isinstance(value, str):
+        return [HumanMessage(content=value)]
+    if isinstance(value, PromptValue):
+        return value.to_messages()
+    return convert_to_messages(value)
+
+
+def estimate_tokens(messages: Sequence[BaseMessage], *, max_output: int | None) -> int:
+    """Tokens a request is charged against tokens/min: its prompt plus its output allowance."""
+    prompt = sum(count_tokens(m.text) + 4 for m in messages) + 2
+    return prompt + (max_output if max_output is not None else DEFAULT_OUTPUT_TOKENS)
+
+
+def shared_controller(
+    *,
+    provider: str,
+    model: str,
+    base_url: str | None,
+    config: BackpressureConfig,
+) -> BackpressureController:
+    """The process's controller for (provider, model, base URL), created on first use.
+
+    Its state is exported to the metrics store as ``multiagent_backpressure_*{provider,model}``.
+    ``config`` only matters the first time; later callers share what exists.
+    """
+    endpoint = base_url or "default"
+    with _REGISTRY_LOCK:
+        existing = _CONTROLLERS.get((provider, model, endpoint))
+        if existing is not None:
+            return existing
+        gate = _GATES.setdefault((provider, endpoint), ProviderGate(clock=time.monotonic))
+        controller = BackpressureController(
+            config, gate=gate, labels={"provider": provider, "model": model}
+        )
+        _CONTROLLERS[(provider, model, endpoint)] = controller
+    get_metrics().add_collector(controller.samples)
+    return controller
+
+
+def shared_controllers() -> dict[tuple[str, str, str], BackpressureController]:
+    """Every live shared controller, keyed by (provider, model, base URL)."""
+    with _REGISTRY_LOCK:
+        return dict(_CONTROLLERS)
+
+
+def response_headers(message: BaseMessage | BaseMessageChunk) -> Mapping[str, str] | None:
+    """Provider response headers a chat model put in ``response_metadata`` (OpenAI's do when
+    ``include_response_headers`` is set)."""
+    headers = message.response_metadata.get("headers")
+    return headers if isinstance(headers, Mapping) else None
+
+
+class AdaptiveBackpressure(RunnableSerializable[LanguageModelInput, BaseMessage]):
+    """A chat model whose calls pass the adaptive controller, each attempt, with retries.
+
+    Example:
+        ``limited = AdaptiveBackpressure(ChatOpenAI(model="gpt-4o-mini", max_retries=0))``
+        then ``limited.invoke("hi")``, ``limited.batch([...])``, ``limited.astream(...)``.
+
+    Attributes:
+        bound: The wrapped chat model (its own client retries should be off).
+        controller: The controller; share one between wrappers of the same provider model.
+        retry: Retry policy, or ``None`` for a single attempt.
+        max_output_tokens: Output allowance assumed for pacing when a call gives no
+            ``max_tokens``.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    bound: Runnable[LanguageModelInput, BaseMessage]
+    controller: BackpressureController
+    retry: RetryPolicy | None = RetryPolicy()
+    max_output_tokens: int | None = None
+
+    def __init__(
+        self,
+        bound: Runnable[LanguageModelInput, BaseMessage],
+        /,
+        *,
+        controller: BackpressureController | None = None,
+        config: BackpressureConfig | None = None,
+        retry: RetryPolicy | None = RetryPolicy(),
+        max_output_tokens: int | None = None,
+    ) -> None:
+        """Wrap ``bound``; a new controller is made from ``config`` unless one is given."""
+        super().__init__(
+            bound=bound,
+            controller=controller or BackpressureController(config),
+            retry=retry,
+            max_output_tokens=max_output_tokens,
+        )
+
+    @property
+    def _model_label(self) -> str:
+        return str(getattr(self.bound, "model_name", "") or getattr(self.bound, "model", ""))
+
+    def _tokens(self, input: LanguageModelInput, kwargs: Mapping[str, Any]) -> int:
+        limit = kwargs.get("max_tokens") or self.max_output_tokens
+        limit = limit or getattr(self.bound, "max_tokens", None)
+        return estimate_tokens(as_messages(input), max_output=limit)
+
+    def _policy(self) -> RetryPolicy:
+        return self.retry or RetryPolicy(attempts=1)
+
+    def invoke(
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> BaseMessage:
+        """Call the model once the controller lets the request go; retry what may be retried."""
+        tokens = self._tokens(input, kwargs)
+        for attempt in sync_retrying(self._policy(), model=self._model_label):
+            with attempt:
+                ticket = self.controller.acquire(tokens=tokens)
+                message = self._settle(ticket, lambda: self.bound.invoke(input, config, **kwargs))
+        return message
+
+    async def ainvoke(
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> BaseMessage:
+        """Async :meth:`invoke`."""
+        tokens = self._tokens(input, kwargs)
+        async for attempt in async_retrying(self._policy(), model=self._model_label):
+            with attempt:
+                ticket = await self.controller.aacquire(tokens=tokens)
+                try:
+                    message = await self.bound.ainvoke(input, config, **kwargs)
+                except Exception as exc:
+                    self.controller.release(ticket, error=exc)
+                    raise
+                except BaseException:
+                    self.controller.cancel(ticket)
+                    raise
+                self.controller.release(ticket, headers=response_headers(message))
+        return message
+
+    def _settle(self, ticket: Ticket, call: Any) -> BaseMessage:
+        try:
+            message: BaseMessage = call()
+        except Exception as exc:
+            self.controller.release(ticket, error=exc)
+            raise
+        except BaseException:
+            self.controller.cancel(ticket)
+            raise
+        self.controller.release(ticket, headers=response_headers(message))
+        return message
+
+    def stream(
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Iterator[BaseMessage]:
+        """Stream the reply; a failure before the first chunk is retried, one after it is not."""
+        tokens = self._tokens(input, kwargs)
+        for attempt in sync_retrying(self._policy(), model=self._model_label):
+            with attempt:
+                ticket = self.controller.acquire(tokens=tokens)
+                chunks = iter(self.bound.stream(input, config, **kwargs))
+                try:
+                    first = next(chunks)
+                except StopIteration:
+                    self.controller.release(ticket)
+                    return
+                except Exception as exc:
+                    self.controller.release(ticket, error=exc)
+                    raise
+        yield from self._rest(ticket, first, chunks)
+
+    def _rest(
+        self, ticket: Ticket, first: BaseMessage, chunks: Iterator[BaseMessage]
+    ) -> Iterator[BaseMessage]:
+        headers = response_headers(first)
+        try:
+            yield first
+            for chunk in chunks:
+                headers = headers or response_headers(chunk)
+                yield chunk
+        except Exception as exc:
+            self.controller.release(ticket, error=exc)
+            raise
+        except BaseException:
+            self.controller.cancel(ticket)
+            raise
+        self.controller.release(ticket, headers=headers)
+
+    async def astream(
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[BaseMessage]:
+        """Async :meth:`stream`."""
+        tokens = self._tokens(input, kwargs)
+        async for attempt in async_retrying(self._policy(), model=self._model_label):
+            with attempt:
+                ticket = await self.controller.aacquire(tokens=tokens)
+                chunks = aiter(self.bound.astream(input, config, **kwargs))
+                try:
+                    first = await anext(chunks)
+                except StopAsyncIteration:
+                    self.controller.release(ticket)
+                    return
+                except Exception as exc:
+                    self.controller.release(ticket, error=exc)
+                    raise
+        headers = response_headers(first)
+        try:
+            yield first
+            async for chunk in chunks:
+                headers = headers or response_headers(chunk)
+                yield chunk
+        except Exception as exc:
+            self.controller.release(ticket, error=exc)
+            raise
+        except BaseException:
+            self.controller.cancel(ticket)
+            raise
+        self.controller.release(ticket, headers=headers)

@@ -1,0 +1,162 @@
+"""The analysis cache: derived results (a validator's verdict on identical content) with a TTL.
+
+``get_or_compute(kind, content, compute)`` returns the stored result for (kind, content) while it
+is younger than the TTL, else computes, stores and returns it. Three counters per kind, kept in
+diskcache like the completion cache's (exact, persistent, shared across processes): ``hits``,
+``misses`` (never stored) and ``expired`` (stored but older than the TTL; recomputed). Values are
+pickled by diskcache, so they must be picklable (pydantic models and plain data are).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import diskcache
+
+from multiagent.observability.metrics import get_metrics
+
+T = TypeVar("T")
+_OUTCOMES = ("hits", "misses", "expired")
+_MISSING = object()
+
+
+def analysis_cache_dir(home: Path) -> Path:
+    """Where the analysis cache of a data directory lives."""
+    return home / "cache" / "analysis"
+
+
+def content_key(kind: str, content: Any) -> str:
+    """The SHA-256 key of ``content`` (text, or JSON-able data) for analyses of ``kind``."""
+    text = content if isinstance(content, str) else json.dumps(content, sort_keys=True, default=str)
+    return hashlib.sha256(f"{kind}\x00{text}".encode()).hexdigest()
+
+
+class AnalysisCache:
+    """TTL cache of derived results with hit/miss/expired counters per kind.
+
+    Args:
+        directory: Where to keep it (see :func:`analysis_cache_dir`).
+        ttl_s: Age after which an entry is stale.
+        enabled: When false, every call computes and nothing is stored or counted.
+        clock: Wall-clock seconds (entries outlive processes, so not a monotonic clock).
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        ttl_s: float,
+        enabled: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if ttl_s <= 0:
+            raise ValueError(f"ttl_s must be positive, got {ttl_s}")
+        self.directory = Path(directory)
+        self.ttl_s = ttl_s
+        self.enabled = enabled
+        self._clock = clock
+        self._entries = diskcache.Cache(str(self.directory / "entries")) if enabled else None
+        self._counters = diskcache.Cache(str(self.directory / "stats")) if enabled else None
+
+    def _count(self, kind: str, outcome: str) -> None:
+        assert self._counters is not None
+        self._counters.incr(f"{kind}\x00{outcome}", 1, default=0, retry=True)
+        get_metrics().inc(f"analysis_cache_{outcome}_total", labels={"kind": kind})
+
+    def lookup(self, kind: str, content: Any) -> Any:
+        """The fresh stored result, or :data:`MISSING`; counts a hit, miss or expiry."""
+        if self._entries is None:
+            return _MISSING
+        key = content_key(kind, content)
+        stored = self._entries.get(key, default=_MISSING, retry=True)
+        if stored is _MISSING:
+            self._count(kind, "misses")
+            return _MISSING
+        stored_at, value = stored
+        if self._clock() - stored_at > self.ttl_s:
+            self._entries.delete(key, retry=True)
+            self._count(kind, "expired")
+            return _MISSING
+        self._count(kind, "hits")
+        return value
+
+    def store(self, kind: str, content: Any, value: Any) -> None:
+        """Keep ``value`` as the result for (kind, content)."""
+        if self._entries is None:
+            return
+        key = content_key(kind, content)
+        # diskcache's own expiry only culls: freshness is judged by the stored time
+        self._entries.set(key, (self._clock(), value), expire=self.ttl_s * 2, retry=True)
+
+    def get_or_compute(self, kind: str, content: Any, compute: Callable[[], T]) -> T:
+        """Return the cached result for (kind, content), computing and storing it when needed."""
+        found = self.lookup(kind, content)
+        if found is not _MISSING:
+            return found  # type: ignore[no-any-return]
+        value = compute()
+        self.store(kind, content, value)
+        return value
+
+    async def aget_or_compute(
+        self, kind: str, content: Any, compute: Callable[[], Awaitable[T]]
+    ) -> T:
+        """Async :meth:`get_or_compute`; ``compute`` returns an awaitable."""
+        found = self.lookup(kind, content)
+        if found is not _MISSING:
+            return found  # type: ignore[no-any-return]
+        value = await compute()
+        self.store(kind, content, value)
+        return value
+
+    def stats(self) -> dict[str, Any]:
+        """Counters per kind and in total: ``{"kinds": {kind: {...}}, "total": {...}}``."""
+        kinds: dict[str, dict[str, int]] = {}
+        if self._counters is not None:
+            for key in list(self._counters.iterkeys()):
+                kind, _, outcome = str(key).partition("\x00")
+                value = int(self._counters.get(key, 0, retry=True))
+                kinds.setdefault(kind, dict.fromkeys(_OUTCOMES, 0))[outcome] = value
+        total = {o: sum(k[o] for k in kinds.values()) for o in _OUTCOMES}
+        return {
+            "enabled": self.enabled,
+            "ttl_s": self.ttl_s,
+            "entries": len(self._entries) if self._entries is not None else 0,
+            "kinds": dict(sorted(kinds.items())),
+            "total": total,
+        }
+
+    def clear(self, *, counters: bool = False) -> None:
+        """Drop every entry (and the counters when ``counters``)."""
+        if self._entries is not None:
+            self._entries.clear(retry=True)
+        if counters and self._counters is not None:
+            self._counters.clear(retry=True)
+
+    def close(self) -> None:
+        """Close the underlying SQLite connections."""
+        for cache in (self._entries, self._counters):
+            if cache is not None:
+                cache.close()
+
+
+MISSING: Any = _MISSING
+
+_OPEN: dict[tuple[Path, float, bool], AnalysisCache] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def open_analysis_cache(home: Path, *, ttl_s: float, enabled: bool = True) -> AnalysisCache:
+    """The process's analysis cache for data directory ``home`` (opened once)."""
+    directory = analysis_cache_dir(Path(home)).resolve()
+    with _OPEN_LOCK:
+        cache = _OPEN.get((directory, ttl_s, enabled))
+        if cache is None:
+            cache = AnalysisCache(directory, ttl_s=ttl_s, enabled=enabled)
+            _OPEN[(directory, ttl_s, enabled)] = cache
+        return cache

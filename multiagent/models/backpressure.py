@@ -1,0 +1,499 @@
+"""The adaptive backpressure controller: how many requests, how fast, and when to hold off.
+
+Three bounds apply to every request sent to one (provider, model):
+
+1. **Concurrency** — at most ``limit`` requests hold a slot (scheduled or in flight).
+2. **Pace** — sends are spaced ``multiplier / rate`` seconds apart and by their estimated tokens
+   (prompt + max output) against tokens/s: a GCRA schedule, so waiting requests keep their
+   order and wake once, instead of all polling a bucket.
+3. **Pause** — after a 429, nothing leaves before its ``Retry-After`` / ``retry-after-ms`` /
+   ``x-ratelimit-reset-*`` expires, whichever agent or model sends it (:class:`ProviderGate`).
+
+How the bounds adapt, and why. The references were Netflix's concurrency-limits (AIMD, Vegas,
+Gradient2) and botocore's adaptive retry mode:
+
+- *Vegas and Gradient2* infer queueing from RTT drift against a no-load baseline. An LLM call's
+  RTT is mostly generation time, which varies with output length by 10x between calls, so RTT
+  drift says little about the provider's queue; they would cut on long answers. RTT is used only
+  as an absolute threshold (the profile's ``rtt_threshold_s``), as a timeout would be.
+- *AIMD* on concurrency (Netflix's ``AIMDLimit``) fits the signal we do have: over a sliding
+  window, a server-error rate or RTT p95 above the profile's thresholds cuts ``limit``
+  multiplicatively and stretches waits (``multiplier``, up to ``max_wait_multiplier``); a healthy
+  window decays the stretch and, when the limit was actually reached (not app-limited), adds one.
+- *botocore adaptive* paces with a token bucket whose rate is cut, on a throttle, relative to the
+  *measured* send rate rather than the configured one. LLM providers throttle by rate (RPM/TPM),
+  which concurrency alone cannot bound, so the pace is adapted the same way: a 429 sets
+  ``rate = backoff × min(rate, delivered rate)``, reacting once per overload (only to 429s of
+  requests sent after the last cut, as TCP reacts once per window). botocore then regrows with
+  CUBIC; here growth is multiplicative and slow (``growth`` per tick, only while the pace is what
+  holds requests back), because a provider's burst allowance hides an overshoot for seconds and
+  a cubic probe is far past capacity by the time the first 429 arrives.
+- Providers *advertise* their limits (``x-ratelimit-limit-requests`` / ``-tokens`` on every
+  OpenAI response). When they do, the rate ceiling is ``headroom`` (97%) of the advertised limit,
+  and a change of the advertised limit moves the rate by the same ratio at once. Without those
+  headers (vLLM, Ollama), the 429-driven loop above finds the rate alone.
+
+Every decision reads an injected clock, so tests drive the controller with a fake clock and
+scripted outcomes through :meth:`BackpressureController.request` / ``poll`` / ``release``;
+:meth:`acquire` and :meth:`aacquire` are the blocking and async loops over the same calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from multiagent.models._gate import ProviderGate
+from multiagent.models._window import Outcome, OutcomeKind, OutcomeWindow
+from multiagent.models.provider_errors import (
+    advertised_limits,
+    error_kind,
+    headers_of,
+    retry_after_s,
+)
+from multiagent.observability.metrics import Sample
+from multiagent.policies import RateLimitConfig
+
+
+@dataclass(frozen=True)
+class BackpressureConfig:
+    """Bounds and reflexes of one controller; :meth:`from_profile` maps a profile onto it."""
+
+    max_concurrency: int = 8
+    min_concurrency: int = 1
+    requests_per_s: float = 10.0
+    initial_requests_per_s: float | None = None
+    min_requests_per_s: float = 0.05
+    tokens_per_s: float | None = None
+    error_rate_threshold: float = 0.10
+    rtt_threshold_s: float = 5.0
+    max_wait_multiplier: float = 3.0
+    window_s: float = 10.0
+    min_samples: int = 20
+    tick_s: float = 0.5
+    backoff: float = 0.9
+    limit_backoff: float = 0.7
+    growth: float = 0.02
+    headroom: float = 0.97
+    measure_s: float = 2.0
+    use_limit_headers: bool = True
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_concurrency <= self.max_concurrency:
+            raise ValueError("need 1 <= min_concurrency <= max_concurrency")
+        if not 0 < self.min_requests_per_s <= self.requests_per_s:
+            raise ValueError("need 0 < min_requests_per_s <= requests_per_s")
+        if not (0 < self.backoff < 1 and 0 < self.limit_backoff < 1 and 0 < self.headroom <= 1):
+            raise ValueError("backoff, limit_backoff and headroom must lie in (0, 1)")
+
+    @classmethod
+    def from_profile(cls, rate_limit: RateLimitConfig, **overrides: Any) -> BackpressureConfig:
+        """Bounds and thresholds from a profile's ``rate_limit`` section."""
+        values: dict[str, Any] = {
+            "max_concurrency": rate_limit.max_concurrency,
+            "requests_per_s": rate_limit.requests_per_minute / 60.0,
+            "tokens_per_s": rate_limit.tokens_per_minute / 60.0,
+            "error_rate_threshold": rate_limit.error_rate_threshold,
+            "rtt_threshold_s": rate_limit.rtt_threshold_s,
+            "max_wait_multiplier": rate_limit.max_wait_multiplier,
+        }
+        values.update(overrides)
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class BackpressureState:
+    """What a controller is doing, for metrics and benchmarks."""
+
+    limit: int
+    in_flight: int
+    queued: int
+    rate_per_s: float
+    ceiling_per_s: float
+    wait_multiplier: float
+    error_rate: float
+    samples: int
+    rtt_p50_s: float | None
+    rtt_p95_s: float | None
+    paused_for_s: float
+    time_paused_s: float
+    advertised_requests_per_s: float | None
+    rate_cuts: int
+    limit_cuts: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready state."""
+        return asdict(self)
+
+
+@dataclass(eq=False)
+class Ticket:
+    """One request's passage through the controller."""
+
+    tokens: int
+    holds_slot: bool = False
+    slot_at: float | None = None
+    epoch: int = -1
+    sent_at: float | None = None
+    done: bool = False
+
+
+@dataclass
+class _Flags:
+    saturated: bool = False
+    pace_bound: bool = False
+    rate_limited: bool = False
+
+
+class BackpressureController:
+    """Adaptive concurrency, pace and pause for one (provider, model); thread- and task-safe."""
+
+    def __init__(
+        self,
+        config: BackpressureConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        gate: ProviderGate | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> None:
+        self.config = cfg = config or BackpressureConfig()
+        self.labels = dict(labels or {})
+        self._clock = clock
+        self.gate = gate or ProviderGate(clock=clock)
+        self._lock = threading.Lock()
+        self._slot_freed = threading.Condition(self._lock)
+        self._rebooked = threading.Condition(self._lock)
+        self._slot_waiters: set[asyncio.Future[None]] = set()
+        self._pace_waiters: set[asyncio.Future[None]] = set()
+        self._window = OutcomeWindow(span_s=cfg.window_s)
+        self.limit = float(cfg.max_concurrency)
+        self.ceiling = cfg.requests_per_s
+        self.rate = min(cfg.initial_requests_per_s or cfg.requests_per_s, self.ceiling)
+        self.tokens_ceiling = cfg.tokens_per_s
+        self.multiplier = 1.0
+        self.advertised_rps: float | None = None
+        self.advertised_tps: float | None = None
+        self.rate_cuts = self.limit_cuts = 0
+        self._holders = self._sent = 0
+        self._tat = self._tat_tokens = -math.inf
+        self._epoch = 0
+        self._start = clock()
+        self._last_cut = self._last_limit_cut = self._last_cut_prev = -math.inf
+        self._last_tick = self._start
+        self._flags = _Flags()
+
+    # -- the decisions ---------------------------------------------------------------------
+
+    def request(self, *, tokens: int = 0) -> Ticket:
+        """Register a request of about ``tokens`` tokens; :meth:`poll` it until it may go."""
+        return Ticket(tokens=max(0, tokens))
+
+    def poll(self, ticket: Ticket) -> float:
+        """Return 0 when ``ticket`` may be sent now (it is then in flight), else seconds to wait.
+
+        ``math.inf`` means: wait until another request is released (the concurrency limit).
+        """
+        with self._lock:
+            return self._poll(ticket)
+
+    def _poll(self, ticket: Ticket) -> float:
+        now = self._clock()
+        if self._maybe_tick(now):
+            self._notify(rebooked=True)
+        if not ticket.holds_slot:
+            if self._holders >= max(1, math.floor(self.limit)):
+                self._flags.saturated = True
+                return math.inf
+            ticket.holds_slot = True
+            self._holders += 1
+        gate_until = self.gate.until
+        if ticket.slot_at is None or ticket.epoch != self._epoch:
+            ticket.slot_at = self._reserve(ticket.tokens, max(now, gate_until))
+            ticket.epoch = self._epoch
+        if gate_until > ticket.slot_at:  # a pause began after the slot was booked
+            ticket.slot_at = None
+            return gate_until - now
+        if ticket.slot_at > now:
+            self._flags.pace_bound = True
+            return ticket.slot_at - now
+        ticket.sent_at = now
+        self._sent += 1
+        return 0.0
+
+    def _reserve(self, tokens: int, earliest: float) -> float:
+        slot = max(earliest, self._tat)
+        tps = self._tokens_per_s()
+        if tps is not None and tokens:
+            slot = max(slot, self._tat_tokens)
+            self._tat_tokens = slot + self.multiplier * tokens / tps
+        self._tat = slot + self.multiplier / self.rate
+        return slot
+
+    def _tokens_per_s(self) -> float | None:
+        known = [v for v in (self.tokens_ceiling, self._advertised_tokens()) if v is not None]
+        return min(known) if known else None
+
+    def _advertised_tokens(self) -> float | None:
+        if self.advertised_tps is None:
+            return None
+        return self.advertised_tps * self.config.headroom
+
+    def cancel(self, ticket: Ticket) -> None:
+        """Give up ``ticket`` without an outcome (the caller was cancelled)."""
+        with self._lock:
+            self._free(ticket)
+
+    def release(
+        self,
+        ticket: Ticket,
+        *,
+        error: BaseException | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """Record how a sent request ended and adapt.
+
+        Args:
+            ticket: The ticket :meth:`poll` let through.
+            error: The exception it failed with; ``None`` for an answer.
+            headers: Response headers of an answer (an error's are read from ``error``).
+        """
+        with self._lock:
+            now = self._clock()
+            epoch = self._epoch
+            sent_at = ticket.sent_at if ticket.sent_at is not None else now
+            kind = _kind_of(error)
+            self._window.add(Outcome(at=now, rtt_s=now - sent_at, kind=kind))
+            seen = headers if headers is not None else headers_of(error) if error else None
+            if seen is not None and self.config.use_limit_headers:
+                self._learn_limits(seen)
+            if kind == "rate_limit" and error is not None:
+                self._on_rate_limited(error, sent_at, now, seen)
+            elif kind == "error" and ticket.epoch == self._epoch and self._tat > now:
+                # a failed request did no work: give its place in the pace back (were the
+                # provider to count it against the limit anyway, its 429s would cut the rate)
+                self._tat -= self.multiplier / self.rate
+            self._free(ticket)
+            self._maybe_tick(now)
+            if self._epoch != epoch:
+                self._notify(rebooked=True)
+
+    def _free(self, ticket: Ticket) -> None:
+        if ticket.done:
+            return
+        ticket.done = True
+        if ticket.holds_slot:
+            self._holders -= 1
+            self._notify(rebooked=False)
+        if ticket.sent_at is not None:
+            self._sent -= 1
+
+    def _learn_limits(self, headers: Mapping[str, str]) -> None:
+        rps, tps = advertised_limits(headers)
+        if tps is not None:
+            self.advertised_tps = tps
+        if rps is None or rps == self.advertised_rps:
+            return
+        previous, self.advertised_rps = self.advertised_rps, rps
+        self.ceiling = min(self.config.requests_per_s, rps * self.config.headroom)
+        scaled = self.ceiling if previous is None else self.rate * rps / previous
+        self._set_rate(scaled)
+
+    def _on_rate_limited(
+        self, error: BaseException, sent_at: float, now: float, headers: Mapping[str, str] | None
+    ) -> None:
+        self._flags.rate_limited = True
+        wait = retry_after_s(error)
+        if wait is not None:
+            self.gate.pause(wait)
+        if sent_at < self._last_cut:
+            return  # sent before our last cut: that overload has been answered already
+        self._last_cut_prev, self._last_cut = self._last_cut, now
+        if _concurrency_refusal(headers):
+            self._cut_limit(now)
+            return
+        measured = self._window.delivered_rate(
+            now, span_s=self.config.measure_s, since=self._last_cut_prev
+        )
+        base = self.rate if measured is None else min(self.rate, measured)
+        self._set_rate(base * self.config.backoff)
+        self.rate_cuts += 1
+
+    def _set_rate(self, rate: float) -> None:
+        new = min(self.ceiling, max(self.config.min_requests_per_s, rate))
+        if new < self.rate or new > self.rate * 1.1:
+            self._rebook()
+        self.rate = new
+
+    def _rebook(self) -> None:
+        """Make every booked slot void: they were spaced for another pace."""
+        self._epoch += 1
+        self._tat = self._tat_tokens = -math.inf
+
+    def _cut_limit(self, now: float) -> None:
+        self.limit = max(float(self.config.min_concurrency), self.limit * self.config.limit_backoff)
+        self._last_limit_cut = now
+        self.limit_cuts += 1
+
+    def _maybe_tick(self, now: float) -> bool:
+        """Evaluate the window every ``tick_s``; return whether booked slots were voided."""
+        cfg = self.config
+        if now - self._last_tick < cfg.tick_s:
+            return False
+        self._last_tick = now
+        epoch = self._epoch
+        flags, self._flags = self._flags, _Flags()
+        error_rate, samples = self._window.error_rate(now)
+        p95 = self._window.rtt(now, 0.95)
+        unhealthy = samples >= cfg.min_samples and (
+            error_rate > cfg.error_rate_threshold or (p95 == p95 and p95 > cfg.rtt_threshold_s)
+        )
+        if unhealthy:
+            if now - self._last_limit_cut >= cfg.window_s / 2:
+                self._cut_limit(now)
+                self.multiplier = min(cfg.max_wait_multiplier, self.multiplier * 1.5)
+                self._rebook()
+            return self._epoch != epoch
+        self.multiplier = max(1.0, self.multiplier / 1.25)
+        if flags.saturated:
+            self.limit = min(float(cfg.max_concurrency), self.limit + 1.0)
+        if flags.pace_bound and not flags.rate_limited and now >= self.gate.until:
+            self._set_rate(self.rate * (1.0 + cfg.growth))
+        return self._epoch != epoch
+
+    # -- waiting -----------------------------------------------------------------------------
+
+    def _notify(self, *, rebooked: bool) -> None:
+        """Wake waiters (the lock is held): one slot was freed, or every booking is void."""
+        self._slot_freed.notify_all()
+        waiters = self._slot_waiters
+        self._slot_waiters = set()
+        if rebooked:
+            self._rebooked.notify_all()
+            waiters |= self._pace_waiters
+            self._pace_waiters = set()
+        for future in waiters:
+            future.get_loop().call_soon_threadsafe(_resolve, future)
+
+    def acquire(self, *, tokens: int = 0) -> Ticket:
+        """Block the calling thread until a request of ``tokens`` tokens may be sent."""
+        ticket = self.request(tokens=tokens)
+        try:
+            with self._lock:
+                while (wait := self._poll(ticket)) > 0:
+                    condition = self._slot_freed if math.isinf(wait) else self._rebooked
+                    condition.wait(timeout=min(wait, self.config.tick_s))
+        except BaseException:
+            self.cancel(ticket)
+            raise
+        return ticket
+
+    async def aacquire(self, *, tokens: int = 0) -> Ticket:
+        """Wait (without blocking the event loop) until a request may be sent."""
+        loop = asyncio.get_running_loop()
+        ticket = self.request(tokens=tokens)
+        try:
+            while True:
+                future: asyncio.Future[None] = loop.create_future()
+                with self._lock:
+                    wait = self._poll(ticket)
+                    if wait <= 0:
+                        return ticket
+                    waiters = self._slot_waiters if math.isinf(wait) else self._pace_waiters
+                    waiters.add(future)
+                try:
+                    await asyncio.wait_for(future, timeout=min(wait, self.config.tick_s))
+                except TimeoutError:
+                    with self._lock:
+                        waiters.discard(future)
+        except BaseException:
+            self.cancel(ticket)
+            raise
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def state(self) -> BackpressureState:
+        """The controller's current state."""
+        with self._lock:
+            now = self._clock()
+            error_rate, samples = self._window.error_rate(now)
+            p50, p95 = self._window.rtt(now, 0.5), self._window.rtt(now, 0.95)
+            return BackpressureState(
+                limit=max(1, math.floor(self.limit)),
+                in_flight=self._sent,
+                queued=self._holders - self._sent,
+                rate_per_s=self.rate,
+                ceiling_per_s=self.ceiling,
+                wait_multiplier=self.multiplier,
+                error_rate=error_rate,
+                samples=samples,
+                rtt_p50_s=None if math.isnan(p50) else p50,
+                rtt_p95_s=None if math.isnan(p95) else p95,
+                paused_for_s=self.gate.remaining(),
+                time_paused_s=self.gate.time_paused(),
+                advertised_requests_per_s=self.advertised_rps,
+                rate_cuts=self.rate_cuts,
+                limit_cuts=self.limit_cuts,
+            )
+
+    def samples(self) -> list[Sample]:
+        """Gauge samples (``backpressure_*``) for the metrics store."""
+        state = self.state().as_dict()
+        names = (
+            "limit",
+            "in_flight",
+            "queued",
+            "rate_per_s",
+            "wait_multiplier",
+            "error_rate",
+            "rtt_p50_s",
+            "rtt_p95_s",
+            "paused_for_s",
+            "time_paused_s",
+        )
+        return [
+            (f"backpressure_{name}", self.labels, float(state[name]))
+            for name in names
+            if state[name] is not None
+        ]
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _kind_of(error: BaseException | None) -> OutcomeKind:
+    if error is None:
+        return "ok"
+    kind = error_kind(error)
+    if kind == "rate_limit":
+        return "rate_limit"
+    if kind in ("server", "timeout", "connection"):
+        return "error"
+    return "client"
+
+
+def _concurrency_refusal(headers: Mapping[str, str] | None) -> bool:
+    """A 429 while both request and token budgets remain was refused for concurrency."""
+    if not headers:
+        return False
+    lowered = {k.lower(): v for k, v in headers.items()}
+    remaining = [lowered.get(f"x-ratelimit-remaining-{dim}") for dim in ("requests", "tokens")]
+    try:
+        return all(value is not None and int(value) > 0 for value in remaining)
+    except ValueError:
+        return False
+
+
+__all__ = [
+    "BackpressureConfig",
+    "BackpressureController",
+    "BackpressureState",
+    "ProviderGate",
+    "Ticket",
+]
