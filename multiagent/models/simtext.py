@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 _TOKEN = re.compile(r"\s*\S+|\s+")
+_LABEL = re.compile(r"^(task|topic|text|question)\s*:\s*", re.IGNORECASE)
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9\-]{3,}")
 _STOPWORDS = frozenset(
     [
@@ -80,6 +81,23 @@ _STOPWORDS = frozenset(
         "please",
         "given",
         "task",
+        "small",
+        "large",
+        "good",
+        "best",
+        "make",
+        "plan",
+        "assess",
+        "write",
+        "explain",
+        "describe",
+        "discuss",
+        "review",
+        "consider",
+        "decide",
+        "whether",
+        "many",
+        "much",
     ]
 )
 
@@ -205,20 +223,28 @@ def detect_role(system: str) -> str:
 
 
 def _topic(task: str) -> tuple[str, list[str]]:
-    first = re.split(r"(?<=[.!?])\s|\n", task.strip(), maxsplit=1)[0].strip().rstrip(".!?")
+    task = _LABEL.sub("", task.strip())
+    first, _, rest = task.partition("\n")
+    first = re.split(r"(?<=[.!?])\s", first.strip(), maxsplit=1)[0].strip().rstrip(".!?")
     words = first.split()
     topic = " ".join(words[:12]) + ("…" if len(words) > 12 else "")
     if len(topic) > 1 and topic[0].isupper() and topic[1].islower():
         topic = topic[0].lower() + topic[1:]
+    # the first line is the task itself; what follows (transcripts, contributions) only fills in
     keywords: list[str] = []
-    for word in _WORD.findall(task):
-        lowered = word.lower()
-        if lowered not in _STOPWORDS and lowered not in keywords:
-            keywords.append(lowered)
-    keywords.sort(key=len, reverse=True)
+    in_task = 0
+    for text in (first, rest):
+        found: list[str] = []
+        for word in _WORD.findall(text):
+            lowered = word.lower()
+            if lowered not in _STOPWORDS and lowered not in keywords and lowered not in found:
+                found.append(lowered)
+        keywords.extend(sorted(found, key=len, reverse=True))
+        in_task = in_task or len(keywords)
     while len(keywords) < 3:
         keywords.append(("the goal", "the constraints", "the timeline")[len(keywords)])
-    return topic or "the task", keywords
+    # draw from the task's own words when it has enough of them
+    return topic or "the task", keywords[: max(3, min(in_task, 6))]
 
 
 def simulate_reply(
@@ -242,7 +268,7 @@ def simulate_reply(
     role = detect_role(system)
     rng = random.Random(digest(model, list(messages), seed))
     topic, keywords = _topic(task)
-    picked = rng.sample(keywords[: max(3, min(len(keywords), 6))], 3)
+    picked = rng.sample(keywords, 3)
     fields = {"topic": topic, "k0": picked[0], "k1": picked[1], "k2": picked[2]}
     body = list(_BODY[role])
     rng.shuffle(body)
