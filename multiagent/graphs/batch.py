@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from langchain_core.callbacks import BaseCallbackHandler
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from multiagent.errors import UsageError
@@ -51,6 +52,7 @@ def batch_cross_validate(
     checkpointer: BaseCheckpointSaver[Any] | None = None,
     thread_id: str | None = None,
     on_event: Callable[[WorkflowEvent], None] | None = None,
+    callbacks: Sequence[BaseCallbackHandler] | None = None,
 ) -> BatchValidation:
     """Cross-validate every item; return each item's consensus in input order.
 
@@ -65,6 +67,7 @@ def batch_cross_validate(
         checkpointer: Keep the batch as a resumable thread; default: not persisted.
         thread_id: The thread's id; default a new one.
         on_event: Receives node starts and ends.
+        callbacks: LangChain callback handlers for the run (tracing, counting calls).
 
     Raises:
         UsageError: No items, an empty text, repeated ids, or validators/threshold out of range.
@@ -85,6 +88,7 @@ def batch_cross_validate(
         thread_id=thread_id or new_thread_id("validation"),
         on_event=on_event,
         max_concurrency=limit,
+        callbacks=callbacks,
     )
     values = outcome.values
     return BatchValidation(

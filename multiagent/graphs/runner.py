@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessageChunk
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -142,6 +143,7 @@ def run_workflow(
     on_event: Callable[[WorkflowEvent], None] | None = None,
     max_concurrency: int | None = None,
     metadata: dict[str, Any] | None = None,
+    callbacks: Sequence[BaseCallbackHandler] | None = None,
 ) -> WorkflowOutcome:
     """Run (or resume) ``workflow`` on thread ``thread_id`` and report how it ended.
 
@@ -158,6 +160,7 @@ def run_workflow(
         on_event: Called with every :class:`WorkflowEvent`, in order.
         max_concurrency: Bound on parallel tasks (``max_concurrency`` at the config's top level).
         metadata: Extra checkpoint metadata (the workflow name is always added).
+        callbacks: LangChain callback handlers for the run (tracing, counting calls).
 
     Raises:
         UsageError: ``resume`` for a thread that does not exist or belongs to another workflow.
@@ -171,6 +174,8 @@ def run_workflow(
     }
     if max_concurrency is not None:
         config["max_concurrency"] = max_concurrency
+    if callbacks:
+        config["callbacks"] = list(callbacks)
     spent_before = 0.0
     command: Any = inputs
     pending: dict[str, Any] | None = None
@@ -212,7 +217,8 @@ def run_workflow(
                 config,
                 context=context,
                 stream_mode=["tasks", "messages", "values"],
-                durability="sync",
+                # a killed process must find every finished step on disk
+                durability="sync" if checkpointer is not None else None,
             ):
                 if mode == "tasks" and isinstance(data, dict):
                     watcher.task(data)

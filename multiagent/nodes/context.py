@@ -9,15 +9,15 @@ analysis cache. Nodes never read the environment.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from langchain_core.language_models import LanguageModelInput
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable
 from langgraph.runtime import Runtime
 
+from multiagent.models.analysis_cache import AnalysisCache
 from multiagent.models.pipeline import ModelPipeline, RunLedger
 from multiagent.nodes.agents import AgentSpec
 from multiagent.nodes.agents_file import AgentCatalog, load_agents
@@ -39,15 +39,11 @@ class AgentMemory(Protocol):
         ...
 
 
-@runtime_checkable
-class AnalysisStore(Protocol):
-    """A cache of derived results (a validator's verdict on identical content)."""
+class _Default:
+    """The type of :data:`DEFAULT`: "not given", which differs from ``None`` ("none")."""
 
-    def get_or_compute(
-        self, key: str, compute: Callable[[], dict[str, Any]]
-    ) -> tuple[dict[str, Any], bool]:
-        """Return the value for ``key``, computing and storing it on a miss; and whether it hit."""
-        ...
+
+DEFAULT = _Default()
 
 
 @dataclass(frozen=True)
@@ -68,7 +64,7 @@ class WorkflowContext:
     agents: AgentCatalog
     ledger: RunLedger = field(default_factory=RunLedger)
     memory: AgentMemory | None = None
-    analysis_cache: AnalysisStore | None = None
+    analysis_cache: AnalysisCache | None = None
 
     def model(self, agent: AgentSpec) -> Runnable[LanguageModelInput, BaseMessage]:
         """Return the model ``agent`` calls, through the pipeline and accounted to this run."""
@@ -86,7 +82,7 @@ def build_context(
     budget_usd: float | None = None,
     pipeline: ModelPipeline | None = None,
     memory: AgentMemory | None = None,
-    analysis_cache: AnalysisStore | None = None,
+    analysis_cache: AnalysisCache | _Default | None = DEFAULT,
 ) -> WorkflowContext:
     """Assemble a run context.
 
@@ -96,12 +92,17 @@ def build_context(
         budget_usd: What the run may spend; default: the profile's ``budget_usd``.
         pipeline: Share one pipeline between runs in a process; default: a new one.
         memory: Agent long-term memory.
-        analysis_cache: Verdict cache for validators.
+        analysis_cache: Where validators reuse verdicts; default: the pipeline's analysis
+            cache under ``settings.home`` (a pass-through when the profile switches it off);
+            ``None`` for none.
     """
     budget = settings.profile.budget_usd if budget_usd is None else budget_usd
+    pipeline = pipeline or ModelPipeline(settings)
+    if isinstance(analysis_cache, _Default):
+        analysis_cache = pipeline.analysis_cache
     return WorkflowContext(
         settings=settings,
-        pipeline=pipeline or ModelPipeline(settings),
+        pipeline=pipeline,
         agents=agents if agents is not None else load_agents(settings),
         ledger=RunLedger(budget_usd=budget),
         memory=memory,

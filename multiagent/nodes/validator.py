@@ -18,6 +18,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Send
 from pydantic import BaseModel, Field
 
+from multiagent.models.analysis_cache import MISSING
 from multiagent.nodes.agents import AgentSpec
 from multiagent.nodes.calling import AgentCall
 from multiagent.nodes.context import WorkflowContext, context_of
@@ -30,6 +31,9 @@ from multiagent.nodes.state import (
     ValidatorTask,
     Verdict,
 )
+
+#: The analysis-cache kind under which verdicts are kept.
+VERDICT_KIND = "verdict"
 
 
 class VerdictAnswer(BaseModel):
@@ -69,18 +73,27 @@ def cached_verdict(
     text: str,
     compute: Callable[[], dict[str, Any]],
 ) -> tuple[dict[str, Any], bool]:
-    """Return a verdict from the analysis cache, computing and storing it on a miss."""
-    if context.analysis_cache is None:
+    """Return a verdict from the analysis cache, computing and storing it on a miss.
+
+    The key is the validator's full definition, its model and the text: a changed prompt or
+    model never reuses an old verdict. Returns the verdict and whether it was a cache hit.
+    """
+    cache = context.analysis_cache
+    if cache is None:
         return compute(), False
-    key = (
-        "verdict:"
-        + hashlib.sha256(
-            "\x1f".join(
-                (agent.name, agent.criteria, agent.role, context.model_name(agent), text)
-            ).encode("utf-8")
-        ).hexdigest()
-    )
-    return context.analysis_cache.get_or_compute(key, compute)
+    content = {
+        "validator": agent.name,
+        "criteria": agent.criteria,
+        "role": agent.role,
+        "model": context.model_name(agent),
+        "text": text,
+    }
+    found = cache.lookup(VERDICT_KIND, content)
+    if found is not MISSING:
+        return dict(found), True
+    verdict = compute()
+    cache.store(VERDICT_KIND, content, verdict)
+    return verdict, False
 
 
 def validate(state: ValidatorTask, *, runtime: Runtime[WorkflowContext]) -> dict[str, object]:
