@@ -16,7 +16,12 @@ if TYPE_CHECKING:
         build_orchestration_graph as build_orchestration_graph,
     )
     from multiagent.graphs.validation import build_validation_graph as build_validation_graph
+    from multiagent.models.adaptive import AdaptiveBackpressure as AdaptiveBackpressure
+    from multiagent.models.batch import acreate_batch_completions as acreate_batch_completions
+    from multiagent.models.batch import create_batch_completions as create_batch_completions
     from multiagent.models.factory import build_chat_model as build_chat_model
+    from multiagent.models.ledger import RunLedger as RunLedger
+    from multiagent.models.pipeline import ModelPipeline as ModelPipeline
     from multiagent.models.simulated import SimulatedChatModel as SimulatedChatModel
     from multiagent.nodes.context import WorkflowContext as WorkflowContext
     from multiagent.nodes.context import build_context as build_context
@@ -28,16 +33,21 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
+    "AdaptiveBackpressure": "multiagent.models.adaptive",
+    "ModelPipeline": "multiagent.models.pipeline",
+    "RunLedger": "multiagent.models.ledger",
     "Settings": "multiagent.policies.settings",
     "SimServerConfig": "multiagent.sim.config",
     "SimulatedChatModel": "multiagent.models.simulated",
     "WorkflowContext": "multiagent.nodes.context",
+    "acreate_batch_completions": "multiagent.models.batch",
     "batch_cross_validate": "multiagent.graphs.batch",
     "build_chat_model": "multiagent.models.factory",
     "build_context": "multiagent.nodes.context",
     "build_meeting_graph": "multiagent.graphs.meeting",
     "build_orchestration_graph": "multiagent.graphs.orchestration",
     "build_validation_graph": "multiagent.graphs.validation",
+    "create_batch_completions": "multiagent.models.batch",
     "load_settings": "multiagent.policies.settings",
     "run_sim_server": "multiagent.sim.runner",
 }

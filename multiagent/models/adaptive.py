@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from langchain_core.language_models import LanguageModelInput
@@ -31,6 +31,7 @@ DEFAULT_OUTPUT_TOKENS = 256
 _REGISTRY_LOCK = threading.Lock()
 _CONTROLLERS: dict[tuple[str, str, str], BackpressureController] = {}
 _GATES: dict[tuple[str, str], ProviderGate] = {}
+_REMOVERS: list[Callable[[], None]] = []
 
 
 def as_messages(value: LanguageModelInput) -> list[BaseMessage]:
@@ -70,8 +71,19 @@ def shared_controller(
             config, gate=gate, labels={"provider": provider, "model": model}
         )
         _CONTROLLERS[(provider, model, endpoint)] = controller
-    get_metrics().add_collector(controller.samples)
+        _REMOVERS.append(get_metrics().add_collector(controller.samples))
     return controller
+
+
+def reset_shared_controllers() -> None:
+    """Forget every shared controller and gate (a benchmark's fresh start, test isolation)."""
+    with _REGISTRY_LOCK:
+        _CONTROLLERS.clear()
+        _GATES.clear()
+        removers = list(_REMOVERS)
+        _REMOVERS.clear()
+    for remove in removers:
+        remove()
 
 
 def shared_controllers() -> dict[tuple[str, str, str], BackpressureController]:

@@ -29,7 +29,7 @@ Gradient2) and botocore's adaptive retry mode:
   holds requests back), because a provider's burst allowance hides an overshoot for seconds and
   a cubic probe is far past capacity by the time the first 429 arrives.
 - Providers *advertise* their limits (``x-ratelimit-limit-requests`` / ``-tokens`` on every
-  OpenAI response). When they do, the rate ceiling is ``headroom`` (97%) of the advertised limit,
+  OpenAI response). When they do, the rate ceiling is ``headroom`` (98%) of the advertised limit,
   and a change of the advertised limit moves the rate by the same ratio at once. Without those
   headers (vLLM, Ollama), the 429-driven loop above finds the rate alone.
 
@@ -59,6 +59,9 @@ from multiagent.models.provider_errors import (
 from multiagent.observability.metrics import Sample
 from multiagent.policies import RateLimitConfig
 
+#: Slots closer than this are due now (float sums of intervals drift by far less).
+_EPSILON_S = 1e-6
+
 
 @dataclass(frozen=True)
 class BackpressureConfig:
@@ -79,8 +82,9 @@ class BackpressureConfig:
     backoff: float = 0.9
     limit_backoff: float = 0.7
     growth: float = 0.02
-    headroom: float = 0.97
+    headroom: float = 0.98
     measure_s: float = 2.0
+    burst_s: float = 1.0
     use_limit_headers: bool = True
 
     def __post_init__(self) -> None:
@@ -218,7 +222,7 @@ class BackpressureController:
         if gate_until > ticket.slot_at:  # a pause began after the slot was booked
             ticket.slot_at = None
             return gate_until - now
-        if ticket.slot_at > now:
+        if ticket.slot_at > now + _EPSILON_S:
             self._flags.pace_bound = True
             return ticket.slot_at - now
         ticket.sent_at = now
@@ -226,12 +230,15 @@ class BackpressureController:
         return 0.0
 
     def _reserve(self, tokens: int, earliest: float) -> float:
-        slot = max(earliest, self._tat)
+        # GCRA: a slot may be up to ``burst_s`` ahead of the theoretical arrival time, so an
+        # idle controller lets a short burst through and a busy one spaces every send
+        burst = self.config.burst_s
+        slot = max(earliest, self._tat - burst)
         tps = self._tokens_per_s()
         if tps is not None and tokens:
-            slot = max(slot, self._tat_tokens)
-            self._tat_tokens = slot + self.multiplier * tokens / tps
-        self._tat = slot + self.multiplier / self.rate
+            slot = max(slot, self._tat_tokens - burst)
+            self._tat_tokens = max(self._tat_tokens, slot) + self.multiplier * tokens / tps
+        self._tat = max(self._tat, slot) + self.multiplier / self.rate
         return slot
 
     def _tokens_per_s(self) -> float | None:
@@ -308,9 +315,10 @@ class BackpressureController:
     ) -> None:
         self._flags.rate_limited = True
         wait = retry_after_s(error)
-        if wait is not None:
-            self.gate.pause(wait)
-        if sent_at < self._last_cut:
+        if wait is not None and self.gate.pause(wait):
+            resume = self.gate.until + self.config.burst_s
+            self._tat, self._tat_tokens = max(self._tat, resume), max(self._tat_tokens, resume)
+        if sent_at <= self._last_cut:
             return  # sent before our last cut: that overload has been answered already
         self._last_cut_prev, self._last_cut = self._last_cut, now
         if _concurrency_refusal(headers):
@@ -330,9 +338,10 @@ class BackpressureController:
         self.rate = new
 
     def _rebook(self) -> None:
-        """Make every booked slot void: they were spaced for another pace."""
+        """Make every booked slot void (they were spaced for another pace); no burst credit."""
         self._epoch += 1
-        self._tat = self._tat_tokens = -math.inf
+        start = max(self._clock(), self.gate.until) + self.config.burst_s
+        self._tat = self._tat_tokens = start
 
     def _cut_limit(self, now: float) -> None:
         self.limit = max(float(self.config.min_concurrency), self.limit * self.config.limit_backoff)
