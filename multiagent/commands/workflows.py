@@ -8,6 +8,7 @@ on the budget or a provider failure (resumable with ``--resume``), 2 on bad inpu
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,9 +21,10 @@ from multiagent.graphs.batch import read_batch_file
 from multiagent.graphs.execute import execute_workflow
 from multiagent.graphs.inputs import meeting_input, orchestration_input, validation_input
 from multiagent.graphs.report import outcome_report
+from multiagent.graphs.runner import WorkflowOutcome
 from multiagent.graphs.workflows import Workflow
 from multiagent.nodes.agents_file import AgentCatalog, load_agents, split_names
-from multiagent.nodes.context import build_context
+from multiagent.nodes.context import WorkflowContext, build_context
 from multiagent.policies import Settings
 
 _EXIT = {"completed": 0, "rejected": 0, "awaiting_approval": 0, "budget_exceeded": 1, "failed": 1}
@@ -48,6 +50,14 @@ NoStreamOption = Annotated[
     bool, typer.Option("--no-stream", help="Print only the result, not progress and tokens.")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+MEMORY_CHOICES = ("auto", "minilm", "lexical", "off")
+MemoryOption = Annotated[
+    str,
+    typer.Option(
+        "--memory",
+        help="Agent memory: auto (MiniLM when installed, else lexical), minilm, lexical, off.",
+    ),
+]
 
 
 def _execute(
@@ -62,14 +72,53 @@ def _execute(
     no_stream: bool,
     as_json: bool,
     max_concurrency: int | None = None,
+    memory: str = "off",
 ) -> None:
     """Check the input, run the workflow as a thread, print the outcome, exit with its code."""
     settings = cli_settings(ctx)
     if budget is not None and budget < 0:
         raise UsageError(f"--budget must be at least 0 USD, got {budget}")
+    if memory not in MEMORY_CHOICES:
+        raise UsageError(f"unknown --memory {memory!r}; valid: {', '.join(MEMORY_CHOICES)}")
     agents = load_agents(settings, agents_file=agents_file)
     inputs = make_inputs(settings, agents)
-    context = build_context(settings, agents=agents, budget_usd=budget)
+    with ExitStack() as stack:
+
+        def make_context() -> WorkflowContext:
+            store = None
+            if memory != "off":
+                from multiagent.persistence.memory import open_agent_memory  # loads Chroma
+
+                store = stack.enter_context(open_agent_memory(settings, embeddings=memory))
+            return build_context(settings, agents=agents, budget_usd=budget, memory=store)
+
+        outcome = _run_and_show(
+            workflow,
+            inputs,
+            settings=settings,
+            make_context=make_context,
+            thread=thread,
+            resume=resume,
+            no_stream=no_stream,
+            as_json=as_json,
+            max_concurrency=max_concurrency,
+        )
+    raise typer.Exit(code=_EXIT[outcome.status])
+
+
+def _run_and_show(
+    workflow: Workflow,
+    inputs: Any,
+    *,
+    settings: Settings,
+    make_context: Callable[[], WorkflowContext],
+    thread: str | None,
+    resume: bool,
+    no_stream: bool,
+    as_json: bool,
+    max_concurrency: int | None,
+) -> WorkflowOutcome:
+    """Run with live output (unless ``--json``/``--no-stream``), then print the outcome."""
     view = None if as_json or no_stream else LiveView(console)
     if view is not None and not resume:
         console.print(f"[dim]{workflow} · profile {settings.env} · provider {settings.provider}[/]")
@@ -77,7 +126,7 @@ def _execute(
         workflow,
         inputs,
         settings=settings,
-        context=context,
+        context=make_context,
         thread_id=thread,
         resume=resume,
         approver=approve_in_terminal(err_console),
@@ -91,7 +140,7 @@ def _execute(
         print_json(report)
     else:
         print_outcome(console, outcome, report, streamed=view.streamed if view else set())
-    raise typer.Exit(code=_EXIT[outcome.status])
+    return outcome
 
 
 def run(
@@ -112,6 +161,7 @@ def run(
     resume: ResumeOption = False,
     budget: BudgetOption = None,
     agents_file: AgentsFileOption = None,
+    memory: MemoryOption = "auto",
     no_stream: NoStreamOption = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -126,7 +176,7 @@ def run(
 
     _execute(
         ctx, "orchestration", make_inputs, thread=thread, resume=resume, budget=budget,
-        agents_file=agents_file, no_stream=no_stream, as_json=as_json,
+        agents_file=agents_file, no_stream=no_stream, as_json=as_json, memory=memory,
     )  # fmt: skip
 
 
@@ -143,6 +193,7 @@ def meeting(
     resume: ResumeOption = False,
     budget: BudgetOption = None,
     agents_file: AgentsFileOption = None,
+    memory: MemoryOption = "auto",
     no_stream: NoStreamOption = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -157,7 +208,7 @@ def meeting(
 
     _execute(
         ctx, "meeting", make_inputs, thread=thread, resume=resume, budget=budget,
-        agents_file=agents_file, no_stream=no_stream, as_json=as_json,
+        agents_file=agents_file, no_stream=no_stream, as_json=as_json, memory=memory,
     )  # fmt: skip
 
 

@@ -37,7 +37,7 @@ def execute_workflow(
     inputs: Any,
     *,
     settings: Settings,
-    context: WorkflowContext,
+    context: WorkflowContext | Callable[[], WorkflowContext],
     thread_id: str | None = None,
     resume: bool = False,
     approver: Approver | None = None,
@@ -50,7 +50,8 @@ def execute_workflow(
         workflow: ``"orchestration"``, ``"meeting"`` or ``"validation"``.
         inputs: The checked input (:mod:`multiagent.graphs.inputs`); ``None`` when resuming.
         settings: Resolved settings; they choose the checkpointer.
-        context: The run context (its ledger's budget is the thread's budget).
+        context: The run context (its ledger's budget is the thread's budget), or a function
+            that builds it once the thread has been checked (so bad input opens nothing).
         thread_id: The thread; a new id is generated when ``None`` (not allowed with resume).
         resume: Continue the thread from its last checkpoint.
         approver: Answers plan-approval interrupts.
@@ -76,7 +77,7 @@ def execute_workflow(
         return run_workflow(
             workflow,
             None if resume else inputs,
-            context=context,
+            context=context if isinstance(context, WorkflowContext) else context(),
             checkpointer=saver,
             thread_id=thread,
             resume=resume,
