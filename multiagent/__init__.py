@@ -25,6 +25,13 @@ if TYPE_CHECKING:
     from multiagent.models.simulated import SimulatedChatModel as SimulatedChatModel
     from multiagent.nodes.context import WorkflowContext as WorkflowContext
     from multiagent.nodes.context import build_context as build_context
+    from multiagent.persistence.maintenance import ChromaDBMaintenance as ChromaDBMaintenance
+    from multiagent.persistence.memory import AgentMemory as AgentMemory
+    from multiagent.persistence.memory import open_agent_memory as open_agent_memory
+    from multiagent.persistence.scheduler import (
+        MemoryPersistenceScheduler as MemoryPersistenceScheduler,
+    )
+    from multiagent.persistence.snapshots import MemorySnapshot as MemorySnapshot
     from multiagent.policies.settings import Settings as Settings
     from multiagent.policies.settings import load_settings as load_settings
     from multiagent.sim.config import SimServerConfig as SimServerConfig
@@ -34,6 +41,10 @@ __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
     "AdaptiveBackpressure": "multiagent.models.adaptive",
+    "AgentMemory": "multiagent.persistence.memory",
+    "ChromaDBMaintenance": "multiagent.persistence.maintenance",
+    "MemoryPersistenceScheduler": "multiagent.persistence.scheduler",
+    "MemorySnapshot": "multiagent.persistence.snapshots",
     "ModelPipeline": "multiagent.models.pipeline",
     "RunLedger": "multiagent.models.ledger",
     "Settings": "multiagent.policies.settings",
@@ -49,6 +60,7 @@ _EXPORTS: dict[str, str] = {
     "build_validation_graph": "multiagent.graphs.validation",
     "create_batch_completions": "multiagent.models.batch",
     "load_settings": "multiagent.policies.settings",
+    "open_agent_memory": "multiagent.persistence.memory",
     "run_sim_server": "multiagent.sim.runner",
 }
 

@@ -14,6 +14,7 @@ import typer
 from typer.core import TyperGroup
 
 from multiagent.commands._shared import RootOptions
+from multiagent.commands.persistence import persistence_app
 from multiagent.commands.profile import profile
 from multiagent.commands.sim import sim_app
 from multiagent.commands.threads import threads_app
@@ -98,6 +99,7 @@ app.command("run")(run)
 app.command("meeting")(meeting)
 app.command("validate")(validate)
 app.add_typer(threads_app, name="threads")
+app.add_typer(persistence_app, name="persistence")
 
 
 def main() -> None:

@@ -64,8 +64,8 @@ def open_checkpointer(
             )
         from multiagent.persistence.postgres import open_postgres_checkpointer
 
-        with open_postgres_checkpointer(url) as saver:
-            yield saver
+        with open_postgres_checkpointer(url) as postgres_saver:
+            yield postgres_saver
         return
     if chosen != "sqlite":
         raise ConfigError(f"unknown checkpointer {chosen!r}; valid: sqlite, postgres, memory")

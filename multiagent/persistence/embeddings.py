@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import itertools
 import logging
 import math
 import os
@@ -57,7 +58,7 @@ class HashingEmbeddings(Embeddings):
             for i in range(len(padded) - 2):
                 key = f"c:{padded[i : i + 3]}"
                 features[key] = features.get(key, 0.0) + 0.25
-        for left, right in zip(words, words[1:], strict=False):
+        for left, right in itertools.pairwise(words):
             key = f"b:{left} {right}"
             features[key] = features.get(key, 0.0) + 0.5
         return features
@@ -100,14 +101,12 @@ class MiniLMEmbeddings(Embeddings):
         try:
             from transformers.utils import logging as hf_logging
 
-            hf_logging.disable_progress_bar()
-            hf_logging.set_verbosity_error()
+            hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+            hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
         except ImportError:  # pragma: no cover - transformers always comes with the model
             pass
         self.model_path = model_path
-        self._model: Any = SentenceTransformer(
-            str(model_path), device="cpu", local_files_only=True
-        )
+        self._model: Any = SentenceTransformer(str(model_path), device="cpu", local_files_only=True)
         self._lock = threading.Lock()
 
     def _encode(self, texts: list[str]) -> list[list[float]]:

@@ -41,6 +41,7 @@ logger = logging.getLogger("multiagent.persistence.memory")
 
 MEMORY_DIR = "chroma"
 MEMORY_LOCK = "chroma.lock"
+_TIE_MARGIN = 8
 
 
 @runtime_checkable
@@ -223,8 +224,11 @@ class ChromaAgentMemory(ChromaMemoryStore):
             count = store._collection.count()
             if count == 0:
                 return []
-            found = store.similarity_search(query, k=min(k, count))
-        return [doc.page_content for doc in found]
+            # a few extra candidates, so that equal distances at the cut are settled by text
+            # and a rebuilt index (restore, compaction) answers exactly as the old one did
+            found = store.similarity_search_with_score(query, k=min(k + _TIE_MARGIN, count))
+        ranked = sorted(found, key=lambda pair: (round(pair[1], 6), pair[0].page_content))
+        return [doc.page_content for doc, _distance in ranked[:k]]
 
 
 def _check_metadata(metadata: dict[str, str] | None) -> dict[str, str]:
@@ -258,6 +262,4 @@ def open_agent_memory(
     """
     ensure_home(settings)
     chosen = load_embeddings(embeddings) if isinstance(embeddings, str) else embeddings
-    return ChromaAgentMemory(
-        memory_path(settings), embeddings=chosen, lock=memory_lock(settings)
-    )
+    return ChromaAgentMemory(memory_path(settings), embeddings=chosen, lock=memory_lock(settings))

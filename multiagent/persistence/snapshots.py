@@ -149,7 +149,7 @@ class MemorySnapshot:
         found = [p for d in dirs if d.is_dir() for p in d.glob(f"*{SUFFIX}") if p.is_file()]
         return sorted(found, key=lambda p: (p.parent.name, p.name))
 
-    def list(self, agent: str | None = None) -> list[SnapshotInfo]:
+    def list_snapshots(self, agent: str | None = None) -> list[SnapshotInfo]:
         """Snapshots with their headers; files whose header cannot be read are left out."""
         infos = []
         for path in self.files(agent):
@@ -178,7 +178,9 @@ class MemorySnapshot:
         try:
             document = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise UsageError(f"snapshot {path} is not valid JSON ({exc}); nothing was restored")
+            raise UsageError(
+                f"snapshot {path} is not valid JSON ({exc}); nothing was restored"
+            ) from None
         return parse_document(document, source=str(path))
 
     def restore(self, path: Path) -> SnapshotInfo:

@@ -1,0 +1,263 @@
+"""``multiagent persistence ...``: status, snapshots, restore, pruning, maintenance, scheduler."""
+
+from __future__ import annotations
+
+import importlib
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from multiagent.commands._shared import cli_settings, console, print_json
+from multiagent.errors import UsageError
+from multiagent.persistence.checkpointer import ensure_home
+from multiagent.persistence.maintenance import ChromaDBMaintenance, MaintenanceReport
+from multiagent.persistence.pruning import prune_checkpoints, vacuum_checkpoints
+from multiagent.persistence.schedule import TASK_NAMES
+from multiagent.persistence.scheduler import MemoryPersistenceScheduler, Task
+from multiagent.persistence.snapshots import MemorySnapshot
+from multiagent.persistence.status import persistence_status
+from multiagent.policies import Settings
+
+persistence_app = typer.Typer(
+    name="persistence",
+    help="Agent memory snapshots, checkpoint pruning, Chroma maintenance and their scheduler.",
+    no_args_is_help=True,
+)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+TimezoneOption = Annotated[
+    str | None, typer.Option("--timezone", help="IANA time zone of the schedule (default UTC).")
+]
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def _print_maintenance(report: MaintenanceReport) -> None:
+    console.print(
+        f"[bold]{report.operation}[/bold]: {_size(report.size_before)} -> "
+        f"{_size(report.size_after)} in {report.seconds:.3f}s"
+    )
+    for key, value in report.details.items():
+        console.print(f"  {key}: {value}")
+
+
+@persistence_app.command("status")
+def status(ctx: typer.Context, timezone: TimezoneOption = None, as_json: JsonFlag = False) -> None:
+    """Snapshots per agent, scheduled runs, database sizes and checkpoint counts."""
+    report = persistence_status(cli_settings(ctx), timezone=timezone)
+    if as_json:
+        print_json(report)
+        return
+    memory, checkpoints = report["memory"], report["checkpoints"]
+    console.print(f"[bold]home[/bold] {report['home']}")
+    console.print(
+        f"memory: {len(memory['agents'])} agents, {_size(memory['size_bytes'])} ({memory['path']})"
+    )
+    console.print(
+        f"checkpoints ({checkpoints['backend']}): {checkpoints['threads']} threads, "
+        f"{checkpoints['checkpoints']} checkpoints, {_size(checkpoints['size_bytes'])}"
+    )
+    backups = report["backups"]
+    console.print(f"backups: {backups['count']} ({_size(backups['total_bytes'])})")
+    table = Table(title="snapshots", title_justify="left")
+    for column in ("agent", "items now", "snapshots", "size", "latest"):
+        table.add_column(column)
+    agents = sorted(set(memory["agents"]) | set(report["snapshots"]["agents"]))
+    for agent in agents:
+        snap = report["snapshots"]["agents"].get(agent, {"count": 0, "total_bytes": 0})
+        table.add_row(
+            agent,
+            str(memory["agents"].get(agent, 0)),
+            str(snap["count"]),
+            _size(snap["total_bytes"]),
+            str(snap.get("latest", "-")),
+        )
+    console.print(table)
+    schedule = report["schedule"]
+    table = Table(
+        title=f"schedule ({schedule['timezone']}, running: {schedule['running']})",
+        title_justify="left",
+    )
+    for column in ("task", "last run", "status", "next run", "last error"):
+        table.add_column(column)
+    for name, task in schedule["tasks"].items():
+        table.add_row(
+            name,
+            str(task["last_run"] or "-"),
+            str(task["last_status"] or "-"),
+            str(task["next_run"] or "-"),
+            str(task["last_error"] or "-"),
+        )
+    console.print(table)
+
+
+@persistence_app.command("snapshot")
+def snapshot(
+    ctx: typer.Context,
+    agent: Annotated[
+        str | None, typer.Option("--agent", help="One agent (default: every agent).")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Snapshot agent memory to <home>/snapshots (old ones beyond the profile's limit go)."""
+    settings = cli_settings(ctx)
+    ensure_home(settings)
+    with MemorySnapshot(settings) as snapper:
+        taken = [snapper.take(agent)] if agent is not None else snapper.take_all()
+    if as_json:
+        print_json({"snapshots": [info.as_dict() for info in taken]})
+        return
+    if not taken:
+        console.print("no agent has a memory yet; nothing to snapshot")
+    for info in taken:
+        console.print(
+            f"{info.agent}: {info.item_count} items -> {info.path} ({_size(info.size_bytes)})"
+        )
+
+
+@persistence_app.command("restore")
+def restore(
+    ctx: typer.Context,
+    snapshot_file: Annotated[str, typer.Argument(help="A .json.gz memory snapshot.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Replace an agent's memory by exactly what a snapshot holds (verified first)."""
+    settings = cli_settings(ctx)
+    ensure_home(settings)
+    with MemorySnapshot(settings) as snapper:
+        info = snapper.restore(Path(snapshot_file))
+    if as_json:
+        print_json({"restored": info.as_dict()})
+        return
+    console.print(f"restored {info.item_count} items of {info.agent} from {info.path}")
+
+
+@persistence_app.command("prune")
+def prune(
+    ctx: typer.Context,
+    keep: Annotated[
+        int | None, typer.Option("--keep", min=1, help="Checkpoints kept per thread.")
+    ] = None,
+    max_age_days: Annotated[
+        float | None, typer.Option("--max-age-days", min=0.0, help="Drop older threads.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Keep the last N checkpoints per thread, drop old threads, VACUUM; report bytes."""
+    settings = cli_settings(ctx)
+    ensure_home(settings)
+    report = prune_checkpoints(settings, keep=keep, max_age_days=max_age_days)
+    if as_json:
+        print_json(report.as_dict())
+        return
+    console.print(
+        f"[bold]prune[/bold] ({report.backend}): {report.checkpoints_before} -> "
+        f"{report.checkpoints_after} checkpoints, {report.threads_before} -> "
+        f"{report.threads_after} threads, {_size(report.bytes_reclaimed)} reclaimed "
+        f"in {report.seconds:.3f}s"
+    )
+    if report.kept_for_interrupts:
+        console.print(f"  kept (waiting on an interrupt): {', '.join(report.kept_for_interrupts)}")
+    for thread, reason in report.skipped.items():
+        console.print(f"  skipped {thread}: {reason}")
+
+
+@persistence_app.command("backup")
+def backup(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """Copy the Chroma store to <home>/backups (the newest N are kept)."""
+    report = ChromaDBMaintenance(cli_settings(ctx)).backup()
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        _print_maintenance(report)
+
+
+@persistence_app.command("vacuum")
+def vacuum(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """VACUUM the Chroma database and the checkpoint database."""
+    settings = cli_settings(ctx)
+    chroma = ChromaDBMaintenance(settings).vacuum()
+    checkpoints = vacuum_checkpoints(settings)
+    if as_json:
+        print_json({"chroma": chroma.as_dict(), "checkpoints": checkpoints})
+        return
+    _print_maintenance(chroma)
+    console.print(
+        f"[bold]checkpoints[/bold] ({checkpoints['backend']}): "
+        f"{_size(checkpoints['size_before'])} -> {_size(checkpoints['size_after'])}"
+    )
+
+
+@persistence_app.command("compact")
+def compact(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """Rebuild agent collections, drop orphaned index files, vacuum."""
+    report = ChromaDBMaintenance(cli_settings(ctx)).compact()
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        _print_maintenance(report)
+
+
+def _load_hook(spec: str, settings: Settings) -> Task:
+    module_name, _, function_name = spec.partition(":")
+    try:
+        function = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError, ValueError):
+        raise UsageError(
+            f"cannot load metrics hook {spec!r}; give MODULE:FUNCTION, FUNCTION(settings)"
+        ) from None
+    return lambda: function(settings)
+
+
+@persistence_app.command("scheduler")
+def scheduler(
+    ctx: typer.Context,
+    timezone: TimezoneOption = None,
+    run_now: Annotated[
+        str | None, typer.Option("--run-now", help=f"Run one task now and exit: {TASK_NAMES}.")
+    ] = None,
+    duration: Annotated[
+        float | None, typer.Option("--duration", min=0.0, help="Stop after this many seconds.")
+    ] = None,
+    metrics_hook: Annotated[
+        str | None, typer.Option("--metrics-hook", help="MODULE:FUNCTION(settings) to call.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run the maintenance schedule in the foreground (Ctrl-C stops it)."""
+    settings = cli_settings(ctx)
+    ensure_home(settings)
+    hook = _load_hook(metrics_hook, settings) if metrics_hook else None
+    runner = MemoryPersistenceScheduler(settings, timezone=timezone or "UTC", metrics_hook=hook)
+    if run_now is not None:
+        record = runner.run_task(run_now)
+        if as_json:
+            print_json(record)
+        else:
+            console.print(record)
+        return
+    stop = threading.Event()
+    previous: Any = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if not as_json:
+        for name, moment in runner.next_runs().items():
+            console.print(f"{name}: next run {moment}")
+    try:
+        runner.run_forever(stop=stop, duration_s=duration)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if as_json:
+        print_json(runner.status())

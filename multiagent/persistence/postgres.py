@@ -1,0 +1,149 @@
+"""PostgreSQL at scale: LangGraph's ``PostgresSaver``, and pruning through its ``prune``.
+
+``PostgresSaver.prune`` offers two strategies (read in langgraph-checkpoint-postgres):
+``"delete"`` removes every checkpoint, write and blob of the given threads in one transaction;
+``"keep_latest"`` keeps the latest checkpoint of each namespace with its pending writes (which is
+where a pending interrupt lives) and the blobs it references, and refuses threads that use a
+``DeltaChannel``. It cannot keep the last N, so on PostgreSQL a thread over the limit is cut to
+its latest checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from typing import Any
+
+import psycopg
+from langgraph.checkpoint.postgres import PostgresSaver
+from psycopg.rows import dict_row
+
+from multiagent.errors import UsageError
+
+TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
+
+
+def mask_url(url: str) -> str:
+    """The URL without its user and password."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.rpartition('@')[2]}"
+
+
+def connect(url: str, *, timeout_s: int = 5) -> psycopg.Connection[dict[str, Any]]:
+    """Connect the way ``PostgresSaver.from_conn_string`` does, failing as one clear line.
+
+    Raises:
+        UsageError: The URL is malformed or the server cannot be reached or refuses us.
+    """
+    try:
+        return psycopg.Connection.connect(
+            url,
+            autocommit=True,
+            prepare_threshold=0,
+            row_factory=dict_row,
+            connect_timeout=timeout_s,
+        )
+    except psycopg.Error as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise UsageError(
+            f"cannot connect to PostgreSQL at {mask_url(url)} ({reason}); "
+            "check MULTIAGENT_CHECKPOINT_URL (postgresql://user:password@host:port/database)"
+        ) from None
+
+
+@contextmanager
+def open_postgres_checkpointer(url: str, *, timeout_s: int = 5) -> Iterator[PostgresSaver]:
+    """Open LangGraph's PostgreSQL checkpointer, its tables created or migrated.
+
+    Args:
+        url: A ``postgresql://`` connection URL.
+        timeout_s: Seconds to wait for the server before giving up.
+
+    Raises:
+        UsageError: The server cannot be reached (one line, exit code 2 on the CLI).
+    """
+    with connect(url, timeout_s=timeout_s) as conn:
+        saver = PostgresSaver(conn)
+        saver.setup()
+        yield saver
+
+
+@contextmanager
+def _connection(saver: PostgresSaver) -> Iterator[psycopg.Connection[Any]]:
+    conn = saver.conn
+    if isinstance(conn, psycopg.Connection):
+        with saver.lock, nullcontext(conn) as held:
+            yield held
+    else:  # a pool
+        with saver.lock, conn.connection() as held:
+            yield held
+
+
+class PostgresCheckpointStore:
+    """What pruning and status need from a PostgreSQL checkpoint database."""
+
+    backend = "postgres"
+    trim_strategy = "keep_latest (PostgresSaver.prune keeps the latest checkpoint per namespace)"
+
+    def __init__(self, saver: PostgresSaver) -> None:
+        self.saver = saver
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with _connection(self.saver) as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(sql, params)
+            return list(cur.fetchall())
+
+    def thread_counts(self) -> dict[str, int]:
+        """Checkpoints per thread, all namespaces together."""
+        rows = self._rows("SELECT thread_id, count(*) AS n FROM checkpoints GROUP BY thread_id")
+        return {str(r["thread_id"]): int(r["n"]) for r in rows}
+
+    def namespace_max(self, thread_id: str) -> int:
+        """The most checkpoints any one namespace of the thread has."""
+        rows = self._rows(
+            "SELECT count(*) AS n FROM checkpoints WHERE thread_id = %s GROUP BY checkpoint_ns",
+            (thread_id,),
+        )
+        return max((int(r["n"]) for r in rows), default=0)
+
+    def uses_delta_channel(self, thread_id: str) -> bool:
+        """Whether ``keep_latest`` would refuse the thread."""
+        rows = self._rows(
+            "SELECT 1 FROM checkpoints WHERE thread_id = %s AND (metadata ? "
+            "'counters_since_delta_snapshot' OR metadata ? 'delta_writes_versioned') LIMIT 1",
+            (thread_id,),
+        )
+        return bool(rows)
+
+    def delete_threads(self, thread_ids: Sequence[str]) -> None:
+        """Remove whole threads with ``prune(strategy="delete")``."""
+        if thread_ids:
+            self.saver.prune(list(thread_ids), strategy="delete")
+
+    def trim(self, thread_id: str, keep: int) -> None:
+        """Cut a thread down with ``prune(strategy="keep_latest")`` (``keep`` cannot apply)."""
+        del keep  # the saver keeps exactly the latest checkpoint of each namespace
+        self.saver.prune([thread_id], strategy="keep_latest")
+
+    def size_bytes(self) -> int:
+        """On-disk size of the checkpoint tables, indexes and TOAST included."""
+        rows = self._rows(
+            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) AS n FROM pg_class c "
+            "JOIN pg_namespace s ON s.oid = c.relnamespace "
+            "WHERE c.relname = ANY(%s) AND c.relkind = 'r' AND s.nspname = current_schema()",
+            (list(TABLES),),
+        )
+        return int(rows[0]["n"]) if rows else 0
+
+    def vacuum(self) -> None:
+        """Plain ``VACUUM`` (no exclusive lock; trailing empty pages go back to the OS)."""
+        with _connection(self.saver) as conn:
+            for table in TABLES:
+                conn.execute(f"VACUUM {table}")  # table names are constants
+
+
+def checkpoint_location(url: str) -> str:
+    """How status names the database."""
+    return mask_url(url)
