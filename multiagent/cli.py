@@ -14,6 +14,7 @@ import typer
 from typer.core import TyperGroup
 
 from multiagent.commands._shared import RootOptions
+from multiagent.commands.bench import bench_app
 from multiagent.commands.persistence import persistence_app
 from multiagent.commands.profile import profile
 from multiagent.commands.sim import sim_app
@@ -95,6 +96,7 @@ def _root(
 
 app.command("profile")(profile)
 app.add_typer(sim_app, name="sim")
+app.add_typer(bench_app, name="bench")
 app.command("run")(run)
 app.command("meeting")(meeting)
 app.command("validate")(validate)

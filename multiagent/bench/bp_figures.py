@@ -1,0 +1,241 @@
+"""Figures of ``bench backpressure``: per phase and strategy, from the simulator's counters and the
+clients' task records; and their Markdown rendering with the targets."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from multiagent.bench.report import table, verdict
+from multiagent.models._window import percentile
+
+GOODPUT_TARGET = 0.95
+SHARE_429_TARGET = 0.02
+FAILED_TARGET = 0.005
+#: A second of a phase is "adapted" when it delivers this share of capacity with few 429s.
+_GOOD_BIN_GOODPUT = 0.90
+_GOOD_BIN_429 = 0.05
+
+
+@dataclass(frozen=True)
+class PhaseSpec:
+    """One phase as the benchmark scheduled it."""
+
+    name: str
+    duration_s: float
+    capacity_rps: float
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """One agent task: when it started and ended (seconds from the run's start), and how."""
+
+    start: float
+    end: float
+    ok: bool
+
+
+@dataclass(frozen=True)
+class PhaseFigures:
+    """What one strategy achieved in one phase."""
+
+    strategy: str
+    phase: str
+    capacity_rps: float
+    successes: int
+    goodput_share: float
+    attempts: int
+    rate_limited: int
+    share_429: float
+    early_sends: int
+    server_errors: int
+    tasks: int
+    tasks_failed: int
+    failed_share: float
+    latency_p50_s: float | None
+    latency_p95_s: float | None
+    adapt_s: float | None
+
+    @property
+    def targets_met(self) -> bool:
+        """Every per-phase target (goodput, 429s, early sends, failures) is met."""
+        return (
+            self.goodput_share >= GOODPUT_TARGET
+            and self.share_429 <= SHARE_429_TARGET
+            and self.early_sends == 0
+            and self.failed_share <= FAILED_TARGET
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready figures."""
+        return {**asdict(self), "targets_met": self.targets_met}
+
+
+def adapt_seconds(
+    series: Sequence[tuple[float, list[dict[str, int]]]],
+    index: int,
+    phase: PhaseSpec,
+    start: float,
+    *,
+    bin_s: float = 1.0,
+) -> float | None:
+    """Seconds from the phase's start to the first 1-s bin from which every bin is good.
+
+    ``series`` holds (seconds since the run started, per-phase counters) polled from the
+    simulator. ``None`` when the phase's last bin is still bad (it never adapted).
+    """
+    bins = int(phase.duration_s // bin_s)
+    if bins == 0:
+        return None
+    edges = [start + k * bin_s for k in range(bins + 1)]
+    marks = [_counts_at(series, index, edge) for edge in edges]
+    good = []
+    for k in range(bins):
+        (s0, r0, a0), (s1, r1, a1) = marks[k], marks[k + 1]
+        attempts = a1 - a0
+        share_429 = (r1 - r0) / attempts if attempts else 0.0
+        good.append(
+            (s1 - s0) >= _GOOD_BIN_GOODPUT * phase.capacity_rps * bin_s
+            and share_429 <= _GOOD_BIN_429
+        )
+    if not good[-1]:
+        return None
+    first = bins - 1
+    while first > 0 and good[first - 1]:
+        first -= 1
+    return first * bin_s
+
+
+def _counts_at(
+    series: Sequence[tuple[float, list[dict[str, int]]]], index: int, moment: float
+) -> tuple[int, int, int]:
+    """Successes, 429s and attempts of phase ``index`` at the last poll before ``moment``."""
+    best = (0, 0, 0)
+    for at, phases in series:
+        if at > moment:
+            break
+        counts = phases[index]
+        best = (counts["successes"], counts["rate_limited"], counts["attempts"])
+    return best
+
+
+def phase_figures(
+    strategy: str,
+    phases: Sequence[PhaseSpec],
+    final: list[dict[str, int]],
+    tasks: Sequence[TaskRecord],
+    series: Sequence[tuple[float, list[dict[str, int]]]],
+) -> list[PhaseFigures]:
+    """Per-phase figures of one strategy's run."""
+    figures = []
+    start = 0.0
+    for index, phase in enumerate(phases):
+        end = start + phase.duration_s
+        counts = final[index]
+        mine = [t for t in tasks if start <= t.start < end]
+        done = [t.end - t.start for t in mine if t.ok]
+        failed = sum(1 for t in mine if not t.ok)
+        attempts = counts["attempts"]
+        figures.append(
+            PhaseFigures(
+                strategy=strategy,
+                phase=phase.name,
+                capacity_rps=phase.capacity_rps,
+                successes=counts["successes"],
+                goodput_share=counts["successes"] / (phase.capacity_rps * phase.duration_s),
+                attempts=attempts,
+                rate_limited=counts["rate_limited"],
+                share_429=counts["rate_limited"] / attempts if attempts else 0.0,
+                early_sends=counts["early"],
+                server_errors=counts["server_errors"],
+                tasks=len(mine),
+                tasks_failed=failed,
+                failed_share=failed / len(mine) if mine else 0.0,
+                latency_p50_s=percentile(done, 0.5) if done else None,
+                latency_p95_s=percentile(done, 0.95) if done else None,
+                adapt_s=adapt_seconds(series, index, phase, start),
+            )
+        )
+        start = end
+    return figures
+
+
+def beats_others(figures: Sequence[PhaseFigures], champion: str) -> dict[str, bool]:
+    """Whether ``champion`` beats each other strategy: a higher worst-phase goodput, and no
+    more 429s and failed tasks."""
+    by: dict[str, list[PhaseFigures]] = {}
+    for f in figures:
+        by.setdefault(f.strategy, []).append(f)
+    if champion not in by:
+        return {}
+    mine = by[champion]
+
+    def summary(rows: list[PhaseFigures]) -> tuple[float, float, int]:
+        attempts = sum(r.attempts for r in rows) or 1
+        return (
+            min(r.goodput_share for r in rows),
+            sum(r.rate_limited for r in rows) / attempts,
+            sum(r.tasks_failed for r in rows),
+        )
+
+    worst, share, failed = summary(mine)
+    result = {}
+    for name, rows in by.items():
+        if name in (champion, f"{champion}_blind"):
+            continue
+        other_worst, other_share, other_failed = summary(rows)
+        result[name] = worst > other_worst and share <= other_share and failed <= other_failed
+    return result
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def render_backpressure(
+    figures: Sequence[PhaseFigures], *, champion: str = "adaptive", notes: str = ""
+) -> str:
+    """The Markdown section for BENCHMARKS.md."""
+    rows = [
+        [
+            f.strategy,
+            f.phase,
+            f"{f.capacity_rps:g}",
+            f"{f.goodput_share:.1%}",
+            f"{f.share_429:.2%}",
+            f.early_sends,
+            f"{f.tasks_failed}/{f.tasks}",
+            _fmt(f.latency_p50_s, ".2f"),
+            _fmt(f.latency_p95_s, ".2f"),
+            "never" if f.adapt_s is None else f"{f.adapt_s:.0f}",
+        ]
+        for f in figures
+    ]
+    headers = [
+        "strategy", "phase", "capacity req/s", "goodput / capacity", "429 / attempts",
+        "early sends", "tasks failed", "p50 s", "p95 s", "s to adapt",
+    ]  # fmt: skip
+    mine = [f for f in figures if f.strategy == champion]
+    target_rows = [
+        ["goodput ≥ 95% of capacity in every phase",
+         ", ".join(f"{f.goodput_share:.1%}" for f in mine),
+         verdict(all(f.goodput_share >= GOODPUT_TARGET for f in mine))],
+        ["≤ 2% of attempts answered 429",
+         ", ".join(f"{f.share_429:.2%}" for f in mine),
+         verdict(all(f.share_429 <= SHARE_429_TARGET for f in mine))],
+        ["0 requests sent before a Retry-After expired",
+         str(sum(f.early_sends for f in mine)),
+         verdict(all(f.early_sends == 0 for f in mine))],
+        ["≤ 0.5% of tasks finally failed",
+         ", ".join(f"{f.failed_share:.2%}" for f in mine),
+         verdict(all(f.failed_share <= FAILED_TARGET for f in mine))],
+    ]  # fmt: skip
+    for other, better in beats_others(figures, champion).items():
+        target_rows.append([f"better than `{other}`", "see table", verdict(better)])
+    return (
+        f"{notes.rstrip()}\n\n"
+        + table(headers, rows)
+        + f"\n\nTargets for `{champion}` (phases in order):\n\n"
+        + table(["target", "measured", "verdict"], target_rows)
+    )

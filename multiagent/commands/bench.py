@@ -1,0 +1,154 @@
+"""``multiagent bench ...``: the benchmarks behind BENCHMARKS.md.
+
+Each command measures, prints (a table, or one JSON document with ``--json``) and, unless
+``--no-report``, rewrites its own section of BENCHMARKS.md with the figures and the exact
+command line. More benchmarks mount here as further commands of :data:`bench_app`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from multiagent.commands._shared import console, err_console, print_json
+from multiagent.errors import UsageError
+
+bench_app = typer.Typer(
+    name="bench",
+    help="Benchmarks: backpressure, batch, cache (figures go to BENCHMARKS.md).",
+    no_args_is_help=True,
+)
+
+ReportOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--report", help="Markdown file to write (default: the checkout's BENCHMARKS.md)."
+    ),
+]
+NoReportOption = Annotated[bool, typer.Option("--no-report", help="Do not write the report.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+
+
+def _write(name: str, title: str, body: str, *, report: Path | None, no_report: bool) -> str | None:
+    if no_report:
+        return None
+    from multiagent.bench.report import command_line, default_report_path, write_section
+
+    path = report or default_report_path()
+    write_section(path, name, title=title, command=command_line(), body=body)
+    return str(path)
+
+
+def _emit(document: dict[str, Any], body: str, *, as_json: bool, written: str | None) -> None:
+    if as_json:
+        print_json({**document, "report": written})
+        return
+    console.print(body, markup=False, highlight=False)
+    if written:
+        console.print(f"\nwritten to {written}", style="dim")
+
+
+@bench_app.command("cache")
+def cache(
+    requests: Annotated[int, typer.Option(min=10, help="Prompts to replay.")] = 600,
+    repeat_share: Annotated[
+        float, typer.Option(min=0.0, max=0.9, help="Share of prompts that repeat an earlier one.")
+    ] = 0.35,
+    report: ReportOption = None,
+    no_report: NoReportOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Replay a workload with a known share of repeats: counted vs true hit rate, hit latency."""
+    from multiagent.bench.cache import render_cache, run_cache_bench
+
+    result = run_cache_bench(requests=requests, repeat_share=repeat_share)
+    body = render_cache(result)
+    written = _write("cache", "Completion cache", body, report=report, no_report=no_report)
+    _emit(result.as_dict(), body, as_json=as_json, written=written)
+
+
+@bench_app.command("batch")
+def batch(
+    items: Annotated[int, typer.Option(min=1, help="Validations in the batch.")] = 40,
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Calls in flight.")] = 8,
+    latency_ms: Annotated[
+        float, typer.Option(min=1.0, help="Fixed latency of every simulated reply.")
+    ] = 250.0,
+    no_sequential: Annotated[
+        bool, typer.Option("--no-sequential", help="Skip the one-by-one comparison run.")
+    ] = False,
+    report: ReportOption = None,
+    no_report: NoReportOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """N validations at concurrency C vs one by one; target ≤ 1.15 × ⌈N/C⌉ × latency."""
+    from multiagent.bench.batch import render_batch, run_batch_bench
+
+    result = run_batch_bench(
+        items=items,
+        concurrency=concurrency,
+        latency_s=latency_ms / 1000,
+        sequential=not no_sequential,
+    )
+    body = render_batch(result)
+    written = _write("batch", "Batch validation", body, report=report, no_report=no_report)
+    _emit(result.as_dict(), body, as_json=as_json, written=written)
+
+
+@bench_app.command("backpressure")
+def backpressure(
+    phase_seconds: Annotated[
+        float, typer.Option(min=1.0, help="Length of each of the five phases.")
+    ] = 10.0,
+    loops: Annotated[int, typer.Option(min=1, max=256, help="Concurrent agent loops.")] = 32,
+    capacity: Annotated[
+        float, typer.Option(min=1.0, help="Baseline capacity of the simulator, requests/s.")
+    ] = 20.0,
+    strategies: Annotated[
+        str,
+        typer.Option(help="Comma-separated: none, token_bucket, adaptive, adaptive_blind."),
+    ] = "none,token_bucket,adaptive,adaptive_blind",
+    quick: Annotated[
+        bool, typer.Option("--quick", help="2-second phases: a smoke run, not a measurement.")
+    ] = False,
+    report: ReportOption = None,
+    no_report: NoReportOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Agent loops through ChatOpenAI against a simulator whose capacity changes, per strategy."""
+    from multiagent.bench.backpressure import (
+        BackpressureBenchConfig,
+        describe,
+        run_backpressure_bench,
+    )
+    from multiagent.bench.bp_figures import beats_others, render_backpressure
+
+    names = tuple(s.strip() for s in strategies.split(",") if s.strip())
+    config = BackpressureBenchConfig(
+        phase_s=2.0 if quick else phase_seconds,
+        loops=loops,
+        capacity_rps=capacity,
+        strategies=names,
+    )
+    if quick and not no_report and report is None:
+        raise UsageError("--quick is a smoke run: add --no-report or --report PATH")
+    progress = None if as_json else (lambda line: err_console.print(line, style="dim"))
+    figures, runs = run_backpressure_bench(config, progress=progress)
+    body = render_backpressure(figures, notes=describe(config))
+    written = _write(
+        "backpressure", "Adaptive backpressure", body, report=report, no_report=no_report
+    )
+    document = {
+        "config": {
+            "phase_s": config.phase_s,
+            "loops": config.loops,
+            "capacity_rps": config.capacity_rps,
+            "strategies": list(config.strategies),
+        },
+        "phases": [f.as_dict() for f in figures],
+        "adaptive_beats": beats_others(figures, "adaptive"),
+        "controller_trace": {r.strategy: r.controller for r in runs if r.controller},
+    }
+    _emit(document, body, as_json=as_json, written=written)
