@@ -92,5 +92,11 @@ def outcome_report(outcome: WorkflowOutcome) -> dict[str, Any]:
         "usage": total_usage(usage),
         "this_run": {**outcome.ledger.totals(), "budget_usd": outcome.ledger.budget_usd},
         "interrupt": outcome.interrupt,
-        "timings": {"total_s": outcome.seconds, "nodes": outcome.timings},
+        "timings": {
+            "total_s": outcome.seconds,
+            "steps": [
+                {"node": e["node"], "agent": e["agent"], "seconds": e["seconds"]} for e in usage
+            ],
+            "watched": outcome.timings,
+        },
     }

@@ -208,15 +208,20 @@ def run_workflow(
         )
 
     last_values: dict[str, Any] = {}
+    # watching costs: progress and tokens only when someone watches, values only without a
+    # checkpointer to read them back from
+    modes: list[str] = ["tasks", "messages"] if on_event is not None else []
+    if checkpointer is None or not modes:
+        modes.append("values")
     if pending is not None:
         return outcome("awaiting_approval", "the plan is waiting for approval")
     try:
         while True:
-            for mode, data in graph.stream(
+            for mode, data in graph.stream(  # (mode, data) pairs: stream_mode is a list
                 command,
                 config,
                 context=context,
-                stream_mode=["tasks", "messages", "values"],
+                stream_mode=modes,  # type: ignore[arg-type]
                 # a killed process must find every finished step on disk
                 durability="sync" if checkpointer is not None else None,
             ):

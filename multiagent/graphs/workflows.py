@@ -13,6 +13,18 @@ from langgraph.graph.state import CompiledStateGraph
 from multiagent.graphs.meeting import build_meeting_graph
 from multiagent.graphs.orchestration import build_orchestration_graph
 from multiagent.graphs.validation import build_validation_graph
+from multiagent.nodes.calling import STREAMED_NODES
+
+__all__ = [
+    "BUILDERS",
+    "STREAMED_NODES",
+    "WORKFLOWS",
+    "Workflow",
+    "compile_workflow",
+    "new_thread_id",
+    "subject_of",
+    "task_label",
+]
 
 Workflow = Literal["orchestration", "meeting", "validation"]
 WORKFLOWS: tuple[Workflow, ...] = ("orchestration", "meeting", "validation")
@@ -23,8 +35,6 @@ BUILDERS: dict[Workflow, Callable[[], StateGraph[Any, Any, Any, Any]]] = {
     "validation": build_validation_graph,
 }
 
-#: Nodes whose tokens are streamed to the user as they arrive.
-STREAMED_NODES = frozenset({"synthesize", "summarize"})
 
 _THREAD_PREFIX: dict[Workflow, str] = {
     "orchestration": "run",

@@ -16,6 +16,7 @@ from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import ensure_config, merge_configs
 from langchain_core.utils.function_calling import convert_to_openai_tool
+from langgraph.constants import TAG_NOSTREAM
 from pydantic import BaseModel, ValidationError
 
 from multiagent.nodes.agents import AgentSpec
@@ -28,6 +29,9 @@ M = TypeVar("M", bound=BaseModel)
 
 #: Rounds of tool calls an agent may make before it must answer in text.
 MAX_TOOL_ROUNDS = 3
+#: Nodes whose tokens are streamed to the user; every other node's calls are tagged
+#: ``nostream`` so LangGraph's ``messages`` mode leaves them out.
+STREAMED_NODES = frozenset({"synthesize", "summarize"})
 
 
 def _bind(
@@ -53,6 +57,7 @@ class AgentCall:
     def __init__(self, context: WorkflowContext, agent: AgentSpec, *, node: str) -> None:
         self.context = context
         self.agent = agent
+        self.node = node
         self.model = context.model(agent)
         name = context.model_name(agent)
         self.meter = UsageMeter(
@@ -62,7 +67,8 @@ class AgentCall:
     def _config(self) -> RunnableConfig:
         extra: RunnableConfig = {
             "callbacks": [self.meter],
-            "tags": [f"agent:{self.agent.name}"],
+            "tags": [f"agent:{self.agent.name}"]
+            + ([] if self.node in STREAMED_NODES else [TAG_NOSTREAM]),
             "metadata": {"agent": self.agent.name, "agent_tier": self.agent.tier},
         }
         return merge_configs(ensure_config(), extra)

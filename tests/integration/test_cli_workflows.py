@@ -72,7 +72,7 @@ def test_run_json_is_one_document_with_everything(isolated_env: Path) -> None:
     assert doc["usage"]["cost_usd"] > sum(c["cost_usd"] for c in doc["contributions"])
     assert "cache_hits" in doc["usage"]
     assert doc["timings"]["total_s"] > 0
-    assert {n["node"] for n in doc["timings"]["nodes"]} == {"plan", "work", "synthesize"}
+    assert {n["node"] for n in doc["timings"]["steps"]} == {"plan", "work", "synthesize"}
     threads = document(cli("threads", "list", "--json"))["threads"]
     assert [t["thread_id"] for t in threads] == [doc["thread_id"]]
     assert threads[0]["status"] == "completed"

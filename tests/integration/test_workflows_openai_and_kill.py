@@ -111,7 +111,7 @@ def test_a_killed_run_resumes_and_finishes(isolated_env: Path) -> None:
     done = _json("run", "--thread", "killed", "--resume", "--json", "--memory", "off")
     assert done["status"] == "completed"
     assert done["output"]
-    usage_nodes = [n["node"] for n in done["timings"]["nodes"]]
-    assert "plan" not in usage_nodes  # the plan was done before the kill: not run again
+    steps = [n["node"] for n in done["timings"]["steps"]]
+    assert steps.count("plan") == 1  # the plan was done before the kill: not run again
     assert sorted(c["agent"] for c in done["contributions"]) == ["analyst", "critic"]
     assert done["this_run"]["calls"] == 3  # two agents and the synthesizer

@@ -1,0 +1,277 @@
+"""``bench overhead``: what the framework adds to a bare LangGraph graph doing the same calls.
+
+The same three-agent orchestration (planner with a forced tool call → three agents in parallel
+via ``Send`` → synthesizer) runs two ways on the zero-latency simulated model, with the same
+prompts and therefore the same model calls:
+
+- **bare**: a plain ``StateGraph`` whose nodes call ``SimulatedChatModel.invoke`` directly;
+  no checkpointer, no context, no accounting.
+- **full**: :func:`~multiagent.graphs.orchestration.build_orchestration_graph` run the way the
+  CLI runs it (:func:`~multiagent.graphs.runner.run_workflow`): the SQLite checkpointer with
+  synchronous durability, ``stream_mode`` tasks/messages/values, every call through
+  :class:`~multiagent.models.pipeline.ModelPipeline` (redaction per profile, completion cache,
+  adaptive backpressure, retries, ledger, metrics) and a usage meter per node.
+
+Each iteration uses a new task, so the completion cache misses (a hit would make "full" faster
+than "bare" and say nothing about overhead). The provider's rate limits are raised far above
+what the benchmark sends: pacing requests to a provider's limit is policy, not overhead.
+Iterations alternate bare and full so that drift in the machine's speed hits both alike.
+"""
+
+from __future__ import annotations
+
+import operator
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+from langchain_core.messages import HumanMessage, SystemMessage
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Send
+from typing_extensions import TypedDict
+
+from multiagent.graphs.inputs import orchestration_input
+from multiagent.graphs.runner import run_workflow
+from multiagent.graphs.workflows import compile_workflow
+from multiagent.models.pipeline import ModelPipeline
+from multiagent.models.simulated import SimulatedChatModel
+from multiagent.nodes.agents_file import AgentCatalog, load_agents
+from multiagent.nodes.context import build_context
+from multiagent.nodes.planner import PlanAnswer, merge_steps, plan_tool
+from multiagent.nodes.synthesizer import synthesis_prompt
+from multiagent.persistence.checkpointer import open_checkpointer
+from multiagent.policies import Settings, load_settings
+
+TEAM = ("researcher", "analyst", "critic")
+RATIO_TARGET = 1.10
+#: Raised limits: the simulated provider answers at once, so only overhead is left to measure.
+_UNPACED = {
+    "rate_limit.requests_per_minute": 10_000_000,
+    "rate_limit.tokens_per_minute": 10_000_000_000,
+    "sim.ttft_s": 0.0,
+    "sim.token_latency_s": 0.0,
+}
+
+
+class _BareTask(TypedDict):
+    task: str
+    agent: str
+    subtask: str
+
+
+class _BareState(TypedDict):
+    task: str
+    plan: list[dict[str, str]]
+    contributions: Annotated[list[dict[str, str]], operator.add]
+    output: str
+
+
+def bare_orchestration(
+    settings: Settings,
+    agents: AgentCatalog,
+    *,
+    checkpointer: BaseCheckpointSaver[Any] | None = None,
+) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """The orchestration as a plain LangGraph graph calling the simulated model directly."""
+    models = {
+        tier: SimulatedChatModel(
+            model=settings.profile.models.for_tier(tier), seed=settings.sim.seed
+        )
+        for tier in ("fast", "standard", "premium")
+    }
+    planner, synthesizer, team = agents["planner"], agents["synthesizer"], list(TEAM)
+
+    def plan(state: _BareState) -> dict[str, Any]:
+        roster = "\n".join(
+            f"- {name}: {agents[name].description or agents[name].role[:120]}" for name in team
+        )
+        prompt = (
+            f"{state['task']}\n\nTeam members you may assign:\n{roster}\n\n"
+            "Give each member you involve one focused subtask."
+        )
+        model = models[planner.tier].bind_tools([plan_tool(team)], tool_choice="submit_plan")
+        reply = model.invoke([SystemMessage(planner.role), HumanMessage(prompt)])
+        answer = PlanAnswer.model_validate(reply.tool_calls[0]["args"])  # type: ignore[attr-defined]
+        steps = merge_steps(answer, task=state["task"], team=team, pick=False)
+        return {"plan": [dict(step) for step in steps]}
+
+    def fan_out(state: _BareState) -> list[Send]:
+        return [Send("work", {"task": state["task"], **step}) for step in state["plan"]]
+
+    def work(state: _BareTask) -> dict[str, Any]:
+        agent = agents[state["agent"]]
+        prompt = f"{state['task']}\n\nYour part of this task: {state['subtask']}"
+        reply = models[agent.tier].invoke([SystemMessage(agent.role), HumanMessage(prompt)])
+        return {"contributions": [{**state, "text": reply.text}]}
+
+    def synthesize(state: _BareState) -> dict[str, Any]:
+        prompt = synthesis_prompt(state["task"], state["contributions"])  # type: ignore[arg-type]
+        model = models[synthesizer.tier]
+        reply = model.invoke([SystemMessage(synthesizer.role), HumanMessage(prompt)])
+        return {"output": reply.text}
+
+    graph = StateGraph(_BareState)
+    graph.add_node("plan", plan)
+    graph.add_node("work", work, input_schema=_BareTask)
+    graph.add_node("synthesize", synthesize)
+    graph.add_edge(START, "plan")
+    graph.add_conditional_edges("plan", fan_out, ["work"])
+    graph.add_edge("work", "synthesize")
+    graph.add_edge("synthesize", END)
+    return graph.compile(checkpointer=checkpointer)
+
+
+#: The variants timed, in the order each iteration runs them.
+VARIANTS: dict[str, str] = {
+    "bare": "bare graph, no persistence",
+    "bare_sqlite": "bare graph, SQLite checkpointer (sync durability)",
+    "full": "full pipeline (graph.invoke with context), no persistence",
+    "full_nocache": "full pipeline, no persistence, completion cache off",
+    "full_cli": "full pipeline as the CLI runs it: run_workflow, SQLite (sync durability)",
+}
+
+
+def _ms(values: list[float]) -> dict[str, float]:
+    return {
+        "median_ms": round(statistics.median(values) * 1000, 3),
+        "mean_ms": round(statistics.fmean(values) * 1000, 3),
+    }
+
+
+def run_overhead_bench(*, iterations: int = 40, warmup: int = 5) -> dict[str, Any]:
+    """Time the bare and the full orchestration; return the figures as JSON-ready data.
+
+    The headline ratio is ``full`` against ``bare`` (the same calls, neither persisted);
+    ``full_cli`` against ``bare_sqlite`` compares them with the same persistence.
+
+    Args:
+        iterations: Timed runs of each variant.
+        warmup: Untimed runs of each first (imports, connections, the interpreter's caches).
+    """
+    times: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    same_output = True
+    calls = 0
+    with tempfile.TemporaryDirectory(prefix="multiagent-bench-overhead-") as home:
+        settings = load_settings(home=Path(home), overrides=_UNPACED)
+        nocache = load_settings(
+            home=Path(home) / "nocache", overrides={**_UNPACED, "cache.completion_enabled": False}
+        )
+        agents = load_agents(settings)
+        pipelines = {"on": ModelPipeline(settings), "off": ModelPipeline(nocache)}
+        with open_checkpointer(settings) as saver:
+            bare = bare_orchestration(settings, agents)
+            bare_saved = bare_orchestration(settings, agents, checkpointer=saver)
+            full = compile_workflow("orchestration")
+
+            def runs(index: int) -> dict[str, Callable[[], Any]]:
+                # "bare" and "full" get the same task (the same calls); the others their own,
+                # so that no variant finds another's answers in the completion cache
+                def task(variant: str) -> str:
+                    return f"Plan a product launch for bakery {index}{variant}"
+
+                def context(which: str) -> Any:
+                    chosen = settings if which == "on" else nocache
+                    return build_context(
+                        chosen, agents=agents, pipeline=pipelines[which], analysis_cache=None
+                    )
+
+                def inputs(variant: str) -> Any:
+                    return orchestration_input(task(variant), agents=agents, team=list(TEAM))
+
+                return {
+                    "bare": lambda: bare.invoke({"task": task("")}),
+                    "bare_sqlite": lambda: bare_saved.invoke(
+                        {"task": task(" (saved)")},
+                        {"configurable": {"thread_id": f"bare-{index}"}},
+                        durability="sync",
+                    ),
+                    "full": lambda: full.invoke(inputs(""), context=context("on")),
+                    "full_nocache": lambda: full.invoke(
+                        inputs(" (no cache)"), context=context("off")
+                    ),
+                    "full_cli": lambda: run_workflow(
+                        "orchestration",
+                        inputs(" (cli)"),
+                        context=context("on"),
+                        checkpointer=saver,
+                        thread_id=f"full-{index}",
+                    ),
+                }
+
+            for index in range(warmup + iterations):
+                outputs: dict[str, Any] = {}
+                for name, run in runs(index).items():
+                    started = time.perf_counter()
+                    outputs[name] = run()
+                    if index >= warmup:
+                        times[name].append(time.perf_counter() - started)
+                cli_run = outputs["full_cli"]
+                if cli_run.status != "completed":
+                    raise RuntimeError(f"the full pipeline stopped: {cli_run.message}")
+                calls = len(cli_run.ledger.calls)
+                same_output = same_output and outputs["bare"]["output"] == outputs["full"]["output"]
+    figures = {name: _ms(values) for name, values in times.items()}
+    ratio = figures["full"]["median_ms"] / figures["bare"]["median_ms"]
+    ratio_saved = figures["full_cli"]["median_ms"] / figures["bare_sqlite"]["median_ms"]
+    per_call = (figures["full"]["median_ms"] - figures["bare"]["median_ms"]) / max(calls, 1)
+    return {
+        "iterations": iterations,
+        "calls_per_run": calls,
+        "variants": {name: {"what": VARIANTS[name], **figures[name]} for name in VARIANTS},
+        "ratio": round(ratio, 3),
+        "ratio_with_persistence": round(ratio_saved, 3),
+        "overhead_per_call_ms": round(per_call, 3),
+        "target": RATIO_TARGET,
+        "met": ratio <= RATIO_TARGET,
+        "same_output": same_output,
+    }
+
+
+def overhead_markdown(result: dict[str, Any]) -> str:
+    """The figures as the body of the ``BENCHMARKS.md`` section."""
+    from multiagent.bench.report import table, verdict
+
+    rows = [
+        (name, data["what"], f"{data['median_ms']:.2f}", f"{data['mean_ms']:.2f}")
+        for name, data in result["variants"].items()
+    ]
+    return "\n".join(
+        [
+            f"Three-agent orchestration (planner → {len(TEAM)} agents via `Send` → synthesizer, "
+            f"{result['calls_per_run']} model calls) on the zero-latency simulated model, "
+            f"{result['iterations']} runs of each variant, alternating.",
+            "",
+            table(("variant", "what", "median ms", "mean ms"), rows),
+            "",
+            table(
+                ("figure", "measured", "target", "verdict"),
+                [
+                    (
+                        "full / bare (the same calls, no persistence)",
+                        f"{result['ratio']:.2f}×",
+                        f"≤ {result['target']:.2f}×",
+                        verdict(result["met"]),
+                    ),
+                    (
+                        "full as the CLI runs / bare with the same SQLite checkpointer",
+                        f"{result['ratio_with_persistence']:.2f}×",
+                        "-",
+                        "-",
+                    ),
+                    (
+                        "added per model call",
+                        f"{result['overhead_per_call_ms']:.2f} ms",
+                        "-",
+                        "-",
+                    ),
+                ],
+            ),
+            "",
+            f"Same output from bare and full: {'yes' if result['same_output'] else '**no**'}.",
+        ]
+    )
