@@ -17,7 +17,7 @@ from multiagent.errors import UsageError
 
 bench_app = typer.Typer(
     name="bench",
-    help="Benchmarks: backpressure, batch, cache (figures go to BENCHMARKS.md).",
+    help="Benchmarks: backpressure, batch, cache, overhead (figures go to BENCHMARKS.md).",
     no_args_is_help=True,
 )
 
@@ -152,3 +152,20 @@ def backpressure(
         "controller_trace": {r.strategy: r.controller for r in runs if r.controller},
     }
     _emit(document, body, as_json=as_json, written=written)
+
+
+@bench_app.command("overhead")
+def overhead(
+    iterations: Annotated[int, typer.Option(min=5, help="Timed runs of each variant.")] = 40,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed runs of each variant first.")] = 5,
+    report: ReportOption = None,
+    no_report: NoReportOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Bare LangGraph orchestration vs the full pipeline on a zero-latency model; target ≤ 1.10×."""
+    from multiagent.bench.overhead import overhead_markdown, run_overhead_bench
+
+    result = run_overhead_bench(iterations=iterations, warmup=warmup)
+    body = overhead_markdown(result)
+    written = _write("overhead", "Framework overhead", body, report=report, no_report=no_report)
+    _emit(result, body, as_json=as_json, written=written)

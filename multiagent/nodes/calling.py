@@ -2,8 +2,8 @@
 
 Every call uses ``invoke`` on the model the pipeline hands out, under the node's own config, so
 LangGraph's ``messages`` stream mode still sees the tokens, the completion cache is consulted, and
-the run's ledger checks the budget before the call. A :class:`UsageMeter` rides along in the
-callbacks to measure what this node used.
+the run's ledger checks the budget before the call. A :class:`UsageMeter` counts what this
+node used from the replies.
 """
 
 from __future__ import annotations
@@ -66,7 +66,6 @@ class AgentCall:
 
     def _config(self) -> RunnableConfig:
         extra: RunnableConfig = {
-            "callbacks": [self.meter],
             "tags": [f"agent:{self.agent.name}"]
             + ([] if self.node in STREAMED_NODES else [TAG_NOSTREAM]),
             "metadata": {"agent": self.agent.name, "agent_tier": self.agent.tier},
@@ -77,6 +76,7 @@ class AgentCall:
         self, runnable: Runnable[LanguageModelInput, BaseMessage], messages: list[BaseMessage]
     ) -> AIMessage:
         reply = runnable.invoke(messages, self._config())
+        self.meter.record(reply)
         if not isinstance(reply, AIMessage):
             reply = AIMessage(content=reply.content)
         return reply

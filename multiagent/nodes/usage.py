@@ -1,8 +1,8 @@
 """What one node's model calls used: calls, tokens, cost, cache hits and time.
 
-A :class:`UsageMeter` is a LangChain callback handler attached to a node's calls. It sees every
-finished generation, including cache hits (LangChain marks them with ``total_cost: 0``), without
-depending on how the pipeline stores its own accounting. The node returns the figures as a
+A :class:`UsageMeter` counts a node's calls from the replies themselves, including cache hits
+(LangChain marks them with ``total_cost: 0``), without depending on how the pipeline keeps its
+own accounting. The node returns the figures as a
 :class:`Usage` entry in state, so a resumed thread still knows what its completed nodes cost.
 """
 
@@ -12,8 +12,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.outputs import ChatGeneration, LLMResult
+from langchain_core.messages import BaseMessage
 from typing_extensions import TypedDict
 
 from multiagent.policies import ModelPrice
@@ -33,8 +32,12 @@ class Usage(TypedDict):
     seconds: float
 
 
-class UsageMeter(BaseCallbackHandler):
-    """Counts the calls of one node; not shared between threads."""
+class UsageMeter:
+    """Counts the calls of one node from the replies it gets; not shared between threads.
+
+    Reading the reply's ``usage_metadata`` (rather than listening to callbacks) costs nothing
+    per call; LangChain marks a reply served from the completion cache with ``total_cost: 0``.
+    """
 
     def __init__(self, *, node: str, agent: str, model: str, price: ModelPrice | None) -> None:
         self.node = node
@@ -48,24 +51,18 @@ class UsageMeter(BaseCallbackHandler):
         self.cache_hits = 0
         self._started = time.perf_counter()
 
-    def on_llm_end(self, response: LLMResult, **kwargs: Any) -> None:
-        for generations in response.generations:
-            for generation in generations:
-                if not isinstance(generation, ChatGeneration):
-                    continue
-                usage: dict[str, Any] = dict(
-                    getattr(generation.message, "usage_metadata", None) or {}
-                )
-                tokens_in = int(usage.get("input_tokens", 0))
-                tokens_out = int(usage.get("output_tokens", 0))
-                cached = "total_cost" in usage and not usage["total_cost"]
-                self.calls += 1
-                self.input_tokens += tokens_in
-                self.output_tokens += tokens_out
-                if cached:
-                    self.cache_hits += 1
-                elif self.price is not None:
-                    self.cost_usd += self.price.cost(tokens_in, tokens_out)
+    def record(self, message: BaseMessage) -> None:
+        """Count one answered call."""
+        usage: dict[str, Any] = dict(getattr(message, "usage_metadata", None) or {})
+        tokens_in = int(usage.get("input_tokens", 0))
+        tokens_out = int(usage.get("output_tokens", 0))
+        self.calls += 1
+        self.input_tokens += tokens_in
+        self.output_tokens += tokens_out
+        if "total_cost" in usage and not usage["total_cost"]:
+            self.cache_hits += 1
+        elif self.price is not None:
+            self.cost_usd += self.price.cost(tokens_in, tokens_out)
 
     def usage(self) -> Usage:
         """The figures so far, as a state entry."""
