@@ -164,7 +164,8 @@ def load_embeddings(choice: str = "auto") -> Embeddings:
         embeddings: Embeddings
         path = None if choice == "lexical" else minilm_model_path()
         if path is not None:
-            embeddings = MiniLMEmbeddings(path)
+            embeddings = _cache.get("minilm") or MiniLMEmbeddings(path)  # one model per process
+            _cache["minilm"] = embeddings
             logger.info("agent memory embeds with all-MiniLM-L6-v2 from %s", path)
         elif choice == "minilm":
             raise UsageError(

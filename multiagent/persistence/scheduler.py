@@ -90,6 +90,7 @@ class MemoryPersistenceScheduler:
         timezone: IANA name (or tzinfo) the wall-clock tasks follow; default UTC.
         metrics_hook: Called every 5 minutes to persist metrics (observability plugs in).
         tasks: Replace tasks by name (e.g. a custom backup); names must be known ones.
+        triggers: Replace APScheduler triggers by task name (a custom schedule).
         state: Where runs are recorded; default ``<home>/scheduler.json``.
     """
 
@@ -100,15 +101,16 @@ class MemoryPersistenceScheduler:
         timezone: str | tzinfo = "UTC",
         metrics_hook: Task | None = None,
         tasks: Mapping[str, Task] | None = None,
+        triggers: Mapping[str, Any] | None = None,
         state: SchedulerState | None = None,
     ) -> None:
         self.settings = settings
         self.zone = resolve_timezone(timezone)
         self.timezone_name = str(timezone) if isinstance(timezone, str) else str(self.zone)
-        self.triggers = build_triggers(settings, timezone=self.zone)
-        unknown = sorted(set(tasks or {}) - set(TASK_NAMES))
+        unknown = sorted((set(tasks or {}) | set(triggers or {})) - set(TASK_NAMES))
         if unknown:
             raise UsageError(f"unknown task {unknown[0]!r}; valid: {', '.join(TASK_NAMES)}")
+        self.triggers = {**build_triggers(settings, timezone=self.zone), **(triggers or {})}
         self.tasks = {**default_tasks(settings, metrics_hook=metrics_hook), **(tasks or {})}
         self.state = state or SchedulerState(settings.home / STATE_FILE)
         self._scheduler: BackgroundScheduler | None = None

@@ -1,0 +1,172 @@
+"""Checkpoint retention on both backends: one suite, run on SQLite and on a real PostgreSQL.
+
+The PostgreSQL half needs ``MULTIAGENT_TEST_POSTGRES_URL`` (``.ci/run`` starts a server on
+127.0.0.1 and sets it); each test gets a database of its own.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Command, interrupt
+from typing_extensions import TypedDict
+
+from multiagent.errors import UsageError
+from multiagent.persistence.checkpointer import open_checkpointer
+from multiagent.persistence.pruning import prune_checkpoints, prune_saver
+from multiagent.persistence.status import checkpoint_report
+from multiagent.policies import load_settings
+
+ADMIN_URL = os.environ.get("MULTIAGENT_TEST_POSTGRES_URL")
+
+
+class Steps(TypedDict):
+    log: Annotated[list[str], operator.add]
+
+
+def _step(name: str) -> Any:
+    return lambda _state: {"log": [name]}
+
+
+def _ask(_state: Steps) -> dict[str, list[str]]:
+    answer = interrupt("approve?")
+    return {"log": [f"ask:{answer}"]}
+
+
+def _graph() -> StateGraph[Steps]:
+    graph = StateGraph(Steps)
+    graph.add_node("a", _step("a"))
+    graph.add_node("b", _step("b"))
+    graph.add_node("ask", _ask)
+    graph.add_node("done", _step("done"))
+    graph.add_edge(START, "a")
+    graph.add_edge("a", "b")
+    graph.add_edge("b", "ask")
+    graph.add_edge("ask", "done")
+    graph.add_edge("done", END)
+    return graph
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield "sqlite"
+        return
+    if not ADMIN_URL:
+        pytest.skip("MULTIAGENT_TEST_POSTGRES_URL is not set (.ci/run sets it)")
+    import psycopg
+
+    name = f"multiagent_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    monkeypatch.setenv("MULTIAGENT_CHECKPOINT_URL", _with_database(ADMIN_URL, name))
+    try:
+        yield "postgres"
+    finally:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _run_threads(app: Any) -> dict[str, Any]:
+    """Two finished threads (run twice each) and one waiting on an interrupt."""
+    for thread in ("done-1", "done-2"):
+        config = {"configurable": {"thread_id": thread}}
+        for _ in range(2):
+            app.invoke({"log": ["start"]}, config)
+            app.invoke(Command(resume="yes"), config)
+    waiting = {"configurable": {"thread_id": "waiting"}}
+    app.invoke({"log": ["start"]}, waiting)
+    assert app.get_state(waiting).interrupts
+    return {t: app.get_state({"configurable": {"thread_id": t}}).values for t in ("done-1", "done-2")}
+
+
+def _counts(saver: Any) -> dict[str, int]:
+    from multiagent.persistence.pruning import store_for
+
+    return store_for(saver).thread_counts()
+
+
+def test_pruning_keeps_the_last_checkpoints_and_what_an_interrupt_needs(backend: str) -> None:
+    settings = load_settings()
+    with open_checkpointer(settings) as saver:
+        app = _graph().compile(checkpointer=saver)
+        finished = _run_threads(app)
+        before = _counts(saver)
+        assert min(before.values()) > 2
+        report = prune_saver(saver, keep=2, max_age_days=30)
+        after = _counts(saver)
+        assert report.backend == backend
+        assert report.threads_trimmed == ["done-1", "done-2", "waiting"]
+        assert report.checkpoints_before == sum(before.values())
+        assert report.checkpoints_after == sum(after.values()) < report.checkpoints_before
+        # SQLite keeps the newest N; PostgresSaver.prune keeps the latest one
+        expected = 2 if backend == "sqlite" else 1
+        assert after == {"done-1": expected, "done-2": expected, "waiting": expected}
+        for thread, values in finished.items():
+            assert app.get_state({"configurable": {"thread_id": thread}}).values == values
+        waiting = {"configurable": {"thread_id": "waiting"}}
+        assert [i.value for i in app.get_state(waiting).interrupts] == ["approve?"]
+        resumed = app.invoke(Command(resume="ok"), waiting)
+        assert resumed["log"] == ["start", "a", "b", "ask:ok", "done"]
+        assert report.bytes_before > 0 and report.bytes_after > 0
+        if backend == "sqlite":
+            assert report.bytes_reclaimed > 0  # VACUUM gave the pages back
+
+
+def test_old_threads_go_unless_an_interrupt_waits_on_them(backend: str) -> None:
+    settings = load_settings()
+    with open_checkpointer(settings) as saver:
+        app = _graph().compile(checkpointer=saver)
+        _run_threads(app)
+        fresh = prune_saver(saver, keep=50, max_age_days=30)
+        assert fresh.threads_deleted == [] and fresh.threads_trimmed == []
+        later = datetime.now(UTC) + timedelta(days=31)
+        report = prune_saver(saver, keep=50, max_age_days=30, now=later)
+        assert report.threads_deleted == ["done-1", "done-2"]
+        assert report.kept_for_interrupts == ["waiting"]
+        assert set(_counts(saver)) == {"waiting"}
+        assert app.get_state({"configurable": {"thread_id": "done-1"}}).values == {}
+        resumed = app.invoke(Command(resume="late"), {"configurable": {"thread_id": "waiting"}})
+        assert resumed["log"][-2:] == ["ask:late", "done"]
+
+
+def test_limits_come_from_the_profile_and_status_counts(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MULTIAGENT_MEMORY__CHECKPOINTS_PER_THREAD", "3")
+    monkeypatch.setenv("MULTIAGENT_MEMORY__THREAD_MAX_AGE_DAYS", "7")
+    settings = load_settings()
+    with open_checkpointer(settings) as saver:
+        _run_threads(_graph().compile(checkpointer=saver))
+        total = sum(_counts(saver).values())
+    status = checkpoint_report(settings)
+    assert status["backend"] == backend
+    assert (status["threads"], status["checkpoints"]) == (3, total)
+    assert status["size_bytes"] > 0
+    report = prune_checkpoints(settings)
+    assert (report.keep_per_thread, report.max_age_days) == (3, 7.0)
+    assert report.checkpoints_after < total
+    assert checkpoint_report(settings)["checkpoints"] == report.checkpoints_after
+
+
+def test_an_unreachable_postgres_url_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MULTIAGENT_CHECKPOINT_URL", "postgresql://someone:secret@127.0.0.1:1/db")
+    settings = load_settings()
+    with pytest.raises(UsageError) as caught, open_checkpointer(settings):
+        pass
+    message = str(caught.value)
+    assert message.startswith("cannot connect to PostgreSQL at postgresql://***@127.0.0.1:1/db")
+    assert "secret" not in message and "\n" not in message

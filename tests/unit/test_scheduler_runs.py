@@ -1,0 +1,87 @@
+"""The scheduler keeps running when a task fails, and persists every task's record."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from apscheduler.triggers.interval import IntervalTrigger
+
+from multiagent.persistence.scheduler import MemoryPersistenceScheduler
+from multiagent.persistence.scheduler_state import scheduler_running
+from multiagent.policies import load_settings
+
+
+def _flaky_disk() -> None:
+    raise OSError("disk full")
+
+
+def test_a_failing_task_is_recorded_and_does_not_raise(isolated_env: Path) -> None:
+    scheduler = MemoryPersistenceScheduler(load_settings(), tasks={"backups": _flaky_disk})
+    record = scheduler.run_task("backups")
+    assert record["last_status"] == "failed"
+    assert record["last_error"] == "OSError: disk full"
+    assert record["failures"] == 1
+    # tried again at its next time: the next run is the next 01:00
+    next_run = datetime.fromisoformat(record["next_run"])
+    assert (next_run.hour, next_run.minute) == (1, 0) and next_run > datetime.now(UTC)
+    persisted = json.loads((isolated_env / "scheduler.json").read_text())
+    assert persisted["tasks"]["backups"]["last_error"] == "OSError: disk full"
+
+
+def test_metrics_without_a_hook_is_skipped_and_with_one_is_called() -> None:
+    settings = load_settings()
+    skipped = MemoryPersistenceScheduler(settings).run_task("metrics")
+    assert skipped["last_status"] == "skipped"
+    assert skipped["last_result"] == "no metrics hook installed"
+    calls: list[int] = []
+    hooked = MemoryPersistenceScheduler(
+        settings, metrics_hook=lambda: calls.append(1) or {"persisted": len(calls)}
+    )
+    record = hooked.run_task("metrics")
+    assert calls == [1]
+    assert record["last_status"] == "ok" and record["last_result"] == {"persisted": 1}
+    assert record["runs"] == 2  # the record is shared through the state file
+
+
+@pytest.mark.timeout(30)
+def test_the_scheduler_survives_a_task_that_always_fails(isolated_env: Path) -> None:
+    ran: list[float] = []
+    fast = IntervalTrigger(seconds=0.2, start_date=datetime.now(UTC))
+    scheduler = MemoryPersistenceScheduler(
+        load_settings(),
+        tasks={"vacuum": _flaky_disk, "backups": lambda: ran.append(time.monotonic())},
+        triggers={"vacuum": fast, "backups": fast},
+    )
+    scheduler.start()
+    try:
+        assert scheduler_running(scheduler.state.load())
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if scheduler.state.task("vacuum")["failures"] >= 3 and len(ran) >= 3:
+                break
+            time.sleep(0.05)
+        assert scheduler.running
+    finally:
+        scheduler.shutdown()
+    vacuum = scheduler.state.task("vacuum")
+    assert vacuum["failures"] >= 3 and vacuum["last_status"] == "failed"
+    assert len(ran) >= 3
+    assert scheduler.state.task("backups")["last_status"] == "ok"
+    assert not scheduler_running(scheduler.state.load())
+    status = scheduler.status()
+    assert set(status["tasks"]) == {"snapshots", "vacuum", "backups", "compaction", "metrics"}
+    assert status["tasks"]["compaction"]["next_run"] is not None
+
+
+def test_foreground_run_stops_after_its_duration() -> None:
+    scheduler = MemoryPersistenceScheduler(load_settings())
+    started = time.monotonic()
+    scheduler.run_forever(duration_s=0.2)
+    assert 0.15 < time.monotonic() - started < 5
+    record = scheduler.state.load()
+    assert record["scheduler"]["stopped_at"] is not None
+    assert record["tasks"]["backups"]["next_run"] is not None
