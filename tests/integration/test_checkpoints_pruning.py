@@ -90,7 +90,9 @@ def _run_threads(app: Any) -> dict[str, Any]:
     waiting = {"configurable": {"thread_id": "waiting"}}
     app.invoke({"log": ["start"]}, waiting)
     assert app.get_state(waiting).interrupts
-    return {t: app.get_state({"configurable": {"thread_id": t}}).values for t in ("done-1", "done-2")}
+    return {
+        t: app.get_state({"configurable": {"thread_id": t}}).values for t in ("done-1", "done-2")
+    }
 
 
 def _counts(saver: Any) -> dict[str, int]:
@@ -121,7 +123,8 @@ def test_pruning_keeps_the_last_checkpoints_and_what_an_interrupt_needs(backend:
         assert [i.value for i in app.get_state(waiting).interrupts] == ["approve?"]
         resumed = app.invoke(Command(resume="ok"), waiting)
         assert resumed["log"] == ["start", "a", "b", "ask:ok", "done"]
-        assert report.bytes_before > 0 and report.bytes_after > 0
+        assert report.bytes_before > 0
+        assert report.bytes_after > 0
         if backend == "sqlite":
             assert report.bytes_reclaimed > 0  # VACUUM gave the pages back
 
@@ -132,7 +135,8 @@ def test_old_threads_go_unless_an_interrupt_waits_on_them(backend: str) -> None:
         app = _graph().compile(checkpointer=saver)
         _run_threads(app)
         fresh = prune_saver(saver, keep=50, max_age_days=30)
-        assert fresh.threads_deleted == [] and fresh.threads_trimmed == []
+        assert fresh.threads_deleted == []
+        assert fresh.threads_trimmed == []
         later = datetime.now(UTC) + timedelta(days=31)
         report = prune_saver(saver, keep=50, max_age_days=30, now=later)
         assert report.threads_deleted == ["done-1", "done-2"]
@@ -169,4 +173,5 @@ def test_an_unreachable_postgres_url_is_one_line(monkeypatch: pytest.MonkeyPatch
         pass
     message = str(caught.value)
     assert message.startswith("cannot connect to PostgreSQL at postgresql://***@127.0.0.1:1/db")
-    assert "secret" not in message and "\n" not in message
+    assert "secret" not in message
+    assert "\n" not in message

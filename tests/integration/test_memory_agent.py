@@ -80,9 +80,11 @@ def test_remembering_the_same_text_twice_keeps_one_copy() -> None:
     ],
 )
 def test_bad_input_is_a_one_line_usage_error(call: object, message: str) -> None:
-    with open_agent_memory(load_settings(), embeddings="lexical") as memory:
-        with pytest.raises(UsageError, match=message):
-            call(memory)  # type: ignore[operator]
+    with (
+        open_agent_memory(load_settings(), embeddings="lexical") as memory,
+        pytest.raises(UsageError, match=message),
+    ):
+        call(memory)  # type: ignore[operator]
 
 
 class _OtherEmbedder(HashingEmbeddings):
@@ -114,7 +116,9 @@ def test_an_interrupted_rebuild_is_finished_or_discarded_on_open(isolated_env: P
         metadata = dict(original.metadata)
         # a crash while filling: a half-filled staging collection next to the original
         staging = memory.client.create_collection(name + REBUILD_SUFFIX, metadata=metadata)
-        staging.add(ids=items.ids[:1], documents=items.documents[:1], embeddings=items.embeddings[:1])
+        staging.add(
+            ids=items.ids[:1], documents=items.documents[:1], embeddings=items.embeddings[:1]
+        )
         # a crash after deleting the old collection, before renaming the complete new one
         other = collection_name("critic")
         ready = memory.client.create_collection(

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def minilm() -> Iterator[Embeddings]:
-    yield load_embeddings("minilm")
+    return load_embeddings("minilm")
 
 
 def test_auto_picks_the_real_model_when_installed(minilm: Embeddings) -> None:
@@ -39,9 +39,7 @@ def test_a_paraphrase_ranks_above_an_unrelated_text(isolated_env: Path, minilm: 
     with open_agent_memory(load_settings(), embeddings=minilm) as memory:
         memory.remember("observer", [WORD_TWIN, PARAPHRASE])
         assert memory.recall("observer", QUERY, k=2) == [PARAPHRASE, WORD_TWIN]
-        assert memory.recall("observer", "a bill that has to be paid this week", k=1) == [
-            WORD_TWIN
-        ]
+        assert memory.recall("observer", "a bill that has to be paid this week", k=1) == [WORD_TWIN]
 
 
 def test_the_lexical_fallback_ranks_them_the_other_way(isolated_env: Path) -> None:

@@ -43,7 +43,8 @@ def test_snapshot_wipe_restore_gives_identical_results(memory: ChromaAgentMemory
         memory.wipe("researcher")
         assert memory.recall("researcher", "vault 3") == []
         restored = snapper.restore(info.path)
-    assert restored.item_count == 12 and restored.agent == "researcher"
+    assert restored.item_count == 12
+    assert restored.agent == "researcher"
     assert _answers(memory) == before
     items_after = memory.export("researcher")[0]
     assert items_after.ids == items_before.ids
@@ -64,8 +65,10 @@ def test_snapshot_wipe_restore_gives_identical_results(memory: ChromaAgentMemory
     assert memory.export("researcher")[0].embeddings == items_after.embeddings
     assert _answers(memory) == before
     assert memory.recall("critic", "sources") == ["Check the sources twice."]  # untouched
-    assert header["schema_version"] == 1 and header["item_count"] == 12
-    assert header["checksum"].startswith("sha256:") and header["embedder"] == "lexical-hash-v1"
+    assert header["schema_version"] == 1
+    assert header["item_count"] == 12
+    assert header["checksum"].startswith("sha256:")
+    assert header["embedder"] == "lexical-hash-v1"
 
 
 def test_snapshot_holds_the_thread_index(memory: ChromaAgentMemory) -> None:
@@ -98,9 +101,10 @@ def _corrupt_variants(good: bytes, tmp: Path) -> dict[str, tuple[Path, str]]:
     raw = json.loads(gzip.decompress(good))
     altered = dict(raw)
     altered["payload"] = {**raw["payload"], "agent": raw["payload"]["agent"]}
-    altered["payload"]["items"] = [dict(raw["payload"]["items"][0], document="forged")] + raw[
-        "payload"
-    ]["items"][1:]
+    altered["payload"]["items"] = [
+        dict(raw["payload"]["items"][0], document="forged"),
+        *raw["payload"]["items"][1:],
+    ]
     foreign_schema = {**raw, "schema_version": 99}
     foreign_format = {"format": "someone-else", "rows": []}
     variants = {
@@ -194,6 +198,8 @@ def test_a_process_killed_half_way_leaves_the_previous_snapshot_intact(
 
 
 def test_snapshot_of_an_agent_without_memory_is_a_usage_error(memory: ChromaAgentMemory) -> None:
-    with MemorySnapshot(load_settings(), store=memory) as snapper:
-        with pytest.raises(UsageError, match="agent 'ghost' has no memory to snapshot"):
-            snapper.take("ghost")
+    with (
+        MemorySnapshot(load_settings(), store=memory) as snapper,
+        pytest.raises(UsageError, match="agent 'ghost' has no memory to snapshot"),
+    ):
+        snapper.take("ghost")

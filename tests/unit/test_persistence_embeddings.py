@@ -58,7 +58,8 @@ def test_lexical_fallback_is_announced_once(
         first = load_embeddings("auto")
         monkeypatch.setattr(embeddings, "_cache", {})
         second = load_embeddings("auto")
-    assert isinstance(first, HashingEmbeddings) and isinstance(second, HashingEmbeddings)
+    assert isinstance(first, HashingEmbeddings)
+    assert isinstance(second, HashingEmbeddings)
     notices = [r for r in caplog.records if "lexical hashing embedder" in r.getMessage()]
     assert len(notices) == 1
     with pytest.raises(UsageError, match="embedder 'minilm' is not installed"):

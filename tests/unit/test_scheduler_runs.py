@@ -27,7 +27,8 @@ def test_a_failing_task_is_recorded_and_does_not_raise(isolated_env: Path) -> No
     assert record["failures"] == 1
     # tried again at its next time: the next run is the next 01:00
     next_run = datetime.fromisoformat(record["next_run"])
-    assert (next_run.hour, next_run.minute) == (1, 0) and next_run > datetime.now(UTC)
+    assert (next_run.hour, next_run.minute) == (1, 0)
+    assert next_run > datetime.now(UTC)
     persisted = json.loads((isolated_env / "scheduler.json").read_text())
     assert persisted["tasks"]["backups"]["last_error"] == "OSError: disk full"
 
@@ -43,7 +44,8 @@ def test_metrics_without_a_hook_is_skipped_and_with_one_is_called() -> None:
     )
     record = hooked.run_task("metrics")
     assert calls == [1]
-    assert record["last_status"] == "ok" and record["last_result"] == {"persisted": 1}
+    assert record["last_status"] == "ok"
+    assert record["last_result"] == {"persisted": 1}
     assert record["runs"] == 2  # the record is shared through the state file
 
 
@@ -68,7 +70,8 @@ def test_the_scheduler_survives_a_task_that_always_fails(isolated_env: Path) -> 
     finally:
         scheduler.shutdown()
     vacuum = scheduler.state.task("vacuum")
-    assert vacuum["failures"] >= 3 and vacuum["last_status"] == "failed"
+    assert vacuum["failures"] >= 3
+    assert vacuum["last_status"] == "failed"
     assert len(ran) >= 3
     assert scheduler.state.task("backups")["last_status"] == "ok"
     assert not scheduler_running(scheduler.state.load())
