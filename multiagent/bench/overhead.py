@@ -45,7 +45,7 @@ from multiagent.nodes.context import build_context
 from multiagent.nodes.planner import PlanAnswer, merge_steps, plan_tool
 from multiagent.nodes.synthesizer import synthesis_prompt
 from multiagent.persistence.checkpointer import open_checkpointer
-from multiagent.policies import Settings, load_settings
+from multiagent.policies import TIERS, Settings, Tier, load_settings
 
 TEAM = ("researcher", "analyst", "critic")
 RATIO_TARGET = 1.10
@@ -126,10 +126,26 @@ def bare_orchestration(
     return graph.compile(checkpointer=checkpointer)
 
 
+class _DirectModels(ModelPipeline):
+    """Hands every agent the bare simulated model of its tier: the graph without the pipeline."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self._models = {
+            tier: SimulatedChatModel(model=settings.profile.models.for_tier(tier)) for tier in TIERS
+        }
+
+    def model_for(  # type: ignore[override]
+        self, tier: Tier, *, agent: str, **kwargs: Any
+    ) -> SimulatedChatModel:
+        return self._models[tier]
+
+
 #: The variants timed, in the order each iteration runs them.
 VARIANTS: dict[str, str] = {
     "bare": "bare graph, no persistence",
     "bare_sqlite": "bare graph, SQLite checkpointer (sync durability)",
+    "nodes_only": "this project's graph and nodes, models called directly (no model pipeline)",
     "full": "full pipeline (graph.invoke with context), no persistence",
     "full_nocache": "full pipeline, no persistence, completion cache off",
     "full_cli": "full pipeline as the CLI runs it: run_workflow, SQLite (sync durability)",
@@ -162,7 +178,11 @@ def run_overhead_bench(*, iterations: int = 40, warmup: int = 5) -> dict[str, An
             home=Path(home) / "nocache", overrides={**_UNPACED, "cache.completion_enabled": False}
         )
         agents = load_agents(settings)
-        pipelines = {"on": ModelPipeline(settings), "off": ModelPipeline(nocache)}
+        pipelines = {
+            "on": ModelPipeline(settings),
+            "off": ModelPipeline(nocache),
+            "direct": _DirectModels(settings),
+        }
         with open_checkpointer(settings) as saver:
             bare = bare_orchestration(settings, agents)
             bare_saved = bare_orchestration(settings, agents, checkpointer=saver)
@@ -175,7 +195,7 @@ def run_overhead_bench(*, iterations: int = 40, warmup: int = 5) -> dict[str, An
                     return f"Plan a product launch for bakery {index}{variant}"
 
                 def context(which: str) -> Any:
-                    chosen = settings if which == "on" else nocache
+                    chosen = nocache if which == "off" else settings
                     return build_context(
                         chosen, agents=agents, pipeline=pipelines[which], analysis_cache=None
                     )
@@ -190,6 +210,7 @@ def run_overhead_bench(*, iterations: int = 40, warmup: int = 5) -> dict[str, An
                         {"configurable": {"thread_id": f"bare-{index}"}},
                         durability="sync",
                     ),
+                    "nodes_only": lambda: full.invoke(inputs(""), context=context("direct")),
                     "full": lambda: full.invoke(inputs(""), context=context("on")),
                     "full_nocache": lambda: full.invoke(
                         inputs(" (no cache)"), context=context("off")
@@ -219,59 +240,16 @@ def run_overhead_bench(*, iterations: int = 40, warmup: int = 5) -> dict[str, An
     ratio = figures["full"]["median_ms"] / figures["bare"]["median_ms"]
     ratio_saved = figures["full_cli"]["median_ms"] / figures["bare_sqlite"]["median_ms"]
     per_call = (figures["full"]["median_ms"] - figures["bare"]["median_ms"]) / max(calls, 1)
+    nodes_ratio = figures["nodes_only"]["median_ms"] / figures["bare"]["median_ms"]
     return {
         "iterations": iterations,
         "calls_per_run": calls,
         "variants": {name: {"what": VARIANTS[name], **figures[name]} for name in VARIANTS},
         "ratio": round(ratio, 3),
         "ratio_with_persistence": round(ratio_saved, 3),
+        "ratio_nodes_only": round(nodes_ratio, 3),
         "overhead_per_call_ms": round(per_call, 3),
         "target": RATIO_TARGET,
         "met": ratio <= RATIO_TARGET,
         "same_output": same_output,
     }
-
-
-def overhead_markdown(result: dict[str, Any]) -> str:
-    """The figures as the body of the ``BENCHMARKS.md`` section."""
-    from multiagent.bench.report import table, verdict
-
-    rows = [
-        (name, data["what"], f"{data['median_ms']:.2f}", f"{data['mean_ms']:.2f}")
-        for name, data in result["variants"].items()
-    ]
-    return "\n".join(
-        [
-            f"Three-agent orchestration (planner → {len(TEAM)} agents via `Send` → synthesizer, "
-            f"{result['calls_per_run']} model calls) on the zero-latency simulated model, "
-            f"{result['iterations']} runs of each variant, alternating.",
-            "",
-            table(("variant", "what", "median ms", "mean ms"), rows),
-            "",
-            table(
-                ("figure", "measured", "target", "verdict"),
-                [
-                    (
-                        "full / bare (the same calls, no persistence)",
-                        f"{result['ratio']:.2f}×",
-                        f"≤ {result['target']:.2f}×",
-                        verdict(result["met"]),
-                    ),
-                    (
-                        "full as the CLI runs / bare with the same SQLite checkpointer",
-                        f"{result['ratio_with_persistence']:.2f}×",
-                        "-",
-                        "-",
-                    ),
-                    (
-                        "added per model call",
-                        f"{result['overhead_per_call_ms']:.2f} ms",
-                        "-",
-                        "-",
-                    ),
-                ],
-            ),
-            "",
-            f"Same output from bare and full: {'yes' if result['same_output'] else '**no**'}.",
-        ]
-    )

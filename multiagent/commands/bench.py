@@ -163,7 +163,8 @@ def overhead(
     as_json: JsonOption = False,
 ) -> None:
     """Bare LangGraph orchestration vs the full pipeline on a zero-latency model; target ≤ 1.10×."""
-    from multiagent.bench.overhead import overhead_markdown, run_overhead_bench
+    from multiagent.bench.overhead import run_overhead_bench
+    from multiagent.bench.overhead_report import overhead_markdown
 
     result = run_overhead_bench(iterations=iterations, warmup=warmup)
     body = overhead_markdown(result)

@@ -1,0 +1,86 @@
+"""``bench overhead`` figures as the body of their ``BENCHMARKS.md`` section."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from multiagent.bench.overhead import TEAM
+from multiagent.bench.report import table, verdict
+
+
+def overhead_markdown(result: dict[str, Any]) -> str:
+    """The figures as the body of the ``BENCHMARKS.md`` section."""
+    rows = [
+        (name, data["what"], f"{data['median_ms']:.2f}", f"{data['mean_ms']:.2f}")
+        for name, data in result["variants"].items()
+    ]
+    return "\n".join(
+        [
+            f"Three-agent orchestration (planner → {len(TEAM)} agents via `Send` → synthesizer, "
+            f"{result['calls_per_run']} model calls) on the zero-latency simulated model, "
+            f"{result['iterations']} runs of each variant, alternating.",
+            "",
+            table(("variant", "what", "median ms", "mean ms"), rows),
+            "",
+            table(
+                ("figure", "measured", "target", "verdict"),
+                [
+                    (
+                        "full / bare (the same calls, no persistence)",
+                        f"{result['ratio']:.2f}×",
+                        f"≤ {result['target']:.2f}×",
+                        verdict(result["met"]),
+                    ),
+                    (
+                        "full as the CLI runs / bare with the same SQLite checkpointer",
+                        f"{result['ratio_with_persistence']:.2f}×",
+                        "-",
+                        "-",
+                    ),
+                    (
+                        "graph and nodes only / bare (models called directly)",
+                        f"{result['ratio_nodes_only']:.2f}×",
+                        "-",
+                        "-",
+                    ),
+                    (
+                        "added per model call",
+                        f"{result['overhead_per_call_ms']:.2f} ms",
+                        "-",
+                        "-",
+                    ),
+                ],
+            ),
+            "",
+            f"Same output from bare and full: {'yes' if result['same_output'] else '**no**'}.",
+            "",
+            "Where the time goes, per run (differences of medians):",
+            "",
+            table(("part", "ms per run"), breakdown(result)),
+            "",
+            "Reading: the target is not met on a zero-latency model. This project's graph and "
+            "nodes cost little over the bare graph (`nodes_only`); the time is in the model "
+            "pipeline around each call (a fresh pipeline model per node call, redaction, the "
+            "backpressure controller, retries, accounting) and above all in the completion "
+            "cache, which on a miss looks the prompt up and then writes the answer to diskcache "
+            "(SQLite). Persisting checkpoints synchronously costs the bare graph as much as "
+            "ours. Against a real provider, where one call takes hundreds of milliseconds, the "
+            f"added {result['overhead_per_call_ms']:.1f} ms per call is under 1% of wall time.",
+        ]
+    )
+
+
+def breakdown(result: dict[str, Any]) -> list[tuple[str, str]]:
+    """The medians' differences: what each layer adds to one orchestration run."""
+    ms = {name: data["median_ms"] for name, data in result["variants"].items()}
+    checkpoints = ms["bare_sqlite"] - ms["bare"]
+    parts = [
+        ("graph and nodes (nodes_only - bare)", ms["nodes_only"] - ms["bare"]),
+        ("model pipeline, no cache (full_nocache - nodes_only)",
+         ms["full_nocache"] - ms["nodes_only"]),
+        ("completion cache, all misses (full - full_nocache)", ms["full"] - ms["full_nocache"]),
+        ("SQLite checkpoints, sync (bare_sqlite - bare)", checkpoints),
+        ("runner: thread checks, run config (full_cli - full - checkpoints)",
+         ms["full_cli"] - ms["full"] - checkpoints),
+    ]  # fmt: skip
+    return [(name, f"{value:.2f}") for name, value in parts]
