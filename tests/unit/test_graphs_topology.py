@@ -80,3 +80,20 @@ def test_factories_do_not_compile_at_import() -> None:
     for module in (orchestration, meeting, validation):
         compiled = [v for v in vars(module).values() if isinstance(v, CompiledStateGraph)]
         assert compiled == []
+
+
+def test_a_studio_graph_runs_without_a_context() -> None:
+    spec = importlib.util.spec_from_file_location("_studio", ROOT / "multiagent/graphs/studio.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    values = module.validation.invoke(
+        {
+            "items": [{"id": "a", "text": "Ovens are hot."}],
+            "validators": ["safety"],
+            "threshold": 0.5,
+        }
+    )
+    assert [r["id"] for r in values["results"]] == ["a"]
+    assert values["results"][0]["responded"] == 1
