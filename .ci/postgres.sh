@@ -17,10 +17,15 @@ start_postgres() {
     chown postgres "$PG_DIR" 2>/dev/null || true
     local as=()
     if [ "$(id -u)" = "0" ]; then as=(runuser -u postgres --); fi
-    "${as[@]}" "$bin/initdb" -D "$PG_DIR/data" -U postgres -A trust >/dev/null || return 1
-    PG_PORT=${PG_PORT:-55432}
-    "${as[@]}" "$bin/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w \
-        -o "-h 127.0.0.1 -p $PG_PORT -k $PG_DIR" start >/dev/null || return 1
+    "${as[@]}" "$bin/initdb" -D "$PG_DIR/data" -U postgres -A trust >/dev/null || { rm -rf "$PG_DIR"; return 1; }
+    # a free port unless one is given, so a second cluster (or a stale one) does not collide
+    PG_PORT=${PG_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
+    if ! "${as[@]}" "$bin/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w \
+        -o "-h 127.0.0.1 -p $PG_PORT -k $PG_DIR" start >/dev/null; then
+        cat "$PG_DIR/log" >&2 || true
+        rm -rf "$PG_DIR"
+        return 1
+    fi
     trap 'stop_postgres' EXIT
     export PG_BIN="$bin" PG_AS="${as[*]}"
     export MULTIAGENT_TEST_POSTGRES_URL="postgresql://postgres@127.0.0.1:$PG_PORT/postgres"
