@@ -96,8 +96,9 @@ class ChromaMemoryStore:
         self.path = path
         self.lock = lock
         self.client = open_chroma_client(path)
-        with self.lock.exclusive():
-            recover_rebuilds(self.client)
+        if any(is_staging(c.name) for c in self.client.list_collections()):
+            with self.lock.exclusive():  # only after a crash: do not wait on maintenance else
+                recover_rebuilds(self.client)
 
     def __enter__(self) -> Self:
         return self

@@ -144,6 +144,16 @@ class PostgresCheckpointStore:
                 conn.execute(f"VACUUM {table}")  # table names are constants
 
 
-def checkpoint_location(url: str) -> str:
-    """How status names the database."""
-    return mask_url(url)
+def postgres_report(url: str) -> dict[str, Any]:
+    """Threads, checkpoints and size of a PostgreSQL checkpoint database, creating nothing."""
+    with connect(url) as conn:
+        store = PostgresCheckpointStore(PostgresSaver(conn))
+        created = store._rows("SELECT to_regclass('checkpoints') IS NOT NULL AS present")
+        counts = store.thread_counts() if created and created[0]["present"] else {}
+        return {
+            "backend": "postgres",
+            "location": mask_url(url),
+            "size_bytes": store.size_bytes(),
+            "threads": len(counts),
+            "checkpoints": sum(counts.values()),
+        }

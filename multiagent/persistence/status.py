@@ -105,22 +105,9 @@ def checkpoint_report(settings: Settings) -> dict[str, Any]:
     """The checkpoint database: backend, where, size, threads and checkpoints."""
     url = settings.checkpoint_url
     if url and url.startswith(("postgresql://", "postgres://")):
-        from multiagent.persistence.postgres import (
-            PostgresCheckpointStore,
-            mask_url,
-            open_postgres_checkpointer,
-        )
+        from multiagent.persistence.postgres import postgres_report
 
-        with open_postgres_checkpointer(url) as saver:
-            store = PostgresCheckpointStore(saver)
-            counts = store.thread_counts()
-            return {
-                "backend": "postgres",
-                "location": mask_url(url),
-                "size_bytes": store.size_bytes(),
-                "threads": len(counts),
-                "checkpoints": sum(counts.values()),
-            }
+        return postgres_report(url)
     path = checkpoint_path(settings)
     threads, checkpoints = _sqlite_counts(path)
     files = [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
