@@ -25,6 +25,19 @@ if TYPE_CHECKING:
     from multiagent.models.simulated import SimulatedChatModel as SimulatedChatModel
     from multiagent.nodes.context import WorkflowContext as WorkflowContext
     from multiagent.nodes.context import build_context as build_context
+    from multiagent.observability.cache_stats import cache_analytics as cache_analytics
+    from multiagent.observability.history import MetricsHistory as MetricsHistory
+    from multiagent.observability.history import (
+        metrics_persist_hook as metrics_persist_hook,
+    )
+    from multiagent.observability.history import persist_metrics as persist_metrics
+    from multiagent.observability.otel import (
+        OpenTelemetryCallbackHandler as OpenTelemetryCallbackHandler,
+    )
+    from multiagent.observability.server import run_metrics_server as run_metrics_server
+    from multiagent.observability.tracing import configure_tracing as configure_tracing
+    from multiagent.observability.tracing import run_config as run_config
+    from multiagent.observability.tracing import shutdown_tracing as shutdown_tracing
     from multiagent.persistence.maintenance import ChromaDBMaintenance as ChromaDBMaintenance
     from multiagent.persistence.memory import AgentMemory as AgentMemory
     from multiagent.persistence.memory import open_agent_memory as open_agent_memory
@@ -45,7 +58,9 @@ _EXPORTS: dict[str, str] = {
     "ChromaDBMaintenance": "multiagent.persistence.maintenance",
     "MemoryPersistenceScheduler": "multiagent.persistence.scheduler",
     "MemorySnapshot": "multiagent.persistence.snapshots",
+    "MetricsHistory": "multiagent.observability.history",
     "ModelPipeline": "multiagent.models.pipeline",
+    "OpenTelemetryCallbackHandler": "multiagent.observability.otel",
     "RunLedger": "multiagent.models.ledger",
     "Settings": "multiagent.policies.settings",
     "SimServerConfig": "multiagent.sim.config",
@@ -58,10 +73,17 @@ _EXPORTS: dict[str, str] = {
     "build_meeting_graph": "multiagent.graphs.meeting",
     "build_orchestration_graph": "multiagent.graphs.orchestration",
     "build_validation_graph": "multiagent.graphs.validation",
+    "cache_analytics": "multiagent.observability.cache_stats",
+    "configure_tracing": "multiagent.observability.tracing",
     "create_batch_completions": "multiagent.models.batch",
     "load_settings": "multiagent.policies.settings",
+    "metrics_persist_hook": "multiagent.observability.history",
     "open_agent_memory": "multiagent.persistence.memory",
+    "persist_metrics": "multiagent.observability.history",
+    "run_config": "multiagent.observability.tracing",
+    "run_metrics_server": "multiagent.observability.server",
     "run_sim_server": "multiagent.sim.runner",
+    "shutdown_tracing": "multiagent.observability.tracing",
 }
 
 __all__ = sorted(_EXPORTS)

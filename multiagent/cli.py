@@ -15,6 +15,7 @@ from typer.core import TyperGroup
 
 from multiagent.commands._shared import RootOptions
 from multiagent.commands.bench import bench_app
+from multiagent.commands.metrics import metrics_app
 from multiagent.commands.persistence import persistence_app
 from multiagent.commands.profile import profile
 from multiagent.commands.sim import sim_app
@@ -102,6 +103,7 @@ app.command("meeting")(meeting)
 app.command("validate")(validate)
 app.add_typer(threads_app, name="threads")
 app.add_typer(persistence_app, name="persistence")
+app.add_typer(metrics_app, name="metrics")
 
 
 def main() -> None:

@@ -1,0 +1,135 @@
+"""``multiagent metrics serve|show|history``: the metrics server and the recorded history."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from multiagent.commands._shared import cli_settings, console, print_json
+
+metrics_app = typer.Typer(
+    help="Metrics of the runs: Prometheus/JSON server, summary, 24-hour history.",
+    no_args_is_help=True,
+)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+
+
+@metrics_app.command("serve")
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port; 0 picks one.")] = 9464,
+) -> None:
+    """Serve /metrics (Prometheus), /metrics/summary, /metrics/history and /metrics/cache."""
+    from multiagent.observability.server import run_metrics_server  # loads the server stack
+
+    settings = cli_settings(ctx)
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        with run_metrics_server(settings, host=host, port=port) as url:
+            sys.stdout.write(f"multiagent metrics listening on {url}\n")
+            sys.stdout.write(f"prometheus: {url}/metrics · summary: {url}/metrics/summary\n")
+            sys.stdout.flush()
+            while not stop.wait(0.5):
+                pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _money(value: float) -> str:
+    return f"${value:.6f}"
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    calls, tokens = summary["calls"], summary["tokens"]
+    errors, cache = summary["errors"], summary["cache"]
+    table = Table(title="metrics · all recorded runs", title_justify="left", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_row(
+        "calls",
+        f"{calls['total']} ({calls['ok']} ok, {calls['error']} failed, {calls['cached']} cached)",
+    )
+    table.add_row("tokens", f"{tokens['input']} in, {tokens['output']} out")
+    table.add_row("cost", _money(summary["cost_usd"]))
+    kinds = ", ".join(f"{k} {v}" for k, v in errors["by_kind"].items())
+    table.add_row("errors", f"{errors['total']}" + (f" ({kinds})" if kinds else ""))
+    table.add_row("retries", str(summary["retries"]["total"]))
+    table.add_row("latency (avg)", f"{summary['latency']['avg_s'] * 1000:.1f} ms")
+    table.add_row("completion cache", f"{cache['completion']['hit_rate']:.1%} hit rate")
+    table.add_row("analysis cache", f"{cache['analysis']['hit_rate']:.1%} hit rate")
+    console.print(table)
+    if summary["models"]:
+        models = Table(title="per model", title_justify="left")
+        for column in ("model", "calls", "cached", "errors", "tokens in", "tokens out"):
+            models.add_column(column, justify="left" if column == "model" else "right")
+        models.add_column("cost", justify="right")
+        models.add_column("latency", justify="right")
+        for name, row in summary["models"].items():
+            models.add_row(
+                name,
+                str(row["calls"]["total"]),
+                str(row["calls"]["cached"]),
+                str(row["errors"]),
+                str(row["input_tokens"]),
+                str(row["output_tokens"]),
+                _money(row["cost_usd"]),
+                f"{row['latency_avg_s'] * 1000:.1f} ms",
+            )
+        console.print(models)
+    last = summary["source"]["last_persist"]
+    where = summary["source"]["history"]
+    console.print(f"history: {where}" + (f" · last written {last['at']}" if last else " (empty)"))
+
+
+@metrics_app.command("show")
+def show(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Show calls, tokens, cost, errors, latency and cache hit rates of every recorded run."""
+    from multiagent.observability.server import metrics_summary
+
+    summary = metrics_summary(cli_settings(ctx))
+    if as_json:
+        print_json(summary)
+    else:
+        _print_summary(summary)
+
+
+@metrics_app.command("history")
+def history(
+    ctx: typer.Context,
+    hours: Annotated[int, typer.Option("--hours", help="Hours of history, 1 to 24.")] = 1,
+    as_json: JsonOption = False,
+) -> None:
+    """Show the recorded 5-minute points of the last HOURS (empty points are left out)."""
+    from multiagent.observability.history import MetricsHistory, check_hours
+
+    check_hours(hours)
+    points = MetricsHistory(cli_settings(ctx)).points(hours=hours)
+    if as_json:
+        print_json({"hours": hours, "bucket_seconds": 300, "points": points})
+        return
+    busy = [p for p in points if p["calls"] or p["cached"]]
+    if not busy:
+        console.print(f"no model calls recorded in the last {hours} h")
+        return
+    table = Table(title=f"the last {hours} h, 5-minute points", title_justify="left")
+    for column in ("start (UTC)", "calls", "cached", "errors", "tokens in", "tokens out"):
+        table.add_column(column, justify="left" if column.startswith("start") else "right")
+    table.add_column("cost", justify="right")
+    for point in busy:
+        table.add_row(
+            point["start"][:16].replace("T", " "),
+            *(str(point[k]) for k in ("calls", "cached", "errors", "input_tokens")),
+            str(point["output_tokens"]),
+            _money(point["cost_usd"]),
+        )
+    console.print(table)

@@ -1,0 +1,92 @@
+"""Serve an ASGI app with uvicorn in a background thread on a socket bound here.
+
+The same approach as :mod:`multiagent.sim.runner` (which could use this helper too): the
+listening socket is bound before uvicorn starts, so a taken port is one clear
+:class:`~multiagent.errors.UsageError` instead of a log line, and port 0 picks a free port whose
+number is known before the server runs.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import uvicorn
+
+from multiagent.errors import MultiagentError, UsageError
+
+_START_TIMEOUT_S = 10.0
+
+
+def bind_socket(host: str, port: int, *, what: str) -> socket.socket:
+    """Bind a listening TCP socket; a bad host or a taken port is a one-line usage error."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise UsageError(f"{what} cannot listen on {host}:{port}: {exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        reason = exc.strerror or str(exc)
+        raise UsageError(f"{what} cannot listen on {host}:{port}: {reason}") from None
+    return sock
+
+
+@contextmanager
+def serve_in_thread(app: Any, *, host: str, port: int, what: str) -> Iterator[str]:
+    """Serve ``app`` on ``host:port`` in a daemon thread for the duration of a ``with`` block.
+
+    Args:
+        app: An ASGI application.
+        host: Interface to listen on.
+        port: TCP port; 0 picks a free one.
+        what: Names the server in error messages and the thread name.
+
+    Yields:
+        The server's base URL, e.g. ``"http://127.0.0.1:50123"``.
+
+    Raises:
+        UsageError: The host cannot be resolved or the port is taken.
+        MultiagentError: The server did not start.
+    """
+    sock = bind_socket(host, port, what=what)
+    bound = int(sock.getsockname()[1])
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=bound,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=2,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(
+        target=server.run,
+        kwargs={"sockets": [sock]},
+        name=f"multiagent-{what.replace(' ', '-')}",
+        daemon=True,
+    )
+    thread.start()
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            thread.join(timeout=_START_TIMEOUT_S)
+            sock.close()
+            raise MultiagentError(f"{what} could not start on {host}:{bound}")
+        time.sleep(0.005)
+    try:
+        shown = f"[{host}]" if ":" in host else host
+        yield f"http://{shown}:{bound}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=_START_TIMEOUT_S)
+        sock.close()

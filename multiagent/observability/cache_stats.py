@@ -1,0 +1,126 @@
+"""Cache analytics: the completion and analysis caches as every process sees them.
+
+Both caches keep exact hit/miss counters in diskcache under ``MULTIAGENT_HOME`` (see
+:mod:`multiagent.models.completion_cache` and :mod:`multiagent.models.analysis_cache`), so a
+metrics server in another process reads the same numbers the runs wrote. A cache that was never
+created is reported empty (``present: false``) and is not created by reading it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+from multiagent.models.analysis_cache import analysis_cache_dir, open_analysis_cache
+from multiagent.models.completion_cache import completion_cache_dir, open_completion_cache
+from multiagent.observability.metrics import Series
+from multiagent.policies import Settings
+
+_DISKCACHE_DB = "cache.db"  # diskcache.core.DBNAME
+
+
+def size_on_disk(directory: Path) -> int:
+    """Bytes of every file under ``directory`` (0 when it does not exist)."""
+    if not directory.exists():
+        return 0
+    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
+
+
+def expired_entries(entries_dir: Path, *, now: float | None = None) -> int:
+    """Entries past their expiry that diskcache has not culled yet (they read as misses)."""
+    database = entries_dir / _DISKCACHE_DB
+    if not database.exists():
+        return 0
+    moment = time.time() if now is None else now
+    uri = f"{database.resolve().as_uri()}?mode=ro"
+    with closing(sqlite3.connect(uri, uri=True, timeout=10.0)) as conn:
+        row = conn.execute(
+            "SELECT COUNT(*) FROM Cache WHERE expire_time IS NOT NULL AND expire_time < ?",
+            (moment,),
+        ).fetchone()
+    return int(row[0])
+
+
+def _completion(settings: Settings) -> dict[str, Any]:
+    config = settings.profile.cache
+    directory = completion_cache_dir(Path(settings.home))
+    base: dict[str, Any] = {
+        "enabled": config.completion_enabled,
+        "ttl_s": config.completion_ttl_s,
+        "present": directory.exists(),
+    }
+    if not directory.exists():
+        zeros = {"hits": 0, "misses": 0, "lookups": 0, "hit_rate": 0.0, "entries": 0}
+        return {**base, **zeros, "expired_entries": 0, "size_bytes": 0}
+    stats = open_completion_cache(settings.home, ttl_s=config.completion_ttl_s).stats()
+    return {
+        **base,
+        **stats.as_dict(),
+        "expired_entries": expired_entries(directory / "entries"),
+        "size_bytes": size_on_disk(directory),
+    }
+
+
+def _analysis(settings: Settings) -> dict[str, Any]:
+    config = settings.profile.cache
+    directory = analysis_cache_dir(Path(settings.home))
+    base: dict[str, Any] = {
+        "enabled": config.analysis_enabled,
+        "ttl_s": config.analysis_ttl_s,
+        "present": directory.exists(),
+    }
+    if not directory.exists():
+        zeros = {"hits": 0, "misses": 0, "expired": 0, "lookups": 0, "hit_rate": 0.0}
+        return {**base, **zeros, "entries": 0, "size_bytes": 0, "kinds": {}}
+    # opened enabled whatever the profile says: a switched-off cache may still hold counts
+    stats = open_analysis_cache(settings.home, ttl_s=config.analysis_ttl_s).stats()
+    kinds = {kind: _rates(counts) for kind, counts in stats["kinds"].items()}
+    return {
+        **base,
+        **_rates(stats["total"]),
+        "entries": stats["entries"],
+        "size_bytes": size_on_disk(directory),
+        "kinds": kinds,
+    }
+
+
+def _rates(counts: dict[str, int]) -> dict[str, Any]:
+    """Hits, misses and expired lookups with their sum and the hit rate."""
+    lookups = counts["hits"] + counts["misses"] + counts["expired"]
+    return {
+        "hits": counts["hits"],
+        "misses": counts["misses"],
+        "expired": counts["expired"],
+        "lookups": lookups,
+        "hit_rate": round(counts["hits"] / lookups, 6) if lookups else 0.0,
+    }
+
+
+def cache_analytics(settings: Settings) -> dict[str, Any]:
+    """Counters, hit rates, entries and size of the completion and analysis caches.
+
+    Args:
+        settings: Resolved settings (data directory, ``profile.cache``).
+
+    Returns:
+        ``{"completion": {...}, "analysis": {...}}``: hits, misses, lookups, hit_rate, entries,
+        size_bytes, enabled, ttl_s and present for both; ``expired_entries`` (stored past their
+        TTL, not yet culled) for completions; ``expired`` lookups and per-``kinds`` counters for
+        analyses.
+    """
+    return {"completion": _completion(settings), "analysis": _analysis(settings)}
+
+
+def cache_gauges(analytics: dict[str, Any]) -> list[Series]:
+    """The entries and size of each cache as gauge series for ``/metrics``."""
+    out: list[Series] = []
+    for cache in ("completion", "analysis"):
+        labels = {"cache": cache}
+        out.append(Series("multiagent_cache_entries", labels, float(analytics[cache]["entries"])))
+        out.append(
+            Series("multiagent_cache_size_bytes", labels, float(analytics[cache]["size_bytes"]))
+        )
+    return out

@@ -1,0 +1,309 @@
+"""Metrics history: counters of short CLI processes kept in SQLite under ``MULTIAGENT_HOME``.
+
+Each process records into its own in-memory store (:func:`~multiagent.observability.metrics.
+get_metrics`); :func:`persist_metrics` writes what the store counted *since this process last
+persisted it* (deltas), in one transaction, into ``<home>/metrics.sqlite``:
+
+- ``buckets``: the deltas added into their 5-minute bucket (``start`` is a multiple of 300 s),
+  so a day is at most 288 points per series, however many processes wrote;
+- ``totals``: all-time sums, kept when buckets older than 24 hours are trimmed;
+- ``persists``: when each write happened and from which process (trimmed after 24 hours).
+
+A process's baseline (what it has persisted) moves only after its transaction commits, so a
+failed write is retried whole by the next persist and a counter is never written twice. Several
+processes write the same file safely: WAL journal, a busy timeout, ``BEGIN IMMEDIATE``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from multiagent.errors import UsageError
+from multiagent.observability.metrics import MetricsStore, Series, get_metrics
+from multiagent.observability.summary import LabelKey, merge_series, point_of, series_key
+from multiagent.policies import Settings
+
+HISTORY_FILE = "metrics.sqlite"
+BUCKET_S = 300
+KEEP_S = 24 * 3600
+MAX_HOURS = 24
+_BUSY_TIMEOUT_MS = 10_000
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS buckets (
+    start INTEGER NOT NULL, name TEXT NOT NULL, labels TEXT NOT NULL, value REAL NOT NULL,
+    PRIMARY KEY (start, name, labels)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS totals (
+    name TEXT NOT NULL, labels TEXT NOT NULL, value REAL NOT NULL,
+    PRIMARY KEY (name, labels)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS persists (
+    at REAL NOT NULL, pid INTEGER NOT NULL, host TEXT NOT NULL, series INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS persists_at ON persists (at);
+"""
+
+
+def history_path(settings: Settings) -> Path:
+    """Where the metrics history of a data directory lives."""
+    return Path(settings.home) / HISTORY_FILE
+
+
+def bucket_start(moment: float) -> int:
+    """The start (unix seconds) of the 5-minute bucket holding ``moment``."""
+    return int(moment // BUCKET_S) * BUCKET_S
+
+
+def _labels_text(labels: dict[str, str]) -> str:
+    return json.dumps(dict(sorted(labels.items())), separators=(",", ":"), ensure_ascii=False)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """A connection that waits for other writers, in autocommit (transactions are explicit)."""
+    conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+    return conn
+
+
+@contextmanager
+def _transaction(path: Path) -> Iterator[sqlite3.Connection]:
+    """One write transaction on the history file (created with its schema when missing)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with closing(_connect(path)) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("BEGIN IMMEDIATE")  # take the write lock now: no deadlock on upgrade
+        try:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+
+@dataclass
+class _Baseline:
+    """What one store has persisted so far (per process)."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    persisted: dict[LabelKey, float] = field(default_factory=dict)
+
+
+_BASELINES: weakref.WeakKeyDictionary[MetricsStore, _Baseline] = weakref.WeakKeyDictionary()
+_BASELINES_LOCK = threading.Lock()
+
+
+def _baseline(store: MetricsStore) -> _Baseline:
+    with _BASELINES_LOCK:
+        found = _BASELINES.get(store)
+        if found is None:
+            found = _BASELINES[store] = _Baseline()
+        return found
+
+
+def _deltas(counters: Iterable[Series], persisted: dict[LabelKey, float]) -> list[Series]:
+    """What each counter gained since it was persisted (a counter that went down was reset)."""
+    out = []
+    for series in counters:
+        before = persisted.get(series_key(series), 0.0)
+        delta = series.value - before if series.value >= before else series.value
+        if delta > 0:
+            out.append(Series(series.name, series.labels, delta))
+    return out
+
+
+@dataclass(frozen=True)
+class PersistResult:
+    """One write of the history."""
+
+    path: Path
+    at: float
+    bucket_start: int
+    series: int
+    trimmed_buckets: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready data (the scheduler records it as the task's result)."""
+        return {
+            "path": str(self.path),
+            "at": datetime.fromtimestamp(self.at, UTC).isoformat(),
+            "bucket_start": datetime.fromtimestamp(self.bucket_start, UTC).isoformat(),
+            "series": self.series,
+            "trimmed_buckets": self.trimmed_buckets,
+        }
+
+
+def persist_metrics(
+    settings: Settings, *, store: MetricsStore | None = None, now: float | None = None
+) -> PersistResult:
+    """Write what ``store`` counted since its last persist into the history, atomically.
+
+    Call it at the end of a run, and every 5 minutes in a long-lived process (see
+    :func:`metrics_persist_hook`). Points older than 24 hours are trimmed in the same
+    transaction. A process should persist one store to one data directory.
+
+    Args:
+        settings: Resolved settings (the data directory).
+        store: The metrics store; default: the process's (:func:`get_metrics`).
+        now: Unix time of the point (tests); default: the current time.
+
+    Returns:
+        Where and when it wrote, and how many series had something new.
+    """
+    store = store if store is not None else get_metrics()
+    moment = time.time() if now is None else now
+    start = bucket_start(moment)
+    path = history_path(settings)
+    baseline = _baseline(store)
+    with baseline.lock:
+        current = store.snapshot().counters
+        deltas = _deltas(current, baseline.persisted)
+        with _transaction(path) as conn:
+            for series in deltas:
+                row = (series.name, _labels_text(series.labels), series.value)
+                conn.execute(
+                    "INSERT INTO buckets VALUES (?, ?, ?, ?) ON CONFLICT (start, name, labels) "
+                    "DO UPDATE SET value = value + excluded.value",
+                    (start, *row),
+                )
+                conn.execute(
+                    "INSERT INTO totals VALUES (?, ?, ?) ON CONFLICT (name, labels) DO UPDATE "
+                    "SET value = value + excluded.value",
+                    row,
+                )
+            conn.execute(
+                "INSERT INTO persists VALUES (?, ?, ?, ?)",
+                (moment, os.getpid(), socket.gethostname(), len(deltas)),
+            )
+            trimmed = _trim(conn, moment)
+        baseline.persisted = {series_key(s): s.value for s in current}
+    return PersistResult(path, moment, start, len(deltas), trimmed)
+
+
+def _trim(conn: sqlite3.Connection, moment: float) -> int:
+    """Drop buckets and persist records older than the kept day; return buckets dropped."""
+    oldest_kept = bucket_start(moment) - (KEEP_S // BUCKET_S - 1) * BUCKET_S
+    dropped = conn.execute("DELETE FROM buckets WHERE start < ?", (oldest_kept,)).rowcount
+    conn.execute("DELETE FROM persists WHERE at < ?", (moment - KEEP_S,))
+    return int(dropped)
+
+
+def metrics_persist_hook(
+    settings: Settings, *, store: MetricsStore | None = None
+) -> Callable[[], dict[str, Any]]:
+    """The ``metrics_hook`` of :class:`~multiagent.persistence.scheduler.
+    MemoryPersistenceScheduler`: persists ``store`` (default: the process's) every run."""
+
+    def hook() -> dict[str, Any]:
+        return persist_metrics(settings, store=store).as_dict()
+
+    return hook
+
+
+def unpersisted(store: MetricsStore | None = None) -> list[Series]:
+    """What ``store`` counted that it has not persisted yet."""
+    store = store if store is not None else get_metrics()
+    baseline = _baseline(store)
+    with baseline.lock:
+        return _deltas(store.snapshot().counters, baseline.persisted)
+
+
+def check_hours(hours: int) -> int:
+    """Return ``hours`` if it is 1 to 24, else raise a one-line :class:`UsageError`."""
+    if not 1 <= hours <= MAX_HOURS:
+        raise UsageError(f"hours must be between 1 and {MAX_HOURS}, got {hours}")
+    return hours
+
+
+class MetricsHistory:
+    """Read the metrics history of a data directory (never creates the file).
+
+    Args:
+        settings: Resolved settings (the data directory).
+        store: This process's store, whose unpersisted counts the ``live`` readings add.
+    """
+
+    def __init__(self, settings: Settings, *, store: MetricsStore | None = None) -> None:
+        self.path = history_path(settings)
+        self.store = store if store is not None else get_metrics()
+
+    def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        if not self.path.exists():
+            return []
+        with closing(_connect(self.path)) as conn:
+            return list(conn.execute(sql, args))
+
+    def totals(self, *, live: bool = True) -> list[Series]:
+        """All-time counter totals, plus this process's unpersisted counts when ``live``.
+
+        The two are read under the store's persist lock, so a persist happening meanwhile is
+        counted exactly once.
+        """
+        baseline = _baseline(self.store)
+        with baseline.lock:
+            rows = self._rows("SELECT name, labels, value FROM totals")
+            extra = _deltas(self.store.snapshot().counters, baseline.persisted) if live else []
+        return merge_series([Series(n, json.loads(lb), v) for n, lb, v in rows], extra)
+
+    def points(
+        self, *, hours: int, now: float | None = None, live: bool = True
+    ) -> list[dict[str, Any]]:
+        """The last ``hours`` as 5-minute points, oldest first, the current bucket last.
+
+        Every bucket is present (zeros where nothing was recorded): ``hours * 12`` points.
+
+        Raises:
+            UsageError: ``hours`` is not 1 to 24.
+        """
+        check_hours(hours)
+        moment = time.time() if now is None else now
+        last = bucket_start(moment)
+        first = last - (hours * 3600 // BUCKET_S - 1) * BUCKET_S
+        baseline = _baseline(self.store)
+        with baseline.lock:
+            rows = self._rows(
+                "SELECT start, name, labels, value FROM buckets WHERE start >= ? AND start <= ?",
+                (first, last),
+            )
+            extra = _deltas(self.store.snapshot().counters, baseline.persisted) if live else []
+        grouped: dict[int, list[Series]] = {start: [] for start in range(first, last + 1, BUCKET_S)}
+        for start, name, labels, value in rows:
+            grouped[int(start)].append(Series(name, json.loads(labels), value))
+        grouped[last].extend(extra)
+        return [
+            {
+                "start": datetime.fromtimestamp(start, UTC).isoformat(),
+                "timestamp": start,
+                **point_of(series),
+            }
+            for start, series in grouped.items()
+        ]
+
+    def last_persist(self) -> dict[str, Any] | None:
+        """The latest write: when, by which process id and host, how many series."""
+        rows = self._rows("SELECT at, pid, host, series FROM persists ORDER BY at DESC LIMIT 1")
+        if not rows:
+            return None
+        at, pid, host, count = rows[0]
+        return {
+            "at": datetime.fromtimestamp(at, UTC).isoformat(),
+            "pid": pid,
+            "host": host,
+            "series": count,
+        }
+
+    def stored_buckets(self) -> int:
+        """How many distinct 5-minute buckets the file holds."""
+        rows = self._rows("SELECT COUNT(DISTINCT start) FROM buckets")
+        return int(rows[0][0]) if rows else 0

@@ -1,0 +1,128 @@
+"""The metrics HTTP server (FastAPI): Prometheus scrape, JSON summary, history, cache analytics.
+
+Routes:
+
+- ``GET /healthz``: ``{"status": "ok"}``.
+- ``GET /metrics``: Prometheus text. Counters are the history's all-time totals plus what this
+  process counted and has not persisted yet (each count once); gauges are this process's live
+  collectors (backpressure limiters) and the caches' entries and size.
+- ``GET /metrics/summary``: calls, tokens, cost, errors by kind, average latency, cache hit
+  rates, per model and per agent (:func:`multiagent.observability.summary.summarize`).
+- ``GET /metrics/history?hours=N``: N from 1 to 24 (else 422), 5-minute points, oldest first.
+- ``GET /metrics/cache``: :func:`multiagent.observability.cache_stats.cache_analytics`.
+- ``GET /openapi.json``: FastAPI's OpenAPI document.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Query
+from fastapi.responses import PlainTextResponse
+
+from multiagent.observability._serve import serve_in_thread
+from multiagent.observability.cache_stats import cache_analytics, cache_gauges
+from multiagent.observability.history import MAX_HOURS, MetricsHistory
+from multiagent.observability.metrics import MetricsStore, get_metrics
+from multiagent.observability.prometheus import CONTENT_TYPE, render_prometheus
+from multiagent.observability.summary import summarize
+from multiagent.policies import Settings
+
+DEFAULT_PORT = 9464  # the port OpenTelemetry's Prometheus exporter uses by convention
+
+
+def metrics_summary(settings: Settings, *, store: MetricsStore | None = None) -> dict[str, Any]:
+    """The summary of every persisted run plus this process's unpersisted counts.
+
+    Args:
+        settings: Resolved settings (the data directory).
+        store: This process's metrics store; default: :func:`get_metrics`.
+
+    Returns:
+        :func:`~multiagent.observability.summary.summarize` of the totals, with ``source``
+        naming the history file and its last write.
+    """
+    history = MetricsHistory(settings, store=store)
+    return {
+        **summarize(history.totals()),
+        "source": {
+            "history": str(history.path),
+            "last_persist": history.last_persist(),
+            "stored_buckets": history.stored_buckets(),
+        },
+    }
+
+
+def create_metrics_app(settings: Settings, *, store: MetricsStore | None = None) -> FastAPI:
+    """Build the metrics app for a data directory.
+
+    Args:
+        settings: Resolved settings (data directory, cache configuration).
+        store: This process's metrics store; default: :func:`get_metrics`.
+    """
+    live = store if store is not None else get_metrics()
+    history = MetricsHistory(settings, store=live)
+    app = FastAPI(
+        title="multiagent metrics",
+        description="Model calls, tokens, cost, errors, latency and caches of multiagent runs.",
+    )
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        return {"status": "ok", "pid": os.getpid(), "home": str(settings.home)}
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    def prometheus() -> PlainTextResponse:
+        gauges = [*live.snapshot().gauges, *cache_gauges(cache_analytics(settings))]
+        text = render_prometheus(history.totals(), gauges)
+        return PlainTextResponse(text, media_type=CONTENT_TYPE)
+
+    @app.get("/metrics/summary")
+    def summary() -> dict[str, Any]:
+        return metrics_summary(settings, store=live)
+
+    @app.get("/metrics/history")
+    def history_points(
+        hours: Annotated[
+            int, Query(ge=1, le=MAX_HOURS, description="Hours of history, 1 to 24.")
+        ] = 1,
+    ) -> dict[str, Any]:
+        points = history.points(hours=hours)
+        return {"hours": hours, "bucket_seconds": 300, "count": len(points), "points": points}
+
+    @app.get("/metrics/cache")
+    def caches() -> dict[str, Any]:
+        return cache_analytics(settings)
+
+    return app
+
+
+@contextmanager
+def run_metrics_server(
+    settings: Settings,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    store: MetricsStore | None = None,
+) -> Iterator[str]:
+    """Serve the metrics app in a background thread for the duration of a ``with`` block.
+
+    Args:
+        settings: Resolved settings (the data directory to report on).
+        host: Interface to listen on (loopback by default).
+        port: TCP port; 0 picks a free one.
+        store: This process's metrics store; default: :func:`get_metrics`.
+
+    Yields:
+        The base URL, e.g. ``"http://127.0.0.1:50123"``.
+
+    Raises:
+        UsageError: The host cannot be resolved or the port is taken.
+        MultiagentError: The server did not start.
+    """
+    app = create_metrics_app(settings, store=store)
+    with serve_in_thread(app, host=host, port=port, what="the metrics server") as url:
+        yield url

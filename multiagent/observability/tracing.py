@@ -1,0 +1,236 @@
+"""Tracing: every run is one trace, named, tagged and with metadata, in LangSmith or OpenTelemetry.
+
+- :func:`run_config` gives the ``RunnableConfig`` pieces of one run (``run_name``, ``tags``,
+  ``metadata``, ``callbacks``). LangSmith reads the first three natively when
+  ``LANGSMITH_TRACING=true``; the callbacks hold the OpenTelemetry bridge
+  (:class:`~multiagent.observability.otel.OpenTelemetryCallbackHandler`) once
+  :func:`configure_tracing` set one up.
+- :func:`configure_tracing` builds an OpenTelemetry SDK tracer provider: spans go to an OTLP
+  endpoint when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``..._TRACES_ENDPOINT``) is set, to the
+  exporter a caller passes (tests: ``InMemorySpanExporter``), else nowhere and no handler is
+  added. The ``OTEL_*`` / ``LANGSMITH_*`` variables are read here, once, with pydantic-settings.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from multiagent.errors import ConfigError, UsageError
+from multiagent.observability.otel import OpenTelemetryCallbackHandler
+from multiagent.policies import Settings
+
+TRACER_NAME = "multiagent"
+_PROTOCOLS = ("http/protobuf", "grpc")
+
+
+def _alias(*names: str) -> Any:
+    return Field(default=None, validation_alias=AliasChoices(*names))
+
+
+class TracingEnvironment(BaseSettings):
+    """The tracing variables of the process environment (standard OpenTelemetry and LangSmith
+    names)."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=False)
+
+    otlp_endpoint: str | None = _alias("OTEL_EXPORTER_OTLP_ENDPOINT")
+    otlp_traces_endpoint: str | None = _alias("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    otlp_protocol: str | None = _alias(
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"
+    )
+    traces_exporter: str | None = _alias("OTEL_TRACES_EXPORTER")
+    service_name: str | None = _alias("OTEL_SERVICE_NAME")
+    langsmith_tracing: str | None = _alias("LANGSMITH_TRACING", "LANGCHAIN_TRACING_V2")
+    langsmith_project: str | None = _alias("LANGSMITH_PROJECT", "LANGCHAIN_PROJECT")
+
+    @property
+    def langsmith(self) -> bool:
+        """Whether LangChain sends runs to LangSmith."""
+        return (self.langsmith_tracing or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class Tracing:
+    """The tracing set-up of a process: where spans go, if anywhere."""
+
+    provider: TracerProvider | None
+    exporter: str
+    endpoint: str | None
+    langsmith: bool
+    langsmith_project: str | None
+
+    def handler(self, settings: Settings) -> OpenTelemetryCallbackHandler | None:
+        """A callback handler for one run, or ``None`` when spans go nowhere."""
+        if self.provider is None:
+            return None
+        tracer = self.provider.get_tracer(TRACER_NAME)
+        return OpenTelemetryCallbackHandler(tracer, price_of=settings.profile.price_of)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready description."""
+        return {
+            "opentelemetry": self.exporter,
+            "endpoint": self.endpoint,
+            "langsmith": self.langsmith,
+            "langsmith_project": self.langsmith_project,
+        }
+
+
+_ACTIVE: Tracing | None = None
+_ACTIVE_LOCK = threading.Lock()
+
+
+def _otlp_exporter(env: TracingEnvironment) -> tuple[SpanExporter, str, str]:
+    protocol = (env.otlp_protocol or "http/protobuf").strip().lower()
+    if protocol not in _PROTOCOLS:
+        raise ConfigError(
+            f"unknown OTLP protocol {protocol!r} (from OTEL_EXPORTER_OTLP_PROTOCOL); "
+            f"valid: {', '.join(_PROTOCOLS)}"
+        )
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcExporter,
+        )
+
+        endpoint = str(env.otlp_traces_endpoint or env.otlp_endpoint)
+        return GrpcExporter(endpoint=endpoint), "otlp-grpc", endpoint
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+        OTLPSpanExporter as HttpExporter,
+    )
+
+    endpoint = env.otlp_traces_endpoint or f"{str(env.otlp_endpoint).rstrip('/')}/v1/traces"
+    return HttpExporter(endpoint=endpoint), "otlp-http", endpoint
+
+
+def configure_tracing(
+    settings: Settings,
+    *,
+    exporter: SpanExporter | None = None,
+    environment: TracingEnvironment | None = None,
+) -> Tracing:
+    """Set up this process's tracing; :func:`run_config` uses it from then on.
+
+    A provider set up before is flushed and shut down first. The global OpenTelemetry provider
+    is not replaced: spans go through this module's provider only.
+
+    Args:
+        settings: Resolved settings (profile, policy and provider become resource attributes).
+        exporter: Send spans here, synchronously (tests, notebooks); wins over OTLP.
+        environment: The tracing variables; default: read from the process environment.
+
+    Returns:
+        The active set-up.
+
+    Raises:
+        ConfigError: ``OTEL_EXPORTER_OTLP_PROTOCOL`` is not ``http/protobuf`` or ``grpc``.
+    """
+    env = environment or TracingEnvironment()
+    resource = Resource.create(
+        {
+            "service.name": env.service_name or "multiagent",
+            "multiagent.profile": settings.env,
+            "multiagent.policy": settings.policy,
+            "multiagent.provider": settings.provider,
+        }
+    )
+    disabled = (env.traces_exporter or "").strip().lower() == "none"
+    provider: TracerProvider | None = None
+    kind, endpoint = "none", None
+    if exporter is not None:
+        provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        kind = "custom"
+    elif (env.otlp_endpoint or env.otlp_traces_endpoint) and not disabled:
+        otlp, kind, endpoint = _otlp_exporter(env)
+        provider = TracerProvider(resource=resource)  # flushed at exit by the SDK too
+        provider.add_span_processor(BatchSpanProcessor(otlp))
+    tracing = Tracing(provider, kind, endpoint, env.langsmith, env.langsmith_project)
+    global _ACTIVE
+    with _ACTIVE_LOCK:
+        previous, _ACTIVE = _ACTIVE, tracing
+    if previous is not None and previous.provider is not None:
+        previous.provider.shutdown()
+    return tracing
+
+
+def active_tracing() -> Tracing | None:
+    """The set-up :func:`configure_tracing` made, or ``None``."""
+    return _ACTIVE
+
+
+def shutdown_tracing() -> None:
+    """Flush pending spans and stop exporting (call before a short process exits)."""
+    global _ACTIVE
+    with _ACTIVE_LOCK:
+        previous, _ACTIVE = _ACTIVE, None
+    if previous is not None and previous.provider is not None:
+        previous.provider.force_flush()
+        previous.provider.shutdown()
+
+
+def run_config(
+    *,
+    workflow: str,
+    settings: Settings,
+    thread_id: str,
+    correlation_id: str | None = None,
+    agents: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The ``RunnableConfig`` pieces that make one run one findable trace.
+
+    Merge the result into the run's config (``langchain_core.runnables.config.merge_configs``
+    unions tags, merges metadata and appends callbacks).
+
+    Args:
+        workflow: The workflow's name (``orchestration``, ``meeting``, ``validation``...).
+        settings: Resolved settings (profile, policy, provider).
+        thread_id: The run's thread.
+        correlation_id: Ties the trace to logs and other systems; a new UUID when ``None``.
+        agents: The run's agents (each tagged ``agent:<name>`` on the root run; model calls
+            carry their own agent in their metadata).
+
+    Returns:
+        ``{"run_name", "tags", "metadata", "callbacks"}``; ``callbacks`` holds the
+        OpenTelemetry handler when :func:`configure_tracing` set up an exporter, else is empty.
+
+    Raises:
+        UsageError: ``workflow`` or ``thread_id`` is empty.
+    """
+    if not workflow.strip() or not thread_id.strip():
+        raise UsageError(
+            f"a traced run needs a workflow and a thread id, got {workflow!r}, {thread_id!r}"
+        )
+    correlation = correlation_id or uuid.uuid4().hex
+    tracing = _ACTIVE
+    handler = tracing.handler(settings) if tracing is not None else None
+    return {
+        "run_name": f"multiagent.{workflow}",
+        "tags": [
+            "multiagent",
+            f"workflow:{workflow}",
+            f"profile:{settings.env}",
+            f"policy:{settings.policy}",
+            f"provider:{settings.provider}",
+            *(f"agent:{name}" for name in agents),
+        ],
+        "metadata": {
+            "workflow": workflow,
+            "profile": settings.env,
+            "policy": settings.policy,
+            "provider": settings.provider,
+            "thread_id": thread_id,
+            "correlation_id": correlation,
+            **({"agents": ",".join(agents)} if agents else {}),
+        },
+        "callbacks": [handler] if handler is not None else [],
+    }
