@@ -23,14 +23,14 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import closing, contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from multiagent.errors import UsageError
+from multiagent.observability._history_db import read_rows, write_transaction
 from multiagent.observability.metrics import MetricsStore, Series, get_metrics
 from multiagent.observability.summary import LabelKey, merge_series, point_of, series_key
 from multiagent.policies import Settings
@@ -39,18 +39,6 @@ HISTORY_FILE = "metrics.sqlite"
 BUCKET_S = 300
 KEEP_S = 24 * 3600
 MAX_HOURS = 24
-_BUSY_TIMEOUT_MS = 10_000
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS buckets (
-    start INTEGER NOT NULL, name TEXT NOT NULL, labels TEXT NOT NULL, value REAL NOT NULL,
-    PRIMARY KEY (start, name, labels)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS totals (
-    name TEXT NOT NULL, labels TEXT NOT NULL, value REAL NOT NULL,
-    PRIMARY KEY (name, labels)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS persists (
-    at REAL NOT NULL, pid INTEGER NOT NULL, host TEXT NOT NULL, series INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS persists_at ON persists (at);
-"""
 
 
 def history_path(settings: Settings) -> Path:
@@ -65,31 +53,6 @@ def bucket_start(moment: float) -> int:
 
 def _labels_text(labels: dict[str, str]) -> str:
     return json.dumps(dict(sorted(labels.items())), separators=(",", ":"), ensure_ascii=False)
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    """A connection that waits for other writers, in autocommit (transactions are explicit)."""
-    conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-    conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-    return conn
-
-
-@contextmanager
-def _transaction(path: Path) -> Iterator[sqlite3.Connection]:
-    """One write transaction on the history file (created with its schema when missing)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with closing(_connect(path)) as conn:
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("BEGIN IMMEDIATE")  # take the write lock now: no deadlock on upgrade
-        try:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
 
 
 @dataclass
@@ -169,7 +132,7 @@ def persist_metrics(
     with baseline.lock:
         current = store.snapshot().counters
         deltas = _deltas(current, baseline.persisted)
-        with _transaction(path) as conn:
+        with write_transaction(path) as conn:
             for series in deltas:
                 row = (series.name, _labels_text(series.labels), series.value)
                 conn.execute(
@@ -194,8 +157,12 @@ def persist_metrics(
 def _trim(conn: sqlite3.Connection, moment: float) -> int:
     """Drop buckets and persist records older than the kept day; return buckets dropped."""
     oldest_kept = bucket_start(moment) - (KEEP_S // BUCKET_S - 1) * BUCKET_S
-    dropped = conn.execute("DELETE FROM buckets WHERE start < ?", (oldest_kept,)).rowcount
-    conn.execute("DELETE FROM persists WHERE at < ?", (moment - KEEP_S,))
+    (dropped,) = conn.execute(
+        "SELECT COUNT(DISTINCT start) FROM buckets WHERE start < ?", (oldest_kept,)
+    ).fetchone()
+    if dropped:
+        conn.execute("DELETE FROM buckets WHERE start < ?", (oldest_kept,))
+    conn.execute("DELETE FROM persists WHERE at < ?", (oldest_kept,))
     return int(dropped)
 
 
@@ -239,10 +206,7 @@ class MetricsHistory:
         self.store = store if store is not None else get_metrics()
 
     def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        if not self.path.exists():
-            return []
-        with closing(_connect(self.path)) as conn:
-            return list(conn.execute(sql, args))
+        return read_rows(self.path, sql, args)
 
     def totals(self, *, live: bool = True) -> list[Series]:
         """All-time counter totals, plus this process's unpersisted counts when ``live``.
