@@ -44,7 +44,7 @@ STRATEGIES = ("none", "token_bucket", "adaptive", "adaptive_blind")
 class BackpressureBenchConfig:
     """Shape of the run; the defaults keep it to a few minutes on two cores."""
 
-    phase_s: float = 10.0
+    phase_s: float = 15.0
     loops: int = 32
     capacity_rps: float = 20.0
     ttft_ms: float = 100.0
@@ -238,7 +238,7 @@ def describe(config: BackpressureBenchConfig) -> str:
         "task. Goodput = successful requests / (capacity × phase length), from the simulator's "
         "counters; tasks and latency (task start to answer, waits and retries included) from "
         "the clients, by the phase a task started in. 's to adapt' = seconds from the phase's "
-        "start to the first 1-s bin after which every bin delivers ≥ 90% of capacity with ≤ 5% "
+        "start to the first 1-s bin after which every bin admits ≥ 90% of capacity with ≤ 5% "
         "429s ('never' when the phase ends badly). `adaptive` starts at half the baseline "
         "capacity with a ceiling of 4×; `token_bucket` is set to the baseline capacity."
     )

@@ -13,6 +13,9 @@ import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+import typer
 
 import multiagent
 
@@ -31,10 +34,45 @@ def default_report_path() -> Path:
     return Path("BENCHMARKS.md")
 
 
-def command_line(argv: Sequence[str] | None = None) -> str:
-    """The command as typed: ``multiagent`` and its arguments."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    return shlex.join(["multiagent", *args])
+def command_line(ctx: typer.Context | None = None) -> str:
+    """The command that produced the figures: ``multiagent``, the subcommands, and every option
+    given a value other than its default (rebuilt from the parsed command when ``ctx`` is
+    given, so it reads the same whether typed in a shell or run in a test)."""
+    if ctx is None:
+        return shlex.join(["multiagent", *sys.argv[1:]])
+    parts = ["multiagent"]
+    chain: list[Any] = []
+    node: Any = ctx
+    while node is not None:
+        chain.append(node)
+        node = node.parent
+    for level in reversed(chain):
+        if level.parent is not None:
+            parts.append(level.info_name or "")
+        parts.extend(_given_options(level))
+    return shlex.join(parts)
+
+
+def _given_options(ctx: Any) -> list[str]:
+    out: list[str] = []
+    for param in ctx.command.params:
+        if getattr(param, "param_type_name", "") != "option" or param.name is None:
+            continue
+        value = ctx.params.get(param.name)
+        if value is None or value == param.default or value is False:
+            continue
+        flag = max(param.opts, key=len)
+        if value is True:
+            out.append(flag)
+        else:
+            out.extend([flag, _plain(value)])
+    return out
+
+
+def _plain(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def machine() -> str:

@@ -31,13 +31,22 @@ NoReportOption = Annotated[bool, typer.Option("--no-report", help="Do not write 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 
 
-def _write(name: str, title: str, body: str, *, report: Path | None, no_report: bool) -> str | None:
+def _write(
+    name: str,
+    title: str,
+    body: str,
+    *,
+    report: Path | None,
+    no_report: bool,
+    ctx: typer.Context | None = None,
+) -> str | None:
+    """Write the section (command line rebuilt from ``ctx`` when given, else ``sys.argv``)."""
     if no_report:
         return None
     from multiagent.bench.report import command_line, default_report_path, write_section
 
     path = report or default_report_path()
-    write_section(path, name, title=title, command=command_line(), body=body)
+    write_section(path, name, title=title, command=command_line(ctx), body=body)
     return str(path)
 
 
@@ -52,6 +61,7 @@ def _emit(document: dict[str, Any], body: str, *, as_json: bool, written: str | 
 
 @bench_app.command("cache")
 def cache(
+    ctx: typer.Context,
     requests: Annotated[int, typer.Option(min=10, help="Prompts to replay.")] = 600,
     repeat_share: Annotated[
         float, typer.Option(min=0.0, max=0.9, help="Share of prompts that repeat an earlier one.")
@@ -65,12 +75,13 @@ def cache(
 
     result = run_cache_bench(requests=requests, repeat_share=repeat_share)
     body = render_cache(result)
-    written = _write("cache", "Completion cache", body, report=report, no_report=no_report)
+    written = _write("cache", "Completion cache", body, report=report, no_report=no_report, ctx=ctx)
     _emit(result.as_dict(), body, as_json=as_json, written=written)
 
 
 @bench_app.command("batch")
 def batch(
+    ctx: typer.Context,
     items: Annotated[int, typer.Option(min=1, help="Validations in the batch.")] = 40,
     concurrency: Annotated[int, typer.Option(min=1, max=64, help="Calls in flight.")] = 8,
     latency_ms: Annotated[
@@ -93,15 +104,16 @@ def batch(
         sequential=not no_sequential,
     )
     body = render_batch(result)
-    written = _write("batch", "Batch validation", body, report=report, no_report=no_report)
+    written = _write("batch", "Batch validation", body, report=report, no_report=no_report, ctx=ctx)
     _emit(result.as_dict(), body, as_json=as_json, written=written)
 
 
 @bench_app.command("backpressure")
 def backpressure(
+    ctx: typer.Context,
     phase_seconds: Annotated[
         float, typer.Option(min=1.0, help="Length of each of the five phases.")
-    ] = 10.0,
+    ] = 15.0,
     loops: Annotated[int, typer.Option(min=1, max=256, help="Concurrent agent loops.")] = 32,
     capacity: Annotated[
         float, typer.Option(min=1.0, help="Baseline capacity of the simulator, requests/s.")
@@ -138,7 +150,12 @@ def backpressure(
     figures, runs = run_backpressure_bench(config, progress=progress)
     body = render_backpressure(figures, notes=describe(config))
     written = _write(
-        "backpressure", "Adaptive backpressure", body, report=report, no_report=no_report
+        "backpressure",
+        "Adaptive backpressure",
+        body,
+        report=report,
+        no_report=no_report,
+        ctx=ctx,
     )
     document = {
         "config": {

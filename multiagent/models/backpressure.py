@@ -5,7 +5,9 @@ Three bounds apply to every request sent to one (provider, model):
 1. **Concurrency** — at most ``limit`` requests hold a slot (scheduled or in flight).
 2. **Pace** — sends are spaced ``multiplier / rate`` seconds apart and by their estimated tokens
    (prompt + max output) against tokens/s: a GCRA schedule, so waiting requests keep their
-   order and wake once, instead of all polling a bucket.
+   order and wake once, instead of all polling a bucket. An idle controller lets ``burst_s``
+   worth of requests go at once (never right after a cut or a pause); a request the server
+   failed (5xx) gives its place back, since it did no work.
 3. **Pause** — after a 429, nothing leaves before its ``Retry-After`` / ``retry-after-ms`` /
    ``x-ratelimit-reset-*`` expires, whichever agent or model sends it (:class:`ProviderGate`).
 
@@ -24,10 +26,11 @@ Gradient2) and botocore's adaptive retry mode:
   *measured* send rate rather than the configured one. LLM providers throttle by rate (RPM/TPM),
   which concurrency alone cannot bound, so the pace is adapted the same way: a 429 sets
   ``rate = backoff × min(rate, delivered rate)``, reacting once per overload (only to 429s of
-  requests sent after the last cut, as TCP reacts once per window). botocore then regrows with
-  CUBIC; here growth is multiplicative and slow (``growth`` per tick, only while the pace is what
-  holds requests back), because a provider's burst allowance hides an overshoot for seconds and
-  a cubic probe is far past capacity by the time the first 429 arrives.
+  requests sent after the last cut, as TCP reacts once per window). botocore regrows with
+  CUBIC from the rate of the last throttle; here growth is multiplicative per tick, ``growth``
+  just after a cut and doubling every ``probe_s`` without one (convex like CUBIC's probe), and
+  only while the pace is what holds requests back (not app-limited). A provider's burst
+  allowance hides an overshoot for seconds, so the probe starts gently.
 - Providers *advertise* their limits (``x-ratelimit-limit-requests`` / ``-tokens`` on every
   OpenAI response). When they do, the rate ceiling is ``headroom`` (98%) of the advertised limit,
   and a change of the advertised limit moves the rate by the same ratio at once. Without those
@@ -82,6 +85,7 @@ class BackpressureConfig:
     backoff: float = 0.9
     limit_backoff: float = 0.7
     growth: float = 0.02
+    probe_s: float = 2.0
     headroom: float = 0.98
     measure_s: float = 2.0
     burst_s: float = 1.0
@@ -371,8 +375,18 @@ class BackpressureController:
         if flags.saturated:
             self.limit = min(float(cfg.max_concurrency), self.limit + 1.0)
         if flags.pace_bound and not flags.rate_limited and now >= self.gate.until:
-            self._set_rate(self.rate * (1.0 + cfg.growth))
+            self._set_rate(self.rate * (1.0 + self._growth(now)))
         return self._epoch != epoch
+
+    def _growth(self, now: float) -> float:
+        """Growth per tick: ``growth`` just after a cut, doubling every ``probe_s`` without one.
+
+        Convex like CUBIC's probe: careful near the rate that last overloaded the provider,
+        quick to find capacity that has appeared since.
+        """
+        quiet = now - max(self._last_cut, self._start)
+        doublings = min(4, int(quiet // self.config.probe_s))
+        return float(min(0.25, self.config.growth * 2**doublings))
 
     # -- waiting -----------------------------------------------------------------------------
 

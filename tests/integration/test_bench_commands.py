@@ -1,0 +1,80 @@
+"""``multiagent bench ...`` end to end: short runs that check the figures and the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from multiagent.cli import app
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_bench_cache_reports_the_true_hit_rate(tmp_path: Path) -> None:
+    report = tmp_path / "BENCHMARKS.md"
+    code, out, _ = invoke(
+        "bench", "cache", "--requests", "80", "--repeat-share", "0.25", "--report", str(report),
+        "--json",
+    )  # fmt: skip
+    assert code == 0
+    document = json.loads(out)
+    assert document["true_hits"] == 20
+    assert document["reported_hits"] == 20
+    assert document["ledger_cache_hits"] == 20
+    assert document["targets"]["hit_rate_exact"] is True
+    text = report.read_text()
+    assert "<!-- bench:cache:start -->" in text
+    assert "Command: `multiagent bench cache --requests 80" in text
+
+
+def test_bench_batch_meets_its_target_and_rewrites_only_its_section(tmp_path: Path) -> None:
+    report = tmp_path / "BENCHMARKS.md"
+    report.write_text("# Benchmarks\n\nintro kept\n")
+    for _ in range(2):
+        code, out, _ = invoke(
+            "bench", "batch", "--items", "16", "--concurrency", "8", "--latency-ms", "100",
+            "--no-sequential", "--report", str(report), "--json",
+        )  # fmt: skip
+        assert code == 0
+    document = json.loads(out)
+    assert document["batch"]["succeeded"] == 16
+    assert document["ideal_s"] == 0.2
+    assert document["target"]["met"] is True
+    text = report.read_text()
+    assert text.startswith("# Benchmarks\n\nintro kept")
+    assert text.count("<!-- bench:batch:start -->") == 1
+
+
+def test_bench_backpressure_quick_run_through_http(tmp_path: Path) -> None:
+    report = tmp_path / "BENCHMARKS.md"
+    code, out, _ = invoke(
+        "bench", "backpressure", "--quick", "--strategies", "adaptive", "--loops", "30",
+        "--report", str(report), "--json",
+    )  # fmt: skip
+    assert code == 0
+    document = json.loads(out)
+    phases = document["phases"]
+    assert [p["phase"] for p in phases] == [
+        "baseline", "capacity_cut", "latency_x4_errors", "recovery", "capacity_raise",
+    ]  # fmt: skip
+    assert all(p["strategy"] == "adaptive" for p in phases)
+    assert sum(p["successes"] for p in phases) > 50
+    assert sum(p["early_sends"] for p in phases) == 0
+    assert document["controller_trace"]["adaptive"]
+    assert "| adaptive | capacity_cut |" in report.read_text()
+
+
+def test_bench_bad_input_is_one_line_exit_2() -> None:
+    code, _, err = invoke("bench", "backpressure", "--strategies", "bogus", "--no-report")
+    assert code == 2
+    assert "unknown strategy bogus" in err
+    assert "valid: none, token_bucket, adaptive, adaptive_blind" in err
+    assert len(err.strip().splitlines()) == 1
+    code, _, err = invoke("bench", "backpressure", "--quick")
+    assert code == 2
+    assert "--no-report" in err
