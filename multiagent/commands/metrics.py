@@ -69,11 +69,12 @@ def _print_summary(summary: dict[str, Any]) -> None:
     table.add_row("analysis cache", f"{cache['analysis']['hit_rate']:.1%} hit rate")
     console.print(table)
     if summary["models"]:
-        models = Table(title="per model", title_justify="left")
-        for column in ("model", "calls", "cached", "errors", "tokens in", "tokens out"):
-            models.add_column(column, justify="left" if column == "model" else "right")
-        models.add_column("cost", justify="right")
-        models.add_column("latency", justify="right")
+        models = Table(title="per model (tokens in and out)", title_justify="left")
+        models.add_column("model", no_wrap=True)
+        for column in ("calls", "cached", "errors", "in", "out"):
+            models.add_column(column, justify="right")
+        models.add_column("cost", justify="right", no_wrap=True)
+        models.add_column("latency", justify="right", no_wrap=True)
         for name, row in summary["models"].items():
             models.add_row(
                 name,
