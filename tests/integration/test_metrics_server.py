@@ -75,6 +75,13 @@ def store() -> MetricsStore:
 
 
 @pytest.fixture
+def quiet_process(tmp_path: Path) -> None:
+    """The CLI runs in this process: move what earlier tests counted into the process's store
+    out of the way (into another home), so the command reports this test's history only."""
+    persist_metrics(load_settings(home=tmp_path / "elsewhere"))
+
+
+@pytest.fixture
 def url(settings: Settings, store: MetricsStore) -> Iterator[str]:
     with run_metrics_server(settings, store=store) as base:
         yield base
@@ -203,6 +210,7 @@ def test_a_taken_port_is_a_usage_error(settings: Settings, url: str) -> None:
         pass
 
 
+@pytest.mark.usefixtures("quiet_process")
 def test_show_json_is_one_document_of_the_history(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -219,6 +227,7 @@ def test_show_json_is_one_document_of_the_history(
     assert "gpt-4o-mini" in table.stdout  # type: ignore[attr-defined]
 
 
+@pytest.mark.usefixtures("quiet_process")
 def test_history_command_json_and_bad_hours(settings: Settings) -> None:
     store = MetricsStore()
     _calls(store, 1)
