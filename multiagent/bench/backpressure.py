@@ -155,12 +155,13 @@ async def _agent_loop(
         prompt = f"Agent {agent}, task {task}: check the next work item and report."
         task += 1
         start = time.monotonic() - t0
+        error = None
         try:
             await model.ainvoke(prompt)
-            ok = True
-        except Exception:
-            ok = False
-        run.tasks.append(TaskRecord(start=start, end=time.monotonic() - t0, ok=ok))
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"[:200]
+        end = time.monotonic() - t0
+        run.tasks.append(TaskRecord(start=start, end=end, ok=error is None, error=error))
 
 
 def _counts(stats: dict[str, Any]) -> list[dict[str, int]]:
@@ -205,23 +206,31 @@ def run_backpressure_bench(
 ) -> tuple[list[PhaseFigures], list[StrategyRun]]:
     """Run every strategy through the schedule against one simulator process.
 
+    All strategies run in one event loop: the OpenAI client's pooled connections belong to the
+    loop that opened them.
+
     Args:
         config: Phases, loops, capacity and strategies.
         progress: Called with a line before each strategy starts.
     """
     specs = config.specs()
     total_s = sum(s.duration_s for s in specs)
-    figures: list[PhaseFigures] = []
-    runs: list[StrategyRun] = []
-    with sim_process(config.phases(), server_flags=config.server_flags()) as url:
+
+    async def run_all(url: str) -> list[StrategyRun]:
+        runs = []
         for name in config.strategies:
             if progress is not None:
                 progress(
                     f"{name}: {len(specs)} phases x {config.phase_s:g} s, {config.loops} loops"
                 )
-            run = asyncio.run(_run_strategy(name, config, url, total_s))
-            runs.append(run)
-            figures.extend(phase_figures(name, specs, run.final, run.tasks, run.series))
+            runs.append(await _run_strategy(name, config, url, total_s))
+        return runs
+
+    with sim_process(config.phases(), server_flags=config.server_flags()) as url:
+        runs = asyncio.run(run_all(url))
+    figures: list[PhaseFigures] = []
+    for run in runs:
+        figures.extend(phase_figures(run.strategy, specs, run.final, run.tasks, run.series))
     return figures, runs
 
 

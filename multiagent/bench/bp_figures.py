@@ -3,8 +3,9 @@ clients' task records; and their Markdown rendering with the targets."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from multiagent.bench.report import table, verdict
@@ -34,6 +35,7 @@ class TaskRecord:
     start: float
     end: float
     ok: bool
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class PhaseFigures:
     latency_p50_s: float | None
     latency_p95_s: float | None
     adapt_s: float | None
+    failure_kinds: dict[str, int] = field(default_factory=dict)
 
     @property
     def targets_met(self) -> bool:
@@ -99,7 +102,11 @@ def adapt_seconds(
         if first is None or last is None or last[0] <= first[0]:
             good.append(False)
             continue
-        seconds = last[0] - first[0]
+        # the nearest polls may fall just outside the phase, where it admits nothing
+        seconds = min(last[0], start + phase.duration_s) - max(first[0], start)
+        if seconds <= 0:
+            good.append(False)
+            continue
         attempts = last[3] - first[3]
         share_429 = (last[2] - first[2]) / attempts if attempts else 0.0
         rate = (last[1] - first[1]) / seconds
@@ -160,6 +167,9 @@ def phase_figures(
                 latency_p50_s=percentile(done, 0.5) if done else None,
                 latency_p95_s=percentile(done, 0.95) if done else None,
                 adapt_s=adapt_seconds(series, index, phase, start),
+                failure_kinds=dict(
+                    Counter((t.error or "?").split(":", 1)[0] for t in mine if not t.ok)
+                ),
             )
         )
         start = end
@@ -246,10 +256,18 @@ def render_backpressure(
             ]
         )
     tally = ", ".join(f"`{name}` {met}/{4 * len(mine)}" for name, met in counts.items())
+    reasons: dict[str, Counter[str]] = {}
+    for f in figures:
+        reasons.setdefault(f.strategy, Counter()).update(f.failure_kinds)
+    why = "; ".join(
+        f"`{name}`: " + (", ".join(f"{kind} ×{n}" for kind, n in kinds.most_common()) or "none")
+        for name, kinds in reasons.items()
+    )
     return (
         f"{notes.rstrip()}\n\n"
         + table(headers, rows)
         + f"\n\nPer-phase targets met (goodput, 429s, early sends, failures): {tally}."
+        + f" Why tasks failed — {why}."
         + f"\n\nTargets for `{champion}` (phases in order):\n\n"
         + table(["target", "measured", "verdict"], target_rows)
     )

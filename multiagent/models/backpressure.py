@@ -48,107 +48,23 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
-from multiagent.models._gate import ProviderGate
-from multiagent.models._window import Outcome, OutcomeKind, OutcomeWindow
-from multiagent.models.provider_errors import (
-    advertised_limits,
-    error_kind,
-    headers_of,
-    retry_after_s,
+from multiagent.models._bp_types import (
+    BackpressureConfig,
+    BackpressureState,
+    Ticket,
+    concurrency_refusal,
+    kind_of,
 )
+from multiagent.models._bp_wait import Waiting
+from multiagent.models._gate import ProviderGate
+from multiagent.models._window import Outcome, OutcomeWindow
+from multiagent.models.provider_errors import advertised_limits, headers_of, retry_after_s
 from multiagent.observability.metrics import Sample
-from multiagent.policies import RateLimitConfig
 
 #: Slots closer than this are due now (float sums of intervals drift by far less).
 _EPSILON_S = 1e-6
-
-
-@dataclass(frozen=True)
-class BackpressureConfig:
-    """Bounds and reflexes of one controller; :meth:`from_profile` maps a profile onto it."""
-
-    max_concurrency: int = 8
-    min_concurrency: int = 1
-    requests_per_s: float = 10.0
-    initial_requests_per_s: float | None = None
-    min_requests_per_s: float = 0.05
-    tokens_per_s: float | None = None
-    error_rate_threshold: float = 0.10
-    rtt_threshold_s: float = 5.0
-    max_wait_multiplier: float = 3.0
-    window_s: float = 10.0
-    min_samples: int = 20
-    tick_s: float = 0.5
-    backoff: float = 0.9
-    limit_backoff: float = 0.7
-    growth: float = 0.02
-    probe_s: float = 2.0
-    headroom: float = 0.98
-    measure_s: float = 2.0
-    burst_s: float = 1.0
-    use_limit_headers: bool = True
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.min_concurrency <= self.max_concurrency:
-            raise ValueError("need 1 <= min_concurrency <= max_concurrency")
-        if not 0 < self.min_requests_per_s <= self.requests_per_s:
-            raise ValueError("need 0 < min_requests_per_s <= requests_per_s")
-        if not (0 < self.backoff < 1 and 0 < self.limit_backoff < 1 and 0 < self.headroom <= 1):
-            raise ValueError("backoff, limit_backoff and headroom must lie in (0, 1)")
-
-    @classmethod
-    def from_profile(cls, rate_limit: RateLimitConfig, **overrides: Any) -> BackpressureConfig:
-        """Bounds and thresholds from a profile's ``rate_limit`` section."""
-        values: dict[str, Any] = {
-            "max_concurrency": rate_limit.max_concurrency,
-            "requests_per_s": rate_limit.requests_per_minute / 60.0,
-            "tokens_per_s": rate_limit.tokens_per_minute / 60.0,
-            "error_rate_threshold": rate_limit.error_rate_threshold,
-            "rtt_threshold_s": rate_limit.rtt_threshold_s,
-            "max_wait_multiplier": rate_limit.max_wait_multiplier,
-        }
-        values.update(overrides)
-        return cls(**values)
-
-
-@dataclass(frozen=True)
-class BackpressureState:
-    """What a controller is doing, for metrics and benchmarks."""
-
-    limit: int
-    in_flight: int
-    queued: int
-    rate_per_s: float
-    ceiling_per_s: float
-    wait_multiplier: float
-    error_rate: float
-    samples: int
-    rtt_p50_s: float | None
-    rtt_p95_s: float | None
-    paused_for_s: float
-    time_paused_s: float
-    advertised_requests_per_s: float | None
-    rate_cuts: int
-    limit_cuts: int
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready state."""
-        return asdict(self)
-
-
-@dataclass(eq=False)
-class Ticket:
-    """One request's passage through the controller."""
-
-    tokens: int
-    holds_slot: bool = False
-    slot_at: float | None = None
-    epoch: int = -1
-    sent_at: float | None = None
-    done: bool = False
 
 
 @dataclass
@@ -158,7 +74,7 @@ class _Flags:
     rate_limited: bool = False
 
 
-class BackpressureController:
+class BackpressureController(Waiting):
     """Adaptive concurrency, pace and pause for one (provider, model); thread- and task-safe."""
 
     def __init__(
@@ -277,7 +193,7 @@ class BackpressureController:
             now = self._clock()
             epoch = self._epoch
             sent_at = ticket.sent_at if ticket.sent_at is not None else now
-            kind = _kind_of(error)
+            kind = kind_of(error)
             self._window.add(Outcome(at=now, rtt_s=now - sent_at, kind=kind))
             seen = headers if headers is not None else headers_of(error) if error else None
             if seen is not None and self.config.use_limit_headers:
@@ -325,7 +241,7 @@ class BackpressureController:
         if sent_at <= self._last_cut:
             return  # sent before our last cut: that overload has been answered already
         self._last_cut_prev, self._last_cut = self._last_cut, now
-        if _concurrency_refusal(headers):
+        if concurrency_refusal(headers):
             self._cut_limit(now)
             return
         measured = self._window.delivered_rate(
@@ -388,55 +304,6 @@ class BackpressureController:
         doublings = min(4, int(quiet // self.config.probe_s))
         return float(min(0.25, self.config.growth * 2**doublings))
 
-    # -- waiting -----------------------------------------------------------------------------
-
-    def _notify(self, *, rebooked: bool) -> None:
-        """Wake waiters (the lock is held): one slot was freed, or every booking is void."""
-        self._slot_freed.notify_all()
-        waiters = self._slot_waiters
-        self._slot_waiters = set()
-        if rebooked:
-            self._rebooked.notify_all()
-            waiters |= self._pace_waiters
-            self._pace_waiters = set()
-        for future in waiters:
-            future.get_loop().call_soon_threadsafe(_resolve, future)
-
-    def acquire(self, *, tokens: int = 0) -> Ticket:
-        """Block the calling thread until a request of ``tokens`` tokens may be sent."""
-        ticket = self.request(tokens=tokens)
-        try:
-            with self._lock:
-                while (wait := self._poll(ticket)) > 0:
-                    condition = self._slot_freed if math.isinf(wait) else self._rebooked
-                    condition.wait(timeout=min(wait, self.config.tick_s))
-        except BaseException:
-            self.cancel(ticket)
-            raise
-        return ticket
-
-    async def aacquire(self, *, tokens: int = 0) -> Ticket:
-        """Wait (without blocking the event loop) until a request may be sent."""
-        loop = asyncio.get_running_loop()
-        ticket = self.request(tokens=tokens)
-        try:
-            while True:
-                future: asyncio.Future[None] = loop.create_future()
-                with self._lock:
-                    wait = self._poll(ticket)
-                    if wait <= 0:
-                        return ticket
-                    waiters = self._slot_waiters if math.isinf(wait) else self._pace_waiters
-                    waiters.add(future)
-                try:
-                    await asyncio.wait_for(future, timeout=min(wait, self.config.tick_s))
-                except TimeoutError:
-                    with self._lock:
-                        waiters.discard(future)
-        except BaseException:
-            self.cancel(ticket)
-            raise
-
     # -- reading -----------------------------------------------------------------------------
 
     def state(self) -> BackpressureState:
@@ -483,34 +350,6 @@ class BackpressureController:
             for name in names
             if state[name] is not None
         ]
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-def _kind_of(error: BaseException | None) -> OutcomeKind:
-    if error is None:
-        return "ok"
-    kind = error_kind(error)
-    if kind == "rate_limit":
-        return "rate_limit"
-    if kind in ("server", "timeout", "connection"):
-        return "error"
-    return "client"
-
-
-def _concurrency_refusal(headers: Mapping[str, str] | None) -> bool:
-    """A 429 while both request and token budgets remain was refused for concurrency."""
-    if not headers:
-        return False
-    lowered = {k.lower(): v for k, v in headers.items()}
-    remaining = [lowered.get(f"x-ratelimit-remaining-{dim}") for dim in ("requests", "tokens")]
-    try:
-        return all(value is not None and int(value) > 0 for value in remaining)
-    except ValueError:
-        return False
 
 
 __all__ = [
