@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from multiagent.observability.history import reset_process_metrics
+
 
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -23,4 +25,5 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("MULTIAGENT_SIM__TTFT_S", "0")
     monkeypatch.setenv("MULTIAGENT_SIM__TOKEN_LATENCY_S", "0")
     monkeypatch.chdir(work)
+    reset_process_metrics()  # the process-wide store would carry counts from test to test
     return home

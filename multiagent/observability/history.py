@@ -75,6 +75,14 @@ def _baseline(store: MetricsStore) -> _Baseline:
         return found
 
 
+def reset_process_metrics(store: MetricsStore | None = None) -> None:
+    """Forget a store's counts and what was persisted of them, so it starts from zero again."""
+    store = store if store is not None else get_metrics()
+    with _BASELINES_LOCK:
+        _BASELINES.pop(store, None)
+    store.reset()
+
+
 def _deltas(counters: Iterable[Series], persisted: dict[LabelKey, float]) -> list[Series]:
     """What each counter gained since it was persisted (a counter that went down was reset)."""
     out = []
