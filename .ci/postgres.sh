@@ -26,15 +26,23 @@ start_postgres() {
         rm -rf "$PG_DIR"
         return 1
     fi
+    # stopped on any way out: normal exit, Ctrl-C, SIGTERM (e.g. a CI timeout), hang-up
     trap 'stop_postgres' EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    trap 'exit 129' HUP
     export PG_BIN="$bin" PG_AS="${as[*]}"
     export MULTIAGENT_TEST_POSTGRES_URL="postgresql://postgres@127.0.0.1:$PG_PORT/postgres"
     echo "ci: PostgreSQL running at 127.0.0.1:$PG_PORT"
 }
 
 stop_postgres() {
-    if [ -n "${PG_DIR:-}" ] && [ -d "$PG_DIR/data" ]; then
-        ${PG_AS:-} "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast stop >/dev/null 2>&1 || true
-        rm -rf "$PG_DIR"
+    [ -n "${PG_DIR:-}" ] || return 0
+    if [ -d "$PG_DIR/data" ]; then
+        ${PG_AS:-} "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -t 30 stop >/dev/null 2>&1 ||
+            ${PG_AS:-} "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate stop >/dev/null 2>&1 ||
+            true
     fi
+    rm -rf "$PG_DIR"
+    PG_DIR=
 }
