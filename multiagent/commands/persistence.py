@@ -6,7 +6,7 @@ import importlib
 import signal
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 from rich.table import Table
@@ -209,15 +209,22 @@ def compact(ctx: typer.Context, as_json: JsonFlag = False) -> None:
         _print_maintenance(report)
 
 
+DEFAULT_METRICS_HOOK = "multiagent.observability.history:metrics_persist_hook"
+
+
 def _load_hook(spec: str, settings: Settings) -> Task:
-    module_name, _, function_name = spec.partition(":")
+    """``MODULE:FACTORY``, where ``FACTORY(settings)`` returns the hook to call every 5 min."""
+    module_name, _, factory_name = spec.partition(":")
     try:
-        function = getattr(importlib.import_module(module_name), function_name)
-    except (ImportError, AttributeError, ValueError):
+        hook = getattr(importlib.import_module(module_name), factory_name)(settings)
+    except (ImportError, AttributeError, ValueError, TypeError):
         raise UsageError(
-            f"cannot load metrics hook {spec!r}; give MODULE:FUNCTION, FUNCTION(settings)"
+            f"cannot load metrics hook {spec!r}; give MODULE:FACTORY, FACTORY(settings) "
+            "returning the function to call"
         ) from None
-    return lambda: function(settings)
+    if not callable(hook):
+        raise UsageError(f"metrics hook {spec!r} did not return a function")
+    return cast("Task", hook)
 
 
 @persistence_app.command("scheduler")
@@ -231,14 +238,15 @@ def scheduler(
         float | None, typer.Option("--duration", min=0.0, help="Stop after this many seconds.")
     ] = None,
     metrics_hook: Annotated[
-        str | None, typer.Option("--metrics-hook", help="MODULE:FUNCTION(settings) to call.")
-    ] = None,
+        str,
+        typer.Option("--metrics-hook", help="MODULE:FACTORY(settings) giving the metrics hook."),
+    ] = DEFAULT_METRICS_HOOK,
     as_json: JsonFlag = False,
 ) -> None:
     """Run the maintenance schedule in the foreground (Ctrl-C stops it)."""
     settings = cli_settings(ctx)
     ensure_home(settings)
-    hook = _load_hook(metrics_hook, settings) if metrics_hook else None
+    hook = _load_hook(metrics_hook, settings)
     runner = MemoryPersistenceScheduler(settings, timezone=timezone or "UTC", metrics_hook=hook)
     if run_now is not None:
         record = runner.run_task(run_now)

@@ -131,6 +131,12 @@ def test_the_whole_cycle_from_the_command_line(isolated_env: Path) -> None:
     assert _json(["status"])["schedule"]["tasks"]["snapshots"]["last_status"] == "ok"
 
 
+def test_scheduler_persists_metrics_through_the_observability_hook(isolated_env: Path) -> None:
+    ran = _json(["scheduler", "--run-now", "metrics"])
+    assert ran["last_status"] == "ok"
+    assert Path(ran["last_result"]["path"]).is_file()  # the metrics history database
+
+
 def test_foreground_scheduler_runs_and_reports(isolated_env: Path) -> None:
     document = _json(["scheduler", "--duration", "0.2", "--timezone", "Europe/Berlin"])
     assert document["timezone"] == "Europe/Berlin"
