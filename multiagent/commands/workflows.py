@@ -25,6 +25,8 @@ from multiagent.graphs.runner import WorkflowOutcome
 from multiagent.graphs.workflows import Workflow
 from multiagent.nodes.agents_file import AgentCatalog, load_agents, split_names
 from multiagent.nodes.context import WorkflowContext, build_context
+from multiagent.observability.history import persist_metrics, unpersisted
+from multiagent.observability.tracing import configure_tracing, shutdown_tracing
 from multiagent.policies import Settings
 
 _EXIT = {"completed": 0, "rejected": 0, "awaiting_approval": 0, "budget_exceeded": 1, "failed": 1}
@@ -82,7 +84,11 @@ def _execute(
         raise UsageError(f"unknown --memory {memory!r}; valid: {', '.join(MEMORY_CHOICES)}")
     agents = load_agents(settings, agents_file=agents_file)
     inputs = make_inputs(settings, agents)
+    configure_tracing(settings)
     with ExitStack() as stack:
+        # whatever the run's end, its metrics reach the history and its spans the exporter
+        stack.callback(shutdown_tracing)
+        stack.callback(_persist_counted_metrics, settings)
 
         def make_context() -> WorkflowContext:
             store = None
@@ -104,6 +110,12 @@ def _execute(
             max_concurrency=max_concurrency,
         )
     raise typer.Exit(code=_EXIT[outcome.status])
+
+
+def _persist_counted_metrics(settings: Settings) -> None:
+    """Write this run's metrics to the history; a run that counted nothing writes nothing."""
+    if unpersisted():
+        persist_metrics(settings)
 
 
 def _run_and_show(

@@ -33,6 +33,7 @@ from multiagent.graphs.workflows import STREAMED_NODES, Workflow, compile_workfl
 from multiagent.models.pipeline import RunLedger
 from multiagent.nodes.context import WorkflowContext
 from multiagent.nodes.failures import PROVIDER_ERRORS, describe_error
+from multiagent.observability.tracing import run_config
 
 Status = Literal["completed", "rejected", "awaiting_approval", "budget_exceeded", "failed"]
 #: Answers an interrupt's payload: ``True``, ``False``, a dict, or ``None`` for "not now".
@@ -144,6 +145,7 @@ def run_workflow(
     max_concurrency: int | None = None,
     metadata: dict[str, Any] | None = None,
     callbacks: Sequence[BaseCallbackHandler] | None = None,
+    correlation_id: str | None = None,
 ) -> WorkflowOutcome:
     """Run (or resume) ``workflow`` on thread ``thread_id`` and report how it ended.
 
@@ -161,21 +163,31 @@ def run_workflow(
         max_concurrency: Bound on parallel tasks (``max_concurrency`` at the config's top level).
         metadata: Extra checkpoint metadata (the workflow name is always added).
         callbacks: LangChain callback handlers for the run (tracing, counting calls).
+        correlation_id: Ties this run's trace to the caller's request; generated when ``None``.
 
     Raises:
         UsageError: ``resume`` for a thread that does not exist or belongs to another workflow.
     """
     graph = compile_workflow(workflow, checkpointer=checkpointer)
+    traced = run_config(
+        workflow=workflow,
+        settings=context.settings,
+        thread_id=thread_id,
+        correlation_id=correlation_id,
+    )
     config: RunnableConfig = {
         "configurable": {"thread_id": thread_id},
-        "metadata": {**(metadata or {}), "workflow": workflow},
-        "run_name": workflow,
-        "tags": [f"workflow:{workflow}"],
+        "metadata": {**traced["metadata"], **(metadata or {}), "workflow": workflow},
+        "run_name": traced["run_name"],
+        "tags": [*traced["tags"], f"workflow:{workflow}"],
     }
     if max_concurrency is not None:
         config["max_concurrency"] = max_concurrency
-    if callbacks:
-        config["callbacks"] = list(callbacks)
+    handlers = [*(callbacks or [])]
+    # a caller that brought its own tracing handler keeps it, and gets no second one
+    handlers += [h for h in traced["callbacks"] if not any(type(g) is type(h) for g in handlers)]
+    if handlers:
+        config["callbacks"] = handlers
     spent_before = 0.0
     command: Any = inputs
     pending: dict[str, Any] | None = None
