@@ -33,7 +33,9 @@ Gradient2) and botocore's adaptive retry mode:
   allowance hides an overshoot for seconds, so the probe starts gently.
 - Providers *advertise* their limits (``x-ratelimit-limit-requests`` / ``-tokens`` on every
   OpenAI response). When they do, the rate ceiling is ``headroom`` (98%) of the advertised limit,
-  and a change of the advertised limit moves the rate by the same ratio at once. Without those
+  and a change of the advertised limit moves the rate by the same ratio at once; after a raise,
+  what the provider's bucket gathered while we learned of it (a round trip) is sent at once.
+  Without those
   headers (vLLM, Ollama), the 429-driven loop above finds the rate alone.
 
 Every decision reads an injected clock, so tests drive the controller with a fake clock and
@@ -197,7 +199,7 @@ class BackpressureController(Waiting):
             self._window.add(Outcome(at=now, rtt_s=now - sent_at, kind=kind))
             seen = headers if headers is not None else headers_of(error) if error else None
             if seen is not None and self.config.use_limit_headers:
-                self._learn_limits(seen)
+                self._learn_limits(seen, now, rtt=now - sent_at)
             if kind == "rate_limit" and error is not None:
                 self._on_rate_limited(error, sent_at, now, seen)
             elif kind == "error" and ticket.epoch == self._epoch and self._tat > now:
@@ -219,7 +221,7 @@ class BackpressureController(Waiting):
         if ticket.sent_at is not None:
             self._sent -= 1
 
-    def _learn_limits(self, headers: Mapping[str, str]) -> None:
+    def _learn_limits(self, headers: Mapping[str, str], now: float, *, rtt: float) -> None:
         rps, tps = advertised_limits(headers)
         if tps is not None:
             self.advertised_tps = tps
@@ -229,6 +231,21 @@ class BackpressureController(Waiting):
         self.ceiling = min(self.config.requests_per_s, rps * self.config.headroom)
         scaled = self.ceiling if previous is None else self.rate * rps / previous
         self._set_rate(scaled)
+        if previous is not None and rps > previous:
+            self._catch_up((rps - previous) * self.config.headroom, now, rtt=rtt)
+
+    def _catch_up(self, gained_rps: float, now: float, *, rtt: float) -> None:
+        """Spend at once what a raised limit left unused while we learned of it.
+
+        The raise shows in the headers of a request admitted after it, so we learn of it at
+        least that request's round trip late; meanwhile the provider's bucket filled by the
+        difference at least that long.
+        """
+        interval = self.multiplier / self.rate
+        extra = min(gained_rps * rtt, self.config.burst_s / interval)
+        self._tat = min(
+            self._tat, max(now, self.gate.until) + self.config.burst_s - extra * interval
+        )
 
     def _on_rate_limited(
         self, error: BaseException, sent_at: float, now: float, headers: Mapping[str, str] | None

@@ -211,6 +211,26 @@ def test_advertised_limits_set_the_ceiling_and_their_changes_move_the_rate() -> 
     assert ctl.state().rate_per_s == pytest.approx(0.98 * 15.0)
 
 
+def test_a_raised_limit_is_caught_up_for_the_round_trip_it_took_to_learn() -> None:
+    clock = FakeClock()
+    ctl = make(clock, requests_per_s=1000.0, use_limit_headers=True, headroom=1.0, burst_s=1.0)
+    headers = {"x-ratelimit-limit-requests": "600"}  # 10 req/s
+    ctl.release(send(ctl), headers=headers)
+    for _ in range(30):  # a steady queue at 10 req/s uses up the burst allowance
+        ticket = ctl.request()
+        while (wait := ctl.poll(ticket)) > 0:
+            clock.advance(wait)
+        ctl.release(ticket)
+    messenger = ctl.request()
+    while (wait := ctl.poll(messenger)) > 0:
+        clock.advance(wait)
+    clock.advance(0.5)  # its round trip of half a second reveals the raise to 20 req/s
+    ctl.release(messenger, headers={"x-ratelimit-limit-requests": "1200"})
+    assert ctl.state().rate_per_s == pytest.approx(20.0)
+    now_sends = sum(1 for _ in range(12) if ctl.poll(ctl.request()) == 0)
+    assert now_sends == 1 + 5  # one on time, and the 0.5 s x 10 req/s the raise left unused
+
+
 def test_pace_grows_only_while_it_holds_requests_back() -> None:
     clock = FakeClock()
     ctl = make(clock, requests_per_s=20.0, initial_requests_per_s=10.0, growth=0.05)
