@@ -6,9 +6,9 @@ uvicorn) and load on first use, so the CLI starts fast.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from multiagent._lazy import lazy_exports
 from multiagent.sim.config import Phase, PhaseCapacity, SimServerConfig, build_sim_config
 from multiagent.sim.schedule import load_schedule, parse_schedule
 
@@ -30,10 +30,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'multiagent.sim' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
