@@ -1,13 +1,15 @@
 """Serve an ASGI app with uvicorn in a background thread on a socket bound here.
 
-The same approach as :mod:`multiagent.sim.runner` (which could use this helper too): the
-listening socket is bound before uvicorn starts, so a taken port is one clear
+Both servers of the project (the simulator and the metrics server) run this way. The listening
+socket is bound before uvicorn starts, so a taken port is one clear
 :class:`~multiagent.errors.UsageError` instead of a log line, and port 0 picks a free port whose
-number is known before the server runs.
+number is known before the server runs. :func:`wait_until_stopped` is the foreground loop of
+``multiagent sim serve`` and ``multiagent metrics serve``.
 """
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
@@ -40,7 +42,9 @@ def bind_socket(host: str, port: int, *, what: str) -> socket.socket:
 
 
 @contextmanager
-def serve_in_thread(app: Any, *, host: str, port: int, what: str) -> Iterator[str]:
+def serve_in_thread(
+    app: Any, *, host: str, port: int, what: str, **uvicorn_options: Any
+) -> Iterator[str]:
     """Serve ``app`` on ``host:port`` in a daemon thread for the duration of a ``with`` block.
 
     Args:
@@ -48,6 +52,7 @@ def serve_in_thread(app: Any, *, host: str, port: int, what: str) -> Iterator[st
         host: Interface to listen on.
         port: TCP port; 0 picks a free one.
         what: Names the server in error messages and the thread name.
+        **uvicorn_options: More ``uvicorn.Config`` settings (e.g. ``timeout_keep_alive``).
 
     Yields:
         The server's base URL, e.g. ``"http://127.0.0.1:50123"``.
@@ -66,6 +71,7 @@ def serve_in_thread(app: Any, *, host: str, port: int, what: str) -> Iterator[st
         access_log=False,
         lifespan="off",
         timeout_graceful_shutdown=2,
+        **uvicorn_options,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(
@@ -90,3 +96,16 @@ def serve_in_thread(app: Any, *, host: str, port: int, what: str) -> Iterator[st
         server.should_exit = True
         thread.join(timeout=_START_TIMEOUT_S)
         sock.close()
+
+
+def wait_until_stopped() -> None:
+    """Block until SIGTERM or Ctrl-C: the foreground life of a server started in a thread."""
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from multiagent.graphs.runner import WorkflowEvent, WorkflowOutcome
+if TYPE_CHECKING:  # imported where used, so `--help` stays fast
+    from multiagent.graphs.runner import WorkflowEvent, WorkflowOutcome
+
 
 _HEADINGS = {"synthesize": "collaborative output", "summarize": "meeting summary"}
 _RESUME = {"orchestration": "run", "meeting": "meeting", "validation": "validate"}

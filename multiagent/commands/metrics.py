@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
+from multiagent._serve import wait_until_stopped
 from multiagent.commands._shared import cli_settings, console, print_json
 
 metrics_app = typer.Typer(
@@ -30,19 +29,11 @@ def serve(
     from multiagent.observability.server import run_metrics_server  # loads the server stack
 
     settings = cli_settings(ctx)
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        with run_metrics_server(settings, host=host, port=port) as url:
-            sys.stdout.write(f"multiagent metrics listening on {url}\n")
-            sys.stdout.write(f"prometheus: {url}/metrics · summary: {url}/metrics/summary\n")
-            sys.stdout.flush()
-            while not stop.wait(0.5):
-                pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with run_metrics_server(settings, host=host, port=port) as url:
+        sys.stdout.write(f"multiagent metrics listening on {url}\n")
+        sys.stdout.write(f"prometheus: {url}/metrics · summary: {url}/metrics/summary\n")
+        sys.stdout.flush()
+        wait_until_stopped()
 
 
 def _money(value: float) -> str:

@@ -6,21 +6,19 @@ import importlib
 import signal
 import threading
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from rich.table import Table
 
 from multiagent.commands._shared import cli_settings, console, print_json
 from multiagent.errors import UsageError
-from multiagent.persistence.checkpointer import ensure_home
-from multiagent.persistence.maintenance import ChromaDBMaintenance, MaintenanceReport
-from multiagent.persistence.pruning import prune_checkpoints, vacuum_checkpoints
 from multiagent.persistence.schedule import TASK_NAMES
-from multiagent.persistence.scheduler import MemoryPersistenceScheduler, Task
-from multiagent.persistence.snapshots import MemorySnapshot
-from multiagent.persistence.status import persistence_status
-from multiagent.policies import Settings
+
+if TYPE_CHECKING:  # the commands import what they run when they run: `--help` stays fast
+    from multiagent.persistence.maintenance import MaintenanceReport
+    from multiagent.persistence.scheduler import Task
+    from multiagent.policies import Settings
 
 persistence_app = typer.Typer(
     name="persistence",
@@ -55,6 +53,8 @@ def _print_maintenance(report: MaintenanceReport) -> None:
 @persistence_app.command("status")
 def status(ctx: typer.Context, timezone: TimezoneOption = None, as_json: JsonFlag = False) -> None:
     """Snapshots per agent, scheduled runs, database sizes and checkpoint counts."""
+    from multiagent.persistence.status import persistence_status
+
     report = persistence_status(cli_settings(ctx), timezone=timezone)
     if as_json:
         print_json(report)
@@ -111,6 +111,9 @@ def snapshot(
     as_json: JsonFlag = False,
 ) -> None:
     """Snapshot agent memory to <home>/snapshots (old ones beyond the profile's limit go)."""
+    from multiagent.persistence.checkpointer import ensure_home
+    from multiagent.persistence.snapshots import MemorySnapshot
+
     settings = cli_settings(ctx)
     ensure_home(settings)
     with MemorySnapshot(settings) as snapper:
@@ -133,6 +136,9 @@ def restore(
     as_json: JsonFlag = False,
 ) -> None:
     """Replace an agent's memory by exactly what a snapshot holds (verified first)."""
+    from multiagent.persistence.checkpointer import ensure_home
+    from multiagent.persistence.snapshots import MemorySnapshot
+
     settings = cli_settings(ctx)
     ensure_home(settings)
     with MemorySnapshot(settings) as snapper:
@@ -155,6 +161,9 @@ def prune(
     as_json: JsonFlag = False,
 ) -> None:
     """Keep the last N checkpoints per thread, drop old threads, VACUUM; report bytes."""
+    from multiagent.persistence.checkpointer import ensure_home
+    from multiagent.persistence.pruning import prune_checkpoints
+
     settings = cli_settings(ctx)
     ensure_home(settings)
     report = prune_checkpoints(settings, keep=keep, max_age_days=max_age_days)
@@ -176,6 +185,8 @@ def prune(
 @persistence_app.command("backup")
 def backup(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Copy the Chroma store to <home>/backups (the newest N are kept)."""
+    from multiagent.persistence.maintenance import ChromaDBMaintenance
+
     report = ChromaDBMaintenance(cli_settings(ctx)).backup()
     if as_json:
         print_json(report.as_dict())
@@ -186,6 +197,9 @@ def backup(ctx: typer.Context, as_json: JsonFlag = False) -> None:
 @persistence_app.command("vacuum")
 def vacuum(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """VACUUM the Chroma database and the checkpoint database."""
+    from multiagent.persistence.maintenance import ChromaDBMaintenance
+    from multiagent.persistence.pruning import vacuum_checkpoints
+
     settings = cli_settings(ctx)
     chroma = ChromaDBMaintenance(settings).vacuum()
     checkpoints = vacuum_checkpoints(settings)
@@ -202,6 +216,8 @@ def vacuum(ctx: typer.Context, as_json: JsonFlag = False) -> None:
 @persistence_app.command("compact")
 def compact(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Rebuild agent collections, drop orphaned index files, vacuum."""
+    from multiagent.persistence.maintenance import ChromaDBMaintenance
+
     report = ChromaDBMaintenance(cli_settings(ctx)).compact()
     if as_json:
         print_json(report.as_dict())
@@ -244,6 +260,9 @@ def scheduler(
     as_json: JsonFlag = False,
 ) -> None:
     """Run the maintenance schedule in the foreground (Ctrl-C stops it)."""
+    from multiagent.persistence.checkpointer import ensure_home
+    from multiagent.persistence.scheduler import MemoryPersistenceScheduler
+
     settings = cli_settings(ctx)
     ensure_home(settings)
     hook = _load_hook(metrics_hook, settings)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 from typing import Annotated, Any
 
 import httpx2
 import typer
 from rich.table import Table
 
+from multiagent._serve import wait_until_stopped
 from multiagent.commands._shared import console, print_json
 from multiagent.errors import MultiagentError
 from multiagent.sim.config import build_sim_config
@@ -85,22 +84,14 @@ def serve(
         seed=seed,
         schedule=load_schedule(schedule) if schedule else (),
     )
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        with run_sim_server(config, host=host, port=port) as url:
-            phases = ", ".join(
-                f"{p.name} ({p.rpm:.0f} rpm, {p.tpm:.0f} tpm)" for p in config.resolved_phases()
-            )
-            sys.stdout.write(f"multiagent sim listening on {url}\n")
-            sys.stdout.write(f"phases: {phases}; stats at {url[: -len('/v1')]}/sim/stats\n")
-            sys.stdout.flush()
-            while not stop.wait(0.5):
-                pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with run_sim_server(config, host=host, port=port) as url:
+        phases = ", ".join(
+            f"{p.name} ({p.rpm:.0f} rpm, {p.tpm:.0f} tpm)" for p in config.resolved_phases()
+        )
+        sys.stdout.write(f"multiagent sim listening on {url}\n")
+        sys.stdout.write(f"phases: {phases}; stats at {url[: -len('/v1')]}/sim/stats\n")
+        sys.stdout.flush()
+        wait_until_stopped()
 
 
 def _root(url: str) -> str:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.table import Table
 
 from multiagent.commands._shared import cli_settings, console, print_json
 from multiagent.errors import UsageError
-from multiagent.graphs.threads import list_threads, thread_history, thread_state
-from multiagent.persistence.checkpointer import checkpoint_path, open_checkpointer
-from multiagent.policies import Settings
+
+if TYPE_CHECKING:  # imported where used, so `--help` stays fast
+    from multiagent.policies import Settings
 
 T = TypeVar("T")
 
@@ -28,6 +28,8 @@ ThreadArgument = Annotated[str, typer.Argument(help="The thread id (see `threads
 
 def _with_saver(settings: Settings, action: Callable[[Any], T], *, empty: T | None = None) -> T:
     """Run ``action`` with the checkpointer; never create a database just to read from it."""
+    from multiagent.persistence.checkpointer import checkpoint_path, open_checkpointer
+
     if not settings.checkpoint_url and not checkpoint_path(settings).exists():
         if empty is not None:
             return empty
@@ -43,6 +45,8 @@ def list_command(
     as_json: JsonOption = False,
 ) -> None:
     """List threads, most recent first, with status and cost."""
+    from multiagent.graphs.threads import list_threads
+
     settings = cli_settings(ctx)
     rows: list[dict[str, Any]] = _with_saver(
         settings, lambda saver: list_threads(saver, limit=limit), empty=[]
@@ -88,6 +92,8 @@ def show_command(
     as_json: JsonOption = False,
 ) -> None:
     """Show a thread's state: now, or at any of its checkpoints (`threads history`)."""
+    from multiagent.graphs.threads import thread_state
+
     settings = cli_settings(ctx)
     state = _with_saver(settings, lambda s: thread_state(s, thread, checkpoint_id=checkpoint))
     if as_json:
@@ -116,6 +122,8 @@ def history_command(
     ctx: typer.Context, thread: ThreadArgument, as_json: JsonOption = False
 ) -> None:
     """List a thread's checkpoints, newest first; `threads show --checkpoint ID` shows one."""
+    from multiagent.graphs.threads import thread_history
+
     settings = cli_settings(ctx)
     rows = _with_saver(settings, lambda saver: thread_history(saver, thread))
     if as_json:

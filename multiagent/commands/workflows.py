@@ -10,24 +10,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from multiagent.commands._render import LiveView, approve_in_terminal, print_outcome
 from multiagent.commands._shared import cli_settings, console, err_console, print_json
 from multiagent.errors import UsageError
-from multiagent.graphs.batch import read_batch_file
-from multiagent.graphs.execute import execute_workflow
-from multiagent.graphs.inputs import meeting_input, orchestration_input, validation_input
-from multiagent.graphs.report import outcome_report
-from multiagent.graphs.runner import WorkflowOutcome
-from multiagent.graphs.workflows import Workflow
-from multiagent.nodes.agents_file import AgentCatalog, load_agents, split_names
-from multiagent.nodes.context import WorkflowContext, build_context
-from multiagent.observability.history import persist_metrics, unpersisted
-from multiagent.observability.tracing import configure_tracing, shutdown_tracing
 from multiagent.policies import Settings
+
+if TYPE_CHECKING:  # imported where used, so `--help` stays fast
+    from multiagent.graphs.runner import WorkflowOutcome
+    from multiagent.graphs.workflows import Workflow
+    from multiagent.nodes.agents_file import AgentCatalog
+    from multiagent.nodes.context import WorkflowContext
 
 _EXIT = {"completed": 0, "rejected": 0, "awaiting_approval": 0, "budget_exceeded": 1, "failed": 1}
 
@@ -77,6 +72,10 @@ def _execute(
     memory: str = "off",
 ) -> None:
     """Check the input, run the workflow as a thread, print the outcome, exit with its code."""
+    from multiagent.nodes.agents_file import load_agents
+    from multiagent.nodes.context import build_context
+    from multiagent.observability.tracing import configure_tracing, shutdown_tracing
+
     settings = cli_settings(ctx)
     if budget is not None and budget < 0:
         raise UsageError(f"--budget must be at least 0 USD, got {budget}")
@@ -114,6 +113,8 @@ def _execute(
 
 def _persist_counted_metrics(settings: Settings) -> None:
     """Write this run's metrics to the history; a run that counted nothing writes nothing."""
+    from multiagent.observability.history import persist_metrics, unpersisted
+
     if unpersisted():
         persist_metrics(settings)
 
@@ -131,6 +132,10 @@ def _run_and_show(
     max_concurrency: int | None,
 ) -> WorkflowOutcome:
     """Run with live output (unless ``--json``/``--no-stream``), then print the outcome."""
+    from multiagent.commands._render import LiveView, approve_in_terminal, print_outcome
+    from multiagent.graphs.execute import execute_workflow
+    from multiagent.graphs.report import outcome_report
+
     view = None if as_json or no_stream else LiveView(console)
     if view is not None and not resume:
         console.print(f"[dim]{workflow} · profile {settings.env} · provider {settings.provider}[/]")
@@ -178,6 +183,8 @@ def run(
     as_json: JsonOption = False,
 ) -> None:
     """Orchestrate a team: a planner splits TASK, agents work in parallel, a synthesizer streams."""
+    from multiagent.graphs.inputs import orchestration_input
+    from multiagent.nodes.agents_file import split_names
 
     def make_inputs(settings: Settings, catalog: AgentCatalog) -> Any:
         if resume and task is None:
@@ -210,6 +217,8 @@ def meeting(
     as_json: JsonOption = False,
 ) -> None:
     """Hold a meeting on TOPIC: rounds of discussion, a moderator, a streamed summary."""
+    from multiagent.graphs.inputs import meeting_input
+    from multiagent.nodes.agents_file import split_names
 
     def make_inputs(settings: Settings, catalog: AgentCatalog) -> Any:
         if resume and topic is None:
@@ -248,6 +257,9 @@ def validate(
     as_json: JsonOption = False,
 ) -> None:
     """Cross-validate TEXT (or each item of --batch) with N validators against a threshold."""
+    from multiagent.graphs.batch import read_batch_file
+    from multiagent.graphs.inputs import validation_input
+
     if concurrency is not None and not 1 <= concurrency <= 64:
         raise UsageError(f"--concurrency must be between 1 and 64, got {concurrency}")
 

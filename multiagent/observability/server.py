@@ -23,7 +23,7 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Query
 from fastapi.responses import PlainTextResponse
 
-from multiagent.observability._serve import serve_in_thread
+from multiagent._serve import serve_in_thread
 from multiagent.observability.cache_stats import cache_analytics, cache_gauges
 from multiagent.observability.history import MAX_HOURS, MetricsHistory
 from multiagent.observability.metrics import MetricsStore, get_metrics
