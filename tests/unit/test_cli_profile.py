@@ -90,3 +90,16 @@ def test_every_command_has_help() -> None:
     assert result.exit_code == 0
     for command in ("profile",):
         assert runner.invoke(app, [command, "--help"]).exit_code == 0
+
+
+def test_the_cli_loads_no_heavy_stack_to_show_help() -> None:
+    code = (
+        "import sys\n"
+        "from multiagent.cli import app\n"
+        "from typer.testing import CliRunner\n"
+        "assert CliRunner().invoke(app, ['--help']).exit_code == 0\n"
+        "heavy = ('chromadb', 'openai', 'langgraph', 'langchain_openai', 'fastapi')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"
