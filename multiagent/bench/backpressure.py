@@ -247,7 +247,7 @@ def describe(config: BackpressureBenchConfig) -> str:
         "task. Goodput = successful requests / (capacity × phase length), from the simulator's "
         "counters; tasks and latency (task start to answer, waits and retries included) from "
         "the clients, by the phase a task started in. 's to adapt' = seconds from the phase's "
-        "start to the first 1-s bin after which every bin admits ≥ 90% of capacity with ≤ 5% "
+        "start until every later 2-s window (slid by 0.5 s) admits ≥ 90% of capacity with ≤ 5% "
         "429s ('never' when the phase ends badly). `adaptive` starts at half the baseline "
         "capacity with a ceiling of 4×; `token_bucket` is set to the baseline capacity."
     )

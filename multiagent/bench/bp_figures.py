@@ -81,42 +81,45 @@ def adapt_seconds(
     phase: PhaseSpec,
     start: float,
     *,
-    bin_s: float = 1.0,
+    window_s: float = 2.0,
+    step_s: float = 0.5,
 ) -> float | None:
-    """Seconds from the phase's start to the first 1-s bin from which every bin is good: it
-    admits ≥ 90% of capacity per second, and ≤ 5% of its attempts are answered 429.
+    """Seconds from the phase's start to the first moment from which every 2-s window (slid by
+    0.5 s) is good: it admits ≥ 90% of capacity per second, and ≤ 5% of its attempts are
+    answered 429.
 
     ``series`` holds (seconds since the run started, per-phase counters) polled from the
-    simulator about four times a second; a bin's rates are measured between the polls nearest
-    its edges, over the time those polls actually span. Admitted (attempts less 429s and 5xx)
-    counts on arrival, unlike successes, which count when a reply ends. ``None`` when the
-    phase's last bin is still bad (it never adapted).
+    simulator about four times a second; a window's rates are measured between the polls
+    nearest its edges, over the time those polls span within the phase. Admitted (attempts
+    less 429s and 5xx) counts on arrival, unlike successes, which count when a reply ends.
+    ``None`` when the phase's last window is still bad (it never adapted).
     """
-    bins = int(phase.duration_s // bin_s)
-    if bins == 0:
+    steps = int((phase.duration_s - window_s) // step_s) + 1
+    if steps <= 0:
         return None
+    end = start + phase.duration_s
     good = []
-    for k in range(bins):
-        first = _poll_at(series, index, start + k * bin_s)
-        last = _poll_at(series, index, start + (k + 1) * bin_s)
-        if first is None or last is None or last[0] <= first[0]:
+    for k in range(steps):
+        first = _poll_at(series, index, start + k * step_s)
+        last = _poll_at(series, index, start + k * step_s + window_s)
+        if first is None or last is None:
             good.append(False)
             continue
         # the nearest polls may fall just outside the phase, where it admits nothing
-        seconds = min(last[0], start + phase.duration_s) - max(first[0], start)
-        if seconds <= 0:
+        seconds = min(last[0], end) - max(first[0], start)
+        attempts = last[3] - first[3]
+        if seconds <= 0 or attempts <= 0:
             good.append(False)
             continue
-        attempts = last[3] - first[3]
-        share_429 = (last[2] - first[2]) / attempts if attempts else 0.0
+        share_429 = (last[2] - first[2]) / attempts
         rate = (last[1] - first[1]) / seconds
         good.append(rate >= _GOOD_BIN_GOODPUT * phase.capacity_rps and share_429 <= _GOOD_BIN_429)
     if not good[-1]:
         return None
-    first_good = bins - 1
+    first_good = steps - 1
     while first_good > 0 and good[first_good - 1]:
         first_good -= 1
-    return first_good * bin_s
+    return first_good * step_s
 
 
 def _poll_at(
@@ -222,7 +225,7 @@ def render_backpressure(
             f"{f.tasks_failed}/{f.tasks}",
             _fmt(f.latency_p50_s, ".2f"),
             _fmt(f.latency_p95_s, ".2f"),
-            "never" if f.adapt_s is None else f"{f.adapt_s:.0f}",
+            "never" if f.adapt_s is None else f"{f.adapt_s:.1f}",
         ]
         for f in figures
     ]
