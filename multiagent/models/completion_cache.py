@@ -123,19 +123,24 @@ class CompletionCache(BaseCache):
         self.ttl_s = ttl_s
         self._entries = diskcache.Cache(str(self.directory / "entries"))
         self._counters = diskcache.Cache(str(self.directory / "stats"))
+        # parallel nodes write at once; SQLite makes a blocked writer sleep (1 ms and up), a
+        # lock in the process hands over in microseconds (other processes still use SQLite's)
+        self._write_lock = threading.Lock()
 
     def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
         """Return the cached generations for the pair, counting a hit or a miss."""
         blob = self._entries.get(cache_key(prompt, llm_string))
         hit = isinstance(blob, str)
-        self._counters.incr(_HITS if hit else _MISSES, 1, default=0, retry=True)
+        with self._write_lock:
+            self._counters.incr(_HITS if hit else _MISSES, 1, default=0, retry=True)
         get_metrics().inc("completion_cache_hits_total" if hit else "completion_cache_misses_total")
         return _decode(blob) if hit else None
 
     def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
         """Store the generations for the pair."""
-        key = cache_key(prompt, llm_string)
-        self._entries.set(key, _encode(return_val), expire=self.ttl_s, retry=True)
+        key, blob = cache_key(prompt, llm_string), _encode(return_val)
+        with self._write_lock:
+            self._entries.set(key, blob, expire=self.ttl_s, retry=True)
 
     async def alookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
         """As :meth:`lookup` (a local SQLite read is faster than a thread hop)."""

@@ -29,7 +29,7 @@ class CallRecord:
     error: str | None = None
 
 
-@dataclass
+@dataclass(eq=False)  # a ledger is one run's: it is itself, not equal to another run's
 class RunLedger:
     """Tokens, cost and calls of one run, and the guard that keeps it within budget."""
 

@@ -13,6 +13,7 @@ controller again, so a retry is paced and waits out a provider pause like any fi
 from __future__ import annotations
 
 import time
+import weakref
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -27,6 +28,8 @@ from multiagent.models.ledger import CallRecord, RunLedger
 from multiagent.models.pipeline_model import PipelineChatModel
 from multiagent.models.retry import RetryPolicy
 from multiagent.policies import Settings, Tier
+
+_ModelKey = tuple[str, str, str]
 
 #: The first version's name for the per-agent model; kept for callers that used it.
 AgentModel = PipelineChatModel
@@ -52,6 +55,12 @@ class ModelPipeline:
         profile = settings.profile
         self.retry = retry or RetryPolicy(attempts=profile.rate_limit.retry_attempts)
         self.backpressure = backpressure or BackpressureConfig.from_profile(profile.rate_limit)
+        # one model per (run, tier, agent, model): a node calls model_for on every turn, and a
+        # fresh model would be built and serialised again for LangChain's callbacks each time
+        self._models: weakref.WeakKeyDictionary[RunLedger, dict[_ModelKey, BaseChatModel]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._unledgered: dict[_ModelKey, BaseChatModel] = {}
 
     @property
     def completion_cache(self) -> CompletionCache | None:
@@ -97,8 +106,19 @@ class ModelPipeline:
         Raises:
             ConfigError: The provider cannot be built (e.g. ``openai`` without a key).
         """
+        name = model or self.settings.profile.models.for_tier(tier)
+        models = self._unledgered if ledger is None else self._models.setdefault(ledger, {})
+        key = (tier, agent, name)
+        found = models.get(key)
+        if found is None:
+            found = models[key] = self._build(tier, agent=agent, name=name, ledger=ledger)
+        return found
+
+    def _build(
+        self, tier: Tier, *, agent: str, name: str, ledger: RunLedger | None
+    ) -> BaseChatModel:
+        """Wire a new pipeline model for ``agent`` calling ``name``."""
         settings = self.settings
-        name = model or settings.profile.models.for_tier(tier)
         provider_model = _with_response_headers(build_chat_model(tier, settings, model=name))
         identity = CallIdentity(
             agent=agent,

@@ -55,6 +55,12 @@ class PipelineChatModel(BaseChatModel):
         """The provider's model name."""
         return self.identity.model
 
+    def __repr_args__(self) -> Any:
+        # LangChain puts repr(model) into every run's serialized form; the default would walk
+        # the provider model, the controller and the cache on every call of a new model
+        ident = self.identity
+        return [("agent", ident.agent), ("provider", ident.provider), ("model", ident.model)]
+
     @property
     def _identifying_params(self) -> dict[str, Any]:
         inner = {
