@@ -131,14 +131,14 @@ class _DirectModels(ModelPipeline):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self._models = {
+        self._direct = {
             tier: SimulatedChatModel(model=settings.profile.models.for_tier(tier)) for tier in TIERS
         }
 
     def model_for(  # type: ignore[override]
         self, tier: Tier, *, agent: str, **kwargs: Any
     ) -> SimulatedChatModel:
-        return self._models[tier]
+        return self._direct[tier]
 
 
 #: The variants timed, in the order each iteration runs them.

@@ -58,9 +58,11 @@ def overhead_markdown(result: dict[str, Any]) -> str:
             "",
             table(("part", "ms per run"), breakdown(result)),
             "",
-            "Reading: the target is not met on a zero-latency model. This project's graph and "
+            "Reading: the target is "
+            + ("met" if result["met"] else "not met")
+            + " on a zero-latency model. This project's graph and "
             "nodes cost little over the bare graph (`nodes_only`); the time is in the model "
-            "pipeline around each call (a fresh pipeline model per node call, redaction, the "
+            "pipeline around each call (a pipeline model per agent and run, redaction, the "
             "backpressure controller, retries, accounting) and above all in the completion "
             "cache, which on a miss looks the prompt up and then writes the answer to diskcache "
             "(SQLite). Persisting checkpoints synchronously costs the bare graph as much as "

@@ -173,6 +173,7 @@ def backpressure(
 
 @bench_app.command("overhead")
 def overhead(
+    ctx: typer.Context,
     iterations: Annotated[int, typer.Option(min=5, help="Timed runs of each variant.")] = 40,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed runs of each variant first.")] = 5,
     report: ReportOption = None,
@@ -185,5 +186,7 @@ def overhead(
 
     result = run_overhead_bench(iterations=iterations, warmup=warmup)
     body = overhead_markdown(result)
-    written = _write("overhead", "Framework overhead", body, report=report, no_report=no_report)
+    written = _write(
+        "overhead", "Framework overhead", body, report=report, no_report=no_report, ctx=ctx
+    )
     _emit(result, body, as_json=as_json, written=written)
