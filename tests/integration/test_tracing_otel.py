@@ -25,13 +25,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 from typing_extensions import TypedDict
 
+from multiagent._serve import serve_in_thread
 from multiagent.errors import ConfigError, UsageError
 from multiagent.graphs.inputs import orchestration_input
 from multiagent.graphs.runner import run_workflow
 from multiagent.models.simulated import SimulatedChatModel
 from multiagent.nodes.agents_file import load_agents
 from multiagent.nodes.context import build_context
-from multiagent.observability._serve import serve_in_thread
 from multiagent.observability.tracing import (
     TracingEnvironment,
     active_tracing,
