@@ -85,11 +85,40 @@ def test_malformed_toml_from_the_console_script() -> None:
     assert "multiagent.toml" in proc.stderr
 
 
+def _command_paths() -> list[list[str]]:
+    """Every command and sub-command of the app, as argument lists."""
+    import typer.main
+
+    paths: list[list[str]] = []
+
+    def walk(command: object, prefix: list[str]) -> None:
+        subcommands = getattr(command, "commands", None)
+        if not subcommands:
+            paths.append(prefix)
+            return
+        paths.append(prefix)
+        for name, sub in subcommands.items():
+            walk(sub, [*prefix, name])
+
+    walk(typer.main.get_command(app), [])
+    return paths
+
+
 def test_every_command_has_help() -> None:
-    result = runner.invoke(app, ["--help"])
-    assert result.exit_code == 0
-    for command in ("profile",):
-        assert runner.invoke(app, [command, "--help"]).exit_code == 0
+    paths = _command_paths()
+    names = {" ".join(p) for p in paths}
+    expected = {
+        "profile", "run", "meeting", "validate", "threads list", "threads show", "threads history",
+        "persistence status", "persistence snapshot", "persistence restore", "persistence prune",
+        "persistence backup", "persistence vacuum", "persistence compact", "persistence scheduler",
+        "metrics serve", "sim serve", "bench backpressure", "bench batch", "bench cache",
+        "bench overhead",
+    }  # fmt: skip
+    assert expected <= names
+    for path in paths:
+        result = runner.invoke(app, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output)
+        assert "Usage" in result.output
 
 
 def test_the_cli_loads_no_heavy_stack_to_show_help() -> None:
