@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from multiagent.models.factory import build_chat_model as build_chat_model
     from multiagent.models.ledger import RunLedger as RunLedger
     from multiagent.models.pipeline import ModelPipeline as ModelPipeline
-    from multiagent.models.simulated import SimulatedChatModel as SimulatedChatModel
     from multiagent.nodes.context import WorkflowContext as WorkflowContext
     from multiagent.nodes.context import build_context as build_context
     from multiagent.observability.cache_stats import cache_analytics as cache_analytics
@@ -49,6 +48,7 @@ if TYPE_CHECKING:
     from multiagent.policies.settings import Settings as Settings
     from multiagent.policies.settings import load_settings as load_settings
     from multiagent.sim.config import SimServerConfig as SimServerConfig
+    from multiagent.sim.model import SimulatedChatModel as SimulatedChatModel
     from multiagent.sim.runner import run_sim_server as run_sim_server
 
 __version__ = "0.1.0"
@@ -65,7 +65,7 @@ _EXPORTS: dict[str, str] = {
     "RunLedger": "multiagent.models.ledger",
     "Settings": "multiagent.policies.settings",
     "SimServerConfig": "multiagent.sim.config",
-    "SimulatedChatModel": "multiagent.models.simulated",
+    "SimulatedChatModel": "multiagent.sim.model",
     "WorkflowContext": "multiagent.nodes.context",
     "acreate_batch_completions": "multiagent.models.batch",
     "batch_cross_validate": "multiagent.graphs.batch",

@@ -39,13 +39,13 @@ from multiagent.graphs.inputs import orchestration_input
 from multiagent.graphs.runner import run_workflow
 from multiagent.graphs.workflows import compile_workflow
 from multiagent.models.pipeline import ModelPipeline
-from multiagent.models.simulated import SimulatedChatModel
 from multiagent.nodes.agents_file import AgentCatalog, load_agents
 from multiagent.nodes.context import build_context
 from multiagent.nodes.planner import PlanAnswer, merge_steps, plan_tool
 from multiagent.nodes.synthesizer import synthesis_prompt
 from multiagent.persistence.checkpointer import open_checkpointer
 from multiagent.policies import TIERS, Settings, Tier, load_settings
+from multiagent.sim.model import SimulatedChatModel
 
 TEAM = ("researcher", "analyst", "critic")
 RATIO_TARGET = 1.10

@@ -12,17 +12,12 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 
 from multiagent.models.ledger import CallRecord, RunLedger
 from multiagent.models.provider_errors import error_kind
-from multiagent.models.simtext import count_tokens
+from multiagent.models.tokens import prompt_tokens
 from multiagent.observability.metrics import get_metrics
 from multiagent.policies import ModelPrice
 
 #: Output tokens assumed for a call's cost before it is made, when it sets no ``max_tokens``.
 ESTIMATED_OUTPUT_TOKENS = 256
-
-
-def prompt_tokens(messages: Sequence[BaseMessage]) -> int:
-    """Approximate input tokens of a prompt (text plus a few tokens of framing per message)."""
-    return sum(count_tokens(m.text) + 4 for m in messages) + 2
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from pydantic import ConfigDict
 from multiagent.models._gate import ProviderGate
 from multiagent.models.backpressure import BackpressureConfig, BackpressureController, Ticket
 from multiagent.models.retry import RetryPolicy, async_retrying, sync_retrying
-from multiagent.models.simtext import count_tokens
+from multiagent.models.tokens import prompt_tokens
 from multiagent.observability.metrics import get_metrics
 
 #: Output tokens assumed for a request that does not cap them.
@@ -45,8 +45,9 @@ def as_messages(value: LanguageModelInput) -> list[BaseMessage]:
 
 def estimate_tokens(messages: Sequence[BaseMessage], *, max_output: int | None) -> int:
     """Tokens a request is charged against tokens/min: its prompt plus its output allowance."""
-    prompt = sum(count_tokens(m.text) + 4 for m in messages) + 2
-    return prompt + (max_output if max_output is not None else DEFAULT_OUTPUT_TOKENS)
+    return prompt_tokens(messages) + (
+        max_output if max_output is not None else DEFAULT_OUTPUT_TOKENS
+    )
 
 
 def shared_controller(

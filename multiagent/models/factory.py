@@ -1,16 +1,38 @@
 """Build the chat model for a tier of work: the simulated model or ``ChatOpenAI``.
 
+Providers are resolved by name from :data:`PROVIDERS`, each an import path, the way LangChain's
+``init_chat_model`` resolves its providers: the simulated provider lives with the simulator
+(:mod:`multiagent.sim.model`) and nothing in :mod:`multiagent.models` imports it.
+
 Provider clients are built with their own retries off: the project's pipeline owns the one retry
 loop (:mod:`multiagent.models`), so a 429 is never retried twice over.
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
+
 from langchain_core.language_models import BaseChatModel
 
 from multiagent.errors import ConfigError
-from multiagent.models.simulated import SimulatedChatModel
 from multiagent.policies import Settings, Tier
+
+#: Provider name → ``module:function`` building its chat model from (model name, settings).
+PROVIDERS: dict[str, str] = {"sim": "multiagent.sim.model:build_simulated_model"}
+
+
+def _provider_factory(provider: str) -> Callable[[str, Settings], BaseChatModel]:
+    """The factory registered for ``provider``."""
+    path = PROVIDERS.get(provider)
+    if path is None:
+        valid = ", ".join(sorted([*PROVIDERS, "openai"]))
+        raise ConfigError(f"unknown provider {provider!r}; valid: {valid}")
+    module, _, name = path.partition(":")
+    factory: Callable[[str, Settings], BaseChatModel] = getattr(
+        importlib.import_module(module), name
+    )
+    return factory
 
 
 def build_chat_model(
@@ -33,19 +55,8 @@ def build_chat_model(
     """
     name = model or settings.profile.models.for_tier(tier)
     timeout = settings.profile.rate_limit.request_timeout_s
-    if settings.provider == "sim":
-        sim = settings.sim
-        return SimulatedChatModel(
-            model=name,
-            seed=sim.seed,
-            ttft_s=sim.ttft_s,
-            token_latency_s=sim.token_latency_s,
-            rate_limit_error_rate=sim.rate_limit_error_rate,
-            server_error_rate=sim.server_error_rate,
-            timeout_rate=sim.timeout_rate,
-            retry_after_s=sim.retry_after_s,
-            fault_seed=sim.seed,
-        )
+    if settings.provider != "openai":
+        return _provider_factory(settings.provider)(name, settings)
     if settings.openai_api_key is None:
         raise ConfigError(
             "provider 'openai' needs OPENAI_API_KEY (and OPENAI_BASE_URL for a compatible "

@@ -2,7 +2,7 @@
 
 The built-in agents cover the common roles. Their system prompts name the role in plain words, so
 a real model knows what to do and the simulated provider (which shapes its text by the role the
-system prompt names, see :mod:`multiagent.models.simtext`) answers in character. Users add or
+system prompt names, see :mod:`multiagent.sim.text`) answers in character. Users add or
 override agents in ``agents.toml`` (:mod:`multiagent.nodes.agents_file`).
 """
 

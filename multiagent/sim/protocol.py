@@ -14,13 +14,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from multiagent.models.simtext import count_tokens, split_tokens
-from multiagent.models.simulated import (
+from multiagent.sim.model import (
     choose_tool,
     prompt_tokens,
     simulated_text,
     simulated_tool_call,
 )
+from multiagent.sim.text import count_tokens, split_tokens
 
 _FINGERPRINT = "fp_multiagent_sim"
 

@@ -20,8 +20,8 @@ from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, Field
 from typer.testing import CliRunner, Result
 
-from multiagent.models.simulated import SimulatedChatModel
 from multiagent.sim.config import SimServerConfig
+from multiagent.sim.model import SimulatedChatModel
 from multiagent.sim.runner import run_sim_server
 from multiagent.sim.schedule import parse_schedule
 

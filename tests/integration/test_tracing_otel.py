@@ -29,7 +29,6 @@ from multiagent._serve import serve_in_thread
 from multiagent.errors import ConfigError, UsageError
 from multiagent.graphs.inputs import orchestration_input
 from multiagent.graphs.runner import run_workflow
-from multiagent.models.simulated import SimulatedChatModel
 from multiagent.nodes.agents_file import load_agents
 from multiagent.nodes.context import build_context
 from multiagent.observability.tracing import (
@@ -40,6 +39,7 @@ from multiagent.observability.tracing import (
     shutdown_tracing,
 )
 from multiagent.policies import Settings, load_settings
+from multiagent.sim.model import SimulatedChatModel
 
 
 class State(TypedDict):

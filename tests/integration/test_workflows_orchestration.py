@@ -19,11 +19,11 @@ from multiagent.graphs.inputs import orchestration_input
 from multiagent.graphs.runner import WorkflowEvent, WorkflowOutcome, run_workflow
 from multiagent.graphs.workflows import compile_workflow
 from multiagent.models.pipeline import ModelPipeline
-from multiagent.models.simulated import SimulatedChatModel
 from multiagent.nodes.agents_file import load_agents
 from multiagent.nodes.context import build_context
 from multiagent.persistence.checkpointer import open_checkpointer
 from multiagent.policies import Settings, load_settings
+from multiagent.sim.model import SimulatedChatModel
 
 TASK = "Plan a product launch for a small bakery"
 TEAM = ["researcher", "analyst", "critic"]

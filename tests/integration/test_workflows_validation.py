@@ -15,10 +15,10 @@ from multiagent.graphs.inputs import validation_input
 from multiagent.graphs.runner import run_workflow
 from multiagent.graphs.workflows import compile_workflow
 from multiagent.models.pipeline import ModelPipeline
-from multiagent.models.simulated import SimulatedChatModel
 from multiagent.nodes.context import build_context
 from multiagent.persistence.checkpointer import open_checkpointer
 from multiagent.policies import Settings, load_settings
+from multiagent.sim.model import SimulatedChatModel
 
 #: 30 ms per call, and a provider rate limit far above what the test sends (pacing is not tested)
 FAST_PROVIDER = {

@@ -12,8 +12,8 @@ import pytest
 
 from multiagent.models._gate import ProviderGate
 from multiagent.models.backpressure import BackpressureConfig, BackpressureController, Ticket
-from multiagent.models.simulated import rate_limit_error, server_error
 from multiagent.policies import load_settings
+from multiagent.sim.model import rate_limit_error, server_error
 
 
 class FakeClock:

@@ -11,7 +11,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk
 from multiagent.models.adaptive import AdaptiveBackpressure
 from multiagent.models.backpressure import BackpressureConfig, BackpressureController
 from multiagent.models.retry import RetryPolicy
-from multiagent.models.simulated import SimulatedChatModel
+from multiagent.sim.model import SimulatedChatModel
 
 FAST = RetryPolicy(attempts=8, base_s=0.001, cap_s=0.005)
 

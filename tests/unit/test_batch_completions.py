@@ -12,8 +12,8 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from multiagent.errors import UsageError
 from multiagent.models.adaptive import reset_shared_controllers
 from multiagent.models.batch import acreate_batch_completions, create_batch_completions
-from multiagent.models.simulated import SimulatedChatModel
 from multiagent.policies import load_settings
+from multiagent.sim.model import SimulatedChatModel
 
 
 @pytest.fixture(autouse=True)

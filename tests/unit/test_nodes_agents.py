@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from multiagent.errors import ConfigError, UsageError
-from multiagent.models.simtext import detect_role
 from multiagent.nodes.agents import BUILTIN_AGENTS, VALIDATOR_ORDER
 from multiagent.nodes.agents_file import load_agents, split_names
 from multiagent.nodes.tools import calculator, word_count
 from multiagent.policies import load_settings
+from multiagent.sim.text import detect_role
 
 #: The role the simulated provider should recognise in each built-in system prompt.
 EXPECTED_ROLES = {

@@ -19,8 +19,8 @@ from multiagent.models.provider_errors import (
     retry_after_s,
 )
 from multiagent.models.retry import RetryPolicy, sync_retrying
-from multiagent.models.simulated import rate_limit_error, server_error, timeout_error
 from multiagent.observability.metrics import get_metrics
+from multiagent.sim.model import rate_limit_error, server_error, timeout_error
 
 _STATUS_ERRORS: dict[int, type[openai.APIStatusError]] = {
     400: openai.BadRequestError,

@@ -10,8 +10,8 @@ import pytest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from pydantic import BaseModel, Field
 
-from multiagent.models.simtext import count_tokens, split_tokens
-from multiagent.models.simulated import SimulatedChatModel, message_pairs, prompt_tokens
+from multiagent.sim.model import SimulatedChatModel, message_pairs, prompt_tokens
+from multiagent.sim.text import count_tokens, split_tokens
 
 TASK = "Assess the plan to migrate the billing service to PostgreSQL before the audit."
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from multiagent.models.simtext import split_tokens
+from multiagent.sim.text import split_tokens
 
 _WORDS = [
     "evidence",

@@ -1,7 +1,7 @@
 """A deterministic simulated chat model: the embedded default provider and the test double.
 
-It needs no network. Replies come from :mod:`multiagent.models.simtext`; tool calls and structured
-output from :mod:`multiagent.models.simschema`. Injected faults are the ``openai`` SDK's own
+It needs no network. Replies come from :mod:`multiagent.sim.text`; tool calls and structured
+output from :mod:`multiagent.sim.schema`. Injected faults are the ``openai`` SDK's own
 exception types carrying real HTTP responses (status, ``retry-after`` headers), so the retry and
 backpressure code treats the simulated provider exactly as it treats the real one.
 """
@@ -34,8 +34,9 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from multiagent.models.simschema import instance_of
-from multiagent.models.simtext import (
+from multiagent.policies import Settings
+from multiagent.sim.schema import instance_of
+from multiagent.sim.text import (
     count_tokens,
     digest,
     simulate_reply,
@@ -334,3 +335,19 @@ class SimulatedChatModel(BaseChatModel):
             if run_manager and isinstance(chunk.message.content, str) and chunk.message.content:
                 await run_manager.on_llm_new_token(chunk.message.content, chunk=chunk)
             yield chunk
+
+
+def build_simulated_model(model: str, settings: Settings) -> SimulatedChatModel:
+    """The simulated provider's model ``model``, as ``settings.sim`` configures it."""
+    sim = settings.sim
+    return SimulatedChatModel(
+        model=model,
+        seed=sim.seed,
+        ttft_s=sim.ttft_s,
+        token_latency_s=sim.token_latency_s,
+        rate_limit_error_rate=sim.rate_limit_error_rate,
+        server_error_rate=sim.server_error_rate,
+        timeout_rate=sim.timeout_rate,
+        retry_after_s=sim.retry_after_s,
+        fault_seed=sim.seed,
+    )
