@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from multiagent.models.adaptive import reset_shared_controllers
 from multiagent.observability.history import reset_process_metrics
 
 
@@ -27,3 +29,12 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(work)
     reset_process_metrics()  # the process-wide store would carry counts from test to test
     return home
+
+
+@pytest.fixture(autouse=True)
+def fresh_shared_controllers() -> Iterator[None]:
+    """Each test starts with no shared backpressure controller, so a test may configure its own
+    (a second configuration for a live controller is an error)."""
+    reset_shared_controllers()
+    yield
+    reset_shared_controllers()

@@ -1,5 +1,12 @@
 """Waiting for the controller: blocking threads and asyncio tasks, woken when a slot frees or
-every booked slot is void."""
+every booked slot is void; and :class:`Passage`, the context manager that gives a slot back.
+
+A slot is acquired by entering a passage and given back by leaving it, whatever the way out:
+the caller reports an answer (:meth:`Passage.answered`) or a failure (:meth:`Passage.failed`);
+an exception escaping the block is recorded as the failure it is; anything else (a return
+without a report, ``asyncio.CancelledError``, ``GeneratorExit``, ``KeyboardInterrupt``) cancels
+the ticket, which frees the slot without telling the controller anything about the provider.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,8 @@ import asyncio
 import math
 import threading
 from abc import abstractmethod
+from collections.abc import Mapping
+from types import TracebackType
 
 from multiagent.models._bp_types import BackpressureConfig, Ticket
 
@@ -28,6 +37,16 @@ class Waiting:
     @abstractmethod
     def cancel(self, ticket: Ticket) -> None:
         """Give up a ticket."""
+
+    @abstractmethod
+    def release(
+        self,
+        ticket: Ticket,
+        *,
+        error: BaseException | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """Record how a sent request ended."""
 
     @abstractmethod
     def _poll(self, ticket: Ticket) -> float:
@@ -79,6 +98,91 @@ class Waiting:
         except BaseException:
             self.cancel(ticket)
             raise
+
+    def slot(self, *, tokens: int = 0) -> Passage:
+        """A request's passage: ``with controller.slot(tokens=n) as passage:`` blocks until it
+        may be sent, and leaving the block gives the slot back on every way out.
+
+        Args:
+            tokens: The request's estimated tokens (prompt plus output allowance).
+        """
+        return Passage(self, tokens=tokens)
+
+    def aslot(self, *, tokens: int = 0) -> Passage:
+        """The async twin of :meth:`slot`: ``async with controller.aslot(tokens=n) as passage:``."""
+        return Passage(self, tokens=tokens)
+
+
+class Passage:
+    """One request's way through a controller: entered when it may be sent, left exactly once.
+
+    Use ``with`` (blocking wait) or ``async with`` (asyncio wait); both leave through
+    :meth:`_leave`, so the twins cannot drift apart.
+    """
+
+    def __init__(self, controller: Waiting, *, tokens: int) -> None:
+        self._controller = controller
+        self._tokens = tokens
+        self._ticket: Ticket | None = None
+        self._settled = False
+
+    @property
+    def ticket(self) -> Ticket:
+        """The ticket that let the request go (only inside the block)."""
+        if self._ticket is None:
+            raise RuntimeError("the passage has not been entered")
+        return self._ticket
+
+    def answered(self, *, headers: Mapping[str, str] | None = None) -> None:
+        """Report an answer (and its response headers); the slot is free from now on."""
+        self._settle(error=None, headers=headers)
+
+    def failed(self, error: BaseException) -> None:
+        """Report that the provider call failed with ``error``; the slot is free from now on."""
+        self._settle(error=error, headers=None)
+
+    def _settle(self, *, error: BaseException | None, headers: Mapping[str, str] | None) -> None:
+        """Release the ticket with its outcome, once (a second report is ignored)."""
+        if self._settled or self._ticket is None:
+            return
+        self._settled = True
+        self._controller.release(self._ticket, error=error, headers=headers)
+
+    def _leave(self, error: BaseException | None) -> None:
+        """Give the slot back: an escaping exception is the call's failure; else cancel."""
+        if self._settled or self._ticket is None:
+            return
+        if isinstance(error, Exception):
+            self._settle(error=error, headers=None)
+            return
+        # cancelled, interrupted, closed early or left without a report: no verdict on the
+        # provider, only the slot to give back
+        self._settled = True
+        self._controller.cancel(self._ticket)
+
+    def __enter__(self) -> Passage:
+        self._ticket = self._controller.acquire(tokens=self._tokens)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._leave(exc)
+
+    async def __aenter__(self) -> Passage:
+        self._ticket = await self._controller.aacquire(tokens=self._tokens)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._leave(exc)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -2,7 +2,8 @@
 
 Use it directly (a notebook, a script), or let :class:`multiagent.models.pipeline.ModelPipeline`
 use the same shared controller inside its model wrapper. One controller exists per
-(provider, model, base URL) per process (:func:`shared_controller`), and one pause gate per
+(provider, base URL, model) per process (:func:`shared_controller`; asking for it again with
+another configuration is an error, never silently ignored), and one pause gate per
 (provider, base URL), so every agent that calls the same model is limited together.
 """
 
@@ -11,6 +12,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import AsyncExitStack, ExitStack
+from dataclasses import asdict
 from typing import Any
 
 from langchain_core.language_models import LanguageModelInput
@@ -19,8 +22,9 @@ from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
 from pydantic import ConfigDict
 
+from multiagent.errors import ConfigError
 from multiagent.models._gate import ProviderGate
-from multiagent.models.backpressure import BackpressureConfig, BackpressureController, Ticket
+from multiagent.models.backpressure import BackpressureConfig, BackpressureController
 from multiagent.models.retry import RetryPolicy, async_retrying, sync_retrying
 from multiagent.models.tokens import prompt_tokens
 from multiagent.observability.metrics import get_metrics
@@ -57,15 +61,30 @@ def shared_controller(
     base_url: str | None,
     config: BackpressureConfig,
 ) -> BackpressureController:
-    """The process's controller for (provider, model, base URL), created on first use.
+    """The process's controller for (provider, base URL, model), created on first use.
 
-    Its state is exported to the metrics store as ``multiagent_backpressure_*{provider,model}``.
-    ``config`` only matters the first time; later callers share what exists.
+    Every caller of one key shares one controller, so agents calling the same model are
+    limited together. A later caller must ask for the same ``config``: a controller cannot
+    honour two sets of bounds at once, and quietly keeping the first would hand the second
+    caller limits it never asked for. Its state is exported to the metrics store as
+    ``multiagent_backpressure_*{provider,model}``.
+
+    Args:
+        provider: The provider name (``sim``, ``openai``, ...).
+        model: The model name.
+        base_url: The provider endpoint; ``None`` for the provider's default.
+        config: The bounds the caller wants.
+
+    Raises:
+        ConfigError: A controller for this key exists with another configuration; the message
+            names the key, each differing field with both values, and the fix.
     """
     endpoint = base_url or "default"
     with _REGISTRY_LOCK:
         existing = _CONTROLLERS.get((provider, model, endpoint))
         if existing is not None:
+            if existing.config != config:
+                raise ConfigError(_conflict(provider, endpoint, model, existing.config, config))
             return existing
         gate = _GATES.setdefault((provider, endpoint), ProviderGate(clock=time.monotonic))
         controller = BackpressureController(
@@ -74,6 +93,20 @@ def shared_controller(
         _CONTROLLERS[(provider, model, endpoint)] = controller
         _REMOVERS.append(get_metrics().add_collector(controller.samples))
     return controller
+
+
+def _conflict(
+    provider: str, endpoint: str, model: str, first: BackpressureConfig, second: BackpressureConfig
+) -> str:
+    """One line: which key, which fields differ (existing vs asked for), and the fix."""
+    old, new = asdict(first), asdict(second)
+    changed = ", ".join(f"{k}={old[k]!r} vs {new[k]!r}" for k in old if old[k] != new[k])
+    return (
+        f"backpressure controller for provider={provider!r} base_url={endpoint!r} "
+        f"model={model!r} already exists with another configuration (existing vs asked: "
+        f"{changed}); give every pipeline of this process the same rate_limit settings, or "
+        "call multiagent.models.adaptive.reset_shared_controllers() before reconfiguring"
+    )
 
 
 def reset_shared_controllers() -> None:
@@ -158,9 +191,9 @@ class AdaptiveBackpressure(RunnableSerializable[LanguageModelInput, BaseMessage]
         """Call the model once the controller lets the request go; retry what may be retried."""
         tokens = self._tokens(input, kwargs)
         for attempt in sync_retrying(self._policy(), model=self._model_label):
-            with attempt:
-                ticket = self.controller.acquire(tokens=tokens)
-                message = self._settle(ticket, lambda: self.bound.invoke(input, config, **kwargs))
+            with attempt, self.controller.slot(tokens=tokens) as passage:
+                message = self.bound.invoke(input, config, **kwargs)
+                passage.answered(headers=response_headers(message))
         return message
 
     async def ainvoke(
@@ -170,93 +203,81 @@ class AdaptiveBackpressure(RunnableSerializable[LanguageModelInput, BaseMessage]
         tokens = self._tokens(input, kwargs)
         async for attempt in async_retrying(self._policy(), model=self._model_label):
             with attempt:
-                ticket = await self.controller.aacquire(tokens=tokens)
-                try:
+                async with self.controller.aslot(tokens=tokens) as passage:
                     message = await self.bound.ainvoke(input, config, **kwargs)
-                except Exception as exc:
-                    self.controller.release(ticket, error=exc)
-                    raise
-                except BaseException:
-                    self.controller.cancel(ticket)
-                    raise
-                self.controller.release(ticket, headers=response_headers(message))
-        return message
-
-    def _settle(self, ticket: Ticket, call: Any) -> BaseMessage:
-        try:
-            message: BaseMessage = call()
-        except Exception as exc:
-            self.controller.release(ticket, error=exc)
-            raise
-        except BaseException:
-            self.controller.cancel(ticket)
-            raise
-        self.controller.release(ticket, headers=response_headers(message))
+                    passage.answered(headers=response_headers(message))
         return message
 
     def stream(
         self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Iterator[BaseMessage]:
-        """Stream the reply; a failure before the first chunk is retried, one after it is not."""
-        tokens = self._tokens(input, kwargs)
-        for attempt in sync_retrying(self._policy(), model=self._model_label):
-            with attempt:
-                ticket = self.controller.acquire(tokens=tokens)
-                chunks = iter(self.bound.stream(input, config, **kwargs))
-                try:
-                    first = next(chunks)
-                except StopIteration:
-                    self.controller.release(ticket)
-                    return
-                except Exception as exc:
-                    self.controller.release(ticket, error=exc)
-                    raise
-        yield from self._rest(ticket, first, chunks)
+        """Stream the reply; a failure before the first chunk is retried, one after it is not.
 
-    def _rest(
-        self, ticket: Ticket, first: BaseMessage, chunks: Iterator[BaseMessage]
-    ) -> Iterator[BaseMessage]:
-        headers = response_headers(first)
-        try:
-            yield first
-            for chunk in chunks:
-                headers = headers or response_headers(chunk)
-                yield chunk
-        except Exception as exc:
-            self.controller.release(ticket, error=exc)
-            raise
-        except BaseException:
-            self.controller.cancel(ticket)
-            raise
-        self.controller.release(ticket, headers=headers)
+        The slot is held from the send to the last chunk, and given back however the stream
+        ends: exhausted, failed, or closed by its consumer at any point.
+        """
+        tokens = self._tokens(input, kwargs)
+        # ``held`` keeps the slot of the attempt that got its first chunk until the stream ends
+        with ExitStack() as held:
+            for attempt in sync_retrying(self._policy(), model=self._model_label):
+                with attempt, ExitStack() as trial:
+                    passage = trial.enter_context(self.controller.slot(tokens=tokens))
+                    chunks = iter(self.bound.stream(input, config, **kwargs))
+                    trial.callback(_close, chunks)  # runs before the slot is given back
+                    first = next(chunks, None)
+                    held.push(trial.pop_all())
+            headers = _Headers()
+            if first is not None:
+                yield headers.seen(first)
+                for chunk in chunks:
+                    yield headers.seen(chunk)
+            passage.answered(headers=headers.value)
 
     async def astream(
         self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[BaseMessage]:
         """Async :meth:`stream`."""
         tokens = self._tokens(input, kwargs)
-        async for attempt in async_retrying(self._policy(), model=self._model_label):
-            with attempt:
-                ticket = await self.controller.aacquire(tokens=tokens)
-                chunks = aiter(self.bound.astream(input, config, **kwargs))
-                try:
-                    first = await anext(chunks)
-                except StopAsyncIteration:
-                    self.controller.release(ticket)
-                    return
-                except Exception as exc:
-                    self.controller.release(ticket, error=exc)
-                    raise
-        headers = response_headers(first)
-        try:
-            yield first
-            async for chunk in chunks:
-                headers = headers or response_headers(chunk)
-                yield chunk
-        except Exception as exc:
-            self.controller.release(ticket, error=exc)
-            raise
-        except BaseException:
-            self.controller.cancel(ticket)
-            raise
-        self.controller.release(ticket, headers=headers)
+        async with AsyncExitStack() as held:
+            async for attempt in async_retrying(self._policy(), model=self._model_label):
+                with attempt:
+                    async with AsyncExitStack() as trial:
+                        passage = await trial.enter_async_context(
+                            self.controller.aslot(tokens=tokens)
+                        )
+                        chunks = aiter(self.bound.astream(input, config, **kwargs))
+                        trial.push_async_callback(_aclose, chunks)
+                        first = await anext(chunks, None)
+                        held.push_async_exit(trial.pop_all())
+            headers = _Headers()
+            if first is not None:
+                yield headers.seen(first)
+                async for chunk in chunks:
+                    yield headers.seen(chunk)
+            passage.answered(headers=headers.value)
+
+
+class _Headers:
+    """The first response headers a stream's chunks carry (the twins share this reading)."""
+
+    def __init__(self) -> None:
+        self.value: Mapping[str, str] | None = None
+
+    def seen(self, chunk: BaseMessage) -> BaseMessage:
+        """Note ``chunk``'s headers if none were seen yet; return the chunk."""
+        self.value = self.value or response_headers(chunk)
+        return chunk
+
+
+def _close(chunks: Iterator[BaseMessage]) -> None:
+    """Close the provider's stream (its connection) if it can be closed."""
+    close = getattr(chunks, "close", None)
+    if callable(close):
+        close()
+
+
+async def _aclose(chunks: AsyncIterator[BaseMessage]) -> None:
+    """Async :func:`_close`."""
+    aclose = getattr(chunks, "aclose", None)
+    if callable(aclose):
+        await aclose()
