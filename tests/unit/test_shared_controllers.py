@@ -1,0 +1,99 @@
+"""One controller per (provider, base URL, model); a second configuration for it is an error;
+and the controller's slot as a context manager."""
+
+from __future__ import annotations
+
+import asyncio
+
+import openai
+import pytest
+
+from multiagent.errors import ConfigError
+from multiagent.models.adaptive import (
+    reset_shared_controllers,
+    shared_controller,
+    shared_controllers,
+)
+from multiagent.models.backpressure import BackpressureConfig, BackpressureController
+from multiagent.sim.model import server_error
+
+FIVE = BackpressureConfig(max_concurrency=5, requests_per_s=8.3)
+EIGHT = BackpressureConfig(max_concurrency=8, requests_per_s=83.0)
+
+
+def test_callers_of_one_key_share_one_controller_and_one_gate_per_endpoint() -> None:
+    url = "http://127.0.0.1:9/v1"
+    first = shared_controller(provider="openai", model="gpt-4o", base_url=url, config=FIVE)
+    again = shared_controller(provider="openai", model="gpt-4o", base_url=url, config=FIVE)
+    other_model = shared_controller(provider="openai", model="o3", base_url=url, config=EIGHT)
+    other_url = shared_controller(provider="openai", model="gpt-4o", base_url=None, config=EIGHT)
+    assert again is first
+    assert len({id(c) for c in (first, other_model, other_url)}) == 3
+    assert other_model.gate is first.gate  # a 429's pause holds for the whole endpoint
+    assert other_url.gate is not first.gate
+    assert set(shared_controllers()) == {
+        ("openai", "gpt-4o", url),
+        ("openai", "o3", url),
+        ("openai", "gpt-4o", "default"),
+    }
+
+
+def test_a_second_configuration_for_a_live_key_is_an_error_naming_it() -> None:
+    first = shared_controller(provider="sim", model="gpt-4o", base_url=None, config=FIVE)
+    with pytest.raises(ConfigError) as caught:
+        shared_controller(provider="sim", model="gpt-4o", base_url=None, config=EIGHT)
+    message = str(caught.value)
+    assert "\n" not in message
+    for part in (
+        "provider='sim'",
+        "base_url='default'",
+        "model='gpt-4o'",
+        "max_concurrency=5 vs 8",
+        "requests_per_s=8.3 vs 83.0",
+        "reset_shared_controllers()",
+    ):
+        assert part in message
+    assert "min_concurrency" not in message  # only the fields that differ
+    # the first caller's controller is untouched, and a reset allows the new configuration
+    assert shared_controller(provider="sim", model="gpt-4o", base_url=None, config=FIVE) is first
+    reset_shared_controllers()
+    second = shared_controller(provider="sim", model="gpt-4o", base_url=None, config=EIGHT)
+    assert second.config == EIGHT
+    assert second.state().limit == 8
+
+
+def test_a_slot_records_an_answer_an_escaping_error_or_nothing() -> None:
+    ctl = BackpressureController(BackpressureConfig(requests_per_s=1e6))
+    with ctl.slot(tokens=10) as passage:
+        assert ctl.state().in_flight == 1
+        passage.answered(headers={"x-ratelimit-limit-requests": "600"})
+        passage.failed(RuntimeError("a second report is ignored"))
+    assert ctl.state().advertised_requests_per_s == 10.0
+    with pytest.raises(openai.InternalServerError), ctl.slot():
+        raise server_error()
+    with ctl.slot():
+        pass  # left without a report: no verdict
+    state = ctl.state()
+    assert (state.in_flight, state.queued, state.samples, state.error_rate) == (0, 0, 2, 0.5)
+
+
+async def test_the_async_slot_leaves_the_same_way() -> None:
+    ctl = BackpressureController(BackpressureConfig(max_concurrency=1, requests_per_s=1e6))
+    async with ctl.aslot(tokens=10) as passage:
+        passage.answered()
+    with pytest.raises(openai.InternalServerError):
+        async with ctl.aslot():
+            raise server_error()
+
+    async def hold_forever() -> None:
+        async with ctl.aslot():
+            await asyncio.Event().wait()
+
+    task = asyncio.create_task(hold_forever())
+    while ctl.state().in_flight == 0:
+        await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    state = ctl.state()
+    assert (state.in_flight, state.queued, state.samples, state.error_rate) == (0, 0, 2, 0.5)
