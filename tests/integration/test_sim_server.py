@@ -6,7 +6,6 @@ import json
 import re
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +42,15 @@ def _cli(*args: str) -> Result:
 def _stats(url: str) -> dict[str, Any]:
     document: dict[str, Any] = httpx2.get(url.removesuffix("/v1") + "/sim/stats").json()
     return document
+
+
+def _until_idle(url: str) -> None:
+    """Wait until the server has seen every request end (a closed stream ends on its side a
+    moment later); give up after a thousand looks."""
+    for _ in range(1000):
+        if not _stats(url)["in_flight"]:
+            return
+        time.sleep(0.01)
 
 
 def _reset(url: str) -> None:
@@ -206,7 +214,7 @@ def test_over_the_request_limit_is_a_429_with_openai_headers() -> None:
             client.chat.completions.create(model="gpt-4o", messages=RAW_MESSAGES)
         headers = caught.value.response.headers
         wait_ms = int(headers["retry-after-ms"])
-        assert 900 <= wait_ms <= 1000
+        assert 0 < wait_ms <= 1000  # one request/s: under a second left, however busy we were
         assert headers["retry-after"] == "1"
         assert headers["x-ratelimit-limit-requests"] == "60"
         assert headers["x-ratelimit-remaining-requests"] == "0"
@@ -231,25 +239,32 @@ def test_over_the_token_limit_is_a_429_naming_tokens() -> None:
 
 
 def test_concurrency_limit() -> None:
-    with run_sim_server(SimServerConfig(max_concurrency=1, ttft_s=0.4)) as url:
+    # an open stream holds the only slot until the client closes it (a piece a second):
+    # the second request meets it however slow the machine is
+    with run_sim_server(SimServerConfig(max_concurrency=1, token_latency_s=1.0)) as url:
         client = _client(url)
-        slow = threading.Thread(
-            target=lambda: client.chat.completions.create(model="gpt-4o", messages=RAW_MESSAGES)
+        holding = client.chat.completions.create(
+            model="gpt-4o", messages=RAW_MESSAGES, stream=True
         )
-        slow.start()
-        while _stats(url)["in_flight"] < 1:
-            time.sleep(0.01)
+        next(iter(holding))  # the role chunk: the request is admitted and streaming
+        assert _stats(url)["in_flight"] == 1
         with pytest.raises(openai.RateLimitError) as caught:
             client.chat.completions.create(model="gpt-4o", messages=RAW_MESSAGES)
-        slow.join()
-        assert int(caught.value.response.headers["retry-after-ms"]) <= 400
+        assert int(caught.value.response.headers["retry-after-ms"]) > 0
         assert "concurrent" in str(caught.value)
+        holding.close()
+        _until_idle(url)
         totals = _stats(url)["totals"]
-        assert (totals["successes"], totals["rejected_concurrency"]) == (1, 1)
+        assert (totals["attempts"], totals["rejected_concurrency"], totals["aborted"]) == (2, 1, 1)
+        fast = _client(url).chat.completions.create(
+            model="gpt-4o", messages=RAW_MESSAGES, max_completion_tokens=1
+        )
+        assert fast.choices[0].finish_reason == "length"  # the slot is free again
 
 
 def test_stats_count_exactly_and_early_sends_are_counted() -> None:
-    with run_sim_server(SimServerConfig(rpm=600, burst_s=0.1)) as url:  # 10/s, holds one
+    # one request/s, holding one: the second and third come well inside the second's wait
+    with run_sim_server(SimServerConfig(rpm=60, burst_s=1.0)) as url:
         client = _client(url)
         client.chat.completions.create(model="gpt-4o", messages=RAW_MESSAGES)
         with pytest.raises(openai.RateLimitError) as caught:
@@ -275,27 +290,24 @@ def test_stats_count_exactly_and_early_sends_are_counted() -> None:
 def test_schedule_phases_switch_limits_and_latency() -> None:
     schedule = parse_schedule(
         [
-            {"name": "cut", "duration_s": 0.5, "rpm": 60},
-            {"name": "raise", "duration_s": 1, "rpm": 60_000, "ttft_s": 0.1},
+            {"name": "cut", "duration_s": 2, "rpm": 60},  # the first two requests fall here
+            {"name": "raise", "duration_s": 60, "rpm": 60_000, "ttft_s": 0.1},
         ]
     )
     with run_sim_server(SimServerConfig(schedule=schedule)) as url:
         client = _client(url)
         _reset(url)
-        began = time.monotonic()
         client.chat.completions.create(model="gpt-4o", messages=RAW_MESSAGES)
         with pytest.raises(openai.RateLimitError):
             client.chat.completions.create(model="gpt-4o", messages=RAW_MESSAGES)
-        assert time.monotonic() - began < 0.5, "the machine was too slow to test the first phase"
-        time.sleep(0.55 - (time.monotonic() - began))
-        sent = time.monotonic()
+        while _stats(url)["current_phase"] == "cut":
+            time.sleep(0.02)
         for _ in range(5):
             client.chat.completions.create(model="gpt-4o", messages=RAW_MESSAGES)
-        assert time.monotonic() - sent >= 5 * 0.1  # the phase's own time to first token
         report = _stats(url)
         cut, raised = report["phases"]
         assert report["current_phase"] == "raise"
-        assert (cut["state"], cut["end_s"]) == ("done", 0.5)
+        assert (cut["state"], cut["end_s"]) == ("done", 2.0)
         assert (cut["counts"]["attempts"], cut["counts"]["successes"]) == (2, 1)
         assert (raised["counts"]["attempts"], raised["counts"]["successes"]) == (5, 5)
         assert raised["capacity"]["requests_per_s"] == 1000.0
@@ -343,6 +355,7 @@ def test_latency_spikes_and_streamed_pacing() -> None:
                 pieces += 1
         ended = time.monotonic()
         assert first_text_at is not None
+        # lower bounds only (the simulator's own delays): a busy machine can only add time
         assert first_text_at - began >= 0.2  # ttft + spike
         assert ended - began >= 0.2 + pieces * 0.005
         assert _stats(url)["totals"]["latency_spikes"] == 1
@@ -355,9 +368,7 @@ def test_a_client_leaving_mid_stream_frees_its_slot_and_counts_as_aborted() -> N
         for _, _chunk in zip(range(3), stream, strict=False):
             pass
         stream.close()
-        deadline = time.monotonic() + 5
-        while _stats(url)["in_flight"] and time.monotonic() < deadline:
-            time.sleep(0.02)
+        _until_idle(url)
         totals = _stats(url)["totals"]
         assert (totals["aborted"], totals["successes"]) == (1, 0)
         client.chat.completions.create(model="gpt-4o", messages=RAW_MESSAGES)  # slot is free
