@@ -243,9 +243,7 @@ def test_concurrency_limit() -> None:
     # the second request meets it however slow the machine is
     with run_sim_server(SimServerConfig(max_concurrency=1, token_latency_s=1.0)) as url:
         client = _client(url)
-        holding = client.chat.completions.create(
-            model="gpt-4o", messages=RAW_MESSAGES, stream=True
-        )
+        holding = client.chat.completions.create(model="gpt-4o", messages=RAW_MESSAGES, stream=True)
         next(iter(holding))  # the role chunk: the request is admitted and streaming
         assert _stats(url)["in_flight"] == 1
         with pytest.raises(openai.RateLimitError) as caught:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import time
+import threading
+from typing import Any
 
 import pytest
 from langchain_core.messages import AIMessage, AIMessageChunk
+from langchain_core.outputs import ChatResult
 
 from multiagent.models.adaptive import AdaptiveBackpressure
-from multiagent.models.backpressure import BackpressureConfig, BackpressureController
+from multiagent.models.backpressure import BackpressureConfig, BackpressureController, Ticket
 from multiagent.models.retry import RetryPolicy
 from multiagent.sim.model import SimulatedChatModel
 
@@ -57,26 +59,61 @@ def test_server_errors_are_retried_through_the_controller() -> None:
     assert 0 < state.error_rate < 1
 
 
+class Watched(BackpressureController):
+    """A controller that notes, for each send, whether a provider pause was still running."""
+
+    def __init__(self, config: BackpressureConfig) -> None:
+        super().__init__(config)
+        self.sends_during_pause = self.sends = 0
+
+    def _poll(self, ticket: Ticket) -> float:
+        wait = super()._poll(ticket)
+        if wait == 0:
+            self.sends += 1
+            self.sends_during_pause += self.gate.remaining() > 0
+        return wait
+
+
 def test_a_429_pauses_the_next_request_for_its_retry_after() -> None:
     throttled = SimulatedChatModel(
         model="gpt-4o-mini", rate_limit_error_rate=0.5, retry_after_s=0.08, fault_seed=2
     )
-    wrapped = limited(throttled, max_concurrency=1, use_limit_headers=False)
-    started = time.perf_counter()
-    for i in range(4):
-        wrapped.invoke(f"call {i}")
-    state = wrapped.controller.state()
-    assert state.time_paused_s >= 0.08
+    controller = Watched(BackpressureConfig(max_concurrency=1, requests_per_s=1e6))
+    wrapped = AdaptiveBackpressure(throttled, controller=controller, retry=FAST)
+    answers = [wrapped.invoke(f"call {i}").text for i in range(4)]
+    assert answers == [SimulatedChatModel().invoke(f"call {i}").text for i in range(4)]
+    state = controller.state()
     assert state.rate_cuts >= 1
-    assert time.perf_counter() - started >= state.time_paused_s - 0.01
+    assert controller.gate.pauses >= 1
+    assert state.time_paused_s >= 0.08 * controller.gate.pauses - 1e-9  # each pause ran out
+    rejected = controller.sends - 4  # every 429 was retried until it was answered
+    assert rejected == controller.gate.pauses
+    assert controller.sends_during_pause == 0
 
 
 def test_the_concurrency_limit_holds_for_a_batch() -> None:
-    slow = SimulatedChatModel(model="gpt-4o-mini", ttft_s=0.05)
-    wrapped = limited(slow, max_concurrency=2)
-    started = time.perf_counter()
-    wrapped.batch([f"slow {i}" for i in range(6)], config={"max_concurrency": 6})
-    assert time.perf_counter() - started >= 3 * 0.05 - 0.005  # three rounds of two
+    lock = threading.Lock()
+    inside: list[int] = [0]
+    peaks: list[int] = []
+    meet = threading.Barrier(2, timeout=30)  # calls pair up: one at a time never passes
+
+    class Meeting(SimulatedChatModel):
+        def _generate(self, *args: Any, **kwargs: Any) -> ChatResult:
+            with lock:
+                inside[0] += 1
+                peaks.append(inside[0])
+            try:
+                meet.wait()
+                return super()._generate(*args, **kwargs)
+            finally:
+                with lock:
+                    inside[0] -= 1
+
+    wrapped = limited(Meeting(model="gpt-4o-mini"), max_concurrency=2)
+    answers = wrapped.batch([f"slow {i}" for i in range(6)], config={"max_concurrency": 6})
+    assert len(answers) == 6
+    assert max(peaks) == 2  # six threads, two slots
+    assert wrapped.controller.state().samples == 6
 
 
 def test_bad_input_fails_before_anything_is_sent() -> None:

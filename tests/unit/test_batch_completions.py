@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import time
+import threading
 from collections.abc import Iterator
+from typing import Any
 
 import openai
 import pytest
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+from langchain_core.outputs import ChatResult
 
 from multiagent.errors import UsageError
 from multiagent.models.adaptive import reset_shared_controllers
 from multiagent.models.batch import acreate_batch_completions, create_batch_completions
-from multiagent.policies import load_settings
 from multiagent.sim.model import SimulatedChatModel
 
 
@@ -78,16 +79,32 @@ async def test_async_twin_keeps_order_and_isolates_errors() -> None:
 
 
 def test_concurrency_is_bounded_and_used() -> None:
-    settings = load_settings(
-        env="prod_quality",
-        overrides={"sim.ttft_s": 0.1, "cache.completion_enabled": False},
+    # calls meet in fours at a barrier: fewer than four at a time never get past it, and the
+    # count of calls inside shows more than four at a time
+    meet = threading.Barrier(4, timeout=30)
+    lock = threading.Lock()
+    inside: list[int] = [0]
+    peaks: list[int] = []
+
+    class Meeting(SimulatedChatModel):
+        def _generate(self, *args: Any, **kwargs: Any) -> ChatResult:
+            with lock:
+                inside[0] += 1
+                peaks.append(inside[0])
+            try:
+                meet.wait()
+                return super()._generate(*args, **kwargs)
+            finally:
+                with lock:
+                    inside[0] -= 1
+
+    prompts = [f"question {i}" for i in range(8)]
+    result = create_batch_completions(
+        prompts, max_concurrency=4, model=Meeting(model="gpt-4o-mini")
     )
-    prompts = [f"slow question {i}" for i in range(8)]
-    started = time.perf_counter()
-    result = create_batch_completions(prompts, max_concurrency=4, settings=settings)
-    wall = time.perf_counter() - started
     assert result.summary.succeeded == 8
-    assert 0.2 <= wall < 0.6  # two rounds of 0.1 s, not eight
+    assert [m.text for m in result] == [expected(p) for p in prompts]  # type: ignore[union-attr]
+    assert max(peaks) == 4
 
 
 def test_bad_requests_are_usage_errors() -> None:

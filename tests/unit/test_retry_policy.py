@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import email.utils
 import random
-import time
 
 import httpx2
 import openai
@@ -134,8 +133,8 @@ def test_non_retryable_errors_fail_on_the_first_attempt() -> None:
 
 def test_a_call_that_recovers_returns_its_value() -> None:
     calls = 0
-    started = time.perf_counter()
-    for attempt in sync_retrying(RetryPolicy(attempts=4, base_s=0.001)):
+    waits: list[float] = []
+    for attempt in sync_retrying(RetryPolicy(attempts=4, base_s=0.001), sleep=waits.append):
         with attempt:
             calls += 1
             if calls < 3:
@@ -143,6 +142,8 @@ def test_a_call_that_recovers_returns_its_value() -> None:
             value = "ok"
     assert value == "ok"
     assert calls == 3
-    assert time.perf_counter() - started < 1.0
+    assert len(waits) == 2  # full jitter under 0.001 s, then under 0.002 s
+    assert 0 <= waits[0] <= 0.001
+    assert 0 <= waits[1] <= 0.002
     with pytest.raises(ValueError):
         RetryPolicy(attempts=0)
