@@ -15,7 +15,7 @@ from multiagent.models.adaptive import (
     shared_controllers,
 )
 from multiagent.models.backpressure import BackpressureConfig, BackpressureController
-from multiagent.sim.model import server_error
+from multiagent.sim.model import rate_limit_error, server_error
 
 FIVE = BackpressureConfig(max_concurrency=5, requests_per_s=8.3)
 EIGHT = BackpressureConfig(max_concurrency=8, requests_per_s=83.0)
@@ -97,3 +97,23 @@ async def test_the_async_slot_leaves_the_same_way() -> None:
         await task
     state = ctl.state()
     assert (state.in_flight, state.queued, state.samples, state.error_rate) == (0, 0, 2, 0.5)
+
+
+def test_a_429_seen_by_one_model_holds_back_the_other_models_of_its_endpoint() -> None:
+    url = "http://127.0.0.1:9/v1"
+    config = BackpressureConfig(requests_per_s=1e6, use_limit_headers=False)
+    mini = shared_controller(provider="openai", model="gpt-4o-mini", base_url=url, config=config)
+    large = shared_controller(provider="openai", model="gpt-4o", base_url=url, config=config)
+    elsewhere = shared_controller(provider="openai", model="gpt-4o", base_url=None, config=config)
+    refused = mini.request(tokens=10)
+    assert mini.poll(refused) == 0
+    mini.release(refused, error=rate_limit_error(30.0))  # Retry-After: 30 s
+    held = large.request(tokens=10)
+    wait = large.poll(held)
+    assert 0 < wait <= 30.0  # the other model waits out the pause it never saw
+    assert large.state().in_flight == 0
+    assert large.state().paused_for_s > 0
+    free = elsewhere.request(tokens=10)
+    assert elsewhere.poll(free) == 0  # another endpoint is not paused
+    for controller, ticket in ((large, held), (elsewhere, free)):
+        controller.cancel(ticket)
