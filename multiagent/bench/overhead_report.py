@@ -75,8 +75,9 @@ def overhead_markdown(result: dict[str, Any]) -> str:
             "",
             "Reading: the target is "
             + ("met" if result["met"] else "not met")
-            + " on a zero-latency model, where the bare graph spends well under a millisecond "
-            "per call. The completion cache keeps one SQLite connection per process and commits "
+            + " on a zero-latency model, where the bare graph spends "
+            f"{result['variants']['bare']['median_ms'] / max(calls, 1):.1f} ms per call. "
+            "The completion cache keeps one SQLite connection per process and commits "
             "each hit or miss before the lookup returns (exact after a crash), so a miss costs "
             "two SQLite commits (the count, then the answer) plus LangChain serialising the "
             "prompt for the key. The model pipeline around each call (a pipeline model per agent "
