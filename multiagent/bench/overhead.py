@@ -15,7 +15,11 @@ prompts and therefore the same model calls:
 Each iteration uses a new task, so the completion cache misses (a hit would make "full" faster
 than "bare" and say nothing about overhead). The provider's rate limits are raised far above
 what the benchmark sends: pacing requests to a provider's limit is policy, not overhead.
-Iterations alternate bare and full so that drift in the machine's speed hits both alike.
+Every iteration runs every variant once, in an order rotated from one iteration to the next, so
+that drift in the machine's speed and the garbage one variant leaves behind hit all alike;
+warm-up iterations are not timed, and the figures are medians over the timed iterations. Both
+wall time and the process's CPU time are recorded: on a machine shared with other work the CPU
+time is the steadier of the two, and on a zero-latency model nearly all wall time is CPU.
 """
 
 from __future__ import annotations
@@ -152,11 +156,18 @@ VARIANTS: dict[str, str] = {
 }
 
 
-def _ms(values: list[float]) -> dict[str, float]:
+def _ms(values: list[float], cpu: list[float]) -> dict[str, float]:
     return {
         "median_ms": round(statistics.median(values) * 1000, 3),
         "mean_ms": round(statistics.fmean(values) * 1000, 3),
+        "cpu_median_ms": round(statistics.median(cpu) * 1000, 3),
     }
+
+
+def _rotated(names: list[str], index: int) -> list[str]:
+    """``names`` starting at position ``index`` (mod their number)."""
+    shift = index % len(names)
+    return names[shift:] + names[:shift]
 
 
 def run_overhead_bench(*, iterations: int = 40, warmup: int = 5) -> dict[str, Any]:
@@ -168,8 +179,14 @@ def run_overhead_bench(*, iterations: int = 40, warmup: int = 5) -> dict[str, An
     Args:
         iterations: Timed runs of each variant.
         warmup: Untimed runs of each first (imports, connections, the interpreter's caches).
+
+    Raises:
+        ValueError: ``iterations`` is below 1 or ``warmup`` below 0.
     """
+    if iterations < 1 or warmup < 0:
+        raise ValueError(f"iterations must be ≥ 1 and warmup ≥ 0, got {iterations} and {warmup}")
     times: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    cpu: dict[str, list[float]] = {name: [] for name in VARIANTS}
     same_output = True
     calls = 0
     with tempfile.TemporaryDirectory(prefix="multiagent-bench-overhead-") as home:
@@ -226,18 +243,21 @@ def run_overhead_bench(*, iterations: int = 40, warmup: int = 5) -> dict[str, An
 
             for index in range(warmup + iterations):
                 outputs: dict[str, Any] = {}
-                for name, run in runs(index).items():
-                    started = time.perf_counter()
-                    outputs[name] = run()
+                variants = runs(index)
+                for name in _rotated(list(variants), index):
+                    started, cpu_started = time.perf_counter(), time.process_time()
+                    outputs[name] = variants[name]()
                     if index >= warmup:
                         times[name].append(time.perf_counter() - started)
+                        cpu[name].append(time.process_time() - cpu_started)
                 cli_run = outputs["full_cli"]
                 if cli_run.status != "completed":
                     raise RuntimeError(f"the full pipeline stopped: {cli_run.message}")
                 calls = len(cli_run.ledger.calls)
                 same_output = same_output and outputs["bare"]["output"] == outputs["full"]["output"]
-    figures = {name: _ms(values) for name, values in times.items()}
+    figures = {name: _ms(values, cpu[name]) for name, values in times.items()}
     ratio = figures["full"]["median_ms"] / figures["bare"]["median_ms"]
+    cpu_ratio = figures["full"]["cpu_median_ms"] / figures["bare"]["cpu_median_ms"]
     ratio_saved = figures["full_cli"]["median_ms"] / figures["bare_sqlite"]["median_ms"]
     per_call = (figures["full"]["median_ms"] - figures["bare"]["median_ms"]) / max(calls, 1)
     nodes_ratio = figures["nodes_only"]["median_ms"] / figures["bare"]["median_ms"]
@@ -246,6 +266,7 @@ def run_overhead_bench(*, iterations: int = 40, warmup: int = 5) -> dict[str, An
         "calls_per_run": calls,
         "variants": {name: {"what": VARIANTS[name], **figures[name]} for name in VARIANTS},
         "ratio": round(ratio, 3),
+        "ratio_cpu": round(cpu_ratio, 3),
         "ratio_with_persistence": round(ratio_saved, 3),
         "ratio_nodes_only": round(nodes_ratio, 3),
         "overhead_per_call_ms": round(per_call, 3),

@@ -1,10 +1,12 @@
 """The analysis cache: derived results (a validator's verdict on identical content) with a TTL.
 
 ``get_or_compute(kind, content, compute)`` returns the stored result for (kind, content) while it
-is younger than the TTL, else computes, stores and returns it. Three counters per kind, kept in
-diskcache like the completion cache's (exact, persistent, shared across processes): ``hits``,
-``misses`` (never stored) and ``expired`` (stored but older than the TTL; recomputed). Values are
-pickled by diskcache, so they must be picklable (pydantic models and plain data are).
+is younger than the TTL, else computes, stores and returns it. Three counters per kind, kept like
+the completion cache's (:class:`~multiagent.models._cache_store.CacheStore`: one connection per
+process, each count committed before the lookup returns, so exact after a crash and shared across
+processes): ``hits``, ``misses`` (never stored) and ``expired`` (stored but older than the TTL;
+recomputed). Values are pickled by diskcache, so they must be picklable (pydantic models and
+plain data are).
 """
 
 from __future__ import annotations
@@ -17,8 +19,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import diskcache
-
+from multiagent.models._cache_store import CacheStore
 from multiagent.observability.metrics import get_metrics
 
 T = TypeVar("T")
@@ -61,38 +62,41 @@ class AnalysisCache:
         self.ttl_s = ttl_s
         self.enabled = enabled
         self._clock = clock
-        self._entries = diskcache.Cache(str(self.directory / "entries")) if enabled else None
-        self._counters = diskcache.Cache(str(self.directory / "stats")) if enabled else None
+        self._store = (
+            CacheStore(self.directory / "entries", legacy_counters=self.directory / "stats")
+            if enabled
+            else None
+        )
 
     def _count(self, kind: str, outcome: str) -> None:
-        assert self._counters is not None
-        self._counters.incr(f"{kind}\x00{outcome}", 1, default=0, retry=True)
+        assert self._store is not None
+        self._store.count(f"{kind}\x00{outcome}")
         get_metrics().inc(f"analysis_cache_{outcome}_total", labels={"kind": kind})
 
     def lookup(self, kind: str, content: Any) -> Any:
         """The fresh stored result, or :data:`MISSING`; counts a hit, miss or expiry."""
-        if self._entries is None:
+        if self._store is None:
             return _MISSING
         key = content_key(kind, content)
-        stored = self._entries.get(key, default=_MISSING, retry=True)
-        if stored is _MISSING:
-            self._count(kind, "misses")
-            return _MISSING
-        stored_at, value = stored
-        if self._clock() - stored_at > self.ttl_s:
-            self._entries.delete(key, retry=True)
-            self._count(kind, "expired")
-            return _MISSING
-        self._count(kind, "hits")
+        with self._store.locked() as cache:
+            stored = cache.get(key, default=_MISSING, retry=True)
+            if stored is _MISSING:
+                outcome, value = "misses", _MISSING
+            elif self._clock() - stored[0] > self.ttl_s:
+                cache.delete(key, retry=True)
+                outcome, value = "expired", _MISSING
+            else:
+                outcome, value = "hits", stored[1]
+        self._count(kind, outcome)
         return value
 
     def store(self, kind: str, content: Any, value: Any) -> None:
         """Keep ``value`` as the result for (kind, content)."""
-        if self._entries is None:
+        if self._store is None:
             return
         key = content_key(kind, content)
         # diskcache's own expiry only culls: freshness is judged by the stored time
-        self._entries.set(key, (self._clock(), value), expire=self.ttl_s * 2, retry=True)
+        self._store.set(key, (self._clock(), value), expire=self.ttl_s * 2)
 
     def get_or_compute(self, kind: str, content: Any, compute: Callable[[], T]) -> T:
         """Return the cached result for (kind, content), computing and storing it when needed."""
@@ -117,46 +121,50 @@ class AnalysisCache:
     def stats(self) -> dict[str, Any]:
         """Counters per kind and in total: ``{"kinds": {kind: {...}}, "total": {...}}``."""
         kinds: dict[str, dict[str, int]] = {}
-        if self._counters is not None:
-            for key in list(self._counters.iterkeys()):
-                kind, _, outcome = str(key).partition("\x00")
-                value = int(self._counters.get(key, 0, retry=True))
-                kinds.setdefault(kind, dict.fromkeys(_OUTCOMES, 0))[outcome] = value
+        counters = self._store.counters() if self._store is not None else {}
+        for key, value in counters.items():
+            kind, _, outcome = key.partition("\x00")
+            kinds.setdefault(kind, dict.fromkeys(_OUTCOMES, 0))[outcome] = value
         total = {o: sum(k[o] for k in kinds.values()) for o in _OUTCOMES}
         return {
             "enabled": self.enabled,
             "ttl_s": self.ttl_s,
-            "entries": len(self._entries) if self._entries is not None else 0,
+            "entries": len(self._store) if self._store is not None else 0,
             "kinds": dict(sorted(kinds.items())),
             "total": total,
         }
 
     def clear(self, *, counters: bool = False) -> None:
         """Drop every entry (and the counters when ``counters``)."""
-        if self._entries is not None:
-            self._entries.clear(retry=True)
-        if counters and self._counters is not None:
-            self._counters.clear(retry=True)
+        if self._store is not None:
+            self._store.clear(counters=counters)
 
     def close(self) -> None:
-        """Close the underlying SQLite connections."""
-        for cache in (self._entries, self._counters):
-            if cache is not None:
-                cache.close()
+        """Close the underlying SQLite connection."""
+        if self._store is not None:
+            self._store.close()
 
 
 MISSING: Any = _MISSING
 
 _OPEN: dict[tuple[Path, float, bool], AnalysisCache] = {}
 _OPEN_LOCK = threading.Lock()
+_BY_HOME: dict[tuple[Path, float, bool], AnalysisCache] = {}
 
 
 def open_analysis_cache(home: Path, *, ttl_s: float, enabled: bool = True) -> AnalysisCache:
     """The process's analysis cache for data directory ``home`` (opened once)."""
+    # an absolute home is looked up as given (resolving costs a system call per component)
+    given = (Path(home), ttl_s, enabled)
+    found = _BY_HOME.get(given) if given[0].is_absolute() else None
+    if found is not None:
+        return found
     directory = analysis_cache_dir(Path(home)).resolve()
     with _OPEN_LOCK:
         cache = _OPEN.get((directory, ttl_s, enabled))
         if cache is None:
             cache = AnalysisCache(directory, ttl_s=ttl_s, enabled=enabled)
             _OPEN[(directory, ttl_s, enabled)] = cache
+        if given[0].is_absolute():
+            _BY_HOME[given] = cache
         return cache

@@ -7,8 +7,10 @@ call id and name, so ids, usage counts and response metadata of earlier turns do
 otherwise identical prompts.
 
 Values are stored as JSON (``message_to_dict``), never pickled code. Hit and miss counters live
-in a second diskcache and are incremented atomically (``Cache.incr`` is one SQLite transaction),
-so they are exact, survive restarts, and are shared by every process using the same home.
+in the same SQLite database (:class:`~multiagent.models._cache_store.CacheStore`: one connection
+per process, not per thread); each count is committed before the lookup returns, so the counts
+are exact, survive restarts and a killed process, and are shared by every process using the same
+home.
 """
 
 from __future__ import annotations
@@ -20,14 +22,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import diskcache
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
 from langchain_core.messages import message_to_dict, messages_from_dict
 from langchain_core.outputs import ChatGeneration, Generation
 
+from multiagent.models._cache_store import CacheStore
 from multiagent.observability.metrics import get_metrics
 
 _HITS, _MISSES = "hits", "misses"
+_RECENT_KEYS = 64
 _KEEP = ("content", "tool_calls", "tool_call_id", "name")
 
 
@@ -121,26 +124,37 @@ class CompletionCache(BaseCache):
         """Open (or create) the cache in ``directory``; entries expire after ``ttl_s``."""
         self.directory = Path(directory)
         self.ttl_s = ttl_s
-        self._entries = diskcache.Cache(str(self.directory / "entries"))
-        self._counters = diskcache.Cache(str(self.directory / "stats"))
-        # parallel nodes write at once; SQLite makes a blocked writer sleep (1 ms and up), a
-        # lock in the process hands over in microseconds (other processes still use SQLite's)
-        self._write_lock = threading.Lock()
+        self._store = CacheStore(
+            self.directory / "entries", legacy_counters=self.directory / "stats"
+        )
+        # LangChain looks up and then updates with the same prompt string: its key is kept for
+        # the update instead of parsing and hashing the prompt again (a few calls in flight)
+        self._recent: dict[tuple[str, str], str] = {}
+        self._recent_lock = threading.Lock()
+
+    def _key(self, prompt: str, llm_string: str) -> str:
+        """The pair's key, remembered for the update that follows a miss."""
+        pair = (prompt, llm_string)
+        key = self._recent.get(pair)
+        if key is None:
+            key = cache_key(prompt, llm_string)
+            with self._recent_lock:
+                self._recent[pair] = key
+                if len(self._recent) > _RECENT_KEYS:
+                    del self._recent[next(iter(self._recent))]
+        return key
 
     def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
         """Return the cached generations for the pair, counting a hit or a miss."""
-        blob = self._entries.get(cache_key(prompt, llm_string))
+        key = self._key(prompt, llm_string)
+        blob = self._store.get_and_count(key, None, found=_HITS, missing=_MISSES)
         hit = isinstance(blob, str)
-        with self._write_lock:
-            self._counters.incr(_HITS if hit else _MISSES, 1, default=0, retry=True)
         get_metrics().inc("completion_cache_hits_total" if hit else "completion_cache_misses_total")
         return _decode(blob) if hit else None
 
     def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
         """Store the generations for the pair."""
-        key, blob = cache_key(prompt, llm_string), _encode(return_val)
-        with self._write_lock:
-            self._entries.set(key, blob, expire=self.ttl_s, retry=True)
+        self._store.set(self._key(prompt, llm_string), _encode(return_val), expire=self.ttl_s)
 
     async def alookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
         """As :meth:`lookup` (a local SQLite read is faster than a thread hop)."""
@@ -152,9 +166,7 @@ class CompletionCache(BaseCache):
 
     def clear(self, **kwargs: Any) -> None:
         """Drop every entry; pass ``counters=True`` to reset the hit/miss counters too."""
-        self._entries.clear(retry=True)
-        if kwargs.get("counters"):
-            self._counters.clear(retry=True)
+        self._store.clear(counters=bool(kwargs.get("counters")))
 
     async def aclear(self, **kwargs: Any) -> None:
         """As :meth:`clear`."""
@@ -162,27 +174,37 @@ class CompletionCache(BaseCache):
 
     def stats(self) -> CompletionCacheStats:
         """The exact counters and the number of entries."""
+        counts = self._store.counters()
         return CompletionCacheStats(
-            hits=int(self._counters.get(_HITS, 0, retry=True)),
-            misses=int(self._counters.get(_MISSES, 0, retry=True)),
-            entries=len(self._entries),
+            hits=counts.get(_HITS, 0), misses=counts.get(_MISSES, 0), entries=len(self._store)
         )
 
     def close(self) -> None:
-        """Close the underlying SQLite connections."""
-        self._entries.close()
-        self._counters.close()
+        """Close the underlying SQLite connection."""
+        self._store.close()
 
 
 _OPEN: dict[tuple[Path, float | None], CompletionCache] = {}
 _OPEN_LOCK = threading.Lock()
 
 
+_BY_HOME: dict[tuple[Path, float | None], CompletionCache] = {}
+
+
 def open_completion_cache(home: Path, *, ttl_s: float | None = None) -> CompletionCache:
     """The process's completion cache for data directory ``home`` (opened once)."""
+    # an absolute home is looked up as given first: resolving a path costs a system call per
+    # component, and pipelines ask for the cache once per model they build (a relative home
+    # depends on the working directory, so it is always resolved)
+    given = (Path(home), ttl_s)
+    found = _BY_HOME.get(given) if given[0].is_absolute() else None
+    if found is not None:
+        return found
     directory = completion_cache_dir(Path(home)).resolve()
     with _OPEN_LOCK:
         cache = _OPEN.get((directory, ttl_s))
         if cache is None:
             cache = _OPEN[(directory, ttl_s)] = CompletionCache(directory, ttl_s=ttl_s)
+        if given[0].is_absolute():
+            _BY_HOME[given] = cache
         return cache

@@ -1,6 +1,7 @@
 """Cache analytics: the completion and analysis caches as every process sees them.
 
-Both caches keep exact hit/miss counters in diskcache under ``MULTIAGENT_HOME`` (see
+Both caches keep exact hit/miss counters beside their diskcache entries, in the same SQLite
+database under ``MULTIAGENT_HOME`` (see
 :mod:`multiagent.models.completion_cache` and :mod:`multiagent.models.analysis_cache`), so a
 metrics server in another process reads the same numbers the runs wrote. A cache that was never
 created is reported empty (``present: false``) and is not created by reading it.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from multiagent.bench.overhead import VARIANTS, run_overhead_bench
+from multiagent.bench.overhead import VARIANTS, _rotated, run_overhead_bench
 from multiagent.cli import app
 
 
@@ -22,6 +22,19 @@ def test_overhead_bench_measures_every_variant_on_the_same_calls() -> None:
         result["variants"]["full"]["median_ms"] / result["variants"]["bare"]["median_ms"], 3
     )
     assert result["met"] == (result["ratio"] <= 1.10)
+    assert result["ratio_cpu"] == round(
+        result["variants"]["full"]["cpu_median_ms"] / result["variants"]["bare"]["cpu_median_ms"],
+        3,
+    )
+
+
+def test_every_variant_takes_every_place_in_the_order() -> None:
+    names = list(VARIANTS)
+    orders = [_rotated(names, index) for index in range(len(names))]
+    for order in orders:
+        assert sorted(order) == sorted(names)
+    for place in range(len(names)):
+        assert {order[place] for order in orders} == set(names)
 
 
 def test_bench_overhead_command_writes_its_section(tmp_path: Path) -> None:
