@@ -75,9 +75,9 @@ def redis_server_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def redis_url(redis_server_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def redis_url(redis_server_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """``MULTIAGENT_REDIS_URL`` set to a Redis whose database is empty at the test's start."""
     with redis.Redis.from_url(redis_server_url) as client:
         client.flushdb()
     monkeypatch.setenv("MULTIAGENT_REDIS_URL", redis_server_url)
-    yield redis_server_url
+    return redis_server_url

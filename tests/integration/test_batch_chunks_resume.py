@@ -78,7 +78,8 @@ def test_a_batch_runs_as_one_graph_run_per_chunk() -> None:
     progress: list[tuple[int, int]] = []
     result = batch_cross_validate(
         _items(7), settings=settings, validators=2, max_concurrency=2, chunk_size=3,
-        context=build_context(settings, analysis_cache=None), on_progress=lambda d, t: progress.append((d, t)),
+        context=build_context(settings, analysis_cache=None),
+        on_progress=lambda done, total: progress.append((done, total)),
     )  # fmt: skip
     assert result.status == "completed"
     assert progress == [(3, 7), (6, 7), (7, 7)]  # three chunks, each stored once it ended
@@ -124,7 +125,8 @@ def test_a_budget_stop_keeps_finished_chunks_and_resume_finishes_the_rest(tmp_pa
     stopped = document(first)
     assert stopped["status"] == "budget_exceeded"
     finished = [r["id"] for r in stopped["results"]]
-    assert finished and stopped["unfinished"]
+    assert finished
+    assert stopped["unfinished"]
     assert sorted(finished + stopped["unfinished"]) == sorted(f"i{n}" for n in range(40))
     rest = document(cli("validate", "--thread", "b2", "--resume", "--budget", "10", "--json"))
     assert rest["status"] == "completed"
@@ -145,3 +147,16 @@ def test_resume_of_an_unknown_batch_or_a_reused_id_is_one_line(tmp_path: Path) -
     unknown = cli("validate", "--batch", str(batch), "--thread", "nope", "--resume")
     assert unknown.exit_code == 2
     assert "unknown batch 'nope'" in unknown.stderr
+
+
+def test_bench_scale_linear_reports_per_item_cost_per_size() -> None:
+    result = cli("bench", "scale", "--linear", "--sizes", "20,60", "--no-report", "--json")
+    assert result.exit_code == 0, result.output
+    doc = document(result)
+    assert [s["size"] for s in doc["sizes"]] == [20, 60]
+    assert [s["finished"] for s in doc["sizes"]] == [20, 60]
+    assert [s["calls"] for s in doc["sizes"]] == [40, 120]
+    assert doc["target"]["max_growth"] == 1.5
+    bad = cli("bench", "scale", "--linear", "--sizes", "10,x")
+    assert bad.exit_code == 2
+    assert "--sizes must be comma-separated integers, got '10,x'" in bad.stderr
