@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from multiagent.graphs.batch_chunks import ItemRecord
 from multiagent.nodes.state import ValidationItem
@@ -203,7 +203,3 @@ def open_batch_store(settings: Settings, *, create: bool = True) -> Iterator[Sql
     finally:
         connection.close()
 
-
-def as_usage(entries: list[dict[str, Any]]) -> list[Usage]:
-    """Usage entries read back from JSON (typed for the callers)."""
-    return [Usage(**entry) for entry in entries]  # type: ignore[typeddict-item]
