@@ -202,4 +202,3 @@ def open_batch_store(settings: Settings, *, create: bool = True) -> Iterator[Sql
         yield SqliteBatchStore(connection)
     finally:
         connection.close()
-
