@@ -87,6 +87,11 @@ def workers(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Workers
         pool.close()
 
 
+def _consumers(client: redis.Redis) -> int:
+    """Workers that have read the queue (so their signal handlers are in place)."""
+    return len(client.xinfo_consumers(stream_key("q1"), GROUP))
+
+
 def _wait(condition: Any, *, seconds: float = 90.0) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
@@ -131,6 +136,7 @@ def test_two_workers_finish_a_batch_and_store_every_result_once(
     first = workers.start("--queue", "q1", "--concurrency", "2")
     second = workers.start("--queue", "q1", "--concurrency", "2")
     _wait(lambda: client.hlen(batch_key(batch_id, "records")) == 30)
+    _wait(lambda: _consumers(client) == 2)
     stats = [workers.stop(first), workers.stop(second)]
     assert sum(s["stored"] for s in stats) == 30
     assert sum(s["chunks"] for s in stats) == 8
@@ -161,6 +167,7 @@ def test_a_killed_workers_chunks_are_reclaimed_by_another_none_lost_none_doubled
     assert sum(held.values()) >= 1
     survivor = workers.start("--queue", "q1", "--concurrency", "2", "--claim-idle", "1")
     _wait(lambda: client.hlen(batch_key(batch_id, "records")) == 24)
+    _wait(lambda: _consumers(client) == 2)
     stats = workers.stop(survivor)
     assert stats["reclaimed"] >= 1  # it took over what the killed worker held
     results = json.loads(cli("batch", "results", batch_id, "--json").stdout)
