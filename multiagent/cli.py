@@ -14,12 +14,14 @@ import typer
 from typer.core import TyperGroup
 
 from multiagent.commands._shared import RootOptions
+from multiagent.commands.batch import batch_app
 from multiagent.commands.bench import bench_app
 from multiagent.commands.metrics import metrics_app
 from multiagent.commands.persistence import persistence_app
 from multiagent.commands.profile import profile
 from multiagent.commands.sim import sim_app
 from multiagent.commands.threads import threads_app
+from multiagent.commands.worker import worker
 from multiagent.commands.workflows import meeting, run, validate
 from multiagent.errors import MultiagentError
 
@@ -104,6 +106,8 @@ app.command("validate")(validate)
 app.add_typer(threads_app, name="threads")
 app.add_typer(persistence_app, name="persistence")
 app.add_typer(metrics_app, name="metrics")
+app.command("worker")(worker)
+app.add_typer(batch_app, name="batch")
 
 
 def main() -> None:

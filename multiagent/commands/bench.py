@@ -17,7 +17,7 @@ from multiagent.errors import UsageError
 
 bench_app = typer.Typer(
     name="bench",
-    help="Benchmarks: backpressure, batch, cache, overhead (figures go to BENCHMARKS.md).",
+    help="Benchmarks: backpressure, batch, cache, overhead, scale (figures go to BENCHMARKS.md).",
     no_args_is_help=True,
 )
 
@@ -190,3 +190,35 @@ def overhead(
         "overhead", "Framework overhead", body, report=report, no_report=no_report, ctx=ctx
     )
     _emit(result, body, as_json=as_json, written=written)
+
+
+@bench_app.command("scale")
+def scale(
+    ctx: typer.Context,
+    linear: Annotated[
+        bool, typer.Option("--linear", help="Time and memory per item across batch sizes.")
+    ] = False,
+    sizes: Annotated[
+        str, typer.Option("--sizes", help="Comma-separated batch sizes.")
+    ] = "1000,10000",
+    report: ReportOption = None,
+    no_report: NoReportOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Scaling benchmarks; --linear: per-item cost of a batch from 1k to 100k items."""
+    from multiagent.bench.scale_linear import render_linear, run_linear_bench
+
+    if not linear:
+        raise UsageError("choose what to measure: --linear")
+    try:
+        counts = tuple(int(part) for part in sizes.split(",") if part.strip())
+    except ValueError:
+        raise UsageError(f"--sizes must be comma-separated integers, got {sizes!r}") from None
+    if len(counts) < 2 or min(counts) < 10:
+        raise UsageError(f"--sizes needs at least two sizes of 10 or more, got {sizes!r}")
+    result = run_linear_bench(sizes=counts)
+    body = render_linear(result)
+    written = _write(
+        "scale-linear", "Linear batches", body, report=report, no_report=no_report, ctx=ctx
+    )
+    _emit(result.as_dict(), body, as_json=as_json, written=written)

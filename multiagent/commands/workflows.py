@@ -253,15 +253,39 @@ def validate(
     resume: ResumeOption = False,
     budget: BudgetOption = None,
     agents_file: AgentsFileOption = None,
+    queue: Annotated[
+        str | None,
+        typer.Option("--queue", help="Put --batch on this Redis queue for `multiagent worker`."),
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="With --queue: follow the batch until it is done.")
+    ] = False,
     no_stream: NoStreamOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Cross-validate TEXT (or each item of --batch) with N validators against a threshold."""
+    from multiagent.commands._batch_run import is_local_batch, run_local_batch
     from multiagent.graphs.batch import read_batch_file
     from multiagent.graphs.inputs import validation_input
 
     if concurrency is not None and not 1 <= concurrency <= 64:
         raise UsageError(f"--concurrency must be between 1 and 64, got {concurrency}")
+    if text is not None and batch is not None:
+        raise UsageError("give TEXT or --batch FILE, not both")
+    if queue is not None or wait:  # a distributed batch: enqueue and return (or follow it)
+        from multiagent.commands.batch import enqueue_command
+
+        enqueue_command(
+            cli_settings(ctx), batch=batch, queue=queue, wait=wait, validators=validators,
+            threshold=threshold, agents_file=agents_file, as_json=as_json,
+        )  # fmt: skip
+        return
+    if batch is not None or (resume and text is None and is_local_batch(cli_settings(ctx), thread)):
+        run_local_batch(
+            cli_settings(ctx), batch=batch, validators=validators, threshold=threshold,
+            concurrency=concurrency, thread=thread, resume=resume, budget=budget,
+            agents_file=agents_file, no_stream=no_stream, as_json=as_json,
+        )  # fmt: skip
 
     def make_inputs(settings: Settings, catalog: AgentCatalog) -> Any:
         if text is not None and batch is not None:

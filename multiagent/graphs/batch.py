@@ -1,35 +1,60 @@
 """Validate many items at once with bounded concurrency: ``batch_cross_validate`` (the seed's name).
 
-All items run in one validation graph: one ``Send`` per distinct text and validator, with
-``max_concurrency`` at the top level of the run config bounding how many validators call the
-model at once. Identical items are validated once; verdicts on content seen before come from the
-analysis cache when the context has one.
+A batch is many short validation graphs, not one: the items are cut into chunks of a bounded
+number of distinct texts (:mod:`multiagent.graphs.batch_chunks`), and chunks run a few at a
+time, so every step costs the same per item whatever the batch's size. Each finished chunk is
+stored (:mod:`multiagent.graphs.batch_store`) before the next is counted as done.
+
+When the provider goes away, a chunk comes back with items no validator answered; the batch
+then starts no new chunk, lets the running ones end, and stops as ``failed`` with the unfinished
+item ids named. Resuming (``resume=True`` with the same store and batch id) runs exactly the
+unfinished items; finished ones are not run again. Identical items are validated once; verdicts
+on content seen before come from the analysis cache when the context has one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import time
+import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from langchain_core.callbacks import BaseCallbackHandler
-from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from multiagent.errors import UsageError
+from multiagent.graphs.batch_chunks import (
+    DEFAULT_CHUNK_SIZE,
+    ChunkOutcome,
+    ItemRecord,
+    plan_chunks,
+    run_chunk,
+)
+from multiagent.graphs.batch_store import BatchManifest, BatchStore, MemoryBatchStore
 from multiagent.graphs.inputs import validation_input
-from multiagent.graphs.runner import WorkflowEvent, WorkflowOutcome, run_workflow
+from multiagent.graphs.runner import Status, WorkflowOutcome
 from multiagent.graphs.workflows import new_thread_id
+from multiagent.models.ledger import RunLedger
 from multiagent.nodes.context import WorkflowContext, build_context
 from multiagent.nodes.state import ItemResult, ValidationItem, ValidatorFailure, Verdict
-from multiagent.nodes.usage import total_usage
+from multiagent.nodes.usage import Usage, total_usage
 from multiagent.policies import Settings, load_settings
+
+#: Reports ``(finished items, all items)`` after every stored chunk.
+Progress = Callable[[int, int], None]
 
 
 @dataclass
 class BatchValidation:
-    """The outcome of :func:`batch_cross_validate`; ``results`` are in input order."""
+    """The outcome of :func:`batch_cross_validate`; ``results`` are in input order.
+
+    ``unfinished`` names the items no validator answered (the batch stopped before them, or
+    the provider failed them); they run when the batch is resumed.
+    """
 
     results: list[ItemResult]
     verdicts: list[Verdict]
@@ -39,67 +64,217 @@ class BatchValidation:
     status: str
     thread_id: str
     outcome: WorkflowOutcome
+    unfinished: list[str] = field(default_factory=list)
+
+
+def concurrency_split(limit: int, *, validators: int, chunks: int) -> tuple[int, int]:
+    """Chunks run at once and validator calls per chunk, their product at most ``limit``.
+
+    Each chunk gets at least its validators' worth of calls (one item's validators in
+    parallel) when the limit allows; the rest of the limit goes to more chunks at once.
+    """
+    per_chunk = max(1, min(limit, validators))
+    parallel = max(1, min(chunks, limit // per_chunk))
+    return parallel, max(1, limit // parallel)
+
+
+def _run_chunks(
+    chunks: list[list[ValidationItem]],
+    *,
+    manifest: BatchManifest,
+    store: BatchStore,
+    context: WorkflowContext,
+    limit: int,
+    prefix: str,
+    callbacks: Sequence[BaseCallbackHandler] | None,
+    on_progress: Progress | None,
+    finished: int,
+) -> tuple[Status, ChunkOutcome | None, RunLedger]:
+    """Run ``chunks`` a few at a time; stop starting new ones once a chunk did not finish."""
+    parallel, per_chunk = concurrency_split(
+        limit, validators=len(manifest.validators), chunks=len(chunks)
+    )
+    budget = context.ledger.budget_usd
+    ledger = RunLedger(budget_usd=budget)
+    stopped: ChunkOutcome | None = None
+    total = len(manifest.items)
+    queue = iter(enumerate(chunks))
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="batch") as pool:
+        running: set[Future[ChunkOutcome]] = set()
+
+        def submit() -> bool:
+            number, chunk = next(queue, (-1, []))
+            if number < 0:
+                return False
+            left = None if budget is None else max(0.0, budget - ledger.spent_usd)
+            running.add(
+                pool.submit(
+                    run_chunk, f"{prefix}:{number}", chunk, validators=manifest.validators,
+                    threshold=manifest.threshold, context=context, max_concurrency=per_chunk,
+                    budget_usd=left, callbacks=callbacks,
+                )
+            )  # fmt: skip
+            return True
+
+        while len(running) < parallel and submit():
+            pass
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                running.discard(future)
+                chunk = future.result()
+                for call in chunk.ledger.calls:
+                    ledger.record(call)
+                finished += store.store(
+                    manifest.batch_id, chunk.chunk_id, chunk.records, chunk.usage
+                )
+                if on_progress is not None:
+                    on_progress(finished, total)
+                if chunk.status != "completed" and stopped is None:
+                    stopped = chunk
+                if stopped is None:
+                    submit()
+    status: Status = "completed" if stopped is None else stopped.status
+    return status, stopped, ledger
+
+
+def _assemble(
+    manifest: BatchManifest, store: BatchStore
+) -> tuple[list[ItemResult], list[Verdict], list[ValidatorFailure], list[Usage], list[str]]:
+    """Results in input order, each distinct verdict once, usage, and the unfinished ids."""
+    records = store.records(manifest.batch_id)
+    results: list[ItemResult] = []
+    verdicts: list[Verdict] = []
+    failures: list[ValidatorFailure] = []
+    unfinished: list[str] = []
+    seen: set[str] = set()
+    for item in manifest.items:
+        record: ItemRecord | None = records.get(item["id"])
+        if record is None:
+            unfinished.append(item["id"])
+            continue
+        results.append(record.result)
+        key = record.verdicts[0]["key"] if record.verdicts else item["id"]
+        if key not in seen:  # identical items share their verdicts: list them once
+            seen.add(key)
+            verdicts.extend(record.verdicts)
+            failures.extend(record.failures)
+    return results, verdicts, failures, store.usage(manifest.batch_id), unfinished
+
+
+def describe_unfinished(ids: Sequence[str], *, shown: int = 20) -> str:
+    """``"3 items unfinished: a, b, c"``, naming at most ``shown`` of them."""
+    named = ", ".join(ids[:shown])
+    more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
+    return f"{len(ids)} item{'s' if len(ids) != 1 else ''} unfinished: {named}{more}"
 
 
 def batch_cross_validate(
-    items: Sequence[str | ValidationItem],
+    items: Sequence[str | ValidationItem] | None,
     *,
     settings: Settings | None = None,
     validators: int | Sequence[str] | None = None,
     threshold: float | None = None,
     max_concurrency: int | None = None,
     context: WorkflowContext | None = None,
-    checkpointer: BaseCheckpointSaver[Any] | None = None,
+    store: BatchStore | None = None,
     thread_id: str | None = None,
-    on_event: Callable[[WorkflowEvent], None] | None = None,
+    resume: bool = False,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    on_progress: Progress | None = None,
     callbacks: Sequence[BaseCallbackHandler] | None = None,
 ) -> BatchValidation:
-    """Cross-validate every item; return each item's consensus in input order.
+    """Cross-validate every item in bounded chunks; return each item's consensus in input order.
 
     Args:
-        items: Texts, or ``{"id": ..., "text": ...}`` items.
+        items: Texts, or ``{"id": ..., "text": ...}`` items; ``None`` (or the same items) to
+            resume.
         settings: Resolved settings; default :func:`multiagent.load_settings`.
         validators: How many validators per item (within the profile's bounds), or their names.
         threshold: Consensus threshold in (0, 1]; default the profile's.
         max_concurrency: Validator calls in flight at once; default the profile's
             ``rate_limit.max_concurrency``.
-        context: A run context to use (to share a pipeline, ledger or analysis cache).
-        checkpointer: Keep the batch as a resumable thread; default: not persisted.
-        thread_id: The thread's id; default a new one.
-        on_event: Receives node starts and ends.
-        callbacks: LangChain callback handlers for the run (tracing, counting calls).
+        context: A run context to use (to share a pipeline, ledger budget or analysis cache).
+        store: Where the batch keeps its progress (e.g. :class:`~multiagent.graphs.batch_store.
+            SqliteBatchStore` to resume it from another process); default: in memory.
+        thread_id: The batch's id; default a new one.
+        resume: Continue batch ``thread_id`` of ``store``: run only its unfinished items.
+        chunk_size: Distinct texts per chunk (one short graph run each).
+        on_progress: Called with ``(finished items, all items)`` after each stored chunk.
+        callbacks: LangChain callback handlers for the chunk runs (tracing, counting calls).
 
     Raises:
-        UsageError: No items, an empty text, repeated ids, or validators/threshold out of range.
+        UsageError: No items, an empty text, repeated ids, validators/threshold out of range,
+            a resume of an unknown batch, or a new batch reusing an id.
     """
     settings = settings or load_settings()
     context = context or build_context(settings)
-    inputs = validation_input(
-        items, settings=settings, agents=context.agents, validators=validators, threshold=threshold
-    )
+    store = store if store is not None else MemoryBatchStore()
     limit = max_concurrency or settings.profile.rate_limit.max_concurrency
     if limit < 1:
         raise UsageError(f"max_concurrency must be at least 1, got {limit}")
-    outcome = run_workflow(
-        "validation",
-        inputs,
-        context=context,
-        checkpointer=checkpointer,
-        thread_id=thread_id or new_thread_id("validation"),
-        on_event=on_event,
-        max_concurrency=limit,
-        callbacks=callbacks,
-    )
-    values = outcome.values
+    if chunk_size < 1:
+        raise UsageError(f"chunk size must be at least 1, got {chunk_size}")
+    batch_id = thread_id or new_thread_id("validation")
+    manifest = store.manifest(batch_id)
+    if resume and manifest is None:
+        raise UsageError(f"unknown batch {batch_id!r}; nothing to resume")
+    if not resume and manifest is not None:
+        raise UsageError(f"batch {batch_id!r} already exists; add --resume to continue it")
+    if manifest is None:
+        if items is None:
+            raise UsageError("nothing to validate; give at least one text")
+        inputs = validation_input(
+            items, settings=settings, agents=context.agents, validators=validators,
+            threshold=threshold,
+        )  # fmt: skip
+        manifest = BatchManifest(
+            batch_id=batch_id, items=inputs["items"], validators=inputs["validators"],
+            threshold=inputs["threshold"], chunk_size=chunk_size,
+        )  # fmt: skip
+        store.create(manifest)
+    began = time.perf_counter()
+    budget = context.ledger.budget_usd
+    if resume and budget is not None:  # the batch's budget covers all its runs, as a thread's
+        spent_before = sum(entry["cost_usd"] for entry in store.usage(batch_id))
+        context = dataclasses.replace(
+            context, ledger=RunLedger(budget_usd=max(0.0, budget - spent_before))
+        )
+    finished = store.finished_ids(batch_id)
+    todo = [item for item in manifest.items if item["id"] not in finished]
+    attempt = uuid.uuid4().hex[:6]  # chunk ids of a resume never meet those of earlier runs
+    status, stopped, ledger = _run_chunks(
+        plan_chunks(todo, chunk_size=manifest.chunk_size), manifest=manifest, store=store,
+        context=context, limit=limit, prefix=f"{batch_id}:{attempt}", callbacks=callbacks,
+        on_progress=on_progress, finished=len(finished),
+    )  # fmt: skip
+    results, verdicts, failures, usage, unfinished = _assemble(manifest, store)
+    message = error = None
+    if stopped is not None:
+        message = (
+            f"{stopped.message or 'a chunk did not finish'}; {describe_unfinished(unfinished)}"
+        )
+        error = stopped.error
+    seconds = round(time.perf_counter() - began, 4)
+    values: dict[str, Any] = {
+        "items": manifest.items, "validators": manifest.validators,
+        "threshold": manifest.threshold, "results": results, "verdicts": verdicts,
+        "failures": failures, "usage": usage, "unfinished": unfinished,
+    }  # fmt: skip
+    outcome = WorkflowOutcome(
+        workflow="validation", thread_id=batch_id, status=status, values=values, ledger=ledger,
+        seconds=seconds, message=message or "", error=error, resumed=resume,
+    )  # fmt: skip
     return BatchValidation(
-        results=list(values.get("results", [])),
-        verdicts=list(values.get("verdicts", [])),
-        failures=list(values.get("failures", [])),
-        usage=total_usage(values.get("usage", [])),
-        seconds=outcome.seconds,
-        status=outcome.status,
-        thread_id=outcome.thread_id,
+        results=results,
+        verdicts=verdicts,
+        failures=failures,
+        usage=total_usage(usage),
+        seconds=seconds,
+        status=status,
+        thread_id=batch_id,
         outcome=outcome,
+        unfinished=unfinished,
     )
 
 

@@ -162,15 +162,27 @@ def item_result(
 
 
 def aggregate(state: ValidationState) -> dict[str, object]:
-    """Deferred: once every validator has answered, compute each item's consensus."""
-    results = [
-        item_result(
-            item,
-            verdicts=[v for v in state["verdicts"] if v["key"] == text_key(item["text"])],
-            failures=[f for f in state["failures"] if f["key"] == text_key(item["text"])],
-            validators=len(state["validators"]),
-            threshold=state["threshold"],
+    """Deferred: once every validator has answered, compute each item's consensus.
+
+    Verdicts and failures are grouped by text key in one pass, and each item's key is computed
+    once, so the step is linear in the number of items and verdicts (not their product).
+    """
+    verdicts: dict[str, list[Verdict]] = {}
+    for verdict in state["verdicts"]:
+        verdicts.setdefault(verdict["key"], []).append(verdict)
+    failures: dict[str, list[ValidatorFailure]] = {}
+    for failure in state["failures"]:
+        failures.setdefault(failure["key"], []).append(failure)
+    results = []
+    for item in state["items"]:
+        key = text_key(item["text"])
+        results.append(
+            item_result(
+                item,
+                verdicts=verdicts.get(key, []),
+                failures=failures.get(key, []),
+                validators=len(state["validators"]),
+                threshold=state["threshold"],
+            )
         )
-        for item in state["items"]
-    ]
     return {"results": results}

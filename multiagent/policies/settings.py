@@ -12,6 +12,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,7 +25,9 @@ Provider = Literal["sim", "openai"]
 PROVIDERS: tuple[str, ...] = ("sim", "openai")
 CONFIG_FILE_NAME = "multiagent.toml"
 _SECTIONS = ("models", "validation", "rate_limit", "memory", "cache", "features", "prices", "sim")
-_TOP_LEVEL = ("env", "policy", "provider", "checkpoint_url", "budget_usd")
+_TOP_LEVEL = ("env", "policy", "provider", "checkpoint_url", "redis_url", "budget_usd")
+#: URL schemes the ``redis`` client accepts.
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 class SimConfig(BaseModel):
@@ -51,6 +54,7 @@ class Settings(BaseModel):
     provider: Provider
     home: Path
     checkpoint_url: str | None
+    redis_url: str | None = None
     openai_api_key: SecretStr | None
     openai_base_url: str | None
     profile: Profile
@@ -65,6 +69,7 @@ class Settings(BaseModel):
             "provider": self.provider,
             "home": str(self.home),
             "checkpoint_url": _mask_url(self.checkpoint_url),
+            "redis_url": _mask_url(self.redis_url),
             "openai_base_url": self.openai_base_url,
             "openai_api_key_set": self.openai_api_key is not None,
             "profile": self.profile.model_dump(mode="json"),
@@ -85,6 +90,7 @@ class _Environment(BaseSettings):
     provider: str | None = None
     home: str | None = None
     checkpoint_url: str | None = None
+    redis_url: str | None = None
     budget_usd: str | None = None
     models: dict[str, Any] | None = None
     validation: dict[str, Any] | None = None
@@ -106,6 +112,35 @@ def _mask_url(url: str | None) -> str | None:
         return url
     scheme, _, rest = url.partition("://")
     return f"{scheme}://***@{rest.rpartition('@')[2]}"
+
+
+def check_redis_url(url: str, *, source: str) -> str:
+    """Return ``url`` when the ``redis`` client can use it; else raise one line naming it.
+
+    Only the form is checked here (settings import no client); whether the server answers is
+    checked when a command opens the connection (:mod:`multiagent.distributed.redis`).
+    """
+    shown = _mask_url(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        what = f"malformed MULTIAGENT_REDIS_URL {shown!r} (from {source})"
+        raise ConfigError(f"{what}: {exc}") from None
+    problem = None
+    if parts.scheme not in REDIS_SCHEMES:
+        problem = f"the scheme must be one of {', '.join(s + '://' for s in REDIS_SCHEMES)}"
+    elif parts.scheme == "unix" and not parts.path:
+        problem = "a unix:// URL needs a socket path"
+    elif parts.scheme != "unix" and not parts.hostname:
+        problem = "no host"
+    elif parts.scheme != "unix" and parts.path.strip("/") and not parts.path.strip("/").isdigit():
+        problem = f"the database {parts.path.strip('/')!r} is not a number"
+    elif port == 0:
+        problem = "port 0"
+    if problem is not None:
+        raise ConfigError(f"malformed MULTIAGENT_REDIS_URL {shown!r} (from {source}): {problem}")
+    return url
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -307,6 +342,12 @@ def load_settings(
     checkpoint_source = file_source
     if environ.checkpoint_url:
         checkpoint_url, checkpoint_source = environ.checkpoint_url, "env MULTIAGENT_CHECKPOINT_URL"
+    redis_url = file_data.get("redis_url") or None
+    redis_source = file_source
+    if environ.redis_url:
+        redis_url, redis_source = environ.redis_url, "env MULTIAGENT_REDIS_URL"
+    if redis_url is not None:
+        check_redis_url(str(redis_url), source=redis_source)
     sources = dict(layers.sources)
     sources.update(
         env=env_source,
@@ -314,6 +355,7 @@ def load_settings(
         provider=provider_source,
         home=home_source,
         checkpoint_url=checkpoint_source if checkpoint_url else "default",
+        redis_url=redis_source if redis_url else "default",
     )
     return Settings(
         env=env_name,
@@ -321,6 +363,7 @@ def load_settings(
         provider=provider_name,  # type: ignore[arg-type]
         home=home_path,
         checkpoint_url=checkpoint_url,
+        redis_url=None if redis_url is None else str(redis_url),
         openai_api_key=SecretStr(environ.openai_api_key) if environ.openai_api_key else None,
         openai_base_url=environ.openai_base_url or None,
         profile=profile,

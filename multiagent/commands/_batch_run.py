@@ -1,0 +1,122 @@
+"""``multiagent validate --batch FILE``: a local batch in chunks, kept resumable on disk.
+
+The batch lives in ``MULTIAGENT_HOME/batches.sqlite`` under its id (``--thread``, or a new one,
+printed): each finished chunk is stored before it counts, so ``--resume`` runs exactly the items
+that did not finish. Exit 0 when every item finished, 1 when the batch stopped (provider
+failure or budget) with the unfinished items named, 2 on bad input.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from multiagent.commands._shared import console, err_console, print_json
+from multiagent.errors import UsageError
+from multiagent.policies import Settings
+
+_EXIT = {"completed": 0, "budget_exceeded": 1, "failed": 1}
+
+
+def is_local_batch(settings: Settings, thread: str | None) -> bool:
+    """Whether ``thread`` names a batch of the local batch store."""
+    from multiagent.graphs.batch_store import batch_store_path, open_batch_store
+
+    if not thread or not batch_store_path(settings).exists():
+        return False
+    with open_batch_store(settings, create=False) as store:
+        return store.manifest(thread) is not None
+
+
+def run_local_batch(
+    settings: Settings,
+    *,
+    batch: Path | None,
+    validators: int | None,
+    threshold: float | None,
+    concurrency: int | None,
+    thread: str | None,
+    resume: bool,
+    budget: float | None,
+    agents_file: Path | None,
+    no_stream: bool,
+    as_json: bool,
+) -> None:
+    """Run (or resume) a local batch, print its outcome, exit with its code."""
+    from multiagent.commands._render import print_outcome
+    from multiagent.graphs.batch import batch_cross_validate, read_batch_file
+    from multiagent.graphs.batch_store import open_batch_store
+    from multiagent.graphs.report import outcome_report
+    from multiagent.nodes.agents_file import load_agents
+    from multiagent.nodes.context import build_context
+    from multiagent.observability.history import persist_metrics, unpersisted
+    from multiagent.observability.tracing import configure_tracing, shutdown_tracing
+
+    if resume and not thread:
+        raise UsageError("--resume needs --thread ID (the batch id printed when it started)")
+    if budget is not None and budget < 0:
+        raise UsageError(f"--budget must be at least 0 USD, got {budget}")
+    items: list[Any] | None = read_batch_file(batch) if batch is not None else None
+    agents = load_agents(settings, agents_file=agents_file)
+    configure_tracing(settings)
+    progress = None if as_json or no_stream else _ProgressBar()
+    try:
+        with open_batch_store(settings) as store:
+            if resume and items is not None:
+                _check_same_items(store.manifest(str(thread)), items)
+            context = build_context(settings, agents=agents, budget_usd=budget)
+            outcome = batch_cross_validate(
+                None if resume else items, settings=settings, validators=validators,
+                threshold=threshold, max_concurrency=concurrency, context=context, store=store,
+                thread_id=thread, resume=resume, on_progress=progress,
+            )  # fmt: skip
+    finally:
+        if progress is not None:
+            progress.close()
+        shutdown_tracing()
+        if unpersisted():
+            persist_metrics(settings)
+    report = {**outcome_report(outcome.outcome), "unfinished": outcome.unfinished}
+    if as_json:
+        print_json(report)
+    else:
+        print_outcome(console, outcome.outcome, report, streamed=set())
+    raise typer.Exit(code=_EXIT[outcome.status])
+
+
+def _check_same_items(manifest: Any, items: list[Any]) -> None:
+    """A resume given the file again must be given the same items."""
+    if manifest is None:
+        return  # the unknown batch is reported by the run itself
+    stored = [(i["id"], i["text"]) for i in manifest.items]
+    if stored != [(i["id"], i["text"]) for i in items]:
+        raise UsageError(
+            f"the items of --batch differ from those of batch {manifest.batch_id!r}; "
+            "leave --batch out to resume"
+        )
+
+
+class _ProgressBar:
+    """A rich progress bar of finished items, on stderr."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        self._bar = Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+        )
+        self._task = self._bar.add_task("validating", total=None)
+        self._bar.start()
+
+    def __call__(self, done: int, total: int) -> None:
+        self._bar.update(self._task, completed=done, total=total)
+
+    def close(self) -> None:
+        self._bar.stop()

@@ -1,0 +1,148 @@
+"""``multiagent batch status|results BATCH_ID`` and ``validate --batch FILE --queue NAME``.
+
+A distributed batch is put on a Redis Stream at once (its id printed); ``multiagent worker``
+processes on any machine finish it; these commands follow it from anywhere with the same
+``MULTIAGENT_REDIS_URL``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from multiagent.commands._shared import cli_settings, console, err_console, print_json
+from multiagent.errors import UsageError
+from multiagent.policies import Settings
+
+batch_app = typer.Typer(
+    name="batch", help="Follow distributed batches: status, results.", no_args_is_help=True
+)
+BatchIdArgument = Annotated[str, typer.Argument(help="The batch id printed when it was queued.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+#: How often ``--wait`` looks at the batch.
+POLL_S = 0.5
+
+
+def enqueue_command(
+    settings: Settings,
+    *,
+    batch: Path | None,
+    queue: str | None,
+    wait: bool,
+    validators: int | None,
+    threshold: float | None,
+    agents_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Check everything, then put the batch on the queue; print its id (or follow it)."""
+    from multiagent.distributed.queue import check_queue_name, enqueue_batch
+    from multiagent.distributed.redis import redis_client, require_redis_url
+    from multiagent.graphs.batch import read_batch_file
+    from multiagent.graphs.inputs import validation_input
+    from multiagent.nodes.agents_file import load_agents
+
+    if queue is None:
+        raise UsageError("--wait follows a queued batch: add --queue NAME")
+    check_queue_name(queue)
+    if batch is None:
+        raise UsageError("--queue takes a batch: add --batch FILE.jsonl")
+    url = require_redis_url(settings, what="--queue")
+    agents = load_agents(settings, agents_file=agents_file)
+    inputs = validation_input(
+        read_batch_file(batch), settings=settings, agents=agents, validators=validators,
+        threshold=threshold,
+    )  # fmt: skip
+    with redis_client(url) as client:  # unreachable: one line, exit 2, nothing enqueued
+        queued = enqueue_batch(
+            client, queue=queue, items=list(inputs["items"]), validators=inputs["validators"],
+            threshold=inputs["threshold"],
+        )  # fmt: skip
+        if not wait:
+            if as_json:
+                print_json(
+                    {"batch_id": queued.batch_id, "queue": queued.queue, "items": queued.items,
+                     "chunks": queued.chunks}
+                )  # fmt: skip
+            else:
+                console.print(queued.batch_id, highlight=False)
+                err_console.print(
+                    f"{queued.items} items on queue {queue}; follow: multiagent batch status "
+                    f"{queued.batch_id}",
+                    style="dim",
+                )
+            return
+        err_console.print(f"batch {queued.batch_id} on queue {queue}", style="dim")
+        _follow(client, queued.batch_id, show=not as_json)
+        _show_results(client, queued.batch_id, as_json=as_json)
+
+
+def _follow(client: Any, batch_id: str, *, show: bool) -> None:
+    """Poll the batch until every item is finished, with a progress bar on stderr."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from multiagent.distributed.queue import batch_status
+
+    bar = Progress(
+        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), console=err_console, transient=True, disable=not show,
+    )  # fmt: skip
+    with bar:
+        task = bar.add_task("validating", total=None)
+        while True:
+            status = batch_status(client, batch_id)
+            bar.update(task, completed=status["finished"], total=status["items"])
+            if status["state"] == "completed":
+                return
+            time.sleep(POLL_S)
+
+
+def _show_results(client: Any, batch_id: str, *, as_json: bool) -> None:
+    from multiagent.commands._render import _results_table as results_table
+    from multiagent.distributed.queue import batch_results
+
+    document = batch_results(client, batch_id)
+    if as_json:
+        print_json(document)
+        return
+    if document["results"]:
+        console.print(results_table(document["results"]))
+    usage = document["usage"]
+    console.print(
+        f"[dim]batch {batch_id} · {document['finished']}/{document['items']} items · "
+        f"{usage['calls']} calls · ${usage['cost_usd']:.6f}[/]",
+        highlight=False,
+    )
+    if document["unfinished"]:
+        console.print(f"[yellow]{len(document['unfinished'])} items not finished yet[/]")
+
+
+@batch_app.command("status")
+def status(ctx: typer.Context, batch_id: BatchIdArgument, as_json: JsonOption = False) -> None:
+    """How far a queued batch is: items finished, chunk runs, the queue's backlog."""
+    from multiagent.distributed.queue import batch_status
+    from multiagent.distributed.redis import redis_client, require_redis_url
+
+    url = require_redis_url(cli_settings(ctx), what="multiagent batch")
+    with redis_client(url) as client:
+        document = batch_status(client, batch_id)
+    if as_json:
+        print_json(document)
+        return
+    console.print(
+        f"batch {batch_id} · {document['state']} · {document['finished']}/{document['items']} "
+        f"items · queue {document['queue']} ({document['queue_pending']} pending)",
+        highlight=False,
+    )
+
+
+@batch_app.command("results")
+def results(ctx: typer.Context, batch_id: BatchIdArgument, as_json: JsonOption = False) -> None:
+    """The finished items' consensus in input order, and which items are not finished yet."""
+    from multiagent.distributed.redis import redis_client, require_redis_url
+
+    url = require_redis_url(cli_settings(ctx), what="multiagent batch")
+    with redis_client(url) as client:
+        _show_results(client, batch_id, as_json=as_json)

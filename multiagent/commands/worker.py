@@ -1,0 +1,83 @@
+"""``multiagent worker``: validate the chunks of a Redis queue, on any number of machines.
+
+Runs until SIGTERM or Ctrl-C: the first lets the running chunks finish and be stored, then exits
+0; a second one exits at once (130), leaving the running chunks pending for the other workers.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from multiagent.commands._shared import cli_settings, err_console, print_json
+from multiagent.errors import UsageError
+
+
+def worker(
+    ctx: typer.Context,
+    queue: Annotated[str, typer.Option("--queue", help="The queue to read.")] = "validation",
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", help="Chunks validated at once (1-64).")
+    ] = 4,
+    claim_idle: Annotated[
+        float,
+        typer.Option(
+            "--claim-idle",
+            help="Seconds an entry may sit on a silent worker before another takes it over.",
+        ),
+    ] = 60.0,
+    idle_exit: Annotated[
+        float | None,
+        typer.Option("--idle-exit", help="Exit once the queue has been empty this many seconds."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print what the worker did as one JSON document.")
+    ] = False,
+) -> None:
+    """Read QUEUE as a consumer group; validate each chunk; store results once; acknowledge."""
+    from multiagent.distributed.queue import check_queue_name
+    from multiagent.distributed.redis import redis_client, require_redis_url
+    from multiagent.distributed.worker import QueueWorker
+    from multiagent.nodes.agents_file import load_agents
+    from multiagent.nodes.context import build_context
+
+    check_queue_name(queue)
+    if not 1 <= concurrency <= 64:
+        raise UsageError(f"--concurrency must be between 1 and 64, got {concurrency}")
+    if claim_idle < 0.5:
+        raise UsageError(f"--claim-idle must be at least 0.5 seconds, got {claim_idle}")
+    if idle_exit is not None and idle_exit <= 0:
+        raise UsageError(f"--idle-exit must be more than 0 seconds, got {idle_exit}")
+    settings = cli_settings(ctx)
+    url = require_redis_url(settings, what="multiagent worker")
+    with redis_client(url) as client:
+        context = build_context(settings, agents=load_agents(settings))
+        runner = QueueWorker(
+            client, queue=queue, context=context, concurrency=concurrency, claim_idle_s=claim_idle
+        )
+        stops = 0
+
+        def on_signal(number: int, _frame: FrameType | None) -> None:
+            nonlocal stops
+            stops += 1
+            if stops > 1:  # asked twice: abandon the running chunks; others reclaim them
+                err_console.print("worker: stopping now; running chunks go back to the queue")
+                sys.exit(130)
+            err_console.print("worker: finishing the running chunks, then stopping")
+            runner.stop()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        if not as_json:
+            err_console.print(
+                f"worker {runner.consumer} on queue {queue} · {concurrency} at once", style="dim"
+            )
+        stats = runner.run(idle_exit_s=idle_exit)
+    if as_json:
+        print_json({"consumer": runner.consumer, "queue": queue, **stats.as_dict()})
+    else:
+        err_console.print(f"worker stopped: {stats.as_dict()}", style="dim")

@@ -1,0 +1,209 @@
+"""Distributed batches on a Redis Stream: enqueue, store results once, report progress.
+
+Layout (every key under ``multiagent:``):
+
+- ``queue:{NAME}``: the stream; one entry per chunk (``batch``, ``chunk``, ``items`` as JSON),
+  read by the consumer group ``workers``;
+- ``batch:{ID}``: a hash with the batch's manifest, queue, item and chunk counts;
+- ``batch:{ID}:records``: item id → the finished item's record, written with ``HSETNX`` so an
+  item processed twice (a worker that died after storing, before acknowledging) is stored once;
+- ``batch:{ID}:usage``: chunk id → the usage of the run that stored it (also ``HSETNX``).
+
+A worker stores a chunk's records before it acknowledges the entry (:func:`store_chunk` then
+``XACK``), so a crash between the two costs a repeated run, never a lost item.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from redis.exceptions import ResponseError
+
+from multiagent.errors import UsageError
+from multiagent.graphs.batch_chunks import ItemRecord, plan_chunks
+from multiagent.graphs.batch_store import BatchManifest
+from multiagent.nodes.usage import Usage, total_usage
+
+PREFIX = "multiagent:"
+GROUP = "workers"
+DEFAULT_QUEUE = "validation"
+#: Distinct texts per stream entry: small, so work spreads evenly over workers.
+QUEUE_CHUNK_SIZE = 4
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+_BATCH_ID = re.compile(r"batch-[0-9a-f]{12}")
+
+
+def check_queue_name(name: str) -> str:
+    """``name`` when it is a valid queue name; else one line naming it."""
+    if not _QUEUE_NAME.fullmatch(name):
+        raise UsageError(
+            f"invalid queue name {name!r}: use 1-64 letters, digits, '_', '.', ':' or '-', "
+            "starting with a letter or digit (no spaces)"
+        )
+    return name
+
+
+def stream_key(queue: str) -> str:
+    """The stream of queue ``queue``."""
+    return f"{PREFIX}queue:{queue}"
+
+
+def batch_key(batch_id: str, part: str = "") -> str:
+    """The hash of batch ``batch_id`` (or one of its parts: ``records``, ``usage``)."""
+    return f"{PREFIX}batch:{batch_id}" + (f":{part}" if part else "")
+
+
+def ensure_group(client: redis.Redis, queue: str) -> None:
+    """Create the queue's stream and consumer group when missing (reading from the start)."""
+    try:
+        client.xgroup_create(stream_key(queue), GROUP, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    """A batch put on a queue."""
+
+    batch_id: str
+    queue: str
+    items: int
+    chunks: int
+
+
+def enqueue_batch(
+    client: redis.Redis,
+    *,
+    queue: str,
+    items: list[Any],
+    validators: list[str],
+    threshold: float,
+    chunk_size: int = QUEUE_CHUNK_SIZE,
+) -> Enqueued:
+    """Put a checked batch on ``queue`` in one transaction; return its new id.
+
+    ``items`` are :class:`~multiagent.nodes.state.ValidationItem` s already checked (unique
+    ids, non-empty texts); identical texts go in the same entry so they are validated once.
+    """
+    check_queue_name(queue)
+    batch_id = f"batch-{uuid.uuid4().hex[:12]}"
+    manifest = BatchManifest(
+        batch_id=batch_id, items=items, validators=validators, threshold=threshold,
+        chunk_size=chunk_size,
+    )  # fmt: skip
+    chunks = plan_chunks(items, chunk_size=chunk_size)
+    ensure_group(client, queue)
+    with client.pipeline(transaction=True) as pipe:
+        pipe.hset(
+            batch_key(batch_id),
+            mapping={
+                "manifest": manifest.as_json(),
+                "queue": queue,
+                "items": len(items),
+                "chunks": len(chunks),
+            },
+        )
+        for number, chunk in enumerate(chunks):
+            pipe.xadd(
+                stream_key(queue),
+                {"batch": batch_id, "chunk": f"c{number}", "items": json.dumps(chunk)},
+            )
+        pipe.execute()
+    return Enqueued(batch_id=batch_id, queue=queue, items=len(items), chunks=len(chunks))
+
+
+def load_manifest(client: redis.Redis, batch_id: str) -> BatchManifest:
+    """The manifest of ``batch_id``; one line naming it when there is no such batch."""
+    text = client.hget(batch_key(batch_id), "manifest") if _BATCH_ID.fullmatch(batch_id) else None
+    if text is None:
+        raise UsageError(f"unknown batch {batch_id!r}; a batch id looks like batch-0123456789ab")
+    return BatchManifest.from_json(str(text))
+
+
+def store_chunk(
+    client: redis.Redis, batch_id: str, chunk_id: str, records: list[ItemRecord], usage: list[Usage]
+) -> int:
+    """Keep a chunk's records, each item once, and its usage; return how many were new."""
+    with client.pipeline(transaction=True) as pipe:
+        for record in records:
+            pipe.hsetnx(
+                batch_key(batch_id, "records"), record.result["id"], json.dumps(record.as_dict())
+            )
+        pipe.hsetnx(batch_key(batch_id, "usage"), chunk_id, json.dumps(usage))
+        pipe.hincrby(batch_key(batch_id), "runs", 1)
+        replies = pipe.execute()
+    return sum(int(reply) for reply in replies[: len(records)])
+
+
+def finished_of(client: redis.Redis, batch_id: str, ids: list[str]) -> set[str]:
+    """Which of ``ids`` already have a stored record."""
+    if not ids:
+        return set()
+    found = client.hmget(batch_key(batch_id, "records"), ids)
+    return {item for item, value in zip(ids, found, strict=True) if value is not None}
+
+
+def batch_status(client: redis.Redis, batch_id: str) -> dict[str, Any]:
+    """How far batch ``batch_id`` is: items finished of all, runs, the queue's backlog."""
+    manifest = load_manifest(client, batch_id)
+    meta = client.hgetall(batch_key(batch_id))
+    finished = int(client.hlen(batch_key(batch_id, "records")))
+    total = len(manifest.items)
+    queue = str(meta.get("queue", DEFAULT_QUEUE))
+    pending = 0
+    if client.exists(stream_key(queue)):
+        try:
+            pending = int(client.xpending(stream_key(queue), GROUP)["pending"])
+        except ResponseError:  # no group yet
+            pending = 0
+    return {
+        "batch_id": batch_id,
+        "queue": queue,
+        "state": "completed" if finished >= total else "running",
+        "items": total,
+        "finished": finished,
+        "unfinished": total - finished,
+        "chunks": int(meta.get("chunks", 0)),
+        "chunk_runs": int(meta.get("runs", 0)),
+        "queue_length": int(client.xlen(stream_key(queue))) if pending >= 0 else 0,
+        "queue_pending": pending,
+        "last_error": meta.get("last_error"),
+    }
+
+
+def batch_results(client: redis.Redis, batch_id: str) -> dict[str, Any]:
+    """The finished items' results in input order, the unfinished ids, and the usage."""
+    manifest = load_manifest(client, batch_id)
+    stored = client.hgetall(batch_key(batch_id, "records"))
+    usage = [
+        entry
+        for text in client.hvals(batch_key(batch_id, "usage"))
+        for entry in json.loads(str(text))
+    ]
+    results, verdicts, unfinished = [], [], []
+    for item in manifest.items:
+        text = stored.get(item["id"])
+        if text is None:
+            unfinished.append(item["id"])
+            continue
+        record = ItemRecord.from_dict(json.loads(str(text)))
+        results.append(record.result)
+        verdicts.extend(record.verdicts)
+    return {
+        "batch_id": batch_id,
+        "state": "completed" if not unfinished else "running",
+        "validators": manifest.validators,
+        "threshold": manifest.threshold,
+        "items": len(manifest.items),
+        "finished": len(results),
+        "results": results,
+        "verdicts": verdicts,
+        "unfinished": unfinished,
+        "usage": total_usage(usage),
+    }

@@ -1,0 +1,208 @@
+"""``multiagent worker``: read a queue as a consumer group and validate its chunks.
+
+Each of ``concurrency`` threads takes one stream entry at a time: first an entry another worker
+left pending for longer than ``claim_idle_s`` (``XAUTOCLAIM``: that worker died), else a new one
+(``XREADGROUP``). It runs the chunk through the validation graph
+(:func:`multiagent.graphs.batch_chunks.run_chunk`), stores the finished items once
+(:func:`multiagent.distributed.queue.store_chunk`) and only then acknowledges the entry. While a
+chunk runs, a heartbeat re-claims it for this worker every third of ``claim_idle_s``, so a slow
+chunk on a live worker is never taken over; a killed worker stops beating and its entries pass
+to the others. A chunk with items no validator answered (provider outage) is not acknowledged:
+it is retried once its idle time has passed.
+
+Stopping: :meth:`QueueWorker.stop` (SIGTERM, Ctrl-C) lets the running chunks finish and store,
+then returns; a process that is killed instead leaves its entries pending for the others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import sys
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from redis.exceptions import RedisError
+
+from multiagent.distributed.queue import (
+    GROUP,
+    batch_key,
+    ensure_group,
+    finished_of,
+    load_manifest,
+    store_chunk,
+    stream_key,
+)
+from multiagent.errors import MultiagentError
+from multiagent.graphs.batch_chunks import run_chunk
+from multiagent.graphs.batch_store import BatchManifest
+from multiagent.nodes.context import WorkflowContext
+
+#: How long a read blocks waiting for new entries; also how soon a stop is noticed when idle.
+READ_BLOCK_MS = 500
+
+
+@dataclass
+class WorkerStats:
+    """What one worker did."""
+
+    chunks: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    reclaimed: int = 0
+    unfinished: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **counts: int) -> None:
+        """Add to the counters (from any thread)."""
+        with self._lock:
+            for name, value in counts.items():
+                setattr(self, name, getattr(self, name) + value)
+
+    def as_dict(self) -> dict[str, int]:
+        """JSON-ready counters."""
+        return {k: getattr(self, k) for k in ("chunks", "stored", "duplicates", "reclaimed")} | {
+            "unfinished": self.unfinished
+        }
+
+
+class QueueWorker:
+    """One worker process's threads on one queue (see the module docstring)."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        queue: str,
+        context: WorkflowContext,
+        concurrency: int = 1,
+        claim_idle_s: float = 60.0,
+        consumer: str | None = None,
+    ) -> None:
+        self.client = client
+        self.queue = queue
+        self.stream = stream_key(queue)
+        self.context = context
+        self.concurrency = concurrency
+        self.claim_idle_ms = max(1, int(claim_idle_s * 1000))
+        self.consumer = consumer or f"{socket.gethostname()}:{os.getpid()}"
+        self.stats = WorkerStats()
+        self._stop = threading.Event()
+        self._done = threading.Event()  # every thread has returned: the heartbeat ends
+        self._in_flight: set[str] = set()
+        self._lock = threading.Lock()
+        self._manifests: dict[str, BatchManifest] = {}
+
+    def stop(self) -> None:
+        """Take no new entries; the running chunks finish and are stored."""
+        self._stop.set()
+
+    def run(self, *, idle_exit_s: float | None = None) -> WorkerStats:
+        """Work until :meth:`stop` (or, with ``idle_exit_s``, until the queue stays empty)."""
+        ensure_group(self.client, self.queue)
+        self._idle_exit_ms = None if idle_exit_s is None else int(idle_exit_s * 1000)
+        threads = [
+            threading.Thread(target=self._loop, name=f"worker-{n}", daemon=True)
+            for n in range(self.concurrency)
+        ]
+        beat = threading.Thread(target=self._heartbeat, name="worker-heartbeat", daemon=True)
+        for thread in [*threads, beat]:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(timeout=0.2)  # short joins: signal handlers run in between
+        self._stop.set()
+        self._done.set()
+        beat.join()
+        return self.stats
+
+    def _next_entry(self) -> tuple[str, dict[str, str], bool] | None:
+        """An abandoned entry (claimed from a dead worker) or a new one; ``None`` if idle."""
+        claimed: Any = self.client.xautoclaim(
+            self.stream, GROUP, self.consumer, self.claim_idle_ms, start_id="0-0", count=1
+        )
+        if claimed[1]:
+            entry_id, fields = claimed[1][0]
+            if fields:  # an entry deleted meanwhile comes back without fields
+                return str(entry_id), dict(fields), True
+        replies: Any = self.client.xreadgroup(
+            GROUP, self.consumer, {self.stream: ">"}, count=1, block=READ_BLOCK_MS
+        )
+        for _stream, entries in replies or []:
+            for entry_id, fields in entries:
+                return str(entry_id), dict(fields), False
+        return None
+
+    def _loop(self) -> None:
+        idle_ms = 0
+        while not self._stop.is_set():
+            try:
+                entry = self._next_entry()
+            except RedisError as exc:
+                print(f"worker: Redis error, retrying: {exc}", file=sys.stderr, flush=True)
+                self._stop.wait(1.0)
+                continue
+            if entry is None:
+                idle_ms += READ_BLOCK_MS
+                if self._idle_exit_ms is not None and idle_ms >= self._idle_exit_ms:
+                    return
+                continue
+            idle_ms = 0
+            entry_id, fields, reclaimed = entry
+            with self._lock:
+                self._in_flight.add(entry_id)
+            try:
+                self._process(entry_id, fields, reclaimed=reclaimed)
+            finally:
+                with self._lock:
+                    self._in_flight.discard(entry_id)
+
+    def _manifest(self, batch_id: str) -> BatchManifest | None:
+        if batch_id not in self._manifests:
+            try:
+                self._manifests[batch_id] = load_manifest(self.client, batch_id)
+            except MultiagentError:
+                return None
+        return self._manifests[batch_id]
+
+    def _process(self, entry_id: str, fields: dict[str, Any], *, reclaimed: bool) -> None:
+        batch_id, chunk_id = str(fields.get("batch", "")), str(fields.get("chunk", ""))
+        manifest = self._manifest(batch_id)
+        items = json.loads(fields.get("items", "[]"))
+        todo = []
+        if manifest is not None:
+            done = finished_of(self.client, batch_id, [item["id"] for item in items])
+            todo = [item for item in items if item["id"] not in done]
+        self.stats.add(reclaimed=int(reclaimed), duplicates=len(items) - len(todo))
+        if manifest is not None and todo:
+            outcome = run_chunk(
+                f"{batch_id}:{chunk_id}", todo, validators=manifest.validators,
+                threshold=manifest.threshold, context=self.context,
+                max_concurrency=max(1, len(manifest.validators)),
+                budget_usd=self.context.ledger.budget_usd,
+            )  # fmt: skip
+            new = store_chunk(self.client, batch_id, chunk_id, outcome.records, outcome.usage)
+            self.stats.add(chunks=1, stored=new, unfinished=len(outcome.unfinished))
+            if outcome.unfinished:  # not acknowledged: retried after the idle time
+                error = outcome.error or outcome.message or outcome.status
+                self.client.hset(batch_key(batch_id), "last_error", error)
+                return
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.xack(self.stream, GROUP, entry_id)
+            pipe.xdel(self.stream, entry_id)
+            pipe.execute()
+
+    def _heartbeat(self) -> None:
+        """Keep this worker's running entries fresh, so nobody takes them over."""
+        interval = self.claim_idle_ms / 3000
+        while not self._done.wait(interval):
+            with self._lock:
+                ids: list[Any] = list(self._in_flight)
+            if ids:
+                # a failed beat is tried again; at worst another worker repeats a chunk
+                with contextlib.suppress(RedisError):
+                    self.client.xclaim(self.stream, GROUP, self.consumer, 0, list(ids), justid=True)

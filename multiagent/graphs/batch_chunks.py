@@ -1,0 +1,186 @@
+"""A batch as many small validation graphs: plan the chunks, run one chunk, keep what finished.
+
+One graph over a whole batch makes every superstep grow with the batch (LangGraph's scratchpad
+scans every pending write for every ``Send`` task), so the cost per item grows with the batch.
+Here a batch is cut into chunks of a bounded number of distinct texts, and each chunk is one
+short validation run: the work per item is the same for 10 items or 100,000.
+
+Identical texts always land in the same chunk, so each distinct text is still validated once.
+An item is *finished* when at least one validator answered (the others' failures are recorded
+and the responders decide, as in one run); an item no validator answered is *unfinished* and is
+not stored, so a resume (or another worker) runs it again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from langchain_core.callbacks import BaseCallbackHandler
+
+from multiagent.graphs.runner import run_workflow
+from multiagent.models.ledger import RunLedger
+from multiagent.nodes.context import WorkflowContext
+from multiagent.nodes.state import (
+    ItemResult,
+    ValidationInput,
+    ValidationItem,
+    ValidatorFailure,
+    Verdict,
+)
+from multiagent.nodes.usage import Usage
+from multiagent.nodes.validator import text_key
+
+ChunkStatus = Literal["completed", "failed", "budget_exceeded"]
+#: Distinct texts per chunk by default: large enough that a run's fixed cost is spread thin,
+#: small enough that a chunk's superstep stays short and a stopped chunk loses little.
+DEFAULT_CHUNK_SIZE = 16
+
+
+@dataclass(frozen=True)
+class ItemRecord:
+    """What is kept of one finished item: its consensus and the verdicts it rests on."""
+
+    result: ItemResult
+    verdicts: list[Verdict]
+    failures: list[ValidatorFailure]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form (what the stores keep)."""
+        return {"result": self.result, "verdicts": self.verdicts, "failures": self.failures}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ItemRecord:
+        """Read back :meth:`as_dict`."""
+        return cls(
+            result=data["result"], verdicts=list(data["verdicts"]), failures=list(data["failures"])
+        )
+
+
+@dataclass
+class ChunkOutcome:
+    """How one chunk ended: the finished items' records, and the ids left unfinished."""
+
+    chunk_id: str
+    status: ChunkStatus
+    records: list[ItemRecord]
+    unfinished: list[str]
+    usage: list[Usage]
+    ledger: RunLedger
+    message: str = ""
+    error: str | None = None
+    seconds: float = 0.0
+    spent_usd: float = field(default=0.0)
+
+
+def plan_chunks(
+    items: Sequence[ValidationItem], *, chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> list[list[ValidationItem]]:
+    """Cut ``items`` into chunks of at most ``chunk_size`` distinct texts, in first-seen order.
+
+    Every item whose text is identical to another's lands in the other's chunk (one text key
+    per item, computed once: linear in the batch).
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+    groups: dict[str, list[ValidationItem]] = {}
+    for item in items:
+        groups.setdefault(text_key(item["text"]), []).append(item)
+    chunks: list[list[ValidationItem]] = []
+    current: list[ValidationItem] = []
+    distinct = 0
+    for members in groups.values():
+        if distinct == chunk_size:
+            chunks.append(current)
+            current, distinct = [], 0
+        current.extend(members)
+        distinct += 1
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def run_chunk(
+    chunk_id: str,
+    items: Sequence[ValidationItem],
+    *,
+    validators: Sequence[str],
+    threshold: float,
+    context: WorkflowContext,
+    max_concurrency: int,
+    budget_usd: float | None = None,
+    callbacks: Sequence[BaseCallbackHandler] | None = None,
+) -> ChunkOutcome:
+    """Validate one chunk in its own short graph run (not persisted: the caller stores records).
+
+    Args:
+        chunk_id: Names the run (its trace's thread id) and the chunk's usage record.
+        items: The chunk's items.
+        validators: Validator names.
+        threshold: Consensus threshold.
+        context: The run context (pipeline, agents, analysis cache); its ledger is replaced.
+        max_concurrency: Validator calls of this chunk in flight at once.
+        budget_usd: What this chunk may still spend; ``None`` for no limit.
+        callbacks: LangChain callback handlers for the run.
+    """
+    inputs = ValidationInput(items=list(items), validators=list(validators), threshold=threshold)
+    chunk_context = dataclasses.replace(context, ledger=RunLedger(budget_usd=budget_usd))
+    outcome = run_workflow(
+        "validation",
+        inputs,
+        context=chunk_context,
+        checkpointer=None,
+        thread_id=chunk_id,
+        max_concurrency=max_concurrency,
+        callbacks=callbacks,
+    )
+    values = outcome.values
+    usage: list[Usage] = list(values.get("usage", []))
+    records: list[ItemRecord] = []
+    unfinished: list[str] = []
+    results: list[ItemResult] = list(values.get("results", []))
+    if outcome.status != "completed" or len(results) != len(items):
+        unfinished = [item["id"] for item in items]
+    else:
+        by_key: dict[str, list[Verdict]] = {}
+        for verdict in values.get("verdicts", []):
+            by_key.setdefault(verdict["key"], []).append(verdict)
+        failed_by_key: dict[str, list[ValidatorFailure]] = {}
+        for failure in values.get("failures", []):
+            failed_by_key.setdefault(failure["key"], []).append(failure)
+        for item, result in zip(items, results, strict=True):
+            if result["responded"] == 0:  # nobody answered: not a result, run it again later
+                unfinished.append(item["id"])
+                continue
+            key = text_key(item["text"])
+            records.append(
+                ItemRecord(
+                    result=result,
+                    verdicts=by_key.get(key, []),
+                    failures=failed_by_key.get(key, []),
+                )
+            )
+    status: ChunkStatus = "completed"
+    message, error = outcome.message, outcome.error
+    if outcome.status == "budget_exceeded":
+        status = "budget_exceeded"
+    elif unfinished:
+        status = "failed"
+        if outcome.status == "completed":
+            errors = sorted({f["error"] for f in values.get("failures", [])})
+            message = "no validator answered some items after retries"
+            error = "; ".join(errors[:3]) or None
+    return ChunkOutcome(
+        chunk_id=chunk_id,
+        status=status,
+        records=records,
+        unfinished=unfinished,
+        usage=usage,
+        ledger=outcome.ledger,
+        message=message,
+        error=error,
+        seconds=outcome.seconds,
+        spent_usd=float(sum(entry.get("cost_usd", 0.0) for entry in usage)),
+    )

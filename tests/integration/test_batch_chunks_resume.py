@@ -1,0 +1,162 @@
+"""A batch is many bounded graph runs, stored per chunk; an outage stops it resumable."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from multiagent.cli import app
+from multiagent.graphs.batch import batch_cross_validate
+from multiagent.graphs.batch_chunks import plan_chunks
+from multiagent.nodes.context import build_context
+from multiagent.nodes.state import ValidationItem
+from multiagent.nodes.validator import aggregate
+from multiagent.policies import load_settings
+
+runner = CliRunner()
+FAST = {
+    "MULTIAGENT_RATE_LIMIT__REQUESTS_PER_MINUTE": "600000",
+    "MULTIAGENT_RATE_LIMIT__TOKENS_PER_MINUTE": "600000000",
+    "MULTIAGENT_RATE_LIMIT__RETRY_ATTEMPTS": "1",
+}
+
+
+@pytest.fixture(autouse=True)
+def fast_provider(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in FAST.items():
+        monkeypatch.setenv(name, value)
+
+
+def cli(*args: str) -> Result:
+    return runner.invoke(app, list(args))
+
+
+def document(result: Result) -> dict[str, Any]:
+    return dict(json.loads(result.stdout))
+
+
+def _items(count: int) -> list[ValidationItem]:
+    return [
+        ValidationItem(id=f"i{n}", text=f"Oven {n} bakes rye at {200 + n} C.") for n in range(count)
+    ]
+
+
+def test_plan_chunks_bounds_distinct_texts_and_keeps_identical_items_together() -> None:
+    items = _items(5)
+    items.insert(4, ValidationItem(id="dup", text=items[0]["text"]))
+    chunks = plan_chunks(items, chunk_size=2)
+    assert [[i["id"] for i in chunk] for chunk in chunks] == [
+        ["i0", "dup", "i1"], ["i2", "i3"], ["i4"],
+    ]  # fmt: skip
+
+
+def test_aggregate_gives_each_item_its_own_verdicts() -> None:
+    items = _items(3)
+    state: Any = {"items": items, "validators": ["a", "b"], "threshold": 0.5, "usage": []}
+    from multiagent.nodes.validator import text_key
+
+    keys = [text_key(i["text"]) for i in items]
+    state["verdicts"] = [
+        {"key": keys[n], "validator": v, "passed": n != 1, "confidence": 0.5, "issues": ["x"],
+         "rationale": "", "cached": False}
+        for n in range(3) for v in ("a", "b")
+    ]  # fmt: skip
+    state["failures"] = [{"key": keys[2], "validator": "c", "error": "boom"}]
+    results = aggregate(state)["results"]
+    assert isinstance(results, list)
+    assert [(r["status"], r["responded"], r["failed"]) for r in results] == [
+        ("passed", 2, []), ("failed", 2, []), ("passed", 2, ["c"]),
+    ]  # fmt: skip
+
+
+def test_a_batch_runs_as_one_graph_run_per_chunk() -> None:
+    settings = load_settings()
+    progress: list[tuple[int, int]] = []
+    result = batch_cross_validate(
+        _items(7), settings=settings, validators=2, max_concurrency=2, chunk_size=3,
+        context=build_context(settings, analysis_cache=None),
+        on_progress=lambda done, total: progress.append((done, total)),
+    )  # fmt: skip
+    assert result.status == "completed"
+    assert progress == [(3, 7), (6, 7), (7, 7)]  # three chunks, each stored once it ended
+    assert [r["id"] for r in result.results] == [f"i{n}" for n in range(7)]
+    assert result.usage["calls"] == 14
+
+
+def test_an_outage_stops_the_batch_resumable_and_resume_runs_exactly_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batch = tmp_path / "items.jsonl"
+    batch.write_text("".join(json.dumps(i) + "\n" for i in _items(6)), encoding="utf-8")
+    monkeypatch.setenv("MULTIAGENT_SIM__SERVER_ERROR_RATE", "1.0")
+    down = cli("validate", "--batch", str(batch), "--validators", "2", "--concurrency", "2",
+               "--thread", "b1", "--json")  # fmt: skip
+    assert down.exit_code == 1, down.output
+    doc = document(down)
+    assert doc["status"] == "failed"
+    assert doc["results"] == []
+    assert doc["unfinished"] == [f"i{n}" for n in range(6)]
+    assert "6 items unfinished: i0, i1, i2, i3, i4, i5" in doc["message"]
+    # the first chunk failed, so no other chunk was started: one chunk's calls, no more
+    assert doc["this_run"]["calls"] <= 2 * 6
+    monkeypatch.setenv("MULTIAGENT_SIM__SERVER_ERROR_RATE", "0")
+    up = cli("validate", "--thread", "b1", "--resume", "--json")
+    assert up.exit_code == 0, up.output
+    doc = document(up)
+    assert doc["status"] == "completed"
+    assert doc["unfinished"] == []
+    assert [r["id"] for r in doc["results"]] == [f"i{n}" for n in range(6)]
+    assert doc["this_run"]["calls"] == 6 * 2
+    again = document(cli("validate", "--thread", "b1", "--resume", "--json"))
+    assert again["status"] == "completed"
+    assert again["this_run"]["calls"] == 0  # finished chunks are never run again
+
+
+def test_a_budget_stop_keeps_finished_chunks_and_resume_finishes_the_rest(tmp_path: Path) -> None:
+    batch = tmp_path / "items.jsonl"
+    batch.write_text("".join(json.dumps(i) + "\n" for i in _items(40)), encoding="utf-8")
+    first = cli("validate", "--batch", str(batch), "--validators", "2", "--concurrency", "2",
+                "--thread", "b2", "--budget", "0.007", "--json")  # fmt: skip
+    assert first.exit_code == 1, first.output
+    stopped = document(first)
+    assert stopped["status"] == "budget_exceeded"
+    finished = [r["id"] for r in stopped["results"]]
+    assert finished
+    assert stopped["unfinished"]
+    assert sorted(finished + stopped["unfinished"]) == sorted(f"i{n}" for n in range(40))
+    rest = document(cli("validate", "--thread", "b2", "--resume", "--budget", "10", "--json"))
+    assert rest["status"] == "completed"
+    assert [r["id"] for r in rest["results"]] == [f"i{n}" for n in range(40)]
+    kept = {r["id"]: r for r in rest["results"]}
+    assert all(kept[r["id"]] == r for r in stopped["results"])  # finished items kept as they were
+    # every item reached the model once over both runs (a stopped chunk's verdicts were cached)
+    assert stopped["this_run"]["calls"] + rest["this_run"]["calls"] == 40 * 2
+
+
+def test_resume_of_an_unknown_batch_or_a_reused_id_is_one_line(tmp_path: Path) -> None:
+    batch = tmp_path / "items.jsonl"
+    batch.write_text('"Ovens are hot."\n', encoding="utf-8")
+    assert cli("validate", "--batch", str(batch), "--thread", "b3", "--json").exit_code == 0
+    reused = cli("validate", "--batch", str(batch), "--thread", "b3")
+    assert reused.exit_code == 2
+    assert "batch 'b3' already exists" in reused.stderr
+    unknown = cli("validate", "--batch", str(batch), "--thread", "nope", "--resume")
+    assert unknown.exit_code == 2
+    assert "unknown batch 'nope'" in unknown.stderr
+
+
+def test_bench_scale_linear_reports_per_item_cost_per_size() -> None:
+    result = cli("bench", "scale", "--linear", "--sizes", "20,60", "--no-report", "--json")
+    assert result.exit_code == 0, result.output
+    doc = document(result)
+    assert [s["size"] for s in doc["sizes"]] == [20, 60]
+    assert [s["finished"] for s in doc["sizes"]] == [20, 60]
+    assert [s["calls"] for s in doc["sizes"]] == [40, 120]
+    assert doc["target"]["max_growth"] == 1.5
+    bad = cli("bench", "scale", "--linear", "--sizes", "10,x")
+    assert bad.exit_code == 2
+    assert "--sizes must be comma-separated integers, got '10,x'" in bad.stderr
