@@ -23,7 +23,17 @@ from multiagent.policies.profiles import BUILTIN_PROFILES, DEFAULT_PROFILE, Prof
 Provider = Literal["sim", "openai"]
 PROVIDERS: tuple[str, ...] = ("sim", "openai")
 CONFIG_FILE_NAME = "multiagent.toml"
-_SECTIONS = ("models", "validation", "rate_limit", "memory", "cache", "features", "prices", "sim")
+_SECTIONS = (
+    "models",
+    "validation",
+    "rate_limit",
+    "memory",
+    "cache",
+    "features",
+    "budget",
+    "prices",
+    "sim",
+)
 _TOP_LEVEL = ("env", "policy", "provider", "checkpoint_url", "budget_usd")
 
 
@@ -92,6 +102,8 @@ class _Environment(BaseSettings):
     memory: dict[str, Any] | None = None
     cache: dict[str, Any] | None = None
     features: dict[str, Any] | None = None
+    budget: dict[str, Any] | None = None
+    prices: dict[str, Any] | None = None
     sim: dict[str, Any] | None = None
     openai_api_key: str | None = Field(
         default=None, validation_alias=AliasChoices("OPENAI_API_KEY")
@@ -278,7 +290,17 @@ def load_settings(
     layers.overlay(file_values, lambda _path: file_source, origin=str(file_path))
     env_values = {
         key: getattr(environ, key)
-        for key in ("models", "validation", "rate_limit", "memory", "cache", "features", "sim")
+        for key in (
+            "models",
+            "validation",
+            "rate_limit",
+            "memory",
+            "cache",
+            "features",
+            "budget",
+            "prices",
+            "sim",
+        )
         if getattr(environ, key)
     }
     if environ.budget_usd is not None:
