@@ -54,10 +54,15 @@ current_scope: contextvars.ContextVar[NodeScope | None] = contextvars.ContextVar
 )
 
 
+def new_scope(node: str) -> NodeScope:
+    """A new execution of ``node``."""
+    return NodeScope(node=node, id=next(_scope_ids))
+
+
 @contextmanager
 def node_scope(node: str) -> Iterator[NodeScope]:
     """Record the calls made inside the block under a new execution of ``node``."""
-    scope = NodeScope(node=node, id=next(_scope_ids))
+    scope = new_scope(node)
     token = current_scope.set(scope)
     try:
         yield scope

@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import math
 import threading
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -133,7 +134,7 @@ class RunLedger:
     calls: list[CallRecord] = field(default_factory=list)
     _reserved: dict[int, float] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    run_id: int = field(default_factory=lambda: next(_ids))
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def __post_init__(self) -> None:
         check_budget_value(self.budget_usd, source="the run's budget")
