@@ -207,6 +207,10 @@ def _describe_error(exc: ValidationError, sources: Mapping[str, str], prefix: st
     err = exc.errors()[0]
     path = prefix + ".".join(str(p) for p in err["loc"])
     origin = sources.get(path)
+    parent = path
+    while origin is None and "." in parent:  # a field of one value (a price entry)
+        parent = parent.rsplit(".", 1)[0]
+        origin = sources.get(parent) if parent.startswith("prices.") else None
     if origin is None:  # a model-level check: name every source under it
         related = sorted({src for p, src in sources.items() if p.startswith(path)})
         origin = ", ".join(related) or "defaults"
