@@ -163,7 +163,7 @@ class RunLedger:
                 held = sum(self._reserved.values())
                 if spent + held + usd > self.budget_usd:
                     raise BudgetExceededError(
-                        f"budget of ${self.budget_usd:.6f} reached: spent ${spent:.6f}, "
+                        f"budget of ${self.budget_usd:.4f} reached: spent ${spent:.6f}, "
                         f"${held:.6f} held by calls in flight, the next call may cost "
                         f"up to ${usd:.6f}",
                         spent_usd=spent,

@@ -149,7 +149,7 @@ class Profile(_Section):
             raise ConfigError(
                 f"model {model!r} has no price, so its calls could not be budgeted; add "
                 f'[prices."{model}"] input_per_mtok = ... and output_per_mtok = ... to '
-                f"multiagent.toml (0 is allowed), or set MULTIAGENT_PRICES for it"
+                f"multiagent.toml (0 is allowed), or the same as JSON in MULTIAGENT_PRICES"
             )
         return price
 
