@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from multiagent.commands._shared import cli_settings, console, print_json
-from multiagent.policies import BUILTIN_PROFILES, COST_POLICIES
+from multiagent.policies import BUILTIN_PROFILES, COST_POLICIES, TIERS
 from multiagent.policies.settings import flatten
 
 
@@ -48,6 +48,14 @@ def profile(
         return
     settings = cli_settings(ctx, env=env, policy=policy)
     report = settings.as_report()
+    for tier in TIERS:  # a configured model without a price is a configuration error
+        settings.profile.require_price(settings.profile.models.for_tier(tier))
+    budget = settings.profile.budget
+    if budget.daily_usd is not None:
+        from multiagent.models.budget import project_budget
+
+        store = project_budget(settings.home, daily_usd=budget.daily_usd, lease_s=budget.lease_s)
+        report["project_spend"] = store.report()
     if as_json:
         print_json(report)
         return
@@ -55,7 +63,10 @@ def profile(
         title=f"profile {settings.env} · policy {settings.policy} · provider {settings.provider}",
         title_justify="left",
     )
-    rows = {k: v for k, v in report.items() if k not in ("profile", "sources", "sim")}
+    rows = {
+        k: v for k, v in report.items() if k not in ("profile", "sources", "sim", "project_spend")
+    }
+    rows.update({f"project_spend.{k}": v for k, v in report.get("project_spend", {}).items()})
     rows.update(flatten(report["profile"]))
     rows.update({f"sim.{k}": v for k, v in report["sim"].items()})
     table.add_column("setting", style="bold", no_wrap=True, min_width=max(map(len, rows)))

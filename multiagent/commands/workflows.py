@@ -72,6 +72,8 @@ def _execute(
     memory: str = "off",
 ) -> None:
     """Check the input, run the workflow as a thread, print the outcome, exit with its code."""
+    from multiagent.models.ledger import check_budget_value
+    from multiagent.models.pipeline import ModelPipeline
     from multiagent.nodes.agents_file import load_agents
     from multiagent.nodes.context import build_context
     from multiagent.observability.tracing import configure_tracing, shutdown_tracing
@@ -79,6 +81,13 @@ def _execute(
     settings = cli_settings(ctx)
     if budget is not None and budget < 0:
         raise UsageError(f"--budget must be at least 0 USD, got {budget}")
+    check_budget_value(budget, source="--budget")
+    # prices and budgets are checked before anything is opened or stored
+    pipeline = ModelPipeline(settings)
+    pipeline.check_budget(
+        settings.profile.budget_usd if budget is None else budget,
+        source="--budget" if budget is not None else settings.sources.get("budget_usd", "profile"),
+    )
     if memory not in MEMORY_CHOICES:
         raise UsageError(f"unknown --memory {memory!r}; valid: {', '.join(MEMORY_CHOICES)}")
     agents = load_agents(settings, agents_file=agents_file)
@@ -95,7 +104,9 @@ def _execute(
                 from multiagent.persistence.memory import open_agent_memory  # loads Chroma
 
                 store = stack.enter_context(open_agent_memory(settings, embeddings=memory))
-            return build_context(settings, agents=agents, budget_usd=budget, memory=store)
+            return build_context(
+                settings, agents=agents, budget_usd=budget, memory=store, pipeline=pipeline
+            )
 
         outcome = _run_and_show(
             workflow,

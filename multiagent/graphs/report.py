@@ -1,4 +1,10 @@
-"""A run's outcome as one JSON-ready document: output, contributions, tokens, cost, timings."""
+"""A run's outcome as one JSON-ready document: output, contributions, tokens, cost, timings.
+
+``this_run`` is the run ledger's totals: every call of this run, including those of a node that
+raised (a structured-output failure after an answered call still cost its tokens). ``usage`` is
+the thread's: the usage entries earlier runs left in state plus this run's ledger, so the two
+never count a call twice and agree with the metrics and the traces.
+"""
 
 from __future__ import annotations
 
@@ -72,6 +78,16 @@ def _validation(values: dict[str, Any], usage: list[Usage]) -> dict[str, Any]:
     }
 
 
+def thread_usage(outcome: WorkflowOutcome) -> dict[str, Any]:
+    """The thread's usage: earlier runs' entries in state plus this run's ledger."""
+    ledger = outcome.ledger
+    earlier = [e for e in outcome.values.get("usage", []) if e.get("run") != ledger.run_id]
+    before, now = total_usage(earlier), ledger.totals()
+    summed = {key: before[key] + now[key] for key in before}
+    summed["cost_usd"] = round(summed["cost_usd"], 8)
+    return summed
+
+
 def outcome_report(outcome: WorkflowOutcome) -> dict[str, Any]:
     """The document ``--json`` prints for a run."""
     values = outcome.values
@@ -89,7 +105,7 @@ def outcome_report(outcome: WorkflowOutcome) -> dict[str, Any]:
         "error": outcome.error,
         "resumed": outcome.resumed,
         **body,
-        "usage": total_usage(usage),
+        "usage": thread_usage(outcome),
         "this_run": {**outcome.ledger.totals(), "budget_usd": outcome.ledger.budget_usd},
         "interrupt": outcome.interrupt,
         "timings": {

@@ -1,23 +1,83 @@
-"""Accounting of model calls: estimates before a call, records after it (ledger and metrics)."""
+"""Accounting of model calls: the worst case reserved before a call, one record after it.
+
+:meth:`CallIdentity.finish` is the one place a :class:`~multiagent.models.ledger.CallRecord` is
+made. It settles the call's budget reservations (run and project), appends the record to the
+run's ledger and counts it in the metrics store; the node usage in graph state, ``--json``,
+``--resume`` and trace attributes read the same record (see :data:`current_scope` and
+:func:`stamp`), so every figure agrees.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+import contextvars
+import itertools
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
 from langchain_core.messages import BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, Generation
 
-from multiagent.models.ledger import CallRecord, RunLedger
+from multiagent.models.budget import ProjectBudget
+from multiagent.models.ledger import CallRecord, Outcome, Reservation, RunLedger
 from multiagent.models.provider_errors import error_kind
-from multiagent.models.tokens import prompt_tokens
+from multiagent.models.tokens import count_tokens, prompt_tokens
 from multiagent.observability.metrics import get_metrics
 from multiagent.policies import ModelPrice
 
-#: Output tokens assumed for a call's cost before it is made, when it sets no ``max_tokens``.
-ESTIMATED_OUTPUT_TOKENS = 256
+#: Output tokens reserved for a call that sets no ``max_tokens``; the pipeline then asks the
+#: provider for at most this many, so the reservation is a true worst case.
+DEFAULT_MAX_OUTPUT_TOKENS = 1024
+#: The first version's name for it.
+ESTIMATED_OUTPUT_TOKENS = DEFAULT_MAX_OUTPUT_TOKENS
+#: Margin on the prompt estimate: tiktoken's count is not every provider's tokenizer.
+PROMPT_MARGIN = 1.10
+#: Key of the record's figures in a generation's ``generation_info`` (read by tracing).
+STAMP_KEY = "multiagent_call"
+
+
+@dataclass(frozen=True)
+class NodeScope:
+    """One execution of a graph node, which its calls are recorded under."""
+
+    node: str
+    id: int
+
+
+_scope_ids = itertools.count(1)
+#: The node execution making calls in this context (LangGraph copies contexts into the
+#: threads and tasks it runs nodes in, so each node execution sees its own).
+current_scope: contextvars.ContextVar[NodeScope | None] = contextvars.ContextVar(
+    "multiagent_node_scope", default=None
+)
+
+
+def new_scope(node: str) -> NodeScope:
+    """A new execution of ``node``."""
+    return NodeScope(node=node, id=next(_scope_ids))
+
+
+@contextmanager
+def node_scope(node: str) -> Iterator[NodeScope]:
+    """Record the calls made inside the block under a new execution of ``node``."""
+    scope = new_scope(node)
+    token = current_scope.set(scope)
+    try:
+        yield scope
+    finally:
+        current_scope.reset(token)
+
+
+@dataclass
+class Hold:
+    """A call's budget held in the run ledger and the project budget until it is recorded."""
+
+    usd: float
+    run: Reservation | None = None
+    project: str | None = None
+    done: bool = field(default=False)
 
 
 @dataclass(frozen=True)
@@ -27,94 +87,156 @@ class CallIdentity:
     agent: str
     provider: str
     model: str
-    price: ModelPrice | None
+    price: ModelPrice
     ledger: RunLedger | None
+    project: ProjectBudget | None = None
 
-    def estimate_usd(self, messages: Sequence[BaseMessage], *, max_output: int | None) -> float:
-        """The cost of a call if it used its whole output allowance."""
-        if self.price is None:
-            return 0.0
-        output = max_output if max_output is not None else ESTIMATED_OUTPUT_TOKENS
-        return self.price.cost(prompt_tokens(messages), output)
+    def worst_case_usd(
+        self, messages: Sequence[BaseMessage], *, tools: Iterable[Any] = (), max_output: int
+    ) -> float:
+        """The most a call can cost: its prompt (with margin) and its whole output allowance."""
+        prompt = int(prompt_tokens(messages, tools=tools) * PROMPT_MARGIN) + 1
+        return self.price.cost(prompt, max_output)
 
-    def check_budget(self, messages: Sequence[BaseMessage], *, max_output: int | None) -> None:
-        """Raise ``BudgetExceededError`` before a call that would pass the ledger's budget."""
+    def hold(self, usd: float) -> Hold:
+        """Reserve ``usd`` in the run's ledger, then in the project budget.
+
+        Raises:
+            BudgetExceededError: Either budget cannot cover the call (nothing stays held).
+        """
+        held = Hold(usd=usd)
         if self.ledger is not None:
-            self.ledger.check_affordable(self.estimate_usd(messages, max_output=max_output))
+            held.run = self.ledger.reserve(usd)
+        if self.project is not None:
+            try:
+                held.project = self.project.reserve(usd)
+            except BaseException:
+                self.release(held)
+                raise
+        return held
 
-    def _labels(self, outcome: str) -> dict[str, str]:
-        return {
-            "provider": self.provider,
-            "model": self.model,
-            "agent": self.agent,
-            "outcome": outcome,
-        }
+    def release(self, held: Hold) -> None:
+        """Give a hold back unused (idempotent)."""
+        if held.done:
+            return
+        held.done = True
+        if held.run is not None and self.ledger is not None:
+            self.ledger.release(held.run)
+        if held.project is not None and self.project is not None:
+            self.project.release(held.project)
 
-    def record_answer(
-        self, *, input_tokens: int, output_tokens: int, latency_s: float, attempts: int
-    ) -> None:
-        """Record an answered call."""
-        cost = self.price.cost(input_tokens, output_tokens) if self.price else 0.0
-        metrics = get_metrics()
-        metrics.inc("model_calls_total", labels=self._labels("ok"))
-        for direction, n in (("input", input_tokens), ("output", output_tokens)):
-            metrics.inc(
-                "model_tokens_total", value=n, labels={"model": self.model, "direction": direction}
-            )
-        metrics.inc("model_cost_usd_total", value=cost, labels={"model": self.model})
-        metrics.inc("model_latency_seconds_sum", value=latency_s, labels={"model": self.model})
-        metrics.inc("model_latency_seconds_count", labels={"model": self.model})
-        self._to_ledger(input_tokens, output_tokens, cost, latency_s, attempts, None, False)
-
-    def record_failure(self, exc: BaseException, *, latency_s: float, attempts: int) -> None:
-        """Record a call that failed after its last attempt."""
-        kind = error_kind(exc)
-        metrics = get_metrics()
-        metrics.inc("model_calls_total", labels=self._labels("error"))
-        metrics.inc("model_errors_total", labels={"model": self.model, "kind": kind})
-        self._to_ledger(0, 0, 0.0, latency_s, attempts, kind, False)
-
-    def record_hit(self, *, latency_s: float) -> None:
-        """Record a call served from the completion cache: nothing sent, nothing spent."""
-        get_metrics().inc("model_calls_total", labels=self._labels("cached"))
-        self._to_ledger(0, 0, 0.0, latency_s, 0, None, True)
-
-    def _to_ledger(
+    def finish(
         self,
-        tokens_in: int,
-        tokens_out: int,
-        cost: float,
+        outcome: Outcome,
+        *,
+        input_tokens: int,
+        output_tokens: int,
+        estimated: bool,
         latency_s: float,
         attempts: int,
-        error: str | None,
-        cached: bool,
-    ) -> None:
-        if self.ledger is None:
-            return
-        self.ledger.record(
-            CallRecord(
-                agent=self.agent,
-                model=self.model,
-                input_tokens=tokens_in,
-                output_tokens=tokens_out,
-                cost_usd=cost,
-                latency_s=latency_s,
-                cached=cached,
-                provider=self.provider,
-                attempts=attempts,
-                error=error,
-            )
+        error: BaseException | None = None,
+        held: Hold | None = None,
+        saved_usd: float = 0.0,
+    ) -> CallRecord:
+        """Make the call's one record: settle its hold, add it to the ledger and the metrics."""
+        scope = current_scope.get()
+        cost = 0.0 if outcome == "cached" else self.price.cost(input_tokens, output_tokens)
+        record = CallRecord(
+            agent=self.agent,
+            model=self.model,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost_usd=cost,
+            latency_s=latency_s,
+            outcome=outcome,
+            provider=self.provider,
+            attempts=attempts,
+            error=error_kind(error) if error is not None else None,
+            node=scope.node if scope is not None else "",
+            scope=scope.id if scope is not None else 0,
+            estimated=estimated,
+            saved_usd=saved_usd,
         )
+        run = None
+        if held is not None and not held.done:
+            held.done = True
+            run = held.run
+            if held.project is not None and self.project is not None:
+                self.project.settle(held.project, cost)
+        if self.ledger is not None:
+            self.ledger.record(record, reservation=run)
+        _count(record)
+        return record
 
 
-def usage_of(messages: Iterable[BaseMessage]) -> tuple[int, int]:
-    """Input and output tokens summed over the usage metadata of ``messages`` (or chunks)."""
+def _count(record: CallRecord) -> None:
+    """Add a record to the process's metrics store."""
+    metrics = get_metrics()
+    labels = {
+        "provider": record.provider,
+        "model": record.model,
+        "agent": record.agent,
+        "outcome": record.outcome,
+    }
+    metrics.inc("model_calls_total", labels=labels)
+    model = {"model": record.model}
+    for direction, n in (("input", record.input_tokens), ("output", record.output_tokens)):
+        if n:
+            metrics.inc("model_tokens_total", value=n, labels={**model, "direction": direction})
+    if record.cost_usd:
+        metrics.inc("model_cost_usd_total", value=record.cost_usd, labels=model)
+    if record.outcome == "ok":
+        metrics.inc("model_latency_seconds_sum", value=record.latency_s, labels=model)
+        metrics.inc("model_latency_seconds_count", labels=model)
+    elif record.outcome == "error":
+        metrics.inc("model_errors_total", labels={**model, "kind": record.error or "error"})
+
+
+def usage_of(messages: Iterable[BaseMessage]) -> tuple[int, int] | None:
+    """Input and output tokens the provider reported over ``messages`` (or chunks), or
+    ``None`` when it reported none."""
     tokens_in = tokens_out = 0
+    seen = False
     for message in messages:
-        usage: Mapping[str, Any] = getattr(message, "usage_metadata", None) or {}
-        tokens_in += int(usage.get("input_tokens", 0))
-        tokens_out += int(usage.get("output_tokens", 0))
-    return tokens_in, tokens_out
+        usage: Mapping[str, Any] | None = getattr(message, "usage_metadata", None)
+        if usage:
+            seen = True
+            tokens_in += int(usage.get("input_tokens", 0))
+            tokens_out += int(usage.get("output_tokens", 0))
+    return (tokens_in, tokens_out) if seen else None
+
+
+def output_estimate(messages: Iterable[BaseMessage]) -> int:
+    """Output tokens of ``messages`` counted with the estimator (text and tool-call arguments)."""
+    total = 0
+    for message in messages:
+        total += count_tokens(str(message.text))
+        for chunk in getattr(message, "tool_call_chunks", None) or []:
+            total += count_tokens(str(chunk.get("name") or "") + str(chunk.get("args") or ""))
+        for call in getattr(message, "tool_calls", None) or []:
+            if not getattr(message, "tool_call_chunks", None):
+                total += count_tokens(str(call["name"]) + str(call["args"]))
+    return total
+
+
+G = TypeVar("G", bound=Generation)
+
+
+def stamp(generation: G, record: CallRecord) -> G:
+    """Put ``record``'s figures on ``generation`` so tracing reads the record, not a recount."""
+    info = dict(generation.generation_info or {})
+    info[STAMP_KEY] = record.attributes()
+    generation.generation_info = info
+    return generation
+
+
+def unstamped(generation: G) -> G:
+    """A copy of ``generation`` without a record's figures (what the cache stores)."""
+    info = generation.generation_info
+    if not info or STAMP_KEY not in info:
+        return generation
+    rest = {k: v for k, v in info.items() if k != STAMP_KEY}
+    return generation.model_copy(update={"generation_info": rest or None})
 
 
 def pop_headers(generation: ChatGeneration | ChatGenerationChunk) -> Mapping[str, str] | None:
@@ -139,36 +261,47 @@ def result_headers(result: ChatResult) -> Mapping[str, str] | None:
 
 
 class LedgerCacheView(BaseCache):
-    """One agent's view of the shared completion cache: hits are recorded as its calls."""
+    """One agent's view of the shared completion cache: a hit is recorded as one of its calls
+    (outcome ``cached``, no tokens sent, cost 0, ``saved_usd`` what the answer first cost)."""
 
     def __init__(self, store: BaseCache, *, identity: CallIdentity, clock: Any) -> None:
         self.store = store
         self.identity = identity
         self._clock = clock
 
+    def _hit(self, found: RETURN_VAL_TYPE, started: float) -> RETURN_VAL_TYPE:
+        messages = [g.message for g in found if isinstance(g, ChatGeneration)]
+        used = usage_of(messages) or (0, 0)
+        record = self.identity.finish(
+            "cached",
+            input_tokens=0,
+            output_tokens=0,
+            estimated=False,
+            latency_s=self._clock() - started,
+            attempts=0,
+            saved_usd=self.identity.price.cost(*used),
+        )
+        return [stamp(g.model_copy(), record) for g in found]
+
     def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
-        """Look up the shared store; a hit is recorded with ``cached=True`` and zero cost."""
+        """Look up the shared store; a hit is recorded."""
         started = self._clock()
         found = self.store.lookup(prompt, llm_string)
-        if found is not None:
-            self.identity.record_hit(latency_s=self._clock() - started)
-        return found
+        return None if found is None else self._hit(found, started)
 
     def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
-        """Store in the shared store."""
-        self.store.update(prompt, llm_string, return_val)
+        """Store in the shared store (without the record of the call that made the answer)."""
+        self.store.update(prompt, llm_string, [unstamped(g) for g in return_val])
 
     async def alookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
         """As :meth:`lookup`."""
         started = self._clock()
         found = await self.store.alookup(prompt, llm_string)
-        if found is not None:
-            self.identity.record_hit(latency_s=self._clock() - started)
-        return found
+        return None if found is None else self._hit(found, started)
 
     async def aupdate(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
         """As :meth:`update`."""
-        await self.store.aupdate(prompt, llm_string, return_val)
+        await self.store.aupdate(prompt, llm_string, [unstamped(g) for g in return_val])
 
     def clear(self, **kwargs: Any) -> None:
         """Clear the shared store."""

@@ -124,7 +124,7 @@ def _summary(
         tokens_in, tokens_out = totals["input_tokens"], totals["output_tokens"]
         cost, cached = totals["cost_usd"], totals["cache_hits"]
     else:
-        tokens_in, tokens_out = usage_of(answered)
+        tokens_in, tokens_out = usage_of(answered) or (0, 0)
         cost, cached = 0.0, 0
     return BatchSummary(
         requests=len(results),

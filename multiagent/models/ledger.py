@@ -1,20 +1,53 @@
-"""Tokens, cost and calls of one run, and the guard that keeps the run within its budget."""
+"""One run's model calls and the guard that keeps the run within its budget.
+
+Every model call ends as exactly one :class:`CallRecord` (answered, served from the cache,
+failed or cancelled). The ledger keeps them in order; everything that reports a run's usage —
+the per-node usage in graph state, ``--json``, the metrics store, trace attributes and what
+``--resume`` takes off the budget — is derived from these records, so the figures agree.
+
+The budget is kept with reservations: before a call goes to the provider it reserves its worst
+case (:meth:`RunLedger.reserve`); when it ends the reservation is settled to the real cost or
+released. A call is admitted only when settled spend plus every open reservation plus its own
+worst case fits the budget, so however many calls run in parallel the settled spend stays within
+it (provided the worst case is one: see :mod:`multiagent.models.budget`).
+"""
 
 from __future__ import annotations
 
+import itertools
+import math
 import threading
+import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from multiagent.errors import BudgetExceededError
 
+Outcome = Literal["ok", "cached", "error", "cancelled"]
+OUTCOMES: tuple[Outcome, ...] = ("ok", "cached", "error", "cancelled")
 
-@dataclass
+
+@dataclass(frozen=True)
 class CallRecord:
-    """One model call as the ledger saw it.
+    """One model call, as every report sees it.
 
-    A cache hit has ``cached=True``, zero tokens and zero cost: nothing was sent. A call that
-    finally failed has ``error`` set (its kind: ``rate_limit``, ``server``, ``timeout``...).
+    Attributes:
+        agent: Who called.
+        model: The provider model.
+        input_tokens: Prompt tokens: the provider's figure, else the tiktoken estimate.
+        output_tokens: Output tokens: the provider's figure, else counted from the text seen.
+        cost_usd: What the call cost at the price table's rates (0 for a cache hit).
+        latency_s: Seconds from the start of the call to its end.
+        outcome: ``ok``, ``cached`` (served from the completion cache, nothing sent),
+            ``error`` (failed after its last attempt) or ``cancelled`` (the caller gave up).
+        provider: The provider name.
+        attempts: Attempts sent to the provider (0 for a cache hit).
+        error: The kind of the final error (``rate_limit``, ``server``, ``timeout``...).
+        node: The graph node that made the call ("" outside a node).
+        scope: Identifies one execution of a node (see :mod:`multiagent.nodes.calling`).
+        estimated: The tokens are the estimator's, not the provider's.
+        saved_usd: For a cache hit, what the cached answer cost when it was first made.
     """
 
     agent: str
@@ -23,57 +56,141 @@ class CallRecord:
     output_tokens: int
     cost_usd: float
     latency_s: float
-    cached: bool
+    outcome: Outcome = "ok"
     provider: str = ""
     attempts: int = 1
     error: str | None = None
+    node: str = ""
+    scope: int = 0
+    estimated: bool = False
+    saved_usd: float = 0.0
+
+    @property
+    def cached(self) -> bool:
+        """Served from the completion cache."""
+        return self.outcome == "cached"
+
+    def attributes(self) -> dict[str, Any]:
+        """The record as trace attributes (``gen_ai.*`` and ``multiagent.*``)."""
+        return {
+            "gen_ai.usage.input_tokens": self.input_tokens,
+            "gen_ai.usage.output_tokens": self.output_tokens,
+            "multiagent.cost_usd": round(self.cost_usd, 10),
+            "multiagent.cached": self.cached,
+            "multiagent.outcome": self.outcome,
+            "multiagent.tokens_estimated": self.estimated,
+            "multiagent.attempts": self.attempts,
+        }
+
+
+def totals_of(records: Iterable[CallRecord]) -> dict[str, Any]:
+    """Calls, tokens, cost, cache hits, failures and retries of ``records``, JSON-ready."""
+    calls = list(records)
+    counted = {o: sum(1 for c in calls if c.outcome == o) for o in OUTCOMES}
+    return {
+        "calls": len(calls),
+        "input_tokens": sum(c.input_tokens for c in calls),
+        "output_tokens": sum(c.output_tokens for c in calls),
+        "cost_usd": round(sum(c.cost_usd for c in calls), 8),
+        "cache_hits": counted["cached"],
+        "errors": counted["error"],
+        "cancelled": counted["cancelled"],
+        "retries": sum(max(0, c.attempts - 1) for c in calls),
+        "latency_s": round(sum(c.latency_s for c in calls if c.outcome == "ok"), 6),
+        "saved_usd": round(sum(c.saved_usd for c in calls), 8),
+    }
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """Budget held for one call in flight, until it is settled or released."""
+
+    id: int
+    usd: float
+
+
+_ids = itertools.count(1)
+
+
+def check_budget_value(value: float | None, *, source: str) -> None:
+    """Raise ``ConfigError`` for a budget that is negative, NaN or infinite."""
+    from multiagent.errors import ConfigError
+
+    if value is not None and (not math.isfinite(value) or value < 0):
+        raise ConfigError(
+            f"invalid budget {value!r} (from {source}): a finite amount of USD, at least 0"
+        )
 
 
 @dataclass(eq=False)  # a ledger is one run's: it is itself, not equal to another run's
 class RunLedger:
-    """Tokens, cost and calls of one run, and the guard that keeps it within budget."""
+    """The calls of one run, and the reservations that keep it within its budget.
+
+    Args:
+        budget_usd: What the run may spend; ``None`` for no limit.
+    """
 
     budget_usd: float | None = None
     calls: list[CallRecord] = field(default_factory=list)
+    _reserved: dict[int, float] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def __post_init__(self) -> None:
+        check_budget_value(self.budget_usd, source="the run's budget")
 
     @property
     def spent_usd(self) -> float:
-        """USD spent so far."""
+        """USD settled so far."""
         with self._lock:
             return sum(call.cost_usd for call in self.calls)
 
-    def check_affordable(self, estimated_usd: float) -> None:
-        """Raise :class:`BudgetExceededError` when a call of ``estimated_usd`` would pass the
-        budget."""
-        if self.budget_usd is None:
-            return
-        spent = self.spent_usd
-        if spent + estimated_usd > self.budget_usd:
-            raise BudgetExceededError(
-                f"budget of ${self.budget_usd:.4f} reached: spent ${spent:.4f}, "
-                f"the next call would cost about ${estimated_usd:.4f}",
-                spent_usd=spent,
-                budget_usd=self.budget_usd,
-            )
-
-    def record(self, call: CallRecord) -> None:
-        """Add a finished call."""
+    @property
+    def reserved_usd(self) -> float:
+        """USD held by calls in flight."""
         with self._lock:
+            return sum(self._reserved.values())
+
+    def reserve(self, usd: float) -> Reservation:
+        """Hold ``usd`` for a call about to be made, or refuse it.
+
+        Raises:
+            BudgetExceededError: Settled spend, open reservations and ``usd`` pass the budget.
+        """
+        with self._lock:
+            if self.budget_usd is not None:
+                spent = sum(call.cost_usd for call in self.calls)
+                held = sum(self._reserved.values())
+                if spent + held + usd > self.budget_usd:
+                    raise BudgetExceededError(
+                        f"budget of ${self.budget_usd:.4f} reached: spent ${spent:.6f}, "
+                        f"${held:.6f} held by calls in flight, the next call may cost "
+                        f"up to ${usd:.6f}",
+                        spent_usd=spent,
+                        budget_usd=self.budget_usd,
+                    )
+            reservation = Reservation(id=next(_ids), usd=usd)
+            self._reserved[reservation.id] = usd
+            return reservation
+
+    def release(self, reservation: Reservation) -> None:
+        """Give a reservation back unused (idempotent)."""
+        with self._lock:
+            self._reserved.pop(reservation.id, None)
+
+    def record(self, call: CallRecord, *, reservation: Reservation | None = None) -> None:
+        """Add a finished call, settling its reservation in the same step."""
+        with self._lock:
+            if reservation is not None:
+                self._reserved.pop(reservation.id, None)
             self.calls.append(call)
+
+    def records(self, *, scope: int | None = None) -> list[CallRecord]:
+        """The calls so far (of one node execution when ``scope`` is given)."""
+        with self._lock:
+            calls = list(self.calls)
+        return calls if scope is None else [c for c in calls if c.scope == scope]
 
     def totals(self) -> dict[str, Any]:
         """Calls, tokens, cost, cache hits and failures so far, as JSON-ready data."""
-        with self._lock:
-            calls = list(self.calls)
-        answered = [c for c in calls if c.error is None]
-        return {
-            "calls": len(calls),
-            "input_tokens": sum(c.input_tokens for c in calls),
-            "output_tokens": sum(c.output_tokens for c in calls),
-            "cost_usd": round(sum(c.cost_usd for c in calls), 6),
-            "cache_hits": sum(1 for c in calls if c.cached),
-            "errors": len(calls) - len(answered),
-            "retries": sum(max(0, c.attempts - 1) for c in calls),
-            "latency_s": round(sum(c.latency_s for c in answered), 6),
-        }
+        return totals_of(self.records())

@@ -18,16 +18,23 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 
-from multiagent.models.accounting import ESTIMATED_OUTPUT_TOKENS, CallIdentity, LedgerCacheView
+from multiagent.errors import ConfigError
+from multiagent.models.accounting import (
+    DEFAULT_MAX_OUTPUT_TOKENS,
+    ESTIMATED_OUTPUT_TOKENS,
+    CallIdentity,
+    LedgerCacheView,
+)
 from multiagent.models.adaptive import shared_controller
 from multiagent.models.analysis_cache import AnalysisCache, open_analysis_cache
 from multiagent.models.backpressure import BackpressureConfig, BackpressureController
+from multiagent.models.budget import ProjectBudget, project_budget
 from multiagent.models.completion_cache import CompletionCache, open_completion_cache
 from multiagent.models.factory import build_chat_model
 from multiagent.models.ledger import CallRecord, RunLedger
 from multiagent.models.pipeline_model import PipelineChatModel
 from multiagent.models.retry import RetryPolicy
-from multiagent.policies import Settings, Tier
+from multiagent.policies import TIERS, Settings, Tier
 
 _ModelKey = tuple[str, str, str]
 
@@ -61,6 +68,35 @@ class ModelPipeline:
             weakref.WeakKeyDictionary()
         )
         self._unledgered: dict[_ModelKey, BaseChatModel] = {}
+        self.check_prices()
+        daily = profile.budget.daily_usd
+        self.project: ProjectBudget | None = (
+            None
+            if daily is None
+            else project_budget(settings.home, daily_usd=daily, lease_s=profile.budget.lease_s)
+        )
+        if daily is not None:
+            self.check_budget(daily, source=settings.sources.get("budget.daily_usd", "profile"))
+
+    def check_prices(self, *models: str) -> None:
+        """Raise ``ConfigError`` for a configured model (or one of ``models``) with no price."""
+        profile = self.settings.profile
+        for name in (*(profile.models.for_tier(t) for t in TIERS), *models):
+            profile.require_price(name)
+
+    def check_budget(self, budget_usd: float, *, source: str) -> None:
+        """Raise ``ConfigError`` when ``budget_usd`` cannot cover one call's output allowance
+        for a configured model: no call could ever be admitted."""
+        profile = self.settings.profile
+        for tier in TIERS:
+            name = profile.models.for_tier(tier)
+            cost = profile.require_price(name).cost(0, DEFAULT_MAX_OUTPUT_TOKENS)
+            if cost > budget_usd:
+                raise ConfigError(
+                    f"budget ${budget_usd:g} (from {source}) cannot cover one {name} call: "
+                    f"max_tokens {DEFAULT_MAX_OUTPUT_TOKENS} (the output allowance every call "
+                    f"reserves) costs ${cost:.6f}; raise the budget"
+                )
 
     @property
     def completion_cache(self) -> CompletionCache | None:
@@ -124,8 +160,9 @@ class ModelPipeline:
             agent=agent,
             provider=settings.provider,
             model=name,
-            price=settings.profile.price_of(name),
+            price=settings.profile.require_price(name),
             ledger=ledger,
+            project=self.project,
         )
         store = self.completion_cache
         cache: Any = (
@@ -152,6 +189,7 @@ def _with_response_headers(model: BaseChatModel) -> BaseChatModel:
 
 
 __all__ = [
+    "DEFAULT_MAX_OUTPUT_TOKENS",
     "ESTIMATED_OUTPUT_TOKENS",
     "AgentModel",
     "CallRecord",

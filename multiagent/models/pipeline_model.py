@@ -12,22 +12,22 @@ and ``with_structured_output`` (LangChain's default, built on ``bind_tools``) wo
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import AsyncExitStack, ExitStack
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
-from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.prompt_values import ChatPromptValue, PromptValue
 from langchain_core.runnables import Runnable, RunnableBinding
 from langchain_core.tools import BaseTool
 from pydantic import ConfigDict, Field, SkipValidation
 
-from multiagent.models.accounting import CallIdentity, pop_headers, result_headers, usage_of
-from multiagent.models.adaptive import estimate_tokens
-from multiagent.models.backpressure import BackpressureController, Ticket
+from multiagent.models.accounting import CallIdentity, pop_headers, result_headers, stamp
+from multiagent.models.backpressure import BackpressureController
+from multiagent.models.budget_hold import CallInFlight, aslot, slot
 from multiagent.models.redaction import redact_messages
 from multiagent.models.retry import RetryPolicy, async_retrying, sync_retrying
 
@@ -101,29 +101,14 @@ class PipelineChatModel(BaseChatModel):
         return self.bind(**bound.kwargs)
 
     # -- the call ------------------------------------------------------------------------------
+    # One shape for the four twins: a CallInFlight holds the budget and makes the one record on
+    # any exit; each attempt holds a controller slot in a context manager, so an exception,
+    # a cancellation or a stream closed early gives both back by construction.
 
-    def _max_output(self, kwargs: dict[str, Any]) -> int | None:
-        value = kwargs.get("max_tokens") or getattr(self.provider_model, "max_tokens", None)
-        return value if isinstance(value, int) else None
-
-    def _prepare(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> int:
-        max_output = self._max_output(kwargs)
-        self.identity.check_budget(messages, max_output=max_output)
-        return estimate_tokens(messages, max_output=max_output)
-
-    def _answered(self, message: BaseMessage, started: float, attempts: int) -> None:
-        tokens_in, tokens_out = usage_of([message])
-        self.identity.record_answer(
-            input_tokens=tokens_in,
-            output_tokens=tokens_out,
-            latency_s=time.perf_counter() - started,
-            attempts=attempts,
-        )
-
-    def _failed(self, exc: BaseException, started: float, attempts: int) -> None:
-        self.identity.record_failure(
-            exc, latency_s=time.perf_counter() - started, attempts=attempts
-        )
+    def _call(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> CallInFlight:
+        own = getattr(self.provider_model, "max_tokens", None)
+        own_max = own if isinstance(own, int) else None
+        return CallInFlight(self.identity, messages, kwargs, default_max_output=own_max)
 
     def _generate(
         self,
@@ -132,26 +117,16 @@ class PipelineChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        tokens = self._prepare(messages, kwargs)
-        started, attempts = time.perf_counter(), 0
-        try:
+        with self._call(messages, kwargs) as call:
             for attempt in sync_retrying(self.retry, model=self.model_name):
                 with attempt:
-                    attempts += 1
-                    ticket = self.controller.acquire(tokens=tokens)
-                    try:
+                    call.attempts += 1
+                    with slot(self.controller, tokens=call.pace_tokens) as held:
                         result = self.provider_model._generate(
                             messages, stop=stop, run_manager=run_manager, **kwargs
                         )
-                    except BaseException as exc:
-                        self._settle(ticket, exc)
-                        raise
-                    self.controller.release(ticket, headers=result_headers(result))
-        except Exception as exc:
-            self._failed(exc, started, attempts)
-            raise
-        self._answered(result.generations[0].message, started, attempts)
-        return result
+                        held.headers = result_headers(result)
+            return self._answered(call, result)
 
     async def _agenerate(
         self,
@@ -160,32 +135,22 @@ class PipelineChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        tokens = self._prepare(messages, kwargs)
-        started, attempts = time.perf_counter(), 0
-        try:
+        with self._call(messages, kwargs) as call:
             async for attempt in async_retrying(self.retry, model=self.model_name):
                 with attempt:
-                    attempts += 1
-                    ticket = await self.controller.aacquire(tokens=tokens)
-                    try:
+                    call.attempts += 1
+                    async with aslot(self.controller, tokens=call.pace_tokens) as held:
                         result = await self.provider_model._agenerate(
                             messages, stop=stop, run_manager=run_manager, **kwargs
                         )
-                    except BaseException as exc:
-                        self._settle(ticket, exc)
-                        raise
-                    self.controller.release(ticket, headers=result_headers(result))
-        except Exception as exc:
-            self._failed(exc, started, attempts)
-            raise
-        self._answered(result.generations[0].message, started, attempts)
-        return result
+                        held.headers = result_headers(result)
+            return self._answered(call, result)
 
-    def _settle(self, ticket: Ticket, exc: BaseException) -> None:
-        if isinstance(exc, Exception):
-            self.controller.release(ticket, error=exc)
-        else:  # cancelled, interrupted: no verdict on the provider
-            self.controller.cancel(ticket)
+    @staticmethod
+    def _answered(call: CallInFlight, result: ChatResult) -> ChatResult:
+        call.seen = [g.message for g in result.generations[:1]]
+        stamp(result.generations[0], call.answered())
+        return result
 
     def _stream(
         self,
@@ -195,39 +160,28 @@ class PipelineChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         # run_manager is not passed on: LangChain reports the chunks we yield itself
-        tokens = self._prepare(messages, kwargs)
-        started, attempts = time.perf_counter(), 0
-        try:
+        with self._call(messages, kwargs) as call, ExitStack() as stack:
             for attempt in sync_retrying(self.retry, model=self.model_name):
                 with attempt:
-                    attempts += 1
-                    ticket = self.controller.acquire(tokens=tokens)
-                    try:
+                    call.attempts += 1
+                    # the slot outlives the retry loop (the stream is read after it), so it
+                    # goes on the stack; a failed attempt closes it before the next one
+                    attempt_stack = ExitStack()
+                    with attempt_stack:
+                        held = attempt_stack.enter_context(
+                            slot(self.controller, tokens=call.pace_tokens)
+                        )
                         chunks = self.provider_model._stream(messages, stop=stop, **kwargs)
                         first = next(chunks, None)
-                    except BaseException as exc:
-                        self._settle(ticket, exc)
-                        raise
-        except Exception as exc:
-            self._failed(exc, started, attempts)
-            raise
-        headers = pop_headers(first) if first is not None else None
-        seen: list[BaseMessage] = []
-        try:
-            if first is not None:
-                seen.append(first.message)
-                yield first
-                for chunk in chunks:
-                    headers = pop_headers(chunk) or headers
-                    seen.append(chunk.message)
-                    yield chunk
-        except BaseException as exc:
-            self._settle(ticket, exc)
-            if isinstance(exc, Exception):
-                self._failed(exc, started, attempts)
-            raise
-        self.controller.release(ticket, headers=headers)
-        self._stream_answered(seen, started, attempts)
+                        # unwound in reverse: the provider's stream closes, then the slot
+                        stack.push(attempt_stack.pop_all())
+                        stack.callback(_close, chunks)
+            for chunk in _chain(first, chunks):
+                held.headers = pop_headers(chunk) or held.headers
+                call.seen.append(chunk.message)
+                yield chunk
+            stack.close()  # the slot goes back with the answer's headers before the record
+            yield self._last_chunk(call)
 
     async def _astream(
         self,
@@ -236,45 +190,55 @@ class PipelineChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        tokens = self._prepare(messages, kwargs)
-        started, attempts = time.perf_counter(), 0
-        try:
-            async for attempt in async_retrying(self.retry, model=self.model_name):
-                with attempt:
-                    attempts += 1
-                    ticket = await self.controller.aacquire(tokens=tokens)
-                    try:
-                        chunks = aiter(self.provider_model._astream(messages, stop=stop, **kwargs))
-                        first = await anext(chunks, None)
-                    except BaseException as exc:
-                        self._settle(ticket, exc)
-                        raise
-        except Exception as exc:
-            self._failed(exc, started, attempts)
-            raise
-        headers = pop_headers(first) if first is not None else None
-        seen: list[BaseMessage] = []
-        try:
-            if first is not None:
-                seen.append(first.message)
-                yield first
+        with self._call(messages, kwargs) as call:
+            async with AsyncExitStack() as stack:
+                async for attempt in async_retrying(self.retry, model=self.model_name):
+                    with attempt:
+                        call.attempts += 1
+                        attempt_stack = AsyncExitStack()
+                        async with attempt_stack:
+                            held = await attempt_stack.enter_async_context(
+                                aslot(self.controller, tokens=call.pace_tokens)
+                            )
+                            chunks = aiter(
+                                self.provider_model._astream(messages, stop=stop, **kwargs)
+                            )
+                            first = await anext(chunks, None)
+                            stack.push_async_exit(attempt_stack.pop_all())
+                            stack.push_async_callback(_aclose, chunks)
+                if first is not None:
+                    held.headers = pop_headers(first) or held.headers
+                    call.seen.append(first.message)
+                    yield first
                 async for chunk in chunks:
-                    headers = pop_headers(chunk) or headers
-                    seen.append(chunk.message)
+                    held.headers = pop_headers(chunk) or held.headers
+                    call.seen.append(chunk.message)
                     yield chunk
-        except BaseException as exc:
-            self._settle(ticket, exc)
-            if isinstance(exc, Exception):
-                self._failed(exc, started, attempts)
-            raise
-        self.controller.release(ticket, headers=headers)
-        self._stream_answered(seen, started, attempts)
+                await stack.aclose()
+            yield self._last_chunk(call)
 
-    def _stream_answered(self, seen: list[BaseMessage], started: float, attempts: int) -> None:
-        tokens_in, tokens_out = usage_of(seen)
-        self.identity.record_answer(
-            input_tokens=tokens_in,
-            output_tokens=tokens_out,
-            latency_s=time.perf_counter() - started,
-            attempts=attempts,
-        )
+    @staticmethod
+    def _last_chunk(call: CallInFlight) -> ChatGenerationChunk:
+        """An empty closing chunk carrying the call's record (for tracing)."""
+        return stamp(ChatGenerationChunk(message=AIMessageChunk(content="")), call.answered())
+
+
+def _chain(
+    first: ChatGenerationChunk | None, rest: Iterator[ChatGenerationChunk]
+) -> Iterator[ChatGenerationChunk]:
+    if first is None:
+        return
+    yield first
+    yield from rest
+
+
+def _close(chunks: Iterator[ChatGenerationChunk]) -> None:
+    close = getattr(chunks, "close", None)
+    if close is not None:
+        close()
+
+
+async def _aclose(chunks: AsyncIterator[ChatGenerationChunk]) -> None:
+    close = getattr(chunks, "aclose", None)
+    if close is not None:
+        await close()

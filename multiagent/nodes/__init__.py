@@ -3,7 +3,7 @@
 from multiagent.nodes.agents import BUILTIN_AGENTS, AgentKind, AgentSpec
 from multiagent.nodes.agents_file import AgentCatalog, load_agents
 from multiagent.nodes.context import AgentMemory, WorkflowContext, build_context, context_of
-from multiagent.nodes.usage import Usage, UsageMeter
+from multiagent.nodes.usage import Usage
 
 __all__ = [
     "BUILTIN_AGENTS",
@@ -12,7 +12,6 @@ __all__ = [
     "AgentMemory",
     "AgentSpec",
     "Usage",
-    "UsageMeter",
     "WorkflowContext",
     "build_context",
     "context_of",

@@ -2,12 +2,14 @@
 
 Every call uses ``invoke`` on the model the pipeline hands out, under the node's own config, so
 LangGraph's ``messages`` stream mode still sees the tokens, the completion cache is consulted, and
-the run's ledger checks the budget before the call. A :class:`UsageMeter` counts what this
-node used from the replies.
+the run's ledger reserves the call's worst case before it. Each call runs under this node
+execution's scope (:func:`multiagent.models.accounting.node_scope`), so its one ledger record
+names the node, and the node's usage is summed from those records.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -19,11 +21,12 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.constants import TAG_NOSTREAM
 from pydantic import BaseModel, ValidationError
 
+from multiagent.models.accounting import NodeScope, current_scope, new_scope
 from multiagent.nodes.agents import AgentSpec
 from multiagent.nodes.context import WorkflowContext
 from multiagent.nodes.failures import StructuredOutputError
 from multiagent.nodes.tools import TOOLS
-from multiagent.nodes.usage import Usage, UsageMeter
+from multiagent.nodes.usage import Usage, usage_from_records
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -59,10 +62,9 @@ class AgentCall:
         self.agent = agent
         self.node = node
         self.model = context.model(agent)
-        name = context.model_name(agent)
-        self.meter = UsageMeter(
-            node=node, agent=agent.name, model=name, price=context.settings.profile.price_of(name)
-        )
+        self.model_name = context.model_name(agent)
+        self.scope: NodeScope = new_scope(node)
+        self._started = time.perf_counter()
 
     def _config(self) -> RunnableConfig:
         extra: RunnableConfig = {
@@ -75,8 +77,11 @@ class AgentCall:
     def _invoke(
         self, runnable: Runnable[LanguageModelInput, BaseMessage], messages: list[BaseMessage]
     ) -> AIMessage:
-        reply = runnable.invoke(messages, self._config())
-        self.meter.record(reply)
+        token = current_scope.set(self.scope)
+        try:
+            reply = runnable.invoke(messages, self._config())
+        finally:
+            current_scope.reset(token)
         if not isinstance(reply, AIMessage):
             reply = AIMessage(content=reply.content)
         return reply
@@ -137,5 +142,13 @@ class AgentCall:
             ) from None
 
     def usage(self) -> Usage:
-        """What this node's calls used so far."""
-        return self.meter.usage()
+        """What this node's calls used so far, from the run ledger's records of them."""
+        ledger = self.context.ledger
+        return usage_from_records(
+            ledger.records(scope=self.scope.id),
+            node=self.node,
+            agent=self.agent.name,
+            model=self.model_name,
+            seconds=time.perf_counter() - self._started,
+            run=ledger.run_id,
+        )

@@ -57,6 +57,20 @@ def _attributes(metadata: Mapping[str, Any] | None, tags: Sequence[str] | None) 
     return attrs
 
 
+#: Where the model pipeline puts a call's record figures (``generation_info``, or the error).
+STAMP_KEY = "multiagent_call"
+
+
+def _stamped(response: LLMResult) -> dict[str, Any] | None:
+    """The figures of the pipeline's record of this call, when the pipeline made it."""
+    for generations in response.generations:
+        for generation in generations:
+            found = (generation.generation_info or {}).get(STAMP_KEY)
+            if isinstance(found, dict):
+                return found
+    return None
+
+
 def _usage(response: LLMResult) -> tuple[int, int, bool, str | None]:
     """Input and output tokens, whether the cache answered, and the responding model."""
     tokens_in = tokens_out = 0
@@ -142,6 +156,10 @@ class OpenTelemetryCallbackHandler(BaseCallbackHandler):
             span.set_attribute("multiagent.interrupted", True)
         else:
             span.record_exception(error)
+            record = vars(error).get(STAMP_KEY) if hasattr(error, "__dict__") else None
+            if record is not None and hasattr(record, "attributes"):
+                for name, value in record.attributes().items():
+                    span.set_attribute(name, value)
             span.set_attribute("error.type", type(error).__name__)
             span.set_attribute("multiagent.error_kind", error_kind(error))
             span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"[:500]))
@@ -243,13 +261,18 @@ class OpenTelemetryCallbackHandler(BaseCallbackHandler):
         if span is None:
             return
         tokens_in, tokens_out, cached, responded = _usage(response)
-        model = responded or requested or ""
-        price = self.price_of(model) if self.price_of is not None and model else None
-        cost = 0.0 if cached or price is None else price.cost(tokens_in, tokens_out)
-        span.set_attribute("gen_ai.usage.input_tokens", tokens_in)
-        span.set_attribute("gen_ai.usage.output_tokens", tokens_out)
-        span.set_attribute("multiagent.cost_usd", round(cost, 10))
-        span.set_attribute("multiagent.cached", cached)
+        record = _stamped(response)
+        if record is not None:  # the pipeline's one record of the call: the same figures
+            for name, value in record.items():
+                span.set_attribute(name, value)
+        else:  # a model outside the pipeline: count from the reply
+            model = responded or requested or ""
+            price = self.price_of(model) if self.price_of is not None and model else None
+            cost = 0.0 if cached or price is None else price.cost(tokens_in, tokens_out)
+            span.set_attribute("gen_ai.usage.input_tokens", tokens_in)
+            span.set_attribute("gen_ai.usage.output_tokens", tokens_out)
+            span.set_attribute("multiagent.cost_usd", round(cost, 10))
+            span.set_attribute("multiagent.cached", cached)
         if responded:
             span.set_attribute("gen_ai.response.model", responded)
         span.end()

@@ -95,8 +95,8 @@ class Features(_Section):
 class ModelPrice(_Section):
     """USD per million tokens."""
 
-    input_per_mtok: float = Field(ge=0.0)
-    output_per_mtok: float = Field(ge=0.0)
+    input_per_mtok: float = Field(ge=0.0, allow_inf_nan=False)
+    output_per_mtok: float = Field(ge=0.0, allow_inf_nan=False)
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
         """Return the USD cost of a call with the given token counts."""
@@ -110,6 +110,14 @@ DEFAULT_PRICES: dict[str, ModelPrice] = {
 }
 
 
+class BudgetConfig(_Section):
+    """The project's budget: spend of every run and process together (see
+    :mod:`multiagent.models.budget`)."""
+
+    daily_usd: float | None = Field(default=None, ge=0.0, allow_inf_nan=False)
+    lease_s: float = Field(default=600.0, gt=0.0, allow_inf_nan=False)
+
+
 class Profile(_Section):
     """A complete environment profile."""
 
@@ -120,12 +128,30 @@ class Profile(_Section):
     memory: MemoryConfig
     cache: CacheConfig
     features: Features
-    budget_usd: float = Field(ge=0.0)
+    budget_usd: float = Field(ge=0.0, allow_inf_nan=False)
+    budget: BudgetConfig = BudgetConfig()
     prices: dict[str, ModelPrice]
 
     def price_of(self, model: str) -> ModelPrice | None:
         """Return the price of ``model``, or ``None`` when the table does not list it."""
         return self.prices.get(model)
+
+    def require_price(self, model: str) -> ModelPrice:
+        """Return the price of ``model``; a model without one is a configuration error.
+
+        Raises:
+            ConfigError: The price table does not list ``model`` (an explicit 0 is a price).
+        """
+        price = self.prices.get(model)
+        if price is None:
+            from multiagent.errors import ConfigError
+
+            raise ConfigError(
+                f"model {model!r} has no price, so its calls could not be budgeted; add "
+                f'[prices."{model}"] input_per_mtok = ... and output_per_mtok = ... to '
+                f"multiagent.toml (0 is allowed), or the same as JSON in MULTIAGENT_PRICES"
+            )
+        return price
 
 
 def _profile(

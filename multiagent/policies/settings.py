@@ -24,7 +24,17 @@ from multiagent.policies.profiles import BUILTIN_PROFILES, DEFAULT_PROFILE, Prof
 Provider = Literal["sim", "openai"]
 PROVIDERS: tuple[str, ...] = ("sim", "openai")
 CONFIG_FILE_NAME = "multiagent.toml"
-_SECTIONS = ("models", "validation", "rate_limit", "memory", "cache", "features", "prices", "sim")
+_SECTIONS = (
+    "models",
+    "validation",
+    "rate_limit",
+    "memory",
+    "cache",
+    "features",
+    "budget",
+    "prices",
+    "sim",
+)
 _TOP_LEVEL = ("env", "policy", "provider", "checkpoint_url", "redis_url", "budget_usd")
 #: URL schemes the ``redis`` client accepts.
 REDIS_SCHEMES = ("redis", "rediss", "unix")
@@ -98,6 +108,8 @@ class _Environment(BaseSettings):
     memory: dict[str, Any] | None = None
     cache: dict[str, Any] | None = None
     features: dict[str, Any] | None = None
+    budget: dict[str, Any] | None = None
+    prices: dict[str, Any] | None = None
     sim: dict[str, Any] | None = None
     openai_api_key: str | None = Field(
         default=None, validation_alias=AliasChoices("OPENAI_API_KEY")
@@ -230,6 +242,10 @@ def _describe_error(exc: ValidationError, sources: Mapping[str, str], prefix: st
     err = exc.errors()[0]
     path = prefix + ".".join(str(p) for p in err["loc"])
     origin = sources.get(path)
+    parent = path
+    while origin is None and "." in parent:  # a field of one value (a price entry)
+        parent = parent.rsplit(".", 1)[0]
+        origin = sources.get(parent) if parent.startswith("prices.") else None
     if origin is None:  # a model-level check: name every source under it
         related = sorted({src for p, src in sources.items() if p.startswith(path)})
         origin = ", ".join(related) or "defaults"
@@ -313,7 +329,17 @@ def load_settings(
     layers.overlay(file_values, lambda _path: file_source, origin=str(file_path))
     env_values = {
         key: getattr(environ, key)
-        for key in ("models", "validation", "rate_limit", "memory", "cache", "features", "sim")
+        for key in (
+            "models",
+            "validation",
+            "rate_limit",
+            "memory",
+            "cache",
+            "features",
+            "budget",
+            "prices",
+            "sim",
+        )
         if getattr(environ, key)
     }
     if environ.budget_usd is not None:

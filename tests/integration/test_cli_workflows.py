@@ -189,12 +189,16 @@ def test_approval_prompt_then_resume(isolated_env: Path) -> None:
     assert "rejected" in rejected.stdout
 
 
-def test_budget_stop_then_resume_with_a_larger_budget(isolated_env: Path) -> None:
-    stopped = cli("run", TASK, "--agents", "critic", "--budget", "0.00001", "--thread", "b1", *OFF)
+def test_budget_stop_then_resume_with_a_larger_budget(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # gpt-3.5-turbo on every answering tier: 0.0017 covers one call's worst case, not the run's
+    monkeypatch.setenv("MULTIAGENT_ENV", "dev_cost")
+    stopped = cli("run", TASK, "--agents", "critic", "--budget", "0.0017", "--thread", "b1", *OFF)
     assert stopped.exit_code == 1
     assert "budget of $0.0000 reached" in stopped.stdout or "budget of" in stopped.stdout
     assert "Resume with a larger budget" in stopped.stdout
-    assert "--budget USD" in stopped.stdout
+    assert "--budget USD" in " ".join(stopped.stdout.split())
     doc = document(cli("threads", "show", "b1", "--json"))
     assert doc["status"] == "budget_exceeded"
     done = cli("run", "--thread", "b1", "--resume", "--budget", "1", "--json", *OFF)
@@ -223,6 +227,9 @@ def test_agents_file_adds_an_agent(isolated_env: Path, tmp_path: Path) -> None:
         (("run", "  "), "the task is empty"),
         (("run", TASK, "--agents", "researcher,bogus"), "unknown agent 'bogus'; valid: researcher"),
         (("run", TASK, "--budget", "-1"), "--budget must be at least 0"),
+        (("run", TASK, "--budget", "nan"), "invalid budget nan (from --budget)"),
+        (("run", TASK, "--budget", "inf"), "invalid budget inf (from --budget)"),
+        (("run", TASK, "--budget", "0.00001"), "(from --budget) cannot cover one gpt-3.5-turbo"),
         (("run", TASK, "--memory", "brain"), "unknown --memory 'brain'"),
         (("run", "--resume"), "--resume needs --thread"),
         (("run", "--thread", "ghost", "--resume"), "unknown thread 'ghost'"),
@@ -278,6 +285,42 @@ def test_bad_input_next_to_existing_threads_changes_nothing(
         assert result.stderr.count("\n") == 1, result.stderr
         assert needle in result.stderr, (args, result.stderr)
         assert stored(isolated_env) == before, args
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "needle"),
+    [
+        ("MULTIAGENT_MODELS__FAST", "gpt-4.1", "model 'gpt-4.1' has no price"),
+        (
+            "MULTIAGENT_PRICES",
+            '{"gpt-4o-mini": {"input_per_mtok": -1, "output_per_mtok": 1}}',
+            "prices.gpt-4o-mini.input_per_mtok=-1 (from env MULTIAGENT_PRICES__GPT-4O-MINI)",
+        ),
+        ("MULTIAGENT_BUDGET__DAILY_USD", "-2", "budget.daily_usd='-2' (from env"),
+        ("MULTIAGENT_BUDGET__DAILY_USD", "0.000001", "(from env MULTIAGENT_BUDGET__DAILY_USD)"),
+    ],
+)
+def test_bad_prices_and_budgets_from_the_environment_exit_2(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, needle: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    before = stored(isolated_env)
+    result = cli("run", TASK, "--agents", "critic", *OFF)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert needle in result.stderr
+    assert stored(isolated_env) == before
+
+
+def test_an_explicit_price_of_zero_is_a_price(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MULTIAGENT_MODELS__FAST", "gpt-4.1")
+    monkeypatch.setenv(
+        "MULTIAGENT_PRICES", '{"gpt-4.1": {"input_per_mtok": 0, "output_per_mtok": 0}}'
+    )
+    result = cli("run", TASK, "--agents", "critic", "--json", *OFF)
+    assert result.exit_code == 0, result.output
 
 
 def test_every_workflow_command_has_help() -> None:

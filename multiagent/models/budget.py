@@ -1,0 +1,203 @@
+"""The project's budget: a running total of spend across runs and processes, with a daily cap.
+
+A run's own budget lives in its :class:`~multiagent.models.ledger.RunLedger`. The project budget
+(``[budget] daily_usd`` in ``multiagent.toml``, or ``MULTIAGENT_BUDGET__DAILY_USD``) is shared by
+every run and every process using the same ``MULTIAGENT_HOME``, so it is kept in a store behind
+:class:`ProjectBudget`: the embedded one is SQLite (:class:`SQLiteProjectBudget`); a Redis-backed
+store can implement the same four methods for several machines.
+
+Reservations are leases: a process killed between reserving and settling does not hold the
+budget for ever; its reservation stops counting once its lease has expired. A settled call
+counts whether or not its lease had expired: the money was spent.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from multiagent.errors import BudgetExceededError
+
+#: File of the embedded project budget, under ``MULTIAGENT_HOME``.
+BUDGET_FILE = "budget.sqlite"
+
+
+class ProjectBudget(Protocol):
+    """Spend shared by every run of the project, with atomic reservations."""
+
+    def reserve(self, usd: float) -> str:
+        """Hold ``usd`` for a call; return the reservation's id.
+
+        Raises:
+            BudgetExceededError: The period's spend, open reservations and ``usd`` pass the cap.
+        """
+        ...
+
+    def settle(self, reservation: str, usd: float) -> None:
+        """Turn a reservation into spend of ``usd`` (the call's real cost)."""
+        ...
+
+    def release(self, reservation: str) -> None:
+        """Give a reservation back unused."""
+        ...
+
+    def report(self) -> dict[str, Any]:
+        """The current period's cap, settled spend and held reservations, JSON-ready."""
+        ...
+
+
+def _today() -> str:
+    return datetime.now(UTC).date().isoformat()
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS spend (
+    id TEXT PRIMARY KEY,
+    period TEXT NOT NULL,
+    usd REAL NOT NULL,
+    settled INTEGER NOT NULL,
+    expires REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS spend_period ON spend (period);
+"""
+
+
+class SQLiteProjectBudget:
+    """The project budget in one SQLite file; reserve and settle are ``BEGIN IMMEDIATE``
+    transactions, so processes sharing the file never admit more than the cap together.
+
+    Args:
+        path: The SQLite file.
+        daily_usd: The cap per UTC day.
+        lease_s: How long a reservation holds budget without being settled.
+        clock: Wall-clock seconds (leases must mean the same in every process).
+        period: The current period's key (default: the UTC date).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        daily_usd: float,
+        lease_s: float = 600.0,
+        clock: Callable[[], float] = time.time,
+        period: Callable[[], str] = _today,
+    ) -> None:
+        self.path = path
+        self.daily_usd = daily_usd
+        self.lease_s = lease_s
+        self._clock = clock
+        self._period = period
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(
+                self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+            )
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+            self._db = db
+        return self._db
+
+    def _sums(self, db: sqlite3.Connection, period: str, now: float) -> tuple[float, float]:
+        row = db.execute(
+            "SELECT COALESCE(SUM(CASE WHEN settled THEN usd END), 0),"
+            " COALESCE(SUM(CASE WHEN NOT settled AND expires >= ? THEN usd END), 0)"
+            " FROM spend WHERE period = ?",
+            (now, period),
+        ).fetchone()
+        return float(row[0]), float(row[1])
+
+    def reserve(self, usd: float) -> str:
+        """Hold ``usd`` for a call (see :class:`ProjectBudget`)."""
+        rid = uuid.uuid4().hex
+        with self._lock:
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                now, period = self._clock(), self._period()
+                db.execute("DELETE FROM spend WHERE NOT settled AND expires < ?", (now,))
+                spent, held = self._sums(db, period, now)
+                if spent + held + usd > self.daily_usd:
+                    raise BudgetExceededError(
+                        f"project budget of ${self.daily_usd:.6f} for {period} reached: "
+                        f"spent ${spent:.6f}, ${held:.6f} held, the next call may cost up "
+                        f"to ${usd:.6f}",
+                        spent_usd=spent,
+                        budget_usd=self.daily_usd,
+                    )
+                db.execute(
+                    "INSERT INTO spend VALUES (?, ?, ?, 0, ?)",
+                    (rid, period, usd, now + self.lease_s),
+                )
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        return rid
+
+    def settle(self, reservation: str, usd: float) -> None:
+        """Record the call's real cost in place of its reservation."""
+        with self._lock:
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                # an expired lease was deleted: the spend still happened, in today's period
+                db.execute(
+                    "INSERT INTO spend VALUES (?, ?, ?, 1, 0) ON CONFLICT(id) DO UPDATE"
+                    " SET usd = excluded.usd, settled = 1",
+                    (reservation, self._period(), usd),
+                )
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def release(self, reservation: str) -> None:
+        """Delete an unsettled reservation."""
+        with self._lock:
+            self._conn().execute("DELETE FROM spend WHERE id = ? AND NOT settled", (reservation,))
+
+    def report(self) -> dict[str, Any]:
+        """Cap, spend and holds of the current period."""
+        with self._lock:
+            if not self.path.exists():
+                return {
+                    "period": self._period(),
+                    "daily_usd": self.daily_usd,
+                    "spent_usd": 0.0,
+                    "held_usd": 0.0,
+                }
+            spent, held = self._sums(self._conn(), self._period(), self._clock())
+        return {
+            "period": self._period(),
+            "daily_usd": self.daily_usd,
+            "spent_usd": round(spent, 8),
+            "held_usd": round(held, 8),
+        }
+
+    def close(self) -> None:
+        """Close the connection (a new one opens on next use)."""
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+
+@functools.cache
+def project_budget(home: Path, *, daily_usd: float, lease_s: float) -> SQLiteProjectBudget:
+    """The process's store of the project budget under ``home`` (one connection per process)."""
+    if not math.isfinite(daily_usd) or daily_usd < 0:
+        raise ValueError(f"daily budget must be finite and at least 0, got {daily_usd}")
+    return SQLiteProjectBudget(home.resolve() / BUDGET_FILE, daily_usd=daily_usd, lease_s=lease_s)

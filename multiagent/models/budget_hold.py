@@ -1,0 +1,153 @@
+"""One model call in flight: its budget held, its slot at the controller, its one record.
+
+:class:`CallInFlight` is a context manager around a call's attempt chain. Entering reserves the
+call's worst case in the run and project budgets; leaving makes the call's one record, whatever
+the exit: an answer (:meth:`CallInFlight.answered`), an exception (``error``), or the caller
+giving up — ``asyncio.CancelledError``, ``GeneratorExit`` of a stream closed early,
+``KeyboardInterrupt`` (``cancelled``). The reservation is settled to the record's cost or given
+back, so nothing stays held. :func:`slot` and :func:`aslot` do the same for one attempt's ticket
+at the backpressure controller.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from langchain_core.messages import BaseMessage
+
+from multiagent.models.accounting import (
+    DEFAULT_MAX_OUTPUT_TOKENS,
+    STAMP_KEY,
+    CallIdentity,
+    output_estimate,
+    usage_of,
+)
+from multiagent.models.backpressure import BackpressureController, Ticket
+from multiagent.models.ledger import CallRecord, Outcome
+from multiagent.models.tokens import prompt_tokens, request_tools
+
+
+@dataclass
+class Slot:
+    """A ticket the controller let through, and the headers its answer brought."""
+
+    ticket: Ticket
+    headers: Mapping[str, str] | None = None
+
+
+def _give_back(controller: BackpressureController, ticket: Ticket, exc: BaseException) -> None:
+    if isinstance(exc, Exception):
+        controller.release(ticket, error=exc)
+    else:  # cancelled, interrupted, a stream closed: no verdict on the provider
+        controller.cancel(ticket)
+
+
+@contextmanager
+def slot(controller: BackpressureController, *, tokens: int) -> Iterator[Slot]:
+    """Hold a controller slot for one attempt; released (or cancelled) on any exit."""
+    held = Slot(controller.acquire(tokens=tokens))  # acquire gives the ticket up if it fails
+    try:
+        yield held
+    except BaseException as exc:
+        _give_back(controller, held.ticket, exc)
+        raise
+    controller.release(held.ticket, headers=held.headers)
+
+
+@asynccontextmanager
+async def aslot(controller: BackpressureController, *, tokens: int) -> AsyncIterator[Slot]:
+    """The async twin of :func:`slot`."""
+    held = Slot(await controller.aacquire(tokens=tokens))
+    try:
+        yield held
+    except BaseException as exc:
+        _give_back(controller, held.ticket, exc)
+        raise
+    controller.release(held.ticket, headers=held.headers)
+
+
+class CallInFlight:
+    """The budget, attempts and replies of one call, recorded once when it ends.
+
+    Args:
+        identity: Who calls which model, and where the call is recorded.
+        messages: The prompt.
+        kwargs: The call's keyword arguments (bound tools, ``max_tokens``).
+        default_max_output: The model's own ``max_tokens``, if it has one.
+    """
+
+    def __init__(
+        self,
+        identity: CallIdentity,
+        messages: Sequence[BaseMessage],
+        kwargs: dict[str, Any],
+        *,
+        default_max_output: int | None,
+    ) -> None:
+        given = kwargs.get("max_tokens") or default_max_output
+        self.max_output = given if isinstance(given, int) else DEFAULT_MAX_OUTPUT_TOKENS
+        if "max_tokens" not in kwargs and default_max_output is None:
+            # ask for no more than was reserved, so the reservation is a true worst case
+            kwargs["max_tokens"] = self.max_output
+        tools = request_tools(kwargs)
+        self.identity = identity
+        self.prompt_tokens = prompt_tokens(messages, tools=tools)
+        self.worst_usd = identity.worst_case_usd(messages, tools=tools, max_output=self.max_output)
+        self.attempts = 0
+        self.seen: list[BaseMessage] = []
+        self.record: CallRecord | None = None
+        self._held = identity.hold(self.worst_usd)
+        self._started = time.perf_counter()
+
+    @property
+    def pace_tokens(self) -> int:
+        """Tokens the controller charges against tokens/min: prompt plus output allowance."""
+        return self.prompt_tokens + self.max_output
+
+    def __enter__(self) -> CallInFlight:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.record is None:
+            # an exception is a failure; anything else (GeneratorExit included) the caller
+            # giving up; a generator closed between chunks also exits here without one
+            failed = isinstance(exc, Exception)
+            self._finish("error" if failed else "cancelled", exc if failed else None)
+        self.identity.release(self._held)  # a settled hold is not released twice
+
+    def answered(self) -> CallRecord:
+        """Record the call as answered with the replies in :attr:`seen`."""
+        return self._finish("ok", None)
+
+    def _finish(self, outcome: Outcome, error: BaseException | None) -> CallRecord:
+        used = usage_of(self.seen)
+        estimated = used is None
+        if used is None:
+            answered_some = outcome == "ok" or bool(self.seen)
+            used = (self.prompt_tokens, output_estimate(self.seen)) if answered_some else (0, 0)
+        self.record = self.identity.finish(
+            outcome,
+            input_tokens=used[0],
+            output_tokens=used[1],
+            estimated=estimated and used != (0, 0),
+            latency_s=time.perf_counter() - self._started,
+            attempts=self.attempts,
+            error=error,
+            held=self._held,
+        )
+        if error is not None:
+            # tracing reads a failed call's figures from its error (see observability.otel)
+            with contextlib.suppress(TypeError):  # an exception type without a __dict__
+                vars(error)[STAMP_KEY] = self.record
+        return self.record

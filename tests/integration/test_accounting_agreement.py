@@ -1,0 +1,212 @@
+"""Every figure of a run agrees: the ledger, the node usage in state, ``--json``, the metrics
+store and the trace spans, for runs with cache hits, a structured-output failure, a budget
+stop and a resume. And the project budget holds across processes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from multiagent.graphs.inputs import orchestration_input
+from multiagent.graphs.report import outcome_report
+from multiagent.graphs.runner import WorkflowOutcome, run_workflow
+from multiagent.models.adaptive import reset_shared_controllers
+from multiagent.models.budget import BUDGET_FILE, SQLiteProjectBudget
+from multiagent.models.ledger import RunLedger
+from multiagent.models.pipeline import ModelPipeline
+from multiagent.nodes.agents_file import load_agents
+from multiagent.nodes.context import build_context
+from multiagent.observability.metrics import get_metrics
+from multiagent.observability.summary import summarize
+from multiagent.observability.tracing import configure_tracing, run_config, shutdown_tracing
+from multiagent.policies import Settings, load_settings
+
+TASK = "Plan a product launch for the new analytics dashboard"
+
+
+@pytest.fixture(autouse=True)
+def fresh() -> Iterator[None]:
+    reset_shared_controllers()
+    yield
+    reset_shared_controllers()
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    configure_tracing(load_settings(), exporter=exporter)
+    yield exporter
+    shutdown_tracing()
+
+
+def run(
+    settings: Settings,
+    saver: InMemorySaver,
+    *,
+    thread: str,
+    resume: bool = False,
+    budget: float | None = None,
+    task: str = TASK,
+) -> WorkflowOutcome:
+    agents = load_agents(settings)
+    traced = run_config(workflow="orchestration", settings=settings, thread_id=thread)
+    return run_workflow(
+        "orchestration",
+        None if resume else orchestration_input(task, agents=agents, team=["analyst", "critic"]),
+        context=build_context(
+            settings, agents=agents, budget_usd=budget, pipeline=ModelPipeline(settings)
+        ),
+        checkpointer=saver,
+        thread_id=thread,
+        resume=resume,
+        metadata=traced["metadata"],
+        callbacks=traced["callbacks"],
+    )
+
+
+def test_json_metrics_ledger_and_traces_agree(spans: InMemorySpanExporter) -> None:
+    settings = load_settings(env="dev_cost")
+    saver = InMemorySaver()
+    first = run(settings, saver, thread="t-1")
+    again = run(settings, saver, thread="t-2")  # the same task: answered from the cache
+    other = "Review the pricing page of the analytics dashboard"
+    stopped = run(settings, saver, thread="t-3", budget=0.0017, task=other)  # one call's worth
+    resumed = run(settings, saver, thread="t-3", resume=True, budget=1.0)
+    outcomes = [first, again, stopped, resumed]
+    assert [o.status for o in outcomes] == [
+        "completed",
+        "completed",
+        "budget_exceeded",
+        "completed",
+    ]
+    records = [c for o in outcomes for c in o.ledger.calls]
+    assert again.ledger.totals()["cache_hits"] == len(again.ledger.calls) > 0
+
+    # --json: this_run is the ledger; the thread's usage adds the earlier runs' entries
+    for outcome in outcomes:
+        report = outcome_report(outcome)
+        totals = outcome.ledger.totals()
+        assert {k: report["this_run"][k] for k in totals} == totals
+    resumed_usage = outcome_report(resumed)["usage"]
+    both = RunLedger(calls=[*stopped.ledger.calls, *resumed.ledger.calls]).totals()
+    assert resumed_usage == {k: both[k] for k in resumed_usage}
+    # the state's node usage, summed, is the thread's usage too (every node completed)
+    state_entries = resumed.values["usage"]
+    assert sum(e["calls"] for e in state_entries) == both["calls"]
+    assert round(sum(e["cost_usd"] for e in state_entries), 8) == both["cost_usd"]
+
+    # metrics: the same calls, tokens, cost and cache hits
+    summary = summarize(get_metrics().snapshot().counters)
+    assert summary["calls"]["total"] == len(records)
+    assert summary["calls"]["cached"] == sum(c.cached for c in records)
+    assert summary["tokens"]["input"] == sum(c.input_tokens for c in records)
+    assert summary["tokens"]["output"] == sum(c.output_tokens for c in records)
+    assert summary["cost_usd"] == pytest.approx(sum(c.cost_usd for c in records), abs=1e-9)
+
+    # traces: one client span per record, with the record's figures
+    calls = [s for s in spans.get_finished_spans() if s.kind is SpanKind.CLIENT]
+    every = [dict(s.attributes or {}) for s in calls]
+    # a call the budget refused never started: its span says so, and it has no record
+    refused = [a for a in every if "multiagent.outcome" not in a]
+    assert [a["error.type"] for a in refused] == ["BudgetExceededError"] * len(refused)
+    attrs = [a for a in every if "multiagent.outcome" in a]
+    assert len(attrs) == len(records)
+    assert sum(a["gen_ai.usage.input_tokens"] for a in attrs) == sum(
+        c.input_tokens for c in records
+    )
+    assert sum(a["gen_ai.usage.output_tokens"] for a in attrs) == sum(
+        c.output_tokens for c in records
+    )
+    assert sum(bool(a["multiagent.cached"]) for a in attrs) == sum(c.cached for c in records)
+    assert sum(a["multiagent.cost_usd"] for a in attrs) == pytest.approx(
+        sum(c.cost_usd for c in records), abs=1e-9
+    )
+
+
+def test_node_usage_counts_cache_hits_from_the_ledger() -> None:
+    settings = load_settings(env="dev_cost")
+    saver = InMemorySaver()
+    run(settings, saver, thread="c-1")
+    again = run(settings, saver, thread="c-2")
+    hits = [c for c in again.ledger.calls if c.cached]
+    assert hits
+    assert len(hits) == len(again.ledger.calls)
+    entries = again.values["usage"]
+    assert sum(e["cache_hits"] for e in entries) == len(hits)
+    by_node: dict[str, int] = {}
+    for call in hits:
+        by_node[call.node] = by_node.get(call.node, 0) + 1
+    per_node: dict[str, int] = {}
+    for entry in entries:
+        per_node[entry["node"]] = per_node.get(entry["node"], 0) + entry["cache_hits"]
+    assert per_node == by_node
+    assert all(e["cost_usd"] == 0 for e in entries)
+    assert sum(c.saved_usd for c in hits) > 0
+
+
+_SPENDER = """
+import sys
+from pathlib import Path
+from multiagent.errors import BudgetExceededError
+from multiagent.models.budget import SQLiteProjectBudget
+
+store = SQLiteProjectBudget(Path(sys.argv[1]), daily_usd=1.0, lease_s=60.0)
+admitted = 0
+for _ in range(40):
+    try:
+        held = store.reserve(0.1)
+    except BudgetExceededError:
+        continue
+    admitted += 1
+    store.settle(held, 0.1)
+print(admitted)
+"""
+
+
+@pytest.mark.slow
+def test_project_budget_across_two_processes_is_never_overspent(tmp_path: Path) -> None:
+    path = tmp_path / BUDGET_FILE
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _SPENDER, str(path)], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    admitted = [int(p.communicate(timeout=120)[0]) for p in procs]
+    assert sum(admitted) == 10  # $1 at $0.10 a call, whichever process asked
+    report = SQLiteProjectBudget(path, daily_usd=1.0).report()
+    assert report["spent_usd"] == pytest.approx(1.0)
+    assert report["held_usd"] == 0
+
+
+def test_a_killed_process_reservation_expires() -> None:
+    now = [1000.0]
+    store = SQLiteProjectBudget(
+        Path(load_settings().home) / BUDGET_FILE, daily_usd=1.0, lease_s=30.0, clock=lambda: now[0]
+    )
+    store.reserve(0.9)  # never settled: its process died
+    with pytest.raises(Exception, match="project budget"):
+        store.reserve(0.5)
+    now[0] += 31
+    store.settle(store.reserve(0.5), 0.5)
+    assert store.report()["spent_usd"] == pytest.approx(0.5)
+
+
+def test_pipeline_calls_reserve_in_the_project_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MULTIAGENT_BUDGET__DAILY_USD", "0.01")
+    settings = load_settings(env="dev_cost", overrides={"cache.completion_enabled": False})
+    pipeline = ModelPipeline(settings)
+    assert pipeline.project is not None
+    model = pipeline.model_for("fast", agent="a", ledger=RunLedger())
+    model.invoke("Spend a little of the project's money")
+    report: dict[str, Any] = pipeline.project.report()
+    assert report["spent_usd"] > 0
+    assert report["held_usd"] == 0
