@@ -11,7 +11,6 @@ downloads a model and is never used.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import itertools
@@ -19,7 +18,6 @@ import logging
 import math
 import re
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -41,7 +39,6 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 _load_lock = threading.Lock()
 _cache: dict[str, Embeddings] = {}
 _announced = False
-_blas_control: Any = None  # threadpoolctl's controller, False without it, None before asked
 
 
 class HashingEmbeddings(Embeddings):
@@ -99,8 +96,8 @@ class MiniLMEmbeddings(Embeddings):
     ``tokenizers``), not torch: the vectors are sentence-transformers' own to float32 rounding
     (the name stored with memory is unchanged, so memories written either way stay valid), and
     a process pays tens of milliseconds for them instead of seconds. The model is read on the
-    first text to embed, so a run that never searches or writes memory never reads it;
-    :meth:`preload` reads it on a background thread instead.
+    first text to embed (or by :meth:`load`), so a run that never searches or writes memory
+    never reads it.
     """
 
     name = "all-MiniLM-L6-v2"
@@ -109,22 +106,17 @@ class MiniLMEmbeddings(Embeddings):
         self.model_path = model_path
         self._model: NumpyMiniLM | None = None
         self._lock = threading.Lock()
-        self._loader: threading.Thread | None = None
 
     @property
     def loaded(self) -> bool:
-        """Whether the model has been read (by a first embedding or by :meth:`preload`)."""
+        """Whether the model has been read (by a first embedding or by :meth:`load`)."""
         return self._model is not None
 
-    def preload(self) -> None:
-        """Start reading the model on a daemon thread, so the first embedding does not wait."""
-        with self._lock:
-            if self._model is not None or self._loader is not None:
-                return
-            self._loader = threading.Thread(
-                target=self._get_model, name="minilm-preload", daemon=True
-            )
-            self._loader.start()
+    def load(self) -> None:
+        """Read the model now, weights paged in (agent memory does it on a background thread)."""
+        model = self._get_model()
+        with _one_blas_thread:
+            model.encode(["warm up"])  # touches every layer's weights once
 
     def _get_model(self) -> NumpyMiniLM:
         with self._lock:
@@ -137,7 +129,7 @@ class MiniLMEmbeddings(Embeddings):
 
     def _encode(self, texts: list[str]) -> list[list[float]]:
         model = self._get_model()
-        with self._lock, _one_blas_thread():
+        with _one_blas_thread:  # the weights are read-only: threads may embed at once
             vectors = model.encode(texts)
         return [[float(x) for x in row] for row in vectors]
 
@@ -150,27 +142,44 @@ class MiniLMEmbeddings(Embeddings):
         return self._encode([text])[0]
 
 
-@contextlib.contextmanager
-def _one_blas_thread() -> Iterator[None]:
-    """Run BLAS on the calling thread only, where threadpoolctl can say so.
+class _OneBlasThread:
+    """While any embedding runs, BLAS runs on the calling thread only (where threadpoolctl is).
 
-    Agent texts are short: a second BLAS thread gains little on an idle machine and costs
-    many times the work on a busy one (its spinning threads wait for a core); agents that
-    embed at the same time run in parallel anyway, numpy releasing the GIL.
+    Agent texts are short: more BLAS threads gain little on an idle machine and cost many
+    times the work on a busy one (their spinning threads wait for a core), while agents that
+    embed at once already run in parallel, numpy releasing the GIL. The limit is
+    process-wide, so it is counted: set when the first embedding starts, given back when the
+    last one ends, and numpy elsewhere keeps its threads the rest of the time.
     """
-    global _blas_control
-    if _blas_control is None:
-        try:
-            from threadpoolctl import ThreadpoolController
-        except ImportError:  # pragma: no cover - threadpoolctl comes with the extra
-            _blas_control = False
-        else:
-            _blas_control = ThreadpoolController()
-    if _blas_control is False:
-        yield
-        return
-    with _blas_control.limit(limits=1, user_api="blas"):
-        yield
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._inside = 0
+        self._control: Any = None  # threadpoolctl's controller; False without it
+        self._limiter: Any = None
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._control is None:
+                try:
+                    from threadpoolctl import ThreadpoolController
+                except ImportError:  # pragma: no cover - threadpoolctl comes with the extra
+                    self._control = False
+                else:
+                    self._control = ThreadpoolController()
+            if self._inside == 0 and self._control is not False:
+                self._limiter = self._control.limit(limits=1, user_api="blas")
+            self._inside += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._inside -= 1
+            if self._inside == 0 and self._limiter is not None:
+                self._limiter.restore_original_limits()
+                self._limiter = None
+
+
+_one_blas_thread = _OneBlasThread()
 
 
 def minilm_model_path() -> Path | None:
