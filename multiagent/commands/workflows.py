@@ -92,13 +92,11 @@ def _execute(
         def make_context() -> WorkflowContext:
             store = None
             if memory != "off":
-                from multiagent.persistence.memory_background import (
-                    open_agent_memory_in_background,  # Chroma and the model load on a thread
+                from multiagent.persistence.memory_background import (  # Chroma: on a thread
+                    open_agent_memory_in_background as open_agent_memory,
                 )
 
-                store = stack.enter_context(
-                    open_agent_memory_in_background(settings, embeddings=memory)
-                )
+                store = stack.enter_context(open_agent_memory(settings, embeddings=memory))
             return build_context(settings, agents=agents, budget_usd=budget, memory=store)
 
         outcome = _run_and_show(
