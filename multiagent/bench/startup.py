@@ -12,16 +12,19 @@ drift in the machine's speed hits all alike:
 
 The run's own ``timings.total_s`` (the graph, including the simulated model's latency) splits
 each wall time into *run* and *start-up* (interpreter, imports, settings, opening stores,
-exit). Probes in separate processes show where start-up goes: the interpreter alone, importing
-the CLI, the modules a workflow imports, Chroma, reading the embedder, one embedding. When
-sentence-transformers is installed a last probe loads the same model through it and torch,
-which is what every run with memory paid before the embedder moved to numpy.
+exit); the process's CPU time (user + system) is reported beside it, being less sensitive than
+wall time to other work on the machine. Probes in separate processes show where start-up
+goes: the interpreter alone, importing the CLI, the modules a workflow imports, Chroma,
+reading the embedder, one embedding. When sentence-transformers is installed a last probe
+loads the same model through it and torch, which is what every run with memory paid before
+the embedder moved to numpy.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -89,28 +92,35 @@ def _env(home: Path) -> dict[str, str]:
     return env
 
 
-def _run(args: list[str], *, home: Path) -> tuple[float, str]:
-    """Run ``args`` in a new process; return its wall time and its stdout."""
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _run(args: list[str], *, home: Path) -> tuple[float, float, str]:
+    """Run ``args`` in a new process; return its wall time, its CPU time and its stdout."""
+    cpu = _children_cpu()
     start = time.perf_counter()
     done = subprocess.run(
         args, env=_env(home), capture_output=True, text=True, timeout=_TIMEOUT_S, check=False
     )
     wall = time.perf_counter() - start
+    cpu = _children_cpu() - cpu
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise MultiagentError(f"benchmark run {args[1:4]} failed ({done.returncode}): {tail}")
-    return wall, done.stdout
+    return wall, cpu, done.stdout
 
 
 def _cli_run(task: str, *, memory: str, home: Path) -> dict[str, float]:
     args = [sys.executable, "-m", "multiagent", "run", task, "--json", "--memory", memory]
-    wall, out = _run(args, home=home)
+    wall, cpu, out = _run(args, home=home)
     run_s = float(json.loads(out)["timings"]["total_s"])
-    return {"wall_s": wall, "run_s": run_s, "startup_s": wall - run_s}
+    return {"wall_s": wall, "run_s": run_s, "startup_s": wall - run_s, "cpu_s": cpu}
 
 
 def _probe(code: str, *, task: str, home: Path) -> dict[str, Any]:
-    wall, out = _run([sys.executable, "-c", f"TASK = {task!r}\n{code}"], home=home)
+    wall, _cpu, out = _run([sys.executable, "-c", f"TASK = {task!r}\n{code}"], home=home)
     return {"wall_s": wall, **json.loads(out.strip().splitlines()[-1])}
 
 
@@ -166,7 +176,7 @@ def run_startup_bench(
             samples["off"].append(_cli_run(task, memory="off", home=root / f"off-{n}"))
             samples["on_first"].append(_cli_run(task, memory="auto", home=root / f"first-{n}"))
             samples["on_recall"].append(_cli_run(task, memory="auto", home=recall_home))
-            wall, _ = _run([sys.executable, "-c", "pass"], home=root / "probe")
+            wall, _cpu, _ = _run([sys.executable, "-c", "pass"], home=root / "probe")
             probes["interpreter"].append({"wall_s": wall})
             probes["imports"].append(_probe(_PROBE_IMPORTS, task=task, home=root / "probe"))
             say(

@@ -19,7 +19,14 @@ def startup_markdown(result: dict[str, Any]) -> str:
     """The figures as the body of the ``BENCHMARKS.md`` section."""
     variants = result["variants"]
     rows = [
-        (name, data["what"], _s(data["wall_s"]), _s(data["run_s"]), _s(data["startup_s"]))
+        (
+            name,
+            data["what"],
+            _s(data["wall_s"]),
+            _s(data["run_s"]),
+            _s(data["startup_s"]),
+            _s(data["cpu_s"]),
+        )
         for name, data in variants.items()
     ]
     worst = max(variants["on_first"]["wall_s"], variants["on_recall"]["wall_s"])
@@ -27,9 +34,9 @@ def startup_markdown(result: dict[str, Any]) -> str:
         f"`multiagent run {result['task']!r} --json` in a new process per run, simulated "
         f"provider, {result['repeat']} runs of each variant, alternated; medians. *run* is the "
         "graph's own time (`timings.total_s`, the simulated model's latency included), "
-        "*start-up* the rest of the wall time.",
+        "*start-up* the rest of the wall time; *CPU* is the process's user + system time.",
         "",
-        table(("variant", "what", "wall s", "run s", "start-up s"), rows),
+        table(("variant", "what", "wall s", "run s", "start-up s", "CPU s"), rows),
         "",
         table(
             ("figure", "measured", "target", "verdict"),

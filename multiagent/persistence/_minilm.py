@@ -59,19 +59,37 @@ def _f32(x: Any) -> Array:
     return np.asarray(x, dtype=np.float32)
 
 
-def _erf(x: Array) -> Array:
-    """Error function, Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7; numpy has no erf)."""
-    sign = np.sign(x)
-    a = np.abs(x)
-    t = 1.0 / (1.0 + 0.3275911 * a)
-    poly = t * (
-        0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429)))
-    )
-    return _f32(sign * (1.0 - poly * np.exp(-a * a)))
+_ERF_P = np.float32(0.3275911)
+_ERF_A = tuple(
+    np.float32(a) for a in (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592)
+)
+_INV_SQRT2 = np.float32(1.0 / math.sqrt(2.0))
 
 
 def _gelu(x: Array) -> Array:
-    return _f32(0.5 * x * (1.0 + _erf(x * np.float32(1.0 / math.sqrt(2.0)))))
+    """Exact GELU, ``x·Φ(x)``, with erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7).
+
+    numpy has no erf; the polynomial is evaluated in place, since on a feed-forward layer's
+    activations the temporaries cost more than the arithmetic.
+    """
+    a = np.abs(x) * _INV_SQRT2
+    t = a * _ERF_P
+    t += 1.0
+    np.reciprocal(t, out=t)
+    poly = t * _ERF_A[0]
+    for coefficient in _ERF_A[1:]:
+        poly += coefficient
+        poly *= t
+    np.multiply(a, a, out=a)
+    np.negative(a, out=a)
+    np.exp(a, out=a)
+    poly *= a  # now 1 - erf(|x|/√2)
+    np.subtract(1.0, poly, out=poly)
+    np.copysign(poly, x, out=poly)  # erf(x/√2)
+    poly += 1.0
+    poly *= x
+    poly *= 0.5
+    return poly
 
 
 def _layer_norm(x: Array, weight: Array, bias: Array) -> Array:
@@ -102,7 +120,9 @@ class NumpyMiniLM:
 
     def _linear(self, x: Array, name: str) -> Array:
         # torch stores Linear weights as (out, in): x @ W.T, done by BLAS on the mapped array
-        return _f32(x @ self._w[f"{name}.weight"].T + self._w[f"{name}.bias"])
+        out = _f32(x @ self._w[f"{name}.weight"].T)
+        out += self._w[f"{name}.bias"]
+        return out
 
     def _norm(self, x: Array, name: str) -> Array:
         return _layer_norm(x, self._w[f"{name}.weight"], self._w[f"{name}.bias"])
