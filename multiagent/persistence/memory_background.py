@@ -14,6 +14,7 @@ right before the graph runs), so it does not race the main thread importing the 
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import TYPE_CHECKING, Self
 
@@ -25,6 +26,8 @@ from multiagent.policies import Settings
 
 if TYPE_CHECKING:
     from multiagent.persistence.memory import ChromaAgentMemory
+
+logger = logging.getLogger("multiagent.persistence.memory")
 
 
 class BackgroundAgentMemory:
@@ -39,6 +42,7 @@ class BackgroundAgentMemory:
         self.embeddings = embeddings
         self._memory: ChromaAgentMemory | None = None
         self._error: BaseException | None = None
+        self._raised = False
         self._thread = threading.Thread(
             target=self._open, args=(settings,), name="agent-memory-open", daemon=True
         )
@@ -69,6 +73,7 @@ class BackgroundAgentMemory:
         """
         self._thread.join()
         if self._error is not None:
+            self._raised = True
             raise self._error
         assert self._memory is not None  # the thread either opened it or kept an error
         return self._memory
@@ -84,10 +89,16 @@ class BackgroundAgentMemory:
         self.wait().remember(agent, texts, metadata=metadata)
 
     def close(self) -> None:
-        """Wait for the thread and close the store it opened."""
+        """Wait for the thread and close the store it opened.
+
+        A store that failed to open and was never used ends the run with a warning, not an
+        error: the run did not need it.
+        """
         self._thread.join()
         if self._memory is not None:
             self._memory.close()
+        elif self._error is not None and not self._raised:
+            logger.warning("agent memory could not be opened: %s", self._error)
 
     def __enter__(self) -> Self:
         return self
