@@ -166,6 +166,7 @@ def run_startup_bench(
         A JSON-ready document: per-variant medians, probe medians, the target and verdict.
     """
     say = progress or (lambda _line: None)
+    load_before = os.getloadavg()[0]
     samples: dict[str, list[dict[str, float]]] = {name: [] for name in VARIANTS}
     probes: dict[str, list[dict[str, Any]]] = {"imports": [], "interpreter": []}
     with tempfile.TemporaryDirectory(prefix="multiagent-bench-startup-") as tmp:
@@ -197,6 +198,8 @@ def run_startup_bench(
         "variants": variants,
         "probes": {name: _median_dict(p) for name, p in probes.items() if p},
         "memory_added_s": round(worst_on - variants["off"]["wall_s"], 4),
+        "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "cores": os.cpu_count(),
         "target_s": WALL_TARGET_S,
         "met": worst_on <= WALL_TARGET_S,
     }
