@@ -7,17 +7,19 @@ import logging
 from pathlib import Path
 
 import pytest
+from langchain_core.embeddings import Embeddings
 from typer.testing import CliRunner
 
 from multiagent.cli import app
 from multiagent.errors import UsageError
+from multiagent.persistence import memory_background
 from multiagent.persistence.embeddings import HashingEmbeddings
 from multiagent.persistence.memory import AgentMemory, open_agent_memory
 from multiagent.persistence.memory_background import (
     BackgroundAgentMemory,
     open_agent_memory_in_background,
 )
-from multiagent.policies import load_settings
+from multiagent.policies import Settings, load_settings
 
 TASK = "Plan a product launch for a small bakery"
 FACTS = ["Paris is the capital of France.", "Berlin is the capital of Germany."]
@@ -57,7 +59,17 @@ def test_a_store_that_cannot_open_fails_where_memory_is_used(
     assert any("could not be opened" in r.getMessage() for r in caplog.records)
 
 
-def test_the_cli_remembers_in_one_run_and_recalls_in_the_next(isolated_env: Path) -> None:
+def test_the_cli_remembers_in_one_run_and_recalls_in_the_next(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[BackgroundAgentMemory] = []
+
+    def spy(settings: Settings, *, embeddings: Embeddings | str = "auto") -> BackgroundAgentMemory:
+        opened.append(open_agent_memory_in_background(settings, embeddings=embeddings))
+        return opened[-1]
+
+    # the CLI opens memory in the background: Chroma's import overlaps the planner's call
+    monkeypatch.setattr(memory_background, "open_agent_memory_in_background", spy)
     runner = CliRunner()
     args = ["run", TASK, "--agents", "researcher", "--json", "--memory", "lexical"]
     first = runner.invoke(app, args)
@@ -74,3 +86,5 @@ def test_the_cli_remembers_in_one_run_and_recalls_in_the_next(isolated_env: Path
     assert note.startswith(TASK)
     with open_agent_memory(load_settings(), embeddings="lexical") as memory:
         assert memory.count("researcher") == 2
+    assert len(opened) == 2
+    assert all(not m._thread.is_alive() for m in opened)  # closed at the end of each run
