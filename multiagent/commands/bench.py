@@ -17,7 +17,7 @@ from multiagent.errors import UsageError
 
 bench_app = typer.Typer(
     name="bench",
-    help="Benchmarks: backpressure, batch, cache, overhead, scale (figures go to BENCHMARKS.md).",
+    help="Benchmarks: backpressure, batch, cache, overhead, scale, startup (BENCHMARKS.md).",
     no_args_is_help=True,
 )
 
@@ -222,3 +222,26 @@ def scale(
         "scale-linear", "Linear batches", body, report=report, no_report=no_report, ctx=ctx
     )
     _emit(result.as_dict(), body, as_json=as_json, written=written)
+
+
+@bench_app.command("startup")
+def startup(
+    ctx: typer.Context,
+    repeat: Annotated[int, typer.Option(min=1, max=50, help="Timed runs of each variant.")] = 5,
+    no_reference: Annotated[
+        bool,
+        typer.Option("--no-reference", help="Skip timing the sentence-transformers load."),
+    ] = False,
+    report: ReportOption = None,
+    no_report: NoReportOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """`multiagent run` in new processes, memory on vs off; target ≤ 2 s with memory on."""
+    from multiagent.bench.startup import run_startup_bench
+    from multiagent.bench.startup_report import startup_markdown
+
+    progress = None if as_json else (lambda line: err_console.print(line, style="dim"))
+    result = run_startup_bench(repeat=repeat, reference=not no_reference, progress=progress)
+    body = startup_markdown(result)
+    written = _write("startup", "Start-up", body, report=report, no_report=no_report, ctx=ctx)
+    _emit(result, body, as_json=as_json, written=written)

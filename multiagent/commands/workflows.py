@@ -101,7 +101,9 @@ def _execute(
         def make_context() -> WorkflowContext:
             store = None
             if memory != "off":
-                from multiagent.persistence.memory import open_agent_memory  # loads Chroma
+                from multiagent.persistence.memory_background import (  # Chroma: on a thread
+                    open_agent_memory_in_background as open_agent_memory,
+                )
 
                 store = stack.enter_context(open_agent_memory(settings, embeddings=memory))
             return build_context(

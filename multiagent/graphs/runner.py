@@ -32,7 +32,7 @@ from multiagent.errors import BudgetExceededError, UsageError
 from multiagent.graphs.workflows import STREAMED_NODES, Workflow, compile_workflow, task_label
 from multiagent.models.pipeline import RunLedger
 from multiagent.nodes.context import WorkflowContext
-from multiagent.nodes.failures import PROVIDER_ERRORS, describe_error
+from multiagent.nodes.failures import describe_error, provider_errors
 from multiagent.observability.tracing import run_config
 
 Status = Literal["completed", "rejected", "awaiting_approval", "budget_exceeded", "failed"]
@@ -250,7 +250,7 @@ def run_workflow(
                 break
     except BudgetExceededError as exc:
         return outcome("budget_exceeded", str(exc), describe_error(exc))
-    except PROVIDER_ERRORS as exc:
+    except provider_errors() as exc:
         return outcome("failed", "a model call kept failing after retries", describe_error(exc))
     if pending is not None:
         return outcome("awaiting_approval", "the plan is waiting for approval")

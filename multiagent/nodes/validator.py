@@ -22,7 +22,7 @@ from multiagent.models.analysis_cache import MISSING
 from multiagent.nodes.agents import AgentSpec
 from multiagent.nodes.calling import AgentCall
 from multiagent.nodes.context import WorkflowContext, context_of
-from multiagent.nodes.failures import PROVIDER_ERRORS, describe_error
+from multiagent.nodes.failures import describe_error, provider_errors
 from multiagent.nodes.state import (
     ItemResult,
     ValidationItem,
@@ -112,7 +112,7 @@ def validate(state: ValidatorTask, *, runtime: Runtime[WorkflowContext]) -> dict
 
     try:
         answer, cached = cached_verdict(context, agent, state["text"], compute)
-    except PROVIDER_ERRORS as exc:
+    except provider_errors() as exc:
         failure = ValidatorFailure(
             key=state["key"], validator=agent.name, error=describe_error(exc)
         )

