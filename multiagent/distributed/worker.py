@@ -183,7 +183,6 @@ class QueueWorker:
                 f"{batch_id}:{chunk_id}", todo, validators=manifest.validators,
                 threshold=manifest.threshold, context=self.context,
                 max_concurrency=max(1, len(manifest.validators)),
-                budget_usd=self.context.ledger.budget_usd,
             )  # fmt: skip
             new = store_chunk(self.client, batch_id, chunk_id, outcome.records, outcome.usage)
             self.stats.add(chunks=1, stored=new, unfinished=len(outcome.unfinished))

@@ -106,12 +106,11 @@ def _run_chunks(
             number, chunk = next(queue, (-1, []))
             if number < 0:
                 return False
-            left = None if budget is None else max(0.0, budget - ledger.spent_usd)
             running.add(
                 pool.submit(
                     run_chunk, f"{prefix}:{number}", chunk, validators=manifest.validators,
                     threshold=manifest.threshold, context=context, max_concurrency=per_chunk,
-                    budget_usd=left, callbacks=callbacks,
+                    ledger=ledger, callbacks=callbacks,
                 )
             )  # fmt: skip
             return True
@@ -123,8 +122,6 @@ def _run_chunks(
             for future in done:
                 running.discard(future)
                 chunk = future.result()
-                for call in chunk.ledger.calls:
-                    ledger.record(call)
                 finished += store.store(
                     manifest.batch_id, chunk.chunk_id, chunk.records, chunk.usage
                 )

@@ -13,7 +13,6 @@ not stored, so a resume (or another worker) runs it again.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -110,7 +109,7 @@ def run_chunk(
     threshold: float,
     context: WorkflowContext,
     max_concurrency: int,
-    budget_usd: float | None = None,
+    ledger: RunLedger | None = None,
     callbacks: Sequence[BaseCallbackHandler] | None = None,
 ) -> ChunkOutcome:
     """Validate one chunk in its own short graph run (not persisted: the caller stores records).
@@ -120,17 +119,18 @@ def run_chunk(
         items: The chunk's items.
         validators: Validator names.
         threshold: Consensus threshold.
-        context: The run context (pipeline, agents, analysis cache); its ledger is replaced.
+        context: The run context (pipeline, agents, analysis cache).
         max_concurrency: Validator calls of this chunk in flight at once.
-        budget_usd: What this chunk may still spend; ``None`` for no limit.
+        ledger: The batch run's ledger, shared by its chunks (their calls reserve against
+            one budget); default a new ledger with the context's budget.
         callbacks: LangChain callback handlers for the run.
     """
     inputs = ValidationInput(items=list(items), validators=list(validators), threshold=threshold)
-    chunk_context = dataclasses.replace(context, ledger=RunLedger(budget_usd=budget_usd))
     outcome = run_workflow(
         "validation",
         inputs,
-        context=chunk_context,
+        context=context,
+        shared_ledger=ledger,
         checkpointer=None,
         thread_id=chunk_id,
         max_concurrency=max_concurrency,

@@ -146,6 +146,7 @@ def run_workflow(
     metadata: dict[str, Any] | None = None,
     callbacks: Sequence[BaseCallbackHandler] | None = None,
     correlation_id: str | None = None,
+    shared_ledger: RunLedger | None = None,
 ) -> WorkflowOutcome:
     """Run (or resume) ``workflow`` on thread ``thread_id`` and report how it ended.
 
@@ -164,6 +165,9 @@ def run_workflow(
         metadata: Extra checkpoint metadata (the workflow name is always added).
         callbacks: LangChain callback handlers for the run (tracing, counting calls).
         correlation_id: Ties this run's trace to the caller's request; generated when ``None``.
+        shared_ledger: Record into this ledger (and reserve against its budget) instead of a new
+            one: the runs of one batch's chunks share one run's ledger, so chunks running in
+            parallel cannot overspend together.
 
     Raises:
         UsageError: ``resume`` for a thread that does not exist or belongs to another workflow.
@@ -196,7 +200,9 @@ def run_workflow(
         spent_before = thread_spend(snapshot.values or {})
         command, pending = _resume_command(graph, config, approver)
     budget = context.ledger.budget_usd
-    ledger = RunLedger(budget_usd=None if budget is None else max(0.0, budget - spent_before))
+    ledger = shared_ledger or RunLedger(
+        budget_usd=None if budget is None else max(0.0, budget - spent_before)
+    )
     context = dataclasses.replace(context, ledger=ledger)
     watcher = _Watcher(on_event)
     began = time.perf_counter()
