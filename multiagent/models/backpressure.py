@@ -61,6 +61,7 @@ from multiagent.models._bp_types import (
 )
 from multiagent.models._bp_wait import Waiting
 from multiagent.models._gate import ProviderGate
+from multiagent.models._pace import Pace
 from multiagent.models._window import Outcome, OutcomeWindow
 from multiagent.models.provider_errors import advertised_limits, headers_of, retry_after_s
 from multiagent.observability.metrics import Sample
@@ -98,20 +99,34 @@ class BackpressureController(Waiting):
         self._pace_waiters: set[asyncio.Future[None]] = set()
         self._window = OutcomeWindow(span_s=cfg.window_s)
         self.limit = float(cfg.max_concurrency)
-        self.ceiling = cfg.requests_per_s
-        self.rate = min(cfg.initial_requests_per_s or cfg.requests_per_s, self.ceiling)
+        self.pace = Pace(cfg, now=clock())
         self.tokens_ceiling = cfg.tokens_per_s
         self.multiplier = 1.0
         self.advertised_rps: float | None = None
         self.advertised_tps: float | None = None
-        self.rate_cuts = self.limit_cuts = 0
+        self.limit_cuts = 0
         self._holders = self._sent = 0
         self._tat = self._tat_tokens = -math.inf
         self._epoch = 0
         self._start = clock()
-        self._last_cut = self._last_limit_cut = self._last_cut_prev = -math.inf
+        self._last_limit_cut = -math.inf
         self._last_tick = self._start
         self._flags = _Flags()
+
+    @property
+    def rate(self) -> float:
+        """The pace in requests per second."""
+        return self.pace.rate
+
+    @property
+    def ceiling(self) -> float:
+        """The highest pace allowed (configured or advertised; infinite when neither)."""
+        return self.pace.ceiling
+
+    @property
+    def rate_cuts(self) -> int:
+        """How often a 429 cut the pace."""
+        return self.pace.cuts
 
     # -- the decisions ---------------------------------------------------------------------
 
@@ -148,6 +163,7 @@ class BackpressureController(Waiting):
             self._flags.pace_bound = True
             return ticket.slot_at - now
         ticket.sent_at = now
+        self._window.sent(now)
         self._sent += 1
         return 0.0
 
@@ -228,9 +244,9 @@ class BackpressureController(Waiting):
         if rps is None or rps == self.advertised_rps:
             return
         previous, self.advertised_rps = self.advertised_rps, rps
-        self.ceiling = min(self.config.requests_per_s, rps * self.config.headroom)
-        scaled = self.ceiling if previous is None else self.rate * rps / previous
-        self._set_rate(scaled)
+        before = self.rate
+        self.pace.advertised(rps, previous)
+        self._rate_moved(before)
         if previous is not None and rps > previous:
             self._catch_up((rps - previous) * self.config.headroom, now, rtt=rtt)
 
@@ -255,24 +271,18 @@ class BackpressureController(Waiting):
         if wait is not None and self.gate.pause(wait):
             resume = self.gate.until + self.config.burst_s
             self._tat, self._tat_tokens = max(self._tat, resume), max(self._tat_tokens, resume)
-        if sent_at <= self._last_cut:
-            return  # sent before our last cut: that overload has been answered already
-        self._last_cut_prev, self._last_cut = self._last_cut, now
         if concurrency_refusal(headers):
-            self._cut_limit(now)
+            if sent_at > self._last_limit_cut:
+                self._cut_limit(now)
             return
-        measured = self._window.delivered_rate(
-            now, span_s=self.config.measure_s, since=self._last_cut_prev
-        )
-        base = self.rate if measured is None else min(self.rate, measured)
-        self._set_rate(base * self.config.backoff)
-        self.rate_cuts += 1
+        before = self.rate
+        if self.pace.on_rate_limited(sent_at=sent_at, now=now, window=self._window):
+            self._rate_moved(before)
 
-    def _set_rate(self, rate: float) -> None:
-        new = min(self.ceiling, max(self.config.min_requests_per_s, rate))
-        if new < self.rate or new > self.rate * 1.1:
+    def _rate_moved(self, before: float) -> None:
+        """Void booked slots when the pace fell, or rose by more than a tenth."""
+        if self.rate < before or self.rate > before * 1.1:
             self._rebook()
-        self.rate = new
 
     def _rebook(self) -> None:
         """Make every booked slot void (they were spaced for another pace); no burst credit."""
@@ -305,21 +315,28 @@ class BackpressureController(Waiting):
                 self._rebook()
             return self._epoch != epoch
         self.multiplier = max(1.0, self.multiplier / 1.25)
-        if flags.saturated:
-            self.limit = min(float(cfg.max_concurrency), self.limit + 1.0)
+        self._fit_limit(now, saturated=flags.saturated)
         if flags.pace_bound and not flags.rate_limited and now >= self.gate.until:
-            self._set_rate(self.rate * (1.0 + self._growth(now)))
+            before = self.rate
+            if self.pace.grow(now, window=self._window):
+                self._rate_moved(before)
         return self._epoch != epoch
 
-    def _growth(self, now: float) -> float:
-        """Growth per tick: ``growth`` just after a cut, doubling every ``probe_s`` without one.
+    def _fit_limit(self, now: float, *, saturated: bool) -> None:
+        """Add one to the limit when it was reached; never let it starve the pace.
 
-        Convex like CUBIC's probe: careful near the rate that last overloaded the provider,
-        quick to find capacity that has appeared since.
+        By Little's law the pace needs ``rate × round trip`` requests in flight; the limit may
+        rise past ``max_concurrency`` to ``concurrency_gain`` times that (BBR's cwnd gain), up
+        to ``concurrency_cap``, so a blind pace that found more capacity is not held back by a
+        profile's guess, nor a slower provider's longer round trips by a count of slots.
         """
-        quiet = now - max(self._last_cut, self._start)
-        doublings = min(4, int(quiet // self.config.probe_s))
-        return float(min(0.25, self.config.growth * 2**doublings))
+        cfg = self.config
+        rtt = self._window.rtt(now, 0.5)
+        need = 0.0 if math.isnan(rtt) or math.isinf(self.rate) else self.rate * rtt
+        floor = min(float(cfg.concurrency_cap), math.ceil(cfg.concurrency_gain * need))
+        if saturated:
+            self.limit = min(max(float(cfg.max_concurrency), floor), self.limit + 1.0)
+        self.limit = max(self.limit, floor)
 
     # -- reading -----------------------------------------------------------------------------
 

@@ -1,0 +1,94 @@
+"""The pace (requests/s) of one controller: found by 429s and probing, or set by advertised limits.
+
+Blind (no ``x-ratelimit-*`` headers), a provider's rate limit shows only as 429s, and a token
+bucket's burst hides an overshoot until the bucket is empty. So the capacity is *measured*
+only while the provider refuses: then it admits exactly its capacity, and the admitted sends
+per second since the first reaction equal it (BBR's bandwidth sample, taken when the
+bottleneck is known to be full). One overload is answered in two steps:
+
+1. the first 429 of a request sent after the last decision cuts the pace at once to
+   ``backoff`` × the lower of the pace and what was delivered (botocore's reaction);
+2. if requests sent after that cut are still refused, the bucket is empty, and the pace is set
+   to ``settle`` × the admitted rate of those sends: the capacity, measured.
+
+Between overloads the pace cruises for ``hold_s`` and then probes upward by a growth per tick
+that doubles every ``probe_s`` (convex like CUBIC and BBR's startup: gentle near the capacity
+just measured, quick to find capacity that appeared since), only while the pace is what holds
+requests back and the provider delivers what is sent (a queueing provider does not).
+"""
+
+from __future__ import annotations
+
+import math
+
+from multiagent.models._bp_types import BackpressureConfig
+from multiagent.models._window import OutcomeWindow
+
+
+class Pace:
+    """Requests per second for one controller, and how it adapts."""
+
+    def __init__(self, config: BackpressureConfig, *, now: float) -> None:
+        self.config = config
+        self.ceiling = config.max_requests_per_s or math.inf
+        start = config.initial_requests_per_s or config.requests_per_s
+        self.rate = min(start, self.ceiling)
+        self.capacity: float | None = None
+        self.cuts = 0
+        self._start = now
+        self._decided = -math.inf  # when the pace was last cut (sends before it are answered)
+        self._settled_at = -math.inf  # when a measured capacity last set the pace
+        self._refused_at = -math.inf  # send time of the refusal that began this overload
+
+    def on_rate_limited(self, *, sent_at: float, now: float, window: OutcomeWindow) -> bool:
+        """Answer a 429 of a request sent at ``sent_at``; return whether the pace changed."""
+        if sent_at <= self._decided:
+            return False  # sent before our last cut: that overload is being answered already
+        cfg = self.config
+        if sent_at - self._refused_at <= cfg.measure_s:
+            if sent_at - self._refused_at < cfg.min_measure_s:
+                return False  # still measuring: refusals too close together to tell a rate
+            measured = window.admitted_between(self._refused_at, sent_at)
+            self.capacity = measured
+            self.rate = max(cfg.min_requests_per_s, min(self.rate, cfg.settle * measured))
+            self._refused_at = -math.inf
+            self._settled_at = now
+        elif now - self._settled_at <= cfg.measure_s:
+            # just after a measurement the provider's bucket is empty, so a refusal is no proof
+            # of a new overload: measure again before cutting
+            self._refused_at = sent_at
+            return False
+        else:
+            delivered = window.delivered_rate(now, span_s=cfg.measure_s, since=self._decided)
+            base = self.rate if delivered is None else min(self.rate, delivered)
+            target = base * cfg.backoff
+            if self.capacity is not None:
+                # a probe above a measured capacity: back to it (if the capacity fell, the
+                # refusals go on and step 2 measures it again)
+                target = max(target, min(self.rate, cfg.settle * self.capacity))
+            self.rate = max(cfg.min_requests_per_s, target)
+            self._refused_at = sent_at
+        self._decided = now
+        self.cuts += 1
+        return True
+
+    def grow(self, now: float, *, window: OutcomeWindow) -> bool:
+        """Probe upward once per tick while the pace holds requests back; return whether it grew."""
+        cfg = self.config
+        quiet = now - max(self._decided, self._start)
+        if quiet < cfg.hold_s or self.rate >= self.ceiling:
+            return False
+        delivered = window.delivered_rate(now, span_s=cfg.tick_s * 2, since=-math.inf)
+        if delivered is not None and delivered < 0.8 * self.rate:
+            return False  # the provider does not keep up (a queue): more pace would not help
+        doublings = min(6.0, (quiet - cfg.hold_s) / cfg.probe_s)
+        growth = min(cfg.max_growth, cfg.growth * 2**doublings)
+        self.rate = min(self.ceiling, self.rate * (1.0 + growth))
+        return True
+
+    def advertised(self, rps: float, previous: float | None) -> None:
+        """A provider advertised ``rps`` (before: ``previous``): follow it within ``headroom``."""
+        cfg = self.config
+        self.ceiling = min(cfg.max_requests_per_s or math.inf, rps * cfg.headroom)
+        scaled = self.ceiling if previous is None else self.rate * rps / previous
+        self.rate = min(self.ceiling, max(cfg.min_requests_per_s, scaled))
