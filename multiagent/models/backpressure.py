@@ -325,13 +325,13 @@ class BackpressureController(Waiting):
     def _fit_limit(self, now: float, *, saturated: bool) -> None:
         """Add one to the limit when it was reached; never let it starve the pace.
 
-        By Little's law the pace needs ``rate × round trip`` requests in flight; the limit may
+        By Little's law the pace needs ``rate × round trip`` requests in flight (p95); the limit may
         rise past ``max_concurrency`` to ``concurrency_gain`` times that (BBR's cwnd gain), up
         to ``concurrency_cap``, so a blind pace that found more capacity is not held back by a
         profile's guess, nor a slower provider's longer round trips by a count of slots.
         """
         cfg = self.config
-        rtt = self._window.rtt(now, 0.5)
+        rtt = self._window.rtt(now, 0.95)  # high, so a slower provider is met at once
         need = 0.0 if math.isnan(rtt) or math.isinf(self.rate) else self.rate * rtt
         floor = min(float(cfg.concurrency_cap), math.ceil(cfg.concurrency_gain * need))
         if saturated:
