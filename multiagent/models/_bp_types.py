@@ -29,6 +29,7 @@ class BackpressureConfig:
     min_samples: int = 20
     tick_s: float = 0.5
     backoff: float = 0.85
+    drop_backoff: float = 0.5
     settle: float = 0.97
     limit_backoff: float = 0.7
     growth: float = 0.04

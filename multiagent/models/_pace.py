@@ -47,7 +47,12 @@ class Pace:
         cfg = self.config
         if sent_at - self._refused_at <= cfg.measure_s:
             if sent_at - self._refused_at < cfg.min_measure_s:
-                return False  # still measuring: refusals too close together to tell a rate
+                # refusals too close together to tell a rate yet; still refused after a cut,
+                # so cut again while measuring (the measurement does not depend on our pace)
+                self.rate = max(cfg.min_requests_per_s, self.rate * cfg.backoff)
+                self._decided = now
+                self.cuts += 1
+                return True
             measured = window.admitted_between(self._refused_at, sent_at)
             self.capacity = measured
             self.rate = max(cfg.min_requests_per_s, min(self.rate, cfg.settle * measured))
@@ -62,10 +67,13 @@ class Pace:
             delivered = window.delivered_rate(now, span_s=cfg.measure_s, since=self._decided)
             base = self.rate if delivered is None else min(self.rate, delivered)
             target = base * cfg.backoff
-            if self.capacity is not None:
+            if self.capacity is not None and self.rate > self.capacity:
                 # a probe above a measured capacity: back to it (if the capacity fell, the
                 # refusals go on and step 2 measures it again)
                 target = max(target, min(self.rate, cfg.settle * self.capacity))
+            elif self.capacity is not None:
+                # refused below a capacity measured before: it fell, maybe far
+                target = base * cfg.drop_backoff
             self.rate = max(cfg.min_requests_per_s, target)
             self._refused_at = sent_at
         self._decided = now

@@ -323,7 +323,7 @@ class BackpressureController(Waiting):
         return self._epoch != epoch
 
     def _fit_limit(self, now: float, *, saturated: bool) -> None:
-        """Add one to the limit when it was reached; never let it starve the pace.
+        """Add one to the limit when it was reached; past ``max_concurrency``, follow the pace.
 
         By Little's law the pace needs ``rate × round trip`` requests in flight (p95); the limit may
         rise past ``max_concurrency`` to ``concurrency_gain`` times that (BBR's cwnd gain), up
@@ -336,7 +336,8 @@ class BackpressureController(Waiting):
         floor = min(float(cfg.concurrency_cap), math.ceil(cfg.concurrency_gain * need))
         if saturated:
             self.limit = min(max(float(cfg.max_concurrency), floor), self.limit + 1.0)
-        self.limit = max(self.limit, floor)
+        if self.limit >= cfg.max_concurrency:  # below it, a cut is regrown one at a time
+            self.limit = max(self.limit, floor)
 
     # -- reading -----------------------------------------------------------------------------
 

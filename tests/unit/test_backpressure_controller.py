@@ -36,6 +36,8 @@ def make(clock: FakeClock, **overrides: object) -> BackpressureController:
         "use_limit_headers": False,
     }
     values.update(overrides)
+    # pin the Little's-law floor to max_concurrency so these tests see the AIMD limit alone
+    values.setdefault("concurrency_cap", values["max_concurrency"])
     return BackpressureController(BackpressureConfig(**values), clock=clock)  # type: ignore[arg-type]
 
 
@@ -231,9 +233,14 @@ def test_a_raised_limit_is_caught_up_for_the_round_trip_it_took_to_learn() -> No
     assert now_sends == 1 + 5  # one on time, and the 0.5 s x 10 req/s the raise left unused
 
 
-def test_pace_grows_only_while_it_holds_requests_back() -> None:
+def test_pace_grows_only_while_it_holds_requests_back_and_never_past_its_ceiling() -> None:
     clock = FakeClock()
-    ctl = make(clock, requests_per_s=20.0, initial_requests_per_s=10.0, growth=0.05)
+    ctl = make(
+        clock,
+        requests_per_s=10.0,
+        max_requests_per_s=20.0,
+        growth=0.05,
+    )
     for _ in range(20):  # app-limited: one request per second never waits
         ctl.release(send(ctl))
         clock.advance(1.0)
@@ -243,7 +250,8 @@ def test_pace_grows_only_while_it_holds_requests_back() -> None:
         while (wait := ctl.poll(ticket)) > 0:
             clock.advance(wait)
         ctl.release(ticket)
-    assert 10.0 < ctl.state().rate_per_s <= 20.0
+    assert ctl.state().rate_per_s == pytest.approx(20.0)  # no 429 came: up to the ceiling
+    assert ctl.state().ceiling_per_s == 20.0
 
 
 def test_concurrency_refusal_cuts_the_limit_not_the_rate() -> None:
