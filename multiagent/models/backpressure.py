@@ -77,6 +77,15 @@ class _Flags:
     rate_limited: bool = False
 
 
+def _surely_above(share: float, samples: int, threshold: float) -> bool:
+    """Whether ``share`` of ``samples`` is above ``threshold`` by more than chance: three
+    standard deviations of a binomial count at the threshold. 5% of errors then never pass a
+    10% threshold by a lucky cluster (3 of 20 would, one tick in thirteen), a real 30% does."""
+    expected = samples * threshold
+    spread = 3.0 * math.sqrt(samples * threshold * (1.0 - threshold))
+    return share * samples > expected + spread
+
+
 class BackpressureController(Waiting):
     """Adaptive concurrency, pace and pause for one (provider, model); thread- and task-safe."""
 
@@ -306,7 +315,8 @@ class BackpressureController(Waiting):
         error_rate, samples = self._window.error_rate(now)
         p95 = self._window.rtt(now, 0.95)
         unhealthy = samples >= cfg.min_samples and (
-            error_rate > cfg.error_rate_threshold or (p95 == p95 and p95 > cfg.rtt_threshold_s)
+            _surely_above(error_rate, samples, cfg.error_rate_threshold)
+            or (p95 == p95 and p95 > cfg.rtt_threshold_s)
         )
         if unhealthy:
             if now - self._last_limit_cut >= cfg.window_s / 2:
