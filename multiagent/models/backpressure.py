@@ -2,41 +2,48 @@
 
 Three bounds apply to every request sent to one (provider, model):
 
-1. **Concurrency** — at most ``limit`` requests hold a slot (scheduled or in flight).
-2. **Pace** — sends are spaced ``multiplier / rate`` seconds apart and by their estimated tokens
+1. **Concurrency**: at most ``limit`` requests hold a slot (scheduled or in flight).
+2. **Pace**: sends are spaced ``multiplier / rate`` seconds apart and by their estimated tokens
    (prompt + max output) against tokens/s: a GCRA schedule, so waiting requests keep their
-   order and wake once, instead of all polling a bucket. An idle controller lets ``burst_s``
-   worth of requests go at once (never right after a cut or a pause); a request the server
-   failed (5xx) gives its place back, since it did no work.
-3. **Pause** — after a 429, nothing leaves before its ``Retry-After`` / ``retry-after-ms`` /
+   order and wake once. An idle controller lets ``burst_s`` worth go at once (never right after
+   a cut or a pause); a request the server failed (5xx) gives its place back.
+3. **Pause**: after a 429, nothing leaves before its ``Retry-After`` / ``retry-after-ms`` /
    ``x-ratelimit-reset-*`` expires, whichever agent or model sends it (:class:`ProviderGate`).
 
-How the bounds adapt, and why. The references were Netflix's concurrency-limits (AIMD, Vegas,
-Gradient2) and botocore's adaptive retry mode:
+What was studied, what was chosen, and why:
 
-- *Vegas and Gradient2* infer queueing from RTT drift against a no-load baseline. An LLM call's
-  RTT is mostly generation time, which varies with output length by 10x between calls, so RTT
-  drift says little about the provider's queue; they would cut on long answers. RTT is used only
-  as an absolute threshold (the profile's ``rtt_threshold_s``), as a timeout would be.
-- *AIMD* on concurrency (Netflix's ``AIMDLimit``) fits the signal we do have: over a sliding
-  window, a server-error rate or RTT p95 above the profile's thresholds cuts ``limit``
-  multiplicatively and stretches waits (``multiplier``, up to ``max_wait_multiplier``); a healthy
-  window decays the stretch and, when the limit was actually reached (not app-limited), adds one.
-- *botocore adaptive* paces with a token bucket whose rate is cut, on a throttle, relative to the
-  *measured* send rate rather than the configured one. LLM providers throttle by rate (RPM/TPM),
-  which concurrency alone cannot bound, so the pace is adapted the same way: a 429 sets
-  ``rate = backoff × min(rate, delivered rate)``, reacting once per overload (only to 429s of
-  requests sent after the last cut, as TCP reacts once per window). botocore regrows with
-  CUBIC from the rate of the last throttle; here growth is multiplicative per tick, ``growth``
-  just after a cut and doubling every ``probe_s`` without one (convex like CUBIC's probe), and
-  only while the pace is what holds requests back (not app-limited). A provider's burst
-  allowance hides an overshoot for seconds, so the probe starts gently.
-- Providers *advertise* their limits (``x-ratelimit-limit-requests`` / ``-tokens`` on every
-  OpenAI response). When they do, the rate ceiling is ``headroom`` (98%) of the advertised limit,
-  and a change of the advertised limit moves the rate by the same ratio at once; after a raise,
-  what the provider's bucket gathered while we learned of it (a round trip) is sent at once.
-  Without those
-  headers (vLLM, Ollama), the 429-driven loop above finds the rate alone.
+- *Vegas and Gradient2* (Netflix concurrency-limits) infer a queue from RTT drift against a
+  no-load baseline. An LLM call's RTT is mostly generation time, 10x apart between short and
+  long answers, and providers that rate-limit answer a refusal at once instead of queueing; so
+  RTT drift would cut on long answers and miss the 429s. Not chosen for the pace. RTT serves
+  as an absolute threshold (the profile's ``rtt_threshold_s``) and, through Little's law, to
+  size the concurrency the pace needs (below).
+- *TCP BBR* estimates bottleneck bandwidth from delivery-rate samples and probes above it in
+  cycles (ProbeBW gains 1.25 / 0.75 / 1, then cruising). Its lesson taken here: measure the
+  capacity where the bottleneck is known to be full. A provider's token bucket hides an
+  overshoot in its burst, so delivery while nothing is refused proves nothing; but between two
+  refusals its bucket was empty at both ends, so what it admitted in between is its capacity,
+  within one request, however fast we sent (:mod:`multiagent.models._pace`: the first 429 cuts
+  by ``backoff``, a later one measures and settles at ``settle`` × the capacity; a 429 below a
+  capacity measured before cuts by ``drop_backoff``, the capacity fell). BBR's cwnd = gain ×
+  bandwidth × RTprop becomes the concurrency floor: ``concurrency_gain`` × pace × RTT p95, so a
+  profile's count of slots never starves a pace that found more capacity (up to
+  ``concurrency_cap``); a provider that queues past its slots shows as delivery behind the
+  pace, and the pace then stops growing.
+- *Probing* is CUBIC/BBR-like convex growth per tick after ``hold_s`` of cruising: ``growth``
+  doubling every ``probe_s`` up to ``max_growth``, only while the pace is what holds requests
+  back. It finds a raised (or recovered) capacity within about three seconds; each probe that
+  finds the capacity unchanged costs about one 429, so the 429 share is about
+  1 / (capacity × probe period): under 2% from about 17 req/s, more for smaller capacities.
+- *AIMD* on concurrency (Netflix's ``AIMDLimit``): a server-error rate surely above the
+  profile's threshold (three standard deviations, so 5% of errors never pass 10% by chance) or
+  an RTT p95 above ``rtt_threshold_s`` cuts ``limit`` and stretches waits; a healthy window
+  decays the stretch and adds one to a limit that was reached. Server errors never cut the pace.
+- Providers that *advertise* their limits (``x-ratelimit-limit-requests`` / ``-tokens``, as
+  OpenAI) set the ceiling to ``headroom`` of the advertised limit, and a change of it moves the
+  pace by the same ratio at once; after a raise, what the provider's bucket gathered while we
+  learned of it (a round trip) is sent at once. The profile's ``requests_per_minute`` is where
+  the pace starts, not a ceiling (``max_requests_per_s`` is one, when set).
 
 Every decision reads an injected clock, so tests drive the controller with a fake clock and
 scripted outcomes through :meth:`BackpressureController.request` / ``poll`` / ``release``;
@@ -50,8 +57,8 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
+from multiagent.models._bp_health import TickFlags, fit_limit, gauge_samples, surely_above
 from multiagent.models._bp_types import (
     BackpressureConfig,
     BackpressureState,
@@ -68,22 +75,6 @@ from multiagent.observability.metrics import Sample
 
 #: Slots closer than this are due now (float sums of intervals drift by far less).
 _EPSILON_S = 1e-6
-
-
-@dataclass
-class _Flags:
-    saturated: bool = False
-    pace_bound: bool = False
-    rate_limited: bool = False
-
-
-def _surely_above(share: float, samples: int, threshold: float) -> bool:
-    """Whether ``share`` of ``samples`` is above ``threshold`` by more than chance: three
-    standard deviations of a binomial count at the threshold. 5% of errors then never pass a
-    10% threshold by a lucky cluster (3 of 20 would, one tick in thirteen), a real 30% does."""
-    expected = samples * threshold
-    spread = 3.0 * math.sqrt(samples * threshold * (1.0 - threshold))
-    return share * samples > expected + spread
 
 
 class BackpressureController(Waiting):
@@ -120,7 +111,7 @@ class BackpressureController(Waiting):
         self._start = clock()
         self._last_limit_cut = -math.inf
         self._last_tick = self._start
-        self._flags = _Flags()
+        self._flags = TickFlags()
 
     @property
     def rate(self) -> float:
@@ -311,11 +302,11 @@ class BackpressureController(Waiting):
             return False
         self._last_tick = now
         epoch = self._epoch
-        flags, self._flags = self._flags, _Flags()
+        flags, self._flags = self._flags, TickFlags()
         error_rate, samples = self._window.error_rate(now)
         p95 = self._window.rtt(now, 0.95)
         unhealthy = samples >= cfg.min_samples and (
-            _surely_above(error_rate, samples, cfg.error_rate_threshold)
+            surely_above(error_rate, samples, cfg.error_rate_threshold)
             or (p95 == p95 and p95 > cfg.rtt_threshold_s)
         )
         if unhealthy:
@@ -325,29 +316,14 @@ class BackpressureController(Waiting):
                 self._rebook()
             return self._epoch != epoch
         self.multiplier = max(1.0, self.multiplier / 1.25)
-        self._fit_limit(now, saturated=flags.saturated)
+        self.limit = fit_limit(
+            self.limit, self.config, rate=self.rate, rtt_s=p95, saturated=flags.saturated
+        )
         if flags.pace_bound and not flags.rate_limited and now >= self.gate.until:
             before = self.rate
             if self.pace.grow(now, window=self._window):
                 self._rate_moved(before)
         return self._epoch != epoch
-
-    def _fit_limit(self, now: float, *, saturated: bool) -> None:
-        """Add one to the limit when it was reached; past ``max_concurrency``, follow the pace.
-
-        By Little's law the pace needs ``rate × round trip`` requests in flight (p95); the limit may
-        rise past ``max_concurrency`` to ``concurrency_gain`` times that (BBR's cwnd gain), up
-        to ``concurrency_cap``, so a blind pace that found more capacity is not held back by a
-        profile's guess, nor a slower provider's longer round trips by a count of slots.
-        """
-        cfg = self.config
-        rtt = self._window.rtt(now, 0.95)  # high, so a slower provider is met at once
-        need = 0.0 if math.isnan(rtt) or math.isinf(self.rate) else self.rate * rtt
-        floor = min(float(cfg.concurrency_cap), math.ceil(cfg.concurrency_gain * need))
-        if saturated:
-            self.limit = min(max(float(cfg.max_concurrency), floor), self.limit + 1.0)
-        if self.limit >= cfg.max_concurrency:  # below it, a cut is regrown one at a time
-            self.limit = max(self.limit, floor)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -377,24 +353,7 @@ class BackpressureController(Waiting):
 
     def samples(self) -> list[Sample]:
         """Gauge samples (``backpressure_*``) for the metrics store."""
-        state = self.state().as_dict()
-        names = (
-            "limit",
-            "in_flight",
-            "queued",
-            "rate_per_s",
-            "wait_multiplier",
-            "error_rate",
-            "rtt_p50_s",
-            "rtt_p95_s",
-            "paused_for_s",
-            "time_paused_s",
-        )
-        return [
-            (f"backpressure_{name}", self.labels, float(state[name]))
-            for name in names
-            if state[name] is not None
-        ]
+        return gauge_samples(self.state(), self.labels)
 
 
 __all__ = [
