@@ -189,7 +189,12 @@ async def _poll(
         if controller is not None:
             state = controller.state()
             run.controller.append(
-                {"t": round(at, 2), "rate": round(state.rate_per_s, 2), "limit": state.limit}
+                {
+                    "t": round(at, 2),
+                    "rate": round(state.rate_per_s, 2),
+                    "limit": state.limit,
+                    "advertised": state.advertised_requests_per_s,
+                }
             )
         await asyncio.sleep(0.25)
 
