@@ -30,6 +30,7 @@ class BackpressureConfig:
     tick_s: float = 0.5
     backoff: float = 0.85
     drop_backoff: float = 0.5
+    measure_backoff: float = 0.7
     settle: float = 0.97
     limit_backoff: float = 0.7
     growth: float = 0.04
@@ -51,9 +52,16 @@ class BackpressureConfig:
             raise ValueError("need 0 < min_requests_per_s <= requests_per_s")
         if self.max_requests_per_s is not None and self.max_requests_per_s < self.requests_per_s:
             raise ValueError("need max_requests_per_s >= requests_per_s")
-        fractions = (self.backoff, self.settle, self.limit_backoff, self.headroom)
+        fractions = (
+            self.backoff,
+            self.drop_backoff,
+            self.measure_backoff,
+            self.settle,
+            self.limit_backoff,
+            self.headroom,
+        )
         if not all(0 < value <= 1 for value in fractions) or self.backoff == 1:
-            raise ValueError("backoff, settle, limit_backoff and headroom must lie in (0, 1]")
+            raise ValueError("backoffs, settle and headroom must lie in (0, 1]; backoff below 1")
         if self.concurrency_cap < self.max_concurrency:
             raise ValueError("need concurrency_cap >= max_concurrency")
 

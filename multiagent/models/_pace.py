@@ -2,14 +2,19 @@
 
 Blind (no ``x-ratelimit-*`` headers), a provider's rate limit shows only as 429s, and a token
 bucket's burst hides an overshoot until the bucket is empty. So the capacity is *measured*
-only while the provider refuses: then it admits exactly its capacity, and the admitted sends
-per second since the first reaction equal it (BBR's bandwidth sample, taken when the
+only while the provider refuses: between two refusals its bucket was empty at both ends, so
+what it admitted in between is its capacity (BBR's bandwidth sample, taken when the
 bottleneck is known to be full). One overload is answered in two steps:
 
 1. the first 429 of a request sent after the last decision cuts the pace at once to
-   ``backoff`` × the lower of the pace and what was delivered (botocore's reaction);
-2. if requests sent after that cut are still refused, the bucket is empty, and the pace is set
-   to ``settle`` × the admitted rate of those sends: the capacity, measured.
+   ``backoff`` × the lower of the pace and what was delivered (botocore's reaction), or to
+   ``drop_backoff`` × that when the pace was not above a capacity measured before (the
+   capacity fell), or back to ``settle`` × that capacity when the pace was probing above it;
+2. if requests sent after that cut are still refused, the bucket is empty: each refusal less
+   than ``min_measure_s`` after the first cuts again by ``measure_backoff``; the first one
+   later sets the pace to ``settle`` × what the provider admitted between the two refusals (see
+   :meth:`~multiagent.models._window.OutcomeWindow.admitted_between`): the capacity, measured.
+   A refusal just after that (the bucket is still empty) starts a new measurement, no cut.
 
 Between overloads the pace cruises for ``hold_s`` and then probes upward by a growth per tick
 that doubles every ``probe_s`` (convex like CUBIC and BBR's startup: gentle near the capacity
@@ -49,7 +54,7 @@ class Pace:
             if sent_at - self._refused_at < cfg.min_measure_s:
                 # refusals too close together to tell a rate yet; still refused after a cut,
                 # so cut again while measuring (the measurement does not depend on our pace)
-                self.rate = max(cfg.min_requests_per_s, self.rate * cfg.backoff)
+                self.rate = max(cfg.min_requests_per_s, self.rate * cfg.measure_backoff)
                 self._decided = now
                 self.cuts += 1
                 return True
