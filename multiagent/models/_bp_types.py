@@ -13,7 +13,13 @@ from multiagent.policies import RateLimitConfig
 
 @dataclass(frozen=True)
 class BackpressureConfig:
-    """Bounds and reflexes of one controller; :meth:`from_profile` maps a profile onto it."""
+    """Bounds and reflexes of one controller; :meth:`from_profile` maps a profile onto it.
+
+    The pace starts at ``initial_requests_per_s`` (else ``requests_per_s``, the profile's rate)
+    and is bounded only by ``max_requests_per_s`` (when set) and a provider's advertised limit;
+    tokens/s (``tokens_per_s``) stays a hard bound. How the other fields steer it is told in
+    :mod:`multiagent.models.backpressure` and :mod:`multiagent.models._pace`.
+    """
 
     max_concurrency: int = 8
     min_concurrency: int = 1
