@@ -19,7 +19,9 @@ bottleneck is known to be full). One overload is answered in two steps:
 Between overloads the pace cruises for ``hold_s`` and then probes upward by a growth per tick
 that doubles every ``probe_s`` (convex like CUBIC and BBR's startup: gentle near the capacity
 just measured, quick to find capacity that appeared since), only while the pace is what holds
-requests back and the provider delivers what is sent (a queueing provider does not).
+requests back. (A check that delivery keeps up with the pace, to spare a queueing provider,
+held growth back for seconds whenever round trips lengthened and was dropped: a provider that
+queues holds requests in their slots, so the pace is not what holds them back and does not grow.)
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class Pace:
         self._start = now
         self._decided = -math.inf  # when the pace was last cut (sends before it are answered)
         self._settled_at = -math.inf  # when a measured capacity last set the pace
+        self._returned = False  # step 1 went back to a measured capacity
         self._refused_at = -math.inf  # send time of the refusal that began this overload
 
     def on_rate_limited(self, *, sent_at: float, now: float, window: OutcomeWindow) -> bool:
@@ -52,6 +55,8 @@ class Pace:
         cfg = self.config
         if sent_at - self._refused_at <= cfg.measure_s:
             if sent_at - self._refused_at < cfg.min_measure_s:
+                if self._returned:
+                    return False  # back at a measured capacity: the probe emptied the bucket
                 # refusals too close together to tell a rate yet; still refused after a cut,
                 # so cut again while measuring (the measurement does not depend on our pace)
                 self.rate = max(cfg.min_requests_per_s, self.rate * cfg.measure_backoff)
@@ -72,7 +77,8 @@ class Pace:
             delivered = window.delivered_rate(now, span_s=cfg.measure_s, since=self._decided)
             base = self.rate if delivered is None else min(self.rate, delivered)
             target = base * cfg.backoff
-            if self.capacity is not None and self.rate > self.capacity:
+            self._returned = self.capacity is not None and self.rate > self.capacity
+            if self._returned and self.capacity is not None:
                 # a probe above a measured capacity: back to it (if the capacity fell, the
                 # refusals go on and step 2 measures it again)
                 target = max(target, min(self.rate, cfg.settle * self.capacity))
@@ -85,15 +91,12 @@ class Pace:
         self.cuts += 1
         return True
 
-    def grow(self, now: float, *, window: OutcomeWindow) -> bool:
+    def grow(self, now: float) -> bool:
         """Probe upward once per tick while the pace holds requests back; return whether it grew."""
         cfg = self.config
         quiet = now - max(self._decided, self._start)
         if quiet < cfg.hold_s or self.rate >= self.ceiling:
             return False
-        delivered = window.delivered_rate(now, span_s=cfg.tick_s * 2, since=-math.inf)
-        if delivered is not None and delivered < 0.8 * self.rate:
-            return False  # the provider does not keep up (a queue): more pace would not help
         doublings = min(6.0, (quiet - cfg.hold_s) / cfg.probe_s)
         growth = min(cfg.max_growth, cfg.growth * 2**doublings)
         self.rate = min(self.ceiling, self.rate * (1.0 + growth))

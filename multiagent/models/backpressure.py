@@ -28,8 +28,8 @@ What was studied, what was chosen, and why:
   capacity measured before cuts by ``drop_backoff``, the capacity fell). BBR's cwnd = gain ×
   bandwidth × RTprop becomes the concurrency floor: ``concurrency_gain`` × pace × RTT p95, so a
   profile's count of slots never starves a pace that found more capacity (up to
-  ``concurrency_cap``); a provider that queues past its slots shows as delivery behind the
-  pace, and the pace then stops growing.
+  ``concurrency_cap``); a provider that queues past its slots holds requests in their slots,
+  where the pace does not grow, and its round trips above ``rtt_threshold_s`` cut the limit.
 - *Probing* is CUBIC/BBR-like convex growth per tick after ``hold_s`` of cruising: ``growth``
   doubling every ``probe_s`` up to ``max_growth``, only while the pace is what holds requests
   back. It finds a raised (or recovered) capacity within about three seconds; each probe that
@@ -321,7 +321,7 @@ class BackpressureController(Waiting):
         )
         if flags.pace_bound and not flags.rate_limited and now >= self.gate.until:
             before = self.rate
-            if self.pace.grow(now, window=self._window):
+            if self.pace.grow(now):
                 self._rate_moved(before)
         return self._epoch != epoch
 
