@@ -64,8 +64,11 @@ class Pace:
                 self.cuts += 1
                 return True
             measured = window.admitted_between(self._refused_at, sent_at)
-            self.capacity = measured
-            self.rate = max(cfg.min_requests_per_s, min(self.rate, cfg.settle * measured))
+            if measured > 0:
+                self.capacity = measured
+                self.rate = max(cfg.min_requests_per_s, min(self.rate, cfg.settle * measured))
+            else:  # nothing got through between the refusals (another client took it all)
+                self.rate = max(cfg.min_requests_per_s, self.rate * cfg.measure_backoff)
             self._refused_at = -math.inf
             self._settled_at = now
         elif now - self._settled_at <= cfg.measure_s:

@@ -328,3 +328,29 @@ def test_blocking_acquire_in_threads_never_exceeds_the_limit() -> None:
     for thread in threads:
         thread.join()
     assert peak == 2
+
+
+def test_a_second_refusal_measures_the_capacity_admitted_between_the_two() -> None:
+    clock = FakeClock()
+    ctl = make(clock, requests_per_s=40.0, max_concurrency=64, burst_s=0.0, min_measure_s=0.4)
+    sends: list[tuple[float, bool]] = []  # (sent at, refused)
+    cut_to = []
+    while ctl.pace.capacity is None and len(sends) < 200:
+        ticket = ctl.request()
+        while (wait := ctl.poll(ticket)) > 0:
+            clock.advance(wait)
+        refused = len(sends) % 3 != 1  # the provider admits one request in three
+        sends.append((clock.now, refused))
+        clock.advance(0.002 if refused else 0.05)  # a refusal comes back at once
+        cuts = ctl.state().rate_cuts
+        ctl.release(ticket, error=rate_limit_error(0.001) if refused else None)
+        if ctl.state().rate_cuts > cuts:
+            cut_to.append(ctl.state().rate_per_s)
+    assert cut_to[0] == pytest.approx(0.85 * 40.0)  # step 1: the usual backoff
+    assert cut_to[1] == pytest.approx(0.7 * cut_to[0])  # refused again while measuring
+    first = sends[0][0]
+    last = sends[-1][0]  # the refusal that completed the measurement
+    assert last - first >= 0.4
+    admitted = sum(1 for at, refused in sends if first < at < last and not refused)
+    assert ctl.pace.capacity == pytest.approx(admitted / (last - first))
+    assert ctl.state().rate_per_s == pytest.approx(min(cut_to[-2], 0.97 * ctl.pace.capacity))
