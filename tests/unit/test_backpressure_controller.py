@@ -352,5 +352,7 @@ def test_a_second_refusal_measures_the_capacity_admitted_between_the_two() -> No
     last = sends[-1][0]  # the refusal that completed the measurement
     assert last - first >= 0.4
     admitted = sum(1 for at, refused in sends if first < at < last and not refused)
-    assert ctl.pace.capacity == pytest.approx(admitted / (last - first))
-    assert ctl.state().rate_per_s == pytest.approx(min(cut_to[-2], 0.97 * ctl.pace.capacity))
+    capacity = ctl.pace.capacity
+    assert capacity is not None
+    assert capacity == pytest.approx(admitted / (last - first))
+    assert ctl.state().rate_per_s == pytest.approx(min(cut_to[-2], 0.97 * capacity))
