@@ -47,6 +47,19 @@ def _target_rows(figures: Sequence[PhaseFigures], champion: str) -> list[list[st
          verdict(all(f.failed_share <= FAILED_TARGET for f in mine))],
     ]  # fmt: skip
     if blind:
+        # a probe that finds the capacity unchanged is answered by one 429 at least, and a raise
+        # is found within the allowance only by probing that often
+        floor = [1 / (f.capacity_rps * ADAPT_ALLOWANCE_S) for f in mine]
+        rows.append(
+            [
+                f"(reading) 429s a probe every {ADAPT_ALLOWANCE_S:g} s costs at least: "
+                f"1 / (capacity × {ADAPT_ALLOWANCE_S:g} s)",
+                ", ".join(f"{share:.2%}" for share in floor),
+                f"above 2% below {1 / (SHARE_429_TARGET * ADAPT_ALLOWANCE_S):.0f} req/s"
+                if any(share > SHARE_429_TARGET for share in floor)
+                else "within 2%",
+            ]
+        )
         adapt = [f.to_target_s for f in mine]
         rows.append(
             [
