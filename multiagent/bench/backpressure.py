@@ -1,18 +1,23 @@
 """``bench backpressure``: agent loops against a simulator whose capacity changes, per strategy.
 
-The simulator runs as its own process with a five-phase schedule: baseline; capacity cut in
-half; latency ×4 with 5% server errors; recovery; capacity raised by half. For each strategy the
-schedule is restarted (``POST /sim/reset``) and ``loops`` concurrent agent loops call the real
-``ChatOpenAI`` client over HTTP, one task after another, until the schedule ends:
+The simulator runs as its own process with a five-phase schedule: baseline; capacity cut to
+40% (20 → 8 req/s by default, as in issue 8); latency ×4 with 5% server errors; recovery;
+capacity raised by half. Two simulators run: one advertises its limits in ``x-ratelimit-*``
+headers (as OpenAI does), the other advertises none (as vLLM, Ollama and llama.cpp's server;
+its 429s still carry a Retry-After). For each strategy the schedule is restarted
+(``POST /sim/reset``) and ``loops`` concurrent agent loops call the real ``ChatOpenAI`` client
+over HTTP, one task after another, until the schedule ends:
 
 - ``none``: no limiter, the OpenAI SDK's own retries (which honour ``Retry-After``);
-- ``token_bucket``: LangChain's ``InMemoryRateLimiter`` at the baseline capacity, SDK retries;
-- ``adaptive``: :class:`~multiagent.models.adaptive.AdaptiveBackpressure` as the pipeline
-  configures it (reads the provider's advertised limits from response headers);
-- ``adaptive_blind``: the same controller ignoring those headers, so only 429s, errors and RTT
-  steer it (how it would fare against a server that does not advertise its limits).
+- ``token_bucket``: LangChain's ``InMemoryRateLimiter`` at the profile's configured rate, SDK
+  retries;
+- ``adaptive``: :class:`~multiagent.models.adaptive.AdaptiveBackpressure` configured from the
+  profile's ``rate_limit`` section exactly as the pipeline configures it, against the server
+  that advertises its limits;
+- ``adaptive_blind``: the same controller, same configuration, against the server that does not.
 
-All strategies get the same number of attempts per task. The simulator's counters give goodput,
+Nothing of the schedule reaches a strategy: they start from what the profile says. All
+strategies get the same number of attempts per task. The simulator's counters give goodput,
 429s and early sends per phase; the clients' records give failed tasks and latency.
 """
 
@@ -35,6 +40,7 @@ from multiagent.errors import UsageError
 from multiagent.models.adaptive import AdaptiveBackpressure
 from multiagent.models.backpressure import BackpressureConfig, BackpressureController
 from multiagent.models.retry import RetryPolicy
+from multiagent.policies import RateLimitConfig, load_settings
 from multiagent.sim.config import Phase
 
 STRATEGIES = ("none", "token_bucket", "adaptive", "adaptive_blind")
@@ -53,6 +59,8 @@ class BackpressureBenchConfig:
     attempts: int = 5
     strategies: tuple[str, ...] = STRATEGIES
     model: str = "gpt-4o-mini"
+    profile: str = "dev_balanced"
+    cut_share: float = 0.4
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.strategies if s not in STRATEGIES]
@@ -65,13 +73,14 @@ class BackpressureBenchConfig:
             raise UsageError(
                 f"need loops >= 1 and phase seconds >= 1, got {self.loops}, {self.phase_s}"
             )
+        self.rate_limit()  # an unknown profile fails here, before any simulator starts
 
     def phases(self) -> list[Phase]:
         """The five-phase schedule."""
         rpm, d = self.capacity_rps * 60, self.phase_s
         return [
             Phase(name="baseline", duration_s=d),
-            Phase(name="capacity_cut", duration_s=d, rpm=rpm / 2),
+            Phase(name="capacity_cut", duration_s=d, rpm=rpm * self.cut_share),
             Phase(name="latency_x4_errors", duration_s=d, latency_multiplier=4, error_rate=0.05),
             Phase(name="recovery", duration_s=d),
             Phase(name="capacity_raise", duration_s=d, rpm=rpm * 1.5),
@@ -84,9 +93,13 @@ class BackpressureBenchConfig:
             for p in self.phases()
         ]
 
-    def server_flags(self) -> list[str]:
-        """Base limits and latency of the simulator."""
-        return [
+    def rate_limit(self) -> RateLimitConfig:
+        """The profile's ``rate_limit`` section: where the strategies start."""
+        return load_settings(env=self.profile).profile.rate_limit
+
+    def server_flags(self, *, blind: bool = False) -> list[str]:
+        """Base limits and latency of the simulator (``blind``: no limit headers)."""
+        return [*(["--no-limit-headers"] if blind else []),
             "--rpm", f"{self.capacity_rps * 60:g}", "--tpm", "100000000",
             "--max-concurrency", "64", "--ttft-ms", f"{self.ttft_ms:g}",
             "--token-latency-ms", f"{self.token_latency_ms:g}", "--seed", "1",
@@ -123,20 +136,18 @@ def build_strategy(
 ) -> tuple[Runnable[LanguageModelInput, BaseMessage], BackpressureController | None]:
     """The model the agent loops call under strategy ``name``, and its controller if any."""
     sdk_retries = config.attempts - 1
+    rate_limit = config.rate_limit()
     if name == "none":
         return _chat(config, url, retries=sdk_retries), None
     if name == "token_bucket":
         limiter = InMemoryRateLimiter(
-            requests_per_second=config.capacity_rps, check_every_n_seconds=0.005, max_bucket_size=1
+            requests_per_second=rate_limit.requests_per_minute / 60,
+            check_every_n_seconds=0.005,
+            max_bucket_size=1,
         )
         return _chat(config, url, retries=sdk_retries, rate_limiter=limiter), None
     controller = BackpressureController(
-        BackpressureConfig(
-            max_concurrency=64,
-            requests_per_s=config.capacity_rps * 4,
-            initial_requests_per_s=config.capacity_rps / 2,
-            use_limit_headers=name == "adaptive",
-        ),
+        BackpressureConfig.from_profile(rate_limit),
         labels={"provider": "sim-http", "model": config.model},
     )
     chat = _chat(config, url, retries=0, include_response_headers=True)
@@ -178,7 +189,12 @@ async def _poll(
         if controller is not None:
             state = controller.state()
             run.controller.append(
-                {"t": round(at, 2), "rate": round(state.rate_per_s, 2), "limit": state.limit}
+                {
+                    "t": round(at, 2),
+                    "rate": round(state.rate_per_s, 2),
+                    "limit": state.limit,
+                    "advertised": state.advertised_requests_per_s,
+                }
             )
         await asyncio.sleep(0.25)
 
@@ -216,18 +232,23 @@ def run_backpressure_bench(
     specs = config.specs()
     total_s = sum(s.duration_s for s in specs)
 
-    async def run_all(url: str) -> list[StrategyRun]:
+    async def run_all(urls: dict[bool, str]) -> list[StrategyRun]:
         runs = []
         for name in config.strategies:
             if progress is not None:
                 progress(
                     f"{name}: {len(specs)} phases x {config.phase_s:g} s, {config.loops} loops"
                 )
+            url = urls[name.endswith("_blind")]
             runs.append(await _run_strategy(name, config, url, total_s))
         return runs
 
-    with sim_process(config.phases(), server_flags=config.server_flags()) as url:
-        runs = asyncio.run(run_all(url))
+    phases = config.phases()
+    with (
+        sim_process(phases, server_flags=config.server_flags()) as advertising,
+        sim_process(phases, server_flags=config.server_flags(blind=True)) as blind,
+    ):
+        runs = asyncio.run(run_all({False: advertising, True: blind}))
     figures: list[PhaseFigures] = []
     for run in runs:
         figures.extend(phase_figures(run.strategy, specs, run.final, run.tasks, run.series))
@@ -238,6 +259,7 @@ def describe(config: BackpressureBenchConfig) -> str:
     """How the run was set up, for the report."""
     specs: Sequence[PhaseSpec] = config.specs()
     schedule = "; ".join(f"{s.name} {s.capacity_rps:g} req/s" for s in specs)
+    rate = config.rate_limit()
     return (
         f"Simulator (own process, loopback HTTP): {config.phase_s:g} s per phase — {schedule}; "
         f"latency {config.ttft_ms:g} ms to first token + {config.token_latency_ms:g} ms per "
@@ -248,6 +270,14 @@ def describe(config: BackpressureBenchConfig) -> str:
         "counters; tasks and latency (task start to answer, waits and retries included) from "
         "the clients, by the phase a task started in. 's to adapt' = seconds from the phase's "
         "start until every later 2-s window (slid by 0.5 s) admits ≥ 90% of capacity with ≤ 5% "
-        "429s ('never' when the phase ends badly). `adaptive` starts at half the baseline "
-        "capacity with a ceiling of 4×; `token_bucket` is set to the baseline capacity."
+        "429s ('never' when the phase ends badly); 's to 95%' = seconds from the phase's "
+        "start from which successes to the phase's end, counted from then or any later moment, "
+        "stay ≥ 95% of capacity (how long a change took to be met; a probing controller meets "
+        "it although single windows dip); 'goodput after 3 s' counts from 3 s into the phase "
+        "(the adaptation allowance). Every strategy starts from the "
+        f"`{config.profile}` profile's `rate_limit` ({rate.requests_per_minute / 60:g} req/s, "
+        f"{rate.max_concurrency} concurrent): `token_bucket` paces at that rate, `adaptive` "
+        "and `adaptive_blind` use the pipeline's controller configured from it; `adaptive` "
+        "meets a simulator that advertises its limits, `adaptive_blind` one that does not "
+        "(the baselines ignore those headers either way)."
     )

@@ -122,6 +122,9 @@ def backpressure(
         str,
         typer.Option(help="Comma-separated: none, token_bucket, adaptive, adaptive_blind."),
     ] = "none,token_bucket,adaptive,adaptive_blind",
+    profile: Annotated[
+        str, typer.Option(help="Profile whose rate_limit section the strategies start from.")
+    ] = "dev_balanced",
     quick: Annotated[
         bool, typer.Option("--quick", help="2-second phases: a smoke run, not a measurement.")
     ] = False,
@@ -135,7 +138,8 @@ def backpressure(
         describe,
         run_backpressure_bench,
     )
-    from multiagent.bench.bp_figures import beats_others, render_backpressure
+    from multiagent.bench.bp_figures import beats_others
+    from multiagent.bench.bp_render import render_backpressure
 
     names = tuple(s.strip() for s in strategies.split(",") if s.strip())
     config = BackpressureBenchConfig(
@@ -143,6 +147,7 @@ def backpressure(
         loops=loops,
         capacity_rps=capacity,
         strategies=names,
+        profile=profile,
     )
     if quick and not no_report and report is None:
         raise UsageError("--quick is a smoke run: add --no-report or --report PATH")
@@ -163,9 +168,11 @@ def backpressure(
             "loops": config.loops,
             "capacity_rps": config.capacity_rps,
             "strategies": list(config.strategies),
+            "profile": config.profile,
         },
         "phases": [f.as_dict() for f in figures],
         "adaptive_beats": beats_others(figures, "adaptive"),
+        "adaptive_blind_beats": beats_others(figures, "adaptive_blind"),
         "controller_trace": {r.strategy: r.controller for r in runs if r.controller},
     }
     _emit(document, body, as_json=as_json, written=written)

@@ -67,6 +67,14 @@ def serve(
         str | None, typer.Option("--schedule", help="Capacity schedule file (.json or .toml).")
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of replies and fault draws.")] = 0,
+    no_limit_headers: Annotated[
+        bool,
+        typer.Option(
+            "--no-limit-headers",
+            help="Advertise no x-ratelimit-* headers (as vLLM, Ollama, llama.cpp); 429s keep "
+            "their Retry-After.",
+        ),
+    ] = False,
 ) -> None:
     """Serve OpenAI's chat-completions API on HOST:PORT until interrupted."""
     from multiagent.sim.runner import run_sim_server  # the server stack loads only when serving
@@ -82,6 +90,7 @@ def serve(
         spike_rate=spike_rate,
         spike_s=_ms(spike_ms),
         seed=seed,
+        limit_headers=not no_limit_headers,
         schedule=load_schedule(schedule) if schedule else (),
     )
     with run_sim_server(config, host=host, port=port) as url:

@@ -13,12 +13,19 @@ from multiagent.policies import RateLimitConfig
 
 @dataclass(frozen=True)
 class BackpressureConfig:
-    """Bounds and reflexes of one controller; :meth:`from_profile` maps a profile onto it."""
+    """Bounds and reflexes of one controller; :meth:`from_profile` maps a profile onto it.
+
+    The pace starts at ``initial_requests_per_s`` (else ``requests_per_s``, the profile's rate)
+    and is bounded only by ``max_requests_per_s`` (when set) and a provider's advertised limit;
+    tokens/s (``tokens_per_s``) stays a hard bound. How the other fields steer it is told in
+    :mod:`multiagent.models.backpressure` and :mod:`multiagent.models._pace`.
+    """
 
     max_concurrency: int = 8
     min_concurrency: int = 1
     requests_per_s: float = 10.0
     initial_requests_per_s: float | None = None
+    max_requests_per_s: float | None = None
     min_requests_per_s: float = 0.05
     tokens_per_s: float | None = None
     error_rate_threshold: float = 0.10
@@ -27,12 +34,20 @@ class BackpressureConfig:
     window_s: float = 10.0
     min_samples: int = 20
     tick_s: float = 0.5
-    backoff: float = 0.9
+    backoff: float = 0.85
+    drop_backoff: float = 0.5
+    measure_backoff: float = 0.7
+    settle: float = 0.97
     limit_backoff: float = 0.7
-    growth: float = 0.02
-    probe_s: float = 2.0
+    growth: float = 0.04
+    max_growth: float = 0.25
+    hold_s: float = 1.5
+    probe_s: float = 0.5
+    concurrency_gain: float = 2.0
+    concurrency_cap: int = 256
     headroom: float = 0.98
     measure_s: float = 2.0
+    min_measure_s: float = 0.4
     burst_s: float = 1.0
     use_limit_headers: bool = True
 
@@ -41,8 +56,20 @@ class BackpressureConfig:
             raise ValueError("need 1 <= min_concurrency <= max_concurrency")
         if not 0 < self.min_requests_per_s <= self.requests_per_s:
             raise ValueError("need 0 < min_requests_per_s <= requests_per_s")
-        if not (0 < self.backoff < 1 and 0 < self.limit_backoff < 1 and 0 < self.headroom <= 1):
-            raise ValueError("backoff, limit_backoff and headroom must lie in (0, 1)")
+        if self.max_requests_per_s is not None and self.max_requests_per_s < self.requests_per_s:
+            raise ValueError("need max_requests_per_s >= requests_per_s")
+        fractions = (
+            self.backoff,
+            self.drop_backoff,
+            self.measure_backoff,
+            self.settle,
+            self.limit_backoff,
+            self.headroom,
+        )
+        if not all(0 < value <= 1 for value in fractions) or self.backoff == 1:
+            raise ValueError("backoffs, settle and headroom must lie in (0, 1]; backoff below 1")
+        if self.concurrency_cap < self.max_concurrency:
+            raise ValueError("need concurrency_cap >= max_concurrency")
 
     @classmethod
     def from_profile(cls, rate_limit: RateLimitConfig, **overrides: Any) -> BackpressureConfig:

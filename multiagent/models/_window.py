@@ -36,6 +36,7 @@ class OutcomeWindow:
     def __init__(self, *, span_s: float, max_samples: int = 2000) -> None:
         self.span_s = span_s
         self._items: deque[Outcome] = deque(maxlen=max_samples)
+        self._sends: deque[float] = deque(maxlen=max_samples)
 
     def add(self, outcome: Outcome) -> None:
         """Record an outcome (outcomes arrive in time order)."""
@@ -45,6 +46,8 @@ class OutcomeWindow:
         horizon = now - self.span_s
         while self._items and self._items[0].at < horizon:
             self._items.popleft()
+        while self._sends and self._sends[0] < horizon:
+            self._sends.popleft()
 
     def health_samples(self, now: float) -> list[Outcome]:
         """Outcomes that speak about the provider's health: answers and server-side failures."""
@@ -78,3 +81,30 @@ class OutcomeWindow:
         if answered < 3:
             return None
         return answered / seconds
+
+    def sent(self, at: float) -> None:
+        """Record that a request was sent at ``at`` (sends arrive in time order)."""
+        self._sends.append(at)
+
+    def admitted_between(self, first: float, last: float) -> float:
+        """Requests sent strictly between two refused sends and not refused, per second.
+
+        A provider that refused at ``first`` and at ``last`` had (about) an empty bucket at
+        both moments, so what it admitted in between is its capacity times the interval,
+        within one request, however fast we sent. A refusal comes back at once, so every 429
+        of those sends is known; server failures are discounted at the window's error rate.
+        """
+        seconds = last - first
+        if seconds <= 0:
+            return math.nan
+        sends = sum(1 for at in self._sends if first < at < last)
+        refused = sum(
+            1 for o in self._items if o.kind == "rate_limit" and first < o.at - o.rtt_s < last
+        )
+        errors, answers = self._errors_and_answers()
+        share = errors / (errors + answers) if errors + answers else 0.0
+        return max(0, sends - refused) * (1.0 - share) / seconds
+
+    def _errors_and_answers(self) -> tuple[int, int]:
+        errors = sum(1 for o in self._items if o.kind == "error")
+        return errors, sum(1 for o in self._items if o.kind == "ok")

@@ -2,41 +2,48 @@
 
 Three bounds apply to every request sent to one (provider, model):
 
-1. **Concurrency** — at most ``limit`` requests hold a slot (scheduled or in flight).
-2. **Pace** — sends are spaced ``multiplier / rate`` seconds apart and by their estimated tokens
+1. **Concurrency**: at most ``limit`` requests hold a slot (scheduled or in flight).
+2. **Pace**: sends are spaced ``multiplier / rate`` seconds apart and by their estimated tokens
    (prompt + max output) against tokens/s: a GCRA schedule, so waiting requests keep their
-   order and wake once, instead of all polling a bucket. An idle controller lets ``burst_s``
-   worth of requests go at once (never right after a cut or a pause); a request the server
-   failed (5xx) gives its place back, since it did no work.
-3. **Pause** — after a 429, nothing leaves before its ``Retry-After`` / ``retry-after-ms`` /
+   order and wake once. An idle controller lets ``burst_s`` worth go at once (never right after
+   a cut or a pause); a request the server failed (5xx) gives its place back.
+3. **Pause**: after a 429, nothing leaves before its ``Retry-After`` / ``retry-after-ms`` /
    ``x-ratelimit-reset-*`` expires, whichever agent or model sends it (:class:`ProviderGate`).
 
-How the bounds adapt, and why. The references were Netflix's concurrency-limits (AIMD, Vegas,
-Gradient2) and botocore's adaptive retry mode:
+What was studied, what was chosen, and why:
 
-- *Vegas and Gradient2* infer queueing from RTT drift against a no-load baseline. An LLM call's
-  RTT is mostly generation time, which varies with output length by 10x between calls, so RTT
-  drift says little about the provider's queue; they would cut on long answers. RTT is used only
-  as an absolute threshold (the profile's ``rtt_threshold_s``), as a timeout would be.
-- *AIMD* on concurrency (Netflix's ``AIMDLimit``) fits the signal we do have: over a sliding
-  window, a server-error rate or RTT p95 above the profile's thresholds cuts ``limit``
-  multiplicatively and stretches waits (``multiplier``, up to ``max_wait_multiplier``); a healthy
-  window decays the stretch and, when the limit was actually reached (not app-limited), adds one.
-- *botocore adaptive* paces with a token bucket whose rate is cut, on a throttle, relative to the
-  *measured* send rate rather than the configured one. LLM providers throttle by rate (RPM/TPM),
-  which concurrency alone cannot bound, so the pace is adapted the same way: a 429 sets
-  ``rate = backoff × min(rate, delivered rate)``, reacting once per overload (only to 429s of
-  requests sent after the last cut, as TCP reacts once per window). botocore regrows with
-  CUBIC from the rate of the last throttle; here growth is multiplicative per tick, ``growth``
-  just after a cut and doubling every ``probe_s`` without one (convex like CUBIC's probe), and
-  only while the pace is what holds requests back (not app-limited). A provider's burst
-  allowance hides an overshoot for seconds, so the probe starts gently.
-- Providers *advertise* their limits (``x-ratelimit-limit-requests`` / ``-tokens`` on every
-  OpenAI response). When they do, the rate ceiling is ``headroom`` (98%) of the advertised limit,
-  and a change of the advertised limit moves the rate by the same ratio at once; after a raise,
-  what the provider's bucket gathered while we learned of it (a round trip) is sent at once.
-  Without those
-  headers (vLLM, Ollama), the 429-driven loop above finds the rate alone.
+- *Vegas and Gradient2* (Netflix concurrency-limits) infer a queue from RTT drift against a
+  no-load baseline. An LLM call's RTT is mostly generation time, 10x apart between short and
+  long answers, and providers that rate-limit answer a refusal at once instead of queueing; so
+  RTT drift would cut on long answers and miss the 429s. Not chosen for the pace. RTT serves
+  as an absolute threshold (the profile's ``rtt_threshold_s``) and, through Little's law, to
+  size the concurrency the pace needs (below).
+- *TCP BBR* estimates bottleneck bandwidth from delivery-rate samples and probes above it in
+  cycles (ProbeBW gains 1.25 / 0.75 / 1, then cruising). Its lesson taken here: measure the
+  capacity where the bottleneck is known to be full. A provider's token bucket hides an
+  overshoot in its burst, so delivery while nothing is refused proves nothing; but between two
+  refusals its bucket was empty at both ends, so what it admitted in between is its capacity,
+  within one request, however fast we sent (:mod:`multiagent.models._pace`: the first 429 cuts
+  by ``backoff``, a later one measures and settles at ``settle`` × the capacity; a 429 below a
+  capacity measured before cuts by ``drop_backoff``, the capacity fell). BBR's cwnd = gain ×
+  bandwidth × RTprop becomes the concurrency floor: ``concurrency_gain`` × pace × RTT p95, so a
+  profile's count of slots never starves a pace that found more capacity (up to
+  ``concurrency_cap``); a provider that queues past its slots holds requests in their slots,
+  where the pace does not grow, and its round trips above ``rtt_threshold_s`` cut the limit.
+- *Probing* is CUBIC/BBR-like convex growth per tick after ``hold_s`` of cruising: ``growth``
+  doubling every ``probe_s`` up to ``max_growth``, only while the pace is what holds requests
+  back. It finds a raised (or recovered) capacity within about three seconds; each probe that
+  finds the capacity unchanged costs about one 429, so the 429 share is about
+  1 / (capacity × probe period): under 2% from about 17 req/s, more for smaller capacities.
+- *AIMD* on concurrency (Netflix's ``AIMDLimit``): a server-error rate surely above the
+  profile's threshold (three standard deviations, so 5% of errors never pass 10% by chance) or
+  an RTT p95 above ``rtt_threshold_s`` cuts ``limit`` and stretches waits; a healthy window
+  decays the stretch and adds one to a limit that was reached. Server errors never cut the pace.
+- Providers that *advertise* their limits (``x-ratelimit-limit-requests`` / ``-tokens``, as
+  OpenAI) set the ceiling to ``headroom`` of the advertised limit, and a change of it moves the
+  pace by the same ratio at once; after a raise, what the provider's bucket gathered while we
+  learned of it (a round trip) is sent at once. The profile's ``requests_per_minute`` is where
+  the pace starts, not a ceiling (``max_requests_per_s`` is one, when set).
 
 Every decision reads an injected clock, so tests drive the controller with a fake clock and
 scripted outcomes through :meth:`BackpressureController.request` / ``poll`` / ``release``;
@@ -50,8 +57,8 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
+from multiagent.models._bp_health import TickFlags, fit_limit, gauge_samples, surely_above
 from multiagent.models._bp_types import (
     BackpressureConfig,
     BackpressureState,
@@ -61,19 +68,13 @@ from multiagent.models._bp_types import (
 )
 from multiagent.models._bp_wait import Waiting
 from multiagent.models._gate import ProviderGate
+from multiagent.models._pace import Pace
 from multiagent.models._window import Outcome, OutcomeWindow
 from multiagent.models.provider_errors import advertised_limits, headers_of, retry_after_s
 from multiagent.observability.metrics import Sample
 
 #: Slots closer than this are due now (float sums of intervals drift by far less).
 _EPSILON_S = 1e-6
-
-
-@dataclass
-class _Flags:
-    saturated: bool = False
-    pace_bound: bool = False
-    rate_limited: bool = False
 
 
 class BackpressureController(Waiting):
@@ -98,20 +99,34 @@ class BackpressureController(Waiting):
         self._pace_waiters: set[asyncio.Future[None]] = set()
         self._window = OutcomeWindow(span_s=cfg.window_s)
         self.limit = float(cfg.max_concurrency)
-        self.ceiling = cfg.requests_per_s
-        self.rate = min(cfg.initial_requests_per_s or cfg.requests_per_s, self.ceiling)
+        self.pace = Pace(cfg, now=clock())
         self.tokens_ceiling = cfg.tokens_per_s
         self.multiplier = 1.0
         self.advertised_rps: float | None = None
         self.advertised_tps: float | None = None
-        self.rate_cuts = self.limit_cuts = 0
+        self.limit_cuts = 0
         self._holders = self._sent = 0
         self._tat = self._tat_tokens = -math.inf
         self._epoch = 0
         self._start = clock()
-        self._last_cut = self._last_limit_cut = self._last_cut_prev = -math.inf
+        self._last_limit_cut = -math.inf
         self._last_tick = self._start
-        self._flags = _Flags()
+        self._flags = TickFlags()
+
+    @property
+    def rate(self) -> float:
+        """The pace in requests per second."""
+        return self.pace.rate
+
+    @property
+    def ceiling(self) -> float:
+        """The highest pace allowed (configured or advertised; infinite when neither)."""
+        return self.pace.ceiling
+
+    @property
+    def rate_cuts(self) -> int:
+        """How often a 429 cut the pace."""
+        return self.pace.cuts
 
     # -- the decisions ---------------------------------------------------------------------
 
@@ -148,6 +163,7 @@ class BackpressureController(Waiting):
             self._flags.pace_bound = True
             return ticket.slot_at - now
         ticket.sent_at = now
+        self._window.sent(now)
         self._sent += 1
         return 0.0
 
@@ -228,9 +244,9 @@ class BackpressureController(Waiting):
         if rps is None or rps == self.advertised_rps:
             return
         previous, self.advertised_rps = self.advertised_rps, rps
-        self.ceiling = min(self.config.requests_per_s, rps * self.config.headroom)
-        scaled = self.ceiling if previous is None else self.rate * rps / previous
-        self._set_rate(scaled)
+        before = self.rate
+        self.pace.advertised(rps, previous)
+        self._rate_moved(before)
         if previous is not None and rps > previous:
             self._catch_up((rps - previous) * self.config.headroom, now, rtt=rtt)
 
@@ -255,24 +271,18 @@ class BackpressureController(Waiting):
         if wait is not None and self.gate.pause(wait):
             resume = self.gate.until + self.config.burst_s
             self._tat, self._tat_tokens = max(self._tat, resume), max(self._tat_tokens, resume)
-        if sent_at <= self._last_cut:
-            return  # sent before our last cut: that overload has been answered already
-        self._last_cut_prev, self._last_cut = self._last_cut, now
         if concurrency_refusal(headers):
-            self._cut_limit(now)
+            if sent_at > self._last_limit_cut:
+                self._cut_limit(now)
             return
-        measured = self._window.delivered_rate(
-            now, span_s=self.config.measure_s, since=self._last_cut_prev
-        )
-        base = self.rate if measured is None else min(self.rate, measured)
-        self._set_rate(base * self.config.backoff)
-        self.rate_cuts += 1
+        before = self.rate
+        if self.pace.on_rate_limited(sent_at=sent_at, now=now, window=self._window):
+            self._rate_moved(before)
 
-    def _set_rate(self, rate: float) -> None:
-        new = min(self.ceiling, max(self.config.min_requests_per_s, rate))
-        if new < self.rate or new > self.rate * 1.1:
+    def _rate_moved(self, before: float) -> None:
+        """Void booked slots when the pace fell, or rose by more than a tenth."""
+        if self.rate < before or self.rate > before * 1.1:
             self._rebook()
-        self.rate = new
 
     def _rebook(self) -> None:
         """Make every booked slot void (they were spaced for another pace); no burst credit."""
@@ -292,11 +302,12 @@ class BackpressureController(Waiting):
             return False
         self._last_tick = now
         epoch = self._epoch
-        flags, self._flags = self._flags, _Flags()
+        flags, self._flags = self._flags, TickFlags()
         error_rate, samples = self._window.error_rate(now)
         p95 = self._window.rtt(now, 0.95)
         unhealthy = samples >= cfg.min_samples and (
-            error_rate > cfg.error_rate_threshold or (p95 == p95 and p95 > cfg.rtt_threshold_s)
+            surely_above(error_rate, samples, cfg.error_rate_threshold)
+            or (p95 == p95 and p95 > cfg.rtt_threshold_s)
         )
         if unhealthy:
             if now - self._last_limit_cut >= cfg.window_s / 2:
@@ -305,21 +316,14 @@ class BackpressureController(Waiting):
                 self._rebook()
             return self._epoch != epoch
         self.multiplier = max(1.0, self.multiplier / 1.25)
-        if flags.saturated:
-            self.limit = min(float(cfg.max_concurrency), self.limit + 1.0)
+        self.limit = fit_limit(
+            self.limit, self.config, rate=self.rate, rtt_s=p95, saturated=flags.saturated
+        )
         if flags.pace_bound and not flags.rate_limited and now >= self.gate.until:
-            self._set_rate(self.rate * (1.0 + self._growth(now)))
+            before = self.rate
+            if self.pace.grow(now):
+                self._rate_moved(before)
         return self._epoch != epoch
-
-    def _growth(self, now: float) -> float:
-        """Growth per tick: ``growth`` just after a cut, doubling every ``probe_s`` without one.
-
-        Convex like CUBIC's probe: careful near the rate that last overloaded the provider,
-        quick to find capacity that has appeared since.
-        """
-        quiet = now - max(self._last_cut, self._start)
-        doublings = min(4, int(quiet // self.config.probe_s))
-        return float(min(0.25, self.config.growth * 2**doublings))
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -349,24 +353,7 @@ class BackpressureController(Waiting):
 
     def samples(self) -> list[Sample]:
         """Gauge samples (``backpressure_*``) for the metrics store."""
-        state = self.state().as_dict()
-        names = (
-            "limit",
-            "in_flight",
-            "queued",
-            "rate_per_s",
-            "wait_multiplier",
-            "error_rate",
-            "rtt_p50_s",
-            "rtt_p95_s",
-            "paused_for_s",
-            "time_paused_s",
-        )
-        return [
-            (f"backpressure_{name}", self.labels, float(state[name]))
-            for name in names
-            if state[name] is not None
-        ]
+        return gauge_samples(self.state(), self.labels)
 
 
 __all__ = [

@@ -69,7 +69,8 @@ class SimServerConfig(BaseModel):
     tokens`` tokens (``default_max_tokens`` when the request gives none). Each limit is a token
     bucket refilled continuously at ``limit / 60`` per second holding at most ``burst_s`` seconds
     of it, so the capacity of a phase is exactly ``rpm / 60`` requests per second (and
-    ``tpm / 60`` tokens per second).
+    ``tpm / 60`` tokens per second). ``limit_headers`` False sends no ``x-ratelimit-*``
+    headers (a 429 still carries its Retry-After), as vLLM, Ollama and llama.cpp's server do.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -85,6 +86,7 @@ class SimServerConfig(BaseModel):
     burst_s: float = Field(default=1.0, gt=0)
     default_max_tokens: int = Field(default=256, ge=1)
     seed: int = 0
+    limit_headers: bool = True
     models: tuple[str, ...] = DEFAULT_MODELS
     schedule: tuple[Phase, ...] = ()
 

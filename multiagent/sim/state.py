@@ -94,6 +94,8 @@ class SimState:
         return self._phase
 
     def _limit_headers(self, index: int) -> dict[str, str]:
+        if not self.config.limit_headers:
+            return {}
         phase = self.phases[index]
         return ratelimit_headers(
             rpm=phase.rpm, tpm=phase.tpm, requests=self.requests, tokens=self.tokens

@@ -64,20 +64,27 @@ def test_bench_batch_counts_and_verdict_and_rewrites_only_its_section(tmp_path: 
 def test_bench_backpressure_quick_run_through_http(tmp_path: Path) -> None:
     report = tmp_path / "BENCHMARKS.md"
     code, out, _ = invoke(
-        "bench", "backpressure", "--quick", "--strategies", "adaptive", "--loops", "30",
+        "bench", "backpressure", "--quick", "--strategies", "adaptive,adaptive_blind",
+        "--loops", "30",
         "--report", str(report), "--json",
     )  # fmt: skip
     assert code == 0
     document = json.loads(out)
     phases = document["phases"]
-    assert [p["phase"] for p in phases] == [
+    assert [p["phase"] for p in phases[:5]] == [
         "baseline", "capacity_cut", "latency_x4_errors", "recovery", "capacity_raise",
     ]  # fmt: skip
-    assert all(p["strategy"] == "adaptive" for p in phases)
+    assert [p["strategy"] for p in phases] == ["adaptive"] * 5 + ["adaptive_blind"] * 5
     assert all(p["successes"] > 0 for p in phases)
     assert sum(p["early_sends"] for p in phases) == 0
-    assert document["controller_trace"]["adaptive"]
-    assert "| adaptive | capacity_cut |" in report.read_text()
+    trace = document["controller_trace"]
+    # one simulator advertised its limits (20 req/s at the start), the other none
+    assert {entry["advertised"] for entry in trace["adaptive"]} - {None} >= {20.0}
+    assert {entry["advertised"] for entry in trace["adaptive_blind"]} == {None}
+    assert document["config"]["profile"] == "dev_balanced"
+    text = report.read_text()
+    assert "| adaptive | capacity_cut |" in text
+    assert "Targets for `adaptive_blind`" in text
 
 
 def test_bench_bad_input_is_one_line_exit_2() -> None:

@@ -36,6 +36,8 @@ def make(clock: FakeClock, **overrides: object) -> BackpressureController:
         "use_limit_headers": False,
     }
     values.update(overrides)
+    # pin the Little's-law floor to max_concurrency so these tests see the AIMD limit alone
+    values.setdefault("concurrency_cap", values["max_concurrency"])
     return BackpressureController(BackpressureConfig(**values), clock=clock)  # type: ignore[arg-type]
 
 
@@ -231,9 +233,14 @@ def test_a_raised_limit_is_caught_up_for_the_round_trip_it_took_to_learn() -> No
     assert now_sends == 1 + 5  # one on time, and the 0.5 s x 10 req/s the raise left unused
 
 
-def test_pace_grows_only_while_it_holds_requests_back() -> None:
+def test_pace_grows_only_while_it_holds_requests_back_and_never_past_its_ceiling() -> None:
     clock = FakeClock()
-    ctl = make(clock, requests_per_s=20.0, initial_requests_per_s=10.0, growth=0.05)
+    ctl = make(
+        clock,
+        requests_per_s=10.0,
+        max_requests_per_s=20.0,
+        growth=0.05,
+    )
     for _ in range(20):  # app-limited: one request per second never waits
         ctl.release(send(ctl))
         clock.advance(1.0)
@@ -243,7 +250,8 @@ def test_pace_grows_only_while_it_holds_requests_back() -> None:
         while (wait := ctl.poll(ticket)) > 0:
             clock.advance(wait)
         ctl.release(ticket)
-    assert 10.0 < ctl.state().rate_per_s <= 20.0
+    assert ctl.state().rate_per_s == pytest.approx(20.0)  # no 429 came: up to the ceiling
+    assert ctl.state().ceiling_per_s == 20.0
 
 
 def test_concurrency_refusal_cuts_the_limit_not_the_rate() -> None:
@@ -320,3 +328,31 @@ def test_blocking_acquire_in_threads_never_exceeds_the_limit() -> None:
     for thread in threads:
         thread.join()
     assert peak == 2
+
+
+def test_a_second_refusal_measures_the_capacity_admitted_between_the_two() -> None:
+    clock = FakeClock()
+    ctl = make(clock, requests_per_s=40.0, max_concurrency=64, burst_s=0.0, min_measure_s=0.4)
+    sends: list[tuple[float, bool]] = []  # (sent at, refused)
+    cut_to = []
+    while ctl.pace.capacity is None and len(sends) < 200:
+        ticket = ctl.request()
+        while (wait := ctl.poll(ticket)) > 0:
+            clock.advance(wait)
+        refused = len(sends) % 3 != 1  # the provider admits one request in three
+        sends.append((clock.now, refused))
+        clock.advance(0.002 if refused else 0.05)  # a refusal comes back at once
+        cuts = ctl.state().rate_cuts
+        ctl.release(ticket, error=rate_limit_error(0.001) if refused else None)
+        if ctl.state().rate_cuts > cuts:
+            cut_to.append(ctl.state().rate_per_s)
+    assert cut_to[0] == pytest.approx(0.85 * 40.0)  # step 1: the usual backoff
+    assert cut_to[1] == pytest.approx(0.7 * cut_to[0])  # refused again while measuring
+    first = sends[0][0]
+    last = sends[-1][0]  # the refusal that completed the measurement
+    assert last - first >= 0.4
+    admitted = sum(1 for at, refused in sends if first < at < last and not refused)
+    capacity = ctl.pace.capacity
+    assert capacity is not None
+    assert capacity == pytest.approx(admitted / (last - first))
+    assert ctl.state().rate_per_s == pytest.approx(min(cut_to[-2], 0.97 * capacity))

@@ -208,6 +208,19 @@ def test_requests_per_minute_and_early_arrivals() -> None:
     assert (counts["attempts"], counts["rate_limited"], counts["early"]) == (4, 2, 1)
 
 
+def test_without_limit_headers_only_the_retry_after_is_told() -> None:
+    clock = ManualClock()
+    state = _state(clock, rpm=60, limit_headers=False)  # as vLLM, Ollama, llama.cpp's server
+    admitted = state.admit(cost_tokens=10, pieces=5)
+    assert isinstance(admitted, Admitted)
+    assert admitted.headers == {}
+    refused = state.admit(cost_tokens=10, pieces=5)
+    assert isinstance(refused, Refused)
+    assert refused.headers == {"retry-after": "1", "retry-after-ms": "1000"}
+    advertising = _state(ManualClock(), rpm=60)
+    assert "x-ratelimit-limit-requests" in advertising.admit(cost_tokens=10, pieces=5).headers
+
+
 def test_tokens_per_minute_counts_prompt_plus_max_output() -> None:
     clock = ManualClock()
     state = _state(clock, tpm=6000)  # 100 tokens/s, holds 100
