@@ -119,6 +119,7 @@ class RedisBudget:
         self._local: dict[str, int] = {}  # local reservations while degraded
         self._local_used = 0
         self._pending: dict[str, tuple[str, str, int]] = {}  # to send: (base, id, nano-USD)
+        self._orphans: list[str] = []  # "<base>|<id>" of reservations whose reply was lost
         self._next_probe = 0.0
         self.lost = 0  # times Redis was lost
         self.local_calls = 0  # calls admitted from the local reserve
@@ -142,6 +143,10 @@ class RedisBudget:
                           self.cap_nano, self.owner, self.ttl_s, "1" if self.daily else "0"],
                 )  # fmt: skip
             except _LOST as exc:
+                # the server may have made the hold before the reply was lost: give it back
+                # when Redis answers again, rather than let it wait out its lease
+                with self._lock:
+                    self._orphans.append(self._split(f"{self._period}/{rid}")[0] + "|" + rid)
                 self._lose(exc)
             else:
                 return self._admitted(rid, amount, reply)
@@ -183,6 +188,8 @@ class RedisBudget:
             self._lose(exc)
             return base
         cap = int(reply[1])
+        if cap < 0 and self.cap_nano is not None:  # no call yet today: the configured cap
+            cap = self.cap_nano
         owners = {str(reply[i]): int(reply[i + 1]) / NANO for i in range(6, len(reply), 2)}
         figures = {
             "period": _period_date(str(reply[0])) if self.daily else None,
@@ -284,6 +291,16 @@ class RedisBudget:
         """Send the settlements kept; ``False`` if Redis was lost again (the rest stay)."""
         with self._lock:
             todo = list(self._pending.items())
+            orphans, self._orphans = self._orphans, []
+        try:
+            for orphan in orphans:
+                base, rid = orphan.split("|")
+                self._scripts["release"](keys=[base], args=[rid])
+        except _LOST as exc:
+            with self._lock:
+                self._orphans.extend(orphans)
+            self._lose(exc)
+            return False
         for reservation, (base, rid, amount) in todo:
             try:
                 self._scripts["settle"](keys=[base], args=[rid, amount, self.ttl_s])
@@ -293,6 +310,14 @@ class RedisBudget:
             with self._lock:
                 self._pending.pop(reservation, None)
         return True
+
+    def reconcile(self) -> bool:
+        """Try to reach Redis and send the settlements kept; ``True`` when none is left."""
+        with self._lock:
+            self._next_probe = 0.0  # try now, whatever the probe interval
+        if self._usable():
+            self._flush()
+        return not self._pending and not self.degraded
 
     def close(self) -> None:
         """Send what is still kept (if Redis answers) and close the connection."""
