@@ -36,8 +36,12 @@ def enqueue_command(
     threshold: float | None,
     agents_file: Path | None,
     as_json: bool,
+    budget: float | None = None,
 ) -> None:
-    """Check everything, then put the batch on the queue; print its id (or follow it)."""
+    """Check everything, then put the batch on the queue; print its id (or follow it).
+
+    ``budget`` is the whole batch's, shared by every worker through Redis.
+    """
     from multiagent.distributed.queue import check_queue_name, enqueue_batch
     from multiagent.distributed.redis import redis_client, require_redis_url
     from multiagent.graphs.batch import read_batch_file
@@ -50,6 +54,14 @@ def enqueue_command(
     if batch is None:
         raise UsageError("--queue takes a batch: add --batch FILE.jsonl")
     url = require_redis_url(settings, what="--queue")
+    if budget is not None:
+        from multiagent.models.ledger import check_budget_value
+        from multiagent.models.pipeline import ModelPipeline
+
+        if budget < 0:
+            raise UsageError(f"--budget must be at least 0 USD, got {budget}")
+        check_budget_value(budget, source="--budget")
+        ModelPipeline(settings).check_budget(budget, source="--budget")
     agents = load_agents(settings, agents_file=agents_file)
     inputs = validation_input(
         read_batch_file(batch), settings=settings, agents=agents, validators=validators,
@@ -58,7 +70,7 @@ def enqueue_command(
     with redis_client(url) as client:  # unreachable: one line, exit 2, nothing enqueued
         queued = enqueue_batch(
             client, queue=queue, items=list(inputs["items"]), validators=inputs["validators"],
-            threshold=inputs["threshold"],
+            threshold=inputs["threshold"], budget_usd=budget,
         )  # fmt: skip
         if not wait:
             if as_json:
@@ -94,7 +106,7 @@ def _follow(client: Any, batch_id: str, *, show: bool) -> None:
         while True:
             status = batch_status(client, batch_id)
             bar.update(task, completed=status["finished"], total=status["items"])
-            if status["state"] == "completed":
+            if status["state"] != "running":  # completed, or stopped on the batch's budget
                 return
             time.sleep(POLL_S)
 

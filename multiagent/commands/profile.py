@@ -52,10 +52,10 @@ def profile(
         settings.profile.require_price(settings.profile.models.for_tier(tier))
     budget = settings.profile.budget
     if budget.daily_usd is not None:
-        from multiagent.models.budget import project_budget
+        from multiagent.models.budget import open_project_budget
 
-        store = project_budget(settings.home, daily_usd=budget.daily_usd, lease_s=budget.lease_s)
-        report["project_spend"] = store.report()
+        store = open_project_budget(settings)  # Redis (every process's holds) or SQLite
+        report["project_spend"] = store.report() if store is not None else {}
     if as_json:
         print_json(report)
         return

@@ -290,7 +290,7 @@ def validate(
 
         enqueue_command(
             cli_settings(ctx), batch=batch, queue=queue, wait=wait, validators=validators,
-            threshold=threshold, agents_file=agents_file, as_json=as_json,
+            threshold=threshold, agents_file=agents_file, as_json=as_json, budget=budget,
         )  # fmt: skip
         return
     if batch is not None or (resume and text is None and is_local_batch(cli_settings(ctx), thread)):

@@ -7,7 +7,9 @@ Layout (every key under ``multiagent:``):
 - ``batch:{ID}``: a hash with the batch's manifest, queue, item and chunk counts;
 - ``batch:{ID}:records``: item id → the finished item's record, written with ``HSETNX`` so an
   item processed twice (a worker that died after storing, before acknowledging) is stored once;
-- ``batch:{ID}:usage``: chunk id → the usage of the run that stored it (also ``HSETNX``).
+- ``batch:{ID}:usage``: chunk id → the usage of the run that stored it (also ``HSETNX``);
+- ``budget:batch:{ID}``: the batch's budget when queued with one, shared by every worker
+  (:mod:`multiagent.models.budget_redis`).
 
 A worker stores a chunk's records before it acknowledges the entry (:func:`store_chunk` then
 ``XACK``), so a crash between the two costs a repeated run, never a lost item.
@@ -27,6 +29,7 @@ from redis.exceptions import ResponseError
 from multiagent.errors import UsageError
 from multiagent.graphs.batch_chunks import ItemRecord, plan_chunks
 from multiagent.graphs.batch_store import BatchManifest
+from multiagent.models.budget_redis import RUN_TTL_S, RedisBudget, budget_key, to_nano
 from multiagent.nodes.usage import Usage, total_usage
 
 PREFIX = "multiagent:"
@@ -85,6 +88,7 @@ def enqueue_batch(
     validators: list[str],
     threshold: float,
     chunk_size: int = QUEUE_CHUNK_SIZE,
+    budget_usd: float | None = None,
 ) -> Enqueued:
     """Put a checked batch on ``queue`` in one transaction; return its new id.
 
@@ -109,6 +113,10 @@ def enqueue_batch(
                 "chunks": len(chunks),
             },
         )
+        if budget_usd is not None:
+            pipe.hset(batch_key(batch_id), "budget_usd", repr(budget_usd))
+            pipe.hset(budget_key("batch", batch_id), "cap", to_nano(budget_usd))
+            pipe.expire(budget_key("batch", batch_id), RUN_TTL_S)
         for number, chunk in enumerate(chunks):
             pipe.xadd(
                 stream_key(queue),
@@ -165,7 +173,7 @@ def batch_status(client: redis.Redis, batch_id: str) -> dict[str, Any]:
     return {
         "batch_id": batch_id,
         "queue": queue,
-        "state": "completed" if finished >= total else "running",
+        "state": "completed" if finished >= total else str(meta.get("stopped", "running")),
         "items": total,
         "finished": finished,
         "unfinished": total - finished,
@@ -174,7 +182,13 @@ def batch_status(client: redis.Redis, batch_id: str) -> dict[str, Any]:
         "queue_length": int(client.xlen(stream_key(queue))) if pending >= 0 else 0,
         "queue_pending": pending,
         "last_error": meta.get("last_error"),
-    }
+    } | ({"budget": _budget_report(client, batch_id)} if "budget_usd" in meta else {})
+
+
+def _budget_report(client: redis.Redis, batch_id: str) -> dict[str, Any]:
+    """The batch's shared budget: cap, spent, held, and what each worker holds."""
+    budget = RedisBudget(client, key=budget_key("batch", batch_id), cap_usd=None)
+    return budget.report()
 
 
 def batch_results(client: redis.Redis, batch_id: str) -> dict[str, Any]:
@@ -197,7 +211,9 @@ def batch_results(client: redis.Redis, batch_id: str) -> dict[str, Any]:
         verdicts.extend(record.verdicts)
     return {
         "batch_id": batch_id,
-        "state": "completed" if not unfinished else "running",
+        "state": "completed"
+        if not unfinished
+        else str(client.hget(batch_key(batch_id), "stopped") or "running"),
         "validators": manifest.validators,
         "threshold": manifest.threshold,
         "items": len(manifest.items),

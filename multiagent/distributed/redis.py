@@ -10,18 +10,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any
 
 import redis
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+# the helpers live low (multiagent._redis) so the runtime can use them without importing this
+from multiagent._redis import CONNECT_TIMEOUT_S as CONNECT_TIMEOUT_S
+from multiagent._redis import client_options as _client_options
+from multiagent._redis import malformed
+from multiagent._redis import unreachable as _unreachable
 from multiagent.errors import ConfigError, UsageError
 from multiagent.policies import Settings
-from multiagent.policies.settings import check_redis_url
-
-#: Seconds to wait for the server when connecting; a dead address fails fast.
-CONNECT_TIMEOUT_S = 3.0
 
 
 def require_redis_url(settings: Settings, *, what: str) -> str:
@@ -31,24 +31,6 @@ def require_redis_url(settings: Settings, *, what: str) -> str:
             f"{what} needs a Redis server: set MULTIAGENT_REDIS_URL=redis://HOST:PORT/DB"
         )
     return settings.redis_url
-
-
-def _client_options(url: str) -> dict[str, Any]:
-    """Options shared by both twins: text replies, bounded connect time, no timeout on reads
-    (workers block on the stream), health checks so a dropped connection is noticed."""
-    check_redis_url(url, source="the caller")
-    return {
-        "decode_responses": True,
-        "socket_connect_timeout": CONNECT_TIMEOUT_S,
-        "health_check_interval": 30,
-        "retry_on_timeout": False,
-    }
-
-
-def _unreachable(url: str, exc: Exception) -> UsageError:
-    shown = url.split("@")[-1] if "@" in url else url
-    reason = " ".join(str(exc).split()) or type(exc).__name__
-    return UsageError(f"cannot reach Redis at MULTIAGENT_REDIS_URL {shown!r}: {reason}")
 
 
 @contextmanager
@@ -64,7 +46,7 @@ def redis_client(url: str) -> Iterator[redis.Redis]:
     except ConfigError:
         raise
     except (ValueError, RedisError) as exc:
-        raise ConfigError(f"malformed MULTIAGENT_REDIS_URL {url!r}: {exc}") from None
+        raise malformed(url, exc) from None
     try:
         try:
             client.ping()
@@ -83,7 +65,7 @@ async def async_redis_client(url: str) -> AsyncIterator[aioredis.Redis]:
     except ConfigError:
         raise
     except (ValueError, RedisError) as exc:
-        raise ConfigError(f"malformed MULTIAGENT_REDIS_URL {url!r}: {exc}") from None
+        raise malformed(url, exc) from None
     try:
         try:
             await client.ping()

@@ -10,6 +10,11 @@ chunk on a live worker is never taken over; a killed worker stops beating and it
 to the others. A chunk with items no validator answered (provider outage) is not acknowledged:
 it is retried once its idle time has passed.
 
+A batch queued with ``--budget`` has one budget in Redis (:mod:`multiagent.models.budget_redis`)
+that every worker's calls reserve against and settle into, so N workers together never pass it.
+A chunk refused by that budget marks the batch ``budget_exceeded`` and is acknowledged with its
+items unfinished; later chunks of the batch are acknowledged without running.
+
 Stopping: :meth:`QueueWorker.stop` (SIGTERM, Ctrl-C) lets the running chunks finish and store,
 then returns; a process that is killed instead leaves its entries pending for the others.
 """
@@ -40,6 +45,8 @@ from multiagent.distributed.queue import (
 from multiagent.errors import MultiagentError
 from multiagent.graphs.batch_chunks import run_chunk
 from multiagent.graphs.batch_store import BatchManifest
+from multiagent.models.budget_redis import RedisBudget, budget_key, to_nano
+from multiagent.models.ledger import RunLedger
 from multiagent.nodes.context import WorkflowContext
 
 #: How long a read blocks waiting for new entries; also how soon a stop is noticed when idle.
@@ -55,6 +62,8 @@ class WorkerStats:
     duplicates: int = 0
     reclaimed: int = 0
     unfinished: int = 0
+    skipped: int = 0  # items of batches stopped on their budget, acknowledged unrun
+    spent_nano: int = 0  # settled by this worker's calls, in nano-USD (exact sums)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **counts: int) -> None:
@@ -66,7 +75,9 @@ class WorkerStats:
     def as_dict(self) -> dict[str, int]:
         """JSON-ready counters."""
         return {k: getattr(self, k) for k in ("chunks", "stored", "duplicates", "reclaimed")} | {
-            "unfinished": self.unfinished
+            "unfinished": self.unfinished,
+            "skipped": self.skipped,
+            "spent_usd": self.spent_nano / 1_000_000_000,
         }
 
 
@@ -96,6 +107,7 @@ class QueueWorker:
         self._in_flight: set[str] = set()
         self._lock = threading.Lock()
         self._manifests: dict[str, BatchManifest] = {}
+        self._budgets: dict[str, RedisBudget | None] = {}
 
     def stop(self) -> None:
         """Take no new entries; the running chunks finish and are stored."""
@@ -169,24 +181,52 @@ class QueueWorker:
                 return None
         return self._manifests[batch_id]
 
+    def _budget(self, batch_id: str) -> RedisBudget | None:
+        """The batch's shared budget, when it was queued with one."""
+        if batch_id not in self._budgets:
+            budget = None
+            if self.client.hexists(batch_key(batch_id), "budget_usd"):
+                config = self.context.settings.profile.budget
+                budget = RedisBudget(
+                    self.client, key=budget_key("batch", batch_id), cap_usd=None,
+                    lease_s=config.lease_s, degraded_fraction=config.degraded_fraction,
+                    label="batch budget",
+                )  # fmt: skip
+            self._budgets[batch_id] = budget
+        return self._budgets[batch_id]
+
     def _process(self, entry_id: str, fields: dict[str, Any], *, reclaimed: bool) -> None:
         batch_id, chunk_id = str(fields.get("batch", "")), str(fields.get("chunk", ""))
         manifest = self._manifest(batch_id)
         items = json.loads(fields.get("items", "[]"))
         todo = []
+        if manifest is not None and self.client.hget(batch_key(batch_id), "stopped"):
+            manifest = None  # the batch's budget ran out: its remaining items stay unfinished
+            self.stats.add(skipped=len(items))
+            items = []
         if manifest is not None:
             done = finished_of(self.client, batch_id, [item["id"] for item in items])
             todo = [item for item in items if item["id"] not in done]
         self.stats.add(reclaimed=int(reclaimed), duplicates=len(items) - len(todo))
         if manifest is not None and todo:
+            budget = self._budget(batch_id)
             outcome = run_chunk(
                 f"{batch_id}:{chunk_id}", todo, validators=manifest.validators,
                 threshold=manifest.threshold, context=self.context,
                 max_concurrency=max(1, len(manifest.validators)),
+                ledger=None if budget is None else RunLedger(shared=budget),
             )  # fmt: skip
             new = store_chunk(self.client, batch_id, chunk_id, outcome.records, outcome.usage)
-            self.stats.add(chunks=1, stored=new, unfinished=len(outcome.unfinished))
-            if outcome.unfinished:  # not acknowledged: retried after the idle time
+            spent = sum(to_nano(call.cost_usd) for call in outcome.ledger.records())
+            self.stats.add(
+                chunks=1, stored=new, unfinished=len(outcome.unfinished), spent_nano=spent
+            )
+            if outcome.status == "budget_exceeded":  # acknowledged: no worker could finish it
+                self.client.hset(
+                    batch_key(batch_id),
+                    mapping={"stopped": "budget_exceeded", "last_error": outcome.message},
+                )
+            elif outcome.unfinished:  # not acknowledged: retried after the idle time
                 error = outcome.error or outcome.message or outcome.status
                 self.client.hset(batch_key(batch_id), "last_error", error)
                 return

@@ -4,7 +4,8 @@ A run's own budget lives in its :class:`~multiagent.models.ledger.RunLedger`. Th
 (``[budget] daily_usd`` in ``multiagent.toml``, or ``MULTIAGENT_BUDGET__DAILY_USD``) is shared by
 every run and every process using the same ``MULTIAGENT_HOME``, so it is kept in a store behind
 :class:`ProjectBudget`: the embedded one is SQLite (:class:`SQLiteProjectBudget`); a Redis-backed
-store can implement the same four methods for several machines.
+store (:class:`~multiagent.models.budget_redis.RedisBudget`, chosen by
+:func:`open_project_budget` when ``MULTIAGENT_REDIS_URL`` is set) serves several machines.
 
 Reservations are leases: a process killed between reserving and settling does not hold the
 budget for ever; its reservation stops counting once its lease has expired. A settled call
@@ -22,9 +23,12 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from multiagent.errors import BudgetExceededError
+
+if TYPE_CHECKING:
+    from multiagent.policies import Settings
 
 #: File of the embedded project budget, under ``MULTIAGENT_HOME``.
 BUDGET_FILE = "budget.sqlite"
@@ -201,3 +205,23 @@ def project_budget(home: Path, *, daily_usd: float, lease_s: float) -> SQLitePro
     if not math.isfinite(daily_usd) or daily_usd < 0:
         raise ValueError(f"daily budget must be finite and at least 0, got {daily_usd}")
     return SQLiteProjectBudget(home.resolve() / BUDGET_FILE, daily_usd=daily_usd, lease_s=lease_s)
+
+
+def open_project_budget(settings: Settings) -> ProjectBudget | None:
+    """The project budget's store for ``settings``: Redis when ``MULTIAGENT_REDIS_URL`` is set
+    (shared by every machine), else SQLite under ``MULTIAGENT_HOME``; ``None`` with no cap.
+
+    Raises:
+        UsageError: Redis is configured but does not answer (one line naming the URL).
+    """
+    budget = settings.profile.budget
+    if budget.daily_usd is None:
+        return None
+    if settings.redis_url:
+        from multiagent.models.budget_redis import redis_project_budget
+
+        return redis_project_budget(
+            settings.redis_url, daily_usd=budget.daily_usd, lease_s=budget.lease_s,
+            degraded_fraction=budget.degraded_fraction,
+        )  # fmt: skip
+    return project_budget(settings.home, daily_usd=budget.daily_usd, lease_s=budget.lease_s)

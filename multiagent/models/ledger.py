@@ -9,11 +9,14 @@ The budget is kept with reservations: before a call goes to the provider it rese
 case (:meth:`RunLedger.reserve`); when it ends the reservation is settled to the real cost or
 released. A call is admitted only when settled spend plus every open reservation plus its own
 worst case fits the budget, so however many calls run in parallel the settled spend stays within
-it (provided the worst case is one: see :mod:`multiagent.models.budget`).
+it (provided the worst case is one: see :mod:`multiagent.models.budget`). A ledger given a
+``shared`` budget (a batch's or thread's, in Redis) also reserves and settles every call there,
+so runs in many processes stay within one total; without one nothing leaves the process.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import threading
@@ -23,6 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from multiagent.errors import BudgetExceededError
+
+# at run time, not under TYPE_CHECKING: pydantic models holding a ledger resolve its fields
+from multiagent.models.budget import ProjectBudget
 
 Outcome = Literal["ok", "cached", "error", "cancelled"]
 OUTCOMES: tuple[Outcome, ...] = ("ok", "cached", "error", "cancelled")
@@ -107,6 +113,7 @@ class Reservation:
 
     id: int
     usd: float
+    shared: str | None = None  # the reservation's id in the ledger's shared budget
 
 
 _ids = itertools.count(1)
@@ -128,6 +135,7 @@ class RunLedger:
 
     Args:
         budget_usd: What the run may spend; ``None`` for no limit.
+        shared: A budget shared with other processes (a batch's), reserved and settled too.
     """
 
     budget_usd: float | None = None
@@ -135,6 +143,7 @@ class RunLedger:
     _reserved: dict[int, float] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    shared: ProjectBudget | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         check_budget_value(self.budget_usd, source="the run's budget")
@@ -171,12 +180,20 @@ class RunLedger:
                     )
             reservation = Reservation(id=next(_ids), usd=usd)
             self._reserved[reservation.id] = usd
+        if self.shared is None:
             return reservation
+        try:  # outside the lock: a round trip to Redis must not serialise the run's calls
+            return dataclasses.replace(reservation, shared=self.shared.reserve(usd))
+        except BaseException:
+            self.release(reservation)
+            raise
 
     def release(self, reservation: Reservation) -> None:
         """Give a reservation back unused (idempotent)."""
         with self._lock:
             self._reserved.pop(reservation.id, None)
+        if reservation.shared is not None and self.shared is not None:
+            self.shared.release(reservation.shared)
 
     def record(self, call: CallRecord, *, reservation: Reservation | None = None) -> None:
         """Add a finished call, settling its reservation in the same step."""
@@ -184,6 +201,8 @@ class RunLedger:
             if reservation is not None:
                 self._reserved.pop(reservation.id, None)
             self.calls.append(call)
+        if reservation is not None and reservation.shared is not None and self.shared is not None:
+            self.shared.settle(reservation.shared, call.cost_usd)
 
     def records(self, *, scope: int | None = None) -> list[CallRecord]:
         """The calls so far (of one node execution when ``scope`` is given)."""

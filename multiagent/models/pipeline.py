@@ -28,7 +28,7 @@ from multiagent.models.accounting import (
 from multiagent.models.adaptive import shared_controller
 from multiagent.models.analysis_cache import AnalysisCache, open_analysis_cache
 from multiagent.models.backpressure import BackpressureConfig, BackpressureController
-from multiagent.models.budget import ProjectBudget, project_budget
+from multiagent.models.budget import ProjectBudget, open_project_budget
 from multiagent.models.completion_cache import CompletionCache, open_completion_cache
 from multiagent.models.factory import build_chat_model
 from multiagent.models.ledger import CallRecord, RunLedger
@@ -70,11 +70,8 @@ class ModelPipeline:
         self._unledgered: dict[_ModelKey, BaseChatModel] = {}
         self.check_prices()
         daily = profile.budget.daily_usd
-        self.project: ProjectBudget | None = (
-            None
-            if daily is None
-            else project_budget(settings.home, daily_usd=daily, lease_s=profile.budget.lease_s)
-        )
+        # SQLite under MULTIAGENT_HOME, or Redis (every machine) when MULTIAGENT_REDIS_URL is set
+        self.project: ProjectBudget | None = open_project_budget(settings)
         if daily is not None:
             self.check_budget(daily, source=settings.sources.get("budget.daily_usd", "profile"))
 

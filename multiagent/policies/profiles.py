@@ -116,6 +116,9 @@ class BudgetConfig(_Section):
 
     daily_usd: float | None = Field(default=None, ge=0.0, allow_inf_nan=False)
     lease_s: float = Field(default=600.0, gt=0.0, allow_inf_nan=False)
+    #: Share of what was left of a Redis-shared budget a process may spend alone while
+    #: Redis is unreachable (see :mod:`multiagent.models.budget_redis`).
+    degraded_fraction: float = Field(default=0.1, ge=0.0, le=1.0, allow_inf_nan=False)
 
 
 class Profile(_Section):

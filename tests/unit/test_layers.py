@@ -28,7 +28,17 @@ def _modules(subpackage: str) -> list[Path]:
 @pytest.mark.parametrize(
     ("subpackage", "forbidden"),
     [
-        ("models", ("multiagent.sim", "multiagent.nodes", "multiagent.graphs", "multiagent.bench")),
+        (
+            "models",
+            (
+                "multiagent.sim",
+                "multiagent.nodes",
+                "multiagent.graphs",
+                "multiagent.bench",
+                "multiagent.distributed",
+                "multiagent.commands",
+            ),
+        ),
         ("nodes", ("multiagent.sim", "multiagent.graphs", "multiagent.bench")),
         ("graphs", ("multiagent.sim", "multiagent.bench")),
         ("persistence", ("multiagent.sim", "multiagent.nodes", "multiagent.graphs")),
@@ -58,3 +68,9 @@ def test_the_simulated_provider_is_registered_by_import_path_only() -> None:
     from multiagent.models.factory import PROVIDERS
 
     assert PROVIDERS["sim"] == "multiagent.sim.model:build_simulated_model"
+
+
+def test_the_shared_redis_connection_sits_below_the_runtime_and_the_queue() -> None:
+    allowed = ("multiagent.errors", "multiagent.policies")
+    ours = {n for n in _imports(PACKAGE / "_redis.py") if n.startswith("multiagent")}
+    assert all(name.startswith(allowed) for name in ours), sorted(ours)

@@ -1,0 +1,137 @@
+"""The Lua scripts of the Redis budget (:mod:`multiagent.models.budget_redis`).
+
+Each script runs atomically on the server, so processes on any machine reserve against one
+total. Amounts are integers of nano-USD (1e-9 USD): exact sums, no float drift. Times are the
+server's (``TIME``), in milliseconds; no process's clock is trusted.
+
+A budget at ``BASE`` (``multiagent:budget:project:d<epoch day>`` for the daily cap, or
+``multiagent:budget:batch:<id>`` / ``thread:<id>``) is four keys:
+
+- ``BASE``: a hash with ``cap``, ``spent`` (settled), ``held`` (live reservations), ``calls``
+  (settled calls) and ``expired`` (reservations whose lease ran out);
+- ``BASE:holds``: reservation id → ``"<nano-USD>|<owner>"``;
+- ``BASE:leases``: reservation id scored by the time its lease ends;
+- ``BASE:done``: ids already settled, so a settlement sent twice (a reply lost with the
+  connection, then sent again) counts once.
+
+Every write refreshes the keys' TTL: a daily budget disappears a while after its day.
+"""
+
+from __future__ import annotations
+
+#: Shared by every script: the server's time, and expired leases given back.
+_PRELUDE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function sweep(base)
+  local dead = redis.call('ZRANGEBYSCORE', base .. ':leases', '-inf', now)
+  for _, rid in ipairs(dead) do
+    local v = redis.call('HGET', base .. ':holds', rid)
+    if v then
+      redis.call('HDEL', base .. ':holds', rid)
+      redis.call('HINCRBY', base, 'held', -tonumber(string.match(v, '^(%d+)')))
+      redis.call('HINCRBY', base, 'expired', 1)
+    end
+    redis.call('ZREM', base .. ':leases', rid)
+  end
+end
+local function touch(base, ttl)
+  for _, key in ipairs({base, base .. ':holds', base .. ':leases', base .. ':done'}) do
+    redis.call('EXPIRE', key, ttl)
+  end
+end
+local function field(base, name)
+  return tonumber(redis.call('HGET', base, name) or '0')
+end
+local function base_of(prefix, daily)
+  if daily == '1' then
+    local day = 'd' .. math.floor(tonumber(t[1]) / 86400)
+    return prefix .. ':' .. day, day
+  end
+  return prefix, ''
+end
+"""
+
+#: KEYS[1] prefix; ARGV: id, nano-USD, lease ms, cap ('' = the stored one), owner, TTL s,
+#: daily ('1'/'0'). Returns {admitted (1, 0, or -1 for no cap), period, spent, held, cap}.
+RESERVE = (
+    _PRELUDE
+    + """
+local base, period = base_of(KEYS[1], ARGV[7])
+sweep(base)
+if ARGV[4] ~= '' then redis.call('HSET', base, 'cap', ARGV[4]) end
+local cap = tonumber(redis.call('HGET', base, 'cap') or '-1')
+local spent, held = field(base, 'spent'), field(base, 'held')
+if cap < 0 then return {-1, period, spent, held, 0} end
+if spent + held + tonumber(ARGV[2]) > cap then return {0, period, spent, held, cap} end
+redis.call('HSET', base .. ':holds', ARGV[1], ARGV[2] .. '|' .. ARGV[5])
+redis.call('ZADD', base .. ':leases', now + tonumber(ARGV[3]), ARGV[1])
+redis.call('HINCRBY', base, 'held', ARGV[2])
+touch(base, ARGV[6])
+return {1, period, spent, held + tonumber(ARGV[2]), cap}
+"""
+)
+
+#: KEYS[1] the budget's base; ARGV: id, nano-USD spent, TTL s. Returns 1, or 0 when the id
+#: was settled before (nothing counted again).
+SETTLE = (
+    _PRELUDE
+    + """
+local base = KEYS[1]
+sweep(base)
+if redis.call('SADD', base .. ':done', ARGV[1]) == 0 then return 0 end
+local v = redis.call('HGET', base .. ':holds', ARGV[1])
+if v then
+  redis.call('HDEL', base .. ':holds', ARGV[1])
+  redis.call('HINCRBY', base, 'held', -tonumber(string.match(v, '^(%d+)')))
+end
+redis.call('ZREM', base .. ':leases', ARGV[1])
+redis.call('HINCRBY', base, 'spent', ARGV[2])
+redis.call('HINCRBY', base, 'calls', 1)
+touch(base, ARGV[3])
+return 1
+"""
+)
+
+#: KEYS[1] the budget's base; ARGV: id. Gives a reservation back unused.
+RELEASE = (
+    _PRELUDE
+    + """
+local base = KEYS[1]
+sweep(base)
+local v = redis.call('HGET', base .. ':holds', ARGV[1])
+if v then
+  redis.call('HDEL', base .. ':holds', ARGV[1])
+  redis.call('HINCRBY', base, 'held', -tonumber(string.match(v, '^(%d+)')))
+end
+redis.call('ZREM', base .. ':leases', ARGV[1])
+return v and 1 or 0
+"""
+)
+
+#: KEYS[1] prefix; ARGV: daily. Returns {period, cap (-1 none), spent, held, calls, expired,
+#: owner, nano-USD, owner, nano-USD...}: live holds summed per owner (nothing changed).
+REPORT = (
+    _PRELUDE
+    + """
+local base, period = base_of(KEYS[1], ARGV[1])
+local cap = tonumber(redis.call('HGET', base, 'cap') or '-1')
+local holds = redis.call('HGETALL', base .. ':holds')
+local owners, order, held = {}, {}, 0
+for i = 1, #holds, 2 do
+  local ends = tonumber(redis.call('ZSCORE', base .. ':leases', holds[i]) or '0')
+  if ends > now then
+    local amount, owner = string.match(holds[i + 1], '^(%d+)|(.*)$')
+    if owners[owner] == nil then owners[owner] = 0; table.insert(order, owner) end
+    owners[owner] = owners[owner] + tonumber(amount)
+    held = held + tonumber(amount)
+  end
+end
+local out = {period, cap, field(base, 'spent'), held, field(base, 'calls'), field(base, 'expired')}
+for _, owner in ipairs(order) do
+  table.insert(out, owner)
+  table.insert(out, owners[owner])
+end
+return out
+"""
+)

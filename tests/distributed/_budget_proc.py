@@ -1,0 +1,86 @@
+"""A process that spends from a Redis budget, for the multi-process budget tests.
+
+``python _budget_proc.py '{"mode": ..., "url": ..., ...}'`` prints one JSON line when done:
+
+- ``hammer``: once ``processes`` processes are ready, ``threads`` threads each reserve
+  ``usd`` and settle ``usd`` until refused;
+- ``hold``: reserve ``usd``, print ``held``, then sleep (the test kills it);
+- ``steady``: reserve and settle ``usd`` until the file ``stop`` exists (Redis may go away
+  meanwhile), then reconcile until nothing is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import redis
+
+from multiagent.errors import BudgetExceededError
+from multiagent.models.budget_redis import redis_project_budget, to_nano
+
+
+def main() -> None:
+    spec = json.loads(sys.argv[1])
+    budget = redis_project_budget(
+        spec["url"], daily_usd=spec["cap"], lease_s=spec.get("lease_s", 600.0),
+        degraded_fraction=spec.get("fraction", 0.1),
+    )  # fmt: skip
+    usd = float(spec["usd"])
+    settled = [0]
+    refused = [0]
+    lock = threading.Lock()
+    if spec["mode"] == "hold":
+        budget.reserve(usd)
+        print("held", flush=True)
+        time.sleep(3600)
+    if spec["mode"] == "hammer":
+        # start together: every process waits until all of them are ready
+        gate = redis.Redis.from_url(spec["url"])
+        gate.incr("test:ready")
+        while int(gate.get("test:ready") or 0) < spec["processes"]:
+            time.sleep(0.01)
+
+        def spend() -> None:
+            while True:
+                try:
+                    rid = budget.reserve(usd)
+                except BudgetExceededError:
+                    return
+                budget.settle(rid, usd)
+                with lock:
+                    settled[0] += 1
+
+        threads = [threading.Thread(target=spend) for _ in range(spec["threads"])]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    if spec["mode"] == "steady":
+        stop = Path(spec["stop"])
+        while not stop.exists():
+            try:
+                rid = budget.reserve(usd)
+            except BudgetExceededError:  # the local reserve is spent: wait for Redis
+                refused[0] += 1
+                time.sleep(0.05)
+                continue
+            time.sleep(0.005)
+            budget.settle(rid, usd)
+            settled[0] += 1
+        while not budget.reconcile():
+            time.sleep(0.2)
+    print(
+        json.dumps(
+            {"settled": settled[0], "settled_nano": settled[0] * to_nano(usd),
+             "refused": refused[0], "report": budget.report()}
+        ),
+        flush=True,
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
