@@ -60,6 +60,8 @@ def shared_controller(
     model: str,
     base_url: str | None,
     config: BackpressureConfig,
+    redis_url: str | None = None,
+    fallback_fraction: float = 0.5,
 ) -> BackpressureController:
     """The process's controller for (provider, base URL, model), created on first use.
 
@@ -74,11 +76,21 @@ def shared_controller(
         model: The model name.
         base_url: The provider endpoint; ``None`` for the provider's default.
         config: The bounds the caller wants.
+        redis_url: When given, the controller shared through this Redis by every process
+            (:mod:`multiagent.models.backpressure_redis`); ``fallback_fraction`` of its last
+            limit is what the processes use together while Redis is away.
 
     Raises:
         ConfigError: A controller for this key exists with another configuration; the message
             names the key, each differing field with both values, and the fix.
     """
+    if redis_url:
+        from multiagent.models.backpressure_redis import shared_redis_controller
+
+        return shared_redis_controller(
+            provider=provider, model=model, base_url=base_url, config=config,
+            redis_url=redis_url, fallback_fraction=fallback_fraction,
+        )  # fmt: skip
     endpoint = base_url or "default"
     with _REGISTRY_LOCK:
         existing = _CONTROLLERS.get((provider, model, endpoint))

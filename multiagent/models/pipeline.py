@@ -118,6 +118,8 @@ class ModelPipeline:
             model=model,
             base_url=self.settings.openai_base_url if self.settings.provider == "openai" else None,
             config=self.backpressure,
+            redis_url=self.settings.redis_url,
+            fallback_fraction=self.settings.profile.rate_limit.redis_fallback_fraction,
         )
 
     def model_for(

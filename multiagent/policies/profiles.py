@@ -63,6 +63,8 @@ class RateLimitConfig(_Section):
     max_wait_multiplier: float = Field(ge=1.0)
     retry_attempts: int = Field(ge=1, le=20)
     request_timeout_s: float = Field(gt=0.0)
+    #: Share of the last Redis-shared limit the processes use together while Redis is away.
+    redis_fallback_fraction: float = Field(default=0.5, gt=0.0, le=1.0)
 
 
 class MemoryConfig(_Section):

@@ -1,0 +1,225 @@
+"""The Lua scripts of the shared controller: every change of its Redis state is one of these.
+
+Each script reads the server's clock (``TIME``), so every process decides on one clock however
+far apart their own clocks are. Times are seconds since the epoch (floats written with 17
+significant digits: Lua's ``tostring`` keeps 14, a tenth of a millisecond at today's epoch).
+Replies carry numbers as strings (Redis would truncate a Lua float to an integer).
+
+Keys of one (provider, base URL, model) ``P`` (see :func:`keys_for`): ``P:state`` (a hash: the
+pace, the limit, the GCRA arrival times, counters), ``P:leases`` (a sorted set of tickets
+holding a slot, scored by the lease's deadline), ``P:sends`` / ``P:answers`` / ``P:refused``
+(the last ``window_s`` of send, answer and refused-send times, for measuring a capacity across
+processes), ``P:procs`` (processes by last heartbeat); and per endpoint ``G:gate`` (the server
+time before which nothing may be sent: the shared Retry-After).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+_PRELUDE = """
+local function fmt(x) return string.format('%.17g', x) end
+local function clock()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local function gate_of(key)
+  local g = redis.call('GET', key)
+  if g then return tonumber(g) end
+  return 0
+end
+"""
+
+#: KEYS: state leases gate sends procs. ARGV: lease tokens lease_s proc booked_slot booked_epoch
+#: Reply: {verdict, due, slot, epoch, now}; verdict ``go`` (sent now), ``wait`` (until due),
+#: ``slot`` (no free slot), ``init`` (no state yet: run INIT, then ask again).
+ACQUIRE = (
+    _PRELUDE
+    + """
+local now = clock()
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'init', fmt(now), '', '', fmt(now)} end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local s = redis.call('HMGET', KEYS[1], 'limit', 'rate', 'mult', 'tat', 'tatk', 'epoch',
+  'burst', 'tps')
+local lease = ARGV[1]
+if not redis.call('ZSCORE', KEYS[2], lease) then
+  local limit = math.max(1, math.floor(tonumber(s[1])))
+  if redis.call('ZCARD', KEYS[2]) >= limit then
+    redis.call('HSET', KEYS[1], 'f_sat', 1)
+    return {'slot', fmt(now), '', s[6], fmt(now)}
+  end
+end
+local gate = gate_of(KEYS[3])
+local epoch = tonumber(s[6])
+local slot = tonumber(ARGV[5])
+if slot == nil or tonumber(ARGV[6]) ~= epoch then
+  local rate, mult, burst, tps = tonumber(s[2]), tonumber(s[3]), tonumber(s[7]), tonumber(s[8])
+  local tat, tatk = tonumber(s[4]), tonumber(s[5])
+  local tokens = tonumber(ARGV[2])
+  slot = math.max(now, gate, tat - burst)
+  if tps > 0 and tokens > 0 then
+    slot = math.max(slot, tatk - burst)
+    tatk = math.max(tatk, slot) + mult * tokens / tps
+  end
+  tat = math.max(tat, slot) + mult / rate
+  redis.call('HSET', KEYS[1], 'tat', fmt(tat), 'tatk', fmt(tatk))
+end
+local ttl = tonumber(ARGV[3])
+if gate > slot then
+  redis.call('ZADD', KEYS[2], now + ttl, lease)
+  return {'wait', fmt(gate), '', s[6], fmt(now)}
+end
+if slot > now + 0.000001 then
+  redis.call('ZADD', KEYS[2], slot + ttl, lease)
+  redis.call('HSET', KEYS[1], 'f_pb', 1)
+  return {'wait', fmt(slot), fmt(slot), s[6], fmt(now)}
+end
+redis.call('ZADD', KEYS[2], now + ttl, lease)
+redis.call('ZADD', KEYS[4], now, lease)
+redis.call('ZADD', KEYS[5], now, ARGV[4])
+return {'go', fmt(now), fmt(slot), s[6], fmt(now)}
+"""
+)
+
+#: KEYS: state leases gate answers refused sends. ARGV: lease kind sent_at epoch retry_after
+#: window_s channel. Reply: {now, version, advertised rps, advertised tps, removed}.
+RELEASE = (
+    _PRELUDE
+    + """
+local now = clock()
+local removed = redis.call('ZREM', KEYS[2], ARGV[1])
+local kind = ARGV[2]
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if kind == 'ok' then
+    redis.call('ZADD', KEYS[4], now, ARGV[1])
+  elseif kind == 'rate_limit' then
+    redis.call('HINCRBY', KEYS[1], 'r429', 1)
+    redis.call('HSET', KEYS[1], 'f_rl', 1)
+    redis.call('ZADD', KEYS[5], tonumber(ARGV[3]), ARGV[1])
+    local wait = tonumber(ARGV[5])
+    if wait then
+      local gate = gate_of(KEYS[3])
+      local resume = now + wait
+      if resume > gate then
+        redis.call('SET', KEYS[3], fmt(resume), 'PX', math.ceil(wait * 1000) + 600000)
+        redis.call('HINCRBYFLOAT', KEYS[1], 'paused_total', resume - math.max(now, gate))
+        redis.call('HINCRBY', KEYS[1], 'pauses', 1)
+        local s = redis.call('HMGET', KEYS[1], 'tat', 'tatk', 'burst')
+        local start = resume + tonumber(s[3])
+        redis.call('HSET', KEYS[1], 'tat', fmt(math.max(tonumber(s[1]), start)),
+          'tatk', fmt(math.max(tonumber(s[2]), start)))
+      end
+    end
+  elseif kind == 'error' then
+    local s = redis.call('HMGET', KEYS[1], 'tat', 'epoch', 'mult', 'rate')
+    local tat = tonumber(s[1])
+    if tonumber(ARGV[4]) == tonumber(s[2]) and tat > now then
+      redis.call('HSET', KEYS[1], 'tat', fmt(tat - tonumber(s[3]) / tonumber(s[4])))
+    end
+  end
+  local horizon = now - tonumber(ARGV[6])
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', horizon)
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', horizon)
+  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', horizon)
+end
+if removed == 1 then redis.call('PUBLISH', ARGV[7], '1') end
+local a = redis.call('HMGET', KEYS[1], 'v', 'adv_rps', 'adv_tps')
+return {fmt(now), a[1] or '', a[2] or '', a[3] or '', removed}
+"""
+)
+
+#: KEYS: state gate. ARGV: field value ... (written only when the state does not exist).
+INIT = (
+    _PRELUDE
+    + """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local now = clock()
+redis.call('HSET', KEYS[1], unpack(ARGV))
+redis.call('HSET', KEYS[1], 'start', fmt(now), 'lasttick', fmt(now))
+return 1
+"""
+)
+
+#: KEYS: state gate leases procs. ARGV: alive_s. Reply: {now, gate, processes, state...,
+#: '|', lease member, deadline, ...}.
+SNAPSHOT = (
+    _PRELUDE
+    + """
+local now = clock()
+local reply = {fmt(now), fmt(gate_of(KEYS[2])),
+  tostring(redis.call('ZCOUNT', KEYS[4], now - tonumber(ARGV[1]), '+inf'))}
+for _, v in ipairs(redis.call('HGETALL', KEYS[1])) do table.insert(reply, v) end
+table.insert(reply, '|')
+for _, v in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], now, '+inf', 'WITHSCORES')) do
+  table.insert(reply, v)
+end
+return reply
+"""
+)
+
+#: KEYS: state gate. ARGV: expected_version rebook tat_cap field value ...
+#: Applies a decision only if nobody changed the state since it was read (reply 1, else 0).
+APPLY = (
+    _PRELUDE
+    + """
+if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then return 0 end
+local now = clock()
+if #ARGV > 3 then redis.call('HSET', KEYS[1], unpack(ARGV, 4)) end
+redis.call('HINCRBY', KEYS[1], 'v', 1)
+if ARGV[2] == '1' then
+  local start = math.max(now, gate_of(KEYS[2])) + tonumber(redis.call('HGET', KEYS[1], 'burst'))
+  redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+  redis.call('HSET', KEYS[1], 'tat', fmt(start), 'tatk', fmt(start))
+end
+local cap = tonumber(ARGV[3])
+if cap then
+  local tat = tonumber(redis.call('HGET', KEYS[1], 'tat'))
+  redis.call('HSET', KEYS[1], 'tat', fmt(math.min(tat, cap)))
+end
+return 1
+"""
+)
+
+#: KEYS: leases procs. ARGV: lease_s proc alive_s lease ... Extends live leases, beats.
+RENEW = (
+    _PRELUDE
+    + """
+local now = clock()
+local ttl = tonumber(ARGV[1])
+for i = 4, #ARGV do
+  local cur = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if cur and tonumber(cur) < now + ttl then redis.call('ZADD', KEYS[1], now + ttl, ARGV[i]) end
+end
+redis.call('ZADD', KEYS[2], now, ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[3]))
+return fmt(now)
+"""
+)
+
+
+@dataclass(frozen=True)
+class SharedKeys:
+    """The Redis keys of one shared controller and the channel its freed slots are told on."""
+
+    state: str
+    leases: str
+    sends: str
+    answers: str
+    refused: str
+    procs: str
+    gate: str
+    channel: str
+
+
+def keys_for(key: str, *, endpoint_key: str) -> SharedKeys:
+    """The keys under ``key`` (one controller) and ``endpoint_key`` (its provider endpoint)."""
+    return SharedKeys(
+        state=f"{key}:state",
+        leases=f"{key}:leases",
+        sends=f"{key}:sends",
+        answers=f"{key}:answers",
+        refused=f"{key}:refused",
+        procs=f"{key}:procs",
+        gate=f"{endpoint_key}:gate",
+        channel=f"{key}:freed",
+    )

@@ -1,0 +1,68 @@
+"""A process of the shared-limiter tests: loops calling the simulator through one Redis controller.
+
+``python limiter_worker.py REDIS_URL BASE_URL LOOPS CALLS [RPS] [hold]``: ``LOOPS`` threads each
+make ``CALLS`` successful calls (a 429 is retried after the controller lets it go again), then
+one JSON line of counts is printed. ``hold`` instead takes every slot, prints ``held`` and sleeps
+(the test kills it).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+
+import openai
+
+from multiagent.models.backpressure import BackpressureConfig
+from multiagent.models.backpressure_redis import RedisBackpressureController, connect
+
+
+def main() -> None:
+    redis_url, base_url, loops, calls = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    rps = float(sys.argv[5]) if len(sys.argv) > 5 else 10.0
+    config = BackpressureConfig(max_concurrency=loops, requests_per_s=rps)
+    controller = RedisBackpressureController(
+        config, client=connect(redis_url), key="test:bp:sim", lease_s=1.0
+    )
+    if len(sys.argv) > 6 and sys.argv[6] == "hold":
+        tickets = [controller.acquire(tokens=1) for _ in range(loops)]
+        print("held", len(tickets), flush=True)
+        time.sleep(600)
+    client = openai.OpenAI(base_url=base_url, api_key="sk-test", max_retries=0)
+    counts = {"ok": 0, "rate_limited": 0}
+    lock = threading.Lock()
+
+    def loop() -> None:
+        done = 0
+        while done < calls:
+            with controller.slot(tokens=50) as passage:
+                try:
+                    raw = client.chat.completions.with_raw_response.create(
+                        model="gpt-4o-mini",
+                        messages=[{"role": "user", "content": "hi"}],
+                        max_tokens=16,
+                    )
+                except openai.RateLimitError as exc:
+                    passage.failed(exc)
+                    with lock:
+                        counts["rate_limited"] += 1
+                    continue
+                passage.answered(headers=dict(raw.headers))
+                done += 1
+                with lock:
+                    counts["ok"] += 1
+
+    threads = [threading.Thread(target=loop) for _ in range(loops)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    state = controller.state()
+    print(json.dumps({**counts, "processes": state.processes, "in_flight": state.in_flight}))
+    controller.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""The shared controller's Lua scripts against a real redis-server."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from multiagent.models._bp_redis_decide import initial_fields, parse_snapshot
+from multiagent.models._bp_redis_lua import ACQUIRE, APPLY, INIT, RELEASE, SNAPSHOT, keys_for
+from multiagent.models.backpressure import BackpressureConfig
+
+pytestmark = pytest.mark.redis
+K = keys_for("lua:t", endpoint_key="lua:e")
+
+
+@pytest.fixture
+def client(redis_url: str) -> redis.Redis:
+    return redis.Redis.from_url(redis_url, decode_responses=True)
+
+
+def _acquire(client: redis.Redis, lease: str) -> list[str]:
+    keys = [K.state, K.leases, K.gate, K.sends, K.procs]
+    return list(client.eval(ACQUIRE, 5, *keys, lease, 1, 5.0, "p", "", -1))
+
+
+def _init(client: redis.Redis, **fields: float) -> None:
+    values = initial_fields(BackpressureConfig(max_concurrency=2, requests_per_s=1000.0))
+    values.update({k: repr(v) for k, v in fields.items()})
+    client.eval(INIT, 2, K.state, K.gate, *[x for pair in values.items() for x in pair])
+
+
+def test_acquire_asks_for_init_then_admits_up_to_the_limit(client: redis.Redis) -> None:
+    assert _acquire(client, "p#0")[0] == "init"
+    _init(client)
+    assert [_acquire(client, f"p#{i}")[0] for i in range(3)] == ["go", "go", "slot"]
+    assert client.zcard(K.leases) == 2
+    assert client.hget(K.state, "f_sat") == "1"
+
+
+def test_release_frees_the_slot_and_a_429_sets_the_gate(client: redis.Redis) -> None:
+    _init(client, limit=1.0)
+    assert _acquire(client, "p#0")[0] == "go"
+    args = ["p#0", "rate_limit", "0", 0, "2.5", 10.0, K.channel]
+    now, *_rest, removed = client.eval(RELEASE, 6, K.state, K.leases, K.gate, K.answers,
+                                       K.refused, K.sends, *args)  # fmt: skip
+    assert removed == 1
+    assert float(client.get(K.gate) or 0) == pytest.approx(float(now) + 2.5)
+    verdict, due, *_ = _acquire(client, "p#1")
+    assert verdict == "wait"
+    assert float(due) == pytest.approx(float(now) + 2.5)
+    assert client.hget(K.state, "r429") == "1"
+
+
+def test_apply_is_a_compare_and_set_on_the_version(client: redis.Redis) -> None:
+    _init(client)
+    assert client.eval(APPLY, 2, K.state, K.gate, "0", 1, "", "rate", "5.0") == 1
+    assert client.eval(APPLY, 2, K.state, K.gate, "0", 1, "", "rate", "1.0") == 0  # stale
+    assert client.hget(K.state, "rate") == "5.0"
+    assert client.hget(K.state, "epoch") == "1"  # the first decision voided booked slots
+
+
+def test_expired_leases_are_dropped(client: redis.Redis) -> None:
+    _init(client, limit=1.0)
+    client.zadd(K.leases, {"dead#0": 1.0})  # a lease whose deadline passed long ago
+    assert _acquire(client, "p#0")[0] == "go"
+    snap = parse_snapshot(list(client.eval(SNAPSHOT, 4, K.state, K.gate, K.leases, K.procs, 15)))
+    assert [member for member, _ in snap.leases] == ["p#0"]
