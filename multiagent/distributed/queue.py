@@ -7,7 +7,11 @@ Layout (every key under ``multiagent:``):
 - ``batch:{ID}``: a hash with the batch's manifest, queue, item and chunk counts;
 - ``batch:{ID}:records``: item id → the finished item's record, written with ``HSETNX`` so an
   item processed twice (a worker that died after storing, before acknowledging) is stored once;
-- ``batch:{ID}:usage``: chunk id → the usage of the run that stored it (also ``HSETNX``).
+- ``batch:{ID}:usage``: chunk id → the usage of the run that stored it (also ``HSETNX``);
+- ``batch:{ID}:dead``: the ids of items whose entry was dead-lettered (see
+  :mod:`multiagent.distributed.deadletter`).
+
+The same stream carries orchestration runs (``kind=run``, see :mod:`multiagent.distributed.runs`).
 
 A worker stores a chunk's records before it acknowledges the entry (:func:`store_chunk` then
 ``XACK``), so a crash between the two costs a repeated run, never a lost item.
@@ -154,6 +158,7 @@ def batch_status(client: redis.Redis, batch_id: str) -> dict[str, Any]:
     manifest = load_manifest(client, batch_id)
     meta = client.hgetall(batch_key(batch_id))
     finished = int(client.hlen(batch_key(batch_id, "records")))
+    dead = int(client.scard(batch_key(batch_id, "dead")))
     total = len(manifest.items)
     queue = str(meta.get("queue", DEFAULT_QUEUE))
     pending = 0
@@ -165,16 +170,27 @@ def batch_status(client: redis.Redis, batch_id: str) -> dict[str, Any]:
     return {
         "batch_id": batch_id,
         "queue": queue,
-        "state": "completed" if finished >= total else "running",
+        "kind": "batch",
+        "state": _state(finished=finished, dead=dead, total=total),
         "items": total,
         "finished": finished,
         "unfinished": total - finished,
+        "dead_items": dead,
+        "dead_letters": int(meta.get("dead_letters", 0)),
+        "attempts": int(meta.get("attempts", 0)),
         "chunks": int(meta.get("chunks", 0)),
         "chunk_runs": int(meta.get("runs", 0)),
         "queue_length": int(client.xlen(stream_key(queue))) if pending >= 0 else 0,
         "queue_pending": pending,
         "last_error": meta.get("last_error"),
     }
+
+
+def _state(*, finished: int, dead: int, total: int) -> str:
+    """``completed`` (every item), ``failed`` (the rest dead-lettered), else ``running``."""
+    if finished >= total:
+        return "completed"
+    return "failed" if finished + dead >= total else "running"
 
 
 def batch_results(client: redis.Redis, batch_id: str) -> dict[str, Any]:
@@ -186,6 +202,7 @@ def batch_results(client: redis.Redis, batch_id: str) -> dict[str, Any]:
         for text in client.hvals(batch_key(batch_id, "usage"))
         for entry in json.loads(str(text))
     ]
+    dead = set(client.smembers(batch_key(batch_id, "dead")))
     results, verdicts, unfinished = [], [], []
     for item in manifest.items:
         text = stored.get(item["id"])
@@ -197,7 +214,8 @@ def batch_results(client: redis.Redis, batch_id: str) -> dict[str, Any]:
         verdicts.extend(record.verdicts)
     return {
         "batch_id": batch_id,
-        "state": "completed" if not unfinished else "running",
+        "kind": "batch",
+        "state": _state(finished=len(results), dead=len(dead), total=len(manifest.items)),
         "validators": manifest.validators,
         "threshold": manifest.threshold,
         "items": len(manifest.items),
@@ -205,5 +223,6 @@ def batch_results(client: redis.Redis, batch_id: str) -> dict[str, Any]:
         "results": results,
         "verdicts": verdicts,
         "unfinished": unfinished,
+        "dead_lettered": [item for item in unfinished if item in dead],
         "usage": total_usage(usage),
     }

@@ -33,7 +33,7 @@ def require_redis_url(settings: Settings, *, what: str) -> str:
     return settings.redis_url
 
 
-def _client_options(url: str) -> dict[str, Any]:
+def client_options(url: str) -> dict[str, Any]:
     """Options shared by both twins: text replies, bounded connect time, no timeout on reads
     (workers block on the stream), health checks so a dropped connection is noticed."""
     check_redis_url(url, source="the caller")
@@ -60,7 +60,7 @@ def redis_client(url: str) -> Iterator[redis.Redis]:
         UsageError: Nothing answers at the URL (or it refuses the credentials).
     """
     try:
-        client = redis.Redis.from_url(url, **_client_options(url))
+        client = redis.Redis.from_url(url, **client_options(url))
     except ConfigError:
         raise
     except (ValueError, RedisError) as exc:
@@ -79,7 +79,7 @@ def redis_client(url: str) -> Iterator[redis.Redis]:
 async def async_redis_client(url: str) -> AsyncIterator[aioredis.Redis]:
     """The async twin of :func:`redis_client`."""
     try:
-        client = aioredis.Redis.from_url(url, **_client_options(url))
+        client = aioredis.Redis.from_url(url, **client_options(url))
     except ConfigError:
         raise
     except (ValueError, RedisError) as exc:
