@@ -50,7 +50,7 @@ def queue_figures(client: redis.Redis, queue: str, *, now_s: int) -> dict[str, f
     stream = f"{PREFIX}queue:{queue}"
     group = _group(client, stream)
     consumers: Any = client.xinfo_consumers(stream, GROUP) if group else []
-    buckets = [f"{stats_key(queue)}:{second}" for second in range(now_s - WINDOW_S, now_s)]
+    buckets = [f"{stats_key(queue)}:{second}" for second in range(now_s - WINDOW_S + 1, now_s + 1)]
     finished = sum(int(value) for value in client.mget(buckets) if value is not None)
     depth = int(client.xlen(stream))
     pending = int(group.get("pending", 0))
