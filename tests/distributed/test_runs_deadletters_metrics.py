@@ -195,10 +195,8 @@ def test_an_entry_that_keeps_failing_is_dead_lettered_after_max_attempts(
     workers: Workers, redis_url: str, tmp_path: Path
 ) -> None:
     path = tmp_path / "items.jsonl"
-    path.write_text(
-        "".join(json.dumps({"id": f"i{n}", "text": f"Oven {n} bakes rye."}) + "\n" for n in range(6)),
-        encoding="utf-8",
-    )
+    lines = [json.dumps({"id": f"i{n}", "text": f"Oven {n} bakes rye."}) for n in range(6)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     queued = cli("validate", "--batch", str(path), "--queue", "q1", "--validators", "2", "--json")
     batch_id = json.loads(queued.stdout)["batch_id"]
     client = redis.Redis.from_url(redis_url, decode_responses=True)
@@ -236,7 +234,8 @@ def test_queue_gauges_are_in_metrics_with_depth_throughput_and_dead_letters(
         "".join(json.dumps({"id": f"i{n}", "text": f"Claim {n}."}) + "\n" for n in range(10)),
         encoding="utf-8",
     )
-    assert cli("validate", "--batch", str(path), "--queue", "q1", "--validators", "2").exit_code == 0
+    queued = cli("validate", "--batch", str(path), "--queue", "q1", "--validators", "2")
+    assert queued.exit_code == 0
     settings = load_settings()
     uninstall = install_queue_metrics(settings)
     try:
@@ -257,6 +256,7 @@ def test_queue_gauges_are_in_metrics_with_depth_throughput_and_dead_letters(
     assert 'multiagent_queue_completed{queue="q1"} 10' in after
     assert 'multiagent_queue_dead_letters{queue="q1"} 0' in after
     throughput = [line for line in after.splitlines() if "queue_throughput_per_s" in line]
-    assert throughput and float(throughput[-1].split()[-1]) == pytest.approx(10 / 60)
+    assert throughput
+    assert float(throughput[-1].split()[-1]) == pytest.approx(10 / 60)
     shown = json.loads(cli("metrics", "show", "--json").stdout)
     assert shown["queues"]["q1"]["completed"] == 10
