@@ -121,6 +121,8 @@ class QueueWorker:
     def run(self, *, idle_exit_s: float | None = None) -> WorkerStats:
         """Work until :meth:`stop` (or, with ``idle_exit_s``, until the queue stays empty)."""
         ensure_group(self.client, self.queue)
+        # registered at once (an idle worker is visible to `metrics` and to the others)
+        self.client.xgroup_createconsumer(self.stream, GROUP, self.consumer)
         self._idle_exit_ms = None if idle_exit_s is None else int(idle_exit_s * 1000)
         threads = [
             threading.Thread(target=self._loop, name=f"worker-{n}", daemon=True)
