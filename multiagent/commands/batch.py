@@ -42,7 +42,7 @@ def enqueue_command(
     as_json: bool,
 ) -> None:
     """Check everything, then put the batch on the queue; print its id (or follow it)."""
-    from multiagent.distributed.queue import check_queue_name, enqueue_batch
+    from multiagent.distributed.queue import batch_status, check_queue_name, enqueue_batch
     from multiagent.distributed.redis import redis_client, require_redis_url
     from multiagent.graphs.batch import read_batch_file
     from multiagent.graphs.inputs import validation_input
@@ -81,6 +81,8 @@ def enqueue_command(
         err_console.print(f"batch {queued.batch_id} on queue {queue}", style="dim")
         _follow(client, queued.batch_id, show=not as_json)
         _show_results(client, queued.batch_id, as_json=as_json)
+        if batch_status(client, queued.batch_id)["state"] != "completed":  # dead-lettered items
+            raise typer.Exit(code=1)
 
 
 def _follow(client: Any, batch_id: str, *, show: bool) -> None:
