@@ -265,6 +265,7 @@ class WorkersBench:
     concurrency: int
     points: list[Point]
     kill: Point | None
+    load_average: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready figures."""
@@ -276,6 +277,7 @@ class WorkersBench:
             "points": [asdict(p) for p in self.points],
             "kill": None if self.kill is None else asdict(self.kill),
             "target_met": all(p.share >= TARGET_SHARE for p in self.points),
+            "load_average": self.load_average,
         }
 
 
@@ -325,7 +327,10 @@ def run_workers_bench(
                 items=items,
                 kill_one=True,
             )
-    return WorkersBench(items=items, concurrency=concurrency, points=points, kill=killed)
+    load = os.getloadavg()[1] if hasattr(os, "getloadavg") else 0.0  # 5-minute average
+    return WorkersBench(
+        items=items, concurrency=concurrency, points=points, kill=killed, load_average=load
+    )
 
 
 def render_workers(bench: WorkersBench) -> str:
@@ -386,7 +391,8 @@ def render_workers(bench: WorkersBench) -> str:
             f"What bounds it: each validator call costs the worker path {worst:g} ms of CPU "
             f"(LangGraph chunk run, model pipeline, OpenAI client, Redis), so {cores} cores "
             f"serve at most ≈ {bound:.0f} calls/s across all workers before the simulator's own "
-            "CPU and other processes on the machine; points whose ideal is above that are "
+            "CPU and other processes on the machine (5-minute load average at the end: "
+            f"{bench.load_average:.1f} on {cores} cores); points whose ideal is above that are "
             "CPU-bound here, not bound by the queue.",
         ]
     return "\n".join(lines)

@@ -164,7 +164,7 @@ def status(ctx: typer.Context, batch_id: BatchIdArgument, as_json: JsonOption = 
     if document["kind"] == "run":
         console.print(
             f"run {batch_id} · {document['workflow']} · {document['state']} · "
-            f"{document['attempts']} failed attempts · queue {document['queue']}",
+            f"{document['failures']} failed attempts · queue {document['queue']}",
             highlight=False,
         )
     else:

@@ -99,9 +99,12 @@ def record_failure(
     """
     failures = int(client.hincrby(attempts_key(queue), entry_id, 1))
     owner = _owner_key(fields)
+    if owner is not None:  # the batch's (or run's) failed attempts, all entries together
+        with client.pipeline(transaction=True) as pipe:
+            pipe.hset(owner, "last_error", error)
+            pipe.hincrby(owner, "failures", 1)
+            pipe.execute()
     if failures < max_attempts:
-        if owner is not None:
-            client.hset(owner, mapping={"last_error": error, "attempts": failures})
         return False
     letter: dict[Any, Any] = {
         **{str(k): str(v) for k, v in fields.items()},
@@ -116,7 +119,6 @@ def record_failure(
         pipe.xdel(stream_key(queue), entry_id)
         pipe.hdel(attempts_key(queue), entry_id)
         if owner is not None:
-            pipe.hset(owner, mapping={"last_error": error, "attempts": failures})
             pipe.hincrby(owner, "dead_letters", 1)
         if fields.get("kind") == "run":
             pipe.hset(owner or run_key(str(fields.get("run", ""))), "state", "dead_letter")

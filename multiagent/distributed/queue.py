@@ -177,7 +177,7 @@ def batch_status(client: redis.Redis, batch_id: str) -> dict[str, Any]:
         "unfinished": total - finished,
         "dead_items": dead,
         "dead_letters": int(meta.get("dead_letters", 0)),
-        "attempts": int(meta.get("attempts", 0)),
+        "failures": int(meta.get("failures", 0)),
         "chunks": int(meta.get("chunks", 0)),
         "chunk_runs": int(meta.get("runs", 0)),
         "queue_length": int(client.xlen(stream_key(queue))) if pending >= 0 else 0,

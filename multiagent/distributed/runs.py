@@ -78,7 +78,7 @@ def enqueue_run(
         "queue": queue,
         "state": "queued",
         "queued_at": time.time(),
-        "attempts": 0,
+        "failures": 0,
     }
     if inputs is not None:
         fields["inputs"] = json.dumps(inputs)
@@ -124,7 +124,7 @@ def run_status(client: redis.Redis, run_id: str) -> dict[str, Any]:
         "thread_id": run_id,
         "queue": queue,
         "state": meta.get("state", "queued"),
-        "attempts": int(meta.get("attempts", 0)),
+        "failures": int(meta.get("failures", 0)),
         "worker": meta.get("worker"),
         "last_error": meta.get("last_error"),
         "dead_letters": dead_letters(client, queue, owner=run_id) if queue else [],

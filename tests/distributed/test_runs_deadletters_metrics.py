@@ -215,6 +215,7 @@ def test_an_entry_that_keeps_failing_is_dead_lettered_after_max_attempts(
     assert status["state"] == "failed"
     assert status["dead_letters"] == entries
     assert status["dead_items"] == 6
+    assert status["failures"] == entries * 2
     assert client.xlen(stream_key("q1")) == 0
     letters = client.xrange(dead_key("q1"))
     assert [int(fields["attempts"]) for _, fields in letters] == [2, 2]
