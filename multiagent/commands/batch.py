@@ -1,8 +1,8 @@
-"""``multiagent batch status|results BATCH_ID`` and ``validate --batch FILE --queue NAME``.
+"""``multiagent batch status|results ID``, ``validate --batch FILE --queue NAME``, ``run --queue``.
 
-A distributed batch is put on a Redis Stream at once (its id printed); ``multiagent worker``
-processes on any machine finish it; these commands follow it from anywhere with the same
-``MULTIAGENT_REDIS_URL``.
+A distributed batch or a queued run is put on a Redis Stream at once (its id printed);
+``multiagent worker`` processes on any machine finish it; ``batch status|results`` follow either
+from anywhere with the same ``MULTIAGENT_REDIS_URL`` (a run's id is its thread id).
 """
 
 from __future__ import annotations
@@ -18,9 +18,13 @@ from multiagent.errors import UsageError
 from multiagent.policies import Settings
 
 batch_app = typer.Typer(
-    name="batch", help="Follow distributed batches: status, results.", no_args_is_help=True
+    name="batch",
+    help="Follow queued batches and runs: status, results, dead letters.",
+    no_args_is_help=True,
 )
-BatchIdArgument = Annotated[str, typer.Argument(help="The batch id printed when it was queued.")]
+BatchIdArgument = Annotated[
+    str, typer.Argument(help="The batch id or run id printed when it was queued.")
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 #: How often ``--wait`` looks at the batch.
 POLL_S = 0.5
@@ -42,7 +46,7 @@ def enqueue_command(
 
     ``budget`` is the whole batch's, shared by every worker through Redis.
     """
-    from multiagent.distributed.queue import check_queue_name, enqueue_batch
+    from multiagent.distributed.queue import batch_status, check_queue_name, enqueue_batch
     from multiagent.distributed.redis import redis_client, require_redis_url
     from multiagent.graphs.batch import read_batch_file
     from multiagent.graphs.inputs import validation_input
@@ -89,6 +93,8 @@ def enqueue_command(
         err_console.print(f"batch {queued.batch_id} on queue {queue}", style="dim")
         _follow(client, queued.batch_id, show=not as_json)
         _show_results(client, queued.batch_id, as_json=as_json)
+        if batch_status(client, queued.batch_id)["state"] != "completed":  # dead-lettered items
+            raise typer.Exit(code=1)
 
 
 def _follow(client: Any, batch_id: str, *, show: bool) -> None:
@@ -127,8 +133,28 @@ def _show_results(client: Any, batch_id: str, *, as_json: bool) -> None:
         f"{usage['calls']} calls · ${usage['cost_usd']:.6f}[/]",
         highlight=False,
     )
-    if document["unfinished"]:
-        console.print(f"[yellow]{len(document['unfinished'])} items not finished yet[/]")
+    if document["dead_lettered"]:
+        console.print(f"[red]{len(document['dead_lettered'])} items dead-lettered[/]")
+    waiting = len(document["unfinished"]) - len(document["dead_lettered"])
+    if waiting:
+        console.print(f"[yellow]{waiting} items not finished yet[/]")
+
+
+def _show_run(client: Any, run_id: str, *, as_json: bool) -> None:
+    from multiagent.distributed.runs import run_results
+
+    document = run_results(client, run_id)
+    if as_json:
+        print_json(document)
+        return
+    if document.get("output"):
+        console.print(str(document["output"]), markup=False, highlight=False)
+    usage = document.get("usage") or {}
+    console.print(
+        f"[dim]run {run_id} · {document['state']} · {usage.get('calls', 0)} calls · "
+        f"${float(usage.get('cost_usd', 0.0)):.6f}[/]",
+        highlight=False,
+    )
 
 
 @batch_app.command("status")
@@ -136,25 +162,112 @@ def status(ctx: typer.Context, batch_id: BatchIdArgument, as_json: JsonOption = 
     """How far a queued batch is: items finished, chunk runs, the queue's backlog."""
     from multiagent.distributed.queue import batch_status
     from multiagent.distributed.redis import redis_client, require_redis_url
+    from multiagent.distributed.runs import is_run, run_status
 
     url = require_redis_url(cli_settings(ctx), what="multiagent batch")
     with redis_client(url) as client:
-        document = batch_status(client, batch_id)
+        if is_run(client, batch_id):
+            document = run_status(client, batch_id)
+        else:
+            document = batch_status(client, batch_id)
     if as_json:
         print_json(document)
         return
-    console.print(
-        f"batch {batch_id} · {document['state']} · {document['finished']}/{document['items']} "
-        f"items · queue {document['queue']} ({document['queue_pending']} pending)",
-        highlight=False,
-    )
+    if document["kind"] == "run":
+        console.print(
+            f"run {batch_id} · {document['workflow']} · {document['state']} · "
+            f"{document['failures']} failed attempts · queue {document['queue']}",
+            highlight=False,
+        )
+    else:
+        console.print(
+            f"batch {batch_id} · {document['state']} · {document['finished']}/"
+            f"{document['items']} items · queue {document['queue']} "
+            f"({document['queue_pending']} pending, {document['dead_letters']} dead letters)",
+            highlight=False,
+        )
+    if document["last_error"]:
+        console.print(f"last error: {document['last_error']}", highlight=False)
 
 
 @batch_app.command("results")
 def results(ctx: typer.Context, batch_id: BatchIdArgument, as_json: JsonOption = False) -> None:
     """The finished items' consensus in input order, and which items are not finished yet."""
     from multiagent.distributed.redis import redis_client, require_redis_url
+    from multiagent.distributed.runs import is_run
 
     url = require_redis_url(cli_settings(ctx), what="multiagent batch")
     with redis_client(url) as client:
-        _show_results(client, batch_id, as_json=as_json)
+        if is_run(client, batch_id):
+            _show_run(client, batch_id, as_json=as_json)
+        else:
+            _show_results(client, batch_id, as_json=as_json)
+
+
+def enqueue_run_command(
+    settings: Settings,
+    *,
+    queue: str,
+    task: str | None,
+    team: list[str] | None,
+    thread: str | None,
+    resume: bool,
+    agents_file: Path | None,
+    wait: bool,
+    as_json: bool,
+) -> None:
+    """Check everything, then put an orchestration run on the queue; print its id (or follow).
+
+    Exit 0 once queued (with ``--wait``: once it completed), 1 when it ended on its budget or
+    was dead-lettered, 2 on bad input (nothing queued).
+    """
+    from multiagent.distributed.queue import check_queue_name
+    from multiagent.distributed.redis import redis_client, require_redis_url
+    from multiagent.distributed.runs import enqueue_run, require_checkpoint_url
+    from multiagent.graphs.inputs import orchestration_input
+    from multiagent.graphs.runner import check_thread
+    from multiagent.nodes.agents_file import load_agents
+    from multiagent.persistence.checkpointer import open_checkpointer
+
+    check_queue_name(queue)
+    if resume and not thread:
+        raise UsageError("--resume needs --thread ID (the run id printed when it was queued)")
+    url = require_redis_url(settings, what="--queue")
+    require_checkpoint_url(settings)
+    agents = load_agents(settings, agents_file=agents_file)
+    inputs = None
+    if not (resume and task is None):
+        inputs = dict(orchestration_input(task, agents=agents, team=team))
+    if thread is not None:
+        with open_checkpointer(settings) as saver:  # unknown or taken thread: one line, exit 2
+            check_thread("orchestration", checkpointer=saver, thread_id=thread, resume=resume)
+    with redis_client(url) as client:
+        queued = enqueue_run(
+            client, queue=queue, workflow="orchestration", inputs=None if resume else inputs,
+            thread_id=thread,
+        )  # fmt: skip
+        if not wait:
+            if as_json:
+                print_json({"run_id": queued.run_id, "thread_id": queued.run_id, "queue": queue})
+            else:
+                console.print(queued.run_id, highlight=False)
+                err_console.print(
+                    f"run queued on {queue}; follow: multiagent batch status {queued.run_id}",
+                    style="dim",
+                )
+            return
+        err_console.print(f"run {queued.run_id} on queue {queue}", style="dim")
+        state = _follow_run(client, queued.run_id)
+        _show_run(client, queued.run_id, as_json=as_json)
+    raise typer.Exit(code=0 if state in ("completed", "rejected", "awaiting_approval") else 1)
+
+
+def _follow_run(client: Any, run_id: str) -> str:
+    """Poll a queued run until it has ended (stored or dead-lettered); return its state."""
+    from multiagent.distributed.runs import FINAL, run_status
+
+    while True:
+        state = str(run_status(client, run_id)["state"])
+        if state in FINAL or state == "dead_letter":
+            return state
+        time.sleep(POLL_S)

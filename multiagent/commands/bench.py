@@ -208,15 +208,32 @@ def scale(
     sizes: Annotated[
         str, typer.Option("--sizes", help="Comma-separated batch sizes.")
     ] = "1000,10000",
+    workers: Annotated[
+        bool,
+        typer.Option("--workers", help="Queued batch throughput with 1, 2, 4 worker processes."),
+    ] = False,
+    items: Annotated[
+        int, typer.Option("--items", min=10, help="With --workers: items in each batch.")
+    ] = 10_000,
+    concurrency: Annotated[
+        int,
+        typer.Option(
+            "--concurrency", min=1, max=64, help="With --workers: calls in flight per worker."
+        ),
+    ] = 5,
     report: ReportOption = None,
     no_report: NoReportOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Scaling benchmarks; --linear: per-item cost of a batch from 1k to 100k items."""
+    """Scaling benchmarks; --linear: per-item cost from 1k to 100k items; --workers: queue."""
     from multiagent.bench.scale_linear import render_linear, run_linear_bench
 
+    if workers:
+        _scale_workers(ctx, items=items, concurrency=concurrency, report=report,
+                       no_report=no_report, as_json=as_json)  # fmt: skip
+        return
     if not linear:
-        raise UsageError("choose what to measure: --linear")
+        raise UsageError("choose what to measure: --linear or --workers")
     try:
         counts = tuple(int(part) for part in sizes.split(",") if part.strip())
     except ValueError:
@@ -228,6 +245,27 @@ def scale(
     written = _write(
         "scale-linear", "Linear batches", body, report=report, no_report=no_report, ctx=ctx
     )
+    _emit(result.as_dict(), body, as_json=as_json, written=written)
+
+
+def _scale_workers(
+    ctx: typer.Context,
+    *,
+    items: int,
+    concurrency: int,
+    report: Path | None,
+    no_report: bool,
+    as_json: bool,
+) -> None:
+    from multiagent.bench.scale_workers import render_workers, run_workers_bench
+
+    progress = None if as_json else (lambda line: err_console.print(line, style="dim"))
+    result = run_workers_bench(items=items, concurrency=concurrency, progress=progress)
+    body = render_workers(result)
+    written = _write(
+        "scale-workers", "Distributed batch: worker processes", body, report=report,
+        no_report=no_report, ctx=ctx,
+    )  # fmt: skip
     _emit(result.as_dict(), body, as_json=as_json, written=written)
 
 

@@ -26,14 +26,17 @@ def serve(
     port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port; 0 picks one.")] = 9464,
 ) -> None:
     """Serve /metrics (Prometheus), /metrics/summary, /metrics/history and /metrics/cache."""
+    from multiagent.distributed.metrics import install_queue_metrics
     from multiagent.observability.server import run_metrics_server  # loads the server stack
 
     settings = cli_settings(ctx)
+    uninstall = install_queue_metrics(settings)  # queue gauges when MULTIAGENT_REDIS_URL is set
     with run_metrics_server(settings, host=host, port=port) as url:
         sys.stdout.write(f"multiagent metrics listening on {url}\n")
         sys.stdout.write(f"prometheus: {url}/metrics · summary: {url}/metrics/summary\n")
         sys.stdout.flush()
         wait_until_stopped()
+    uninstall()
 
 
 def _money(value: float) -> str:
@@ -86,13 +89,21 @@ def _print_summary(summary: dict[str, Any]) -> None:
 @metrics_app.command("show")
 def show(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Show calls, tokens, cost, errors, latency and cache hit rates of every recorded run."""
+    from multiagent.distributed.metrics import queues_summary
     from multiagent.observability.server import metrics_summary
 
-    summary = metrics_summary(cli_settings(ctx))
+    settings = cli_settings(ctx)
+    summary = metrics_summary(settings)
+    queues = queues_summary(settings)
+    if queues is not None:  # MULTIAGENT_REDIS_URL set: every queue's figures, fleet-wide
+        summary["queues"] = queues
     if as_json:
         print_json(summary)
     else:
         _print_summary(summary)
+        for queue, figures in (queues or {}).items():
+            shown = " · ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in figures.items())
+            console.print(f"queue {queue}: {shown}", highlight=False)
 
 
 @metrics_app.command("history")

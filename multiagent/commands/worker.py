@@ -1,7 +1,9 @@
-"""``multiagent worker``: validate the chunks of a Redis queue, on any number of machines.
+"""``multiagent worker``: serve a Redis queue (batch chunks and queued runs) on any machine.
 
-Runs until SIGTERM or Ctrl-C: the first lets the running chunks finish and be stored, then exits
-0; a second one exits at once (130), leaving the running chunks pending for the other workers.
+Runs until SIGTERM or Ctrl-C: the first lets the running entries finish and be stored, then exits
+0; a second one exits at once (130), leaving the running entries pending for the other workers.
+Queued runs need the shared checkpointer (``MULTIAGENT_CHECKPOINT_URL``); a worker without it
+still validates batches.
 """
 
 from __future__ import annotations
@@ -21,7 +23,12 @@ def worker(
     ctx: typer.Context,
     queue: Annotated[str, typer.Option("--queue", help="The queue to read.")] = "validation",
     concurrency: Annotated[
-        int, typer.Option("--concurrency", help="Chunks validated at once (1-64).")
+        int,
+        typer.Option(
+            "--concurrency",
+            help="Validator calls in flight at once (1-64): one thread each, one call at a "
+            "time; a queued run takes one thread and runs its agents in parallel.",
+        ),
     ] = 4,
     claim_idle: Annotated[
         float,
@@ -30,6 +37,13 @@ def worker(
             help="Seconds an entry may sit on a silent worker before another takes it over.",
         ),
     ] = 60.0,
+    max_attempts: Annotated[
+        int,
+        typer.Option(
+            "--max-attempts",
+            help="Failed attempts of an entry (provider outage) before it is dead-lettered.",
+        ),
+    ] = 3,
     idle_exit: Annotated[
         float | None,
         typer.Option("--idle-exit", help="Exit once the queue has been empty this many seconds."),
@@ -38,7 +52,7 @@ def worker(
         bool, typer.Option("--json", help="Print what the worker did as one JSON document.")
     ] = False,
 ) -> None:
-    """Read QUEUE as a consumer group; validate each chunk; store results once; acknowledge."""
+    """Read QUEUE as a consumer group; validate chunks and run queued runs; store once; ack."""
     from multiagent.distributed.queue import check_queue_name
     from multiagent.distributed.redis import redis_client, require_redis_url
     from multiagent.distributed.worker import QueueWorker
@@ -48,6 +62,8 @@ def worker(
     check_queue_name(queue)
     if not 1 <= concurrency <= 64:
         raise UsageError(f"--concurrency must be between 1 and 64, got {concurrency}")
+    if not 1 <= max_attempts <= 100:
+        raise UsageError(f"--max-attempts must be between 1 and 100, got {max_attempts}")
     if claim_idle < 0.5:
         raise UsageError(f"--claim-idle must be at least 0.5 seconds, got {claim_idle}")
     if idle_exit is not None and idle_exit <= 0:
@@ -57,25 +73,25 @@ def worker(
     with redis_client(url) as client:
         context = build_context(settings, agents=load_agents(settings))
         runner = QueueWorker(
-            client, queue=queue, context=context, concurrency=concurrency, claim_idle_s=claim_idle
-        )
+            client, queue=queue, context=context, concurrency=concurrency, claim_idle_s=claim_idle,
+            max_attempts=max_attempts,
+        )  # fmt: skip
         stops = 0
 
         def on_signal(number: int, _frame: FrameType | None) -> None:
             nonlocal stops
             stops += 1
-            if stops > 1:  # asked twice: abandon the running chunks; others reclaim them
-                err_console.print("worker: stopping now; running chunks go back to the queue")
+            if stops > 1:  # asked twice: abandon the running entries; others reclaim them
+                err_console.print("worker: stopping now; running entries go back to the queue")
                 sys.exit(130)
-            err_console.print("worker: finishing the running chunks, then stopping")
+            err_console.print("worker: finishing the running entries, then stopping")
             runner.stop()
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         if not as_json:
-            err_console.print(
-                f"worker {runner.consumer} on queue {queue} · {concurrency} at once", style="dim"
-            )
+            shown = f"worker {runner.consumer} on queue {queue} · {concurrency} calls in flight"
+            err_console.print(shown, style="dim")
         stats = runner.run(idle_exit_s=idle_exit)
     if as_json:
         print_json({"consumer": runner.consumer, "queue": queue, **stats.as_dict()})

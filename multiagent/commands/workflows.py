@@ -192,12 +192,30 @@ def run(
     budget: BudgetOption = None,
     agents_file: AgentsFileOption = None,
     memory: MemoryOption = "auto",
+    queue: Annotated[
+        str | None,
+        typer.Option(
+            "--queue",
+            help="Put the run on this Redis queue for `multiagent worker` (its thread in "
+            "MULTIAGENT_CHECKPOINT_URL); prints the run id.",
+        ),
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="With --queue: wait for the run and print it.")
+    ] = False,
     no_stream: NoStreamOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Orchestrate a team: a planner splits TASK, agents work in parallel, a synthesizer streams."""
     from multiagent.graphs.inputs import orchestration_input
     from multiagent.nodes.agents_file import split_names
+
+    if queue is not None or wait:  # a queued run: any worker runs (or resumes) it
+        _queue_run(
+            ctx, queue=queue, task=task, agents=agents, approve=approve, thread=thread,
+            resume=resume, budget=budget, agents_file=agents_file, wait=wait, as_json=as_json,
+        )  # fmt: skip
+        return
 
     def make_inputs(settings: Settings, catalog: AgentCatalog) -> Any:
         if resume and task is None:
@@ -209,6 +227,36 @@ def run(
     _execute(
         ctx, "orchestration", make_inputs, thread=thread, resume=resume, budget=budget,
         agents_file=agents_file, no_stream=no_stream, as_json=as_json, memory=memory,
+    )  # fmt: skip
+
+
+def _queue_run(
+    ctx: typer.Context,
+    *,
+    queue: str | None,
+    task: str | None,
+    agents: str | None,
+    approve: bool,
+    thread: str | None,
+    resume: bool,
+    budget: float | None,
+    agents_file: Path | None,
+    wait: bool,
+    as_json: bool,
+) -> None:
+    """``run --queue``: check what a worker cannot honour, then enqueue (see commands.batch)."""
+    from multiagent.commands.batch import enqueue_run_command
+    from multiagent.nodes.agents_file import split_names
+
+    if queue is None:
+        raise UsageError("--wait follows a queued run: add --queue NAME")
+    if approve:
+        raise UsageError("--approve needs a terminal; a queued run has none: leave it out")
+    if budget is not None:
+        raise UsageError("--budget is not carried to workers; queued runs use the profile's")
+    enqueue_run_command(
+        cli_settings(ctx), queue=queue, task=task, team=split_names(agents), thread=thread,
+        resume=resume, agents_file=agents_file, wait=wait, as_json=as_json,
     )  # fmt: skip
 
 

@@ -10,6 +10,10 @@ Layout (every key under ``multiagent:``):
 - ``batch:{ID}:usage``: chunk id → the usage of the run that stored it (also ``HSETNX``);
 - ``budget:batch:{ID}``: the batch's budget when queued with one, shared by every worker
   (:mod:`multiagent.models.budget_redis`).
+- ``batch:{ID}:dead``: the ids of items whose entry was dead-lettered (see
+  :mod:`multiagent.distributed.deadletter`).
+
+The same stream carries orchestration runs (``kind=run``, see :mod:`multiagent.distributed.runs`).
 
 A worker stores a chunk's records before it acknowledges the entry (:func:`store_chunk` then
 ``XACK``), so a crash between the two costs a repeated run, never a lost item.
@@ -162,6 +166,7 @@ def batch_status(client: redis.Redis, batch_id: str) -> dict[str, Any]:
     manifest = load_manifest(client, batch_id)
     meta = client.hgetall(batch_key(batch_id))
     finished = int(client.hlen(batch_key(batch_id, "records")))
+    dead = int(client.scard(batch_key(batch_id, "dead")))
     total = len(manifest.items)
     queue = str(meta.get("queue", DEFAULT_QUEUE))
     pending = 0
@@ -173,10 +178,14 @@ def batch_status(client: redis.Redis, batch_id: str) -> dict[str, Any]:
     return {
         "batch_id": batch_id,
         "queue": queue,
-        "state": "completed" if finished >= total else str(meta.get("stopped", "running")),
+        "kind": "batch",
+        "state": _state(finished=finished, dead=dead, total=total, stopped=meta.get("stopped")),
         "items": total,
         "finished": finished,
         "unfinished": total - finished,
+        "dead_items": dead,
+        "dead_letters": int(meta.get("dead_letters", 0)),
+        "failures": int(meta.get("failures", 0)),
         "chunks": int(meta.get("chunks", 0)),
         "chunk_runs": int(meta.get("runs", 0)),
         "queue_length": int(client.xlen(stream_key(queue))) if pending >= 0 else 0,
@@ -191,6 +200,16 @@ def _budget_report(client: redis.Redis, batch_id: str) -> dict[str, Any]:
     return budget.report()
 
 
+def _state(*, finished: int, dead: int, total: int, stopped: Any = None) -> str:
+    """``completed`` (every item), why it stopped (``budget_exceeded``), ``failed`` (the rest
+    dead-lettered), else ``running``."""
+    if finished >= total:
+        return "completed"
+    if stopped:
+        return str(stopped)
+    return "failed" if finished + dead >= total else "running"
+
+
 def batch_results(client: redis.Redis, batch_id: str) -> dict[str, Any]:
     """The finished items' results in input order, the unfinished ids, and the usage."""
     manifest = load_manifest(client, batch_id)
@@ -200,6 +219,7 @@ def batch_results(client: redis.Redis, batch_id: str) -> dict[str, Any]:
         for text in client.hvals(batch_key(batch_id, "usage"))
         for entry in json.loads(str(text))
     ]
+    dead = set(client.smembers(batch_key(batch_id, "dead")))
     results, verdicts, unfinished = [], [], []
     for item in manifest.items:
         text = stored.get(item["id"])
@@ -211,9 +231,13 @@ def batch_results(client: redis.Redis, batch_id: str) -> dict[str, Any]:
         verdicts.extend(record.verdicts)
     return {
         "batch_id": batch_id,
-        "state": "completed"
-        if not unfinished
-        else str(client.hget(batch_key(batch_id), "stopped") or "running"),
+        "kind": "batch",
+        "state": _state(
+            finished=len(results),
+            dead=len(dead),
+            total=len(manifest.items),
+            stopped=client.hget(batch_key(batch_id), "stopped"),
+        ),  # fmt: skip
         "validators": manifest.validators,
         "threshold": manifest.threshold,
         "items": len(manifest.items),
@@ -221,5 +245,6 @@ def batch_results(client: redis.Redis, batch_id: str) -> dict[str, Any]:
         "results": results,
         "verdicts": verdicts,
         "unfinished": unfinished,
+        "dead_lettered": [item for item in unfinished if item in dead],
         "usage": total_usage(usage),
     }

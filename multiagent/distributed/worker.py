@@ -1,21 +1,28 @@
-"""``multiagent worker``: read a queue as a consumer group and validate its chunks.
+"""``multiagent worker``: read a queue as a consumer group; validate chunks, run orchestrations.
 
 Each of ``concurrency`` threads takes one stream entry at a time: first an entry another worker
-left pending for longer than ``claim_idle_s`` (``XAUTOCLAIM``: that worker died), else a new one
-(``XREADGROUP``). It runs the chunk through the validation graph
-(:func:`multiagent.graphs.batch_chunks.run_chunk`), stores the finished items once
-(:func:`multiagent.distributed.queue.store_chunk`) and only then acknowledges the entry. While a
-chunk runs, a heartbeat re-claims it for this worker every third of ``claim_idle_s``, so a slow
-chunk on a live worker is never taken over; a killed worker stops beating and its entries pass
-to the others. A chunk with items no validator answered (provider outage) is not acknowledged:
-it is retried once its idle time has passed.
+left pending for longer than ``claim_idle_s`` (``XAUTOCLAIM``: that worker died, or the entry
+failed and waits for its retry), else a new one (``XREADGROUP``). A chunk of a batch runs through
+the validation graph one validator call at a time
+(:func:`multiagent.graphs.batch_chunks.run_chunk` with ``max_concurrency=1``), so
+``concurrency`` is the number of validator calls this process has in flight. A queued run
+(``kind=run``) takes one thread and runs or resumes its thread in the shared checkpointer
+(:func:`multiagent.distributed.run_worker.execute_run`), its agents in parallel as the profile
+allows. The worker stores the result once (:func:`multiagent.distributed.queue.store_chunk`,
+:func:`multiagent.distributed.runs.store_run_result`) and only then acknowledges the entry.
+
+While an entry runs, a heartbeat re-claims it for this worker every third of ``claim_idle_s``,
+so slow work on a live worker is never taken over; a killed worker stops beating and its entries
+pass to the others. An entry whose work failed (provider outage) is not acknowledged: it is
+retried once its idle time has passed, up to ``max_attempts`` failures, then dead-lettered
+(:mod:`multiagent.distributed.deadletter`).
 
 A batch queued with ``--budget`` has one budget in Redis (:mod:`multiagent.models.budget_redis`)
 that every worker's calls reserve against and settle into, so N workers together never pass it.
 A chunk refused by that budget marks the batch ``budget_exceeded`` and is acknowledged with its
 items unfinished; later chunks of the batch are acknowledged without running.
 
-Stopping: :meth:`QueueWorker.stop` (SIGTERM, Ctrl-C) lets the running chunks finish and store,
+Stopping: :meth:`QueueWorker.stop` (SIGTERM, Ctrl-C) lets the running entries finish and store,
 then returns; a process that is killed instead leaves its entries pending for the others.
 """
 
@@ -33,9 +40,14 @@ from typing import Any
 import redis
 from redis.exceptions import RedisError
 
+from multiagent.distributed.deadletter import (
+    DEFAULT_MAX_ATTEMPTS,
+    acknowledge,
+    count_done,
+    record_failure,
+)
 from multiagent.distributed.queue import (
     GROUP,
-    batch_key,
     ensure_group,
     finished_of,
     load_manifest,
@@ -64,6 +76,10 @@ class WorkerStats:
     unfinished: int = 0
     skipped: int = 0  # items of batches stopped on their budget, acknowledged unrun
     spent_nano: int = 0  # settled by this worker's calls, in nano-USD (exact sums)
+    runs: int = 0
+    resumed: int = 0
+    failures: int = 0
+    dead_letters: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **counts: int) -> None:
@@ -74,10 +90,9 @@ class WorkerStats:
 
     def as_dict(self) -> dict[str, int]:
         """JSON-ready counters."""
-        return {k: getattr(self, k) for k in ("chunks", "stored", "duplicates", "reclaimed")} | {
-            "unfinished": self.unfinished,
-            "skipped": self.skipped,
-            "spent_usd": self.spent_nano / 1_000_000_000,
+        names = ("chunks", "stored", "duplicates", "reclaimed", "unfinished", "runs", "resumed")
+        return {k: getattr(self, k) for k in (*names, "failures", "dead_letters", "skipped")} | {
+            "spent_usd": self.spent_nano / 1_000_000_000
         }
 
 
@@ -92,6 +107,7 @@ class QueueWorker:
         context: WorkflowContext,
         concurrency: int = 1,
         claim_idle_s: float = 60.0,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         consumer: str | None = None,
     ) -> None:
         self.client = client
@@ -100,6 +116,7 @@ class QueueWorker:
         self.context = context
         self.concurrency = concurrency
         self.claim_idle_ms = max(1, int(claim_idle_s * 1000))
+        self.max_attempts = max_attempts
         self.consumer = consumer or f"{socket.gethostname()}:{os.getpid()}"
         self.stats = WorkerStats()
         self._stop = threading.Event()
@@ -116,6 +133,8 @@ class QueueWorker:
     def run(self, *, idle_exit_s: float | None = None) -> WorkerStats:
         """Work until :meth:`stop` (or, with ``idle_exit_s``, until the queue stays empty)."""
         ensure_group(self.client, self.queue)
+        # registered at once (an idle worker is visible to `metrics` and to the others)
+        self.client.xgroup_createconsumer(self.stream, GROUP, self.consumer)
         self._idle_exit_ms = None if idle_exit_s is None else int(idle_exit_s * 1000)
         threads = [
             threading.Thread(target=self._loop, name=f"worker-{n}", daemon=True)
@@ -130,7 +149,16 @@ class QueueWorker:
         self._stop.set()
         self._done.set()
         beat.join()
+        with contextlib.suppress(RedisError):  # a clean stop leaves no consumer behind
+            if not self._holds_entries():
+                self.client.xgroup_delconsumer(self.stream, GROUP, self.consumer)
         return self.stats
+
+    def _holds_entries(self) -> bool:
+        held: Any = self.client.xpending_range(
+            self.stream, GROUP, min="-", max="+", count=1, consumername=self.consumer
+        )
+        return bool(held)
 
     def _next_entry(self) -> tuple[str, dict[str, str], bool] | None:
         """An abandoned entry (claimed from a dead worker) or a new one; ``None`` if idle."""
@@ -168,7 +196,12 @@ class QueueWorker:
             with self._lock:
                 self._in_flight.add(entry_id)
             try:
-                self._process(entry_id, fields, reclaimed=reclaimed)
+                if fields.get("kind") == "run":
+                    self._process_run(entry_id, fields, reclaimed=reclaimed)
+                else:
+                    self._process(entry_id, fields, reclaimed=reclaimed)
+            except RedisError as exc:  # left pending: retried after the idle time
+                print(f"worker: Redis error on {entry_id}: {exc}", file=sys.stderr, flush=True)
             finally:
                 with self._lock:
                     self._in_flight.discard(entry_id)
@@ -213,7 +246,7 @@ class QueueWorker:
             outcome = run_chunk(
                 f"{batch_id}:{chunk_id}", todo, validators=manifest.validators,
                 threshold=manifest.threshold, context=self.context,
-                max_concurrency=max(1, len(manifest.validators)),
+                max_concurrency=1,  # one call per thread: --concurrency is calls in flight
                 ledger=None if budget is None else RunLedger(shared=budget),
             )  # fmt: skip
             new = store_chunk(self.client, batch_id, chunk_id, outcome.records, outcome.usage)
@@ -221,6 +254,7 @@ class QueueWorker:
             self.stats.add(
                 chunks=1, stored=new, unfinished=len(outcome.unfinished), spent_nano=spent
             )
+            count_done(self.client, self.queue, new)
             if outcome.status == "budget_exceeded":  # acknowledged: no worker could finish it
                 self.client.hset(
                     batch_key(batch_id),
@@ -228,12 +262,33 @@ class QueueWorker:
                 )
             elif outcome.unfinished:  # not acknowledged: retried after the idle time
                 error = outcome.error or outcome.message or outcome.status
-                self.client.hset(batch_key(batch_id), "last_error", error)
+                self._failed(entry_id, fields, error=error, unfinished=outcome.unfinished)
                 return
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.xack(self.stream, GROUP, entry_id)
-            pipe.xdel(self.stream, entry_id)
-            pipe.execute()
+        acknowledge(self.client, self.queue, entry_id)
+
+    def _process_run(self, entry_id: str, fields: dict[str, Any], *, reclaimed: bool) -> None:
+        from multiagent.distributed.run_worker import execute_run
+
+        run_id = str(fields.get("run", ""))
+        attempt = execute_run(self.client, run_id, context=self.context, consumer=self.consumer)
+        self.stats.add(reclaimed=int(reclaimed), resumed=int(attempt.resumed))
+        if not attempt.final:
+            self._failed(entry_id, fields, error=attempt.error, unfinished=[])
+            return
+        if attempt.stored:
+            self.stats.add(runs=1)
+            count_done(self.client, self.queue, 1)
+        acknowledge(self.client, self.queue, entry_id)
+
+    def _failed(
+        self, entry_id: str, fields: dict[str, Any], *, error: str, unfinished: list[str]
+    ) -> None:
+        """Count the failure; at ``max_attempts`` the entry goes to the dead letters."""
+        dead = record_failure(
+            self.client, self.queue, entry_id, fields, error=" ".join(str(error).split()),
+            unfinished=unfinished, max_attempts=self.max_attempts,
+        )  # fmt: skip
+        self.stats.add(failures=1, dead_letters=int(dead))
 
     def _heartbeat(self) -> None:
         """Keep this worker's running entries fresh, so nobody takes them over."""

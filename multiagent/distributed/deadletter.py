@@ -1,0 +1,155 @@
+"""Bounded retries of queue entries, a dead-letter stream, and the finished-work counters.
+
+An entry whose work fails (a provider outage: no validator answered, a run whose model calls
+kept failing after the pipeline's own retries) is left unacknowledged, so another worker (or the
+same one) takes it again once its idle time has passed: that idle time is the back-off between
+attempts. Each failure is counted per entry (``attempts:{QUEUE}``, entry id → failures); the
+entry that reaches ``max_attempts`` failures is moved to ``dead:{QUEUE}`` (a stream keeping its
+fields, the last error and the count), acknowledged and deleted from the queue, and its batch or
+run says so in ``multiagent batch status``. Nothing is retried forever.
+
+Finished work is counted in per-second buckets (``stats:{QUEUE}:{SECOND}``, server time, kept
+three minutes) plus a running total, for the queue's throughput in the metrics.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import redis
+
+from multiagent.distributed.queue import GROUP, PREFIX, batch_key, stream_key
+
+#: Failures of one entry before it is dead-lettered (the first run included).
+DEFAULT_MAX_ATTEMPTS = 3
+#: How long a per-second bucket of finished work is kept.
+BUCKET_TTL_S = 180
+
+# Server time (never a local clock): buckets from every machine line up.
+_COUNT_DONE = """
+local second = redis.call('TIME')[1]
+local bucket = KEYS[1] .. ':' .. second
+redis.call('INCRBY', bucket, ARGV[1])
+redis.call('EXPIRE', bucket, tonumber(ARGV[2]))
+redis.call('INCRBY', KEYS[1] .. ':total', ARGV[1])
+return second
+"""
+
+
+def attempts_key(queue: str) -> str:
+    """Entry id → failures so far, for ``queue``."""
+    return f"{PREFIX}attempts:{queue}"
+
+
+def dead_key(queue: str) -> str:
+    """The dead-letter stream of ``queue``."""
+    return f"{PREFIX}dead:{queue}"
+
+
+def stats_key(queue: str) -> str:
+    """The prefix of ``queue``'s finished-work counters."""
+    return f"{PREFIX}stats:{queue}"
+
+
+def run_key(run_id: str) -> str:
+    """The hash of queued run ``run_id``."""
+    return f"{PREFIX}run:{run_id}"
+
+
+def count_done(client: redis.Redis, queue: str, amount: int) -> None:
+    """Add ``amount`` finished items (or runs) to ``queue``'s counters."""
+    if amount > 0:
+        client.eval(_COUNT_DONE, 1, stats_key(queue), amount, BUCKET_TTL_S)
+
+
+def acknowledge(client: redis.Redis, queue: str, entry_id: str) -> None:
+    """The entry is done: acknowledge and delete it, forget its failures."""
+    with client.pipeline(transaction=True) as pipe:
+        pipe.xack(stream_key(queue), GROUP, entry_id)
+        pipe.xdel(stream_key(queue), entry_id)
+        pipe.hdel(attempts_key(queue), entry_id)
+        pipe.execute()
+
+
+def record_failure(
+    client: redis.Redis,
+    queue: str,
+    entry_id: str,
+    fields: Mapping[str, Any],
+    *,
+    error: str,
+    unfinished: list[str],
+    max_attempts: int,
+) -> bool:
+    """Count a failed attempt of an entry; dead-letter it at ``max_attempts``.
+
+    Args:
+        client: The Redis client.
+        queue: The entry's queue.
+        entry_id: The stream entry.
+        fields: The entry's fields (kept in the dead letter).
+        error: Why this attempt failed (one line).
+        unfinished: The ids left unfinished (a chunk's items; empty for a run).
+        max_attempts: Failures after which the entry is dead-lettered.
+
+    Returns:
+        Whether the entry was dead-lettered (else it stays pending and is retried).
+    """
+    failures = int(client.hincrby(attempts_key(queue), entry_id, 1))
+    owner = _owner_key(fields)
+    if owner is not None:  # the batch's (or run's) failed attempts, all entries together
+        with client.pipeline(transaction=True) as pipe:
+            pipe.hset(owner, "last_error", error)
+            pipe.hincrby(owner, "failures", 1)
+            pipe.execute()
+    if failures < max_attempts:
+        return False
+    letter: dict[Any, Any] = {
+        **{str(k): str(v) for k, v in fields.items()},
+        "entry": entry_id,
+        "error": error,
+        "attempts": str(failures),
+        "unfinished": json.dumps(unfinished),
+    }
+    with client.pipeline(transaction=True) as pipe:
+        pipe.xadd(dead_key(queue), letter)
+        pipe.xack(stream_key(queue), GROUP, entry_id)
+        pipe.xdel(stream_key(queue), entry_id)
+        pipe.hdel(attempts_key(queue), entry_id)
+        if owner is not None:
+            pipe.hincrby(owner, "dead_letters", 1)
+        if fields.get("kind") == "run":
+            pipe.hset(owner or run_key(str(fields.get("run", ""))), "state", "dead_letter")
+        elif unfinished:
+            pipe.sadd(batch_key(str(fields.get("batch", "")), "dead"), *unfinished)
+        pipe.execute()
+    return True
+
+
+def _owner_key(fields: Mapping[str, Any]) -> str | None:
+    """The batch or run hash an entry belongs to."""
+    if fields.get("kind") == "run" and fields.get("run"):
+        return run_key(str(fields["run"]))
+    if fields.get("batch"):
+        return batch_key(str(fields["batch"]))
+    return None
+
+
+def dead_letters(client: redis.Redis, queue: str, *, owner: str) -> list[dict[str, Any]]:
+    """The dead letters of ``queue`` that belong to batch or run ``owner``."""
+    found = []
+    letters: Any = client.xrange(dead_key(queue))
+    for entry_id, fields in letters:
+        if owner in (fields.get("batch"), fields.get("run")):
+            found.append(
+                {
+                    "entry": fields.get("entry", entry_id),
+                    "chunk": fields.get("chunk"),
+                    "error": fields.get("error", ""),
+                    "attempts": int(fields.get("attempts", 0)),
+                    "unfinished": json.loads(fields.get("unfinished", "[]")),
+                }
+            )
+    return found
