@@ -84,7 +84,7 @@ def install_queue_metrics(settings: Settings) -> Callable[[], None]:
     remover (which also closes the connection). Without Redis nothing is added."""
     if not settings.redis_url:
         return lambda: None
-    from multiagent.distributed.redis import client_options
+    from multiagent._redis import client_options
 
     client = redis.Redis.from_url(settings.redis_url, **client_options(settings.redis_url))
     remove = get_metrics().add_collector(lambda: queue_samples(client))

@@ -237,7 +237,7 @@ def batch_results(client: redis.Redis, batch_id: str) -> dict[str, Any]:
             dead=len(dead),
             total=len(manifest.items),
             stopped=client.hget(batch_key(batch_id), "stopped"),
-        ),  # fmt: skip
+        ),
         "validators": manifest.validators,
         "threshold": manifest.threshold,
         "items": len(manifest.items),

@@ -48,6 +48,7 @@ from multiagent.distributed.deadletter import (
 )
 from multiagent.distributed.queue import (
     GROUP,
+    batch_key,
     ensure_group,
     finished_of,
     load_manifest,
