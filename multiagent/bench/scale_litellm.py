@@ -179,11 +179,11 @@ class LiteLLMCounterController:
 
     def slot(self, *, tokens: int = 0) -> Passage:
         """``with controller.slot(tokens=n) as passage:``, as the adaptive controller's."""
-        return Passage(cast(Waiting, self), tokens=tokens)
+        return Passage(cast("Waiting", self), tokens=tokens)
 
     def aslot(self, *, tokens: int = 0) -> Passage:
         """``async with controller.aslot(tokens=n) as passage:``."""
-        return Passage(cast(Waiting, self), tokens=tokens)
+        return Passage(cast("Waiting", self), tokens=tokens)
 
     def state(self) -> LiteLLMState:
         """The current minute's counters and the cooldown left."""

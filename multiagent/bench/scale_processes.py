@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -64,7 +65,8 @@ class ScaleProcessesConfig:
         unknown = [s for s in self.strategies if s not in KINDS]
         if unknown or not self.strategies:
             raise UsageError(
-                f"unknown strategy {', '.join(unknown) or '(none given)'}; valid: {', '.join(KINDS)}"
+                f"unknown strategy {', '.join(unknown) or '(none given)'}; "
+                f"valid: {', '.join(KINDS)}"
             )
         bad_modes = [m for m in self.modes if m not in MODES]
         if bad_modes or not self.modes:
@@ -141,19 +143,28 @@ def _counts(stats: dict[str, Any]) -> list[dict[str, int]]:
     return [dict(phase["counts"]) for phase in stats["phases"]]
 
 
-def _start_workers(
-    specs: list[WorkerSpec], logs: Path
-) -> list[tuple[subprocess.Popen[str], Path]]:
+def _worker_env() -> dict[str, str]:
+    """The environment with this package's checkout first on the path: the workers run the
+    same code as the bench, wherever it was started from."""
+    root = str(Path(__file__).resolve().parents[2])
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": root if not path else root + os.pathsep + path}
+
+
+def _start_workers(specs: list[WorkerSpec], logs: Path) -> list[tuple[subprocess.Popen[str], Path]]:
     workers = []
+    env = _worker_env()
     for spec in specs:
         log = logs / f"worker-{spec.index}.log"
-        process = subprocess.Popen(
-            [sys.executable, "-m", "multiagent.bench.scale_worker", spec.to_json()],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=log.open("w"),
-            text=True,
-        )
+        with log.open("w") as errors:  # the child keeps its own handle
+            process = subprocess.Popen(
+                [sys.executable, "-m", "multiagent.bench.scale_worker", spec.to_json()],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=errors,
+                text=True,
+                env=env,
+            )
         workers.append((process, log))
     return workers
 
@@ -221,7 +232,10 @@ def _run_one(
     run.final = _counts(sim_call("GET", url, "/sim/stats"))
     for result in sorted(results, key=lambda r: int(r["index"])):
         run.tasks.append(
-            [TaskRecord(start=s, end=e, ok=bool(ok), error=err) for s, e, ok, err in result["tasks"]]
+            [
+                TaskRecord(start=s, end=e, ok=bool(ok), error=err)
+                for s, e, ok, err in result["tasks"]
+            ]
         )
         run.worker_cpu_s += float(result["cpu_s"])
     return run

@@ -149,6 +149,7 @@ def processes_document(
                 "available": r.available,
                 "reason": r.reason,
                 "tasks_per_process": [len(t) for t in r.tasks],
+                "successful_tasks_per_process": [sum(t.ok for t in ts) for ts in r.tasks],
                 "shares": shares.get(r.name, []),
                 "worker_cpu_s": r.worker_cpu_s,
                 "machine_busy": r.machine_busy,
