@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from multiagent.bench.simproc import stop_process
 from multiagent.distributed.redis import redis_client
 from multiagent.errors import MultiagentError, UsageError
 
@@ -61,12 +62,7 @@ def bench_redis(url: str | None) -> Iterator[str]:
             _wait_ready(started, process)
             yield started
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+            stop_process(process)
 
 
 def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
