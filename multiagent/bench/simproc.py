@@ -55,15 +55,20 @@ def sim_process(phases: Sequence[Phase], *, server_flags: Sequence[str] = ()) ->
             _wait_healthy(url)
             yield url
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+            stop_process(process)
             for stream in (process.stdout, process.stderr):
                 if stream is not None:
                     stream.close()
+
+
+def stop_process(process: subprocess.Popen[Any]) -> None:
+    """Ask a child process to end, and kill it when it has not within 10 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
 
 
 def _read_url(process: subprocess.Popen[str]) -> str:

@@ -221,19 +221,92 @@ def scale(
             "--concurrency", min=1, max=64, help="With --workers: calls in flight per worker."
         ),
     ] = 5,
+    processes: Annotated[
+        bool,
+        typer.Option("--processes", help="N processes sharing one simulator limit, per strategy."),
+    ] = False,
+    redis_overhead: Annotated[
+        bool, typer.Option("--redis-overhead", help="Per-call cost of the Redis path.")
+    ] = False,
+    process_count: Annotated[
+        int, typer.Option("--process-count", min=1, max=16, help="Worker processes.")
+    ] = 4,
+    loops: Annotated[
+        int, typer.Option("--loops", min=1, max=128, help="Agent loops per process.")
+    ] = 16,
+    phase_seconds: Annotated[
+        float, typer.Option("--phase-seconds", min=1.0, help="Length of each of the five phases.")
+    ] = 15.0,
+    capacity: Annotated[
+        float, typer.Option("--capacity", min=1.0, help="Baseline capacity, requests/s.")
+    ] = 20.0,
+    strategies: Annotated[
+        str,
+        typer.Option(
+            "--strategies", help="Comma-separated: per_process, litellm, shared_adaptive."
+        ),
+    ] = "per_process,litellm,shared_adaptive",
+    modes: Annotated[
+        str, typer.Option("--modes", help="Comma-separated: advertised, blind.")
+    ] = "advertised,blind",
+    calls: Annotated[
+        int, typer.Option("--calls", min=10, help="Timed calls per variant (--redis-overhead).")
+    ] = 2000,
+    redis_url: Annotated[
+        str | None,
+        typer.Option(
+            "--redis-url",
+            help="Redis to use (default: MULTIAGENT_REDIS_URL, else one started on loopback).",
+        ),
+    ] = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="2-second phases: a smoke run, not a measurement.")
+    ] = False,
     report: ReportOption = None,
     no_report: NoReportOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Scaling benchmarks; --linear: per-item cost from 1k to 100k items; --workers: queue."""
+    """Scaling benchmarks: --linear (per-item cost of a batch from 1k to 100k items),
+    --processes (N processes sharing one limit), --redis-overhead (cost of the Redis path),
+    --workers (queued batch throughput with 1, 2 and 4 worker processes)."""
     from multiagent.bench.scale_linear import render_linear, run_linear_bench
 
+    chosen = sum((linear, processes, redis_overhead, workers))
+    if chosen != 1:
+        raise UsageError(
+            "choose one thing to measure: --linear, --processes, --redis-overhead or --workers"
+        )
+    if quick and not no_report and report is None:
+        raise UsageError("--quick is a smoke run: add --no-report or --report PATH")
     if workers:
         _scale_workers(ctx, items=items, concurrency=concurrency, report=report,
                        no_report=no_report, as_json=as_json)  # fmt: skip
         return
-    if not linear:
-        raise UsageError("choose what to measure: --linear or --workers")
+    if processes:
+        _scale_processes(
+            phase_s=2.0 if quick else phase_seconds,
+            processes=process_count,
+            loops=loops,
+            capacity=capacity,
+            strategies=strategies,
+            modes=modes,
+            redis_url=redis_url,
+            report=report,
+            no_report=no_report,
+            as_json=as_json,
+            ctx=ctx,
+        )
+        return
+    if redis_overhead:
+        _scale_redis_overhead(
+            calls=200 if quick else calls,
+            redis_url=redis_url,
+            report=report,
+            no_report=no_report,
+            as_json=as_json,
+            ctx=ctx,
+        )
+        return
     try:
         counts = tuple(int(part) for part in sizes.split(",") if part.strip())
     except ValueError:
@@ -267,6 +340,89 @@ def _scale_workers(
         no_report=no_report, ctx=ctx,
     )  # fmt: skip
     _emit(result.as_dict(), body, as_json=as_json, written=written)
+
+
+def _names(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _redis_url(given: str | None) -> str | None:
+    from multiagent.policies import load_settings
+
+    return given or load_settings().redis_url
+
+
+def _scale_processes(
+    *,
+    phase_s: float,
+    processes: int,
+    loops: int,
+    capacity: float,
+    strategies: str,
+    modes: str,
+    redis_url: str | None,
+    report: Path | None,
+    no_report: bool,
+    as_json: bool,
+    ctx: typer.Context,
+) -> None:
+    """``bench scale --processes``: run, render, write, print."""
+    from multiagent.bench.scale_processes import ScaleProcessesConfig, run_scale_processes
+    from multiagent.bench.scale_redis import bench_redis
+    from multiagent.bench.scale_render import describe, processes_document, render_processes
+
+    config = ScaleProcessesConfig(
+        phase_s=phase_s,
+        processes=processes,
+        loops=loops,
+        capacity_rps=capacity,
+        strategies=_names(strategies),
+        modes=_names(modes),
+    )
+    progress = None if as_json else (lambda line: err_console.print(line, style="dim"))
+    with bench_redis(_redis_url(redis_url)) as url:
+        figures, runs = run_scale_processes(config, redis_url=url, progress=progress)
+    body = render_processes(figures, runs, config, notes=describe(config))
+    written = _write(
+        "scale-processes",
+        "Processes sharing one limit",
+        body,
+        report=report,
+        no_report=no_report,
+        ctx=ctx,
+    )
+    _emit(processes_document(figures, runs, config), body, as_json=as_json, written=written)
+
+
+def _scale_redis_overhead(
+    *,
+    calls: int,
+    redis_url: str | None,
+    report: Path | None,
+    no_report: bool,
+    as_json: bool,
+    ctx: typer.Context,
+) -> None:
+    """``bench scale --redis-overhead``: time, render, write, print."""
+    from multiagent.bench.scale_overhead import (
+        overhead_document,
+        render_overhead,
+        run_redis_overhead,
+    )
+    from multiagent.bench.scale_redis import bench_redis
+
+    with bench_redis(_redis_url(redis_url)) as url:
+        figures, missing = run_redis_overhead(redis_url=url, calls=calls)
+    body = render_overhead(figures, missing)
+    written = _write(
+        "scale-redis-overhead",
+        "Redis path overhead",
+        body,
+        report=report,
+        no_report=no_report,
+        ctx=ctx,
+    )
+    _emit(overhead_document(figures, missing), body, as_json=as_json, written=written)
 
 
 @bench_app.command("startup")
