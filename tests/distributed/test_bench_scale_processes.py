@@ -105,7 +105,7 @@ def test_redis_overhead_times_the_reference_and_the_redis_path(
 def test_bench_scale_needs_exactly_one_measurement() -> None:
     code, _, err = invoke("bench", "scale", "--processes", "--redis-overhead", "--no-report")
     assert code == 2
-    assert "--linear, --processes or --redis-overhead" in err
+    assert "--linear, --processes, --redis-overhead or --workers" in err
 
 
 def test_bench_scale_processes_rejects_an_unknown_strategy(redis_url: str) -> None:
