@@ -18,12 +18,14 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
-from langchain_core.messages import message_to_dict, messages_from_dict
+from langchain_core.load import dumps
+from langchain_core.messages import BaseMessage, message_to_dict, messages_from_dict
 from langchain_core.outputs import ChatGeneration, Generation
 
 from multiagent.models._cache_store import CacheStore
@@ -71,6 +73,36 @@ def cache_key(prompt: str, llm_string: str) -> str:
     """The SHA-256 key of a (prompt, model + parameters) pair."""
     blob = f"{llm_string}\x00{normalise_prompt(prompt)}".encode()
     return hashlib.sha256(blob).hexdigest()
+
+
+def _normal_of(message: BaseMessage) -> dict[str, Any]:
+    """:func:`_normal_message` of ``message``'s serialised form, read off the message itself."""
+    kept: dict[str, Any] = {"type": type(message).lc_id()[-1]}
+    for key in _KEEP:
+        value = getattr(message, key, None)
+        if value is None or (isinstance(value, list | str) and not value):
+            continue
+        if key == "content" and isinstance(value, str):
+            value = value.strip()
+        if key == "tool_calls":
+            value = [{"name": c.get("name"), "args": c.get("args")} for c in value]
+        kept[key] = value
+    return kept
+
+
+def messages_key(messages: Sequence[BaseMessage], llm_string: str) -> str:
+    """``cache_key(dumps(messages), llm_string)``, computed from the messages themselves.
+
+    LangChain's cache path serialises the prompt with ``dumps`` only for the cache to parse it
+    back and keep five fields (about 70 µs a call); reading those fields off the messages gives
+    the same key. Content that plain JSON cannot encode takes the serialising path.
+    """
+    try:
+        normal = json.dumps([_normal_of(m) for m in messages], sort_keys=True, ensure_ascii=False)
+    except (TypeError, ValueError):
+        bare = [m.model_copy(update={"id": None}) if m.id is not None else m for m in messages]
+        return cache_key(dumps(bare), llm_string)
+    return hashlib.sha256(f"{llm_string}\x00{normal}".encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -144,17 +176,25 @@ class CompletionCache(BaseCache):
                     del self._recent[next(iter(self._recent))]
         return key
 
-    def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
-        """Return the cached generations for the pair, counting a hit or a miss."""
-        key = self._key(prompt, llm_string)
+    def get(self, key: str) -> list[Generation] | None:
+        """The generations stored under ``key`` (see :func:`cache_key`), counting a hit or
+        a miss."""
         blob = self._store.get_and_count(key, None, found=_HITS, missing=_MISSES)
         hit = isinstance(blob, str)
         get_metrics().inc("completion_cache_hits_total" if hit else "completion_cache_misses_total")
         return _decode(blob) if hit else None
 
+    def put(self, key: str, generations: RETURN_VAL_TYPE) -> None:
+        """Store ``generations`` under ``key``."""
+        self._store.set(key, _encode(generations), expire=self.ttl_s)
+
+    def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
+        """Return the cached generations for the pair, counting a hit or a miss."""
+        return self.get(self._key(prompt, llm_string))
+
     def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
         """Store the generations for the pair."""
-        self._store.set(self._key(prompt, llm_string), _encode(return_val), expire=self.ttl_s)
+        self.put(self._key(prompt, llm_string), return_val)
 
     async def alookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
         """As :meth:`lookup` (a local SQLite read is faster than a thread hop)."""
