@@ -79,7 +79,7 @@ def _normal_of(message: BaseMessage) -> dict[str, Any]:
     """:func:`_normal_message` of ``message``'s serialised form, read off the message itself."""
     kept: dict[str, Any] = {"type": type(message).lc_id()[-1]}
     for key in _KEEP:
-        value = getattr(message, key, None)
+        value: Any = getattr(message, key, None)
         if value is None or (isinstance(value, list | str) and not value):
             continue
         if key == "content" and isinstance(value, str):
