@@ -6,11 +6,14 @@ and the *normalised* prompt: each message reduced to its type, stripped text, to
 call id and name, so ids, usage counts and response metadata of earlier turns do not split
 otherwise identical prompts.
 
-Values are stored as JSON (``message_to_dict``), never pickled code. Hit and miss counters live
-in the same SQLite database (:class:`~multiagent.models._cache_store.CacheStore`: one connection
-per process, not per thread); each count is committed before the lookup returns, so the counts
-are exact, survive restarts and a killed process, and are shared by every process using the same
-home.
+Values are stored as JSON (``message_to_dict``), never pickled code, in SQLite
+(:class:`~multiagent.models._cache_store.CacheStore`: one connection per process, not per
+thread). Each hit or miss is counted before the lookup returns, in the process's memory-mapped
+counter slot, so the counts are exact, survive restarts and a killed process, and are shared
+by every process using the same home — without a SQLite commit per lookup. Answers are written
+behind (:data:`WRITE_BEHIND_S`, one transaction for all pending): this process's lookups see
+them at once, other processes within that delay; a process killed before the write loses only
+those answers, which makes a later lookup a miss, counted honestly as one.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from multiagent.models._cache_store import CacheStore
 from multiagent.observability.metrics import get_metrics
 
 _HITS, _MISSES = "hits", "misses"
+#: Answers reach SQLite at most this long after they were made (see the module docstring).
+WRITE_BEHIND_S = 0.5
 _RECENT_KEYS = 64
 _KEEP = ("content", "tool_calls", "tool_call_id", "name")
 
@@ -157,7 +162,9 @@ class CompletionCache(BaseCache):
         self.directory = Path(directory)
         self.ttl_s = ttl_s
         self._store = CacheStore(
-            self.directory / "entries", legacy_counters=self.directory / "stats"
+            self.directory / "entries",
+            legacy_counters=self.directory / "stats",
+            write_behind_s=WRITE_BEHIND_S,
         )
         # LangChain looks up and then updates with the same prompt string: its key is kept for
         # the update instead of parsing and hashing the prompt again (a few calls in flight)
@@ -203,6 +210,10 @@ class CompletionCache(BaseCache):
     async def aupdate(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
         """As :meth:`update`."""
         self.update(prompt, llm_string, return_val)
+
+    def flush(self) -> None:
+        """Write the answers written behind now (other processes see them from here on)."""
+        self._store.flush()
 
     def clear(self, **kwargs: Any) -> None:
         """Drop every entry; pass ``counters=True`` to reset the hit/miss counters too."""

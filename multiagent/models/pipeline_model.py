@@ -27,6 +27,7 @@ from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, Generation
 from langchain_core.prompt_values import ChatPromptValue, PromptValue
@@ -81,6 +82,12 @@ class PipelineChatModel(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
+        # LangChain asks for these on every call (invocation params for callbacks); they do not
+        # change after construction, so they are built once
+        return dict(self._params)
+
+    @cached_property
+    def _params(self) -> dict[str, Any]:
         inner = {
             k: v
             for k, v in self.provider_model._identifying_params.items()
@@ -93,6 +100,11 @@ class PipelineChatModel(BaseChatModel):
             "base_url": self.base_url,
             **inner,
         }
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        # the provider's own tracing parameters (provider and model names, temperature...):
+        # LangChain's fallback would derive them from this class and probe missing attributes
+        return self.provider_model._get_ls_params(stop=stop, **kwargs)
 
     # -- the completion cache -------------------------------------------------------------
 

@@ -113,6 +113,7 @@ def test_counters_are_exact_across_two_processes(tmp_path: Path) -> None:
     cache = CompletionCache(directory)
     for i in range(5):
         cache.update(prompt_of(HumanMessage(f"stored {i}")), "m", generation(f"answer {i}"))
+    cache.flush()  # answers are written behind: other processes see them once written
     rounds = 150
     workers = [
         subprocess.Popen(
