@@ -18,6 +18,7 @@ those answers, which makes a later lookup a miss, counted honestly as one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import threading
@@ -28,7 +29,13 @@ from typing import Any
 
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
 from langchain_core.load import dumps
-from langchain_core.messages import BaseMessage, message_to_dict, messages_from_dict
+from langchain_core.messages import (
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    message_to_dict,
+    messages_from_dict,
+)
 from langchain_core.outputs import ChatGeneration, Generation
 
 from multiagent.models._cache_store import CacheStore
@@ -39,6 +46,8 @@ _HITS, _MISSES = "hits", "misses"
 WRITE_BEHIND_S = 0.5
 _RECENT_KEYS = 64
 _KEEP = ("content", "tool_calls", "tool_call_id", "name")
+#: Message types whose normal form is their type and text alone (when they carry no name).
+_PLAIN = frozenset({SystemMessage, HumanMessage})
 
 
 def completion_cache_dir(home: Path) -> Path:
@@ -95,6 +104,23 @@ def _normal_of(message: BaseMessage) -> dict[str, Any]:
     return kept
 
 
+def _message_json(message: BaseMessage) -> str:
+    """The JSON of one message's normal form; plain text messages are remembered, because
+    agents' system prompts come back on every call."""
+    content = message.content
+    if isinstance(content, str) and type(message) in _PLAIN and not message.name:
+        return _plain_json(type(message).__name__, content)
+    return json.dumps(_normal_of(message), sort_keys=True, ensure_ascii=False)
+
+
+@functools.lru_cache(maxsize=512)
+def _plain_json(kind: str, content: str) -> str:
+    kept: dict[str, Any] = {"type": kind}
+    if content:
+        kept["content"] = content.strip()
+    return json.dumps(kept, sort_keys=True, ensure_ascii=False)
+
+
 def messages_key(messages: Sequence[BaseMessage], llm_string: str) -> str:
     """``cache_key(dumps(messages), llm_string)``, computed from the messages themselves.
 
@@ -103,7 +129,8 @@ def messages_key(messages: Sequence[BaseMessage], llm_string: str) -> str:
     the same key. Content that plain JSON cannot encode takes the serialising path.
     """
     try:
-        normal = json.dumps([_normal_of(m) for m in messages], sort_keys=True, ensure_ascii=False)
+        # what json.dumps gives for the list: its items' JSON joined by ", "
+        normal = "[" + ", ".join(_message_json(m) for m in messages) + "]"
     except (TypeError, ValueError):
         bare = [m.model_copy(update={"id": None}) if m.id is not None else m for m in messages]
         return cache_key(dumps(bare), llm_string)
