@@ -2,10 +2,11 @@
 
 The same three-agent orchestration (planner with a forced tool call → three agents in parallel
 via ``Send`` → synthesizer) runs two ways on the zero-latency simulated model, with the same
-prompts and therefore the same model calls:
+prompts and parameters and therefore the same model calls:
 
-- **bare**: a plain ``StateGraph`` whose nodes call ``SimulatedChatModel.invoke`` directly;
-  no checkpointer, no context, no accounting.
+- **bare**: a plain ``StateGraph`` whose nodes call ``SimulatedChatModel.invoke`` directly,
+  asking for the ``max_tokens`` the pipeline asks for; no checkpointer, no context, no
+  accounting.
 - **full**: :func:`~multiagent.graphs.orchestration.build_orchestration_graph` run the way the
   CLI runs it (:func:`~multiagent.graphs.runner.run_workflow`): the SQLite checkpointer with
   synchronous durability, ``stream_mode`` tasks/messages/values, every call through

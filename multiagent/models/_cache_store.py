@@ -220,8 +220,9 @@ class CacheStore:
         now = time.time()
         with self._cache.transact(retry=True):
             for key, (value, deadline) in pending.items():
-                if deadline is None or deadline > now:
-                    self._write(key, value, None if deadline is None else deadline - now)
+                # an entry that expired while pending is written as expired, as it would have
+                # been written at once: it reads as missing and is culled like the others
+                self._write(key, value, None if deadline is None else deadline - now)
 
     def flush(self) -> None:
         """Write every entry written behind now."""
