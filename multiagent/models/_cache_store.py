@@ -134,6 +134,12 @@ class CacheStore:
         self._write_behind_s = write_behind_s
         # key -> (value, deadline or None): written behind, read by this process's lookups
         self._pending: dict[str, tuple[Any, float | None]] = {}
+        # entries written behind go through a connection of their own, so lookups on the
+        # shared one never wait for a batch being written (SQLite's WAL lets both proceed)
+        self._writer = (
+            None if write_behind_s is None else _ProcessCache(str(self.directory), cull_limit=0)
+        )
+        self._write_lock = threading.Lock()  # taken before ``_lock`` when both are held
         with self._lock, self._cache.transact(retry=True):
             self._create_counters(legacy_counters)
         self._fold()
@@ -198,9 +204,10 @@ class CacheStore:
                 return
             deadline = None if expire is None else time.time() + expire
             self._pending[key] = (value, deadline)
-            if len(self._pending) >= FLUSH_EVERY:
-                self._flush()
-                return
+            full = len(self._pending) >= FLUSH_EVERY
+        if full:
+            self.flush()
+            return
         if _WRITER is None or not _WRITER.is_alive():
             _start_writer()
         _WAKE.set()
@@ -212,26 +219,34 @@ class CacheStore:
         if self._writes % CULL_EVERY == 0:
             self._cache.cull(retry=True)
 
-    def _flush(self) -> None:
-        """Write every pending entry in one transaction (the caller holds the lock)."""
-        pending, self._pending = self._pending, {}
-        if not pending:
-            return
-        now = time.time()
-        with self._cache.transact(retry=True):
-            for key, (value, deadline) in pending.items():
-                # an entry that expired while pending is written as expired, as it would have
-                # been written at once: it reads as missing and is culled like the others
-                self._write(key, value, None if deadline is None else deadline - now)
-
     def flush(self) -> None:
-        """Write every entry written behind now."""
-        with self._lock:
-            self._flush()
+        """Write every entry written behind now, in one transaction."""
+        writer = self._writer
+        if writer is None:
+            return
+        with self._write_lock:
+            with self._lock:
+                pending = dict(self._pending)  # they stay readable until they are written
+            if not pending:
+                return
+            now = time.time()
+            with writer.transact(retry=True):
+                for key, (value, deadline) in pending.items():
+                    # an entry that expired while pending is written as expired, as it would
+                    # have been written at once: it reads as missing and is culled like others
+                    expire = None if deadline is None else deadline - now
+                    writer.set(key, value, expire=expire, retry=True)
+            before, self._writes = self._writes, self._writes + len(pending)
+            if before // CULL_EVERY != self._writes // CULL_EVERY:
+                writer.cull(retry=True)
+            with self._lock:
+                for key, entry in pending.items():
+                    if self._pending.get(key) is entry:
+                        del self._pending[key]
 
     def delete(self, key: str) -> None:
         """Remove ``key`` (no error when absent)."""
-        with self._lock:
+        with self._write_lock, self._lock:
             self._pending.pop(key, None)
             self._cache.delete(key, retry=True)
 
@@ -272,13 +287,13 @@ class CacheStore:
 
     def __len__(self) -> int:
         """Entries stored (expired ones not yet culled, and entries written behind, included)."""
+        self.flush()
         with self._lock:
-            self._flush()
             return len(self._cache)
 
     def clear(self, *, counters: bool = False) -> None:
         """Drop every entry (and reset the counters when ``counters``)."""
-        with self._lock:
+        with self._write_lock, self._lock:
             self._pending.clear()
             self._cache.clear(retry=True)
         if counters:
@@ -294,12 +309,13 @@ class CacheStore:
     def close(self) -> None:
         """Write what is pending, give up the counter slot, close the connection (a later use
         reopens both)."""
-        with self._lock:
-            self._flush()
+        self.flush()
         self._slots.close()
         self._fold()  # this process's own slot too, now that it is given up
-        with self._lock:
+        with self._write_lock, self._lock:
             self._cache.close()
+            if self._writer is not None:
+                self._writer.close()
 
 
 _STORES: weakref.WeakSet[CacheStore] = weakref.WeakSet()

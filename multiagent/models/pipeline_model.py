@@ -22,7 +22,6 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, ExitStack
-from functools import cached_property
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -33,7 +32,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.prompt_values import ChatPromptValue, PromptValue
 from langchain_core.runnables import Runnable, RunnableBinding
 from langchain_core.tools import BaseTool
-from pydantic import ConfigDict, Field, SkipValidation
+from pydantic import ConfigDict, Field, PrivateAttr, SkipValidation
 
 from multiagent.models.accounting import (
     CallIdentity,
@@ -64,6 +63,8 @@ class PipelineChatModel(BaseChatModel):
     base_url: str | None = None
     redact: bool = False
     completions: SkipValidation[CompletionCache | None] = Field(default=None, exclude=True)
+    # parameters derived once; a run's copy (``model_copy``) shares the dict with the original
+    _memo: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     @property
     def _llm_type(self) -> str:
@@ -83,10 +84,12 @@ class PipelineChatModel(BaseChatModel):
     @property
     def _identifying_params(self) -> dict[str, Any]:
         # LangChain asks for these on every call (invocation params for callbacks); they do not
-        # change after construction, so they are built once
-        return dict(self._params)
+        # change after construction, so they are built once for the wired model and its copies
+        found = self._memo.get("params")
+        if found is None:
+            found = self._memo["params"] = self._params()
+        return dict(found)
 
-    @cached_property
     def _params(self) -> dict[str, Any]:
         inner = {
             k: v
@@ -108,10 +111,13 @@ class PipelineChatModel(BaseChatModel):
 
     # -- the completion cache -------------------------------------------------------------
 
-    @cached_property
+    @property
     def _own_params(self) -> dict[str, Any]:
         """The model's part of LangChain's parameter string (it does not change)."""
-        return self._get_invocation_params()
+        found = self._memo.get("invocation")
+        if found is None:
+            found = self._memo["invocation"] = self._get_invocation_params()
+        return found
 
     def _cache_key(self, messages: list[BaseMessage], stop: Any, kwargs: dict[str, Any]) -> str:
         """The key LangChain's cache path would give: ``_get_llm_string`` and the prompt."""
