@@ -33,20 +33,19 @@ The interface a store of another kind (Redis, ...) has to offer is small: :meth:
 
 from __future__ import annotations
 
-import atexit
 import builtins
 import os
 import sqlite3
 import threading
 import time
-import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import diskcache
 
+from multiagent.models._cache_writer import register_write_behind, wake_writer
 from multiagent.models._counter_slots import SlotCounters
 
 _COUNTERS = "MultiagentCounters"
@@ -144,7 +143,7 @@ class CacheStore:
             self._create_counters(legacy_counters)
         self._fold()
         if write_behind_s is not None:
-            _start_writer(self)
+            register_write_behind(self, delay_s=write_behind_s)
 
     def _create_counters(self, legacy: Path | None) -> None:
         """Create the counters table, seeded from ``legacy`` counters when it is new."""
@@ -208,9 +207,7 @@ class CacheStore:
         if full:
             self.flush()
             return
-        if _WRITER is None or not _WRITER.is_alive():
-            _start_writer()
-        _WAKE.set()
+        wake_writer()
 
     def _write(self, key: str, value: Any, expire: float | None) -> None:
         """Write one entry (the caller holds the lock)."""
@@ -316,46 +313,3 @@ class CacheStore:
             self._cache.close()
             if self._writer is not None:
                 self._writer.close()
-
-
-_STORES: weakref.WeakSet[CacheStore] = weakref.WeakSet()
-_STORES_LOCK = threading.Lock()
-_WRITER: threading.Thread | None = None
-#: Set when an entry is written behind; the writer waits for it instead of polling.
-_WAKE = threading.Event()
-
-
-def _start_writer(store: CacheStore | None = None) -> None:
-    """Register a write-behind store; start the process's writer thread if it is not running
-    (a forked child has none)."""
-    global _WRITER
-    with _STORES_LOCK:
-        if store is not None:
-            _STORES.add(store)
-        if _WRITER is None or not _WRITER.is_alive():
-            _WRITER = threading.Thread(target=_write_behind, name="cache-write-behind", daemon=True)
-            _WRITER.start()
-
-
-def _write_behind() -> None:
-    """Wait for an entry written behind, let others gather for the store's delay, write all."""
-    while True:
-        _WAKE.wait()
-        with _STORES_LOCK:
-            stores = [s for s in _STORES if s._write_behind_s is not None]
-        time.sleep(min((s._write_behind_s or 0.0 for s in stores), default=0.0))
-        _WAKE.clear()  # before the flush: an entry set after it wakes the next round
-        for store in stores:
-            try:
-                store.flush()
-            except sqlite3.Error:  # a busy or closed database: tried again on the next round
-                _WAKE.set()
-
-
-@atexit.register
-def _flush_at_exit() -> None:
-    with _STORES_LOCK:
-        stores = list(_STORES)
-    for store in stores:
-        with suppress(sqlite3.Error):
-            store.flush()

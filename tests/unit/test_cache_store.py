@@ -194,3 +194,17 @@ def test_entries_written_behind_are_seen_here_at_once_and_elsewhere_once_written
     writer.set("gone", "v", expire=-1.0)  # expired before it was written: read as missing
     assert writer.get("gone") is None
     reader.close()
+
+
+def test_the_writer_thread_writes_entries_behind_without_being_asked(tmp_path: Path) -> None:
+    import time
+
+    writer = CacheStore(tmp_path / "s", write_behind_s=0.01)
+    reader = diskcache.Cache(str(tmp_path / "s"))
+    writer.set("k", "v", expire=None)
+    deadline = time.monotonic() + 30  # a wait for the writer thread, not a timing assertion
+    while reader.get("k") is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert reader.get("k") == "v"
+    assert writer._pending == {}
+    reader.close()
