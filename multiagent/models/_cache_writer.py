@@ -12,7 +12,6 @@ from __future__ import annotations
 import atexit
 import sqlite3
 import threading
-import time
 import weakref
 from contextlib import suppress
 from typing import Protocol
@@ -28,12 +27,15 @@ _LOCK = threading.Lock()
 _WRITER: threading.Thread | None = None
 #: Set when an entry is written behind; the writer waits for it instead of polling.
 _WAKE = threading.Event()
+#: Set when a store registers: the writer's wait is then measured again (a shorter delay).
+_REGISTERED = threading.Event()
 
 
 def register_write_behind(store: _WritesBehind, *, delay_s: float) -> None:
     """Have the writer thread flush ``store`` about ``delay_s`` after its entries arrive."""
     with _LOCK:
         _STORES[store] = delay_s
+    _REGISTERED.set()
     _ensure_writer()
 
 
@@ -57,11 +59,16 @@ def _write_behind() -> None:
     """Wait for a pending entry, let others gather for the shortest delay, write them all."""
     while True:
         _WAKE.wait()
-        with _LOCK:
-            stores = list(_STORES.items())
-        time.sleep(min((delay for _, delay in stores), default=0.0))
+        while True:
+            _REGISTERED.clear()
+            with _LOCK:
+                delay = min(_STORES.values(), default=0.0)
+            if not _REGISTERED.wait(timeout=delay):
+                break  # the whole delay passed with no new store to wait less for
         _WAKE.clear()  # before the flush: an entry set after it wakes the next round
-        for store, _ in stores:
+        with _LOCK:
+            stores = list(_STORES)
+        for store in stores:
             try:
                 store.flush()
             except sqlite3.Error:  # a busy or closed database: tried again on the next round
