@@ -192,7 +192,7 @@ class CacheStore:
     def get_and_count(self, key: str, default: Any, *, found: str, missing: str) -> Any:
         """:meth:`get`, counting ``found`` or ``missing`` (crash-proof when this returns)."""
         value = self.get(key, default)
-        self._slots.add(found if value is not default else missing)
+        self.count(found if value is not default else missing)
         return value
 
     def set(self, key: str, value: Any, *, expire: float | None) -> None:
@@ -249,7 +249,11 @@ class CacheStore:
 
     def count(self, name: str, delta: int = 1) -> None:
         """Add ``delta`` to counter ``name``; crash-proof when this returns."""
-        self._slots.add(name, delta)
+        try:
+            self._slots.add(name, delta)
+        except ValueError:  # a name too long for a slot, or the slot full: commit it instead
+            with self._lock:
+                self._cache._sql_retry(_COUNT, (name, delta))
 
     def _folded(self) -> tuple[dict[str, int], builtins.set[str]]:
         """The folded totals and the names of the folded slot files."""

@@ -208,3 +208,11 @@ def test_the_writer_thread_writes_entries_behind_without_being_asked(tmp_path: P
     assert reader.get("k") == "v"
     assert writer._pending == {}
     reader.close()
+
+
+def test_a_counter_a_slot_cannot_hold_is_committed_instead(tmp_path: Path) -> None:
+    store = CacheStore(tmp_path / "s")
+    long_name = "verdict-of-a-very-long-analysis-kind-name\x00" + "x" * 40
+    store.count(long_name, 2)
+    store.count("hits")
+    assert store.counters() == {long_name: 2, "hits": 1}
