@@ -2,10 +2,11 @@
 
 The same three-agent orchestration (planner with a forced tool call → three agents in parallel
 via ``Send`` → synthesizer) runs two ways on the zero-latency simulated model, with the same
-prompts and therefore the same model calls:
+prompts and parameters and therefore the same model calls:
 
-- **bare**: a plain ``StateGraph`` whose nodes call ``SimulatedChatModel.invoke`` directly;
-  no checkpointer, no context, no accounting.
+- **bare**: a plain ``StateGraph`` whose nodes call ``SimulatedChatModel.invoke`` directly,
+  asking for the ``max_tokens`` the pipeline asks for; no checkpointer, no context, no
+  accounting.
 - **full**: :func:`~multiagent.graphs.orchestration.build_orchestration_graph` run the way the
   CLI runs it (:func:`~multiagent.graphs.runner.run_workflow`): the SQLite checkpointer with
   synchronous durability, ``stream_mode`` tasks/messages/values, every call through
@@ -42,6 +43,7 @@ from typing_extensions import TypedDict
 from multiagent.graphs.inputs import orchestration_input
 from multiagent.graphs.runner import run_workflow
 from multiagent.graphs.workflows import compile_workflow
+from multiagent.models.accounting import DEFAULT_MAX_OUTPUT_TOKENS
 from multiagent.models.pipeline import ModelPipeline
 from multiagent.nodes.agents_file import AgentCatalog, load_agents
 from multiagent.nodes.context import build_context
@@ -82,12 +84,7 @@ def bare_orchestration(
     checkpointer: BaseCheckpointSaver[Any] | None = None,
 ) -> CompiledStateGraph[Any, Any, Any, Any]:
     """The orchestration as a plain LangGraph graph calling the simulated model directly."""
-    models = {
-        tier: SimulatedChatModel(
-            model=settings.profile.models.for_tier(tier), seed=settings.sim.seed
-        )
-        for tier in ("fast", "standard", "premium")
-    }
+    models = {tier: _direct_model(settings, tier) for tier in TIERS}
     planner, synthesizer, team = agents["planner"], agents["synthesizer"], list(TEAM)
 
     def plan(state: _BareState) -> dict[str, Any]:
@@ -130,14 +127,27 @@ def bare_orchestration(
     return graph.compile(checkpointer=checkpointer)
 
 
+def _direct_model(settings: Settings, tier: Tier) -> SimulatedChatModel:
+    """The simulated model of ``tier``, asked for what the pipeline asks it for.
+
+    The pipeline caps a call's output at the allowance it reserved (``max_tokens``
+    :data:`~multiagent.models.accounting.DEFAULT_MAX_OUTPUT_TOKENS` when the caller sets none),
+    so the bare graph sends the same ``max_tokens``: the same requests on both sides. (The
+    simulator's work grows with ``max_tokens``; without it the bare side skipped that work.)
+    """
+    return SimulatedChatModel(
+        model=settings.profile.models.for_tier(tier),
+        seed=settings.sim.seed,
+        max_tokens=DEFAULT_MAX_OUTPUT_TOKENS,
+    )
+
+
 class _DirectModels(ModelPipeline):
     """Hands every agent the bare simulated model of its tier: the graph without the pipeline."""
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self._direct = {
-            tier: SimulatedChatModel(model=settings.profile.models.for_tier(tier)) for tier in TIERS
-        }
+        self._direct = {tier: _direct_model(settings, tier) for tier in TIERS}
 
     def model_for(  # type: ignore[override]
         self, tier: Tier, *, agent: str, **kwargs: Any

@@ -12,18 +12,32 @@ sleeps a millisecond or more. Other processes still coordinate through SQLite's 
 Writes do not cull (diskcache's ``cull_limit`` is 0); every :data:`CULL_EVERY` writes of a
 process, :meth:`diskcache.Cache.cull` removes expired entries and evicts down to the size limit.
 
-Counters (hits, misses, ...) live in a table of the same database, so counting needs no second
-connection. Each :meth:`CacheStore.count` is one autocommit ``UPSERT``: once it returns, the
-count is in the write-ahead log, and WAL with ``synchronous=NORMAL`` (diskcache's default)
-survives the death of the process (``SIGKILL`` included; only a power cut can lose the last
-commits). Nothing is buffered in memory, so no count is lost when a process is killed.
+Counters (hits, misses, ...) are counted in this process's memory-mapped slot file
+(:mod:`multiagent.models._counter_slots`): once :meth:`CacheStore.count` returns, the count is
+in the page cache and survives the death of the process (``SIGKILL`` included; only a power cut
+can lose it, as with SQLite's ``synchronous=NORMAL``), without the write transaction per lookup
+that committing it to SQLite cost (about a third of a cached call's overhead). Slot files of
+dead processes are folded into a table of the database when a store opens or closes; the
+totals are that table plus the files not yet folded.
+
+Entries may be written behind (``write_behind_s``, the completion cache's choice): a ``set``
+is kept in memory, where this process's lookups see it, and written with the others pending in
+one transaction after ``write_behind_s``, every :data:`FLUSH_EVERY` entries, on ``close`` and at
+exit. A killed process loses its pending entries; that only turns a later lookup into a miss,
+counted as one. Counts are never written behind.
+
+The interface a store of another kind (Redis, ...) has to offer is small: :meth:`get_and_count`
+(read a key, count found or missing), :meth:`set` (with expiry), :meth:`delete`, :meth:`count`,
+:meth:`counters`, :meth:`clear`, ``len`` and :meth:`close`.
 """
 
 from __future__ import annotations
 
+import builtins
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,9 +45,17 @@ from typing import Any
 
 import diskcache
 
+from multiagent.models._cache_writer import register_write_behind, wake_writer
+from multiagent.models._counter_slots import SlotCounters
+
 _COUNTERS = "MultiagentCounters"
+_FOLDED = "MultiagentFoldedSlots"
 #: Writes between two culls (expired entries first, then by policy down to the size limit).
 CULL_EVERY = 64
+#: Pending entries that make a write-behind store write at once (the writer thread normally
+#: writes them first; this bounds what a burst keeps in memory).
+FLUSH_EVERY = 256
+_MISSING = object()
 _COUNT = (
     f"INSERT INTO {_COUNTERS} (name, value) VALUES (?, ?) "
     "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value"
@@ -90,21 +112,43 @@ class CacheStore:
         directory: The cache directory (created when missing).
         legacy_counters: A diskcache directory whose counters an earlier version kept apart;
             they are carried over once, when the counters table is created.
+        write_behind_s: Write entries behind, at most this many seconds after their ``set``
+            (``None``: each ``set`` is written before it returns).
     """
 
-    def __init__(self, directory: Path, *, legacy_counters: Path | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        legacy_counters: Path | None = None,
+        write_behind_s: float | None = None,
+    ) -> None:
         self.directory = Path(directory)
         self._lock = threading.Lock()
         # culling on every write costs three more statements per ``set`` (expired rows, page
         # count, size); culling every CULL_EVERY writes bounds the cache all the same
         self._cache = _ProcessCache(str(self.directory), cull_limit=0)
         self._writes = 0
+        self._slots = SlotCounters(self.directory / "counters")
+        self._write_behind_s = write_behind_s
+        # key -> (value, deadline or None): written behind, read by this process's lookups
+        self._pending: dict[str, tuple[Any, float | None]] = {}
+        # entries written behind go through a connection of their own, so lookups on the
+        # shared one never wait for a batch being written (SQLite's WAL lets both proceed)
+        self._writer = (
+            None if write_behind_s is None else _ProcessCache(str(self.directory), cull_limit=0)
+        )
+        self._write_lock = threading.Lock()  # taken before ``_lock`` when both are held
         with self._lock, self._cache.transact(retry=True):
             self._create_counters(legacy_counters)
+        self._fold()
+        if write_behind_s is not None:
+            register_write_behind(self, delay_s=write_behind_s)
 
     def _create_counters(self, legacy: Path | None) -> None:
         """Create the counters table, seeded from ``legacy`` counters when it is new."""
         sql = self._cache._sql
+        sql(f"CREATE TABLE IF NOT EXISTS {_FOLDED} (name TEXT PRIMARY KEY) WITHOUT ROWID")
         exists = sql(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (_COUNTERS,)
         ).fetchall()
@@ -129,60 +173,147 @@ class CacheStore:
         with self._lock:
             yield self._cache
 
+    def _pending_value(self, key: str) -> Any:
+        """A value written behind and not yet stored (``_MISSING`` if none or expired)."""
+        found = self._pending.get(key)
+        if found is None:
+            return _MISSING
+        value, deadline = found
+        return _MISSING if deadline is not None and deadline <= time.time() else value
+
     def get(self, key: str, default: Any = None) -> Any:
         """The stored value of ``key`` (expired entries read as missing), or ``default``."""
         with self._lock:
-            return self._cache.get(key, default=default, retry=True)
+            value = self._pending_value(key) if self._pending else _MISSING
+            if value is _MISSING:
+                value = self._cache.get(key, default=default, retry=True)
+            return value
 
     def get_and_count(self, key: str, default: Any, *, found: str, missing: str) -> Any:
-        """:meth:`get`, counting ``found`` or ``missing`` (one lock, one committed write)."""
-        with self._lock:
-            value = self._cache.get(key, default=default, retry=True)
-            self._count(found if value is not default else missing, 1)
+        """:meth:`get`, counting ``found`` or ``missing`` (crash-proof when this returns)."""
+        value = self.get(key, default)
+        self.count(found if value is not default else missing)
         return value
 
     def set(self, key: str, value: Any, *, expire: float | None) -> None:
         """Store ``value`` under ``key``, expiring after ``expire`` seconds (``None``: never)."""
         with self._lock:
-            self._cache.set(key, value, expire=expire, retry=True)
-            self._writes += 1
-            if self._writes % CULL_EVERY == 0:
-                self._cache.cull(retry=True)
+            if self._write_behind_s is None:
+                self._write(key, value, expire)
+                return
+            deadline = None if expire is None else time.time() + expire
+            self._pending[key] = (value, deadline)
+            full = len(self._pending) >= FLUSH_EVERY
+        if full:
+            self.flush()
+            return
+        wake_writer()
+
+    def _write(self, key: str, value: Any, expire: float | None) -> None:
+        """Write one entry (the caller holds the lock)."""
+        self._cache.set(key, value, expire=expire, retry=True)
+        self._writes += 1
+        if self._writes % CULL_EVERY == 0:
+            self._cache.cull(retry=True)
+
+    def flush(self) -> None:
+        """Write every entry written behind now, in one transaction."""
+        writer = self._writer
+        if writer is None:
+            return
+        with self._write_lock:
+            with self._lock:
+                pending = dict(self._pending)  # they stay readable until they are written
+            if not pending:
+                return
+            now = time.time()
+            with writer.transact(retry=True):
+                for key, (value, deadline) in pending.items():
+                    # an entry that expired while pending is written as expired, as it would
+                    # have been written at once: it reads as missing and is culled like others
+                    expire = None if deadline is None else deadline - now
+                    writer.set(key, value, expire=expire, retry=True)
+            before, self._writes = self._writes, self._writes + len(pending)
+            if before // CULL_EVERY != self._writes // CULL_EVERY:
+                writer.cull(retry=True)
+            with self._lock:
+                for key, entry in pending.items():
+                    if self._pending.get(key) is entry:
+                        del self._pending[key]
 
     def delete(self, key: str) -> None:
         """Remove ``key`` (no error when absent)."""
-        with self._lock:
+        with self._write_lock, self._lock:
+            self._pending.pop(key, None)
             self._cache.delete(key, retry=True)
 
     def count(self, name: str, delta: int = 1) -> None:
-        """Add ``delta`` to counter ``name``; committed (durable) when this returns."""
-        with self._lock:
-            self._count(name, delta)
+        """Add ``delta`` to counter ``name``; crash-proof when this returns."""
+        try:
+            self._slots.add(name, delta)
+        except ValueError:  # a name too long for a slot, or the slot full: commit it instead
+            with self._lock:
+                self._cache._sql_retry(_COUNT, (name, delta))
 
-    def _count(self, name: str, delta: int) -> None:
-        """Add to a counter; the caller holds the lock."""
-        # autocommit: one statement is one transaction; a busy database is retried, never lost
-        self._cache._sql_retry(_COUNT, (name, delta))
-
-    def counters(self) -> dict[str, int]:
-        """Every counter by name."""
+    def _folded(self) -> tuple[dict[str, int], builtins.set[str]]:
+        """The folded totals and the names of the folded slot files."""
         with self._lock:
             rows = self._cache._sql(f"SELECT name, value FROM {_COUNTERS}").fetchall()
-        return {str(name): int(value) for name, value in rows}
+            done = self._cache._sql(f"SELECT name FROM {_FOLDED}").fetchall()
+        return {str(n): int(v) for n, v in rows}, {str(n) for (n,) in done}
+
+    def _fold_one(self, name: str, counts: dict[str, int]) -> None:
+        """Add a dead process's counts and mark its file folded, in one transaction."""
+        with self._lock, self._cache.transact(retry=True):
+            sql = self._cache._sql
+            if sql(f"SELECT 1 FROM {_FOLDED} WHERE name = ?", (name,)).fetchall():
+                return
+            for counter, value in counts.items():
+                sql(_COUNT, (counter, value))
+            sql(f"INSERT INTO {_FOLDED} (name) VALUES (?)", (name,))
+
+    def _fold(self) -> None:
+        """Fold the slot files of dead processes into the counters table."""
+        if self._slots.fold(self._fold_one):
+            with self._lock:  # their files are gone: the marks are no longer needed
+                present = {p.name for p in self._slots.directory.iterdir()}
+                done = self._cache._sql(f"SELECT name FROM {_FOLDED}").fetchall()
+                for (name,) in done:
+                    if name not in present:
+                        self._cache._sql_retry(f"DELETE FROM {_FOLDED} WHERE name = ?", (name,))
+
+    def counters(self) -> dict[str, int]:
+        """Every counter by name (every process's, all time since the last reset)."""
+        return self._slots.totals(self._folded)
 
     def __len__(self) -> int:
-        """Entries stored (expired ones not yet culled included)."""
+        """Entries stored (expired ones not yet culled, and entries written behind, included)."""
+        self.flush()
         with self._lock:
             return len(self._cache)
 
     def clear(self, *, counters: bool = False) -> None:
         """Drop every entry (and reset the counters when ``counters``)."""
-        with self._lock:
+        with self._write_lock, self._lock:
+            self._pending.clear()
             self._cache.clear(retry=True)
-            if counters:
-                self._cache._sql_retry(f"DELETE FROM {_COUNTERS}")
+        if counters:
+            self._slots.reset(self._folded, self._offset)
+
+    def _offset(self, totals: dict[str, int]) -> None:
+        """Replace the folded totals with ``totals``."""
+        with self._lock, self._cache.transact(retry=True):
+            self._cache._sql(f"DELETE FROM {_COUNTERS}")
+            for name, value in totals.items():
+                self._cache._sql(_COUNT, (name, value))
 
     def close(self) -> None:
-        """Close the connection (a later use reopens it)."""
-        with self._lock:
+        """Write what is pending, give up the counter slot, close the connection (a later use
+        reopens both)."""
+        self.flush()
+        self._slots.close()
+        self._fold()  # this process's own slot too, now that it is given up
+        with self._write_lock, self._lock:
             self._cache.close()
+            if self._writer is not None:
+                self._writer.close()

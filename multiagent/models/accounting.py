@@ -95,8 +95,11 @@ class CallIdentity:
         self, messages: Sequence[BaseMessage], *, tools: Iterable[Any] = (), max_output: int
     ) -> float:
         """The most a call can cost: its prompt (with margin) and its whole output allowance."""
-        prompt = int(prompt_tokens(messages, tools=tools) * PROMPT_MARGIN) + 1
-        return self.price.cost(prompt, max_output)
+        return self.worst_case_of(prompt_tokens(messages, tools=tools), max_output=max_output)
+
+    def worst_case_of(self, prompt: int, *, max_output: int) -> float:
+        """:meth:`worst_case_usd` for a prompt already estimated at ``prompt`` tokens."""
+        return self.price.cost(int(prompt * PROMPT_MARGIN) + 1, max_output)
 
     def hold(self, usd: float) -> Hold:
         """Reserve ``usd`` in the run's ledger, then in the project budget.

@@ -98,7 +98,7 @@ class CallInFlight:
         tools = request_tools(kwargs)
         self.identity = identity
         self.prompt_tokens = prompt_tokens(messages, tools=tools)
-        self.worst_usd = identity.worst_case_usd(messages, tools=tools, max_output=self.max_output)
+        self.worst_usd = identity.worst_case_of(self.prompt_tokens, max_output=self.max_output)
         self.attempts = 0
         self.seen: list[BaseMessage] = []
         self.record: CallRecord | None = None

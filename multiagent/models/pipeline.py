@@ -12,9 +12,8 @@ controller again, so a retry is paced and waits out a provider pause like any fi
 
 from __future__ import annotations
 
-import time
+import dataclasses
 import weakref
-from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 
@@ -23,7 +22,6 @@ from multiagent.models.accounting import (
     DEFAULT_MAX_OUTPUT_TOKENS,
     ESTIMATED_OUTPUT_TOKENS,
     CallIdentity,
-    LedgerCacheView,
 )
 from multiagent.models.adaptive import shared_controller
 from multiagent.models.analysis_cache import AnalysisCache, open_analysis_cache
@@ -62,12 +60,14 @@ class ModelPipeline:
         profile = settings.profile
         self.retry = retry or RetryPolicy(attempts=profile.rate_limit.retry_attempts)
         self.backpressure = backpressure or BackpressureConfig.from_profile(profile.rate_limit)
-        # one model per (run, tier, agent, model): a node calls model_for on every turn, and a
-        # fresh model would be built and serialised again for LangChain's callbacks each time
+        # one model is wired per (tier, agent, model) for the pipeline's life; a run gets a
+        # shallow copy that records into its ledger (a few µs, where wiring a model — the
+        # provider model, its copy with response headers, pydantic validation — costs ~100 µs
+        # and used to be paid by every run for every agent)
+        self._wired: dict[_ModelKey, PipelineChatModel] = {}
         self._models: weakref.WeakKeyDictionary[RunLedger, dict[_ModelKey, BaseChatModel]] = (
             weakref.WeakKeyDictionary()
         )
-        self._unledgered: dict[_ModelKey, BaseChatModel] = {}
         self.check_prices()
         daily = profile.budget.daily_usd
         # SQLite under MULTIAGENT_HOME, or Redis (every machine) when MULTIAGENT_REDIS_URL is set
@@ -142,17 +142,23 @@ class ModelPipeline:
             ConfigError: The provider cannot be built (e.g. ``openai`` without a key).
         """
         name = model or self.settings.profile.models.for_tier(tier)
-        models = self._unledgered if ledger is None else self._models.setdefault(ledger, {})
         key = (tier, agent, name)
+        wired = self._wired.get(key)
+        if wired is None:
+            wired = self._wired[key] = self._build(tier, agent=agent, name=name)
+        if ledger is None:
+            return wired
+        models = self._models.get(ledger)
+        if models is None:
+            models = self._models[ledger] = {}
         found = models.get(key)
         if found is None:
-            found = models[key] = self._build(tier, agent=agent, name=name, ledger=ledger)
+            identity = dataclasses.replace(wired.identity, ledger=ledger)
+            found = models[key] = wired.model_copy(update={"identity": identity})
         return found
 
-    def _build(
-        self, tier: Tier, *, agent: str, name: str, ledger: RunLedger | None
-    ) -> BaseChatModel:
-        """Wire a new pipeline model for ``agent`` calling ``name``."""
+    def _build(self, tier: Tier, *, agent: str, name: str) -> PipelineChatModel:
+        """Wire a new pipeline model for ``agent`` calling ``name`` (recording in no ledger)."""
         settings = self.settings
         provider_model = _with_response_headers(build_chat_model(tier, settings, model=name))
         identity = CallIdentity(
@@ -160,14 +166,8 @@ class ModelPipeline:
             provider=settings.provider,
             model=name,
             price=settings.profile.require_price(name),
-            ledger=ledger,
+            ledger=None,
             project=self.project,
-        )
-        store = self.completion_cache
-        cache: Any = (
-            LedgerCacheView(store, identity=identity, clock=time.perf_counter)
-            if store is not None
-            else False
         )
         return PipelineChatModel(
             provider_model=provider_model,
@@ -176,7 +176,8 @@ class ModelPipeline:
             retry=self.retry,
             base_url=settings.openai_base_url if settings.provider == "openai" else None,
             redact=settings.profile.features.pii_redaction,
-            cache=cache,
+            completions=self.completion_cache,
+            cache=False,  # looked up by the model itself (see pipeline_model)
         )
 
 

@@ -2,9 +2,16 @@
 
 It is a ``BaseChatModel`` wrapping the provider's model, so LangChain's own machinery does the
 right thing around it: ``invoke`` redacts the prompt (:meth:`_convert_input`), looks the
-completion cache up (``cache=`` a :class:`~multiagent.models.accounting.LedgerCacheView`), and
-only on a miss decides whether to stream — under LangGraph's ``stream_mode="messages"`` a
-streaming callback is attached and ``_stream`` runs, otherwise ``_generate``. Both run the
+completion cache up, and only on a miss decides whether to stream — under LangGraph's
+``stream_mode="messages"`` a streaming callback is attached and ``_stream`` runs, otherwise
+``_generate``.
+
+The cache is looked up where LangChain looks its own up (``_generate_with_cache``, which this
+model extends; LangChain's ``cache=`` is off): LangChain would serialise the prompt with
+``dumps`` for a key and rebuild the model's parameter string on every call, where
+:func:`~multiagent.models.completion_cache.messages_key` reads the same key off the messages
+and the model's own parameters are read once. A hit is recorded as one of the agent's calls
+(outcome ``cached``, nothing sent, cost 0, ``saved_usd`` what the answer first cost). Both run the
 provider's call inside the retry loop, each attempt passing the shared backpressure controller,
 and record tokens, cost, latency and errors. ``bind_tools`` borrows the provider's tool format,
 and ``with_structured_output`` (LangChain's default, built on ``bind_tools``) works through it.
@@ -12,22 +19,32 @@ and ``with_structured_output`` (LangChain's default, built on ``bind_tools``) wo
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, ExitStack
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, Generation
 from langchain_core.prompt_values import ChatPromptValue, PromptValue
 from langchain_core.runnables import Runnable, RunnableBinding
 from langchain_core.tools import BaseTool
-from pydantic import ConfigDict, Field, SkipValidation
+from pydantic import ConfigDict, Field, PrivateAttr, SkipValidation
 
-from multiagent.models.accounting import CallIdentity, pop_headers, result_headers, stamp
+from multiagent.models.accounting import (
+    CallIdentity,
+    pop_headers,
+    result_headers,
+    stamp,
+    unstamped,
+    usage_of,
+)
 from multiagent.models.backpressure import BackpressureController
 from multiagent.models.budget_hold import CallInFlight, aslot, slot
+from multiagent.models.completion_cache import CompletionCache, messages_key
 from multiagent.models.redaction import redact_messages
 from multiagent.models.retry import RetryPolicy, async_retrying, sync_retrying
 
@@ -45,6 +62,9 @@ class PipelineChatModel(BaseChatModel):
     retry: RetryPolicy = Field(default_factory=RetryPolicy, exclude=True)
     base_url: str | None = None
     redact: bool = False
+    completions: SkipValidation[CompletionCache | None] = Field(default=None, exclude=True)
+    # parameters derived once; a run's copy (``model_copy``) shares the dict with the original
+    _memo: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     @property
     def _llm_type(self) -> str:
@@ -63,6 +83,14 @@ class PipelineChatModel(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
+        # LangChain asks for these on every call (invocation params for callbacks); they do not
+        # change after construction, so they are built once for the wired model and its copies
+        found = self._memo.get("params")
+        if found is None:
+            found = self._memo["params"] = self._params()
+        return dict(found)
+
+    def _params(self) -> dict[str, Any]:
         inner = {
             k: v
             for k, v in self.provider_model._identifying_params.items()
@@ -75,6 +103,91 @@ class PipelineChatModel(BaseChatModel):
             "base_url": self.base_url,
             **inner,
         }
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        # the provider's own tracing parameters (provider and model names, temperature...):
+        # LangChain's fallback would derive them from this class and probe missing attributes
+        return self.provider_model._get_ls_params(stop=stop, **kwargs)
+
+    # -- the completion cache -------------------------------------------------------------
+
+    @property
+    def _own_params(self) -> dict[str, Any]:
+        """The model's part of LangChain's parameter string (it does not change)."""
+        found = self._memo.get("invocation")
+        if found is None:
+            found = self._memo["invocation"] = self._get_invocation_params()
+        return found
+
+    def _cache_key(self, messages: list[BaseMessage], stop: Any, kwargs: dict[str, Any]) -> str:
+        """The key LangChain's cache path would give: ``_get_llm_string`` and the prompt."""
+        # what BaseChatModel._get_llm_string returns for a model that is not lc-serialisable
+        params = {**self._own_params, "stop": stop, **kwargs}
+        return messages_key(messages, str(sorted(params.items())))
+
+    def _hit(self, found: list[Generation], started: float) -> ChatResult:
+        """A cache hit as the result of the call, recorded as one of the agent's calls."""
+        generations = self._convert_cached_generations(found)
+        messages = [g.message for g in generations]
+        used = usage_of(messages) or (0, 0)
+        record = self.identity.finish(
+            "cached",
+            input_tokens=0,
+            output_tokens=0,
+            estimated=False,
+            latency_s=time.perf_counter() - started,
+            attempts=0,
+            saved_usd=self.identity.price.cost(*used),
+        )
+        return ChatResult(generations=[stamp(g.model_copy(), record) for g in generations])
+
+    def _store(self, key: str, result: ChatResult) -> None:
+        if self.completions is not None:
+            self.completions.put(key, [unstamped(g) for g in result.generations])
+
+    def _generate_with_cache(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        cache = self.completions
+        if cache is None:
+            return super()._generate_with_cache(messages, stop, run_manager, **kwargs)
+        started = time.perf_counter()
+        key = self._cache_key(messages, stop, kwargs)
+        found = cache.get(key)
+        if found is not None:
+            hit = self._hit(found, started)
+            chat = [g for g in hit.generations if isinstance(g, ChatGeneration)]
+            self._replay_v2_events_for_cache_hit(chat, run_manager=run_manager, **kwargs)
+            return hit
+        result = super()._generate_with_cache(messages, stop, run_manager, **kwargs)
+        self._store(key, result)
+        return result
+
+    async def _agenerate_with_cache(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        cache = self.completions
+        if cache is None:
+            return await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs)
+        started = time.perf_counter()
+        key = self._cache_key(messages, stop, kwargs)
+        found = cache.get(key)  # a local read: faster than a hop to a thread
+        if found is not None:
+            hit = self._hit(found, started)
+            chat = [g for g in hit.generations if isinstance(g, ChatGeneration)]
+            await self._areplay_v2_events_for_cache_hit(chat, run_manager=run_manager, **kwargs)
+            return hit
+        result = await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs)
+        self._store(key, result)
+        return result
 
     # -- redaction: before the cache key is computed and before anything is sent ------------
 

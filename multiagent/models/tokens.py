@@ -35,7 +35,20 @@ def count_tokens(text: str) -> int:
     """Tokens of ``text`` (special-token markers counted as plain text)."""
     if not text:
         return 0
+    if len(text) <= _MEMO_MAX_CHARS:
+        return _count_memoised(text)
+    return _count(text)
+
+
+def _count(text: str) -> int:
     return len(_encoding().encode(text, disallowed_special=()))
+
+
+#: Texts up to this long are remembered: agents' system prompts and tool definitions repeat on
+#: every call, and tiktoken costs about 20 µs per 100 words; longer texts (documents, a
+#: synthesis of contributions) rarely repeat and would only fill the memo.
+_MEMO_MAX_CHARS = 8192
+_count_memoised = functools.lru_cache(maxsize=2048)(_count)
 
 
 def _message_text(message: BaseMessage) -> str:

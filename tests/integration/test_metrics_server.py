@@ -185,6 +185,8 @@ def test_cache_analytics_read_the_caches_on_disk(
     analysis = open_analysis_cache(settings.home, ttl_s=3600)
     for content in ("a", "a", "b", "a"):
         analysis.get_or_compute("verdict", content, lambda: {"ok": True})
+    cache.flush()  # answers are written behind: on disk for other readers once written
+    short.flush()
     report = httpx2.get(f"{url}/metrics/cache").json()
     completion = report["completion"]
     assert (completion["hits"], completion["misses"]) == (2, 1)

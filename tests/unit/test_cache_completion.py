@@ -113,6 +113,7 @@ def test_counters_are_exact_across_two_processes(tmp_path: Path) -> None:
     cache = CompletionCache(directory)
     for i in range(5):
         cache.update(prompt_of(HumanMessage(f"stored {i}")), "m", generation(f"answer {i}"))
+    cache.flush()  # answers are written behind: other processes see them once written
     rounds = 150
     workers = [
         subprocess.Popen(
@@ -129,3 +130,29 @@ def test_counters_are_exact_across_two_processes(tmp_path: Path) -> None:
     assert stats.hits == 2 * rounds
     assert stats.misses == 2 * rounds
     assert stats.hit_rate == 0.5
+
+
+def test_the_pipeline_key_is_the_key_langchains_cache_path_gave(tmp_path: Path) -> None:
+    # entries written before the pipeline looked the cache up itself must still be found
+    from langchain_core.messages import ToolMessage
+
+    from multiagent.models.completion_cache import messages_key
+    from multiagent.models.pipeline import ModelPipeline
+    from multiagent.models.pipeline_model import PipelineChatModel
+    from multiagent.policies import load_settings
+
+    model = ModelPipeline(load_settings(home=tmp_path)).model_for("fast", agent="a")
+    assert isinstance(model, PipelineChatModel)
+    messages = [
+        SystemMessage("  be brief "),
+        HumanMessage("q", id="h1", name="user"),
+        AIMessage(content="", tool_calls=[{"name": "look", "args": {"q": [1, 2]}, "id": "c1"}]),
+        ToolMessage(content="found", tool_call_id="c1"),
+        HumanMessage([{"type": "text", "text": "blocks"}]),
+    ]
+    tools = {"tools": [{"type": "function", "function": {"name": "look"}}], "tool_choice": "look"}
+    for stop, kwargs in ((None, {}), (["\n"], tools)):
+        bare = [m.model_copy(update={"id": None}) for m in messages]
+        langchain = cache_key(dumps(bare), model._get_llm_string(stop=stop, **kwargs))
+        assert model._cache_key(messages, stop, dict(kwargs)) == langchain
+    assert messages_key(messages[:2], "m") != messages_key(messages[:1], "m")
