@@ -49,6 +49,7 @@ def run_local_batch(
     from multiagent.graphs.batch import batch_cross_validate, read_batch_file
     from multiagent.graphs.batch_store import open_batch_store
     from multiagent.graphs.report import outcome_report
+    from multiagent.models._cache_writer import flush_write_behind
     from multiagent.nodes.agents_file import load_agents
     from multiagent.nodes.context import build_context
     from multiagent.observability.history import persist_metrics, unpersisted
@@ -76,6 +77,7 @@ def run_local_batch(
         if progress is not None:
             progress.close()
         shutdown_tracing()
+        flush_write_behind()
         if unpersisted():
             persist_metrics(settings)
     report = {**outcome_report(outcome.outcome), "unfinished": outcome.unfinished}

@@ -125,9 +125,12 @@ def _execute(
 
 
 def _persist_counted_metrics(settings: Settings) -> None:
-    """Write this run's metrics to the history; a run that counted nothing writes nothing."""
+    """Write this run's metrics to the history (a run that counted nothing writes nothing) and
+    the completion cache's answers still waiting to be written behind."""
+    from multiagent.models._cache_writer import flush_write_behind
     from multiagent.observability.history import persist_metrics, unpersisted
 
+    flush_write_behind()
     if unpersisted():
         persist_metrics(settings)
 

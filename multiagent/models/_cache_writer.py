@@ -75,6 +75,12 @@ def _write_behind() -> None:
                 _WAKE.set()
 
 
+def flush_write_behind() -> None:
+    """Write every store's pending entries now (a command that ends leaves its answers on disk;
+    the process's exit does the same)."""
+    _flush_at_exit()
+
+
 @atexit.register
 def _flush_at_exit() -> None:
     with _LOCK:

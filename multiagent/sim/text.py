@@ -200,8 +200,11 @@ def count_tokens(text: str) -> int:
 def truncate_to_tokens(text: str, limit: int) -> str:
     """The longest prefix of ``text``, in whole pieces, that counts at most ``limit`` tokens."""
     kept: list[str] = []
+    chars = 0
     for piece in split_tokens(text):
-        if kept and count_tokens("".join([*kept, piece])) > limit:
+        chars += len(piece)
+        # count_tokens of the prefix, kept as running sums (linear, not quadratic)
+        if kept and max(len(kept) + 1, (chars + 3) // 4) > limit:
             break
         kept.append(piece)
     return "".join(kept)
