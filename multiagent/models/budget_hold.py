@@ -1,21 +1,19 @@
-"""One model call in flight: its budget held, its slot at the controller, its one record.
+"""One model call in flight: its budget held and its one record.
 
 :class:`CallInFlight` is a context manager around a call's attempt chain. Entering reserves the
 call's worst case in the run and project budgets; leaving makes the call's one record, whatever
 the exit: an answer (:meth:`CallInFlight.answered`), an exception (``error``), or the caller
 giving up — ``asyncio.CancelledError``, ``GeneratorExit`` of a stream closed early,
 ``KeyboardInterrupt`` (``cancelled``). The reservation is settled to the record's cost or given
-back, so nothing stays held. :func:`slot` and :func:`aslot` do the same for one attempt's ticket
-at the backpressure controller.
+back, so nothing stays held. The controller's own ``slot()`` / ``aslot()`` passages do the same
+for one attempt's ticket.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
@@ -28,48 +26,8 @@ from multiagent.models.accounting import (
     output_estimate,
     usage_of,
 )
-from multiagent.models.backpressure import BackpressureController, Ticket
 from multiagent.models.ledger import CallRecord, Outcome
 from multiagent.models.tokens import prompt_tokens, request_tools
-
-
-@dataclass
-class Slot:
-    """A ticket the controller let through, and the headers its answer brought."""
-
-    ticket: Ticket
-    headers: Mapping[str, str] | None = None
-
-
-def _give_back(controller: BackpressureController, ticket: Ticket, exc: BaseException) -> None:
-    if isinstance(exc, Exception):
-        controller.release(ticket, error=exc)
-    else:  # cancelled, interrupted, a stream closed: no verdict on the provider
-        controller.cancel(ticket)
-
-
-@contextmanager
-def slot(controller: BackpressureController, *, tokens: int) -> Iterator[Slot]:
-    """Hold a controller slot for one attempt; released (or cancelled) on any exit."""
-    held = Slot(controller.acquire(tokens=tokens))  # acquire gives the ticket up if it fails
-    try:
-        yield held
-    except BaseException as exc:
-        _give_back(controller, held.ticket, exc)
-        raise
-    controller.release(held.ticket, headers=held.headers)
-
-
-@asynccontextmanager
-async def aslot(controller: BackpressureController, *, tokens: int) -> AsyncIterator[Slot]:
-    """The async twin of :func:`slot`."""
-    held = Slot(await controller.aacquire(tokens=tokens))
-    try:
-        yield held
-    except BaseException as exc:
-        _give_back(controller, held.ticket, exc)
-        raise
-    controller.release(held.ticket, headers=held.headers)
 
 
 class CallInFlight:

@@ -43,7 +43,7 @@ from multiagent.models.accounting import (
     usage_of,
 )
 from multiagent.models.backpressure import BackpressureController
-from multiagent.models.budget_hold import CallInFlight, aslot, slot
+from multiagent.models.budget_hold import CallInFlight
 from multiagent.models.completion_cache import CompletionCache, messages_key
 from multiagent.models.redaction import redact_messages
 from multiagent.models.retry import RetryPolicy, async_retrying, sync_retrying
@@ -234,11 +234,11 @@ class PipelineChatModel(BaseChatModel):
             for attempt in sync_retrying(self.retry, model=self.model_name):
                 with attempt:
                     call.attempts += 1
-                    with slot(self.controller, tokens=call.pace_tokens) as held:
+                    with self.controller.slot(tokens=call.pace_tokens) as passage:
                         result = self.provider_model._generate(
                             messages, stop=stop, run_manager=run_manager, **kwargs
                         )
-                        held.headers = result_headers(result)
+                        passage.answered(headers=result_headers(result))
             return self._answered(call, result)
 
     async def _agenerate(
@@ -252,11 +252,11 @@ class PipelineChatModel(BaseChatModel):
             async for attempt in async_retrying(self.retry, model=self.model_name):
                 with attempt:
                     call.attempts += 1
-                    async with aslot(self.controller, tokens=call.pace_tokens) as held:
+                    async with self.controller.aslot(tokens=call.pace_tokens) as passage:
                         result = await self.provider_model._agenerate(
                             messages, stop=stop, run_manager=run_manager, **kwargs
                         )
-                        held.headers = result_headers(result)
+                        passage.answered(headers=result_headers(result))
             return self._answered(call, result)
 
     @staticmethod
@@ -281,18 +281,20 @@ class PipelineChatModel(BaseChatModel):
                     # goes on the stack; a failed attempt closes it before the next one
                     attempt_stack = ExitStack()
                     with attempt_stack:
-                        held = attempt_stack.enter_context(
-                            slot(self.controller, tokens=call.pace_tokens)
+                        passage = attempt_stack.enter_context(
+                            self.controller.slot(tokens=call.pace_tokens)
                         )
                         chunks = self.provider_model._stream(messages, stop=stop, **kwargs)
                         first = next(chunks, None)
                         # unwound in reverse: the provider's stream closes, then the slot
                         stack.push(attempt_stack.pop_all())
                         stack.callback(_close, chunks)
+            headers = None
             for chunk in _chain(first, chunks):
-                held.headers = pop_headers(chunk) or held.headers
+                headers = pop_headers(chunk) or headers
                 call.seen.append(chunk.message)
                 yield chunk
+            passage.answered(headers=headers)
             stack.close()  # the slot goes back with the answer's headers before the record
             yield self._last_chunk(call)
 
@@ -310,8 +312,8 @@ class PipelineChatModel(BaseChatModel):
                         call.attempts += 1
                         attempt_stack = AsyncExitStack()
                         async with attempt_stack:
-                            held = await attempt_stack.enter_async_context(
-                                aslot(self.controller, tokens=call.pace_tokens)
+                            passage = await attempt_stack.enter_async_context(
+                                self.controller.aslot(tokens=call.pace_tokens)
                             )
                             chunks = aiter(
                                 self.provider_model._astream(messages, stop=stop, **kwargs)
@@ -319,14 +321,16 @@ class PipelineChatModel(BaseChatModel):
                             first = await anext(chunks, None)
                             stack.push_async_exit(attempt_stack.pop_all())
                             stack.push_async_callback(_aclose, chunks)
+                headers = None
                 if first is not None:
-                    held.headers = pop_headers(first) or held.headers
+                    headers = pop_headers(first)
                     call.seen.append(first.message)
                     yield first
                 async for chunk in chunks:
-                    held.headers = pop_headers(chunk) or held.headers
+                    headers = pop_headers(chunk) or headers
                     call.seen.append(chunk.message)
                     yield chunk
+                passage.answered(headers=headers)
                 await stack.aclose()
             yield self._last_chunk(call)
 
