@@ -16,7 +16,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, Generation
 
@@ -261,51 +260,3 @@ def result_headers(result: ChatResult) -> Mapping[str, str] | None:
     if result.llm_output and "headers" in result.llm_output:
         headers = result.llm_output.pop("headers") or headers
     return headers
-
-
-class LedgerCacheView(BaseCache):
-    """One agent's view of the shared completion cache: a hit is recorded as one of its calls
-    (outcome ``cached``, no tokens sent, cost 0, ``saved_usd`` what the answer first cost)."""
-
-    def __init__(self, store: BaseCache, *, identity: CallIdentity, clock: Any) -> None:
-        self.store = store
-        self.identity = identity
-        self._clock = clock
-
-    def _hit(self, found: RETURN_VAL_TYPE, started: float) -> RETURN_VAL_TYPE:
-        messages = [g.message for g in found if isinstance(g, ChatGeneration)]
-        used = usage_of(messages) or (0, 0)
-        record = self.identity.finish(
-            "cached",
-            input_tokens=0,
-            output_tokens=0,
-            estimated=False,
-            latency_s=self._clock() - started,
-            attempts=0,
-            saved_usd=self.identity.price.cost(*used),
-        )
-        return [stamp(g.model_copy(), record) for g in found]
-
-    def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
-        """Look up the shared store; a hit is recorded."""
-        started = self._clock()
-        found = self.store.lookup(prompt, llm_string)
-        return None if found is None else self._hit(found, started)
-
-    def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
-        """Store in the shared store (without the record of the call that made the answer)."""
-        self.store.update(prompt, llm_string, [unstamped(g) for g in return_val])
-
-    async def alookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
-        """As :meth:`lookup`."""
-        started = self._clock()
-        found = await self.store.alookup(prompt, llm_string)
-        return None if found is None else self._hit(found, started)
-
-    async def aupdate(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
-        """As :meth:`update`."""
-        await self.store.aupdate(prompt, llm_string, [unstamped(g) for g in return_val])
-
-    def clear(self, **kwargs: Any) -> None:
-        """Clear the shared store."""
-        self.store.clear(**kwargs)

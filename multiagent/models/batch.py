@@ -21,7 +21,7 @@ from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import BaseMessage
 
 from multiagent.errors import UsageError
-from multiagent.models.accounting import LedgerCacheView, usage_of
+from multiagent.models.accounting import usage_of
 from multiagent.models.ledger import RunLedger
 from multiagent.models.pipeline import ModelPipeline
 from multiagent.models.pipeline_model import PipelineChatModel
@@ -106,12 +106,7 @@ def _batch_model(
         return pipeline.model_for(tier, agent=agent, ledger=ledger, model=model)
     if isinstance(model, PipelineChatModel):
         identity = dataclasses.replace(model.identity, ledger=ledger)
-        update: dict[str, Any] = {"identity": identity}
-        if isinstance(model.cache, LedgerCacheView):
-            update["cache"] = LedgerCacheView(
-                model.cache.store, identity=identity, clock=time.perf_counter
-            )
-        return model.model_copy(update=update)
+        return model.model_copy(update={"identity": identity})
     return model
 
 
