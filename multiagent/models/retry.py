@@ -1,4 +1,4 @@
-"""The one retry loop between a node and a provider.
+"""The one retry loop between a node and a provider (tenacity, entered after a first failure).
 
 Exponential backoff with *full jitter* (the wait is drawn uniformly from ``[0, base·2ⁿ]``, capped,
 as in the AWS architecture blog's comparison of jitter schemes): clients that failed together do
@@ -11,13 +11,11 @@ Each attempt goes through the backpressure controller again (see
 :mod:`multiagent.models.pipeline_model`), so a retry is paced and waits out a provider pause like
 any other request.
 
-The loop keeps tenacity's shape (``for attempt in sync_retrying(...): with attempt: ...``) but
-is a few lines of its own: tenacity builds a ``Retrying`` with its strategies and a call state
-for every call, which cost about 25 µs per call on the happy path of a zero-latency model,
-where nearly every call succeeds at once. Here the first attempt costs one small object; the
-backoff is computed only after a failure. The semantics are tenacity's as configured before:
-stop after ``attempts``, retry only retryable errors, wait full jitter floored by
-``Retry-After``, count and report each retry before sleeping, re-raise the last error.
+The loop has tenacity's shape (``for attempt in sync_retrying(...): with attempt: ...``). The
+first attempt is a small object of ours: tenacity builds a ``Retrying`` with its strategies and a
+call state for every call, about 25 µs on the happy path of a zero-latency model where nearly
+every call succeeds at once. Only after a retryable failure does tenacity take over, for the
+attempts that are left, with the same stop, wait, retry and reporting as before.
 """
 
 from __future__ import annotations
@@ -28,6 +26,10 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
+
+import tenacity
+from tenacity.wait import wait_base
 
 from multiagent.models.provider_errors import error_kind, is_retryable, retry_after_s
 from multiagent.observability.metrics import get_metrics
@@ -56,28 +58,73 @@ class RetryPolicy:
 
 
 def backoff_s(
-    policy: RetryPolicy, *, failed: int, error: BaseException, rng: random.Random
+    policy: RetryPolicy, *, failed: int, error: BaseException | None, rng: random.Random
 ) -> float:
     """The wait after failed attempt number ``failed``: full jitter, floored by Retry-After."""
     ceiling = min(policy.cap_s, policy.base_s * 2 ** (failed - 1))
     draw = rng.uniform(0.0, ceiling)
-    return max(draw, retry_after_s(error) or 0.0)
+    floor = retry_after_s(error) if error is not None else None
+    return max(draw, floor or 0.0)
 
 
-class Attempt:
-    """One attempt: ``with attempt:`` keeps an ``Exception`` raised in the block for the loop.
+class FullJitterAfterFloor(wait_base):
+    """:func:`backoff_s` as a tenacity wait; ``offset`` attempts ran before tenacity's first."""
+
+    def __init__(self, policy: RetryPolicy, *, rng: random.Random, offset: int = 0) -> None:
+        self.policy = policy
+        self.rng = rng
+        self.offset = offset
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        outcome = retry_state.outcome
+        error = outcome.exception() if outcome is not None else None
+        failed = retry_state.attempt_number + self.offset
+        return backoff_s(self.policy, failed=failed, error=error, rng=self.rng)
+
+
+def _retry_if(retry_state: tenacity.RetryCallState) -> bool:
+    outcome = retry_state.outcome
+    if outcome is None or not outcome.failed:
+        return False
+    exc = outcome.exception()
+    return exc is not None and is_retryable(exc)
+
+
+def _report(
+    model: str, hook: RetryHook | None, error: BaseException, failed: int, wait: float
+) -> None:
+    """Count a retry and tell the hook, before sleeping."""
+    get_metrics().inc("model_retries_total", labels={"model": model, "kind": error_kind(error)})
+    if hook is not None:
+        hook(error, failed, wait)
+
+
+def _before_sleep(
+    model: str, hook: RetryHook | None, *, offset: int
+) -> Callable[[tenacity.RetryCallState], None]:
+    def before_sleep(retry_state: tenacity.RetryCallState) -> None:
+        outcome = retry_state.outcome
+        exc = outcome.exception() if outcome is not None else None
+        if exc is not None:
+            wait = retry_state.upcoming_sleep
+            _report(model, hook, exc, retry_state.attempt_number + offset, wait)
+
+    return before_sleep
+
+
+class FirstAttempt:
+    """The first attempt: ``with attempt:`` keeps an ``Exception`` raised in the block.
 
     Anything else (``CancelledError``, ``KeyboardInterrupt``, ``GeneratorExit``) is never
     retried and propagates at once.
     """
 
-    __slots__ = ("error", "number")
+    __slots__ = ("error",)
 
-    def __init__(self, number: int) -> None:
-        self.number = number
+    def __init__(self) -> None:
         self.error: Exception | None = None
 
-    def __enter__(self) -> Attempt:
+    def __enter__(self) -> FirstAttempt:
         return self
 
     def __exit__(
@@ -92,107 +139,34 @@ class Attempt:
         return False
 
 
-class _Loop:
-    """What the sync and async loops share: when to stop, how long to wait, what to count."""
-
-    def __init__(
-        self,
-        policy: RetryPolicy,
-        *,
-        model: str,
-        on_retry: RetryHook | None,
-        rng: random.Random | None,
-    ) -> None:
-        self.policy = policy
-        self.model = model
-        self.on_retry = on_retry
-        self.rng = rng
-        self.attempt: Attempt | None = None
-
-    def next_wait(self) -> float | None:
-        """``None`` for a first attempt or after a success (stop); else the wait before the
-        next attempt. Raises the last error when it is final."""
-        last = self.attempt
-        if last is None:
-            return 0.0
-        error = last.error
-        if error is None:
-            return None
-        if last.number >= self.policy.attempts or not is_retryable(error):
-            raise error
-        rng = self.rng or _RNG
-        wait = backoff_s(self.policy, failed=last.number, error=error, rng=rng)
-        get_metrics().inc(
-            "model_retries_total", labels={"model": self.model, "kind": error_kind(error)}
-        )
-        if self.on_retry is not None:
-            self.on_retry(error, last.number, wait)
-        return wait
-
-    def new_attempt(self) -> Attempt:
-        """The next attempt (numbered from 1)."""
-        number = 1 if self.attempt is None else self.attempt.number + 1
-        self.attempt = Attempt(number)
-        return self.attempt
+def _after_first(
+    first: FirstAttempt,
+    policy: RetryPolicy,
+    *,
+    model: str,
+    on_retry: RetryHook | None,
+    rng: random.Random,
+) -> tuple[float, dict[str, Any]] | None:
+    """``None`` when the first attempt answered; raise its error when it is final; else the
+    wait before the second attempt and tenacity's arguments for the attempts left."""
+    error = first.error
+    if error is None:
+        return None
+    if policy.attempts == 1 or not is_retryable(error):
+        raise error
+    wait = backoff_s(policy, failed=1, error=error, rng=rng)
+    _report(model, on_retry, error, 1, wait)
+    rest = {
+        "stop": tenacity.stop_after_attempt(policy.attempts - 1),
+        "wait": FullJitterAfterFloor(policy, rng=rng, offset=1),
+        "retry": _retry_if,
+        "before_sleep": _before_sleep(model, on_retry, offset=1),
+        "reraise": True,
+    }
+    return wait, rest
 
 
 _RNG = random.Random()
-
-
-class SyncRetrying(_Loop):
-    """``for attempt in SyncRetrying(...): with attempt: ...`` (see :func:`sync_retrying`)."""
-
-    def __init__(
-        self,
-        policy: RetryPolicy,
-        *,
-        model: str,
-        on_retry: RetryHook | None,
-        sleep: Callable[[float], None],
-        rng: random.Random | None,
-    ) -> None:
-        super().__init__(policy, model=model, on_retry=on_retry, rng=rng)
-        self._sleep = sleep
-
-    def __iter__(self) -> Iterator[Attempt]:
-        return self
-
-    def __next__(self) -> Attempt:
-        first = self.attempt is None
-        wait = self.next_wait()
-        if wait is None:
-            raise StopIteration
-        if not first:
-            self._sleep(wait)
-        return self.new_attempt()
-
-
-class AsyncRetrying(_Loop):
-    """``async for attempt in AsyncRetrying(...): with attempt: ...``."""
-
-    def __init__(
-        self,
-        policy: RetryPolicy,
-        *,
-        model: str,
-        on_retry: RetryHook | None,
-        sleep: Callable[[float], Awaitable[None]],
-        rng: random.Random | None,
-    ) -> None:
-        super().__init__(policy, model=model, on_retry=on_retry, rng=rng)
-        self._sleep = sleep
-
-    def __aiter__(self) -> AsyncIterator[Attempt]:
-        return self
-
-    async def __anext__(self) -> Attempt:
-        first = self.attempt is None
-        wait = self.next_wait()
-        if wait is None:
-            raise StopAsyncIteration
-        if not first:
-            await self._sleep(wait)
-        return self.new_attempt()
 
 
 def sync_retrying(
@@ -202,8 +176,8 @@ def sync_retrying(
     on_retry: RetryHook | None = None,
     sleep: Callable[[float], None] = time.sleep,
     rng: random.Random | None = None,
-) -> SyncRetrying:
-    """Return the retry loop that applies ``policy``; the last error is re-raised.
+) -> Iterator[Any]:
+    """Yield attempts that apply ``policy``; the last error is re-raised.
 
     Args:
         policy: Attempts and backoff bounds.
@@ -212,16 +186,31 @@ def sync_retrying(
         sleep: Sleep function (a test passes a recorder).
         rng: Random source for the jitter.
     """
-    return SyncRetrying(policy, model=model, on_retry=on_retry, sleep=sleep, rng=rng)
+    first = FirstAttempt()
+    yield first
+    after = _after_first(first, policy, model=model, on_retry=on_retry, rng=rng or _RNG)
+    if after is None:
+        return
+    wait, rest = after
+    sleep(wait)
+    yield from tenacity.Retrying(sleep=sleep, **rest)
 
 
-def async_retrying(
+async def async_retrying(
     policy: RetryPolicy,
     *,
     model: str = "",
     on_retry: RetryHook | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     rng: random.Random | None = None,
-) -> AsyncRetrying:
-    """Return the async twin of :func:`sync_retrying`."""
-    return AsyncRetrying(policy, model=model, on_retry=on_retry, sleep=sleep, rng=rng)
+) -> AsyncIterator[Any]:
+    """The async twin of :func:`sync_retrying`."""
+    first = FirstAttempt()
+    yield first
+    after = _after_first(first, policy, model=model, on_retry=on_retry, rng=rng or _RNG)
+    if after is None:
+        return
+    wait, rest = after
+    await sleep(wait)
+    async for attempt in tenacity.AsyncRetrying(sleep=sleep, **rest):
+        yield attempt
