@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
+from multiagent._sqlite import ensure_wal
 from multiagent.graphs.batch_chunks import ItemRecord
 from multiagent.nodes.state import ValidationItem
 from multiagent.nodes.usage import Usage
@@ -197,7 +198,7 @@ def open_batch_store(settings: Settings, *, create: bool = True) -> Iterator[Sql
         path.parent.mkdir(parents=True, exist_ok=True)
     connection = sqlite3.connect(path, check_same_thread=False, timeout=30.0)
     try:
-        connection.execute("PRAGMA journal_mode=WAL")
+        ensure_wal(connection)
         connection.executescript(_SCHEMA)
         yield SqliteBatchStore(connection)
     finally:

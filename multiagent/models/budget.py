@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from multiagent._sqlite import ensure_wal
 from multiagent.errors import BudgetExceededError
 
 if TYPE_CHECKING:
@@ -109,7 +110,7 @@ class SQLiteProjectBudget:
             db = sqlite3.connect(
                 self.path, timeout=30.0, isolation_level=None, check_same_thread=False
             )
-            db.execute("PRAGMA journal_mode=WAL")
+            ensure_wal(db)
             db.executescript(_SCHEMA)
             self._db = db
         return self._db

@@ -8,11 +8,12 @@ front, so two writers never deadlock upgrading a read lock).
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
+
+from multiagent._sqlite import ensure_wal
 
 #: How long a writer waits for another one; a module value so tests can shorten it.
 BUSY_TIMEOUT_MS = 10_000
@@ -37,18 +38,7 @@ def connect(path: Path) -> sqlite3.Connection:
 
 
 def _ensure_wal(conn: sqlite3.Connection) -> None:
-    """Switch the file to WAL once. Two processes creating it at once can see the switch fail
-    with "database is locked" without SQLite's busy handler being consulted: retry it here."""
-    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
-    while True:
-        try:
-            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                conn.execute("PRAGMA journal_mode = WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.005)
+    ensure_wal(conn, timeout_s=BUSY_TIMEOUT_MS / 1000)
 
 
 @contextmanager

@@ -13,6 +13,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 
+from multiagent._sqlite import ensure_wal
 from multiagent.errors import ConfigError, UsageError
 from multiagent.policies import Settings
 
@@ -72,7 +73,7 @@ def open_checkpointer(
     ensure_home(settings)
     conn = sqlite3.connect(checkpoint_path(settings), check_same_thread=False, timeout=30.0)
     try:
-        conn.execute("PRAGMA journal_mode=WAL")
+        ensure_wal(conn)
         saver = SqliteSaver(conn)
         saver.setup()
         yield saver
