@@ -73,8 +73,12 @@ class AnalysisCache:
         self._clock = clock
         self._store: CacheStore | RedisCacheStore | None = None
         if enabled:
-            self._store = store or CacheStore(
-                self.directory / "entries", legacy_counters=self.directory / "stats"
+            self._store = (
+                store
+                if store is not None
+                else CacheStore(
+                    self.directory / "entries", legacy_counters=self.directory / "stats"
+                )
             )
 
     def _count(self, kind: str, outcome: str) -> None:

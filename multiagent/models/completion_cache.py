@@ -203,10 +203,14 @@ class CompletionCache(BaseCache):
         """
         self.directory = Path(directory)
         self.ttl_s = ttl_s
-        self._store: CacheStore | RedisCacheStore = store or CacheStore(
-            self.directory / "entries",
-            legacy_counters=self.directory / "stats",
-            write_behind_s=WRITE_BEHIND_S,
+        self._store: CacheStore | RedisCacheStore = (
+            store
+            if store is not None
+            else CacheStore(
+                self.directory / "entries",
+                legacy_counters=self.directory / "stats",
+                write_behind_s=WRITE_BEHIND_S,
+            )
         )
         # LangChain looks up and then updates with the same prompt string: its key is kept for
         # the update instead of parsing and hashing the prompt again (a few calls in flight)

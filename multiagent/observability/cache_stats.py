@@ -129,6 +129,24 @@ def cache_analytics(settings: Settings) -> dict[str, Any]:
     return {"completion": _completion(settings), "analysis": _analysis(settings)}
 
 
+def shared_cache_summary(settings: Settings) -> dict[str, Any] | None:
+    """The caches' figures for ``metrics show`` from the shared counters in Redis (every
+    process's, on every machine); ``None`` without ``MULTIAGENT_REDIS_URL``.
+
+    Raises:
+        UsageError: Redis is configured but does not answer (one line naming the URL).
+    """
+    if not settings.redis_url:
+        return None
+    analytics = cache_analytics(settings)
+    keep = {"completion": ("hits", "misses"), "analysis": ("hits", "misses", "expired")}
+    return {
+        cache: {**{k: analytics[cache][k] for k in names}, "hit_rate": analytics[cache]["hit_rate"],
+                "entries": analytics[cache]["entries"], "store": "redis"}
+        for cache, names in keep.items()
+    }  # fmt: skip
+
+
 def cache_gauges(analytics: dict[str, Any]) -> list[Series]:
     """The entries and size of each cache as gauge series for ``/metrics``."""
     out: list[Series] = []
