@@ -90,10 +90,14 @@ def _print_summary(summary: dict[str, Any]) -> None:
 def show(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Show calls, tokens, cost, errors, latency and cache hit rates of every recorded run."""
     from multiagent.distributed.metrics import queues_summary
+    from multiagent.observability.cache_stats import shared_cache_summary
     from multiagent.observability.server import metrics_summary
 
     settings = cli_settings(ctx)
     summary = metrics_summary(settings)
+    shared = shared_cache_summary(settings)
+    if shared is not None:  # MULTIAGENT_REDIS_URL set: the caches' counters, fleet-wide
+        summary["cache"] = shared
     queues = queues_summary(settings)
     if queues is not None:  # MULTIAGENT_REDIS_URL set: every queue's figures, fleet-wide
         summary["queues"] = queues

@@ -30,6 +30,7 @@ from langgraph.types import Command
 
 from multiagent.errors import BudgetExceededError, UsageError
 from multiagent.graphs.workflows import STREAMED_NODES, Workflow, compile_workflow, task_label
+from multiagent.models.budget import ProjectBudget
 from multiagent.models.pipeline import RunLedger
 from multiagent.nodes.context import WorkflowContext
 from multiagent.nodes.failures import describe_error, provider_errors
@@ -132,6 +133,23 @@ def _resume_command(
     return Command(resume=answers), None
 
 
+def _thread_budget(
+    context: WorkflowContext, *, thread_id: str, budget_usd: float | None
+) -> ProjectBudget | None:
+    """The thread's budget in Redis when ``MULTIAGENT_REDIS_URL`` is set (two processes running
+    or resuming the same thread then cannot pass it together); else ``None``: in-process only."""
+    url = context.settings.redis_url
+    if not url or budget_usd is None:
+        return None
+    from multiagent.models.budget_redis import thread_budget
+
+    config = context.settings.profile.budget
+    return thread_budget(
+        url, thread_id=thread_id, cap_usd=budget_usd, lease_s=config.lease_s,
+        degraded_fraction=config.degraded_fraction,
+    )  # fmt: skip
+
+
 def run_workflow(
     workflow: Workflow,
     inputs: Any,
@@ -201,7 +219,8 @@ def run_workflow(
         command, pending = _resume_command(graph, config, approver)
     budget = context.ledger.budget_usd
     ledger = shared_ledger or RunLedger(
-        budget_usd=None if budget is None else max(0.0, budget - spent_before)
+        budget_usd=None if budget is None else max(0.0, budget - spent_before),
+        shared=_thread_budget(context, thread_id=thread_id, budget_usd=budget),
     )
     context = dataclasses.replace(context, ledger=ledger)
     watcher = _Watcher(on_event)

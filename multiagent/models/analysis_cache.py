@@ -7,6 +7,11 @@ process, each count committed before the lookup returns, so exact after a crash 
 processes): ``hits``, ``misses`` (never stored) and ``expired`` (stored but older than the TTL;
 recomputed). Values are pickled by diskcache, so they must be picklable (pydantic models and
 plain data are).
+
+With ``MULTIAGENT_REDIS_URL`` set the cache lives in Redis
+(:class:`~multiagent.models._cache_redis.RedisCacheStore`), shared by every process: entries are
+kept for twice the TTL and an entry with less than the TTL left to live (older than the TTL) is
+stale, judged on the server's clock; the lookup and its count are one atomic step.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from multiagent.models._cache_redis import RedisCacheStore, cache_client
 from multiagent.models._cache_store import CacheStore
 from multiagent.observability.metrics import get_metrics
 
@@ -45,7 +51,9 @@ class AnalysisCache:
         directory: Where to keep it (see :func:`analysis_cache_dir`).
         ttl_s: Age after which an entry is stale.
         enabled: When false, every call computes and nothing is stored or counted.
-        clock: Wall-clock seconds (entries outlive processes, so not a monotonic clock).
+        clock: Wall-clock seconds (entries outlive processes, so not a monotonic clock);
+            a Redis ``store`` uses the server's clock instead.
+        store: Keep entries and counters in this Redis store instead of ``directory``.
     """
 
     def __init__(
@@ -55,6 +63,7 @@ class AnalysisCache:
         ttl_s: float,
         enabled: bool = True,
         clock: Callable[[], float] = time.time,
+        store: RedisCacheStore | None = None,
     ) -> None:
         if ttl_s <= 0:
             raise ValueError(f"ttl_s must be positive, got {ttl_s}")
@@ -62,11 +71,15 @@ class AnalysisCache:
         self.ttl_s = ttl_s
         self.enabled = enabled
         self._clock = clock
-        self._store = (
-            CacheStore(self.directory / "entries", legacy_counters=self.directory / "stats")
-            if enabled
-            else None
-        )
+        self._store: CacheStore | RedisCacheStore | None = None
+        if enabled:
+            self._store = (
+                store
+                if store is not None
+                else CacheStore(
+                    self.directory / "entries", legacy_counters=self.directory / "stats"
+                )
+            )
 
     def _count(self, kind: str, outcome: str) -> None:
         assert self._store is not None
@@ -78,6 +91,13 @@ class AnalysisCache:
         if self._store is None:
             return _MISSING
         key = content_key(kind, content)
+        if isinstance(self._store, RedisCacheStore):
+            outcome, stored = self._store.get_fresh_and_count(
+                key, _MISSING, stale_s=self.ttl_s, found="hits", missing="misses",
+                stale="expired", prefix=f"{kind}\x00",
+            )  # fmt: skip
+            get_metrics().inc(f"analysis_cache_{outcome}_total", labels={"kind": kind})
+            return stored if stored is _MISSING else stored[1]
         with self._store.locked() as cache:
             stored = cache.get(key, default=_MISSING, retry=True)
             if stored is _MISSING:
@@ -150,10 +170,32 @@ MISSING: Any = _MISSING
 _OPEN: dict[tuple[Path, float, bool], AnalysisCache] = {}
 _OPEN_LOCK = threading.Lock()
 _BY_HOME: dict[tuple[Path, float, bool], AnalysisCache] = {}
+_BY_REDIS: dict[tuple[str, float, bool], AnalysisCache] = {}
 
 
-def open_analysis_cache(home: Path, *, ttl_s: float, enabled: bool = True) -> AnalysisCache:
-    """The process's analysis cache for data directory ``home`` (opened once)."""
+def open_analysis_cache(
+    home: Path, *, ttl_s: float, enabled: bool = True, redis_url: str | None = None
+) -> AnalysisCache:
+    """The process's analysis cache for data directory ``home`` (opened once).
+
+    Args:
+        home: The data directory (where the embedded cache lives).
+        ttl_s: Age after which an entry is stale.
+        enabled: When false, every call computes and nothing is stored or counted.
+        redis_url: Keep the cache in this Redis, shared by every process, instead of ``home``.
+
+    Raises:
+        UsageError: ``redis_url`` is given, the cache is enabled and nothing answers there.
+    """
+    if redis_url and enabled:
+        with _OPEN_LOCK:
+            cache = _BY_REDIS.get((redis_url, ttl_s, enabled))
+            if cache is None:
+                store = RedisCacheStore(cache_client(redis_url), name="analysis")
+                directory = analysis_cache_dir(Path(home))
+                cache = AnalysisCache(directory, ttl_s=ttl_s, enabled=enabled, store=store)
+                _BY_REDIS[(redis_url, ttl_s, enabled)] = cache
+            return cache
     # an absolute home is looked up as given (resolving costs a system call per component)
     given = (Path(home), ttl_s, enabled)
     found = _BY_HOME.get(given) if given[0].is_absolute() else None

@@ -355,3 +355,19 @@ def shared_budget(
         _client(url), key=budget_key(kind, name), cap_usd=None, lease_s=lease_s,
         degraded_fraction=degraded_fraction, label=f"{kind} budget",
     )  # fmt: skip
+
+
+def thread_budget(
+    url: str, *, thread_id: str, cap_usd: float, lease_s: float, degraded_fraction: float
+) -> RedisBudget:
+    """The budget of thread ``thread_id`` shared by every process running or resuming it: its
+    total ``cap_usd`` (stored with each reservation, so a resume with a larger budget raises it)
+    against everything the thread's calls settled in Redis.
+
+    Raises:
+        UsageError: Redis does not answer (one line naming the URL).
+    """
+    return RedisBudget(
+        _client(url), key=budget_key("thread", thread_id), cap_usd=cap_usd, lease_s=lease_s,
+        degraded_fraction=degraded_fraction, label="thread budget",
+    )  # fmt: skip

@@ -14,6 +14,10 @@ by every process using the same home — without a SQLite commit per lookup. Ans
 behind (:data:`WRITE_BEHIND_S`, one transaction for all pending): this process's lookups see
 them at once, other processes within that delay; a process killed before the write loses only
 those answers, which makes a later lookup a miss, counted honestly as one.
+
+With ``MULTIAGENT_REDIS_URL`` set the same cache lives in Redis instead
+(:class:`~multiagent.models._cache_redis.RedisCacheStore`): same keys and values, entries
+expire on the server's clock, and each hit or miss is counted in the lookup's own round trip.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from langchain_core.messages import (
 )
 from langchain_core.outputs import ChatGeneration, Generation
 
+from multiagent.models._cache_redis import RedisCacheStore, cache_client
 from multiagent.models._cache_store import CacheStore
 from multiagent.observability.metrics import get_metrics
 
@@ -184,14 +189,28 @@ def _decode(blob: str) -> list[Generation]:
 class CompletionCache(BaseCache):
     """Completions on disk, keyed by model identity, parameters and the normalised prompt."""
 
-    def __init__(self, directory: Path, *, ttl_s: float | None = None) -> None:
-        """Open (or create) the cache in ``directory``; entries expire after ``ttl_s``."""
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        ttl_s: float | None = None,
+        store: RedisCacheStore | None = None,
+    ) -> None:
+        """Open (or create) the cache in ``directory``; entries expire after ``ttl_s``.
+
+        A ``store`` given (Redis, shared by every process) holds the entries and counters
+        instead of ``directory``.
+        """
         self.directory = Path(directory)
         self.ttl_s = ttl_s
-        self._store = CacheStore(
-            self.directory / "entries",
-            legacy_counters=self.directory / "stats",
-            write_behind_s=WRITE_BEHIND_S,
+        self._store: CacheStore | RedisCacheStore = (
+            store
+            if store is not None
+            else CacheStore(
+                self.directory / "entries",
+                legacy_counters=self.directory / "stats",
+                write_behind_s=WRITE_BEHIND_S,
+            )
         )
         # LangChain looks up and then updates with the same prompt string: its key is kept for
         # the update instead of parsing and hashing the prompt again (a few calls in flight)
@@ -267,10 +286,30 @@ _OPEN_LOCK = threading.Lock()
 
 
 _BY_HOME: dict[tuple[Path, float | None], CompletionCache] = {}
+_BY_REDIS: dict[tuple[str, float | None], CompletionCache] = {}
 
 
-def open_completion_cache(home: Path, *, ttl_s: float | None = None) -> CompletionCache:
-    """The process's completion cache for data directory ``home`` (opened once)."""
+def open_completion_cache(
+    home: Path, *, ttl_s: float | None = None, redis_url: str | None = None
+) -> CompletionCache:
+    """The process's completion cache for data directory ``home`` (opened once).
+
+    Args:
+        home: The data directory (where the embedded cache lives).
+        ttl_s: Seconds an answer is kept (``None``: until evicted).
+        redis_url: Keep the cache in this Redis, shared by every process, instead of ``home``.
+
+    Raises:
+        UsageError: ``redis_url`` is given and nothing answers there (one line).
+    """
+    if redis_url:
+        with _OPEN_LOCK:
+            cache = _BY_REDIS.get((redis_url, ttl_s))
+            if cache is None:
+                store = RedisCacheStore(cache_client(redis_url), name="completions")
+                cache = CompletionCache(completion_cache_dir(Path(home)), ttl_s=ttl_s, store=store)
+                _BY_REDIS[(redis_url, ttl_s)] = cache
+            return cache
     # an absolute home is looked up as given first: resolving a path costs a system call per
     # component, and pipelines ask for the cache once per model they build (a relative home
     # depends on the working directory, so it is always resolved)

@@ -101,14 +101,19 @@ class ModelPipeline:
         cache = self.settings.profile.cache
         if not cache.completion_enabled:
             return None
-        return open_completion_cache(self.settings.home, ttl_s=cache.completion_ttl_s)
+        return open_completion_cache(
+            self.settings.home, ttl_s=cache.completion_ttl_s, redis_url=self.settings.redis_url
+        )
 
     @property
     def analysis_cache(self) -> AnalysisCache:
         """The shared analysis cache (a pass-through when the profile switches it off)."""
         cache = self.settings.profile.cache
         return open_analysis_cache(
-            self.settings.home, ttl_s=cache.analysis_ttl_s, enabled=cache.analysis_enabled
+            self.settings.home,
+            ttl_s=cache.analysis_ttl_s,
+            enabled=cache.analysis_enabled,
+            redis_url=self.settings.redis_url,
         )
 
     def controller_for(self, model: str) -> BackpressureController:

@@ -5,6 +5,10 @@ database under ``MULTIAGENT_HOME`` (see
 :mod:`multiagent.models.completion_cache` and :mod:`multiagent.models.analysis_cache`), so a
 metrics server in another process reads the same numbers the runs wrote. A cache that was never
 created is reported empty (``present: false``) and is not created by reading it.
+
+With ``MULTIAGENT_REDIS_URL`` set both caches live in Redis and the counters reported are the
+shared ones, every process's on every machine (``store: "redis"``; Redis drops expired entries
+itself, so ``expired_entries`` is 0, and ``size_bytes`` is not measured there: 0).
 """
 
 from __future__ import annotations
@@ -52,7 +56,14 @@ def _completion(settings: Settings) -> dict[str, Any]:
         "enabled": config.completion_enabled,
         "ttl_s": config.completion_ttl_s,
         "present": directory.exists(),
+        "store": "redis" if settings.redis_url else "disk",
     }
+    if settings.redis_url:
+        shared = open_completion_cache(
+            settings.home, ttl_s=config.completion_ttl_s, redis_url=settings.redis_url
+        ).stats()
+        return {**base, **shared.as_dict(), "present": True, "expired_entries": 0,
+                "size_bytes": 0}  # fmt: skip
     if not directory.exists():
         zeros = {"hits": 0, "misses": 0, "lookups": 0, "hit_rate": 0.0, "entries": 0}
         return {**base, **zeros, "expired_entries": 0, "size_bytes": 0}
@@ -71,19 +82,22 @@ def _analysis(settings: Settings) -> dict[str, Any]:
     base: dict[str, Any] = {
         "enabled": config.analysis_enabled,
         "ttl_s": config.analysis_ttl_s,
-        "present": directory.exists(),
+        "present": directory.exists() or bool(settings.redis_url),
+        "store": "redis" if settings.redis_url else "disk",
     }
-    if not directory.exists():
+    if not base["present"]:
         zeros = {"hits": 0, "misses": 0, "expired": 0, "lookups": 0, "hit_rate": 0.0}
         return {**base, **zeros, "entries": 0, "size_bytes": 0, "kinds": {}}
     # opened enabled whatever the profile says: a switched-off cache may still hold counts
-    stats = open_analysis_cache(settings.home, ttl_s=config.analysis_ttl_s).stats()
+    stats = open_analysis_cache(
+        settings.home, ttl_s=config.analysis_ttl_s, redis_url=settings.redis_url
+    ).stats()
     kinds = {kind: _rates(counts) for kind, counts in stats["kinds"].items()}
     return {
         **base,
         **_rates(stats["total"]),
         "entries": stats["entries"],
-        "size_bytes": size_on_disk(directory),
+        "size_bytes": 0 if settings.redis_url else size_on_disk(directory),
         "kinds": kinds,
     }
 
@@ -113,6 +127,24 @@ def cache_analytics(settings: Settings) -> dict[str, Any]:
         analyses.
     """
     return {"completion": _completion(settings), "analysis": _analysis(settings)}
+
+
+def shared_cache_summary(settings: Settings) -> dict[str, Any] | None:
+    """The caches' figures for ``metrics show`` from the shared counters in Redis (every
+    process's, on every machine); ``None`` without ``MULTIAGENT_REDIS_URL``.
+
+    Raises:
+        UsageError: Redis is configured but does not answer (one line naming the URL).
+    """
+    if not settings.redis_url:
+        return None
+    analytics = cache_analytics(settings)
+    keep = {"completion": ("hits", "misses"), "analysis": ("hits", "misses", "expired")}
+    return {
+        cache: {**{k: analytics[cache][k] for k in names}, "hit_rate": analytics[cache]["hit_rate"],
+                "entries": analytics[cache]["entries"], "store": "redis"}
+        for cache, names in keep.items()
+    }  # fmt: skip
 
 
 def cache_gauges(analytics: dict[str, Any]) -> list[Series]:
