@@ -11,7 +11,11 @@ A last run SIGKILLs one of two workers half-way: every item must still be finish
 (the survivor reclaims the killed worker's entries after ``--claim-idle``).
 
 CPU per call is the workers' user + system CPU time (from ``/proc``) over the calls they made:
-on a machine with few cores it is what bounds W workers, as ``cores / CPU per call``.
+on a machine with few cores it is what bounds W workers, as ``cores / CPU per call`` (the *CPU
+ceiling*, reported beside the ideal; a point whose ideal is above it is bound by this machine's
+CPU, not by the queue). Each point also runs a *bare client* reference: W × C threads calling
+the same simulator through a plain ``openai`` client and nothing else, the most any worker whose
+threads each hold one call at a time can reach here (HTTP and the simulator's own overhead).
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ class Point:
     rate_limited: int
     cpu_s: float
     cpu_ms_per_call: float
+    cpu_ceiling_per_s: float = 0.0
+    bare_per_s: float = 0.0
     killed: bool = False
     finished_once: bool = True
     extra_calls: int = 0
@@ -214,6 +220,7 @@ def run_point(
                     proc.kill()
                     proc.communicate()
     totals = sim_call("GET", sim_url, "/sim/stats")["totals"]
+    bare = 0.0 if kill_one else bare_client_rate(sim_url, threads=workers * concurrency)
     document = batch_results(client, queued.batch_id)
     ids = [result["id"] for result in document["results"]]
     calls = int(totals["successes"])
@@ -231,11 +238,38 @@ def run_point(
         rate_limited=int(totals["rate_limited"]),
         cpu_s=round(cpu, 2),
         cpu_ms_per_call=round(1000 * cpu / max(1, calls), 2),
+        cpu_ceiling_per_s=round((os.cpu_count() or 1) * calls / max(1e-9, cpu), 1),
+        bare_per_s=round(bare, 1),
         killed=kill_one,
         finished_once=ids == [item["id"] for item in batch],
         extra_calls=calls - items * len(VALIDATORS),
         stats=stats,
     )
+
+
+def bare_client_rate(sim_url: str, *, threads: int, calls_each: int = 30) -> float:
+    """Calls/s of ``threads`` threads each calling the simulator with a bare ``openai`` client."""
+    import threading
+
+    from openai import OpenAI
+
+    client = OpenAI(base_url=sim_url, api_key="sim", max_retries=0)
+    messages: Any = [{"role": "user", "content": "Is rye baked at 230 C? Answer briefly."}]
+
+    def loop() -> None:
+        for _ in range(calls_each):
+            client.chat.completions.create(model="gpt-4o-mini", messages=messages, max_tokens=64)
+
+    workers = [threading.Thread(target=loop) for _ in range(threads)]
+    began = time.perf_counter()
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join()
+    seconds = time.perf_counter() - began
+    client.close()
+    sim_call("POST", sim_url, "/sim/reset")
+    return threads * calls_each / seconds
 
 
 def _consumers(client: redis.Redis, queue: str) -> int:
@@ -347,8 +381,11 @@ def render_workers(bench: WorkersBench) -> str:
             f"{p.ideal_per_s:g}",
             f"{p.share:.0%}",
             verdict(p.share >= TARGET_SHARE),
-            p.rate_limited,
             p.cpu_ms_per_call,
+            f"{p.cpu_ceiling_per_s:.0f}",
+            "CPU" if p.cpu_ceiling_per_s < p.ideal_per_s else "latency/capacity",
+            f"{p.bare_per_s:.0f} ({p.bare_per_s / p.ideal_per_s:.0%})",
+            p.rate_limited,
         ]
         for p in bench.points
     ]
@@ -361,14 +398,21 @@ def render_workers(bench: WorkersBench) -> str:
         "ideal calls/s",
         "share of ideal",
         "≥ 90%",
-        "429s",
         "worker CPU ms/call",
+        "CPU ceiling calls/s",
+        "bound by",
+        "bare client calls/s (of ideal)",
+        "429s",
     ]
     lines = [
         f"{bench.items} items × {len(VALIDATORS)} validators each, queued on Redis; simulator "
         f"process at {LATENCY_S * 1000:g} ms per call and {CAPACITY_RPS:g} requests/s; ideal = "
         "min(capacity, workers × concurrency / latency), `--concurrency` being validator calls "
-        "in flight per worker.",
+        f"in flight per worker (here {bench.concurrency}). CPU ceiling = cores "
+        f"({os.cpu_count() or 1}) / worker CPU per call: a point whose ideal is above it is "
+        "bound by this machine's CPU, not by the queue. Bare client: workers × concurrency "
+        "threads calling the same simulator through a plain `openai` client and nothing else, "
+        "the most a thread-per-call worker can reach on this machine.",
         "",
         table(headers, rows),
     ]
@@ -393,6 +437,9 @@ def render_workers(bench: WorkersBench) -> str:
             f"serve at most ≈ {bound:.0f} calls/s across all workers before the simulator's own "
             "CPU and other processes on the machine (5-minute load average at the end: "
             f"{bench.load_average:.1f} on {cores} cores); points whose ideal is above that are "
-            "CPU-bound here, not bound by the queue.",
+            "CPU-bound here, not bound by the queue. Below the CPU ceiling, each worker thread "
+            "holds one call at a time, so its cycle is the latency plus the call's CPU (and the "
+            "GIL's queueing with the other threads): the bare client column is that cycle with "
+            "no framework at all.",
         ]
     return "\n".join(lines)

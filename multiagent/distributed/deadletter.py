@@ -15,7 +15,7 @@ three minutes) plus a running total, for the queue's throughput in the metrics.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis
@@ -64,6 +64,67 @@ def count_done(client: redis.Redis, queue: str, amount: int) -> None:
         client.eval(_COUNT_DONE, 1, stats_key(queue), amount, BUCKET_TTL_S)
 
 
+# One round trip for the end of a chunk: store its records (each item once, HSETNX), its usage,
+# count the new ones in the throughput buckets, and (when done) acknowledge and delete the entry.
+# Storing and acknowledging in one script also means no crash can fall between the two.
+_FINISH_CHUNK = """
+local new = 0
+for i = 7, #ARGV, 2 do
+  new = new + redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])
+redis.call('HINCRBY', KEYS[3], 'runs', 1)
+if new > 0 then
+  local bucket = KEYS[4] .. ':' .. redis.call('TIME')[1]
+  redis.call('INCRBY', bucket, new)
+  redis.call('EXPIRE', bucket, tonumber(ARGV[6]))
+  redis.call('INCRBY', KEYS[4] .. ':total', new)
+end
+if ARGV[5] == '1' then
+  redis.call('XACK', KEYS[5], ARGV[3], ARGV[4])
+  redis.call('XDEL', KEYS[5], ARGV[4])
+  redis.call('HDEL', KEYS[6], ARGV[4])
+end
+return new
+"""
+
+
+def finish_chunk(
+    client: redis.Redis,
+    queue: str,
+    entry_id: str,
+    *,
+    batch_id: str,
+    chunk_id: str,
+    records: Sequence[tuple[str, str]],
+    usage_json: str,
+    ack: bool,
+) -> int:
+    """Store a chunk's records and usage, count them, and acknowledge its entry: one round trip.
+
+    Args:
+        client: The Redis client.
+        queue: The entry's queue.
+        entry_id: The stream entry.
+        batch_id: The chunk's batch.
+        chunk_id: The chunk (its usage is kept once under this id).
+        records: ``(item id, record JSON)`` of the finished items; an id already stored keeps
+            its first record (an entry run twice stores each item once).
+        usage_json: The chunk run's usage, as JSON.
+        ack: Acknowledge and delete the entry (``False``: it failed and waits for its retry).
+
+    Returns:
+        How many records were new.
+    """
+    keys = [
+        batch_key(batch_id, "records"), batch_key(batch_id, "usage"), batch_key(batch_id),
+        stats_key(queue), stream_key(queue), attempts_key(queue),
+    ]  # fmt: skip
+    head = [chunk_id, usage_json, GROUP, entry_id, "1" if ack else "0", BUCKET_TTL_S]
+    flat = [value for pair in records for value in pair]
+    return int(client.eval(_FINISH_CHUNK, len(keys), *keys, *head, *flat))  # type: ignore[arg-type]
+
+
 def acknowledge(client: redis.Redis, queue: str, entry_id: str) -> None:
     """The entry is done: acknowledge and delete it, forget its failures."""
     with client.pipeline(transaction=True) as pipe:
@@ -106,11 +167,60 @@ def record_failure(
             pipe.execute()
     if failures < max_attempts:
         return False
+    _bury(client, queue, entry_id, fields, error=error, attempts=failures, unfinished=unfinished)
+    return True
+
+
+def times_delivered(client: redis.Redis, queue: str, entry_id: str) -> int:
+    """How many times ``entry_id`` was handed to a worker (``XPENDING``'s delivery count)."""
+    stream = stream_key(queue)
+    found: Any = client.xpending_range(stream, GROUP, min=entry_id, max=entry_id, count=1)
+    return int(found[0]["times_delivered"]) if found else 0
+
+
+def bury_redelivered(
+    client: redis.Redis,
+    queue: str,
+    entry_id: str,
+    fields: Mapping[str, Any],
+    *,
+    delivered: int,
+    unfinished: list[str],
+    max_attempts: int,
+) -> bool:
+    """Dead-letter an entry handed out more than ``max_attempts`` times; ``False`` if not yet.
+
+    Reported failures are counted by :func:`record_failure`; this catches the entries that
+    never report: a worker killed (out of memory, a crash) on every attempt leaves no failure
+    behind, only the delivery count that each reclaim raises.
+    """
+    if delivered <= max_attempts:
+        return False
+    error = f"delivered {delivered} times and never finished: its worker died on every attempt"
+    _bury(client, queue, entry_id, fields, error=error, attempts=delivered, unfinished=unfinished)
+    owner = _owner_key(fields)
+    if owner is not None:
+        client.hset(owner, "last_error", error)
+    return True
+
+
+def _bury(
+    client: redis.Redis,
+    queue: str,
+    entry_id: str,
+    fields: Mapping[str, Any],
+    *,
+    error: str,
+    attempts: int,
+    unfinished: list[str],
+) -> None:
+    """Move the entry to the dead letters, in one transaction."""
+    owner = _owner_key(fields)
     letter: dict[Any, Any] = {
         **{str(k): str(v) for k, v in fields.items()},
         "entry": entry_id,
         "error": error,
-        "attempts": str(failures),
+        "attempts": str(attempts),
         "unfinished": json.dumps(unfinished),
     }
     with client.pipeline(transaction=True) as pipe:
@@ -125,7 +235,6 @@ def record_failure(
         elif unfinished:
             pipe.sadd(batch_key(str(fields.get("batch", "")), "dead"), *unfinished)
         pipe.execute()
-    return True
 
 
 def _owner_key(fields: Mapping[str, Any]) -> str | None:

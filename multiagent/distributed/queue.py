@@ -15,8 +15,9 @@ Layout (every key under ``multiagent:``):
 
 The same stream carries orchestration runs (``kind=run``, see :mod:`multiagent.distributed.runs`).
 
-A worker stores a chunk's records before it acknowledges the entry (:func:`store_chunk` then
-``XACK``), so a crash between the two costs a repeated run, never a lost item.
+A worker stores a chunk's records and acknowledges the entry in one script
+(:func:`multiagent.distributed.deadletter.finish_chunk`): a crash before it costs a repeated
+run, never a lost item.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from multiagent.errors import UsageError
 from multiagent.graphs.batch_chunks import ItemRecord, plan_chunks
 from multiagent.graphs.batch_store import BatchManifest
 from multiagent.models.budget_redis import RUN_TTL_S, RedisBudget, budget_key, to_nano
-from multiagent.nodes.usage import Usage, total_usage
+from multiagent.nodes.usage import total_usage
 
 PREFIX = "multiagent:"
 GROUP = "workers"
@@ -136,21 +137,6 @@ def load_manifest(client: redis.Redis, batch_id: str) -> BatchManifest:
     if text is None:
         raise UsageError(f"unknown batch {batch_id!r}; a batch id looks like batch-0123456789ab")
     return BatchManifest.from_json(str(text))
-
-
-def store_chunk(
-    client: redis.Redis, batch_id: str, chunk_id: str, records: list[ItemRecord], usage: list[Usage]
-) -> int:
-    """Keep a chunk's records, each item once, and its usage; return how many were new."""
-    with client.pipeline(transaction=True) as pipe:
-        for record in records:
-            pipe.hsetnx(
-                batch_key(batch_id, "records"), record.result["id"], json.dumps(record.as_dict())
-            )
-        pipe.hsetnx(batch_key(batch_id, "usage"), chunk_id, json.dumps(usage))
-        pipe.hincrby(batch_key(batch_id), "runs", 1)
-        replies = pipe.execute()
-    return sum(int(reply) for reply in replies[: len(records)])
 
 
 def finished_of(client: redis.Redis, batch_id: str, ids: list[str]) -> set[str]:

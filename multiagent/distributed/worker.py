@@ -8,14 +8,20 @@ the validation graph one validator call at a time
 ``concurrency`` is the number of validator calls this process has in flight. A queued run
 (``kind=run``) takes one thread and runs or resumes its thread in the shared checkpointer
 (:func:`multiagent.distributed.run_worker.execute_run`), its agents in parallel as the profile
-allows. The worker stores the result once (:func:`multiagent.distributed.queue.store_chunk`,
-:func:`multiagent.distributed.runs.store_run_result`) and only then acknowledges the entry.
+allows. The worker stores the result once and acknowledges the entry in the same script
+(:func:`multiagent.distributed.deadletter.finish_chunk`; a run:
+:func:`multiagent.distributed.runs.store_run_result`, then the acknowledgement).
 
 While an entry runs, a heartbeat re-claims it for this worker every third of ``claim_idle_s``,
 so slow work on a live worker is never taken over; a killed worker stops beating and its entries
 pass to the others. An entry whose work failed (provider outage) is not acknowledged: it is
 retried once its idle time has passed, up to ``max_attempts`` failures, then dead-lettered
-(:mod:`multiagent.distributed.deadletter`).
+(:mod:`multiagent.distributed.deadletter`). An entry whose worker is killed on every attempt
+is dead-lettered by its delivery count: reclaimed after more than ``max_attempts`` deliveries.
+
+Round trips per chunk: one read (``XREADGROUP``; ``XAUTOCLAIM`` only a few times per
+``claim_idle_s`` and when idle), one pipelined check (stopped? already stored?), one script
+that stores and acknowledges; the model calls' own Redis work (limiter, budget) is per call.
 
 A batch queued with ``--budget`` has one budget in Redis (:mod:`multiagent.models.budget_redis`)
 that every worker's calls reserve against and settle into, so N workers together never pass it.
@@ -34,6 +40,7 @@ import os
 import socket
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,8 +50,11 @@ from redis.exceptions import RedisError
 from multiagent.distributed.deadletter import (
     DEFAULT_MAX_ATTEMPTS,
     acknowledge,
+    bury_redelivered,
     count_done,
+    finish_chunk,
     record_failure,
+    times_delivered,
 )
 from multiagent.distributed.queue import (
     GROUP,
@@ -52,7 +62,6 @@ from multiagent.distributed.queue import (
     ensure_group,
     finished_of,
     load_manifest,
-    store_chunk,
     stream_key,
 )
 from multiagent.errors import MultiagentError
@@ -126,6 +135,7 @@ class QueueWorker:
         self._lock = threading.Lock()
         self._manifests: dict[str, BatchManifest] = {}
         self._budgets: dict[str, RedisBudget | None] = {}
+        self._next_claim = 0.0  # monotonic time of the next look for abandoned entries
 
     def stop(self) -> None:
         """Take no new entries; the running chunks finish and are stored."""
@@ -163,20 +173,59 @@ class QueueWorker:
 
     def _next_entry(self) -> tuple[str, dict[str, str], bool] | None:
         """An abandoned entry (claimed from a dead worker) or a new one; ``None`` if idle."""
-        claimed: Any = self.client.xautoclaim(
-            self.stream, GROUP, self.consumer, self.claim_idle_ms, start_id="0-0", count=1
-        )
-        if claimed[1]:
+        while self._claim_due():
+            claimed: Any = self.client.xautoclaim(
+                self.stream, GROUP, self.consumer, self.claim_idle_ms, start_id="0-0", count=1
+            )
+            if not claimed[1]:
+                self._claim_later()
+                break
             entry_id, fields = claimed[1][0]
-            if fields:  # an entry deleted meanwhile comes back without fields
-                return str(entry_id), dict(fields), True
+            entry_id = str(entry_id)
+            if not fields:  # an entry deleted meanwhile comes back without fields
+                continue
+            if not self._buried(entry_id, dict(fields)):
+                return entry_id, dict(fields), True
         replies: Any = self.client.xreadgroup(
             GROUP, self.consumer, {self.stream: ">"}, count=1, block=READ_BLOCK_MS
         )
         for _stream, entries in replies or []:
             for entry_id, fields in entries:
                 return str(entry_id), dict(fields), False
+        self._claim_now()  # idle: look for abandoned entries at once
         return None
+
+    # Looking for abandoned entries costs a round trip; an entry becomes abandoned only after
+    # claim_idle_s, so the process looks a few times per claim_idle_s (and whenever idle), and
+    # keeps claiming while it finds some, instead of once per entry on every thread.
+    def _claim_due(self) -> bool:
+        with self._lock:
+            return time.monotonic() >= self._next_claim
+
+    def _claim_later(self) -> None:
+        with self._lock:
+            self._next_claim = time.monotonic() + self.claim_idle_ms / 4000
+
+    def _claim_now(self) -> None:
+        with self._lock:
+            self._next_claim = 0.0
+
+    def _buried(self, entry_id: str, fields: dict[str, str]) -> bool:
+        """Dead-letter a reclaimed entry delivered more than ``max_attempts`` times."""
+        delivered = times_delivered(self.client, self.queue, entry_id)
+        if delivered <= self.max_attempts:
+            return False
+        unfinished: list[str] = []
+        if fields.get("kind") != "run":
+            ids = [item["id"] for item in json.loads(fields.get("items", "[]"))]
+            done = finished_of(self.client, str(fields.get("batch", "")), ids)
+            unfinished = [item for item in ids if item not in done]
+        bury_redelivered(
+            self.client, self.queue, entry_id, fields, delivered=delivered,
+            unfinished=unfinished, max_attempts=self.max_attempts,
+        )  # fmt: skip
+        self.stats.add(dead_letters=1)
+        return True
 
     def _loop(self) -> None:
         idle_ms = 0
@@ -234,38 +283,50 @@ class QueueWorker:
         manifest = self._manifest(batch_id)
         items = json.loads(fields.get("items", "[]"))
         todo = []
-        if manifest is not None and self.client.hget(batch_key(batch_id), "stopped"):
-            manifest = None  # the batch's budget ran out: its remaining items stay unfinished
-            self.stats.add(skipped=len(items))
-            items = []
         if manifest is not None:
-            done = finished_of(self.client, batch_id, [item["id"] for item in items])
+            stopped, done = self._batch_state(batch_id, [item["id"] for item in items])
+            if stopped:  # the batch's budget ran out: its remaining items stay unfinished
+                manifest = None
+                self.stats.add(skipped=len(items))
+                items = []
             todo = [item for item in items if item["id"] not in done]
         self.stats.add(reclaimed=int(reclaimed), duplicates=len(items) - len(todo))
-        if manifest is not None and todo:
-            budget = self._budget(batch_id)
-            outcome = run_chunk(
-                f"{batch_id}:{chunk_id}", todo, validators=manifest.validators,
-                threshold=manifest.threshold, context=self.context,
-                max_concurrency=1,  # one call per thread: --concurrency is calls in flight
-                ledger=None if budget is None else RunLedger(shared=budget),
-            )  # fmt: skip
-            new = store_chunk(self.client, batch_id, chunk_id, outcome.records, outcome.usage)
-            spent = sum(to_nano(call.cost_usd) for call in outcome.ledger.records())
-            self.stats.add(
-                chunks=1, stored=new, unfinished=len(outcome.unfinished), spent_nano=spent
+        if manifest is None or not todo:
+            acknowledge(self.client, self.queue, entry_id)
+            return
+        budget = self._budget(batch_id)
+        outcome = run_chunk(
+            f"{batch_id}:{chunk_id}", todo, validators=manifest.validators,
+            threshold=manifest.threshold, context=self.context,
+            max_concurrency=1,  # one call per thread: --concurrency is calls in flight
+            ledger=None if budget is None else RunLedger(shared=budget),
+        )  # fmt: skip
+        # unfinished items (no validator answered) leave the entry pending for its retry;
+        # a batch out of budget is acknowledged: no worker could finish it
+        retry = bool(outcome.unfinished) and outcome.status != "budget_exceeded"
+        records = [(r.result["id"], json.dumps(r.as_dict())) for r in outcome.records]
+        new = finish_chunk(
+            self.client, self.queue, entry_id, batch_id=batch_id, chunk_id=chunk_id,
+            records=records, usage_json=json.dumps(outcome.usage), ack=not retry,
+        )  # fmt: skip
+        spent = sum(to_nano(call.cost_usd) for call in outcome.ledger.records())
+        self.stats.add(chunks=1, stored=new, unfinished=len(outcome.unfinished), spent_nano=spent)
+        if outcome.status == "budget_exceeded":
+            self.client.hset(
+                batch_key(batch_id),
+                mapping={"stopped": "budget_exceeded", "last_error": outcome.message},
             )
-            count_done(self.client, self.queue, new)
-            if outcome.status == "budget_exceeded":  # acknowledged: no worker could finish it
-                self.client.hset(
-                    batch_key(batch_id),
-                    mapping={"stopped": "budget_exceeded", "last_error": outcome.message},
-                )
-            elif outcome.unfinished:  # not acknowledged: retried after the idle time
-                error = outcome.error or outcome.message or outcome.status
-                self._failed(entry_id, fields, error=error, unfinished=outcome.unfinished)
-                return
-        acknowledge(self.client, self.queue, entry_id)
+        elif retry:
+            error = outcome.error or outcome.message or outcome.status
+            self._failed(entry_id, fields, error=error, unfinished=outcome.unfinished)
+
+    def _batch_state(self, batch_id: str, ids: list[str]) -> tuple[bool, set[str]]:
+        """Whether the batch was stopped, and which of ``ids`` are stored: one round trip."""
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.hget(batch_key(batch_id), "stopped")
+            pipe.hmget(batch_key(batch_id, "records"), ids)
+            stopped, found = pipe.execute()
+        return bool(stopped), {i for i, value in zip(ids, found, strict=True) if value is not None}
 
     def _process_run(self, entry_id: str, fields: dict[str, Any], *, reclaimed: bool) -> None:
         from multiagent.distributed.run_worker import execute_run

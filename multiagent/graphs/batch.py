@@ -27,6 +27,7 @@ from typing import Any
 from langchain_core.callbacks import BaseCallbackHandler
 
 from multiagent.errors import UsageError
+from multiagent.graphs.batch_budget import BatchBudget
 from multiagent.graphs.batch_chunks import (
     DEFAULT_CHUNK_SIZE,
     ChunkOutcome,
@@ -95,7 +96,11 @@ def _run_chunks(
         limit, validators=len(manifest.validators), chunks=len(chunks)
     )
     budget = context.ledger.budget_usd
+    # the whole batch's calls, collected as chunks end; each chunk records into a ledger of its
+    # own (same run id: one run's usage) reserving against one budget with running totals, since
+    # a ledger's per-call work grows with its records (quadratic over one shared by the batch)
     ledger = RunLedger(budget_usd=budget)
+    shared = None if budget is None else BatchBudget(budget)
     stopped: ChunkOutcome | None = None
     total = len(manifest.items)
     queue = iter(enumerate(chunks))
@@ -110,7 +115,7 @@ def _run_chunks(
                 pool.submit(
                     run_chunk, f"{prefix}:{number}", chunk, validators=manifest.validators,
                     threshold=manifest.threshold, context=context, max_concurrency=per_chunk,
-                    ledger=ledger, callbacks=callbacks,
+                    ledger=RunLedger(shared=shared, run_id=ledger.run_id), callbacks=callbacks,
                 )
             )  # fmt: skip
             return True
@@ -122,6 +127,7 @@ def _run_chunks(
             for future in done:
                 running.discard(future)
                 chunk = future.result()
+                ledger.calls.extend(chunk.ledger.records())
                 finished += store.store(
                     manifest.batch_id, chunk.chunk_id, chunk.records, chunk.usage
                 )

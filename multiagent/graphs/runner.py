@@ -17,6 +17,7 @@ finished parallel tasks of an interrupted step, are not run again.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -150,6 +151,13 @@ def _thread_budget(
     )  # fmt: skip
 
 
+@functools.cache
+def _compiled_unpersisted(workflow: Workflow) -> Any:
+    """``workflow`` compiled without a checkpointer, once per process: a compiled graph holds no
+    run state, and a batch's chunks (thousands of short runs) would otherwise compile it each."""
+    return compile_workflow(workflow, checkpointer=None)
+
+
 def run_workflow(
     workflow: Workflow,
     inputs: Any,
@@ -190,7 +198,11 @@ def run_workflow(
     Raises:
         UsageError: ``resume`` for a thread that does not exist or belongs to another workflow.
     """
-    graph = compile_workflow(workflow, checkpointer=checkpointer)
+    graph = (
+        compile_workflow(workflow, checkpointer=checkpointer)
+        if checkpointer is not None
+        else _compiled_unpersisted(workflow)
+    )
     traced = run_config(
         workflow=workflow,
         settings=context.settings,

@@ -1,0 +1,65 @@
+"""One budget for all the chunks of an in-process batch, with constant-time reservations.
+
+The chunks of a batch run in parallel and must not overspend together, so they reserve against
+one budget. Sharing one :class:`~multiagent.models.ledger.RunLedger` did that, but a run ledger
+keeps every call and sums (and copies) them on each reservation and usage read: per call the
+work grew with the batch, quadratic over it. Here each chunk has a ledger of its own calls only,
+whose reservations go to this budget (a :class:`~multiagent.models.budget.ProjectBudget`, as
+the Redis budget is for queued batches), which keeps running totals.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from typing import Any
+
+from multiagent.errors import BudgetExceededError
+
+
+class BatchBudget:
+    """A cap in USD shared by a batch's chunk ledgers; running totals, O(1) per call."""
+
+    def __init__(self, cap_usd: float) -> None:
+        self.cap_usd = cap_usd
+        self._spent = 0.0
+        self._held: dict[str, float] = {}
+        self._held_total = 0.0
+        self._ids = itertools.count()
+        self._lock = threading.Lock()
+
+    def reserve(self, usd: float) -> str:
+        """Hold ``usd`` for a call; refuse it when settled, held and ``usd`` pass the cap.
+
+        Raises:
+            BudgetExceededError: The batch's budget would be passed.
+        """
+        with self._lock:
+            if self._spent + self._held_total + usd > self.cap_usd:
+                raise BudgetExceededError(
+                    f"budget of ${self.cap_usd:.4f} reached: spent ${self._spent:.6f}, "
+                    f"${self._held_total:.6f} held by calls in flight, the next call may cost "
+                    f"up to ${usd:.6f}",
+                    spent_usd=self._spent,
+                    budget_usd=self.cap_usd,
+                )
+            reservation = str(next(self._ids))
+            self._held[reservation] = usd
+            self._held_total += usd
+            return reservation
+
+    def settle(self, reservation: str, usd: float) -> None:
+        """Turn a reservation into spend of ``usd``."""
+        with self._lock:
+            self._held_total -= self._held.pop(reservation, 0.0)
+            self._spent += usd
+
+    def release(self, reservation: str) -> None:
+        """Give a reservation back unused (idempotent)."""
+        with self._lock:
+            self._held_total -= self._held.pop(reservation, 0.0)
+
+    def report(self) -> dict[str, Any]:
+        """Cap, settled spend and held reservations, JSON-ready."""
+        with self._lock:
+            return {"cap_usd": self.cap_usd, "spent_usd": self._spent, "held_usd": self._held_total}
