@@ -135,7 +135,10 @@ INIT = (
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local now = clock()
 redis.call('HSET', KEYS[1], unpack(ARGV))
-redis.call('HSET', KEYS[1], 'start', fmt(now), 'lasttick', fmt(now))
+-- no burst credit for a pace nobody has confirmed yet: the first sends are spaced
+local start = math.max(now, gate_of(KEYS[2])) + tonumber(redis.call('HGET', KEYS[1], 'burst'))
+redis.call('HSET', KEYS[1], 'start', fmt(now), 'lasttick', fmt(now), 'tat', fmt(start),
+  'tatk', fmt(start))
 return 1
 """
 )

@@ -32,7 +32,10 @@ def _init(client: redis.Redis, **fields: float) -> None:
 def test_acquire_asks_for_init_then_admits_up_to_the_limit(client: redis.Redis) -> None:
     assert _acquire(client, "p#0")[0] == "init"
     _init(client)
-    assert [_acquire(client, f"p#{i}")[0] for i in range(3)] == ["go", "go", "slot"]
+    verdicts = [_acquire(client, f"p#{i}")[0] for i in range(3)]
+    assert verdicts[0] == "go"
+    assert verdicts[1] in ("go", "wait")  # paced 1 ms after the first (no burst at the start)
+    assert verdicts[2] == "slot"
     assert client.zcard(K.leases) == 2
     assert client.hget(K.state, "f_sat") == "1"
 
@@ -65,3 +68,15 @@ def test_expired_leases_are_dropped(client: redis.Redis) -> None:
     assert _acquire(client, "p#0")[0] == "go"
     snap = parse_snapshot(list(client.eval(SNAPSHOT, 4, K.state, K.gate, K.leases, K.procs, 15)))
     assert [member for member, _ in snap.leases] == ["p#0"]
+
+
+def test_a_new_state_grants_no_burst(client: redis.Redis) -> None:
+    """The first sends of a pace nobody has confirmed are spaced: an idle start's burst at a
+    guessed pace far above the capacity empties the provider's bucket back to back, and the
+    sends in the few ms before its first 429 reaches Redis arrive during the Retry-After."""
+    _init(client, rate=1.0)
+    first = _acquire(client, "p#0")
+    assert first[0] == "go"
+    verdict, due, *_ = _acquire(client, "p#1")
+    assert verdict == "wait"
+    assert float(due) == pytest.approx(float(first[4]) + 1.0, abs=0.05)
