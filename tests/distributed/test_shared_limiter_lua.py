@@ -18,9 +18,9 @@ def client(redis_url: str) -> redis.Redis:
     return redis.Redis.from_url(redis_url, decode_responses=True)
 
 
-def _acquire(client: redis.Redis, lease: str) -> list[str]:
-    keys = [K.state, K.leases, K.gate, K.sends, K.procs]
-    return list(client.eval(ACQUIRE, 5, *keys, lease, 1, 5.0, "p", "", -1))
+def _acquire(client: redis.Redis, lease: str, *, proc: str = "p") -> list[str]:
+    keys = [K.state, K.leases, K.gate, K.sends, K.procs, K.want]
+    return list(client.eval(ACQUIRE, 6, *keys, lease, 1, 5.0, proc, "", -1, 0.5, 15.0))
 
 
 def _init(client: redis.Redis, **fields: float) -> None:
@@ -80,3 +80,30 @@ def test_a_new_state_grants_no_burst(client: redis.Redis) -> None:
     verdict, due, *_ = _acquire(client, "p#1")
     assert verdict == "wait"
     assert float(due) == pytest.approx(float(first[4]) + 1.0, abs=0.05)
+
+
+def test_burst_credit_granted_later_accrues_from_then(client: redis.Redis) -> None:
+    """A decision that confirms the pace grants burst credit for idle time from then on, none
+    at once (the sends already due keep their spacing)."""
+    _init(client, rate=1.0)
+    first = _acquire(client, "p#0")
+    assert first[0] == "go"
+    assert client.eval(APPLY, 2, K.state, K.gate, "0", 0, "", "burst", "1.0") == 1
+    verdict, due, *_ = _acquire(client, "p#1")
+    assert verdict == "wait"
+    assert float(due) == pytest.approx(float(first[4]) + 1.0, abs=0.05)
+
+
+def test_a_process_below_its_share_gets_the_freed_slot(client: redis.Redis) -> None:
+    """Two processes, four slots: while b waits, a (holding its two) is refused the slot that
+    frees; b gets it, and a gets the next when nobody else waits."""
+    _init(client, limit=4.0)
+    client.zadd(K.procs, {"a": float(client.time()[0]), "b": float(client.time()[0])})
+    held = [_acquire(client, f"a#{i}", proc="a")[0] for i in range(4)]
+    assert "slot" not in held  # go, or wait for the pace: each holds a slot
+    assert _acquire(client, "b#0", proc="b")[0] == "slot"  # all four are a's
+    client.zrem(K.leases, "a#0")  # one of a's requests ends
+    assert _acquire(client, "a#4", proc="a")[0] == "slot"  # b waits and a holds its share
+    assert _acquire(client, "b#0", proc="b")[0] != "slot"
+    client.zrem(K.leases, "a#1")
+    assert _acquire(client, "a#5", proc="a")[0] != "slot"  # b was served
