@@ -54,7 +54,9 @@ if not redis.call('ZSCORE', KEYS[2], lease) then
   local proc = ARGV[4]
   redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now - tonumber(ARGV[7]))
   local full = redis.call('ZCARD', KEYS[2]) >= limit
-  if not full then
+  if full then
+    redis.call('HSET', KEYS[1], 'f_sat', 1)  -- the limit held a request back (not fairness)
+  else
     local others = redis.call('ZCARD', KEYS[6])
     if redis.call('ZSCORE', KEYS[6], proc) then others = others - 1 end
     if others > 0 then
@@ -67,7 +69,6 @@ if not redis.call('ZSCORE', KEYS[2], lease) then
     end
   end
   if full then
-    redis.call('HSET', KEYS[1], 'f_sat', 1)
     redis.call('ZADD', KEYS[6], now, proc)
     return {'slot', fmt(now), '', s[6], fmt(now)}
   end
