@@ -107,3 +107,22 @@ def test_a_process_below_its_share_gets_the_freed_slot(client: redis.Redis) -> N
     assert _acquire(client, "b#0", proc="b")[0] != "slot"
     client.zrem(K.leases, "a#1")
     assert _acquire(client, "a#5", proc="a")[0] != "slot"  # b was served
+
+
+def test_the_pace_is_confirmed_by_an_advertised_limit_or_a_probe(client: redis.Redis) -> None:
+    """Burst credit follows a confirmation: an advertised limit, or the first probe upward."""
+    from multiagent.models import _bp_redis_decide as decide
+    from multiagent.models._window import OutcomeWindow
+
+    config = BackpressureConfig(max_concurrency=2, requests_per_s=10.0)
+    fields = initial_fields(config)
+    assert fields["burst"] == "0"
+    snap = decide.Snapshot(now=100.0, gate=0.0, processes=1, fields=fields, leases=[])
+    advertised = decide.on_advertised(snap, config, rps=20.0, tps=None, rtt=0.1)
+    assert advertised is not None
+    assert advertised.fields["burst"] == repr(config.burst_s)
+    bound = {**fields, "start": "0", "lasttick": "0", "f_pb": "1"}
+    snap = decide.Snapshot(now=100.0, gate=0.0, processes=1, fields=bound, leases=[])
+    tick = decide.on_tick(snap, config, local=OutcomeWindow(span_s=config.window_s))
+    assert tick is not None
+    assert tick.fields["burst"] == repr(config.burst_s)
