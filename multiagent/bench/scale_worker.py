@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -21,6 +22,8 @@ from typing import Any
 KINDS = ("per_process", "litellm", "shared_adaptive")
 #: Module of the Redis-shared adaptive controller (imported only when that strategy runs).
 REDIS_CONTROLLER_MODULE = "multiagent.models.backpressure_redis"
+#: Seconds the loops get to finish once cancelled at the end of the schedule.
+_DRAIN_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -148,10 +151,17 @@ async def run_worker(spec: WorkerSpec) -> dict[str, Any]:
     await asyncio.sleep(max(0.0, spec.total_s - (time.monotonic() - t0)))
     for loop in loops:
         loop.cancel()
-    await asyncio.gather(*loops, return_exceptions=True)
+    # a call inside the HTTP client was seen to ignore its cancellation (its task pending on a
+    # future for minutes): waiting for it would hold the worker, and asyncio.run's shutdown
+    # would wait for it again; its task was unfinished at the end anyway, so it is left out
+    _done, stuck = await asyncio.wait(loops, timeout=_DRAIN_S)
     cpu = time.process_time() - cpu0
     await _close(controller)
-    return {"index": spec.index, "tasks": tasks, "cpu_s": cpu}
+    result = {"index": spec.index, "tasks": tasks, "cpu_s": cpu, "stuck": len(stuck)}
+    if stuck:
+        print(json.dumps(result), flush=True)
+        os._exit(0)
+    return result
 
 
 def main() -> None:

@@ -91,7 +91,7 @@ def initial_fields(
         "tat": "0",
         "tatk": "0",
         "epoch": "0",
-        "burst": repr(config.burst_s),
+        "burst": "0",  # no burst credit until the pace is confirmed (see _confirmed)
         "tps": repr(config.tokens_per_s or 0.0),
         "r429": "0",
         "cuts": "0",
@@ -141,6 +141,19 @@ def _changed(snap: Snapshot, fields: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in fields.items() if snap.fields.get(k) != v}
 
 
+def _confirmed(snap: Snapshot, config: BackpressureConfig) -> dict[str, str]:
+    """The burst credit, granted once the pace is known to hold.
+
+    Until then the pace is a guess (the profile's), maybe far above the capacity: with burst
+    credit, sends that fell behind it (a slow start, a busy CPU) go back to back and empty the
+    provider's bucket faster than a 429 can reach Redis, so the sends of the few ms between
+    the provider's refusal and its pause in Redis arrive during the pause. The pace holds once
+    a capacity was measured, a limit advertised, or it cruised ``hold_s`` unrefused (a probe).
+    """
+    burst = repr(config.burst_s)
+    return {} if snap.fields.get("burst") == burst else {"burst": burst}
+
+
 class SharedWindow(OutcomeWindow):
     """What every process sent, answered and had refused (the shared sorted sets), for
     :class:`Pace`'s measurements; error shares come from this process's own window."""
@@ -181,6 +194,8 @@ def on_rate_limited(
     before = pace.rate
     pace.on_rate_limited(sent_at=sent_at, now=snap.now, window=window)
     fields = _changed(snap, pace_fields(pace))
+    if pace.capacity is not None and fields:
+        fields.update(_confirmed(snap, config))
     if not fields:
         return None
     return Decision(fields=fields, rebook=_moved(before, pace.rate))
@@ -221,6 +236,7 @@ def on_advertised(
         before = pace.rate
         pace.advertised(rps, previous)
         decision.fields.update(_changed(snap, pace_fields(pace)), adv_rps=repr(rps))
+        decision.fields.update(_confirmed(snap, config))
         decision.rebook = _moved(before, pace.rate)
         if previous is not None and rps > previous and not decision.rebook:
             # what the provider's bucket gathered while we learned of the raise, sent at once
@@ -260,6 +276,7 @@ def on_tick(snap: Snapshot, config: BackpressureConfig, *, local: OutcomeWindow)
             before = pace.rate
             if pace.grow(now):
                 decision.fields.update(_changed(snap, pace_fields(pace)))
+                decision.fields.update(_confirmed(snap, config))
                 decision.rebook = _moved(before, pace.rate)
     decision.fields.update(limit=repr(limit), mult=repr(mult))
     return decision

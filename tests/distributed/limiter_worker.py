@@ -4,6 +4,12 @@
 make ``CALLS`` successful calls (a 429 is retried after the controller lets it go again), then
 one JSON line of counts is printed. ``hold`` instead takes every slot, prints ``held`` and sleeps
 (the test kills it).
+
+Before its loops start, the process warms its HTTP client up (a ``/v1/models`` call: the
+connection and the client's first-call work) and prints ``ready``; it starts when a line comes
+on stdin, so every process starts together. A cold client's first request spent 20-180 ms
+between the controller's "go" and its arrival at the simulator: a request the controller let go
+before any 429 existed, arriving during one (and counted early) by no fault of the controller.
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ def main() -> None:
         print("held", len(tickets), flush=True)
         time.sleep(600)
     client = openai.OpenAI(base_url=base_url, api_key="sk-test", max_retries=0)
+    client.models.list()
+    print("ready", flush=True)
+    sys.stdin.readline()
     counts = {"ok": 0, "rate_limited": 0}
     lock = threading.Lock()
 

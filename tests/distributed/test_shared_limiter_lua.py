@@ -18,9 +18,9 @@ def client(redis_url: str) -> redis.Redis:
     return redis.Redis.from_url(redis_url, decode_responses=True)
 
 
-def _acquire(client: redis.Redis, lease: str) -> list[str]:
-    keys = [K.state, K.leases, K.gate, K.sends, K.procs]
-    return list(client.eval(ACQUIRE, 5, *keys, lease, 1, 5.0, "p", "", -1))
+def _acquire(client: redis.Redis, lease: str, *, proc: str = "p") -> list[str]:
+    keys = [K.state, K.leases, K.gate, K.sends, K.procs, K.want]
+    return list(client.eval(ACQUIRE, 6, *keys, lease, 1, 5.0, proc, "", -1, 0.5, 15.0))
 
 
 def _init(client: redis.Redis, **fields: float) -> None:
@@ -32,7 +32,10 @@ def _init(client: redis.Redis, **fields: float) -> None:
 def test_acquire_asks_for_init_then_admits_up_to_the_limit(client: redis.Redis) -> None:
     assert _acquire(client, "p#0")[0] == "init"
     _init(client)
-    assert [_acquire(client, f"p#{i}")[0] for i in range(3)] == ["go", "go", "slot"]
+    verdicts = [_acquire(client, f"p#{i}")[0] for i in range(3)]
+    assert verdicts[0] == "go"
+    assert verdicts[1] in ("go", "wait")  # paced 1 ms after the first (no burst at the start)
+    assert verdicts[2] == "slot"
     assert client.zcard(K.leases) == 2
     assert client.hget(K.state, "f_sat") == "1"
 
@@ -65,3 +68,61 @@ def test_expired_leases_are_dropped(client: redis.Redis) -> None:
     assert _acquire(client, "p#0")[0] == "go"
     snap = parse_snapshot(list(client.eval(SNAPSHOT, 4, K.state, K.gate, K.leases, K.procs, 15)))
     assert [member for member, _ in snap.leases] == ["p#0"]
+
+
+def test_a_new_state_grants_no_burst(client: redis.Redis) -> None:
+    """The first sends of a pace nobody has confirmed are spaced: an idle start's burst at a
+    guessed pace far above the capacity empties the provider's bucket back to back, and the
+    sends in the few ms before its first 429 reaches Redis arrive during the Retry-After."""
+    _init(client, rate=1.0)
+    first = _acquire(client, "p#0")
+    assert first[0] == "go"
+    verdict, due, *_ = _acquire(client, "p#1")
+    assert verdict == "wait"
+    assert float(due) == pytest.approx(float(first[4]) + 1.0, abs=0.05)
+
+
+def test_burst_credit_granted_later_accrues_from_then(client: redis.Redis) -> None:
+    """A decision that confirms the pace grants burst credit for idle time from then on, none
+    at once (the sends already due keep their spacing)."""
+    _init(client, rate=1.0)
+    first = _acquire(client, "p#0")
+    assert first[0] == "go"
+    assert client.eval(APPLY, 2, K.state, K.gate, "0", 0, "", "burst", "1.0") == 1
+    verdict, due, *_ = _acquire(client, "p#1")
+    assert verdict == "wait"
+    assert float(due) == pytest.approx(float(first[4]) + 1.0, abs=0.05)
+
+
+def test_a_process_below_its_share_gets_the_freed_slot(client: redis.Redis) -> None:
+    """Two processes, four slots: while b waits, a (holding its two) is refused the slot that
+    frees; b gets it, and a gets the next when nobody else waits."""
+    _init(client, limit=4.0)
+    client.zadd(K.procs, {"a": float(client.time()[0]), "b": float(client.time()[0])})
+    held = [_acquire(client, f"a#{i}", proc="a")[0] for i in range(4)]
+    assert "slot" not in held  # go, or wait for the pace: each holds a slot
+    assert _acquire(client, "b#0", proc="b")[0] == "slot"  # all four are a's
+    client.zrem(K.leases, "a#0")  # one of a's requests ends
+    assert _acquire(client, "a#4", proc="a")[0] == "slot"  # b waits and a holds its share
+    assert _acquire(client, "b#0", proc="b")[0] != "slot"
+    client.zrem(K.leases, "a#1")
+    assert _acquire(client, "a#5", proc="a")[0] != "slot"  # b was served
+
+
+def test_the_pace_is_confirmed_by_an_advertised_limit_or_a_probe(client: redis.Redis) -> None:
+    """Burst credit follows a confirmation: an advertised limit, or the first probe upward."""
+    from multiagent.models import _bp_redis_decide as decide
+    from multiagent.models._window import OutcomeWindow
+
+    config = BackpressureConfig(max_concurrency=2, requests_per_s=10.0)
+    fields = initial_fields(config)
+    assert fields["burst"] == "0"
+    snap = decide.Snapshot(now=100.0, gate=0.0, processes=1, fields=fields, leases=[])
+    advertised = decide.on_advertised(snap, config, rps=20.0, tps=None, rtt=0.1)
+    assert advertised is not None
+    assert advertised.fields["burst"] == repr(config.burst_s)
+    bound = {**fields, "start": "0", "lasttick": "0", "f_pb": "1"}
+    snap = decide.Snapshot(now=100.0, gate=0.0, processes=1, fields=bound, leases=[])
+    tick = decide.on_tick(snap, config, local=OutcomeWindow(span_s=config.window_s))
+    assert tick is not None
+    assert tick.fields["burst"] == repr(config.burst_s)
