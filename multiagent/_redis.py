@@ -43,18 +43,24 @@ def malformed(url: str, exc: Exception) -> ConfigError:
     return ConfigError(f"malformed MULTIAGENT_REDIS_URL {url!r}: {exc}")
 
 
-def open_redis(url: str, *, socket_timeout: float | None = None) -> redis.Redis:
+def open_redis(
+    url: str, *, socket_timeout: float | None = None, decode_responses: bool = True
+) -> redis.Redis:
     """A connected, pinged client for ``url`` (the caller closes it).
 
     Args:
         url: The Redis URL.
         socket_timeout: Seconds a command may wait for its reply (``None``: no limit).
+        decode_responses: Text replies (``False``: bytes, for stored binary values).
 
     Raises:
         ConfigError: The URL is malformed.
         UsageError: Nothing answers at the URL (or it refuses the credentials).
     """
-    options = client_options(url) | {"socket_timeout": socket_timeout}
+    options = client_options(url) | {
+        "socket_timeout": socket_timeout,
+        "decode_responses": decode_responses,
+    }
     try:
         client = redis.Redis.from_url(url, **options)
     except (ValueError, RedisError) as exc:

@@ -32,10 +32,9 @@ from typing import Any
 
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from multiagent._redis import client_options, malformed, unreachable
+from multiagent._redis import open_redis
 from multiagent.observability.metrics import get_metrics
 
 PREFIX = "multiagent:cache:"
@@ -91,20 +90,7 @@ def cache_client(url: str) -> redis.Redis:
         ConfigError: The URL is malformed.
         UsageError: Nothing answers at the URL.
     """
-    options = client_options(url) | {
-        "decode_responses": False,
-        "socket_timeout": COMMAND_TIMEOUT_S,
-    }
-    try:
-        client = redis.Redis.from_url(url, **options)
-    except (ValueError, RedisError) as exc:
-        raise malformed(url, exc) from None
-    try:
-        client.ping()
-    except (RedisError, OSError) as exc:
-        client.close()
-        raise unreachable(url, exc) from None
-    return client
+    return open_redis(url, socket_timeout=COMMAND_TIMEOUT_S, decode_responses=False)
 
 
 class RedisCacheStore:

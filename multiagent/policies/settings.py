@@ -327,21 +327,7 @@ def load_settings(
 
     file_values = {k: v for k, v in file_data.items() if k in _SECTIONS or k == "budget_usd"}
     layers.overlay(file_values, lambda _path: file_source, origin=str(file_path))
-    env_values = {
-        key: getattr(environ, key)
-        for key in (
-            "models",
-            "validation",
-            "rate_limit",
-            "memory",
-            "cache",
-            "features",
-            "budget",
-            "prices",
-            "sim",
-        )
-        if getattr(environ, key)
-    }
+    env_values = {key: getattr(environ, key) for key in _SECTIONS if getattr(environ, key)}
     if environ.budget_usd is not None:
         env_values["budget_usd"] = environ.budget_usd
     layers.overlay(
