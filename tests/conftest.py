@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from multiagent.models.adaptive import reset_shared_controllers
+from multiagent.nodes.context import clear_context_cache
 from multiagent.observability.history import reset_process_metrics
 
 
@@ -28,6 +29,7 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("MULTIAGENT_SIM__TOKEN_LATENCY_S", "0")
     monkeypatch.chdir(work)
     reset_process_metrics()  # the process-wide store would carry counts from test to test
+    clear_context_cache()  # objects built from context values hold the last test's home
     return home
 
 

@@ -9,13 +9,29 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from multiagent.errors import UsageError
-from multiagent.nodes.agents import DEFAULT_PARTICIPANTS, DEFAULT_TEAM, VALIDATOR_ORDER
 from multiagent.nodes.agents_file import AgentCatalog
+from multiagent.nodes.input_defaults import (
+    DEFAULT_ROUNDS,
+    VALIDATORS_RANGE,
+    check_threshold,
+    choose_validators,
+    default_participants,
+    default_team,
+    validation_items,
+)
 from multiagent.nodes.state import MeetingInput, OrchestrationInput, ValidationInput, ValidationItem
 from multiagent.policies import Settings
 
-#: The hard bounds on validators per item, whatever the profile says.
-VALIDATORS_RANGE = (1, 6)
+__all__ = [
+    "MAX_ROUNDS",
+    "VALIDATORS_RANGE",
+    "check_threshold",
+    "choose_validators",
+    "meeting_input",
+    "orchestration_input",
+    "validation_input",
+]
+
 #: At most this many rounds in one meeting.
 MAX_ROUNDS = 20
 
@@ -37,7 +53,7 @@ def orchestration_input(
     """The input of an orchestration; without ``team`` the planner picks from the default team."""
     text = _text(task, what="task")
     if team is None:
-        chosen = tuple(name for name in DEFAULT_TEAM if name in agents)
+        chosen = tuple(default_team(agents))
         picks = True
     else:
         chosen = agents.team(team, kind="worker", option="--agents")
@@ -52,49 +68,18 @@ def meeting_input(
     *,
     agents: AgentCatalog,
     participants: Sequence[str] | None = None,
-    rounds: int = 2,
+    rounds: int = DEFAULT_ROUNDS,
 ) -> MeetingInput:
     """The input of a meeting."""
     text = _text(topic, what="topic")
     if not 1 <= rounds <= MAX_ROUNDS:
         raise UsageError(f"--rounds must be between 1 and {MAX_ROUNDS}, got {rounds}")
     names = (
-        tuple(name for name in DEFAULT_PARTICIPANTS if name in agents)
+        tuple(default_participants(agents))
         if participants is None
         else agents.team(participants, kind="worker", option="--participants")
     )
     return MeetingInput(topic=text, participants=list(names), rounds=rounds)
-
-
-def choose_validators(
-    settings: Settings, agents: AgentCatalog, *, count: int | None = None
-) -> list[str]:
-    """``count`` validators (default: the profile's maximum), checked against the profile."""
-    low, high = VALIDATORS_RANGE
-    bounds = settings.profile.validation
-    if count is not None and not low <= count <= high:
-        raise UsageError(f"--validators must be between {low} and {high}, got {count}")
-    wanted = bounds.validators_max if count is None else count
-    if not bounds.validators_min <= wanted <= bounds.validators_max:
-        raise UsageError(
-            f"--validators {wanted} is outside what profile {settings.env} (policy "
-            f"{settings.policy}) allows: {bounds.validators_min} to {bounds.validators_max}"
-        )
-    available = [name for name in VALIDATOR_ORDER if name in agents.of_kind("validator")]
-    available += [name for name in agents.of_kind("validator") if name not in available]
-    if wanted > len(available):
-        raise UsageError(
-            f"--validators {wanted} asks for more validators than are defined ({len(available)})"
-        )
-    return available[:wanted]
-
-
-def check_threshold(settings: Settings, threshold: float | None) -> float:
-    """The consensus threshold: given, or the profile's; it must lie in (0, 1]."""
-    value = settings.profile.validation.consensus_threshold if threshold is None else threshold
-    if not 0.0 < value <= 1.0:
-        raise UsageError(f"--threshold must be in (0, 1], got {value}")
-    return value
 
 
 def validation_input(
@@ -111,11 +96,7 @@ def validation_input(
     """
     checked: list[ValidationItem] = []
     seen: set[str] = set()
-    for index, item in enumerate(items, start=1):
-        if isinstance(item, str):
-            entry = ValidationItem(id=str(index), text=item)
-        else:
-            entry = ValidationItem(id=str(item["id"]), text=item["text"])
+    for entry in validation_items(items):
         _text(entry["text"], what=f"text of item {entry['id']}")
         if entry["id"] in seen:
             raise UsageError(f"item id {entry['id']!r} appears twice; ids must be unique")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from langgraph.graph import END, START, StateGraph
 
-from multiagent.nodes.context import WorkflowContext
+from multiagent.nodes.context import AnyContext
 from multiagent.nodes.meeting import (
     moderate,
     route_after_moderate,
@@ -16,16 +16,20 @@ from multiagent.nodes.meeting import (
     speak,
     summarize,
 )
+from multiagent.nodes.run_context import RunContext
 from multiagent.nodes.state import MeetingInput, MeetingState
 
 
-def build_meeting_graph() -> StateGraph[MeetingState, WorkflowContext, MeetingInput, MeetingState]:
+def build_meeting_graph() -> StateGraph[MeetingState, AnyContext, MeetingInput, MeetingState]:
     """Return the uncompiled meeting graph.
 
-    Input: ``{"topic": str, "participants": [agent names], "rounds": int}``. The summary is in
+    Input: ``{"topic": str}``, optionally with ``"participants": [agent names]`` and
+    ``"rounds": int``; context as for the orchestration graph. The summary is in
     ``summary``, the turns in ``transcript``, the moderator's judgements in ``assessments``.
     """
-    graph = StateGraph(MeetingState, context_schema=WorkflowContext, input_schema=MeetingInput)
+    graph: StateGraph[MeetingState, AnyContext, MeetingInput, MeetingState] = StateGraph(
+        MeetingState, context_schema=RunContext, input_schema=MeetingInput
+    )
     graph.add_node("speak", speak)
     graph.add_node("moderate", moderate)
     graph.add_node("summarize", summarize)

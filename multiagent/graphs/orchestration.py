@@ -10,25 +10,27 @@ from __future__ import annotations
 
 from langgraph.graph import END, START, StateGraph
 
-from multiagent.nodes.context import WorkflowContext
+from multiagent.nodes.context import AnyContext
 from multiagent.nodes.planner import plan, review, route_after_plan, route_after_review
+from multiagent.nodes.run_context import RunContext
 from multiagent.nodes.state import AgentTask, OrchestrationInput, OrchestrationState
 from multiagent.nodes.synthesizer import synthesize
 from multiagent.nodes.worker import work
 
 
 def build_orchestration_graph() -> StateGraph[
-    OrchestrationState, WorkflowContext, OrchestrationInput, OrchestrationState
+    OrchestrationState, AnyContext, OrchestrationInput, OrchestrationState
 ]:
     """Return the uncompiled orchestration graph.
 
-    Input: ``{"task": str, "team": [agent names], "planner_picks": bool,
-    "require_approval": bool}``. Run it with ``context=`` a
-    :class:`~multiagent.nodes.context.WorkflowContext`. The output is in ``output``; each
-    agent's part in ``contributions``; what each node used in ``usage``.
+    Input: ``{"task": str}``, optionally with ``"team": [agent names]``, ``"planner_picks":
+    bool`` and ``"require_approval": bool``. Run it with ``context=`` a
+    :class:`~multiagent.nodes.context.WorkflowContext` or the plain values of a
+    :class:`~multiagent.nodes.run_context.RunContext` (its ``context_schema``). The output is in
+    ``output``; each agent's part in ``contributions``; what each node used in ``usage``.
     """
-    graph = StateGraph(
-        OrchestrationState, context_schema=WorkflowContext, input_schema=OrchestrationInput
+    graph: StateGraph[OrchestrationState, AnyContext, OrchestrationInput, OrchestrationState] = (
+        StateGraph(OrchestrationState, context_schema=RunContext, input_schema=OrchestrationInput)
     )
     graph.add_node("plan", plan)
     graph.add_node("review", review)

@@ -9,22 +9,24 @@ from __future__ import annotations
 
 from langgraph.graph import END, START, StateGraph
 
-from multiagent.nodes.context import WorkflowContext
+from multiagent.nodes.context import AnyContext
+from multiagent.nodes.run_context import RunContext
 from multiagent.nodes.state import ValidationInput, ValidationState, ValidatorTask
 from multiagent.nodes.validator import aggregate, fan_out_validators, validate
 
 
 def build_validation_graph() -> StateGraph[
-    ValidationState, WorkflowContext, ValidationInput, ValidationState
+    ValidationState, AnyContext, ValidationInput, ValidationState
 ]:
     """Return the uncompiled cross-validation graph.
 
-    Input: ``{"items": [{"id": str, "text": str}], "validators": [agent names],
-    "threshold": float}``. Each item's consensus is in ``results``; every verdict in
-    ``verdicts``; validators that failed after retries in ``failures``.
+    Input: ``{"items": [{"id": str, "text": str}]}`` (or plain texts), optionally with
+    ``"validators": [agent names]`` and ``"threshold": float``. Each item's consensus is in
+    ``results``; every verdict in ``verdicts``; validators that failed after retries in
+    ``failures``.
     """
-    graph = StateGraph(
-        ValidationState, context_schema=WorkflowContext, input_schema=ValidationInput
+    graph: StateGraph[ValidationState, AnyContext, ValidationInput, ValidationState] = StateGraph(
+        ValidationState, context_schema=RunContext, input_schema=ValidationInput
     )
     graph.add_node("validate", validate, input_schema=ValidatorTask)
     graph.add_node("aggregate", aggregate, defer=True)

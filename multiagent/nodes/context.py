@@ -1,27 +1,40 @@
 """What every node of a run shares and never keeps in state: the run context.
 
 The context is passed to a compiled graph as ``context=`` and read in nodes through
-``Runtime[WorkflowContext]``. It holds settings (loaded once, by the caller), the model pipeline,
-the run's ledger (tokens, cost, budget), the agent catalogue, and the optional agent memory and
-analysis cache. Nodes never read the environment.
+:func:`context_of`. It holds settings (loaded once, by the caller), the model pipeline, the run's
+ledger (tokens, cost, budget), the agent catalogue, and the optional agent memory and analysis
+cache. Nodes never read the environment.
+
+A caller in the same process passes a :class:`WorkflowContext` (see :func:`build_context`).
+LangGraph Server sends plain values instead, which the graphs declare as their
+``context_schema``: :class:`~multiagent.nodes.run_context.RunContext`. :func:`context_of` turns
+either (or none) into the rich context; the heavy objects are built once per process for each
+distinct set of values.
 """
 
 from __future__ import annotations
 
+import atexit
 import functools
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from langchain_core.language_models import LanguageModelInput
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable
+from langgraph.config import get_config
 from langgraph.runtime import Runtime
+from langgraph.store.base import BaseStore
 
 from multiagent.models.analysis_cache import AnalysisCache
+from multiagent.models.backpressure import BackpressureConfig
 from multiagent.models.pipeline import ModelPipeline, RunLedger
 from multiagent.nodes.agents import AgentSpec
 from multiagent.nodes.agents_file import AgentCatalog, load_agents
-from multiagent.policies import Settings, load_settings
+from multiagent.nodes.run_context import RunContext
+from multiagent.policies import TIERS, Settings, load_settings
 
 
 @runtime_checkable
@@ -110,24 +123,147 @@ def build_context(
     )
 
 
-@functools.cache
-def _process_defaults() -> tuple[Settings, ModelPipeline, AgentCatalog]:
-    settings = load_settings()
-    return settings, ModelPipeline(settings), load_agents(settings)
+#: What a graph accepts as ``context``: the rich context, or plain values (LangGraph Server).
+AnyContext = WorkflowContext | RunContext
+
+#: Ledgers of runs in progress, by run id, so every node of one server run shares one budget.
+_LEDGERS_KEPT = 256
+_ledgers: OrderedDict[str, RunLedger] = OrderedDict()
+_ledgers_lock = threading.Lock()
 
 
-def context_of(runtime: Runtime[WorkflowContext]) -> WorkflowContext:
-    """The run's context; a graph run without one (LangGraph Studio) gets the process defaults.
+@functools.lru_cache(maxsize=16)
+def _heavy_objects(
+    profile: str | None,
+    policy: str | None,
+    provider: str | None,
+    model: str | None,
+    agents_file: str | None,
+) -> tuple[Settings, ModelPipeline, AgentCatalog]:
+    """Settings, pipeline and catalogue for one set of context values, built once per process."""
+    overrides = {f"models.{tier}": model for tier in TIERS} if model else None
+    settings = load_settings(env=profile, policy=policy, provider=provider, overrides=overrides)
+    # a provider's capacity does not change with the profile that calls it, and this process
+    # keeps one backpressure controller per provider and model: every context's pipeline uses
+    # the process's own rate limits (the settings a run without context values gets)
+    rate_limits = BackpressureConfig.from_profile(_process_settings().profile.rate_limit)
+    pipeline = ModelPipeline(settings, backpressure=rate_limits)
+    return settings, pipeline, load_agents(settings, agents_file=agents_file)
 
-    Settings for that case are loaded once per process, not per node; each node call then gets
-    a fresh ledger with the profile's budget.
+
+@functools.lru_cache(maxsize=1)
+def _process_settings() -> Settings:
+    """The settings of a run that chooses nothing (environment, config file, defaults)."""
+    return load_settings()
+
+
+_embedded: dict[tuple[str, str], AgentMemory] = {}
+_embedded_lock = threading.Lock()
+
+
+def _embedded_memory(settings: Settings, mode: str) -> AgentMemory:
+    """Chroma under ``settings.home``, opened once per process, data directory and embedder."""
+    from multiagent.persistence.memory_background import open_agent_memory_in_background
+
+    key = (str(settings.home), mode)
+    with _embedded_lock:
+        if key not in _embedded:
+            _embedded[key] = open_agent_memory_in_background(settings, embeddings=mode)
+        return _embedded[key]
+
+
+@atexit.register
+def clear_context_cache() -> None:
+    """Forget the heavy objects built from context values, and close the memories opened.
+
+    Runs when the process ends; tests call it to start from a clean process state.
     """
-    if runtime.context is not None:
-        return runtime.context
-    settings, pipeline, agents = _process_defaults()
+    _heavy_objects.cache_clear()
+    _process_settings.cache_clear()
+    with _ledgers_lock:
+        _ledgers.clear()
+    with _embedded_lock:
+        opened = list(_embedded.values())
+        _embedded.clear()
+    for memory in opened:
+        close = getattr(memory, "close", None)
+        if callable(close):
+            close()
+
+
+def _memory(
+    spec: RunContext, settings: Settings, store: BaseStore | None, *, embedded: bool
+) -> AgentMemory | None:
+    """The run's store when there is one, else (when ``embedded``) Chroma; none when off."""
+    if spec.memory == "off":
+        return None
+    if store is not None:
+        from multiagent.persistence.store_memory import StoreAgentMemory
+
+        return StoreAgentMemory(store)
+    return _embedded_memory(settings, spec.memory) if embedded else None
+
+
+def _run_ledger(budget_usd: float | None) -> RunLedger:
+    """The ledger of the current run (by its run id), so its nodes share one budget; a fresh
+    one per call when the run has no id."""
+    try:
+        config = get_config()
+    except RuntimeError:  # called outside a run
+        config = {}
+    run_id = config.get("run_id") or config.get("configurable", {}).get("run_id")
+    if run_id is None:
+        return RunLedger(budget_usd=budget_usd)
+    with _ledgers_lock:
+        ledger = _ledgers.get(str(run_id))
+        if ledger is None:
+            ledger = _ledgers[str(run_id)] = RunLedger(budget_usd=budget_usd)
+            while len(_ledgers) > _LEDGERS_KEPT:
+                _ledgers.popitem(last=False)
+        else:
+            _ledgers.move_to_end(str(run_id))
+        return ledger
+
+
+def resolve_context(
+    spec: RunContext, *, store: BaseStore | None = None, embedded_memory: bool = True
+) -> WorkflowContext:
+    """Build the rich context from plain values; the heavy objects are cached per process.
+
+    Args:
+        spec: The values (each defaulted).
+        store: The run's LangGraph store; agents remember there when it is given.
+        embedded_memory: Open Chroma when there is no store (and memory is not ``off``).
+
+    Raises:
+        ConfigError: A value the settings reject (an unpriced ``model``, a missing agents file).
+    """
+    settings, pipeline, agents = _heavy_objects(
+        spec.profile, spec.policy, spec.provider, spec.model, spec.agents_file
+    )
+    budget = settings.profile.budget_usd if spec.budget_usd is None else spec.budget_usd
     return WorkflowContext(
         settings=settings,
         pipeline=pipeline,
         agents=agents,
-        ledger=RunLedger(budget_usd=settings.profile.budget_usd),
+        ledger=_run_ledger(budget),
+        memory=_memory(spec, settings, store, embedded=embedded_memory),
+        analysis_cache=pipeline.analysis_cache,
     )
+
+
+def context_of(runtime: Runtime[Any]) -> WorkflowContext:
+    """The run's :class:`WorkflowContext`, whatever form the caller gave it in.
+
+    A :class:`WorkflowContext` is used as it is. Plain values (a :class:`RunContext`, or a dict
+    of its fields) are resolved by :func:`resolve_context`, with the run's store as agent memory
+    when the run has one. A run without a context (``invoke()`` with none) gets the defaults and
+    no embedded memory: a store still serves as memory when the graph was compiled with one.
+    """
+    given = runtime.context
+    if isinstance(given, WorkflowContext):
+        return given
+    if given is None:
+        return resolve_context(RunContext(), store=runtime.store, embedded_memory=False)
+    spec = given if isinstance(given, RunContext) else RunContext.model_validate(given)
+    return resolve_context(spec, store=runtime.store)

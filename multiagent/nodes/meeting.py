@@ -15,7 +15,8 @@ from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field
 
 from multiagent.nodes.calling import AgentCall
-from multiagent.nodes.context import WorkflowContext, context_of
+from multiagent.nodes.context import AnyContext, context_of
+from multiagent.nodes.input_defaults import DEFAULT_ROUNDS, default_participants
 from multiagent.nodes.state import Assessment, MeetingState, Utterance
 from multiagent.nodes.worker import agent_answer
 
@@ -39,13 +40,15 @@ def render_transcript(transcript: list[Utterance]) -> str:
     return "\n\n".join(f"[round {u['round']}, {u['agent']}] {u['text']}" for u in transcript)
 
 
-def speak(state: MeetingState, *, runtime: Runtime[WorkflowContext]) -> dict[str, object]:
+def speak(state: MeetingState, *, runtime: Runtime[AnyContext]) -> dict[str, object]:
     """The next participant speaks, having read the transcript so far."""
     context = context_of(runtime)
     current, turn = state.get("round", 1), state.get("turn", 0)
-    name = state["participants"][turn]
+    participants = state.get("participants") or default_participants(context.agents)
+    rounds = state.get("rounds") or DEFAULT_ROUNDS
+    name = participants[turn]
     prompt = (
-        f"{state['topic']}\n\nThis is a meeting, round {current} of {state['rounds']}. Speak as "
+        f"{state['topic']}\n\nThis is a meeting, round {current} of {rounds}. Speak as "
         f"the {name}: respond to what has been said, add what your role sees, and say where you "
         f"agree or disagree.\n\nTranscript so far:\n{render_transcript(state['transcript'])}"
     )
@@ -56,6 +59,9 @@ def speak(state: MeetingState, *, runtime: Runtime[WorkflowContext]) -> dict[str
         "transcript": [Utterance(round=current, agent=name, text=answer)],
         "round": current,
         "turn": turn + 1,
+        # an input without them (LangGraph Server's minimal one) gets the defaults written once
+        "participants": participants,
+        "rounds": rounds,
         "usage": [usage],
     }
 
@@ -65,7 +71,7 @@ def route_after_speak(state: MeetingState) -> Literal["speak", "moderate"]:
     return "speak" if state.get("turn", 0) < len(state["participants"]) else "moderate"
 
 
-def moderate(state: MeetingState, *, runtime: Runtime[WorkflowContext]) -> dict[str, object]:
+def moderate(state: MeetingState, *, runtime: Runtime[AnyContext]) -> dict[str, object]:
     """Judge the round: consensus, agreement, open questions."""
     context = context_of(runtime)
     agent = context.agents[MODERATOR]
@@ -101,7 +107,7 @@ def route_after_moderate(state: MeetingState) -> Literal["speak", "summarize"]:
     return "speak"
 
 
-def summarize(state: MeetingState, *, runtime: Runtime[WorkflowContext]) -> dict[str, object]:
+def summarize(state: MeetingState, *, runtime: Runtime[AnyContext]) -> dict[str, object]:
     """Write the meeting summary: decisions, action items, dissent."""
     context = context_of(runtime)
     agent = context.agents[SECRETARY]

@@ -16,7 +16,8 @@ from langgraph.types import Send, interrupt
 from pydantic import BaseModel, Field
 
 from multiagent.nodes.calling import AgentCall
-from multiagent.nodes.context import WorkflowContext, context_of
+from multiagent.nodes.context import AnyContext, context_of
+from multiagent.nodes.input_defaults import default_team
 from multiagent.nodes.state import AgentTask, Approval, OrchestrationState, PlanStep
 
 PLANNER = "planner"
@@ -86,11 +87,11 @@ def merge_steps(answer: PlanAnswer, *, task: str, team: list[str], pick: bool) -
     return [PlanStep(agent=name, subtask="; ".join(parts[name])) for name in team if name in parts]
 
 
-def plan(state: OrchestrationState, *, runtime: Runtime[WorkflowContext]) -> dict[str, object]:
+def plan(state: OrchestrationState, *, runtime: Runtime[AnyContext]) -> dict[str, object]:
     """Split the task among the team."""
     context = context_of(runtime)
     planner = context.agents[PLANNER]
-    team = list(state["team"])
+    team = list(state.get("team") or default_team(context.agents))
     roster = "\n".join(
         f"- {name}: {context.agents[name].description or context.agents[name].role[:120]}"
         for name in team
@@ -106,7 +107,7 @@ def plan(state: OrchestrationState, *, runtime: Runtime[WorkflowContext]) -> dic
     steps = merge_steps(
         answer, task=state["task"], team=team, pick=bool(state.get("planner_picks", True))
     )
-    return {"plan": steps, "rationale": answer.rationale, "usage": [call.usage()]}
+    return {"plan": steps, "rationale": answer.rationale, "team": team, "usage": [call.usage()]}
 
 
 def _decision(value: Any) -> Approval:

@@ -2,7 +2,10 @@
 
 State is a ``TypedDict``: the input keys first (what a caller gives), then what nodes write.
 Lists that several nodes append to in parallel carry an ``operator.add`` reducer. Keys a run fills
-in later are ``NotRequired`` (TypedDict fields take no defaults; nodes use ``.get``).
+in later are ``NotRequired`` (TypedDict fields take no defaults; nodes use ``.get``). Each input
+needs only its subject (``task``, ``topic``, ``items``): the other input keys are ``NotRequired``
+and the first node fills them from :mod:`multiagent.nodes.input_defaults`, so LangGraph Server
+and Studio can start a run from ``{"task": ...}``, ``{"topic": ...}`` or ``{"items": [...]}``.
 """
 
 from __future__ import annotations
@@ -50,14 +53,15 @@ class AgentTask(TypedDict):
 class OrchestrationInput(TypedDict):
     """What starts an orchestration.
 
-    ``team`` is who the planner may assign; with ``planner_picks`` it chooses among them, else
-    every member gets a part. ``require_approval`` pauses the run for a human to review the plan.
+    ``team`` is who the planner may assign (default: the default team); with ``planner_picks``
+    (default true) it chooses among them, else every member gets a part. ``require_approval``
+    (default false) pauses the run for a human to review the plan.
     """
 
     task: str
-    team: list[str]
-    planner_picks: bool
-    require_approval: bool
+    team: NotRequired[list[str]]
+    planner_picks: NotRequired[bool]
+    require_approval: NotRequired[bool]
 
 
 class OrchestrationState(OrchestrationInput):
@@ -93,11 +97,11 @@ class Assessment(TypedDict):
 
 
 class MeetingInput(TypedDict):
-    """What starts a meeting."""
+    """What starts a meeting; default: the default participants, two rounds."""
 
     topic: str
-    participants: list[str]
-    rounds: int
+    participants: NotRequired[list[str]]
+    rounds: NotRequired[int]
 
 
 class MeetingState(MeetingInput):
@@ -166,11 +170,15 @@ class ValidatorTask(TypedDict):
 
 
 class ValidationInput(TypedDict):
-    """What starts a cross-validation: items, validators by name, the consensus threshold."""
+    """What starts a cross-validation: items, validators by name, the consensus threshold.
+
+    Nodes also take an item given as a plain text (its id is then its 1-based position).
+    Default validators: as many as the profile allows at most; default threshold: the profile's.
+    """
 
     items: list[ValidationItem]
-    validators: list[str]
-    threshold: float
+    validators: NotRequired[list[str]]
+    threshold: NotRequired[float]
 
 
 class ValidationState(ValidationInput):

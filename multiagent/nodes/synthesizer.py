@@ -10,7 +10,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
 from multiagent.nodes.calling import AgentCall
-from multiagent.nodes.context import WorkflowContext, context_of
+from multiagent.nodes.context import AnyContext, context_of
 from multiagent.nodes.state import Contribution, OrchestrationState
 
 SYNTHESIZER = "synthesizer"
@@ -25,9 +25,7 @@ def synthesis_prompt(task: str, contributions: list[Contribution]) -> str:
     return "\n".join(parts)
 
 
-def synthesize(
-    state: OrchestrationState, *, runtime: Runtime[WorkflowContext]
-) -> dict[str, object]:
+def synthesize(state: OrchestrationState, *, runtime: Runtime[AnyContext]) -> dict[str, object]:
     """Combine the contributions into one answer."""
     context = context_of(runtime)
     agent = context.agents[SYNTHESIZER]

@@ -14,15 +14,16 @@ from collections.abc import Callable
 from typing import Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
-from langgraph.runtime import Runtime
+from langgraph.runtime import Runtime, get_runtime
 from langgraph.types import Send
 from pydantic import BaseModel, Field
 
 from multiagent.models.analysis_cache import MISSING
 from multiagent.nodes.agents import AgentSpec
 from multiagent.nodes.calling import AgentCall
-from multiagent.nodes.context import WorkflowContext, context_of
+from multiagent.nodes.context import AnyContext, WorkflowContext, context_of
 from multiagent.nodes.failures import describe_error, provider_errors
+from multiagent.nodes.input_defaults import threshold_of, validation_items, validators_of
 from multiagent.nodes.state import (
     ItemResult,
     ValidationItem,
@@ -58,12 +59,26 @@ def distinct_texts(items: list[ValidationItem]) -> dict[str, str]:
     return texts
 
 
+def run_choices(state: ValidationState) -> tuple[list[str], float]:
+    """The input's validators and threshold; for those it left out (LangGraph Server's minimal
+    input), the profile's defaults from the run's context."""
+    validators, threshold = state.get("validators"), state.get("threshold")
+    if validators and threshold is not None:
+        return list(validators), threshold
+    context = context_of(get_runtime())
+    return (
+        validators_of(state, context.settings, context.agents),
+        threshold_of(state, context.settings),
+    )
+
+
 def fan_out_validators(state: ValidationState) -> list[Send]:
     """One ``validate`` task per distinct text and validator."""
+    validators, _ = run_choices(state)
     return [
         Send("validate", ValidatorTask(key=key, text=text, validator=name))
-        for key, text in distinct_texts(state["items"]).items()
-        for name in state["validators"]
+        for key, text in distinct_texts(validation_items(state["items"])).items()
+        for name in validators
     ]
 
 
@@ -96,7 +111,7 @@ def cached_verdict(
     return verdict, False
 
 
-def validate(state: ValidatorTask, *, runtime: Runtime[WorkflowContext]) -> dict[str, object]:
+def validate(state: ValidatorTask, *, runtime: Runtime[AnyContext]) -> dict[str, object]:
     """One validator's verdict on one text; a provider failure is recorded, not raised."""
     context = context_of(runtime)
     agent = context.agents[state["validator"]]
@@ -173,16 +188,17 @@ def aggregate(state: ValidationState) -> dict[str, object]:
     failures: dict[str, list[ValidatorFailure]] = {}
     for failure in state["failures"]:
         failures.setdefault(failure["key"], []).append(failure)
+    validators, threshold = run_choices(state)
     results = []
-    for item in state["items"]:
+    for item in validation_items(state["items"]):
         key = text_key(item["text"])
         results.append(
             item_result(
                 item,
                 verdicts=verdicts.get(key, []),
                 failures=failures.get(key, []),
-                validators=len(state["validators"]),
-                threshold=state["threshold"],
+                validators=len(validators),
+                threshold=threshold,
             )
         )
     return {"results": results}

@@ -12,7 +12,7 @@ from langgraph.runtime import Runtime
 
 from multiagent.nodes.agents import AgentSpec
 from multiagent.nodes.calling import AgentCall
-from multiagent.nodes.context import WorkflowContext, context_of
+from multiagent.nodes.context import AnyContext, WorkflowContext, context_of
 from multiagent.nodes.state import AgentTask, Contribution
 from multiagent.nodes.usage import Usage
 
@@ -63,7 +63,7 @@ def agent_answer(
     return answer, call.usage()
 
 
-def work(state: AgentTask, *, runtime: Runtime[WorkflowContext]) -> dict[str, object]:
+def work(state: AgentTask, *, runtime: Runtime[AnyContext]) -> dict[str, object]:
     """Orchestration fan-out target: one agent does its part of the task."""
     context = context_of(runtime)
     agent = context.agents[state["agent"]]
