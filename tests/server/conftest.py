@@ -1,0 +1,112 @@
+"""A real ``langgraph dev`` server on loopback, started once per module from ``langgraph.json``.
+
+The server runs in its own process group with its own data directory, the simulated provider
+and every outbound feature switched off (CLI analytics, LangSmith tracing, the browser), so the
+suite needs no network. It is stopped (the whole group) when the module's tests are done.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+#: How long the server may take to import the graphs and answer ``/ok`` on a busy machine.
+START_TIMEOUT_S = 180.0
+#: Variables of the test process the server must not inherit (they would change its settings).
+_DROPPED = ("MULTIAGENT_", "OPENAI_", "LANGSMITH_", "LANGCHAIN_", "OTEL_")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _langgraph_cli() -> list[str]:
+    """The ``langgraph`` command of this interpreter's environment."""
+    found = Path(sys.executable).with_name("langgraph")
+    if found.exists():
+        return [str(found)]
+    which = shutil.which("langgraph")
+    if which is None:
+        pytest.fail("langgraph-cli[inmem] is not installed: pip install -e '.[test]'")
+    return [which]
+
+
+def _server_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_DROPPED)}
+    env.update(
+        MULTIAGENT_HOME=str(home),
+        MULTIAGENT_PROVIDER="sim",
+        MULTIAGENT_SIM__TTFT_S="0",
+        MULTIAGENT_SIM__TOKEN_LATENCY_S="0",
+        # nothing leaves the machine: no CLI analytics, no LangSmith runs
+        LANGGRAPH_CLI_NO_ANALYTICS="1",
+        LANGSMITH_TRACING="false",
+        LANGCHAIN_TRACING_V2="false",
+        # this checkout's package wins over any installed copy, in the server's workers too
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    )
+    return env
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop the server's whole process group: TERM, then KILL if it lingers."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Start ``langgraph dev`` on a free loopback port; yield its URL; stop it after."""
+    base = tmp_path_factory.mktemp("langgraph-dev")
+    port = _free_port()
+    log_path = base / "server.log"
+    command = [
+        *_langgraph_cli(), "dev", "--config", str(ROOT / "langgraph.json"),
+        "--host", "127.0.0.1", "--port", str(port), "--no-browser", "--no-reload",
+    ]  # fmt: skip
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=_server_env(base / "home"),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so every worker is stopped too
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"langgraph dev exited ({process.returncode}):\n{log_path.read_text()}")
+            try:
+                if httpx.get(f"{url}/ok", timeout=2.0).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"langgraph dev did not answer in time:\n{log_path.read_text()}")
+            time.sleep(0.25)
+        yield url
+    finally:
+        _stop(process)

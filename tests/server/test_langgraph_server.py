@@ -1,0 +1,197 @@
+"""The three graphs on a real LangGraph Server (``langgraph dev``), driven through the SDK.
+
+What a LangGraph user does: minimal inputs, a context that picks the profile and the budget,
+``updates`` and ``messages-tuple`` streams, the plan-approval interrupt answered with
+``Command(resume=...)``, and agent memory in the server's store.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from langgraph_sdk import get_client
+from langgraph_sdk.client import LangGraphClient
+
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+
+MINIMAL_INPUTS: dict[str, dict[str, Any]] = {
+    "orchestration": {"task": "Plan a community vegetable garden"},
+    "meeting": {"topic": "Should the team adopt a four-day week?"},
+    "validation": {"items": [{"id": "a", "text": "Water boils at 100 C at sea level."}]},
+}
+
+
+@pytest.fixture
+def client(server_url: str) -> LangGraphClient:
+    return get_client(url=server_url)
+
+
+async def _run(
+    client: LangGraphClient, graph: str, **kwargs: Any
+) -> tuple[str, dict[str, Any], str]:
+    """Run ``graph`` on a new thread to its end; return the thread id, final state, status."""
+    thread = await client.threads.create()
+    result = await client.runs.wait(thread["thread_id"], graph, **kwargs)
+    assert isinstance(result, dict)
+    runs = await client.runs.list(thread["thread_id"])
+    return thread["thread_id"], result, runs[0]["status"]
+
+
+async def test_assistants_declare_the_context_and_the_minimal_inputs(
+    client: LangGraphClient,
+) -> None:
+    assistants = {a["graph_id"]: a for a in await client.assistants.search()}
+    assert set(assistants) == set(MINIMAL_INPUTS)
+    for graph, assistant in assistants.items():
+        schemas = await client.assistants.get_schemas(assistant["assistant_id"])
+        context = schemas["context_schema"]
+        assert context is not None
+        assert {"profile", "policy", "provider", "model", "budget_usd", "memory"} <= set(
+            context["properties"]
+        )
+        assert context.get("required", []) == []  # every field has a default
+        assert schemas["input_schema"]["required"] == list(MINIMAL_INPUTS[graph])
+
+
+async def test_orchestration_runs_from_a_task_alone(client: LangGraphClient) -> None:
+    _, state, status = await _run(client, "orchestration", input=MINIMAL_INPUTS["orchestration"])
+    assert status == "success"
+    assert state["team"] == ["researcher", "analyst", "critic", "writer"]
+    assert state["output"].strip()
+    assert {c["agent"] for c in state["contributions"]} <= set(state["team"])
+    assert [u["node"] for u in state["usage"]].count("synthesize") == 1
+
+
+async def test_meeting_runs_from_a_topic_alone(client: LangGraphClient) -> None:
+    _, state, status = await _run(client, "meeting", input=MINIMAL_INPUTS["meeting"])
+    assert status == "success"
+    assert state["participants"] == ["researcher", "analyst", "critic"]
+    assert state["rounds"] == 2
+    assert [u["agent"] for u in state["transcript"][:3]] == state["participants"]
+    assert state["summary"].strip()
+
+
+async def test_validation_runs_from_items_alone(client: LangGraphClient) -> None:
+    _, state, status = await _run(client, "validation", input=MINIMAL_INPUTS["validation"])
+    assert status == "success"
+    [result] = state["results"]
+    assert result["id"] == "a"
+    assert result["validators"] == result["responded"] >= 1
+    assert result["status"] in ("passed", "failed")
+
+
+async def test_a_context_chooses_the_profile(client: LangGraphClient) -> None:
+    task = {"task": "Compare two database designs"}
+    _, default, _ = await _run(client, "orchestration", input=task)
+    _, chosen, status = await _run(
+        client, "orchestration", input=task, context={"profile": "staging_quality"}
+    )
+    assert status == "success"
+
+    def planner_model(state: dict[str, Any]) -> str:
+        return next(u["model"] for u in state["usage"] if u["node"] == "plan")
+
+    # the planner calls the standard tier: gpt-4o-mini in dev_balanced, gpt-4o in staging
+    assert planner_model(default) == "gpt-4o-mini"
+    assert planner_model(chosen) == "gpt-4o"
+
+
+async def test_a_context_budget_stops_the_run(client: LangGraphClient) -> None:
+    thread = await client.threads.create()
+    errors = [
+        chunk.data
+        async for chunk in client.runs.stream(
+            thread["thread_id"],
+            "orchestration",
+            input=MINIMAL_INPUTS["orchestration"],
+            context={"budget_usd": 0.0001, "memory": "off"},
+        )
+        if chunk.event == "error"
+    ]
+    assert len(errors) == 1
+    assert "budget" in str(errors[0]).lower()
+    [run] = await client.runs.list(thread["thread_id"])
+    assert run["status"] == "error"
+    state = await client.threads.get_state(thread["thread_id"])
+    assert "output" not in state["values"]
+
+
+async def test_a_bad_context_value_fails_the_run_naming_it(client: LangGraphClient) -> None:
+    thread = await client.threads.create()
+    errors = [
+        chunk.data
+        async for chunk in client.runs.stream(
+            thread["thread_id"],
+            "meeting",
+            input=MINIMAL_INPUTS["meeting"],
+            context={"profile": "no_such_profile"},
+        )
+        if chunk.event == "error"
+    ]
+    assert len(errors) == 1
+    assert "no_such_profile" in str(errors[0])
+
+
+async def test_streams_updates_and_model_tokens(client: LangGraphClient) -> None:
+    thread = await client.threads.create()
+    updated: list[str] = []
+    token_nodes: list[str] = []
+    # a topic no other test uses: a completion-cache hit would come back as one whole message
+    async for chunk in client.runs.stream(
+        thread["thread_id"], "meeting", input={"topic": "How should on-call rotations work?"},
+        stream_mode=["updates", "messages-tuple"],
+    ):  # fmt: skip
+        if chunk.event == "updates":
+            updated.extend(chunk.data)
+        elif chunk.event == "messages":
+            message, metadata = chunk.data
+            assert message["type"] == "AIMessageChunk"
+            token_nodes.append(metadata["langgraph_node"])
+    assert updated[:3] == ["speak", "speak", "speak"]
+    assert "moderate" in updated
+    assert updated[-1] == "summarize"
+    # the summary is streamed token by token from the model call in the summarize node
+    assert token_nodes.count("summarize") > 1
+
+
+async def test_plan_approval_round_trips_through_command_resume(client: LangGraphClient) -> None:
+    thread_id, state, _ = await _run(
+        client, "orchestration", input={"task": "Plan a team offsite", "require_approval": True}
+    )
+    assert "output" not in state
+    paused = await client.threads.get_state(thread_id)
+    assert paused["next"] == ["review"]
+    [interrupt] = [i for task in paused["tasks"] for i in task["interrupts"]]
+    assert interrupt["value"]["kind"] == "plan_approval"
+    assert [step["agent"] for step in interrupt["value"]["plan"]]
+
+    result = await client.runs.wait(
+        thread_id, "orchestration",
+        command={"resume": {"approved": True, "feedback": "keep it short"}},
+    )  # fmt: skip
+    assert isinstance(result, dict)
+    assert result["approval"] == {"approved": True, "feedback": "keep it short"}
+    assert result["output"].strip()
+    assert all("keep it short" in c["subtask"] for c in result["contributions"])
+
+
+async def test_a_rejected_plan_ends_the_run_without_work(client: LangGraphClient) -> None:
+    thread_id, _, _ = await _run(
+        client, "orchestration", input={"task": "Plan a product launch", "require_approval": True}
+    )
+    result = await client.runs.wait(thread_id, "orchestration", command={"resume": False})
+    assert isinstance(result, dict)
+    assert result["approval"]["approved"] is False
+    assert "output" not in result
+    assert result["contributions"] == []
+
+
+async def test_agents_remember_in_the_server_store(client: LangGraphClient) -> None:
+    thread_id, state, _ = await _run(client, "meeting", input=MINIMAL_INPUTS["meeting"])
+    for name in state["participants"]:
+        found = await client.store.search_items(["multiagent", "memory", name], limit=50)
+        mine = [item for item in found["items"] if item["value"]["thread_id"] == thread_id]
+        spoke = sum(1 for u in state["transcript"] if u["agent"] == name)
+        assert len(mine) == spoke
+        assert all(item["value"]["text"].strip() for item in mine)
