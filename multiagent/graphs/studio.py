@@ -1,9 +1,12 @@
 """The composition root for LangGraph Studio and LangGraph Server (named in ``langgraph.json``).
 
 Importing this module compiles the three graphs; nothing else in the package compiles at import.
-The server brings its own checkpointer and store. A run started without a ``context`` uses the
-process defaults (settings loaded once, the built-in and ``agents.toml`` agents, the profile's
-budget per node call): see :func:`multiagent.nodes.context.context_of`.
+The server brings its own checkpointer and store, and sends each run's ``context`` as plain
+values: the graphs' ``context_schema``, :class:`~multiagent.nodes.run_context.RunContext`
+(profile, policy, provider, model, budget, memory, agents file; each with a default). The heavy
+objects are built from those values once per process (:func:`multiagent.nodes.context.
+context_of`); agents remember in the server's store. Minimal inputs suffice: ``{"task": ...}``,
+``{"topic": ...}``, ``{"items": [...]}``.
 """
 
 from __future__ import annotations
