@@ -1,12 +1,15 @@
 """A real ``langgraph dev`` server on loopback, started once per module from ``langgraph.json``.
 
-The server runs in its own process group with its own data directory, the simulated provider
-and every outbound feature switched off (CLI analytics, LangSmith tracing, the browser), so the
-suite needs no network. It is stopped (the whole group) when the module's tests are done.
+The server reads the project's ``langgraph.json`` (paths made absolute, so it runs in a
+temporary directory) and runs in its own process group with its own data directory, the
+simulated provider and every outbound feature switched off (CLI analytics, LangSmith tracing,
+the browser), so the suite needs no network. It is stopped (the whole group) when the module's
+tests are done.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -61,6 +64,27 @@ def _server_env(home: Path) -> dict[str, str]:
     return env
 
 
+def _config_in(base: Path) -> Path:
+    """The project's ``langgraph.json`` with its paths made absolute, written under ``base``.
+
+    ``langgraph dev`` resolves graph paths against its working directory and keeps its state
+    (``.langgraph_api``) there: running it in ``base`` leaves the checkout untouched.
+    """
+    config = json.loads((ROOT / "langgraph.json").read_text(encoding="utf-8"))
+
+    def absolute(path: str) -> str:
+        return str((ROOT / path).resolve()) if path.startswith(".") else path
+
+    config["dependencies"] = [absolute(d) for d in config["dependencies"]]
+    config["graphs"] = {
+        name: ":".join([absolute(target.split(":")[0]), *target.split(":")[1:]])
+        for name, target in config["graphs"].items()
+    }
+    path = base / "langgraph.json"
+    path.write_text(json.dumps(config), encoding="utf-8")
+    return path
+
+
 def _stop(process: subprocess.Popen[bytes]) -> None:
     """Stop the server's whole process group: TERM, then KILL if it lingers."""
     if process.poll() is not None:
@@ -80,13 +104,13 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = _free_port()
     log_path = base / "server.log"
     command = [
-        *_langgraph_cli(), "dev", "--config", str(ROOT / "langgraph.json"),
+        *_langgraph_cli(), "dev", "--config", str(_config_in(base)),
         "--host", "127.0.0.1", "--port", str(port), "--no-browser", "--no-reload",
     ]  # fmt: skip
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command,
-            cwd=ROOT,
+            cwd=base,  # where `langgraph dev` keeps its state (.langgraph_api), not the checkout
             env=_server_env(base / "home"),
             stdin=subprocess.DEVNULL,
             stdout=log,
