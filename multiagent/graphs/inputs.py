@@ -13,6 +13,7 @@ from multiagent.nodes.agents import DEFAULT_PARTICIPANTS, DEFAULT_TEAM, VALIDATO
 from multiagent.nodes.agents_file import AgentCatalog
 from multiagent.nodes.state import MeetingInput, OrchestrationInput, ValidationInput, ValidationItem
 from multiagent.policies import Settings
+from multiagent.safety import redact_input
 
 #: The hard bounds on validators per item, whatever the profile says.
 VALIDATORS_RANGE = (1, 6)
@@ -128,5 +129,8 @@ def validation_input(
     else:
         names = list(agents.team(validators, kind="validator", option="--validators"))
     return ValidationInput(
-        items=checked, validators=names, threshold=check_threshold(settings, threshold)
+        # batch manifests and queue entries are made from this: redact before they are stored
+        items=redact_input(checked, enabled=settings.profile.features.pii_redaction),
+        validators=names,
+        threshold=check_threshold(settings, threshold),
     )

@@ -8,6 +8,7 @@ from multiagent.safety.detect import KINDS, Finding, find_pii
 from multiagent.safety.redaction import (
     Pseudonymizer,
     Redaction,
+    redact_input,
     redact_messages,
     redact_text,
     redact_value,
@@ -19,6 +20,7 @@ __all__ = [
     "Pseudonymizer",
     "Redaction",
     "find_pii",
+    "redact_input",
     "redact_messages",
     "redact_text",
     "redact_value",

@@ -144,6 +144,18 @@ def redact_value(
     return out  # type: ignore[no-any-return]
 
 
+def redact_input(value: T, *, enabled: bool) -> T:
+    """A workflow's input as it may be stored: redacted when ``enabled`` (the profile's
+    ``features.pii_redaction``), else ``value`` itself.
+
+    Called where input enters (the workflow runners, the batch and queue entry points) so no
+    checkpoint, memory, cache, queue entry, trace or printed output ever holds the raw value.
+    """
+    if not enabled or value is None:
+        return value
+    return redact_value(value)
+
+
 def _record(counts: Counter[str]) -> None:
     metrics = get_metrics()
     for kind, n in counts.items():
