@@ -15,6 +15,8 @@ import string
 
 import phonenumbers
 
+from multiagent.safety._numbers import luhn_ok
+
 _ALNUM = string.ascii_letters + string.digits
 _FIRST = [
     "jürgen",
@@ -126,13 +128,7 @@ _ISSUERS = [("4", 16), ("51", 16), ("55", 16), ("2221", 16), ("37", 15), ("6011"
 
 
 def _luhn_digit(body: str) -> str:
-    total = 0
-    for i, ch in enumerate(reversed(body)):
-        d = int(ch)
-        if i % 2 == 0:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return str((10 - total % 10) % 10)
+    return next(d for d in "0123456789" if luhn_ok(body + d))
 
 
 def card(rng: random.Random, *, valid: bool = True) -> str:
