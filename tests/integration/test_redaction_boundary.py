@@ -13,9 +13,10 @@ from multiagent.graphs.batch_store import MemoryBatchStore
 from multiagent.graphs.execute import execute_workflow
 from multiagent.graphs.inputs import orchestration_input
 from multiagent.graphs.runner import run_workflow
-from multiagent.nodes.context import build_context
+from multiagent.nodes.context import WorkflowContext, build_context
+from multiagent.nodes.state import OrchestrationInput
 from multiagent.persistence.checkpointer import open_checkpointer
-from multiagent.policies import load_settings
+from multiagent.policies import Settings, load_settings
 
 EMAIL, CARD = "siti.rahayu@perusahaan.co.id", "5500 0000 0000 0004"
 TASK = f"Draft a reply to {EMAIL} about the charge on {CARD}"
@@ -31,12 +32,16 @@ class Prompts(BaseCallbackHandler):
         self.seen += [str(m.content) for batch in messages for m in batch]
 
 
-def test_run_workflow_stores_and_sends_only_placeholders() -> None:
-    settings = load_settings(overrides={"features.pii_redaction": True})
+def _setup(*, redact: bool) -> tuple[Settings, WorkflowContext, OrchestrationInput]:
+    settings = load_settings(overrides={"features.pii_redaction": redact})
     context = build_context(settings)
+    return settings, context, orchestration_input(TASK, agents=context.agents, team=["researcher"])
+
+
+def test_run_workflow_stores_and_sends_only_placeholders() -> None:
+    _, context, inputs = _setup(redact=True)
     saver = InMemorySaver()
     prompts = Prompts()
-    inputs = orchestration_input(TASK, agents=context.agents, team=["researcher"])
     outcome = run_workflow(
         "orchestration", inputs, context=context, checkpointer=saver, thread_id="t-pii",
         callbacks=[prompts],
@@ -52,9 +57,7 @@ def test_run_workflow_stores_and_sends_only_placeholders() -> None:
 
 
 def test_redaction_off_keeps_the_input_as_given() -> None:
-    settings = load_settings(overrides={"features.pii_redaction": False})
-    context = build_context(settings)
-    inputs = orchestration_input(TASK, agents=context.agents, team=["researcher"])
+    _, context, inputs = _setup(redact=False)
     outcome = run_workflow(
         "orchestration", inputs, context=context, checkpointer=None, thread_id="t-raw"
     )
@@ -62,9 +65,7 @@ def test_redaction_off_keeps_the_input_as_given() -> None:
 
 
 def test_execute_workflow_keeps_the_subject_redacted() -> None:
-    settings = load_settings(overrides={"features.pii_redaction": True})
-    context = build_context(settings)
-    inputs = orchestration_input(TASK, agents=context.agents, team=["researcher"])
+    settings, context, inputs = _setup(redact=True)
     outcome = execute_workflow(
         "orchestration", inputs, settings=settings, context=context, thread_id="t-subject"
     )
