@@ -228,6 +228,7 @@ def enqueue_run_command(
     from multiagent.graphs.runner import check_thread
     from multiagent.nodes.agents_file import load_agents
     from multiagent.persistence.checkpointer import open_checkpointer
+    from multiagent.safety import redact_input
 
     check_queue_name(queue)
     if resume and not thread:
@@ -238,6 +239,8 @@ def enqueue_run_command(
     inputs = None
     if not (resume and task is None):
         inputs = dict(orchestration_input(task, agents=agents, team=team))
+        # redacted before it reaches the queue entry in Redis
+        inputs = redact_input(inputs, enabled=settings.profile.features.pii_redaction)
     if thread is not None:
         with open_checkpointer(settings) as saver:  # unknown or taken thread: one line, exit 2
             check_thread("orchestration", checkpointer=saver, thread_id=thread, resume=resume)

@@ -17,6 +17,7 @@ from multiagent.graphs.workflows import Workflow, new_thread_id, subject_of
 from multiagent.nodes.context import WorkflowContext
 from multiagent.persistence.checkpointer import checkpoint_path, open_checkpointer
 from multiagent.policies import Settings
+from multiagent.safety import redact_input
 
 _SUBJECT_KEY: dict[Workflow, str] = {"orchestration": "task", "meeting": "topic"}
 
@@ -67,6 +68,8 @@ def execute_workflow(
     if resume and not settings.checkpoint_url and not checkpoint_path(settings).exists():
         raise UsageError(f"unknown thread {thread_id!r}; there are no threads yet")
     thread = thread_id or new_thread_id(workflow)
+    # before the thread's subject is taken from it, and before a resumed task is compared
+    inputs = redact_input(inputs, enabled=settings.profile.features.pii_redaction)
     with open_checkpointer(settings) as saver:
         check_thread(workflow, checkpointer=saver, thread_id=thread, resume=resume)
         if resume and inputs is not None:

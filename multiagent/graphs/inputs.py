@@ -21,6 +21,7 @@ from multiagent.nodes.input_defaults import (
 )
 from multiagent.nodes.state import MeetingInput, OrchestrationInput, ValidationInput, ValidationItem
 from multiagent.policies import Settings
+from multiagent.safety import redact_input
 
 __all__ = [
     "MAX_ROUNDS",
@@ -109,5 +110,8 @@ def validation_input(
     else:
         names = list(agents.team(validators, kind="validator", option="--validators"))
     return ValidationInput(
-        items=checked, validators=names, threshold=check_threshold(settings, threshold)
+        # batch manifests and queue entries are made from this: redact before they are stored
+        items=redact_input(checked, enabled=settings.profile.features.pii_redaction),
+        validators=names,
+        threshold=check_threshold(settings, threshold),
     )

@@ -36,6 +36,7 @@ from multiagent.models.pipeline import RunLedger
 from multiagent.nodes.context import WorkflowContext
 from multiagent.nodes.failures import describe_error, provider_errors
 from multiagent.observability.tracing import run_config
+from multiagent.safety import redact_input
 
 Status = Literal["completed", "rejected", "awaiting_approval", "budget_exceeded", "failed"]
 #: Answers an interrupt's payload: ``True``, ``False``, a dict, or ``None`` for "not now".
@@ -198,6 +199,8 @@ def run_workflow(
     Raises:
         UsageError: ``resume`` for a thread that does not exist or belongs to another workflow.
     """
+    # the boundary: with redaction on, no checkpoint, memory, cache or trace sees raw input
+    inputs = redact_input(inputs, enabled=context.settings.profile.features.pii_redaction)
     graph = (
         compile_workflow(workflow, checkpointer=checkpointer)
         if checkpointer is not None

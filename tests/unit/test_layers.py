@@ -40,6 +40,18 @@ def _modules(subpackage: str) -> list[Path]:
             ),
         ),
         ("nodes", ("multiagent.sim", "multiagent.graphs", "multiagent.bench")),
+        (
+            "safety",
+            (
+                "multiagent.models",
+                "multiagent.nodes",
+                "multiagent.graphs",
+                "multiagent.persistence",
+                "multiagent.sim",
+                "multiagent.distributed",
+                "multiagent.commands",
+            ),
+        ),
         ("graphs", ("multiagent.sim", "multiagent.bench")),
         ("persistence", ("multiagent.sim", "multiagent.nodes", "multiagent.graphs")),
         (

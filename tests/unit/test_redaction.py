@@ -62,3 +62,72 @@ def test_messages_are_redacted_and_counted() -> None:
     assert messages[2].text == "and c@d.io or e@f.io"  # the caller's messages are not changed
     after = metrics.counter("pii_redactions_total", labels={"kind": "email"})
     assert after - before == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "raw"),
+    [
+        ("Mail an jürgen.müller@beispiel.de bitte", "email", "jürgen.müller@beispiel.de"),
+        ("Tel. 089/1234567 (Büro)", "phone", "089/1234567"),
+        ("WA saya 0812-3456-7890 ya", "phone", "0812-3456-7890"),
+        ("call +62 21 5551234", "phone", "5551234"),
+        ("token github_pat_11ABCDEFG0123456789abc_" + "x" * 59, "secret", "github_pat_11"),
+        ("key sk_live_" + "a1B2" * 20 + ".", "secret", "a1B2a1B2"),
+        ("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "secret", "wJalrXU"),
+        ("Passwort: Sommer2024!", "secret", "Sommer2024!"),
+        ("kata sandi: Matahari99", "secret", "Matahari99"),
+        (
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NSJ9.c2lnbmF0dXJlLXZhbHVl",
+            "secret",
+            "eyJzdWIiOiIxMjM0NSJ9",
+        ),
+        (
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----",
+            "secret",
+            "MIIEow",
+        ),
+        ("from 192.0.2.10 again", "ip", "192.0.2.10"),
+        ("from 2001:db8::8a2e:370:7334 again", "ip", "2001:db8::8a2e:370:7334"),
+        ("SSN 123-45-6789 on file", "ssn", "123-45-6789"),
+    ],
+)
+def test_the_kinds_the_old_rules_missed_are_found(text: str, kind: str, raw: str) -> None:
+    result = redact_text(text)
+    assert raw not in result.text
+    assert result.counts[kind] == 1, result
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ISBN 978-3-16-148410-0 und EAN 4006381333931",
+        "Total tagihan Rp 706.315.000 untuk pesanan 4829103746",
+        "upgraded to version 10.0.19045.2965 and v1.2.3.4",
+        "Ship to Springfield, IL 62704-1234 by 2024-01-15",
+        "tracking 1Z999AA10123456784 and 9400 1000 0000 0000 0000 00",
+        "Termin am 15.01.2024 um 14:30:00, Bestellung 302-1234567-8912345",
+        "replace logo@2x.png; the password reset link expires",
+    ],
+)
+def test_lookalikes_survive(text: str) -> None:
+    assert redact_text(text).text == text
+
+
+def test_pseudonyms_restore_only_through_their_own_run() -> None:
+    from multiagent.safety import Pseudonymizer
+
+    first, other = Pseudonymizer(), Pseudonymizer()
+    redacted = first.redact("ann@example.org and ann@example.org, bob@example.org").text
+    assert redacted == "<EMAIL_1> and <EMAIL_1>, <EMAIL_2>"
+    assert first.restore("to <EMAIL_2>") == "to bob@example.org"
+    assert other.restore("to <EMAIL_2>") == "to <EMAIL_2>"  # another run holds no mapping
+    assert redact_text(redacted).text == redacted  # placeholders are not PII
+
+
+def test_tool_call_arguments_are_redacted() -> None:
+    call = {"name": "lookup", "args": {"who": "ann@example.org", "n": 3}, "id": "c1"}
+    message = AIMessage(content="", tool_calls=[call])
+    (redacted,), counts = redact_messages([message], record=False)
+    assert isinstance(redacted, AIMessage)
+    assert redacted.tool_calls[0]["args"] == {"who": "[REDACTED_EMAIL]", "n": 3}
+    assert counts["email"] == 1
