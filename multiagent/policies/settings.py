@@ -8,6 +8,7 @@ flags). The environment is read once, here, with pydantic-settings; nodes never 
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,11 +16,11 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-from multiagent.errors import ConfigError
+from multiagent.errors import ConfigError, did_you_mean
 from multiagent.policies.policies import COST_POLICIES, DEFAULT_POLICY
-from multiagent.policies.profiles import BUILTIN_PROFILES, DEFAULT_PROFILE, Profile
+from multiagent.policies.profiles import BUILTIN_PROFILES, DEFAULT_PROFILE, TIERS, Profile
 
 Provider = Literal["sim", "openai"]
 PROVIDERS: tuple[str, ...] = ("sim", "openai")
@@ -38,6 +39,16 @@ _SECTIONS = (
 _TOP_LEVEL = ("env", "policy", "provider", "checkpoint_url", "redis_url", "budget_usd")
 #: URL schemes the ``redis`` client accepts.
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+#: URL schemes of ``MULTIAGENT_CHECKPOINT_URL`` (unset: SQLite under ``MULTIAGENT_HOME``).
+CHECKPOINT_SCHEMES = ("postgresql", "postgres")
+#: ``MULTIAGENT_*`` variables read elsewhere (not settings): never reported as unknown.
+_OTHER_VARIABLES = (
+    "encryption_key",
+    "encryption_key_file",
+    "metrics_token",
+    "test_postgres_url",
+    "test_redis_url",
+)
 
 
 class SimConfig(BaseModel):
@@ -119,6 +130,75 @@ class _Environment(BaseSettings):
     )
 
 
+def _read_environment() -> _Environment:
+    """The environment, with a malformed ``MULTIAGENT_*`` value or a misspelt name one line."""
+    _check_variable_names(os.environ)
+    try:
+        return _Environment()
+    except (ValidationError, SettingsError) as exc:
+        field = "?"
+        if isinstance(exc, ValidationError):
+            field = str(exc.errors()[0]["loc"][0])
+        else:  # pydantic-settings names the field in its message: 'error parsing value for field "x"'
+            field = str(exc).split('"')[1] if '"' in str(exc) else field
+        name = f"MULTIAGENT_{field.upper()}"
+        value = os.environ.get(name, "")
+        shown = value if len(value) <= 40 else value[:40] + "…"
+        raise ConfigError(
+            f"invalid {name}={shown!r} (from the environment): it must be a JSON object such as "
+            f'{{"key": value}}, or set one key with {name}__KEY=value'
+        ) from None
+
+
+def _check_variable_names(environ: Mapping[str, str]) -> None:
+    """Refuse ``MULTIAGENT_*`` names that look like a setting but are none (a typo is silent)."""
+    known = tuple(_TOP_LEVEL) + tuple(_SECTIONS) + ("home",)
+    for variable in sorted(environ):
+        if not variable.startswith("MULTIAGENT_"):
+            continue
+        name = variable.removeprefix("MULTIAGENT_").lower()
+        section, nested, _key = name.partition("__")
+        if nested and section not in _SECTIONS:
+            raise ConfigError(
+                f"unknown settings section {section!r} in variable {variable}"
+                f"{did_you_mean(section, _SECTIONS)}; valid sections: {', '.join(_SECTIONS)}"
+            )
+        if nested or name in known or name in _OTHER_VARIABLES:
+            continue
+        hint = did_you_mean(name, known, cutoff=0.8)  # another variable is not a typo
+        if hint and not any(name.startswith(other) for other in _OTHER_VARIABLES):
+            raise ConfigError(f"unknown setting variable {variable}{hint}")
+
+
+def check_checkpoint_url(url: str, *, source: str) -> str:
+    """Return ``url`` when it names a checkpointer backend; else raise one line naming it."""
+    shown = _mask_url(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - a port that is not a number raises here
+    except ValueError as exc:
+        raise ConfigError(f"malformed MULTIAGENT_CHECKPOINT_URL {shown!r} (from {source}): {exc}")
+    schemes = ", ".join(f"{scheme}://" for scheme in CHECKPOINT_SCHEMES)
+    if parts.scheme not in CHECKPOINT_SCHEMES:
+        raise ConfigError(
+            f"unsupported MULTIAGENT_CHECKPOINT_URL {shown!r} (from {source}): the scheme must "
+            f"be one of {schemes} (leave it unset for SQLite under MULTIAGENT_HOME)"
+        )
+    if not parts.hostname and "host=" not in parts.query:
+        raise ConfigError(f"malformed MULTIAGENT_CHECKPOINT_URL {shown!r} (from {source}): no host")
+    return url
+
+
+def _check_home(home: Path, source: str) -> Path:
+    """The data directory must be a directory, or not exist yet (commands create it)."""
+    if home.exists() and not home.is_dir():
+        raise ConfigError(
+            f"data directory {home} (from {source}) is not a directory; set MULTIAGENT_HOME or "
+            "--home to a directory"
+        )
+    return home
+
+
 def _mask_url(url: str | None) -> str | None:
     if url is None or "@" not in url:
         return url
@@ -193,12 +273,23 @@ class _Layers:
         known = flatten(self.data)
         for path, value in flatten(values).items():
             section = path.split(".", 1)[0]
-            if path not in known and section not in ("prices", "sim"):
-                raise ConfigError(
-                    f"unknown setting {path!r} in {origin}; known sections: {', '.join(_SECTIONS)}"
-                )
+            if path not in known and section != "prices":
+                raise ConfigError(_unknown_setting(path, known, origin))
             _set_path(self.data, path, value)
             self.sources[path] = source_of(path)
+
+
+def _unknown_setting(path: str, known: Mapping[str, Any], origin: str) -> str:
+    section = path.split(".", 1)[0]
+    if section not in _SECTIONS and section != "budget_usd":
+        hint = did_you_mean(section, _SECTIONS + ("budget_usd",))
+        return f"unknown settings section {section!r} in {origin}{hint}; valid: " + ", ".join(
+            _SECTIONS
+        )
+    keys = [p for p in known if p.startswith(f"{section}.")]
+    return f"unknown setting {path!r} in {origin}{did_you_mean(path, keys)}; valid: " + ", ".join(
+        k.split(".", 1)[1] for k in keys
+    )
 
 
 def _read_config_file(explicit: Path | None, home: Path) -> tuple[Path | None, dict[str, Any]]:
@@ -207,15 +298,19 @@ def _read_config_file(explicit: Path | None, home: Path) -> tuple[Path | None, d
     )
     for path in candidates:
         if path is not None and path.is_file():
+            from multiagent._inputs import read_text_file
+
+            text = read_text_file(path, what="config file")
             try:
-                data = tomllib.loads(path.read_text(encoding="utf-8"))
-            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-                raise ConfigError(f"malformed {path}: {exc}") from None
+                data = tomllib.loads(text)
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"malformed config file {path}: {exc}") from None
             unknown = sorted(set(data) - set(_TOP_LEVEL) - set(_SECTIONS))
             if unknown:
+                valid = _TOP_LEVEL + _SECTIONS
                 raise ConfigError(
-                    f"unknown key {unknown[0]!r} in {path}; valid: "
-                    f"{', '.join(_TOP_LEVEL + _SECTIONS)}"
+                    f"unknown key {unknown[0]!r} in {path}{did_you_mean(unknown[0], valid)}; "
+                    f"valid: {', '.join(valid)}"
                 )
             return path, data
     if explicit is not None:
@@ -278,7 +373,9 @@ def load_settings(
     Raises:
         ConfigError: A name is unknown, a file is malformed, or a value is out of range.
     """
-    environ = _Environment()
+    environ = _read_environment()
+    if home is not None and not str(home).strip():
+        raise ConfigError("empty data directory (from cli --home); give a path, or leave it out")
     home_path, home_source = (
         (Path(home), "cli")
         if home is not None
@@ -286,6 +383,7 @@ def load_settings(
         if environ.home
         else (Path(".multiagent"), "default")
     )
+    _check_home(home_path, home_source)
     file_path, file_data = _read_config_file(Path(config_file) if config_file else None, home_path)
     file_source = f"file {file_path}"
 
@@ -360,6 +458,16 @@ def load_settings(
         redis_url, redis_source = environ.redis_url, "env MULTIAGENT_REDIS_URL"
     if redis_url is not None:
         check_redis_url(str(redis_url), source=redis_source)
+    if checkpoint_url is not None:
+        check_checkpoint_url(str(checkpoint_url), source=checkpoint_source)
+    for tier in TIERS:  # a model without a price could not be budgeted: refused up front
+        model = profile.models.for_tier(tier)
+        if profile.price_of(model) is None:
+            raise ConfigError(
+                f"model {model!r} of tier {tier!r} (from {layers.sources.get('models.' + tier)}) "
+                f"has no price{did_you_mean(model, profile.prices)}; priced: "
+                f"{', '.join(profile.prices)}; or add its price to [prices] (0 is allowed)"
+            )
     sources = dict(layers.sources)
     sources.update(
         env=env_source,
