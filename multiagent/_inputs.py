@@ -58,12 +58,14 @@ def check_number(
 ) -> float:
     """Return ``value`` when finite and within ``[minimum, maximum]``; else raise one line."""
     if isinstance(value, float) and not math.isfinite(value):
-        raise UsageError(f"invalid number {value!r} (from {source}): it must be finite")
+        what = source.lstrip("-").replace("-", " ").lower()
+        raise UsageError(f"invalid {what} {value!r} (from {source}): it must be a finite number")
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        low = "" if minimum is None else f"at least {minimum:g}"
-        high = "" if maximum is None else f"at most {maximum:g}"
-        rule = " and ".join(part for part in (low, high) if part)
-        raise UsageError(f"invalid number {value!r} (from {source}): it must be {rule}")
+        if minimum is not None and maximum is not None:
+            rule = f"between {minimum:g} and {maximum:g}"
+        else:
+            rule = f"at least {minimum:g}" if minimum is not None else f"at most {maximum:g}"
+        raise UsageError(f"{source} must be {rule}, got {value!r}")
     return value
 
 
@@ -135,7 +137,7 @@ def expand_text(value: str, *, source: str, stdin: TextIO | None = None) -> str:
         text, where = value, source
     check_text(text, source=where)
     if not text.strip():
-        raise UsageError(f"{where} is empty; give some text")
+        raise UsageError(f"the {where.lower()} is empty; give some text")
     return text
 
 

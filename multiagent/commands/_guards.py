@@ -29,7 +29,7 @@ from multiagent.errors import DamagedStoreError, MultiagentError, UsageError
 #: Inclusive ranges of numeric options, by parameter name (``None``: no bound that side).
 RANGES: dict[str, tuple[float | None, float | None]] = {
     "budget": (0, None),
-    "threshold": (0, 1),
+    "threshold": (None, None),  # (0, 1]: an open bound, checked by the command
     "validators": (1, 6),
     "rounds": (1, 20),
     "concurrency": (1, 64),
@@ -87,6 +87,7 @@ def guard_parameters(command: Any) -> None:
         guard_parameters(sub)
 
 
+_CORRUPT = ("not a database", "malformed", "code: 11)", "code: 26)", "corrupt")
 _TRANSIENT = ("locked", "busy", "unable to open", "readonly", "disk i/o")
 
 
@@ -106,6 +107,13 @@ def one_line_error(exc: BaseException, *, home: Any = None) -> MultiagentError |
         from multiagent.persistence.health import damaged_store_error
 
         return damaged_store_error(home, detail=message)
+    if type(exc).__module__.split(".")[0] == "chromadb":  # Chroma wraps SQLite's errors
+        message = str(exc)
+        if any(sign in message for sign in _CORRUPT):
+            from multiagent.persistence.health import damaged_store_error
+
+            return damaged_store_error(home, detail=message)
+        return MultiagentError(f"agent memory (Chroma) failed: {message}")
     if isinstance(exc, UnicodeError):
         return UsageError(f"text that is not valid UTF-8 cannot be used: {exc}")
     if isinstance(exc, OSError):

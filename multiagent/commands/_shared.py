@@ -32,9 +32,17 @@ class RootOptions:
 
 
 def cli_settings(
-    ctx: typer.Context, *, env: str | None = None, policy: str | None = None
+    ctx: typer.Context,
+    *,
+    env: str | None = None,
+    policy: str | None = None,
+    check_stores: bool = True,
 ) -> Settings:
-    """Resolve settings from the root options; a command's own ``--env``/``--policy`` win."""
+    """Resolve settings from the root options; a command's own ``--env``/``--policy`` win.
+
+    With ``check_stores`` a database in the data directory that is visibly damaged stops the
+    command here, in one line naming it, before anything is written.
+    """
     root = ctx.find_root().obj
     options = root if isinstance(root, RootOptions) else RootOptions()
     settings = load_settings(
@@ -45,6 +53,10 @@ def cli_settings(
         config_file=options.config,
     )
     _resolved_homes[:] = [settings.home]
+    if check_stores:
+        from multiagent.persistence.health import refuse_damaged
+
+        refuse_damaged(settings.home)
     return settings
 
 

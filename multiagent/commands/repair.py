@@ -25,7 +25,7 @@ def repair(
     """
     from multiagent.persistence.health import repair as repair_home
 
-    settings = cli_settings(ctx)
+    settings = cli_settings(ctx, check_stores=False)
     report = repair_home(settings.home, dry_run=check)
     if as_json:
         print_json({"home": str(settings.home), "check": check, "damaged": report})

@@ -31,7 +31,8 @@ _SUFFIXES = (".sqlite", ".sqlite3", ".db")
 _DERIVED_NAMES = ("metrics.sqlite",)
 _DERIVED_DIRS = ("cache",)
 _MEMORY_DB = ("chroma", "chroma.sqlite3")
-_SKIPPED_DIRS = ("backups", "snapshots")
+#: Where the stores keep their databases (backups and snapshots are copies, checked on restore).
+_PLACES = ("*.sqlite", "*.sqlite3", "*.db", "chroma/chroma.sqlite3", "cache/*/*/*.db")
 
 
 @dataclass(frozen=True)
@@ -59,16 +60,20 @@ class Damage:
 def _sqlite_files(home: Path) -> Iterator[Path]:
     if not home.is_dir():
         return
-    for path in sorted(home.rglob("*")):
-        relative = path.relative_to(home).parts
-        if relative[0] in _SKIPPED_DIRS or ".damaged-" in path.name:
-            continue
-        if path.suffix in _SUFFIXES and path.is_file():
-            yield path
+    for pattern in _PLACES:
+        for path in sorted(home.glob(pattern)):
+            if path.suffix in _SUFFIXES and path.is_file():
+                yield path
 
 
-def check_sqlite_file(path: Path) -> str | None:
-    """Why ``path`` is not a sound SQLite database, or ``None`` when it is (read-only)."""
+def check_sqlite_file(path: Path, *, thorough: bool = True) -> str | None:
+    """Why ``path`` is not a sound SQLite database, or ``None`` when it is (read-only).
+
+    Args:
+        path: The file.
+        thorough: Also run SQLite's ``quick_check`` (reads every page); else only the header
+            and the size are checked, which costs one small read.
+    """
     try:
         with path.open("rb") as handle:
             header = handle.read(100)
@@ -85,6 +90,8 @@ def check_sqlite_file(path: Path) -> str | None:
     header_valid = header[24:28] == header[92:96]
     if page_size < 512 or size % page_size or (header_valid and size < pages * page_size):
         return f"truncated ({size} bytes; the header counts {pages} pages of {page_size})"
+    if not thorough:
+        return None
     uri = f"file:{quote(str(path))}?immutable=1"
     try:
         conn = sqlite3.connect(uri, uri=True)
@@ -102,11 +109,16 @@ def _is_derived(home: Path, path: Path) -> bool:
     return path.name in _DERIVED_NAMES or relative[0] in _DERIVED_DIRS
 
 
-def find_damaged(home: Path) -> list[Damage]:
-    """Every damaged database under ``home`` (backups and snapshots not included)."""
+def find_damaged(home: Path, *, thorough: bool = True) -> list[Damage]:
+    """Every damaged database under ``home`` (backups and snapshots not included).
+
+    Args:
+        home: The data directory.
+        thorough: Read every page (see :func:`check_sqlite_file`); else headers and sizes only.
+    """
     found = []
     for path in _sqlite_files(home):
-        reason = check_sqlite_file(path)
+        reason = check_sqlite_file(path, thorough=thorough)
         if reason is not None:
             found.append(Damage(path, reason, _is_derived(home, path)))
     return found
@@ -126,6 +138,14 @@ def damaged_store_error(home: Path | None, *, detail: str) -> DamagedStoreError:
     return DamagedStoreError(
         f"damaged database {first.path}{more}: {first.reason}; {first.recovery(home or Path())}"
     )
+
+
+def refuse_damaged(home: Path) -> None:
+    """Raise the one-line error when a database under ``home`` is visibly damaged (a header or
+    size check, cheap enough for every command), before a command writes anything."""
+    damaged = find_damaged(home, thorough=False)
+    if damaged:
+        raise damaged_store_error(home, detail=damaged[0].reason)
 
 
 def newest_chroma_backup(home: Path) -> Path | None:
@@ -199,5 +219,6 @@ __all__ = [
     "damaged_store_error",
     "find_damaged",
     "newest_chroma_backup",
+    "refuse_damaged",
     "repair",
 ]

@@ -464,8 +464,9 @@ def load_settings(
         model = profile.models.for_tier(tier)
         if profile.price_of(model) is None:
             raise ConfigError(
-                f"model {model!r} of tier {tier!r} (from {layers.sources.get('models.' + tier)}) "
-                f"has no price{did_you_mean(model, profile.prices)}; priced: "
+                f"model {model!r} has no price (tier {tier!r}, from "
+                f"{layers.sources.get('models.' + tier)}){did_you_mean(model, profile.prices)}; "
+                "priced: "
                 f"{', '.join(profile.prices)}; or add its price to [prices] (0 is allowed)"
             )
     sources = dict(layers.sources)
