@@ -33,8 +33,11 @@ def repair(
         console.print(f"no damaged database in {settings.home}")
     for entry in report if not as_json else []:
         console.print(f"{entry['path']}: {entry['reason']} -> {entry['action']}")
-    left = [entry for entry in report if entry["action"] != "moved aside" and not
-            entry["action"].startswith("restored")]
+    left = [
+        entry
+        for entry in report
+        if entry["action"] != "moved aside" and not entry["action"].startswith("restored")
+    ]
     if left:
         first = left[0]
         raise DamagedStoreError(f"damaged database {first['path']}: {first['recovery']}")
