@@ -26,6 +26,8 @@ from multiagent.policies._checks import (
     _mask_url,
     _unknown_setting,
     check_checkpoint_url,
+)
+from multiagent.policies._checks import (
     check_redis_url as check_redis_url,
 )
 from multiagent.policies.policies import COST_POLICIES, DEFAULT_POLICY
