@@ -121,20 +121,29 @@ def _read_environment() -> _Environment:
     """The environment, with a malformed ``MULTIAGENT_*`` value or a misspelt name one line."""
     _check_variable_names(os.environ)
     try:
-        return _Environment()
+        environ = _Environment()
     except (ValidationError, SettingsError) as exc:
         field = "?"
         if isinstance(exc, ValidationError):
             field = str(exc.errors()[0]["loc"][0])
         else:  # pydantic-settings names the field: 'error parsing value for field "x"'
             field = str(exc).split('"')[1] if '"' in str(exc) else field
-        name = f"MULTIAGENT_{field.upper()}"
-        value = os.environ.get(name, "")
-        shown = value if len(value) <= 40 else value[:40] + "…"
-        raise ConfigError(
-            f"invalid {name}={shown!r} (from the environment): it must be a JSON object such as "
-            f'{{"key": value}}, or set one key with {name}__KEY=value'
-        ) from None
+        raise _not_an_object(field) from None
+    for section in _SECTIONS:  # ``null`` parses, and would silently mean "not set"
+        raw = os.environ.get(f"MULTIAGENT_{section.upper()}")
+        if raw and not isinstance(getattr(environ, section), dict):
+            raise _not_an_object(section)
+    return environ
+
+
+def _not_an_object(field: str) -> ConfigError:
+    name = f"MULTIAGENT_{field.upper()}"
+    value = os.environ.get(name, "")
+    shown = value if len(value) <= 40 else value[:40] + "…"
+    return ConfigError(
+        f"invalid {name}={shown!r} (from the environment): it must be a JSON object such as "
+        f'{{"key": value}}, or set one key with {name}__KEY=value'
+    )
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
