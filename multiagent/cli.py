@@ -13,7 +13,8 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from multiagent.commands._shared import RootOptions
+from multiagent.commands._guards import guard_parameters, one_line_error
+from multiagent.commands._shared import RootOptions, resolved_home
 from multiagent.commands.batch import batch_app
 from multiagent.commands.bench import bench_app
 from multiagent.commands.metrics import metrics_app
@@ -23,7 +24,6 @@ from multiagent.commands.sim import sim_app
 from multiagent.commands.threads import threads_app
 from multiagent.commands.worker import worker
 from multiagent.commands.workflows import meeting, run, validate
-from multiagent.errors import MultiagentError
 
 try:  # recent typer vendors click; its exceptions are not the click package's
     from typer._click import exceptions as clickx
@@ -32,7 +32,9 @@ except ImportError:  # pragma: no cover - older typer
 
 
 def _one_line(message: str) -> str:
-    return " ".join(message.split())
+    # whatever a message quotes, it prints as one line of printable text
+    text = " ".join(message.split())
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 class _OneLineErrors(TyperGroup):
@@ -40,11 +42,10 @@ class _OneLineErrors(TyperGroup):
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         standalone_mode = bool(kwargs.pop("standalone_mode", True))
+        guard_parameters(self)  # every value checked before any command body runs
+        resolved_home(forget=True)
         try:
             result = super().main(*args, **{**kwargs, "standalone_mode": False})
-        except MultiagentError as exc:
-            typer.echo(f"error: {_one_line(str(exc))}", err=True)
-            return self._finish(exc.exit_code, standalone_mode)
         except clickx.NoArgsIsHelpError:  # typer has printed the help already
             return self._finish(2, standalone_mode)
         except clickx.ClickException as exc:
@@ -53,6 +54,12 @@ class _OneLineErrors(TyperGroup):
         except typer.Abort:
             typer.echo("aborted", err=True)
             return self._finish(1, standalone_mode)
+        except Exception as exc:  # a known kind becomes one line
+            error = one_line_error(exc, home=resolved_home())
+            if error is None:
+                raise
+            typer.echo(f"error: {_one_line(str(error))}", err=True)
+            return self._finish(error.exit_code, standalone_mode)
         code = result if isinstance(result, int) else 0
         return self._finish(code, standalone_mode) if standalone_mode else result
 

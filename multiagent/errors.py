@@ -7,6 +7,9 @@ that keeps failing, a server that cannot be reached) are :class:`MultiagentError
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class MultiagentError(Exception):
     """An expected failure with a message fit to show a user as it is."""
@@ -24,6 +27,20 @@ class ConfigError(UsageError):
     """A configuration value that cannot be used, named with where it came from."""
 
 
+class DamagedStoreError(UsageError):
+    """A data file that cannot be read as what it should be (a corrupt or truncated database).
+
+    Its message names the file and how to recover: a backup to restore, or
+    ``multiagent persistence repair`` where the file holds only derived data.
+    """
+
+
+def did_you_mean(value: str, valid: Iterable[str], *, cutoff: float = 0.6) -> str:
+    """Return ``" (did you mean 'x'?)"`` for the valid name nearest ``value``, else ``""``."""
+    close = difflib.get_close_matches(value, list(valid), n=1, cutoff=cutoff)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 class BudgetExceededError(MultiagentError):
     """The next model call would take the run past its budget."""
 
@@ -33,4 +50,11 @@ class BudgetExceededError(MultiagentError):
         self.budget_usd = budget_usd
 
 
-__all__ = ["BudgetExceededError", "ConfigError", "MultiagentError", "UsageError"]
+__all__ = [
+    "BudgetExceededError",
+    "ConfigError",
+    "DamagedStoreError",
+    "MultiagentError",
+    "UsageError",
+    "did_you_mean",
+]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -14,6 +15,9 @@ from multiagent.policies import Settings, load_settings
 
 console = Console()
 err_console = Console(stderr=True)
+# the data directory of the settings a command resolved last: a failure after that (a damaged
+# database) is reported naming the file in it (see commands._guards)
+_resolved_homes: list[Path] = []
 
 
 @dataclass(frozen=True)
@@ -28,18 +32,44 @@ class RootOptions:
 
 
 def cli_settings(
-    ctx: typer.Context, *, env: str | None = None, policy: str | None = None
+    ctx: typer.Context,
+    *,
+    env: str | None = None,
+    policy: str | None = None,
+    check_stores: bool = True,
 ) -> Settings:
-    """Resolve settings from the root options; a command's own ``--env``/``--policy`` win."""
+    """Resolve settings from the root options; a command's own ``--env``/``--policy`` win.
+
+    With ``check_stores`` a database in the data directory that is visibly damaged stops the
+    command here, in one line naming it, before anything is written.
+    """
     root = ctx.find_root().obj
     options = root if isinstance(root, RootOptions) else RootOptions()
-    return load_settings(
+    settings = load_settings(
         env=env or options.env,
         policy=policy or options.policy,
         provider=options.provider,
         home=options.home,
         config_file=options.config,
     )
+    _resolved_homes[:] = [settings.home]
+    if check_stores:
+        from multiagent.persistence.health import refuse_damaged
+
+        refuse_damaged(settings.home)
+    return settings
+
+
+def resolved_home(*, forget: bool = False) -> Path | None:
+    """The data directory of the settings this command resolved (``None``: none yet).
+
+    Args:
+        forget: Forget it (a new command starts), returning what it was.
+    """
+    home = _resolved_homes[0] if _resolved_homes else None
+    if forget:
+        _resolved_homes.clear()
+    return home
 
 
 def print_json(document: Any) -> None:

@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from multiagent.commands._shared import cli_settings, console, print_json
+from multiagent.commands.repair import repair
 from multiagent.errors import UsageError
 from multiagent.persistence.schedule import TASK_NAMES
 
@@ -25,6 +26,7 @@ persistence_app = typer.Typer(
     help="Agent memory snapshots, checkpoint pruning, Chroma maintenance and their scheduler.",
     no_args_is_help=True,
 )
+persistence_app.command("repair")(repair)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 TimezoneOption = Annotated[

@@ -27,7 +27,12 @@ if TYPE_CHECKING:  # imported where used, so `--help` stays fast
 _EXIT = {"completed": 0, "rejected": 0, "awaiting_approval": 0, "budget_exceeded": 1, "failed": 1}
 
 ThreadOption = Annotated[
-    str | None, typer.Option("--thread", help="Thread id: names a new run, or the one to resume.")
+    str | None,
+    typer.Option(
+        "--thread",
+        help="Thread id: names a new run, or the one to resume (1-128 of A-Z a-z 0-9 . _ -, "
+        "starting with a letter or digit).",
+    ),
 ]
 ResumeOption = Annotated[
     bool,
@@ -179,7 +184,11 @@ def _run_and_show(
 def run(
     ctx: typer.Context,
     task: Annotated[
-        str | None, typer.Argument(help="The task (may be left out with --resume).")
+        str | None,
+        typer.Argument(
+            help="The task (may be left out with --resume); - reads it from standard input, "
+            "@FILE from a file."
+        ),
     ] = None,
     agents: Annotated[
         str | None,
@@ -266,7 +275,11 @@ def _queue_run(
 def meeting(
     ctx: typer.Context,
     topic: Annotated[
-        str | None, typer.Argument(help="The topic (may be left out with --resume).")
+        str | None,
+        typer.Argument(
+            help="The topic (may be left out with --resume); - reads it from standard input, "
+            "@FILE from a file."
+        ),
     ] = None,
     participants: Annotated[
         str | None, typer.Option("--participants", help="Comma-separated participants.")
@@ -299,7 +312,10 @@ def meeting(
 
 def validate(
     ctx: typer.Context,
-    text: Annotated[str | None, typer.Argument(help="The text to validate.")] = None,
+    text: Annotated[
+        str | None,
+        typer.Argument(help="The text to validate; - reads standard input, @FILE a file."),
+    ] = None,
     validators: Annotated[
         int | None,
         typer.Option("--validators", help="Validators per item (1-6, within the profile)."),

@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from multiagent.errors import ConfigError, UsageError
+from multiagent.errors import ConfigError, UsageError, did_you_mean
 from multiagent.nodes.agents import BUILTIN_AGENTS, AgentKind, AgentSpec
 from multiagent.nodes.tools import TOOLS
 from multiagent.policies import Settings
@@ -82,15 +82,16 @@ def split_names(value: str | Sequence[str] | None) -> list[str] | None:
 
 
 def _read(path: Path) -> dict[str, Any]:
+    from multiagent._inputs import read_text_file
+
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"malformed {path}: {exc}") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read agents file {path}: {exc.strerror}") from None
+        data = tomllib.loads(read_text_file(path, what="agents file"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"malformed agents file {path}: {exc}") from None
     unknown = sorted(set(data) - {"agents"})
     if unknown:
-        raise ConfigError(f"unknown key {unknown[0]!r} in {path}; valid: agents")
+        hint = did_you_mean(unknown[0], ["agents"])
+        raise ConfigError(f"unknown key {unknown[0]!r} in {path}{hint}; valid: agents")
     agents = data.get("agents", {})
     if not isinstance(agents, dict):
         raise ConfigError(f"'agents' in {path} must be a table of agent tables")
@@ -102,8 +103,9 @@ def _merge(name: str, fields: Any, base: AgentSpec | None, path: Path) -> AgentS
         raise ConfigError(f"agent {name!r} in {path} must be a table")
     unknown = sorted(set(fields) - set(_FIELDS) - {"name"})
     if unknown:
+        hint = did_you_mean(unknown[0], _FIELDS)
         raise ConfigError(
-            f"unknown field {unknown[0]!r} for agent {name!r} in {path}; valid: "
+            f"unknown field {unknown[0]!r} for agent {name!r} in {path}{hint}; valid: "
             f"{', '.join(f for f in _FIELDS if f != 'name')}"
         )
     data = base.model_dump() if base is not None else {}
@@ -136,7 +138,8 @@ def load_agents(settings: Settings, *, agents_file: str | Path | None = None) ->
     """
     path = Path(agents_file) if agents_file is not None else settings.home / AGENTS_FILE_NAME
     if agents_file is not None and not path.is_file():
-        raise ConfigError(f"agents file {path} does not exist")
+        what = "is not a file" if path.exists() else "does not exist"
+        raise ConfigError(f"agents file {path} {what}")
     agents = {agent.name: agent for agent in BUILTIN_AGENTS}
     if not path.is_file():
         return AgentCatalog(agents.values())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import math
 import zlib
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,9 @@ SCHEMA_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
 _HEADER_KEYS = ("format", "schema_version", "agent", "created_at", "item_count", "embedder")
 _PAYLOAD_MARK = b',"payload":'
+#: Vector sizes of the embedders this package writes: a snapshot claiming one of them with
+#: vectors of another size would restore and then break every later search of that agent.
+_DIMENSIONS = {"all-MiniLM-L6-v2": 384, "lexical-hash-v1": 512}
 
 
 def payload_checksum(payload: Any) -> str:
@@ -97,7 +101,7 @@ def _items(payload: dict[str, Any], source: str) -> MemoryItems:
             raise _bad(source, f"item {n} is not an object")
         item_id, document = entry.get("id"), entry.get("document")
         metadata, embedding = entry.get("metadata"), entry.get("embedding")
-        if not isinstance(item_id, str) or not isinstance(document, str):
+        if not isinstance(item_id, str) or not isinstance(document, str) or not item_id:
             raise _bad(source, f"item {n} has no string id and document")
         if not isinstance(metadata, dict) or not all(
             isinstance(v, str | int | float | bool) for v in metadata.values()
@@ -107,6 +111,8 @@ def _items(payload: dict[str, Any], source: str) -> MemoryItems:
             isinstance(x, int | float) and not isinstance(x, bool) for x in embedding
         ):
             raise _bad(source, f"item {n} embedding is not a list of numbers")
+        if not embedding or not all(math.isfinite(x) for x in embedding):
+            raise _bad(source, f"item {n} embedding is empty or holds NaN or infinity")
         items.ids.append(item_id)
         items.documents.append(document)
         items.metadatas.append(metadata)
@@ -135,6 +141,13 @@ def parse_document(document: Any, *, source: str) -> tuple[dict[str, Any], Memor
         raise _bad(source, f"header agent {header['agent']!r} differs from payload {agent!r}")
     check_agent(agent)
     items = _items(payload, source)
+    expected = _DIMENSIONS.get(str(header["embedder"]))
+    if expected is not None and items.embeddings and len(items.embeddings[0]) != expected:
+        raise _bad(
+            source,
+            f"embedder {header['embedder']!r} makes {expected}-dimensional vectors, the "
+            f"items hold {len(items.embeddings[0])}",
+        )
     if len(items) != header["item_count"]:
         raise _bad(source, f"header says {header['item_count']} items, payload has {len(items)}")
     return header, items

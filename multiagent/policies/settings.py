@@ -8,36 +8,34 @@ flags). The environment is read once, here, with pydantic-settings; nodes never 
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-from multiagent.errors import ConfigError
+from multiagent.errors import ConfigError, did_you_mean
+from multiagent.policies._checks import (
+    _SECTIONS,
+    _TOP_LEVEL,
+    _check_home,
+    _check_variable_names,
+    _mask_url,
+    _unknown_setting,
+    check_checkpoint_url,
+)
+from multiagent.policies._checks import (
+    check_redis_url as check_redis_url,
+)
 from multiagent.policies.policies import COST_POLICIES, DEFAULT_POLICY
-from multiagent.policies.profiles import BUILTIN_PROFILES, DEFAULT_PROFILE, Profile
+from multiagent.policies.profiles import BUILTIN_PROFILES, DEFAULT_PROFILE, TIERS, Profile
 
 Provider = Literal["sim", "openai"]
 PROVIDERS: tuple[str, ...] = ("sim", "openai")
 CONFIG_FILE_NAME = "multiagent.toml"
-_SECTIONS = (
-    "models",
-    "validation",
-    "rate_limit",
-    "memory",
-    "cache",
-    "features",
-    "budget",
-    "prices",
-    "sim",
-)
-_TOP_LEVEL = ("env", "policy", "provider", "checkpoint_url", "redis_url", "budget_usd")
-#: URL schemes the ``redis`` client accepts.
-REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 class SimConfig(BaseModel):
@@ -119,40 +117,33 @@ class _Environment(BaseSettings):
     )
 
 
-def _mask_url(url: str | None) -> str | None:
-    if url is None or "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.rpartition('@')[2]}"
-
-
-def check_redis_url(url: str, *, source: str) -> str:
-    """Return ``url`` when the ``redis`` client can use it; else raise one line naming it.
-
-    Only the form is checked here (settings import no client); whether the server answers is
-    checked when a command opens the connection (:mod:`multiagent.distributed.redis`).
-    """
-    shown = _mask_url(url)
+def _read_environment() -> _Environment:
+    """The environment, with a malformed ``MULTIAGENT_*`` value or a misspelt name one line."""
+    _check_variable_names(os.environ)
     try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        what = f"malformed MULTIAGENT_REDIS_URL {shown!r} (from {source})"
-        raise ConfigError(f"{what}: {exc}") from None
-    problem = None
-    if parts.scheme not in REDIS_SCHEMES:
-        problem = f"the scheme must be one of {', '.join(s + '://' for s in REDIS_SCHEMES)}"
-    elif parts.scheme == "unix" and not parts.path:
-        problem = "a unix:// URL needs a socket path"
-    elif parts.scheme != "unix" and not parts.hostname:
-        problem = "no host"
-    elif parts.scheme != "unix" and parts.path.strip("/") and not parts.path.strip("/").isdigit():
-        problem = f"the database {parts.path.strip('/')!r} is not a number"
-    elif port == 0:
-        problem = "port 0"
-    if problem is not None:
-        raise ConfigError(f"malformed MULTIAGENT_REDIS_URL {shown!r} (from {source}): {problem}")
-    return url
+        environ = _Environment()
+    except (ValidationError, SettingsError) as exc:
+        field = "?"
+        if isinstance(exc, ValidationError):
+            field = str(exc.errors()[0]["loc"][0])
+        else:  # pydantic-settings names the field: 'error parsing value for field "x"'
+            field = str(exc).split('"')[1] if '"' in str(exc) else field
+        raise _not_an_object(field) from None
+    for section in _SECTIONS:  # ``null`` parses, and would silently mean "not set"
+        raw = os.environ.get(f"MULTIAGENT_{section.upper()}")
+        if raw and not isinstance(getattr(environ, section), dict):
+            raise _not_an_object(section)
+    return environ
+
+
+def _not_an_object(field: str) -> ConfigError:
+    name = f"MULTIAGENT_{field.upper()}"
+    value = os.environ.get(name, "")
+    shown = value if len(value) <= 40 else value[:40] + "…"
+    return ConfigError(
+        f"invalid {name}={shown!r} (from the environment): it must be a JSON object such as "
+        f'{{"key": value}}, or set one key with {name}__KEY=value'
+    )
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -193,10 +184,8 @@ class _Layers:
         known = flatten(self.data)
         for path, value in flatten(values).items():
             section = path.split(".", 1)[0]
-            if path not in known and section not in ("prices", "sim"):
-                raise ConfigError(
-                    f"unknown setting {path!r} in {origin}; known sections: {', '.join(_SECTIONS)}"
-                )
+            if path not in known and section != "prices":
+                raise ConfigError(_unknown_setting(path, known, origin))
             _set_path(self.data, path, value)
             self.sources[path] = source_of(path)
 
@@ -207,15 +196,19 @@ def _read_config_file(explicit: Path | None, home: Path) -> tuple[Path | None, d
     )
     for path in candidates:
         if path is not None and path.is_file():
+            from multiagent._inputs import read_text_file
+
+            text = read_text_file(path, what="config file")
             try:
-                data = tomllib.loads(path.read_text(encoding="utf-8"))
-            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-                raise ConfigError(f"malformed {path}: {exc}") from None
+                data = tomllib.loads(text)
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"malformed config file {path}: {exc}") from None
             unknown = sorted(set(data) - set(_TOP_LEVEL) - set(_SECTIONS))
             if unknown:
+                valid = _TOP_LEVEL + _SECTIONS
                 raise ConfigError(
-                    f"unknown key {unknown[0]!r} in {path}; valid: "
-                    f"{', '.join(_TOP_LEVEL + _SECTIONS)}"
+                    f"unknown key {unknown[0]!r} in {path}{did_you_mean(unknown[0], valid)}; "
+                    f"valid: {', '.join(valid)}"
                 )
             return path, data
     if explicit is not None:
@@ -278,7 +271,9 @@ def load_settings(
     Raises:
         ConfigError: A name is unknown, a file is malformed, or a value is out of range.
     """
-    environ = _Environment()
+    environ = _read_environment()
+    if home is not None and not str(home).strip():
+        raise ConfigError("empty data directory (from cli --home); give a path, or leave it out")
     home_path, home_source = (
         (Path(home), "cli")
         if home is not None
@@ -286,6 +281,7 @@ def load_settings(
         if environ.home
         else (Path(".multiagent"), "default")
     )
+    _check_home(home_path, home_source)
     file_path, file_data = _read_config_file(Path(config_file) if config_file else None, home_path)
     file_source = f"file {file_path}"
 
@@ -360,6 +356,17 @@ def load_settings(
         redis_url, redis_source = environ.redis_url, "env MULTIAGENT_REDIS_URL"
     if redis_url is not None:
         check_redis_url(str(redis_url), source=redis_source)
+    if checkpoint_url is not None:
+        check_checkpoint_url(str(checkpoint_url), source=checkpoint_source)
+    for tier in TIERS:  # a model without a price could not be budgeted: refused up front
+        model = profile.models.for_tier(tier)
+        if profile.price_of(model) is None:
+            raise ConfigError(
+                f"model {model!r} has no price (tier {tier!r}, from "
+                f"{layers.sources.get('models.' + tier)}){did_you_mean(model, profile.prices)}; "
+                "priced: "
+                f"{', '.join(profile.prices)}; or add its price to [prices] (0 is allowed)"
+            )
     sources = dict(layers.sources)
     sources.update(
         env=env_source,

@@ -1,0 +1,179 @@
+"""Bad files, damaged databases, undecodable argv, and long texts from a file or stdin."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.badinput.conftest import (
+    assert_refused,
+    copy_of,
+    digests,
+    invoke,
+    refused_unchanged,
+)
+
+CASES = settings(
+    max_examples=10,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+BINARY = st.binary(min_size=1, max_size=200).map(lambda b: b + b"\x00")
+NOT_UTF8 = st.builds(
+    lambda a, b: a + b"\xff\xfe" + b, st.binary(max_size=50), st.binary(max_size=50)
+)
+FILE_COMMANDS = [
+    ["validate", "--batch"],
+    ["run", "Plan a launch", "--agents-file"],
+    ["--config", "{}", "profile"],
+    ["persistence", "restore"],
+]
+
+
+def _args(prefix: list[str], path: Path) -> list[str]:
+    if "{}" in prefix:
+        return [str(path) if part == "{}" else part for part in prefix]
+    return [*prefix, str(path)]
+
+
+@pytest.mark.parametrize("prefix", FILE_COMMANDS, ids=lambda p: " ".join(p[:2]))
+@CASES
+@given(content=BINARY | NOT_UTF8)
+def test_a_binary_or_undecodable_file_is_one_line(
+    filled_home: Path, tmp_path: Path, prefix: list[str], content: bytes
+) -> None:
+    path = tmp_path / "input.file"
+    path.write_bytes(content)
+    refused_unchanged(_args(prefix, path), template=filled_home)
+
+
+@pytest.mark.parametrize("prefix", FILE_COMMANDS, ids=lambda p: " ".join(p[:2]))
+def test_a_missing_file_or_a_directory_is_one_line(
+    filled_home: Path, tmp_path: Path, prefix: list[str]
+) -> None:
+    refused_unchanged(_args(prefix, tmp_path / "missing"), template=filled_home)
+    refused_unchanged(_args(prefix, tmp_path), template=filled_home)
+
+
+def test_a_truncated_batch_file_names_its_line(filled_home: Path, tmp_path: Path) -> None:
+    path = tmp_path / "batch.jsonl"
+    path.write_text('{"id": "a", "text": "x"}\n{"id": "b", "te', encoding="utf-8")
+    refused_unchanged(["validate", "--batch", str(path)], template=filled_home, needle="line 2")
+
+
+STORES = [
+    "checkpoints.sqlite",
+    "metrics.sqlite",
+    "chroma/chroma.sqlite3",
+    "cache/completions/entries/cache.db",
+]
+READERS = [["threads", "list"], ["persistence", "status"], ["metrics", "history"], ["run", "x"]]
+
+
+@pytest.mark.parametrize("store", STORES)
+@CASES
+@given(cut=st.floats(0.0, 0.95), garbage=st.booleans())
+def test_a_damaged_database_is_named_with_its_recovery_and_nothing_changes(
+    filled_home: Path, store: str, cut: float, garbage: bool
+) -> None:
+    with copy_of(filled_home) as home:
+        path = home / store
+        data = path.read_bytes()
+        damaged = b"garbage!" * 20 if garbage else data[: max(1, int(len(data) * cut))]
+        path.write_bytes(damaged)
+        before = digests(home)
+        for command in READERS:
+            line = assert_refused(invoke(command, home=home), needle=str(path))
+            assert "persistence repair" in line or "backup" in line
+            assert digests(home) == before, command
+
+
+@pytest.mark.parametrize("store", ["metrics.sqlite", "cache/completions/entries/cache.db"])
+def test_persistence_repair_starts_derived_data_afresh(filled_home: Path, store: str) -> None:
+    with copy_of(filled_home) as home:
+        (home / store).write_bytes(b"not a database at all" * 10)
+        check = invoke(["persistence", "repair", "--check"], home=home)
+        assert_refused(check, needle="persistence repair")
+        assert (home / store).read_bytes().startswith(b"not a database")
+        repaired = invoke(["persistence", "repair"], home=home)
+        assert repaired.exit_code == 0, repaired.stderr
+        assert not (home / store).exists()
+        assert list((home / store).parent.glob("*.damaged-*"))
+        assert invoke(["metrics", "history"], home=home).exit_code == 0
+        assert invoke(["persistence", "repair"], home=home).stdout.startswith("no damaged")
+
+
+def test_persistence_repair_restores_agent_memory_from_the_newest_backup(
+    filled_home: Path,
+) -> None:
+    with copy_of(filled_home) as home:
+        (home / "chroma" / "chroma.sqlite3").write_bytes(b"x" * 4096)
+        assert invoke(["persistence", "status"], home=home).exit_code == 2
+        repaired = invoke(["persistence", "repair", "--json"], home=home)
+        assert repaired.exit_code == 0, repaired.stderr
+        assert "restored from" in repaired.stdout
+        status = invoke(["persistence", "status", "--json"], home=home)
+        assert status.exit_code == 0, status.stderr
+        assert '"researcher"' in status.stdout
+
+
+def test_checkpoints_without_a_backup_are_left_and_reported(filled_home: Path) -> None:
+    with copy_of(filled_home) as home:
+        (home / "checkpoints.sqlite").write_bytes(b"y" * 4096)
+        before = digests(home)
+        line = assert_refused(invoke(["persistence", "repair"], home=home))
+        assert "checkpoints.sqlite" in line
+        assert "backup" in line
+        assert digests(home) == before
+
+
+def test_a_long_task_comes_from_a_file_or_standard_input(tmp_path: Path) -> None:
+    task = "Plan a launch for a bakery. " + "Details of the shop. " * 7000  # > 128 KiB
+    assert len(task.encode()) > 128 * 1024
+    path = tmp_path / "task.txt"
+    path.write_text(task, encoding="utf-8")
+    home = tmp_path / "home"
+    base = ["--agents", "critic", "--memory", "off", "--json"]
+    from_file = invoke(["run", f"@{path}", *base, "--thread", "from-file"], home=home)
+    assert from_file.exit_code == 0, from_file.stderr
+    from_stdin = invoke(["run", "-", *base, "--thread", "from-stdin"], home=home, input=task)
+    assert from_stdin.exit_code == 0, from_stdin.stderr
+    shown = invoke(["threads", "show", "from-stdin", "--json"], home=home)
+    assert "Details of the shop." in shown.stdout
+    literal = invoke(["validate", "@@handle is a name", "--json"], home=home)
+    assert literal.exit_code == 0, literal.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [b"run", b"caf\xe9 plan"],
+        [b"meeting", b"\xff\xfe"],
+        [b"run", b"x", b"--thread", b"t\xc3"],
+        [b"threads", b"show", b"\x80"],
+    ],
+)
+def test_argv_that_is_not_utf8_is_one_line_in_a_real_process(
+    tmp_path: Path, argv: list[bytes]
+) -> None:
+    home = tmp_path / "home"
+    env = {**os.environ, "MULTIAGENT_HOME": str(home), "PYTHONUTF8": "0", "LC_ALL": "C.UTF-8"}
+    done = subprocess.run(
+        [sys.executable.encode(), b"-m", b"multiagent", *argv],
+        env=env,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    stderr = done.stderr.decode("utf-8", "replace")
+    assert done.returncode == 2, stderr
+    assert stderr.count("\n") == 1, stderr
+    assert stderr.startswith("error: "), stderr
+    assert "UTF-8" in stderr
+    assert not home.exists()
