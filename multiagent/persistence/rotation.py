@@ -118,6 +118,7 @@ class _RowStore:
         """Re-seal every blob not already under the primary key, a batch per transaction."""
         done = f"%+{CIPHER_PREFIX}{report.new_key_id}"
         m = self.mark
+        report.rotated.setdefault(label, 0)
         for t in self.tables:
             keys = ", ".join(t.key_cols)
             where = " AND ".join(f"{c} = {m}" for c in t.key_cols)
