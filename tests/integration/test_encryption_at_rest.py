@@ -106,10 +106,9 @@ def test_keys_are_read_as_hex_or_base64_and_bad_ones_are_named_not_echoed() -> N
     assert parse_key(key.secret, source="x").key_id == key.key_id  # raw bytes in a key file
     with pytest.raises(UsageError, match=r"^MULTIAGENT_ENCRYPTION_KEY is not a 32-byte key"):
         parse_key("not-a-secret-value", source="MULTIAGENT_ENCRYPTION_KEY")
-    try:
+    with pytest.raises(UsageError) as caught:
         parse_key("topsecret" * 3, source="k")
-    except UsageError as exc:
-        assert "topsecret" not in str(exc)
+    assert "topsecret" not in str(caught.value)
 
 
 def test_sqlite_checkpoints_are_sealed_and_read_back_with_the_key(
@@ -148,7 +147,8 @@ def test_a_wrong_key_is_one_line_exit_2_on_the_command_line(
     result = runner.invoke(app, ["threads", "show", "t-1"])
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and key_a.key_id in lines[0], result.stderr
+    assert len(lines) == 1, result.stderr
+    assert key_a.key_id in lines[0]
     assert "Traceback" not in result.output
 
 
@@ -223,11 +223,13 @@ def test_snapshots_are_sealed_listed_and_restored_only_with_the_key(
         info = snapper.take("researcher")
         assert [s.item_count for s in snapper.list_snapshots()] == [1]
     data = info.path.read_bytes()
-    assert is_sealed(data) and MARKER.encode() not in data
+    assert is_sealed(data)
+    assert MARKER.encode() not in data
     _use_key(monkeypatch, key_b)
     result = runner.invoke(app, ["persistence", "restore", str(info.path)])
     assert result.exit_code == 2
-    assert result.stderr.count("\n") == 1 and key_a.key_id in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert key_a.key_id in result.stderr
     _use_key(monkeypatch, key_a)
     result = runner.invoke(app, ["persistence", "restore", str(info.path), "--json"])
     assert result.exit_code == 0, result.output
@@ -241,7 +243,8 @@ def test_backups_are_sealed_file_by_file_and_decrypt_to_a_sound_store(
     report = ChromaDBMaintenance(load_settings()).backup()
     backup = Path(report.details["backup"])
     files = sorted(p for p in backup.rglob("*") if p.is_file())
-    assert files and all(is_sealed(p.read_bytes()) for p in files)
+    assert files
+    assert all(is_sealed(p.read_bytes()) for p in files)
     plain = tmp_path / "restored"
     assert decrypt_backup(backup, plain) == len(files)
     conn = sqlite3.connect(plain / "chroma.sqlite3")
@@ -300,7 +303,8 @@ def test_rotate_key_reseals_everything_without_losing_a_byte(
     assert again.exit_code == 0, again.output
     report = json.loads(again.stdout)
     assert report["rotated"] == {"checkpoints": 0, "snapshots": 0, "backups": 0}
-    assert report["already"]["checkpoints"] > 0 and report["already"]["snapshots"] == 1
+    assert report["already"]["checkpoints"] > 0
+    assert report["already"]["snapshots"] == 1
 
 
 def test_rotate_key_encrypts_plaintext_data_and_refuses_unknown_keys(
@@ -316,8 +320,10 @@ def test_rotate_key_encrypts_plaintext_data_and_refuses_unknown_keys(
     monkeypatch.setenv("MULTIAGENT_NEW_ENCRYPTION_KEY", key_b.as_text())
     result = runner.invoke(app, ["persistence", "rotate-key"])
     assert result.exit_code == 2
-    assert key_a.key_id in result.stderr and result.stderr.count("\n") == 1
+    assert key_a.key_id in result.stderr
+    assert result.stderr.count("\n") == 1
     assert _sqlite_cells(db) == digest
     monkeypatch.delenv("MULTIAGENT_NEW_ENCRYPTION_KEY")
     result = runner.invoke(app, ["persistence", "rotate-key"])
-    assert result.exit_code == 2 and "--new-key-file" in result.stderr
+    assert result.exit_code == 2
+    assert "--new-key-file" in result.stderr
