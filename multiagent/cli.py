@@ -14,6 +14,7 @@ import typer
 from typer.core import TyperGroup
 
 from multiagent.commands._shared import RootOptions
+from multiagent.commands.audit import install_audit
 from multiagent.commands.batch import batch_app
 from multiagent.commands.bench import bench_app
 from multiagent.commands.metrics import metrics_app
@@ -108,6 +109,7 @@ app.add_typer(persistence_app, name="persistence")
 app.add_typer(metrics_app, name="metrics")
 app.command("worker")(worker)
 app.add_typer(batch_app, name="batch")
+install_audit(app)  # last: audits every command above, mounts `audit`
 
 
 def main() -> None:

@@ -10,15 +10,27 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from langgraph.checkpoint.base import BaseCheckpointSaver
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+)
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.base import SerializerProtocol
+from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from multiagent._sqlite import ensure_wal
 from multiagent.errors import ConfigError, UsageError
-from multiagent.persistence.crypto import Keyring, checkpoint_key_id, configured_keyring
+from multiagent.persistence.crypto import (
+    Keyring,
+    checkpoint_key_id,
+    configured_keyring,
+    private_put_args,
+)
 from multiagent.policies import Settings
 
 CHECKPOINT_DB = "checkpoints.sqlite"
@@ -58,6 +70,21 @@ class _PlainSerializer(JsonPlusSerializer):
         if key_id is not None:
             self._keyring.cipher().decrypt(data[0].split("+", 1)[1], data[1])
         return super().loads_typed(data)
+
+
+class EncryptedSqliteSaver(SqliteSaver):
+    """``SqliteSaver`` whose plain-JSON metadata loses the keys that hold user text."""
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        """Store a checkpoint (values encrypted by the serializer, metadata without text)."""
+        config, metadata = private_put_args(config, metadata)
+        return super().put(config, checkpoint, metadata, new_versions)
 
 
 def checkpoint_serde(keyring: Keyring | None = None) -> SerializerProtocol:
@@ -110,7 +137,8 @@ def open_checkpointer(
     conn = sqlite3.connect(checkpoint_path(settings), check_same_thread=False, timeout=30.0)
     try:
         ensure_wal(conn)
-        saver = SqliteSaver(conn, serde=serde)
+        encrypted = isinstance(serde, EncryptedSerializer)
+        saver = (EncryptedSqliteSaver if encrypted else SqliteSaver)(conn, serde=serde)
         saver.setup()
         yield saver
     finally:

@@ -28,6 +28,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -244,6 +245,24 @@ def checkpoint_key_id(type_name: str | None) -> str | None:
     return cipher[len(CIPHER_PREFIX) :] if cipher.startswith(CIPHER_PREFIX) else cipher
 
 
+#: Checkpoint metadata keys that hold user text (the run's subject, i.e. its task or topic).
+#: Metadata is stored as plain JSON for filtering, so with a key these keys are left out;
+#: listings read the subject from the (encrypted) values instead.
+PRIVATE_METADATA = ("subject",)
+
+
+def without_private_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The metadata minus :data:`PRIVATE_METADATA`."""
+    return {k: v for k, v in metadata.items() if k not in PRIVATE_METADATA}
+
+
+def private_put_args(config: Any, metadata: Any) -> tuple[Any, Any]:
+    """A saver's ``put`` config and metadata with the private keys left out of both (the saver
+    merges the run config's metadata into what it stores)."""
+    config = {**config, "metadata": without_private_metadata(config.get("metadata") or {})}
+    return config, without_private_metadata(metadata)
+
+
 def checkpoint_serializer(keyring: Keyring) -> EncryptedSerializer:
     """LangGraph's encrypted serializer sealing with the keyring's primary key."""
     return EncryptedSerializer(keyring.cipher(), JsonPlusSerializer())
@@ -266,6 +285,8 @@ __all__ = [
     "configured_keyring",
     "is_sealed",
     "parse_key",
+    "private_put_args",
     "read_key_file",
     "sealed_key_id",
+    "without_private_metadata",
 ]

@@ -24,6 +24,7 @@ from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
 from psycopg.rows import dict_row
 
 from multiagent.errors import UsageError
+from multiagent.persistence.crypto import private_put_args
 
 TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
 
@@ -72,6 +73,7 @@ class EncryptedPostgresSaver(PostgresSaver):
     ``checkpoints.checkpoint`` JSONB column, where no serializer sees them. Boxed here, they are
     not primitives, so they go to ``checkpoint_blobs`` through the encrypted serializer; the
     box is taken off in ``_dump_blobs``, so what is stored, and later loaded, is the value.
+    Metadata (plain JSONB, for filtering) loses the keys that hold user text.
     """
 
     def put(
@@ -86,7 +88,9 @@ class EncryptedPostgresSaver(PostgresSaver):
             k: _Boxed(v) if isinstance(v, str | int | float) else v
             for k, v in checkpoint["channel_values"].items()
         }
-        return super().put(config, {**checkpoint, "channel_values": values}, metadata, new_versions)
+        boxed: Checkpoint = {**checkpoint, "channel_values": values}
+        config, metadata = private_put_args(config, metadata)
+        return super().put(config, boxed, metadata, new_versions)
 
     def _dump_blobs(
         self,

@@ -327,3 +327,15 @@ def test_rotate_key_encrypts_plaintext_data_and_refuses_unknown_keys(
     result = runner.invoke(app, ["persistence", "rotate-key"])
     assert result.exit_code == 2
     assert "--new-key-file" in result.stderr
+
+
+def test_a_real_run_leaves_no_task_text_in_the_checkpoint_database(
+    monkeypatch: pytest.MonkeyPatch, key_a: DataKey
+) -> None:
+    _use_key(monkeypatch, key_a)
+    result = runner.invoke(app, ["run", f"plan the {MARKER} launch", "--no-stream", "--json"])
+    assert result.exit_code == 0, result.output
+    cells = _sqlite_cells(checkpoint_path(load_settings()))
+    assert MARKER.encode() not in cells  # values sealed, the subject left out of metadata
+    listed = runner.invoke(app, ["threads", "list", "--json"])
+    assert MARKER in listed.stdout  # the listing still shows it, read from the values
