@@ -72,8 +72,13 @@ class _PlainSerializer(JsonPlusSerializer):
         return super().loads_typed(data)
 
 
-class EncryptedSqliteSaver(SqliteSaver):
-    """``SqliteSaver`` whose plain-JSON metadata loses the keys that hold user text."""
+class PrivateMetadataSaver(BaseCheckpointSaver[str]):
+    """A saver (mixed in before SQLite's or PostgreSQL's) whose plain-JSON metadata loses the
+    keys that hold user text; values are encrypted by the serializer."""
+
+    def _prepare(self, checkpoint: Checkpoint) -> Checkpoint:
+        """The checkpoint as the backend should store it (a hook for PostgreSQL)."""
+        return checkpoint
 
     def put(
         self,
@@ -82,9 +87,13 @@ class EncryptedSqliteSaver(SqliteSaver):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        """Store a checkpoint (values encrypted by the serializer, metadata without text)."""
+        """Store a checkpoint with the private metadata keys left out."""
         config, metadata = private_put_args(config, metadata)
-        return super().put(config, checkpoint, metadata, new_versions)
+        return super().put(config, self._prepare(checkpoint), metadata, new_versions)
+
+
+class EncryptedSqliteSaver(PrivateMetadataSaver, SqliteSaver):
+    """``SqliteSaver`` for encrypted checkpoints: metadata without user text."""
 
 
 def checkpoint_serde(keyring: Keyring | None = None) -> SerializerProtocol:

@@ -16,15 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMetadata
+from langgraph.checkpoint.base import ChannelVersions, Checkpoint
 from langgraph.checkpoint.postgres import PostgresSaver
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
 from psycopg.rows import dict_row
 
 from multiagent.errors import UsageError
-from multiagent.persistence.crypto import private_put_args
+from multiagent.persistence.checkpointer import PrivateMetadataSaver
 
 TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
 
@@ -66,7 +65,7 @@ class _Boxed:
     value: Any
 
 
-class EncryptedPostgresSaver(PostgresSaver):
+class EncryptedPostgresSaver(PrivateMetadataSaver, PostgresSaver):
     """``PostgresSaver`` that stores no channel value in the clear.
 
     ``PostgresSaver.put`` keeps primitive channel values (a task string, a count) inline in the
@@ -76,21 +75,13 @@ class EncryptedPostgresSaver(PostgresSaver):
     Metadata (plain JSONB, for filtering) loses the keys that hold user text.
     """
 
-    def put(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        """Store a checkpoint with its primitive values moved to the encrypted blobs."""
+    def _prepare(self, checkpoint: Checkpoint) -> Checkpoint:
+        """Box the primitive channel values, so they go to the encrypted blobs."""
         values = {
             k: _Boxed(v) if isinstance(v, str | int | float) else v
             for k, v in checkpoint["channel_values"].items()
         }
-        boxed: Checkpoint = {**checkpoint, "channel_values": values}
-        config, metadata = private_put_args(config, metadata)
-        return super().put(config, boxed, metadata, new_versions)
+        return {**checkpoint, "channel_values": values}
 
     def _dump_blobs(
         self,

@@ -10,13 +10,9 @@ from __future__ import annotations
 import base64
 import json
 import operator
-import os
 import sqlite3
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from langgraph.graph import END, START, StateGraph
@@ -33,7 +29,6 @@ from multiagent.persistence.snapshots import MemorySnapshot
 from multiagent.policies import load_settings
 
 MARKER = "zebra-umbrella-4471"
-ADMIN_URL = os.environ.get("MULTIAGENT_TEST_POSTGRES_URL")
 runner = CliRunner()
 
 
@@ -152,29 +147,6 @@ def test_a_wrong_key_is_one_line_exit_2_on_the_command_line(
     assert "Traceback" not in result.output
 
 
-def _with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
-
-
-@pytest.fixture
-def postgres(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    if not ADMIN_URL:
-        pytest.skip("MULTIAGENT_TEST_POSTGRES_URL is not set (.ci/run sets it)")
-    import psycopg
-
-    name = f"multiagent_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = _with_database(ADMIN_URL, name)
-    monkeypatch.setenv("MULTIAGENT_CHECKPOINT_URL", url)
-    try:
-        yield url
-    finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def _postgres_text(url: str) -> bytes:
     import psycopg
 
@@ -189,11 +161,15 @@ def _postgres_text(url: str) -> bytes:
 
 @pytest.mark.postgres
 def test_postgres_checkpoints_hold_no_value_in_the_clear_and_rotate(
-    monkeypatch: pytest.MonkeyPatch, postgres: str, key_a: DataKey, key_b: DataKey, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch,
+    postgres_url: str,
+    key_a: DataKey,
+    key_b: DataKey,
+    tmp_path: Path,
 ) -> None:
     _use_key(monkeypatch, key_a)
     _run_thread()
-    raw = _postgres_text(postgres)
+    raw = _postgres_text(postgres_url)
     assert MARKER.encode() not in raw  # not even the inline primitive channels
     assert _state() == {"task": MARKER, "count": 2, "log": [f"did {MARKER}"]}
 
@@ -203,7 +179,7 @@ def test_postgres_checkpoints_hold_no_value_in_the_clear_and_rotate(
     assert result.exit_code == 0, result.output
     _use_key(monkeypatch, key_b)
     assert _state()["task"] == MARKER
-    assert f"aesgcm-{key_a.key_id}".encode() not in _postgres_text(postgres)
+    assert f"aesgcm-{key_a.key_id}".encode() not in _postgres_text(postgres_url)
     _use_key(monkeypatch, key_a)
     with pytest.raises(UsageError, match=key_b.key_id):
         _state()
