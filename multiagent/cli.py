@@ -15,6 +15,7 @@ from typer.core import TyperGroup
 
 from multiagent.commands._guards import guard_parameters, one_line_error
 from multiagent.commands._shared import RootOptions, resolved_home
+from multiagent.commands.audit import install_audit
 from multiagent.commands.batch import batch_app
 from multiagent.commands.bench import bench_app
 from multiagent.commands.metrics import metrics_app
@@ -115,6 +116,7 @@ app.add_typer(persistence_app, name="persistence")
 app.add_typer(metrics_app, name="metrics")
 app.command("worker")(worker)
 app.add_typer(batch_app, name="batch")
+install_audit(app)  # last: audits every command above, mounts `audit`
 
 
 def main() -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -40,3 +42,26 @@ def fresh_shared_controllers() -> Iterator[None]:
     reset_shared_controllers()
     yield
     reset_shared_controllers()
+
+
+ADMIN_URL = os.environ.get("MULTIAGENT_TEST_POSTGRES_URL")
+
+
+@pytest.fixture
+def postgres_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """``MULTIAGENT_CHECKPOINT_URL`` set to a new, empty PostgreSQL database (dropped after)."""
+    if not ADMIN_URL:
+        pytest.skip("MULTIAGENT_TEST_POSTGRES_URL is not set (.ci/run sets it)")
+    import psycopg
+
+    name = f"multiagent_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    parts = urlsplit(ADMIN_URL)
+    url = urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+    monkeypatch.setenv("MULTIAGENT_CHECKPOINT_URL", url)
+    try:
+        yield url
+    finally:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

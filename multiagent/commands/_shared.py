@@ -1,9 +1,12 @@
-"""What every command shares: the consoles, JSON output, and settings from the root options."""
+"""What every command shares: the consoles, JSON output, settings from the root options, and
+the audit record each command leaves."""
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +14,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from multiagent.errors import MultiagentError
 from multiagent.policies import Settings, load_settings
 
 console = Console()
@@ -76,3 +80,37 @@ def print_json(document: Any) -> None:
     """Print exactly one JSON document on stdout."""
     sys.stdout.write(json.dumps(document, indent=2, default=str, ensure_ascii=False) + "\n")
     sys.stdout.flush()
+
+
+@contextmanager
+def audited(ctx: typer.Context, *, command: str, params: Mapping[str, Any]) -> Iterator[None]:
+    """Append one audit record when the command in the ``with`` block finishes.
+
+    The record is written whatever the ending (exit code, error, Ctrl-C), except for bad input
+    (exit code 2), which by contract changes nothing stored. A trail that cannot be written
+    is reported on stderr when the command itself succeeded.
+    """
+    from multiagent.commands.audit import CommandAudit
+
+    audit = CommandAudit.begin(ctx, command=command, params=params)
+    code = 1
+    try:
+        with audit.watch_runs():
+            yield
+        code = 0
+    except typer.Exit as exc:
+        code = exc.exit_code
+        raise
+    except MultiagentError as exc:
+        code = exc.exit_code
+        audit.error = type(exc).__name__
+        raise
+    except KeyboardInterrupt:
+        code, audit.error = 130, "KeyboardInterrupt"
+        raise
+    except BaseException as exc:
+        audit.error = type(exc).__name__
+        raise
+    finally:
+        if code != 2 and not audit.finish(exit_code=code) and code == 0:
+            err_console.print("warning: the audit trail could not be written", markup=False)

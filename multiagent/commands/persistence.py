@@ -1,4 +1,5 @@
-"""``multiagent persistence ...``: status, snapshots, restore, pruning, maintenance, scheduler."""
+"""``multiagent persistence ...``: status, snapshots, restore, pruning, maintenance, scheduler,
+key rotation."""
 
 from __future__ import annotations
 
@@ -225,6 +226,46 @@ def compact(ctx: typer.Context, as_json: JsonFlag = False) -> None:
         print_json(report.as_dict())
     else:
         _print_maintenance(report)
+
+
+NEW_KEY_ENV = "MULTIAGENT_NEW_ENCRYPTION_KEY"
+
+
+@persistence_app.command("rotate-key")
+def rotate_key(
+    ctx: typer.Context,
+    new_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--new-key-file", help=f"File holding the new key (else {NEW_KEY_ENV} is read)."
+        ),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Seal checkpoints, snapshots and backups with a new key (resumable; keep the old key
+    in MULTIAGENT_ENCRYPTION_KEY until it finishes, then configure the new one)."""
+    import os
+
+    from multiagent.persistence.crypto import configured_key, parse_key, read_key_file
+    from multiagent.persistence.rotation import rotate_key as rotate
+
+    settings = cli_settings(ctx)
+    if new_key_file is not None:
+        new_key = read_key_file(new_key_file, source="--new-key-file")
+    elif os.environ.get(NEW_KEY_ENV):
+        new_key = parse_key(os.environ[NEW_KEY_ENV], source=NEW_KEY_ENV)
+    else:
+        raise UsageError(f"rotate-key needs the new key: --new-key-file FILE or {NEW_KEY_ENV}")
+    report = rotate(settings, new_key=new_key, old_key=configured_key())
+    if as_json:
+        print_json(report.as_dict())
+        return
+    for store, count in report.rotated.items():
+        console.print(f"{store}: {count} sealed again, {report.already.get(store, 0)} already")
+    console.print(
+        f"every blob is now under key id {report.new_key_id}; configure the new key "
+        "(MULTIAGENT_ENCRYPTION_KEY or MULTIAGENT_ENCRYPTION_KEY_FILE)"
+    )
 
 
 DEFAULT_METRICS_HOOK = "multiagent.observability.history:metrics_persist_hook"

@@ -13,6 +13,7 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
+from multiagent._crash import crash_point
 from multiagent._sqlite import ensure_wal
 
 #: How long a writer waits for another one; a module value so tests can shorten it.
@@ -53,6 +54,7 @@ def write_transaction(path: Path) -> Iterator[sqlite3.Connection]:
                 if statement.strip():
                     conn.execute(statement)
             yield conn
+            crash_point("metrics-commit")
         except BaseException:
             conn.execute("ROLLBACK")
             raise

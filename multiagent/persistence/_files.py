@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from multiagent._crash import crash_point
 from multiagent.errors import MultiagentError
 
 TEMP_PREFIX = ".tmp-"
@@ -38,6 +39,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        crash_point("atomic-write")
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import math
 import zlib
@@ -18,6 +19,7 @@ from typing import Any
 
 from multiagent.errors import UsageError
 from multiagent.persistence._collections import MemoryItems, check_agent
+from multiagent.persistence.crypto import MAGIC, Keyring, is_sealed
 
 FORMAT = "multiagent.memory-snapshot"
 SCHEMA_VERSION = 1
@@ -153,10 +155,20 @@ def parse_document(document: Any, *, source: str) -> tuple[dict[str, Any], Memor
     return header, items
 
 
-def read_header(path: Path) -> dict[str, Any]:
-    """The header of a snapshot, read from the start of the file only."""
+def read_header(path: Path, *, keyring: Keyring | None = None) -> dict[str, Any]:
+    """The header of a snapshot, read from the start of the file only.
+
+    An encrypted snapshot is decrypted whole first (GCM authenticates the whole file), which
+    needs its key: without it this raises the one-line error naming the key id.
+    """
     try:
-        with gzip.open(path, "rb") as handle:
+        with path.open("rb") as raw:
+            sealed = is_sealed(raw.read(len(MAGIC) + 32))
+        source: Any = path
+        if sealed:
+            ring = keyring or Keyring(None)
+            source = io.BytesIO(ring.open(path.read_bytes(), what=f"snapshot {path}"))
+        with gzip.open(source, "rb") as handle:
             head = handle.read(64 * 1024)
     except (OSError, EOFError, zlib.error) as exc:
         raise UsageError(f"snapshot {path} is unreadable ({exc})") from None

@@ -8,13 +8,29 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from langgraph.checkpoint.base import BaseCheckpointSaver
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+)
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.serde.base import SerializerProtocol
+from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from multiagent._sqlite import ensure_wal
 from multiagent.errors import ConfigError, UsageError
+from multiagent.persistence.crypto import (
+    Keyring,
+    checkpoint_key_id,
+    configured_keyring,
+    private_put_args,
+)
 from multiagent.policies import Settings
 
 CHECKPOINT_DB = "checkpoints.sqlite"
@@ -41,15 +57,70 @@ def ensure_home(settings: Settings) -> Path:
     return home
 
 
+class _PlainSerializer(JsonPlusSerializer):
+    """LangGraph's default serializer, refusing encrypted checkpoints in one clear line."""
+
+    def __init__(self, keyring: Keyring) -> None:
+        super().__init__()
+        self._keyring = keyring
+
+    def loads_typed(self, data: tuple[str, bytes]) -> Any:
+        """Load a plaintext checkpoint; an encrypted one names the key it needs."""
+        key_id = checkpoint_key_id(data[0])
+        if key_id is not None:
+            self._keyring.cipher().decrypt(data[0].split("+", 1)[1], data[1])
+        return super().loads_typed(data)
+
+
+class PrivateMetadataSaver(BaseCheckpointSaver[str]):
+    """A saver (mixed in before SQLite's or PostgreSQL's) whose plain-JSON metadata loses the
+    keys that hold user text; values are encrypted by the serializer."""
+
+    def _prepare(self, checkpoint: Checkpoint) -> Checkpoint:
+        """The checkpoint as the backend should store it (a hook for PostgreSQL)."""
+        return checkpoint
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        """Store a checkpoint with the private metadata keys left out."""
+        config, metadata = private_put_args(config, metadata)
+        return super().put(config, self._prepare(checkpoint), metadata, new_versions)
+
+
+class EncryptedSqliteSaver(PrivateMetadataSaver, SqliteSaver):
+    """``SqliteSaver`` for encrypted checkpoints: metadata without user text."""
+
+
+def checkpoint_serde(keyring: Keyring | None = None) -> SerializerProtocol:
+    """The serializer checkpoints go through: LangGraph's encrypted one when a key is set.
+
+    With no key, LangGraph's default serializer writes plaintext as before, and a checkpoint
+    that was encrypted is refused with a line saying which key it needs.
+    """
+    ring = keyring if keyring is not None else configured_keyring()
+    if ring.enabled:
+        from multiagent.persistence.crypto import checkpoint_serializer
+
+        return checkpoint_serializer(ring)
+    return _PlainSerializer(ring)
+
+
 @contextmanager
 def open_checkpointer(
-    settings: Settings, *, kind: str | None = None
+    settings: Settings, *, kind: str | None = None, keyring: Keyring | None = None
 ) -> Iterator[BaseCheckpointSaver[str]]:
     """Open the configured checkpointer for the duration of a ``with`` block.
 
     Args:
         settings: Resolved settings; ``checkpoint_url`` selects PostgreSQL.
         kind: ``"sqlite"``, ``"postgres"`` or ``"memory"`` to force a backend.
+        keyring: Keys to seal and open checkpoints with (default: the configured key,
+            ``MULTIAGENT_ENCRYPTION_KEY``; none means plaintext).
     """
     url = settings.checkpoint_url
     chosen = kind or (
@@ -58,6 +129,7 @@ def open_checkpointer(
     if chosen == "memory":
         yield InMemorySaver()
         return
+    serde = checkpoint_serde(keyring)
     if chosen == "postgres":
         if not url:
             raise ConfigError(
@@ -65,7 +137,7 @@ def open_checkpointer(
             )
         from multiagent.persistence.postgres import open_postgres_checkpointer
 
-        with open_postgres_checkpointer(url) as postgres_saver:
+        with open_postgres_checkpointer(url, serde=serde) as postgres_saver:
             yield postgres_saver
         return
     if chosen != "sqlite":
@@ -74,7 +146,8 @@ def open_checkpointer(
     conn = sqlite3.connect(checkpoint_path(settings), check_same_thread=False, timeout=30.0)
     try:
         ensure_wal(conn)
-        saver = SqliteSaver(conn)
+        encrypted = isinstance(serde, EncryptedSerializer)
+        saver = (EncryptedSqliteSaver if encrypted else SqliteSaver)(conn, serde=serde)
         saver.setup()
         yield saver
     finally:

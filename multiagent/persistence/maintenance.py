@@ -7,7 +7,9 @@ a write, and reports the store's size before and after and the time it took.
   Chroma's own ``chroma vacuum`` does.
 - backup: a consistent copy of the persist directory (SQLite through its online-backup API,
   the vector-index files beside it), checked with ``PRAGMA integrity_check``, published by an
-  atomic rename; the newest ``profile.memory.backups_kept`` are kept.
+  atomic rename; the newest ``profile.memory.backups_kept`` are kept. With an encryption key
+  configured every file of the backup is sealed (AES-256-GCM, its key id in the file) before
+  the rename; :func:`decrypt_backup` gives back a plain copy to restore from.
 - compaction: every agent collection rebuilt from its items (dropping the index's deleted
   slots), segment directories of deleted collections removed, then a vacuum.
 """
@@ -25,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from multiagent._crash import crash_point
 from multiagent.errors import MultiagentError
 from multiagent.persistence._collections import (
     COLLECTION_PREFIX,
@@ -32,8 +35,14 @@ from multiagent.persistence._collections import (
     is_staging,
     rebuild_collection,
 )
-from multiagent.persistence._files import TEMP_PREFIX, fsync_directory, tree_size
+from multiagent.persistence._files import (
+    TEMP_PREFIX,
+    atomic_write_bytes,
+    fsync_directory,
+    tree_size,
+)
 from multiagent.persistence.checkpointer import ensure_home
+from multiagent.persistence.crypto import Keyring, configured_keyring
 from multiagent.persistence.memory import memory_lock, memory_path, open_chroma_client
 from multiagent.policies import Settings
 
@@ -63,10 +72,18 @@ class ChromaDBMaintenance:
     Args:
         settings: Resolved settings (data directory, ``profile.memory.backups_kept``).
         lock_timeout_s: How long to wait for writers to finish before giving up.
+        keyring: Seals backups (default: the configured key; none means plaintext).
     """
 
-    def __init__(self, settings: Settings, *, lock_timeout_s: float = 120.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        lock_timeout_s: float = 120.0,
+        keyring: Keyring | None = None,
+    ) -> None:
         self.settings = settings
+        self.keyring = keyring if keyring is not None else configured_keyring()
         self.persist_dir = memory_path(settings)
         self.backup_root = settings.home / BACKUP_DIR
         self.keep = settings.profile.memory.backups_kept
@@ -135,6 +152,10 @@ class ChromaDBMaintenance:
             return {"backed_up": False, "reason": "no agent memory yet"}
         stamp = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         self.backup_root.mkdir(parents=True, exist_ok=True)
+        # a backup killed before its rename left its staging copy; we hold the lock, so no
+        # other backup is writing one now
+        for stale in self.backup_root.glob(f"{TEMP_PREFIX}{BACKUP_PREFIX}*"):
+            shutil.rmtree(stale, ignore_errors=True)
         final = self.backup_root / f"{BACKUP_PREFIX}{stamp}"
         staging = self.backup_root / f"{TEMP_PREFIX}{BACKUP_PREFIX}{stamp}"
         try:
@@ -142,6 +163,10 @@ class ChromaDBMaintenance:
             check = _integrity(staging / CHROMA_DB)
             if check != "ok":
                 raise MultiagentError(f"backup copy failed its integrity check: {check}")
+            if self.keyring.enabled:
+                for path in backup_files(staging):
+                    atomic_write_bytes(path, self.keyring.seal(path.read_bytes()))
+            crash_point("backup-publish")
             staging.rename(final)
             fsync_directory(self.backup_root)
         except BaseException:
@@ -176,6 +201,7 @@ class ChromaDBMaintenance:
                 items = export_items(collection)
                 rebuild_collection(client, name, metadata=dict(collection.metadata), items=items)
                 rebuilt[name] = len(items)
+                crash_point("compact")
             live = {str(s) for s in _segment_ids(self.persist_dir / CHROMA_DB)}
         finally:
             client.close()
@@ -194,6 +220,28 @@ class ChromaDBMaintenance:
     def compact(self) -> MaintenanceReport:
         """Rebuild every agent collection, drop orphaned index files, vacuum."""
         return self._run("compact", self._compact)
+
+
+def backup_files(backup: Path) -> list[Path]:
+    """Every file of a backup directory, in a stable order."""
+    return sorted(p for p in backup.rglob("*") if p.is_file())
+
+
+def decrypt_backup(backup: Path, target: Path, *, keyring: Keyring | None = None) -> int:
+    """Copy a backup to ``target`` (a new directory) with every file decrypted.
+
+    The copy is a plain Chroma persist directory: stop writers and put it in place of
+    ``<home>/memory`` to restore. Returns how many files were written.
+
+    Raises:
+        UsageError: A file needs a key that is not configured, or fails authentication.
+    """
+    ring = keyring if keyring is not None else configured_keyring()
+    files = backup_files(backup)
+    for path in files:
+        dest = target / path.relative_to(backup)
+        atomic_write_bytes(dest, ring.open(path.read_bytes(), what=f"backup file {path}"))
+    return len(files)
 
 
 def _sqlite_copy(source: Path, dest: Path) -> None:

@@ -12,13 +12,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from langgraph.checkpoint.base import ChannelVersions, Checkpoint
 from langgraph.checkpoint.postgres import PostgresSaver
+from langgraph.checkpoint.serde.base import SerializerProtocol
+from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
 from psycopg.rows import dict_row
 
 from multiagent.errors import UsageError
+from multiagent.persistence.checkpointer import PrivateMetadataSaver
 
 TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
 
@@ -53,19 +58,60 @@ def connect(url: str, *, timeout_s: int = 5) -> psycopg.Connection[dict[str, Any
         ) from None
 
 
+@dataclass(frozen=True)
+class _Boxed:
+    """A primitive channel value on its way to the (encrypted) blobs table."""
+
+    value: Any
+
+
+class EncryptedPostgresSaver(PrivateMetadataSaver, PostgresSaver):
+    """``PostgresSaver`` that stores no channel value in the clear.
+
+    ``PostgresSaver.put`` keeps primitive channel values (a task string, a count) inline in the
+    ``checkpoints.checkpoint`` JSONB column, where no serializer sees them. Boxed here, they are
+    not primitives, so they go to ``checkpoint_blobs`` through the encrypted serializer; the
+    box is taken off in ``_dump_blobs``, so what is stored, and later loaded, is the value.
+    Metadata (plain JSONB, for filtering) loses the keys that hold user text.
+    """
+
+    def _prepare(self, checkpoint: Checkpoint) -> Checkpoint:
+        """Box the primitive channel values, so they go to the encrypted blobs."""
+        values = {
+            k: _Boxed(v) if isinstance(v, str | int | float) else v
+            for k, v in checkpoint["channel_values"].items()
+        }
+        return {**checkpoint, "channel_values": values}
+
+    def _dump_blobs(
+        self,
+        thread_id: str,
+        checkpoint_ns: str,
+        values: dict[str, Any],
+        versions: ChannelVersions,
+    ) -> list[tuple[str, str, str, str, str, bytes | None]]:
+        unboxed = {k: v.value if isinstance(v, _Boxed) else v for k, v in values.items()}
+        return super()._dump_blobs(thread_id, checkpoint_ns, unboxed, versions)
+
+
 @contextmanager
-def open_postgres_checkpointer(url: str, *, timeout_s: int = 5) -> Iterator[PostgresSaver]:
+def open_postgres_checkpointer(
+    url: str, *, timeout_s: int = 5, serde: SerializerProtocol | None = None
+) -> Iterator[PostgresSaver]:
     """Open LangGraph's PostgreSQL checkpointer, its tables created or migrated.
 
     Args:
         url: A ``postgresql://`` connection URL.
         timeout_s: Seconds to wait for the server before giving up.
+        serde: The checkpoint serializer; an :class:`EncryptedSerializer` also keeps
+            primitive channel values out of the clear (:class:`EncryptedPostgresSaver`).
 
     Raises:
         UsageError: The server cannot be reached (one line, exit code 2 on the CLI).
     """
     with connect(url, timeout_s=timeout_s) as conn:
-        saver = PostgresSaver(conn)
+        encrypted = isinstance(serde, EncryptedSerializer)
+        saver = (EncryptedPostgresSaver if encrypted else PostgresSaver)(conn, serde=serde)
         saver.setup()
         yield saver
 

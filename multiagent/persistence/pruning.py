@@ -24,6 +24,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.serde.types import INTERRUPT
 from langgraph.checkpoint.sqlite import SqliteSaver
 
+from multiagent._crash import crash_point
 from multiagent.errors import UsageError
 from multiagent.persistence.checkpointer import checkpoint_path, open_checkpointer
 from multiagent.policies import Settings
@@ -117,6 +118,7 @@ class SqliteCheckpointStore:
                         f"AND checkpoint_ns = ? AND parent_checkpoint_id IN ({marks})",
                         (thread_id, ns, *chunk),
                     )
+                    crash_point("prune")
 
     def size_bytes(self) -> int:
         """The database file with its WAL and shared-memory files."""

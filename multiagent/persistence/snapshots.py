@@ -2,8 +2,10 @@
 
 A snapshot is one ``.json.gz`` file: a header (format, schema version, agent, created at, item
 count, embedder, SHA-256 of the payload) and the payload (every item with id, document,
-metadata and embedding, and the agent's thread index). It is written atomically (temporary
-file, fsync, rename), so a crash leaves the previous snapshots as they were; at most
+metadata and embedding, and the agent's thread index); with an encryption key configured
+(``MULTIAGENT_ENCRYPTION_KEY``) the compressed bytes are sealed with AES-256-GCM
+(:mod:`multiagent.persistence.crypto`), naming the key by its id. It is written atomically
+(temporary file, fsync, rename), so a crash leaves the previous snapshots as they were; at most
 ``profile.memory.snapshots_per_agent`` are kept per agent. Restoring checks everything before
 touching memory: a truncated, altered or foreign file is refused and nothing is overwritten.
 """
@@ -31,6 +33,7 @@ from multiagent.persistence._snapshot_format import (
     read_header,
 )
 from multiagent.persistence.checkpointer import ensure_home
+from multiagent.persistence.crypto import Keyring, configured_keyring
 from multiagent.persistence.memory import ChromaMemoryStore, open_memory_store
 from multiagent.policies import Settings
 
@@ -89,10 +92,18 @@ class MemorySnapshot:
     Args:
         settings: Resolved settings: the data directory and ``profile.memory``.
         store: An open memory store to use; by default one is opened on first need.
+        keyring: Seals new snapshots and opens encrypted ones (default: the configured key).
     """
 
-    def __init__(self, settings: Settings, *, store: ChromaMemoryStore | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: ChromaMemoryStore | None = None,
+        keyring: Keyring | None = None,
+    ) -> None:
         self.settings = settings
+        self.keyring = keyring if keyring is not None else configured_keyring()
         self.root = snapshot_root(settings)
         self.keep = settings.profile.memory.snapshots_per_agent
         self._store = store
@@ -134,7 +145,8 @@ class MemorySnapshot:
         )
         directory = self.root / agent_slug(agent)
         path = directory / f"{agent_slug(agent)}-{created.strftime('%Y%m%dT%H%M%S%fZ')}{SUFFIX}"
-        atomic_write_bytes(path, gzip.compress(data, compresslevel=6, mtime=0))
+        packed = gzip.compress(data, compresslevel=6, mtime=0)
+        atomic_write_bytes(path, self.keyring.maybe_seal(packed))
         remove_stale_temporaries(directory)
         self.apply_retention(agent)
         return _info(path, header)
@@ -154,7 +166,7 @@ class MemorySnapshot:
         infos = []
         for path in self.files(agent):
             with contextlib.suppress(UsageError):
-                infos.append(_info(path, read_header(path)))
+                infos.append(_info(path, read_header(path, keyring=self.keyring)))
         return infos
 
     def apply_retention(self, agent: str) -> list[Path]:
@@ -169,8 +181,9 @@ class MemorySnapshot:
         """Read and verify a snapshot; raise a one-line :class:`UsageError` if it is unusable."""
         if not path.is_file():
             raise UsageError(f"snapshot file {path} does not exist")
+        opened = self.keyring.open(path.read_bytes(), what=f"snapshot {path}")
         try:
-            raw = gzip.decompress(path.read_bytes())
+            raw = gzip.decompress(opened)
         except (OSError, EOFError, zlib.error) as exc:
             raise UsageError(
                 f"snapshot {path} is truncated or not a gzip file ({exc}); nothing was restored"

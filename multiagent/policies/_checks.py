@@ -31,9 +31,12 @@ REDIS_SCHEMES = ("redis", "rediss", "unix")
 CHECKPOINT_SCHEMES = ("postgresql", "postgres")
 #: ``MULTIAGENT_*`` variables read elsewhere (not settings): never reported as unknown.
 _OTHER_VARIABLES = (
+    "crash_point",
+    "crash_point_file",
     "encryption_key",
     "encryption_key_file",
     "metrics_token",
+    "new_encryption_key",
     "test_postgres_url",
     "test_redis_url",
 )

@@ -9,11 +9,9 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
@@ -31,7 +29,6 @@ from multiagent.policies import load_settings
 
 pytestmark = pytest.mark.redis
 runner = CliRunner()
-ADMIN_URL = os.environ.get("MULTIAGENT_TEST_POSTGRES_URL")
 FAST = {
     "MULTIAGENT_RATE_LIMIT__REQUESTS_PER_MINUTE": "600000",
     "MULTIAGENT_RATE_LIMIT__TOKENS_PER_MINUTE": "600000000",
@@ -84,26 +81,6 @@ def workers(redis_url: str) -> Iterator[Workers]:
         yield pool
     finally:
         pool.close()
-
-
-@pytest.fixture
-def postgres_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """``MULTIAGENT_CHECKPOINT_URL`` set to a new, empty PostgreSQL database (dropped after)."""
-    if not ADMIN_URL:
-        pytest.skip("MULTIAGENT_TEST_POSTGRES_URL is not set (.ci/run sets it)")
-    import psycopg
-
-    name = f"multiagent_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    parts = urlsplit(ADMIN_URL)
-    url = urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
-    monkeypatch.setenv("MULTIAGENT_CHECKPOINT_URL", url)
-    try:
-        yield url
-    finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _queue_run(task: str) -> str:

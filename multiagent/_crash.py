@@ -1,0 +1,29 @@
+"""Named crash points: where the crash-safety tests kill a process, deterministically."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+#: Names a crash point (see :func:`crash_point`); tests set it in a subprocess they will kill.
+CRASH_POINT_ENV = "MULTIAGENT_CRASH_POINT"
+#: The file :func:`crash_point` creates when the process reaches the point.
+CRASH_MARKER_ENV = "MULTIAGENT_CRASH_POINT_FILE"
+
+
+def crash_point(name: str) -> None:
+    """Park the process at a named critical point when ``MULTIAGENT_CRASH_POINT`` names it.
+
+    The crash-safety tests run a command in a subprocess with the variable set, wait for the
+    marker file (``MULTIAGENT_CRASH_POINT_FILE``) to appear, then ``SIGKILL`` it: the kill lands
+    mid-write every time, with no timing guess. Unset (always, outside those tests), it costs
+    one dictionary lookup.
+    """
+    if os.environ.get(CRASH_POINT_ENV) != name:
+        return
+    marker = os.environ.get(CRASH_MARKER_ENV)
+    if marker:
+        Path(marker).write_text(str(os.getpid()), encoding="utf-8")
+    while True:  # until the test's SIGKILL
+        time.sleep(60)
