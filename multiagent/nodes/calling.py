@@ -19,12 +19,12 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import ensure_config, merge_configs
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.constants import TAG_NOSTREAM
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from multiagent.models.accounting import NodeScope, current_scope, new_scope
+from multiagent.models.structured import StructuredOutputError, run_structured
 from multiagent.nodes.agents import AgentSpec
 from multiagent.nodes.context import WorkflowContext
-from multiagent.nodes.failures import StructuredOutputError
 from multiagent.nodes.tools import TOOLS
 from multiagent.nodes.usage import Usage, usage_from_records
 
@@ -64,6 +64,8 @@ class AgentCall:
         self.model = context.model(agent)
         self.model_name = context.model_name(agent)
         self.scope: NodeScope = new_scope(node)
+        #: The ladder step each structured call of this node ended at.
+        self.steps: list[str] = []
         self._started = time.perf_counter()
 
     def _config(self) -> RunnableConfig:
@@ -115,7 +117,11 @@ class AgentCall:
         *,
         tool: dict[str, Any] | None = None,
     ) -> M:
-        """Ask for an answer in ``schema``, through a forced tool call.
+        """Ask for an answer in ``schema``, down the structured-output ladder.
+
+        A forced tool call first, then the provider's JSON modes, then JSON read from text, then
+        one repair round (see :mod:`multiagent.models.structured`); every attempt is one of this
+        node's recorded calls, and how the call ended is counted under the node's name.
 
         Args:
             messages: The prompt.
@@ -124,22 +130,16 @@ class AgentCall:
                 known only at run time); its arguments must still validate against ``schema``.
 
         Raises:
-            StructuredOutputError: No tool call came back, or its arguments do not validate.
+            StructuredOutputError: No step gave an answer that validates.
         """
-        definition = tool or convert_to_openai_tool(schema)
-        name = definition["function"]["name"]
-        bound = _bind(self.model, [definition], tool_choice=name)
-        reply = self._invoke(bound, list(messages))
-        calls = [call for call in reply.tool_calls if call["name"] == name]
-        if not calls:
-            raise StructuredOutputError(f"{self.agent.name}: the model did not call {name!r}")
         try:
-            return schema.model_validate(calls[0]["args"])
-        except ValidationError as exc:
-            raise StructuredOutputError(
-                f"{self.agent.name}: the model's {name!r} arguments do not validate: "
-                f"{exc.errors()[0]['msg']}"
-            ) from None
+            outcome = run_structured(
+                self.model, messages, schema, tool=tool, invoke=self._invoke, node=self.node
+            )
+        except StructuredOutputError as exc:
+            raise StructuredOutputError(f"{self.agent.name}: {exc}") from None
+        self.steps.append(outcome.step)
+        return outcome.value
 
     def usage(self) -> Usage:
         """What this node's calls used so far, from the run ledger's records of them."""
