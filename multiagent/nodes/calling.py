@@ -14,10 +14,9 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from langchain_core.language_models import LanguageModelInput
-from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import ensure_config, merge_configs
-from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.constants import TAG_NOSTREAM
 from pydantic import BaseModel
 
@@ -25,7 +24,7 @@ from multiagent.models.accounting import NodeScope, current_scope, new_scope
 from multiagent.models.structured import StructuredOutputError, run_structured
 from multiagent.nodes.agents import AgentSpec
 from multiagent.nodes.context import WorkflowContext
-from multiagent.nodes.tools import TOOLS
+from multiagent.nodes.tools import resolve_tools, run_tool_calls
 from multiagent.nodes.usage import Usage, usage_from_records
 
 M = TypeVar("M", bound=BaseModel)
@@ -42,16 +41,18 @@ def _bind(
     tools: Sequence[Any],
     *,
     tool_choice: str | dict[str, Any] | None,
-) -> Runnable[LanguageModelInput, BaseMessage]:
-    """Bind tools the way the model prefers: its own ``bind_tools`` when it has one."""
+) -> Runnable[LanguageModelInput, BaseMessage] | None:
+    """Bind tools with the model's own ``bind_tools``; ``None`` when it has none."""
     bind_tools = getattr(model, "bind_tools", None)
-    if callable(bind_tools):
+    if not callable(bind_tools):
+        return None
+    try:
         bound: Runnable[LanguageModelInput, BaseMessage] = bind_tools(
             list(tools), tool_choice=tool_choice
         )
-        return bound
-    formatted = [convert_to_openai_tool(tool) for tool in tools]
-    return model.bind(tools=formatted, tool_choice=tool_choice)
+    except NotImplementedError:  # LangChain's default for a model without tool calling
+        return None
+    return bound
 
 
 class AgentCall:
@@ -89,26 +90,26 @@ class AgentCall:
         return reply
 
     def text(self, messages: Sequence[BaseMessage]) -> str:
-        """Ask for a text answer; an agent with tools may call them first."""
+        """Ask for a text answer; an agent with tools may call them first.
+
+        Each round the model may call tools; their results (or errors) go back as
+        ``ToolMessage`` replies (:func:`~multiagent.nodes.tools.run_tool_calls`), for at most
+        :data:`MAX_TOOL_ROUNDS` rounds, then the model must answer in text. A model that cannot
+        bind tools answers without them.
+        """
         history = list(messages)
-        if not self.agent.tools:
+        tools = resolve_tools(self.agent.tools, source=f"agent {self.agent.name!r}")
+        with_tools = _bind(self.model, tools, tool_choice="auto") if tools else None
+        if with_tools is None:
             return self._invoke(self.model, history).text
-        tools = [TOOLS[name] for name in self.agent.tools]
-        with_tools = _bind(self.model, tools, tool_choice="auto")
         for _ in range(MAX_TOOL_ROUNDS):
             reply = self._invoke(with_tools, history)
             if not reply.tool_calls:
                 return reply.text
             history.append(reply)
-            for call in reply.tool_calls:
-                tool = TOOLS.get(call["name"])
-                result = (
-                    tool.invoke(call["args"])
-                    if tool is not None and call["name"] in self.agent.tools
-                    else f"error: no tool named {call['name']!r}"
-                )
-                history.append(ToolMessage(content=str(result), tool_call_id=call["id"] or ""))
-        return self._invoke(_bind(self.model, tools, tool_choice="none"), history).text
+            history.extend(run_tool_calls(reply, tools, config=self._config()))
+        final = _bind(self.model, tools, tool_choice="none") or self.model
+        return self._invoke(final, history).text
 
     def structured(
         self,
