@@ -58,6 +58,7 @@ class ModelPipeline:
             and redaction (see :func:`multiagent.models.factory.choose_model`).
         price: What ``model`` costs, when the profile's price table does not list it
             (``ModelPrice(input_per_mtok=0, output_per_mtok=0)`` for a free local model).
+        model_source: Where ``model`` came from, for error messages (``--model``).
 
     Raises:
         ConfigError: A model has no price, or ``model`` cannot be resolved.
@@ -71,8 +72,11 @@ class ModelPipeline:
         backpressure: BackpressureConfig | None = None,
         model: BaseChatModel | str | None = None,
         price: ModelPrice | None = None,
+        model_source: str = "model",
     ) -> None:
-        self.chosen: ChosenModel | None = None if model is None else choose_model(model)
+        self.chosen: ChosenModel | None = (
+            None if model is None else choose_model(model, source=model_source)
+        )
         if self.chosen is not None and self.chosen.model is None:
             # one of our own providers, named in the model string: it replaces the setting
             settings = settings.model_copy(update={"provider": self.chosen.provider})
