@@ -202,13 +202,14 @@ def json_from_text(text: str) -> Any:
     raise ValueError("the reply holds no JSON object")
 
 
-def _candidate(reply: BaseMessage, name: str) -> Any:
-    """The answer a reply carries: the named tool call's arguments, else JSON in its text."""
+def _candidate(reply: BaseMessage, name: str) -> tuple[Any, bool]:
+    """The answer a reply carries, and whether it came as a tool call: the named tool call's
+    arguments (or the only tool call's), else JSON in its text."""
     calls = getattr(reply, "tool_calls", None) or []
     named = [call for call in calls if call["name"] == name]
     if named or len(calls) == 1:
-        return (named or calls)[0]["args"]
-    return json_from_text(reply.text)
+        return (named or calls)[0]["args"], True
+    return json_from_text(reply.text), False
 
 
 def _problem(exc: Exception) -> str:
@@ -311,8 +312,12 @@ class StructuredLadder(Generic[M]):
         )
         return [*messages, HumanMessage(note)]
 
-    def _check(self, reply: BaseMessage) -> M:
-        return self.schema.model_validate(_candidate(reply, self.name))
+    def _check(self, reply: BaseMessage, step: Step) -> tuple[M, Step]:
+        """The validated answer, and the step that really gave it (a tool-call request
+        answered with JSON in text counts as ``text``)."""
+        found, as_tool_call = _candidate(reply, self.name)
+        given: Step = "text" if step == "tool_call" and not as_tool_call else step
+        return self.schema.model_validate(found), given
 
     def requests(
         self, messages: Sequence[BaseMessage]
@@ -349,7 +354,7 @@ class StructuredLadder(Generic[M]):
                 continue
             while True:
                 try:
-                    value = self._check(reply)
+                    value, given = self._check(reply, step)
                 except (ValidationError, ValueError) as exc:
                     problem = _problem(exc)
                 else:
@@ -361,7 +366,7 @@ class StructuredLadder(Generic[M]):
                         if self.calls == 1
                         else "fallback"
                     )
-                    return StructuredResult(value, step, result, self.calls)
+                    return StructuredResult(value, given, result, self.calls)
                 if repairs >= self.max_repairs or not _answered_in_form(reply, self.name, step):
                     break
                 repairs += 1

@@ -203,3 +203,6 @@ def test_a_custom_tool_object_is_called_and_its_result_reaches_the_agent(
     tool_reply = seen[2][-1]
     assert (tool_reply.type, tool_reply.text) == ("tool", "GO!")
     assert done["output"] == "synthesis"
+    # the forced tool call came back as JSON in text: counted as read from text, at first try
+    assert STRUCTURED_COUNTS.snapshot()["plan"]["steps"] == {"text": 1}
+    assert STRUCTURED_COUNTS.snapshot()["plan"]["first_try"] == 1
