@@ -25,39 +25,41 @@ the sync and async drivers (:func:`run_structured`, :func:`arun_structured`) are
 from __future__ import annotations
 
 import json
-import re
-import threading
-import warnings
-from collections import Counter
 from collections.abc import Awaitable, Callable, Generator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
-from langchain_core.language_models import LanguageModelInput
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
-from langchain_core.runnables import Runnable, RunnableBinding, RunnableSequence
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ValidationError
 
 from multiagent.errors import MultiagentError
-from multiagent.models.provider_errors import error_kind
-from multiagent.observability.metrics import get_metrics
+from multiagent.models._structured_bind import Model, bind_step, is_refusal
+from multiagent.models._structured_memory import (
+    RESULTS,
+    STEPS,
+    STRUCTURED_COUNTS,
+    Result,
+    Step,
+    StructuredCounts,
+    known_method,
+    learn,
+    model_key,
+    refused_steps,
+    reset_structured_state,
+)
+from multiagent.models._structured_read import (
+    answered_in_form,
+    candidate,
+    json_from_text,
+    problem,
+)
 
 M = TypeVar("M", bound=BaseModel)
 
-Step = Literal["tool_call", "json_schema", "json_mode", "text"]
-STEPS: tuple[Step, ...] = ("tool_call", "json_schema", "json_mode", "text")
-#: How a structured call ended: its first model call validated, a later step did, a repair
-#: round did, or nothing did.
-Result = Literal["first_try", "fallback", "after_repair", "failed"]
-RESULTS: tuple[Result, ...] = ("first_try", "fallback", "after_repair", "failed")
-#: Repair rounds one structured call may spend.
 DEFAULT_MAX_REPAIRS = 1
 
-_Model = Runnable[LanguageModelInput, BaseMessage]
-_FENCED = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
-# a provider error of these kinds answering a step means "not this way", not "down"
-_STEP_REFUSED = frozenset({"server", "client"})
+_Model = Model
 
 
 class StructuredOutputError(MultiagentError):
@@ -90,155 +92,6 @@ class Request:
     messages: list[BaseMessage]
 
 
-# -- what the process learned about each model -----------------------------------------------
-
-
-@dataclass
-class _Known:
-    refused: set[Step] = field(default_factory=set)
-    working: Step | None = None
-
-
-_LOCK = threading.Lock()
-_KNOWN: dict[str, _Known] = {}
-
-
-def model_key(model: object) -> str:
-    """Who a model is, for remembering its structured-output methods: provider and name."""
-    identity = getattr(model, "identity", None)
-    if identity is not None:
-        return f"{identity.provider}:{identity.model}"
-    inner = getattr(model, "bound", model)
-    name = getattr(inner, "model_name", None) or getattr(inner, "model", None) or ""
-    return f"{type(inner).__name__}:{name}"
-
-
-def known_method(model: object) -> Step | None:
-    """The step that last produced a valid answer for ``model`` in this process."""
-    with _LOCK:
-        known = _KNOWN.get(model_key(model))
-        return known.working if known else None
-
-
-def refused_steps(model: object) -> frozenset[Step]:
-    """Steps ``model`` cannot take, as learned in this process."""
-    with _LOCK:
-        known = _KNOWN.get(model_key(model))
-        return frozenset(known.refused) if known else frozenset()
-
-
-def reset_structured_state() -> None:
-    """Forget what was learned about models and the counts (tests, a benchmark's start)."""
-    with _LOCK:
-        _KNOWN.clear()
-    STRUCTURED_COUNTS.reset()
-
-
-def _learn(key: str, *, working: Step, refused: set[Step]) -> None:
-    with _LOCK:
-        known = _KNOWN.setdefault(key, _Known())
-        known.working = working
-        known.refused |= refused
-
-
-class StructuredCounts:
-    """How structured calls ended, per node kind and step (thread-safe).
-
-    ``snapshot()`` gives ``{node: {"first_try": n, "fallback": n, "after_repair": n,
-    "failed": n, "steps": {step: n}}}``; the same counts go to the metrics store as
-    ``structured_calls_total{node,result,step}``.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: Counter[tuple[str, Result, str]] = Counter()
-
-    def add(self, *, node: str, result: Result, step: str) -> None:
-        """Count one structured call of ``node`` that ended in ``result`` at ``step``."""
-        with self._lock:
-            self._counts[(node, result, step)] += 1
-        labels = {"node": node, "result": result, "step": step}
-        get_metrics().inc("structured_calls_total", labels=labels)
-
-    def snapshot(self) -> dict[str, dict[str, Any]]:
-        """The counts so far, per node."""
-        with self._lock:
-            items = list(self._counts.items())
-        out: dict[str, dict[str, Any]] = {}
-        for (node, result, step), n in sorted(items):
-            entry = out.setdefault(node, {**dict.fromkeys(RESULTS, 0), "steps": {}})
-            entry[result] += n
-            entry["steps"][step] = entry["steps"].get(step, 0) + n
-        return out
-
-    def reset(self) -> None:
-        """Forget every count."""
-        with self._lock:
-            self._counts.clear()
-
-
-#: The process's counts of structured calls (read by benchmarks and reports).
-STRUCTURED_COUNTS = StructuredCounts()
-
-
-# -- reading an answer ---------------------------------------------------------------------
-
-
-def json_from_text(text: str) -> Any:
-    """The JSON value in ``text``: the whole text, a fenced block, or the outermost ``{...}``.
-
-    Raises:
-        ValueError: No JSON object could be read.
-    """
-    candidates = [text.strip(), *(m.strip() for m in _FENCED.findall(text))]
-    start, end = text.find("{"), text.rfind("}")
-    if 0 <= start < end:
-        candidates.append(text[start : end + 1])
-    for candidate in candidates:
-        try:
-            return json.loads(candidate)
-        except ValueError:
-            continue
-    raise ValueError("the reply holds no JSON object")
-
-
-def _candidate(reply: BaseMessage, name: str) -> tuple[Any, bool]:
-    """The answer a reply carries, and whether it came as a tool call: the named tool call's
-    arguments (or the only tool call's), else JSON in its text."""
-    calls = getattr(reply, "tool_calls", None) or []
-    named = [call for call in calls if call["name"] == name]
-    if named or len(calls) == 1:
-        return (named or calls)[0]["args"], True
-    return json_from_text(reply.text), False
-
-
-def _problem(exc: Exception) -> str:
-    """The validation problem as the repair prompt states it."""
-    if isinstance(exc, ValidationError):
-        lines = [
-            f"- {'.'.join(str(p) for p in err['loc']) or 'answer'}: {err['msg']}"
-            for err in exc.errors()[:8]
-        ]
-        return "\n".join(lines)
-    return f"- {exc}"
-
-
-# -- the ladder ----------------------------------------------------------------------------
-
-
-def _provider_of(model: _Model) -> Any:
-    """The model that decides request shapes: a pipeline model's provider, else the model."""
-    return getattr(model, "provider_model", model)
-
-
-def _binding_kwargs(runnable: Any) -> dict[str, Any] | None:
-    """The keyword arguments a ``with_structured_output`` chain binds to its model."""
-    first = runnable.first if isinstance(runnable, RunnableSequence) else runnable
-    if isinstance(first, RunnableBinding):
-        return {k: v for k, v in first.kwargs.items() if k != "ls_structured_output_format"}
-    return None
-
-
 class StructuredLadder(Generic[M]):
     """The steps of one structured call, as requests for a driver to send.
 
@@ -269,32 +122,7 @@ class StructuredLadder(Generic[M]):
 
     def _bind(self, step: Step) -> _Model | None:
         """The runnable for ``step``, or ``None`` when this model cannot take it."""
-        if step == "text":
-            return self.model
-        if step == "tool_call":
-            try:
-                bound: _Model = self.model.bind_tools(  # type: ignore[attr-defined]
-                    [self.tool], tool_choice=self.name
-                )
-            except (AttributeError, NotImplementedError, ValueError, TypeError):
-                return None
-            return bound
-        method = "json_schema" if step == "json_schema" else "json_mode"
-        try:
-            with warnings.catch_warnings():  # a model's "overriding the method" notes: we look
-                warnings.simplefilter("ignore")
-                chain = _provider_of(self.model).with_structured_output(
-                    self.function, method=method
-                )
-        except (AttributeError, NotImplementedError, ValueError, TypeError):
-            return None
-        kwargs = _binding_kwargs(chain)
-        if not kwargs or "response_format" not in kwargs:
-            return None  # a provider whose "JSON mode" is a tool call: step 1 covered it
-        if step == "json_mode":
-            # servers that constrain JSON mode by a schema (llama.cpp) read it here
-            kwargs["response_format"] = {**kwargs["response_format"], "schema": self._json()}
-        return self.model.bind(**kwargs)
+        return bind_step(self.model, step, tool=self.tool)
 
     def _json(self) -> dict[str, Any]:
         parameters: dict[str, Any] = self.function.get("parameters") or {}
@@ -315,7 +143,7 @@ class StructuredLadder(Generic[M]):
     def _check(self, reply: BaseMessage, step: Step) -> tuple[M, Step]:
         """The validated answer, and the step that really gave it (a tool-call request
         answered with JSON in text counts as ``text``)."""
-        found, as_tool_call = _candidate(reply, self.name)
+        found, as_tool_call = candidate(reply, self.name)
         given: Step = "text" if step == "tool_call" and not as_tool_call else step
         return self.schema.model_validate(found), given
 
@@ -336,7 +164,7 @@ class StructuredLadder(Generic[M]):
         skip = refused_steps(self.model)
         refused: set[Step] = set()
         repairs = 0
-        problem = "no step was tried"
+        last_problem = "no step was tried"
         for step in STEPS:
             runnable = None if step in skip else self._bind(step)
             if runnable is None:
@@ -348,7 +176,7 @@ class StructuredLadder(Generic[M]):
             if isinstance(reply, Exception):
                 # a plain call failing is the provider failing; a special request refused
                 # (400, 422, 500 for an unsupported response_format) is "not this way"
-                if step == "text" or not _refusal(reply):
+                if step == "text" or not is_refusal(reply):
                     raise reply
                 refused.add(step)
                 continue
@@ -356,9 +184,9 @@ class StructuredLadder(Generic[M]):
                 try:
                     value, given = self._check(reply, step)
                 except (ValidationError, ValueError) as exc:
-                    problem = _problem(exc)
+                    last_problem = problem(exc)
                 else:
-                    _learn(self.key, working=step, refused=refused)
+                    learn(self.key, working=step, refused=refused)
                     result: Result = (
                         "after_repair"
                         if repairs
@@ -367,14 +195,14 @@ class StructuredLadder(Generic[M]):
                         else "fallback"
                     )
                     return StructuredResult(value, given, result, self.calls)
-                if repairs >= self.max_repairs or not _answered_in_form(reply, self.name, step):
+                if repairs >= self.max_repairs or not answered_in_form(reply, self.name, step):
                     break
                 repairs += 1
-                reply = yield Request(step, runnable, self._repair(asked, reply, problem))
+                reply = yield Request(step, runnable, self._repair(asked, reply, last_problem))
                 self.calls += 1
                 if isinstance(reply, Exception):
                     raise reply
-        detail = problem.replace("\n", "; ")
+        detail = last_problem.replace("\n", "; ")
         raise StructuredOutputError(
             f"the model gave no valid {self.name!r} answer after {self.calls} call(s) "
             f"({repairs} repair); last problem: {detail}"[:400]
@@ -396,33 +224,43 @@ class StructuredLadder(Generic[M]):
         ]
 
 
-def _refusal(exc: Exception) -> bool:
-    """Whether an error answering a step says the model does not take requests of its kind."""
-    return isinstance(exc, NotImplementedError) or error_kind(exc) in _STEP_REFUSED
+class _Driven(Generic[M]):
+    """Drives a ladder's requests; holds its result and counts how it ended, under ``node``.
 
-
-def _answered_in_form(reply: BaseMessage, name: str, step: Step) -> bool:
-    """Whether a reply is worth repairing: it answered, if wrongly, rather than said nothing.
-
-    A forced tool call that came back as prose goes to the next step instead (which asks for
-    JSON in another way); on the last step any reply is repaired.
+    The sync and async drivers differ only in how they wait for a reply, so each is a loop of
+    :meth:`reply` calls inside ``with driven:``; the ladder's ``StopIteration`` (its result) and
+    its :class:`StructuredOutputError` (counted, then raised) are handled here once.
     """
-    if step == "text":
-        return True
-    calls = getattr(reply, "tool_calls", None) or []
-    if calls:
-        return True
-    try:
-        json_from_text(reply.text)
-    except ValueError:
+
+    def __init__(self, ladder: StructuredLadder[M], messages: Sequence[BaseMessage], node: str):
+        self.requests = ladder.requests(messages)
+        self.node = node
+        self.result: StructuredResult[M] | None = None
+
+    def first(self) -> Request:
+        """The ladder's first request."""
+        return next(self.requests)
+
+    def reply(self, reply: BaseMessage | Exception) -> Request:
+        """Hand the ladder a reply (or the error a call raised); its next request."""
+        return self.requests.send(reply)
+
+    def __enter__(self) -> _Driven[M]:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: Any, tb: Any) -> bool:
+        if isinstance(exc, StopIteration):
+            self.result = exc.value
+            STRUCTURED_COUNTS.add(node=self.node, result=exc.value.result, step=exc.value.step)
+            return True
+        if isinstance(exc, StructuredOutputError):
+            STRUCTURED_COUNTS.add(node=self.node, result="failed", step="none")
         return False
-    return True
 
-
-def _counted(node: str, outcome: StructuredResult[M]) -> StructuredResult[M]:
-    """Count a structured call's outcome under ``node``; return it."""
-    STRUCTURED_COUNTS.add(node=node, result=outcome.result, step=outcome.step)
-    return outcome
+    def value(self) -> StructuredResult[M]:
+        """The result, once the ladder has returned it."""
+        assert self.result is not None  # the loop only ends by the ladder returning or raising
+        return self.result
 
 
 def run_structured(
@@ -452,23 +290,16 @@ def run_structured(
         StructuredOutputError: Nothing validated; the failure is counted.
     """
     send = invoke or _plain_invoke
-    requests = StructuredLadder(model, schema, tool=tool, max_repairs=max_repairs).requests(
-        messages
-    )
-    try:
-        request = next(requests)
+    ladder = StructuredLadder(model, schema, tool=tool, max_repairs=max_repairs)
+    with _Driven(ladder, messages, node) as driven:
+        request = driven.first()
         while True:
-            reply: BaseMessage | Exception
             try:
-                reply = send(request.runnable, request.messages)
+                reply: BaseMessage | Exception = send(request.runnable, request.messages)
             except Exception as exc:  # handed to the ladder, which re-raises what is not its
                 reply = exc
-            request = requests.send(reply)
-    except StopIteration as done:
-        return _counted(node, done.value)
-    except StructuredOutputError:
-        STRUCTURED_COUNTS.add(node=node, result="failed", step="none")
-        raise
+            request = driven.reply(reply)
+    return driven.value()
 
 
 async def arun_structured(
@@ -483,23 +314,16 @@ async def arun_structured(
 ) -> StructuredResult[M]:
     """Async :func:`run_structured`."""
     send = invoke or _plain_ainvoke
-    requests = StructuredLadder(model, schema, tool=tool, max_repairs=max_repairs).requests(
-        messages
-    )
-    try:
-        request = next(requests)
+    ladder = StructuredLadder(model, schema, tool=tool, max_repairs=max_repairs)
+    with _Driven(ladder, messages, node) as driven:
+        request = driven.first()
         while True:
-            reply: BaseMessage | Exception
             try:
-                reply = await send(request.runnable, request.messages)
+                reply: BaseMessage | Exception = await send(request.runnable, request.messages)
             except Exception as exc:
                 reply = exc
-            request = requests.send(reply)
-    except StopIteration as done:
-        return _counted(node, done.value)
-    except StructuredOutputError:
-        STRUCTURED_COUNTS.add(node=node, result="failed", step="none")
-        raise
+            request = driven.reply(reply)
+    return driven.value()
 
 
 def _plain_invoke(runnable: _Model, messages: list[BaseMessage]) -> BaseMessage:
@@ -508,3 +332,25 @@ def _plain_invoke(runnable: _Model, messages: list[BaseMessage]) -> BaseMessage:
 
 async def _plain_ainvoke(runnable: _Model, messages: list[BaseMessage]) -> BaseMessage:
     return await runnable.ainvoke(messages)
+
+
+__all__ = [
+    "DEFAULT_MAX_REPAIRS",
+    "RESULTS",
+    "STEPS",
+    "STRUCTURED_COUNTS",
+    "Request",
+    "Result",
+    "Step",
+    "StructuredCounts",
+    "StructuredLadder",
+    "StructuredOutputError",
+    "StructuredResult",
+    "arun_structured",
+    "json_from_text",
+    "known_method",
+    "model_key",
+    "refused_steps",
+    "reset_structured_state",
+    "run_structured",
+]

@@ -63,6 +63,23 @@ def context_with(
     return build_context(settings, pipeline=pipeline, agents=agents, analysis_cache=None)
 
 
+def validate_one(context: WorkflowContext) -> dict[str, Any]:
+    """One text, two validators."""
+    result: dict[str, Any] = (
+        build_validation_graph()
+        .compile()
+        .invoke(
+            {
+                "items": [{"id": "a", "text": "Water boils at 100 C."}],
+                "validators": ["clarity", "safety"],
+                "threshold": 0.5,
+            },
+            context=context,
+        )
+    )
+    return result
+
+
 def test_a_generic_fake_model_runs_all_three_workflows(settings: Settings) -> None:
     context = context_with(settings, fake(EVERY_ANSWER))
 
@@ -86,11 +103,7 @@ def test_a_generic_fake_model_runs_all_three_workflows(settings: Settings) -> No
     assert met["consensus"] is True
     assert len(met["transcript"]) == 2  # consensus after the first round
 
-    checked = build_validation_graph().compile().invoke(
-        {"items": [{"id": "a", "text": "Water boils at 100 C."}],
-         "validators": ["clarity", "safety"], "threshold": 0.5},
-        context=context,
-    )  # fmt: skip
+    checked = validate_one(context)
     (result,) = checked["results"]
     assert (result["status"], result["responded"]) == ("passed", 2)
 
@@ -122,11 +135,7 @@ def test_a_planner_that_never_complies_gets_the_default_split(settings: Settings
 
 def test_a_validator_that_never_complies_counts_as_not_answering(settings: Settings) -> None:
     context = context_with(settings, fake("Looks fine to me."))
-    checked = build_validation_graph().compile().invoke(
-        {"items": [{"id": "a", "text": "Water boils at 100 C."}],
-         "validators": ["clarity", "safety"], "threshold": 0.5},
-        context=context,
-    )  # fmt: skip
+    checked = validate_one(context)
     (result,) = checked["results"]
     assert (result["status"], result["responded"]) == ("inconclusive", 0)
     assert result["failed"] == ["clarity", "safety"]

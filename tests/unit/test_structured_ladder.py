@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -14,6 +15,7 @@ from pydantic import BaseModel, Field
 from multiagent.models.structured import (
     STRUCTURED_COUNTS,
     StructuredOutputError,
+    arun_structured,
     json_from_text,
     known_method,
     reset_structured_state,
@@ -137,3 +139,10 @@ def test_json_is_read_from_bare_fenced_and_embedded_text(text: str, expected: An
 def test_text_without_json_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="no JSON"):
         json_from_text("no braces here")
+
+
+def test_the_async_driver_walks_the_same_ladder() -> None:
+    model = scripted("Sorry, no.", '{"verdict": "fine", "score": 0.2}', tools=True)
+    outcome = asyncio.run(arun_structured(model, PROMPT, Answer, node="validate"))
+    assert (outcome.step, outcome.result, outcome.calls) == ("text", "fallback", 2)
+    assert STRUCTURED_COUNTS.snapshot()["validate"]["fallback"] == 1
