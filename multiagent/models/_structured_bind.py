@@ -3,8 +3,8 @@
 The JSON modes are the provider's own: the request its ``with_structured_output(method=...)``
 would send (``response_format`` for OpenAI-compatible servers), read off that chain and bound to
 the model the node calls, so the call still goes through the pipeline. A model that cannot take
-a step (no ``bind_tools``, no such method) gets ``None``; a provider error answering a step is a
-refusal when it is a client or server error (:func:`is_refusal`).
+a step (no ``bind_tools``, no such method) gets ``None``; a provider error answering a step may
+be a refusal of that kind of request (:func:`is_refusal`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from multiagent.models._structured_memory import Step
 from multiagent.models.provider_errors import error_kind
 
 Model = Runnable[LanguageModelInput, BaseMessage]
-# a provider error of these kinds answering a step means "not this way", not "down"
-_STEP_REFUSED = frozenset({"server", "client"})
 _CANNOT = (AttributeError, NotImplementedError, ValueError, TypeError)
 
 
@@ -80,6 +78,15 @@ def bind_step(model: Model, step: Step, *, tool: dict[str, Any]) -> Model | None
     return model.bind(**kwargs)
 
 
-def is_refusal(exc: Exception) -> bool:
-    """Whether an error answering a step says the model does not take requests of its kind."""
-    return isinstance(exc, NotImplementedError) or error_kind(exc) in _STEP_REFUSED
+def is_refusal(exc: Exception, step: Step) -> bool:
+    """Whether an error answering ``step`` says the model does not take requests of its kind.
+
+    A client error (400, 404, 422) always does. A server error does only for the JSON modes:
+    servers answer a ``response_format`` they do not know with a 500 (llama.cpp's does for
+    ``json_schema``), while a 500 to a plain or tool-calling request is the provider failing,
+    which must not cost a second call per structured answer in an outage.
+    """
+    if isinstance(exc, NotImplementedError):
+        return True
+    kind = error_kind(exc)
+    return kind == "client" or (kind == "server" and step in ("json_schema", "json_mode"))

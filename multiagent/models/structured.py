@@ -176,7 +176,7 @@ class StructuredLadder(Generic[M]):
             if isinstance(reply, Exception):
                 # a plain call failing is the provider failing; a special request refused
                 # (400, 422, 500 for an unsupported response_format) is "not this way"
-                if step == "text" or not is_refusal(reply):
+                if step == "text" or not is_refusal(reply, step):
                     raise reply
                 refused.add(step)
                 continue

@@ -146,3 +146,15 @@ def test_the_async_driver_walks_the_same_ladder() -> None:
     outcome = asyncio.run(arun_structured(model, PROMPT, Answer, node="validate"))
     assert (outcome.step, outcome.result, outcome.calls) == ("text", "fallback", 2)
     assert STRUCTURED_COUNTS.snapshot()["validate"]["fallback"] == 1
+
+
+def test_a_server_error_to_a_tool_call_is_the_provider_failing_not_a_refusal() -> None:
+    import openai
+
+    from multiagent.sim.model import SimulatedChatModel
+
+    down = SimulatedChatModel(model="gpt-4o-mini", server_error_rate=1.0)
+    recorder = Recorder()
+    with pytest.raises(openai.InternalServerError):
+        run_structured(down, PROMPT, Answer, invoke=recorder)
+    assert len(recorder.sent) == 1  # no second call per structured answer in an outage
