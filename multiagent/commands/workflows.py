@@ -52,6 +52,14 @@ NoStreamOption = Annotated[
     bool, typer.Option("--no-stream", help="Print only the result, not progress and tokens.")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+ModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        help="provider:name every agent calls (sim:, openai:, or any init_chat_model provider "
+        "installed, e.g. ollama:llama3); priced by [prices] in multiagent.toml.",
+    ),
+]
 MEMORY_CHOICES = ("auto", "minilm", "lexical", "off")
 MemoryOption = Annotated[
     str,
@@ -75,6 +83,7 @@ def _execute(
     as_json: bool,
     max_concurrency: int | None = None,
     memory: str = "off",
+    model: str | None = None,
 ) -> None:
     """Check the input, run the workflow as a thread, print the outcome, exit with its code."""
     from multiagent.models.ledger import check_budget_value
@@ -88,7 +97,7 @@ def _execute(
         raise UsageError(f"--budget must be at least 0 USD, got {budget}")
     check_budget_value(budget, source="--budget")
     # prices and budgets are checked before anything is opened or stored
-    pipeline = ModelPipeline(settings)
+    pipeline = ModelPipeline(settings, model=model, model_source="--model")
     pipeline.check_budget(
         settings.profile.budget_usd if budget is None else budget,
         source="--budget" if budget is not None else settings.sources.get("budget_usd", "profile"),
@@ -127,6 +136,12 @@ def _execute(
             max_concurrency=max_concurrency,
         )
     raise typer.Exit(code=_EXIT[outcome.status])
+
+
+def _no_model_option(model: str | None, option: str) -> None:
+    """``--model`` is for runs in this process; batches and queued runs use the profile's."""
+    if model is not None:
+        raise UsageError(f"--model {model} cannot be used with {option}; leave --model out")
 
 
 def _persist_counted_metrics(settings: Settings) -> None:
@@ -217,12 +232,14 @@ def run(
     ] = False,
     no_stream: NoStreamOption = False,
     as_json: JsonOption = False,
+    model: ModelOption = None,
 ) -> None:
     """Orchestrate a team: a planner splits TASK, agents work in parallel, a synthesizer streams."""
     from multiagent.graphs.inputs import orchestration_input
     from multiagent.nodes.agents_file import split_names
 
     if queue is not None or wait:  # a queued run: any worker runs (or resumes) it
+        _no_model_option(model, "--queue")
         _queue_run(
             ctx, queue=queue, task=task, agents=agents, approve=approve, thread=thread,
             resume=resume, budget=budget, agents_file=agents_file, wait=wait, as_json=as_json,
@@ -239,6 +256,7 @@ def run(
     _execute(
         ctx, "orchestration", make_inputs, thread=thread, resume=resume, budget=budget,
         agents_file=agents_file, no_stream=no_stream, as_json=as_json, memory=memory,
+        model=model,
     )  # fmt: skip
 
 
@@ -292,6 +310,7 @@ def meeting(
     memory: MemoryOption = "auto",
     no_stream: NoStreamOption = False,
     as_json: JsonOption = False,
+    model: ModelOption = None,
 ) -> None:
     """Hold a meeting on TOPIC: rounds of discussion, a moderator, a streamed summary."""
     from multiagent.graphs.inputs import meeting_input
@@ -307,6 +326,7 @@ def meeting(
     _execute(
         ctx, "meeting", make_inputs, thread=thread, resume=resume, budget=budget,
         agents_file=agents_file, no_stream=no_stream, as_json=as_json, memory=memory,
+        model=model,
     )  # fmt: skip
 
 
@@ -342,6 +362,7 @@ def validate(
     ] = False,
     no_stream: NoStreamOption = False,
     as_json: JsonOption = False,
+    model: ModelOption = None,
 ) -> None:
     """Cross-validate TEXT (or each item of --batch) with N validators against a threshold."""
     from multiagent.commands._batch_run import is_local_batch, run_local_batch
@@ -355,12 +376,14 @@ def validate(
     if queue is not None or wait:  # a distributed batch: enqueue and return (or follow it)
         from multiagent.commands.batch import enqueue_command
 
+        _no_model_option(model, "--queue")
         enqueue_command(
             cli_settings(ctx), batch=batch, queue=queue, wait=wait, validators=validators,
             threshold=threshold, agents_file=agents_file, as_json=as_json, budget=budget,
         )  # fmt: skip
         return
     if batch is not None or (resume and text is None and is_local_batch(cli_settings(ctx), thread)):
+        _no_model_option(model, "--batch")
         run_local_batch(
             cli_settings(ctx), batch=batch, validators=validators, threshold=threshold,
             concurrency=concurrency, thread=thread, resume=resume, budget=budget,
@@ -382,5 +405,5 @@ def validate(
     _execute(
         ctx, "validation", make_inputs, thread=thread, resume=resume, budget=budget,
         agents_file=agents_file, no_stream=no_stream, as_json=as_json,
-        max_concurrency=concurrency,
+        max_concurrency=concurrency, model=model,
     )  # fmt: skip

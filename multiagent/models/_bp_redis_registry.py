@@ -76,7 +76,7 @@ def shared_redis_controller(
         ConfigError: The URL is malformed, or this key exists with another configuration.
         UsageError: Redis does not answer (at start; later outages fall back instead).
     """
-    from multiagent.models import adaptive  # the registry's reset lives there
+    from multiagent.models import _controllers as adaptive  # the registry lives there
 
     endpoint = base_url or "default"
     with _REGISTRY_LOCK:

@@ -1,41 +1,56 @@
-"""``AdaptiveBackpressure``: any chat model behind the adaptive controller, as a LangChain Runnable.
+"""``AdaptiveBackpressure``: any chat model behind the adaptive controller, as a chat model.
 
 Use it directly (a notebook, a script), or let :class:`multiagent.models.pipeline.ModelPipeline`
 use the same shared controller inside its model wrapper. One controller exists per
 (provider, base URL, model) per process (:func:`shared_controller`; asking for it again with
 another configuration is an error, never silently ignored), and one pause gate per
 (provider, base URL), so every agent that calls the same model is limited together.
+
+The wrapper is itself a LangChain ``BaseChatModel``: ``bind_tools`` and
+``with_structured_output`` work through it (the wrapped model shapes the request, the wrapper
+sends it through the controller), and it can be handed to anything that takes a chat model,
+the project's pipeline included.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, ExitStack
-from dataclasses import asdict
 from typing import Any
 
-from langchain_core.language_models import LanguageModelInput
-from langchain_core.messages import BaseMessage, BaseMessageChunk, HumanMessage, convert_to_messages
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models.base import LangSmithParams
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    BaseMessageChunk,
+    HumanMessage,
+    convert_to_messages,
+)
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.prompt_values import PromptValue
-from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
+from langchain_core.runnables import (
+    Runnable,
+    RunnableBinding,
+    RunnableConfig,
+    RunnableParallel,
+    RunnableSequence,
+)
 from pydantic import ConfigDict
 
-from multiagent.errors import ConfigError
-from multiagent.models._gate import ProviderGate
+from multiagent.models._controllers import (
+    reset_shared_controllers,
+    shared_controller,
+    shared_controllers,
+)
 from multiagent.models.backpressure import BackpressureConfig, BackpressureController
 from multiagent.models.retry import RetryPolicy, async_retrying, sync_retrying
 from multiagent.models.tokens import prompt_tokens
-from multiagent.observability.metrics import get_metrics
 
 #: Output tokens assumed for a request that does not cap them.
 DEFAULT_OUTPUT_TOKENS = 256
-
-_REGISTRY_LOCK = threading.Lock()
-_CONTROLLERS: dict[tuple[str, str, str], BackpressureController] = {}
-_GATES: dict[tuple[str, str], ProviderGate] = {}
-_REMOVERS: list[Callable[[], None]] = []
 
 
 def as_messages(value: LanguageModelInput) -> list[BaseMessage]:
@@ -54,90 +69,6 @@ def estimate_tokens(messages: Sequence[BaseMessage], *, max_output: int | None) 
     )
 
 
-def shared_controller(
-    *,
-    provider: str,
-    model: str,
-    base_url: str | None,
-    config: BackpressureConfig,
-    redis_url: str | None = None,
-    fallback_fraction: float = 0.5,
-) -> BackpressureController:
-    """The process's controller for (provider, base URL, model), created on first use.
-
-    Every caller of one key shares one controller, so agents calling the same model are
-    limited together. A later caller must ask for the same ``config``: a controller cannot
-    honour two sets of bounds at once, and quietly keeping the first would hand the second
-    caller limits it never asked for. Its state is exported to the metrics store as
-    ``multiagent_backpressure_*{provider,model}``.
-
-    Args:
-        provider: The provider name (``sim``, ``openai``, ...).
-        model: The model name.
-        base_url: The provider endpoint; ``None`` for the provider's default.
-        config: The bounds the caller wants.
-        redis_url: When given, the controller shared through this Redis by every process
-            (:mod:`multiagent.models.backpressure_redis`); ``fallback_fraction`` of its last
-            limit is what the processes use together while Redis is away.
-
-    Raises:
-        ConfigError: A controller for this key exists with another configuration; the message
-            names the key, each differing field with both values, and the fix.
-    """
-    if redis_url:
-        from multiagent.models.backpressure_redis import shared_redis_controller
-
-        return shared_redis_controller(
-            provider=provider, model=model, base_url=base_url, config=config,
-            redis_url=redis_url, fallback_fraction=fallback_fraction,
-        )  # fmt: skip
-    endpoint = base_url or "default"
-    with _REGISTRY_LOCK:
-        existing = _CONTROLLERS.get((provider, model, endpoint))
-        if existing is not None:
-            if existing.config != config:
-                raise ConfigError(_conflict(provider, endpoint, model, existing.config, config))
-            return existing
-        gate = _GATES.setdefault((provider, endpoint), ProviderGate(clock=time.monotonic))
-        controller = BackpressureController(
-            config, gate=gate, labels={"provider": provider, "model": model}
-        )
-        _CONTROLLERS[(provider, model, endpoint)] = controller
-        _REMOVERS.append(get_metrics().add_collector(controller.samples))
-    return controller
-
-
-def _conflict(
-    provider: str, endpoint: str, model: str, first: BackpressureConfig, second: BackpressureConfig
-) -> str:
-    """One line: which key, which fields differ (existing vs asked for), and the fix."""
-    old, new = asdict(first), asdict(second)
-    changed = ", ".join(f"{k}={old[k]!r} vs {new[k]!r}" for k in old if old[k] != new[k])
-    return (
-        f"backpressure controller for provider={provider!r} base_url={endpoint!r} "
-        f"model={model!r} already exists with another configuration (existing vs asked: "
-        f"{changed}); give every pipeline of this process the same rate_limit settings, or "
-        "call multiagent.models.adaptive.reset_shared_controllers() before reconfiguring"
-    )
-
-
-def reset_shared_controllers() -> None:
-    """Forget every shared controller and gate (a benchmark's fresh start, test isolation)."""
-    with _REGISTRY_LOCK:
-        _CONTROLLERS.clear()
-        _GATES.clear()
-        removers = list(_REMOVERS)
-        _REMOVERS.clear()
-    for remove in removers:
-        remove()
-
-
-def shared_controllers() -> dict[tuple[str, str, str], BackpressureController]:
-    """Every live shared controller, keyed by (provider, model, base URL)."""
-    with _REGISTRY_LOCK:
-        return dict(_CONTROLLERS)
-
-
 def response_headers(message: BaseMessage | BaseMessageChunk) -> Mapping[str, str] | None:
     """Provider response headers a chat model put in ``response_metadata`` (OpenAI's do when
     ``include_response_headers`` is set)."""
@@ -145,12 +76,13 @@ def response_headers(message: BaseMessage | BaseMessageChunk) -> Mapping[str, st
     return headers if isinstance(headers, Mapping) else None
 
 
-class AdaptiveBackpressure(RunnableSerializable[LanguageModelInput, BaseMessage]):
+class AdaptiveBackpressure(BaseChatModel):
     """A chat model whose calls pass the adaptive controller, each attempt, with retries.
 
     Example:
         ``limited = AdaptiveBackpressure(ChatOpenAI(model="gpt-4o-mini", max_retries=0))``
-        then ``limited.invoke("hi")``, ``limited.batch([...])``, ``limited.astream(...)``.
+        then ``limited.invoke("hi")``, ``limited.batch([...])``, ``limited.astream(...)``,
+        ``limited.bind_tools([...])``, ``limited.with_structured_output(Schema)``.
 
     Attributes:
         bound: The wrapped chat model (its own client retries should be off).
@@ -189,6 +121,97 @@ class AdaptiveBackpressure(RunnableSerializable[LanguageModelInput, BaseMessage]
     def _model_label(self) -> str:
         return str(getattr(self.bound, "model_name", "") or getattr(self.bound, "model", ""))
 
+    @property
+    def model_name(self) -> str:
+        """The wrapped model's name."""
+        return self._model_label or type(self.bound).__name__
+
+    @property
+    def _llm_type(self) -> str:
+        return "adaptive-backpressure"
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        # the wrapped model's own provider and model names, for tracing and the pipeline
+        inner = getattr(self.bound, "_get_ls_params", None)
+        if callable(inner):
+            params: LangSmithParams = inner(stop=stop, **kwargs)
+            return params
+        return super()._get_ls_params(stop=stop, **kwargs)
+
+    def _wrap(self, runnable: Runnable[LanguageModelInput, BaseMessage]) -> AdaptiveBackpressure:
+        """``runnable`` (the wrapped model, bound to some request) behind this controller."""
+        return AdaptiveBackpressure(
+            runnable,
+            controller=self.controller,
+            retry=self.retry,
+            max_output_tokens=self.max_output_tokens,
+        )
+
+    def bind_tools(
+        self, tools: Sequence[Any], *, tool_choice: Any = None, **kwargs: Any
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """The wrapped model's ``bind_tools``, its calls still passing the controller."""
+        bind_tools = getattr(self.bound, "bind_tools", None)
+        if not callable(bind_tools):
+            raise NotImplementedError(f"{type(self.bound).__name__} has no bind_tools")
+        return self._wrap(bind_tools(tools, tool_choice=tool_choice, **kwargs))
+
+    def with_structured_output(  # type: ignore[override]
+        self, schema: Any, *, include_raw: bool = False, **kwargs: Any
+    ) -> Runnable[LanguageModelInput, Any]:
+        """The wrapped model's ``with_structured_output`` (any ``method`` it supports), with
+        each of its model calls passing the controller."""
+        chain = self.bound.with_structured_output(  # type: ignore[attr-defined]
+            schema, include_raw=include_raw, **kwargs
+        )
+        swapped: Runnable[LanguageModelInput, Any] = self._swap(chain)
+        return swapped
+
+    def _swap(self, runnable: Any) -> Any:
+        """``runnable`` with every call of the wrapped model routed through this wrapper."""
+        if runnable is self.bound:
+            return self
+        if isinstance(runnable, RunnableBinding) and runnable.bound is self.bound:
+            return self._wrap(runnable)
+        if isinstance(runnable, RunnableSequence):
+            return RunnableSequence(*[self._swap(step) for step in runnable.steps])
+        if isinstance(runnable, RunnableParallel):
+            return RunnableParallel({k: self._swap(v) for k, v in runnable.steps__.items()})
+        return runnable
+
+    # LangChain's internal entry points (used when another model wraps this one) reuse the
+    # public ones below, which hold the controller's slot around the wrapped model's call
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        message = self.invoke(messages, stop=stop, **kwargs)
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        for chunk in self.stream(messages, stop=stop, **kwargs):
+            yield ChatGenerationChunk(message=_as_chunk(chunk))
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        async for chunk in self.astream(messages, stop=stop, **kwargs):
+            yield ChatGenerationChunk(message=_as_chunk(chunk))
+
     def _tokens(self, input: LanguageModelInput, kwargs: Mapping[str, Any]) -> int:
         limit = kwargs.get("max_tokens") or self.max_output_tokens
         limit = limit or getattr(self.bound, "max_tokens", None)
@@ -197,7 +220,7 @@ class AdaptiveBackpressure(RunnableSerializable[LanguageModelInput, BaseMessage]
     def _policy(self) -> RetryPolicy:
         return self.retry or RetryPolicy(attempts=1)
 
-    def invoke(
+    def invoke(  # type: ignore[override]
         self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> BaseMessage:
         """Call the model once the controller lets the request go; retry what may be retried."""
@@ -208,7 +231,7 @@ class AdaptiveBackpressure(RunnableSerializable[LanguageModelInput, BaseMessage]
                 passage.answered(headers=response_headers(message))
         return message
 
-    async def ainvoke(
+    async def ainvoke(  # type: ignore[override]
         self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> BaseMessage:
         """Async :meth:`invoke`."""
@@ -220,7 +243,7 @@ class AdaptiveBackpressure(RunnableSerializable[LanguageModelInput, BaseMessage]
                     passage.answered(headers=response_headers(message))
         return message
 
-    def stream(
+    def stream(  # type: ignore[override]
         self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Iterator[BaseMessage]:
         """Stream the reply; a failure before the first chunk is retried, one after it is not.
@@ -245,7 +268,7 @@ class AdaptiveBackpressure(RunnableSerializable[LanguageModelInput, BaseMessage]
                     yield headers.seen(chunk)
             passage.answered(headers=headers.value)
 
-    async def astream(
+    async def astream(  # type: ignore[override]
         self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[BaseMessage]:
         """Async :meth:`stream`."""
@@ -267,6 +290,17 @@ class AdaptiveBackpressure(RunnableSerializable[LanguageModelInput, BaseMessage]
                 async for chunk in chunks:
                     yield headers.seen(chunk)
             passage.answered(headers=headers.value)
+
+
+def _as_chunk(message: BaseMessage) -> AIMessageChunk:
+    """A streamed message as the chunk type LangChain's generation chunks hold."""
+    if isinstance(message, AIMessageChunk):
+        return message
+    return AIMessageChunk(
+        content=message.content,
+        response_metadata=message.response_metadata,
+        usage_metadata=getattr(message, "usage_metadata", None),
+    )
 
 
 class _Headers:
@@ -293,3 +327,15 @@ async def _aclose(chunks: AsyncIterator[BaseMessage]) -> None:
     aclose = getattr(chunks, "aclose", None)
     if callable(aclose):
         await aclose()
+
+
+__all__ = [
+    "DEFAULT_OUTPUT_TOKENS",
+    "AdaptiveBackpressure",
+    "as_messages",
+    "estimate_tokens",
+    "reset_shared_controllers",
+    "response_headers",
+    "shared_controller",
+    "shared_controllers",
+]

@@ -1,4 +1,4 @@
-"""Build the chat model for a tier of work: the simulated model or ``ChatOpenAI``.
+"""Build the chat model for a tier of work: the simulated model, ``ChatOpenAI``, or any chat model.
 
 Providers are resolved by name from :data:`PROVIDERS`, each an import path, the way LangChain's
 ``init_chat_model`` resolves its providers: the simulated provider lives with the simulator
@@ -6,12 +6,21 @@ Providers are resolved by name from :data:`PROVIDERS`, each an import path, the 
 
 Provider clients are built with their own retries off: the project's pipeline owns the one retry
 loop (:mod:`multiagent.models`), so a 429 is never retried twice over.
+
+A model brought by the user (:func:`choose_model`) is a LangChain ``BaseChatModel`` instance or an
+``init_chat_model`` string ``provider:name``: the project's own providers (``sim``, ``openai``
+and those in :data:`PROVIDERS`) build it as they would for a profile; any other provider is
+resolved by LangChain's ``init_chat_model`` when the ``langchain`` package is installed, else by
+:data:`INTEGRATIONS` (the common integration packages). A missing integration package is a
+:class:`~multiagent.errors.ConfigError` naming what to ``pip install``.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 
@@ -73,3 +82,116 @@ def build_chat_model(
         streaming=streaming,
         stream_usage=True,
     )
+
+
+#: ``init_chat_model`` providers by name → (module, class, pip package), for when LangChain's own
+#: ``init_chat_model`` (in the ``langchain`` package) is not installed.
+INTEGRATIONS: dict[str, tuple[str, str, str]] = {
+    "anthropic": ("langchain_anthropic", "ChatAnthropic", "langchain-anthropic"),
+    "ollama": ("langchain_ollama", "ChatOllama", "langchain-ollama"),
+    "google_genai": ("langchain_google_genai", "ChatGoogleGenerativeAI", "langchain-google-genai"),
+    "mistralai": ("langchain_mistralai", "ChatMistralAI", "langchain-mistralai"),
+    "groq": ("langchain_groq", "ChatGroq", "langchain-groq"),
+    "fireworks": ("langchain_fireworks", "ChatFireworks", "langchain-fireworks"),
+    "together": ("langchain_together", "ChatTogether", "langchain-together"),
+    "deepseek": ("langchain_deepseek", "ChatDeepSeek", "langchain-deepseek"),
+    "xai": ("langchain_xai", "ChatXAI", "langchain-xai"),
+    "huggingface": ("langchain_huggingface", "ChatHuggingFace", "langchain-huggingface"),
+    "bedrock_converse": ("langchain_aws", "ChatBedrockConverse", "langchain-aws"),
+}
+
+
+@dataclass(frozen=True)
+class ChosenModel:
+    """The model every agent calls, whatever the profile's tiers say.
+
+    Attributes:
+        provider: The provider name recorded on each call (``sim``, ``openai``, ``anthropic``,
+            or a brought model's own ``ls_provider``).
+        name: The model name: what calls are recorded, priced and limited under.
+        model: The chat model; ``None`` when one of the project's own providers builds it.
+    """
+
+    provider: str
+    name: str
+    model: BaseChatModel | None = None
+
+
+def own_providers() -> tuple[str, ...]:
+    """Providers the project builds itself (profile settings, key checks, retries off)."""
+    return tuple(sorted({*PROVIDERS, "openai"}))
+
+
+def choose_model(spec: BaseChatModel | str, *, source: str = "model") -> ChosenModel:
+    """Resolve a chat model given as an instance or as ``provider:name``.
+
+    Args:
+        spec: A LangChain ``BaseChatModel`` instance, or an ``init_chat_model`` string
+            (``openai:gpt-4o-mini``, ``anthropic:claude-3-5-haiku-latest``, ``ollama:llama3``).
+        source: Where the value came from, for error messages (``--model``).
+
+    Raises:
+        ConfigError: The string is not ``provider:name``, or the provider's integration
+            package is not installed (the message names it).
+    """
+    if isinstance(spec, BaseChatModel):
+        return ChosenModel(provider=_provider_name(spec), name=_model_name(spec), model=spec)
+    provider, sep, name = spec.partition(":")
+    if not sep or not provider or not name:
+        raise ConfigError(
+            f"{source} {spec!r} is not provider:name; e.g. openai:gpt-4o-mini, "
+            f"ollama:llama3, sim:gpt-4o-mini"
+        )
+    if provider in own_providers():
+        return ChosenModel(provider=provider, name=name)
+    return ChosenModel(provider=provider, name=name, model=_init_chat_model(provider, name, source))
+
+
+def _init_chat_model(provider: str, name: str, source: str) -> BaseChatModel:
+    """LangChain's ``init_chat_model`` where installed, else the :data:`INTEGRATIONS` table."""
+    try:
+        init_chat_model: Any = importlib.import_module("langchain.chat_models").init_chat_model
+    except ImportError:
+        init_chat_model = None
+    if init_chat_model is not None:
+        try:
+            model: BaseChatModel = init_chat_model(name, model_provider=provider)
+        except (ImportError, ValueError) as exc:
+            raise ConfigError(f"{source} {provider}:{name}: {' '.join(str(exc).split())}") from None
+        return model
+    found = INTEGRATIONS.get(provider)
+    if found is None:
+        valid = ", ".join([*own_providers(), *sorted(INTEGRATIONS)])
+        raise ConfigError(f"{source}: unknown provider {provider!r}; valid: {valid}")
+    module_name, class_name, package = found
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        raise ConfigError(
+            f"{source} {provider}:{name} needs the {package} package: pip install {package}"
+        ) from None
+    built: BaseChatModel = getattr(module, class_name)(model=name)
+    return built
+
+
+def _provider_name(model: BaseChatModel) -> str:
+    """A brought model's provider: its own tracing name (``ls_provider``), else its class."""
+    params: dict[str, Any] = dict(model._get_ls_params())
+    return str(params.get("ls_provider") or type(model).__name__.lower())
+
+
+def _model_name(model: BaseChatModel) -> str:
+    """A brought model's name: ``model_name`` / ``model`` where it has one, else its class."""
+    for attribute in ("model_name", "model", "model_id"):
+        value = getattr(model, attribute, None)
+        if isinstance(value, str) and value:
+            return value
+    return type(model).__name__
+
+
+def without_client_retries(model: BaseChatModel) -> BaseChatModel:
+    """A brought model with its client's own retries off, where it has a ``max_retries`` field:
+    the pipeline owns the one retry loop."""
+    if "max_retries" in type(model).model_fields:
+        return model.model_copy(update={"max_retries": 0})
+    return model

@@ -28,11 +28,16 @@ from multiagent.models.analysis_cache import AnalysisCache, open_analysis_cache
 from multiagent.models.backpressure import BackpressureConfig, BackpressureController
 from multiagent.models.budget import ProjectBudget, open_project_budget
 from multiagent.models.completion_cache import CompletionCache, open_completion_cache
-from multiagent.models.factory import build_chat_model
+from multiagent.models.factory import (
+    ChosenModel,
+    build_chat_model,
+    choose_model,
+    without_client_retries,
+)
 from multiagent.models.ledger import CallRecord, RunLedger
 from multiagent.models.pipeline_model import PipelineChatModel
 from multiagent.models.retry import RetryPolicy
-from multiagent.policies import TIERS, Settings, Tier
+from multiagent.policies import TIERS, ModelPrice, Settings, Tier
 
 _ModelKey = tuple[str, str, str]
 
@@ -47,6 +52,16 @@ class ModelPipeline:
         settings: Resolved settings (profile, provider, data directory).
         retry: Retry policy; default: the profile's ``retry_attempts``.
         backpressure: Controller bounds; default: the profile's ``rate_limit`` section.
+        model: The chat model every agent calls instead of the profile's tiers: any LangChain
+            ``BaseChatModel`` or an ``init_chat_model`` string (``openai:gpt-4o-mini``,
+            ``ollama:llama3``); it goes through the same cache, limiter, retries, accounting
+            and redaction (see :func:`multiagent.models.factory.choose_model`).
+        price: What ``model`` costs, when the profile's price table does not list it
+            (``ModelPrice(input_per_mtok=0, output_per_mtok=0)`` for a free local model).
+        model_source: Where ``model`` came from, for error messages (``--model``).
+
+    Raises:
+        ConfigError: A model has no price, or ``model`` cannot be resolved.
     """
 
     def __init__(
@@ -55,7 +70,17 @@ class ModelPipeline:
         *,
         retry: RetryPolicy | None = None,
         backpressure: BackpressureConfig | None = None,
+        model: BaseChatModel | str | None = None,
+        price: ModelPrice | None = None,
+        model_source: str = "model",
     ) -> None:
+        self.chosen: ChosenModel | None = (
+            None if model is None else choose_model(model, source=model_source)
+        )
+        if self.chosen is not None and self.chosen.model is None:
+            # one of our own providers, named in the model string: it replaces the setting
+            settings = settings.model_copy(update={"provider": self.chosen.provider})
+        self.price = price
         self.settings = settings
         profile = settings.profile
         self.retry = retry or RetryPolicy(attempts=profile.rate_limit.retry_attempts)
@@ -75,19 +100,47 @@ class ModelPipeline:
         if daily is not None:
             self.check_budget(daily, source=settings.sources.get("budget.daily_usd", "profile"))
 
+    @property
+    def provider(self) -> str:
+        """The provider every call is recorded and limited under."""
+        return self.chosen.provider if self.chosen is not None else self.settings.provider
+
+    def model_name(self, tier: Tier) -> str:
+        """The model an agent of ``tier`` calls: the brought model, else the profile's."""
+        if self.chosen is not None:
+            return self.chosen.name
+        return self.settings.profile.models.for_tier(tier)
+
+    def price_of(self, name: str) -> ModelPrice:
+        """The price of model ``name``: the one given for the brought model, else the table's.
+
+        Raises:
+            ConfigError: No price is known; the message says how to give one.
+        """
+        brought = self.chosen is not None and name == self.chosen.name
+        if brought and self.price is not None:
+            return self.price
+        try:
+            return self.settings.profile.require_price(name)
+        except ConfigError as exc:
+            if not brought:
+                raise
+            raise ConfigError(
+                f"{exc}; or pass price=ModelPrice(input_per_mtok=..., output_per_mtok=...) "
+                "with the model (build_context / ModelPipeline)"
+            ) from None
+
     def check_prices(self, *models: str) -> None:
         """Raise ``ConfigError`` for a configured model (or one of ``models``) with no price."""
-        profile = self.settings.profile
-        for name in (*(profile.models.for_tier(t) for t in TIERS), *models):
-            profile.require_price(name)
+        for name in (*(self.model_name(t) for t in TIERS), *models):
+            self.price_of(name)
 
     def check_budget(self, budget_usd: float, *, source: str) -> None:
         """Raise ``ConfigError`` when ``budget_usd`` cannot cover one call's output allowance
         for a configured model: no call could ever be admitted."""
-        profile = self.settings.profile
         for tier in TIERS:
-            name = profile.models.for_tier(tier)
-            cost = profile.require_price(name).cost(0, DEFAULT_MAX_OUTPUT_TOKENS)
+            name = self.model_name(tier)
+            cost = self.price_of(name).cost(0, DEFAULT_MAX_OUTPUT_TOKENS)
             if cost > budget_usd:
                 raise ConfigError(
                     f"budget ${budget_usd:g} (from {source}) cannot cover one {name} call: "
@@ -119,13 +172,17 @@ class ModelPipeline:
     def controller_for(self, model: str) -> BackpressureController:
         """The process-wide backpressure controller for ``model`` at this provider."""
         return shared_controller(
-            provider=self.settings.provider,
+            provider=self.provider,
             model=model,
-            base_url=self.settings.openai_base_url if self.settings.provider == "openai" else None,
+            base_url=self._base_url,
             config=self.backpressure,
             redis_url=self.settings.redis_url,
             fallback_fraction=self.settings.profile.rate_limit.redis_fallback_fraction,
         )
+
+    @property
+    def _base_url(self) -> str | None:
+        return self.settings.openai_base_url if self.provider == "openai" else None
 
     def model_for(
         self,
@@ -146,7 +203,7 @@ class ModelPipeline:
         Raises:
             ConfigError: The provider cannot be built (e.g. ``openai`` without a key).
         """
-        name = model or self.settings.profile.models.for_tier(tier)
+        name = model or self.model_name(tier)
         key = (tier, agent, name)
         wired = self._wired.get(key)
         if wired is None:
@@ -165,21 +222,25 @@ class ModelPipeline:
     def _build(self, tier: Tier, *, agent: str, name: str) -> PipelineChatModel:
         """Wire a new pipeline model for ``agent`` calling ``name`` (recording in no ledger)."""
         settings = self.settings
-        provider_model = _with_response_headers(build_chat_model(tier, settings, model=name))
+        chosen = self.chosen
+        if chosen is not None and chosen.model is not None and name == chosen.name:
+            provider_model = without_client_retries(chosen.model)
+        else:
+            provider_model = build_chat_model(tier, settings, model=name)
         identity = CallIdentity(
             agent=agent,
-            provider=settings.provider,
+            provider=self.provider,
             model=name,
-            price=settings.profile.require_price(name),
+            price=self.price_of(name),
             ledger=None,
             project=self.project,
         )
         return PipelineChatModel(
-            provider_model=provider_model,
+            provider_model=_with_response_headers(provider_model),
             identity=identity,
             controller=self.controller_for(name),
             retry=self.retry,
-            base_url=settings.openai_base_url if settings.provider == "openai" else None,
+            base_url=self._base_url,
             redact=settings.profile.features.pii_redaction,
             completions=self.completion_cache,
             cache=False,  # looked up by the model itself (see pipeline_model)

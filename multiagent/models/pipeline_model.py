@@ -198,6 +198,19 @@ class PipelineChatModel(BaseChatModel):
         messages, counts = redact_messages(value.to_messages())
         return ChatPromptValue(messages=messages) if counts else value
 
+    # -- streaming: only where the provider model streams ----------------------------------
+
+    def _should_stream(self, *, async_api: bool, **kwargs: Any) -> bool:
+        # a provider model without native streaming (no ``_stream``) is called whole, and
+        # LangChain's ``stream`` then yields its answer as one chunk (LangGraph's ``messages``
+        # mode gets it from the run's end); asking its ``_stream`` would raise NotImplementedError
+        inner = type(self.provider_model)
+        sync_native = inner._stream is not BaseChatModel._stream
+        async_native = inner._astream is not BaseChatModel._astream
+        if not sync_native and not (async_api and async_native):
+            return False
+        return super()._should_stream(async_api=async_api, **kwargs)
+
     # -- tools ---------------------------------------------------------------------------
 
     def bind_tools(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from langchain_core.tools import BaseTool
 from pydantic import BaseModel, ConfigDict, Field
 
 from multiagent.policies import Tier
@@ -28,7 +29,9 @@ class AgentSpec(BaseModel):
         kind: ``worker`` (orchestration and meetings), ``moderator`` or ``validator``.
         description: One line for listings.
         criteria: For validators, what they check.
-        tools: Names of tools from :data:`multiagent.nodes.tools.TOOLS` the agent may call.
+        tools: Tools the agent may call: LangChain tools, built-in short names
+            (:data:`multiagent.nodes.tools.TOOLS`) or import paths ``module:attribute``
+            (see :func:`multiagent.nodes.tools.resolve_tool`).
         memory: Whether the agent recalls and records long-term memory.
     """
 
@@ -40,7 +43,7 @@ class AgentSpec(BaseModel):
     kind: AgentKind = "worker"
     description: str = ""
     criteria: str = ""
-    tools: tuple[str, ...] = ()
+    tools: tuple[str | BaseTool, ...] = ()
     memory: bool = True
 
 

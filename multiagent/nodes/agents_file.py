@@ -10,6 +10,7 @@
 
     [agents.critic]
     tier = "premium"          # a built-in agent, one field changed
+    tools = ["calculator", "my_package.tools:search"]   # built-in names or import paths
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pydantic import ValidationError
 
 from multiagent.errors import ConfigError, UsageError, did_you_mean
 from multiagent.nodes.agents import BUILTIN_AGENTS, AgentKind, AgentSpec
-from multiagent.nodes.tools import TOOLS
+from multiagent.nodes.tools import resolve_tools
 from multiagent.policies import Settings
 
 AGENTS_FILE_NAME = "agents.toml"
@@ -118,11 +119,7 @@ def _merge(name: str, fields: Any, base: AgentSpec | None, path: Path) -> AgentS
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "agent"
         raise ConfigError(f"agent {name!r} in {path}: {where}: {err['msg']}") from None
-    bad = [tool for tool in agent.tools if tool not in TOOLS]
-    if bad:
-        raise ConfigError(
-            f"agent {name!r} in {path}: unknown tool {bad[0]!r}; valid: {', '.join(TOOLS)}"
-        )
+    resolve_tools(agent.tools, source=f"agent {name!r} in {path}")  # each one must load
     return agent
 
 

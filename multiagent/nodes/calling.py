@@ -14,18 +14,17 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from langchain_core.language_models import LanguageModelInput
-from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import ensure_config, merge_configs
-from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.constants import TAG_NOSTREAM
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from multiagent.models.accounting import NodeScope, current_scope, new_scope
+from multiagent.models.structured import StructuredOutputError, run_structured
 from multiagent.nodes.agents import AgentSpec
 from multiagent.nodes.context import WorkflowContext
-from multiagent.nodes.failures import StructuredOutputError
-from multiagent.nodes.tools import TOOLS
+from multiagent.nodes.tools import resolve_tools, run_tool_calls
 from multiagent.nodes.usage import Usage, usage_from_records
 
 M = TypeVar("M", bound=BaseModel)
@@ -42,16 +41,18 @@ def _bind(
     tools: Sequence[Any],
     *,
     tool_choice: str | dict[str, Any] | None,
-) -> Runnable[LanguageModelInput, BaseMessage]:
-    """Bind tools the way the model prefers: its own ``bind_tools`` when it has one."""
+) -> Runnable[LanguageModelInput, BaseMessage] | None:
+    """Bind tools with the model's own ``bind_tools``; ``None`` when it has none."""
     bind_tools = getattr(model, "bind_tools", None)
-    if callable(bind_tools):
+    if not callable(bind_tools):
+        return None
+    try:
         bound: Runnable[LanguageModelInput, BaseMessage] = bind_tools(
             list(tools), tool_choice=tool_choice
         )
-        return bound
-    formatted = [convert_to_openai_tool(tool) for tool in tools]
-    return model.bind(tools=formatted, tool_choice=tool_choice)
+    except NotImplementedError:  # LangChain's default for a model without tool calling
+        return None
+    return bound
 
 
 class AgentCall:
@@ -64,6 +65,8 @@ class AgentCall:
         self.model = context.model(agent)
         self.model_name = context.model_name(agent)
         self.scope: NodeScope = new_scope(node)
+        #: The ladder step each structured call of this node ended at.
+        self.steps: list[str] = []
         self._started = time.perf_counter()
 
     def _config(self) -> RunnableConfig:
@@ -87,26 +90,26 @@ class AgentCall:
         return reply
 
     def text(self, messages: Sequence[BaseMessage]) -> str:
-        """Ask for a text answer; an agent with tools may call them first."""
+        """Ask for a text answer; an agent with tools may call them first.
+
+        Each round the model may call tools; their results (or errors) go back as
+        ``ToolMessage`` replies (:func:`~multiagent.nodes.tools.run_tool_calls`), for at most
+        :data:`MAX_TOOL_ROUNDS` rounds, then the model must answer in text. A model that cannot
+        bind tools answers without them.
+        """
         history = list(messages)
-        if not self.agent.tools:
+        tools = resolve_tools(self.agent.tools, source=f"agent {self.agent.name!r}")
+        with_tools = _bind(self.model, tools, tool_choice="auto") if tools else None
+        if with_tools is None:
             return self._invoke(self.model, history).text
-        tools = [TOOLS[name] for name in self.agent.tools]
-        with_tools = _bind(self.model, tools, tool_choice="auto")
         for _ in range(MAX_TOOL_ROUNDS):
             reply = self._invoke(with_tools, history)
             if not reply.tool_calls:
                 return reply.text
             history.append(reply)
-            for call in reply.tool_calls:
-                tool = TOOLS.get(call["name"])
-                result = (
-                    tool.invoke(call["args"])
-                    if tool is not None and call["name"] in self.agent.tools
-                    else f"error: no tool named {call['name']!r}"
-                )
-                history.append(ToolMessage(content=str(result), tool_call_id=call["id"] or ""))
-        return self._invoke(_bind(self.model, tools, tool_choice="none"), history).text
+            history.extend(run_tool_calls(reply, tools, config=self._config()))
+        final = _bind(self.model, tools, tool_choice="none") or self.model
+        return self._invoke(final, history).text
 
     def structured(
         self,
@@ -115,7 +118,11 @@ class AgentCall:
         *,
         tool: dict[str, Any] | None = None,
     ) -> M:
-        """Ask for an answer in ``schema``, through a forced tool call.
+        """Ask for an answer in ``schema``, down the structured-output ladder.
+
+        A forced tool call first, then the provider's JSON modes, then JSON read from text, then
+        one repair round (see :mod:`multiagent.models.structured`); every attempt is one of this
+        node's recorded calls, and how the call ended is counted under the node's name.
 
         Args:
             messages: The prompt.
@@ -124,22 +131,16 @@ class AgentCall:
                 known only at run time); its arguments must still validate against ``schema``.
 
         Raises:
-            StructuredOutputError: No tool call came back, or its arguments do not validate.
+            StructuredOutputError: No step gave an answer that validates.
         """
-        definition = tool or convert_to_openai_tool(schema)
-        name = definition["function"]["name"]
-        bound = _bind(self.model, [definition], tool_choice=name)
-        reply = self._invoke(bound, list(messages))
-        calls = [call for call in reply.tool_calls if call["name"] == name]
-        if not calls:
-            raise StructuredOutputError(f"{self.agent.name}: the model did not call {name!r}")
         try:
-            return schema.model_validate(calls[0]["args"])
-        except ValidationError as exc:
-            raise StructuredOutputError(
-                f"{self.agent.name}: the model's {name!r} arguments do not validate: "
-                f"{exc.errors()[0]['msg']}"
-            ) from None
+            outcome = run_structured(
+                self.model, messages, schema, tool=tool, invoke=self._invoke, node=self.node
+            )
+        except StructuredOutputError as exc:
+            raise StructuredOutputError(f"{self.agent.name}: {exc}") from None
+        self.steps.append(outcome.step)
+        return outcome.value
 
     def usage(self) -> Usage:
         """What this node's calls used so far, from the run ledger's records of them."""

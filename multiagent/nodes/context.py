@@ -21,13 +21,14 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from langchain_core.language_models import LanguageModelInput
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable
 from langgraph.config import get_config
 from langgraph.runtime import Runtime
 from langgraph.store.base import BaseStore
 
+from multiagent.errors import UsageError
 from multiagent.models.analysis_cache import AnalysisCache
 from multiagent.models.backpressure import BackpressureConfig
 from multiagent.models.pipeline import ModelPipeline, RunLedger
@@ -84,8 +85,8 @@ class WorkflowContext:
         return self.pipeline.model_for(agent.tier, agent=agent.name, ledger=self.ledger)
 
     def model_name(self, agent: AgentSpec) -> str:
-        """The provider model name ``agent`` calls, as the profile configures its tier."""
-        return self.settings.profile.models.for_tier(agent.tier)
+        """The provider model name ``agent`` calls (its tier's, or the pipeline's own model)."""
+        return self.pipeline.model_name(agent.tier)
 
 
 def build_context(
@@ -96,6 +97,7 @@ def build_context(
     pipeline: ModelPipeline | None = None,
     memory: AgentMemory | None = None,
     analysis_cache: AnalysisCache | _Default | None = DEFAULT,
+    model: BaseChatModel | str | None = None,
 ) -> WorkflowContext:
     """Assemble a run context.
 
@@ -108,9 +110,14 @@ def build_context(
         analysis_cache: Where validators reuse verdicts; default: the pipeline's analysis
             cache under ``settings.home`` (a pass-through when the profile switches it off);
             ``None`` for none.
+        model: The chat model every agent calls (any LangChain chat model or an
+            ``init_chat_model`` string), for a new pipeline; see
+            :class:`~multiagent.models.pipeline.ModelPipeline`.
     """
     budget = settings.profile.budget_usd if budget_usd is None else budget_usd
-    pipeline = pipeline or ModelPipeline(settings)
+    if pipeline is not None and model is not None:
+        raise UsageError("give build_context a model or a pipeline, not both")
+    pipeline = pipeline or ModelPipeline(settings, model=model)
     if isinstance(analysis_cache, _Default):
         analysis_cache = pipeline.analysis_cache
     return WorkflowContext(

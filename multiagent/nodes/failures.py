@@ -1,8 +1,12 @@
 """Failures a node may meet from the world, as opposed to bugs in our code.
 
 A provider call that still fails after the pipeline's retries raises one of
-:func:`provider_errors`. Validators record such a failure and let the others decide; other nodes
-let it end the run, which stays resumable from its last checkpoint.
+:func:`provider_errors`; so does a structured call whose every step failed to validate
+(:class:`StructuredOutputError`, see :mod:`multiagent.models.structured`). Validators record such
+a failure (the validator is "not answering") and let the others decide; other nodes let it end
+the run, which stays resumable from its last checkpoint. A pydantic ``ValidationError`` is not
+among them: the ladder turns a model's invalid answer into :class:`StructuredOutputError`, so a
+``ValidationError`` that reaches a node is a bug in our code and surfaces as one.
 """
 
 from __future__ import annotations
@@ -12,14 +16,8 @@ import sys
 import httpx
 import tenacity
 from langchain_core.exceptions import OutputParserException
-from pydantic import ValidationError
 
-from multiagent.errors import MultiagentError
-
-
-class StructuredOutputError(MultiagentError):
-    """The model did not return the structured answer it was asked for."""
-
+from multiagent.models.structured import StructuredOutputError
 
 _ERRORS: tuple[type[BaseException], ...] = (
     httpx.HTTPError,
@@ -27,7 +25,6 @@ _ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
     ConnectionError,
     OutputParserException,
-    ValidationError,
     StructuredOutputError,
 )
 
@@ -47,3 +44,6 @@ def describe_error(exc: BaseException) -> str:
     """One line naming an error's type and message."""
     text = " ".join(str(exc).split()) or "no message"
     return f"{type(exc).__name__}: {text}"[:300]
+
+
+__all__ = ["StructuredOutputError", "describe_error", "provider_errors"]

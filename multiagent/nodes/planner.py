@@ -1,7 +1,10 @@
 """The planner splits a task and assigns parts to agents; a human may review the plan first.
 
-The plan comes back as structured output through a forced tool call whose schema lists the team
-as an enum, so the model can only name agents that exist. With ``require_approval`` the
+The plan comes back as structured output (:mod:`multiagent.models.structured`: a forced tool call
+whose schema lists the team as an enum, so the model can only name agents that exist, else the
+provider's JSON modes, JSON in text, one repair round). A model that gives no valid plan by any
+of them does not stop the run: the task goes to the whole team, each member taking it from its
+own role (:func:`default_plan`), and the rationale says so. With ``require_approval`` the
 ``review`` node pauses the run with ``interrupt()``; ``Command(resume=...)`` continues it with the
 human's answer (``True``/``False`` or ``{"approved": ..., "feedback": ...}``).
 """
@@ -16,7 +19,8 @@ from langgraph.types import Send, interrupt
 from pydantic import BaseModel, Field
 
 from multiagent.nodes.calling import AgentCall
-from multiagent.nodes.context import AnyContext, context_of
+from multiagent.nodes.context import AnyContext, WorkflowContext, context_of
+from multiagent.nodes.failures import StructuredOutputError
 from multiagent.nodes.input_defaults import default_team
 from multiagent.nodes.state import AgentTask, Approval, OrchestrationState, PlanStep
 
@@ -101,13 +105,31 @@ def plan(state: OrchestrationState, *, runtime: Runtime[AnyContext]) -> dict[str
         "Give each member you involve one focused subtask."
     )
     call = AgentCall(context, planner, node="plan")
-    answer = call.structured(
-        [SystemMessage(planner.role), HumanMessage(prompt)], PlanAnswer, tool=plan_tool(team)
-    )
+    try:
+        answer = call.structured(
+            [SystemMessage(planner.role), HumanMessage(prompt)], PlanAnswer, tool=plan_tool(team)
+        )
+    except StructuredOutputError as exc:
+        return {
+            "plan": default_plan(state["task"], team=team, context=context),
+            "rationale": f"default split: the planner gave no valid plan ({exc})",
+            "team": team,
+            "usage": [call.usage()],
+        }
     steps = merge_steps(
         answer, task=state["task"], team=team, pick=bool(state.get("planner_picks", True))
     )
     return {"plan": steps, "rationale": answer.rationale, "team": team, "usage": [call.usage()]}
+
+
+def default_plan(task: str, *, team: list[str], context: WorkflowContext) -> list[PlanStep]:
+    """The plan when the planner gives none: every member takes the task from its own role."""
+    steps = []
+    for name in team:
+        agent = context.agents[name]
+        angle = agent.description or agent.role.split(".")[0]
+        steps.append(PlanStep(agent=name, subtask=f"{task} (your angle: {angle})"))
+    return steps
 
 
 def _decision(value: Any) -> Approval:

@@ -1,0 +1,124 @@
+"""The ladder through the pipeline and the real ChatOpenAI client, against a server on loopback
+that behaves as llama.cpp's does: no tool call, a 500 for ``json_schema``, schema-valid JSON for
+``json_object``. The working method is learned once per model and reused."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from langchain_core.messages import HumanMessage
+from pydantic import BaseModel
+
+from multiagent.models.ledger import RunLedger
+from multiagent.models.pipeline import ModelPipeline
+from multiagent.models.retry import RetryPolicy
+from multiagent.models.structured import (
+    STRUCTURED_COUNTS,
+    refused_steps,
+    reset_structured_state,
+    run_structured,
+)
+from multiagent.policies import load_settings
+
+
+class Verdict(BaseModel):
+    passed: bool
+    confidence: float
+
+
+class LlamaLikeServer(ThreadingHTTPServer):
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.requests: list[str] = []  # the kind of each request, in order
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: LlamaLikeServer
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        fmt = (body.get("response_format") or {}).get("type")
+        kind = "tools" if body.get("tools") else (fmt or "text")
+        self.server.requests.append(kind)
+        if fmt == "json_schema":
+            self._send(500, {"error": {"message": "unsupported response_format"}})
+            return
+        content = "I would say it passes."  # a small model ignoring the forced tool and prose
+        if fmt == "json_object" and "schema" in body["response_format"]:
+            content = json.dumps({"passed": True, "confidence": 0.8})
+        self._send(
+            200,
+            {
+                "id": "x",
+                "object": "chat.completion",
+                "created": 0,
+                "model": body["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": content},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 20, "completion_tokens": 7, "total_tokens": 27},
+            },
+        )
+
+    def _send(self, status: int, payload: dict[str, Any]) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[LlamaLikeServer]:
+    reset_structured_state()
+    srv = LlamaLikeServer()
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("OPENAI_API_KEY", "local-key")
+    monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{srv.server_address[1]}/v1")
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join()
+        reset_structured_state()
+
+
+def test_a_server_error_on_json_schema_falls_to_json_mode_which_is_then_remembered(
+    server: LlamaLikeServer,
+) -> None:
+    settings = load_settings(provider="openai", overrides={"cache.completion_enabled": False})
+    pipeline = ModelPipeline(settings, retry=RetryPolicy(attempts=1))
+    ledger = RunLedger()
+    model = pipeline.model_for("standard", agent="checker", ledger=ledger)
+    prompt = [HumanMessage("Does the text pass?")]
+
+    first = run_structured(model, prompt, Verdict, node="validate")
+    assert (first.step, first.result, first.calls) == ("json_mode", "fallback", 3)
+    assert first.value == Verdict(passed=True, confidence=0.8)
+    assert server.requests == ["tools", "json_schema", "json_object"]
+    assert refused_steps(model) == {"json_schema"}
+
+    second = run_structured(model, prompt, Verdict, node="validate")
+    assert (second.step, second.calls) == ("json_mode", 2)
+    assert server.requests[3:] == ["tools", "json_object"]  # json_schema is not asked again
+
+    # one record per model call, the refused one included, with the server's token counts
+    assert [c.outcome for c in ledger.calls] == ["ok", "error", "ok", "ok", "ok"]
+    assert [c.input_tokens for c in ledger.calls if c.outcome == "ok"] == [20] * 4
+    counts = STRUCTURED_COUNTS.snapshot()["validate"]
+    assert (counts["fallback"], counts["steps"]) == (2, {"json_mode": 2})

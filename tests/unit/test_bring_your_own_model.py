@@ -1,0 +1,217 @@
+"""Any LangChain chat model behind the pipeline runs all three workflows; the ladder's failures
+are handled by the workflow (default plan split, validator not answering)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pytest
+from langchain_core.language_models import BaseChatModel, GenericFakeChatModel, LanguageModelInput
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.runnables import Runnable
+from langchain_core.tools import tool
+
+from multiagent.errors import ConfigError
+from multiagent.graphs.meeting import build_meeting_graph
+from multiagent.graphs.orchestration import build_orchestration_graph
+from multiagent.graphs.validation import build_validation_graph
+from multiagent.models.pipeline import ModelPipeline
+from multiagent.models.structured import STRUCTURED_COUNTS, reset_structured_state
+from multiagent.nodes.agents import BUILTIN_AGENTS, AgentSpec
+from multiagent.nodes.agents_file import AgentCatalog
+from multiagent.nodes.context import WorkflowContext, build_context
+from multiagent.policies import ModelPrice, Settings, load_settings
+
+FREE = ModelPrice(input_per_mtok=0.0, output_per_mtok=0.0)
+#: One JSON object that validates as a plan, a verdict and a moderator's assessment.
+EVERY_ANSWER = json.dumps(
+    {
+        "steps": [{"agent": "researcher", "subtask": "find the facts"}],
+        "rationale": "the facts come first",
+        "passed": True,
+        "confidence": 0.9,
+        "consensus": True,
+        "agreement": 0.95,
+    }
+)
+
+
+@pytest.fixture(autouse=True)
+def fresh_ladder() -> Iterator[None]:
+    reset_structured_state()
+    yield
+    reset_structured_state()
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return load_settings(overrides={"cache.completion_enabled": False})
+
+
+def fake(*replies: str) -> GenericFakeChatModel:
+    return GenericFakeChatModel(messages=itertools.cycle([AIMessage(r) for r in replies]))
+
+
+def context_with(
+    settings: Settings, model: BaseChatModel, agents: AgentCatalog | None = None
+) -> WorkflowContext:
+    pipeline = ModelPipeline(settings, model=model, price=FREE)
+    return build_context(settings, pipeline=pipeline, agents=agents, analysis_cache=None)
+
+
+def validate_one(context: WorkflowContext) -> dict[str, Any]:
+    """One text, two validators."""
+    result: dict[str, Any] = (
+        build_validation_graph()
+        .compile()
+        .invoke(
+            {
+                "items": [{"id": "a", "text": "Water boils at 100 C."}],
+                "validators": ["clarity", "safety"],
+                "threshold": 0.5,
+            },
+            context=context,
+        )
+    )
+    return result
+
+
+def test_a_generic_fake_model_runs_all_three_workflows(settings: Settings) -> None:
+    context = context_with(settings, fake(EVERY_ANSWER))
+
+    done = build_orchestration_graph().compile().invoke(
+        {"task": "Plan a launch", "team": ["researcher", "analyst"], "planner_picks": True,
+         "require_approval": False},
+        context=context,
+    )  # fmt: skip
+    assert [step["agent"] for step in done["plan"]] == ["researcher"]
+    assert done["rationale"] == "the facts come first"
+    assert done["output"] == EVERY_ANSWER
+
+    met = (
+        build_meeting_graph()
+        .compile()
+        .invoke(
+            {"topic": "Pricing", "participants": ["researcher", "critic"], "rounds": 2},
+            context=context,
+        )
+    )
+    assert met["consensus"] is True
+    assert len(met["transcript"]) == 2  # consensus after the first round
+
+    checked = validate_one(context)
+    (result,) = checked["results"]
+    assert (result["status"], result["responded"]) == ("passed", 2)
+
+    # every call went through the pipeline into the run's ledger, under the model's own name
+    calls = context.ledger.calls
+    assert {c.model for c in calls} == {"GenericFakeChatModel"}
+    assert len(calls) == 1 + 1 + 1 + 2 + 1 + 1 + 2  # plan, work, synth; 2 speak, mod, sum; 2 val
+    counts = STRUCTURED_COUNTS.snapshot()
+    assert counts["plan"]["steps"] == {"text": 1}
+    assert counts["validate"]["first_try"] == 2
+    assert counts["moderate"]["first_try"] == 1
+
+
+def test_a_planner_that_never_complies_gets_the_default_split(settings: Settings) -> None:
+    context = context_with(settings, fake("I would rather not say."))
+    done = build_orchestration_graph().compile().invoke(
+        {"task": "Plan a launch", "team": ["researcher", "critic"], "planner_picks": True,
+         "require_approval": False},
+        context=context,
+    )  # fmt: skip
+    assert [step["agent"] for step in done["plan"]] == ["researcher", "critic"]
+    assert all(step["subtask"].startswith("Plan a launch") for step in done["plan"])
+    assert done["rationale"].startswith("default split")
+    assert done["output"] == "I would rather not say."
+    plan_calls = [c for c in context.ledger.calls if c.node == "plan"]
+    assert len(plan_calls) == 2  # the text step and one repair: bounded
+    assert STRUCTURED_COUNTS.snapshot()["plan"]["failed"] == 1
+
+
+def test_a_validator_that_never_complies_counts_as_not_answering(settings: Settings) -> None:
+    context = context_with(settings, fake("Looks fine to me."))
+    checked = validate_one(context)
+    (result,) = checked["results"]
+    assert (result["status"], result["responded"]) == ("inconclusive", 0)
+    assert result["failed"] == ["clarity", "safety"]
+    assert all("StructuredOutputError" in f["error"] for f in checked["failures"])
+    assert STRUCTURED_COUNTS.snapshot()["validate"]["failed"] == 2
+
+
+class WholeAnswerModel(BaseChatModel):
+    """A chat model with neither tools nor native streaming: only ``_generate``."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "whole-answer"
+
+    def _generate(self, messages: list[BaseMessage], stop: Any = None, **kwargs: Any) -> Any:
+        return ChatResult(generations=[ChatGeneration(message=AIMessage("one whole answer"))])
+
+
+def test_a_model_without_native_streaming_streams_as_one_chunk(settings: Settings) -> None:
+    pipeline = ModelPipeline(settings, model=WholeAnswerModel(), price=FREE)
+    model = pipeline.model_for("standard", agent="writer")
+    chunks = [chunk.text for chunk in model.stream("hello")]
+    assert "".join(chunks) == "one whole answer"
+    assert len([c for c in chunks if c]) == 1
+
+
+def test_a_model_with_no_price_is_refused_with_how_to_price_it(settings: Settings) -> None:
+    with pytest.raises(ConfigError, match=r"'GenericFakeChatModel' has no price.*price=ModelPrice"):
+        ModelPipeline(settings, model=fake("x"))
+
+
+class ToolCallingFake(GenericFakeChatModel):
+    """The fake with tool binding: it ignores the tools and replies from its script."""
+
+    def bind_tools(
+        self, tools: Sequence[Any], *, tool_choice: Any = None, **kwargs: Any
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        return self.bind(tools=list(tools), tool_choice=tool_choice, **kwargs)  # type: ignore[return-value]
+
+
+@tool
+def shout(text: str) -> str:
+    """Say ``text`` loudly."""
+    return text.upper() + "!"
+
+
+def test_a_custom_tool_object_is_called_and_its_result_reaches_the_agent(
+    settings: Settings,
+) -> None:
+    seen: list[list[BaseMessage]] = []
+    script = iter(
+        [
+            AIMessage(EVERY_ANSWER),  # the plan
+            AIMessage("", tool_calls=[{"name": "shout", "args": {"text": "go"}, "id": "c1"}]),
+            AIMessage("the tool said GO!"),
+            AIMessage("synthesis"),
+        ]
+    )
+
+    class Watching(ToolCallingFake):
+        def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> Any:
+            seen.append(list(messages))
+            return super()._generate(messages, *args, **kwargs)
+
+    researcher = AgentSpec(name="researcher", role="You are the researcher.", tools=(shout,))
+    agents = AgentCatalog([*[a for a in BUILTIN_AGENTS if a.name != "researcher"], researcher])
+    context = context_with(settings, Watching(messages=script), agents)
+    done = build_orchestration_graph().compile().invoke(
+        {"task": "Launch", "team": ["researcher"], "planner_picks": True,
+         "require_approval": False},
+        context=context,
+    )  # fmt: skip
+    assert done["contributions"][0]["text"] == "the tool said GO!"
+    tool_reply = seen[2][-1]
+    assert (tool_reply.type, tool_reply.text) == ("tool", "GO!")
+    assert done["output"] == "synthesis"
+    # the forced tool call came back as JSON in text: counted as read from text, at first try
+    assert STRUCTURED_COUNTS.snapshot()["plan"]["steps"] == {"text": 1}
+    assert STRUCTURED_COUNTS.snapshot()["plan"]["first_try"] == 1
