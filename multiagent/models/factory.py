@@ -19,7 +19,11 @@ from multiagent.errors import ConfigError
 from multiagent.policies import Settings, Tier
 
 #: Provider name → ``module:function`` building its chat model from (model name, settings).
-PROVIDERS: dict[str, str] = {"sim": "multiagent.sim.model:build_simulated_model"}
+PROVIDERS: dict[str, str] = {
+    "sim": "multiagent.sim.model:build_simulated_model",
+    # llama.cpp in process; imports llama_cpp only when a model is built
+    "local": "multiagent.models.local:build_local_model",
+}
 
 
 def _provider_factory(provider: str) -> Callable[[str, Settings], BaseChatModel]:
