@@ -68,7 +68,11 @@ def build_chat_model(
         )
     from langchain_openai import ChatOpenAI  # imported here: only this provider needs it
 
-    return ChatOpenAI(
+    from multiagent.models.openai_compat import CompatibleChatOpenAI
+
+    # a compatible server (llama.cpp's) reads the output bound only as max_tokens
+    openai_class = ChatOpenAI if settings.openai_base_url is None else CompatibleChatOpenAI
+    return openai_class(
         model=name,
         api_key=settings.openai_api_key,
         base_url=settings.openai_base_url,
