@@ -17,7 +17,7 @@ from multiagent.errors import UsageError
 
 bench_app = typer.Typer(
     name="bench",
-    help="Benchmarks: backpressure, batch, cache, overhead, scale, startup (BENCHMARKS.md).",
+    help="Benchmarks: backpressure, batch, cache, local, overhead, scale, startup (BENCHMARKS.md).",
     no_args_is_help=True,
 )
 
@@ -57,6 +57,27 @@ def _emit(document: dict[str, Any], body: str, *, as_json: bool, written: str | 
     console.print(body, markup=False, highlight=False)
     if written:
         console.print(f"\nwritten to {written}", style="dim")
+
+
+@bench_app.command("local")
+def local(
+    ctx: typer.Context,
+    rounds: Annotated[int, typer.Option(min=1, help="Passes over the prompts.")] = 2,
+    max_tokens: Annotated[int, typer.Option(min=8, help="Output bound of every call.")] = 64,
+    no_workflows: Annotated[bool, typer.Option(help="Skip the timed workflows.")] = False,
+    report: ReportOption = None,
+    no_report: NoReportOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """A real model in process: framework vs direct llama.cpp tokens/s, workflow wall times."""
+    from multiagent.bench.local import render_local, run_local_bench
+
+    result = run_local_bench(rounds=rounds, max_tokens=max_tokens, workflows=not no_workflows)
+    body = render_local(result)
+    written = _write(
+        "local", "Real model (local)", body, report=report, no_report=no_report, ctx=ctx
+    )
+    _emit(result.as_dict(), body, as_json=as_json, written=written)
 
 
 @bench_app.command("cache")

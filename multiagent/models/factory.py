@@ -28,7 +28,11 @@ from multiagent.errors import ConfigError
 from multiagent.policies import Settings, Tier
 
 #: Provider name → ``module:function`` building its chat model from (model name, settings).
-PROVIDERS: dict[str, str] = {"sim": "multiagent.sim.model:build_simulated_model"}
+PROVIDERS: dict[str, str] = {
+    "sim": "multiagent.sim.model:build_simulated_model",
+    # llama.cpp in process; imports llama_cpp only when a model is built
+    "local": "multiagent.models.local:build_local_model",
+}
 
 
 def _provider_factory(provider: str) -> Callable[[str, Settings], BaseChatModel]:
@@ -73,7 +77,11 @@ def build_chat_model(
         )
     from langchain_openai import ChatOpenAI  # imported here: only this provider needs it
 
-    return ChatOpenAI(
+    from multiagent.models.openai_compat import CompatibleChatOpenAI
+
+    # a compatible server (llama.cpp's) reads the output bound only as max_tokens
+    openai_class = ChatOpenAI if settings.openai_base_url is None else CompatibleChatOpenAI
+    return openai_class(
         model=name,
         api_key=settings.openai_api_key,
         base_url=settings.openai_base_url,

@@ -26,6 +26,7 @@ from multiagent.nodes.agents import AgentSpec
 from multiagent.nodes.context import WorkflowContext
 from multiagent.nodes.tools import resolve_tools, run_tool_calls
 from multiagent.nodes.usage import Usage, usage_from_records
+from multiagent.nodes.window import fit_to_window, window_of
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -80,9 +81,13 @@ class AgentCall:
     def _invoke(
         self, runnable: Runnable[LanguageModelInput, BaseMessage], messages: list[BaseMessage]
     ) -> AIMessage:
+        # real models: a bounded output, and a prompt that fits the window with it
+        limit = self.context.settings.profile.models.output_limit(self.node)
+        window = self.context.settings.profile.models.context_window_tokens
+        messages = fit_to_window(messages, window=window_of(window, self.model), reserve=limit)
         token = current_scope.set(self.scope)
         try:
-            reply = runnable.invoke(messages, self._config())
+            reply = runnable.invoke(messages, self._config(), max_tokens=limit)
         finally:
             current_scope.reset(token)
         if not isinstance(reply, AIMessage):

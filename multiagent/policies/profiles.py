@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 Tier = Literal["fast", "standard", "premium"]
 TIERS: tuple[Tier, ...] = ("fast", "standard", "premium")
@@ -23,12 +23,39 @@ class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+#: Output tokens one call may produce, by node (``default``: nodes not listed). A real model
+#: writes until it is stopped; these bound each call's time and cost.
+DEFAULT_MAX_OUTPUT_TOKENS: dict[str, int] = {
+    "default": 1024,
+    "plan": 512,
+    "work": 1024,
+    "speak": 1024,
+    "moderate": 256,
+    "summarize": 1024,
+    "synthesize": 1024,
+    "validate": 256,
+}
+
+
 class ModelTiers(_Section):
-    """The model used for each tier of work: cheap chatter, agent turns, synthesis and summaries."""
+    """The model used for each tier of work: cheap chatter, agent turns, synthesis and summaries.
+
+    Also what one call may read and write: ``context_window_tokens`` (``None``: the model's own,
+    e.g. llama.cpp's ``n_ctx``, else unbounded) and ``max_output_tokens`` by node.
+    """
 
     fast: str
     standard: str
     premium: str
+    context_window_tokens: int | None = Field(default=None, gt=0)
+    max_output_tokens: dict[str, PositiveInt] = Field(
+        default_factory=lambda: dict(DEFAULT_MAX_OUTPUT_TOKENS)
+    )
+
+    def output_limit(self, node: str) -> int:
+        """The output bound of a call from ``node``."""
+        limits = self.max_output_tokens
+        return limits.get(node, limits.get("default", DEFAULT_MAX_OUTPUT_TOKENS["default"]))
 
     def for_tier(self, tier: Tier) -> str:
         """Return the model name configured for ``tier``."""

@@ -30,11 +30,12 @@ from multiagent.policies._checks import (
 from multiagent.policies._checks import (
     check_redis_url as check_redis_url,
 )
+from multiagent.policies.local import for_local_provider
 from multiagent.policies.policies import COST_POLICIES, DEFAULT_POLICY
 from multiagent.policies.profiles import BUILTIN_PROFILES, DEFAULT_PROFILE, TIERS, Profile
 
-Provider = Literal["sim", "openai"]
-PROVIDERS: tuple[str, ...] = ("sim", "openai")
+Provider = Literal["sim", "openai", "local"]
+PROVIDERS: tuple[str, ...] = ("sim", "openai", "local")
 CONFIG_FILE_NAME = "multiagent.toml"
 
 
@@ -260,7 +261,7 @@ def load_settings(
     Args:
         env: Profile name, as a CLI flag would give it (wins over everything else).
         policy: Cost policy name, as a CLI flag would give it.
-        provider: ``"sim"`` or ``"openai"``.
+        provider: ``"sim"``, ``"openai"`` or ``"local"``.
         home: The data directory; default ``MULTIAGENT_HOME`` or ``./.multiagent``.
         config_file: A TOML file to use instead of looking for ``multiagent.toml``.
         overrides: Dotted setting paths to values, e.g. ``{"rate_limit.max_concurrency": 4}``.
@@ -320,6 +321,8 @@ def load_settings(
     layers.data["sim"] = SimConfig().model_dump()
     layers.sources.update({f"sim.{k}": "default" for k in layers.data["sim"]})
     layers.replace(COST_POLICIES[policy_name].apply(layers.data), f"policy {policy_name}")
+    if provider_name == "local":
+        layers.replace(for_local_provider(layers.data), "provider local")
 
     file_values = {k: v for k, v in file_data.items() if k in _SECTIONS or k == "budget_usd"}
     layers.overlay(file_values, lambda _path: file_source, origin=str(file_path))

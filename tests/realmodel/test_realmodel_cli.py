@@ -1,0 +1,140 @@
+"""The CLI against a real model: llama-cpp-python's server through ``openai``, and ``local``.
+
+Exit codes, schema-valid structured results, non-empty outputs, and the ledger's tokens and cost
+equal to what the server itself reported (a recording proxy keeps its responses' ``usage``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import Result
+from typer.testing import CliRunner
+
+from multiagent import load_settings
+from multiagent.cli import app
+from multiagent.nodes.validator import VerdictAnswer
+from tests.realmodel._recorder import Recording
+
+pytestmark = [pytest.mark.realmodel, pytest.mark.slow]
+
+runner = CliRunner()
+TASK = "Plan a product launch for a small bakery"
+OFF = ("--memory", "off")
+
+
+def cli(*args: str, input: str | None = None) -> Result:
+    return runner.invoke(app, list(args), input=input)
+
+
+def document(result: Result) -> dict[str, Any]:
+    text = result.stdout
+    parsed: dict[str, Any] = json.loads(text[text.index("{") :])
+    return parsed
+
+
+def assert_usage_is_the_servers(doc: dict[str, Any], recording: Recording) -> None:
+    """The run's tokens and cost are exactly what the server reported, priced as configured."""
+    usage = doc["usage"]
+    prompt, completion = recording.totals()
+    assert usage["calls"] == len(recording.usages) > 0
+    assert (usage["input_tokens"], usage["output_tokens"]) == (prompt, completion)
+    profile = load_settings().profile
+    expected = sum(
+        profile.require_price(u["model"]).cost(u["prompt_tokens"], u["completion_tokens"])
+        for u in recording.usages
+    )
+    assert usage["cost_usd"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_validate_one_text(openai_real: Recording) -> None:
+    result = cli("validate", "Bread rises because yeast makes gas.", "--validators", "2", "--json")
+    assert result.exit_code == 0, result.output
+    doc = document(result)
+    assert doc["status"] == "completed"
+    verdicts = [v for v in doc["verdicts"] if v]
+    assert verdicts, doc
+    for verdict in verdicts:
+        VerdictAnswer.model_validate(
+            {k: verdict[k] for k in VerdictAnswer.model_fields if k in verdict}
+        )
+    assert_usage_is_the_servers(doc, openai_real)
+
+
+def test_run_orchestration(openai_real: Recording) -> None:
+    result = cli("run", TASK, "--agents", "researcher", "--no-stream", "--json", *OFF)
+    assert result.exit_code == 0, result.output
+    doc = document(result)
+    assert doc["status"] == "completed", doc.get("error")
+    assert doc["output"].strip()
+    assert doc["plan"]
+    assert all(step["agent"] == "researcher" for step in doc["plan"])
+    assert_usage_is_the_servers(doc, openai_real)
+
+
+def test_meeting_one_round(openai_real: Recording) -> None:
+    result = cli("meeting", "Opening hours for a bakery", "--participants", "researcher,critic",
+                 "--rounds", "1", "--json", *OFF)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    doc = document(result)
+    assert doc["status"] == "completed", doc.get("error")
+    assert doc["output"].strip()
+    assert_usage_is_the_servers(doc, openai_real)
+
+
+def test_streamed_run_prints_real_text(openai_real: Recording) -> None:
+    result = cli("run", TASK, "--agents", "researcher", *OFF)
+    assert result.exit_code == 0, result.output
+    assert openai_real.streamed >= 1  # the synthesis was streamed from the server
+    assert "completed" in result.output or "thread" in result.output
+
+
+def test_validate_batch_of_ten_adapts_to_a_one_at_a_time_server(
+    openai_real: Recording, tmp_path: Path
+) -> None:
+    batch = tmp_path / "items.jsonl"
+    lines = [json.dumps({"text": f"A loaf needs {n} grams of flour."}) for n in range(10)]
+    batch.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = cli("validate", "--batch", str(batch), "--validators", "1", "--json")
+    doc = document(result)
+    assert result.exit_code == 0, result.output
+    assert doc["status"] == "completed"
+    results = doc["results"]
+    assert len(results) == 10
+    # every item was judged by the model: none failed on a timeout of a queued request
+    assert sum(1 for r in results if r.get("error")) == 0, results
+
+
+def test_approve_then_budget_stop_and_resume(openai_real: Recording) -> None:
+    waiting = cli("run", TASK, "--agents", "critic", "--approve", "--thread", "ap", "--json", *OFF)
+    assert waiting.exit_code == 0, waiting.output
+    assert document(waiting)["status"] == "awaiting_approval"
+    resumed = cli("run", "--thread", "ap", "--resume", "--json", *OFF, input="y\n\n")
+    assert resumed.exit_code == 0, resumed.output
+    assert document(resumed)["status"] == "completed"
+    stopped = cli("run", TASK, "--agents", "critic", "--budget", "0.0002", "--thread", "bs", *OFF)
+    assert stopped.exit_code == 1, stopped.output
+    assert "Resume with a larger budget" in stopped.stdout
+    done = cli("run", "--thread", "bs", "--resume", "--budget", "1", "--json", *OFF)
+    assert done.exit_code == 0, done.output
+    assert document(done)["status"] == "completed"
+
+
+@pytest.mark.usefixtures("local_provider")
+def test_local_provider_runs_every_workflow_in_process() -> None:
+    run = document(cli("run", TASK, "--agents", "researcher", "--no-stream", "--json", *OFF))
+    assert run["status"] == "completed", run.get("error")
+    assert run["output"].strip()
+    meeting = document(cli("meeting", "Opening hours", "--participants", "researcher,critic",
+                           "--rounds", "1", "--json", *OFF))  # fmt: skip
+    assert meeting["status"] == "completed", meeting.get("error")
+    check = document(cli("validate", "Bread rises because yeast makes gas.", "--json"))
+    assert check["status"] == "completed"
+    for doc in (run, meeting, check):
+        assert doc["usage"]["calls"] > 0
+        assert doc["usage"]["input_tokens"] > 0
+        assert doc["usage"]["output_tokens"] > 0
+        assert doc["usage"]["cost_usd"] == 0.0  # local models cost 0, explicitly priced

@@ -1,0 +1,83 @@
+"""The local provider's bad input, its settings layer, tool choices and the context window."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from langchain_core.messages import HumanMessage, SystemMessage
+
+from multiagent import load_settings
+from multiagent.errors import ConfigError
+from multiagent.models.factory import build_chat_model
+from multiagent.models.local_engine import check_gguf, is_model_path
+from multiagent.models.local_messages import forced_tool_choice
+from multiagent.models.tokens import prompt_tokens
+from multiagent.nodes.window import OMITTED, TOKENIZER_MARGIN, fit_to_window
+
+
+def test_a_missing_gguf_is_named_with_the_fix(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.gguf"
+    with pytest.raises(ConfigError, match=r"nope\.gguf' does not exist"):
+        check_gguf(missing)
+    settings = load_settings(provider="local")
+    with pytest.raises(ConfigError, match="does not exist"):
+        build_chat_model("fast", settings, model=str(missing))
+
+
+def test_a_file_that_is_not_gguf_is_refused_by_its_magic_bytes(tmp_path: Path) -> None:
+    fake = tmp_path / "model.gguf"
+    fake.write_bytes(b"PK\x03\x04 not a model")
+    with pytest.raises(ConfigError, match="is not a GGUF file"):
+        check_gguf(fake)
+    real_magic = tmp_path / "ok.gguf"
+    real_magic.write_bytes(b"GGUF\x03\x00\x00\x00")
+    check_gguf(real_magic)  # the magic is what is checked here; llama.cpp reads the rest
+
+
+def test_model_names_that_are_paths() -> None:
+    assert is_model_path("models/x.gguf")
+    assert is_model_path("x.GGUF")
+    assert not is_model_path("smollm2-135m-instruct")
+
+
+def test_the_local_layer_prices_at_zero_and_runs_one_call_at_a_time() -> None:
+    settings = load_settings(provider="local")
+    models = settings.profile.models
+    assert {models.fast, models.standard, models.premium} == {"smollm2-135m-instruct"}
+    price = settings.profile.require_price("smollm2-135m-instruct")
+    assert (price.input_per_mtok, price.output_per_mtok) == (0.0, 0.0)
+    assert settings.profile.rate_limit.max_concurrency == 1
+    assert models.context_window_tokens == 4096
+    assert models.output_limit("validate") < models.output_limit("synthesize")
+    assert load_settings().profile.models.context_window_tokens is None  # sim: unbounded
+
+
+def test_forced_tool_choices_become_llama_cpp_dicts() -> None:
+    tools = [{"type": "function", "function": {"name": "submit_plan", "parameters": {}}}]
+    forced = {"type": "function", "function": {"name": "submit_plan"}}
+    assert forced_tool_choice(tools, "submit_plan") == forced
+    assert forced_tool_choice(tools, "any") == forced
+    assert forced_tool_choice(tools, "auto") == "auto"
+    assert forced_tool_choice(tools, "none") == "none"
+
+
+def test_a_long_transcript_keeps_its_task_and_latest_turns_within_the_window() -> None:
+    turns = "\n\n".join(f"[round {i}, critic] point number {i} " + "word " * 40 for i in range(200))
+    prompt = f"Opening hours for a bakery\n\nTranscript so far:\n{turns}"
+    messages = [SystemMessage("You are the critic."), HumanMessage(prompt)]
+    fitted = fit_to_window(messages, window=1024, reserve=128)
+    assert prompt_tokens(fitted) * TOKENIZER_MARGIN <= 1024 - 128
+    text = str(fitted[1].text)
+    assert text.startswith("Opening hours for a bakery")
+    assert OMITTED.strip() in text
+    assert "point number 199" in text  # the latest turn stays
+    assert "point number 3 " not in text  # the oldest went
+    assert fitted[0].text == "You are the critic."
+    assert fit_to_window(messages, window=None, reserve=128) == messages
+
+
+def test_a_window_that_cannot_hold_the_smallest_prompt_is_a_config_error() -> None:
+    messages = [SystemMessage("You are the critic. " * 50), HumanMessage("Check this.")]
+    with pytest.raises(ConfigError, match="cannot hold the smallest prompt"):
+        fit_to_window(messages, window=64, reserve=48)
