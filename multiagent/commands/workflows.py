@@ -1,8 +1,17 @@
 """``multiagent run | meeting | validate``: the three workflows, streamed, checkpointed, resumable.
 
-Every run is a thread in the checkpointer (``--thread ID`` or a generated id, printed). Exit code
-0 when the run completed (or a plan was rejected, or is waiting for approval), 1 when it stopped
-on the budget or a provider failure (resumable with ``--resume``), 2 on bad input.
+Every run is a thread in the checkpointer (``--thread ID`` or a generated id, printed). Every
+agent's tokens stream under its name (``--quiet-agents``: only the final answer's). Exit codes:
+
+- 0: the run completed (or a plan was rejected, or is waiting for approval); for ``validate``,
+  every item passed;
+- 1: it stopped on the budget or a provider failure (resumable with ``--resume``);
+- 2: bad input;
+- 3: ``validate`` only: consensus failed on at least one item (the validators that answered
+  rejected it);
+- 4: ``validate`` only: no item failed, but at least one is inconclusive (fewer validators
+  answered than the profile's quorum);
+- 130: interrupted by Ctrl-C; the finished steps are kept and the resume command is printed.
 """
 
 from __future__ import annotations
@@ -24,7 +33,13 @@ if TYPE_CHECKING:  # imported where used, so `--help` stays fast
     from multiagent.nodes.agents_file import AgentCatalog
     from multiagent.nodes.context import WorkflowContext
 
-_EXIT = {"completed": 0, "rejected": 0, "awaiting_approval": 0, "budget_exceeded": 1, "failed": 1}
+_EXIT = {
+    "completed": 0, "rejected": 0, "awaiting_approval": 0, "budget_exceeded": 1, "failed": 1,
+    "interrupted": 130,
+}  # fmt: skip
+#: ``validate``'s exit codes when the run completed but consensus did not pass every item.
+EXIT_CONSENSUS_FAILED = 3
+EXIT_INCONCLUSIVE = 4
 
 ThreadOption = Annotated[
     str | None, typer.Option("--thread", help="Thread id: names a new run, or the one to resume.")
@@ -45,6 +60,13 @@ AgentsFileOption = Annotated[
 ]
 NoStreamOption = Annotated[
     bool, typer.Option("--no-stream", help="Print only the result, not progress and tokens.")
+]
+QuietAgentsOption = Annotated[
+    bool,
+    typer.Option(
+        "--quiet-agents",
+        help="Hide each agent's streamed tokens; progress, costs and the final answer still show.",
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 MEMORY_CHOICES = ("auto", "minilm", "lexical", "off")
@@ -70,6 +92,7 @@ def _execute(
     as_json: bool,
     max_concurrency: int | None = None,
     memory: str = "off",
+    quiet_agents: bool = False,
 ) -> None:
     """Check the input, run the workflow as a thread, print the outcome, exit with its code."""
     from multiagent.models.ledger import check_budget_value
@@ -120,8 +143,21 @@ def _execute(
             no_stream=no_stream,
             as_json=as_json,
             max_concurrency=max_concurrency,
+            quiet_agents=quiet_agents,
         )
-    raise typer.Exit(code=_EXIT[outcome.status])
+    raise typer.Exit(code=exit_code(outcome.status, outcome.values.get("results")))
+
+
+def exit_code(status: str, results: list[dict[str, Any]] | None = None) -> int:
+    """The exit code of a run that ended in ``status`` (see the module docstring); a completed
+    validation's code says whether consensus passed every item of ``results``."""
+    code = _EXIT[status]
+    if code or status != "completed" or not results:
+        return code
+    statuses = {r["status"] for r in results}
+    if "failed" in statuses:
+        return EXIT_CONSENSUS_FAILED
+    return EXIT_INCONCLUSIVE if "inconclusive" in statuses else 0
 
 
 def _persist_counted_metrics(settings: Settings) -> None:
@@ -146,13 +182,19 @@ def _run_and_show(
     no_stream: bool,
     as_json: bool,
     max_concurrency: int | None,
+    quiet_agents: bool = False,
 ) -> WorkflowOutcome:
     """Run with live output (unless ``--json``/``--no-stream``), then print the outcome."""
-    from multiagent.commands._render import LiveView, approve_in_terminal, print_outcome
+    from multiagent.commands._live import LiveView
+    from multiagent.commands._render import (
+        approve_in_terminal,
+        print_outcome,
+        resume_command,
+    )
     from multiagent.graphs.execute import execute_workflow
     from multiagent.graphs.report import outcome_report
 
-    view = None if as_json or no_stream else LiveView(console)
+    view = None if as_json or no_stream else LiveView(console, quiet_agents=quiet_agents)
     if view is not None and not resume:
         console.print(f"[dim]{workflow} · profile {settings.env} · provider {settings.provider}[/]")
     outcome = execute_workflow(
@@ -171,6 +213,8 @@ def _run_and_show(
     report = outcome_report(outcome)
     if as_json:
         print_json(report)
+        if outcome.status == "interrupted":  # stdout holds the one document; the hint goes aside
+            err_console.print(f"interrupted; resume: {resume_command(outcome)}", highlight=False)
     else:
         print_outcome(console, outcome, report, streamed=view.streamed if view else set())
     return outcome
@@ -207,6 +251,7 @@ def run(
         bool, typer.Option("--wait", help="With --queue: wait for the run and print it.")
     ] = False,
     no_stream: NoStreamOption = False,
+    quiet_agents: QuietAgentsOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Orchestrate a team: a planner splits TASK, agents work in parallel, a synthesizer streams."""
@@ -230,6 +275,7 @@ def run(
     _execute(
         ctx, "orchestration", make_inputs, thread=thread, resume=resume, budget=budget,
         agents_file=agents_file, no_stream=no_stream, as_json=as_json, memory=memory,
+        quiet_agents=quiet_agents,
     )  # fmt: skip
 
 
@@ -278,6 +324,7 @@ def meeting(
     agents_file: AgentsFileOption = None,
     memory: MemoryOption = "auto",
     no_stream: NoStreamOption = False,
+    quiet_agents: QuietAgentsOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Hold a meeting on TOPIC: rounds of discussion, a moderator, a streamed summary."""
@@ -294,6 +341,7 @@ def meeting(
     _execute(
         ctx, "meeting", make_inputs, thread=thread, resume=resume, budget=budget,
         agents_file=agents_file, no_stream=no_stream, as_json=as_json, memory=memory,
+        quiet_agents=quiet_agents,
     )  # fmt: skip
 
 
@@ -325,9 +373,15 @@ def validate(
         bool, typer.Option("--wait", help="With --queue: follow the batch until it is done.")
     ] = False,
     no_stream: NoStreamOption = False,
+    quiet_agents: QuietAgentsOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Cross-validate TEXT (or each item of --batch) with N validators against a threshold."""
+    """Cross-validate TEXT (or each item of --batch) with N validators against a threshold.
+
+    Exit codes: 0 every item passed; 1 stopped (budget, provider), resumable; 2 bad input;
+    3 consensus failed on an item; 4 an item is inconclusive (fewer validators answered than
+    the profile's quorum); 130 interrupted (Ctrl-C), resumable.
+    """
     from multiagent.commands._batch_run import is_local_batch, run_local_batch
     from multiagent.graphs.batch import read_batch_file
     from multiagent.graphs.inputs import validation_input
@@ -366,5 +420,5 @@ def validate(
     _execute(
         ctx, "validation", make_inputs, thread=thread, resume=resume, budget=budget,
         agents_file=agents_file, no_stream=no_stream, as_json=as_json,
-        max_concurrency=concurrency,
+        max_concurrency=concurrency, quiet_agents=quiet_agents,
     )  # fmt: skip

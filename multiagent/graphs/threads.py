@@ -36,17 +36,24 @@ def _workflow_of(saver: BaseCheckpointSaver[Any], thread_id: str) -> Workflow:
 
 def status_of(workflow: Workflow, snapshot: StateSnapshot) -> str:
     """``completed``, ``rejected``, ``awaiting_approval``, ``budget_exceeded``, ``failed`` or
-    ``interrupted`` (stopped between steps, e.g. the process was killed)."""
+    ``interrupted`` (stopped between or inside steps: Ctrl-C, or the process was killed).
+
+    A run stopped inside a parallel step may leave every task of that step finished but the step
+    not applied: nothing is ``next``, yet tasks are pending (resuming applies them and goes on),
+    so only a thread with neither is complete.
+    """
     if snapshot.interrupts:
         return "awaiting_approval"
-    if not snapshot.next:
+    if not snapshot.next and not snapshot.tasks:
         approval = (snapshot.values or {}).get("approval")
         rejected = workflow == "orchestration" and approval is not None and not approval["approved"]
         return "rejected" if rejected else "completed"
     errors = [str(task.error) for task in snapshot.tasks if task.error is not None]
     if any("BudgetExceededError" in error for error in errors):
         return "budget_exceeded"
-    return "failed" if errors else "interrupted"
+    if any(error and "KeyboardInterrupt" not in error for error in errors):
+        return "failed"
+    return "interrupted"
 
 
 def _summary(
