@@ -83,7 +83,7 @@ app = typer.Typer(
 
 
 def package_version() -> str:
-    """The installed ``multiagent`` distribution's version (the package's own when not installed)."""
+    """The installed ``multiagent`` distribution's version (the package's own if not installed)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:

@@ -1,4 +1,4 @@
-"""The ``custom`` stream events the nodes emit: what an agent is doing, what it cost, what was judged.
+"""The ``custom`` stream events nodes emit: what an agent does, what it cost, what was judged.
 
 LangGraph delivers them to ``graph.stream(..., stream_mode="custom")`` (and to LangGraph Server's
 ``custom`` stream) through :func:`langgraph.config.get_stream_writer`. Each event is a small

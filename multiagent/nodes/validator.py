@@ -25,7 +25,6 @@ from multiagent.nodes.agents import AgentSpec
 from multiagent.nodes.calling import AgentCall
 from multiagent.nodes.context import WorkflowContext, context_of
 from multiagent.nodes.failures import describe_error, provider_errors
-from multiagent.nodes.stream_events import ItemDecided, VerdictGiven, agent_step, emit
 from multiagent.nodes.state import (
     ItemResult,
     ValidationItem,
@@ -34,6 +33,7 @@ from multiagent.nodes.state import (
     ValidatorTask,
     Verdict,
 )
+from multiagent.nodes.stream_events import ItemDecided, VerdictGiven, agent_step, emit
 
 #: The analysis-cache kind under which verdicts are kept.
 VERDICT_KIND = "verdict"
@@ -133,9 +133,13 @@ def validate(state: ValidatorTask, *, runtime: Runtime[WorkflowContext]) -> dict
     )
     emit(
         VerdictGiven(
-            type="verdict", key=state["key"], validator=agent.name, passed=checked.passed,
-            confidence=verdict["confidence"], cached=cached,
-        )  # fmt: skip
+            type="verdict",
+            key=state["key"],
+            validator=agent.name,
+            passed=checked.passed,
+            confidence=verdict["confidence"],
+            cached=cached,
+        )
     )
     return {"verdicts": [verdict], "usage": [call.usage()]}
 
@@ -218,8 +222,12 @@ def aggregate(
         decided = results[-1]
         emit(
             ItemDecided(
-                type="item_result", id=decided["id"], status=decided["status"],
-                approval=decided["approval"], responded=decided["responded"], quorum=quorum,
-            )  # fmt: skip
+                type="item_result",
+                id=decided["id"],
+                status=decided["status"],
+                approval=decided["approval"],
+                responded=decided["responded"],
+                quorum=quorum,
+            )
         )
     return {"results": results}

@@ -58,7 +58,7 @@ def _parts(content_type: str, body: bytes) -> Iterator[tuple[str, bytes]]:
 
 def _handler(captured: CapturedRuns) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             return
 
         def _reply(self, status: int, document: Any) -> None:
@@ -75,16 +75,16 @@ def _handler(captured: CapturedRuns) -> type[BaseHTTPRequestHandler]:
                 return gzip.decompress(raw)
             return raw
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self._reply(200, _INFO if self.path.startswith("/info") else {})
 
-        def do_PATCH(self) -> None:  # noqa: N802
+        def do_PATCH(self) -> None:
             body = self._body()
             captured.endpoints.append("PATCH /runs")
             captured.merge(self.path.rstrip("/").rsplit("/", 1)[-1], json.loads(body))
             self._reply(200, {})
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             body = self._body()
             path = self.path.split("?")[0].rstrip("/")
             if path.endswith("/runs/multipart"):
