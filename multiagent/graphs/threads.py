@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import StateSnapshot
@@ -54,6 +55,20 @@ def status_of(workflow: Workflow, snapshot: StateSnapshot) -> str:
     if any(error and "KeyboardInterrupt" not in error for error in errors):
         return "failed"
     return "interrupted"
+
+
+def _readable(values: dict[str, Any]) -> dict[str, Any]:
+    """State values with chat messages (a meeting's ``messages``) as plain ``{type, name,
+    content}`` dicts, so a JSON document shows them as chat, not as reprs."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, BaseMessage):
+            return {"type": value.type, "name": value.name, "content": value.content}
+        if isinstance(value, list):
+            return [plain(item) for item in value]
+        return value
+
+    return {key: plain(value) for key, value in values.items()}
 
 
 def _summary(
@@ -125,7 +140,7 @@ def thread_state(
         "errors": [str(t.error) for t in snapshot.tasks if t.error is not None],
         "interrupts": [i.value for i in snapshot.interrupts],
         "usage": total_usage((snapshot.values or {}).get("usage", [])),
-        "values": dict(snapshot.values or {}),
+        "values": _readable(dict(snapshot.values or {})),
     }
 
 
