@@ -313,6 +313,8 @@ def run_workflow(
     except provider_errors() as exc:
         return outcome("failed", "a model call kept failing after retries", describe_error(exc))
     except KeyboardInterrupt:
+        if checkpointer is None:  # no thread to resume: the caller (a batch) decides
+            raise
         # the steps finished before the signal are on disk (durability="sync"); the thread
         # resumes from there
         return outcome("interrupted", "stopped by Ctrl-C", "KeyboardInterrupt")
