@@ -237,6 +237,7 @@ class PipelineChatModel(BaseChatModel):
         return self._should_stream(async_api=async_api, run_manager=run_manager, **kwargs)
 
     def _priced(self, result: ChatResult) -> ChatResult:
+        """``result`` with each answer's cost on its ``usage_metadata`` (for LangSmith)."""
         return priced(result, self.identity.price)
 
     # -- redaction: before the cache key is computed and before anything is sent ------------
