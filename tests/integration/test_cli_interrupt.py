@@ -40,7 +40,7 @@ def _interrupt_at(marker: str, *args: str) -> tuple[int, str, str]:
     waiting for its first token), and return its exit code and output."""
     process = subprocess.Popen(
         [sys.executable, "-m", "multiagent", *args],
-        env=_env(2.0), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=_env(4.0), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert process.stdout is not None
     seen: list[str] = []
