@@ -2,7 +2,9 @@
 
 Every failure a user can cause ends the same way: one line on stderr naming the bad value and
 what is valid, exit code 2, no traceback. :class:`_OneLineErrors` makes that true for click's
-own usage errors as well as for the project's :class:`~multiagent.errors.UsageError`.
+own usage errors as well as for the project's :class:`~multiagent.errors.UsageError`. Ctrl-C
+ends with exit code 130 (the workflow commands first mark the run interrupted and print how to
+resume it); ``--version`` prints the installed package's version.
 """
 
 from __future__ import annotations
@@ -52,9 +54,16 @@ class _OneLineErrors(TyperGroup):
         except clickx.ClickException as exc:
             typer.echo(f"error: {_one_line(exc.format_message())}", err=True)
             return self._finish(exc.exit_code, standalone_mode)
-        except typer.Abort:
+        except typer.Abort as exc:
+            # click turns Ctrl-C into Abort; the shell's convention for SIGINT is 128 + 2
+            if isinstance(exc.__cause__, KeyboardInterrupt):
+                typer.echo("interrupted", err=True)
+                return self._finish(130, standalone_mode)
             typer.echo("aborted", err=True)
             return self._finish(1, standalone_mode)
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            return self._finish(130, standalone_mode)
         except Exception as exc:  # a known kind becomes one line
             error = one_line_error(exc, home=resolved_home())
             if error is None:
@@ -81,6 +90,24 @@ app = typer.Typer(
 )
 
 
+def package_version() -> str:
+    """The installed ``multiagent`` distribution's version (the package's own if not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("multiagent")
+    except PackageNotFoundError:  # pragma: no cover - a source tree without an install
+        from multiagent import __version__
+
+        return __version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"multiagent {package_version()}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
@@ -100,6 +127,15 @@ def _root(
     config: Annotated[
         str | None, typer.Option("--config", help="A multiagent.toml to use.")
     ] = None,
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
 ) -> None:
     """Teams of LLM agents as LangGraph state graphs: orchestration, meetings, cross-validation."""
     ctx.obj = RootOptions(env=env, policy=policy, provider=provider, home=home, config=config)

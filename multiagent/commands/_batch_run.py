@@ -2,8 +2,9 @@
 
 The batch lives in ``MULTIAGENT_HOME/batches.sqlite`` under its id (``--thread``, or a new one,
 printed): each finished chunk is stored before it counts, so ``--resume`` runs exactly the items
-that did not finish. Exit 0 when every item finished, 1 when the batch stopped (provider
-failure or budget) with the unfinished items named, 2 on bad input.
+that did not finish. Exit 0 when every item finished and passed, 1 when the batch stopped (provider
+failure or budget) with the unfinished items named, 2 on bad input, 3 or 4 when consensus failed
+on an item or an item is inconclusive (see :func:`multiagent.commands.workflows.exit_code`).
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ from typing import Any
 import typer
 
 from multiagent.commands._shared import console, err_console, print_json
+from multiagent.commands.workflows import exit_code
 from multiagent.errors import UsageError
 from multiagent.policies import Settings
-
-_EXIT = {"completed": 0, "budget_exceeded": 1, "failed": 1}
 
 
 def is_local_batch(settings: Settings, thread: str | None) -> bool:
@@ -85,7 +85,7 @@ def run_local_batch(
         print_json(report)
     else:
         print_outcome(console, outcome.outcome, report, streamed=set())
-    raise typer.Exit(code=_EXIT[outcome.status])
+    raise typer.Exit(code=exit_code(outcome.status, report["results"]))
 
 
 def _check_same_items(manifest: Any, items: list[Any]) -> None:

@@ -1,4 +1,5 @@
-"""Rich output of the workflow commands: live progress, streamed tokens, the closing report."""
+"""Rich output of the workflow commands: the approval prompt and the closing report (the live
+view is :mod:`multiagent.commands._live`)."""
 
 from __future__ import annotations
 
@@ -9,49 +10,15 @@ from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:  # imported where used, so `--help` stays fast
-    from multiagent.graphs.runner import WorkflowEvent, WorkflowOutcome
+    from multiagent.graphs.runner import WorkflowOutcome
 
 
-_HEADINGS = {"synthesize": "collaborative output", "summarize": "meeting summary"}
 _RESUME = {"orchestration": "run", "meeting": "meeting", "validation": "validate"}
 
 
-class LiveView:
-    """Shows which node is running and streams the synthesis and summary tokens."""
-
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self.streaming: str | None = None
-        self.streamed: set[str] = set()
-
-    def _end_stream(self) -> None:
-        if self.streaming is not None:
-            self.console.print()
-            self.streaming = None
-
-    def __call__(self, event: WorkflowEvent) -> None:
-        if event.kind == "token":
-            if self.streaming != event.node:
-                self._end_stream()
-                heading = _HEADINGS.get(event.node, event.node)
-                self.console.rule(f"[bold]{heading}", align="left")
-                self.streaming = event.node
-                self.streamed.add(event.node)
-            self.console.print(event.text, end="", markup=False, highlight=False, soft_wrap=True)
-            return
-        self._end_stream()
-        if event.kind == "start":
-            self.console.print(f"[cyan]▸[/] {event.label}", highlight=False)
-        elif event.error:
-            self.console.print(f"[red]✗[/] {event.label} [dim]{event.error}[/]", highlight=False)
-        else:
-            self.console.print(
-                f"[green]✓[/] {event.label} [dim]{event.seconds:.2f}s[/]", highlight=False
-            )
-
-    def close(self) -> None:
-        """End a stream left open."""
-        self._end_stream()
+def resume_command(outcome: WorkflowOutcome) -> str:
+    """The command that continues the outcome's thread."""
+    return f"multiagent {_RESUME[outcome.workflow]} --thread {outcome.thread_id} --resume"
 
 
 def approve_in_terminal(console: Console) -> Any:
@@ -121,7 +88,7 @@ def print_outcome(
         highlight=False,
         soft_wrap=True,
     )
-    command = f"multiagent {_RESUME[outcome.workflow]} --thread {outcome.thread_id} --resume"
+    command = resume_command(outcome)
     if outcome.status == "budget_exceeded":
         kept = len(outcome.values.get("usage", []))
         console.print(
@@ -136,5 +103,12 @@ def print_outcome(
         )
     elif outcome.status == "awaiting_approval":
         console.print(f"[yellow]The plan is waiting for approval.[/] Resume: {command}")
+    elif outcome.status == "interrupted":
+        console.print(
+            f"[yellow]interrupted: {outcome.message}; the finished steps are kept.[/] "
+            f"Resume: {command}",
+            highlight=False,
+            soft_wrap=True,
+        )
     elif outcome.status == "rejected":
         console.print("[yellow]The plan was rejected; no agent worked.[/]")

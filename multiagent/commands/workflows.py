@@ -1,8 +1,17 @@
 """``multiagent run | meeting | validate``: the three workflows, streamed, checkpointed, resumable.
 
-Every run is a thread in the checkpointer (``--thread ID`` or a generated id, printed). Exit code
-0 when the run completed (or a plan was rejected, or is waiting for approval), 1 when it stopped
-on the budget or a provider failure (resumable with ``--resume``), 2 on bad input.
+Every run is a thread in the checkpointer (``--thread ID`` or a generated id, printed). Every
+agent's tokens stream under its name (``--quiet-agents``: only the final answer's). Exit codes:
+
+- 0: the run completed (or a plan was rejected, or is waiting for approval); for ``validate``,
+  every item passed;
+- 1: it stopped on the budget or a provider failure (resumable with ``--resume``);
+- 2: bad input;
+- 3: ``validate`` only: consensus failed on at least one item (the validators that answered
+  rejected it);
+- 4: ``validate`` only: no item failed, but at least one is inconclusive (fewer validators
+  answered than the profile's quorum);
+- 130: interrupted by Ctrl-C; the finished steps are kept and the resume command is printed.
 """
 
 from __future__ import annotations
@@ -24,7 +33,13 @@ if TYPE_CHECKING:  # imported where used, so `--help` stays fast
     from multiagent.nodes.agents_file import AgentCatalog
     from multiagent.nodes.context import WorkflowContext
 
-_EXIT = {"completed": 0, "rejected": 0, "awaiting_approval": 0, "budget_exceeded": 1, "failed": 1}
+_EXIT = {
+    "completed": 0, "rejected": 0, "awaiting_approval": 0, "budget_exceeded": 1, "failed": 1,
+    "interrupted": 130,
+}  # fmt: skip
+#: ``validate``'s exit codes when the run completed but consensus did not pass every item.
+EXIT_CONSENSUS_FAILED = 3
+EXIT_INCONCLUSIVE = 4
 
 ThreadOption = Annotated[
     str | None,
@@ -50,6 +65,13 @@ AgentsFileOption = Annotated[
 ]
 NoStreamOption = Annotated[
     bool, typer.Option("--no-stream", help="Print only the result, not progress and tokens.")
+]
+QuietAgentsOption = Annotated[
+    bool,
+    typer.Option(
+        "--quiet-agents",
+        help="Hide each agent's streamed tokens; progress, costs and the final answer still show.",
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 ModelOption = Annotated[
@@ -84,6 +106,7 @@ def _execute(
     max_concurrency: int | None = None,
     memory: str = "off",
     model: str | None = None,
+    quiet_agents: bool = False,
 ) -> None:
     """Check the input, run the workflow as a thread, print the outcome, exit with its code."""
     from multiagent.models.ledger import check_budget_value
@@ -134,8 +157,21 @@ def _execute(
             no_stream=no_stream,
             as_json=as_json,
             max_concurrency=max_concurrency,
+            quiet_agents=quiet_agents,
         )
-    raise typer.Exit(code=_EXIT[outcome.status])
+    raise typer.Exit(code=exit_code(outcome.status, outcome.values.get("results")))
+
+
+def exit_code(status: str, results: list[dict[str, Any]] | None = None) -> int:
+    """The exit code of a run that ended in ``status`` (see the module docstring); a completed
+    validation's code says whether consensus passed every item of ``results``."""
+    code = _EXIT[status]
+    if code or status != "completed" or not results:
+        return code
+    statuses = {r["status"] for r in results}
+    if "failed" in statuses:
+        return EXIT_CONSENSUS_FAILED
+    return EXIT_INCONCLUSIVE if "inconclusive" in statuses else 0
 
 
 def _no_model_option(model: str | None, option: str) -> None:
@@ -166,13 +202,19 @@ def _run_and_show(
     no_stream: bool,
     as_json: bool,
     max_concurrency: int | None,
+    quiet_agents: bool = False,
 ) -> WorkflowOutcome:
     """Run with live output (unless ``--json``/``--no-stream``), then print the outcome."""
-    from multiagent.commands._render import LiveView, approve_in_terminal, print_outcome
+    from multiagent.commands._live import LiveView
+    from multiagent.commands._render import (
+        approve_in_terminal,
+        print_outcome,
+        resume_command,
+    )
     from multiagent.graphs.execute import execute_workflow
     from multiagent.graphs.report import outcome_report
 
-    view = None if as_json or no_stream else LiveView(console)
+    view = None if as_json or no_stream else LiveView(console, quiet_agents=quiet_agents)
     if view is not None and not resume:
         console.print(f"[dim]{workflow} · profile {settings.env} · provider {settings.provider}[/]")
     outcome = execute_workflow(
@@ -191,6 +233,8 @@ def _run_and_show(
     report = outcome_report(outcome)
     if as_json:
         print_json(report)
+        if outcome.status == "interrupted":  # stdout holds the one document; the hint goes aside
+            err_console.print(f"interrupted; resume: {resume_command(outcome)}", highlight=False)
     else:
         print_outcome(console, outcome, report, streamed=view.streamed if view else set())
     return outcome
@@ -231,6 +275,7 @@ def run(
         bool, typer.Option("--wait", help="With --queue: wait for the run and print it.")
     ] = False,
     no_stream: NoStreamOption = False,
+    quiet_agents: QuietAgentsOption = False,
     as_json: JsonOption = False,
     model: ModelOption = None,
 ) -> None:
@@ -256,7 +301,7 @@ def run(
     _execute(
         ctx, "orchestration", make_inputs, thread=thread, resume=resume, budget=budget,
         agents_file=agents_file, no_stream=no_stream, as_json=as_json, memory=memory,
-        model=model,
+        model=model, quiet_agents=quiet_agents,
     )  # fmt: skip
 
 
@@ -309,6 +354,7 @@ def meeting(
     agents_file: AgentsFileOption = None,
     memory: MemoryOption = "auto",
     no_stream: NoStreamOption = False,
+    quiet_agents: QuietAgentsOption = False,
     as_json: JsonOption = False,
     model: ModelOption = None,
 ) -> None:
@@ -326,7 +372,7 @@ def meeting(
     _execute(
         ctx, "meeting", make_inputs, thread=thread, resume=resume, budget=budget,
         agents_file=agents_file, no_stream=no_stream, as_json=as_json, memory=memory,
-        model=model,
+        model=model, quiet_agents=quiet_agents,
     )  # fmt: skip
 
 
@@ -361,10 +407,16 @@ def validate(
         bool, typer.Option("--wait", help="With --queue: follow the batch until it is done.")
     ] = False,
     no_stream: NoStreamOption = False,
+    quiet_agents: QuietAgentsOption = False,
     as_json: JsonOption = False,
     model: ModelOption = None,
 ) -> None:
-    """Cross-validate TEXT (or each item of --batch) with N validators against a threshold."""
+    """Cross-validate TEXT (or each item of --batch) with N validators against a threshold.
+
+    Exit codes: 0 every item passed; 1 stopped (budget, provider), resumable; 2 bad input;
+    3 consensus failed on an item; 4 an item is inconclusive (fewer validators answered than
+    the profile's quorum); 130 interrupted (Ctrl-C), resumable.
+    """
     from multiagent.commands._batch_run import is_local_batch, run_local_batch
     from multiagent.graphs.batch import read_batch_file
     from multiagent.graphs.inputs import validation_input
@@ -405,5 +457,5 @@ def validate(
     _execute(
         ctx, "validation", make_inputs, thread=thread, resume=resume, budget=budget,
         agents_file=agents_file, no_stream=no_stream, as_json=as_json,
-        max_concurrency=concurrency, model=model,
+        max_concurrency=concurrency, model=model, quiet_agents=quiet_agents,
     )  # fmt: skip

@@ -1,14 +1,17 @@
 """Run a workflow as a thread of the checkpointer: stream it, pause for approval, stop on budget.
 
 This is a composition root: it compiles a graph with the caller's checkpointer and runs it with
-``stream_mode=["tasks", "messages"]``, turning what LangGraph streams into
-:class:`WorkflowEvent` s (a node starts or ends; a token of the synthesis or summary arrives).
-A run ends in one of these states, always with the thread's values so far:
+``stream_mode=["tasks", "messages", "custom"]``, turning what LangGraph streams into
+:class:`WorkflowEvent` s: a node starts or ends; a token of any agent arrives (named after the
+agent, keyed by the task that produced it, so parallel agents stay apart); a ``custom`` event a
+node emitted (:mod:`multiagent.nodes.stream_events`: an agent's cost, a moderator's judgement, a
+verdict). A run ends in one of these states, always with the thread's values so far:
 
 - ``completed`` (or ``rejected``, a plan the reviewer turned down);
 - ``awaiting_approval``: paused at ``interrupt()`` with no one to answer;
 - ``budget_exceeded``: the ledger refused the next call; resumable with a larger budget;
-- ``failed``: a provider kept failing after retries; resumable.
+- ``failed``: a provider kept failing after retries; resumable;
+- ``interrupted``: stopped by Ctrl-C (``KeyboardInterrupt``); resumable, the finished steps kept.
 
 Resuming (``resume=True``) continues from the thread's last checkpoint: completed nodes, and the
 finished parallel tasks of an interrupted step, are not run again.
@@ -30,7 +33,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import Command
 
 from multiagent.errors import BudgetExceededError, UsageError
-from multiagent.graphs.workflows import STREAMED_NODES, Workflow, compile_workflow, task_label
+from multiagent.graphs.workflows import Workflow, compile_workflow, task_label
 from multiagent.models.budget import ProjectBudget
 from multiagent.models.pipeline import RunLedger
 from multiagent.nodes.context import WorkflowContext
@@ -38,21 +41,30 @@ from multiagent.nodes.failures import describe_error, provider_errors
 from multiagent.observability.tracing import run_config
 from multiagent.safety import redact_input
 
-Status = Literal["completed", "rejected", "awaiting_approval", "budget_exceeded", "failed"]
+Status = Literal[
+    "completed", "rejected", "awaiting_approval", "budget_exceeded", "failed", "interrupted"
+]
 #: Answers an interrupt's payload: ``True``, ``False``, a dict, or ``None`` for "not now".
 Approver = Callable[[dict[str, Any]], Any]
 
 
 @dataclass(frozen=True)
 class WorkflowEvent:
-    """Something a watcher may show: ``start``/``end`` of a node, or a ``token``."""
+    """Something a watcher may show.
 
-    kind: Literal["start", "end", "token"]
+    ``start``/``end`` of a task (``task`` is its id); a ``token`` of ``agent`` in ``node`` (its
+    ``task`` tells parallel agents apart); or a ``custom`` event a node emitted, in ``data``.
+    """
+
+    kind: Literal["start", "end", "token", "custom"]
     node: str
     label: str
     text: str = ""
     seconds: float = 0.0
     error: str | None = None
+    agent: str = ""
+    task: str = ""
+    data: dict[str, Any] | None = None
 
 
 @dataclass
@@ -94,7 +106,7 @@ class _Watcher:
         if "input" in data:
             label = task_label(data["name"], data["input"])
             self.started[data["id"]] = (data["name"], label, time.perf_counter())
-            self._emit(WorkflowEvent("start", data["name"], label))
+            self._emit(WorkflowEvent("start", data["name"], label, task=data["id"]))
             return
         name, label, began = self.started.pop(
             data["id"], (data["name"], data["name"], time.perf_counter())
@@ -104,16 +116,25 @@ class _Watcher:
         if data.get("interrupts"):
             label += " (waiting)"
         self.timings.append({"node": name, "label": label, "seconds": seconds})
+        failed = None if error is None else str(error)
         self._emit(
-            WorkflowEvent(
-                "end", name, label, seconds=seconds, error=None if error is None else str(error)
-            )
+            WorkflowEvent("end", name, label, seconds=seconds, error=failed, task=data["id"])
         )
 
     def message(self, chunk: Any, metadata: dict[str, Any]) -> None:
+        # text tokens only: a structured answer's tool-call chunks carry no text
+        if not isinstance(chunk, AIMessageChunk) or not chunk.text:
+            return
         node = str(metadata.get("langgraph_node", ""))
-        if node in STREAMED_NODES and isinstance(chunk, AIMessageChunk) and chunk.text:
-            self._emit(WorkflowEvent("token", node, node, text=chunk.text))
+        agent = str(metadata.get("agent", "") or node)
+        task = str(metadata.get("langgraph_checkpoint_ns", "")).rsplit(":", 1)[-1]
+        self._emit(WorkflowEvent("token", node, agent, text=chunk.text, agent=agent, task=task))
+
+    def custom(self, data: Any) -> None:
+        if isinstance(data, dict) and "type" in data:
+            node = str(data.get("node", ""))
+            agent = str(data.get("agent", ""))
+            self._emit(WorkflowEvent("custom", node, agent or node, agent=agent, data=data))
 
 
 def _resume_command(
@@ -262,7 +283,7 @@ def run_workflow(
     last_values: dict[str, Any] = {}
     # watching costs: progress and tokens only when someone watches, values only without a
     # checkpointer to read them back from
-    modes: list[str] = ["tasks", "messages"] if on_event is not None else []
+    modes: list[str] = ["tasks", "messages", "custom"] if on_event is not None else []
     if checkpointer is None or not modes:
         modes.append("values")
     if pending is not None:
@@ -281,6 +302,8 @@ def run_workflow(
                     watcher.task(data)
                 elif mode == "messages":
                     watcher.message(*data)
+                elif mode == "custom":
+                    watcher.custom(data)
                 elif mode == "values" and isinstance(data, dict):
                     last_values = data
             if checkpointer is None:
@@ -292,6 +315,12 @@ def run_workflow(
         return outcome("budget_exceeded", str(exc), describe_error(exc))
     except provider_errors() as exc:
         return outcome("failed", "a model call kept failing after retries", describe_error(exc))
+    except KeyboardInterrupt:
+        if checkpointer is None:  # no thread to resume: the caller (a batch) decides
+            raise
+        # the steps finished before the signal are on disk (durability="sync"); the thread
+        # resumes from there
+        return outcome("interrupted", "stopped by Ctrl-C", "KeyboardInterrupt")
     if pending is not None:
         return outcome("awaiting_approval", "the plan is waiting for approval")
     result = outcome("completed")

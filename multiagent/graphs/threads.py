@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import StateSnapshot
@@ -36,17 +37,38 @@ def _workflow_of(saver: BaseCheckpointSaver[Any], thread_id: str) -> Workflow:
 
 def status_of(workflow: Workflow, snapshot: StateSnapshot) -> str:
     """``completed``, ``rejected``, ``awaiting_approval``, ``budget_exceeded``, ``failed`` or
-    ``interrupted`` (stopped between steps, e.g. the process was killed)."""
+    ``interrupted`` (stopped between or inside steps: Ctrl-C, or the process was killed).
+
+    A run stopped inside a parallel step may leave every task of that step finished but the step
+    not applied: nothing is ``next``, yet tasks are pending (resuming applies them and goes on),
+    so only a thread with neither is complete.
+    """
     if snapshot.interrupts:
         return "awaiting_approval"
-    if not snapshot.next:
+    if not snapshot.next and not snapshot.tasks:
         approval = (snapshot.values or {}).get("approval")
         rejected = workflow == "orchestration" and approval is not None and not approval["approved"]
         return "rejected" if rejected else "completed"
     errors = [str(task.error) for task in snapshot.tasks if task.error is not None]
     if any("BudgetExceededError" in error for error in errors):
         return "budget_exceeded"
-    return "failed" if errors else "interrupted"
+    if any(error and "KeyboardInterrupt" not in error for error in errors):
+        return "failed"
+    return "interrupted"
+
+
+def _readable(values: dict[str, Any]) -> dict[str, Any]:
+    """State values with chat messages (a meeting's ``messages``) as plain ``{type, name,
+    content}`` dicts, so a JSON document shows them as chat, not as reprs."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, BaseMessage):
+            return {"type": value.type, "name": value.name, "content": value.content}
+        if isinstance(value, list):
+            return [plain(item) for item in value]
+        return value
+
+    return {key: plain(value) for key, value in values.items()}
 
 
 def _summary(
@@ -118,7 +140,7 @@ def thread_state(
         "errors": [str(t.error) for t in snapshot.tasks if t.error is not None],
         "interrupts": [i.value for i in snapshot.interrupts],
         "usage": total_usage((snapshot.values or {}).get("usage", [])),
-        "values": dict(snapshot.values or {}),
+        "values": _readable(dict(snapshot.values or {})),
     }
 
 

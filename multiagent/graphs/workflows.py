@@ -13,11 +13,9 @@ from langgraph.graph.state import CompiledStateGraph
 from multiagent.graphs.meeting import build_meeting_graph
 from multiagent.graphs.orchestration import build_orchestration_graph
 from multiagent.graphs.validation import build_validation_graph
-from multiagent.nodes.calling import STREAMED_NODES
 
 __all__ = [
     "BUILDERS",
-    "STREAMED_NODES",
     "WORKFLOWS",
     "Workflow",
     "compile_workflow",

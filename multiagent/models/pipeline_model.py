@@ -15,6 +15,14 @@ and the model's own parameters are read once. A hit is recorded as one of the ag
 provider's call inside the retry loop, each attempt passing the shared backpressure controller,
 and record tokens, cost, latency and errors. ``bind_tools`` borrows the provider's tool format,
 and ``with_structured_output`` (LangChain's default, built on ``bind_tools``) works through it.
+
+Under a streaming callback (LangGraph's ``messages`` mode) a hit is replayed as a stream of
+chunks, as the first answer arrived, not as one whole message.
+
+Tracing reads the wrapped model, not the wrapper: runs are named after the provider model's class
+(``ChatOpenAI``...), carry its ``ls_provider`` and ``ls_model_name``, and every answer's
+``usage_metadata`` carries its cost (``input_cost``, ``output_cost``, ``total_cost``: the fields
+LangSmith reads cost from; 0 on a cache hit, as LangChain's own cache does).
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from langchain_core.runnables import Runnable, RunnableBinding
 from langchain_core.tools import BaseTool
 from pydantic import ConfigDict, Field, PrivateAttr, SkipValidation
 
+from multiagent.models._answer_trace import priced, replay_chunks, with_call_id
 from multiagent.models.accounting import (
     CallIdentity,
     pop_headers,
@@ -68,7 +77,12 @@ class PipelineChatModel(BaseChatModel):
 
     @property
     def _llm_type(self) -> str:
-        return "multiagent-pipeline"
+        # tracing and LangChain's own bookkeeping see the provider model's type, not ours
+        return self.provider_model._llm_type
+
+    def get_name(self, suffix: str | None = None, *, name: str | None = None) -> str:
+        """The provider model's name (runs in LangSmith are named after it, not the wrapper)."""
+        return self.provider_model.get_name(suffix, name=name or self.name)
 
     @property
     def model_name(self) -> str:
@@ -125,9 +139,20 @@ class PipelineChatModel(BaseChatModel):
         params = {**self._own_params, "stop": stop, **kwargs}
         return messages_key(messages, str(sorted(params.items())))
 
-    def _hit(self, found: list[Generation], started: float) -> ChatResult:
-        """A cache hit as the result of the call, recorded as one of the agent's calls."""
+    def _hit(
+        self,
+        found: list[Generation],
+        started: float,
+        run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None = None,
+    ) -> ChatResult:
+        """A cache hit as the result of the call, recorded as one of the agent's calls.
+
+        Its messages get this call's id (as a fresh answer would): one stream that meets the same
+        cached answer twice shows it twice.
+        """
         generations = self._convert_cached_generations(found)
+        if run_manager is not None:
+            with_call_id(generations, run_manager.run_id)
         messages = [g.message for g in generations]
         used = usage_of(messages) or (0, 0)
         record = self.identity.finish(
@@ -154,18 +179,21 @@ class PipelineChatModel(BaseChatModel):
     ) -> ChatResult:
         cache = self.completions
         if cache is None:
-            return super()._generate_with_cache(messages, stop, run_manager, **kwargs)
+            return self._priced(super()._generate_with_cache(messages, stop, run_manager, **kwargs))
         started = time.perf_counter()
         key = self._cache_key(messages, stop, kwargs)
         found = cache.get(key)
         if found is not None:
-            hit = self._hit(found, started)
+            hit = self._hit(found, started, run_manager)
             chat = [g for g in hit.generations if isinstance(g, ChatGeneration)]
             self._replay_v2_events_for_cache_hit(chat, run_manager=run_manager, **kwargs)
-            return hit
+            if run_manager is not None and self._replays(False, run_manager, kwargs):
+                for chunk in replay_chunks(chat):
+                    run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            return self._priced(hit)
         result = super()._generate_with_cache(messages, stop, run_manager, **kwargs)
         self._store(key, result)
-        return result
+        return self._priced(result)
 
     async def _agenerate_with_cache(
         self,
@@ -176,18 +204,41 @@ class PipelineChatModel(BaseChatModel):
     ) -> ChatResult:
         cache = self.completions
         if cache is None:
-            return await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs)
+            return self._priced(
+                await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs)
+            )
         started = time.perf_counter()
         key = self._cache_key(messages, stop, kwargs)
         found = cache.get(key)  # a local read: faster than a hop to a thread
         if found is not None:
-            hit = self._hit(found, started)
+            hit = self._hit(found, started, run_manager)
             chat = [g for g in hit.generations if isinstance(g, ChatGeneration)]
             await self._areplay_v2_events_for_cache_hit(chat, run_manager=run_manager, **kwargs)
-            return hit
+            if run_manager is not None and self._replays(True, run_manager, kwargs):
+                for chunk in replay_chunks(chat):
+                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            return self._priced(hit)
         result = await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs)
         self._store(key, result)
-        return result
+        return self._priced(result)
+
+    def _replays(
+        self,
+        async_api: bool,
+        run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun,
+        kwargs: dict[str, Any],
+    ) -> bool:
+        """Whether a hit is replayed as v1 chunks: a streaming handler listens (the v2 event
+        replay LangChain does itself covers the protocol handlers)."""
+        if self._should_use_protocol_streaming(
+            async_api=async_api, run_manager=run_manager, **kwargs
+        ):
+            return False
+        return self._should_stream(async_api=async_api, run_manager=run_manager, **kwargs)
+
+    def _priced(self, result: ChatResult) -> ChatResult:
+        """``result`` with each answer's cost on its ``usage_metadata`` (for LangSmith)."""
+        return priced(result, self.identity.price)
 
     # -- redaction: before the cache key is computed and before anything is sent ------------
 

@@ -17,7 +17,6 @@ from langchain_core.language_models import LanguageModelInput
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import ensure_config, merge_configs
-from langgraph.constants import TAG_NOSTREAM
 from pydantic import BaseModel
 
 from multiagent.models.accounting import NodeScope, current_scope, new_scope
@@ -32,9 +31,6 @@ M = TypeVar("M", bound=BaseModel)
 
 #: Rounds of tool calls an agent may make before it must answer in text.
 MAX_TOOL_ROUNDS = 3
-#: Nodes whose tokens are streamed to the user; every other node's calls are tagged
-#: ``nostream`` so LangGraph's ``messages`` mode leaves them out.
-STREAMED_NODES = frozenset({"synthesize", "summarize"})
 
 
 def _bind(
@@ -71,9 +67,9 @@ class AgentCall:
         self._started = time.perf_counter()
 
     def _config(self) -> RunnableConfig:
+        # every agent's tokens reach LangGraph's ``messages`` stream, tagged with the agent
         extra: RunnableConfig = {
-            "tags": [f"agent:{self.agent.name}"]
-            + ([] if self.node in STREAMED_NODES else [TAG_NOSTREAM]),
+            "tags": [f"agent:{self.agent.name}"],
             "metadata": {"agent": self.agent.name, "agent_tier": self.agent.tier},
         }
         return merge_configs(ensure_config(), extra)

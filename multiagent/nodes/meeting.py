@@ -4,13 +4,17 @@ Each participant sees the transcript so far. After every round the moderator ret
 assessment; the meeting ends early when it finds consensus (its ``consensus`` flag and an
 agreement at or above the profile's consensus threshold), else after the set rounds. The summary
 is streamed (the seed's ``_generate_meeting_summary``): decisions, action items and dissent.
+
+Every turn and every judgement is also a chat message in ``messages`` (an ``AIMessage`` named after
+who spoke), so LangGraph Studio's chat view shows the meeting; the judgement goes to the ``custom``
+stream as well, so a terminal prints it as it happens.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field
 
@@ -18,6 +22,7 @@ from multiagent.nodes.calling import AgentCall
 from multiagent.nodes.context import AnyContext, context_of
 from multiagent.nodes.input_defaults import DEFAULT_ROUNDS, default_participants
 from multiagent.nodes.state import Assessment, MeetingState, Utterance
+from multiagent.nodes.stream_events import ModeratorJudgement, agent_step, emit
 from multiagent.nodes.worker import agent_answer
 
 MODERATOR = "moderator"
@@ -57,6 +62,7 @@ def speak(state: MeetingState, *, runtime: Runtime[AnyContext]) -> dict[str, obj
     )
     return {
         "transcript": [Utterance(round=current, agent=name, text=answer)],
+        "messages": [AIMessage(content=answer, name=name)],
         "round": current,
         "turn": turn + 1,
         # an input without them (LangGraph Server's minimal one) gets the defaults written once
@@ -81,7 +87,9 @@ def moderate(state: MeetingState, *, runtime: Runtime[AnyContext]) -> dict[str, 
         f"participants agree.\n\nTranscript:\n{render_transcript(state['transcript'])}"
     )
     call = AgentCall(context, agent, node="moderate")
-    answer = call.structured([SystemMessage(agent.role), HumanMessage(prompt)], ModeratorAnswer)
+    with agent_step("moderate", agent.name, call.usage):
+        messages = [SystemMessage(agent.role), HumanMessage(prompt)]
+        answer = call.structured(messages, ModeratorAnswer)
     threshold = context.settings.profile.validation.consensus_threshold
     consensus = answer.consensus and answer.agreement >= threshold
     assessment = Assessment(
@@ -91,13 +99,26 @@ def moderate(state: MeetingState, *, runtime: Runtime[AnyContext]) -> dict[str, 
         open_questions=list(answer.open_questions),
         note=answer.note,
     )
+    emit(ModeratorJudgement(type="moderator", **assessment))
     return {
         "assessments": [assessment],
+        "messages": [AIMessage(content=judgement_text(assessment), name=MODERATOR)],
         "consensus": consensus,
         "round": current + 1,
         "turn": 0,
         "usage": [call.usage()],
     }
+
+
+def judgement_text(assessment: Assessment) -> str:
+    """The moderator's judgement of a round as one line of chat."""
+    verdict = "consensus" if assessment["consensus"] else "no consensus yet"
+    text = f"Round {assessment['round']}: {verdict} (agreement {assessment['agreement']:.2f})."
+    if assessment["open_questions"]:
+        text += " Open: " + "; ".join(assessment["open_questions"]) + "."
+    if assessment["note"]:
+        text += f" {assessment['note']}"
+    return text
 
 
 def route_after_moderate(state: MeetingState) -> Literal["speak", "summarize"]:
@@ -125,5 +146,10 @@ def summarize(state: MeetingState, *, runtime: Runtime[AnyContext]) -> dict[str,
         "Write the summary with three parts: Decisions, Action items, Dissent."
     )
     call = AgentCall(context, agent, node="summarize")
-    summary = call.text([SystemMessage(agent.role), HumanMessage(prompt)])
-    return {"summary": summary, "usage": [call.usage()]}
+    with agent_step("summarize", agent.name, call.usage):
+        summary = call.text([SystemMessage(agent.role), HumanMessage(prompt)])
+    return {
+        "summary": summary,
+        "messages": [AIMessage(content=summary, name=SECRETARY)],
+        "usage": [call.usage()],
+    }

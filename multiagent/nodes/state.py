@@ -13,6 +13,8 @@ from __future__ import annotations
 import operator
 from typing import Annotated, NotRequired
 
+from langchain_core.messages import AnyMessage
+from langgraph.graph.message import add_messages
 from typing_extensions import TypedDict
 
 from multiagent.nodes.usage import Usage
@@ -110,6 +112,8 @@ class MeetingState(MeetingInput):
     round: NotRequired[int]
     turn: NotRequired[int]
     transcript: Annotated[list[Utterance], operator.add]
+    #: The transcript, judgements and summary as chat (``AIMessage`` named after the speaker).
+    messages: Annotated[list[AnyMessage], add_messages]
     assessments: Annotated[list[Assessment], operator.add]
     consensus: NotRequired[bool]
     summary: NotRequired[str]
@@ -159,6 +163,7 @@ class ItemResult(TypedDict):
     responded: int
     failed: list[str]
     issues: list[str]
+    quorum: NotRequired[int]
 
 
 class ValidatorTask(TypedDict):

@@ -1,7 +1,8 @@
 """The synthesizer combines the agents' contributions into the collaborative output.
 
 It calls ``invoke``; under ``stream_mode="messages"`` its tokens reach the caller as they are
-generated (the seed's streamed ``_synthesize_collaborative_output``).
+generated (the seed's streamed ``_synthesize_collaborative_output``), and its start and finish
+(with cost) reach the ``custom`` stream.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from langgraph.runtime import Runtime
 from multiagent.nodes.calling import AgentCall
 from multiagent.nodes.context import AnyContext, context_of
 from multiagent.nodes.state import Contribution, OrchestrationState
+from multiagent.nodes.stream_events import agent_step
 
 SYNTHESIZER = "synthesizer"
 
@@ -31,5 +33,6 @@ def synthesize(state: OrchestrationState, *, runtime: Runtime[AnyContext]) -> di
     agent = context.agents[SYNTHESIZER]
     call = AgentCall(context, agent, node="synthesize")
     prompt = synthesis_prompt(state["task"], list(state.get("contributions", [])))
-    output = call.text([SystemMessage(agent.role), HumanMessage(prompt)])
+    with agent_step("synthesize", agent.name, call.usage):
+        output = call.text([SystemMessage(agent.role), HumanMessage(prompt)])
     return {"output": output, "usage": [call.usage()]}

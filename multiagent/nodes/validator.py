@@ -3,8 +3,10 @@
 Each validator returns a structured verdict (pass or fail, confidence, issues) on one distinct
 text; identical items are validated once and share the verdicts. A verdict is looked up in the
 analysis cache first (:func:`cached_verdict` is the one place the cache plugs in). A validator
-that fails after the pipeline's retries is recorded as a failure and the others decide; a budget
-stop is not a validator failure and ends the run (resumable).
+that fails after the pipeline's retries is recorded as a failure and the others decide, as long as
+a quorum answered (the profile's ``validation.quorum``, by default its ``validators_min``): with
+fewer answers the item is ``inconclusive``. A budget stop is not a validator failure and ends the
+run (resumable). Each verdict and each item's result is also sent to the ``custom`` stream.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from multiagent.nodes.state import (
     ValidatorTask,
     Verdict,
 )
+from multiagent.nodes.stream_events import ItemDecided, VerdictGiven, agent_step, emit
 
 #: The analysis-cache kind under which verdicts are kept.
 VERDICT_KIND = "verdict"
@@ -125,13 +128,14 @@ def validate(state: ValidatorTask, *, runtime: Runtime[AnyContext]) -> dict[str,
         messages = [SystemMessage(agent.role), HumanMessage(prompt)]
         return call.structured(messages, VerdictAnswer).model_dump()
 
-    try:
-        answer, cached = cached_verdict(context, agent, state["text"], compute)
-    except provider_errors() as exc:
-        failure = ValidatorFailure(
-            key=state["key"], validator=agent.name, error=describe_error(exc)
-        )
-        return {"failures": [failure], "usage": [call.usage()]}
+    with agent_step("validate", agent.name, call.usage):
+        try:
+            answer, cached = cached_verdict(context, agent, state["text"], compute)
+        except provider_errors() as exc:
+            failure = ValidatorFailure(
+                key=state["key"], validator=agent.name, error=describe_error(exc)
+            )
+            return {"failures": [failure], "usage": [call.usage()]}
     checked = VerdictAnswer.model_validate(answer)
     verdict = Verdict(
         key=state["key"],
@@ -141,6 +145,16 @@ def validate(state: ValidatorTask, *, runtime: Runtime[AnyContext]) -> dict[str,
         issues=list(checked.issues),
         rationale=checked.rationale,
         cached=cached,
+    )
+    emit(
+        VerdictGiven(
+            type="verdict",
+            key=state["key"],
+            validator=agent.name,
+            passed=checked.passed,
+            confidence=verdict["confidence"],
+            cached=cached,
+        )
     )
     return {"verdicts": [verdict], "usage": [call.usage()]}
 
@@ -152,13 +166,21 @@ def item_result(
     failures: list[ValidatorFailure],
     validators: int,
     threshold: float,
+    quorum: int = 1,
 ) -> ItemResult:
-    """Consensus on one item: the share of responding validators that passed it."""
+    """Consensus on one item: the share of responding validators that passed it.
+
+    With fewer than ``quorum`` validators answering there is no consensus: ``inconclusive``.
+    """
     responded = len(verdicts)
     passes = sum(1 for v in verdicts if v["passed"])
     approval = passes / responded if responded else 0.0
     confidence = sum(v["confidence"] for v in verdicts) / responded if responded else 0.0
-    status = "inconclusive" if not responded else ("passed" if approval >= threshold else "failed")
+    quorum = max(1, quorum)
+    if responded < quorum:
+        status = "inconclusive"
+    else:
+        status = "passed" if approval >= threshold else "failed"
     issues = [
         f"{v['validator']}: {issue}" for v in verdicts if not v["passed"] for issue in v["issues"]
     ]
@@ -173,22 +195,33 @@ def item_result(
         responded=responded,
         failed=sorted(f["validator"] for f in failures),
         issues=issues,
+        quorum=quorum,
     )
 
 
-def aggregate(state: ValidationState) -> dict[str, object]:
+def aggregate(
+    state: ValidationState, *, runtime: Runtime[WorkflowContext] | None = None
+) -> dict[str, object]:
     """Deferred: once every validator has answered, compute each item's consensus.
 
-    Verdicts and failures are grouped by text key in one pass, and each item's key is computed
-    once, so the step is linear in the number of items and verdicts (not their product).
+    The quorum is the run profile's (:meth:`~multiagent.policies.profiles.ValidationConfig.
+    quorum_for`); without a run context (a direct call) every validator must answer. Verdicts
+    and failures are grouped by text key in one pass, and each item's key is computed once, so
+    the step is linear in the number of items and verdicts (not their product).
     """
+    chosen, threshold = run_choices(state)
+    validators = len(chosen)
+    quorum = (
+        validators
+        if runtime is None
+        else context_of(runtime).settings.profile.validation.quorum_for(validators)
+    )
     verdicts: dict[str, list[Verdict]] = {}
     for verdict in state["verdicts"]:
         verdicts.setdefault(verdict["key"], []).append(verdict)
     failures: dict[str, list[ValidatorFailure]] = {}
     for failure in state["failures"]:
         failures.setdefault(failure["key"], []).append(failure)
-    validators, threshold = run_choices(state)
     results = []
     for item in validation_items(state["items"]):
         key = text_key(item["text"])
@@ -197,8 +230,20 @@ def aggregate(state: ValidationState) -> dict[str, object]:
                 item,
                 verdicts=verdicts.get(key, []),
                 failures=failures.get(key, []),
-                validators=len(validators),
+                validators=validators,
                 threshold=threshold,
+                quorum=quorum,
+            )
+        )
+        decided = results[-1]
+        emit(
+            ItemDecided(
+                type="item_result",
+                id=decided["id"],
+                status=decided["status"],
+                approval=decided["approval"],
+                responded=decided["responded"],
+                quorum=quorum,
             )
         )
     return {"results": results}

@@ -14,6 +14,7 @@ from multiagent.nodes.agents import AgentSpec
 from multiagent.nodes.calling import AgentCall
 from multiagent.nodes.context import AnyContext, WorkflowContext, context_of
 from multiagent.nodes.state import AgentTask, Contribution
+from multiagent.nodes.stream_events import agent_step
 from multiagent.nodes.usage import Usage
 
 #: How many remembered notes an agent reads before acting.
@@ -54,12 +55,13 @@ def agent_answer(
     takes the subject from there.
     """
     call = AgentCall(context, agent, node=node)
-    messages = [
-        SystemMessage(agent.role),
-        HumanMessage(prompt + recall_notes(context, agent, prompt)),
-    ]
-    answer = call.text(messages)
-    remember(context, agent, query=prompt, answer=answer, workflow=workflow)
+    with agent_step(node, agent.name, call.usage):
+        messages = [
+            SystemMessage(agent.role),
+            HumanMessage(prompt + recall_notes(context, agent, prompt)),
+        ]
+        answer = call.text(messages)
+        remember(context, agent, query=prompt, answer=answer, workflow=workflow)
     return answer, call.usage()
 
 

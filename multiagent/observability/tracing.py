@@ -169,10 +169,15 @@ def active_tracing() -> Tracing | None:
 
 
 def shutdown_tracing() -> None:
-    """Flush pending spans and stop exporting (call before a short process exits)."""
+    """Flush pending spans and LangSmith runs, and stop exporting (call before a short process
+    exits: LangChain sends runs to LangSmith from a background thread)."""
     global _ACTIVE
     with _ACTIVE_LOCK:
         previous, _ACTIVE = _ACTIVE, None
+    if previous is not None and previous.langsmith:
+        from langchain_core.tracers.langchain import wait_for_all_tracers
+
+        wait_for_all_tracers()
     if previous is not None and previous.provider is not None:
         previous.provider.force_flush()
         previous.provider.shutdown()

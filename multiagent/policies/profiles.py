@@ -68,6 +68,13 @@ class ValidationConfig(_Section):
     validators_min: int = Field(ge=1, le=6)
     validators_max: int = Field(ge=1, le=6)
     consensus_threshold: float = Field(gt=0.0, le=1.0)
+    #: Validators that must answer before an item's consensus counts (fewer: ``inconclusive``);
+    #: ``None``: ``validators_min``. Never more than the validators an item has.
+    quorum: int | None = Field(default=None, ge=1, le=6)
+
+    def quorum_for(self, validators: int) -> int:
+        """How many of an item's ``validators`` must answer for its consensus to count."""
+        return max(1, min(validators, self.validators_min if self.quorum is None else self.quorum))
 
     @model_validator(mode="after")
     def _min_not_above_max(self) -> ValidationConfig:

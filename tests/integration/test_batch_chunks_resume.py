@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from multiagent.cli import app
+from multiagent.commands.workflows import exit_code
 from multiagent.graphs.batch import batch_cross_validate
 from multiagent.graphs.batch_chunks import plan_chunks
 from multiagent.nodes.context import build_context
@@ -105,8 +106,9 @@ def test_an_outage_stops_the_batch_resumable_and_resume_runs_exactly_the_rest(
     assert doc["this_run"]["calls"] <= 2 * 6
     monkeypatch.setenv("MULTIAGENT_SIM__SERVER_ERROR_RATE", "0")
     up = cli("validate", "--thread", "b1", "--resume", "--json")
-    assert up.exit_code == 0, up.output
     doc = document(up)
+    # finished: the exit code says how consensus went (some simulated verdicts fail)
+    assert up.exit_code == exit_code("completed", doc["results"]), up.output
     assert doc["status"] == "completed"
     assert doc["unfinished"] == []
     assert [r["id"] for r in doc["results"]] == [f"i{n}" for n in range(6)]
@@ -140,7 +142,7 @@ def test_a_budget_stop_keeps_finished_chunks_and_resume_finishes_the_rest(tmp_pa
 def test_resume_of_an_unknown_batch_or_a_reused_id_is_one_line(tmp_path: Path) -> None:
     batch = tmp_path / "items.jsonl"
     batch.write_text('"Ovens are hot."\n', encoding="utf-8")
-    assert cli("validate", "--batch", str(batch), "--thread", "b3", "--json").exit_code == 0
+    assert cli("validate", "--batch", str(batch), "--thread", "b3", "--json").exit_code in (0, 3)
     reused = cli("validate", "--batch", str(batch), "--thread", "b3")
     assert reused.exit_code == 2
     assert "batch 'b3' already exists" in reused.stderr

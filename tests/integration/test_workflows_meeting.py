@@ -102,8 +102,22 @@ def test_summary_streams_and_meeting_is_a_resumable_thread() -> None:
         )  # fmt: skip
     assert outcome.status == "completed"
     tokens = [e for e in events if e.kind == "token"]
-    assert {e.node for e in tokens} == {"summarize"}
-    assert "".join(e.text for e in tokens) == outcome.values["summary"]
+    assert {e.node for e in tokens} == {"speak", "summarize"}  # every turn streams
+    summary = [e.text for e in tokens if e.node == "summarize"]
+    assert "".join(summary) == outcome.values["summary"]
+    turns = [e for e in tokens if e.node == "speak"]
+    assert [e.agent for e in turns if e.agent != turns[0].agent][:1] == ["writer"]
+    spoken = "".join(e.text for e in turns)
+    assert spoken == "".join(u["text"] for u in outcome.values["transcript"])
+    # the moderator's judgement reaches the custom stream as it is made
+    judged = [e.data for e in events if e.kind == "custom" and e.data["type"] == "moderator"]  # type: ignore[index]
+    assert [(j["round"], j["agreement"]) for j in judged if j] == [
+        (a["round"], a["agreement"]) for a in outcome.values["assessments"]
+    ]
+    # the meeting as chat: each turn, the judgement and the summary, named after who spoke
+    chat = outcome.values["messages"]
+    assert [m.name for m in chat] == ["critic", "writer", "moderator", "secretary"]
+    assert chat[-1].content == outcome.values["summary"]
     labels = [e.label for e in events if e.kind == "start"]
     assert labels[:3] == [
         "speak · critic (round 1)",

@@ -104,22 +104,38 @@ def test_planner_picks_from_the_default_team() -> None:
     assert sorted(c["agent"] for c in outcome.values["contributions"]) == sorted(picked)
 
 
-def test_synthesis_tokens_stream_while_the_synthesizer_runs() -> None:
+def test_every_agent_streams_and_the_synthesis_streams_while_it_runs() -> None:
     settings = load_settings(overrides={"sim.token_latency_s": 0.002})
     events: list[WorkflowEvent] = []
     with saver(settings) as checkpointer:
         outcome = _run(settings, checkpointer, thread="t-stream", on_event=events.append)
+    # each agent's tokens, told apart by task, join to its contribution
+    streamed: dict[str, str] = {}
+    for e in events:
+        if e.kind == "token" and e.node == "work":
+            streamed[e.task] = streamed.get(e.task, "") + e.text
+    contributions = {c["agent"]: c["text"] for c in outcome.values["contributions"]}
+    assert sorted(streamed.values()) == sorted(contributions.values())
+    named = {e.agent for e in events if e.kind == "token" and e.node == "work"}
+    assert named == set(contributions) == set(TEAM)
+    # each agent's cost reaches the custom stream, equal to its usage entry
+    finished = {
+        (e.data or {})["agent"]: (e.data or {})["cost_usd"]
+        for e in events
+        if e.kind == "custom" and (e.data or {}).get("type") == "agent_finished"
+    }
+    usage = {u["agent"]: u["cost_usd"] for u in outcome.values["usage"]}
+    assert set(finished) == {*TEAM, "synthesizer"}
+    assert all(finished[name] == usage[name] > 0 for name in finished)
+    # the synthesis tokens arrive one by one, all while the synthesizer runs
     kinds = [(e.kind, e.node) for e in events]
     start = kinds.index(("start", "synthesize"))
     end = kinds.index(("end", "synthesize"))
-    tokens = [i for i, e in enumerate(events) if e.kind == "token"]
-    assert tokens, "no tokens were streamed"
-    assert {events[i].node for i in tokens} == {"synthesize"}  # agent turns are not streamed
-    # the tokens arrive one by one, all while the synthesizer runs, and join to its output
+    tokens = [i for i, e in enumerate(events) if e.kind == "token" and e.node == "synthesize"]
     assert start < tokens[0]
     assert tokens[-1] < end
-    assert tokens == list(range(tokens[0], tokens[0] + len(tokens)))
     assert len(tokens) > 1
+    assert {events[i].agent for i in tokens} == {"synthesizer"}
     assert "".join(events[i].text for i in tokens) == outcome.values["output"]
 
 

@@ -1,0 +1,109 @@
+"""Ctrl-C stops a run cleanly at any step: exit 130, the thread marked ``interrupted`` with the
+finished steps kept, the resume command printed; resuming finishes it. A real process receives a
+real SIGINT; the simulator's time to first token holds each step open until the signal lands."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+TASK = "Plan a product launch for a small bakery"
+
+
+def _env(ttft: float) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "MULTIAGENT_SIM__TTFT_S": str(ttft),
+        "MULTIAGENT_SIM__TOKEN_LATENCY_S": "0",
+    }
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "multiagent", *args],
+        env=_env(0), capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def _interrupt_at(marker: str, *args: str) -> tuple[int, str, str]:
+    """Start the CLI, send SIGINT once ``marker`` is on its stdout (a step has started and is
+    waiting for its first token), and return its exit code and output."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "multiagent", *args],
+        env=_env(4.0), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    seen: list[str] = []
+    for line in process.stdout:
+        seen.append(line)
+        if marker in line:
+            process.send_signal(signal.SIGINT)
+            break
+    out, err = process.communicate(timeout=120)
+    return process.returncode, "".join(seen) + out, err
+
+
+def _thread(thread: str) -> dict[str, Any]:
+    rows = json.loads(_cli("threads", "list", "--json").stdout)["threads"]
+    found: dict[str, Any] = next(row for row in rows if row["thread_id"] == thread)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("marker", "step", "done_before"),
+    [
+        ("▸ plan", "plan", set()),
+        ("▸ work · critic", "work", {"plan"}),  # the parallel step
+        ("▸ synthesize", "synthesize", {"plan", "work"}),
+    ],
+)
+def test_ctrl_c_at_any_step_marks_the_thread_interrupted_and_resume_finishes_it(
+    isolated_env: Path, marker: str, step: str, done_before: set[str]
+) -> None:
+    thread = "t-" + marker.split()[1]
+    code, out, err = _interrupt_at(
+        marker, "run", TASK, "--agents", "researcher,critic", "--thread", thread,
+        "--memory", "off",
+    )  # fmt: skip
+    assert code == 130, err
+    assert "Traceback" not in err
+    assert f"multiagent run --thread {thread} --resume" in out
+    row = _thread(thread)
+    assert row["status"] == "interrupted"
+    shown = json.loads(_cli("threads", "show", thread, "--json").stdout)
+    # the steps before are kept; the step the signal landed in may have let its call finish
+    # (a call in flight is not cut off) and then it is kept too, never half
+    used = {u["node"] for u in shown["values"]["usage"]}
+    assert used - {step} == done_before
+    assert ("output" in shown["values"]) == ("synthesize" in used)
+
+    again = _cli("run", "--thread", thread, "--resume", "--memory", "off", "--json")
+    assert again.returncode == 0, again.stderr
+    document = json.loads(again.stdout)
+    assert document["status"] == "completed"
+    assert document["output"]
+    assert _thread(thread)["status"] == "completed"
+    # nothing finished before the signal ran again
+    nodes = [u["node"] for u in json.loads(_cli("threads", "show", thread, "--json").stdout)[
+        "values"]["usage"]]  # fmt: skip
+    assert sorted(nodes) == ["plan", "synthesize", "work", "work"]
+
+
+def test_ctrl_c_in_a_meeting_prints_the_meeting_resume_command(isolated_env: Path) -> None:
+    code, out, _err = _interrupt_at(
+        "▸ moderate", "meeting", "Do we need a website?", "--participants", "critic,writer",
+        "--rounds", "1", "--thread", "m-int", "--memory", "off",
+    )  # fmt: skip
+    assert code == 130
+    assert "multiagent meeting --thread m-int --resume" in out
+    assert _thread("m-int")["status"] == "interrupted"

@@ -1,0 +1,80 @@
+"""LangSmith receives runs that read right: a streamed CLI run, traced into a capture server on
+127.0.0.1, names its LLM runs after the provider model with its provider, model and cost, and
+carries the thread id, correlation id and profile on every run of the trace."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from multiagent.policies import load_settings
+from multiagent.sim.model import build_simulated_model
+from tests.integration._langsmith_capture import langsmith_capture
+
+pytestmark = pytest.mark.slow
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "multiagent", *args],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def test_a_streamed_run_reaches_langsmith_named_priced_and_findable(isolated_env: Path) -> None:
+    env = dict(os.environ)
+    with langsmith_capture() as (endpoint, captured):
+        env.update(
+            LANGSMITH_TRACING="true", LANGSMITH_ENDPOINT=endpoint, LANGSMITH_API_KEY="dummy",
+            LANGSMITH_PROJECT="capture",
+        )  # fmt: skip
+        # no --json: the live view streams, so the model calls run as streams
+        done = _cli("run", "Plan a product launch", "--agents", "researcher,critic",
+                    "--thread", "traced", "--memory", "off", env=env)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        runs = captured.all()
+    assert "critic" in done.stdout  # every agent's tokens were shown under its name
+    shown = _cli("threads", "show", "traced", "--json", env={**env, "LANGSMITH_TRACING": "false"})
+    usage: dict[str, Any] = json.loads(shown.stdout)["usage"]
+
+    roots = [r for r in runs if r.get("name") == "multiagent.orchestration"]
+    assert len(roots) == 1
+    root = roots[0]
+    assert root["run_type"] == "chain"
+    assert {"multiagent", "workflow:orchestration", "profile:dev_balanced"} <= set(root["tags"])
+    root_meta = root["extra"]["metadata"]
+    assert root_meta["thread_id"] == "traced"
+    assert root_meta["profile"] == "dev_balanced"
+    correlation = root_meta["correlation_id"]
+    assert correlation
+
+    llm = [r for r in runs if r.get("run_type") == "llm"]
+    assert len(llm) == usage["calls"] == 4  # planner, two agents, synthesizer
+    inner = build_simulated_model("gpt-4o-mini", load_settings())
+    provider = inner._get_ls_params()["ls_provider"]
+    for run in llm:
+        assert run["name"] == type(inner).__name__ != "PipelineChatModel"
+        meta = run["extra"]["metadata"]
+        assert meta["ls_provider"] == provider != "pipelinechatmodel"
+        assert meta["ls_model_name"] in {"gpt-3.5-turbo", "gpt-4o-mini"}
+        assert meta["thread_id"] == "traced"
+        assert meta["correlation_id"] == correlation
+        assert meta["profile"] == "dev_balanced"
+        assert meta["agent"] in {"planner", "researcher", "critic", "synthesizer"}
+        assert any(tag.startswith("agent:") for tag in run["tags"])
+        cost = meta["usage_metadata"]
+        assert cost["total_cost"] > 0
+        assert cost["total_cost"] == pytest.approx(cost["input_cost"] + cost["output_cost"])
+    # the cost LangSmith reads is the cost the run's ledger counted
+    assert sum(r["extra"]["metadata"]["usage_metadata"]["total_cost"] for r in llm) == (
+        pytest.approx(usage["cost_usd"], rel=1e-6)
+    )
+    # every call streamed: LangSmith keeps the first token's arrival of a streamed call
+    streamed = [r for r in llm if any(e.get("name") == "new_token" for e in r.get("events", []))]
+    assert len(streamed) == len(llm)
