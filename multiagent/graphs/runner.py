@@ -315,9 +315,9 @@ def run_workflow(
         return outcome("budget_exceeded", str(exc), describe_error(exc))
     except provider_errors() as exc:
         return outcome("failed", "a model call kept failing after retries", describe_error(exc))
-    except KeyboardInterrupt:
-        if checkpointer is None:  # no thread to resume: the caller (a batch) decides
-            raise
+    except (KeyboardInterrupt, RuntimeError) as exc:
+        if not _from_ctrl_c(exc) or checkpointer is None:
+            raise  # without a thread to resume, the caller (a batch) decides
         # the steps finished before the signal are on disk (durability="sync"); the thread
         # resumes from there
         return outcome("interrupted", "stopped by Ctrl-C", "KeyboardInterrupt")
@@ -328,6 +328,20 @@ def run_workflow(
     if workflow == "orchestration" and approval is not None and not approval["approved"]:
         result.status, result.message = "rejected", "the plan was rejected; no agent worked"
     return result
+
+
+def _from_ctrl_c(exc: BaseException) -> bool:
+    """Whether ``exc`` is Ctrl-C, or what Ctrl-C became inside a lock of the thread pool.
+
+    A ``KeyboardInterrupt`` landing while ``threading.Condition`` releases its lock surfaces as
+    ``RuntimeError: release unlocked lock`` with the interrupt as its context.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__context__
+    return False
 
 
 def check_thread(

@@ -97,7 +97,7 @@ def test_a_thread_id_holding_pii_is_redacted() -> None:
     # a thread id is [A-Za-z0-9._-]: an IBAN fits it, an e-mail address does not
     iban = "DE89370400440532013000"
     ran = runner.invoke(app, ["validate", "The sky is blue.", "--thread", iban, "--json"])
-    assert ran.exit_code in (0, 1), ran.output
+    assert ran.exit_code in (0, 3, 4), ran.output  # passed, consensus failed, inconclusive
     raw = b"".join(p.read_bytes() for p in trail_files(_trail()))
     assert iban.encode() not in raw
     assert _records()[0]["command"] == "validate"

@@ -158,7 +158,11 @@ def _every_workflow(tmp_path: Path) -> list[tuple[str, bytes]]:
     outputs: list[tuple[str, bytes]] = []
     for args in commands:
         result = runner.invoke(app, args)
-        assert result.exit_code == 0, (args, result.output)
+        # validate's exit code is its consensus: 0 passed, 3 failed, 4 inconclusive
+        assert result.exit_code in ((0, 3, 4) if args[0] == "validate" else (0,)), (
+            args,
+            result.output,
+        )
         outputs.append((" ".join(args[:2]), result.output.encode()))
         if args[-1] == "--json" and args[0] != "persistence":
             json.loads(result.stdout)
