@@ -22,12 +22,12 @@ from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
 from pydantic import ConfigDict
 
+from multiagent._metrics import get_metrics
 from multiagent.errors import ConfigError
 from multiagent.models._gate import ProviderGate
 from multiagent.models.backpressure import BackpressureConfig, BackpressureController
 from multiagent.models.retry import RetryPolicy, async_retrying, sync_retrying
 from multiagent.models.tokens import prompt_tokens
-from multiagent.observability.metrics import get_metrics
 
 #: Output tokens assumed for a request that does not cap them.
 DEFAULT_OUTPUT_TOKENS = 256

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from langchain_core.messages import BaseMessage
 
-from multiagent.observability.metrics import get_metrics
+from multiagent._metrics import get_metrics
 
 _SECRET = re.compile(
     r"\bsk-(?:proj-|ant-)?[A-Za-z0-9_\-]{20,}"

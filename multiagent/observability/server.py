@@ -2,7 +2,8 @@
 
 Routes:
 
-- ``GET /healthz``: ``{"status": "ok"}``.
+- ``GET /healthz``: home writable, databases open, scheduler heartbeat
+  (:mod:`multiagent.observability.health`); 503 with the failing check when one fails.
 - ``GET /metrics``: Prometheus text. Counters are the history's all-time totals plus what this
   process counted and has not persisted yet (each count once); gauges are this process's live
   collectors (backpressure limiters) and the caches' entries and size.
@@ -21,13 +22,14 @@ from contextlib import contextmanager
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
+from multiagent._metrics import MetricsStore, get_metrics
 from multiagent._serve import serve_in_thread
 from multiagent.observability.cache_stats import cache_analytics, cache_gauges
+from multiagent.observability.exposition import CONTENT_TYPE, render_prometheus
+from multiagent.observability.health import health
 from multiagent.observability.history import MAX_HOURS, MetricsHistory
-from multiagent.observability.metrics import MetricsStore, get_metrics
-from multiagent.observability.prometheus import CONTENT_TYPE, render_prometheus
 from multiagent.observability.summary import summarize
 from multiagent.policies import Settings
 
@@ -70,9 +72,10 @@ def create_metrics_app(settings: Settings, *, store: MetricsStore | None = None)
         description="Model calls, tokens, cost, errors, latency and caches of multiagent runs.",
     )
 
-    @app.get("/healthz")
-    def healthz() -> dict[str, Any]:
-        return {"status": "ok", "pid": os.getpid(), "home": str(settings.home)}
+    @app.get("/healthz", responses={503: {"description": "A check failed."}})
+    def healthz() -> JSONResponse:
+        report = {**health(settings), "pid": os.getpid()}
+        return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
 
     @app.get("/metrics", response_class=PlainTextResponse)
     def prometheus() -> PlainTextResponse:

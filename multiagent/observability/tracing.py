@@ -121,7 +121,9 @@ def configure_tracing(
     """Set up this process's tracing; :func:`run_config` uses it from then on.
 
     A provider set up before is flushed and shut down first. The global OpenTelemetry provider
-    is not replaced: spans go through this module's provider only.
+    is not replaced: spans go through this module's provider only. The process's metrics are
+    tied to the history of ``settings.home`` too (:func:`~multiagent.observability.history.
+    install_history_sink`): persisted every 5 minutes and at exit.
 
     Args:
         settings: Resolved settings (profile, policy and provider become resource attributes).
@@ -134,6 +136,9 @@ def configure_tracing(
     Raises:
         ConfigError: ``OTEL_EXPORTER_OTLP_PROTOCOL`` is not ``http/protobuf`` or ``grpc``.
     """
+    from multiagent.observability.history import install_history_sink
+
+    install_history_sink(settings)
     env = environment or TracingEnvironment()
     resource = Resource.create(
         {

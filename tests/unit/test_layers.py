@@ -42,6 +42,7 @@ def _modules(subpackage: str) -> list[Path]:
         ("nodes", ("multiagent.sim", "multiagent.graphs", "multiagent.bench")),
         ("graphs", ("multiagent.sim", "multiagent.bench")),
         ("persistence", ("multiagent.sim", "multiagent.nodes", "multiagent.graphs")),
+        ("models", ("multiagent.observability",)),
         (
             "policies",
             (
@@ -74,3 +75,8 @@ def test_the_shared_redis_connection_sits_below_the_runtime_and_the_queue() -> N
     allowed = ("multiagent.errors", "multiagent.policies")
     ours = {n for n in _imports(PACKAGE / "_redis.py") if n.startswith("multiagent")}
     assert all(name.startswith(allowed) for name in ours), sorted(ours)
+
+
+def test_the_metrics_api_sits_at_the_bottom() -> None:
+    ours = {n for n in _imports(PACKAGE / "_metrics.py") if n.startswith("multiagent")}
+    assert not ours, sorted(ours)
