@@ -190,6 +190,7 @@ def run_config(
     thread_id: str,
     correlation_id: str | None = None,
     agents: Sequence[str] = (),
+    live: bool = True,
 ) -> dict[str, Any]:
     """The ``RunnableConfig`` pieces that make one run one findable trace.
 
@@ -203,10 +204,13 @@ def run_config(
         correlation_id: Ties the trace to logs and other systems; a new UUID when ``None``.
         agents: The run's agents (each tagged ``agent:<name>`` on the root run; model calls
             carry their own agent in their metadata).
+        live: Add a :class:`~multiagent.observability.live_recorder.LiveRunRecorder`, so the
+            run shows on the dashboard of any process reading the same data directory.
 
     Returns:
         ``{"run_name", "tags", "metadata", "callbacks"}``; ``callbacks`` holds the
-        OpenTelemetry handler when :func:`configure_tracing` set up an exporter, else is empty.
+        OpenTelemetry handler when :func:`configure_tracing` set up an exporter, and the live
+        recorder unless ``live`` is false.
 
     Raises:
         UsageError: ``workflow`` or ``thread_id`` is empty.
@@ -237,5 +241,19 @@ def run_config(
             "correlation_id": correlation,
             **({"agents": ",".join(agents)} if agents else {}),
         },
-        "callbacks": [handler] if handler is not None else [],
+        "callbacks": [
+            *([handler] if handler is not None else []),
+            *([_live_recorder(settings, workflow, thread_id)] if live else []),
+        ],
     }
+
+
+def _live_recorder(settings: Settings, workflow: str, thread_id: str) -> Any:
+    from multiagent.observability.live_recorder import LiveRunRecorder
+
+    return LiveRunRecorder(
+        settings.home,
+        thread_id=thread_id,
+        workflow=workflow,
+        budget_usd=settings.profile.budget_usd,
+    )
