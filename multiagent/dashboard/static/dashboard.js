@@ -72,16 +72,16 @@ window.addEventListener("hashchange", route);
 const charts = new Map();
 function chart(container, key, title, labels, data) {
   let entry = charts.get(key);
-  const width = Math.max(320, (container.clientWidth || 460) - 20);
   if (entry && entry.labels.join() !== labels.join()) { entry.plot.destroy(); entry.box.remove(); entry = null; }
   if (!entry) {
     const box = el("figure", { class: "chart", "data-chart": key },
       el("h3", { text: title }));
     container.append(box);
+    const width = Math.max(280, (box.clientWidth || 420) - 20);  // the grid cell, once placed
     const plot = new uPlot({
       width, height: 200,
       series: [{}, ...labels.map((label, i) => ({ label, stroke: PALETTE[i % PALETTE.length], width: 2 }))],
-      axes: [{}, { size: 60 }],
+      axes: [{}, { size: 76, values: (u, vals) => vals.map((v) => +v.toPrecision(3)) }],
     }, data, box);
     box.querySelector("canvas").setAttribute("aria-label", title + " chart");
     box.querySelector("canvas").setAttribute("role", "img");
@@ -230,7 +230,18 @@ async function act(id, action) {
     });
     say(action + " sent for " + id);
   } catch (err) { say(err.message); return; }
-  for (const delay of [500, 1500, 3000, 6000]) setTimeout(() => { openThread(id); loadThreads(); }, delay);
+  followThread(id, 0);
+}
+
+// after an action, follow the thread until it settles (the run continues on the server)
+async function followThread(id, tries) {
+  await openThread(id);
+  const status = $("#thread-status")?.textContent;
+  if (["completed", "rejected", "failed", "budget_exceeded"].includes(status) || tries > 120) {
+    loadThreads();
+    return;
+  }
+  setTimeout(() => followThread(id, tries + 1), 1000);
 }
 
 // --- the live stream ---------------------------------------------------------------------
