@@ -6,6 +6,7 @@
   or any web page the browser has open could otherwise drive runs.
 - CSRF-safe: the token travels in the ``Authorization: Bearer`` header, never in a cookie, so
   a cross-site form cannot carry it; an action whose ``Origin`` is not this server is refused.
+- On loopback, a request naming another host (DNS rebinding) is refused.
 - The page shell and its static files hold no data and are served to anyone; they ask for the
   token when one is needed.
 """
@@ -74,8 +75,18 @@ class Guard:
         given = _bearer(request)
         return bool(self.token and given and hmac.compare_digest(given, self.token))
 
+    def _host_ok(self, request: Request) -> None:
+        """On loopback, only loopback names: a DNS-rebinding page (Host: evil.example) is out."""
+        if self.public:
+            return
+        host = request.headers.get("host", "")
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if host and not is_loopback(name):
+            raise HTTPException(status_code=403, detail=f"unexpected Host header: {host}")
+
     def read(self, request: Request) -> None:
         """FastAPI dependency of every data endpoint."""
+        self._host_ok(request)
         if self.public and not self._token_ok(request):
             raise HTTPException(
                 status_code=401,
@@ -85,6 +96,7 @@ class Guard:
 
     def act(self, request: Request) -> None:
         """FastAPI dependency of every action: the token, always, and a same-origin request."""
+        self._host_ok(request)
         if not self.token:
             raise HTTPException(
                 status_code=403,
