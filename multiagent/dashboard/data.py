@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import time
 from collections import defaultdict
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 from multiagent.models.redaction import redact_text
 from multiagent.observability.history import MetricsHistory
 from multiagent.observability.live import read_live
+from multiagent.persistence.scheduler_state import pid_alive
 from multiagent.policies import Settings
 
 #: Finished runs listed under the live ones.
@@ -54,16 +54,6 @@ def graph_of(workflow: str) -> dict[str, Any]:
     return {"nodes": nodes, "edges": edges}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _streams(settings: Settings, thread_id: str) -> list[dict[str, Any]]:
     rows = read_live(
         settings.home,
@@ -76,7 +66,7 @@ def _streams(settings: Settings, thread_id: str) -> list[dict[str, Any]]:
 
 def _run_row(settings: Settings, row: Any) -> dict[str, Any]:
     status = row["status"]
-    if status == "running" and not _alive(int(row["pid"])):
+    if status == "running" and not pid_alive(int(row["pid"])):
         status = "lost"  # the process ended without saying how (killed)
     budget = row["budget_usd"]
     cost = float(row["cost_usd"])

@@ -120,25 +120,24 @@ class LiveRunRecorder(BaseCallbackHandler):
 
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
         """A node's end, or the run's (``completed``, or ``waiting`` at an interrupt)."""
-        if run_id == self._root:
-            self._finish("waiting" if self._waiting else "completed")
-            return
-        with self._lock:
-            node = self._nodes.pop(run_id, None)
-        if node is not None:
-            self._event("node_end", node)
+        self._end(run_id, "waiting" if self._waiting else "completed", "")
 
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """An interrupt marks the run waiting; any other error of the graph fails it."""
         if isinstance(error, GraphBubbleUp):
             self._waiting = True
+        failed = "waiting" if self._waiting else type(error).__name__
+        self._end(run_id, "waiting" if self._waiting else "failed", failed)
+
+    def _end(self, run_id: UUID, run_status: str, node_text: str) -> None:
+        """The end of the graph (the run's status) or of one of its nodes."""
         if run_id == self._root:
-            self._finish("waiting" if self._waiting else "failed")
+            self._finish(run_status)
             return
         with self._lock:
             node = self._nodes.pop(run_id, None)
         if node is not None:
-            self._event("node_end", node, text="waiting" if self._waiting else type(error).__name__)
+            self._event("node_end", node, text=node_text)
 
     def _finish(self, status: str) -> None:
         self._root = None
