@@ -31,180 +31,49 @@ Names recorded by the model pipeline (all prefixed ``multiagent_``):
 from __future__ import annotations
 
 import itertools
-import math
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Counter, Histogram, Observation
 from opentelemetry.metrics import _Gauge as Gauge  # the synchronous gauge (API 1.23+)
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
-    AggregationTemporality,
-    HistogramDataPoint,
     InMemoryMetricReader,
-    MetricExporter,
-    MetricExportResult,
     MetricReader,
-    MetricsData,
-    NumberDataPoint,
     PeriodicExportingMetricReader,
-    Sum,
 )
 
-Labels = tuple[tuple[str, str], ...]
-#: A gauge sample a collector reports: name, labels, value.
-Sample = tuple[str, Mapping[str, str], float]
-Collector = Callable[[], Iterable[Sample]]
+from multiagent._metrics_data import (
+    PREFIX,
+    Collector,
+    Labels,
+    MetricsSnapshot,
+    Sample,
+    Series,
+    _labels,
+    full_name,
+    snapshot_of,
+)
+from multiagent._metrics_readers import Sink, SinkExporter, otlp_reader
 
-PREFIX = "multiagent_"
+__all__ = [
+    "PREFIX",
+    "Collector",
+    "Labels",
+    "MetricsSnapshot",
+    "MetricsStore",
+    "Sample",
+    "Series",
+    "full_name",
+    "get_metrics",
+    "snapshot_of",
+]
+
 METER_NAME = "multiagent"
 #: Latency histogram bounds, seconds: enough resolution for p50/p95 of model calls.
 LATENCY_BOUNDS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _EXPORT_ENV = "MULTIAGENT_METRICS_EXPORT_S"
-
-
-def _labels(labels: Mapping[str, Any] | None) -> Labels:
-    return tuple(sorted((str(k), str(v)) for k, v in (labels or {}).items()))
-
-
-def full_name(name: str) -> str:
-    """``name`` with the ``multiagent_`` prefix."""
-    return name if name.startswith(PREFIX) else PREFIX + name
-
-
-@dataclass(frozen=True)
-class Series:
-    """One value of one metric."""
-
-    name: str
-    labels: dict[str, str]
-    value: float
-
-    def as_dict(self) -> dict[str, Any]:
-        """Return the series as JSON-ready data."""
-        return {"name": self.name, "labels": self.labels, "value": self.value}
-
-
-@dataclass(frozen=True)
-class MetricsSnapshot:
-    """Every counter and gauge at one moment (histograms as ``_sum``/``_count``/``_bucket``)."""
-
-    counters: list[Series]
-    gauges: list[Series]
-
-    def as_dict(self) -> dict[str, Any]:
-        """Return the snapshot as JSON-ready data."""
-        return {
-            "counters": [s.as_dict() for s in self.counters],
-            "gauges": [s.as_dict() for s in self.gauges],
-        }
-
-    def total(self, name: str, **labels: str) -> float:
-        """Sum the counters called ``name`` whose labels include ``labels``."""
-        return sum(
-            s.value
-            for s in self.counters
-            if s.name == full_name(name) and all(s.labels.get(k) == v for k, v in labels.items())
-        )
-
-
-def snapshot_of(data: MetricsData | None) -> MetricsSnapshot:
-    """Counters and gauges of one OpenTelemetry collection (cumulative sums expected)."""
-    counters: dict[tuple[str, Labels], float] = {}
-    gauges: dict[tuple[str, Labels], float] = {}
-    for resource in data.resource_metrics if data is not None else ():
-        for scope in resource.scope_metrics:
-            for metric in scope.metrics:
-                _add_metric(metric.name, metric.data, counters, gauges)
-    return MetricsSnapshot(
-        counters=[Series(n, dict(lb), v) for (n, lb), v in sorted(counters.items())],
-        gauges=[Series(n, dict(lb), v) for (n, lb), v in sorted(gauges.items())],
-    )
-
-
-def _add_metric(
-    name: str,
-    data: Any,
-    counters: dict[tuple[str, Labels], float],
-    gauges: dict[tuple[str, Labels], float],
-) -> None:
-    for point in data.data_points:
-        labels = _labels(point.attributes)
-        if isinstance(point, HistogramDataPoint):
-            counters[(f"{name}_sum", labels)] = float(point.sum)
-            counters[(f"{name}_count", labels)] = float(point.count)
-            running = 0
-            bounds = [*point.explicit_bounds, math.inf]
-            for bound, count in zip(bounds, point.bucket_counts, strict=False):
-                running += count
-                le = "+Inf" if math.isinf(bound) else repr(float(bound))
-                key = (f"{name}_bucket", tuple(sorted((*labels, ("le", le)))))
-                counters[key] = float(running)
-        elif isinstance(point, NumberDataPoint):
-            target = counters if isinstance(data, Sum) and data.is_monotonic else gauges
-            target[(name, labels)] = float(point.value)
-
-
-Sink = Callable[[MetricsSnapshot], None]
-
-
-class _SinkExporter(MetricExporter):
-    """Hands every periodic (and the final) collection to the store's sinks."""
-
-    def __init__(self, store: MetricsStore) -> None:
-        super().__init__(preferred_temporality=dict.fromkeys(_ALL_KINDS, _CUMULATIVE))
-        self._store = store
-
-    def export(
-        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
-    ) -> MetricExportResult:
-        """Give the collection to each sink; a failing sink fails the export, not the others."""
-        snapshot = snapshot_of(metrics_data)
-        ok = True
-        for sink in self._store.sinks():
-            try:
-                sink(snapshot)
-            except Exception:  # a sink's failure must not stop the reader thread
-                ok = False
-        return MetricExportResult.SUCCESS if ok else MetricExportResult.FAILURE
-
-    def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        """Nothing is buffered."""
-        return True
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        """Nothing to release."""
-
-
-_CUMULATIVE = AggregationTemporality.CUMULATIVE
-_ALL_KINDS: tuple[type, ...] = ()  # filled below from the SDK's instrument classes
-
-
-def _otlp_reader() -> MetricReader | None:
-    """An OTLP reader when the standard OpenTelemetry variables name an endpoint."""
-    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") or os.environ.get(
-        "OTEL_EXPORTER_OTLP_ENDPOINT"
-    )
-    if not endpoint or os.environ.get("OTEL_METRICS_EXPORTER", "otlp").strip() == "none":
-        return None
-    protocol = os.environ.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL") or os.environ.get(
-        "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
-    )
-    exporter: MetricExporter
-    if protocol.strip() == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-
-        exporter = OTLPMetricExporter()
-    else:
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
-            OTLPMetricExporter as HttpExporter,
-        )
-
-        exporter = HttpExporter()
-    return PeriodicExportingMetricReader(exporter)
 
 
 class MetricsStore:
@@ -241,7 +110,7 @@ class MetricsStore:
         if self._export_interval_s is not None:
             readers.append(
                 PeriodicExportingMetricReader(
-                    _SinkExporter(self), export_interval_millis=self._export_interval_s * 1000
+                    SinkExporter(self.sinks), export_interval_millis=self._export_interval_s * 1000
                 )
             )
         self._provider = MeterProvider(metric_readers=readers)
@@ -383,35 +252,6 @@ def _safe(collector: Collector) -> list[Sample]:
         return []
 
 
-def _instrument_kinds() -> tuple[type, ...]:
-    from opentelemetry.sdk.metrics import (
-        Counter as SdkCounter,
-    )
-    from opentelemetry.sdk.metrics import (
-        Histogram as SdkHistogram,
-    )
-    from opentelemetry.sdk.metrics import (
-        ObservableCounter,
-        ObservableGauge,
-        ObservableUpDownCounter,
-        UpDownCounter,
-    )
-    from opentelemetry.sdk.metrics import _Gauge as SdkGauge
-
-    return (
-        SdkCounter,
-        SdkHistogram,
-        ObservableCounter,
-        ObservableGauge,
-        ObservableUpDownCounter,
-        UpDownCounter,
-        SdkGauge,
-    )
-
-
-_ALL_KINDS = _instrument_kinds()
-
-
 def _export_interval() -> float:
     raw = os.environ.get(_EXPORT_ENV, "300")
     try:
@@ -421,7 +261,7 @@ def _export_interval() -> float:
     return value if value > 0 else 300.0
 
 
-_STORE = MetricsStore(export_interval_s=_export_interval(), readers=[_otlp_reader])
+_STORE = MetricsStore(export_interval_s=_export_interval(), readers=[otlp_reader])
 
 
 def get_metrics() -> MetricsStore:

@@ -79,4 +79,8 @@ def test_the_shared_redis_connection_sits_below_the_runtime_and_the_queue() -> N
 
 def test_the_metrics_api_sits_at_the_bottom() -> None:
     ours = {n for n in _imports(PACKAGE / "_metrics.py") if n.startswith("multiagent")}
-    assert not ours, sorted(ours)
+    assert ours <= {"multiagent._metrics_data", "multiagent._metrics_readers"}, sorted(ours)
+    readers = {n for n in _imports(PACKAGE / "_metrics_readers.py") if n.startswith("multiagent")}
+    assert readers <= {"multiagent._metrics_data"}, sorted(readers)
+    below = {n for n in _imports(PACKAGE / "_metrics_data.py") if n.startswith("multiagent")}
+    assert not below, sorted(below)
