@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import sqlite3
 import time
-import uuid
 from contextlib import closing
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from multiagent.errors import UsageError
 from multiagent.policies import Settings
 
 #: Three missed 5-minute metrics runs and the scheduler counts as silent.
@@ -26,14 +26,12 @@ _DATABASES = ("checkpoints.sqlite", "metrics.sqlite", "runs.sqlite")
 
 
 def _home(settings: Settings) -> dict[str, Any]:
-    home = Path(settings.home)
+    from multiagent.persistence.checkpointer import ensure_home
+
     try:
-        home.mkdir(parents=True, exist_ok=True)
-        probe = home / f".healthz-{uuid.uuid4().hex}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        return {"ok": False, "error": f"{type(exc).__name__}: {exc.strerror or exc}"}
+        ensure_home(settings)
+    except UsageError as exc:
+        return {"ok": False, "error": str(exc)}
     return {"ok": True}
 
 

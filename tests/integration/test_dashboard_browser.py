@@ -54,23 +54,27 @@ def home(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def server(home: Path) -> Iterator[str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "multiagent", "metrics", "serve", "--port", "0"],
-        env=_env(home, MULTIAGENT_METRICS_TOKEN=TOKEN),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def server(home: Path, tmp_path: Path) -> Iterator[str]:
+    log = tmp_path / "server.log"
+    with log.open("w") as errors:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "multiagent", "metrics", "serve", "--port", "0"],
+            env=_env(home, MULTIAGENT_METRICS_TOKEN=TOKEN),
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+        )
     assert process.stdout is not None
     line = process.stdout.readline()
     found = re.search(r"http://127\.0\.0\.1:\d+", line)
-    assert found, (line, process.stderr.read() if process.stderr else "")
+    assert found, (line, log.read_text())
     try:
         yield found.group(0)
     finally:
         process.terminate()
         process.wait(timeout=15)
+        process.stdout.close()
+        sys.stderr.write(log.read_text())  # shown with a failing test's report
 
 
 @pytest.fixture

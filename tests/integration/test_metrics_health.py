@@ -73,3 +73,15 @@ def test_a_scheduler_that_died_without_stopping_fails_the_probe(tmp_path: Path) 
         reply = httpx2.get(f"{url}/healthz")
     assert reply.status_code == 503
     assert reply.json()["checks"]["scheduler"]["state"] == "died"
+
+
+def test_concurrent_probes_of_the_home_do_not_trip_over_each_other(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from multiagent.persistence.checkpointer import ensure_home
+
+    settings = _settings(tmp_path / "home")
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        homes = list(pool.map(lambda _: ensure_home(settings), range(400)))
+    assert set(homes) == {settings.home}
+    assert list(settings.home.iterdir()) == []  # every probe cleaned up
