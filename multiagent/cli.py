@@ -21,6 +21,7 @@ from multiagent.commands.audit import install_audit
 from multiagent.commands.batch import batch_app
 from multiagent.commands.bench import bench_app
 from multiagent.commands.metrics import metrics_app
+from multiagent.commands.metrics import serve as metrics_serve
 from multiagent.commands.persistence import persistence_app
 from multiagent.commands.profile import profile
 from multiagent.commands.sim import sim_app
@@ -150,6 +151,9 @@ app.command("validate")(validate)
 app.add_typer(threads_app, name="threads")
 app.add_typer(persistence_app, name="persistence")
 app.add_typer(metrics_app, name="metrics")
+app.command("dashboard", help="The dashboard: the same as `multiagent metrics serve`.")(
+    metrics_serve
+)
 app.command("worker")(worker)
 app.add_typer(batch_app, name="batch")
 install_audit(app)  # last: audits every command above, mounts `audit`

@@ -99,7 +99,7 @@ class CommandAudit:
     @classmethod
     def begin(cls, ctx: typer.Context, *, command: str, params: Mapping[str, Any]) -> CommandAudit:
         """Note the command, its options and the metrics so far."""
-        from multiagent.observability.metrics import get_metrics
+        from multiagent._metrics import get_metrics
 
         try:
             settings: Any = cli_settings(ctx)
@@ -133,9 +133,9 @@ class CommandAudit:
         """Append the record; ``False`` when the trail could not be written."""
         if self.settings is None:
             return True
+        from multiagent._metrics import get_metrics
         from multiagent.audit import AuditTrail, audit_dir, current_user, now_iso
         from multiagent.models.redaction import redact_text
-        from multiagent.observability.metrics import get_metrics
 
         snap = get_metrics().snapshot()
         thread = self.thread_id or self.ids.thread_id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated, Any
 
@@ -25,18 +26,24 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port; 0 picks one.")] = 9464,
 ) -> None:
-    """Serve /metrics (Prometheus), /metrics/summary, /metrics/history and /metrics/cache."""
+    """Serve the dashboard at /, /metrics (Prometheus), /metrics/summary, /metrics/history and
+    /metrics/cache. A non-loopback --host needs MULTIAGENT_METRICS_TOKEN."""
+    from multiagent.dashboard.security import TOKEN_ENV, check_bind
     from multiagent.distributed.metrics import install_queue_metrics
     from multiagent.observability.server import run_metrics_server  # loads the server stack
 
+    token = os.environ.get(TOKEN_ENV) or None
+    check_bind(host, token)  # before anything is opened
     settings = cli_settings(ctx)
     uninstall = install_queue_metrics(settings)  # queue gauges when MULTIAGENT_REDIS_URL is set
-    with run_metrics_server(settings, host=host, port=port) as url:
-        sys.stdout.write(f"multiagent metrics listening on {url}\n")
-        sys.stdout.write(f"prometheus: {url}/metrics · summary: {url}/metrics/summary\n")
-        sys.stdout.flush()
-        wait_until_stopped()
-    uninstall()
+    try:
+        with run_metrics_server(settings, host=host, port=port, token=token) as url:
+            sys.stdout.write(f"multiagent metrics listening on {url}\n")
+            sys.stdout.write(f"dashboard: {url}/ · prometheus: {url}/metrics\n")
+            sys.stdout.flush()
+            wait_until_stopped()
+    finally:
+        uninstall()
 
 
 def _money(value: float) -> str:

@@ -23,9 +23,9 @@ from typing import Any
 import redis
 from redis.exceptions import RedisError
 
+from multiagent._metrics import Sample, get_metrics
 from multiagent.distributed.deadletter import dead_key, stats_key
 from multiagent.distributed.queue import GROUP, PREFIX
-from multiagent.observability.metrics import Sample, get_metrics
 from multiagent.policies import Settings
 
 #: The window of the throughput gauge, and how recently a consumer must have read to count.

@@ -6,8 +6,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from multiagent._metrics import Sample
 from multiagent.models._bp_types import BackpressureConfig, BackpressureState
-from multiagent.observability.metrics import Sample
 
 _GAUGES = (
     "limit",

@@ -12,6 +12,7 @@ from typing import Literal
 
 import redis
 
+from multiagent._metrics import Sample
 from multiagent.models import _bp_redis_decide as decide
 from multiagent.models._bp_redis_keeper import LOST, SharedStateKeeper, SharedTicket
 from multiagent.models._bp_redis_state import (
@@ -24,7 +25,6 @@ from multiagent.models._bp_types import BackpressureConfig, Ticket, concurrency_
 from multiagent.models._window import Outcome
 from multiagent.models.backpressure import BackpressureController
 from multiagent.models.provider_errors import advertised_limits, headers_of, retry_after_s
-from multiagent.observability.metrics import Sample
 
 
 class RedisBackpressureController(SharedStateKeeper):

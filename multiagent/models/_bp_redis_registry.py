@@ -14,11 +14,11 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from multiagent._metrics import get_metrics
 from multiagent.errors import ConfigError, UsageError
 from multiagent.models._bp_redis_controller import RedisBackpressureController
 from multiagent.models._bp_redis_keeper import LOST
 from multiagent.models._bp_types import BackpressureConfig
-from multiagent.observability.metrics import get_metrics
 from multiagent.policies.settings import check_redis_url
 
 # -- one controller per (Redis, provider, base URL, model) per process --------------------------

@@ -6,11 +6,11 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from multiagent._metrics import Sample
 from multiagent.models._bp_health import gauge_samples
 from multiagent.models._bp_redis_decide import Snapshot
 from multiagent.models._bp_types import BackpressureConfig, BackpressureState
 from multiagent.models._window import OutcomeWindow
-from multiagent.observability.metrics import Sample
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,8 @@ import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from multiagent._metrics import get_metrics
 from multiagent._redis import open_redis
-from multiagent.observability.metrics import get_metrics
 
 PREFIX = "multiagent:cache:"
 #: Seconds a command may wait for its reply before Redis counts as lost.

@@ -12,10 +12,10 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 
+from multiagent._metrics import get_metrics
 from multiagent.errors import ConfigError
 from multiagent.models._gate import ProviderGate
 from multiagent.models.backpressure import BackpressureConfig, BackpressureController
-from multiagent.observability.metrics import get_metrics
 
 _REGISTRY_LOCK = threading.Lock()
 _CONTROLLERS: dict[tuple[str, str, str], BackpressureController] = {}

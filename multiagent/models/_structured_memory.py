@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from multiagent.observability.metrics import get_metrics
+from multiagent._metrics import get_metrics
 
 Step = Literal["tool_call", "json_schema", "json_mode", "text"]
 STEPS: tuple[Step, ...] = ("tool_call", "json_schema", "json_mode", "text")

@@ -19,11 +19,11 @@ from typing import Any, TypeVar
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, Generation
 
+from multiagent._metrics import get_metrics
 from multiagent.models.budget import ProjectBudget
 from multiagent.models.ledger import CallRecord, Outcome, Reservation, RunLedger
 from multiagent.models.provider_errors import error_kind
 from multiagent.models.tokens import count_tokens, prompt_tokens
-from multiagent.observability.metrics import get_metrics
 from multiagent.policies import ModelPrice
 
 #: Output tokens reserved for a call that sets no ``max_tokens``; the pipeline then asks the
@@ -188,8 +188,7 @@ def _count(record: CallRecord) -> None:
     if record.cost_usd:
         metrics.inc("model_cost_usd_total", value=record.cost_usd, labels=model)
     if record.outcome == "ok":
-        metrics.inc("model_latency_seconds_sum", value=record.latency_s, labels=model)
-        metrics.inc("model_latency_seconds_count", labels=model)
+        metrics.observe("model_latency_seconds", value=record.latency_s, labels=model)
     elif record.outcome == "error":
         metrics.inc("model_errors_total", labels={**model, "kind": record.error or "error"})
 

@@ -24,9 +24,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from multiagent._metrics import get_metrics
 from multiagent.models._cache_redis import RedisCacheStore, cache_client
 from multiagent.models._cache_store import CacheStore
-from multiagent.observability.metrics import get_metrics
 
 T = TypeVar("T")
 _OUTCOMES = ("hits", "misses", "expired")

@@ -58,6 +58,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
+from multiagent._metrics import Sample
 from multiagent.models._bp_health import TickFlags, fit_limit, gauge_samples, surely_above
 from multiagent.models._bp_types import (
     BackpressureConfig,
@@ -71,7 +72,6 @@ from multiagent.models._gate import ProviderGate
 from multiagent.models._pace import Pace
 from multiagent.models._window import Outcome, OutcomeWindow
 from multiagent.models.provider_errors import advertised_limits, headers_of, retry_after_s
-from multiagent.observability.metrics import Sample
 
 #: Slots closer than this are due now (float sums of intervals drift by far less).
 _EPSILON_S = 1e-6

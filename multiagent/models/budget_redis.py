@@ -33,10 +33,10 @@ import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from multiagent._metrics import get_metrics
 from multiagent._redis import open_redis
 from multiagent.errors import BudgetExceededError, ConfigError
 from multiagent.models._budget_lua import RELEASE, REPORT, RESERVE, SETTLE
-from multiagent.observability.metrics import get_metrics
 
 PREFIX = "multiagent:budget:"
 #: Nano-USD per USD: amounts in Redis are integers.

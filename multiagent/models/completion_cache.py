@@ -42,9 +42,9 @@ from langchain_core.messages import (
 )
 from langchain_core.outputs import ChatGeneration, Generation
 
+from multiagent._metrics import get_metrics
 from multiagent.models._cache_redis import RedisCacheStore, cache_client
 from multiagent.models._cache_store import CacheStore
-from multiagent.observability.metrics import get_metrics
 
 _HITS, _MISSES = "hits", "misses"
 #: Answers reach SQLite at most this long after they were made (see the module docstring).

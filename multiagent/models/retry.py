@@ -31,8 +31,8 @@ from typing import Any
 import tenacity
 from tenacity.wait import wait_base
 
+from multiagent._metrics import get_metrics
 from multiagent.models.provider_errors import error_kind, is_retryable, retry_after_s
-from multiagent.observability.metrics import get_metrics
 
 #: Called before sleeping between attempts: (exception, attempt number that failed, wait in s).
 RetryHook = Callable[[BaseException, int, float], None]

@@ -11,19 +11,19 @@ from typing import TYPE_CHECKING
 from multiagent._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from multiagent._metrics import MetricsStore as MetricsStore
+    from multiagent._metrics import get_metrics as get_metrics
     from multiagent.observability.cache_stats import cache_analytics as cache_analytics
+    from multiagent.observability.exposition import render_prometheus as render_prometheus
     from multiagent.observability.history import MetricsHistory as MetricsHistory
     from multiagent.observability.history import PersistResult as PersistResult
     from multiagent.observability.history import (
         metrics_persist_hook as metrics_persist_hook,
     )
     from multiagent.observability.history import persist_metrics as persist_metrics
-    from multiagent.observability.metrics import MetricsStore as MetricsStore
-    from multiagent.observability.metrics import get_metrics as get_metrics
     from multiagent.observability.otel import (
         OpenTelemetryCallbackHandler as OpenTelemetryCallbackHandler,
     )
-    from multiagent.observability.prometheus import render_prometheus as render_prometheus
     from multiagent.observability.server import create_metrics_app as create_metrics_app
     from multiagent.observability.server import metrics_summary as metrics_summary
     from multiagent.observability.server import run_metrics_server as run_metrics_server
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 _EXPORTS: dict[str, str] = {
     "MetricsHistory": "multiagent.observability.history",
-    "MetricsStore": "multiagent.observability.metrics",
+    "MetricsStore": "multiagent._metrics",
     "OpenTelemetryCallbackHandler": "multiagent.observability.otel",
     "PersistResult": "multiagent.observability.history",
     "Tracing": "multiagent.observability.tracing",
@@ -44,11 +44,11 @@ _EXPORTS: dict[str, str] = {
     "cache_analytics": "multiagent.observability.cache_stats",
     "configure_tracing": "multiagent.observability.tracing",
     "create_metrics_app": "multiagent.observability.server",
-    "get_metrics": "multiagent.observability.metrics",
+    "get_metrics": "multiagent._metrics",
     "metrics_persist_hook": "multiagent.observability.history",
     "metrics_summary": "multiagent.observability.server",
     "persist_metrics": "multiagent.observability.history",
-    "render_prometheus": "multiagent.observability.prometheus",
+    "render_prometheus": "multiagent.observability.exposition",
     "run_config": "multiagent.observability.tracing",
     "run_metrics_server": "multiagent.observability.server",
     "shutdown_tracing": "multiagent.observability.tracing",

@@ -19,9 +19,9 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+from multiagent._metrics import Series
 from multiagent.models.analysis_cache import analysis_cache_dir, open_analysis_cache
 from multiagent.models.completion_cache import completion_cache_dir, open_completion_cache
-from multiagent.observability.metrics import Series
 from multiagent.policies import Settings
 
 _DISKCACHE_DB = "cache.db"  # diskcache.core.DBNAME

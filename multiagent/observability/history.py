@@ -1,6 +1,6 @@
 """Metrics history: counters of short CLI processes kept in SQLite under ``MULTIAGENT_HOME``.
 
-Each process records into its own in-memory store (:func:`~multiagent.observability.metrics.
+Each process records into its own in-memory store (:func:`~multiagent._metrics.
 get_metrics`); :func:`persist_metrics` writes what the store counted *since this process last
 persisted it* (deltas), in one transaction, into ``<home>/metrics.sqlite``:
 
@@ -29,9 +29,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from multiagent._metrics import MetricsStore, Series, get_metrics
 from multiagent.errors import UsageError
 from multiagent.observability._history_db import read_rows, write_transaction
-from multiagent.observability.metrics import MetricsStore, Series, get_metrics
 from multiagent.observability.summary import LabelKey, merge_series, point_of, series_key
 from multiagent.policies import Settings
 
@@ -80,6 +80,8 @@ def reset_process_metrics(store: MetricsStore | None = None) -> None:
     store = store if store is not None else get_metrics()
     with _BASELINES_LOCK:
         _BASELINES.pop(store, None)
+    for key in [k for k in _SINKS if k[0] == id(store)]:
+        _SINKS.pop(key)()
     store.reset()
 
 
@@ -116,7 +118,11 @@ class PersistResult:
 
 
 def persist_metrics(
-    settings: Settings, *, store: MetricsStore | None = None, now: float | None = None
+    settings: Settings,
+    *,
+    store: MetricsStore | None = None,
+    now: float | None = None,
+    gauges: Iterable[Series] = (),
 ) -> PersistResult:
     """Write what ``store`` counted since its last persist into the history, atomically.
 
@@ -128,6 +134,8 @@ def persist_metrics(
         settings: Resolved settings (the data directory).
         store: The metrics store; default: the process's (:func:`get_metrics`).
         now: Unix time of the point (tests); default: the current time.
+        gauges: Readings of shared state (cache entries, hit counters) kept as the bucket's
+            latest value in the ``gauges`` table.
 
     Returns:
         Where and when it wrote, and how many series had something new.
@@ -153,13 +161,21 @@ def persist_metrics(
                     "SET value = value + excluded.value",
                     row,
                 )
+            readings = list(gauges)
+            for series in readings:
+                conn.execute(
+                    "INSERT INTO gauges VALUES (?, ?, ?, ?) ON CONFLICT (start, name, labels) "
+                    "DO UPDATE SET value = excluded.value",
+                    (start, series.name, _labels_text(series.labels), series.value),
+                )
+            written = len(deltas) + len(readings)
             conn.execute(
                 "INSERT INTO persists VALUES (?, ?, ?, ?)",
-                (moment, os.getpid(), socket.gethostname(), len(deltas)),
+                (moment, os.getpid(), socket.gethostname(), written),
             )
             trimmed = _trim(conn, moment)
         baseline.persisted = {series_key(s): s.value for s in current}
-    return PersistResult(path, moment, start, len(deltas), trimmed)
+    return PersistResult(path, moment, start, written, trimmed)
 
 
 def _trim(conn: sqlite3.Connection, moment: float) -> int:
@@ -170,6 +186,7 @@ def _trim(conn: sqlite3.Connection, moment: float) -> int:
     ).fetchone()
     if dropped:
         conn.execute("DELETE FROM buckets WHERE start < ?", (oldest_kept,))
+    conn.execute("DELETE FROM gauges WHERE start < ?", (oldest_kept,))
     conn.execute("DELETE FROM persists WHERE at < ?", (oldest_kept,))
     return int(dropped)
 
@@ -178,12 +195,67 @@ def metrics_persist_hook(
     settings: Settings, *, store: MetricsStore | None = None
 ) -> Callable[[], dict[str, Any]]:
     """The ``metrics_hook`` of :class:`~multiagent.persistence.scheduler.
-    MemoryPersistenceScheduler`: persists ``store`` (default: the process's) every run."""
+    MemoryPersistenceScheduler`, run every 5 minutes.
+
+    The scheduler's process makes no model calls: runs persist their own counts (see
+    :func:`install_history_sink`). What it adds is what no single run owns: the caches'
+    entries, size and hit counters (every process's), this process's live gauges (queues,
+    shared limiters) and its own counts, as one point of the history.
+    """
 
     def hook() -> dict[str, Any]:
-        return persist_metrics(settings, store=store).as_dict()
+        from multiagent.observability.cache_stats import cache_analytics, cache_gauges
+
+        live = store if store is not None else get_metrics()
+        analytics = cache_analytics(settings)
+        readings = [*cache_gauges(analytics), *live.snapshot().gauges]
+        for cache in ("completion", "analysis"):
+            for figure in ("hits", "misses"):
+                name = f"multiagent_cache_{figure}"
+                value = float(analytics[cache][figure])
+                readings.append(Series(name, {"cache": cache}, value))
+        return persist_metrics(settings, store=live, gauges=readings).as_dict()
 
     return hook
+
+
+_SINKS: dict[tuple[int, str], Callable[[], None]] = {}
+
+
+def install_history_sink(settings: Settings, *, store: MetricsStore | None = None) -> None:
+    """Persist ``store`` (default: the process's) into the history of ``settings.home`` every
+    time its periodic reader exports (every 5 minutes, and at interpreter exit): a short CLI
+    process and a long worker alike leave their counts behind. Idempotent per home."""
+    live = store if store is not None else get_metrics()
+    key = (id(live), str(Path(settings.home).resolve()))
+    if key in _SINKS:
+        return
+
+    def sink(_: object) -> None:
+        # a fresh snapshot under the persist lock, not the export's: an export collected
+        # before an explicit persist must not be taken for a counter reset
+        if unpersisted(live):
+            persist_metrics(settings, store=live)
+
+    _SINKS[key] = live.add_sink(sink)
+
+
+def gauge_points(
+    settings: Settings, *, hours: int, now: float | None = None
+) -> list[dict[str, Any]]:
+    """The stored gauge readings of the last ``hours``: ``{timestamp, name, labels, value}``."""
+    check_hours(hours)
+    moment = time.time() if now is None else now
+    first = bucket_start(moment) - (hours * 3600 // BUCKET_S - 1) * BUCKET_S
+    rows = read_rows(
+        history_path(settings),
+        "SELECT start, name, labels, value FROM gauges WHERE start >= ? ORDER BY start",
+        (first,),
+    )
+    return [
+        {"timestamp": int(start), "name": name, "labels": json.loads(labels), "value": value}
+        for start, name, labels, value in rows
+    ]
 
 
 def unpersisted(store: MetricsStore | None = None) -> list[Series]:

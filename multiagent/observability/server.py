@@ -2,7 +2,8 @@
 
 Routes:
 
-- ``GET /healthz``: ``{"status": "ok"}``.
+- ``GET /healthz``: home writable, databases open, scheduler heartbeat
+  (:mod:`multiagent.observability.health`); 503 with the failing check when one fails.
 - ``GET /metrics``: Prometheus text. Counters are the history's all-time totals plus what this
   process counted and has not persisted yet (each count once); gauges are this process's live
   collectors (backpressure limiters) and the caches' entries and size.
@@ -20,14 +21,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Query
-from fastapi.responses import PlainTextResponse
+from fastapi import Depends, FastAPI, Query
+from fastapi.responses import JSONResponse, PlainTextResponse
 
+from multiagent._metrics import MetricsStore, get_metrics
 from multiagent._serve import serve_in_thread
 from multiagent.observability.cache_stats import cache_analytics, cache_gauges
+from multiagent.observability.exposition import CONTENT_TYPE, render_prometheus
+from multiagent.observability.health import health
 from multiagent.observability.history import MAX_HOURS, MetricsHistory
-from multiagent.observability.metrics import MetricsStore, get_metrics
-from multiagent.observability.prometheus import CONTENT_TYPE, render_prometheus
 from multiagent.observability.summary import summarize
 from multiagent.policies import Settings
 
@@ -56,35 +58,50 @@ def metrics_summary(settings: Settings, *, store: MetricsStore | None = None) ->
     }
 
 
-def create_metrics_app(settings: Settings, *, store: MetricsStore | None = None) -> FastAPI:
-    """Build the metrics app for a data directory.
+def create_metrics_app(
+    settings: Settings,
+    *,
+    store: MetricsStore | None = None,
+    token: str | None = None,
+    public: bool = False,
+) -> FastAPI:
+    """Build the metrics app (and the dashboard at ``/``) for a data directory.
 
     Args:
         settings: Resolved settings (data directory, cache configuration).
         store: This process's metrics store; default: :func:`get_metrics`.
+        token: ``MULTIAGENT_METRICS_TOKEN``: actions need it always, reads when ``public``.
+        public: The server listens on a non-loopback address.
     """
+    from multiagent.dashboard.app import mount_dashboard
+    from multiagent.dashboard.security import Guard
+
     live = store if store is not None else get_metrics()
     history = MetricsHistory(settings, store=live)
+    guard = Guard(token=token, public=public)
     app = FastAPI(
         title="multiagent metrics",
         description="Model calls, tokens, cost, errors, latency and caches of multiagent runs.",
     )
+    mount_dashboard(app, settings, guard=guard)
+    read = [Depends(guard.read)]  # off loopback every read needs the token
 
-    @app.get("/healthz")
-    def healthz() -> dict[str, Any]:
-        return {"status": "ok", "pid": os.getpid(), "home": str(settings.home)}
+    @app.get("/healthz", dependencies=read, responses={503: {"description": "A check failed."}})
+    def healthz() -> JSONResponse:
+        report = {**health(settings), "pid": os.getpid()}
+        return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
 
-    @app.get("/metrics", response_class=PlainTextResponse)
+    @app.get("/metrics", dependencies=read, response_class=PlainTextResponse)
     def prometheus() -> PlainTextResponse:
         gauges = [*live.snapshot().gauges, *cache_gauges(cache_analytics(settings))]
         text = render_prometheus(history.totals(), gauges)
         return PlainTextResponse(text, media_type=CONTENT_TYPE)
 
-    @app.get("/metrics/summary")
+    @app.get("/metrics/summary", dependencies=read)
     def summary() -> dict[str, Any]:
         return metrics_summary(settings, store=live)
 
-    @app.get("/metrics/history")
+    @app.get("/metrics/history", dependencies=read)
     def history_points(
         hours: Annotated[
             int, Query(ge=1, le=MAX_HOURS, description="Hours of history, 1 to 24.")
@@ -93,7 +110,7 @@ def create_metrics_app(settings: Settings, *, store: MetricsStore | None = None)
         points = history.points(hours=hours)
         return {"hours": hours, "bucket_seconds": 300, "count": len(points), "points": points}
 
-    @app.get("/metrics/cache")
+    @app.get("/metrics/cache", dependencies=read)
     def caches() -> dict[str, Any]:
         return cache_analytics(settings)
 
@@ -107,6 +124,7 @@ def run_metrics_server(
     host: str = "127.0.0.1",
     port: int = 0,
     store: MetricsStore | None = None,
+    token: str | None = None,
 ) -> Iterator[str]:
     """Serve the metrics app in a background thread for the duration of a ``with`` block.
 
@@ -115,14 +133,19 @@ def run_metrics_server(
         host: Interface to listen on (loopback by default).
         port: TCP port; 0 picks a free one.
         store: This process's metrics store; default: :func:`get_metrics`.
+        token: ``MULTIAGENT_METRICS_TOKEN``; required when ``host`` is not loopback.
 
     Yields:
         The base URL, e.g. ``"http://127.0.0.1:50123"``.
 
     Raises:
-        UsageError: The host cannot be resolved or the port is taken.
+        UsageError: The host cannot be resolved, the port is taken, or a non-loopback host
+            has no token.
         MultiagentError: The server did not start.
     """
-    app = create_metrics_app(settings, store=store)
+    from multiagent.dashboard.security import check_bind, is_loopback
+
+    check_bind(host, token)
+    app = create_metrics_app(settings, store=store, token=token, public=not is_loopback(host))
     with serve_in_thread(app, host=host, port=port, what="the metrics server") as url:
         yield url

@@ -1,7 +1,7 @@
 """What the model pipeline's counters add up to: calls, tokens, cost, errors, latency, caches.
 
-Pure functions over :class:`~multiagent.observability.metrics.Series` lists (the counter names
-are documented in :mod:`multiagent.observability.metrics`), used for the totals the metrics
+Pure functions over :class:`~multiagent._metrics.Series` lists (the counter names
+are documented in :mod:`multiagent._metrics`), used for the totals the metrics
 server reports, for each 5-minute point of the history, and by ``multiagent metrics show``.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from multiagent.observability.metrics import PREFIX, Series
+from multiagent._metrics import PREFIX, Series
 
 LabelKey = tuple[str, tuple[tuple[str, str], ...]]
 
@@ -122,6 +122,8 @@ def summarize(counters: Iterable[Series]) -> dict[str, Any]:
         "retries": {"total": _num(sum(retries.values())), "by_kind": _nums(retries)},
         "latency": {
             "avg_s": _ratio(latency_sum, latency_count),
+            "p50_s": quantile(totals.by("model_latency_seconds_bucket", "le"), 0.5),
+            "p95_s": quantile(totals.by("model_latency_seconds_bucket", "le"), 0.95),
             "answered_calls": _num(latency_count),
         },
         "cache": {
@@ -147,9 +149,28 @@ def _nums(values: dict[str, float]) -> dict[str, float | int]:
     return {key: _num(value) for key, value in values.items()}
 
 
+def quantile(buckets: dict[str, float], q: float) -> float:
+    """The ``q`` quantile of a latency histogram from its cumulative bucket counts by ``le``
+    (linear inside the bucket, as Prometheus' ``histogram_quantile``); 0 when empty."""
+    bounds = sorted((float(le), count) for le, count in buckets.items())
+    if not bounds or bounds[-1][1] <= 0:
+        return 0.0
+    rank = q * bounds[-1][1]
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in bounds:
+        if count >= rank:
+            if bound == float("inf"):
+                return round(lower_bound, 6)
+            share = (rank - lower_count) / (count - lower_count) if count > lower_count else 1.0
+            return round(lower_bound + (bound - lower_bound) * share, 6)
+        lower_bound, lower_count = bound, count
+    return round(lower_bound, 6)
+
+
 def point_of(counters: Iterable[Series]) -> dict[str, Any]:
     """The compact figures of one history point (the deltas of a 5-minute bucket)."""
     totals = _Totals(counters)
+    buckets = totals.by("model_latency_seconds_bucket", "le")
     c_hits = totals.sum("completion_cache_hits_total")
     c_lookups = c_hits + totals.sum("completion_cache_misses_total")
     latency_count = totals.sum("model_latency_seconds_count")
@@ -161,5 +182,18 @@ def point_of(counters: Iterable[Series]) -> dict[str, Any]:
         "output_tokens": _num(totals.sum("model_tokens_total", direction="output")),
         "cost_usd": round(float(totals.sum("model_cost_usd_total")), 8),
         "latency_avg_s": _ratio(totals.sum("model_latency_seconds_sum"), latency_count),
+        "latency_p50_s": quantile(buckets, 0.5),
+        "latency_p95_s": quantile(buckets, 0.95),
+        "errors_by_kind": _nums(totals.by("model_errors_total", "kind")),
+        "rate_limited": _num(
+            totals.sum("model_retries_total", kind="rate_limit")
+            + totals.sum("model_errors_total", kind="rate_limit")
+        ),
         "completion_cache_hit_rate": _ratio(c_hits, c_lookups),
+        "analysis_cache_hit_rate": _ratio(
+            totals.sum("analysis_cache_hits_total"),
+            totals.sum("analysis_cache_hits_total")
+            + totals.sum("analysis_cache_misses_total")
+            + totals.sum("analysis_cache_expired_total"),
+        ),
     }

@@ -121,7 +121,9 @@ def configure_tracing(
     """Set up this process's tracing; :func:`run_config` uses it from then on.
 
     A provider set up before is flushed and shut down first. The global OpenTelemetry provider
-    is not replaced: spans go through this module's provider only.
+    is not replaced: spans go through this module's provider only. The process's metrics are
+    tied to the history of ``settings.home`` too (:func:`~multiagent.observability.history.
+    install_history_sink`): persisted every 5 minutes and at exit.
 
     Args:
         settings: Resolved settings (profile, policy and provider become resource attributes).
@@ -134,6 +136,9 @@ def configure_tracing(
     Raises:
         ConfigError: ``OTEL_EXPORTER_OTLP_PROTOCOL`` is not ``http/protobuf`` or ``grpc``.
     """
+    from multiagent.observability.history import install_history_sink
+
+    install_history_sink(settings)
     env = environment or TracingEnvironment()
     resource = Resource.create(
         {
@@ -190,6 +195,7 @@ def run_config(
     thread_id: str,
     correlation_id: str | None = None,
     agents: Sequence[str] = (),
+    live: bool = True,
 ) -> dict[str, Any]:
     """The ``RunnableConfig`` pieces that make one run one findable trace.
 
@@ -203,10 +209,13 @@ def run_config(
         correlation_id: Ties the trace to logs and other systems; a new UUID when ``None``.
         agents: The run's agents (each tagged ``agent:<name>`` on the root run; model calls
             carry their own agent in their metadata).
+        live: Add a :class:`~multiagent.observability.live_recorder.LiveRunRecorder`, so the
+            run shows on the dashboard of any process reading the same data directory.
 
     Returns:
         ``{"run_name", "tags", "metadata", "callbacks"}``; ``callbacks`` holds the
-        OpenTelemetry handler when :func:`configure_tracing` set up an exporter, else is empty.
+        OpenTelemetry handler when :func:`configure_tracing` set up an exporter, and the live
+        recorder unless ``live`` is false.
 
     Raises:
         UsageError: ``workflow`` or ``thread_id`` is empty.
@@ -237,5 +246,19 @@ def run_config(
             "correlation_id": correlation,
             **({"agents": ",".join(agents)} if agents else {}),
         },
-        "callbacks": [handler] if handler is not None else [],
+        "callbacks": [
+            *([handler] if handler is not None else []),
+            *([_live_recorder(settings, workflow, thread_id)] if live else []),
+        ],
     }
+
+
+def _live_recorder(settings: Settings, workflow: str, thread_id: str) -> Any:
+    from multiagent.observability.live_recorder import LiveRunRecorder
+
+    return LiveRunRecorder(
+        settings.home,
+        thread_id=thread_id,
+        workflow=workflow,
+        budget_usd=settings.profile.budget_usd,
+    )

@@ -5,6 +5,7 @@ PostgreSQL when ``MULTIAGENT_CHECKPOINT_URL`` is a ``postgresql://`` URL, memory
 from __future__ import annotations
 
 import sqlite3
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,7 +47,9 @@ def ensure_home(settings: Settings) -> Path:
     home = settings.home
     try:
         home.mkdir(parents=True, exist_ok=True)
-        probe = home / ".write-probe"
+        # a name of its own: two threads of one server probing at once must not unlink each
+        # other's file (a fixed name made one of them fail with FileNotFoundError)
+        probe = home / f".write-probe-{uuid.uuid4().hex}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:

@@ -143,6 +143,11 @@ def scheduler_running(record: dict[str, Any]) -> bool:
     pid = info.get("pid")
     if not isinstance(pid, int) or info.get("stopped_at"):
         return False
+    return pid_alive(pid)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine is alive (another user's counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from langchain_core.messages import BaseMessage
 
-from multiagent.observability.metrics import get_metrics
+from multiagent._metrics import get_metrics
 from multiagent.safety.detect import find_pii
 
 T = TypeVar("T")

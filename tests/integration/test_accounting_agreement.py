@@ -15,6 +15,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
+from multiagent._metrics import get_metrics
 from multiagent.graphs.inputs import orchestration_input
 from multiagent.graphs.report import outcome_report
 from multiagent.graphs.runner import WorkflowOutcome, run_workflow
@@ -24,7 +25,6 @@ from multiagent.models.ledger import RunLedger
 from multiagent.models.pipeline import ModelPipeline
 from multiagent.nodes.agents_file import load_agents
 from multiagent.nodes.context import build_context
-from multiagent.observability.metrics import get_metrics
 from multiagent.observability.summary import summarize
 from multiagent.observability.tracing import configure_tracing, run_config, shutdown_tracing
 from multiagent.policies import Settings, load_settings

@@ -8,8 +8,8 @@ import sys
 from contextlib import closing
 from pathlib import Path
 
+from multiagent._metrics import MetricsStore
 from multiagent.observability.history import MetricsHistory, history_path
-from multiagent.observability.metrics import MetricsStore
 from multiagent.policies import load_settings
 
 PERSISTS = 25
@@ -17,7 +17,7 @@ WRITER = f"""
 import sys, time
 from pathlib import Path
 from multiagent.observability.history import persist_metrics
-from multiagent.observability.metrics import get_metrics
+from multiagent._metrics import get_metrics
 from multiagent.policies import load_settings
 
 settings = load_settings()

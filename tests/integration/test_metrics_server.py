@@ -18,6 +18,7 @@ from langchain_core.messages import AIMessage
 from langchain_core.outputs import ChatGeneration
 from typer.testing import CliRunner
 
+from multiagent._metrics import MetricsStore
 from multiagent.commands import _shared as shared
 from multiagent.errors import UsageError
 from multiagent.models.analysis_cache import open_analysis_cache
@@ -27,7 +28,6 @@ from multiagent.models.completion_cache import (
     open_completion_cache,
 )
 from multiagent.observability.history import persist_metrics
-from multiagent.observability.metrics import MetricsStore
 from multiagent.observability.server import run_metrics_server
 from multiagent.policies import Settings, load_settings
 

@@ -123,7 +123,12 @@ def test_run_config_is_a_plain_mergeable_dict(settings: Settings) -> None:
         "correlation_id": "corr-1",
         "agents": "analyst,critic",
     }
-    assert config["callbacks"] == []  # nothing configured: nothing exported, no handler
+    # nothing configured: nothing exported, no tracing handler; the dashboard's recorder only
+    assert [type(h).__name__ for h in config["callbacks"]] == ["LiveRunRecorder"]
+    assert (
+        run_config(workflow="meeting", settings=settings, thread_id="t-9", live=False)["callbacks"]
+        == []
+    )
     fresh = run_config(workflow="run", settings=settings, thread_id="t")["metadata"]
     assert len(fresh["correlation_id"]) == 32
     with pytest.raises(UsageError, match="workflow and a thread id"):

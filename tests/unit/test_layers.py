@@ -54,6 +54,7 @@ def _modules(subpackage: str) -> list[Path]:
         ),
         ("graphs", ("multiagent.sim", "multiagent.bench")),
         ("persistence", ("multiagent.sim", "multiagent.nodes", "multiagent.graphs")),
+        ("models", ("multiagent.observability",)),
         (
             "policies",
             (
@@ -86,3 +87,12 @@ def test_the_shared_redis_connection_sits_below_the_runtime_and_the_queue() -> N
     allowed = ("multiagent.errors", "multiagent.policies")
     ours = {n for n in _imports(PACKAGE / "_redis.py") if n.startswith("multiagent")}
     assert all(name.startswith(allowed) for name in ours), sorted(ours)
+
+
+def test_the_metrics_api_sits_at_the_bottom() -> None:
+    ours = {n for n in _imports(PACKAGE / "_metrics.py") if n.startswith("multiagent")}
+    assert ours <= {"multiagent._metrics_data", "multiagent._metrics_readers"}, sorted(ours)
+    readers = {n for n in _imports(PACKAGE / "_metrics_readers.py") if n.startswith("multiagent")}
+    assert readers <= {"multiagent._metrics_data"}, sorted(readers)
+    below = {n for n in _imports(PACKAGE / "_metrics_data.py") if n.startswith("multiagent")}
+    assert not below, sorted(below)

@@ -9,18 +9,19 @@ from pathlib import Path
 
 import pytest
 
+from multiagent._metrics import MetricsStore
 from multiagent.errors import UsageError
 from multiagent.observability import _history_db
 from multiagent.observability.history import (
     BUCKET_S,
     MetricsHistory,
     bucket_start,
+    gauge_points,
     history_path,
     metrics_persist_hook,
     persist_metrics,
     unpersisted,
 )
-from multiagent.observability.metrics import MetricsStore
 from multiagent.persistence.scheduler import MemoryPersistenceScheduler
 from multiagent.policies import Settings, load_settings
 
@@ -182,8 +183,24 @@ def test_the_scheduler_metrics_task_persists_through_the_hook(settings: Settings
     )
     record = scheduler.run_task("metrics")
     assert record["last_status"] == "ok"
-    assert record["last_result"]["series"] == 3
+    readings = 8  # entries, size, hits and misses of both caches
+    assert record["last_result"]["series"] == 3 + readings
     assert _total(settings, "model_calls_total") == 3
     last = MetricsHistory(settings).last_persist()
     assert last is not None
-    assert last["series"] == 3
+    assert last["series"] == 3 + readings
+
+
+def test_the_scheduler_process_persists_real_readings_with_no_calls_of_its_own(
+    settings: Settings,
+) -> None:
+    from multiagent.models.completion_cache import open_completion_cache
+
+    cache = open_completion_cache(settings.home, ttl_s=3600)
+    cache.stats()  # the cache exists: its counters are what the scheduler reads
+    hook = metrics_persist_hook(settings, store=MetricsStore())
+    result = hook()
+    assert result["series"] == 8
+    stored = {(p["name"], p["labels"]["cache"]) for p in gauge_points(settings, hours=1)}
+    assert ("multiagent_cache_entries", "completion") in stored
+    assert ("multiagent_cache_hits", "analysis") in stored

@@ -19,7 +19,7 @@ def test_every_public_name_resolves() -> None:
 
 def test_the_metrics_store_does_not_load_the_server_or_the_tracing_sdk() -> None:
     probe = (
-        "import sys, multiagent.observability.metrics\n"
+        "import sys, multiagent._metrics\n"
         "print(sorted(m for m in ('fastapi', 'uvicorn', 'opentelemetry.sdk.trace') "
         "if m in sys.modules))"
     )

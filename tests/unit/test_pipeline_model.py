@@ -14,11 +14,11 @@ from langgraph.graph import END, START, StateGraph
 from pydantic import BaseModel
 from typing_extensions import TypedDict
 
+from multiagent._metrics import get_metrics
 from multiagent.errors import BudgetExceededError
 from multiagent.models.adaptive import reset_shared_controllers
 from multiagent.models.pipeline import ModelPipeline, PipelineChatModel, RunLedger
 from multiagent.models.retry import RetryPolicy
-from multiagent.observability.metrics import get_metrics
 from multiagent.policies import load_settings
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 
+from multiagent._metrics import get_metrics
 from multiagent.models.redaction import redact_messages, redact_text
-from multiagent.observability.metrics import get_metrics
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ import httpx2
 import openai
 import pytest
 
+from multiagent._metrics import get_metrics
 from multiagent.models.provider_errors import (
     advertised_limits,
     error_kind,
@@ -18,7 +19,6 @@ from multiagent.models.provider_errors import (
     retry_after_s,
 )
 from multiagent.models.retry import RetryPolicy, sync_retrying
-from multiagent.observability.metrics import get_metrics
 from multiagent.sim.model import rate_limit_error, server_error, timeout_error
 
 _STATUS_ERRORS: dict[int, type[openai.APIStatusError]] = {

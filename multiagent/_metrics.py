@@ -1,0 +1,269 @@
+"""The metrics API of the package, at its bottom: OpenTelemetry instruments and their readers.
+
+Every layer records here (``get_metrics().inc(...)``); this module imports nothing of ours, so
+``models/`` counts calls without importing ``observability/`` (a test of imports keeps it so).
+
+One :class:`MetricsStore` wraps one OpenTelemetry SDK ``MeterProvider``:
+
+- counters are OTel ``Counter`` instruments, latencies an OTel ``Histogram``, gauges set by
+  value an OTel ``Gauge``; gauges describing live objects (a limiter's in-flight count) are
+  OTel ``ObservableGauge`` callbacks over registered *collectors*;
+- an ``InMemoryMetricReader`` (pull) gives :meth:`MetricsStore.snapshot`, which the history,
+  the summary, ``/metrics`` and the dashboard read;
+- the process-wide store (:func:`get_metrics`) also has a ``PeriodicExportingMetricReader``
+  whose exporter hands each collection to registered *sinks* (the SQLite history plugs in): it
+  exports every ``MULTIAGENT_METRICS_EXPORT_S`` seconds (default 300) and once more when the
+  provider shuts down at interpreter exit, so a short CLI process loses nothing;
+- with ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``..._METRICS_ENDPOINT``) set, an OTLP exporter
+  (``http/protobuf``, or ``grpc`` by ``OTEL_EXPORTER_OTLP_[METRICS_]PROTOCOL``) on a periodic
+  reader, configured by the standard OpenTelemetry variables.
+
+Names recorded by the model pipeline (all prefixed ``multiagent_``):
+
+- ``model_calls_total{provider,model,agent,outcome}`` (``ok``, ``error`` or ``cached``);
+- ``model_tokens_total{model,direction}``, ``model_cost_usd_total{model}``;
+- ``model_latency_seconds{model}`` (histogram: ``_sum``, ``_count`` and ``_bucket{le}``);
+- ``model_errors_total{model,kind}``, ``model_retries_total{model,kind}``;
+- ``completion_cache_{hits,misses}_total``, ``analysis_cache_{hits,misses,expired}_total{kind}``;
+- ``pii_redactions_total{kind}``; gauges ``backpressure_*{provider,model}`` of live limiters.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+from opentelemetry.metrics import CallbackOptions, Counter, Histogram, Observation
+from opentelemetry.metrics import _Gauge as Gauge  # the synchronous gauge (API 1.23+)
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    InMemoryMetricReader,
+    MetricReader,
+    PeriodicExportingMetricReader,
+)
+
+from multiagent._metrics_data import (
+    PREFIX,
+    Collector,
+    Labels,
+    MetricsSnapshot,
+    Sample,
+    Series,
+    _labels,
+    full_name,
+    snapshot_of,
+)
+from multiagent._metrics_readers import Sink, SinkExporter, otlp_reader
+
+__all__ = [
+    "PREFIX",
+    "Collector",
+    "Labels",
+    "MetricsSnapshot",
+    "MetricsStore",
+    "Sample",
+    "Series",
+    "full_name",
+    "get_metrics",
+    "snapshot_of",
+]
+
+METER_NAME = "multiagent"
+#: Latency histogram bounds, seconds: enough resolution for p50/p95 of model calls.
+LATENCY_BOUNDS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_EXPORT_ENV = "MULTIAGENT_METRICS_EXPORT_S"
+
+
+class MetricsStore:
+    """OpenTelemetry instruments of one meter provider, read back as counters and gauges.
+
+    Names are stored with the ``multiagent_`` prefix; callers may give them with or without it.
+
+    Args:
+        export_interval_s: When given, a periodic reader hands collections to the sinks
+            (:meth:`add_sink`) at this interval and once more at shutdown.
+        readers: Builders of more OpenTelemetry readers (OTLP) for the provider; called again
+            by :meth:`reset`, since a reader serves one provider only.
+    """
+
+    def __init__(
+        self,
+        *,
+        export_interval_s: float | None = None,
+        readers: Sequence[Callable[[], MetricReader | None]] = (),
+    ) -> None:
+        self._lock = threading.Lock()
+        self._export_interval_s = export_interval_s
+        self._extra_readers = list(readers)
+        self._collectors: dict[int, Collector] = {}
+        self._sinks: dict[int, Sink] = {}
+        self._tokens = itertools.count()
+        self._build()
+
+    def _build(self) -> None:
+        """A fresh provider, its readers and (empty) instrument caches."""
+        self._reader = InMemoryMetricReader()
+        built = (make() for make in self._extra_readers)
+        readers: list[MetricReader] = [self._reader, *(r for r in built if r is not None)]
+        if self._export_interval_s is not None:
+            readers.append(
+                PeriodicExportingMetricReader(
+                    SinkExporter(self.sinks), export_interval_millis=self._export_interval_s * 1000
+                )
+            )
+        self._provider = MeterProvider(metric_readers=readers)
+        self._meter = self._provider.get_meter(METER_NAME)
+        self._counters: dict[str, Counter] = {}
+        self._histograms: dict[str, Histogram] = {}
+        self._gauges: dict[str, Gauge] = {}
+        self._observed: set[str] = set()
+        for collector in list(self._collectors.values()):
+            self._observe(collector)
+
+    def inc(
+        self, name: str, *, value: float = 1.0, labels: Mapping[str, str] | None = None
+    ) -> None:
+        """Add ``value`` (default 1) to the counter ``name`` with ``labels``.
+
+        Raises:
+            ValueError: ``value`` is negative; counters only go up.
+        """
+        if value < 0:
+            raise ValueError(f"counter {name!r} cannot go down (value {value})")
+        key = full_name(name)
+        with self._lock:
+            counter = self._counters.get(key)
+            if counter is None:
+                counter = self._counters[key] = self._meter.create_counter(key)
+        counter.add(value, attributes=dict(_labels(labels)))
+
+    def observe(self, name: str, *, value: float, labels: Mapping[str, str] | None = None) -> None:
+        """Record ``value`` (seconds) into the histogram ``name`` with ``labels``."""
+        key = full_name(name)
+        with self._lock:
+            histogram = self._histograms.get(key)
+            if histogram is None:
+                histogram = self._histograms[key] = self._meter.create_histogram(
+                    key, unit="s", explicit_bucket_boundaries_advisory=LATENCY_BOUNDS_S
+                )
+        histogram.record(value, attributes=dict(_labels(labels)))
+
+    def set_gauge(
+        self, name: str, *, value: float, labels: Mapping[str, str] | None = None
+    ) -> None:
+        """Set the gauge ``name`` with ``labels`` to ``value``."""
+        key = full_name(name)
+        with self._lock:
+            gauge = self._gauges.get(key)
+            if gauge is None:
+                gauge = self._gauges[key] = self._meter.create_gauge(key)
+        gauge.set(float(value), attributes=dict(_labels(labels)))
+
+    def counter(self, name: str, *, labels: Mapping[str, str] | None = None) -> float:
+        """Return the counter ``name`` with exactly ``labels`` (0 when never incremented)."""
+        wanted = (full_name(name), _labels(labels))
+        for series in self.snapshot().counters:
+            if (series.name, _labels(series.labels)) == wanted:
+                return series.value
+        return 0.0
+
+    def gauge(self, name: str, *, labels: Mapping[str, str] | None = None) -> float | None:
+        """Return the gauge ``name`` with exactly ``labels``, collectors included, or ``None``."""
+        wanted = (full_name(name), _labels(labels))
+        for series in self.snapshot().gauges:
+            if (series.name, _labels(series.labels)) == wanted:
+                return series.value
+        return None
+
+    def _observe(self, collector: Collector) -> None:
+        """An observable gauge for every name the collector reports that has none yet."""
+        for name in {full_name(sample[0]) for sample in _safe(collector)}:
+            if name in self._observed:
+                continue
+            self._observed.add(name)
+            self._meter.create_observable_gauge(name, callbacks=[self._callback(name)])
+
+    def _callback(self, name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            with self._lock:
+                collectors = list(self._collectors.values())
+            return [
+                Observation(float(value), dict(_labels(labels)))
+                for collector in collectors
+                for sample_name, labels, value in _safe(collector)
+                if full_name(sample_name) == name
+            ]
+
+        return observe
+
+    def add_collector(self, collector: Collector) -> Callable[[], None]:
+        """Register a callable whose gauge samples join every collection; return its remover."""
+        with self._lock:
+            token = next(self._tokens)
+            self._collectors[token] = collector
+            self._observe(collector)
+
+        def remove() -> None:
+            with self._lock:
+                self._collectors.pop(token, None)
+
+        return remove
+
+    def add_sink(self, sink: Sink) -> Callable[[], None]:
+        """Register a callable given every periodic collection (and the last); return its
+        remover. Only a store built with ``export_interval_s`` calls sinks."""
+        with self._lock:
+            token = next(self._tokens)
+            self._sinks[token] = sink
+
+        def remove() -> None:
+            with self._lock:
+                self._sinks.pop(token, None)
+
+        return remove
+
+    def sinks(self) -> list[Sink]:
+        """The registered sinks."""
+        with self._lock:
+            return list(self._sinks.values())
+
+    def snapshot(self) -> MetricsSnapshot:
+        """Every counter and gauge now, sorted by name and labels."""
+        return snapshot_of(self._reader.get_metrics_data())
+
+    def reset(self) -> None:
+        """Forget every count: a new provider (collectors stay registered; sinks are dropped,
+        so the old provider's last export writes nowhere)."""
+        with self._lock:
+            self._sinks.clear()
+            old = self._provider
+            self._build()
+        old.shutdown()
+
+
+def _safe(collector: Collector) -> list[Sample]:
+    """A collector's samples; none when it fails (a limiter's Redis gone must not stop a
+    collection of everything else)."""
+    try:
+        return list(collector())
+    except Exception:
+        return []
+
+
+def _export_interval() -> float:
+    raw = os.environ.get(_EXPORT_ENV, "300")
+    try:
+        value = float(raw)
+    except ValueError:
+        return 300.0
+    return value if value > 0 else 300.0
+
+
+_STORE = MetricsStore(export_interval_s=_export_interval(), readers=[otlp_reader])
+
+
+def get_metrics() -> MetricsStore:
+    """Return the process-wide metrics store."""
+    return _STORE

@@ -1,0 +1,60 @@
+"""Live runs and limiter samples through the shared file, read back as the dashboard shows them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from multiagent.dashboard.data import backpressure, live_runs
+from multiagent.observability.live import live_writer
+from multiagent.observability.summary import quantile
+from multiagent.policies import load_settings
+
+
+@pytest.mark.slow
+def test_a_cli_run_in_another_process_is_recorded_with_nodes_streams_tokens_and_cost(
+    isolated_env: Path,
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "multiagent", "run", "Plan a bakery launch", "--thread", "r-1"],
+        capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    runs = live_runs(load_settings(home=isolated_env))
+    assert runs["running"] == []
+    (run,) = runs["finished"]
+    assert run["thread_id"] == "r-1"
+    assert run["status"] == "completed"
+    assert run["tokens_in"] > 0
+    assert run["tokens_out"] > 0
+    assert run["cost_usd"] > 0
+    assert run["budget_left_usd"] == pytest.approx(run["budget_usd"] - run["cost_usd"])
+    assert run["graph"]["nodes"] == ["plan", "review", "work", "synthesize"]
+
+
+def test_limiter_samples_of_two_processes_add_up_per_model(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    writer = live_writer(home)
+    insert = "INSERT INTO limiter VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    for pid, ok_before, ok_after in ((1, 0, 10), (2, 5, 9)):
+        writer.put(insert, (1000.0, pid, "openai", "m", 8, 3, 0, ok_before, 0))
+        writer.put(insert, (1002.5, pid, "openai", "m", 8, 2, 4.0, ok_after, 2))
+    writer.flush()
+    found = backpressure(load_settings(home=home), minutes=5, now=1003.0)
+    (limiter,) = found["limiters"]
+    assert (limiter["provider"], limiter["model"], limiter["processes"]) == ("openai", "m", 2)
+    assert limiter["in_flight"] == 4  # the latest sample of each process, summed
+    assert limiter["paused_until"] == pytest.approx(1006.5)
+    assert limiter["rate_limited"] == 4
+    assert sum(limiter["series"]["goodput"]) * 2 == 14  # 10 + 4 answered calls in the window
+
+
+def test_quantiles_interpolate_inside_the_histogram_buckets() -> None:
+    buckets = {"0.1": 0.0, "0.5": 10.0, "1.0": 20.0, "+Inf": 20.0}
+    assert quantile(buckets, 0.5) == pytest.approx(0.5)
+    assert quantile(buckets, 0.25) == pytest.approx(0.3)
+    assert quantile(buckets, 0.95) == pytest.approx(0.95)
+    assert quantile({}, 0.5) == 0.0
