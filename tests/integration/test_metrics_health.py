@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -42,17 +41,17 @@ def test_a_corrupt_database_fails_the_probe(tmp_path: Path) -> None:
 def test_an_unwritable_home_fails_the_probe(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
-    home.chmod(0o500)
-    try:
-        if os.access(home, os.W_OK):  # root writes anyway: make the home a file instead
-            home.chmod(0o700)
-            home.rmdir()
-            home.write_text("not a directory")
-        with run_metrics_server(_settings(home)) as url:
+    moved = tmp_path / "moved"
+    with run_metrics_server(_settings(home)) as url:
+        # the home goes bad while the server runs (settings refuse a bad one at start): root
+        # writes into a read-only directory anyway, so the home becomes a regular file
+        home.rename(moved)
+        home.write_text("not a directory")
+        try:
             reply = httpx2.get(f"{url}/healthz")
-    finally:
-        if home.is_dir():
-            home.chmod(0o700)
+        finally:
+            home.unlink()
+            moved.rename(home)
     assert reply.status_code == 503
     assert reply.json()["checks"]["home"]["ok"] is False
 
