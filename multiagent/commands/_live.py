@@ -38,6 +38,11 @@ def _money(value: float) -> str:
     return f"${value:.6f}"
 
 
+def _agreement(value: Any) -> str:
+    """The moderator's agreement, ``unknown`` when it gave no judgement."""
+    return "unknown" if value is None else f"{float(value):.2f}"
+
+
 def describe_custom(data: dict[str, Any]) -> str | None:
     """A node's ``custom`` stream event as one line of rich markup, or ``None`` to show nothing."""
     kind = data.get("type")
@@ -53,7 +58,7 @@ def describe_custom(data: dict[str, Any]) -> str | None:
         verdict = "[green]consensus[/]" if data["consensus"] else "[yellow]no consensus yet[/]"
         line = (
             f"[magenta]⚖ moderator[/] · round {data['round']}: {verdict} "
-            f"(agreement {float(data['agreement']):.2f})"
+            f"(agreement {_agreement(data.get('agreement'))})"
         )
         if data.get("open_questions"):
             line += f" [dim]open: {'; '.join(data['open_questions'])}[/]"

@@ -12,6 +12,12 @@ agent's tokens stream under its name (``--quiet-agents``: only the final answer'
 - 4: ``validate`` only: no item failed, but at least one is inconclusive (fewer validators
   answered than the profile's quorum);
 - 130: interrupted by Ctrl-C; the finished steps are kept and the resume command is printed.
+
+``--reveal-pii`` (with a profile that redacts) replaces each personal value of the input by a
+numbered placeholder (``<EMAIL_1>``) instead of ``[REDACTED_EMAIL]``; the mapping lives in this
+process's memory only, and only the final printed output (the result and ``--json``) shows the
+values again. Checkpoints, memory, caches, metrics, logs, traces and the live token stream hold
+the placeholders. A resumed run restores only the values of the input it was given.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ if TYPE_CHECKING:  # imported where used, so `--help` stays fast
     from multiagent.graphs.workflows import Workflow
     from multiagent.nodes.agents_file import AgentCatalog
     from multiagent.nodes.context import WorkflowContext
+    from multiagent.safety import Pseudonymizer
 
 _EXIT = {
     "completed": 0, "rejected": 0, "awaiting_approval": 0, "budget_exceeded": 1, "failed": 1,
@@ -82,6 +89,17 @@ ModelOption = Annotated[
         "installed, e.g. ollama:llama3); priced by [prices] in multiagent.toml.",
     ),
 ]
+RevealOption = Annotated[
+    bool,
+    typer.Option(
+        "--reveal-pii",
+        help="With a profile that redacts: input values become numbered placeholders "
+        "(<EMAIL_1>) held in memory only, and the final output shows your values again; "
+        "everything stored keeps the placeholders. No effect when redaction is off.",
+    ),
+]
+#: The input as the run may store it: pseudonymised under ``--reveal-pii``, else as it is.
+Protect = Callable[[Any], Any]
 MEMORY_CHOICES = ("auto", "minilm", "lexical", "off")
 MemoryOption = Annotated[
     str,
@@ -95,7 +113,7 @@ MemoryOption = Annotated[
 def _execute(
     ctx: typer.Context,
     workflow: Workflow,
-    make_inputs: Callable[[Settings, AgentCatalog], Any],
+    make_inputs: Callable[[Settings, AgentCatalog, Protect], Any],
     *,
     thread: str | None,
     resume: bool,
@@ -107,6 +125,7 @@ def _execute(
     memory: str = "off",
     model: str | None = None,
     quiet_agents: bool = False,
+    reveal_pii: bool = False,
 ) -> None:
     """Check the input, run the workflow as a thread, print the outcome, exit with its code."""
     from multiagent.models.ledger import check_budget_value
@@ -128,7 +147,8 @@ def _execute(
     if memory not in MEMORY_CHOICES:
         raise UsageError(f"unknown --memory {memory!r}; valid: {', '.join(MEMORY_CHOICES)}")
     agents = load_agents(settings, agents_file=agents_file)
-    inputs = make_inputs(settings, agents)
+    reveal = _pseudonymizer(settings, reveal_pii=reveal_pii)
+    inputs = make_inputs(settings, agents, reveal.redact_value if reveal else _as_is)
     configure_tracing(settings)
     with ExitStack() as stack:
         # whatever the run's end, its metrics reach the history and its spans the exporter
@@ -158,8 +178,29 @@ def _execute(
             as_json=as_json,
             max_concurrency=max_concurrency,
             quiet_agents=quiet_agents,
+            reveal=reveal,
         )
     raise typer.Exit(code=exit_code(outcome.status, outcome.values.get("results")))
+
+
+def _as_is(value: Any) -> Any:
+    """The input unchanged (no ``--reveal-pii``): the runner redacts it if the profile says so."""
+    return value
+
+
+def _pseudonymizer(settings: Settings, *, reveal_pii: bool) -> Pseudonymizer | None:
+    """This run's in-memory mapping under ``--reveal-pii`` with redaction on, else ``None``."""
+    if not (reveal_pii and settings.profile.features.pii_redaction):
+        return None  # without redaction nothing is replaced, so nothing needs restoring
+    from multiagent.safety import Pseudonymizer
+
+    return Pseudonymizer()
+
+
+def _no_reveal_option(reveal_pii: bool, option: str) -> None:
+    """``--reveal-pii`` restores one run's output in this terminal; a batch or queue has none."""
+    if reveal_pii:
+        raise UsageError(f"--reveal-pii cannot be used with {option}; leave --reveal-pii out")
 
 
 def exit_code(status: str, results: list[dict[str, Any]] | None = None) -> int:
@@ -203,8 +244,10 @@ def _run_and_show(
     as_json: bool,
     max_concurrency: int | None,
     quiet_agents: bool = False,
+    reveal: Pseudonymizer | None = None,
 ) -> WorkflowOutcome:
-    """Run with live output (unless ``--json``/``--no-stream``), then print the outcome."""
+    """Run with live output (unless ``--json``/``--no-stream``), then print the outcome; under
+    ``--reveal-pii`` the printed outcome (only) shows the input's values again."""
     from multiagent.commands._live import LiveView
     from multiagent.commands._render import (
         approve_in_terminal,
@@ -231,12 +274,16 @@ def _run_and_show(
     if view is not None:
         view.close()
     report = outcome_report(outcome)
+    streamed = view.streamed if view else set()
+    if reveal is not None:
+        report = reveal.restore_value(report)
+        streamed = set()  # the live tokens showed placeholders: print the restored result
     if as_json:
         print_json(report)
         if outcome.status == "interrupted":  # stdout holds the one document; the hint goes aside
             err_console.print(f"interrupted; resume: {resume_command(outcome)}", highlight=False)
     else:
-        print_outcome(console, outcome, report, streamed=view.streamed if view else set())
+        print_outcome(console, outcome, report, streamed=streamed)
     return outcome
 
 
@@ -278,6 +325,7 @@ def run(
     quiet_agents: QuietAgentsOption = False,
     as_json: JsonOption = False,
     model: ModelOption = None,
+    reveal_pii: RevealOption = False,
 ) -> None:
     """Orchestrate a team: a planner splits TASK, agents work in parallel, a synthesizer streams."""
     from multiagent.graphs.inputs import orchestration_input
@@ -285,23 +333,26 @@ def run(
 
     if queue is not None or wait:  # a queued run: any worker runs (or resumes) it
         _no_model_option(model, "--queue")
+        _no_reveal_option(reveal_pii, "--queue")
         _queue_run(
             ctx, queue=queue, task=task, agents=agents, approve=approve, thread=thread,
             resume=resume, budget=budget, agents_file=agents_file, wait=wait, as_json=as_json,
         )  # fmt: skip
         return
 
-    def make_inputs(settings: Settings, catalog: AgentCatalog) -> Any:
+    def make_inputs(settings: Settings, catalog: AgentCatalog, protect: Protect) -> Any:
         if resume and task is None:
             return None
-        return orchestration_input(
-            task, agents=catalog, team=split_names(agents), require_approval=approve
+        return protect(
+            orchestration_input(
+                task, agents=catalog, team=split_names(agents), require_approval=approve
+            )
         )
 
     _execute(
         ctx, "orchestration", make_inputs, thread=thread, resume=resume, budget=budget,
         agents_file=agents_file, no_stream=no_stream, as_json=as_json, memory=memory,
-        model=model, quiet_agents=quiet_agents,
+        model=model, quiet_agents=quiet_agents, reveal_pii=reveal_pii,
     )  # fmt: skip
 
 
@@ -357,22 +408,25 @@ def meeting(
     quiet_agents: QuietAgentsOption = False,
     as_json: JsonOption = False,
     model: ModelOption = None,
+    reveal_pii: RevealOption = False,
 ) -> None:
     """Hold a meeting on TOPIC: rounds of discussion, a moderator, a streamed summary."""
     from multiagent.graphs.inputs import meeting_input
     from multiagent.nodes.agents_file import split_names
 
-    def make_inputs(settings: Settings, catalog: AgentCatalog) -> Any:
+    def make_inputs(settings: Settings, catalog: AgentCatalog, protect: Protect) -> Any:
         if resume and topic is None:
             return None
-        return meeting_input(
-            topic, agents=catalog, participants=split_names(participants), rounds=rounds
+        return protect(
+            meeting_input(
+                topic, agents=catalog, participants=split_names(participants), rounds=rounds
+            )
         )
 
     _execute(
         ctx, "meeting", make_inputs, thread=thread, resume=resume, budget=budget,
         agents_file=agents_file, no_stream=no_stream, as_json=as_json, memory=memory,
-        model=model, quiet_agents=quiet_agents,
+        model=model, quiet_agents=quiet_agents, reveal_pii=reveal_pii,
     )  # fmt: skip
 
 
@@ -410,6 +464,7 @@ def validate(
     quiet_agents: QuietAgentsOption = False,
     as_json: JsonOption = False,
     model: ModelOption = None,
+    reveal_pii: RevealOption = False,
 ) -> None:
     """Cross-validate TEXT (or each item of --batch) with N validators against a threshold.
 
@@ -429,6 +484,7 @@ def validate(
         from multiagent.commands.batch import enqueue_command
 
         _no_model_option(model, "--queue")
+        _no_reveal_option(reveal_pii, "--queue")
         enqueue_command(
             cli_settings(ctx), batch=batch, queue=queue, wait=wait, validators=validators,
             threshold=threshold, agents_file=agents_file, as_json=as_json, budget=budget,
@@ -436,13 +492,14 @@ def validate(
         return
     if batch is not None or (resume and text is None and is_local_batch(cli_settings(ctx), thread)):
         _no_model_option(model, "--batch")
+        _no_reveal_option(reveal_pii, "--batch")
         run_local_batch(
             cli_settings(ctx), batch=batch, validators=validators, threshold=threshold,
             concurrency=concurrency, thread=thread, resume=resume, budget=budget,
             agents_file=agents_file, no_stream=no_stream, as_json=as_json,
         )  # fmt: skip
 
-    def make_inputs(settings: Settings, catalog: AgentCatalog) -> Any:
+    def make_inputs(settings: Settings, catalog: AgentCatalog, protect: Protect) -> Any:
         if text is not None and batch is not None:
             raise UsageError("give TEXT or --batch FILE, not both")
         if resume and text is None and batch is None:
@@ -450,6 +507,8 @@ def validate(
         if batch is None and text is None:
             raise UsageError("the text is empty; give TEXT or --batch FILE")
         items: list[Any] = read_batch_file(batch) if batch is not None else [text or ""]
+        # before validation_input redacts them for good
+        items = protect(items)
         return validation_input(
             items, settings=settings, agents=catalog, validators=validators, threshold=threshold
         )
@@ -458,4 +517,5 @@ def validate(
         ctx, "validation", make_inputs, thread=thread, resume=resume, budget=budget,
         agents_file=agents_file, no_stream=no_stream, as_json=as_json,
         max_concurrency=concurrency, model=model, quiet_agents=quiet_agents,
+        reveal_pii=reveal_pii,
     )  # fmt: skip

@@ -3,7 +3,8 @@
 A provider call that still fails after the pipeline's retries raises one of
 :func:`provider_errors`; so does a structured call whose every step failed to validate
 (:class:`StructuredOutputError`, see :mod:`multiagent.models.structured`). Validators record such
-a failure (the validator is "not answering") and let the others decide; other nodes let it end
+a failure (the validator is "not answering") and let the others decide; the planner falls back to
+a default split and the moderator to "no consensus, agreement unknown"; other nodes let it end
 the run, which stays resumable from its last checkpoint. A pydantic ``ValidationError`` is not
 among them: the ladder turns a model's invalid answer into :class:`StructuredOutputError`, so a
 ``ValidationError`` that reaches a node is a bug in our code and surfaces as one.

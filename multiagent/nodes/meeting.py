@@ -2,7 +2,9 @@
 
 Each participant sees the transcript so far. After every round the moderator returns a structured
 assessment; the meeting ends early when it finds consensus (its ``consensus`` flag and an
-agreement at or above the profile's consensus threshold), else after the set rounds. The summary
+agreement at or above the profile's consensus threshold), else after the set rounds. A moderator
+that gives no valid judgement by any step of the structured-output ladder does not fail the
+meeting: that round is recorded as no consensus with its agreement unknown (``None``). The summary
 is streamed (the seed's ``_generate_meeting_summary``): decisions, action items and dissent.
 
 Every turn and every judgement is also a chat message in ``messages`` (an ``AIMessage`` named after
@@ -20,6 +22,7 @@ from pydantic import BaseModel, Field
 
 from multiagent.nodes.calling import AgentCall
 from multiagent.nodes.context import AnyContext, context_of
+from multiagent.nodes.failures import StructuredOutputError
 from multiagent.nodes.input_defaults import DEFAULT_ROUNDS, default_participants
 from multiagent.nodes.state import Assessment, MeetingState, Utterance
 from multiagent.nodes.stream_events import ModeratorJudgement, agent_step, emit
@@ -87,23 +90,34 @@ def moderate(state: MeetingState, *, runtime: Runtime[AnyContext]) -> dict[str, 
         f"participants agree.\n\nTranscript:\n{render_transcript(state['transcript'])}"
     )
     call = AgentCall(context, agent, node="moderate")
-    with agent_step("moderate", agent.name, call.usage):
-        messages = [SystemMessage(agent.role), HumanMessage(prompt)]
-        answer = call.structured(messages, ModeratorAnswer)
-    threshold = context.settings.profile.validation.consensus_threshold
-    consensus = answer.consensus and answer.agreement >= threshold
-    assessment = Assessment(
-        round=current,
-        consensus=consensus,
-        agreement=round(answer.agreement, 3),
-        open_questions=list(answer.open_questions),
-        note=answer.note,
-    )
+    try:
+        with agent_step("moderate", agent.name, call.usage):
+            messages = [SystemMessage(agent.role), HumanMessage(prompt)]
+            answer = call.structured(messages, ModeratorAnswer)
+    except StructuredOutputError as exc:
+        # a judge that gave no usable judgement is not a failed meeting: the round stands
+        # without consensus, its agreement unknown, and the meeting goes on
+        assessment = Assessment(
+            round=current,
+            consensus=False,
+            agreement=None,
+            open_questions=[],
+            note=f"the moderator gave no valid judgement ({exc})",
+        )
+    else:
+        threshold = context.settings.profile.validation.consensus_threshold
+        assessment = Assessment(
+            round=current,
+            consensus=answer.consensus and answer.agreement >= threshold,
+            agreement=round(answer.agreement, 3),
+            open_questions=list(answer.open_questions),
+            note=answer.note,
+        )
     emit(ModeratorJudgement(type="moderator", **assessment))
     return {
         "assessments": [assessment],
         "messages": [AIMessage(content=judgement_text(assessment), name=MODERATOR)],
-        "consensus": consensus,
+        "consensus": assessment["consensus"],
         "round": current + 1,
         "turn": 0,
         "usage": [call.usage()],
@@ -113,12 +127,18 @@ def moderate(state: MeetingState, *, runtime: Runtime[AnyContext]) -> dict[str, 
 def judgement_text(assessment: Assessment) -> str:
     """The moderator's judgement of a round as one line of chat."""
     verdict = "consensus" if assessment["consensus"] else "no consensus yet"
-    text = f"Round {assessment['round']}: {verdict} (agreement {assessment['agreement']:.2f})."
+    text = f"Round {assessment['round']}: {verdict} (agreement {agreement_text(assessment)})."
     if assessment["open_questions"]:
         text += " Open: " + "; ".join(assessment["open_questions"]) + "."
     if assessment["note"]:
         text += f" {assessment['note']}"
     return text
+
+
+def agreement_text(assessment: Assessment) -> str:
+    """The round's agreement as two decimals, or ``unknown`` when the moderator gave none."""
+    agreement = assessment["agreement"]
+    return "unknown" if agreement is None else f"{agreement:.2f}"
 
 
 def route_after_moderate(state: MeetingState) -> Literal["speak", "summarize"]:
@@ -135,7 +155,7 @@ def summarize(state: MeetingState, *, runtime: Runtime[AnyContext]) -> dict[str,
     held = max(u["round"] for u in state["transcript"]) if state["transcript"] else 0
     outcome = "consensus was reached" if state.get("consensus") else "no consensus was reached"
     notes = "\n".join(
-        f"- round {a['round']}: agreement {a['agreement']:.2f}; open: "
+        f"- round {a['round']}: agreement {agreement_text(a)}; open: "
         f"{'; '.join(a['open_questions']) or 'nothing'}"
         for a in state["assessments"]
     )

@@ -23,6 +23,7 @@ from multiagent.nodes.context import AnyContext, WorkflowContext, context_of
 from multiagent.nodes.failures import StructuredOutputError
 from multiagent.nodes.input_defaults import default_team
 from multiagent.nodes.state import AgentTask, Approval, OrchestrationState, PlanStep
+from multiagent.nodes.stream_events import agent_step
 
 PLANNER = "planner"
 
@@ -106,9 +107,13 @@ def plan(state: OrchestrationState, *, runtime: Runtime[AnyContext]) -> dict[str
     )
     call = AgentCall(context, planner, node="plan")
     try:
-        answer = call.structured(
-            [SystemMessage(planner.role), HumanMessage(prompt)], PlanAnswer, tool=plan_tool(team)
-        )
+        # the finish event names StructuredOutputError when the default split follows
+        with agent_step("plan", planner.name, call.usage):
+            answer = call.structured(
+                [SystemMessage(planner.role), HumanMessage(prompt)],
+                PlanAnswer,
+                tool=plan_tool(team),
+            )
     except StructuredOutputError as exc:
         return {
             "plan": default_plan(state["task"], team=team, context=context),

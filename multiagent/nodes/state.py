@@ -89,11 +89,11 @@ class Utterance(TypedDict):
 
 
 class Assessment(TypedDict):
-    """The moderator's view after a round."""
+    """The moderator's view after a round; ``agreement`` is ``None`` when it gave no judgement."""
 
     round: int
     consensus: bool
-    agreement: float
+    agreement: float | None
     open_questions: list[str]
     note: str
 

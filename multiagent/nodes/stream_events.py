@@ -6,7 +6,8 @@ LangGraph delivers them to ``graph.stream(..., stream_mode="custom")`` (and to L
 
 - ``agent_started`` / ``agent_finished``: one agent's work in one node, the finish with its calls,
   tokens and cost (and the error's type when it raised);
-- ``moderator``: the moderator's judgement of a meeting round;
+- ``moderator``: the moderator's judgement of a meeting round (``agreement`` is ``None`` when it
+  gave no valid judgement);
 - ``verdict``: one validator's verdict on one text;
 - ``item_result``: the consensus (or its absence) on one validated item.
 
@@ -65,7 +66,7 @@ class ModeratorJudgement(TypedDict):
     type: Literal["moderator"]
     round: int
     consensus: bool
-    agreement: float
+    agreement: float | None
     open_questions: list[str]
     note: str
 

@@ -101,6 +101,14 @@ class Pseudonymizer:
         """``text`` with each finding replaced by its numbered placeholder."""
         return _replace(text, self._placeholder)
 
+    def redact_value(self, value: T) -> T:
+        """:meth:`redact` applied to every string inside ``value``, counted in the metrics.
+
+        The counts are those :func:`redact_input` would have recorded: it changes nothing after
+        this (placeholders match no finder), so each value is counted once.
+        """
+        return redact_value(value, redactor=self.redact)
+
     def restore(self, text: str) -> str:
         """``text`` with this run's placeholders turned back into the values they stand for."""
         return _PSEUDONYM.sub(lambda m: self._by_placeholder.get(m.group(0), m.group(0)), text)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx2
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
 from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
@@ -48,6 +48,8 @@ if TYPE_CHECKING:  # imported where a fault is raised: a third of a second of ev
 
 _ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool"}
 _SIM_URL = "http://simulated.invalid/v1/chat/completions"
+#: The provider's name in traces (``ls_provider``): the name settings and ``--model`` use.
+SIM_PROVIDER = "sim"
 
 
 def message_pairs(messages: Sequence[BaseMessage]) -> list[tuple[str, str]]:
@@ -184,6 +186,13 @@ class SimulatedChatModel(BaseChatModel):
     @property
     def _identifying_params(self) -> dict[str, Any]:
         return {"model_name": self.model_name, "seed": self.seed, "max_tokens": self.max_tokens}
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        # the provider's own name, as the CLI and settings call it, not LangChain's guess from
+        # the class name ("simulatedchatmodel")
+        params = super()._get_ls_params(stop=stop, **kwargs)
+        params["ls_provider"] = SIM_PROVIDER
+        return params
 
     def bind_tools(
         self,

@@ -58,6 +58,7 @@ def test_a_streamed_run_reaches_langsmith_named_priced_and_findable(isolated_env
     assert len(llm) == usage["calls"] == 4  # planner, two agents, synthesizer
     inner = build_simulated_model("gpt-4o-mini", load_settings())
     provider = inner._get_ls_params()["ls_provider"]
+    assert provider == "sim"  # the provider's own name, not LangChain's guess from the class
     for run in llm:
         assert run["name"] == type(inner).__name__ != "PipelineChatModel"
         meta = run["extra"]["metadata"]

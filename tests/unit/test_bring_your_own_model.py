@@ -18,6 +18,7 @@ from langchain_core.tools import tool
 from multiagent.errors import ConfigError
 from multiagent.graphs.meeting import build_meeting_graph
 from multiagent.graphs.orchestration import build_orchestration_graph
+from multiagent.graphs.runner import WorkflowEvent, run_workflow
 from multiagent.graphs.validation import build_validation_graph
 from multiagent.models.pipeline import ModelPipeline
 from multiagent.models.structured import STRUCTURED_COUNTS, reset_structured_state
@@ -141,6 +142,37 @@ def test_a_validator_that_never_complies_counts_as_not_answering(settings: Setti
     assert result["failed"] == ["clarity", "safety"]
     assert all("StructuredOutputError" in f["error"] for f in checked["failures"])
     assert STRUCTURED_COUNTS.snapshot()["validate"]["failed"] == 2
+
+
+def test_a_moderator_that_never_complies_leaves_rounds_without_consensus(
+    settings: Settings,
+) -> None:
+    context = context_with(settings, fake("We all seem to agree, more or less."))
+    events: list[WorkflowEvent] = []
+    outcome = run_workflow(
+        "meeting",
+        {"topic": "Pricing", "participants": ["researcher", "critic"], "rounds": 2},
+        context=context,
+        checkpointer=None,
+        thread_id="t-mod",
+        on_event=events.append,
+    )
+    assert outcome.status == "completed", outcome.message
+    values = outcome.values
+    assert [(a["round"], a["consensus"], a["agreement"]) for a in values["assessments"]] == [
+        (1, False, None),
+        (2, False, None),
+    ]
+    assert values["consensus"] is False
+    assert len(values["transcript"]) == 4  # both rounds held: no false consensus stopped it
+    assert values["summary"] == "We all seem to agree, more or less."
+    judged = [
+        e.data for e in events if e.kind == "custom" and (e.data or {})["type"] == "moderator"
+    ]
+    assert [(j or {})["agreement"] for j in judged] == [None, None]
+    chat = [m.content for m in values["messages"] if m.name == "moderator"]
+    assert chat[0].startswith("Round 1: no consensus yet (agreement unknown).")
+    assert STRUCTURED_COUNTS.snapshot()["moderate"]["failed"] == 2
 
 
 class WholeAnswerModel(BaseChatModel):
