@@ -80,6 +80,10 @@ def _config_in(base: Path) -> Path:
         name: ":".join([absolute(target.split(":")[0]), *target.split(":")[1:]])
         for name, target in config["graphs"].items()
     }
+    if "auth" in config:
+        config["auth"]["path"] = ":".join(
+            [absolute(config["auth"]["path"].split(":")[0]), *config["auth"]["path"].split(":")[1:]]
+        )
     path = base / "langgraph.json"
     path.write_text(json.dumps(config), encoding="utf-8")
     return path

@@ -202,3 +202,23 @@ async def test_agents_remember_in_the_server_store(client: LangGraphClient) -> N
         spoke = sum(1 for u in state["transcript"] if u["agent"] == name)
         assert len(mine) == spoke
         assert all(item["value"]["text"].strip() for item in mine)
+
+
+async def test_input_holding_pii_is_redacted_before_the_server_stores_it(
+    client: LangGraphClient,
+) -> None:
+    email, iban = "jane.roe@example.org", "DE89370400440532013000"
+    task = f"Write to {email} about the refund to {iban}"
+    thread_id, state, status = await _run(
+        client, "orchestration", input={"task": task}, context={"profile": "prod_balanced"}
+    )
+    assert status == "success"
+    assert "[REDACTED_EMAIL]" in state["task"]
+    history = await client.threads.get_history(thread_id, limit=100)
+    stored = repr(history) + repr(await client.threads.get(thread_id))
+    assert len(history) > 3  # every checkpoint, the first one (the raw input's) included
+    assert email not in stored
+    assert iban not in stored
+    # a profile without redaction keeps the input as given: the scan above can see it
+    _, plain, _ = await _run(client, "orchestration", input={"task": task})
+    assert email in plain["task"]
