@@ -5,9 +5,13 @@ Every layer records here (``get_metrics().inc(...)``); this module imports nothi
 
 One :class:`MetricsStore` wraps one OpenTelemetry SDK ``MeterProvider``:
 
-- counters are OTel ``Counter`` instruments, latencies an OTel ``Histogram``, gauges set by
-  value an OTel ``Gauge``; gauges describing live objects (a limiter's in-flight count) are
-  OTel ``ObservableGauge`` callbacks over registered *collectors*;
+- counters are OTel ``ObservableCounter`` instruments over running totals kept here: an
+  increment adds to a dict under a lock (about 1 µs, where a synchronous ``Counter.add`` walks
+  the SDK's measurement, attribute and per-reader storage path, about 12 µs — and the model
+  pipeline counts five or six times per call); each collection reports the totals, which is
+  what a cumulative OTel sum holds either way. Latencies are an OTel ``Histogram``, gauges
+  set by value an OTel ``Gauge``; gauges describing live objects (a limiter's in-flight
+  count) are OTel ``ObservableGauge`` callbacks over registered *collectors*;
 - an ``InMemoryMetricReader`` (pull) gives :meth:`MetricsStore.snapshot`, which the history,
   the summary, ``/metrics`` and the dashboard read;
 - the process-wide store (:func:`get_metrics`) also has a ``PeriodicExportingMetricReader``
@@ -35,7 +39,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from opentelemetry.metrics import CallbackOptions, Counter, Histogram, Observation
+from opentelemetry.metrics import CallbackOptions, Histogram, Observation
 from opentelemetry.metrics import _Gauge as Gauge  # the synchronous gauge (API 1.23+)
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
@@ -95,6 +99,10 @@ class MetricsStore:
         readers: Sequence[Callable[[], MetricReader | None]] = (),
     ) -> None:
         self._lock = threading.Lock()
+        # held while an instrument is created, never by a collection's callbacks: creating one
+        # takes the SDK's collection lock, and a callback waiting for ``_lock`` meanwhile would
+        # wait for a thread that waits for it
+        self._create_lock = threading.Lock()
         self._export_interval_s = export_interval_s
         self._extra_readers = list(readers)
         self._collectors: dict[int, Collector] = {}
@@ -115,7 +123,8 @@ class MetricsStore:
             )
         self._provider = MeterProvider(metric_readers=readers)
         self._meter = self._provider.get_meter(METER_NAME)
-        self._counters: dict[str, Counter] = {}
+        # name -> labels -> running total (read by the name's ObservableCounter callback)
+        self._totals: dict[str, dict[Labels, float]] = {}
         self._histograms: dict[str, Histogram] = {}
         self._gauges: dict[str, Gauge] = {}
         self._observed: set[str] = set()
@@ -133,21 +142,41 @@ class MetricsStore:
         if value < 0:
             raise ValueError(f"counter {name!r} cannot go down (value {value})")
         key = full_name(name)
+        series = _labels(labels) if labels else ()
+        totals = self._totals.get(key)
+        if totals is None:
+            totals = self._counted(key)
         with self._lock:
-            counter = self._counters.get(key)
-            if counter is None:
-                counter = self._counters[key] = self._meter.create_counter(key)
-        counter.add(value, attributes=dict(_labels(labels)))
+            totals[series] = totals.get(series, 0) + value
+
+    def _counted(self, key: str) -> dict[Labels, float]:
+        """The running totals of counter ``key``, its ObservableCounter created on first use."""
+        with self._create_lock:
+            totals = self._totals.get(key)
+            if totals is not None:
+                return totals
+            totals = {}
+
+            def observe(options: CallbackOptions) -> Iterable[Observation]:
+                with self._lock:
+                    counted = list(totals.items())
+                return [Observation(value, dict(series)) for series, value in counted]
+
+            self._meter.create_observable_counter(key, callbacks=[observe])
+            self._totals[key] = totals  # published once its instrument reports it
+            return totals
 
     def observe(self, name: str, *, value: float, labels: Mapping[str, str] | None = None) -> None:
         """Record ``value`` (seconds) into the histogram ``name`` with ``labels``."""
         key = full_name(name)
-        with self._lock:
-            histogram = self._histograms.get(key)
-            if histogram is None:
-                histogram = self._histograms[key] = self._meter.create_histogram(
-                    key, unit="s", explicit_bucket_boundaries_advisory=LATENCY_BOUNDS_S
-                )
+        histogram = self._histograms.get(key)
+        if histogram is None:
+            with self._create_lock:
+                histogram = self._histograms.get(key)
+                if histogram is None:
+                    histogram = self._histograms[key] = self._meter.create_histogram(
+                        key, unit="s", explicit_bucket_boundaries_advisory=LATENCY_BOUNDS_S
+                    )
         histogram.record(value, attributes=dict(_labels(labels)))
 
     def set_gauge(
@@ -155,7 +184,7 @@ class MetricsStore:
     ) -> None:
         """Set the gauge ``name`` with ``labels`` to ``value``."""
         key = full_name(name)
-        with self._lock:
+        with self._create_lock:
             gauge = self._gauges.get(key)
             if gauge is None:
                 gauge = self._gauges[key] = self._meter.create_gauge(key)

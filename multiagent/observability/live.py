@@ -3,8 +3,11 @@
 A ``multiagent run`` in one process and the dashboard in another meet here. Runs write through
 one :class:`LiveWriter` per process and data directory: callers queue rows (never blocking a
 node on disk), a daemon thread commits them every :data:`FLUSH_S` seconds in one transaction
-and once more at exit. The same thread samples the process's adaptive limiters once a second
-(limit, in flight, pause left, calls answered, 429s) for the backpressure page.
+and once more at exit. The writer keeps one connection (opened, switched to WAL and given the
+schema once per process): a run's end commits its rows at once, and opening a connection with
+its schema script for each commit cost more than the commit. The same thread samples the
+process's adaptive limiters once a second (limit, in flight, pause left, calls answered, 429s)
+for the backpressure page.
 
 Tables: ``runs`` (one row per thread: workflow, status, current node, tokens, cost, budget),
 ``events`` (node starts and ends, streamed tokens; an increasing ``id`` the dashboard follows)
@@ -96,6 +99,10 @@ class LiveWriter:
         self._stopped = False
         self._last_sample = 0.0
         self._active = 0  # runs of this process in progress: limiters are sampled meanwhile
+        # commits are serialised on one connection (the thread's flushes and a run's end)
+        self._flush_lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._conn_pid = 0
         self._thread = threading.Thread(target=self._loop, name="multiagent-live", daemon=True)
         self._thread.start()
         atexit.register(self.close)
@@ -124,18 +131,50 @@ class LiveWriter:
         samples = self._samples()
         if not pending and not samples:
             return
-        with _connect(self.path, write=True) as conn:
-            conn.execute("BEGIN IMMEDIATE")
+        with self._flush_lock:
             try:
-                for sql, args in pending:
-                    conn.execute(sql, args)
-                conn.executemany("INSERT INTO limiter VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", samples)
+                conn = self._connection()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for sql, args in pending:
+                        conn.execute(sql, args)
+                    conn.executemany(
+                        "INSERT INTO limiter VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", samples
+                    )
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
                 with self._lock:  # nothing is lost to a busy file: the rows go first next time
                     self._pending[:0] = pending
+                self._drop_connection()  # a broken or removed file is opened anew next time
                 raise
-            conn.execute("COMMIT")
+
+    def _connection(self) -> sqlite3.Connection:
+        """The writer's connection (the caller holds ``_flush_lock``), opened on first use."""
+        if self._conn is not None and self._conn_pid == os.getpid() and self.path.exists():
+            return self._conn
+        self._drop_connection()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            self.path, timeout=10.0, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn.execute("PRAGMA busy_timeout = 10000")
+            ensure_wal(conn, timeout_s=10.0)
+            conn.executescript(_SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn, self._conn_pid = conn, os.getpid()
+        return conn
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and self._conn_pid == os.getpid():
+            with suppress(sqlite3.Error):
+                conn.close()
 
     def _samples(self) -> list[tuple[Any, ...]]:
         """One row per provider+model of this process's limiters, once a second."""
@@ -190,6 +229,8 @@ class LiveWriter:
         self._thread.join(timeout=5.0)
         with suppress(sqlite3.Error):  # at exit a locked file loses the last 0.2 s, no more
             self.flush()
+        with self._flush_lock:
+            self._drop_connection()
 
 
 _WRITERS: dict[str, LiveWriter] = {}
