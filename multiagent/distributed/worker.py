@@ -441,8 +441,8 @@ class QueueWorker:
                     for end in ended:
                         self._storing.discard(end.finished.entry_id)
                         self._release(end.finished.entry_id)
-                for _end in ended:
-                    self._ended.task_done()
+                    for _end in ended:  # even on an error: a slot may wait for these (join)
+                        self._ended.task_done()
 
     def _release(self, entry_id: str) -> None:
         """The entry is no longer this worker's (stored, acknowledged or left); under the lock."""
