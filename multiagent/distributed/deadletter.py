@@ -14,11 +14,14 @@ three minutes) plus a running total, for the queue's throughput in the metrics.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.exceptions import NoScriptError
 
 from multiagent.distributed.queue import GROUP, PREFIX, batch_key, stream_key
 
@@ -87,6 +90,66 @@ if ARGV[5] == '1' then
 end
 return new
 """
+_FINISH_SHA = hashlib.sha1(_FINISH_CHUNK.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class FinishedChunk:
+    """One chunk's end, to store and (when ``ack``) acknowledge: see :func:`finish_chunks`."""
+
+    entry_id: str
+    batch_id: str
+    chunk_id: str
+    records: Sequence[tuple[str, str]]
+    usage_json: str
+    ack: bool
+
+
+def finish_chunks(client: redis.Redis, queue: str, chunks: Sequence[FinishedChunk]) -> list[int]:
+    """Store chunks' records and usage, count them, acknowledge their entries: one round trip.
+
+    Each chunk is one script run (its records stored before its entry is acknowledged, no crash
+    between the two); the scripts of several chunks travel in one pipeline, so a worker whose
+    chunks end together pays one round trip for all of them.
+
+    Args:
+        client: The Redis client.
+        queue: The entries' queue.
+        chunks: What to store: per chunk its entry, batch, chunk id (its usage is kept once
+            under this id), ``(item id, record JSON)`` of the finished items (an id already
+            stored keeps its first record: an entry run twice stores each item once), the
+            usage as JSON, and whether to acknowledge and delete the entry (``False``: it failed
+            and waits for its retry).
+
+    Returns:
+        How many records were new, per chunk.
+    """
+    if not chunks:
+        return []
+    calls = []
+    for chunk in chunks:
+        keys = [
+            batch_key(chunk.batch_id, "records"), batch_key(chunk.batch_id, "usage"),
+            batch_key(chunk.batch_id), stats_key(queue), stream_key(queue), attempts_key(queue),
+        ]  # fmt: skip
+        head = [
+            chunk.chunk_id, chunk.usage_json, GROUP, chunk.entry_id, "1" if chunk.ack else "0",
+            BUCKET_TTL_S,
+        ]  # fmt: skip
+        calls.append((keys, [*head, *(value for pair in chunk.records for value in pair)]))
+    try:
+        return _run_finish(client, calls)
+    except NoScriptError:  # a restarted Redis forgot the script: none of the calls ran
+        client.script_load(_FINISH_CHUNK)
+        return _run_finish(client, calls)
+
+
+def _run_finish(client: redis.Redis, calls: list[tuple[list[str], list[Any]]]) -> list[int]:
+    # EVALSHA: the script's body is not sent with every chunk
+    with client.pipeline(transaction=False) as pipe:
+        for keys, args in calls:
+            pipe.evalsha(_FINISH_SHA, len(keys), *keys, *args)
+        return [int(new) for new in pipe.execute()]
 
 
 def finish_chunk(
@@ -100,29 +163,13 @@ def finish_chunk(
     usage_json: str,
     ack: bool,
 ) -> int:
-    """Store a chunk's records and usage, count them, and acknowledge its entry: one round trip.
-
-    Args:
-        client: The Redis client.
-        queue: The entry's queue.
-        entry_id: The stream entry.
-        batch_id: The chunk's batch.
-        chunk_id: The chunk (its usage is kept once under this id).
-        records: ``(item id, record JSON)`` of the finished items; an id already stored keeps
-            its first record (an entry run twice stores each item once).
-        usage_json: The chunk run's usage, as JSON.
-        ack: Acknowledge and delete the entry (``False``: it failed and waits for its retry).
-
-    Returns:
-        How many records were new.
-    """
-    keys = [
-        batch_key(batch_id, "records"), batch_key(batch_id, "usage"), batch_key(batch_id),
-        stats_key(queue), stream_key(queue), attempts_key(queue),
-    ]  # fmt: skip
-    head = [chunk_id, usage_json, GROUP, entry_id, "1" if ack else "0", BUCKET_TTL_S]
-    flat = [value for pair in records for value in pair]
-    return int(client.eval(_FINISH_CHUNK, len(keys), *keys, *head, *flat))  # type: ignore[arg-type]
+    """Store one chunk's records and usage, count them, acknowledge its entry (see
+    :func:`finish_chunks`); how many records were new."""
+    chunk = FinishedChunk(
+        entry_id=entry_id, batch_id=batch_id, chunk_id=chunk_id, records=records,
+        usage_json=usage_json, ack=ack,
+    )  # fmt: skip
+    return finish_chunks(client, queue, [chunk])[0]
 
 
 def acknowledge(client: redis.Redis, queue: str, entry_id: str) -> None:
