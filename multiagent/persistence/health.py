@@ -11,6 +11,9 @@ Every SQLite file under ``MULTIAGENT_HOME`` is one of two kinds:
 
 Checking is read-only: files are opened with SQLite's ``immutable`` URI flag, so no journal,
 no ``-wal`` or ``-shm`` file is created and nothing under the home changes.
+
+Temporaries of killed writers are the other thing ``repair`` cleans:
+see :mod:`multiagent.persistence.leftovers`.
 """
 
 from __future__ import annotations
