@@ -11,11 +11,11 @@ import sqlite3
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from multiagent.persistence._collections import COLLECTION_PREFIX, is_staging
 from multiagent.persistence._files import tree_size
 from multiagent.persistence.checkpointer import checkpoint_path
+from multiagent.persistence.health import read_only_uri
 from multiagent.persistence.leftovers import leftover_temporaries
 from multiagent.persistence.maintenance import ChromaDBMaintenance
 from multiagent.persistence.memory import memory_path
@@ -38,10 +38,9 @@ def _chroma_counts(database: Path) -> tuple[dict[str, int], list[str]]:
 
     Chroma's client is not opened: opening it rewrites its SQLite file and the vector segments'
     headers, and ``status`` promises to leave every byte as it was. Its SQLite file is read
-    through a ``mode=ro`` URI instead (Chroma keeps it in rollback-journal mode, so a read
-    creates no ``-wal`` or ``-shm`` file).
+    through a read-only URI instead (see :func:`~multiagent.persistence.health.read_only_uri`).
     """
-    conn = sqlite3.connect(f"file:{quote(str(database))}?mode=ro", uri=True, timeout=30.0)
+    conn = sqlite3.connect(read_only_uri(database), uri=True, timeout=30.0)
     try:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
         if not {"collections", "collection_metadata", "segments", "embeddings"} <= tables:
@@ -118,7 +117,7 @@ def backup_report(settings: Settings) -> dict[str, Any]:
 def _sqlite_counts(path: Path) -> tuple[int, int]:
     if not path.is_file():
         return 0, 0
-    conn = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=30.0)
+    conn = sqlite3.connect(read_only_uri(path), uri=True, timeout=30.0)
     try:
         exists = conn.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'checkpoints'"
