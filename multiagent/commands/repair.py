@@ -38,8 +38,8 @@ def repair(
         console.print(f"no damaged database in {settings.home}")
     for entry in report if not as_json else []:
         console.print(f"{entry['path']}: {entry['reason']} -> {entry['action']}")
-    for left in leftovers if not as_json else []:
-        console.print(f"{left['path']}: left by an interrupted write -> {left['action']}")
+    for temporary in leftovers if not as_json else []:
+        console.print(f"{temporary['path']}: left by an interrupted write -> {temporary['action']}")
     left = [
         entry
         for entry in report
