@@ -8,9 +8,11 @@ import os
 import time
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from multiagent.errors import UsageError
 from multiagent.persistence.leftovers import STALE_AFTER_S
 from multiagent.persistence.memory import open_chroma_client
 from tests.badinput.conftest import copy_of, digests, invoke, refused_unchanged
@@ -150,3 +152,16 @@ def test_an_item_without_an_id_is_numbered_by_its_line(tmp_path: Path) -> None:
     from multiagent.graphs.batch import read_batch_file
 
     assert read_batch_file(path) == [{"id": "1", "text": "water boils at 100 C at sea level"}]
+
+
+@pytest.mark.parametrize("item_id", ["", "   ", "a\x1bb"])
+def test_the_python_api_refuses_a_blank_item_id_like_the_batch_file(item_id: str) -> None:
+    from multiagent.graphs.inputs import validation_input
+    from multiagent.nodes.agents_file import load_agents
+    from multiagent.policies import load_settings
+
+    settings = load_settings()
+    with pytest.raises(UsageError, match="item id"):
+        validation_input(
+            [{"id": item_id, "text": "a claim"}], settings=settings, agents=load_agents(settings)
+        )
