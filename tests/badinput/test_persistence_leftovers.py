@@ -63,6 +63,7 @@ def test_status_shows_a_staging_collection_a_killed_restore_left(filled_home: Pa
         memory = _status(home)["memory"]
         assert isinstance(memory, dict)
         assert memory["staging"] == [f"{name}-rebuild"]
+        assert f"collection {name}-rebuild" in invoke(["persistence", "status"], home=home).stdout
         assert digests(home) == before
 
 
