@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from multiagent.persistence._files import TEMP_PREFIX
+from multiagent.persistence._files import TEMP_PREFIX, tree_size
 
 _CHROMA_DIR = "chroma"  # Chroma's own files are Chroma's business
 
@@ -62,15 +62,11 @@ def leftover_temporaries(home: Path, *, now: float | None = None) -> list[Leftov
             continue
         try:
             age = clock - path.lstat().st_mtime
-            size = path.stat().st_size if path.is_file() else _tree_bytes(path)
+            size = tree_size(path)
         except OSError:  # removed by its writer while we looked
             continue
         found.append(Leftover(path, size, max(0.0, age)))
     return [f for f in found if not any(p.path in f.path.parents for p in found)]
-
-
-def _tree_bytes(directory: Path) -> int:
-    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
 
 
 def remove_leftovers(home: Path, *, dry_run: bool = False) -> list[dict[str, object]]:
