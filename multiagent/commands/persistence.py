@@ -104,9 +104,10 @@ def status(ctx: typer.Context, timezone: TimezoneOption = None, as_json: JsonFla
         )
     console.print(table)
     for name in memory["staging"]:  # the next command that opens agent memory settles it
-        console.print(f"interrupted rebuild of agent memory: collection {name}")
+        console.print(f"interrupted rebuild of agent memory: collection {name}", soft_wrap=True)
     for left in report["leftovers"]:  # a killed snapshot or backup: `persistence repair` clears
-        console.print(f"left by an interrupted write: {left['path']} ({_size(left['size_bytes'])})")
+        line = f"left by an interrupted write: {left['path']} ({_size(left['size_bytes'])})"
+        console.print(line, soft_wrap=True, highlight=False)
 
 
 @persistence_app.command("snapshot")
