@@ -9,6 +9,10 @@ what is valid.
   ``A-Z a-z 0-9 . _ -``, starting with a letter or a digit. So an id is never empty, never a
   path (``..``, ``a/b``), never an option (``-x``), and cannot carry newlines or escape
   sequences into a listing.
+- **Item ids** (of the items of a validation batch): any text a user keys their items by, but
+  never empty or blank and without control characters; an item without an ``id`` is numbered
+  by its position (its line in a batch file), so an empty ``id`` is refused rather than
+  guessed at.
 - **Numbers**: finite (no NaN, no infinity) and within the option's range.
 - **Text** (a task, a topic, a text to validate): valid UTF-8 with no terminal control
   characters (tab, newline and carriage return are text). ``-`` reads it from standard input,
@@ -47,6 +51,15 @@ def check_id(value: str, *, source: str, kind: str = "id") -> str:
     if _ID.fullmatch(value) is None:
         raise UsageError(f"invalid {kind} {shown(value)} (from {source}): {ID_RULE}")
     return value
+
+
+def item_id_problem(value: str) -> str | None:
+    """Why ``value`` cannot be an item id (see the module docstring), or ``None`` when it can."""
+    if not value.strip():
+        return f"item id {shown(value)} is empty; give a non-blank id, or leave 'id' out"
+    if any(unicodedata.category(char) in ("Cc", "Cs") for char in value):
+        return f"item id {shown(value)} holds control characters; give printable text"
+    return None
 
 
 def check_number(
@@ -149,6 +162,7 @@ __all__ = [
     "check_number",
     "check_text",
     "expand_text",
+    "item_id_problem",
     "read_text_file",
     "shown",
 ]

@@ -184,6 +184,8 @@ def verify_trail(directory: Path) -> Verdict:
         try:
             head = json.loads(head_path.read_bytes())
         except ValueError:
+            head = None
+        if not isinstance(head, dict):
             return Verdict(False, count, len(files), "HEAD is not a JSON record", HEAD_FILE)
         # HEAD one line behind is a kill between the append and its HEAD update
         matches = head.get("seq") == seq and head.get("hash") == prev

@@ -9,7 +9,9 @@ command body runs with a bad value:
   listed must be at least 0);
 - every string is valid UTF-8 text without terminal control characters;
 - ``--thread``, ``--checkpoint`` and batch ids follow the id rule of :mod:`multiagent._inputs`;
-- TASK, TOPIC and TEXT may be ``-`` (standard input) or ``@PATH`` (a file).
+- TASK, TOPIC and TEXT may be ``-`` (standard input) or ``@PATH`` (a file);
+- a ``--report`` file (written at the end of a benchmark) is not a directory and its directory
+  exists, so a long benchmark does not run for nothing.
 
 :func:`one_line_error` maps what a command may raise (the project's errors, a damaged SQLite
 file, undecodable text, an unusable path) to the :class:`~multiagent.errors.MultiagentError`
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from multiagent._inputs import check_id, check_number, check_text, expand_text
@@ -38,6 +41,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
 }
 _IDS = {"thread": "thread id", "checkpoint": "checkpoint id", "batch_id": "batch id"}
 _TEXTS = ("task", "topic", "text")
+_OUTPUT_FILES = ("report",)
 
 
 def _source(param: Any) -> str:
@@ -60,6 +64,12 @@ def _check(name: str, source: str, value: Any) -> Any:
         check_text(value, source=source)
         if name in _IDS:
             check_id(value, source=source, kind=_IDS[name])
+        return value
+    if isinstance(value, Path) and name in _OUTPUT_FILES:
+        if value.is_dir():
+            raise UsageError(f"{source} {value} is a directory; give a file to write")
+        if not value.parent.is_dir():
+            raise UsageError(f"{source} {value}: the directory {value.parent} does not exist")
         return value
     if isinstance(value, list | tuple):
         return type(value)(_check(name, source, item) for item in value)

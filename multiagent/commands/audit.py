@@ -208,9 +208,22 @@ def install_audit(app: typer.Typer) -> None:
 
 
 def _home_trail(ctx: typer.Context) -> Path:
-    from multiagent.audit import audit_dir
+    """The trail's directory; one line (exit 2) when it or one of its files is not what it was."""
+    from multiagent.audit import HEAD_FILE, audit_dir, trail_files
+    from multiagent.errors import DamagedStoreError
 
-    return audit_dir(cli_settings(ctx))
+    directory = audit_dir(cli_settings(ctx))
+    if directory.exists() and not directory.is_dir():
+        raise DamagedStoreError(
+            f"the audit trail {directory} is not a directory; move it aside (a new trail starts)"
+        )
+    for path in [*trail_files(directory), directory / HEAD_FILE]:
+        if path.exists() and not path.is_file():
+            raise DamagedStoreError(
+                f"audit trail file {path} is not a regular file; restore it from a backup of the "
+                "data directory, or move the trail aside"
+            )
+    return directory
 
 
 @audit_app.command("verify")
@@ -237,9 +250,23 @@ def show(
     as_json: JsonFlag = False,
 ) -> None:
     """The last records of the trail."""
+    import json
+
     from multiagent.audit import AuditTrail
 
-    records = AuditTrail(_home_trail(ctx)).records()[-last:]
+    records, skipped = [], 0
+    for _path, _number, raw in AuditTrail(_home_trail(ctx)).lines():
+        try:
+            records.append(json.loads(raw))
+        except ValueError:
+            skipped += 1
+    records = records[-last:]
+    if skipped:  # not silent: the trail is damaged, and `verify` says where
+        typer.echo(
+            f"warning: {skipped} lines of the audit trail are not JSON records and are not "
+            "shown; run `multiagent audit verify`",
+            err=True,
+        )
     if as_json:
         print_json({"records": records})
         return

@@ -103,6 +103,11 @@ def status(ctx: typer.Context, timezone: TimezoneOption = None, as_json: JsonFla
             str(task["last_error"] or "-"),
         )
     console.print(table)
+    for name in memory["staging"]:  # the next command that opens agent memory settles it
+        console.print(f"interrupted rebuild of agent memory: collection {name}", soft_wrap=True)
+    for left in report["leftovers"]:  # a killed snapshot or backup: `persistence repair` clears
+        line = f"left by an interrupted write: {left['path']} ({_size(left['size_bytes'])})"
+        console.print(line, soft_wrap=True, highlight=False)
 
 
 @persistence_app.command("snapshot")

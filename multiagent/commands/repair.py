@@ -19,20 +19,27 @@ def repair(
 ) -> None:
     """Check every database in the data directory; move damaged derived data (metrics history,
     caches) aside so it starts afresh, and restore damaged agent memory from the newest backup.
+    Temporaries that a killed snapshot, backup or key rotation left are removed once an hour old.
 
     Exit code 0 when nothing damaged is left, 2 (with one line naming the file and how to
     recover) when a damaged file needs a backup to come back.
     """
     from multiagent.persistence.health import repair as repair_home
+    from multiagent.persistence.leftovers import remove_leftovers
 
     settings = cli_settings(ctx, check_stores=False)
     report = repair_home(settings.home, dry_run=check)
+    leftovers = remove_leftovers(settings.home, dry_run=check)
     if as_json:
-        print_json({"home": str(settings.home), "check": check, "damaged": report})
+        print_json(
+            {"home": str(settings.home), "check": check, "damaged": report, "leftovers": leftovers}
+        )
     elif not report:
         console.print(f"no damaged database in {settings.home}")
     for entry in report if not as_json else []:
         console.print(f"{entry['path']}: {entry['reason']} -> {entry['action']}")
+    for temporary in leftovers if not as_json else []:
+        console.print(f"{temporary['path']}: left by an interrupted write -> {temporary['action']}")
     left = [
         entry
         for entry in report

@@ -26,6 +26,7 @@ from typing import Any
 
 from langchain_core.callbacks import BaseCallbackHandler
 
+from multiagent._inputs import item_id_problem
 from multiagent.errors import UsageError
 from multiagent.graphs.batch_budget import BatchBudget
 from multiagent.graphs.batch_chunks import (
@@ -296,6 +297,8 @@ def _item_of(number: int, line: str) -> tuple[ValidationItem | None, str | None]
     item_id = data.get("id", number)
     if not isinstance(item_id, str | int) or isinstance(item_id, bool):
         return None, f"line {number}: 'id' must be a string or an integer"
+    if problem := item_id_problem(str(item_id)):  # the rule of validation_input, with the line
+        return None, f"line {number}: {problem}"
     return ValidationItem(id=str(item_id), text=text), None
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from multiagent._inputs import item_id_problem
 from multiagent.errors import UsageError
 from multiagent.nodes.agents_file import AgentCatalog
 from multiagent.nodes.input_defaults import (
@@ -99,6 +100,8 @@ def validation_input(
     seen: set[str] = set()
     for entry in validation_items(items):
         _text(entry["text"], what=f"text of item {entry['id']}")
+        if problem := item_id_problem(entry["id"]):
+            raise UsageError(problem)
         if entry["id"] in seen:
             raise UsageError(f"item id {entry['id']!r} appears twice; ids must be unique")
         seen.add(entry["id"])

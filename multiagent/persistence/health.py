@@ -11,6 +11,9 @@ Every SQLite file under ``MULTIAGENT_HOME`` is one of two kinds:
 
 Checking is read-only: files are opened with SQLite's ``immutable`` URI flag, so no journal,
 no ``-wal`` or ``-shm`` file is created and nothing under the home changes.
+
+Temporaries of killed writers are the other thing ``repair`` cleans:
+see :mod:`multiagent.persistence.leftovers`.
 """
 
 from __future__ import annotations
@@ -102,6 +105,19 @@ def check_sqlite_file(path: Path, *, thorough: bool = True) -> str | None:
     except sqlite3.DatabaseError as exc:
         return str(exc)
     return None if result and result[0] == "ok" else f"integrity check: {result[0]}"
+
+
+def read_only_uri(path: Path) -> str:
+    """An SQLite URI that reads ``path`` and creates nothing beside it.
+
+    ``mode=ro`` on a WAL database whose ``-wal`` file is absent creates ``-wal`` and ``-shm``
+    (and, read-only, cannot remove them again). With no ``-wal`` file no connection has it open
+    and nothing is waiting to be checkpointed, so the file is read as ``immutable``; else
+    ``mode=ro`` shares the existing ``-wal`` and ``-shm`` with the writers.
+    """
+    wal = path.with_name(path.name + "-wal")
+    flag = "mode=ro" if wal.exists() else "immutable=1"
+    return f"file:{quote(str(path))}?{flag}"
 
 
 def _is_derived(home: Path, path: Path) -> bool:
@@ -219,6 +235,7 @@ __all__ = [
     "damaged_store_error",
     "find_damaged",
     "newest_chroma_backup",
+    "read_only_uri",
     "refuse_damaged",
     "repair",
 ]

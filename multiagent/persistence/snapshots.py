@@ -179,6 +179,12 @@ class MemorySnapshot:
 
     def load(self, path: Path) -> tuple[dict[str, Any], MemoryItems]:
         """Read and verify a snapshot; raise a one-line :class:`UsageError` if it is unusable."""
+        if path.is_dir():
+            found = len(list(path.glob(f"*{SUFFIX}")))
+            raise UsageError(
+                f"{path} is a directory, not a snapshot file; give one *{SUFFIX} file "
+                f"({found} in that directory; `multiagent persistence status` lists them all)"
+            )
         if not path.is_file():
             raise UsageError(f"snapshot file {path} does not exist")
         opened = self.keyring.open(path.read_bytes(), what=f"snapshot {path}")

@@ -1,4 +1,5 @@
-"""One report of everything persistence holds: memory, snapshots, backups, checkpoints, schedule.
+"""One report of everything persistence holds: memory, snapshots, backups, checkpoints, schedule,
+and the temporaries a killed writer left.
 
 Read-only: it creates nothing in a fresh data directory and takes no lock, so it answers while
 the scheduler works.
@@ -14,35 +15,65 @@ from typing import Any
 from multiagent.persistence._collections import COLLECTION_PREFIX, is_staging
 from multiagent.persistence._files import tree_size
 from multiagent.persistence.checkpointer import checkpoint_path
+from multiagent.persistence.health import read_only_uri
+from multiagent.persistence.leftovers import leftover_temporaries
 from multiagent.persistence.maintenance import ChromaDBMaintenance
-from multiagent.persistence.memory import memory_path, open_chroma_client
+from multiagent.persistence.memory import memory_path
 from multiagent.persistence.scheduler import MemoryPersistenceScheduler
 from multiagent.persistence.scheduler_state import STATE_FILE, SchedulerState, scheduler_running
 from multiagent.persistence.snapshots import MemorySnapshot
 from multiagent.policies import Settings
 
+_AGENT_COUNTS = """
+SELECT c.name, m.str_value, (
+    SELECT count(*) FROM embeddings e JOIN segments s ON s.id = e.segment_id
+    WHERE s.collection = c.id AND s.scope = 'METADATA'
+)
+FROM collections c JOIN collection_metadata m ON m.collection_id = c.id AND m.key = 'agent'
+"""
+
+
+def _chroma_counts(database: Path) -> tuple[dict[str, int], list[str]]:
+    """Items per agent and the staging collections of an interrupted rebuild, read-only.
+
+    Chroma's client is not opened: opening it rewrites its SQLite file and the vector segments'
+    headers, and ``status`` promises to leave every byte as it was. Its SQLite file is read
+    through a read-only URI instead (see :func:`~multiagent.persistence.health.read_only_uri`).
+    """
+    conn = sqlite3.connect(read_only_uri(database), uri=True, timeout=30.0)
+    try:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        if not {"collections", "collection_metadata", "segments", "embeddings"} <= tables:
+            return {}, []  # an empty file: Chroma has not created its schema yet
+        rows = conn.execute(_AGENT_COUNTS).fetchall()
+    finally:
+        conn.close()
+    agents: dict[str, int] = {}
+    staging = []
+    for name, agent, count in rows:
+        if not str(name).startswith(COLLECTION_PREFIX) or not isinstance(agent, str):
+            continue
+        if is_staging(str(name)):
+            staging.append(str(name))
+        else:
+            agents[agent] = int(count)
+    return agents, sorted(staging)
+
 
 def memory_report(settings: Settings) -> dict[str, Any]:
-    """Agents with a memory and how many items each holds, and the store's size."""
+    """Agents with a memory and how many items each holds, and the store's size.
+
+    ``staging`` lists collections a killed rebuild or restore left; the next command that opens
+    agent memory finishes or discards them (the agent's previous collection stands until then).
+    """
     path = memory_path(settings)
-    agents: dict[str, int] = {}
-    if (path / "chroma.sqlite3").is_file():
-        client = open_chroma_client(path)
-        try:
-            for collection in client.list_collections():
-                agent = (collection.metadata or {}).get("agent")
-                if (
-                    collection.name.startswith(COLLECTION_PREFIX)
-                    and not is_staging(collection.name)
-                    and isinstance(agent, str)
-                ):
-                    agents[agent] = int(collection.count())
-        finally:
-            client.close()
+    database = path / "chroma.sqlite3"
+    agents, staging = _chroma_counts(database) if database.is_file() else ({}, [])
     return {
         "path": str(path),
         "size_bytes": tree_size(path),
         "agents": dict(sorted(agents.items())),
+        "staging": staging,
     }
 
 
@@ -86,7 +117,7 @@ def backup_report(settings: Settings) -> dict[str, Any]:
 def _sqlite_counts(path: Path) -> tuple[int, int]:
     if not path.is_file():
         return 0, 0
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30.0)
+    conn = sqlite3.connect(read_only_uri(path), uri=True, timeout=30.0)
     try:
         exists = conn.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'checkpoints'"
@@ -142,4 +173,5 @@ def persistence_status(
         "backups": backup_report(settings),
         "checkpoints": checkpoint_report(settings),
         "schedule": schedule,
+        "leftovers": [item.as_dict() for item in leftover_temporaries(settings.home)],
     }

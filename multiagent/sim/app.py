@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from multiagent.sim._request_checks import check_request
 from multiagent.sim.config import SimServerConfig
 from multiagent.sim.protocol import (
     Answer,
@@ -43,15 +45,33 @@ def create_sim_app(config: SimServerConfig) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid body"}
-        param = ".".join(str(part) for part in first["loc"][1:]) or None
-        message = f"Invalid request: {param or 'body'}: {first['msg']}"
-        body = error_body(message, kind="invalid_request_error", code="invalid_value", param=param)
-        return JSONResponse(body, status_code=400)
+        message, param = _validation_message(exc.errors())
+        return _invalid_request(message, param=param)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # OpenAI's shape for an unknown URL or method too, so every client parses one format
+        if exc.status_code == 404:
+            message = f"Invalid URL ({request.method} {request.url.path})"
+        else:
+            message = f"{exc.detail} ({request.method} {request.url.path})"
+        body = error_body(message, kind="invalid_request_error", code=None)
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, exc: Exception) -> JSONResponse:
+        # the server log keeps the traceback; the client gets OpenAI's error document
+        message = "The simulator failed while processing the request (see its log)"
+        return JSONResponse(error_body(message, kind="server_error", code=None), status_code=500)
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(body: ChatRequest) -> Response:
-        answer = compose_answer(body, default_seed=config.seed)
+        check_request(body)
+        try:
+            answer = compose_answer(body, default_seed=config.seed)
+        except (AttributeError, KeyError, TypeError, ValueError, IndexError) as exc:
+            # a value deep in a tool's or format's JSON schema that the simulator cannot use
+            return _invalid_request(f"Invalid request: the simulator cannot use it ({exc!r})")
         cost = answer.prompt_tokens + (body.output_limit or config.default_max_tokens)
         decision = state.admit(cost_tokens=cost, pieces=len(answer.pieces))
         if isinstance(decision, Refused):
@@ -94,7 +114,43 @@ def create_sim_app(config: SimServerConfig) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    @app.head("/healthz", include_in_schema=False)  # load balancers probe with HEAD
+    async def healthz_head() -> Response:
+        return Response(status_code=200)
+
+    default_openapi = app.openapi
+    app.openapi = lambda: _openapi_with_400(default_openapi)  # type: ignore[method-assign]
     return app
+
+
+def _invalid_request(message: str, *, param: str | None = None) -> JSONResponse:
+    body = error_body(message, kind="invalid_request_error", code="invalid_value", param=param)
+    return JSONResponse(body, status_code=400)
+
+
+def _validation_message(errors: Sequence[Any]) -> tuple[str, str | None]:
+    """One line for the first problem (where it is and what is wrong), and its parameter."""
+    first = errors[0] if errors else {"loc": (), "msg": "invalid body", "type": ""}
+    if first.get("type") == "json_invalid":
+        return "Invalid request: the body is not valid JSON; send one JSON object", None
+    param = ".".join(str(part) for part in first["loc"][1:]) or None
+    if param is None and first.get("type") == "missing":
+        return "Invalid request: the body is empty; send one JSON object", None
+    return f"Invalid request: {param or 'body'}: {first['msg']}", param
+
+
+def _openapi_with_400(default: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """FastAPI's document, with the 400 this app answers in place of FastAPI's default 422."""
+    schema = default()  # FastAPI builds it once and keeps it
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.get("responses", {})
+            if responses.pop("422", None) is not None:
+                responses["400"] = {
+                    "description": "Invalid request: an OpenAI error document "
+                    '({"error": {"message", "type", "param", "code"}})'
+                }
+    return schema
 
 
 def _finish(state: SimState, admitted: Admitted, answer: Answer, *, completed: bool) -> None:

@@ -72,7 +72,12 @@ def _one_line_error(args: list[str], expected: str) -> str:
 
 def test_status_on_a_fresh_install_creates_nothing(isolated_env: Path) -> None:
     status = _json(["status"])
-    assert status["memory"] == {"path": str(isolated_env / "chroma"), "size_bytes": 0, "agents": {}}
+    assert status["memory"] == {
+        "path": str(isolated_env / "chroma"),
+        "size_bytes": 0,
+        "agents": {},
+        "staging": [],
+    }
     assert status["checkpoints"]["threads"] == 0
     assert status["backups"]["count"] == 0
     assert set(status["schedule"]["tasks"]) == {  # type: ignore[call-overload]
