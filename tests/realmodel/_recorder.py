@@ -23,6 +23,8 @@ class Recording:
 
     usages: list[dict[str, Any]] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
+    #: The status of every chat completion the server answered, in order.
+    statuses: list[int] = field(default_factory=list)
     streamed: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -30,6 +32,7 @@ class Recording:
         with self.lock:
             self.usages.clear()
             self.requests.clear()
+            self.statuses.clear()
             self.streamed = 0
 
     def totals(self) -> tuple[int, int]:
@@ -66,6 +69,9 @@ def _handler(upstream: str, recording: Recording) -> type[BaseHTTPRequestHandler
                     self.wfile.write(piece)
                     self.wfile.flush()
                     data += piece
+            if self.path.endswith("/chat/completions"):
+                with recording.lock:
+                    recording.statuses.append(reply.status_code)
             if payload.get("stream"):
                 with recording.lock:
                     recording.streamed += 1
