@@ -10,9 +10,14 @@ the packaged model, timed, with how many of its calls there were.
 
 from __future__ import annotations
 
+import statistics
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+_OFF = ("--memory", "off")
 
 PROMPTS = (
     "Describe a small bakery's morning routine.",
@@ -35,6 +40,7 @@ class LocalBench:
     framework_tokens: int = 0
     framework_s: float = 0.0
     workflows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    structured: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def ratio(self) -> float:
@@ -76,45 +82,79 @@ def run_local_bench(*, rounds: int = 2, max_tokens: int = 64, workflows: bool = 
         result.framework_s += time.perf_counter() - began
         result.framework_tokens += int((answer.usage_metadata or {}).get("output_tokens", 0))
     if workflows:
-        result.workflows = _workflows()
+        result.workflows, result.structured = _workflows()
     return result
 
 
-def _workflows() -> dict[str, dict[str, Any]]:
-    """Each workflow once on the packaged model, as a user runs it (a new process, the CLI)."""
-    import json
-    import os
-    import subprocess
-    import sys
+#: Each workflow as a user runs it, and how many times (the structured calls are counted over
+#: all of them: the planner's plan, the moderator's judgement, each validator's verdict).
+WORKFLOWS: dict[str, tuple[tuple[str, ...], int]] = {
+    "run": (("run", "Plan a product launch for a small bakery", "--no-stream", *_OFF), 3),
+    "meeting": (("meeting", "Opening hours for a bakery", "--rounds", "1", *_OFF), 2),
+    "validate": (("validate", "Bread rises because yeast makes gas."), 3),
+}
 
-    commands = {
-        "run": ["run", "Plan a product launch for a small bakery", "--no-stream"],
-        "meeting": ["meeting", "Opening hours for a bakery", "--rounds", "1"],
-        "validate": ["validate", "Bread rises because yeast makes gas."],
-    }
-    env = {**os.environ, "MULTIAGENT_PROVIDER": "local"}
-    out: dict[str, dict[str, Any]] = {}
-    for name, args in commands.items():
-        began = time.perf_counter()
-        done = subprocess.run(
-            [sys.executable, "-m", "multiagent", *args, "--json", "--memory", "off"]
-            if name != "validate"
-            else [sys.executable, "-m", "multiagent", *args, "--json"],
-            capture_output=True, text=True, env=env, check=False,
-        )  # fmt: skip
-        seconds = round(time.perf_counter() - began, 2)
+
+@contextmanager
+def _local_env() -> Iterator[None]:
+    """The ``local`` provider and a scratch data directory, for this process, then restored."""
+    import os
+    import tempfile
+
+    saved = {k: os.environ.get(k) for k in ("MULTIAGENT_PROVIDER", "MULTIAGENT_HOME")}
+    with tempfile.TemporaryDirectory(prefix="bench-local-") as home:
+        os.environ.update(MULTIAGENT_PROVIDER="local", MULTIAGENT_HOME=home)
         try:
-            doc = json.loads(done.stdout)
-        except json.JSONDecodeError:
-            doc = {"status": f"exit {done.returncode}", "usage": {}}
-        usage = doc.get("usage") or {}
-        out[name] = {
-            "status": doc.get("status"),
-            "seconds": seconds,
-            "calls": usage.get("calls", 0),
-            "output_tokens": usage.get("output_tokens", 0),
-        }
-    return out
+            yield
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+def _workflows() -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Each workflow through the CLI in this process (the model is loaded once, as a long-lived
+    process would), timed; and how the structured calls of all of them ended, per node kind."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from multiagent.cli import app
+    from multiagent.models.structured import STRUCTURED_COUNTS
+
+    runner = CliRunner()
+    STRUCTURED_COUNTS.reset()
+    out: dict[str, dict[str, Any]] = {}
+    with _local_env():
+        for name, (args, times) in WORKFLOWS.items():
+            seconds: list[float] = []
+            statuses: list[str] = []
+            calls = tokens = 0
+            for _ in range(times):
+                began = time.perf_counter()
+                done = runner.invoke(app, [*args, "--json"])
+                seconds.append(time.perf_counter() - began)
+                text = done.stdout
+                try:
+                    doc = json.loads(text[text.index("{") :])
+                except ValueError:
+                    doc = {"status": f"exit {done.exit_code}"}
+                statuses.append(str(doc.get("status")))
+                usage = doc.get("usage") or {}
+                calls += int(usage.get("calls", 0))
+                tokens += int(usage.get("output_tokens", 0))
+            out[name] = {
+                "runs": times,
+                "completed": statuses.count("completed"),
+                "statuses": statuses,
+                "median_s": round(statistics.median(seconds), 2),
+                "max_s": round(max(seconds), 2),
+                "calls": calls,
+                "output_tokens": tokens,
+            }
+    return out, STRUCTURED_COUNTS.snapshot()
 
 
 def render_local(result: LocalBench) -> str:
@@ -134,13 +174,27 @@ def render_local(result: LocalBench) -> str:
         f"Framework / direct tokens/s: **{result.ratio:.3f}×** (target ≥ 0.95×).",
     ]
     if result.workflows:
-        lines += ["", "| workflow | status | seconds | calls | output tokens |",
-                  "| --- | --- | ---: | ---: | ---: |"]  # fmt: skip
+        lines += ["", "Each workflow through the CLI in one process (the model loaded once), "
+                  "`--json`, memory off:", "",
+                  "| workflow | runs | completed | median s | max s | calls | output tokens |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
         for name, row in result.workflows.items():
             lines.append(
-                f"| {name} | {row['status']} | {row['seconds']} | {row['calls']} | "
-                f"{row['output_tokens']} |"
+                f"| {name} | {row['runs']} | {row['completed']} | {row['median_s']} | "
+                f"{row['max_s']} | {row['calls']} | {row['output_tokens']} |"
             )
+    if result.structured:
+        lines += ["", "Structured calls of those runs, by node kind (ladder: named tool call → "
+                  "JSON mode → text, one repair):", "",
+                  "| node | calls | valid first try | after fallback | after repair | failed |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+        for node, row in result.structured.items():
+            total = sum(row[k] for k in ("first_try", "fallback", "after_repair", "failed"))
+            shares = [
+                f"{row[k]} ({row[k] / total:.0%})" if total else "0"
+                for k in ("first_try", "fallback", "after_repair", "failed")
+            ]
+            lines.append(f"| {node} | {total} | " + " | ".join(shares) + " |")
     return "\n".join(lines)
 
 

@@ -77,9 +77,16 @@ class ModelPipeline:
         self.chosen: ChosenModel | None = (
             None if model is None else choose_model(model, source=model_source)
         )
+        loaded_for = settings.provider
         if self.chosen is not None and self.chosen.model is None:
             # one of our own providers, named in the model string: it replaces the setting
             settings = settings.model_copy(update={"provider": self.chosen.provider})
+        if settings.provider == "local":
+            from multiagent.policies.local import local_settings
+
+            tiers = settings.profile.models
+            names = [*map(tiers.for_tier, TIERS), *([self.chosen.name] if self.chosen else [])]
+            settings = local_settings(settings, names=names, with_layer=loaded_for != "local")
         self.price = price
         self.settings = settings
         profile = settings.profile

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from multiagent.nodes.calling import AgentCall
 from multiagent.nodes.context import AnyContext, context_of
+from multiagent.nodes.failures import StructuredOutputError
 from multiagent.nodes.input_defaults import DEFAULT_ROUNDS, default_participants
 from multiagent.nodes.state import Assessment, MeetingState, Utterance
 from multiagent.nodes.worker import agent_answer
@@ -81,7 +82,12 @@ def moderate(state: MeetingState, *, runtime: Runtime[AnyContext]) -> dict[str, 
         f"participants agree.\n\nTranscript:\n{render_transcript(state['transcript'])}"
     )
     call = AgentCall(context, agent, node="moderate")
-    answer = call.structured([SystemMessage(agent.role), HumanMessage(prompt)], ModeratorAnswer)
+    try:
+        answer = call.structured([SystemMessage(agent.role), HumanMessage(prompt)], ModeratorAnswer)
+    except StructuredOutputError as exc:
+        # a real model that cannot judge the round in form does not end the meeting: the round
+        # reads as no consensus, the rounds go on and the summary is written from the transcript
+        answer = ModeratorAnswer(consensus=False, agreement=0.0, note=f"no judgement: {exc}"[:300])
     threshold = context.settings.profile.validation.consensus_threshold
     consensus = answer.consensus and answer.agreement >= threshold
     assessment = Assessment(

@@ -12,6 +12,7 @@ from multiagent.errors import ConfigError
 from multiagent.models.factory import build_chat_model
 from multiagent.models.local_engine import check_gguf, is_model_path
 from multiagent.models.local_messages import forced_tool_choice
+from multiagent.models.pipeline import ModelPipeline
 from multiagent.models.tokens import prompt_tokens
 from multiagent.nodes.window import OMITTED, TOKENIZER_MARGIN, fit_to_window
 
@@ -51,6 +52,29 @@ def test_the_local_layer_prices_at_zero_and_runs_one_call_at_a_time() -> None:
     assert models.context_window_tokens == 4096
     assert models.output_limit("validate") < models.output_limit("synthesize")
     assert load_settings().profile.models.context_window_tokens is None  # sim: unbounded
+
+
+def test_model_local_path_is_priced_zero_with_the_local_layer_under_any_provider(
+    tmp_path: Path,
+) -> None:
+    gguf = tmp_path / "any-name.gguf"
+    gguf.write_bytes(b"GGUF\x03\x00\x00\x00")
+    pipeline = ModelPipeline(load_settings(), model=f"local:{gguf}", model_source="--model")
+    assert pipeline.provider == "local"
+    assert pipeline.price_of(str(gguf)).cost(1000, 1000) == 0.0
+    profile = pipeline.settings.profile
+    assert profile.rate_limit.max_concurrency == 1  # the local layer, though loaded for sim
+    assert profile.models.context_window_tokens == 4096
+    # under MULTIAGENT_PROVIDER=local, a GGUF named for a tier is free too
+    local = load_settings(provider="local")
+    tiers = local.profile.models.model_copy(update={"standard": str(gguf)})
+    renamed = local.model_copy(
+        update={"profile": local.profile.model_copy(update={"models": tiers})}
+    )
+    assert ModelPipeline(renamed).price_of(str(gguf)).cost(10, 10) == 0.0
+    # a remote model keeps needing its price
+    with pytest.raises(ConfigError, match="has no price"):
+        ModelPipeline(load_settings(), model="openai:unpriced-model", model_source="--model")
 
 
 def test_forced_tool_choices_become_llama_cpp_dicts() -> None:
