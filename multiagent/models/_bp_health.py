@@ -11,6 +11,7 @@ token. Only when callers report no output tokens does the absolute ``rtt_thresho
 from __future__ import annotations
 
 import math
+import statistics
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from langchain_core.messages import BaseMessage
 
 from multiagent.models._bp_types import BackpressureConfig, BackpressureState
-from multiagent.models._window import OutcomeWindow, percentile
+from multiagent.models._window import OutcomeWindow
 from multiagent.observability.metrics import Sample
 
 _GAUGES = (
@@ -78,7 +79,7 @@ class TokenLatency:
         if len(self._recent) < max(1, min_samples):
             return math.nan
         usual = min(self._history)
-        recent = percentile(list(self._recent), 0.5)
+        recent = statistics.median(self._recent)
         return recent / usual if usual > 0 else math.nan
 
     def judged(self, *, at: float) -> None:
@@ -121,7 +122,8 @@ def read_health(
     of what is in flight, so the limit is scaled by ``1 / r`` (at most ``limit_backoff``), at
     once, instead of the several halvings an absolute threshold would take. The limit grows
     only while seconds per token stay within half of that rise (Vegas's band between its
-    thresholds: hold), and not before answers sent after the last cut were read.
+    thresholds: hold), and not before answers sent after the last change were read; nor does
+    Little's-law floor (:func:`fit_limit`) raise it then, as queued round trips would size it.
     """
     error_rate, samples = window.error_rate(now)
     enough = samples >= config.min_samples
@@ -152,7 +154,13 @@ def surely_above(share: float, samples: int, threshold: float) -> bool:
 
 
 def fit_limit(
-    limit: float, config: BackpressureConfig, *, rate: float, rtt_s: float, saturated: bool
+    limit: float,
+    config: BackpressureConfig,
+    *,
+    rate: float,
+    rtt_s: float,
+    saturated: bool,
+    by_latency: bool = False,
 ) -> float:
     """The concurrency limit after a healthy tick.
 
@@ -161,13 +169,16 @@ def fit_limit(
     at once); past ``max_concurrency`` the limit follows ``concurrency_gain`` times that (BBR's
     cwnd gain), up to ``concurrency_cap``, so a profile's count of slots never starves a pace
     that found more capacity. Below ``max_concurrency`` a cut is regrown one at a time.
+    ``by_latency`` (seconds per token are watched): the limit at most doubles per call, as TCP's
+    slow start, so a floor sized by the pace (a guess for a model never measured) is reached
+    in steps each judged by its latency, not in one jump that queues everything at once.
     """
     need = 0.0 if math.isnan(rtt_s) or math.isinf(rate) else rate * rtt_s
     floor = min(float(config.concurrency_cap), math.ceil(config.concurrency_gain * need))
     if saturated:
         limit = min(max(float(config.max_concurrency), floor), limit + 1.0)
     if limit >= config.max_concurrency:
-        limit = max(limit, floor)
+        limit = max(limit, min(floor, 2.0 * limit) if by_latency else floor)
     return limit
 
 

@@ -272,7 +272,11 @@ def on_tick(
         mult = max(1.0, mult / 1.25)
         pace = pace_of(snap, config)
         saturated = snap.fields.get("f_sat") == "1" and health.may_grow
-        grown = fit_limit(limit, config, rate=pace.rate, rtt_s=p95, saturated=saturated)
+        rtt_s = p95 if health.may_grow else math.nan  # no floor sized by a queue's round trips
+        grown = fit_limit(
+            limit, config, rate=pace.rate, rtt_s=rtt_s, saturated=saturated,
+            by_latency=latency.known,
+        )  # fmt: skip
         if grown > limit and latency.known:
             latency.judged(at=now)
         limit = grown

@@ -40,7 +40,6 @@ from langchain_core.runnables import (
 )
 from pydantic import ConfigDict
 
-from multiagent.models._bp_health import output_tokens_of
 from multiagent.models._controllers import (
     reset_shared_controllers,
     shared_controller,
@@ -229,9 +228,7 @@ class AdaptiveBackpressure(BaseChatModel):
         for attempt in sync_retrying(self._policy(), model=self._model_label):
             with attempt, self.controller.slot(tokens=tokens) as passage:
                 message = self.bound.invoke(input, config, **kwargs)
-                passage.answered(
-                    headers=response_headers(message), output_tokens=output_tokens_of([message])
-                )
+                passage.answered(headers=response_headers(message))
         return message
 
     async def ainvoke(  # type: ignore[override]
@@ -243,9 +240,7 @@ class AdaptiveBackpressure(BaseChatModel):
             with attempt:
                 async with self.controller.aslot(tokens=tokens) as passage:
                     message = await self.bound.ainvoke(input, config, **kwargs)
-                    passage.answered(
-                        headers=response_headers(message), output_tokens=output_tokens_of([message])
-                    )
+                    passage.answered(headers=response_headers(message))
         return message
 
     def stream(  # type: ignore[override]

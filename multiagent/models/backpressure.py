@@ -336,8 +336,10 @@ class BackpressureController(Waiting):
             self.limit,
             self.config,
             rate=self.rate,
-            rtt_s=p95,
+            # no Little's-law floor while requests queue: their round trips are the queue's
+            rtt_s=p95 if health.may_grow else math.nan,
             saturated=flags.saturated and health.may_grow,
+            by_latency=self._latency.known,
         )
         if self.limit > before and self._latency.known:
             self._latency.judged(at=now)

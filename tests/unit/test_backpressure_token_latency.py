@@ -8,6 +8,7 @@ import itertools
 import math
 from collections.abc import Iterable
 
+import pytest
 from langchain_core.messages import AIMessage, AIMessageChunk
 
 from multiagent.models._bp_health import TokenLatency, output_tokens_of
@@ -25,11 +26,11 @@ class FakeClock:
         return self.now
 
 
-def make(clock: FakeClock) -> BackpressureController:
+def make(clock: FakeClock, *, cap: int = 8, rate: float = 1e6) -> BackpressureController:
     config = BackpressureConfig(
         max_concurrency=8,
-        concurrency_cap=8,
-        requests_per_s=1e6,
+        concurrency_cap=cap,
+        requests_per_s=rate,
         min_samples=10,
         use_limit_headers=False,
         rtt_threshold_s=5.0,
@@ -93,9 +94,15 @@ def test_the_same_round_trips_without_token_counts_fall_back_to_the_rtt_threshol
     assert ctl.state().limit_cuts >= 1
 
 
-def test_rising_latency_per_token_cuts_the_limit_to_what_the_model_serves() -> None:
+@pytest.mark.parametrize(
+    ("cap", "rate"),
+    [(8, 1e6), (256, 1000 / 60)],  # the second: a profile's pace, Little's-law floor free
+)
+def test_rising_latency_per_token_cuts_the_limit_to_what_the_model_serves(
+    cap: int, rate: float
+) -> None:
     clock = FakeClock()
-    ctl = make(clock)
+    ctl = make(clock, cap=cap, rate=rate)
     in_flight = serve(ctl, clock, serial=True, answers=60, lengths=(50,))
     state = ctl.state()
     assert in_flight[0] == 8  # it started with the profile's 8 in flight
