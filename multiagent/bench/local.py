@@ -10,6 +10,7 @@ the packaged model, timed, with how many of its calls there were.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Iterator
@@ -41,6 +42,9 @@ class LocalBench:
     framework_s: float = 0.0
     workflows: dict[str, dict[str, Any]] = field(default_factory=dict)
     structured: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Cores and the 1-minute load average when the bench started (other jobs slow both sides).
+    cores: int = field(default_factory=lambda: os.cpu_count() or 1)
+    load_average: float = field(default_factory=lambda: round(os.getloadavg()[0], 2))
 
     @property
     def ratio(self) -> float:
@@ -163,7 +167,9 @@ def render_local(result: LocalBench) -> str:
     framework = result.framework_tokens / result.framework_s if result.framework_s else 0.0
     lines = [
         f"{result.prompts} chat calls per side, max_tokens={result.max_tokens}, greedy, the "
-        f"packaged SmolLM2-135M-Instruct (Q4_1) in process; sides alternate call by call.",
+        f"packaged SmolLM2-135M-Instruct (Q4_1) in process; sides alternate call by call. "
+        f"{result.cores} cores, load average {result.load_average} at the start (a machine "
+        f"shared with other jobs: absolute figures are noisy, the ratio less so).",
         "",
         "| path | output tokens | seconds | tokens/s |",
         "| --- | ---: | ---: | ---: |",
