@@ -1,10 +1,12 @@
 """``multiagent bench local``: the framework's tokens/s on a real model against llama.cpp's own.
 
-The same prompts, the same output bound, greedy sampling with a fixed seed: first straight
-through ``Llama.create_chat_completion`` (direct), then through the full pipeline (the
-``local`` provider's model from :class:`~multiagent.models.pipeline.ModelPipeline`: redaction,
-cache off, backpressure, retry, ledger). Tokens are llama.cpp's own counts; the two sides
-alternate prompt by prompt so a busy machine slows both alike. Then each workflow runs once on
+The same prompts, the same output bound, greedy sampling with a fixed seed: straight through
+``Llama.create_chat_completion`` (direct), and through the full pipeline (the ``local``
+provider's model from :class:`~multiagent.models.pipeline.ModelPipeline`: redaction, cache
+off, backpressure, retry, ledger). Tokens are llama.cpp's own counts; after one unmeasured
+call per side, the sides take turns going first, prompt by prompt, so a busy machine slows
+both alike, and llama.cpp's prompt cache is reset before each call (the second side would
+otherwise skip the prompt the first one evaluated). Then each workflow runs once on
 the packaged model, timed, with how many of its calls there were.
 """
 
@@ -72,19 +74,38 @@ def run_local_bench(*, rounds: int = 2, max_tokens: int = 64, workflows: bool = 
     engine = model.provider_model.engine
     result = LocalBench(prompts=len(PROMPTS) * rounds, max_tokens=max_tokens)
     options = {"max_tokens": max_tokens, "temperature": 0.0, "seed": 7}
-    for prompt in PROMPTS * rounds:
-        messages = [HumanMessage(prompt)]
-        began = time.perf_counter()
+
+    def direct(messages: list[Any]) -> tuple[int, float]:
         with engine.lock:
+            engine.llama.reset()  # no reuse of the other side's prompt in llama.cpp's cache
+            began = time.perf_counter()
             reply = engine.llama.create_chat_completion(
                 messages=as_openai_messages(messages), **options
             )
-        result.direct_s += time.perf_counter() - began
-        result.direct_tokens += int(reply["usage"]["completion_tokens"])
+            return int(reply["usage"]["completion_tokens"]), time.perf_counter() - began
+
+    def framework(messages: list[Any]) -> tuple[int, float]:
+        with engine.lock:
+            engine.llama.reset()
         began = time.perf_counter()
         answer = model.invoke(messages, **options)
-        result.framework_s += time.perf_counter() - began
-        result.framework_tokens += int((answer.usage_metadata or {}).get("output_tokens", 0))
+        seconds = time.perf_counter() - began
+        return int((answer.usage_metadata or {}).get("output_tokens", 0)), seconds
+
+    warm = [HumanMessage(PROMPTS[0])]
+    direct(warm), framework(warm)  # first calls pay for buffers and threads: not measured
+    for number, prompt in enumerate(PROMPTS * rounds):
+        messages = [HumanMessage(prompt)]
+        # the sides take turns at going first, so neither always meets a warmer machine
+        sides = (direct, framework) if number % 2 == 0 else (framework, direct)
+        for side in sides:
+            tokens, seconds = side(messages)
+            if side is direct:
+                result.direct_tokens += tokens
+                result.direct_s += seconds
+            else:
+                result.framework_tokens += tokens
+                result.framework_s += seconds
     if workflows:
         result.workflows, result.structured = _workflows()
     return result
@@ -101,13 +122,19 @@ WORKFLOWS: dict[str, tuple[tuple[str, ...], int]] = {
 
 @contextmanager
 def _local_env() -> Iterator[None]:
-    """The ``local`` provider and a scratch data directory, for this process, then restored."""
+    """The ``local`` provider, caches off and a scratch data directory, then restored."""
     import os
     import tempfile
 
-    saved = {k: os.environ.get(k) for k in ("MULTIAGENT_PROVIDER", "MULTIAGENT_HOME")}
+    values = {
+        "MULTIAGENT_PROVIDER": "local",
+        # every run must reach the model: a repeated workflow would be answered from the caches
+        "MULTIAGENT_CACHE__COMPLETION_ENABLED": "false",
+        "MULTIAGENT_CACHE__ANALYSIS_ENABLED": "false",
+    }
+    saved = {k: os.environ.get(k) for k in (*values, "MULTIAGENT_HOME")}
     with tempfile.TemporaryDirectory(prefix="bench-local-") as home:
-        os.environ.update(MULTIAGENT_PROVIDER="local", MULTIAGENT_HOME=home)
+        os.environ.update(values, MULTIAGENT_HOME=home)
         try:
             yield
         finally:
