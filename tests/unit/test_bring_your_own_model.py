@@ -63,6 +63,19 @@ def context_with(
     return build_context(settings, pipeline=pipeline, agents=agents, analysis_cache=None)
 
 
+def meet_twice(context: WorkflowContext) -> dict[str, Any]:
+    """A meeting of two participants, two rounds at most."""
+    met: dict[str, Any] = (
+        build_meeting_graph()
+        .compile()
+        .invoke(
+            {"topic": "Pricing", "participants": ["researcher", "critic"], "rounds": 2},
+            context=context,
+        )
+    )
+    return met
+
+
 def validate_one(context: WorkflowContext) -> dict[str, Any]:
     """One text, two validators."""
     result: dict[str, Any] = (
@@ -92,14 +105,7 @@ def test_a_generic_fake_model_runs_all_three_workflows(settings: Settings) -> No
     assert done["rationale"] == "the facts come first"
     assert done["output"] == EVERY_ANSWER
 
-    met = (
-        build_meeting_graph()
-        .compile()
-        .invoke(
-            {"topic": "Pricing", "participants": ["researcher", "critic"], "rounds": 2},
-            context=context,
-        )
-    )
+    met = meet_twice(context)
     assert met["consensus"] is True
     assert len(met["transcript"]) == 2  # consensus after the first round
 
@@ -221,14 +227,7 @@ def test_a_moderator_that_never_judges_in_form_does_not_end_the_meeting(
     settings: Settings,
 ) -> None:
     context = context_with(settings, fake("We mostly agree; prose only, no JSON."))
-    met = (
-        build_meeting_graph()
-        .compile()
-        .invoke(
-            {"topic": "Pricing", "participants": ["researcher", "critic"], "rounds": 2},
-            context=context,
-        )
-    )
+    met = meet_twice(context)
     assert met["consensus"] is False
     assert [a["round"] for a in met["assessments"]] == [1, 2]  # both rounds were held
     assert all(a["note"].startswith("no judgement") for a in met["assessments"])
