@@ -111,12 +111,14 @@ def test_the_local_bench_report_shows_ratio_workflows_and_structured_shares() ->
     from multiagent.bench.local import LocalBench, render_local
 
     result = LocalBench(prompts=4, max_tokens=32, direct_tokens=100, direct_s=2.0,
-                        framework_tokens=100, framework_s=2.05)  # fmt: skip
+                        framework_tokens=100, framework_s=2.05,
+                        pair_ratios=[0.9, 0.99, 1.02])  # fmt: skip
     result.workflows = {"run": {"runs": 2, "completed": 2, "statuses": [], "median_s": 9.5,
                                 "max_s": 10.1, "calls": 8, "output_tokens": 700}}  # fmt: skip
     result.structured = {"plan": {"first_try": 3, "fallback": 0, "after_repair": 1, "failed": 0}}
     text = render_local(result)
-    assert "**0.976×**" in text
+    assert "**0.990×** as the median over the 3 prompts" in text
+    assert "0.976× from the totals" in text
     assert "| run | 2 | 2 | 9.5 | 10.1 | 8 | 700 |" in text
     assert "| plan | 4 | 3 (75%) | 0 (0%) | 1 (25%) | 0 (0%) |" in text
     assert result.as_dict()["ratio"] == 0.9756
