@@ -248,12 +248,18 @@ def on_advertised(
 
 
 def on_tick(
-    snap: Snapshot, config: BackpressureConfig, *, local: OutcomeWindow, latency: TokenLatency
+    snap: Snapshot,
+    config: BackpressureConfig,
+    *,
+    local: OutcomeWindow,
+    latency: TokenLatency | None = None,
 ) -> Decision | None:
     """Every ``tick_s`` (once across processes): AIMD on health, Little's-law limit, probing.
 
-    Health is this process's reading (its own outcomes and seconds per output token).
+    Health is this process's reading (its own outcomes and seconds per output token; without
+    ``latency``, none reported: round trips against ``rtt_threshold_s``).
     """
+    latency = latency or TokenLatency()
     now = snap.now
     if now - snap.num("lasttick") < config.tick_s:
         return None
