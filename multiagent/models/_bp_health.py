@@ -1,13 +1,26 @@
-"""What a controller's tick reads from its window: health, and how many slots the pace needs."""
+"""What a controller's tick reads from its window: health, and how many slots the pace needs.
+
+Health is read from server errors (a share surely above the profile's threshold) and from
+latency *per output token*, relative to the model's own usual figure (:class:`TokenLatency`):
+a call's round trip is mostly generation time, so a small local model writing 40 tokens/s
+takes seconds per call and is not overloaded, while the same model queueing requests behind
+each other (a server that serves one at a time) takes several times its usual seconds per
+token. Only when callers report no output tokens does the absolute ``rtt_threshold_s`` apply.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import statistics
+from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+from langchain_core.messages import BaseMessage
 
 from multiagent._metrics import Sample
 from multiagent.models._bp_types import BackpressureConfig, BackpressureState
+from multiagent.models._window import OutcomeWindow
 
 _GAUGES = (
     "limit",
@@ -32,6 +45,102 @@ class TickFlags:
     rate_limited: bool = False
 
 
+class TokenLatency:
+    """Seconds per output token of a model's answers: the recent ones against its usual figure.
+
+    The usual figure is the lowest of the last ``history`` answers (Vegas's base RTT, per
+    token): what the model takes when nothing waits ahead of its requests; a quantile would
+    drift up while a queue persists, and a model cannot answer faster than it writes. The
+    recent figure is the median of the last ``recent`` answers *sent* after the last change of
+    the limit (a cut or a growth: :meth:`judged`), so one long prompt does not read as a queue,
+    and a change is judged on requests that met it (TCP Vegas adjusts once per round trip for
+    that reason).
+    """
+
+    def __init__(self, *, recent: int = 8, history: int = 128) -> None:
+        self._recent: deque[float] = deque(maxlen=recent)
+        self._history: deque[float] = deque(maxlen=history)
+        self._since = -math.inf
+
+    @property
+    def known(self) -> bool:
+        """Whether any answer reported its output tokens (then latency is judged per token)."""
+        return bool(self._history)
+
+    def add(self, *, sent_at: float, rtt_s: float, output_tokens: int) -> None:
+        """Record an answer of ``output_tokens`` tokens sent at ``sent_at``, ``rtt_s`` long."""
+        per_token = max(rtt_s, 0.0) / max(1, output_tokens)
+        if sent_at >= self._since:
+            self._recent.append(per_token)
+        self._history.append(per_token)
+
+    def rise(self, *, min_samples: int) -> float:
+        """Recent seconds per token over the usual ones; NaN with fewer than ``min_samples``."""
+        if len(self._recent) < max(1, min_samples):
+            return math.nan
+        usual = min(self._history)
+        recent = statistics.median(self._recent)
+        return recent / usual if usual > 0 else math.nan
+
+    def judged(self, *, at: float) -> None:
+        """The limit changed at ``at``: the next judgement reads answers sent from then on."""
+        self._recent.clear()
+        self._since = at
+
+
+def output_tokens_of(messages: Sequence[BaseMessage]) -> int | None:
+    """Output tokens of an answer (one message, or a stream's chunks); ``None`` when empty.
+
+    The usage the provider reported, else one per chunk that carried anything (a streamed
+    chunk is about one token; servers that stream send no usage).
+    """
+    reported = [getattr(m, "usage_metadata", None) for m in messages]
+    counted = [int(u["output_tokens"]) for u in reported if u and u.get("output_tokens")]
+    if counted:
+        return sum(counted)
+    pieces = sum(1 for m in messages if m.content or getattr(m, "tool_call_chunks", None))
+    return pieces or None
+
+
+@dataclass(frozen=True)
+class Health:
+    """A tick's reading: whether to cut the concurrency limit (by which factor), or whether it
+    may grow."""
+
+    unhealthy: bool
+    scale: float = 1.0
+    may_grow: bool = True
+
+
+def read_health(
+    window: OutcomeWindow, latency: TokenLatency, config: BackpressureConfig, *, now: float
+) -> Health:
+    """Health of the provider from the outcome window and the per-token latency.
+
+    A rise of latency per token by ``r`` (above ``latency_rise``) means requests wait about
+    ``r`` times as long as the model needs: by Little's law the model serves about ``1 / r``
+    of what is in flight, so the limit is scaled by ``1 / r`` (at most ``limit_backoff``), at
+    once, instead of the several halvings an absolute threshold would take. The limit grows
+    only while seconds per token stay within half of that rise (Vegas's band between its
+    thresholds: hold), and not before answers sent after the last change were read; nor does
+    Little's-law floor (:func:`fit_limit`) raise it then, as queued round trips would size it.
+    """
+    error_rate, samples = window.error_rate(now)
+    enough = samples >= config.min_samples
+    if enough and surely_above(error_rate, samples, config.error_rate_threshold):
+        return Health(unhealthy=True, scale=config.limit_backoff)
+    if latency.known:
+        rise = latency.rise(min_samples=config.latency_samples)
+        if rise != rise:
+            return Health(unhealthy=False, may_grow=False)
+        if rise > config.latency_rise:
+            return Health(unhealthy=True, scale=min(config.limit_backoff, 1.0 / rise))
+        return Health(unhealthy=False, may_grow=rise <= (1.0 + config.latency_rise) / 2)
+    p95 = window.rtt(now, 0.95)
+    slow = enough and p95 == p95 and p95 > config.rtt_threshold_s
+    return Health(unhealthy=slow, scale=config.limit_backoff)
+
+
 def surely_above(share: float, samples: int, threshold: float) -> bool:
     """Whether ``share`` of ``samples`` is above ``threshold`` by more than chance.
 
@@ -45,7 +154,13 @@ def surely_above(share: float, samples: int, threshold: float) -> bool:
 
 
 def fit_limit(
-    limit: float, config: BackpressureConfig, *, rate: float, rtt_s: float, saturated: bool
+    limit: float,
+    config: BackpressureConfig,
+    *,
+    rate: float,
+    rtt_s: float,
+    saturated: bool,
+    by_latency: bool = False,
 ) -> float:
     """The concurrency limit after a healthy tick.
 
@@ -54,13 +169,16 @@ def fit_limit(
     at once); past ``max_concurrency`` the limit follows ``concurrency_gain`` times that (BBR's
     cwnd gain), up to ``concurrency_cap``, so a profile's count of slots never starves a pace
     that found more capacity. Below ``max_concurrency`` a cut is regrown one at a time.
+    ``by_latency`` (seconds per token are watched): the limit at most doubles per call, as TCP's
+    slow start, so a floor sized by the pace (a guess for a model never measured) is reached
+    in steps each judged by its latency, not in one jump that queues everything at once.
     """
     need = 0.0 if math.isnan(rtt_s) or math.isinf(rate) else rate * rtt_s
     floor = min(float(config.concurrency_cap), math.ceil(config.concurrency_gain * need))
     if saturated:
         limit = min(max(float(config.max_concurrency), floor), limit + 1.0)
     if limit >= config.max_concurrency:
-        limit = max(limit, floor)
+        limit = max(limit, min(floor, 2.0 * limit) if by_latency else floor)
     return limit
 
 

@@ -133,9 +133,12 @@ class RedisBackpressureController(SharedStateKeeper):
         *,
         error: BaseException | None = None,
         headers: Mapping[str, str] | None = None,
+        output_tokens: int | None = None,
     ) -> None:
         """Record how a sent request ended, give its slot back, and adapt (for everyone)."""
-        self._finish(ticket, kind=kind_of(error), error=error, headers=headers)
+        self._finish(
+            ticket, kind=kind_of(error), error=error, headers=headers, output_tokens=output_tokens
+        )
 
     def _finish(
         self,
@@ -144,6 +147,7 @@ class RedisBackpressureController(SharedStateKeeper):
         kind: str | None,
         error: BaseException | None,
         headers: Mapping[str, str] | None,
+        output_tokens: int | None = None,
     ) -> None:
         """Release (``kind`` given) or cancel (``None``) a ticket, exactly once."""
         assert isinstance(ticket, SharedTicket)
@@ -154,14 +158,18 @@ class RedisBackpressureController(SharedStateKeeper):
             if kind is None:
                 ticket.local_controller.cancel(ticket.local)
             else:
-                ticket.local_controller.release(ticket.local, error=error, headers=headers)
+                ticket.local_controller.release(
+                    ticket.local, error=error, headers=headers, output_tokens=output_tokens
+                )
             with self._lock:
                 self._notify(rebooked=False)
             return
         if not ticket.holds_slot or self._held.pop(ticket.lease, None) is None:
             return
         try:
-            self._release_shared(ticket, kind=kind, error=error, headers=headers)
+            self._release_shared(
+                ticket, kind=kind, error=error, headers=headers, output_tokens=output_tokens
+            )
         except LOST as exc:
             self._lost(exc)  # the lease expires on its own; nothing is held here
         with self._lock:
@@ -174,6 +182,7 @@ class RedisBackpressureController(SharedStateKeeper):
         kind: str | None,
         error: BaseException | None,
         headers: Mapping[str, str] | None,
+        output_tokens: int | None,
     ) -> None:
         keys, cfg = self.keys, self.config
         wait = retry_after_s(error) if kind == "rate_limit" and error is not None else None
@@ -194,6 +203,8 @@ class RedisBackpressureController(SharedStateKeeper):
         now, sent_at = float(now_s), ticket.sent_at
         with self._lock:
             self._window.add(Outcome(at=now, rtt_s=now - sent_at, kind=kind))  # type: ignore[arg-type]
+            if kind == "ok" and output_tokens is not None:
+                self._latency.add(sent_at=sent_at, rtt_s=now - sent_at, output_tokens=output_tokens)
         seen = headers if headers is not None else headers_of(error) if error else None
         if seen is not None and cfg.use_limit_headers:
             rps, tps = advertised_limits(seen)

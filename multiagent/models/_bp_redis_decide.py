@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from multiagent.models._bp_health import fit_limit, surely_above
+from multiagent.models._bp_health import TokenLatency, fit_limit, read_health
 from multiagent.models._bp_redis_lua import SharedKeys
 from multiagent.models._bp_types import BackpressureConfig
 from multiagent.models._pace import Pace
@@ -247,30 +247,45 @@ def on_advertised(
     return decision if decision.fields else None
 
 
-def on_tick(snap: Snapshot, config: BackpressureConfig, *, local: OutcomeWindow) -> Decision | None:
-    """Every ``tick_s`` (once across processes): AIMD on health, Little's-law limit, probing."""
+def on_tick(
+    snap: Snapshot,
+    config: BackpressureConfig,
+    *,
+    local: OutcomeWindow,
+    latency: TokenLatency | None = None,
+) -> Decision | None:
+    """Every ``tick_s`` (once across processes): AIMD on health, Little's-law limit, probing.
+
+    Health is this process's reading (its own outcomes and seconds per output token; without
+    ``latency``, none reported: round trips against ``rtt_threshold_s``).
+    """
+    latency = latency or TokenLatency()
     now = snap.now
     if now - snap.num("lasttick") < config.tick_s:
         return None
     decision = Decision(fields={"lasttick": repr(now), "f_sat": "0", "f_pb": "0", "f_rl": "0"})
-    error_rate, samples = local.error_rate(now)
+    health = read_health(local, latency, config, now=now)
     p95 = local.rtt(now, 0.95)
-    unhealthy = samples >= config.min_samples and (
-        surely_above(error_rate, samples, config.error_rate_threshold)
-        or (p95 == p95 and p95 > config.rtt_threshold_s)
-    )
     limit, mult = snap.num("limit"), snap.num("mult", 1.0)
-    if unhealthy:
+    if health.unhealthy:
         if now - snap.num("lastcut") >= config.window_s / 2:
-            limit = max(float(config.min_concurrency), limit * config.limit_backoff)
+            limit = max(float(config.min_concurrency), limit * health.scale)
+            latency.judged(at=now)
             mult = min(config.max_wait_multiplier, mult * 1.5)
             decision.fields.update(lastcut=repr(now), lcuts=str(int(snap.num("lcuts")) + 1))
             decision.rebook = True
     else:
         mult = max(1.0, mult / 1.25)
         pace = pace_of(snap, config)
-        saturated = snap.fields.get("f_sat") == "1"
-        limit = fit_limit(limit, config, rate=pace.rate, rtt_s=p95, saturated=saturated)
+        saturated = snap.fields.get("f_sat") == "1" and health.may_grow
+        rtt_s = p95 if health.may_grow else math.nan  # no floor sized by a queue's round trips
+        grown = fit_limit(
+            limit, config, rate=pace.rate, rtt_s=rtt_s, saturated=saturated,
+            by_latency=latency.known,
+        )  # fmt: skip
+        if grown > limit and latency.known:
+            latency.judged(at=now)
+        limit = grown
         bound = snap.fields.get("f_pb") == "1" and snap.fields.get("f_rl") != "1"
         if bound and now >= snap.gate:
             before = pace.rate

@@ -184,7 +184,11 @@ class SharedStateKeeper(BackpressureController):
                     self._renew()
                     next_renew = now + self.lease_s / 3
                 if now >= next_tick:
-                    self._decide(lambda s: decide.on_tick(s, self.config, local=self._window))
+                    self._decide(
+                        lambda s: decide.on_tick(
+                            s, self.config, local=self._window, latency=self._latency
+                        )
+                    )
                     next_tick = now + self.config.tick_s
                 wait = max(0.0, min(next_tick, next_renew) - time.monotonic())
                 if pubsub.get_message(timeout=wait) is not None:

@@ -30,6 +30,8 @@ class BackpressureConfig:
     tokens_per_s: float | None = None
     error_rate_threshold: float = 0.10
     rtt_threshold_s: float = 5.0
+    latency_rise: float = 2.0
+    latency_samples: int = 4
     max_wait_multiplier: float = 3.0
     window_s: float = 10.0
     min_samples: int = 20
@@ -68,6 +70,8 @@ class BackpressureConfig:
         )
         if not all(0 < value <= 1 for value in fractions) or self.backoff == 1:
             raise ValueError("backoffs, settle and headroom must lie in (0, 1]; backoff below 1")
+        if self.latency_rise <= 1 or self.latency_samples < 1:
+            raise ValueError("need latency_rise > 1 and latency_samples >= 1")
         if self.concurrency_cap < self.max_concurrency:
             raise ValueError("need concurrency_cap >= max_concurrency")
 

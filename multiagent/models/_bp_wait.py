@@ -45,6 +45,7 @@ class Waiting:
         *,
         error: BaseException | None = None,
         headers: Mapping[str, str] | None = None,
+        output_tokens: int | None = None,
     ) -> None:
         """Record how a sent request ended."""
 
@@ -133,20 +134,31 @@ class Passage:
             raise RuntimeError("the passage has not been entered")
         return self._ticket
 
-    def answered(self, *, headers: Mapping[str, str] | None = None) -> None:
-        """Report an answer (and its response headers); the slot is free from now on."""
-        self._settle(error=None, headers=headers)
+    def answered(
+        self, *, headers: Mapping[str, str] | None = None, output_tokens: int | None = None
+    ) -> None:
+        """Report an answer (its response headers, and its output tokens when known: the
+        controller judges latency per output token); the slot is free from now on."""
+        self._settle(error=None, headers=headers, output_tokens=output_tokens)
 
     def failed(self, error: BaseException) -> None:
         """Report that the provider call failed with ``error``; the slot is free from now on."""
         self._settle(error=error, headers=None)
 
-    def _settle(self, *, error: BaseException | None, headers: Mapping[str, str] | None) -> None:
+    def _settle(
+        self,
+        *,
+        error: BaseException | None,
+        headers: Mapping[str, str] | None,
+        output_tokens: int | None = None,
+    ) -> None:
         """Release the ticket with its outcome, once (a second report is ignored)."""
         if self._settled or self._ticket is None:
             return
         self._settled = True
-        self._controller.release(self._ticket, error=error, headers=headers)
+        self._controller.release(
+            self._ticket, error=error, headers=headers, output_tokens=output_tokens
+        )
 
     def _leave(self, error: BaseException | None) -> None:
         """Give the slot back: an escaping exception is the call's failure; else cancel."""

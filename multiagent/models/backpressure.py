@@ -15,9 +15,13 @@ What was studied, what was chosen, and why:
 - *Vegas and Gradient2* (Netflix concurrency-limits) infer a queue from RTT drift against a
   no-load baseline. An LLM call's RTT is mostly generation time, 10x apart between short and
   long answers, and providers that rate-limit answer a refusal at once instead of queueing; so
-  RTT drift would cut on long answers and miss the 429s. Not chosen for the pace. RTT serves
-  as an absolute threshold (the profile's ``rtt_threshold_s``) and, through Little's law, to
-  size the concurrency the pace needs (below).
+  RTT drift would cut on long answers and miss the 429s. Not chosen for the pace. Their idea
+  serves the concurrency limit once the RTT is divided by the answer's output tokens
+  (``release(output_tokens=...)``): seconds per token hardly depend on the answer's length, so
+  a rise against the model's own usual figure is a queue (:func:`~multiagent.models._bp_health.
+  read_health`), however slow the model is; the absolute ``rtt_threshold_s`` only applies to
+  callers that report no tokens. The RTT also sizes, through Little's law, the concurrency the
+  pace needs (below).
 - *TCP BBR* estimates bottleneck bandwidth from delivery-rate samples and probes above it in
   cycles (ProbeBW gains 1.25 / 0.75 / 1, then cruising). Its lesson taken here: measure the
   capacity where the bottleneck is known to be full. A provider's token bucket hides an
@@ -29,7 +33,7 @@ What was studied, what was chosen, and why:
   bandwidth × RTprop becomes the concurrency floor: ``concurrency_gain`` × pace × RTT p95, so a
   profile's count of slots never starves a pace that found more capacity (up to
   ``concurrency_cap``); a provider that queues past its slots holds requests in their slots,
-  where the pace does not grow, and its round trips above ``rtt_threshold_s`` cut the limit.
+  where the pace does not grow, and its rising seconds per output token cut the limit.
 - *Probing* is CUBIC/BBR-like convex growth per tick after ``hold_s`` of cruising: ``growth``
   doubling every ``probe_s`` up to ``max_growth``, only while the pace is what holds requests
   back. It finds a raised (or recovered) capacity within about three seconds; each probe that
@@ -37,7 +41,8 @@ What was studied, what was chosen, and why:
   1 / (capacity × probe period): under 2% from about 17 req/s, more for smaller capacities.
 - *AIMD* on concurrency (Netflix's ``AIMDLimit``): a server-error rate surely above the
   profile's threshold (three standard deviations, so 5% of errors never pass 10% by chance) or
-  an RTT p95 above ``rtt_threshold_s`` cuts ``limit`` and stretches waits; a healthy window
+  seconds per output token above ``latency_rise`` × the model's usual figure (the limit then
+  falls by that factor at once) cuts ``limit`` and stretches waits; a healthy window
   decays the stretch and adds one to a limit that was reached. Server errors never cut the pace.
 - Providers that *advertise* their limits (``x-ratelimit-limit-requests`` / ``-tokens``, as
   OpenAI) set the ceiling to ``headroom`` of the advertised limit, and a change of it moves the
@@ -59,7 +64,13 @@ import time
 from collections.abc import Callable, Mapping
 
 from multiagent._metrics import Sample
-from multiagent.models._bp_health import TickFlags, fit_limit, gauge_samples, surely_above
+from multiagent.models._bp_health import (
+    TickFlags,
+    TokenLatency,
+    fit_limit,
+    gauge_samples,
+    read_health,
+)
 from multiagent.models._bp_types import (
     BackpressureConfig,
     BackpressureState,
@@ -98,6 +109,7 @@ class BackpressureController(Waiting):
         self._slot_waiters: set[asyncio.Future[None]] = set()
         self._pace_waiters: set[asyncio.Future[None]] = set()
         self._window = OutcomeWindow(span_s=cfg.window_s)
+        self._latency = TokenLatency()
         self.limit = float(cfg.max_concurrency)
         self.pace = Pace(cfg, now=clock())
         self.tokens_ceiling = cfg.tokens_per_s
@@ -199,6 +211,7 @@ class BackpressureController(Waiting):
         *,
         error: BaseException | None = None,
         headers: Mapping[str, str] | None = None,
+        output_tokens: int | None = None,
     ) -> None:
         """Record how a sent request ended and adapt.
 
@@ -206,6 +219,8 @@ class BackpressureController(Waiting):
             ticket: The ticket :meth:`poll` let through.
             error: The exception it failed with; ``None`` for an answer.
             headers: Response headers of an answer (an error's are read from ``error``).
+            output_tokens: Tokens the answer held; given, latency is judged per output token
+                against the model's own usual figure (else by ``rtt_threshold_s``).
         """
         with self._lock:
             now = self._clock()
@@ -213,6 +228,8 @@ class BackpressureController(Waiting):
             sent_at = ticket.sent_at if ticket.sent_at is not None else now
             kind = kind_of(error)
             self._window.add(Outcome(at=now, rtt_s=now - sent_at, kind=kind))
+            if kind == "ok" and output_tokens is not None:
+                self._latency.add(sent_at=sent_at, rtt_s=now - sent_at, output_tokens=output_tokens)
             seen = headers if headers is not None else headers_of(error) if error else None
             if seen is not None and self.config.use_limit_headers:
                 self._learn_limits(seen, now, rtt=now - sent_at)
@@ -290,8 +307,9 @@ class BackpressureController(Waiting):
         start = max(self._clock(), self.gate.until) + self.config.burst_s
         self._tat = self._tat_tokens = start
 
-    def _cut_limit(self, now: float) -> None:
-        self.limit = max(float(self.config.min_concurrency), self.limit * self.config.limit_backoff)
+    def _cut_limit(self, now: float, *, scale: float | None = None) -> None:
+        factor = self.config.limit_backoff if scale is None else scale
+        self.limit = max(float(self.config.min_concurrency), self.limit * factor)
         self._last_limit_cut = now
         self.limit_cuts += 1
 
@@ -303,22 +321,28 @@ class BackpressureController(Waiting):
         self._last_tick = now
         epoch = self._epoch
         flags, self._flags = self._flags, TickFlags()
-        error_rate, samples = self._window.error_rate(now)
+        health = read_health(self._window, self._latency, cfg, now=now)
         p95 = self._window.rtt(now, 0.95)
-        unhealthy = samples >= cfg.min_samples and (
-            surely_above(error_rate, samples, cfg.error_rate_threshold)
-            or (p95 == p95 and p95 > cfg.rtt_threshold_s)
-        )
-        if unhealthy:
+        if health.unhealthy:
             if now - self._last_limit_cut >= cfg.window_s / 2:
-                self._cut_limit(now)
+                self._cut_limit(now, scale=health.scale)
+                self._latency.judged(at=now)
                 self.multiplier = min(cfg.max_wait_multiplier, self.multiplier * 1.5)
                 self._rebook()
             return self._epoch != epoch
         self.multiplier = max(1.0, self.multiplier / 1.25)
+        before = self.limit
         self.limit = fit_limit(
-            self.limit, self.config, rate=self.rate, rtt_s=p95, saturated=flags.saturated
+            self.limit,
+            self.config,
+            rate=self.rate,
+            # no Little's-law floor while requests queue: their round trips are the queue's
+            rtt_s=p95 if health.may_grow else math.nan,
+            saturated=flags.saturated and health.may_grow,
+            by_latency=self._latency.known,
         )
+        if self.limit > before and self._latency.known:
+            self._latency.judged(at=now)
         if flags.pace_bound and not flags.rate_limited and now >= self.gate.until:
             before = self.rate
             if self.pace.grow(now):

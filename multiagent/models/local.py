@@ -179,8 +179,9 @@ class LocalChatModel(BaseChatModel):
             "temperature": kwargs.get("temperature", self.temperature),
             "stop": stop,
         }
-        if self.seed is not None:
-            request["seed"] = self.seed
+        seed = kwargs.get("seed", self.seed)
+        if seed is not None:
+            request["seed"] = seed
         for key in ("tools", "tool_choice", "response_format"):
             if kwargs.get(key) is not None:
                 request[key] = kwargs[key]

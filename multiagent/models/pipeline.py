@@ -77,9 +77,16 @@ class ModelPipeline:
         self.chosen: ChosenModel | None = (
             None if model is None else choose_model(model, source=model_source)
         )
+        loaded_for = settings.provider
         if self.chosen is not None and self.chosen.model is None:
             # one of our own providers, named in the model string: it replaces the setting
             settings = settings.model_copy(update={"provider": self.chosen.provider})
+        if settings.provider == "local":
+            from multiagent.policies.local import local_settings
+
+            tiers = settings.profile.models
+            names = [*map(tiers.for_tier, TIERS), *([self.chosen.name] if self.chosen else [])]
+            settings = local_settings(settings, names=names, with_layer=loaded_for != "local")
         self.price = price
         self.settings = settings
         profile = settings.profile
@@ -138,13 +145,17 @@ class ModelPipeline:
     def check_budget(self, budget_usd: float, *, source: str) -> None:
         """Raise ``ConfigError`` when ``budget_usd`` cannot cover one call's output allowance
         for a configured model: no call could ever be admitted."""
+        # a call reserves its node's output bound: the smallest one is the cheapest call
+        allowance = min(
+            DEFAULT_MAX_OUTPUT_TOKENS, *self.settings.profile.models.max_output_tokens.values()
+        )
         for tier in TIERS:
             name = self.model_name(tier)
-            cost = self.price_of(name).cost(0, DEFAULT_MAX_OUTPUT_TOKENS)
+            cost = self.price_of(name).cost(0, allowance)
             if cost > budget_usd:
                 raise ConfigError(
                     f"budget ${budget_usd:g} (from {source}) cannot cover one {name} call: "
-                    f"max_tokens {DEFAULT_MAX_OUTPUT_TOKENS} (the output allowance every call "
+                    f"max_tokens {allowance} (the smallest output allowance a call "
                     f"reserves) costs ${cost:.6f}; raise the budget"
                 )
 

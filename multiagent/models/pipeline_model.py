@@ -43,6 +43,7 @@ from langchain_core.tools import BaseTool
 from pydantic import ConfigDict, Field, PrivateAttr, SkipValidation
 
 from multiagent.models._answer_trace import priced, replay_chunks, with_call_id
+from multiagent.models._bp_health import output_tokens_of
 from multiagent.models.accounting import (
     CallIdentity,
     pop_headers,
@@ -302,7 +303,10 @@ class PipelineChatModel(BaseChatModel):
                         result = self.provider_model._generate(
                             messages, stop=stop, run_manager=run_manager, **kwargs
                         )
-                        passage.answered(headers=result_headers(result))
+                        passage.answered(
+                            headers=result_headers(result),
+                            output_tokens=output_tokens_of([result.generations[0].message]),
+                        )
             return self._answered(call, result)
 
     async def _agenerate(
@@ -320,7 +324,10 @@ class PipelineChatModel(BaseChatModel):
                         result = await self.provider_model._agenerate(
                             messages, stop=stop, run_manager=run_manager, **kwargs
                         )
-                        passage.answered(headers=result_headers(result))
+                        passage.answered(
+                            headers=result_headers(result),
+                            output_tokens=output_tokens_of([result.generations[0].message]),
+                        )
             return self._answered(call, result)
 
     @staticmethod
@@ -358,7 +365,7 @@ class PipelineChatModel(BaseChatModel):
                 headers = pop_headers(chunk) or headers
                 call.seen.append(chunk.message)
                 yield chunk
-            passage.answered(headers=headers)
+            passage.answered(headers=headers, output_tokens=output_tokens_of(call.seen))
             stack.close()  # the slot goes back with the answer's headers before the record
             yield self._last_chunk(call)
 
@@ -394,7 +401,7 @@ class PipelineChatModel(BaseChatModel):
                     headers = pop_headers(chunk) or headers
                     call.seen.append(chunk.message)
                     yield chunk
-                passage.answered(headers=headers)
+                passage.answered(headers=headers, output_tokens=output_tokens_of(call.seen))
                 await stack.aclose()
             yield self._last_chunk(call)
 

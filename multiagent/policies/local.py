@@ -9,7 +9,11 @@ core), inside the context llama.cpp allocates, and with outputs short enough for
 from __future__ import annotations
 
 import copy
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from multiagent.policies.settings import Settings
 
 #: The name of the packaged SmolLM2-135M-Instruct in settings, ledgers and prices.
 LOCAL_MODEL_NAME = "smollm2-135m-instruct"
@@ -44,9 +48,28 @@ def for_local_provider(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def local_settings(settings: Settings, *, names: Iterable[str], with_layer: bool) -> Settings:
+    """Settings for models the ``local`` provider runs (``--model local:PATH.gguf``).
+
+    Every model of ``names`` without a listed price is priced 0: a GGUF file on this machine
+    costs nothing per token, whatever its name. With ``with_layer`` (the provider came from
+    ``--model``: the settings were loaded for another one), the rest of the local layer applies
+    too: one generation at a time, llama.cpp's window, short outputs.
+    """
+    data = settings.profile.model_dump(mode="python")
+    if with_layer:
+        data = for_local_provider(data)
+    prices = data["prices"]
+    for name in names:
+        prices.setdefault(name, {"input_per_mtok": 0.0, "output_per_mtok": 0.0})
+    profile = type(settings.profile).model_validate(data)
+    return settings.model_copy(update={"provider": "local", "profile": profile})
+
+
 __all__ = [
     "LOCAL_CONTEXT_TOKENS",
     "LOCAL_MAX_OUTPUT_TOKENS",
     "LOCAL_MODEL_NAME",
     "for_local_provider",
+    "local_settings",
 ]

@@ -23,6 +23,11 @@ class Recording:
 
     usages: list[dict[str, Any]] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
+    #: The status of every chat completion the server answered, in order.
+    statuses: list[int] = field(default_factory=list)
+    #: How many chat completions were at the server when each one arrived (itself included).
+    concurrency: list[int] = field(default_factory=list)
+    in_flight: int = 0
     streamed: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -30,6 +35,8 @@ class Recording:
         with self.lock:
             self.usages.clear()
             self.requests.clear()
+            self.statuses.clear()
+            self.concurrency.clear()
             self.streamed = 0
 
     def totals(self) -> tuple[int, int]:
@@ -51,8 +58,20 @@ def _handler(upstream: str, recording: Recording) -> type[BaseHTTPRequestHandler
             size = int(self.headers.get("content-length") or 0)
             body = self.rfile.read(size) if size else b""
             payload = json.loads(body) if body else {}
+            chat = self.path.endswith("/chat/completions")
             with recording.lock:
                 recording.requests.append(payload)
+                if chat:
+                    recording.in_flight += 1
+                    recording.concurrency.append(recording.in_flight)
+            try:
+                self._forward(method, body, payload)
+            finally:
+                if chat:
+                    with recording.lock:
+                        recording.in_flight -= 1
+
+        def _forward(self, method: str, body: bytes, payload: dict[str, Any]) -> None:
             headers = {"content-type": self.headers.get("content-type", "application/json")}
             with client.stream(method, self.path, content=body, headers=headers) as reply:
                 self.send_response(reply.status_code)
@@ -66,6 +85,9 @@ def _handler(upstream: str, recording: Recording) -> type[BaseHTTPRequestHandler
                     self.wfile.write(piece)
                     self.wfile.flush()
                     data += piece
+            if self.path.endswith("/chat/completions"):
+                with recording.lock:
+                    recording.statuses.append(reply.status_code)
             if payload.get("stream"):
                 with recording.lock:
                     recording.streamed += 1

@@ -64,6 +64,19 @@ def context_with(
     return build_context(settings, pipeline=pipeline, agents=agents, analysis_cache=None)
 
 
+def meet_twice(context: WorkflowContext) -> dict[str, Any]:
+    """A meeting of two participants, two rounds at most."""
+    met: dict[str, Any] = (
+        build_meeting_graph()
+        .compile()
+        .invoke(
+            {"topic": "Pricing", "participants": ["researcher", "critic"], "rounds": 2},
+            context=context,
+        )
+    )
+    return met
+
+
 def validate_one(context: WorkflowContext) -> dict[str, Any]:
     """One text, two validators."""
     result: dict[str, Any] = (
@@ -93,14 +106,7 @@ def test_a_generic_fake_model_runs_all_three_workflows(settings: Settings) -> No
     assert done["rationale"] == "the facts come first"
     assert done["output"] == EVERY_ANSWER
 
-    met = (
-        build_meeting_graph()
-        .compile()
-        .invoke(
-            {"topic": "Pricing", "participants": ["researcher", "critic"], "rounds": 2},
-            context=context,
-        )
-    )
+    met = meet_twice(context)
     assert met["consensus"] is True
     assert len(met["transcript"]) == 2  # consensus after the first round
 
@@ -247,3 +253,15 @@ def test_a_custom_tool_object_is_called_and_its_result_reaches_the_agent(
     # the forced tool call came back as JSON in text: counted as read from text, at first try
     assert STRUCTURED_COUNTS.snapshot()["plan"]["steps"] == {"text": 1}
     assert STRUCTURED_COUNTS.snapshot()["plan"]["first_try"] == 1
+
+
+def test_a_moderator_that_never_judges_in_form_does_not_end_the_meeting(
+    settings: Settings,
+) -> None:
+    context = context_with(settings, fake("We mostly agree; prose only, no JSON."))
+    met = meet_twice(context)
+    assert met["consensus"] is False
+    assert [a["round"] for a in met["assessments"]] == [1, 2]  # both rounds were held
+    assert all(a["note"].startswith("no judgement") for a in met["assessments"])
+    assert met["summary"]  # the summary was written
+    assert STRUCTURED_COUNTS.snapshot()["moderate"]["failed"] == 2

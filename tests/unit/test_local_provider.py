@@ -12,6 +12,7 @@ from multiagent.errors import ConfigError
 from multiagent.models.factory import build_chat_model
 from multiagent.models.local_engine import check_gguf, is_model_path
 from multiagent.models.local_messages import forced_tool_choice
+from multiagent.models.pipeline import ModelPipeline
 from multiagent.models.tokens import prompt_tokens
 from multiagent.nodes.window import OMITTED, TOKENIZER_MARGIN, fit_to_window
 
@@ -53,6 +54,29 @@ def test_the_local_layer_prices_at_zero_and_runs_one_call_at_a_time() -> None:
     assert load_settings().profile.models.context_window_tokens is None  # sim: unbounded
 
 
+def test_model_local_path_is_priced_zero_with_the_local_layer_under_any_provider(
+    tmp_path: Path,
+) -> None:
+    gguf = tmp_path / "any-name.gguf"
+    gguf.write_bytes(b"GGUF\x03\x00\x00\x00")
+    pipeline = ModelPipeline(load_settings(), model=f"local:{gguf}", model_source="--model")
+    assert pipeline.provider == "local"
+    assert pipeline.price_of(str(gguf)).cost(1000, 1000) == 0.0
+    profile = pipeline.settings.profile
+    assert profile.rate_limit.max_concurrency == 1  # the local layer, though loaded for sim
+    assert profile.models.context_window_tokens == 4096
+    # under MULTIAGENT_PROVIDER=local, a GGUF named for a tier is free too
+    local = load_settings(provider="local")
+    tiers = local.profile.models.model_copy(update={"standard": str(gguf)})
+    renamed = local.model_copy(
+        update={"profile": local.profile.model_copy(update={"models": tiers})}
+    )
+    assert ModelPipeline(renamed).price_of(str(gguf)).cost(10, 10) == 0.0
+    # a remote model keeps needing its price
+    with pytest.raises(ConfigError, match="has no price"):
+        ModelPipeline(load_settings(), model="openai:unpriced-model", model_source="--model")
+
+
 def test_forced_tool_choices_become_llama_cpp_dicts() -> None:
     tools = [{"type": "function", "function": {"name": "submit_plan", "parameters": {}}}]
     forced = {"type": "function", "function": {"name": "submit_plan"}}
@@ -81,3 +105,20 @@ def test_a_window_that_cannot_hold_the_smallest_prompt_is_a_config_error() -> No
     messages = [SystemMessage("You are the critic. " * 50), HumanMessage("Check this.")]
     with pytest.raises(ConfigError, match="cannot hold the smallest prompt"):
         fit_to_window(messages, window=64, reserve=48)
+
+
+def test_the_local_bench_report_shows_ratio_workflows_and_structured_shares() -> None:
+    from multiagent.bench.local import LocalBench, render_local
+
+    result = LocalBench(prompts=4, max_tokens=32, direct_tokens=100, direct_s=2.0,
+                        framework_tokens=100, framework_s=2.05,
+                        pair_ratios=[0.9, 0.99, 1.02])  # fmt: skip
+    result.workflows = {"run": {"runs": 2, "completed": 2, "statuses": [], "median_s": 9.5,
+                                "max_s": 10.1, "calls": 8, "output_tokens": 700}}  # fmt: skip
+    result.structured = {"plan": {"first_try": 3, "fallback": 0, "after_repair": 1, "failed": 0}}
+    text = render_local(result)
+    assert "**0.990×** as the median over the 3 prompts" in text
+    assert "0.976× from the totals" in text
+    assert "| run | 2 | 2 | 9.5 | 10.1 | 8 | 700 |" in text
+    assert "| plan | 4 | 3 (75%) | 0 (0%) | 1 (25%) | 0 (0%) |" in text
+    assert result.as_dict()["ratio"] == 0.9756

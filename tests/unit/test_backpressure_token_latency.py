@@ -1,0 +1,136 @@
+"""Overload read from latency per output token, relative to the model's own: a fake clock drives
+a model that writes at a steady pace (slow calls, constant seconds per token) and one that
+serves one request at a time (seconds per token rise with the queue)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable
+
+import pytest
+from langchain_core.messages import AIMessage, AIMessageChunk
+
+from multiagent.models._bp_health import TokenLatency, output_tokens_of
+from multiagent.models.backpressure import BackpressureConfig, BackpressureController, Ticket
+
+PREFILL_S = 0.2
+PER_TOKEN_S = 0.025  # 40 tokens/s, as the packaged SmolLM2 on two busy cores
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(clock: FakeClock, *, cap: int = 8, rate: float = 1e6) -> BackpressureController:
+    config = BackpressureConfig(
+        max_concurrency=8,
+        concurrency_cap=cap,
+        requests_per_s=rate,
+        min_samples=10,
+        use_limit_headers=False,
+        rtt_threshold_s=5.0,
+    )
+    return BackpressureController(config, clock=clock)
+
+
+def serve(
+    ctl: BackpressureController,
+    clock: FakeClock,
+    *,
+    serial: bool,
+    answers: int,
+    lengths: Iterable[int],
+    report_tokens: bool = True,
+) -> list[int]:
+    """Keep the controller's limit of requests in flight; return how many were in flight at
+    each answer. A serial model starts a request when the previous one is done."""
+    sizes = itertools.cycle(lengths)
+    pending: list[tuple[float, Ticket, int]] = []
+    free_at = clock.now
+    in_flight: list[int] = []
+    for _ in range(answers):
+        while True:
+            ticket = ctl.request()
+            wait = ctl.poll(ticket)
+            if wait != 0:
+                ctl.cancel(ticket)
+                break
+            tokens = next(sizes)
+            start = max(clock.now, free_at) if serial else clock.now
+            finish = start + PREFILL_S + tokens * PER_TOKEN_S
+            free_at = finish if serial else free_at
+            pending.append((finish, ticket, tokens))
+        pending.sort(key=lambda item: item[0])
+        in_flight.append(len(pending))
+        finish, ticket, tokens = pending.pop(0)
+        clock.now = max(clock.now, finish)
+        ctl.release(ticket, output_tokens=tokens if report_tokens else None)
+    return in_flight
+
+
+LONG_AND_SHORT = (20, 400, 60, 200, 120)  # 0.7 s to 10.2 s a call, same pace per token
+
+
+def test_a_slow_but_steady_model_is_not_read_as_overloaded() -> None:
+    clock = FakeClock()
+    ctl = make(clock)
+    serve(ctl, clock, serial=False, answers=120, lengths=LONG_AND_SHORT)
+    state = ctl.state()
+    assert state.rtt_p95_s is not None
+    assert state.rtt_p95_s > 5.0  # above the absolute threshold
+    assert state.limit_cuts == 0
+    assert state.limit == 8
+
+
+def test_the_same_round_trips_without_token_counts_fall_back_to_the_rtt_threshold() -> None:
+    clock = FakeClock()
+    ctl = make(clock)
+    serve(ctl, clock, serial=False, answers=120, lengths=LONG_AND_SHORT, report_tokens=False)
+    assert ctl.state().limit_cuts >= 1
+
+
+@pytest.mark.parametrize(
+    ("cap", "rate"),
+    [(8, 1e6), (256, 1000 / 60)],  # the second: a profile's pace, Little's-law floor free
+)
+def test_rising_latency_per_token_cuts_the_limit_to_what_the_model_serves(
+    cap: int, rate: float
+) -> None:
+    clock = FakeClock()
+    ctl = make(clock, cap=cap, rate=rate)
+    in_flight = serve(ctl, clock, serial=True, answers=60, lengths=(50,))
+    state = ctl.state()
+    assert in_flight[0] == 8  # it started with the profile's 8 in flight
+    assert state.limit_cuts >= 1
+    # one request at a time is what this model serves: the limit settles at 1-2 in flight
+    assert max(in_flight[-20:]) <= 2
+    assert state.limit <= 2
+
+
+def test_token_latency_rise_is_relative_to_the_models_own_pace() -> None:
+    latency = TokenLatency()
+    for _ in range(10):
+        latency.add(sent_at=0.0, rtt_s=4.0, output_tokens=100)  # slow: 4 s a call
+    assert latency.rise(min_samples=4) == 1.0
+    latency.judged(at=1.0)
+    assert math.isnan(latency.rise(min_samples=4))  # judged on answers after the judgement
+    for _ in range(4):
+        latency.add(
+            sent_at=2.0, rtt_s=12.0, output_tokens=100
+        )  # three times its own seconds per token
+    assert latency.rise(min_samples=4) == 3.0
+
+
+def test_output_tokens_come_from_usage_else_from_the_chunks() -> None:
+    answer = AIMessage(
+        content="x", usage_metadata={"input_tokens": 5, "output_tokens": 7, "total_tokens": 12}
+    )
+    assert output_tokens_of([answer]) == 7
+    chunks = [AIMessageChunk(content=piece) for piece in ("a", "b", "", "c")]
+    assert output_tokens_of(chunks) == 3
+    assert output_tokens_of([]) is None
