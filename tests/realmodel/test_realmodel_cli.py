@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from multiagent import load_settings
 from multiagent.cli import app
+from multiagent.commands.workflows import exit_code
 from multiagent.nodes.validator import VerdictAnswer
 from tests.realmodel._recorder import Recording
 
@@ -58,9 +59,10 @@ def assert_usage_is_the_servers(doc: dict[str, Any], recording: Recording) -> No
 
 def test_validate_one_text(openai_real: Recording) -> None:
     result = cli("validate", "Bread rises because yeast makes gas.", "--validators", "2", "--json")
-    assert result.exit_code == 0, result.output
     doc = document(result)
     assert doc["status"] == "completed"
+    # the model's verdicts decide consensus: the exit code is the one documented for it
+    assert result.exit_code == exit_code("completed", doc["results"]), result.output
     verdicts = [v for v in doc["verdicts"] if v]
     assert verdicts, doc
     for verdict in verdicts:
@@ -106,8 +108,8 @@ def test_validate_batch_of_ten_adapts_to_a_one_at_a_time_server(
     batch.write_text("\n".join(lines) + "\n", encoding="utf-8")
     result = cli("validate", "--batch", str(batch), "--validators", "2", "--json")
     doc = document(result)
-    assert result.exit_code == 0, result.output
     assert doc["status"] == "completed"
+    assert result.exit_code == exit_code("completed", doc["results"]), result.output
     results = doc["results"]
     assert len(results) == 10
     # every item was judged by the model: none failed on a timeout of a queued request
