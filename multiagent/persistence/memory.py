@@ -19,6 +19,7 @@ from chromadb.config import Settings as ChromaSettings
 from langchain_chroma import Chroma
 from langchain_core.embeddings import Embeddings
 
+from multiagent._scrub import scrub_heap
 from multiagent.errors import UsageError
 from multiagent.persistence._collections import (
     COLLECTION_PREFIX,
@@ -70,7 +71,12 @@ def memory_lock(settings: Settings) -> FileLock:
 
 
 def open_chroma_client(path: Path) -> Any:
-    """A Chroma persistent client at ``path`` with telemetry off (nothing leaves the machine)."""
+    """A Chroma persistent client at ``path`` with telemetry off (nothing leaves the machine).
+
+    The heap is scrubbed first (:func:`multiagent._scrub.scrub_heap`): Chroma's index files
+    would otherwise carry stale bytes of freed memory, raw input among them.
+    """
+    scrub_heap()
     return chromadb.PersistentClient(
         path=str(path), settings=ChromaSettings(anonymized_telemetry=False)
     )
