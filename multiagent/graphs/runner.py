@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,23 @@ from multiagent.safety import redact_input
 Status = Literal[
     "completed", "rejected", "awaiting_approval", "budget_exceeded", "failed", "interrupted"
 ]
+
+
+class _ShutPoolCallbacks(logging.Filter):
+    """Drops ``concurrent.futures``' report of a task that finished after Ctrl-C shut the pool.
+
+    LangGraph's done-callback then tries to save the task's writes through the closed pool and
+    ``concurrent.futures`` logs the ``RuntimeError`` with a traceback. The run is already being
+    marked ``interrupted``; the unsaved step runs again on resume, so there is nothing to report.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(exc, RuntimeError) and "after shutdown" in str(exc))
+
+
+logging.getLogger("concurrent.futures").addFilter(_ShutPoolCallbacks())
+
 #: Answers an interrupt's payload: ``True``, ``False``, a dict, or ``None`` for "not now".
 Approver = Callable[[dict[str, Any]], Any]
 
