@@ -7,15 +7,16 @@ the SDK sends them: ``POST /runs`` and ``PATCH /runs/{id}``, ``POST /runs/batch`
 
 from __future__ import annotations
 
-import gzip
 import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from email import policy
 from email.parser import BytesParser
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests._loopback_http import JsonHandler, loopback, serving
 
 _INFO = {
     "version": "0.0.0-capture",
@@ -57,35 +58,18 @@ def _parts(content_type: str, body: bytes) -> Iterator[tuple[str, bytes]]:
 
 
 def _handler(captured: CapturedRuns) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-        def _reply(self, status: int, document: Any) -> None:
-            body = json.dumps(document).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def _body(self) -> bytes:
-            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            if self.headers.get("Content-Encoding") == "gzip":
-                return gzip.decompress(raw)
-            return raw
-
+    class Handler(JsonHandler):
         def do_GET(self) -> None:
-            self._reply(200, _INFO if self.path.startswith("/info") else {})
+            self.reply_json(200, _INFO if self.path.startswith("/info") else {})
 
         def do_PATCH(self) -> None:
-            body = self._body()
+            body = self.read_body()
             captured.endpoints.append("PATCH /runs")
             captured.merge(self.path.rstrip("/").rsplit("/", 1)[-1], json.loads(body))
-            self._reply(200, {})
+            self.reply_json(200, {})
 
         def do_POST(self) -> None:
-            body = self._body()
+            body = self.read_body()
             path = self.path.split("?")[0].rstrip("/")
             if path.endswith("/runs/multipart"):
                 captured.endpoints.append("POST /runs/multipart")
@@ -105,7 +89,7 @@ def _handler(captured: CapturedRuns) -> type[BaseHTTPRequestHandler]:
                 captured.endpoints.append("POST /runs")
                 run = json.loads(body)
                 captured.merge(str(run["id"]), run)
-            self._reply(200, {})
+            self.reply_json(200, {})
 
     return Handler
 
@@ -114,12 +98,5 @@ def _handler(captured: CapturedRuns) -> type[BaseHTTPRequestHandler]:
 def langsmith_capture() -> Iterator[tuple[str, CapturedRuns]]:
     """Serve on 127.0.0.1 (a free port); yield the endpoint URL and the captured runs."""
     captured = CapturedRuns()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(captured))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", captured
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serving(loopback(_handler(captured))) as url:
+        yield url, captured

@@ -5,9 +5,8 @@ that behaves as llama.cpp's does: no tool call, a 500 for ``json_schema``, schem
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -24,6 +23,7 @@ from multiagent.models.structured import (
     run_structured,
 )
 from multiagent.policies import load_settings
+from tests._loopback_http import JsonHandler, serving
 
 
 class Verdict(BaseModel):
@@ -37,11 +37,8 @@ class LlamaLikeServer(ThreadingHTTPServer):
         self.requests: list[str] = []  # the kind of each request, in order
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server: LlamaLikeServer
-
-    def log_message(self, *args: Any) -> None:
-        pass
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -49,12 +46,12 @@ class _Handler(BaseHTTPRequestHandler):
         kind = "tools" if body.get("tools") else (fmt or "text")
         self.server.requests.append(kind)
         if fmt == "json_schema":
-            self._send(500, {"error": {"message": "unsupported response_format"}})
+            self.reply_json(500, {"error": {"message": "unsupported response_format"}})
             return
         content = "I would say it passes."  # a small model ignoring the forced tool and prose
         if fmt == "json_object" and "schema" in body["response_format"]:
             content = json.dumps({"passed": True, "confidence": 0.8})
-        self._send(
+        self.reply_json(
             200,
             {
                 "id": "x",
@@ -85,16 +82,12 @@ class _Handler(BaseHTTPRequestHandler):
 def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[LlamaLikeServer]:
     reset_structured_state()
     srv = LlamaLikeServer()
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
     monkeypatch.setenv("OPENAI_API_KEY", "local-key")
-    monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{srv.server_address[1]}/v1")
     try:
-        yield srv
+        with serving(srv) as url:
+            monkeypatch.setenv("OPENAI_BASE_URL", f"{url}/v1")
+            yield srv
     finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join()
         reset_structured_state()
 
 

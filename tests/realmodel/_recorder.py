@@ -11,10 +11,12 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import httpx2
+
+from tests._loopback_http import JsonHandler, loopback, serving
 
 
 @dataclass
@@ -50,10 +52,7 @@ class Recording:
 def _handler(upstream: str, recording: Recording) -> type[BaseHTTPRequestHandler]:
     client = httpx2.Client(base_url=upstream, timeout=600.0)
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
+    class Handler(JsonHandler):
         def _relay(self, method: str) -> None:
             size = int(self.headers.get("content-length") or 0)
             body = self.rfile.read(size) if size else b""
@@ -111,13 +110,5 @@ def _handler(upstream: str, recording: Recording) -> type[BaseHTTPRequestHandler
 def recording_proxy(upstream: str) -> Iterator[tuple[str, Recording]]:
     """A proxy to ``upstream`` (``http://host:port``) on a free loopback port; yields its URL."""
     recording = Recording()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(upstream, recording))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", recording
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serving(loopback(_handler(upstream, recording))) as url:
+        yield url, recording
