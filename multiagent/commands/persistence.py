@@ -144,11 +144,9 @@ def restore(
     as_json: JsonFlag = False,
 ) -> None:
     """Replace an agent's memory by exactly what a snapshot holds (verified first)."""
-    from multiagent.persistence.checkpointer import ensure_home
     from multiagent.persistence.snapshots import MemorySnapshot
 
     settings = cli_settings(ctx)
-    ensure_home(settings)
     with MemorySnapshot(settings) as snapper:
         info = snapper.restore(Path(snapshot_file))
     if as_json:

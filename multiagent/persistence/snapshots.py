@@ -209,8 +209,8 @@ class MemorySnapshot:
             UsageError: The file is missing, truncated, altered (checksum), of another format
                 or schema version; memory is left untouched.
         """
+        header, items = self.load(path)  # verified before anything on disk is touched
         ensure_home(self.settings)
-        header, items = self.load(path)
         embedder = header.get("embedder") or "unknown"
         self.store.replace(header["agent"], items, embedder=str(embedder))
         return _info(path, header)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from multiagent.errors import UsageError
 from multiagent.persistence.leftovers import STALE_AFTER_S
 from multiagent.persistence.memory import open_chroma_client
-from tests.badinput.conftest import copy_of, digests, invoke, refused_unchanged
+from tests.badinput.conftest import assert_refused, copy_of, digests, invoke, refused_unchanged
 
 CASES = settings(
     max_examples=10,
@@ -122,6 +122,15 @@ def test_restore_of_a_directory_says_it_is_a_directory(filled_home: Path, tmp_pa
         ["persistence", "restore", str(snapshots)], template=filled_home, needle="is a directory"
     )
     assert "does not exist" not in line
+
+
+def test_a_refused_restore_creates_no_data_directory(tmp_path: Path) -> None:
+    home = tmp_path / "not-yet"
+    garbage = tmp_path / "garbage.json.gz"
+    garbage.write_bytes(b"not a snapshot")
+    outcome = invoke(["persistence", "restore", str(garbage)], home=home)
+    assert_refused(outcome, needle="nothing was restored")
+    assert not home.exists()
 
 
 BLANK_OR_CONTROL = st.text(alphabet=" \t\u3000", max_size=4) | st.builds(
