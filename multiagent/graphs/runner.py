@@ -250,6 +250,7 @@ def run_workflow(
         settings=context.settings,
         thread_id=thread_id,
         correlation_id=correlation_id,
+        budget_usd=context.ledger.budget_usd,
     )
     config: RunnableConfig = {
         "configurable": {"thread_id": thread_id},

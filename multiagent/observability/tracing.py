@@ -196,6 +196,7 @@ def run_config(
     correlation_id: str | None = None,
     agents: Sequence[str] = (),
     live: bool = True,
+    budget_usd: float | None = None,
 ) -> dict[str, Any]:
     """The ``RunnableConfig`` pieces that make one run one findable trace.
 
@@ -211,6 +212,8 @@ def run_config(
             carry their own agent in their metadata).
         live: Add a :class:`~multiagent.observability.live_recorder.LiveRunRecorder`, so the
             run shows on the dashboard of any process reading the same data directory.
+        budget_usd: The run's budget the dashboard counts down from (``--budget``); default:
+            the profile's ``budget_usd``.
 
     Returns:
         ``{"run_name", "tags", "metadata", "callbacks"}``; ``callbacks`` holds the
@@ -248,17 +251,19 @@ def run_config(
         },
         "callbacks": [
             *([handler] if handler is not None else []),
-            *([_live_recorder(settings, workflow, thread_id)] if live else []),
+            *([_live_recorder(settings, workflow, thread_id, budget_usd)] if live else []),
         ],
     }
 
 
-def _live_recorder(settings: Settings, workflow: str, thread_id: str) -> Any:
+def _live_recorder(
+    settings: Settings, workflow: str, thread_id: str, budget_usd: float | None
+) -> Any:
     from multiagent.observability.live_recorder import LiveRunRecorder
 
     return LiveRunRecorder(
         settings.home,
         thread_id=thread_id,
         workflow=workflow,
-        budget_usd=settings.profile.budget_usd,
+        budget_usd=settings.profile.budget_usd if budget_usd is None else budget_usd,
     )

@@ -19,7 +19,8 @@ def test_a_cli_run_in_another_process_is_recorded_with_nodes_streams_tokens_and_
     isolated_env: Path,
 ) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "multiagent", "run", "Plan a bakery launch", "--thread", "r-1"],
+        [sys.executable, "-m", "multiagent", "run", "Plan a bakery launch", "--thread", "r-1",
+         "--budget", "0.75"],
         capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -31,6 +32,7 @@ def test_a_cli_run_in_another_process_is_recorded_with_nodes_streams_tokens_and_
     assert run["tokens_in"] > 0
     assert run["tokens_out"] > 0
     assert run["cost_usd"] > 0
+    assert run["budget_usd"] == 0.75  # the run's --budget, not the profile's
     assert run["budget_left_usd"] == pytest.approx(run["budget_usd"] - run["cost_usd"])
     assert run["graph"]["nodes"] == ["plan", "review", "work", "synthesize"]
 
