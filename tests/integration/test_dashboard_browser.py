@@ -204,7 +204,8 @@ def test_a_cli_run_appears_among_the_running_and_its_tokens_stream(
         lambda d: "live" in d.find_element(By.ID, "stream-state").text or None
     )
     thread = "live-1"
-    run = _cli_run(home, "Write a launch note for our bakery", "--thread", thread, latency="0.03")
+    # slow tokens: the run stays live long enough to watch it grow on a busy machine
+    run = _cli_run(home, "Write a launch note for our bakery", "--thread", thread, latency="0.08")
     try:
         card = f'#running [data-thread="{thread}"]'
         WebDriverWait(browser, 60, poll_frequency=0.05).until(
@@ -216,6 +217,8 @@ def test_a_cli_run_appears_among_the_running_and_its_tokens_stream(
         lengths: list[int] = []
 
         def grew(driver: Any) -> bool:
+            if not driver.find_elements(By.CSS_SELECTOR, card):
+                raise AssertionError(f"the run left the running before it grew: {lengths}")
             texts = [e.text for e in driver.find_elements(By.CSS_SELECTOR, f"{card} .stream pre")]
             lengths.append(sum(len(t) for t in texts))
             return len(set(lengths)) >= 3 and lengths[-1] > lengths[0]
