@@ -54,6 +54,7 @@ from multiagent.models._structured_read import (
     json_from_text,
     problem,
 )
+from multiagent.models.completion_cache import HeldAnswers, held_answers
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -236,19 +237,33 @@ class _Driven(Generic[M]):
         self.requests = ladder.requests(messages)
         self.node = node
         self.result: StructuredResult[M] | None = None
+        self._holding = held_answers()
+        self._held = HeldAnswers()
 
     def first(self) -> Request:
         """The ladder's first request."""
         return next(self.requests)
 
     def reply(self, reply: BaseMessage | Exception) -> Request:
-        """Hand the ladder a reply (or the error a call raised); its next request."""
-        return self.requests.send(reply)
+        """Hand the ladder a reply (or the error a call raised); its next request.
+
+        The completion cache keeps a reply only once the ladder takes it: a ladder that returns
+        took the last reply; one that asks again did not take it (see ``HeldAnswers``).
+        """
+        try:
+            following = self.requests.send(reply)
+        except StopIteration:
+            self._held.accept()
+            raise
+        self._held.reject()
+        return following
 
     def __enter__(self) -> _Driven[M]:
+        self._held = self._holding.__enter__()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: Any, tb: Any) -> bool:
+        self._holding.__exit__(exc_type, exc, tb)
         if isinstance(exc, StopIteration):
             self.result = exc.value
             STRUCTURED_COUNTS.add(node=self.node, result=exc.value.result, step=exc.value.step)
