@@ -22,11 +22,13 @@ expire on the server's clock, and each hit or miss is counted in the lookup's ow
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import hashlib
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -241,6 +243,10 @@ class CompletionCache(BaseCache):
         """Store ``generations`` under ``key``."""
         self._store.set(key, _encode(generations), expire=self.ttl_s)
 
+    def delete(self, key: str) -> None:
+        """Remove the answer stored under ``key`` (no error when there is none)."""
+        self._store.delete(key)
+
     def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
         """Return the cached generations for the pair, counting a hit or a miss."""
         return self.get(self._key(prompt, llm_string))
@@ -279,6 +285,62 @@ class CompletionCache(BaseCache):
     def close(self) -> None:
         """Close the underlying SQLite connection."""
         self._store.close()
+
+
+class HeldAnswers:
+    """The answers of calls made inside :func:`held_answers`, kept until they are judged.
+
+    A structured answer is only worth keeping once it validates: stored at once, an answer
+    that fails its schema would come back from the cache on every re-run and fail again. So
+    the structured-output driver holds what its calls would store, and :meth:`accept` stores
+    the answer it took, :meth:`reject` drops one it did not (and removes an answer that came
+    from the cache and failed, so the next run asks the model again).
+    """
+
+    def __init__(self) -> None:
+        # (cache, key, generations to store; None for an answer the cache gave)
+        self._items: list[tuple[CompletionCache, str, RETURN_VAL_TYPE | None]] = []
+
+    def hold(self, cache: CompletionCache, key: str, generations: RETURN_VAL_TYPE) -> None:
+        """Keep ``generations`` for ``key`` until they are judged."""
+        self._items.append((cache, key, generations))
+
+    def came_from(self, cache: CompletionCache, key: str) -> None:
+        """Note that the answer under ``key`` came from ``cache``."""
+        self._items.append((cache, key, None))
+
+    def accept(self) -> None:
+        """Store the held answers: their caller took them."""
+        items, self._items = self._items, []
+        for cache, key, generations in items:
+            if generations is not None:
+                cache.put(key, generations)
+
+    def reject(self) -> None:
+        """Drop the held answers, and remove those the cache gave: they did not do."""
+        items, self._items = self._items, []
+        for cache, key, generations in items:
+            if generations is None:
+                cache.delete(key)
+
+
+#: The answers being held in this context (see :func:`held_answers`), if any.
+current_held: contextvars.ContextVar[HeldAnswers | None] = contextvars.ContextVar(
+    "multiagent_held_answers", default=None
+)
+
+
+@contextmanager
+def held_answers() -> Iterator[HeldAnswers]:
+    """Hold the cache writes of the calls made inside the block until they are judged; what
+    is still held when the block ends is dropped."""
+    held = HeldAnswers()
+    token = current_held.set(held)
+    try:
+        yield held
+    finally:
+        current_held.reset(token)
+        held.reject()
 
 
 _OPEN: dict[tuple[Path, float | None], CompletionCache] = {}

@@ -8,7 +8,8 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 
-_ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool"}
+#: OpenAI's chat role of each LangChain message type.
+OPENAI_ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool"}
 
 
 def as_openai_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
@@ -20,7 +21,7 @@ def as_openai_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
     """
     out: list[dict[str, Any]] = []
     for message in messages:
-        role = _ROLES.get(message.type, "user")
+        role = OPENAI_ROLES.get(message.type, "user")
         content = str(message.text)
         item: dict[str, Any] = {"role": role, "content": content}
         if isinstance(message, AIMessage) and message.tool_calls:
@@ -62,4 +63,4 @@ def forced_tool_choice(tools: list[dict[str, Any]], choice: Any) -> Any:
     return {"type": "function", "function": {"name": wanted}}
 
 
-__all__ = ["as_openai_messages", "forced_tool_choice"]
+__all__ = ["OPENAI_ROLES", "as_openai_messages", "forced_tool_choice"]

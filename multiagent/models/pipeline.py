@@ -246,7 +246,7 @@ class ModelPipeline:
             ledger=None,
             project=self.project,
         )
-        return PipelineChatModel(
+        wired = PipelineChatModel(
             provider_model=_with_response_headers(provider_model),
             identity=identity,
             controller=self.controller_for(name),
@@ -256,6 +256,10 @@ class ModelPipeline:
             completions=self.completion_cache,
             cache=False,  # looked up by the model itself (see pipeline_model)
         )
+        # LangChain serialises a model for its run callbacks once per instance (a cached
+        # property, ~40 µs); made here, every run's copy of the model inherits it
+        getattr(wired, "_serialized", None)
+        return wired
 
 
 def _with_response_headers(model: BaseChatModel) -> BaseChatModel:

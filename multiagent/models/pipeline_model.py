@@ -54,7 +54,7 @@ from multiagent.models.accounting import (
 )
 from multiagent.models.backpressure import BackpressureController
 from multiagent.models.budget_hold import CallInFlight
-from multiagent.models.completion_cache import CompletionCache, messages_key
+from multiagent.models.completion_cache import CompletionCache, current_held, messages_key
 from multiagent.models.redaction import redact_messages
 from multiagent.models.retry import RetryPolicy, async_retrying, sync_retrying
 
@@ -142,6 +142,8 @@ class PipelineChatModel(BaseChatModel):
 
     def _hit(
         self,
+        cache: CompletionCache,
+        key: str,
         found: list[Generation],
         started: float,
         run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None = None,
@@ -151,6 +153,9 @@ class PipelineChatModel(BaseChatModel):
         Its messages get this call's id (as a fresh answer would): one stream that meets the same
         cached answer twice shows it twice.
         """
+        held = current_held.get()
+        if held is not None:
+            held.came_from(cache, key)
         generations = self._convert_cached_generations(found)
         if run_manager is not None:
             with_call_id(generations, run_manager.run_id)
@@ -168,8 +173,15 @@ class PipelineChatModel(BaseChatModel):
         return ChatResult(generations=[stamp(g.model_copy(), record) for g in generations])
 
     def _store(self, key: str, result: ChatResult) -> None:
-        if self.completions is not None:
-            self.completions.put(key, [unstamped(g) for g in result.generations])
+        cache = self.completions
+        if cache is None:
+            return
+        generations = [unstamped(g) for g in result.generations]
+        held = current_held.get()
+        if held is None:
+            cache.put(key, generations)
+        else:  # a structured answer is stored once it validates (see HeldAnswers)
+            held.hold(cache, key, generations)
 
     def _generate_with_cache(
         self,
@@ -185,7 +197,7 @@ class PipelineChatModel(BaseChatModel):
         key = self._cache_key(messages, stop, kwargs)
         found = cache.get(key)
         if found is not None:
-            hit = self._hit(found, started, run_manager)
+            hit = self._hit(cache, key, found, started, run_manager)
             chat = [g for g in hit.generations if isinstance(g, ChatGeneration)]
             self._replay_v2_events_for_cache_hit(chat, run_manager=run_manager, **kwargs)
             if run_manager is not None and self._replays(False, run_manager, kwargs):
@@ -212,7 +224,7 @@ class PipelineChatModel(BaseChatModel):
         key = self._cache_key(messages, stop, kwargs)
         found = cache.get(key)  # a local read: faster than a hop to a thread
         if found is not None:
-            hit = self._hit(found, started, run_manager)
+            hit = self._hit(cache, key, found, started, run_manager)
             chat = [g for g in hit.generations if isinstance(g, ChatGeneration)]
             await self._areplay_v2_events_for_cache_hit(chat, run_manager=run_manager, **kwargs)
             if run_manager is not None and self._replays(True, run_manager, kwargs):

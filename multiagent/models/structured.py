@@ -25,6 +25,7 @@ the sync and async drivers (:func:`run_structured`, :func:`arun_structured`) are
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -54,12 +55,29 @@ from multiagent.models._structured_read import (
     json_from_text,
     problem,
 )
+from multiagent.models.completion_cache import HeldAnswers, held_answers
 
 M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_MAX_REPAIRS = 1
 
 _Model = Model
+
+
+#: The tool definition of each schema, as JSON: pydantic's JSON schema and LangChain's conversion
+#: cost about 0.4 ms, more than the rest of a call to a fast model, and a schema class does not
+#: change. Kept as text so every call gets its own copy to bind (a provider may edit it).
+_TOOLS: weakref.WeakKeyDictionary[type[BaseModel], str] = weakref.WeakKeyDictionary()
+
+
+def tool_of(schema: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAI tool definition whose parameters are ``schema``'s JSON schema (a new copy;
+    the schema is converted once per class)."""
+    found = _TOOLS.get(schema)
+    if found is None:
+        found = _TOOLS[schema] = json.dumps(convert_to_openai_tool(schema))
+    tool: dict[str, Any] = json.loads(found)
+    return tool
 
 
 class StructuredOutputError(MultiagentError):
@@ -113,7 +131,7 @@ class StructuredLadder(Generic[M]):
     ) -> None:
         self.model = model
         self.schema = schema
-        self.tool = tool or convert_to_openai_tool(schema)
+        self.tool = tool or tool_of(schema)
         self.function: dict[str, Any] = self.tool["function"]
         self.name: str = self.function["name"]
         self.max_repairs = max_repairs
@@ -236,19 +254,33 @@ class _Driven(Generic[M]):
         self.requests = ladder.requests(messages)
         self.node = node
         self.result: StructuredResult[M] | None = None
+        self._holding = held_answers()
+        self._held = HeldAnswers()
 
     def first(self) -> Request:
         """The ladder's first request."""
         return next(self.requests)
 
     def reply(self, reply: BaseMessage | Exception) -> Request:
-        """Hand the ladder a reply (or the error a call raised); its next request."""
-        return self.requests.send(reply)
+        """Hand the ladder a reply (or the error a call raised); its next request.
+
+        The completion cache keeps a reply only once the ladder takes it: a ladder that returns
+        took the last reply; one that asks again did not take it (see ``HeldAnswers``).
+        """
+        try:
+            following = self.requests.send(reply)
+        except StopIteration:
+            self._held.accept()
+            raise
+        self._held.reject()
+        return following
 
     def __enter__(self) -> _Driven[M]:
+        self._held = self._holding.__enter__()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: Any, tb: Any) -> bool:
+        self._holding.__exit__(exc_type, exc, tb)
         if isinstance(exc, StopIteration):
             self.result = exc.value
             STRUCTURED_COUNTS.add(node=self.node, result=exc.value.result, step=exc.value.step)
@@ -353,4 +385,5 @@ __all__ = [
     "refused_steps",
     "reset_structured_state",
     "run_structured",
+    "tool_of",
 ]

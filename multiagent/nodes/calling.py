@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from langchain_core.language_models import LanguageModelInput
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig
-from langchain_core.runnables.config import ensure_config, merge_configs
+from langchain_core.runnables.config import ensure_config
 from pydantic import BaseModel
 
 from multiagent.models.accounting import NodeScope, current_scope, new_scope
@@ -65,14 +65,25 @@ class AgentCall:
         #: The ladder step each structured call of this node ended at.
         self.steps: list[str] = []
         self._started = time.perf_counter()
+        self._node_config: RunnableConfig | None = None
 
     def _config(self) -> RunnableConfig:
-        # every agent's tokens reach LangGraph's ``messages`` stream, tagged with the agent
-        extra: RunnableConfig = {
-            "tags": [f"agent:{self.agent.name}"],
-            "metadata": {"agent": self.agent.name, "agent_tier": self.agent.tier},
-        }
-        return merge_configs(ensure_config(), extra)
+        """The node's config with the agent's tag and metadata (built once per node call)."""
+        # every agent's tokens reach LangGraph's ``messages`` stream, tagged with the agent.
+        # What ``merge_configs(ensure_config(), extra)`` gives, built without its three more
+        # ``ensure_config`` copies and a copy of the callback manager per call: the node's
+        # config does not change while the node runs, and ``invoke`` copies what it is given
+        found = self._node_config
+        if found is None:
+            found = self._node_config = ensure_config()
+            agent = self.agent
+            found["tags"] = sorted({*found["tags"], f"agent:{agent.name}"})
+            found["metadata"] = {
+                **found["metadata"],
+                "agent": agent.name,
+                "agent_tier": agent.tier,
+            }
+        return found
 
     def _invoke(
         self, runnable: Runnable[LanguageModelInput, BaseMessage], messages: list[BaseMessage]

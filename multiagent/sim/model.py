@@ -33,6 +33,7 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from multiagent.models.local_messages import OPENAI_ROLES
 from multiagent.policies import Settings
 from multiagent.sim.schema import instance_of
 from multiagent.sim.text import (
@@ -46,7 +47,6 @@ from multiagent.sim.text import (
 if TYPE_CHECKING:  # imported where a fault is raised: a third of a second of every start-up
     import openai
 
-_ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool"}
 _SIM_URL = "http://simulated.invalid/v1/chat/completions"
 #: The provider's name in traces (``ls_provider``): the name settings and ``--model`` use.
 SIM_PROVIDER = "sim"
@@ -54,7 +54,7 @@ SIM_PROVIDER = "sim"
 
 def message_pairs(messages: Sequence[BaseMessage]) -> list[tuple[str, str]]:
     """Turn LangChain messages into the ``(role, text)`` pairs the simulator works on."""
-    return [(_ROLES.get(m.type, m.type), m.text) for m in messages]
+    return [(OPENAI_ROLES.get(m.type, m.type), m.text) for m in messages]
 
 
 def prompt_tokens(pairs: Sequence[tuple[str, str]]) -> int:

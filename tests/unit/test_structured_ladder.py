@@ -158,3 +158,28 @@ def test_a_server_error_to_a_tool_call_is_the_provider_failing_not_a_refusal() -
     with pytest.raises(openai.InternalServerError):
         run_structured(down, PROMPT, Answer, invoke=recorder)
     assert len(recorder.sent) == 1  # no second call per structured answer in an outage
+
+
+def test_a_schema_is_converted_once_and_each_call_gets_its_own_copy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import multiagent.models.structured as structured
+
+    class Once(BaseModel):  # a class of its own: no earlier test converted it
+        verdict: str
+
+    built: list[type[BaseModel]] = []
+    convert = structured.convert_to_openai_tool
+
+    def counting(schema: Any) -> dict[str, Any]:
+        built.append(schema)
+        return convert(schema)
+
+    monkeypatch.setattr(structured, "convert_to_openai_tool", counting)
+    reply = '{"verdict": "ok"}'
+    for _ in range(3):
+        assert run_structured(scripted(reply), PROMPT, Once).value.verdict == "ok"
+    assert built == [Once]
+    first = structured.tool_of(Once)
+    first["function"]["name"] = "edited"  # a provider editing what it was given changes no other
+    assert structured.tool_of(Once)["function"]["name"] == "Once"
