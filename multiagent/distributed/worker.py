@@ -32,8 +32,10 @@ is dead-lettered by its delivery count: reclaimed after more than ``max_attempts
 Round trips per chunk, none of them on a slot: a share of one read and its pipelined check
 (``XREADGROUP`` takes every entry there is room for; ``XAUTOCLAIM`` only a few times per
 ``claim_idle_s`` and when idle), a share of one pipeline of store-and-acknowledge scripts; the
-model calls' own Redis work (limiter, budget) is per call. Entries taken ahead are this worker's
-(heartbeat, reclaimed if it dies) like running ones, and run before a stop returns.
+model calls' own Redis work is per call: the shared limiter's, and for a batch queued with
+``--budget`` one budget script (the settlement rides with the next reservation). Entries taken
+ahead are this worker's (heartbeat, reclaimed if it dies) like running ones, and run before a
+stop returns.
 
 A reclaimed entry may be one that kills its worker (a crash loop): it is claimed only when
 nothing is taken ahead, its slot first waits until every ended chunk is stored, and nothing is
@@ -143,6 +145,7 @@ class QueueWorker:
             _join(thread)
         state.slots_done.set()
         _join(storer)
+        self.runner.flush()  # the batch budgets' last settlements, before the worker says done
         state.stop.set()
         state.done.set()
         beat.join()

@@ -134,6 +134,13 @@ class EntryRunner:
         )  # fmt: skip
         self.state.stats.add(failures=1, dead_letters=int(dead))
 
+    def flush(self) -> None:
+        """Send the batch budgets' settlements still kept (the worker is stopping)."""
+        with self._lock:
+            budgets = [budget for budget in self._budgets.values() if budget is not None]
+        for budget in budgets:
+            budget.reconcile()
+
     def _manifest(self, batch_id: str) -> BatchManifest | None:
         with self._lock:
             if batch_id in self._manifests:
