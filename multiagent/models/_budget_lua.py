@@ -15,6 +15,10 @@ A budget at ``BASE`` (``multiagent:budget:project:d<epoch day>`` for the daily c
   connection, then sent again) counts once.
 
 Every write refreshes the keys' TTL: a daily budget disappears a while after its day.
+
+Settlements travel with the next reservation (``RESERVE`` settles the ones it is given before it
+reserves) or, when no reservation follows soon, several in one ``SETTLE``: one round trip per
+call in a steady stream of calls instead of two.
 """
 
 from __future__ import annotations
@@ -43,6 +47,28 @@ end
 local function field(base, name)
   return tonumber(redis.call('HGET', base, name) or '0')
 end
+-- settlements given as KEYS[first..] (their bases) and ARGV[at..] (id, nano-USD pairs), each
+-- counted once (an id settled before is skipped); returns how many were counted
+local function settle_many(first, at, count, ttl)
+  local counted, touched = 0, {}
+  for i = 0, count - 1 do
+    local base, rid = KEYS[first + i], ARGV[at + 2 * i]
+    if not touched[base] then sweep(base) end
+    if redis.call('SADD', base .. ':done', rid) == 1 then
+      local v = redis.call('HGET', base .. ':holds', rid)
+      if v then
+        redis.call('HDEL', base .. ':holds', rid)
+        redis.call('HINCRBY', base, 'held', -tonumber(string.match(v, '^(%d+)')))
+      end
+      redis.call('ZREM', base .. ':leases', rid)
+      redis.call('HINCRBY', base, 'spent', ARGV[at + 2 * i + 1])
+      redis.call('HINCRBY', base, 'calls', 1)
+      counted = counted + 1
+    end
+    if not touched[base] then touch(base, ttl); touched[base] = true end
+  end
+  return counted
+end
 local function base_of(prefix, daily)
   if daily == '1' then
     local day = 'd' .. math.floor(tonumber(t[1]) / 86400)
@@ -52,11 +78,14 @@ local function base_of(prefix, daily)
 end
 """
 
-#: KEYS[1] prefix; ARGV: id, nano-USD, lease ms, cap ('' = the stored one), owner, TTL s,
-#: daily ('1'/'0'). Returns {admitted (1, 0, or -1 for no cap), period, spent, held, cap}.
+#: KEYS[1] prefix, KEYS[2..n+1] the bases of n settlements sent along; ARGV: id, nano-USD,
+#: lease ms, cap ('' = the stored one), owner, TTL s, daily ('1'/'0'), n, then n pairs of
+#: (settled id, nano-USD spent). The settlements are counted first (they free what they held),
+#: in every case. Returns {admitted (1, 0, or -1 for no cap), period, spent, held, cap}.
 RESERVE = (
     _PRELUDE
     + """
+settle_many(2, 9, tonumber(ARGV[8]), ARGV[6])
 local base, period = base_of(KEYS[1], ARGV[7])
 sweep(base)
 if ARGV[4] ~= '' then redis.call('HSET', base, 'cap', ARGV[4]) end
@@ -72,24 +101,12 @@ return {1, period, spent, held + tonumber(ARGV[2]), cap}
 """
 )
 
-#: KEYS[1] the budget's base; ARGV: id, nano-USD spent, TTL s. Returns 1, or 0 when the id
-#: was settled before (nothing counted again).
+#: KEYS: the bases of n settlements; ARGV: TTL s, then n pairs of (id, nano-USD spent).
+#: Returns how many were counted (an id settled before is not counted again).
 SETTLE = (
     _PRELUDE
     + """
-local base = KEYS[1]
-sweep(base)
-if redis.call('SADD', base .. ':done', ARGV[1]) == 0 then return 0 end
-local v = redis.call('HGET', base .. ':holds', ARGV[1])
-if v then
-  redis.call('HDEL', base .. ':holds', ARGV[1])
-  redis.call('HINCRBY', base, 'held', -tonumber(string.match(v, '^(%d+)')))
-end
-redis.call('ZREM', base .. ':leases', ARGV[1])
-redis.call('HINCRBY', base, 'spent', ARGV[2])
-redis.call('HINCRBY', base, 'calls', 1)
-touch(base, ARGV[3])
-return 1
+return settle_many(1, 2, #KEYS, ARGV[1])
 """
 )
 

@@ -5,6 +5,11 @@ Chosen when ``MULTIAGENT_REDIS_URL`` is set (:func:`multiagent.models.budget.ope
 and the queue workers for a batch's ``--budget``). Reservations are leases timed by the Redis
 server, so a process killed mid-call gives its hold back once its lease ends.
 
+**One round trip per call.** A settlement is not sent on its own: it rides with the process's
+next reservation, or is sent within a few tens of milliseconds by a flusher thread when none
+follows (:mod:`._budget_pending`). Until it arrives its reservation stays held, so the cap
+holds; it is exact, counted once by its id.
+
 **When Redis goes away mid-run** the budget degrades instead of failing every call: it says so
 once on stderr, counts it (``budget_redis_lost_total``) and keeps admitting calls from a local
 reserve of ``degraded_fraction`` of what was left of the shared budget when it was last seen
@@ -37,6 +42,7 @@ from multiagent._metrics import get_metrics
 from multiagent._redis import open_redis
 from multiagent.errors import BudgetExceededError, ConfigError
 from multiagent.models._budget_lua import RELEASE, REPORT, RESERVE, SETTLE
+from multiagent.models._budget_pending import BATCH, PendingSettlements, Settlement
 
 PREFIX = "multiagent:budget:"
 #: Nano-USD per USD: amounts in Redis are integers.
@@ -118,7 +124,7 @@ class RedisBudget:
         self._allowance = 0
         self._local: dict[str, int] = {}  # local reservations while degraded
         self._local_used = 0
-        self._pending: dict[str, tuple[str, str, int]] = {}  # to send: (base, id, nano-USD)
+        self._pending = PendingSettlements(self._flush_late)  # settled, not yet in Redis
         self._orphans: list[str] = []  # "<base>|<id>" of reservations whose reply was lost
         self._next_probe = 0.0
         self.lost = 0  # times Redis was lost
@@ -136,15 +142,18 @@ class RedisBudget:
         amount = to_nano(usd)
         if self._usable():
             rid = uuid.uuid4().hex
+            along = self._pending.take()  # settlements ride with the reservation
             try:
                 reply = self._scripts["reserve"](
-                    keys=[self.key],
+                    keys=[self.key, *(s[1] for s in along)],
                     args=[rid, amount, self.lease_ms, "" if self.cap_nano is None else
-                          self.cap_nano, self.owner, self.ttl_s, "1" if self.daily else "0"],
+                          self.cap_nano, self.owner, self.ttl_s, "1" if self.daily else "0",
+                          len(along), *_pairs(along)],
                 )  # fmt: skip
             except _LOST as exc:
                 # the server may have made the hold before the reply was lost: give it back
                 # when Redis answers again, rather than let it wait out its lease
+                self._pending.restore(along)
                 with self._lock:
                     self._orphans.append(self._split(f"{self._period}/{rid}")[0] + "|" + rid)
                 self._lose(exc)
@@ -158,9 +167,9 @@ class RedisBudget:
         with self._lock:
             if reservation in self._local:
                 self._local_used += amount - self._local.pop(reservation)
-            self._pending[reservation] = (*self._split(reservation), amount)
-        if self._usable():
-            self._flush()
+        self._pending.add((reservation, *self._split(reservation), amount))
+        if self.degraded:
+            self._usable()  # a probe, at most once per PROBE_S: sends what is kept when back
 
     def release(self, reservation: str) -> None:
         """Give a reservation back unused (a lost Redis lets its lease run out)."""
@@ -183,6 +192,8 @@ class RedisBudget:
             "pending_settlements": len(self._pending),
         }  # fmt: skip
         try:
+            if not self.degraded:
+                self._flush()  # this process's settlements count in what it reports
             reply = self._scripts["report"](keys=[self.key], args=["1" if self.daily else "0"])
         except _LOST as exc:
             self._lose(exc)
@@ -290,7 +301,6 @@ class RedisBudget:
     def _flush(self) -> bool:
         """Send the settlements kept; ``False`` if Redis was lost again (the rest stay)."""
         with self._lock:
-            todo = list(self._pending.items())
             orphans, self._orphans = self._orphans, []
         try:
             for orphan in orphans:
@@ -301,15 +311,21 @@ class RedisBudget:
                 self._orphans.extend(orphans)
             self._lose(exc)
             return False
-        for reservation, (base, rid, amount) in todo:
+        while batch := self._pending.take(BATCH):
             try:
-                self._scripts["settle"](keys=[base], args=[rid, amount, self.ttl_s])
+                self._scripts["settle"](
+                    keys=[s[1] for s in batch], args=[self.ttl_s, *_pairs(batch)]
+                )
             except _LOST as exc:
+                self._pending.restore(batch)
                 self._lose(exc)
                 return False
-            with self._lock:
-                self._pending.pop(reservation, None)
         return True
+
+    def _flush_late(self) -> None:
+        """The flusher's send: settlements no reservation took along (not while degraded)."""
+        if not self.degraded:
+            self._flush()
 
     def reconcile(self) -> bool:
         """Try to reach Redis and send the settlements kept; ``True`` when none is left."""
@@ -317,13 +333,19 @@ class RedisBudget:
             self._next_probe = 0.0  # try now, whatever the probe interval
         if self._usable():
             self._flush()
-        return not self._pending and not self.degraded
+        return not len(self._pending) and not self.degraded
 
     def close(self) -> None:
         """Send what is still kept (if Redis answers) and close the connection."""
-        if self._pending and (not self.degraded or self._usable()):
+        self._pending.close()
+        if len(self._pending) and (not self.degraded or self._usable()):
             self._flush()
         self.client.close()
+
+
+def _pairs(settlements: list[Settlement]) -> list[str | int]:
+    """The (id, nano-USD) argument pairs of ``settlements``."""
+    return [value for _, _, rid, amount in settlements for value in (rid, amount)]
 
 
 @functools.cache

@@ -101,3 +101,21 @@ def test_entries_taken_ahead_are_run_and_stored_before_a_stop_returns(
     assert stats[0].stored == 16
     assert client.hlen(batch_key(batch_id, "records")) == 16
     assert client.xlen(stream_key("q1")) == 0
+
+
+def test_a_chunk_without_a_batch_budget_keeps_its_run_budget_in_process_not_in_redis(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the profile's run budget applies to each chunk; a chunk is no thread anybody resumes, so
+    # a budget of its own in Redis would cost two round trips per call and leave keys behind
+    for name, value in FAST.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MULTIAGENT_BUDGET_USD", "5")
+    batch_id = _enqueue(tmp_path, 8)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    worker = QueueWorker(client, queue="q1", context=build_context(load_settings()), concurrency=2)
+    stats = worker.run(idle_exit_s=0.5)
+    assert stats.stored == 8
+    assert client.hlen(batch_key(batch_id, "records")) == 8
+    assert stats.spent_nano > 0  # the calls were charged (to the in-process run ledger)
+    assert list(client.scan_iter(match="multiagent:budget:*")) == []

@@ -1,0 +1,177 @@
+"""What a queue worker's slot does with one entry: run a batch chunk, or a queued run.
+
+A chunk runs through the validation graph one validator call at a time
+(:func:`multiagent.graphs.batch_chunks.run_chunk` with ``max_concurrency=1``); its result goes to
+the storer (:mod:`.worker_store`), which stores and acknowledges it. Items already stored (a
+reclaimed entry) are not run again; a batch stopped on its budget is acknowledged unrun.
+
+A chunk's calls reserve against the batch's budget in Redis when it was queued with
+``--budget`` (:class:`multiagent.models.budget_redis.RedisBudget`, one per batch and process);
+else against the profile's run budget, in this process: a chunk is no thread that another
+process resumes, so it has no budget of its own in Redis (that cost two round trips per call
+and left four keys per chunk behind).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import redis
+
+from multiagent.distributed.deadletter import (
+    FinishedChunk,
+    acknowledge,
+    count_done,
+    record_failure,
+)
+from multiagent.distributed.queue import batch_key, load_manifest
+from multiagent.distributed.worker_state import EndedChunk, WorkerState
+from multiagent.errors import MultiagentError
+from multiagent.graphs.batch_chunks import run_chunk
+from multiagent.graphs.batch_store import BatchManifest
+from multiagent.models.budget_redis import RedisBudget, budget_key
+from multiagent.models.ledger import RunLedger
+from multiagent.nodes.context import WorkflowContext
+
+
+class EntryRunner:
+    """Runs taken entries for one worker; ended chunks go to ``state.ended``."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        queue: str,
+        consumer: str,
+        context: WorkflowContext,
+        state: WorkerState,
+        max_attempts: int,
+    ) -> None:
+        self.client = client
+        self.queue = queue
+        self.consumer = consumer
+        self.context = context
+        self.state = state
+        self.max_attempts = max_attempts
+        self._manifests: dict[str, BatchManifest | None] = {}
+        self._budgets: dict[str, RedisBudget | None] = {}
+        self._lock = threading.Lock()  # the caches above, filled by any slot
+
+    def chunk(self, entry_id: str, fields: dict[str, Any], *, reclaimed: bool) -> None:
+        """Run a chunk entry's unfinished items and hand the outcome to the storer."""
+        state = self.state
+        batch_id, chunk_id = str(fields.get("batch", "")), str(fields.get("chunk", ""))
+        manifest = self._manifest(batch_id)
+        items = json.loads(fields.get("items", "[]"))
+        todo = []
+        if manifest is not None:
+            with state.lock:
+                checked = state.checked.get(entry_id)
+            stopped, done = checked or self._batch_state(batch_id, [item["id"] for item in items])
+            if stopped:  # the batch's budget ran out: its remaining items stay unfinished
+                manifest = None
+                state.stats.add(skipped=len(items))
+                items = []
+            todo = [item for item in items if item["id"] not in done]
+        state.stats.add(reclaimed=int(reclaimed), duplicates=len(items) - len(todo))
+        if manifest is None or not todo:
+            acknowledge(self.client, self.queue, entry_id)
+            return
+        budget = self._budget(batch_id)
+        ledger = (
+            RunLedger(budget_usd=self.context.ledger.budget_usd)
+            if budget is None
+            else RunLedger(shared=budget)
+        )
+        outcome = run_chunk(
+            f"{batch_id}:{chunk_id}", todo, validators=manifest.validators,
+            threshold=manifest.threshold, context=self.context,
+            max_concurrency=1,  # one call per thread: --concurrency is calls in flight
+            ledger=ledger,
+        )  # fmt: skip
+        if outcome.status == "budget_exceeded":  # at once: the next chunks are not started
+            self.client.hset(
+                batch_key(batch_id),
+                mapping={"stopped": "budget_exceeded", "last_error": outcome.message},
+            )
+        # unfinished items (no validator answered) leave the entry pending for its retry;
+        # a batch out of budget is acknowledged: no worker could finish it
+        retry = bool(outcome.unfinished) and outcome.status != "budget_exceeded"
+        finished = FinishedChunk(
+            entry_id=entry_id, batch_id=batch_id, chunk_id=chunk_id,
+            records=[(r.result["id"], json.dumps(r.as_dict())) for r in outcome.records],
+            usage_json=json.dumps(outcome.usage), ack=not retry,
+        )  # fmt: skip
+        failure = (outcome.error or outcome.message or outcome.status) if retry else None
+        with state.lock:
+            state.storing.add(entry_id)
+        state.ended.put(EndedChunk(finished, fields, outcome, failure))
+
+    def run(self, entry_id: str, fields: dict[str, Any], *, reclaimed: bool) -> None:
+        """Run or resume a queued run's thread, store its result once, acknowledge it."""
+        from multiagent.distributed.run_worker import execute_run
+
+        run_id = str(fields.get("run", ""))
+        attempt = execute_run(self.client, run_id, context=self.context, consumer=self.consumer)
+        self.state.stats.add(reclaimed=int(reclaimed), resumed=int(attempt.resumed))
+        if not attempt.final:
+            self.failed(entry_id, fields, error=attempt.error, unfinished=[])
+            return
+        if attempt.stored:
+            self.state.stats.add(runs=1)
+            count_done(self.client, self.queue, 1)
+        acknowledge(self.client, self.queue, entry_id)
+
+    def failed(
+        self, entry_id: str, fields: dict[str, Any], *, error: str, unfinished: list[str]
+    ) -> None:
+        """Count the failure; at ``max_attempts`` the entry goes to the dead letters."""
+        dead = record_failure(
+            self.client, self.queue, entry_id, fields, error=" ".join(str(error).split()),
+            unfinished=unfinished, max_attempts=self.max_attempts,
+        )  # fmt: skip
+        self.state.stats.add(failures=1, dead_letters=int(dead))
+
+    def flush(self) -> None:
+        """Send the batch budgets' settlements still kept (the worker is stopping)."""
+        with self._lock:
+            budgets = [budget for budget in self._budgets.values() if budget is not None]
+        for budget in budgets:
+            budget.reconcile()
+
+    def _manifest(self, batch_id: str) -> BatchManifest | None:
+        with self._lock:
+            if batch_id in self._manifests:
+                return self._manifests[batch_id]
+        try:
+            manifest: BatchManifest | None = load_manifest(self.client, batch_id)
+        except MultiagentError:
+            return None  # not kept: the batch may be enqueued yet
+        with self._lock:
+            return self._manifests.setdefault(batch_id, manifest)
+
+    def _budget(self, batch_id: str) -> RedisBudget | None:
+        """The batch's shared budget, when it was queued with one."""
+        with self._lock:
+            if batch_id in self._budgets:
+                return self._budgets[batch_id]
+        budget = None
+        if self.client.hexists(batch_key(batch_id), "budget_usd"):
+            config = self.context.settings.profile.budget
+            budget = RedisBudget(
+                self.client, key=budget_key("batch", batch_id), cap_usd=None,
+                lease_s=config.lease_s, degraded_fraction=config.degraded_fraction,
+                label="batch budget",
+            )  # fmt: skip
+        with self._lock:
+            return self._budgets.setdefault(batch_id, budget)
+
+    def _batch_state(self, batch_id: str, ids: list[str]) -> tuple[bool, set[str]]:
+        """Whether the batch was stopped, and which of ``ids`` are stored: one round trip."""
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.hget(batch_key(batch_id), "stopped")
+            pipe.hmget(batch_key(batch_id, "records"), ids)
+            stopped, found = pipe.execute()
+        return bool(stopped), {i for i, value in zip(ids, found, strict=True) if value is not None}

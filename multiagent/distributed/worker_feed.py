@@ -1,0 +1,153 @@
+"""The feeder of a queue worker: a few entries taken ahead, each with its batch's state.
+
+First an entry another worker left pending for longer than ``claim_idle_ms`` (``XAUTOCLAIM``:
+that worker died, or the entry failed and waits for its retry), else new ones
+(``XREADGROUP``, as many as there is room for); then the batch state of every taken chunk
+(stopped? which items are stored already?) in one pipeline, so a slot starts without a round
+trip. A reclaimed entry may be one that kills its worker: while one is held nothing else is
+taken ahead (see :mod:`multiagent.distributed.worker`).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import redis
+from redis.exceptions import RedisError
+
+from multiagent.distributed.deadletter import bury_redelivered, times_delivered
+from multiagent.distributed.queue import GROUP, batch_key, finished_of, stream_key
+from multiagent.distributed.worker_state import TakenEntry, WorkerState, item_ids
+
+#: How long a read blocks waiting for new entries; also how soon a stop is noticed when idle.
+READ_BLOCK_MS = 500
+
+
+class EntryFeeder:
+    """Takes entries for one consumer of ``queue`` and puts them on ``state.ready``."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        queue: str,
+        consumer: str,
+        state: WorkerState,
+        prefetch: int,
+        claim_idle_ms: int,
+        max_attempts: int,
+    ) -> None:
+        self.client = client
+        self.queue = queue
+        self.stream = stream_key(queue)
+        self.consumer = consumer
+        self.state = state
+        self.prefetch = prefetch
+        self.claim_idle_ms = claim_idle_ms
+        self.max_attempts = max_attempts
+        self._next_claim = 0.0  # monotonic time of the next look for abandoned entries
+
+    def run(self, *, idle_exit_ms: int | None) -> None:
+        """Feed until stopped (or, with ``idle_exit_ms``, until the queue stays that long empty)."""
+        state = self.state
+        idle_ms = 0
+        try:
+            while not state.stop.is_set():
+                state.space.clear()
+                with state.lock:
+                    suspect = bool(state.suspects)
+                room = 0 if suspect else self.prefetch - state.ready.qsize()
+                if room <= 0:
+                    state.space.wait(READ_BLOCK_MS / 1000)
+                    continue
+                try:
+                    taken = self._take(room)
+                except RedisError as exc:
+                    print(f"worker: Redis error, retrying: {exc}", file=sys.stderr, flush=True)
+                    state.stop.wait(1.0)
+                    continue
+                if taken:
+                    idle_ms = 0
+                    for entry in taken:
+                        state.ready.put(entry)
+                    continue
+                with state.lock:
+                    busy = bool(state.in_flight)
+                idle_ms = 0 if busy else idle_ms + READ_BLOCK_MS
+                if idle_exit_ms is not None and idle_ms >= idle_exit_ms:
+                    return
+        finally:
+            state.fed.set()
+
+    def _take(self, room: int) -> list[TakenEntry]:
+        """One abandoned entry (claimed from a dead worker) or up to ``room`` new ones; none when
+        idle. Each is this worker's (in flight, heartbeat) from here until stored."""
+        state = self.state
+        taken: list[TakenEntry] = []
+        while state.ready.empty() and time.monotonic() >= self._next_claim:
+            claimed: Any = self.client.xautoclaim(
+                self.stream, GROUP, self.consumer, self.claim_idle_ms, start_id="0-0", count=1
+            )
+            if not claimed[1]:
+                # an entry becomes abandoned only after claim_idle_ms: look a few times per
+                # claim_idle_ms (and whenever idle), not once per entry
+                self._next_claim = time.monotonic() + self.claim_idle_ms / 4000
+                break
+            entry_id, fields = claimed[1][0]
+            entry_id = str(entry_id)
+            if not fields:  # an entry deleted meanwhile comes back without fields
+                continue
+            if not self._buried(entry_id, dict(fields)):
+                taken.append(TakenEntry(entry_id, dict(fields), reclaimed=True))
+                with state.lock:
+                    state.suspects.add(entry_id)
+                break
+        if not taken:
+            replies: Any = self.client.xreadgroup(
+                GROUP, self.consumer, {self.stream: ">"}, count=room, block=READ_BLOCK_MS
+            )
+            for _stream, entries in replies or []:
+                taken += [TakenEntry(str(i), dict(f), reclaimed=False) for i, f in entries]
+            if not taken:
+                self._next_claim = 0.0  # idle: look for abandoned entries at once
+        with state.lock:
+            state.in_flight.update(entry.entry_id for entry in taken)
+        self._check(taken)
+        return taken
+
+    def _check(self, taken: list[TakenEntry]) -> None:
+        """Read the batch state of every taken chunk in one pipeline."""
+        chunks = [entry for entry in taken if entry.fields.get("kind") != "run"]
+        if not chunks:
+            return
+        with self.client.pipeline(transaction=False) as pipe:
+            for entry in chunks:
+                batch_id = str(entry.fields.get("batch", ""))
+                pipe.hget(batch_key(batch_id), "stopped")
+                pipe.hmget(batch_key(batch_id, "records"), item_ids(entry.fields) or ["-"])
+            replies = pipe.execute()
+        with self.state.lock:
+            for n, entry in enumerate(chunks):
+                stopped, found = replies[2 * n], replies[2 * n + 1]
+                ids = item_ids(entry.fields)
+                done = {i for i, value in zip(ids, found, strict=False) if value is not None}
+                self.state.checked[entry.entry_id] = (bool(stopped), done)
+
+    def _buried(self, entry_id: str, fields: dict[str, str]) -> bool:
+        """Dead-letter a reclaimed entry delivered more than ``max_attempts`` times."""
+        delivered = times_delivered(self.client, self.queue, entry_id)
+        if delivered <= self.max_attempts:
+            return False
+        unfinished: list[str] = []
+        if fields.get("kind") != "run":
+            ids = item_ids(fields)
+            done = finished_of(self.client, str(fields.get("batch", "")), ids)
+            unfinished = [item for item in ids if item not in done]
+        bury_redelivered(
+            self.client, self.queue, entry_id, fields, delivered=delivered,
+            unfinished=unfinished, max_attempts=self.max_attempts,
+        )  # fmt: skip
+        self.state.stats.add(dead_letters=1)
+        return True

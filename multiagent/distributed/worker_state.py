@@ -1,0 +1,106 @@
+"""What the threads of one queue worker share: counters, hand-off queues, the entries it holds.
+
+The feeder (:mod:`.worker_feed`) puts taken entries on ``ready``; the slots
+(:mod:`.worker`, running them through :mod:`.worker_chunks`) put ended chunks on ``ended``;
+the storer (:mod:`.worker_store`) stores them. An entry is this worker's — kept fresh by the
+heartbeat — from the moment it is taken until it is stored, acknowledged or left
+(:meth:`WorkerState.release`).
+"""
+
+from __future__ import annotations
+
+import json
+import queue as queue_module
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from multiagent.distributed.deadletter import FinishedChunk
+from multiagent.graphs.batch_chunks import ChunkOutcome
+
+
+@dataclass
+class WorkerStats:
+    """What one worker did."""
+
+    chunks: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    reclaimed: int = 0
+    unfinished: int = 0
+    skipped: int = 0  # items of batches stopped on their budget, acknowledged unrun
+    spent_nano: int = 0  # settled by this worker's calls, in nano-USD (exact sums)
+    runs: int = 0
+    resumed: int = 0
+    failures: int = 0
+    dead_letters: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **counts: int) -> None:
+        """Add to the counters (from any thread)."""
+        with self._lock:
+            for name, value in counts.items():
+                setattr(self, name, getattr(self, name) + value)
+
+    def as_dict(self) -> dict[str, int]:
+        """JSON-ready counters."""
+        names = ("chunks", "stored", "duplicates", "reclaimed", "unfinished", "runs", "resumed")
+        return {k: getattr(self, k) for k in (*names, "failures", "dead_letters", "skipped")} | {
+            "spent_usd": self.spent_nano / 1_000_000_000
+        }
+
+
+@dataclass(frozen=True)
+class TakenEntry:
+    """An entry taken by the feeder, waiting for a slot."""
+
+    entry_id: str
+    fields: dict[str, Any]
+    reclaimed: bool
+
+
+@dataclass(frozen=True)
+class EndedChunk:
+    """A chunk that ran, waiting for the storer."""
+
+    finished: FinishedChunk
+    fields: dict[str, Any]
+    outcome: ChunkOutcome
+    failure: str | None  # why the entry is left for its retry; None: acknowledged
+
+
+@dataclass
+class WorkerState:
+    """The hand-offs between a worker's threads and the entries it holds (see the module)."""
+
+    stats: WorkerStats = field(default_factory=WorkerStats)
+    stop: threading.Event = field(default_factory=threading.Event)
+    #: the feeder has returned: slots end once nothing is ready
+    fed: threading.Event = field(default_factory=threading.Event)
+    #: every slot has returned: the storer ends
+    slots_done: threading.Event = field(default_factory=threading.Event)
+    #: every thread has returned: the heartbeat ends
+    done: threading.Event = field(default_factory=threading.Event)
+    ready: queue_module.Queue[TakenEntry] = field(default_factory=queue_module.Queue)
+    #: a slot took a ready entry: room to take another
+    space: threading.Event = field(default_factory=threading.Event)
+    ended: queue_module.Queue[EndedChunk] = field(default_factory=queue_module.Queue)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    #: taken, not yet stored: kept fresh by the heartbeat
+    in_flight: set[str] = field(default_factory=set)
+    #: handed to the storer
+    storing: set[str] = field(default_factory=set)
+    #: reclaimed entries held (one may crash its worker)
+    suspects: set[str] = field(default_factory=set)
+    #: entry → (its batch stopped?, ids of its items stored already), read when taken
+    checked: dict[str, tuple[bool, set[str]]] = field(default_factory=dict)
+
+    def release(self, entry_id: str) -> None:
+        """The entry is no longer this worker's (stored, acknowledged or left); under ``lock``."""
+        self.in_flight.discard(entry_id)
+        self.suspects.discard(entry_id)
+
+
+def item_ids(fields: dict[str, Any]) -> list[str]:
+    """The ids of a chunk entry's items."""
+    return [str(item["id"]) for item in json.loads(fields.get("items", "[]"))]
