@@ -51,7 +51,7 @@ import json, time
 t0 = time.perf_counter()
 import multiagent.cli
 t1 = time.perf_counter()
-import multiagent.graphs.execute, multiagent.nodes.worker, multiagent.sim.model
+import multiagent.graphs.execute, multiagent.graphs.orchestration, multiagent.sim.model
 t2 = time.perf_counter()
 import multiagent.persistence.memory
 t3 = time.perf_counter()
