@@ -17,8 +17,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import uvicorn
-
 from multiagent.errors import MultiagentError, UsageError
 
 _START_TIMEOUT_S = 10.0
@@ -61,6 +59,8 @@ def serve_in_thread(
         UsageError: The host cannot be resolved or the port is taken.
         MultiagentError: The server did not start.
     """
+    import uvicorn  # only a serving command pays for it (it pulls in click, watchfiles, ...)
+
     sock = bind_socket(host, port, what=what)
     bound = int(sock.getsockname()[1])
     config = uvicorn.Config(

@@ -34,7 +34,13 @@ def startup_markdown(result: dict[str, Any]) -> str:
         f"`multiagent run {result['task']!r} --json` in a new process per run, simulated "
         f"provider, {result['repeat']} runs of each variant, alternated; medians. *run* is the "
         "graph's own time (`timings.total_s`, the simulated model's latency included), "
-        "*start-up* the rest of the wall time; *CPU* is the process's user + system time.",
+        "*start-up* the rest of the wall time; *CPU* is the process's user + system time. "
+        + (
+            "The package's bytecode was compiled first, as an install does."
+            if result.get("bytecode_compiled")
+            else "The package's bytecode could not all be compiled first: its modules may have "
+            "been compiled again in every run."
+        ),
         "",
         table(("variant", "what", "wall s", "run s", "start-up s", "CPU s"), rows),
         "",

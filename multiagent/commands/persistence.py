@@ -15,7 +15,7 @@ from rich.table import Table
 from multiagent.commands._shared import cli_settings, console, print_json
 from multiagent.commands.repair import repair
 from multiagent.errors import UsageError
-from multiagent.persistence.schedule import TASK_NAMES
+from multiagent.persistence.scheduler_state import TASK_NAMES
 
 if TYPE_CHECKING:  # the commands import what they run when they run: `--help` stays fast
     from multiagent.persistence.maintenance import MaintenanceReport

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from typing import Annotated, Any
 
-import httpx2
 import typer
 from rich.table import Table
 
@@ -109,6 +108,8 @@ def _root(url: str) -> str:
 
 
 def _call(method: str, url: str) -> Any:
+    import httpx2  # only `sim stats|reset` call out; other commands do not load an HTTP client
+
     try:
         response = httpx2.request(method, url, timeout=10.0)
         response.raise_for_status()

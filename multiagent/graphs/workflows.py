@@ -10,14 +10,10 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
-from multiagent.graphs.meeting import build_meeting_graph
-from multiagent.graphs.orchestration import build_orchestration_graph
-from multiagent.graphs.validation import build_validation_graph
-
 __all__ = [
-    "BUILDERS",
     "WORKFLOWS",
     "Workflow",
+    "builder",
     "compile_workflow",
     "new_thread_id",
     "subject_of",
@@ -27,11 +23,21 @@ __all__ = [
 Workflow = Literal["orchestration", "meeting", "validation"]
 WORKFLOWS: tuple[Workflow, ...] = ("orchestration", "meeting", "validation")
 
-BUILDERS: dict[Workflow, Callable[[], StateGraph[Any, Any, Any, Any]]] = {
-    "orchestration": build_orchestration_graph,
-    "meeting": build_meeting_graph,
-    "validation": build_validation_graph,
-}
+
+def builder(workflow: Workflow) -> Callable[[], StateGraph[Any, Any, Any, Any]]:
+    """``workflow``'s graph factory, imported when asked for: a run loads its own graph's
+    nodes only (the meeting's and the validators' cost start-up to every other run)."""
+    if workflow == "orchestration":
+        from multiagent.graphs.orchestration import build_orchestration_graph
+
+        return build_orchestration_graph
+    if workflow == "meeting":
+        from multiagent.graphs.meeting import build_meeting_graph
+
+        return build_meeting_graph
+    from multiagent.graphs.validation import build_validation_graph
+
+    return build_validation_graph
 
 
 _THREAD_PREFIX: dict[Workflow, str] = {
@@ -45,7 +51,7 @@ def compile_workflow(
     workflow: Workflow, *, checkpointer: BaseCheckpointSaver[Any] | None = None
 ) -> CompiledStateGraph[Any, Any, Any, Any]:
     """Build and compile ``workflow``'s graph with ``checkpointer``."""
-    return BUILDERS[workflow]().compile(checkpointer=checkpointer, name=workflow)
+    return builder(workflow)().compile(checkpointer=checkpointer, name=workflow)
 
 
 def new_thread_id(workflow: Workflow) -> str:

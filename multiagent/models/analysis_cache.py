@@ -22,11 +22,13 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from multiagent._metrics import get_metrics
-from multiagent.models._cache_redis import RedisCacheStore, cache_client
 from multiagent.models._cache_store import CacheStore
+
+if TYPE_CHECKING:  # redis is imported only when a cache lives there (see open_*)
+    from multiagent.models._cache_redis import RedisCacheStore
 
 T = TypeVar("T")
 _OUTCOMES = ("hits", "misses", "expired")
@@ -91,7 +93,7 @@ class AnalysisCache:
         if self._store is None:
             return _MISSING
         key = content_key(kind, content)
-        if isinstance(self._store, RedisCacheStore):
+        if not isinstance(self._store, CacheStore):  # the Redis store counts in one round trip
             outcome, stored = self._store.get_fresh_and_count(
                 key, _MISSING, stale_s=self.ttl_s, found="hits", missing="misses",
                 stale="expired", prefix=f"{kind}\x00",
@@ -191,6 +193,8 @@ def open_analysis_cache(
         with _OPEN_LOCK:
             cache = _BY_REDIS.get((redis_url, ttl_s, enabled))
             if cache is None:
+                from multiagent.models._cache_redis import RedisCacheStore, cache_client
+
                 store = RedisCacheStore(cache_client(redis_url), name="analysis")
                 directory = analysis_cache_dir(Path(home))
                 cache = AnalysisCache(directory, ttl_s=ttl_s, enabled=enabled, store=store)

@@ -31,7 +31,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
 from langchain_core.load import dumps
@@ -45,8 +45,10 @@ from langchain_core.messages import (
 from langchain_core.outputs import ChatGeneration, Generation
 
 from multiagent._metrics import get_metrics
-from multiagent.models._cache_redis import RedisCacheStore, cache_client
 from multiagent.models._cache_store import CacheStore
+
+if TYPE_CHECKING:  # redis is imported only when a cache lives there (see open_*)
+    from multiagent.models._cache_redis import RedisCacheStore
 
 _HITS, _MISSES = "hits", "misses"
 #: Answers reach SQLite at most this long after they were made (see the module docstring).
@@ -368,6 +370,8 @@ def open_completion_cache(
         with _OPEN_LOCK:
             cache = _BY_REDIS.get((redis_url, ttl_s))
             if cache is None:
+                from multiagent.models._cache_redis import RedisCacheStore, cache_client
+
                 store = RedisCacheStore(cache_client(redis_url), name="completions")
                 cache = CompletionCache(completion_cache_dir(Path(home)), ttl_s=ttl_s, store=store)
                 _BY_REDIS[(redis_url, ttl_s)] = cache

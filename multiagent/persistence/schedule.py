@@ -24,9 +24,9 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from multiagent.errors import UsageError
+from multiagent.persistence.scheduler_state import TASK_NAMES as TASK_NAMES
 from multiagent.policies import Settings
 
-TASK_NAMES: tuple[str, ...] = ("snapshots", "vacuum", "backups", "compaction", "metrics")
 _ANCHOR = datetime(2000, 1, 1, tzinfo=UTC)  # interval triggers count from a fixed instant
 
 

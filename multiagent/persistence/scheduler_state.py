@@ -18,6 +18,9 @@ from multiagent.persistence._files import atomic_write_bytes
 
 STATE_FILE = "scheduler.json"
 STATE_VERSION = 1
+#: The scheduler's tasks, in the order they run and are listed (defined here, not in
+#: ``schedule``, so that the CLI names them without importing APScheduler).
+TASK_NAMES: tuple[str, ...] = ("snapshots", "vacuum", "backups", "compaction", "metrics")
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -78,3 +78,10 @@ def test_bench_startup_runs_the_cli_and_writes_its_section(tmp_path: Path) -> No
     assert "kept" in text  # other sections stay
     assert "<!-- bench:startup:start -->" in text
     assert "Command: `multiagent bench startup --repeat 1 --no-reference --report" in text
+
+
+def test_the_section_says_whether_the_bytecode_was_compiled_first() -> None:
+    compiled = startup_markdown({**_result(on_wall=1.9), "bytecode_compiled": True})
+    assert "The package's bytecode was compiled first, as an install does." in compiled
+    missing = startup_markdown({**_result(on_wall=1.9), "bytecode_compiled": False})
+    assert "may have been compiled again in every run" in missing
