@@ -87,7 +87,7 @@ def overhead_markdown(result: dict[str, Any]) -> str:
             "pipeline estimates the prompt with tiktoken once (system prompts remembered), "
             "reserves the worst case in the run's ledger, passes the backpressure controller, "
             "makes one accounting record with its metrics, and, with the completion cache on, "
-            "computes the key from the messages, reads SQLite once and counts the miss in the "
+            "computes the key from the messages, finds an unseen key absent in the shared key filter (no SQLite read) and counts the miss in the "
             "process's memory-mapped counter slot (exact after SIGKILL, no commit); answers "
             "are written behind in one transaction. The runner's and the checkpointer's costs "
             "are the same for the bare graph. Against a real provider, where one call takes "
