@@ -214,6 +214,7 @@ class CompletionCache(BaseCache):
                 self.directory / "entries",
                 legacy_counters=self.directory / "stats",
                 write_behind_s=WRITE_BEHIND_S,
+                key_filter=True,
             )
         )
         # LangChain looks up and then updates with the same prompt string: its key is kept for
