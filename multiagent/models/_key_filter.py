@@ -34,6 +34,14 @@ PROBES = 4
 _NAME = "keys.filter"
 
 
+def _whole(path: Path) -> bool:
+    """Whether the filter's file is there with every cell (a shorter one cannot be mapped)."""
+    try:
+        return path.stat().st_size == SLOTS
+    except FileNotFoundError:
+        return False
+
+
 def _cells(key: str) -> list[int]:
     digest = hashlib.blake2b(key.encode(), digest_size=4 * PROBES).digest()
     return [
@@ -51,7 +59,7 @@ class KeyFilter:
 
     def __init__(self, directory: Path, *, existing: Iterable[str] | None = None) -> None:
         path = Path(directory) / _NAME
-        if not path.exists():
+        if not _whole(path):  # new, or cut short (a full disk, a hand): made again from SQLite
             self._make(path, existing or ())
         fd = os.open(path, os.O_RDWR)
         try:
@@ -64,7 +72,7 @@ class KeyFilter:
         lock = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            if path.exists():  # another process made it while this one waited
+            if _whole(path):  # another process made it while this one waited
                 return
             building = path.with_suffix(f".{os.getpid()}.new")
             fd = os.open(building, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)

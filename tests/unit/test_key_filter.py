@@ -69,3 +69,15 @@ def test_entries_stored_before_the_filter_existed_are_found(tmp_path: Path) -> N
     store = CacheStore(directory, key_filter=True)
     assert [store.get(f"old-{n}") for n in range(20)] == list(range(20))
     assert not KeyFilter(directory).may_hold("never-stored")
+
+
+def test_a_filter_file_cut_short_is_made_again_from_what_is_stored(tmp_path: Path) -> None:
+    directory = tmp_path / "s"
+    store = CacheStore(directory, key_filter=True)
+    store.set("kept", "v", expire=None)
+    store.close()
+    with (directory / "keys.filter").open("r+b") as cut:
+        cut.truncate(1024)
+    again = CacheStore(directory, key_filter=True)
+    assert again.get("kept") == "v"
+    assert KeyFilter(directory).may_hold("kept")
