@@ -27,6 +27,8 @@ import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 
+from multiagent.persistence._files import TEMP_PREFIX
+
 #: Cells of the filter (one byte each; a sparse file, pages appear as keys fill them).
 SLOTS = 1 << 22
 #: Cells marked per key: with a million keys, about one miss in seven still reads SQLite.
@@ -74,7 +76,9 @@ class KeyFilter:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if _whole(path):  # another process made it while this one waited
                 return
-            building = path.with_suffix(f".{os.getpid()}.new")
+            # named as every half-made file under the home, so `persistence repair` sees one
+            # that a killed process left
+            building = path.with_name(f"{TEMP_PREFIX}{path.name}.{os.getpid()}")
             fd = os.open(building, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
                 os.ftruncate(fd, SLOTS)
