@@ -4,6 +4,7 @@ PostgreSQL when ``MULTIAGENT_CHECKPOINT_URL`` is a ``postgresql://`` URL, memory
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import uuid
 from collections.abc import Iterator
@@ -58,6 +59,20 @@ def ensure_home(settings: Settings) -> Path:
             "set MULTIAGENT_HOME or --home to a writable directory"
         ) from None
     return home
+
+
+def check_home(settings: Settings) -> None:
+    """Fail as :func:`ensure_home` would, without creating anything: the data directory, or
+    the nearest part of its path that exists, must be a directory this process can write."""
+    home = settings.home
+    existing = next((p for p in (home, *home.parents) if p.exists()), None)
+    if existing is None or (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):
+        return
+    reason = "Not a directory" if not existing.is_dir() else "Permission denied"
+    raise UsageError(
+        f"data directory {home} is not writable ({reason}); "
+        "set MULTIAGENT_HOME or --home to a writable directory"
+    )
 
 
 class _PlainSerializer(JsonPlusSerializer):

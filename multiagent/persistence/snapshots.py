@@ -32,7 +32,7 @@ from multiagent.persistence._snapshot_format import (
     parse_document,
     read_header,
 )
-from multiagent.persistence.checkpointer import ensure_home
+from multiagent.persistence.checkpointer import check_home, ensure_home
 from multiagent.persistence.crypto import Keyring, configured_keyring
 from multiagent.persistence.memory import ChromaMemoryStore, open_memory_store
 from multiagent.policies import Settings
@@ -209,6 +209,7 @@ class MemorySnapshot:
             UsageError: The file is missing, truncated, altered (checksum), of another format
                 or schema version; memory is left untouched.
         """
+        check_home(self.settings)
         header, items = self.load(path)  # verified before anything on disk is touched
         ensure_home(self.settings)
         embedder = header.get("embedder") or "unknown"
