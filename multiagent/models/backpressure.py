@@ -108,7 +108,7 @@ class BackpressureController(Waiting):
         self._rebooked = threading.Condition(self._lock)
         self._slot_waiters: set[asyncio.Future[None]] = set()
         self._pace_waiters: set[asyncio.Future[None]] = set()
-        self._window = OutcomeWindow(span_s=cfg.window_s)
+        self._window = OutcomeWindow(span_s=cfg.window_s, memory_s=cfg.measure_s)
         self._latency = TokenLatency()
         self.limit = float(cfg.max_concurrency)
         self.pace = Pace(cfg, now=clock())
@@ -343,9 +343,10 @@ class BackpressureController(Waiting):
         )
         if self.limit > before and self._latency.known:
             self._latency.judged(at=now)
+        self.pace.note_rtt(self._window.recent_rtt(), now)
         if flags.pace_bound and not flags.rate_limited and now >= self.gate.until:
             before = self.rate
-            if self.pace.grow(now):
+            if self.pace.grow(now, self._window):
                 self._rate_moved(before)
         return self._epoch != epoch
 
