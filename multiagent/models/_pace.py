@@ -9,15 +9,19 @@ refusal is kept as the *anchor* of the next measurement.
 
 A refusal of a request sent after the last decision is answered by what it tells:
 
-- a second refusal less than ``min_measure_s`` after the anchor cuts by ``measure_backoff``
-  (too close to tell a rate), unless the pace was just set to a measured capacity (the bucket
-  is still empty: no news);
+- a refusal while cruising at or below a measured capacity means it fell (maybe far): the
+  pace drops to ``drop_backoff`` × the delivered rate, below it, so that the next refusal,
+  where the pace meets it again, is both the only other 429 and a measurement;
+- a refusal less than ``min_measure_s`` after the anchor cuts by ``measure_backoff`` (too
+  close to tell a rate), unless it was sent within two sends of a return to a measured
+  capacity (the bucket is still empty: no news);
 - a refusal up to ``measure_s`` after the anchor measures the capacity and sets the pace to
-  ``settle`` × it;
+  ``settle`` × it. If we left more than ``overflow_s`` seconds of it unused meanwhile, the
+  provider's bucket may have overflowed (what overflows is never admitted): the measure is a
+  lower bound, and the next probe comes soon;
 - a refusal with no anchor that recent starts a measurement: a probe above a known capacity
-  goes back to ``settle`` × it (if the capacity fell, the refusals go on and are measured); a
-  refusal at or below a known capacity cuts to ``drop_backoff`` × the delivered rate (it fell,
-  maybe far); with no capacity known, to ``backoff`` × it (botocore's reaction).
+  goes back to ``settle`` × it; with no capacity known, the pace drops to ``backoff`` × the
+  delivered rate (botocore's reaction).
 
 *Probing* for a raised capacity is convex growth per tick (``growth`` doubling every
 ``probe_s`` up to ``max_growth``, gentle near the capacity, quick to find one far above: CUBIC
@@ -29,8 +33,8 @@ costs ``1 / (capacity × period)`` (4% at 8 req/s every 3 s). It falls back to `
 a probe finds more (more admitted since the anchor than the capacity allows: the bucket, empty
 then, cannot have held it), when a measurement finds more, or when the median round trip
 moves by ``rtt_shift`` either way (the provider's load changed: TCP BBR re-probes on such
-path changes, Vegas reads them as a changed base RTT). After a fall it starts at its longest:
-a fall is no sign of a raise to come.
+path changes, Vegas reads them as a changed base RTT). Once a fall is measured it starts at
+its longest: a fall is no sign of a raise to come.
 """
 
 from __future__ import annotations

@@ -30,6 +30,16 @@ def refuse(pace: Pace, window: OutcomeWindow, at: float) -> None:
     pace.on_rate_limited(sent_at=at, now=at + 0.002, window=window)
 
 
+def measured_at_8() -> tuple[Pace, OutcomeWindow]:
+    """A pace that measured 8 req/s: refused at 0 s (its bucket empty) and again at 5 s."""
+    window = OutcomeWindow(span_s=10.0, memory_s=60.0)
+    pace = Pace(CONFIG, now=0.0)
+    refuse(pace, window, 0.0)
+    admit(window, start=0.0, end=5.0, rate=8.0)
+    refuse(pace, window, 5.0)
+    return pace, window
+
+
 def probe(pace: Pace, *, start: float) -> float:
     """Grow once per tick from ``start`` until above the capacity; return when it was."""
     now = start
@@ -41,11 +51,7 @@ def probe(pace: Pace, *, start: float) -> float:
 
 
 def test_probes_back_off_while_the_ceiling_holds_up_to_one_percent_of_attempts() -> None:
-    window = OutcomeWindow(span_s=10.0, memory_s=60.0)
-    pace = Pace(CONFIG, now=0.0)
-    refuse(pace, window, 0.0)  # the first refusal: the bucket is empty now
-    admit(window, start=0.0, end=5.0, rate=8.0)
-    refuse(pace, window, 5.0)  # five seconds later: 8 req/s were admitted in between
+    pace, window = measured_at_8()
     assert pace.capacity == pytest.approx(8.0, rel=0.05)
     assert pace.rate == pytest.approx(CONFIG.settle * pace.capacity)
     waits = [pace.probe_wait]
@@ -63,11 +69,7 @@ def test_probes_back_off_while_the_ceiling_holds_up_to_one_percent_of_attempts()
 
 
 def test_a_moved_round_trip_brings_probing_back_at_once() -> None:
-    window = OutcomeWindow(span_s=10.0, memory_s=60.0)
-    pace = Pace(CONFIG, now=0.0)
-    refuse(pace, window, 0.0)
-    admit(window, start=0.0, end=5.0, rate=8.0)
-    refuse(pace, window, 5.0)
+    pace, _window = measured_at_8()
     pace.probe_wait = 12.5  # as after a few probes that found the same ceiling
     pace.note_rtt(0.14, 6.0)
     pace.note_rtt(0.18, 7.0)  # within the shift: nothing changed
@@ -78,11 +80,7 @@ def test_a_moved_round_trip_brings_probing_back_at_once() -> None:
 
 
 def test_more_admitted_than_the_capacity_allows_is_a_raise() -> None:
-    window = OutcomeWindow(span_s=10.0, memory_s=60.0)
-    pace = Pace(CONFIG, now=0.0)
-    refuse(pace, window, 0.0)
-    admit(window, start=0.0, end=5.0, rate=8.0)
-    refuse(pace, window, 5.0)
+    pace, window = measured_at_8()
     admit(window, start=5.0, end=9.0, rate=12.0)  # the bucket, empty at 5 s, cannot hold this
     assert pace.grow(9.0, window)
     assert pace.capacity is None  # obsolete: the next refusals measure the new one
