@@ -87,7 +87,9 @@ class TokenLatency:
 
     def rise(self, *, min_samples: int) -> float:
         """Recent seconds per token over the usual ones; NaN with fewer than ``min_samples``."""
-        if len(self._recent) < max(1, min_samples):
+        # after a cut, two answers tell whether it helped: at a cut limit answers come slowly
+        need = min(2, min_samples) if not math.isnan(self._cut_for) else min_samples
+        if len(self._recent) < max(1, need):
             return math.nan
         usual = min(self._history)
         recent = statistics.median(self._recent)
