@@ -16,6 +16,7 @@ from multiagent.bench.bp_figures import (
     targets_met,
 )
 from multiagent.bench.report import table, verdict
+from multiagent.models.backpressure import BackpressureConfig
 
 CHAMPIONS = ("adaptive", "adaptive_blind")
 
@@ -47,17 +48,16 @@ def _target_rows(figures: Sequence[PhaseFigures], champion: str) -> list[list[st
          verdict(all(f.failed_share <= FAILED_TARGET for f in mine))],
     ]  # fmt: skip
     if blind:
-        # a probe that finds the capacity unchanged is answered by one 429 at least, and a raise
-        # is found within the allowance only by probing that often
-        floor = [1 / (f.capacity_rps * ADAPT_ALLOWANCE_S) for f in mine]
+        # a probe that finds the capacity unchanged is answered by one 429: while it holds, the
+        # pace probes at most every 1 / (probe_share x capacity) s (see models/_pace.py)
+        share = BackpressureConfig().probe_share
+        waits = [1 / (share * f.capacity_rps) for f in mine]
         rows.append(
             [
-                f"(reading) 429s a probe every {ADAPT_ALLOWANCE_S:g} s costs at least: "
-                f"1 / (capacity × {ADAPT_ALLOWANCE_S:g} s)",
-                ", ".join(f"{share:.2%}" for share in floor),
-                f"above 2% below {1 / (SHARE_429_TARGET * ADAPT_ALLOWANCE_S):.0f} req/s"
-                if any(share > SHARE_429_TARGET for share in floor)
-                else "within 2%",
+                f"(reading) longest wait between probes while the capacity holds, so that they "
+                f"cost ≤ {share:.0%} of attempts: 1 / ({share:.0%} × capacity)",
+                ", ".join(f"{wait:.1f} s" for wait in waits),
+                "a raise with no change of round trip is found up to that late",
             ]
         )
         adapt = [f.to_target_s for f in mine]

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Literal
-
-import redis
 
 from multiagent._metrics import Sample
 from multiagent.models import _bp_redis_decide as decide
@@ -21,7 +18,7 @@ from multiagent.models._bp_redis_state import (
     shared_samples,
     shared_state,
 )
-from multiagent.models._bp_types import BackpressureConfig, Ticket, concurrency_refusal, kind_of
+from multiagent.models._bp_types import Ticket, concurrency_refusal, kind_of
 from multiagent.models._window import Outcome
 from multiagent.models.backpressure import BackpressureController
 from multiagent.models.provider_errors import advertised_limits, headers_of, retry_after_s
@@ -31,41 +28,9 @@ class RedisBackpressureController(SharedStateKeeper):
     """Adaptive concurrency, pace and pause for one (provider, base URL, model), shared by every
     process that names the same Redis ``key``; the same API as :class:`BackpressureController`.
 
-    Args:
-        config: Bounds and reflexes (every process should pass the same).
-        client: A Redis client (``decode_responses=True``).
-        key: The key prefix of this controller's state.
-        endpoint_key: The prefix of the provider endpoint's pause (default: ``key``).
-        clock_source: ``"redis"``: every decision reads the server's ``TIME``.
-        labels: Metric labels.
-        lease_s: Seconds a slot of a silent process stays taken.
-        fallback_fraction: Share of the last shared limit the processes use together while
-            Redis is away.
+    Constructed as :class:`~multiagent.models._bp_redis_keeper.SharedStateKeeper` (its
+    arguments: one definition, not a copy to keep in step).
     """
-
-    def __init__(
-        self,
-        config: BackpressureConfig | None = None,
-        *,
-        client: redis.Redis,
-        key: str,
-        endpoint_key: str | None = None,
-        clock_source: Literal["redis"] = "redis",
-        labels: Mapping[str, str] | None = None,
-        lease_s: float = 5.0,
-        fallback_fraction: float = 0.5,
-    ) -> None:
-        if clock_source != "redis":
-            raise ValueError(f"clock_source {clock_source!r}: only 'redis' (server TIME) is valid")
-        super().__init__(
-            config,
-            client=client,
-            key=key,
-            endpoint_key=endpoint_key,
-            labels=labels,
-            lease_s=lease_s,
-            fallback_fraction=fallback_fraction,
-        )
 
     # -- sending -------------------------------------------------------------------------------
 
@@ -194,7 +159,7 @@ class RedisBackpressureController(SharedStateKeeper):
                 repr(ticket.sent_at or 0.0),
                 ticket.epoch,
                 "" if wait is None else repr(wait),
-                cfg.window_s,
+                max(cfg.window_s, cfg.measure_s),  # sends a capacity measurement reaches back to
                 keys.channel,
             ],
         )

@@ -24,7 +24,7 @@ from multiagent.models._bp_health import TokenLatency, fit_limit, read_health
 from multiagent.models._bp_redis_lua import SharedKeys
 from multiagent.models._bp_types import BackpressureConfig
 from multiagent.models._pace import Pace
-from multiagent.models._window import OutcomeWindow
+from multiagent.models._window import OutcomeWindow, admitted_profile
 
 #: Pace fields kept in the shared hash, by attribute of :class:`Pace`.
 _PACE_FIELDS = {
@@ -34,6 +34,9 @@ _PACE_FIELDS = {
     "decided": "_decided",
     "settled": "_settled_at",
     "refused_at": "_refused_at",
+    "pwait": "probe_wait",
+    "rttref": "_rtt_ref",
+    "fellfrom": "_fell_from",
 }
 
 
@@ -116,7 +119,8 @@ def pace_of(snap: Snapshot, config: BackpressureConfig) -> Pace:
     """The in-process :class:`Pace` in the state the shared hash holds."""
     pace = Pace(config, now=snap.num("start"))
     for name, attribute in _PACE_FIELDS.items():
-        setattr(pace, attribute, snap.num(name))
+        # a field not written yet keeps the fresh pace's value (a hash from an older version)
+        setattr(pace, attribute, snap.num(name, getattr(pace, attribute)))
     pace.cuts = int(snap.num("cuts"))
     pace.capacity = snap.optional("capacity")
     pace._returned = snap.fields.get("returned") == "1"
@@ -164,17 +168,17 @@ class SharedWindow(OutcomeWindow):
         self._keys = keys
         self._local = local
 
-    def admitted_between(self, first: float, last: float) -> float:
-        """Sends strictly between two refused sends, by every process, not refused, per second."""
-        seconds = last - first
-        if seconds <= 0:
-            return math.nan
+    def measure(self, first: float, last: float) -> tuple[float, float]:
+        """What every process had admitted between two refused sends (see the base class)."""
+        if last <= first:
+            return math.nan, math.nan
         low, high = f"({first!r}", f"({last!r}"
-        sends = int(self._client.zcount(self._keys.sends, low, high))
+        scored: list[tuple[str, float]] = self._client.zrangebyscore(  # type: ignore[assignment]
+            self._keys.sends, low, high, withscores=True
+        )
+        sends = sorted(float(score) for _member, score in scored)
         refused = int(self._client.zcount(self._keys.refused, low, high))
-        errors, answers = self._local._errors_and_answers()
-        share = errors / (errors + answers) if errors + answers else 0.0
-        return max(0, sends - refused) * (1.0 - share) / seconds
+        return admitted_profile(sends, refused, first, last, self._local._error_share())
 
     def delivered_rate(self, now: float, *, span_s: float, since: float) -> float | None:
         """Answers per second, by every process, over the last ``span_s`` (not before ``since``)."""
@@ -270,12 +274,14 @@ def on_tick(
     if health.unhealthy:
         if now - snap.num("lastcut") >= config.window_s / 2:
             limit = max(float(config.min_concurrency), limit * health.scale)
-            latency.judged(at=now)
+            latency.judged(at=now, cut_for=health.rise)
             mult = min(config.max_wait_multiplier, mult * 1.5)
             decision.fields.update(lastcut=repr(now), lcuts=str(int(snap.num("lcuts")) + 1))
             decision.rebook = True
     else:
         mult = max(1.0, mult / 1.25)
+        if health.restore > 1.0:
+            limit = min(float(config.concurrency_cap), limit * health.restore)
         pace = pace_of(snap, config)
         saturated = snap.fields.get("f_sat") == "1" and health.may_grow
         rtt_s = p95 if health.may_grow else math.nan  # no floor sized by a queue's round trips
@@ -286,12 +292,13 @@ def on_tick(
         if grown > limit and latency.known:
             latency.judged(at=now)
         limit = grown
+        pace.note_rtt(local.recent_rtt(), now)
         bound = snap.fields.get("f_pb") == "1" and snap.fields.get("f_rl") != "1"
         if bound and now >= snap.gate:
             before = pace.rate
-            if pace.grow(now):
-                decision.fields.update(_changed(snap, pace_fields(pace)))
+            if pace.grow(now, local):
                 decision.fields.update(_confirmed(snap, config))
                 decision.rebook = _moved(before, pace.rate)
+        decision.fields.update(_changed(snap, pace_fields(pace)))
     decision.fields.update(limit=repr(limit), mult=repr(mult))
     return decision

@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 import redis
 from redis.exceptions import RedisError
@@ -65,6 +66,7 @@ class SharedStateKeeper(BackpressureController):
         client: A Redis client (``decode_responses=True``).
         key: The key prefix of this controller's state.
         endpoint_key: The prefix of the provider endpoint's pause (default: ``key``).
+        clock_source: ``"redis"``: every decision reads the server's ``TIME``.
         labels: Metric labels.
         lease_s: Seconds a slot of a silent process stays taken.
         fallback_fraction: Share of the last shared limit the processes use together while
@@ -78,10 +80,13 @@ class SharedStateKeeper(BackpressureController):
         client: redis.Redis,
         key: str,
         endpoint_key: str | None = None,
+        clock_source: Literal["redis"] = "redis",
         labels: Mapping[str, str] | None = None,
         lease_s: float = 5.0,
         fallback_fraction: float = 0.5,
     ) -> None:
+        if clock_source != "redis":
+            raise ValueError(f"clock_source {clock_source!r}: only 'redis' (server TIME) is valid")
         super().__init__(config, labels=labels)
         self._redis = client
         self.keys = keys_for(key, endpoint_key=endpoint_key or key)

@@ -37,7 +37,7 @@ class BackpressureConfig:
     min_samples: int = 20
     tick_s: float = 0.5
     backoff: float = 0.85
-    drop_backoff: float = 0.5
+    drop_backoff: float = 0.4
     measure_backoff: float = 0.7
     settle: float = 0.97
     limit_backoff: float = 0.7
@@ -48,8 +48,11 @@ class BackpressureConfig:
     concurrency_gain: float = 2.0
     concurrency_cap: int = 256
     headroom: float = 0.98
-    measure_s: float = 2.0
+    measure_s: float = 20.0
     min_measure_s: float = 0.4
+    overflow_s: float = 0.5
+    probe_share: float = 0.01
+    rtt_shift: float = 1.5
     burst_s: float = 1.0
     use_limit_headers: bool = True
 

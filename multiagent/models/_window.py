@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+import statistics
 from collections import deque
 from dataclasses import dataclass
 from typing import Literal
@@ -33,21 +35,28 @@ def percentile(values: list[float], q: float) -> float:
 class OutcomeWindow:
     """The outcomes of the last ``span_s`` seconds (at most ``max_samples`` of them)."""
 
-    def __init__(self, *, span_s: float, max_samples: int = 2000) -> None:
+    def __init__(self, *, span_s: float, memory_s: float = 0.0, max_samples: int = 2000) -> None:
         self.span_s = span_s
+        #: how far back send and refusal times are kept (capacity measurements reach that far)
+        self.memory_s = max(span_s, memory_s)
         self._items: deque[Outcome] = deque(maxlen=max_samples)
-        self._sends: deque[float] = deque(maxlen=max_samples)
+        self._sends: deque[float] = deque(maxlen=10 * max_samples)
+        self._refused: deque[float] = deque(maxlen=10 * max_samples)
 
     def add(self, outcome: Outcome) -> None:
         """Record an outcome (outcomes arrive in time order)."""
         self._items.append(outcome)
+        if outcome.kind == "rate_limit":
+            self._refused.append(outcome.at - outcome.rtt_s)
 
     def _prune(self, now: float) -> None:
         horizon = now - self.span_s
         while self._items and self._items[0].at < horizon:
             self._items.popleft()
-        while self._sends and self._sends[0] < horizon:
-            self._sends.popleft()
+        horizon = now - self.memory_s
+        for times in (self._sends, self._refused):
+            while times and times[0] < horizon:
+                times.popleft()
 
     def health_samples(self, now: float) -> list[Outcome]:
         """Outcomes that speak about the provider's health: answers and server-side failures."""
@@ -66,6 +75,12 @@ class OutcomeWindow:
         """The ``q`` quantile of the round-trip times of answered requests (NaN when none)."""
         self._prune(now)
         return percentile([o.rtt_s for o in self._items if o.kind == "ok"], q)
+
+    def recent_rtt(self, count: int = 8) -> float:
+        """The median round trip of the last ``count`` answers (NaN with fewer)."""
+        answers = (o.rtt_s for o in reversed(self._items) if o.kind == "ok")
+        recent = list(itertools.islice(answers, count))
+        return statistics.median(recent) if len(recent) >= count else math.nan
 
     def delivered_rate(self, now: float, *, span_s: float, since: float) -> float | None:
         """Answers per second over the last ``span_s`` seconds, not reaching back before ``since``.
@@ -94,17 +109,46 @@ class OutcomeWindow:
         within one request, however fast we sent. A refusal comes back at once, so every 429
         of those sends is known; server failures are discounted at the window's error rate.
         """
+        return self.measure(first, last)[0]
+
+    def measure(self, first: float, last: float) -> tuple[float, float]:
+        """:meth:`admitted_between`, and the most it left unused at any moment, in seconds of it.
+
+        The second figure bounds the provider's bucket, had it admitted at that rate all along:
+        above its burst (often one second), the bucket overflowed and the rate is a lower bound.
+        """
         seconds = last - first
         if seconds <= 0:
-            return math.nan
-        sends = sum(1 for at in self._sends if first < at < last)
-        refused = sum(
-            1 for o in self._items if o.kind == "rate_limit" and first < o.at - o.rtt_s < last
-        )
+            return math.nan, math.nan
+        refused = sum(1 for at in self._refused if first < at < last)
+        sends = [at for at in self._sends if first < at < last]
+        return admitted_profile(sends, refused, first, last, self._error_share())
+
+    def _error_share(self) -> float:
         errors, answers = self._errors_and_answers()
-        share = errors / (errors + answers) if errors + answers else 0.0
-        return max(0, sends - refused) * (1.0 - share) / seconds
+        return errors / (errors + answers) if errors + answers else 0.0
 
     def _errors_and_answers(self) -> tuple[int, int]:
         errors = sum(1 for o in self._items if o.kind == "error")
         return errors, sum(1 for o in self._items if o.kind == "ok")
+
+
+def admitted_profile(
+    sends: list[float], refused: int, first: float, last: float, error_share: float
+) -> tuple[float, float]:
+    """Admitted per second between ``first`` and ``last``, and the peak unused credit (seconds).
+
+    ``sends`` are the send times (in order) within the interval, ``refused`` how many of them
+    were refused; each send counts for its share of what was admitted.
+    """
+    seconds = last - first
+    admitted = max(0, len(sends) - refused) * (1.0 - error_share)
+    rate = admitted / seconds
+    if rate <= 0:
+        return rate, math.nan
+    keep = admitted / max(1, len(sends))
+    peak, count = 0.0, 0.0
+    for at in sends:
+        peak = max(peak, rate * (at - first) - count)
+        count += keep
+    return rate, peak / rate

@@ -25,20 +25,28 @@ What was studied, what was chosen, and why:
 - *TCP BBR* estimates bottleneck bandwidth from delivery-rate samples and probes above it in
   cycles (ProbeBW gains 1.25 / 0.75 / 1, then cruising). Its lesson taken here: measure the
   capacity where the bottleneck is known to be full. A provider's token bucket hides an
-  overshoot in its burst, so delivery while nothing is refused proves nothing; but between two
-  refusals its bucket was empty at both ends, so what it admitted in between is its capacity,
-  within one request, however fast we sent (:mod:`multiagent.models._pace`: the first 429 cuts
-  by ``backoff``, a later one measures and settles at ``settle`` × the capacity; a 429 below a
-  capacity measured before cuts by ``drop_backoff``, the capacity fell). BBR's cwnd = gain ×
+  overshoot in its burst, so delivery while nothing is refused proves nothing (BBR's delivery
+  rate would read the burst as bandwidth); but a refusal means its bucket was empty, so what
+  it admitted between two refusals is its capacity, within one request, however fast we sent
+  and however long apart they are (:mod:`multiagent.models._pace`: the pace then settles at
+  ``settle`` × it; a refusal while cruising at a measured capacity means it fell, and cuts to
+  ``drop_backoff`` × the delivered rate, below it, so that the next refusal, where the pace
+  meets it again, is both the only other 429 and an exact measurement). BBR's cwnd = gain ×
   bandwidth × RTprop becomes the concurrency floor: ``concurrency_gain`` × pace × RTT p95, so a
   profile's count of slots never starves a pace that found more capacity (up to
   ``concurrency_cap``); a provider that queues past its slots holds requests in their slots,
   where the pace does not grow, and its rising seconds per output token cut the limit.
-- *Probing* is CUBIC/BBR-like convex growth per tick after ``hold_s`` of cruising: ``growth``
-  doubling every ``probe_s`` up to ``max_growth``, only while the pace is what holds requests
-  back. It finds a raised (or recovered) capacity within about three seconds; each probe that
-  finds the capacity unchanged costs about one 429, so the 429 share is about
-  1 / (capacity × probe period): under 2% from about 17 req/s, more for smaller capacities.
+- *Probing* is convex growth per tick (CUBIC, BBR's startup) after ``probe_wait`` of cruising,
+  only while the pace is what holds requests back. Blind, a probe that finds the ceiling where
+  it was costs one 429, and no probe can tell a raise without risking one: a fixed period
+  costs 1 / (capacity × period), 4% at 8 req/s every 3 s. So the wait doubles after each probe
+  that finds the same ceiling, up to ``1 / (probe_share × capacity)`` (1% of attempts: 12.5 s at
+  8 req/s, 5 s at 20), and falls back to ``hold_s`` when a probe or a measurement finds more,
+  or when the median round trip moves by ``rtt_shift`` (the provider's load changed; BBR
+  re-probes on path changes, Vegas reads them as a new base RTT). The price: a raise with no
+  such sign is found up to that longest wait late. BBR's gain cycle (probe, then drain below
+  the estimate) was not taken: against a token bucket the drain refills the burst that then
+  hides the next probe.
 - *AIMD* on concurrency (Netflix's ``AIMDLimit``): a server-error rate surely above the
   profile's threshold (three standard deviations, so 5% of errors never pass 10% by chance) or
   seconds per output token above ``latency_rise`` × the model's usual figure (the limit then
@@ -108,7 +116,7 @@ class BackpressureController(Waiting):
         self._rebooked = threading.Condition(self._lock)
         self._slot_waiters: set[asyncio.Future[None]] = set()
         self._pace_waiters: set[asyncio.Future[None]] = set()
-        self._window = OutcomeWindow(span_s=cfg.window_s)
+        self._window = OutcomeWindow(span_s=cfg.window_s, memory_s=cfg.measure_s)
         self._latency = TokenLatency()
         self.limit = float(cfg.max_concurrency)
         self.pace = Pace(cfg, now=clock())
@@ -326,11 +334,13 @@ class BackpressureController(Waiting):
         if health.unhealthy:
             if now - self._last_limit_cut >= cfg.window_s / 2:
                 self._cut_limit(now, scale=health.scale)
-                self._latency.judged(at=now)
+                self._latency.judged(at=now, cut_for=health.rise)
                 self.multiplier = min(cfg.max_wait_multiplier, self.multiplier * 1.5)
                 self._rebook()
             return self._epoch != epoch
         self.multiplier = max(1.0, self.multiplier / 1.25)
+        if health.restore > 1.0:
+            self.limit = min(float(cfg.concurrency_cap), self.limit * health.restore)
         before = self.limit
         self.limit = fit_limit(
             self.limit,
@@ -343,9 +353,10 @@ class BackpressureController(Waiting):
         )
         if self.limit > before and self._latency.known:
             self._latency.judged(at=now)
+        self.pace.note_rtt(self._window.recent_rtt(), now)
         if flags.pace_bound and not flags.rate_limited and now >= self.gate.until:
             before = self.rate
-            if self.pace.grow(now):
+            if self.pace.grow(now, self._window):
                 self._rate_moved(before)
         return self._epoch != epoch
 

@@ -24,6 +24,7 @@ def run(
     phases: Sequence[LoadPhase],
     *,
     headers: Callable[[LoadPhase], Mapping[str, str] | None] = lambda _: None,
+    after_s: Sequence[float] = (3.0,),
 ) -> tuple[LoadResult, BackpressureController]:
     made: list[BackpressureController] = []
 
@@ -33,7 +34,7 @@ def run(
         )
         return made[0]
 
-    return drive(make, phases, headers=headers), made[0]
+    return drive(make, phases, headers=headers, after_s=after_s), made[0]
 
 
 def test_blind_ramp_up_reaches_a_capacity_above_the_profiles_rate() -> None:
@@ -45,18 +46,28 @@ def test_blind_ramp_up_reaches_a_capacity_above_the_profiles_rate() -> None:
     assert ctl.state().rate_per_s > 17
 
 
-def test_a_capacity_cut_is_measured_and_followed_then_a_raise_found() -> None:
-    phases = [LoadPhase("base", 10, 20.0), LoadPhase("cut", 15, 8.0), LoadPhase("back", 15, 20.0)]
+def test_a_capacity_cut_costs_two_refusals_and_probing_backs_off_while_it_holds() -> None:
+    # the cut is met by one refusal (it fell) and one more where the pace meets it again
+    # (measured); then, the ceiling holding, probes are spaced 1 / (1% x 8 req/s) = 12.5 s apart
+    phases = [LoadPhase("base", 15, 20.0), LoadPhase("cut", 30, 8.0)]
     result, ctl = run(phases)
-    assert ctl.pace.capacity is not None
-    for index in range(3):
-        assert result.goodput(index, after_s=3.0) >= 0.95, phases[index].name
-        assert result.counts[index].early == 0
-        assert result.counts[index].tasks_failed == 0
-    # the cut was measured between refusals, not guessed from the old rate
-    assert sum(c.rate_limited for c in result.counts) <= 0.04 * sum(
-        c.attempts for c in result.counts
-    )
+    assert ctl.pace.capacity == pytest.approx(8.0, rel=0.05)
+    assert result.goodput(1, after_s=3.0) >= 0.95
+    assert result.counts[1].rate_limited <= 4  # 2 to find it, 2 probes in 27 s
+    assert ctl.pace.probe_wait == pytest.approx(12.5, rel=0.06)
+    assert [c.early for c in result.counts] == [0, 0]
+
+
+def test_a_raise_after_a_long_hold_is_found_within_the_longest_probe_wait() -> None:
+    longest = 1 / (BackpressureConfig().probe_share * 8.0)  # 12.5 s at 8 req/s
+    phases = [LoadPhase("base", 10, 20.0), LoadPhase("cut", 15, 8.0), LoadPhase("back", 30, 20.0)]
+    result, _ = run(phases, after_s=(3.0, longest + 3.0))
+    assert result.goodput(1, after_s=3.0) >= 0.93  # this cut came in the middle of a probe
+    assert result.goodput(2, after_s=longest + 3.0) >= 0.95
+    assert result.share_429(1) <= 0.03
+    for count in result.counts:
+        assert count.early == 0
+        assert count.tasks_failed == 0
 
 
 def test_five_percent_server_errors_are_not_taken_for_overload() -> None:

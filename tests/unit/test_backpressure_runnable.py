@@ -122,3 +122,42 @@ def test_bad_input_fails_before_anything_is_sent() -> None:
         wrapped.invoke(12345)  # type: ignore[arg-type]
     state = wrapped.controller.state()
     assert (state.in_flight, state.queued, state.samples) == (0, 0, 0)
+
+
+class _Recording(BackpressureController):
+    """A real controller that also keeps the output tokens each release reported."""
+
+    def __init__(self, config: BackpressureConfig) -> None:
+        super().__init__(config)
+        self.reported: list[int | None] = []
+
+    def release(self, ticket: Ticket, **outcome: Any) -> None:
+        self.reported.append(outcome.get("output_tokens"))
+        super().release(ticket, **outcome)
+
+
+def test_every_entry_point_reports_its_output_tokens_to_the_controller() -> None:
+    from multiagent.models._bp_health import output_tokens_of
+
+    bare = SimulatedChatModel(model="gpt-4o-mini")
+    prompt = "Summarise the plan in two sentences"
+    answer = output_tokens_of([bare.invoke(prompt)])
+    streamed = output_tokens_of(list(bare.stream(prompt)))
+    assert answer
+    assert streamed
+    controller = _Recording(BackpressureConfig(max_concurrency=4, requests_per_s=1e6))
+    wrapped = AdaptiveBackpressure(
+        SimulatedChatModel(model="gpt-4o-mini"), controller=controller, retry=FAST
+    )
+    wrapped.invoke(prompt)
+    asyncio.run(wrapped.ainvoke(prompt))
+    list(wrapped.stream(prompt))
+
+    async def drain() -> None:
+        async for _chunk in wrapped.astream(prompt):
+            pass
+
+    asyncio.run(drain())
+    assert controller.reported == [answer, answer, streamed, streamed]
+    # per-token latency is what judges overload once tokens are reported
+    assert controller.state().samples == 4
