@@ -40,8 +40,6 @@ from langchain_core.runnables import (
 )
 from pydantic import ConfigDict
 
-from multiagent.models._bp_health import output_tokens_of
-from multiagent.models._bp_wait import Passage
 from multiagent.models._controllers import (
     reset_shared_controllers,
     shared_controller,
@@ -230,7 +228,7 @@ class AdaptiveBackpressure(BaseChatModel):
         for attempt in sync_retrying(self._policy(), model=self._model_label):
             with attempt, self.controller.slot(tokens=tokens) as passage:
                 message = self.bound.invoke(input, config, **kwargs)
-                _report(passage, message)
+                passage.answered(headers=response_headers(message))
         return message
 
     async def ainvoke(  # type: ignore[override]
@@ -242,7 +240,7 @@ class AdaptiveBackpressure(BaseChatModel):
             with attempt:
                 async with self.controller.aslot(tokens=tokens) as passage:
                     message = await self.bound.ainvoke(input, config, **kwargs)
-                    _report(passage, message)
+                    passage.answered(headers=response_headers(message))
         return message
 
     def stream(  # type: ignore[override]
@@ -268,7 +266,7 @@ class AdaptiveBackpressure(BaseChatModel):
                 yield headers.seen(first)
                 for chunk in chunks:
                     yield headers.seen(chunk)
-            headers.report(passage)
+            passage.answered(headers=headers.value)
 
     async def astream(  # type: ignore[override]
         self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
@@ -291,7 +289,7 @@ class AdaptiveBackpressure(BaseChatModel):
                 yield headers.seen(first)
                 async for chunk in chunks:
                     yield headers.seen(chunk)
-            headers.report(passage)
+            passage.answered(headers=headers.value)
 
 
 def _as_chunk(message: BaseMessage) -> AIMessageChunk:
@@ -305,39 +303,16 @@ def _as_chunk(message: BaseMessage) -> AIMessageChunk:
     )
 
 
-def _report(passage: Passage, message: BaseMessage) -> None:
-    """Report an answer: its headers, and its output tokens (latency is judged per token)."""
-    passage.answered(headers=response_headers(message), output_tokens=output_tokens_of([message]))
-
-
 class _Headers:
-    """What a stream's chunks tell the controller (the twins share this reading): the first
-    response headers, and the output tokens (the usage reported, else one per chunk)."""
+    """The first response headers a stream's chunks carry (the twins share this reading)."""
 
     def __init__(self) -> None:
         self.value: Mapping[str, str] | None = None
-        self._reported = 0
-        self._pieces = 0
 
     def seen(self, chunk: BaseMessage) -> BaseMessage:
-        """Note ``chunk``'s headers if none were seen yet, and its tokens; return the chunk."""
+        """Note ``chunk``'s headers if none were seen yet; return the chunk."""
         self.value = self.value or response_headers(chunk)
-        tokens = output_tokens_of([chunk])
-        if _usage(chunk):
-            self._reported += tokens or 0
-        else:  # a chunk that carries anything is about one token
-            self._pieces += tokens is not None
         return chunk
-
-    def report(self, passage: Passage) -> None:
-        """Report the stream's answer to the controller."""
-        tokens = self._reported or self._pieces
-        passage.answered(headers=self.value, output_tokens=tokens or None)
-
-
-def _usage(chunk: BaseMessage) -> bool:
-    usage = getattr(chunk, "usage_metadata", None)
-    return bool(usage and usage.get("output_tokens"))
 
 
 def _close(chunks: Iterator[BaseMessage]) -> None:
