@@ -22,9 +22,6 @@ from multiagent._metrics import Sample
 from multiagent.models._bp_types import BackpressureConfig, BackpressureState
 from multiagent.models._window import OutcomeWindow
 
-#: A rise still this share of the one a cut answered means the cut did not help.
-_STILL = 0.75
-
 _GAUGES = (
     "limit",
     "in_flight",
@@ -64,11 +61,6 @@ class TokenLatency:
         self._recent: deque[float] = deque(maxlen=recent)
         self._history: deque[float] = deque(maxlen=history)
         self._since = -math.inf
-        self._cut_for = math.nan  # the rise a cut of the limit answered, until judged again
-        self._round_trips: deque[float] = deque(maxlen=recent)
-        self._backlog: deque[float] = deque(maxlen=recent)  # sent before a cut, answered after
-        #: the rise whose cut the last judgement found useless (to undo; NaN: none)
-        self.undo = math.nan
 
     @property
     def known(self) -> bool:
@@ -78,48 +70,22 @@ class TokenLatency:
     def add(self, *, sent_at: float, rtt_s: float, output_tokens: int) -> None:
         """Record an answer of ``output_tokens`` tokens sent at ``sent_at``, ``rtt_s`` long."""
         per_token = max(rtt_s, 0.0) / max(1, output_tokens)
-        self._round_trips.append(max(rtt_s, 0.0))
         if sent_at >= self._since:
             self._recent.append(per_token)
-        elif not math.isnan(self._cut_for):
-            self._backlog.append(per_token)
         self._history.append(per_token)
 
     def rise(self, *, min_samples: int) -> float:
         """Recent seconds per token over the usual ones; NaN with fewer than ``min_samples``."""
-        # after a cut, two answers tell whether it helped: at a cut limit answers come slowly
-        need = min(2, min_samples) if not math.isnan(self._cut_for) else min_samples
-        if len(self._recent) < max(1, need):
+        if len(self._recent) < max(1, min_samples):
             return math.nan
         usual = min(self._history)
         recent = statistics.median(self._recent)
-        rise = recent / usual if usual > 0 else math.nan
-        cut_for, self._cut_for = self._cut_for, math.nan
-        before = statistics.median(self._backlog) / usual if self._backlog else cut_for
-        self._backlog.clear()
-        if rise >= _STILL * before:
-            # a cut of the limit to what a queue would let through left seconds per token
-            # where they were (against answers sent just before it: a queue's backlog): no
-            # queue, the model got slower (BBR's ProbeRTT: a round trip that stays long with
-            # little in flight is the new floor); it becomes the usual figure
-            self._history.clear()
-            self._history.extend(self._recent)
-            self.undo = cut_for
-            return 1.0
-        return rise
+        return recent / usual if usual > 0 else math.nan
 
-    def judged(self, *, at: float, cut_for: float = math.nan) -> None:
-        """The limit changed at ``at``: the next judgement reads answers sent from then on.
-
-        ``cut_for``: the limit was cut for this rise; if the next judgement finds about the
-        same rise, the cut did not help and the recent figure becomes the usual one. That
-        judgement reads answers sent a round trip after the cut: a queue's backlog, sent
-        before it, has drained by then, and what was sent after no longer waits behind it.
-        """
+    def judged(self, *, at: float) -> None:
+        """The limit changed at ``at``: the next judgement reads answers sent from then on."""
         self._recent.clear()
-        drain = max(self._round_trips, default=0.0) if not math.isnan(cut_for) else 0.0
-        self._since = at + drain
-        self._cut_for = cut_for
+        self._since = at
 
 
 def output_tokens_of(messages: Sequence[BaseMessage]) -> int | None:
@@ -139,14 +105,11 @@ def output_tokens_of(messages: Sequence[BaseMessage]) -> int | None:
 @dataclass(frozen=True)
 class Health:
     """A tick's reading: whether to cut the concurrency limit (by which factor), or whether it
-    may grow; ``rise``: the rise of seconds per token that made it unhealthy (NaN otherwise);
-    ``restore``: the factor that undoes a cut which did not bring seconds per token down."""
+    may grow."""
 
     unhealthy: bool
     scale: float = 1.0
     may_grow: bool = True
-    rise: float = math.nan
-    restore: float = 1.0
 
 
 def read_health(
@@ -170,11 +133,8 @@ def read_health(
         rise = latency.rise(min_samples=config.latency_samples)
         if rise != rise:
             return Health(unhealthy=False, may_grow=False)
-        undo, latency.undo = latency.undo, math.nan
-        if not math.isnan(undo):  # the last cut did not help: give back what it took
-            return Health(unhealthy=False, restore=1.0 / min(config.limit_backoff, 1.0 / undo))
         if rise > config.latency_rise:
-            return Health(unhealthy=True, scale=min(config.limit_backoff, 1.0 / rise), rise=rise)
+            return Health(unhealthy=True, scale=min(config.limit_backoff, 1.0 / rise))
         return Health(unhealthy=False, may_grow=rise <= (1.0 + config.latency_rise) / 2)
     p95 = window.rtt(now, 0.95)
     slow = enough and p95 == p95 and p95 > config.rtt_threshold_s

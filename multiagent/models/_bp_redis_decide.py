@@ -274,14 +274,12 @@ def on_tick(
     if health.unhealthy:
         if now - snap.num("lastcut") >= config.window_s / 2:
             limit = max(float(config.min_concurrency), limit * health.scale)
-            latency.judged(at=now, cut_for=health.rise)
+            latency.judged(at=now)
             mult = min(config.max_wait_multiplier, mult * 1.5)
             decision.fields.update(lastcut=repr(now), lcuts=str(int(snap.num("lcuts")) + 1))
             decision.rebook = True
     else:
         mult = max(1.0, mult / 1.25)
-        if health.restore > 1.0:
-            limit = min(float(config.concurrency_cap), limit * health.restore)
         pace = pace_of(snap, config)
         saturated = snap.fields.get("f_sat") == "1" and health.may_grow
         rtt_s = p95 if health.may_grow else math.nan  # no floor sized by a queue's round trips

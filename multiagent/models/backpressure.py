@@ -334,13 +334,11 @@ class BackpressureController(Waiting):
         if health.unhealthy:
             if now - self._last_limit_cut >= cfg.window_s / 2:
                 self._cut_limit(now, scale=health.scale)
-                self._latency.judged(at=now, cut_for=health.rise)
+                self._latency.judged(at=now)
                 self.multiplier = min(cfg.max_wait_multiplier, self.multiplier * 1.5)
                 self._rebook()
             return self._epoch != epoch
         self.multiplier = max(1.0, self.multiplier / 1.25)
-        if health.restore > 1.0:
-            self.limit = min(float(cfg.concurrency_cap), self.limit * health.restore)
         before = self.limit
         self.limit = fit_limit(
             self.limit,

@@ -46,17 +46,14 @@ def serve(
     answers: int,
     lengths: Iterable[int],
     report_tokens: bool = True,
-    slower_from: int | None = None,
 ) -> list[int]:
     """Keep the controller's limit of requests in flight; return how many were in flight at
-    each answer. A serial model starts a request when the previous one is done; from answer
-    ``slower_from`` on, the model takes four times as long per token."""
+    each answer. A serial model starts a request when the previous one is done."""
     sizes = itertools.cycle(lengths)
     pending: list[tuple[float, Ticket, int]] = []
     free_at = clock.now
     in_flight: list[int] = []
-    for answer in range(answers):
-        per_token_s = PER_TOKEN_S * (4 if slower_from is not None and answer >= slower_from else 1)
+    for _ in range(answers):
         while True:
             ticket = ctl.request()
             wait = ctl.poll(ticket)
@@ -65,7 +62,7 @@ def serve(
                 break
             tokens = next(sizes)
             start = max(clock.now, free_at) if serial else clock.now
-            finish = start + PREFILL_S + tokens * per_token_s
+            finish = start + PREFILL_S + tokens * PER_TOKEN_S
             free_at = finish if serial else free_at
             pending.append((finish, ticket, tokens))
         pending.sort(key=lambda item: item[0])
@@ -137,15 +134,3 @@ def test_output_tokens_come_from_usage_else_from_the_chunks() -> None:
     chunks = [AIMessageChunk(content=piece) for piece in ("a", "b", "", "c")]
     assert output_tokens_of(chunks) == 3
     assert output_tokens_of([]) is None
-
-
-def test_a_model_that_gets_slower_is_not_read_as_a_queue() -> None:
-    # a parallel model whose seconds per token quadruple (a bigger load on the provider's
-    # side): the latency cut comes, does not bring seconds per token down, and is undone
-    clock = FakeClock()
-    ctl = make(clock)
-    in_flight = serve(ctl, clock, serial=False, answers=140, lengths=(50,), slower_from=60)
-    state = ctl.state()
-    assert state.limit_cuts == 1  # the rise was taken for a queue once
-    assert state.limit == 8  # and given back when the cut changed nothing
-    assert in_flight[-10:] == [8] * 10
