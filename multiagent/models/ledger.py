@@ -91,19 +91,31 @@ class CallRecord:
 
 def totals_of(records: Iterable[CallRecord]) -> dict[str, Any]:
     """Calls, tokens, cost, cache hits, failures and retries of ``records``, JSON-ready."""
-    calls = list(records)
-    counted = {o: sum(1 for c in calls if c.outcome == o) for o in OUTCOMES}
+    # one pass: a node's usage is read from its records after every call it makes
+    calls = tokens_in = tokens_out = retries = 0
+    cost = latency = saved = 0.0
+    counted = dict.fromkeys(OUTCOMES, 0)
+    for c in records:
+        calls += 1
+        tokens_in += c.input_tokens
+        tokens_out += c.output_tokens
+        cost += c.cost_usd
+        saved += c.saved_usd
+        retries += max(0, c.attempts - 1)
+        counted[c.outcome] += 1
+        if c.outcome == "ok":
+            latency += c.latency_s
     return {
-        "calls": len(calls),
-        "input_tokens": sum(c.input_tokens for c in calls),
-        "output_tokens": sum(c.output_tokens for c in calls),
-        "cost_usd": round(sum(c.cost_usd for c in calls), 8),
+        "calls": calls,
+        "input_tokens": tokens_in,
+        "output_tokens": tokens_out,
+        "cost_usd": round(cost, 8),
         "cache_hits": counted["cached"],
         "errors": counted["error"],
         "cancelled": counted["cancelled"],
-        "retries": sum(max(0, c.attempts - 1) for c in calls),
-        "latency_s": round(sum(c.latency_s for c in calls if c.outcome == "ok"), 6),
-        "saved_usd": round(sum(c.saved_usd for c in calls), 8),
+        "retries": retries,
+        "latency_s": round(latency, 6),
+        "saved_usd": round(saved, 8),
     }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -32,23 +33,45 @@ def _encoding() -> tiktoken.Encoding:
 
 
 def count_tokens(text: str) -> int:
-    """Tokens of ``text`` (special-token markers counted as plain text)."""
+    """Tokens of ``text`` (special-token markers counted as plain text).
+
+    The text is counted line by line where a line break is followed by a printable ASCII
+    character: no piece of the encoding's pre-tokenisation spans such a break (a piece holding a
+    line break ends with it; see :data:`_BREAK`), so the sum over the lines is exactly the
+    count of the whole. Lines are remembered, and prompts repeat most of theirs: a run's task
+    heads every agent's prompt, a transcript or a tool loop re-sends earlier turns.
+    """
     if not text:
         return 0
-    if len(text) <= _MEMO_MAX_CHARS:
+    if len(text) <= _MEMO_MAX_CHARS and "\n" not in text:
         return _count_memoised(text)
-    return _count(text)
+    total = 0
+    start = 0
+    for found in _BREAK.finditer(text):
+        total += _count_line(text[start : found.end()])
+        start = found.end()
+    return total + _count_line(text[start:])
+
+
+def _count_line(line: str) -> int:
+    return _count_memoised(line) if len(line) <= _MEMO_MAX_CHARS else _count(line)
 
 
 def _count(text: str) -> int:
     return len(_encoding().encode(text, disallowed_special=()))
 
 
-#: Texts up to this long are remembered: agents' system prompts and tool definitions repeat on
-#: every call, and tiktoken costs about 20 µs per 100 words; longer texts (documents, a
-#: synthesis of contributions) rarely repeat and would only fill the memo.
+#: A line break followed by a printable, non-space ASCII character. In ``cl100k_base``'s
+#: pattern a piece that holds a line break either ends with it (``\s*[\r\n]``, trailing line
+#: breaks of punctuation) or is all whitespace; none continues into a visible character, so the
+#: text splits here without changing a single piece. (Any other character after the break, a
+#: non-ASCII one included, leaves the text unsplit: still exact, only less remembered.)
+_BREAK = re.compile(r"\n(?=[!-~])")
+#: Lines up to this long are remembered: agents' system prompts, tasks, tool definitions and
+#: earlier turns repeat on every call, and tiktoken costs about 20 µs per 100 words; longer
+#: lines rarely repeat and would only fill the memo.
 _MEMO_MAX_CHARS = 8192
-_count_memoised = functools.lru_cache(maxsize=2048)(_count)
+_count_memoised = functools.lru_cache(maxsize=8192)(_count)
 
 
 def _message_text(message: BaseMessage) -> str:
