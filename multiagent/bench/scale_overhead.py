@@ -99,18 +99,17 @@ def run_redis_overhead(
     missing = unavailable_reason("shared_adaptive")
     if not missing:
         module = importlib.import_module(REDIS_CONTROLLER_MODULE)
-        variants.append(
-            (
-                SHARED,
-                module.shared_redis_controller(
-                    provider=f"bench-overhead-{uuid.uuid4().hex[:8]}",
-                    model="gpt-4o-mini",
-                    base_url="http://127.0.0.1:9/v1",
-                    config=_config(),
-                    redis_url=redis_url,
-                ),
+
+        def shared() -> Any:
+            # each variant its own key: one's state must not pace the other
+            return module.shared_redis_controller(
+                provider=f"bench-overhead-{uuid.uuid4().hex[:8]}",
+                model="gpt-4o-mini",
+                base_url="http://127.0.0.1:9/v1",
+                config=_config(),
+                redis_url=redis_url,
             )
-        )
+
         from multiagent._redis import open_redis
         from multiagent.models.budget_redis import RedisBudget, budget_key
 
@@ -118,21 +117,8 @@ def run_redis_overhead(
             open_redis(redis_url), key=budget_key("batch", f"bench-{uuid.uuid4().hex[:8]}"),
             cap_usd=10.0**9, label="batch budget",
         )  # fmt: skip
-        variants.append(
-            (
-                WITH_BUDGET,
-                _Budgeted(
-                    module.shared_redis_controller(
-                        provider=f"bench-overhead-{uuid.uuid4().hex[:8]}",
-                        model="gpt-4o-mini",
-                        base_url="http://127.0.0.1:9/v1",
-                        config=_config(),
-                        redis_url=redis_url,
-                    ),
-                    budget,
-                ),
-            )
-        )
+        variants.append((SHARED, shared()))
+        variants.append((WITH_BUDGET, _Budgeted(shared(), budget)))
     deployment = f"bench-overhead-{uuid.uuid4().hex[:8]}"
     variants.append(
         (STAND_IN, LiteLLMCounterController(

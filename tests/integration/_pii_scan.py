@@ -6,11 +6,13 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import logging
 import shutil
 import sqlite3
 import tarfile
 import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 RAW = {
@@ -104,4 +106,34 @@ def leaks(sources: Iterator[tuple[str, bytes]]) -> list[str]:
     needles = _needles()
     return sorted(
         {f"{where}: {kind}" for where, data in sources for kind, n in needles.items() if n in data}
+    )
+
+
+@dataclass(frozen=True)
+class Kept:
+    """Everything a run left behind: stored bytes, log messages and exported spans."""
+
+    files: list[tuple[str, bytes]]
+    logged: list[tuple[str, bytes]]
+    traced: list[tuple[str, bytes]]
+
+    @property
+    def file_names(self) -> set[str]:
+        """Base names of the stored files searched (a database's cells count as its file)."""
+        return {Path(where.split(":")[0].split("|")[0]).name for where, _ in self.files}
+
+    def everything(self) -> Iterator[tuple[str, bytes]]:
+        """Every source searched, in one stream."""
+        return iter([*self.files, *self.logged, *self.traced])
+
+
+def kept_after_run(
+    home: Path, scratch: Path, records: list[logging.LogRecord], otlp_bodies: list[bytes]
+) -> Kept:
+    """What to search once the commands ran: ``home``'s bytes, the log records, the OTLP bodies."""
+    scratch.mkdir(exist_ok=True)
+    return Kept(
+        files=list(stored_bytes(home, scratch)),
+        logged=[(f"log {r.name}", r.getMessage().encode()) for r in records],
+        traced=[("otlp", body) for body in otlp_bodies],
     )

@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from multiagent.cli import app
-from tests.integration._pii_scan import PII_TEXT, RAW, leaks, stored_bytes
+from tests.integration._pii_scan import PII_TEXT, RAW, kept_after_run, leaks, stored_bytes
 
 
 def _every_workflow(tmp_path: Path) -> list[tuple[str, bytes]]:
@@ -67,19 +67,15 @@ def test_nothing_raw_is_stored_printed_logged_or_traced(
     monkeypatch.setenv("MULTIAGENT_ENV", "prod_balanced")
     caplog.set_level(logging.DEBUG)
     outputs = _every_workflow(tmp_path)
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    files = list(stored_bytes(isolated_env, scratch))
+    kept = kept_after_run(isolated_env, tmp_path / "scratch", caplog.records, otlp_bodies)
     # the search sees what it must: the data directory holds all these stores
-    names = {Path(where.split(":")[0].split("|")[0]).name for where, _ in files}
+    names = kept.file_names
     assert {"checkpoints.sqlite", "chroma.sqlite3", "metrics.sqlite", "cache.db"} <= names
-    assert any("snapshots" in where and "|gunzip" in where for where, _ in files)
-    assert any("backups" in where for where, _ in files)
-    assert any(":embedding_fulltext_search" in where for where, _ in files)
-    assert otlp_bodies
-    logged = [(f"log {r.name}", r.getMessage().encode()) for r in caplog.records]
-    traced = [("otlp", body) for body in otlp_bodies]
-    assert leaks(iter([*files, *outputs, *logged, *traced])) == []
+    assert any("snapshots" in where and "|gunzip" in where for where, _ in kept.files)
+    assert any("backups" in where for where, _ in kept.files)
+    assert any(":embedding_fulltext_search" in where for where, _ in kept.files)
+    assert kept.traced
+    assert leaks(iter([*kept.everything(), *outputs])) == []
     # and what was redacted is visible as such
     assert b"[REDACTED_EMAIL]" in outputs[0][1]
 

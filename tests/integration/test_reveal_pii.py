@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from multiagent.cli import app
-from tests.integration._pii_scan import PII_TEXT, RAW, leaks, stored_bytes
+from tests.integration._pii_scan import PII_TEXT, RAW, kept_after_run, leaks
 
 #: The simulator echoes the first words of a prompt: the e-mail there reaches every output.
 TEXT = f"Mail {RAW['email']} today. {PII_TEXT}"
@@ -55,17 +55,12 @@ def test_the_final_output_shows_the_values_and_nothing_stored_holds_them(
     assert RAW["email"] in final
     assert "<EMAIL_1>" not in final
 
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    files = list(stored_bytes(isolated_env, scratch))
-    names = {Path(where.split(":")[0].split("|")[0]).name for where, _ in files}
-    assert {"checkpoints.sqlite", "chroma.sqlite3", "cache.db"} <= names
-    assert otlp_bodies
-    logged = [(f"log {r.name}", r.getMessage().encode()) for r in caplog.records]
-    traced = [("otlp", body) for body in otlp_bodies]
-    assert leaks(iter([*files, *logged, *traced])) == []
+    kept = kept_after_run(isolated_env, tmp_path / "scratch", caplog.records, otlp_bodies)
+    assert {"checkpoints.sqlite", "chroma.sqlite3", "cache.db"} <= kept.file_names
+    assert kept.traced
+    assert leaks(kept.everything()) == []
     # what is stored is the placeholder, numbered per kind: the mapping itself is nowhere
-    checkpoints = [data for where, data in files if "checkpoints.sqlite" in where]
+    checkpoints = [data for where, data in kept.files if "checkpoints.sqlite" in where]
     assert any(b"<EMAIL_1>" in data for data in checkpoints)
     assert any(b"<PHONE_1>" in data for data in checkpoints)
 
