@@ -39,6 +39,7 @@ from multiagent.persistence._collections import (
     recover_rebuilds,
 )
 from multiagent.persistence._files import FileLock
+from multiagent.persistence._note_journal import NoteJournal, journal_dir
 from multiagent.persistence.checkpointer import ensure_home
 from multiagent.persistence.embeddings import embedder_name, load_embeddings
 from multiagent.policies import Settings
@@ -170,6 +171,25 @@ class ChromaAgentMemory(ChromaMemoryStore):
         # collection handles, each looked up (and re-embedded if needed) once per process
         self._handles: dict[str, Any] = {}
         self._handles_lock = threading.RLock()
+        self.journal = NoteJournal(journal_dir(path))
+        try:
+            self._write_orphans()
+        except BaseException:
+            self.close()
+            raise
+
+    def _write_orphans(self) -> None:
+        """Write the notes that processes now gone queued but never wrote, then forget them."""
+        orphans = self.journal.claim_orphans()
+        if orphans:
+            self.remember_all([note for _row, note in orphans])
+            self.journal.delete([row for row, _note in orphans])
+            logger.info("agent memory: wrote %d notes a stopped process had queued", len(orphans))
+
+    def close(self) -> None:
+        """Release the Chroma client and the notes journal (their files stay)."""
+        self.journal.close()
+        super().close()
 
     def _collection(self, agent: str, *, create: bool) -> Any | None:
         """``agent``'s collection (re-embedded first if another embedder wrote it)."""

@@ -13,7 +13,10 @@ rest to one daemon thread, which then writes what the agents remember:
 - ``remember`` checks its arguments, queues the note and returns: the thread writes the notes
   queued meanwhile in one batch (one embedding pass, one upsert per agent) while other agents'
   and the synthesizer's model calls are out, instead of on the agent's own path. A write that
-  fails is raised by the next ``recall`` or ``remember``, or by :meth:`close`.
+  fails is raised by the next ``recall`` or ``remember``, or by :meth:`close`. The note is
+  committed to a write-ahead journal (:mod:`multiagent.persistence._note_journal`) before
+  ``remember`` returns, so a process killed before the thread wrote it loses nothing: the next
+  store that opens writes it.
 
 Imports and embeddings hold the GIL (numpy's BLAS excepted): the thread gains only where it
 overlaps a real wait, the model calls' latency. :meth:`close` writes what is still queued.
@@ -31,6 +34,7 @@ from langchain_core.embeddings import Embeddings
 from multiagent.errors import UsageError
 from multiagent.persistence._chroma_open import has_collection
 from multiagent.persistence._collections import Note, check_agent, collection_name, make_note
+from multiagent.persistence._note_journal import NoteJournal, journal_dir
 from multiagent.persistence.checkpointer import ensure_home
 from multiagent.persistence.embeddings import load_embeddings
 from multiagent.policies import Settings
@@ -61,7 +65,11 @@ class BackgroundAgentMemory:
         self._raised = False
         self._used = False
         self._ready = threading.Event()
-        self._notes: queue.SimpleQueue[Note | None] = queue.SimpleQueue()
+        self._notes: queue.SimpleQueue[tuple[int, Note] | None] = queue.SimpleQueue()
+        self._journal = NoteJournal(journal_dir(self.path))
+        #: Cleared, the thread holds queued notes back (tests kill the process meanwhile).
+        self.writes_allowed = threading.Event()
+        self.writes_allowed.set()
         self._written = threading.Condition()
         self._pending = 0
         self._remembered: set[str] = set()
@@ -94,17 +102,19 @@ class BackgroundAgentMemory:
                     batch.append(self._notes.get_nowait())
                 except queue.Empty:
                     break
-            notes = [note for note in batch if note is not None]
+            notes = [entry for entry in batch if entry is not None]
             if notes:
+                self.writes_allowed.wait()
                 self._write(notes)
             if len(notes) < len(batch):
                 return
 
-    def _write(self, notes: list[Note]) -> None:
+    def _write(self, notes: list[tuple[int, Note]]) -> None:
         try:
             if self._memory is None:
                 raise self._error or RuntimeError("agent memory is not open")
-            self._memory.remember_all(notes)
+            self._memory.remember_all([note for _row, note in notes])
+            self._journal.delete([row for row, _note in notes])
         except BaseException as exc:  # raised by the next call, or by close
             if self._write_error is None:
                 self._write_error = exc
@@ -155,7 +165,9 @@ class BackgroundAgentMemory:
         with self._written:
             if agent in self._remembered:
                 return False
-        return has_collection(self.path, collection_name(agent)) is False
+        if has_collection(self.path, collection_name(agent)) is not False:
+            return False
+        return not self._journal.holds(agent)  # a stopped process's note is written on open
 
     def recall(self, agent: str, query: str, *, k: int = 3) -> list[str]:
         """Return up to ``k`` texts of ``agent``'s memory, the most relevant to ``query`` first."""
@@ -173,15 +185,19 @@ class BackgroundAgentMemory:
         self, agent: str, texts: list[str], *, metadata: dict[str, str] | None = None
     ) -> None:
         """Queue ``texts`` for ``agent``'s memory, with ``metadata`` on each (checked now)."""
+        from multiagent.persistence.memory import item_id
+
         note = make_note(agent, texts, metadata=metadata)
         self._raise_write_error()
         if not note.texts:
             return
         self._used = True
+        # committed before this returns: a crash before the thread writes it loses nothing
+        row = self._journal.append(note, [item_id(agent, text) for text in note.texts])
         with self._written:
             self._pending += 1
             self._remembered.add(agent)
-        self._notes.put(note)
+        self._notes.put((row, note))
 
     def close(self) -> None:
         """Write what is queued, stop the thread and close the store it opened.
@@ -195,6 +211,7 @@ class BackgroundAgentMemory:
         if self._thread.is_alive():
             self._notes.put(None)
         self._thread.join()
+        self._journal.close()
         if self._memory is not None:
             self._memory.close()
         if self._write_error is not None:
