@@ -14,7 +14,8 @@ decorator only marks the method (as it does once checked) and the exporter's cla
 the real one until someone makes one, which then imports the real module and returns its
 exporter. Both stand-ins are in place only while Chroma's modules are first imported, under a
 lock; a process that imported them before (the project's tracing imports the same exporter
-when asked for OTLP over gRPC) keeps its own.
+when asked for OTLP over gRPC) keeps its own. Should that import fail (a later Chroma that
+imports another name from the exporter's module, say), Chroma is imported plainly instead.
 
 :func:`has_collection` answers from Chroma's SQLite file, without importing Chroma, whether a
 collection exists: a run whose agents have no memory yet needs Chroma only to write.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import sqlite3
 import sys
 import threading
@@ -37,6 +39,10 @@ from typing import Any
 CHROMA_SQLITE = "chroma.sqlite3"
 _OTLP_SPANS = "opentelemetry.exporter.otlp.proto.grpc.trace_exporter"
 _lean_lock = threading.Lock()
+_fell_back = False
+#: Chroma's modules a first persistent client needs (the client imports the last two on open).
+_FIRST_OPEN = ("chromadb", "chromadb.api.rust", "chromadb.telemetry.product.posthog")
+logger = logging.getLogger("multiagent.persistence.memory")
 
 
 def _marked(method: Any = None, **_checks: Any) -> Any:
@@ -81,19 +87,47 @@ def _lean_chroma_import() -> Iterator[None]:
         finally:
             overrides.override, overrides.overrides = saved
             if stand_in and getattr(sys.modules.get(_OTLP_SPANS), "__file__", None) is None:
-                del sys.modules[_OTLP_SPANS]  # the next import of it finds the real one
+                sys.modules.pop(_OTLP_SPANS, None)  # the next import of it finds the real one
+
+
+def _forget_chroma_modules() -> None:
+    """Drop Chroma's modules from ``sys.modules`` (a failed import left some half made)."""
+    for name in [n for n in sys.modules if n == "chromadb" or n.startswith("chromadb.")]:
+        del sys.modules[name]
+
+
+def _import_chroma() -> None:
+    """Import Chroma and the modules its client's first open needs, lean the first time.
+
+    The lean import leans on how this version of Chroma imports (see the module's docstring).
+    If it fails, whatever a future Chroma changed, the stand-ins are gone (the context's
+    ``finally``), the half-imported modules are dropped and Chroma is imported plainly.
+    """
+    global _fell_back
+    if not _fell_back:
+        try:
+            with _lean_chroma_import():
+                for name in _FIRST_OPEN:
+                    importlib.import_module(name)
+            return
+        except Exception as exc:
+            with _lean_lock:
+                _forget_chroma_modules()
+                if not _fell_back:
+                    _fell_back = True
+                    logger.debug("lean Chroma import failed (%r); importing it plainly", exc)
+    importlib.import_module("chromadb")  # the first open imports the rest
 
 
 def open_persistent_client(path: Path) -> Any:
     """A Chroma persistent client at ``path`` with anonymized telemetry off."""
-    with _lean_chroma_import():
-        import chromadb
-        from chromadb.config import Settings as ChromaSettings
+    _import_chroma()
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
 
-        # the client's system imports its components (the Rust bindings) on first open
-        return chromadb.PersistentClient(
-            path=str(path), settings=ChromaSettings(anonymized_telemetry=False)
-        )
+    return chromadb.PersistentClient(
+        path=str(path), settings=ChromaSettings(anonymized_telemetry=False)
+    )
 
 
 def has_collection(path: Path, name: str) -> bool | None:
