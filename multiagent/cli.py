@@ -9,6 +9,7 @@ resume it); ``--version`` prints the installed package's version.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated, Any
 
@@ -159,6 +160,23 @@ app.add_typer(batch_app, name="batch")
 install_audit(app)  # last: audits every command above, mounts `audit`
 
 
+#: BLAS thread pools the CLI sets to one thread unless the user set them (numpy reads these
+#: when it is first imported, which ``import multiagent.cli`` does not do).
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def one_blas_thread() -> None:
+    """Run numpy's BLAS on one thread in this process, unless the user chose otherwise.
+
+    The CLI's numpy work is embedding one short text at a time for agent memory: BLAS threads
+    gain nothing there, and on a busy machine their spinning and hand-overs cost more CPU than
+    the embedding itself (agents embed at once on their own threads, numpy releasing the GIL).
+    """
+    for name in BLAS_THREAD_VARIABLES:
+        os.environ.setdefault(name, "1")
+
+
 def main() -> None:
     """Console-script entry point."""
+    one_blas_thread()  # before anything imports numpy
     app()

@@ -14,10 +14,10 @@ The run's own ``timings.total_s`` (the graph, including the simulated model's la
 each wall time into *run* and *start-up* (interpreter, imports, settings, opening stores,
 exit); the process's CPU time (user + system) is reported beside it, being less sensitive than
 wall time to other work on the machine. Probes in separate processes show where start-up
-goes: the interpreter alone, importing the CLI, the modules a workflow imports, Chroma,
-reading the embedder, one embedding. When sentence-transformers is installed a last probe
-loads the same model through it and torch, which is what every run with memory paid before
-the embedder moved to numpy.
+goes: the interpreter alone, importing the CLI, the modules a workflow imports, importing
+Chroma and opening a new store with it, reading the embedder, one embedding. When
+sentence-transformers is installed a last probe loads the same model through it and torch,
+which is what every run with memory paid before the embedder moved to numpy.
 
 The package's bytecode is compiled first, as installing it does (``pip`` writes ``.pyc`` files):
 where ``PYTHONDONTWRITEBYTECODE`` is set and the package is a source tree, every run would
@@ -51,13 +51,16 @@ _TIMEOUT_S = 300.0
 
 # Each probe prints one JSON object of phase → seconds, timed inside the process.
 _PROBE_IMPORTS = """
-import json, time
+import json, os, time
+from pathlib import Path
 t0 = time.perf_counter()
 import multiagent.cli
 t1 = time.perf_counter()
 import multiagent.graphs.execute, multiagent.graphs.orchestration, multiagent.sim.model
 t2 = time.perf_counter()
-import multiagent.persistence.memory
+from multiagent.persistence.memory import open_chroma_client
+# a new store each probe (as a first run with memory opens), in the bench's own data directory
+client = open_chroma_client(Path(os.environ["MULTIAGENT_HOME"]) / f"chroma-{os.getpid()}")
 t3 = time.perf_counter()
 from multiagent.persistence.embeddings import embedder_name, load_embeddings
 e = load_embeddings("auto")
@@ -65,7 +68,8 @@ getattr(e, "load", lambda: None)()
 t4 = time.perf_counter()
 e.embed_query(TASK)
 t5 = time.perf_counter()
-print(json.dumps({"cli_import": t1 - t0, "workflow_imports": t2 - t1, "chroma_import": t3 - t2,
+client.close()
+print(json.dumps({"cli_import": t1 - t0, "workflow_imports": t2 - t1, "chroma_open": t3 - t2,
                   "embedder_load": t4 - t3, "first_embedding": t5 - t4,
                   "embedder": embedder_name(e)}))
 """

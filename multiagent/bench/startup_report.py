@@ -77,8 +77,8 @@ def startup_markdown(result: dict[str, Any]) -> str:
                         _ms(imports["workflow_imports"]),
                     ),
                     (
-                        "import Chroma and the memory store (memory on only)",
-                        _ms(imports["chroma_import"]),
+                        "import Chroma and open a new store (memory on only)",
+                        _ms(imports["chroma_open"]),
                     ),
                     (f"read the embedder ({imports['embedder']})", _ms(imports["embedder_load"])),
                     ("first embedding of the task", _ms(imports["first_embedding"])),
@@ -120,7 +120,8 @@ def _reading(result: dict[str, Any]) -> str:
     if "imports" in probes:
         imports = probes["imports"]
         parts.append(
-            f"Memory costs a run Chroma's import ({_ms(imports['chroma_import'])} ms), reading "
+            f"Memory costs a run importing Chroma and opening its store "
+            f"({_ms(imports['chroma_open'])} ms), reading "
             f"the model ({_ms(imports['embedder_load'])} ms) and an embedding per recall and "
             "per remember; the CLI opens Chroma and reads the model on a background thread "
             "while the graph compiles and the planner's call is out, so only what the "

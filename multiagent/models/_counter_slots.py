@@ -60,6 +60,26 @@ def _read(path: Path) -> dict[str, int]:
     return counts
 
 
+def owner_dead(path: Path) -> bool:
+    """Whether no process holds ``path``'s ``flock`` (its owner died or closed it).
+
+    An owner takes ``LOCK_EX`` on its file for as long as it lives; the kernel drops the lock
+    when the process dies, however it dies, and a reused pid cannot inherit it. A missing file
+    reads as not dead (its owner removed it after handing over what it held).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
 class SlotCounters:
     """This process's slot file in ``directory``, and the totals of every process's.
 
@@ -164,18 +184,7 @@ class SlotCounters:
 
     @staticmethod
     def _dead(path: Path) -> bool:
-        """Whether no process holds ``path``'s lock (its owner died or closed it)."""
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        finally:
-            os.close(fd)
-        return True
+        return owner_dead(path)
 
     def reset(
         self,

@@ -12,7 +12,8 @@ import hashlib
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 from multiagent.errors import MultiagentError, UsageError
 
@@ -44,6 +45,33 @@ def check_agent(agent: str) -> str:
     if not isinstance(agent, str) or not agent.strip() or len(agent) > 200:
         raise UsageError(f"invalid agent name {agent!r}; use 1-200 characters")
     return agent
+
+
+class Note(NamedTuple):
+    """Texts one agent remembers, checked, with the metadata stored on each of them."""
+
+    agent: str
+    texts: list[str]
+    metadata: dict[str, MetadataValue]
+
+
+def make_note(agent: str, texts: list[str], *, metadata: dict[str, str] | None = None) -> Note:
+    """Check what ``remember`` was given and stamp it with the time it was remembered.
+
+    Blank texts are dropped and repeats kept once; the metadata's keys and values must be
+    strings (a one-line :class:`~multiagent.errors.UsageError` otherwise).
+    """
+    check_agent(agent)
+    extra: dict[str, MetadataValue] = {}
+    for key, value in (metadata or {}).items():
+        if not isinstance(key, str) or not key or not isinstance(value, str):
+            raise UsageError(
+                f"invalid memory metadata {key!r}: {value!r}; keys and values must be strings"
+            )
+        extra[key] = value
+    kept = [t for t in dict.fromkeys(texts) if isinstance(t, str) and t.strip()]
+    extra.update({"agent": agent, "remembered_at": datetime.now(UTC).isoformat()})
+    return Note(agent, kept, extra)
 
 
 def agent_slug(agent: str) -> str:

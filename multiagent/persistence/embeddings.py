@@ -19,7 +19,7 @@ import math
 import re
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from langchain_core.embeddings import Embeddings
 
@@ -114,9 +114,7 @@ class MiniLMEmbeddings(Embeddings):
 
     def load(self) -> None:
         """Read the model now, weights paged in (agent memory does it on a background thread)."""
-        model = self._get_model()
-        with _one_blas_thread:
-            model.encode(["warm up"])  # touches every layer's weights once
+        self._get_model().encode(["warm up"])  # touches every layer's weights once
 
     def _get_model(self) -> NumpyMiniLM:
         with self._lock:
@@ -128,9 +126,9 @@ class MiniLMEmbeddings(Embeddings):
             return self._model
 
     def _encode(self, texts: list[str]) -> list[list[float]]:
-        model = self._get_model()
-        with _one_blas_thread:  # the weights are read-only: threads may embed at once
-            vectors = model.encode(texts)
+        # the weights are read-only: threads may embed at once. BLAS threads gain nothing on
+        # texts this short; the CLI runs BLAS on one thread (multiagent.cli.main)
+        vectors = self._get_model().encode(texts)
         return [[float(x) for x in row] for row in vectors]
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
@@ -140,46 +138,6 @@ class MiniLMEmbeddings(Embeddings):
     def embed_query(self, text: str) -> list[float]:
         """Embed a query."""
         return self._encode([text])[0]
-
-
-class _OneBlasThread:
-    """While any embedding runs, BLAS runs on the calling thread only (where threadpoolctl is).
-
-    Agent texts are short: more BLAS threads gain little on an idle machine and cost many
-    times the work on a busy one (their spinning threads wait for a core), while agents that
-    embed at once already run in parallel, numpy releasing the GIL. The limit is
-    process-wide, so it is counted: set when the first embedding starts, given back when the
-    last one ends, and numpy elsewhere keeps its threads the rest of the time.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._inside = 0
-        self._control: Any = None  # threadpoolctl's controller; False without it
-        self._limiter: Any = None
-
-    def __enter__(self) -> None:
-        with self._lock:
-            if self._control is None:
-                try:
-                    from threadpoolctl import ThreadpoolController
-                except ImportError:  # pragma: no cover - threadpoolctl comes with the extra
-                    self._control = False
-                else:
-                    self._control = ThreadpoolController()
-            if self._inside == 0 and self._control is not False:
-                self._limiter = self._control.limit(limits=1, user_api="blas")
-            self._inside += 1
-
-    def __exit__(self, *exc: object) -> None:
-        with self._lock:
-            self._inside -= 1
-            if self._inside == 0 and self._limiter is not None:
-                self._limiter.restore_original_limits()
-                self._limiter = None
-
-
-_one_blas_thread = _OneBlasThread()
 
 
 def minilm_model_path() -> Path | None:

@@ -1,8 +1,12 @@
 """Agent long-term memory: a Chroma persistent store under ``MULTIAGENT_HOME``.
 
 Nodes call :meth:`AgentMemory.recall` before an agent acts and :meth:`AgentMemory.remember`
-after it has answered; both go through langchain-chroma with the offline embedder of
-:mod:`multiagent.persistence.embeddings`. Each agent has its own collection. Writers hold the
+after it has answered; both use Chroma's collections directly (an upsert and a
+nearest-neighbour query, as langchain-chroma's ``add_texts`` and
+``similarity_search_with_score`` do, without looking the collection up on every call) with the
+offline embedder of :mod:`multiagent.persistence.embeddings`. Each agent has its own
+collection; the notes of several agents are written in one batch
+(:meth:`ChromaAgentMemory.remember_all`: one embedding pass, one upsert per agent). Writers hold the
 memory lock shared; maintenance (backup, vacuum, compaction, restore) holds it exclusively.
 """
 
@@ -10,30 +14,32 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from datetime import UTC, datetime
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol, Self, runtime_checkable
+from typing import Any, Protocol, Self, TypeVar, runtime_checkable
 
-import chromadb
-from chromadb.config import Settings as ChromaSettings
-from langchain_chroma import Chroma
 from langchain_core.embeddings import Embeddings
 
 from multiagent._scrub import scrub_heap
 from multiagent.errors import UsageError
+from multiagent.persistence._chroma_open import open_persistent_client
 from multiagent.persistence._collections import (
     COLLECTION_PREFIX,
     MemoryItems,
     MetadataValue,
+    Note,
     check_agent,
     collection_name,
     export_items,
     find_collection,
     is_staging,
+    make_note,
     rebuild_collection,
     recover_rebuilds,
 )
 from multiagent.persistence._files import FileLock
+from multiagent.persistence._note_journal import NoteJournal, journal_dir
 from multiagent.persistence.checkpointer import ensure_home
 from multiagent.persistence.embeddings import embedder_name, load_embeddings
 from multiagent.policies import Settings
@@ -43,6 +49,7 @@ logger = logging.getLogger("multiagent.persistence.memory")
 MEMORY_DIR = "chroma"
 MEMORY_LOCK = "chroma.lock"
 _TIE_MARGIN = 8
+T = TypeVar("T")
 
 
 @runtime_checkable
@@ -77,9 +84,7 @@ def open_chroma_client(path: Path) -> Any:
     would otherwise carry stale bytes of freed memory, raw input among them.
     """
     scrub_heap()
-    return chromadb.PersistentClient(
-        path=str(path), settings=ChromaSettings(anonymized_telemetry=False)
-    )
+    return open_persistent_client(path)
 
 
 def item_id(agent: str, text: str) -> str:
@@ -163,14 +168,80 @@ class ChromaAgentMemory(ChromaMemoryStore):
         super().__init__(path, lock=lock)
         self.embeddings = embeddings
         self.embedder = embedder_name(embeddings)
+        # collection handles, each looked up (and re-embedded if needed) once per process
+        self._handles: dict[str, Any] = {}
+        self._handles_lock = threading.RLock()
+        self.journal = NoteJournal(journal_dir(path))
+        try:
+            self._write_orphans()
+        except BaseException:
+            self.close()
+            raise
 
-    def _store(self, agent: str) -> Chroma:
-        return Chroma(
-            collection_name=collection_name(agent),
-            embedding_function=self.embeddings,
-            client=self.client,
-            collection_metadata=collection_metadata(agent, self.embedder),
-        )
+    def _write_orphans(self) -> None:
+        """Write the notes that processes now gone queued but never wrote, then forget them."""
+        orphans = self.journal.claim_orphans()
+        if orphans:
+            self.remember_all([note for _row, note in orphans])
+            self.journal.delete([row for row, _note in orphans])
+            logger.info("agent memory: wrote %d notes a stopped process had queued", len(orphans))
+
+    def close(self) -> None:
+        """Release the Chroma client and the notes journal (their files stay)."""
+        self.journal.close()
+        super().close()
+
+    def _collection(self, agent: str, *, create: bool) -> Any | None:
+        """``agent``'s collection (re-embedded first if another embedder wrote it)."""
+        name = collection_name(agent)
+        with self._handles_lock:
+            found = self._handles.get(name)
+            if found is not None:
+                return found
+            self._reembed_if_needed(agent)
+            if create:
+                found = self.client.get_or_create_collection(
+                    name,
+                    metadata=collection_metadata(agent, self.embedder),
+                    embedding_function=None,
+                )
+            else:
+                found = find_collection(self.client, name)
+            if found is not None:
+                self._handles[name] = found
+            return found
+
+    def _with_collection(self, agent: str, use: Callable[[Any], T], *, create: bool) -> T | None:
+        """``use(collection)``; a handle gone stale (another process rebuilt or deleted the
+        collection since it was looked up) is looked up again, once."""
+        collection = self._collection(agent, create=create)
+        if collection is None:
+            return None
+        try:
+            return use(collection)
+        except Exception:
+            current = find_collection(self.client, collection_name(agent))
+            if current is not None and current.id == collection.id:
+                raise  # the handle is current: the error is real
+            self._forget_handle(agent)
+        collection = self._collection(agent, create=create)
+        return None if collection is None else use(collection)
+
+    def _forget_handle(self, agent: str) -> None:
+        with self._handles_lock:
+            self._handles.pop(collection_name(agent), None)
+
+    def replace(self, agent: str, items: MemoryItems, *, embedder: str) -> None:
+        """Make ``agent``'s memory exactly ``items``, all or nothing; restore uses it."""
+        with self._handles_lock:
+            self._forget_handle(agent)
+            super().replace(agent, items, embedder=embedder)
+
+    def wipe(self, agent: str) -> None:
+        """Forget everything ``agent`` remembers."""
+        with self._handles_lock:
+            self._forget_handle(agent)
+            super().wipe(agent)
 
     def _reembed_if_needed(self, agent: str) -> None:
         """Re-embed a collection written by another embedder (vectors must not mix)."""
@@ -203,50 +274,65 @@ class ChromaAgentMemory(ChromaMemoryStore):
             metadata: String metadata stored with every text (``thread_id`` feeds the
                 snapshot's thread index).
         """
-        check_agent(agent)
-        extra = _check_metadata(metadata)
-        kept = [t for t in dict.fromkeys(texts) if isinstance(t, str) and t.strip()]
+        self.remember_all([make_note(agent, texts, metadata=metadata)])
+
+    def remember_all(self, notes: Sequence[Note]) -> None:
+        """Store the notes of one or more agents: one embedding pass, one upsert per agent.
+
+        Args:
+            notes: Checked notes (:func:`~multiagent.persistence._collections.make_note`); a
+                text remembered again, here or before, updates its stored copy.
+        """
+        kept = [note for note in notes if note.texts]
         if not kept:
             return
-        self._reembed_if_needed(agent)
-        now = datetime.now(UTC).isoformat()
-        metadatas: list[dict[str, Any]] = [
-            {**extra, "agent": agent, "remembered_at": now} for _ in kept
-        ]
-        with self.lock.shared():
-            self._store(agent).add_texts(
-                kept, metadatas=metadatas, ids=[item_id(agent, t) for t in kept]
-            )
+        vectors = iter(self.embeddings.embed_documents([t for n in kept for t in n.texts]))
+        rows: dict[str, dict[str, tuple[str, dict[str, MetadataValue], list[float]]]] = {}
+        for note in kept:
+            mine = rows.setdefault(note.agent, {})
+            for text in note.texts:  # the later note's copy of a text wins
+                mine[item_id(note.agent, text)] = (text, dict(note.metadata), next(vectors))
+        for agent, items in rows.items():
+
+            def upsert(collection: Any, items: dict[str, Any] = items) -> None:
+                with self.lock.shared():
+                    collection.upsert(
+                        ids=list(items),
+                        documents=[row[0] for row in items.values()],
+                        metadatas=[row[1] for row in items.values()],
+                        embeddings=[row[2] for row in items.values()],
+                    )
+
+            self._with_collection(agent, upsert, create=True)
 
     def recall(self, agent: str, query: str, *, k: int = 3) -> list[str]:
         """Return up to ``k`` texts of ``agent``'s memory, the most relevant to ``query`` first."""
         check_agent(agent)
         if k < 1:
             raise UsageError(f"invalid k={k} for recall; use k >= 1")
-        if find_collection(self.client, collection_name(agent)) is None or not query.strip():
+        if not query.strip():
             return []
-        self._reembed_if_needed(agent)
-        with self.lock.shared():
-            store = self._store(agent)
-            count = store._collection.count()
+
+        def search(collection: Any) -> list[tuple[str, float]]:
+            with self.lock.shared():
+                count = int(collection.count())
             if count == 0:
                 return []
-            # a few extra candidates, so that equal distances at the cut are settled by text
-            # and a rebuilt index (restore, compaction) answers exactly as the old one did
-            found = store.similarity_search_with_score(query, k=min(k + _TIE_MARGIN, count))
-        ranked = sorted(found, key=lambda pair: (round(pair[1], 6), pair[0].page_content))
-        return [doc.page_content for doc, _distance in ranked[:k]]
+            vector = self.embeddings.embed_query(query)
+            with self.lock.shared():
+                # a few extra candidates, so that equal distances at the cut are settled by
+                # text and a rebuilt index (restore, compaction) answers as the old one did
+                found = collection.query(
+                    query_embeddings=[vector],
+                    n_results=min(k + _TIE_MARGIN, count),
+                    include=["documents", "distances"],
+                )
+            pairs = zip(found["documents"][0], found["distances"][0], strict=True)
+            return [(str(text), float(distance)) for text, distance in pairs if text is not None]
 
-
-def _check_metadata(metadata: dict[str, str] | None) -> dict[str, str]:
-    if metadata is None:
-        return {}
-    for key, value in metadata.items():
-        if not isinstance(key, str) or not key or not isinstance(value, str):
-            raise UsageError(
-                f"invalid memory metadata {key!r}: {value!r}; keys and values must be strings"
-            )
-    return dict(metadata)
+        found = self._with_collection(agent, search, create=False) or []
+        ranked = sorted(found, key=lambda pair: (round(pair[1], 6), pair[0]))
+        return [text for text, _distance in ranked[:k]]
 
 
 def open_memory_store(settings: Settings) -> ChromaMemoryStore:

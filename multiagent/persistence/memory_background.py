@@ -1,25 +1,40 @@
-"""Agent memory that opens while the run starts, on a background thread.
+"""Agent memory that opens while the run starts and writes while the models answer.
 
-Importing Chroma and opening its persistent client cost a few hundred milliseconds, reading
-the embedder's weights some tens more. A workflow needs neither before its first agent turn
-(the planner neither recalls nor remembers), so :func:`open_agent_memory_in_background`
-checks at once what a user can get wrong (the embedder asked for, the data directory) and
-leaves the rest to a daemon thread that runs while the graph compiles and the planner's model
-call is out; the first ``recall`` or ``remember`` waits for it. With a real provider the
-planner's call hides all of it.
+Importing Chroma, opening its persistent client and reading the embedder's weights cost a few
+hundred milliseconds of CPU. A workflow needs none of it before its first agent turn (the
+planner neither recalls nor remembers), so :func:`open_agent_memory_in_background` checks at
+once what a user can get wrong (the embedder asked for, the data directory) and leaves the
+rest to one daemon thread, which then writes what the agents remember:
 
-The thread starts only once the caller's own imports are done (the CLI builds the context
-right before the graph runs), so it does not race the main thread importing the same packages.
+- ``recall`` of an agent that has no collection on disk (Chroma's SQLite file says so, read
+  without importing Chroma) and has remembered nothing in this process answers ``[]`` at once;
+  any other ``recall`` waits for the store to open and for this process's pending writes, so
+  an agent always finds what it remembered earlier in the run;
+- ``remember`` checks its arguments, queues the note and returns: the thread writes the notes
+  queued meanwhile in one batch (one embedding pass, one upsert per agent) while other agents'
+  and the synthesizer's model calls are out, instead of on the agent's own path. A write that
+  fails is raised by the next ``recall`` or ``remember``, or by :meth:`close`. The note is
+  committed to a write-ahead journal (:mod:`multiagent.persistence._note_journal`) before
+  ``remember`` returns, so a process killed before the thread wrote it loses nothing: the next
+  store that opens writes it.
+
+Imports and embeddings hold the GIL (numpy's BLAS excepted): the thread gains only where it
+overlaps a real wait, the model calls' latency. :meth:`close` writes what is still queued.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from typing import TYPE_CHECKING, Self
 
 from langchain_core.embeddings import Embeddings
 
+from multiagent.errors import UsageError
+from multiagent.persistence._chroma_open import has_collection
+from multiagent.persistence._collections import Note, check_agent, collection_name, make_note
+from multiagent.persistence._note_journal import NoteJournal, journal_dir
 from multiagent.persistence.checkpointer import ensure_home
 from multiagent.persistence.embeddings import load_embeddings
 from multiagent.policies import Settings
@@ -31,7 +46,8 @@ logger = logging.getLogger("multiagent.persistence.memory")
 
 
 class BackgroundAgentMemory:
-    """:class:`~multiagent.persistence.memory.AgentMemory` whose store opens on a thread.
+    """:class:`~multiagent.persistence.memory.AgentMemory` whose store opens and writes on a
+    thread.
 
     Args:
         settings: Resolved settings; memory lives in ``<home>/chroma``.
@@ -39,12 +55,26 @@ class BackgroundAgentMemory:
     """
 
     def __init__(self, settings: Settings, *, embeddings: Embeddings) -> None:
+        from multiagent.persistence.memory import memory_path
+
         self.embeddings = embeddings
+        self.path = memory_path(settings)
         self._memory: ChromaAgentMemory | None = None
-        self._error: BaseException | None = None
+        self._error: BaseException | None = None  # opening failed
+        self._write_error: BaseException | None = None
         self._raised = False
+        self._used = False
+        self._ready = threading.Event()
+        self._notes: queue.SimpleQueue[tuple[int, Note] | None] = queue.SimpleQueue()
+        self._journal = NoteJournal(journal_dir(self.path))
+        #: Cleared, the thread holds queued notes back (tests kill the process meanwhile).
+        self.writes_allowed = threading.Event()
+        self.writes_allowed.set()
+        self._written = threading.Condition()
+        self._pending = 0
+        self._remembered: set[str] = set()
         self._thread = threading.Thread(
-            target=self._open, args=(settings,), name="agent-memory-open", daemon=True
+            target=self._serve, args=(settings,), name="agent-memory", daemon=True
         )
         self._thread.start()
 
@@ -59,45 +89,137 @@ class BackgroundAgentMemory:
                 load()
         except BaseException as exc:  # re-raised where memory is used, in the caller's thread
             self._error = exc
+        finally:
+            self._ready.set()
+
+    def _serve(self, settings: Settings) -> None:
+        """Open the store, then write queued notes in batches until :meth:`close`."""
+        self._open(settings)
+        while True:
+            batch = [self._notes.get()]
+            while True:  # whatever queued up meanwhile goes in the same batch
+                try:
+                    batch.append(self._notes.get_nowait())
+                except queue.Empty:
+                    break
+            notes = [entry for entry in batch if entry is not None]
+            if notes:
+                self.writes_allowed.wait()
+                self._write(notes)
+            if len(notes) < len(batch):
+                return
+
+    def _write(self, notes: list[tuple[int, Note]]) -> None:
+        try:
+            if self._memory is None:
+                raise self._error or RuntimeError("agent memory is not open")
+            self._memory.remember_all([note for _row, note in notes])
+            self._journal.delete([row for row, _note in notes])
+        except BaseException as exc:  # raised by the next call, or by close
+            if self._write_error is None:
+                self._write_error = exc
+        finally:
+            with self._written:
+                self._pending -= len(notes)
+                self._written.notify_all()
 
     @property
     def opened(self) -> bool:
-        """Whether the store is open (the thread has finished without error)."""
-        return not self._thread.is_alive() and self._memory is not None
+        """Whether the store is open (the thread opened it without error)."""
+        return self._ready.is_set() and self._memory is not None
 
     def wait(self) -> ChromaAgentMemory:
-        """The open store, once the thread is done.
+        """The open store, once the thread has opened it.
 
         Raises:
             Exception: Whatever opening the store raised.
         """
-        self._thread.join()
+        self._used = True
+        self._ready.wait()
         if self._error is not None:
             self._raised = True
             raise self._error
         assert self._memory is not None  # the thread either opened it or kept an error
         return self._memory
 
+    def flush(self) -> None:
+        """Wait until every note queued so far is written.
+
+        Raises:
+            Exception: Whatever a write raised (once).
+        """
+        with self._written:
+            self._written.wait_for(lambda: self._pending == 0)
+        self._raise_write_error()
+
+    def _raise_write_error(self) -> None:
+        error, self._write_error = self._write_error, None
+        if error is not None:
+            self._raised = True
+            raise error
+
+    def _nothing_stored(self, agent: str) -> bool:
+        """Whether ``agent`` surely has no memory yet, known without waiting for Chroma."""
+        if self._ready.is_set():
+            return False  # the store is open: it answers as fast
+        with self._written:
+            if agent in self._remembered:
+                return False
+        if has_collection(self.path, collection_name(agent)) is not False:
+            return False
+        return not self._journal.holds(agent)  # a stopped process's note is written on open
+
     def recall(self, agent: str, query: str, *, k: int = 3) -> list[str]:
         """Return up to ``k`` texts of ``agent``'s memory, the most relevant to ``query`` first."""
-        return self.wait().recall(agent, query, k=k)
+        check_agent(agent)
+        if k < 1:
+            raise UsageError(f"invalid k={k} for recall; use k >= 1")
+        self._raise_write_error()
+        if self._nothing_stored(agent):
+            return []
+        memory = self.wait()
+        self.flush()
+        return memory.recall(agent, query, k=k)
 
     def remember(
         self, agent: str, texts: list[str], *, metadata: dict[str, str] | None = None
     ) -> None:
-        """Store ``texts`` in ``agent``'s memory, with ``metadata`` on each."""
-        self.wait().remember(agent, texts, metadata=metadata)
+        """Queue ``texts`` for ``agent``'s memory, with ``metadata`` on each (checked now)."""
+        from multiagent.persistence.memory import item_id
+
+        note = make_note(agent, texts, metadata=metadata)
+        self._raise_write_error()
+        if not note.texts:
+            return
+        self._used = True
+        # committed before this returns: a crash before the thread writes it loses nothing
+        row = self._journal.append(note, [item_id(agent, text) for text in note.texts])
+        with self._written:
+            self._pending += 1
+            self._remembered.add(agent)
+        self._notes.put((row, note))
 
     def close(self) -> None:
-        """Wait for the thread and close the store it opened.
+        """Write what is queued, stop the thread and close the store it opened.
 
         A store that failed to open and was never used ends the run with a warning, not an
         error: the run did not need it.
+
+        Raises:
+            Exception: A write that failed and was not raised yet (opening included).
         """
+        if self._thread.is_alive():
+            self._notes.put(None)
         self._thread.join()
+        self._journal.close()
         if self._memory is not None:
             self._memory.close()
-        elif self._error is not None and not self._raised:
+        if self._write_error is not None:
+            self._raise_write_error()
+        if self._error is not None and not self._raised:
+            if self._used:
+                self._raised = True
+                raise self._error
             logger.warning("agent memory could not be opened: %s", self._error)
 
     def __enter__(self) -> Self:

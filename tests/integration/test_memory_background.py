@@ -30,8 +30,9 @@ def test_it_remembers_and_recalls_like_the_store_it_opens(isolated_env: Path) ->
         assert isinstance(memory, AgentMemory)
         assert isinstance(memory.embeddings, HashingEmbeddings)
         memory.remember("scout", FACTS, metadata={"thread_id": "run-1"})
-        assert memory.opened
+        # queued, written by the thread: a recall waits for this process's pending writes
         assert memory.recall("scout", "capital of France", k=1) == [FACTS[0]]
+        assert memory.opened
     with open_agent_memory(load_settings(), embeddings="lexical") as reopened:
         assert reopened.count("scout") == 2  # on disk, not only in the thread's client
 

@@ -31,7 +31,7 @@ def _result(*, on_wall: float) -> dict[str, object]:
             "imports": {
                 "cli_import": 0.2,
                 "workflow_imports": 0.7,
-                "chroma_import": 0.3,
+                "chroma_open": 0.3,
                 "embedder_load": 0.05,
                 "first_embedding": 0.02,
                 "embedder": "all-MiniLM-L6-v2",
@@ -48,7 +48,7 @@ def _result(*, on_wall: float) -> dict[str, object]:
 def test_the_section_says_what_was_measured_and_the_verdict() -> None:
     met = startup_markdown(_result(on_wall=1.9))
     assert "| wall, memory on (the slower of the two) | 1.90 s | ≤ 2.00 s | met |" in met
-    assert "| import Chroma and the memory store (memory on only) | 300 |" in met
+    assert "| import Chroma and open a new store (memory on only) | 300 |" in met
     assert "read the embedder (all-MiniLM-L6-v2)" in met
     assert "sentence-transformers" not in met  # no reference probe, no reference table
     missed = startup_markdown(_result(on_wall=2.4))

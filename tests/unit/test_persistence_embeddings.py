@@ -19,7 +19,6 @@ from multiagent.persistence._minilm import _batches, read_safetensors
 from multiagent.persistence.embeddings import (
     HashingEmbeddings,
     MiniLMEmbeddings,
-    _OneBlasThread,
     load_embeddings,
 )
 
@@ -163,28 +162,6 @@ def test_minilm_in_numpy_matches_sentence_transformers() -> None:
     for text, a, b in zip(SENTENCES, ours, expected.tolist(), strict=True):
         assert _cosine(a, b) >= 0.999, text
         assert max(abs(x - y) for x, y in zip(a, b, strict=True)) < 1e-4, text
-
-
-def test_blas_is_limited_while_any_embedding_runs_and_given_back_after() -> None:
-    threadpoolctl = pytest.importorskip("threadpoolctl")
-    control = threadpoolctl.ThreadpoolController()
-    if not control.select(user_api="blas").lib_controllers:
-        pytest.skip("numpy's BLAS is not controllable here")
-
-    def blas_threads() -> int:
-        return int(control.select(user_api="blas").lib_controllers[0].num_threads)
-
-    before = blas_threads()
-    limit = _OneBlasThread()
-    with control.limit(limits=2, user_api="blas"):
-        limit.__enter__()
-        limit.__enter__()  # a second agent embeds at the same time
-        assert blas_threads() == 1
-        limit.__exit__(None, None, None)
-        assert blas_threads() == 1  # the other one is still embedding
-        limit.__exit__(None, None, None)
-        assert blas_threads() == 2
-    assert blas_threads() == before
 
 
 def test_a_memory_run_imports_neither_torch_nor_openai(isolated_env: Path) -> None:
