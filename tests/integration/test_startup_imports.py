@@ -34,7 +34,6 @@ NOT_FOR_A_SIMULATED_RUN = (
     "apscheduler",
     "chromadb",
     "fastapi",
-    "langchain_chroma",
     "langchain_openai",
     "llama_cpp",
     "multiagent.graphs.batch",
