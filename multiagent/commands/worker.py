@@ -29,8 +29,8 @@ def worker(
         int,
         typer.Option(
             "--concurrency",
-            help="Validator calls in flight at once (1-64): one thread each, one call at a "
-            "time; a queued run takes one thread and runs its agents in parallel.",
+            help="Model calls in flight at once (1-64); a few more threads prepare the next "
+            "calls meanwhile. A queued run takes one thread and runs its agents in parallel.",
         ),
     ] = 4,
     claim_idle: Annotated[
@@ -58,7 +58,8 @@ def worker(
     """Read QUEUE as a consumer group; validate chunks and run queued runs; store once; ack."""
     from multiagent.distributed.queue import check_queue_name
     from multiagent.distributed.redis import redis_client, require_redis_url
-    from multiagent.distributed.worker import QueueWorker
+    from multiagent.distributed.worker import QueueWorker, slot_threads, warm_models
+    from multiagent.models.pipeline import ModelPipeline
     from multiagent.nodes.agents_file import load_agents
     from multiagent.nodes.context import build_context
 
@@ -74,10 +75,14 @@ def worker(
     settings = cli_settings(ctx)
     url = require_redis_url(settings, what="multiagent worker")
     with redis_client(url) as client:
-        context = build_context(settings, agents=load_agents(settings))
+        # every call of this process passes one gate of `concurrency` places
+        pipeline = ModelPipeline(settings, max_in_flight=concurrency)
+        context = build_context(settings, agents=load_agents(settings), pipeline=pipeline)
+        warm_models(context)  # before registering: a registered worker is ready to work
+        threads = slot_threads(concurrency, gated=True)
         runner = QueueWorker(
             client, queue=queue, context=context, concurrency=concurrency, claim_idle_s=claim_idle,
-            max_attempts=max_attempts,
+            max_attempts=max_attempts, threads=threads,
         )  # fmt: skip
         stops = 0
 

@@ -7,15 +7,20 @@ Three kinds of threads, so that the ``concurrency`` call slots never wait on Red
   ``claim_idle_s`` (``XAUTOCLAIM``: that worker died, or the entry failed and waits for its
   retry), else new ones (``XREADGROUP``, as many as there is room for), with their batch's state
   (stopped? which items are stored already?) read in the same pipeline;
-- each of ``concurrency`` *slot* threads runs one taken entry at a time (:mod:`.worker_chunks`)
-  and hands the result to
+- each *slot* thread runs one taken entry at a time (:mod:`.worker_chunks`) and hands the
+  result to
 - the *storer* (:mod:`.worker_store`), which stores and acknowledges every chunk that has ended
   since its last round trip in one pipeline, while the slot already runs its next entry.
 
 A chunk of a batch runs through
 the validation graph one validator call at a time
-(:func:`multiagent.graphs.batch_chunks.run_chunk` with ``max_concurrency=1``), so
-``concurrency`` is the number of validator calls this process has in flight. A queued run
+(:func:`multiagent.graphs.batch_chunks.run_chunk` with ``max_concurrency=1``). ``concurrency``
+is the number of calls this process has in flight: its pipeline lets that many past the
+controller at once (``ModelPipeline(max_in_flight=...)``, see
+:mod:`multiagent.models._in_flight`), and the worker runs half as many slot threads again
+(:func:`slot_threads`), so a call's own work (graph step, node, payload, parsing: several
+milliseconds of CPU) happens while ``concurrency`` other calls are in flight instead of adding
+to each call's cycle; the extra threads wait at the gate, never at the provider. A queued run
 (``kind=run``) takes one thread and runs or resumes its thread in the shared checkpointer
 (:func:`multiagent.distributed.run_worker.execute_run`), its agents in parallel as the profile
 allows. The worker stores the result once and acknowledges the entry in the same script
@@ -74,7 +79,7 @@ from multiagent.distributed.worker_state import WorkerState, WorkerStats
 from multiagent.distributed.worker_store import store_ended
 from multiagent.nodes.context import WorkflowContext
 
-__all__ = ["QueueWorker", "WorkerStats"]
+__all__ = ["QueueWorker", "WorkerStats", "slot_threads", "warm_models"]
 
 
 class QueueWorker:
@@ -91,15 +96,17 @@ class QueueWorker:
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         consumer: str | None = None,
         prefetch: int | None = None,
+        threads: int | None = None,
     ) -> None:
         self.client = client
         self.queue = queue
         self.stream = stream_key(queue)
         self.context = context
         self.concurrency = concurrency
+        self.threads = threads or concurrency
         # a quarter of the slots end at about the same time at most, so few entries taken
         # ahead keep every slot busy; few, because a worker that dies holds them too
-        self.prefetch = prefetch or max(1, (concurrency + 3) // 4)
+        self.prefetch = prefetch or max(1, (self.threads + 3) // 4)
         self.claim_idle_ms = max(1, int(claim_idle_s * 1000))
         self.max_attempts = max_attempts
         self.consumer = consumer or f"{socket.gethostname()}:{os.getpid()}"
@@ -131,7 +138,7 @@ class QueueWorker:
         )  # fmt: skip
         slots = [
             threading.Thread(target=self._slot, name=f"worker-{n}", daemon=True)
-            for n in range(self.concurrency)
+            for n in range(self.threads)
         ]
         storer = threading.Thread(
             target=store_ended, name="worker-storer", daemon=True,
@@ -203,6 +210,21 @@ class QueueWorker:
                 # a failed beat is tried again; at worst another worker repeats a chunk
                 with contextlib.suppress(RedisError):
                     self.client.xclaim(self.stream, GROUP, self.consumer, 0, list(ids), justid=True)
+
+
+def slot_threads(concurrency: int, *, gated: bool) -> int:
+    """Slot threads for ``concurrency`` calls in flight: half as many again when the pipeline
+    keeps the calls to the bound itself (a call's CPU then overlaps the others' flight), else
+    one per call."""
+    return concurrency + (concurrency + 1) // 2 if gated else concurrency
+
+
+def warm_models(context: WorkflowContext) -> None:
+    """Build the validators' models once, before any slot runs: the provider client's import
+    and wiring are paid at start, not by the first calls, and by one thread, not by each."""
+    for name in context.agents.of_kind("validator"):
+        spec = context.agents[name]
+        context.pipeline.model_for(spec.tier, agent=spec.name)
 
 
 def _join(thread: threading.Thread) -> None:

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import weakref
+from typing import cast
 
 from langchain_core.language_models import BaseChatModel
 
 from multiagent.errors import ConfigError
+from multiagent.models._in_flight import GatedController, InFlightGate
 from multiagent.models.accounting import (
     DEFAULT_MAX_OUTPUT_TOKENS,
     ESTIMATED_OUTPUT_TOKENS,
@@ -59,6 +61,9 @@ class ModelPipeline:
         price: What ``model`` costs, when the profile's price table does not list it
             (``ModelPrice(input_per_mtok=0, output_per_mtok=0)`` for a free local model).
         model_source: Where ``model`` came from, for error messages (``--model``).
+        max_in_flight: Calls of this pipeline at the provider at once, at most, over every
+            model it hands out (a queue worker's ``--concurrency``, kept while more threads
+            prepare calls); taken before the controller's slot. Default: no bound of its own.
 
     Raises:
         ConfigError: A model has no price, or ``model`` cannot be resolved.
@@ -73,6 +78,7 @@ class ModelPipeline:
         model: BaseChatModel | str | None = None,
         price: ModelPrice | None = None,
         model_source: str = "model",
+        max_in_flight: int | None = None,
     ) -> None:
         self.chosen: ChosenModel | None = (
             None if model is None else choose_model(model, source=model_source)
@@ -89,6 +95,7 @@ class ModelPipeline:
             settings = local_settings(settings, names=names, with_layer=loaded_for != "local")
         self.price = price
         self.settings = settings
+        self.in_flight = None if max_in_flight is None else InFlightGate(max_in_flight)
         profile = settings.profile
         self.retry = retry or RetryPolicy(attempts=profile.rate_limit.retry_attempts)
         self.backpressure = backpressure or BackpressureConfig.from_profile(profile.rate_limit)
@@ -191,6 +198,13 @@ class ModelPipeline:
             fallback_fraction=self.settings.profile.rate_limit.redis_fallback_fraction,
         )
 
+    def _gated(self, controller: BackpressureController) -> BackpressureController:
+        """``controller`` behind this pipeline's in-flight bound, when it has one."""
+        if self.in_flight is None:
+            return controller
+        # the same API (slots, state, metrics), each slot first passing the gate
+        return cast("BackpressureController", GatedController(controller, self.in_flight))
+
     @property
     def _base_url(self) -> str | None:
         return self.settings.openai_base_url if self.provider == "openai" else None
@@ -249,7 +263,7 @@ class ModelPipeline:
         wired = PipelineChatModel(
             provider_model=_with_response_headers(provider_model),
             identity=identity,
-            controller=self.controller_for(name),
+            controller=self._gated(self.controller_for(name)),
             retry=self.retry,
             base_url=self._base_url,
             redact=settings.profile.features.pii_redaction,

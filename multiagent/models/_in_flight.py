@@ -1,0 +1,119 @@
+"""A process's bound on its requests at the provider, taken before the controller's slot.
+
+A queue worker promises ``--concurrency`` calls in flight. It runs more threads than that, so a
+call's own CPU (graph step, payload, parsing) overlaps the open calls instead of adding to each
+call's cycle; :class:`GatedController` keeps the calls past the controller, and so at the
+provider, to the bound. The gate is taken *before* the controller's slot, so the controller's
+view is unchanged: its in-flight count holds only calls that are sent, and the round trips it
+judges overload by hold no wait of ours (a bound kept by the HTTP pool instead was seen to
+stretch them and cut the shared limit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from types import TracebackType
+from typing import Any
+
+from multiagent.models._bp_wait import Passage
+
+
+class InFlightGate:
+    """At most ``limit`` holders at once, for threads and for asyncio tasks alike."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"an in-flight bound must be at least 1, got {limit}")
+        self.limit = limit
+        self._free = threading.BoundedSemaphore(limit)
+
+    def acquire(self) -> None:
+        """Wait for a place (blocking)."""
+        self._free.acquire()
+
+    async def aacquire(self) -> None:
+        """Wait for a place without blocking the event loop; a cancelled wait holds none."""
+        if self._free.acquire(blocking=False):
+            return
+        waiting = asyncio.ensure_future(asyncio.to_thread(self._free.acquire))
+        try:
+            await asyncio.shield(waiting)
+        except asyncio.CancelledError:
+            # the thread takes the place anyway once one is free: give it straight back
+            waiting.add_done_callback(self._release_taken)
+            raise
+
+    def release(self) -> None:
+        """Give a place back."""
+        self._free.release()
+
+    def _release_taken(self, waiting: asyncio.Future[Any]) -> None:
+        if not waiting.cancelled() and waiting.exception() is None:
+            self.release()
+
+
+class GatedPassage:
+    """A controller's passage entered only once the gate has a place; both left together."""
+
+    def __init__(self, gate: InFlightGate, passage: Passage) -> None:
+        self._gate = gate
+        self._passage = passage
+
+    def __enter__(self) -> Passage:
+        self._gate.acquire()
+        try:
+            return self._passage.__enter__()
+        except BaseException:
+            self._gate.release()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            self._passage.__exit__(exc_type, exc, tb)
+        finally:
+            self._gate.release()
+
+    async def __aenter__(self) -> Passage:
+        await self._gate.aacquire()
+        try:
+            return await self._passage.__aenter__()
+        except BaseException:
+            self._gate.release()
+            raise
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await self._passage.__aexit__(exc_type, exc, tb)
+        finally:
+            self._gate.release()
+
+
+class GatedController:
+    """A backpressure controller whose slots first pass ``gate``; everything else is the
+    controller's own (its state, metrics and registry entry are untouched)."""
+
+    def __init__(self, controller: Any, gate: InFlightGate) -> None:
+        self.controller = controller
+        self.gate = gate
+
+    def slot(self, *, tokens: int = 0) -> GatedPassage:
+        """The controller's :meth:`slot`, entered once the gate has a place."""
+        return GatedPassage(self.gate, self.controller.slot(tokens=tokens))
+
+    def aslot(self, *, tokens: int = 0) -> GatedPassage:
+        """The async twin of :meth:`slot`."""
+        return GatedPassage(self.gate, self.controller.aslot(tokens=tokens))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.controller, name)

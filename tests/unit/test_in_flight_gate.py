@@ -1,0 +1,143 @@
+"""A pipeline's in-flight bound: more callers than places, never more calls past the gate."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+
+import pytest
+from langchain_core.messages import HumanMessage
+
+from multiagent.models._in_flight import GatedController, InFlightGate
+from multiagent.models.adaptive import reset_shared_controllers
+from multiagent.models.backpressure import BackpressureConfig, BackpressureController
+from multiagent.models.pipeline import ModelPipeline
+from multiagent.policies import load_settings
+
+
+@pytest.fixture(autouse=True)
+def fresh_controllers() -> Iterator[None]:
+    reset_shared_controllers()
+    yield
+    reset_shared_controllers()
+
+
+def _controller() -> BackpressureController:
+    # pace and concurrency far above the test's: only the gate may hold callers back
+    return BackpressureController(BackpressureConfig(max_concurrency=64, requests_per_s=1e6))
+
+
+class _Peak:
+    """Counts callers inside a block and keeps the highest count seen."""
+
+    def __init__(self) -> None:
+        self.now = self.peak = self.calls = 0
+        self._lock = threading.Lock()
+
+    def enter(self) -> None:
+        with self._lock:
+            self.now += 1
+            self.calls += 1
+            self.peak = max(self.peak, self.now)
+
+    def leave(self) -> None:
+        with self._lock:
+            self.now -= 1
+
+
+def test_threads_beyond_the_bound_wait_at_the_gate_and_every_call_is_made() -> None:
+    gated = GatedController(_controller(), InFlightGate(3))
+    peak, full = _Peak(), threading.Event()
+
+    def caller() -> None:
+        for _ in range(20):
+            with gated.slot(tokens=10) as passage:
+                peak.enter()
+                if peak.now == 3:
+                    full.set()
+                full.wait(1.0)  # hold the place until the gate has been full once
+                peak.leave()
+                passage.answered()
+
+    threads = [threading.Thread(target=caller) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert peak.calls == 160
+    assert peak.peak == 3  # reached, never passed
+    assert gated.controller._holders == 0  # every controller slot given back
+
+
+def test_a_failed_call_gives_its_place_back() -> None:
+    gated = GatedController(_controller(), InFlightGate(1))
+    for _ in range(3):
+        with pytest.raises(RuntimeError), gated.slot() as _passage:
+            raise RuntimeError("provider down")
+    with gated.slot() as passage:  # the one place is free again
+        passage.answered()
+    assert gated.controller._holders == 0
+
+
+def test_tasks_beyond_the_bound_wait_without_blocking_the_loop() -> None:
+    gated = GatedController(_controller(), InFlightGate(2))
+    peak = _Peak()
+
+    async def caller() -> None:
+        for _ in range(10):
+            async with gated.aslot(tokens=10) as passage:
+                peak.enter()
+                await asyncio.sleep(0)  # let the other tasks try their way in
+                peak.leave()
+                passage.answered()
+
+    async def main() -> None:
+        await asyncio.gather(*(caller() for _ in range(6)))
+
+    asyncio.run(main())
+    assert peak.calls == 60
+    assert peak.peak == 2
+
+
+def test_a_cancelled_wait_at_the_gate_holds_no_place() -> None:
+    gate = InFlightGate(1)
+    gated = GatedController(_controller(), gate)
+
+    async def main() -> None:
+        gate.acquire()  # the only place is taken
+        waiter = asyncio.create_task(gated.aslot().__aenter__())
+        await asyncio.sleep(0.01)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        gate.release()
+        # the cancelled waiter's thread took the place when it came free and gave it back:
+        # later calls get through one after another
+        for _ in range(2):
+            async with asyncio.timeout(5):
+                async with gated.aslot() as passage:
+                    passage.answered()
+
+    asyncio.run(main())
+    assert gated.controller._holders == 0
+
+
+def test_the_pipeline_bound_is_one_gate_over_every_model() -> None:
+    settings = load_settings()
+    bounded = ModelPipeline(settings, max_in_flight=2)
+    first = bounded.model_for("fast", agent="a")
+    second = bounded.model_for("premium", agent="b")
+    assert isinstance(first.controller, GatedController)  # type: ignore[attr-defined]
+    assert first.controller.gate is second.controller.gate  # type: ignore[attr-defined]
+    assert first.controller.gate.limit == 2  # type: ignore[attr-defined]
+    # a call through the gate is made and accounted as without it
+    answer = first.invoke([HumanMessage(content="Is rye baked at 230 C?")])
+    assert answer.content
+    unbounded = ModelPipeline(settings).model_for("fast", agent="a")
+    assert not isinstance(unbounded.controller, GatedController)  # type: ignore[attr-defined]
+
+
+def test_a_bound_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        InFlightGate(0)
