@@ -159,9 +159,10 @@ class LiteLLMCounterController:
         error: BaseException | None = None,
         headers: Mapping[str, str] | None = None,
         output_tokens: int | None = None,
+        served_s: float | None = None,
     ) -> None:
         """Count a success's tokens; start the shared cooldown after a 429 (LiteLLM's limiter
-        reads no latency, so ``output_tokens`` is accepted and not used)."""
+        reads no latency, so ``output_tokens`` and ``served_s`` are accepted and not used)."""
         if ticket.done:
             return
         ticket.done = True

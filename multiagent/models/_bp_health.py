@@ -46,20 +46,25 @@ class TickFlags:
 
 
 class TokenLatency:
-    """Seconds per output token of a model's answers: the recent ones against its usual figure.
+    """A model's recent answers against what it takes unloaded, for answers of their length.
 
-    The usual figure is the lowest of the last ``history`` answers (Vegas's base RTT, per
-    token): what the model takes when nothing waits ahead of its requests; a quantile would
-    drift up while a queue persists, and a model cannot answer faster than it writes. The
-    recent figure is the median of the last ``recent`` answers *sent* after the last change of
+    An answer's latency grows with its output tokens (prefill plus a pace per token), so a
+    recent answer is compared with the history's answers scaled to its length: the unloaded
+    latency for ``n`` tokens is at most ``rtt × max(1, n / tokens)`` of any earlier answer (a
+    longer answer took at least as long as a shorter one would have; a shorter one scaled up
+    proportionally overstates the prefill), and the least of those bounds is the usual figure
+    (Vegas's base RTT, per length): what the model takes when nothing waits ahead of its
+    requests. Comparing seconds per token instead would read a server whose latency is mostly
+    its time to first token as overloaded whenever short answers follow long ones. The recent
+    figure is the median ratio of the last ``recent`` answers *sent* after the last change of
     the limit (a cut or a growth: :meth:`judged`), so one long prompt does not read as a queue,
     and a change is judged on requests that met it (TCP Vegas adjusts once per round trip for
     that reason).
     """
 
     def __init__(self, *, recent: int = 8, history: int = 128) -> None:
-        self._recent: deque[float] = deque(maxlen=recent)
-        self._history: deque[float] = deque(maxlen=history)
+        self._recent: deque[tuple[float, int]] = deque(maxlen=recent)
+        self._history: deque[tuple[float, int]] = deque(maxlen=history)
         self._since = -math.inf
 
     @property
@@ -69,23 +74,59 @@ class TokenLatency:
 
     def add(self, *, sent_at: float, rtt_s: float, output_tokens: int) -> None:
         """Record an answer of ``output_tokens`` tokens sent at ``sent_at``, ``rtt_s`` long."""
-        per_token = max(rtt_s, 0.0) / max(1, output_tokens)
+        answer = (max(rtt_s, 0.0), max(1, output_tokens))
         if sent_at >= self._since:
-            self._recent.append(per_token)
-        self._history.append(per_token)
+            self._recent.append(answer)
+        self._history.append(answer)
+
+    def usual(self, tokens: int) -> float:
+        """The least latency the history bounds an unloaded answer of ``tokens`` tokens by."""
+        return min(rtt * max(1.0, tokens / length) for rtt, length in self._history)
 
     def rise(self, *, min_samples: int) -> float:
-        """Recent seconds per token over the usual ones; NaN with fewer than ``min_samples``."""
+        """Recent latency over the usual one for the same lengths (the median ratio); NaN with
+        fewer than ``min_samples`` recent answers."""
         if len(self._recent) < max(1, min_samples):
             return math.nan
-        usual = min(self._history)
-        recent = statistics.median(self._recent)
-        return recent / usual if usual > 0 else math.nan
+        ratios = []
+        for rtt, tokens in self._recent:
+            usual = self.usual(tokens)
+            if usual > 0:
+                ratios.append(rtt / usual)
+        return statistics.median(ratios) if ratios else math.nan
 
     def judged(self, *, at: float) -> None:
         """The limit changed at ``at``: the next judgement reads answers sent from then on."""
         self._recent.clear()
         self._since = at
+
+
+#: The header in which OpenAI's API (and the simulator) say how long the server took.
+PROCESSING_HEADER = "openai-processing-ms"
+
+
+def served_seconds(headers: Mapping[str, str] | None) -> float | None:
+    """The server's own time for a whole (not streamed) answer, from ``openai-processing-ms``.
+
+    Latency is judged on it where it is given, not on the round trip the client measured: a
+    client busy with its own work (a worker preparing its next calls while others are out)
+    reads its answers late, and that delay is not the provider's queue. Servers that send no
+    such header (vLLM, llama.cpp) are judged on the round trip.
+    """
+    if not headers:
+        return None
+    raw = headers.get(PROCESSING_HEADER)
+    try:
+        value = float(raw) / 1000 if raw is not None else None
+    except ValueError:
+        return None
+    return value if value is not None and value >= 0 and math.isfinite(value) else None
+
+
+def judged_latency(kind: str | None, round_trip_s: float, served_s: float | None) -> float:
+    """The latency an outcome is judged on: the server's own time for an answer it timed,
+    else the round trip."""
+    return served_s if kind == "ok" and served_s is not None else round_trip_s
 
 
 def output_tokens_of(messages: Sequence[BaseMessage]) -> int | None:

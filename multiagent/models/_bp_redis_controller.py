@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 from multiagent._metrics import Sample
 from multiagent.models import _bp_redis_decide as decide
+from multiagent.models._bp_health import judged_latency
 from multiagent.models._bp_redis_keeper import LOST, SharedStateKeeper, SharedTicket
 from multiagent.models._bp_redis_state import (
     SharedBackpressureState,
@@ -99,10 +100,16 @@ class RedisBackpressureController(SharedStateKeeper):
         error: BaseException | None = None,
         headers: Mapping[str, str] | None = None,
         output_tokens: int | None = None,
+        served_s: float | None = None,
     ) -> None:
         """Record how a sent request ended, give its slot back, and adapt (for everyone)."""
         self._finish(
-            ticket, kind=kind_of(error), error=error, headers=headers, output_tokens=output_tokens
+            ticket,
+            kind=kind_of(error),
+            error=error,
+            headers=headers,
+            output_tokens=output_tokens,
+            served_s=served_s,
         )
 
     def _finish(
@@ -113,6 +120,7 @@ class RedisBackpressureController(SharedStateKeeper):
         error: BaseException | None,
         headers: Mapping[str, str] | None,
         output_tokens: int | None = None,
+        served_s: float | None = None,
     ) -> None:
         """Release (``kind`` given) or cancel (``None``) a ticket, exactly once."""
         assert isinstance(ticket, SharedTicket)
@@ -124,7 +132,11 @@ class RedisBackpressureController(SharedStateKeeper):
                 ticket.local_controller.cancel(ticket.local)
             else:
                 ticket.local_controller.release(
-                    ticket.local, error=error, headers=headers, output_tokens=output_tokens
+                    ticket.local,
+                    error=error,
+                    headers=headers,
+                    output_tokens=output_tokens,
+                    served_s=served_s,
                 )
             with self._lock:
                 self._notify(rebooked=False)
@@ -133,7 +145,12 @@ class RedisBackpressureController(SharedStateKeeper):
             return
         try:
             self._release_shared(
-                ticket, kind=kind, error=error, headers=headers, output_tokens=output_tokens
+                ticket,
+                kind=kind,
+                error=error,
+                headers=headers,
+                output_tokens=output_tokens,
+                served_s=served_s,
             )
         except LOST as exc:
             self._lost(exc)  # the lease expires on its own; nothing is held here
@@ -148,6 +165,7 @@ class RedisBackpressureController(SharedStateKeeper):
         error: BaseException | None,
         headers: Mapping[str, str] | None,
         output_tokens: int | None,
+        served_s: float | None = None,
     ) -> None:
         keys, cfg = self.keys, self.config
         wait = retry_after_s(error) if kind == "rate_limit" and error is not None else None
@@ -167,9 +185,10 @@ class RedisBackpressureController(SharedStateKeeper):
             return
         now, sent_at = float(now_s), ticket.sent_at
         with self._lock:
-            self._window.add(Outcome(at=now, rtt_s=now - sent_at, kind=kind))  # type: ignore[arg-type]
+            took = judged_latency(kind, now - sent_at, served_s)
+            self._window.add(Outcome(at=now, rtt_s=took, kind=kind))  # type: ignore[arg-type]
             if kind == "ok" and output_tokens is not None:
-                self._latency.add(sent_at=sent_at, rtt_s=now - sent_at, output_tokens=output_tokens)
+                self._latency.add(sent_at=sent_at, rtt_s=took, output_tokens=output_tokens)
         seen = headers if headers is not None else headers_of(error) if error else None
         if seen is not None and cfg.use_limit_headers:
             rps, tps = advertised_limits(seen)

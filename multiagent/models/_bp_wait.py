@@ -46,6 +46,7 @@ class Waiting:
         error: BaseException | None = None,
         headers: Mapping[str, str] | None = None,
         output_tokens: int | None = None,
+        served_s: float | None = None,
     ) -> None:
         """Record how a sent request ended."""
 
@@ -135,11 +136,17 @@ class Passage:
         return self._ticket
 
     def answered(
-        self, *, headers: Mapping[str, str] | None = None, output_tokens: int | None = None
+        self,
+        *,
+        headers: Mapping[str, str] | None = None,
+        output_tokens: int | None = None,
+        served_s: float | None = None,
     ) -> None:
-        """Report an answer (its response headers, and its output tokens when known: the
-        controller judges latency per output token); the slot is free from now on."""
-        self._settle(error=None, headers=headers, output_tokens=output_tokens)
+        """Report an answer (its response headers, its output tokens when known: the
+        controller judges latency per output token, and the server's own time for it when the
+        server said: see :func:`~multiagent.models._bp_health.served_seconds`); the slot is free
+        from now on."""
+        self._settle(error=None, headers=headers, output_tokens=output_tokens, served_s=served_s)
 
     def failed(self, error: BaseException) -> None:
         """Report that the provider call failed with ``error``; the slot is free from now on."""
@@ -151,13 +158,18 @@ class Passage:
         error: BaseException | None,
         headers: Mapping[str, str] | None,
         output_tokens: int | None = None,
+        served_s: float | None = None,
     ) -> None:
         """Release the ticket with its outcome, once (a second report is ignored)."""
         if self._settled or self._ticket is None:
             return
         self._settled = True
         self._controller.release(
-            self._ticket, error=error, headers=headers, output_tokens=output_tokens
+            self._ticket,
+            error=error,
+            headers=headers,
+            output_tokens=output_tokens,
+            served_s=served_s,
         )
 
     def _leave(self, error: BaseException | None) -> None:

@@ -77,6 +77,7 @@ from multiagent.models._bp_health import (
     TokenLatency,
     fit_limit,
     gauge_samples,
+    judged_latency,
     read_health,
 )
 from multiagent.models._bp_types import (
@@ -220,6 +221,7 @@ class BackpressureController(Waiting):
         error: BaseException | None = None,
         headers: Mapping[str, str] | None = None,
         output_tokens: int | None = None,
+        served_s: float | None = None,
     ) -> None:
         """Record how a sent request ended and adapt.
 
@@ -229,15 +231,19 @@ class BackpressureController(Waiting):
             headers: Response headers of an answer (an error's are read from ``error``).
             output_tokens: Tokens the answer held; given, latency is judged per output token
                 against the model's own usual figure (else by ``rtt_threshold_s``).
+            served_s: The server's own time for a whole answer, when it said; latency is then
+                judged on it instead of the round trip (see
+                :func:`~multiagent.models._bp_health.served_seconds`).
         """
         with self._lock:
             now = self._clock()
             epoch = self._epoch
             sent_at = ticket.sent_at if ticket.sent_at is not None else now
             kind = kind_of(error)
-            self._window.add(Outcome(at=now, rtt_s=now - sent_at, kind=kind))
+            took = judged_latency(kind, now - sent_at, served_s)
+            self._window.add(Outcome(at=now, rtt_s=took, kind=kind))
             if kind == "ok" and output_tokens is not None:
-                self._latency.add(sent_at=sent_at, rtt_s=now - sent_at, output_tokens=output_tokens)
+                self._latency.add(sent_at=sent_at, rtt_s=took, output_tokens=output_tokens)
             seen = headers if headers is not None else headers_of(error) if error else None
             if seen is not None and self.config.use_limit_headers:
                 self._learn_limits(seen, now, rtt=now - sent_at)

@@ -43,7 +43,7 @@ from langchain_core.tools import BaseTool
 from pydantic import ConfigDict, Field, PrivateAttr, SkipValidation
 
 from multiagent.models._answer_trace import priced, replay_chunks, with_call_id
-from multiagent.models._bp_health import output_tokens_of
+from multiagent.models._bp_health import output_tokens_of, served_seconds
 from multiagent.models.accounting import (
     CallIdentity,
     pop_headers,
@@ -315,9 +315,11 @@ class PipelineChatModel(BaseChatModel):
                         result = self.provider_model._generate(
                             messages, stop=stop, run_manager=run_manager, **kwargs
                         )
+                        headers = result_headers(result)
                         passage.answered(
-                            headers=result_headers(result),
+                            headers=headers,
                             output_tokens=output_tokens_of([result.generations[0].message]),
+                            served_s=served_seconds(headers),
                         )
             return self._answered(call, result)
 
@@ -336,9 +338,11 @@ class PipelineChatModel(BaseChatModel):
                         result = await self.provider_model._agenerate(
                             messages, stop=stop, run_manager=run_manager, **kwargs
                         )
+                        headers = result_headers(result)
                         passage.answered(
-                            headers=result_headers(result),
+                            headers=headers,
                             output_tokens=output_tokens_of([result.generations[0].message]),
+                            served_s=served_seconds(headers),
                         )
             return self._answered(call, result)
 

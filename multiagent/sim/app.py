@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -28,6 +29,9 @@ from multiagent.sim.protocol import (
     error_body,
 )
 from multiagent.sim.state import Admitted, Refused, SimState
+
+#: OpenAI's header for the server's own time on a request, in milliseconds.
+PROCESSING_HEADER = "openai-processing-ms"
 
 
 def create_sim_app(config: SimServerConfig) -> FastAPI:
@@ -82,6 +86,7 @@ def create_sim_app(config: SimServerConfig) -> FastAPI:
             headers = {**decision.headers, "cache-control": "no-cache"}
             return StreamingResponse(events, media_type="text/event-stream", headers=headers)
         completed = False
+        received = time.perf_counter()
         try:
             delay = decision.ttft_s + max(1, len(answer.pieces)) * decision.token_latency_s
             if delay > 0:
@@ -89,8 +94,11 @@ def create_sim_app(config: SimServerConfig) -> FastAPI:
             completed = True
         finally:
             _finish(state, decision, answer, completed=completed)
+        # how long the server took, as OpenAI's API says it (clients judge latency on it)
+        served_ms = str(round((time.perf_counter() - received) * 1000))
         return JSONResponse(
-            completion_body(answer, response_id=completion_id()), headers=decision.headers
+            completion_body(answer, response_id=completion_id()),
+            headers={**decision.headers, PROCESSING_HEADER: served_ms},
         )
 
     @app.get("/v1/models")

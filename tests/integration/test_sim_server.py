@@ -201,6 +201,8 @@ def test_models_bad_requests_and_success_headers(sim_url: str) -> None:
     assert raw.headers["x-ratelimit-limit-requests"] == "1000000"
     assert int(raw.headers["x-ratelimit-remaining-requests"]) > 0
     assert re.fullmatch(r"\d+ms|[\d.]+s", raw.headers["x-ratelimit-reset-tokens"])
+    # the server's own time, as OpenAI's API reports it (the controller judges latency on it)
+    assert int(raw.headers["openai-processing-ms"]) >= 0
 
 
 # -- limits, schedule, faults ---------------------------------------------------------------

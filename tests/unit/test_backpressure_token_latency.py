@@ -11,7 +11,7 @@ from collections.abc import Iterable
 import pytest
 from langchain_core.messages import AIMessage, AIMessageChunk
 
-from multiagent.models._bp_health import TokenLatency, output_tokens_of
+from multiagent.models._bp_health import TokenLatency, output_tokens_of, served_seconds
 from multiagent.models.backpressure import BackpressureConfig, BackpressureController, Ticket
 
 PREFILL_S = 0.2
@@ -46,9 +46,13 @@ def serve(
     answers: int,
     lengths: Iterable[int],
     report_tokens: bool = True,
+    client_lag_s: float = 0.0,
+    report_served: bool = False,
 ) -> list[int]:
     """Keep the controller's limit of requests in flight; return how many were in flight at
-    each answer. A serial model starts a request when the previous one is done."""
+    each answer. A serial model starts a request when the previous one is done. A client that
+    lags reads each answer ``client_lag_s`` late per other call it has out (its own CPU), and
+    ``report_served`` passes on the server's own time for each answer."""
     sizes = itertools.cycle(lengths)
     pending: list[tuple[float, Ticket, int]] = []
     free_at = clock.now
@@ -64,12 +68,13 @@ def serve(
             start = max(clock.now, free_at) if serial else clock.now
             finish = start + PREFILL_S + tokens * PER_TOKEN_S
             free_at = finish if serial else free_at
-            pending.append((finish, ticket, tokens))
+            pending.append((finish + client_lag_s * len(pending), ticket, tokens))
         pending.sort(key=lambda item: item[0])
         in_flight.append(len(pending))
         finish, ticket, tokens = pending.pop(0)
         clock.now = max(clock.now, finish)
-        ctl.release(ticket, output_tokens=tokens if report_tokens else None)
+        served = PREFILL_S + tokens * PER_TOKEN_S if report_served else None
+        ctl.release(ticket, output_tokens=tokens if report_tokens else None, served_s=served)
     return in_flight
 
 
@@ -112,6 +117,33 @@ def test_rising_latency_per_token_cuts_the_limit_to_what_the_model_serves(
     assert state.limit <= 2
 
 
+@pytest.mark.parametrize("report_served", [True, False])
+def test_a_client_reading_answers_late_is_not_the_providers_queue_when_the_server_times_them(
+    report_served: bool,
+) -> None:
+    # a worker busy preparing calls reads answers late, more so the more it has out: its round
+    # trips rise with the calls in flight as a queue's would; the server's own time does not
+    clock = FakeClock()
+    ctl = make(clock)
+    serve(ctl, clock, serial=False, answers=200, lengths=(50,), client_lag_s=0.6,
+          report_served=report_served)  # fmt: skip
+    state = ctl.state()
+    if report_served:
+        assert state.limit_cuts == 0
+        assert state.limit == 8
+    else:  # judged on the round trip, the same lag reads as overload
+        assert state.limit_cuts >= 1
+        assert state.limit < 8
+
+
+def test_the_servers_own_time_is_read_from_openais_processing_header() -> None:
+    assert served_seconds({"openai-processing-ms": "57"}) == 0.057
+    assert served_seconds({"openai-processing-ms": "soon"}) is None
+    assert served_seconds({"openai-processing-ms": "-3"}) is None
+    assert served_seconds({}) is None
+    assert served_seconds(None) is None
+
+
 def test_token_latency_rise_is_relative_to_the_models_own_pace() -> None:
     latency = TokenLatency()
     for _ in range(10):
@@ -124,6 +156,19 @@ def test_token_latency_rise_is_relative_to_the_models_own_pace() -> None:
             sent_at=2.0, rtt_s=12.0, output_tokens=100
         )  # three times its own seconds per token
     assert latency.rise(min_samples=4) == 3.0
+
+
+def test_a_model_mostly_waiting_for_its_first_token_is_not_read_as_overloaded() -> None:
+    # 50 ms whatever the length (a server whose latency is its time to first token): short
+    # answers after long ones take more seconds per token, and that is no queue
+    latency = TokenLatency()
+    for tokens in (100, 5, 60, 8, 100, 12, 5, 40, 7, 9, 6, 5):
+        latency.add(sent_at=0.0, rtt_s=0.05, output_tokens=tokens)
+    assert latency.rise(min_samples=4) == 1.0
+    latency.judged(at=1.0)
+    for tokens in (5, 100, 7, 6):  # the same lengths, each now behind a queue twice as long
+        latency.add(sent_at=2.0, rtt_s=0.15, output_tokens=tokens)
+    assert latency.rise(min_samples=4) == pytest.approx(3.0)
 
 
 def test_output_tokens_come_from_usage_else_from_the_chunks() -> None:
