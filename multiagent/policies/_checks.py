@@ -49,11 +49,14 @@ def _check_variable_names(environ: Mapping[str, str]) -> None:
         if not variable.startswith("MULTIAGENT_"):
             continue
         name = variable.removeprefix("MULTIAGENT_").lower()
-        section, nested, _key = name.partition("__")
+        section, nested, rest = name.partition("__")
         if nested and section not in _SECTIONS:
+            # ``RATE__LIMIT__X``: one separator too many splits a section's own name
+            joined = f"{section}_{rest.partition('__')[0]}"
+            hint = did_you_mean(section, _SECTIONS) or did_you_mean(joined, _SECTIONS)
             raise ConfigError(
                 f"unknown settings section {section!r} in variable {variable}"
-                f"{did_you_mean(section, _SECTIONS)}; valid sections: {', '.join(_SECTIONS)}"
+                f"{hint}; valid sections: {', '.join(_SECTIONS)}"
             )
         if nested or name in known or name in _OTHER_VARIABLES:
             continue

@@ -158,6 +158,15 @@ def _misspelt(name: str, data: st.DataObject) -> str:
     return name[:index] + "q" + name[index + 1 :]
 
 
+def test_a_doubled_separator_inside_a_section_name_names_the_section(filled_home: Path) -> None:
+    # "rate__limit" splits as section "rate", key "limit__x": the hint joins them back
+    line = refused_unchanged(
+        ["profile"], template=filled_home, env={"MULTIAGENT_RATE__LIMIT__X": "1"}
+    )
+    assert "unknown settings section 'rate'" in line
+    assert "did you mean 'rate_limit'" in line
+
+
 @CASES
 @given(data=st.data())
 def test_a_misspelt_section_or_key_names_the_nearest_one(
