@@ -29,6 +29,7 @@ import threading
 import uuid
 from pathlib import Path
 
+from multiagent._sqlite import ensure_wal
 from multiagent.models._counter_slots import owner_dead
 from multiagent.persistence._collections import Note
 
@@ -75,7 +76,7 @@ class NoteJournal:
                 isolation_level=None,
                 check_same_thread=False,  # calls are serialized by self._lock
             )
-            connection.execute("PRAGMA journal_mode = WAL")
+            ensure_wal(connection)  # workers creating the journal at once may race the switch
             connection.execute("PRAGMA synchronous = NORMAL")  # a process crash loses nothing
             connection.execute(_SCHEMA)
             self._connection = connection
