@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
+
+from tests.integration._chroma_probe import run_chroma_probe
 
 # a new process (the test process may have imported Chroma already): the stand-in exporter
 # module lacks the name chromadb imports from it, as a later chromadb importing another name
@@ -48,17 +46,7 @@ print(json.dumps({
 
 
 def test_a_failing_lean_import_falls_back_to_a_plain_one(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CHROMA_"))}
-    done = subprocess.run(
-        [sys.executable, "-c", _PROBE, str(tmp_path / "chroma")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=env,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = run_chroma_probe(_PROBE, tmp_path / "chroma")
     assert result == {
         "stand_in_made": 1,  # the lean import was tried, once
         "fallbacks_logged": ["DEBUG"],  # once, at debug, for both opens

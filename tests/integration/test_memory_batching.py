@@ -3,10 +3,6 @@ queued and batched by the memory thread, Chroma imported lean and asked cheaply.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -18,6 +14,7 @@ from multiagent.persistence.embeddings import HashingEmbeddings
 from multiagent.persistence.memory import open_agent_memory, open_chroma_client
 from multiagent.persistence.memory_background import BackgroundAgentMemory
 from multiagent.policies import load_settings
+from tests.integration._chroma_probe import run_chroma_probe
 
 NOTES = {
     "scout": "Paris is the capital of France.",
@@ -140,18 +137,7 @@ print(json.dumps({
 
 
 def test_chroma_imports_lean_and_leaves_nothing_of_it_behind(tmp_path: Path) -> None:
-    # a new process: the test process may have imported Chroma already
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CHROMA_"))}
-    done = subprocess.run(
-        [sys.executable, "-c", _LEAN_PROBE, str(tmp_path / "chroma")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=env,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = run_chroma_probe(_LEAN_PROBE, tmp_path / "chroma")
     assert result == {
         "restored": True,  # overrides' own decorator is back for everyone else
         "stand_in_left": False,  # the next import of the exporter finds the real module
