@@ -148,6 +148,13 @@ class Passage:
         from now on."""
         self._settle(error=None, headers=headers, output_tokens=output_tokens, served_s=served_s)
 
+    def sent_later(self, seconds: float) -> None:
+        """The request left ``seconds`` after its slot was granted (it waited at a gate of the
+        process's own): its round trip is judged from the real send."""
+        ticket = self._ticket
+        if seconds > 0 and ticket is not None and ticket.sent_at is not None:
+            ticket.sent_at += seconds
+
     def failed(self, error: BaseException) -> None:
         """Report that the provider call failed with ``error``; the slot is free from now on."""
         self._settle(error=error, headers=None)

@@ -20,12 +20,15 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import BaseChatModel
 
 from multiagent.errors import ConfigError
 from multiagent.policies import Settings, Tier
+
+if TYPE_CHECKING:
+    import httpx2
 
 #: Provider name → ``module:function`` building its chat model from (model name, settings).
 PROVIDERS: dict[str, str] = {
@@ -54,6 +57,7 @@ def build_chat_model(
     *,
     model: str | None = None,
     streaming: bool = False,
+    http_clients: tuple[httpx2.Client, httpx2.AsyncClient] | None = None,
 ) -> BaseChatModel:
     """Return the provider's chat model for ``tier`` as the profile configures it.
 
@@ -62,6 +66,8 @@ def build_chat_model(
         settings: Resolved settings (see :func:`multiagent.load_settings`).
         model: A model name that replaces the profile's choice for the tier.
         streaming: Ask the provider to stream when the model is invoked (OpenAI only).
+        http_clients: The sync and async httpx2 clients an ``openai`` model sends through
+            (default: the SDK's own); other providers build their own clients.
 
     Raises:
         ConfigError: The ``openai`` provider is selected and ``OPENAI_API_KEY`` is not set.
@@ -81,6 +87,7 @@ def build_chat_model(
 
     # a compatible server (llama.cpp's) reads the output bound only as max_tokens
     openai_class = ChatOpenAI if settings.openai_base_url is None else CompatibleChatOpenAI
+    sync_http, async_http = http_clients or (None, None)
     return openai_class(
         model=name,
         api_key=settings.openai_api_key,
@@ -89,6 +96,8 @@ def build_chat_model(
         timeout=timeout,
         streaming=streaming,
         stream_usage=True,
+        http_client=sync_http,
+        http_async_client=async_http,
     )
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import weakref
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from langchain_core.language_models import BaseChatModel
 
@@ -41,6 +41,9 @@ from multiagent.models.pipeline_model import PipelineChatModel
 from multiagent.models.retry import RetryPolicy
 from multiagent.policies import TIERS, ModelPrice, Settings, Tier
 
+if TYPE_CHECKING:
+    import httpx2
+
 _ModelKey = tuple[str, str, str]
 
 #: The first version's name for the per-agent model; kept for callers that used it.
@@ -63,7 +66,9 @@ class ModelPipeline:
         model_source: Where ``model`` came from, for error messages (``--model``).
         max_in_flight: Calls of this pipeline at the provider at once, at most, over every
             model it hands out (a queue worker's ``--concurrency``, kept while more threads
-            prepare calls); taken before the controller's slot. Default: no bound of its own.
+            prepare calls): held around the HTTP exchange for the ``openai`` provider, else
+            taken before the controller's slot (see :mod:`multiagent.models._in_flight`).
+            Default: no bound of its own.
 
     Raises:
         ConfigError: A model has no price, or ``model`` cannot be resolved.
@@ -96,6 +101,7 @@ class ModelPipeline:
         self.price = price
         self.settings = settings
         self.in_flight = None if max_in_flight is None else InFlightGate(max_in_flight)
+        self._gated_http: tuple[httpx2.Client, httpx2.AsyncClient] | None = None
         profile = settings.profile
         self.retry = retry or RetryPolicy(attempts=profile.rate_limit.retry_attempts)
         self.backpressure = backpressure or BackpressureConfig.from_profile(profile.rate_limit)
@@ -198,12 +204,30 @@ class ModelPipeline:
             fallback_fraction=self.settings.profile.rate_limit.redis_fallback_fraction,
         )
 
-    def _gated(self, controller: BackpressureController) -> BackpressureController:
-        """``controller`` behind this pipeline's in-flight bound, when it has one."""
-        if self.in_flight is None:
+    def _http(self) -> tuple[httpx2.Client, httpx2.AsyncClient] | None:
+        """The HTTP clients this pipeline's ``openai`` models send through: ones holding the
+        in-flight bound around each exchange when the pipeline has one, else the SDK's own."""
+        if self.in_flight is None or self.provider != "openai":
+            return None
+        if self._gated_http is None:
+            from multiagent.models._gated_http import gated_http_clients
+
+            self._gated_http = gated_http_clients(self.in_flight)
+        return self._gated_http
+
+    def _gated(
+        self, controller: BackpressureController, provider_model: BaseChatModel
+    ) -> BackpressureController:
+        """``controller`` behind this pipeline's in-flight bound, unless the bound is held by
+        ``provider_model``'s HTTP client already (or the pipeline has none)."""
+        if self.in_flight is None or self._sends_through_gate(provider_model):
             return controller
         # the same API (slots, state, metrics), each slot first passing the gate
         return cast("BackpressureController", GatedController(controller, self.in_flight))
+
+    def _sends_through_gate(self, provider_model: BaseChatModel) -> bool:
+        clients = self._gated_http
+        return clients is not None and getattr(provider_model, "http_client", None) is clients[0]
 
     @property
     def _base_url(self) -> str | None:
@@ -251,7 +275,7 @@ class ModelPipeline:
         if chosen is not None and chosen.model is not None and name == chosen.name:
             provider_model = without_client_retries(chosen.model)
         else:
-            provider_model = build_chat_model(tier, settings, model=name)
+            provider_model = build_chat_model(tier, settings, model=name, http_clients=self._http())
         identity = CallIdentity(
             agent=agent,
             provider=self.provider,
@@ -263,7 +287,7 @@ class ModelPipeline:
         wired = PipelineChatModel(
             provider_model=_with_response_headers(provider_model),
             identity=identity,
-            controller=self._gated(self.controller_for(name)),
+            controller=self._gated(self.controller_for(name), provider_model),
             retry=self.retry,
             base_url=self._base_url,
             redact=settings.profile.features.pii_redaction,

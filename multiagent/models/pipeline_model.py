@@ -44,6 +44,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, SkipValidation
 
 from multiagent.models._answer_trace import priced, replay_chunks, with_call_id
 from multiagent.models._bp_health import output_tokens_of, served_seconds
+from multiagent.models._in_flight import held_at_gate
 from multiagent.models.accounting import (
     CallIdentity,
     pop_headers,
@@ -312,9 +313,10 @@ class PipelineChatModel(BaseChatModel):
                 with attempt:
                     call.attempts += 1
                     with self.controller.slot(tokens=call.pace_tokens) as passage:
-                        result = self.provider_model._generate(
-                            messages, stop=stop, run_manager=run_manager, **kwargs
-                        )
+                        with held_at_gate(passage):
+                            result = self.provider_model._generate(
+                                messages, stop=stop, run_manager=run_manager, **kwargs
+                            )
                         headers = result_headers(result)
                         passage.answered(
                             headers=headers,
@@ -335,9 +337,10 @@ class PipelineChatModel(BaseChatModel):
                 with attempt:
                     call.attempts += 1
                     async with self.controller.aslot(tokens=call.pace_tokens) as passage:
-                        result = await self.provider_model._agenerate(
-                            messages, stop=stop, run_manager=run_manager, **kwargs
-                        )
+                        with held_at_gate(passage):
+                            result = await self.provider_model._agenerate(
+                                messages, stop=stop, run_manager=run_manager, **kwargs
+                            )
                         headers = result_headers(result)
                         passage.answered(
                             headers=headers,
@@ -372,7 +375,8 @@ class PipelineChatModel(BaseChatModel):
                             self.controller.slot(tokens=call.pace_tokens)
                         )
                         chunks = self.provider_model._stream(messages, stop=stop, **kwargs)
-                        first = next(chunks, None)
+                        with held_at_gate(passage):  # the request is sent by the first read
+                            first = next(chunks, None)
                         # unwound in reverse: the provider's stream closes, then the slot
                         stack.push(attempt_stack.pop_all())
                         stack.callback(_close, chunks)
@@ -405,7 +409,8 @@ class PipelineChatModel(BaseChatModel):
                             chunks = aiter(
                                 self.provider_model._astream(messages, stop=stop, **kwargs)
                             )
-                            first = await anext(chunks, None)
+                            with held_at_gate(passage):
+                                first = await anext(chunks, None)
                             stack.push_async_exit(attempt_stack.pop_all())
                             stack.push_async_callback(_aclose, chunks)
                 headers = None

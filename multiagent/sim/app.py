@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -46,6 +45,7 @@ def create_sim_app(config: SimServerConfig) -> FastAPI:
         description="An OpenAI-compatible chat-completions server with limits and faults.",
     )
     app.state.sim = state
+    app.add_middleware(_StampArrival)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -69,7 +69,11 @@ def create_sim_app(config: SimServerConfig) -> FastAPI:
         return JSONResponse(error_body(message, kind="server_error", code=None), status_code=500)
 
     @app.post("/v1/chat/completions", response_model=None)
-    async def chat_completions(body: ChatRequest) -> Response:
+    async def chat_completions(body: ChatRequest, request: Request) -> Response:
+        # the configured latency runs from the request's arrival: parsing and composing the
+        # answer are part of it, not added to it (a busy simulator would otherwise serve slower
+        # than it says, and every client's figures would read the difference as their own)
+        arrived: float = request.state.arrived
         check_request(body)
         try:
             answer = compose_answer(body, default_seed=config.seed)
@@ -82,20 +86,20 @@ def create_sim_app(config: SimServerConfig) -> FastAPI:
             return _error_response(decision)
         if body.stream:
             include = bool(body.stream_options and body.stream_options.include_usage)
-            events = _events(state, decision, answer, include_usage=include)
+            events = _events(state, decision, answer, include_usage=include, begin=arrived)
             headers = {**decision.headers, "cache-control": "no-cache"}
             return StreamingResponse(events, media_type="text/event-stream", headers=headers)
         completed = False
-        received = time.perf_counter()
+        loop = asyncio.get_running_loop()
         try:
             delay = decision.ttft_s + max(1, len(answer.pieces)) * decision.token_latency_s
-            if delay > 0:
-                await asyncio.sleep(delay)
+            if (wait := arrived + delay - loop.time()) > 0:
+                await asyncio.sleep(wait)
             completed = True
         finally:
             _finish(state, decision, answer, completed=completed)
         # how long the server took, as OpenAI's API says it (clients judge latency on it)
-        served_ms = str(round((time.perf_counter() - received) * 1000))
+        served_ms = str(round((loop.time() - arrived) * 1000))
         return JSONResponse(
             completion_body(answer, response_id=completion_id()),
             headers={**decision.headers, PROCESSING_HEADER: served_ms},
@@ -183,10 +187,24 @@ def _sse(document: Any) -> str:
     return f"data: {json.dumps(document, separators=(',', ':'))}\n\n"
 
 
+class _StampArrival:
+    """Pure ASGI middleware stamping each request's arrival on ``request.state.arrived``
+    (event-loop clock), before the body is read and parsed."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            scope.setdefault("state", {})["arrived"] = asyncio.get_running_loop().time()
+        await self.app(scope, receive, send)
+
+
 async def _events(
-    state: SimState, admitted: Admitted, answer: Answer, *, include_usage: bool
+    state: SimState, admitted: Admitted, answer: Answer, *, include_usage: bool, begin: float
 ) -> AsyncIterator[str]:
-    """Server-sent chunks paced at time-to-first-token, then one piece per token latency."""
+    """Server-sent chunks paced at time-to-first-token after ``begin`` (the request's arrival,
+    event-loop clock), then one piece per token latency."""
     loop = asyncio.get_running_loop()
     response_id = completion_id()
     completed = False
@@ -199,9 +217,8 @@ async def _events(
         )
 
     try:
-        begin = loop.time()
-        if admitted.ttft_s > 0:
-            await asyncio.sleep(admitted.ttft_s)
+        if (wait := begin + admitted.ttft_s - loop.time()) > 0:
+            await asyncio.sleep(wait)
         first: dict[str, Any] = {"role": "assistant", "content": "", "refusal": None}
         if answer.tool_call is not None:
             call_id, name, _ = answer.tool_call

@@ -1,0 +1,135 @@
+"""A worker's in-flight bound held around the HTTP exchange, against the simulator server.
+
+The simulator refuses any request beyond its ``max_concurrency`` in flight and counts each
+refusal, so a bound that lets one call too many through shows at the server, not in our books.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from langchain_core.messages import HumanMessage
+
+from multiagent.models._bp_wait import Passage
+from multiagent.models._in_flight import GatedController, held_at_gate, note_wait
+from multiagent.models.backpressure import BackpressureConfig, BackpressureController
+from multiagent.models.pipeline import ModelPipeline
+from multiagent.models.retry import RetryPolicy
+from multiagent.policies import load_settings
+from multiagent.sim import SimServerConfig, run_sim_server
+
+BOUND = 2
+
+
+def stats(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url.removesuffix("/v1") + "/sim/stats", timeout=5) as response:
+        return dict(json.loads(response.read()))
+
+
+@pytest.fixture
+def sim_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    # 20 ms per call, so callers overlap; at most BOUND in flight, any more refused and counted
+    config = SimServerConfig(rpm=1e6, tpm=1e9, max_concurrency=BOUND, ttft_s=0.02)
+    with run_sim_server(config) as url:
+        monkeypatch.setenv("OPENAI_API_KEY", "sim-key")
+        monkeypatch.setenv("OPENAI_BASE_URL", url)
+        yield url
+
+
+def _pipeline() -> ModelPipeline:
+    # no retries: a refused call would fail the test instead of hiding behind a second attempt
+    settings = load_settings(provider="openai")
+    return ModelPipeline(settings, retry=RetryPolicy(attempts=1), max_in_flight=BOUND)
+
+
+def _free_places(pipeline: ModelPipeline) -> int:
+    gate = pipeline.in_flight
+    assert gate is not None
+    return sum(gate._free.acquire(blocking=False) for _ in range(gate.limit + 1))
+
+
+def test_threads_beyond_the_bound_wait_at_the_transport(sim_url: str) -> None:
+    pipeline = _pipeline()
+    model = pipeline.model_for("fast", agent="validator")
+    # the bound is the HTTP client's: the controller's slot is not gated a second time
+    assert not isinstance(model.controller, GatedController)  # type: ignore[attr-defined]
+    answers: list[str] = []
+
+    def caller(number: int) -> None:
+        for turn in range(4):  # each question its own: no answer comes from the cache
+            question = f"Is rye baked at {200 + 10 * number + turn} C?"
+            answers.append(model.invoke([HumanMessage(content=question)]).text)
+
+    threads = [threading.Thread(target=caller, args=(n,)) for n in range(3 * BOUND)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    served = stats(sim_url)["totals"]
+    assert len(answers) == 24
+    assert all(answers)
+    assert served["successes"] == 24
+    assert served["rejected_concurrency"] == 0  # never more than BOUND at the server
+    assert pipeline.controller_for(model.model_name)._holders == 0  # type: ignore[attr-defined]
+    assert _free_places(pipeline) == BOUND  # every place given back
+
+
+def test_async_callers_share_the_same_bound(sim_url: str) -> None:
+    pipeline = _pipeline()
+    model = pipeline.model_for("fast", agent="validator")
+
+    async def main() -> list[Any]:
+        asks = [model.ainvoke([HumanMessage(content=f"Check claim {n}")]) for n in range(12)]
+        return await asyncio.gather(*asks)
+
+    replies = asyncio.run(main())
+    served = stats(sim_url)["totals"]
+    assert len(replies) == 12
+    assert all(reply.text for reply in replies)
+    assert (served["successes"], served["rejected_concurrency"]) == (12, 0)
+    assert _free_places(pipeline) == BOUND
+
+
+def test_a_stream_closed_early_gives_its_place_back(sim_url: str) -> None:
+    pipeline = _pipeline()
+    model = pipeline.model_for("fast", agent="validator")
+    for n in range(BOUND):
+        chunks = model.stream([HumanMessage(content=f"Write a long plan for launch {n}")])
+        assert next(iter(chunks)) is not None
+        chunks.close()  # type: ignore[attr-defined]
+    assert _free_places(pipeline) == BOUND
+    assert pipeline.controller_for(model.model_name)._holders == 0  # type: ignore[attr-defined]
+
+
+def test_a_failed_exchange_gives_its_place_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    # nothing listens on this port: every request fails to connect
+    monkeypatch.setenv("OPENAI_API_KEY", "sim-key")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    pipeline = _pipeline()
+    model = pipeline.model_for("fast", agent="validator")
+    for _ in range(BOUND):
+        with pytest.raises(Exception, match=r"(?i)connect"):
+            model.invoke([HumanMessage(content="Is rye baked at 230 C?")])
+    assert _free_places(pipeline) == BOUND
+
+
+def test_time_waited_at_the_gate_moves_the_send_later() -> None:
+    controller = BackpressureController(BackpressureConfig(max_concurrency=4, requests_per_s=1e6))
+    with Passage(controller, tokens=1) as passage:
+        granted = passage.ticket.sent_at
+        assert granted is not None
+        with held_at_gate(passage):
+            note_wait(time.perf_counter() - 0.5)  # as a transport that waited half a second
+        sent = passage.ticket.sent_at
+        assert sent is not None
+        assert sent >= granted + 0.5
+        passage.answered()
+    # outside a held block, a wait is noted nowhere and moves nothing
+    note_wait(time.perf_counter() - 0.5)
