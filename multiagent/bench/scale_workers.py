@@ -429,8 +429,9 @@ def render_workers(bench: WorkersBench) -> str:
         f"in flight per worker (here {bench.concurrency}). Each point has its own simulator "
         "process that refuses any request beyond workers × concurrency in flight (the ideal's "
         "own assumption, checked where the calls arrive; refusals are counted). A worker keeps "
-        "`--concurrency` calls in flight through a gate taken before the limiter's slot and "
-        "runs half as many threads again, which prepare their next calls meanwhile. CPU "
+        "`--concurrency` calls in flight through a gate in its HTTP client, held from a "
+        "request's send to its response's end, and runs half as many threads again, which "
+        "prepare their next calls (limiter, payload, parsing) meanwhile. CPU "
         f"ceiling = cores ({os.cpu_count() or 1}) / worker CPU per call: a point whose ideal "
         "is above it is bound by this machine's CPU, not by the queue. Bare client: workers × "
         "concurrency threads each calling the same simulator one call at a time through a "
@@ -460,8 +461,8 @@ def render_workers(bench: WorkersBench) -> str:
             "CPU and other processes on the machine (5-minute load average at the end: "
             f"{bench.load_average:.1f} on {cores} cores); points whose ideal is above that are "
             "CPU-bound here, not bound by the queue. Below the CPU ceiling, a place at the gate "
-            "is held from the limiter's slot to the answer's release: its cycle is the latency "
-            "plus the limiter's two Redis round trips, the client's request and answer, and the "
-            "GIL's queueing behind the threads preparing calls.",
+            "is held for the HTTP exchange alone: its cycle is the latency plus the request's "
+            "and answer's transfer and the GIL's handover to the thread waiting with the next "
+            "request.",
         ]
     return "\n".join(lines)
