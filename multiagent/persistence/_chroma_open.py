@@ -7,14 +7,20 @@ Importing chromadb and opening its first persistent client cost a run with memor
   signature against the base class and disassembles the class body to find it, at import;
   that is a development-time check of Chroma's own code;
 - chromadb's OpenTelemetry module imports the OTLP/gRPC span exporter (protobuf, grpc) at
-  import, and uses it only when ``chroma_otel_collection_endpoint`` is set.
+  import, and uses it only when ``chroma_otel_collection_endpoint`` is set;
+- Chroma's collection configuration imports its embedding-function package for the registry
+  of known functions, and the package imports every provider's module and their JSON
+  schemas (jsonschema, attrs, yaml: about 0.1 s); a collection made without an embedding
+  function, as this project's are (it embeds itself), never looks the registry up.
 
-:func:`open_persistent_client` imports Chroma the first time with both deferred: the
-decorator only marks the method (as it does once checked) and the exporter's class stands for
+:func:`open_persistent_client` imports Chroma the first time with all three deferred: the
+decorator only marks the method (as it does once checked), the exporter's class stands for
 the real one until someone makes one, which then imports the real module and returns its
-exporter. Both stand-ins are in place only while Chroma's modules are first imported, under a
-lock; a process that imported them before (the project's tracing imports the same exporter
-when asked for OTLP over gRPC) keeps its own. Should that import fail (a later Chroma that
+exporter, and the registry and its decorator stand for the package's own, importing it on
+first use and handing every use on to it. The stand-ins are in sys.modules only while
+Chroma's modules are first imported, under a lock; a process that imported the real modules
+before (the project's tracing imports the same exporter when asked for OTLP over gRPC) keeps
+its own. Should that import fail (a later Chroma that
 imports another name from the exporter's module, say), Chroma is imported plainly instead.
 
 :func:`has_collection` answers from Chroma's SQLite file, without importing Chroma, whether a
@@ -30,7 +36,7 @@ import sqlite3
 import sys
 import threading
 import types
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -38,7 +44,8 @@ from typing import Any
 #: Chroma's SQLite file in its persist directory.
 CHROMA_SQLITE = "chroma.sqlite3"
 _OTLP_SPANS = "opentelemetry.exporter.otlp.proto.grpc.trace_exporter"
-_lean_lock = threading.Lock()
+_EMBEDDING_FUNCTIONS = "chromadb.utils.embedding_functions"
+_lean_lock = threading.RLock()  # re-entered when Chroma reads a registry during its import
 _fell_back = False
 #: Chroma's modules a first persistent client needs (the client imports the last two on open).
 _FIRST_OPEN = ("chromadb", "chromadb.api.rust", "chromadb.telemetry.product.posthog")
@@ -68,6 +75,57 @@ def _deferred_otlp_module() -> types.ModuleType:
     return module
 
 
+def _real_embedding_functions() -> types.ModuleType:
+    """Chroma's embedding-function package itself (imported now if only the stand-in was)."""
+    module = sys.modules.get(_EMBEDDING_FUNCTIONS)
+    if module is None or getattr(module, "__file__", None) is None:
+        with _lean_lock:
+            sys.modules.pop(_EMBEDDING_FUNCTIONS, None)
+            module = importlib.import_module(_EMBEDDING_FUNCTIONS)
+    return module
+
+
+class _KnownFunctions(MutableMapping[str, Any]):
+    """Chroma's registry of embedding functions, read from the real package on first use."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def _real(self) -> MutableMapping[str, Any]:
+        registry: MutableMapping[str, Any] = getattr(_real_embedding_functions(), self._name)
+        return registry
+
+    def __getitem__(self, key: str) -> Any:
+        return self._real()[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._real()[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._real()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._real())
+
+    def __len__(self) -> int:
+        return len(self._real())
+
+
+def _deferred_embedding_functions() -> types.ModuleType:
+    """A stand-in of Chroma's embedding-function package: its registries and decorator."""
+
+    def register_embedding_function(*args: Any, **kwargs: Any) -> Any:
+        return _real_embedding_functions().register_embedding_function(*args, **kwargs)
+
+    module = types.ModuleType(_EMBEDDING_FUNCTIONS)
+    module.known_embedding_functions = _KnownFunctions("known_embedding_functions")  # type: ignore[attr-defined]
+    module.sparse_known_embedding_functions = _KnownFunctions(  # type: ignore[attr-defined]
+        "sparse_known_embedding_functions"
+    )
+    module.register_embedding_function = register_embedding_function  # type: ignore[attr-defined]
+    return module
+
+
 @contextmanager
 def _lean_chroma_import() -> Iterator[None]:
     """While Chroma's modules are first imported: no signature checks, no eager exporter."""
@@ -78,16 +136,23 @@ def _lean_chroma_import() -> Iterator[None]:
         import overrides
 
         saved = (overrides.override, overrides.overrides)
-        stand_in = _OTLP_SPANS not in sys.modules
-        if stand_in:
-            sys.modules[_OTLP_SPANS] = _deferred_otlp_module()
+        stand_ins = {
+            name: make()
+            for name, make in (
+                (_OTLP_SPANS, _deferred_otlp_module),
+                (_EMBEDDING_FUNCTIONS, _deferred_embedding_functions),
+            )
+            if name not in sys.modules
+        }
+        sys.modules.update(stand_ins)
         overrides.override = overrides.overrides = _marked
         try:
             yield
         finally:
             overrides.override, overrides.overrides = saved
-            if stand_in and getattr(sys.modules.get(_OTLP_SPANS), "__file__", None) is None:
-                sys.modules.pop(_OTLP_SPANS, None)  # the next import of it finds the real one
+            for name in stand_ins:
+                if getattr(sys.modules.get(name), "__file__", None) is None:
+                    sys.modules.pop(name, None)  # the next import of it finds the real one
 
 
 def _forget_chroma_modules() -> None:

@@ -119,11 +119,18 @@ import overrides
 checked = overrides.override
 from multiagent.persistence._chroma_open import open_persistent_client
 client = open_persistent_client(sys.argv[1])
-found = client.get_or_create_collection("agent-x")
+found = client.get_or_create_collection("agent-x", embedding_function=None)
 found.upsert(ids=["a"], documents=["a text"], embeddings=[[0.1, 0.2, 0.3]])
 answer = found.query(query_embeddings=[[0.1, 0.2, 0.3]], n_results=1)
 name = "opentelemetry.exporter.otlp.proto.grpc.trace_exporter"
 left = name in sys.modules
+functions = "chromadb.utils.embedding_functions"
+deferred = functions not in sys.modules
+from chromadb.api.collection_configuration import known_embedding_functions
+known = "default" in known_embedding_functions
+registry_is_real = known_embedding_functions["default"] is (
+    sys.modules[functions].known_embedding_functions["default"]
+)
 from chromadb.telemetry.opentelemetry import OTLPSpanExporter
 exporter = OTLPSpanExporter(endpoint="http://127.0.0.1:1")
 real = sys.modules[name].OTLPSpanExporter
@@ -132,6 +139,8 @@ print(json.dumps({
     "stand_in_left": left,
     "exporter_is_real": type(exporter) is real,
     "answer": answer["ids"],
+    "functions_deferred": deferred,
+    "registry_answers": known and registry_is_real,
 }))
 """
 
@@ -143,4 +152,8 @@ def test_chroma_imports_lean_and_leaves_nothing_of_it_behind(tmp_path: Path) -> 
         "stand_in_left": False,  # the next import of the exporter finds the real module
         "exporter_is_real": True,  # Chroma asked for an exporter: it got the real one
         "answer": [["a"]],
+        # a collection without an embedding function never reads Chroma's registry, so the
+        # package of every provider's function is not imported; asked, the registry is real
+        "functions_deferred": True,
+        "registry_answers": True,
     }
