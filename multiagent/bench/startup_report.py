@@ -123,10 +123,11 @@ def _reading(result: dict[str, Any]) -> str:
             f"Memory costs a run importing Chroma and opening its store "
             f"({_ms(imports['chroma_open'])} ms), reading "
             f"the model ({_ms(imports['embedder_load'])} ms) and an embedding per recall and "
-            "per remember; the CLI opens Chroma and reads the model on a background thread "
-            "while the graph compiles and the planner's call is out, so only what the "
-            "planner's latency does not cover reaches the wall time (imports hold the GIL: "
-            "starting them earlier, beside the CLI's own imports, gains nothing)."
+            "per remember; the CLI opens Chroma and reads the model on a background thread, "
+            "at once when the store has something to recall, else at the first remember, "
+            "while the other agents' calls are out, so only what the models' latency does "
+            "not cover reaches the wall time (imports hold the GIL: starting them beside the "
+            "CLI's own imports gains nothing)."
         )
     if "reference" in probes:
         ref = probes["reference"]

@@ -130,6 +130,14 @@ class NoteJournal:
             )
         return found is not None
 
+    def is_empty(self) -> bool:
+        """Whether no process's row waits in the journal."""
+        if not (self.directory / JOURNAL_FILE).is_file():
+            return True
+        with self._lock:
+            found = self._connect().execute("SELECT 1 FROM notes LIMIT 1").fetchone()
+        return found is None
+
     def _gone(self, owner: str) -> bool:
         path = self.directory / f"{owner}{_OWNER_SUFFIX}"
         return owner != self.owner and (not path.exists() or owner_dead(path))

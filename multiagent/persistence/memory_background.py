@@ -19,7 +19,11 @@ rest to one daemon thread, which then writes what the agents remember:
   store that opens writes it.
 
 Imports and embeddings hold the GIL (numpy's BLAS excepted): the thread gains only where it
-overlaps a real wait, the model calls' latency. :meth:`close` writes what is still queued.
+overlaps a real wait, the model calls' latency. So a store with something to recall opens at
+once (the agents will wait for it), and a store that holds nothing yet (no directory, no
+journaled note: a new home) opens when it is first needed, at the first ``remember``, while
+the other agents' model calls are out, instead of competing with the graph's start for the
+GIL; a run that needs it not at all never opens it. :meth:`close` writes what is queued.
 """
 
 from __future__ import annotations
@@ -73,6 +77,11 @@ class BackgroundAgentMemory:
         self._written = threading.Condition()
         self._pending = 0
         self._remembered: set[str] = set()
+        #: Set, the thread opens the store: at once when it has something to recall.
+        self._wanted = threading.Event()
+        self._closing = False
+        if self.path.exists() or not self._journal.is_empty():
+            self._wanted.set()
         self._thread = threading.Thread(
             target=self._serve, args=(settings,), name="agent-memory", daemon=True
         )
@@ -93,7 +102,10 @@ class BackgroundAgentMemory:
             self._ready.set()
 
     def _serve(self, settings: Settings) -> None:
-        """Open the store, then write queued notes in batches until :meth:`close`."""
+        """Open the store when wanted, then write queued notes in batches until :meth:`close`."""
+        self._wanted.wait()
+        if self._closing and not self._used:
+            return  # closed before anything was recalled or remembered: nothing to open for
         self._open(settings)
         while True:
             batch = [self._notes.get()]
@@ -135,6 +147,7 @@ class BackgroundAgentMemory:
             Exception: Whatever opening the store raised.
         """
         self._used = True
+        self._wanted.set()
         self._ready.wait()
         if self._error is not None:
             self._raised = True
@@ -198,6 +211,7 @@ class BackgroundAgentMemory:
             self._pending += 1
             self._remembered.add(agent)
         self._notes.put((row, note))
+        self._wanted.set()
 
     def close(self) -> None:
         """Write what is queued, stop the thread and close the store it opened.
@@ -210,6 +224,8 @@ class BackgroundAgentMemory:
         """
         if self._thread.is_alive():
             self._notes.put(None)
+        self._closing = True
+        self._wanted.set()  # a store never needed is not opened at all (see _serve)
         self._thread.join()
         self._journal.close()
         if self._memory is not None:

@@ -37,6 +37,31 @@ def test_it_remembers_and_recalls_like_the_store_it_opens(isolated_env: Path) ->
         assert reopened.count("scout") == 2  # on disk, not only in the thread's client
 
 
+def test_a_new_home_opens_its_store_only_when_a_note_comes(isolated_env: Path) -> None:
+    # nothing to recall in a new home: Chroma is not opened while the run starts
+    memory = BackgroundAgentMemory(load_settings(), embeddings=HashingEmbeddings())
+    assert memory.recall("scout", "capital of France") == []
+    assert not memory.opened
+    assert not (isolated_env / "chroma").exists()
+    memory.remember("scout", FACTS)  # the first note opens it
+    assert memory.recall("scout", "capital of France", k=1) == [FACTS[0]]
+    assert memory.opened
+    memory.close()
+    # a store with notes opens at once: the agents will recall from it
+    again = BackgroundAgentMemory(load_settings(), embeddings=HashingEmbeddings())
+    again.wait()
+    assert again.opened
+    again.close()
+
+
+def test_a_store_never_needed_is_never_opened(isolated_env: Path) -> None:
+    memory = BackgroundAgentMemory(load_settings(), embeddings=HashingEmbeddings())
+    memory.close()
+    assert not memory.opened
+    assert not memory._thread.is_alive()
+    assert not (isolated_env / "chroma").exists()
+
+
 def test_bad_options_fail_before_any_thread_or_file(isolated_env: Path) -> None:
     with pytest.raises(UsageError, match="unknown embedder 'brain'"):
         open_agent_memory_in_background(load_settings(), embeddings="brain")
