@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from multiagent._exit import exit_code_of, exit_now
 from multiagent.commands._guards import guard_parameters, one_line_error
 from multiagent.commands._shared import RootOptions, resolved_home
 from multiagent.commands.audit import install_audit
@@ -177,6 +178,11 @@ def one_blas_thread() -> None:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: runs the command, then leaves without the interpreter's
+    teardown (see :mod:`multiagent._exit`)."""
     one_blas_thread()  # before anything imports numpy
-    app()
+    try:
+        app()
+    except SystemExit as exc:
+        exit_now(exit_code_of(exc))
+    exit_now(0)
