@@ -17,6 +17,11 @@ import json, os, sys
 import multiagent.cli as cli
 numpy_before = "numpy" in sys.modules
 sys.argv = ["multiagent", "--version"]
+
+def stay(code):  # main() ends the process; this child goes on to import numpy
+    raise SystemExit(code)
+
+cli.exit_now = stay
 try:
     cli.main()
 except SystemExit:
