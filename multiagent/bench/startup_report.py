@@ -82,6 +82,18 @@ def startup_markdown(result: dict[str, Any]) -> str:
                     ),
                     (f"read the embedder ({imports['embedder']})", _ms(imports["embedder_load"])),
                     ("first embedding of the task", _ms(imports["first_embedding"])),
+                    *(
+                        [
+                            (
+                                "interpreter teardown of those modules at exit (skipped by "
+                                "the CLI, which leaves with `os._exit` once threads, `atexit` "
+                                "handlers and output are done)",
+                                _ms(imports["wall_s"] - probes["exit_now"]["wall_s"]),
+                            )
+                        ]
+                        if "exit_now" in probes
+                        else []
+                    ),
                 ],
             ),
         ]
