@@ -125,13 +125,25 @@ class AsyncGatedTransport(httpx2.AsyncBaseTransport):
 
 
 def gated_http_clients(gate: InFlightGate) -> tuple[httpx2.Client, httpx2.AsyncClient]:
-    """The OpenAI SDK's own sync and async clients (its timeouts, connection limits and
-    redirects), whose requests pass ``gate``."""
-    from openai import DEFAULT_CONNECTION_LIMITS, DefaultAsyncHttpxClient, DefaultHttpxClient
+    """The OpenAI SDK's own sync and async clients (its timeouts, connection limits,
+    redirects, and the proxies the environment names), whose requests pass ``gate``.
 
-    limits = DEFAULT_CONNECTION_LIMITS
-    sync = DefaultHttpxClient(transport=GatedTransport(httpx2.HTTPTransport(limits=limits), gate))
-    async_ = DefaultAsyncHttpxClient(
-        transport=AsyncGatedTransport(httpx2.AsyncHTTPTransport(limits=limits), gate)
-    )
+    A client given a transport ignores the environment's proxies, so the clients are built as
+    the SDK builds them and every transport they route through (the default one and each
+    proxy's) is wrapped afterwards: httpx2 has no public hook for it, hence its attributes.
+    """
+    from openai import DefaultAsyncHttpxClient, DefaultHttpxClient
+
+    sync = DefaultHttpxClient()
+    async_ = DefaultAsyncHttpxClient()
+    sync._transport = GatedTransport(sync._transport, gate)
+    sync._mounts = {
+        pattern: None if transport is None else GatedTransport(transport, gate)
+        for pattern, transport in sync._mounts.items()
+    }
+    async_._transport = AsyncGatedTransport(async_._transport, gate)
+    async_._mounts = {
+        pattern: None if transport is None else AsyncGatedTransport(transport, gate)
+        for pattern, transport in async_._mounts.items()
+    }
     return sync, async_

@@ -7,7 +7,7 @@ the bound is held around the HTTP exchange only (:mod:`multiagent.models._gated_
 is taken when the request is written and given back when its response is read to the end, so
 everything else a call does (the limiter's round trips, building the payload, parsing the
 answer) overlaps the open calls. Measured on one worker at 5 calls in flight against a 50 ms
-server: 85% of the ideal rate with the bound around the whole call, 93% around the exchange.
+server: 85% of the ideal rate with the bound around the whole call, 92% around the exchange.
 The time a request waits for a place is taken off its send time (:func:`held_at_gate`), so the
 round trips the controller judges overload by hold no wait of ours (a bound kept by the HTTP
 pool alone was seen to stretch them and cut the shared limit). For a model without our HTTP

@@ -133,3 +133,31 @@ def test_time_waited_at_the_gate_moves_the_send_later() -> None:
         passage.answered()
     # outside a held block, a wait is noted nowhere and moves nothing
     note_wait(time.perf_counter() - 0.5)
+
+
+def test_requests_through_the_environments_proxy_pass_the_gate_too(
+    sim_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a second simulator stands as the proxy: it serves the absolute-form requests a proxied
+    # client sends it, and counts them, so its stats show the route the calls took
+    config = SimServerConfig(rpm=1e6, tpm=1e9, max_concurrency=BOUND, ttft_s=0.02)
+    with run_sim_server(config) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.removesuffix("/v1"))
+        monkeypatch.setenv("NO_PROXY", "")
+        pipeline = _pipeline()
+        model = pipeline.model_for("fast", agent="validator")
+
+        def caller(number: int) -> None:
+            for turn in range(3):
+                model.invoke([HumanMessage(content=f"Is spelt baked at {number}{turn} C?")])
+
+        threads = [threading.Thread(target=caller, args=(n,)) for n in range(3 * BOUND)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        through_proxy = stats(proxy)["totals"]
+    assert stats(sim_url)["totals"]["attempts"] == 0  # every call went by the proxy
+    assert through_proxy["successes"] == 18
+    assert through_proxy["rejected_concurrency"] == 0  # and the proxy's route was bounded
+    assert _free_places(pipeline) == BOUND
