@@ -161,3 +161,27 @@ def test_requests_through_the_environments_proxy_pass_the_gate_too(
     assert through_proxy["successes"] == 18
     assert through_proxy["rejected_concurrency"] == 0  # and the proxy's route was bounded
     assert _free_places(pipeline) == BOUND
+
+
+def test_a_cancelled_async_call_gives_its_place_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a slow simulator: the calls are cancelled while their requests are at the server
+    with run_sim_server(SimServerConfig(rpm=1e6, tpm=1e9, ttft_s=2.0)) as url:
+        monkeypatch.setenv("OPENAI_API_KEY", "sim-key")
+        monkeypatch.setenv("OPENAI_BASE_URL", url)
+        pipeline = _pipeline()
+        model = pipeline.model_for("fast", agent="validator")
+
+        async def main() -> None:
+            asks = [
+                asyncio.create_task(model.ainvoke([HumanMessage(content=f"Slow claim {n}")]))
+                for n in range(2 * BOUND)
+            ]
+            while stats(url)["in_flight"] < BOUND:  # both places taken, two callers waiting
+                await asyncio.sleep(0.01)
+            for ask in asks:
+                ask.cancel()
+            await asyncio.gather(*asks, return_exceptions=True)
+
+        asyncio.run(main())
+    assert _free_places(pipeline) == BOUND
+    assert pipeline.controller_for(model.model_name)._holders == 0  # type: ignore[attr-defined]
