@@ -15,8 +15,8 @@ Three kinds of threads, so that the ``concurrency`` call slots never wait on Red
 A chunk of a batch runs through
 the validation graph one validator call at a time
 (:func:`multiagent.graphs.batch_chunks.run_chunk` with ``max_concurrency=1``). ``concurrency``
-is the number of calls this process has in flight: its pipeline lets that many past the
-controller at once (``ModelPipeline(max_in_flight=...)``, see
+is the number of calls this process has in flight: its pipeline lets that many be at the
+provider at once (``ModelPipeline(max_in_flight=...)``, held around each HTTP exchange, see
 :mod:`multiagent.models._in_flight`), and the worker runs half as many slot threads again
 (:func:`slot_threads`), so a call's own work (graph step, node, payload, parsing: several
 milliseconds of CPU) happens while ``concurrency`` other calls are in flight instead of adding
