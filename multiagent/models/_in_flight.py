@@ -34,6 +34,10 @@ _WAITED: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar(
 )
 
 
+#: How often a thread waiting for a place for an asyncio waiter checks that it is still wanted.
+_POLL_S = 0.1
+
+
 class InFlightGate:
     """At most ``limit`` holders at once, for threads and for asyncio tasks alike."""
 
@@ -51,21 +55,51 @@ class InFlightGate:
         """Wait for a place without blocking the event loop; a cancelled wait holds none."""
         if self._free.acquire(blocking=False):
             return
-        waiting = asyncio.ensure_future(asyncio.to_thread(self._free.acquire))
+        claim = _Claim(self._free)
         try:
-            await asyncio.shield(waiting)
-        except asyncio.CancelledError:
-            # the thread takes the place anyway once one is free: give it straight back
-            waiting.add_done_callback(self._release_taken)
+            await asyncio.to_thread(claim.wait)
+        except BaseException:
+            claim.abandon()  # cancelled: a place the thread took, or takes later, goes back
             raise
 
     def release(self) -> None:
         """Give a place back."""
         self._free.release()
 
-    def _release_taken(self, waiting: asyncio.Future[Any]) -> None:
-        if not waiting.cancelled() and waiting.exception() is None:
-            self.release()
+
+class _Claim:
+    """One asyncio waiter's claim on a place, waited for on a worker thread.
+
+    The thread outlives a cancelled waiter, and the waiter's event loop may be closed by the
+    time a place comes free, so whether the place is kept or given back is settled between the
+    two under a lock, never by a callback on the loop; an abandoned claim's thread stops
+    waiting within :data:`_POLL_S`, so no thread is left blocked for a place nobody wants.
+    """
+
+    def __init__(self, free: threading.BoundedSemaphore) -> None:
+        self._free = free
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self._taken = False
+
+    def wait(self) -> None:
+        """Take a place for the waiter (on the worker thread), unless it gave up."""
+        while not self._free.acquire(timeout=_POLL_S):
+            if self._abandoned:
+                return
+        with self._lock:
+            if self._abandoned:
+                self._free.release()
+                return
+            self._taken = True
+
+    def abandon(self) -> None:
+        """The waiter gave up: a place taken for it goes back, and none is taken later."""
+        with self._lock:
+            self._abandoned = True
+            if self._taken:
+                self._taken = False
+                self._free.release()
 
 
 class GatedPassage:

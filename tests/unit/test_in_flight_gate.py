@@ -141,3 +141,21 @@ def test_the_pipeline_bound_is_one_gate_over_every_model() -> None:
 def test_a_bound_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         InFlightGate(0)
+
+
+def test_a_waiter_cancelled_before_its_loop_closes_holds_no_place_after() -> None:
+    gate = InFlightGate(1)
+    gate.acquire()  # the only place is taken, and is given back only after the loop is gone
+
+    async def main() -> None:
+        waiter = asyncio.create_task(gate.aacquire())
+        await asyncio.sleep(0.05)  # its thread is waiting for the place
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+
+    # the loop's shutdown waits for the waiter's thread: it stops waiting once abandoned
+    asyncio.run(main())
+    gate.release()
+    # no thread took the place for a waiter that is gone: it is free for the next caller
+    assert gate._free.acquire(timeout=5)
