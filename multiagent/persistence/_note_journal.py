@@ -120,23 +120,18 @@ class NoteJournal:
 
     def holds(self, agent: str) -> bool:
         """Whether any process's row for ``agent`` waits in the journal."""
-        if not (self.directory / JOURNAL_FILE).is_file():
-            return False
-        with self._lock:
-            found = (
-                self._connect()
-                .execute("SELECT 1 FROM notes WHERE agent = ? LIMIT 1", (agent,))
-                .fetchone()
-            )
-        return found is not None
+        return self._has_row("WHERE agent = ?", (agent,))
 
     def is_empty(self) -> bool:
         """Whether no process's row waits in the journal."""
+        return not self._has_row("", ())
+
+    def _has_row(self, where: str, args: tuple[str, ...]) -> bool:
         if not (self.directory / JOURNAL_FILE).is_file():
-            return True
+            return False
         with self._lock:
-            found = self._connect().execute("SELECT 1 FROM notes LIMIT 1").fetchone()
-        return found is None
+            found = self._connect().execute(f"SELECT 1 FROM notes {where} LIMIT 1", args).fetchone()
+        return found is not None
 
     def _gone(self, owner: str) -> bool:
         path = self.directory / f"{owner}{_OWNER_SUFFIX}"
