@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from multiagent.models._bp_health import PROCESSING_HEADER
 from multiagent.sim._request_checks import check_request
 from multiagent.sim.config import SimServerConfig
 from multiagent.sim.protocol import (
@@ -28,9 +29,6 @@ from multiagent.sim.protocol import (
     error_body,
 )
 from multiagent.sim.state import Admitted, Refused, SimState
-
-#: OpenAI's header for the server's own time on a request, in milliseconds.
-PROCESSING_HEADER = "openai-processing-ms"
 
 
 def create_sim_app(config: SimServerConfig) -> FastAPI:
