@@ -8,14 +8,13 @@ send): hence this small transport. Imported only by a pipeline that has a bound 
 
 from __future__ import annotations
 
-import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx2
 
-from multiagent.models._in_flight import InFlightGate, note_wait
+from multiagent.models._in_flight import InFlightGate
 
 
 class _Once:
@@ -82,9 +81,7 @@ class GatedTransport(httpx2.BaseTransport):
         self._gate = gate
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        began = time.perf_counter()
         self._gate.acquire()
-        note_wait(began)
         release = _Once(self._gate)
         try:
             response = self._inner.handle_request(request)
@@ -107,9 +104,7 @@ class AsyncGatedTransport(httpx2.AsyncBaseTransport):
         self._gate = gate
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        began = time.perf_counter()
         await self._gate.aacquire()
-        note_wait(began)
         release = _Once(self._gate)
         try:
             response = await self._inner.handle_async_request(request)

@@ -48,19 +48,25 @@ class InFlightGate:
         self._free = threading.BoundedSemaphore(limit)
 
     def acquire(self) -> None:
-        """Wait for a place (blocking)."""
+        """Wait for a place (blocking); the wait counts toward the running call's send time
+        (see :func:`held_at_gate`)."""
+        began = time.perf_counter()
         self._free.acquire()
+        _note_wait(began)
 
     async def aacquire(self) -> None:
-        """Wait for a place without blocking the event loop; a cancelled wait holds none."""
+        """Wait for a place without blocking the event loop; a cancelled wait holds none. The
+        wait counts as :meth:`acquire`'s does."""
         if self._free.acquire(blocking=False):
             return
+        began = time.perf_counter()
         claim = _Claim(self._free)
         try:
             await asyncio.to_thread(claim.wait)
         except BaseException:
             claim.abandon()  # cancelled: a place the thread took, or takes later, goes back
             raise
+        _note_wait(began)
 
     def release(self) -> None:
         """Give a place back."""
@@ -170,8 +176,9 @@ class GatedController:
 
 @contextmanager
 def held_at_gate(passage: Passage) -> Iterator[None]:
-    """Within the block, time a request waits at a :class:`GatedTransport` moves ``passage``'s
-    send time later, so the controller judges the round trip from the request's real send."""
+    """Within the block, time a request waits at an :class:`InFlightGate` (in
+    :class:`~multiagent.models._gated_http.GatedTransport`) moves ``passage``'s send time
+    later, so the controller judges the round trip from the request's real send."""
     waited: list[float] = [0.0]
     token = _WAITED.set(waited)
     try:
@@ -181,9 +188,9 @@ def held_at_gate(passage: Passage) -> Iterator[None]:
         passage.sent_later(waited[0])
 
 
-def note_wait(began: float) -> None:
+def _note_wait(began: float) -> None:
     """Count the time since ``began`` (``time.perf_counter``) as the running call's wait at a
-    gate (see :func:`held_at_gate`)."""
+    gate, when a :func:`held_at_gate` block is open (none is around a whole-call gate)."""
     waited = _WAITED.get()
     if waited is not None:
         waited[0] += time.perf_counter() - began

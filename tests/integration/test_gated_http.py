@@ -9,16 +9,15 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from langchain_core.messages import HumanMessage
 
 from multiagent.models._bp_wait import Passage
-from multiagent.models._in_flight import GatedController, held_at_gate, note_wait
+from multiagent.models._in_flight import GatedController, InFlightGate, held_at_gate
 from multiagent.models.backpressure import BackpressureConfig, BackpressureController
 from multiagent.models.pipeline import ModelPipeline
 from multiagent.models.retry import RetryPolicy
@@ -49,6 +48,15 @@ def _pipeline() -> ModelPipeline:
     return ModelPipeline(settings, retry=RetryPolicy(attempts=1), max_in_flight=BOUND)
 
 
+def _in_threads(caller: Callable[[int], None], count: int) -> None:
+    """``caller(n)`` on ``count`` threads at once, each ``n`` its own; back when all are done."""
+    threads = [threading.Thread(target=caller, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def _free_places(pipeline: ModelPipeline) -> int:
     gate = pipeline.in_flight
     assert gate is not None
@@ -67,11 +75,7 @@ def test_threads_beyond_the_bound_wait_at_the_transport(sim_url: str) -> None:
             question = f"Is rye baked at {200 + 10 * number + turn} C?"
             answers.append(model.invoke([HumanMessage(content=question)]).text)
 
-    threads = [threading.Thread(target=caller, args=(n,)) for n in range(3 * BOUND)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    _in_threads(caller, 3 * BOUND)
     served = stats(sim_url)["totals"]
     assert len(answers) == 24
     assert all(answers)
@@ -122,17 +126,21 @@ def test_a_failed_exchange_gives_its_place_back(monkeypatch: pytest.MonkeyPatch)
 
 def test_time_waited_at_the_gate_moves_the_send_later() -> None:
     controller = BackpressureController(BackpressureConfig(max_concurrency=4, requests_per_s=1e6))
+    gate = InFlightGate(1)
+    gate.acquire()  # outside a held block: the wait moves nothing
+    # the place comes back half a second on, so the next taker waits at least that long
+    timer = threading.Timer(0.5, gate.release)
     with Passage(controller, tokens=1) as passage:
         granted = passage.ticket.sent_at
         assert granted is not None
         with held_at_gate(passage):
-            note_wait(time.perf_counter() - 0.5)  # as a transport that waited half a second
+            timer.start()
+            gate.acquire()  # as a transport sending the request does
         sent = passage.ticket.sent_at
         assert sent is not None
         assert sent >= granted + 0.5
         passage.answered()
-    # outside a held block, a wait is noted nowhere and moves nothing
-    note_wait(time.perf_counter() - 0.5)
+    gate.release()
 
 
 def test_requests_through_the_environments_proxy_pass_the_gate_too(
@@ -151,11 +159,7 @@ def test_requests_through_the_environments_proxy_pass_the_gate_too(
             for turn in range(3):
                 model.invoke([HumanMessage(content=f"Is spelt baked at {number}{turn} C?")])
 
-        threads = [threading.Thread(target=caller, args=(n,)) for n in range(3 * BOUND)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        _in_threads(caller, 3 * BOUND)
         through_proxy = stats(proxy)["totals"]
     assert stats(sim_url)["totals"]["attempts"] == 0  # every call went by the proxy
     assert through_proxy["successes"] == 18
