@@ -20,8 +20,8 @@ exporter, and the registry and its decorator stand for the package's own, import
 first use and handing every use on to it. The stand-ins are in sys.modules only while
 Chroma's modules are first imported, under a lock; a process that imported the real modules
 before (the project's tracing imports the same exporter when asked for OTLP over gRPC) keeps
-its own. Should that import fail (a later Chroma that
-imports another name from the exporter's module, say), Chroma is imported plainly instead.
+its own. Should that import fail (a later Chroma that imports another name from the
+exporter's module, say), Chroma is imported plainly instead.
 
 :func:`has_collection` answers from Chroma's SQLite file, without importing Chroma, whether a
 collection exists: a run whose agents have no memory yet needs Chroma only to write.
