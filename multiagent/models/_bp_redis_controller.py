@@ -60,6 +60,8 @@ class RedisBackpressureController(SharedStateKeeper):
             ticket.epoch,
             self.config.tick_s,  # a refused waiter asks again within a tick
             3 * self.lease_s,
+            # other requests of this process still wait for a slot: it stays in ``want``
+            int(len(self._wanting) - (ticket.lease in self._wanting) > 0),
         ]
         for _ in range(2):
             verdict, due, slot, epoch, now = self._scripts["acquire"](
@@ -71,7 +73,9 @@ class RedisBackpressureController(SharedStateKeeper):
             self._init_state()
         if verdict == "slot" or verdict == "init":
             self._flags.saturated = True
+            self._wanting.add(ticket.lease)
             return math.inf
+        self._wanting.discard(ticket.lease)
         ticket.holds_slot = True
         self._held[ticket.lease] = ticket
         ticket.epoch = int(epoch)
@@ -127,6 +131,7 @@ class RedisBackpressureController(SharedStateKeeper):
         if ticket.done:
             return
         ticket.done = True
+        self._wanting.discard(ticket.lease)
         if ticket.local is not None and ticket.local_controller is not None:
             if kind is None:
                 ticket.local_controller.cancel(ticket.local)
@@ -170,7 +175,15 @@ class RedisBackpressureController(SharedStateKeeper):
         keys, cfg = self.keys, self.config
         wait = retry_after_s(error) if kind == "rate_limit" and error is not None else None
         now_s, _version, adv_rps, adv_tps, _removed = self._scripts["release"](
-            keys=[keys.state, keys.leases, keys.gate, keys.answers, keys.refused, keys.sends],
+            keys=[
+                keys.state,
+                keys.leases,
+                keys.gate,
+                keys.answers,
+                keys.refused,
+                keys.sends,
+                keys.want,
+            ],
             args=[
                 ticket.lease,
                 kind or "cancel",
@@ -179,6 +192,7 @@ class RedisBackpressureController(SharedStateKeeper):
                 "" if wait is None else repr(wait),
                 max(cfg.window_s, cfg.measure_s),  # sends a capacity measurement reaches back to
                 keys.channel,
+                2 * cfg.tick_s,  # a waiter asks again every tick, renewing its want
             ],
         )
         if kind is None or ticket.sent_at is None:

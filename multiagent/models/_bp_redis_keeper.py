@@ -107,6 +107,7 @@ class SharedStateKeeper(BackpressureController):
         self._shared_window = decide.SharedWindow(client, self.keys, self._window)
         self._numbers = itertools.count()
         self._held: dict[str, SharedTicket] = {}
+        self._wanting: set[str] = set()  # leases refused a slot that still wait for one
         self._mode_lock = threading.Lock()
         self._fallback: BackpressureController | None = None
         self.outages = 0

@@ -31,15 +31,17 @@ end
 """
 
 #: KEYS: state leases gate sends procs want. ARGV: lease tokens lease_s proc booked_slot
-#: booked_epoch want_s alive_s. Reply: {verdict, due, slot, epoch, now}; verdict ``go`` (sent
-#: now), ``wait`` (until due), ``slot`` (no free slot for this process), ``init`` (no state yet:
-#: run INIT, then ask again).
+#: booked_epoch want_s alive_s still_wanting. Reply: {verdict, due, slot, epoch, now}; verdict
+#: ``go`` (sent now), ``wait`` (until due), ``slot`` (no free slot for this process), ``init``
+#: (no state yet: run INIT, then ask again).
 #:
 #: Slots are shared fairly between processes: ``want`` holds the processes refused a slot in the
 #: last ``want_s``; while another process wants one, a process already holding its share of the
 #: limit (the limit divided by the processes alive in the last ``alive_s``) is refused too, so
 #: the freed slot goes to the one below its share (each process wakes one waiter per freed slot:
 #: without this the quickest process wins the race and one process fell to 9% of the goodput).
+#: A process stays in ``want`` while other requests of it still wait for a slot
+#: (``still_wanting`` 1): ``RELEASE`` announces a freed slot only while someone wants one.
 ACQUIRE = (
     _PRELUDE
     + """
@@ -72,7 +74,7 @@ if not redis.call('ZSCORE', KEYS[2], lease) then
     redis.call('ZADD', KEYS[6], now, proc)
     return {'slot', fmt(now), '', s[6], fmt(now)}
   end
-  redis.call('ZREM', KEYS[6], proc)
+  if ARGV[9] ~= '1' then redis.call('ZREM', KEYS[6], proc) end
 end
 local gate = gate_of(KEYS[3])
 local epoch = tonumber(s[6])
@@ -106,8 +108,10 @@ return {'go', fmt(now), fmt(slot), s[6], fmt(now)}
 """
 )
 
-#: KEYS: state leases gate answers refused sends. ARGV: lease kind sent_at epoch retry_after
-#: window_s channel. Reply: {now, version, advertised rps, advertised tps, removed}.
+#: KEYS: state leases gate answers refused sends want. ARGV: lease kind sent_at epoch
+#: retry_after window_s channel want_s. Reply: {now, version, advertised rps, advertised tps,
+#: removed}. A freed slot is published only while a process wants one (refused in the last
+#: ``want_s``): otherwise every process's keeper would wake for every call of every process.
 RELEASE = (
     _PRELUDE
     + """
@@ -147,7 +151,9 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', horizon)
   redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', horizon)
 end
-if removed == 1 then redis.call('PUBLISH', ARGV[7], '1') end
+if removed == 1 and redis.call('ZCOUNT', KEYS[7], now - tonumber(ARGV[8]), '+inf') > 0 then
+  redis.call('PUBLISH', ARGV[7], '1')
+end
 local a = redis.call('HMGET', KEYS[1], 'v', 'adv_rps', 'adv_tps')
 return {fmt(now), a[1] or '', a[2] or '', a[3] or '', removed}
 """

@@ -9,7 +9,8 @@ the server's clock:
   deadline), books the request's place in the shared GCRA schedule (requests and tokens) and
   answers "go", "wait until T" or "no slot". A waiter sleeps until T (then asks again: the
   booking is checked against the shared pause and the pace's epoch) or until a slot is freed
-  (``PUBLISH`` from ``RELEASE``, read by this process's keeper thread, which wakes one waiter);
+  (``PUBLISH`` from ``RELEASE`` while some process waits for a slot, read by this process's
+  keeper thread, which wakes one waiter);
 - **one call to finish**: ``RELEASE`` gives the lease back and records the outcome; a 429's
   Retry-After / ``retry-after-ms`` / ``x-ratelimit-reset-*`` moves the endpoint's gate key, so
   no process on any machine sends before the announced time;

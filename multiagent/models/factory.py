@@ -83,12 +83,13 @@ def build_chat_model(
         )
     from langchain_openai import ChatOpenAI  # imported here: only this provider needs it
 
+    from multiagent.models._openai_direct import post_directly
     from multiagent.models.openai_compat import CompatibleChatOpenAI
 
     # a compatible server (llama.cpp's) reads the output bound only as max_tokens
     openai_class = ChatOpenAI if settings.openai_base_url is None else CompatibleChatOpenAI
     sync_http, async_http = http_clients or (None, None)
-    return openai_class(
+    built = openai_class(
         model=name,
         api_key=settings.openai_api_key,
         base_url=settings.openai_base_url,
@@ -99,6 +100,7 @@ def build_chat_model(
         http_client=sync_http,
         http_async_client=async_http,
     )
+    return post_directly(built)  # the payload is sent as LangChain built it (_openai_direct)
 
 
 #: ``init_chat_model`` providers by name → (module, class, pip package), for when LangChain's own

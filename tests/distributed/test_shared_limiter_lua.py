@@ -18,9 +18,17 @@ def client(redis_url: str) -> redis.Redis:
     return redis.Redis.from_url(redis_url, decode_responses=True)
 
 
-def _acquire(client: redis.Redis, lease: str, *, proc: str = "p") -> list[str]:
+def _acquire(
+    client: redis.Redis, lease: str, *, proc: str = "p", still_wanting: bool = False
+) -> list[str]:
     keys = [K.state, K.leases, K.gate, K.sends, K.procs, K.want]
-    return list(client.eval(ACQUIRE, 6, *keys, lease, 1, 5.0, proc, "", -1, 0.5, 15.0))
+    args = [lease, 1, 5.0, proc, "", -1, 0.5, 15.0, int(still_wanting)]
+    return list(client.eval(ACQUIRE, 6, *keys, *args))
+
+
+def _release(client: redis.Redis, lease: str, kind: str = "ok", wait: str = "") -> list[str]:
+    keys = [K.state, K.leases, K.gate, K.answers, K.refused, K.sends, K.want]
+    return list(client.eval(RELEASE, 7, *keys, lease, kind, "0", 0, wait, 10.0, K.channel, 1.0))
 
 
 def _init(client: redis.Redis, **fields: float) -> None:
@@ -43,15 +51,44 @@ def test_acquire_asks_for_init_then_admits_up_to_the_limit(client: redis.Redis) 
 def test_release_frees_the_slot_and_a_429_sets_the_gate(client: redis.Redis) -> None:
     _init(client, limit=1.0)
     assert _acquire(client, "p#0")[0] == "go"
-    args = ["p#0", "rate_limit", "0", 0, "2.5", 10.0, K.channel]
-    now, *_rest, removed = client.eval(RELEASE, 6, K.state, K.leases, K.gate, K.answers,
-                                       K.refused, K.sends, *args)  # fmt: skip
+    now, *_rest, removed = _release(client, "p#0", "rate_limit", "2.5")
     assert removed == 1
     assert float(client.get(K.gate) or 0) == pytest.approx(float(now) + 2.5)
     verdict, due, *_ = _acquire(client, "p#1")
     assert verdict == "wait"
     assert float(due) == pytest.approx(float(now) + 2.5)
     assert client.hget(K.state, "r429") == "1"
+
+
+def test_a_freed_slot_is_announced_only_while_a_process_wants_one(client: redis.Redis) -> None:
+    """Nobody waiting: a release publishes nothing (every process's keeper would wake for every
+    call otherwise). A refused request puts its process in ``want``; it stays there while other
+    requests of it still wait, so each freed slot is announced until the last is served."""
+    _init(client, limit=1.0)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(K.channel)
+
+    def announced() -> int:
+        count = 0
+        while pubsub.get_message(timeout=0.2) is not None:
+            count += 1
+        return count
+
+    assert _acquire(client, "p#0")[0] == "go"
+    _release(client, "p#0")
+    assert announced() == 0
+    assert _acquire(client, "p#1")[0] != "slot"  # go, or wait for the pace: it holds the slot
+    assert _acquire(client, "p#2")[0] == "slot"  # two requests of p wait for the one slot
+    assert _acquire(client, "p#3")[0] == "slot"
+    _release(client, "p#1")
+    assert announced() == 1
+    assert _acquire(client, "p#2", still_wanting=True)[0] != "slot"  # p#3 still waits
+    _release(client, "p#2")
+    assert announced() == 1
+    assert _acquire(client, "p#3")[0] != "slot"  # the last waiter: p leaves ``want``
+    _release(client, "p#3")
+    assert announced() == 0
+    pubsub.close()
 
 
 def test_apply_is_a_compare_and_set_on_the_version(client: redis.Redis) -> None:
