@@ -64,6 +64,8 @@ class Point:
     cpu_s: float
     cpu_ms_per_call: float
     cpu_ceiling_per_s: float = 0.0
+    #: the simulator's and Redis's CPU per call: they share this machine's cores with the workers
+    serving_cpu_ms_per_call: float = 0.0
     bare_per_s: float = 0.0
     killed: bool = False
     over_bound: int = 0  # requests the simulator refused for passing W × C in flight
@@ -88,6 +90,16 @@ def _cpu_s(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(parts[11]) + int(parts[12])) / _TICK  # utime + stime
+
+
+def _serving_cpu_s(client: redis.Redis, sim_url: str) -> float:
+    """CPU seconds the simulator and Redis have used so far (user + system)."""
+    used = client.info("cpu")
+    return (
+        float(sim_call("GET", sim_url, "/sim/stats")["process_cpu_s"])
+        + float(used["used_cpu_user"])
+        + float(used["used_cpu_sys"])
+    )
 
 
 @contextmanager
@@ -207,6 +219,7 @@ def run_point(
             _until(lambda: _consumers(client, queue) == workers, seconds=120)
             batch = _items(items, queue)
             idle_cpu = sum(_cpu_s(p.pid) for p in procs)  # start-up (imports) is not per call
+            serving_before = _serving_cpu_s(client, sim_url)
             began = time.perf_counter()
             queued = enqueue_batch(
                 client, queue=queue, items=batch, validators=list(VALIDATORS), threshold=0.5
@@ -221,6 +234,7 @@ def run_point(
             _until(lambda: int(client.hlen(records)) >= items, seconds=3600, poll_s=0.02)
             seconds = time.perf_counter() - began
             cpu = killed_cpu + sum(_cpu_s(p.pid) for p in procs if p.poll() is None) - idle_cpu
+            serving = _serving_cpu_s(client, sim_url) - serving_before
             stats = [_stop(p) for p in procs if p.returncode is None]
         finally:
             for proc in procs:
@@ -247,7 +261,8 @@ def run_point(
         over_bound=int(totals.get("rejected_concurrency", 0)),
         cpu_s=round(cpu, 2),
         cpu_ms_per_call=round(1000 * cpu / max(1, calls), 2),
-        cpu_ceiling_per_s=round((os.cpu_count() or 1) * calls / max(1e-9, cpu), 1),
+        cpu_ceiling_per_s=round((os.cpu_count() or 1) * calls / max(1e-9, cpu + serving), 1),
+        serving_cpu_ms_per_call=round(1000 * serving / max(1, calls), 2),
         bare_per_s=round(bare, 1),
         killed=kill_one,
         finished_once=ids == [item["id"] for item in batch],
@@ -398,6 +413,7 @@ def render_workers(bench: WorkersBench) -> str:
             f"{p.share:.0%}",
             verdict(met(p)),
             p.cpu_ms_per_call,
+            p.serving_cpu_ms_per_call,
             f"{p.cpu_ceiling_per_s:.0f}",
             "CPU" if p.cpu_ceiling_per_s < p.ideal_per_s else "latency/capacity",
             f"{p.bare_per_s:.0f} ({p.bare_per_s / p.ideal_per_s:.0%})",
@@ -416,6 +432,7 @@ def render_workers(bench: WorkersBench) -> str:
         "share of ideal",
         "≥ 90%",
         "worker CPU ms/call",
+        "simulator + Redis CPU ms/call",
         "CPU ceiling calls/s",
         "bound by",
         "bare client calls/s (of ideal)",
@@ -432,8 +449,9 @@ def render_workers(bench: WorkersBench) -> str:
         "`--concurrency` calls in flight through a gate in its HTTP client, held from a "
         "request's send to its response's end, and runs half as many threads again, which "
         "prepare their next calls (limiter, payload, parsing) meanwhile. CPU "
-        f"ceiling = cores ({os.cpu_count() or 1}) / worker CPU per call: a point whose ideal "
-        "is above it is bound by this machine's CPU, not by the queue. Bare client: workers × "
+        f"ceiling = cores ({os.cpu_count() or 1}) / CPU per call of the workers, the simulator "
+        "and Redis together (all three share this machine's cores): a point whose ideal is "
+        "above it is bound by this machine's CPU, not by the queue. Bare client: workers × "
         "concurrency threads each calling the same simulator one call at a time through a "
         "plain `openai` client and nothing else.",
         "",
@@ -450,17 +468,19 @@ def render_workers(bench: WorkersBench) -> str:
             f"{k.calls_per_s} calls/s overall.",
         ]
     cores = os.cpu_count() or 1
-    worst = max((p.cpu_ms_per_call for p in bench.points), default=0.0)
-    if worst > 0:
-        bound = 1000 * cores / worst
+    last = bench.points[-1] if bench.points else None
+    if last is not None and last.cpu_ms_per_call > 0:
+        per_call = last.cpu_ms_per_call + last.serving_cpu_ms_per_call
         lines += [
             "",
-            f"What bounds it: each validator call costs the worker path {worst:g} ms of CPU "
-            f"(LangGraph chunk run, model pipeline, OpenAI client, Redis), so {cores} cores "
-            f"serve at most ≈ {bound:.0f} calls/s across all workers before the simulator's own "
-            "CPU and other processes on the machine (5-minute load average at the end: "
-            f"{bench.load_average:.1f} on {cores} cores); points whose ideal is above that are "
-            "CPU-bound here, not bound by the queue. Below the CPU ceiling, a place at the gate "
+            f"What bounds it: at {last.workers} workers each validator call costs the worker "
+            f"path {last.cpu_ms_per_call:g} ms of CPU (LangGraph chunk run, model pipeline, "
+            f"OpenAI client, Redis client) and the simulator and Redis "
+            f"{last.serving_cpu_ms_per_call:g} ms more, so {cores} cores serve at most "
+            f"≈ {1000 * cores / per_call:.0f} calls/s before any other process on the machine "
+            f"(5-minute load average at the end: {bench.load_average:.1f} on {cores} cores); "
+            "points whose ideal is above that are CPU-bound here, not bound by the queue. "
+            "Below the CPU ceiling, a place at the gate "
             "is held for the HTTP exchange alone: its cycle is the latency plus the request's "
             "and answer's transfer and the GIL's handover to the thread waiting with the next "
             "request.",

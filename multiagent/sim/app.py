@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -113,7 +114,8 @@ def create_sim_app(config: SimServerConfig) -> FastAPI:
 
     @app.get("/sim/stats")
     async def stats() -> dict[str, Any]:
-        return state.snapshot()
+        # the server process's CPU (user + system) so far: what serving cost on a shared machine
+        return {**state.snapshot(), "process_cpu_s": round(time.process_time(), 4)}
 
     @app.post("/sim/reset")
     async def reset() -> dict[str, Any]:

@@ -212,6 +212,8 @@ def test_over_the_request_limit_is_a_429_with_openai_headers() -> None:
     with run_sim_server(SimServerConfig(rpm=60)) as url:
         client = _client(url)
         client.chat.completions.create(model="gpt-4o", messages=RAW_MESSAGES)
+        served_cpu = _stats(url)["process_cpu_s"]  # the server process's CPU so far
+        assert served_cpu > 0
         with pytest.raises(openai.RateLimitError) as caught:
             client.chat.completions.create(model="gpt-4o", messages=RAW_MESSAGES)
         headers = caught.value.response.headers
@@ -267,6 +269,8 @@ def test_stats_count_exactly_and_early_sends_are_counted() -> None:
     with run_sim_server(SimServerConfig(rpm=60, burst_s=1.0)) as url:
         client = _client(url)
         client.chat.completions.create(model="gpt-4o", messages=RAW_MESSAGES)
+        served_cpu = _stats(url)["process_cpu_s"]  # the server process's CPU so far
+        assert served_cpu > 0
         with pytest.raises(openai.RateLimitError) as caught:
             client.chat.completions.create(model="gpt-4o", messages=RAW_MESSAGES)
         with pytest.raises(openai.RateLimitError):  # sent at once: before Retry-After expired
@@ -283,6 +287,7 @@ def test_stats_count_exactly_and_early_sends_are_counted() -> None:
         }
         assert {k: totals[k] for k in expected} == expected
         assert totals["tokens_served"] > 0
+        assert _stats(url)["process_cpu_s"] >= served_cpu
         _reset(url)
         assert _stats(url)["totals"]["attempts"] == 0
 
