@@ -131,6 +131,9 @@ def run_redis_overhead(
     finally:
         for _, controller in variants:
             _close(controller)
+        from multiagent.models.adaptive import reset_shared_controllers
+
+        reset_shared_controllers()  # and out of the registry and the metrics, before Redis goes
     ref = timed[REFERENCE]
     ref_median, ref_p95 = percentile(ref, 0.5), percentile(ref, 0.95)
     figures = [

@@ -244,5 +244,8 @@ class RedisBackpressureController(SharedStateKeeper):
         )
 
     def samples(self) -> list[Sample]:
-        """Gauge samples (``backpressure_*``, shared ones included) for the metrics store."""
+        """Gauge samples (``backpressure_*``, shared ones included) for the metrics store;
+        none once closed (a closed controller asks Redis nothing, and its Redis may be gone)."""
+        if self.closed:
+            return []
         return shared_samples(self.state(), self.labels)

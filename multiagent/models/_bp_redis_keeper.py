@@ -121,6 +121,11 @@ class SharedStateKeeper(BackpressureController):
         """Whether the process currently limits through Redis (False: fallen back)."""
         return self._fallback is None
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._stop.is_set()
+
     def close(self) -> None:
         """Stop the keeper thread (leases still held expire on their own)."""
         self._stop.set()

@@ -166,6 +166,26 @@ def test_shared_controller_selects_redis_when_configured(redis_url: str) -> None
     assert {"backpressure_processes", "backpressure_shared", "backpressure_limit"} <= names
 
 
+def test_a_closed_controller_reports_no_gauges_and_never_falls_back(redis_url: str) -> None:
+    """Metrics collected after ``close`` (an exporter's last tick, once the Redis it used is
+    gone) must not send the closed controller into its fallback, nor print that Redis is lost."""
+    from multiagent._metrics import get_metrics
+
+    controller = shared_redis_controller(
+        provider="sim", model="closed", base_url=None, config=BackpressureConfig(),
+        redis_url=redis_url,
+    )  # fmt: skip
+    controller.release(controller.acquire(tokens=1))
+    assert controller.samples()
+    controller.close()
+    controller._redis.connection_pool.reset()  # type: ignore[attr-defined]
+    controller._redis.connection_pool.connection_kwargs["port"] = 9  # nothing listens there
+    get_metrics().snapshot()  # collects every registered collector, this one included
+    assert controller.samples() == []
+    assert controller.shared
+    assert controller.outages == 0
+
+
 def _start_redis(port: int, folder: Path) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
         ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
