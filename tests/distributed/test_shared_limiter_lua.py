@@ -69,10 +69,18 @@ def test_a_freed_slot_is_announced_only_while_a_process_wants_one(client: redis.
     pubsub.subscribe(K.channel)
 
     def announced() -> int:
+        """Slots announced since the last look: read up to a marker published after them
+        (Redis delivers a channel's messages in the order they were published)."""
+        client.publish(K.channel, "mark")
         count = 0
-        while pubsub.get_message(timeout=0.2) is not None:
+        for _ in range(1000):  # None: nothing yet, or the subscription's own confirmation
+            message = pubsub.get_message(timeout=0.1)
+            if message is None:
+                continue
+            if message["data"] == "mark":
+                return count
             count += 1
-        return count
+        raise AssertionError("the marker never arrived")
 
     assert _acquire(client, "p#0")[0] == "go"
     _release(client, "p#0")
