@@ -25,6 +25,7 @@ from multiagent.bench.scale_litellm import LiteLLMCounterController
 from multiagent.bench.scale_processes import unavailable_reason
 from multiagent.bench.scale_worker import REDIS_CONTROLLER_MODULE
 from multiagent.models._window import percentile
+from multiagent.models.adaptive import reset_shared_controllers
 from multiagent.models.backpressure import BackpressureConfig, BackpressureController
 
 #: Milliseconds the Redis path may add to a call (median), DESIGN.md.
@@ -131,8 +132,6 @@ def run_redis_overhead(
     finally:
         for _, controller in variants:
             _close(controller)
-        from multiagent.models.adaptive import reset_shared_controllers
-
         reset_shared_controllers()  # and out of the registry and the metrics, before Redis goes
     ref = timed[REFERENCE]
     ref_median, ref_p95 = percentile(ref, 0.5), percentile(ref, 0.95)

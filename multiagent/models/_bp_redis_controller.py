@@ -245,7 +245,8 @@ class RedisBackpressureController(SharedStateKeeper):
 
     def samples(self) -> list[Sample]:
         """Gauge samples (``backpressure_*``, shared ones included) for the metrics store;
-        none once closed (a closed controller asks Redis nothing, and its Redis may be gone)."""
+        none once closed: its gauges are not read from Redis, which may be gone (an exporter's
+        last tick at exit), so a closed controller never falls back for it."""
         if self.closed:
             return []
         return shared_samples(self.state(), self.labels)

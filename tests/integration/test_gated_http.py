@@ -23,6 +23,7 @@ from multiagent.models.pipeline import ModelPipeline
 from multiagent.models.retry import RetryPolicy
 from multiagent.policies import load_settings
 from multiagent.sim import SimServerConfig, run_sim_server
+from tests.integration._openai_sim import openai_sim
 
 BOUND = 2
 
@@ -36,9 +37,7 @@ def stats(url: str) -> dict[str, Any]:
 def sim_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     # 20 ms per call, so callers overlap; at most BOUND in flight, any more refused and counted
     config = SimServerConfig(rpm=1e6, tpm=1e9, max_concurrency=BOUND, ttft_s=0.02)
-    with run_sim_server(config) as url:
-        monkeypatch.setenv("OPENAI_API_KEY", "sim-key")
-        monkeypatch.setenv("OPENAI_BASE_URL", url)
+    with openai_sim(monkeypatch, config) as url:
         yield url
 
 
@@ -169,9 +168,7 @@ def test_requests_through_the_environments_proxy_pass_the_gate_too(
 
 def test_a_cancelled_async_call_gives_its_place_back(monkeypatch: pytest.MonkeyPatch) -> None:
     # a slow simulator: the calls are cancelled while their requests are at the server
-    with run_sim_server(SimServerConfig(rpm=1e6, tpm=1e9, ttft_s=2.0)) as url:
-        monkeypatch.setenv("OPENAI_API_KEY", "sim-key")
-        monkeypatch.setenv("OPENAI_BASE_URL", url)
+    with openai_sim(monkeypatch, SimServerConfig(rpm=1e6, tpm=1e9, ttft_s=2.0)) as url:
         pipeline = _pipeline()
         model = pipeline.model_for("fast", agent="validator")
 

@@ -19,16 +19,15 @@ from openai.resources.chat.completions import completions as sdk_completions
 from multiagent.models._openai_direct import AsyncDirectCompletions, DirectCompletions
 from multiagent.models.factory import build_chat_model
 from multiagent.policies import load_settings
-from multiagent.sim import SimServerConfig, run_sim_server
+from multiagent.sim import SimServerConfig
+from tests.integration._openai_sim import openai_sim
 
 PROMPT = [SystemMessage("You review claims."), HumanMessage("Claim: rye bakes at 200 C.")]
 
 
 @pytest.fixture
 def sim_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    with run_sim_server(SimServerConfig(rpm=6000, tpm=10_000_000)) as url:
-        monkeypatch.setenv("OPENAI_API_KEY", "sim-key")
-        monkeypatch.setenv("OPENAI_BASE_URL", url)
+    with openai_sim(monkeypatch, SimServerConfig(rpm=6000, tpm=10_000_000)) as url:
         yield url
 
 
@@ -96,9 +95,7 @@ def test_extra_body_reaches_the_server_and_tools_are_sent(
 def test_a_429_is_the_sdks_rate_limit_error_with_its_headers(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    with run_sim_server(SimServerConfig(rpm=60, burst_s=1.0)) as url:
-        monkeypatch.setenv("OPENAI_API_KEY", "sim-key")
-        monkeypatch.setenv("OPENAI_BASE_URL", url)
+    with openai_sim(monkeypatch, SimServerConfig(rpm=60, burst_s=1.0)):
         _no_transform(monkeypatch)
         model = _model()
         model.invoke(PROMPT)  # the bucket holds one request

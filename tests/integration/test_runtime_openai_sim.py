@@ -26,6 +26,7 @@ from multiagent.models.pipeline import ModelPipeline, RunLedger
 from multiagent.models.retry import RetryPolicy
 from multiagent.policies import load_settings
 from multiagent.sim import SimServerConfig, run_sim_server
+from tests.integration._openai_sim import openai_sim
 
 
 @pytest.fixture(autouse=True)
@@ -42,9 +43,7 @@ def stats(url: str) -> dict[str, Any]:
 
 @pytest.fixture
 def sim_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    with run_sim_server(SimServerConfig(rpm=1200, tpm=1_000_000)) as url:
-        monkeypatch.setenv("OPENAI_API_KEY", "sim-key")
-        monkeypatch.setenv("OPENAI_BASE_URL", url)
+    with openai_sim(monkeypatch, SimServerConfig(rpm=1200, tpm=1_000_000)) as url:
         yield url
 
 
