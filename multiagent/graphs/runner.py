@@ -34,6 +34,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import Command
 
 from multiagent.errors import BudgetExceededError, UsageError
+from multiagent.graphs._inline import one_task_at_a_time
 from multiagent.graphs.workflows import Workflow, compile_workflow, task_label
 from multiagent.models.budget import ProjectBudget
 from multiagent.models.pipeline import RunLedger
@@ -260,6 +261,9 @@ def run_workflow(
     }
     if max_concurrency is not None:
         config["max_concurrency"] = max_concurrency
+    # one task at a time: on this thread, not on a pool of one (held here for the whole run:
+    # LangGraph keeps only a weak reference to it)
+    _inline_tasks = one_task_at_a_time(config) if max_concurrency == 1 else None
     handlers = [*(callbacks or [])]
     # a caller that brought its own tracing handler keeps it, and gets no second one
     handlers += [h for h in traced["callbacks"] if not any(type(g) is type(h) for g in handlers)]

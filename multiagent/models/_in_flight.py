@@ -3,11 +3,13 @@
 A queue worker promises ``--concurrency`` calls in flight. It runs more threads than that, so a
 call's own CPU (graph step, payload, parsing) overlaps the open calls instead of adding to each
 call's cycle. Where the pipeline builds the provider's HTTP client (the ``openai`` provider),
-the bound is held around the HTTP exchange only (:mod:`multiagent.models._gated_http`): a place
-is taken when the request is written and given back when its response is read to the end, so
-everything else a call does (the limiter's round trips, building the payload, parsing the
-answer) overlaps the open calls. Measured on one worker at 5 calls in flight against a 50 ms
-server: 85% of the ideal rate with the bound around the whole call, 92% around the exchange.
+the bound is held around the HTTP exchange only (:mod:`multiagent.models._gated_http` for the
+SDK's requests, :class:`~multiagent.models._openai_direct.DirectLine` for a whole answer sent
+directly): a place is taken when the request is written and given back when its response is
+read to the end, so everything else a call does (the limiter's round trips, building the
+payload, parsing the answer) overlaps the open calls. Measured on one worker at 5 calls in
+flight against a 50 ms server: 85% of the ideal rate with the bound around the whole call, 92%
+around the exchange.
 The time a request waits for a place is taken off its send time (:func:`held_at_gate`), so the
 round trips the controller judges overload by hold no wait of ours (a bound kept by the HTTP
 pool alone was seen to stretch them and cut the shared limit). For a model without our HTTP

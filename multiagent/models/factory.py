@@ -30,6 +30,8 @@ from multiagent.policies import Settings, Tier
 if TYPE_CHECKING:
     import httpx2
 
+    from multiagent.models._in_flight import InFlightGate
+
 #: Provider name → ``module:function`` building its chat model from (model name, settings).
 PROVIDERS: dict[str, str] = {
     "sim": "multiagent.sim.model:build_simulated_model",
@@ -58,6 +60,7 @@ def build_chat_model(
     model: str | None = None,
     streaming: bool = False,
     http_clients: tuple[httpx2.Client, httpx2.AsyncClient] | None = None,
+    gate: InFlightGate | None = None,
 ) -> BaseChatModel:
     """Return the provider's chat model for ``tier`` as the profile configures it.
 
@@ -68,6 +71,8 @@ def build_chat_model(
         streaming: Ask the provider to stream when the model is invoked (OpenAI only).
         http_clients: The sync and async httpx2 clients an ``openai`` model sends through
             (default: the SDK's own); other providers build their own clients.
+        gate: The in-flight bound ``http_clients`` hold around each exchange; the model's
+            direct line (:mod:`multiagent.models._openai_direct`) holds it too.
 
     Raises:
         ConfigError: The ``openai`` provider is selected and ``OPENAI_API_KEY`` is not set.
@@ -100,7 +105,8 @@ def build_chat_model(
         http_client=sync_http,
         http_async_client=async_http,
     )
-    return post_directly(built)  # the payload is sent as LangChain built it (_openai_direct)
+    # the payload is sent as LangChain built it, over a urllib3 pool where it can be
+    return post_directly(built, gate=gate)
 
 
 #: ``init_chat_model`` providers by name → (module, class, pip package), for when LangChain's own

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
+from langchain_core.callbacks import BaseCallbackHandler
 from typer.testing import CliRunner, Result
 
 from multiagent.cli import app
 from multiagent.commands.workflows import exit_code
 from multiagent.graphs.batch import batch_cross_validate
-from multiagent.graphs.batch_chunks import plan_chunks
+from multiagent.graphs.batch_chunks import plan_chunks, run_chunk
 from multiagent.nodes.context import build_context
 from multiagent.nodes.state import ValidationItem
 from multiagent.nodes.validator import aggregate
@@ -162,3 +164,34 @@ def test_bench_scale_linear_reports_per_item_cost_per_size() -> None:
     bad = cli("bench", "scale", "--linear", "--sizes", "10,x")
     assert bad.exit_code == 2
     assert "--sizes must be comma-separated integers, got '10,x'" in bad.stderr
+
+
+class _Threads(BaseCallbackHandler):
+    """The threads model calls start on."""
+
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+
+    def on_chat_model_start(self, *args: Any, **kwargs: Any) -> None:
+        self.seen.add(threading.get_ident())
+
+
+def test_a_chunk_taking_one_call_at_a_time_runs_its_validators_on_the_callers_thread() -> None:
+    context = build_context(load_settings())
+    items = _items(3)
+    threads = _Threads()
+    one = run_chunk(
+        "c-one", items, validators=["factual_accuracy", "logical_consistency"], threshold=0.5,
+        context=context, max_concurrency=1, callbacks=[threads],
+    )  # fmt: skip
+    assert one.status == "completed"
+    assert len(one.records) == 3
+    assert threads.seen == {threading.get_ident()}  # no pool of one thread in between
+
+    pooled = _Threads()
+    two = run_chunk(
+        "c-two", _items(4)[3:], validators=["factual_accuracy", "logical_consistency"],
+        threshold=0.5, context=context, max_concurrency=2, callbacks=[pooled],
+    )  # fmt: skip
+    assert two.status == "completed"
+    assert threading.get_ident() not in pooled.seen
