@@ -11,7 +11,6 @@ import threading
 
 import redis
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from multiagent._metrics import get_metrics
@@ -36,25 +35,32 @@ def connect(url: str) -> redis.Redis:
     """
     check_redis_url(url, source="MULTIAGENT_REDIS_URL")
     try:
+        # one connection, taken under a lock (the limiter's commands are short): no pool
+        # checkout per command, which costs redis-py more than the command's own work
         client = redis.Redis.from_url(
             url,
             decode_responses=True,
             socket_connect_timeout=1.0,
             socket_timeout=2.0,
             retry=Retry(NoBackoff(), 0),
+            single_connection_client=True,  # connects at once: an absent server fails here
         )
-    except (ValueError, RedisError) as exc:
+    except ValueError as exc:
         raise ConfigError(f"malformed MULTIAGENT_REDIS_URL {url!r}: {exc}") from None
+    except LOST as exc:
+        raise _unreachable(url, exc) from None
     try:
         client.ping()
     except LOST as exc:
         client.close()
-        shown = url.split("@")[-1]
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise UsageError(
-            f"cannot reach Redis at MULTIAGENT_REDIS_URL {shown!r}: {reason}"
-        ) from None
+        raise _unreachable(url, exc) from None
     return client
+
+
+def _unreachable(url: str, exc: BaseException) -> UsageError:
+    shown = url.split("@")[-1]
+    reason = " ".join(str(exc).split()) or type(exc).__name__
+    return UsageError(f"cannot reach Redis at MULTIAGENT_REDIS_URL {shown!r}: {reason}")
 
 
 def shared_redis_controller(
