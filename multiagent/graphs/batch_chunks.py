@@ -31,6 +31,7 @@ from multiagent.nodes.state import (
 )
 from multiagent.nodes.usage import Usage
 from multiagent.nodes.validator import text_key
+from multiagent.observability.live import live_writer
 
 ChunkStatus = Literal["completed", "failed", "budget_exceeded"]
 #: Distinct texts per chunk by default: large enough that a run's fixed cost is spread thin,
@@ -126,16 +127,21 @@ def run_chunk(
         callbacks: LangChain callback handlers for the run.
     """
     inputs = ValidationInput(items=list(items), validators=list(validators), threshold=threshold)
-    outcome = run_workflow(
-        "validation",
-        inputs,
-        context=context,
-        shared_ledger=ledger,
-        checkpointer=None,
-        thread_id=chunk_id,
-        max_concurrency=max_concurrency,
-        callbacks=callbacks,
-    )
+    # thousands of sub-second runs would bury the dashboard's live runs page (and recording
+    # them cost a quarter of a millisecond per call): a batch is followed by its progress, and
+    # its limiters are still sampled for the backpressure page
+    with live_writer(context.settings.home).sampling():
+        outcome = run_workflow(
+            "validation",
+            inputs,
+            context=context,
+            shared_ledger=ledger,
+            checkpointer=None,
+            thread_id=chunk_id,
+            max_concurrency=max_concurrency,
+            callbacks=callbacks,
+            live=False,
+        )
     values = outcome.values
     usage: list[Usage] = list(values.get("usage", []))
     records: list[ItemRecord] = []

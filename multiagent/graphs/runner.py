@@ -214,6 +214,7 @@ def run_workflow(
     callbacks: Sequence[BaseCallbackHandler] | None = None,
     correlation_id: str | None = None,
     shared_ledger: RunLedger | None = None,
+    live: bool = True,
 ) -> WorkflowOutcome:
     """Run (or resume) ``workflow`` on thread ``thread_id`` and report how it ended.
 
@@ -235,6 +236,8 @@ def run_workflow(
         shared_ledger: Record into this ledger (and reserve against its budget) instead of a new
             one: the runs of one batch's chunks share one run's ledger, so chunks running in
             parallel cannot overspend together.
+        live: List the run on the dashboard's live runs page (every process's runs meet in
+            ``MULTIAGENT_HOME/runs.sqlite``); a batch's chunks are not listed one by one.
 
     Raises:
         UsageError: ``resume`` for a thread that does not exist or belongs to another workflow.
@@ -252,6 +255,7 @@ def run_workflow(
         thread_id=thread_id,
         correlation_id=correlation_id,
         budget_usd=context.ledger.budget_usd,
+        live=live,
     )
     config: RunnableConfig = {
         "configurable": {"thread_id": thread_id},

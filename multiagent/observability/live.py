@@ -124,6 +124,18 @@ class LiveWriter:
         with suppress(sqlite3.Error):  # the thread retries what a busy file refused
             self.flush()
 
+    @contextmanager
+    def sampling(self) -> Iterator[None]:
+        """Sample this process's limiters while the block runs, as during a run, for work that
+        is not listed as a run of its own (a batch's chunks)."""
+        with self._lock:
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._active = max(0, self._active - 1)
+
     def flush(self) -> None:
         """Commit what is queued (and a limiter sample when one is due) now."""
         with self._lock:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from multiagent.graphs.batch_chunks import plan_chunks, run_chunk
 from multiagent.nodes.context import build_context
 from multiagent.nodes.state import ValidationItem
 from multiagent.nodes.validator import aggregate
+from multiagent.observability.live import live_writer
 from multiagent.policies import load_settings
 
 runner = CliRunner()
@@ -195,3 +198,36 @@ def test_a_chunk_taking_one_call_at_a_time_runs_its_validators_on_the_callers_th
     )  # fmt: skip
     assert two.status == "completed"
     assert threading.get_ident() not in pooled.seen
+
+
+def test_a_chunk_is_no_live_run_but_its_limiters_are_sampled_meanwhile(tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path)
+    context = build_context(settings)
+    writer = live_writer(settings.home)
+    flushed: list[int] = []
+
+    class Sampler(BaseCallbackHandler):
+        """Flushes the writer while the chunk's first call runs: a limiter sample is due."""
+
+        def on_chat_model_start(self, *args: Any, **kwargs: Any) -> None:
+            if not flushed:
+                writer._last_sample = 0.0
+                writer.flush()
+                flushed.append(1)
+
+    outcome = run_chunk(
+        "c-live", _items(2), validators=["factual_accuracy"], threshold=0.5, context=context,
+        max_concurrency=1, callbacks=[Sampler()],
+    )  # fmt: skip
+    assert outcome.status == "completed"
+    writer.flush()
+    with closing(sqlite3.connect(writer.path)) as conn:
+        runs = conn.execute("SELECT thread_id FROM runs").fetchall()
+        samples = conn.execute("SELECT model FROM limiter").fetchall()
+    assert runs == []  # the chunk did not list itself on the live runs page
+    assert samples  # but the backpressure page got the process's limiter while it ran
+
+    writer._last_sample = 0.0
+    writer.flush()  # no work running: no sample
+    with closing(sqlite3.connect(writer.path)) as conn:
+        assert conn.execute("SELECT count(*) FROM limiter").fetchone()[0] == len(samples)
