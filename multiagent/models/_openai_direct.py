@@ -54,6 +54,10 @@ _PATH = "/chat/completions"
 _OPTIONS = {"extra_headers": "headers", "extra_query": "params", "timeout": "timeout"}
 #: Request options a :class:`DirectLine` serves (others, per-request headers or timeout: the SDK)
 _LINE_OPTIONS = {"security", "extra_json"}
+#: Connections a line keeps: as many calls as an adaptive limit may allow at once
+#: (``BackpressureConfig.concurrency_cap``); urllib3 opens them only when used, and closes (with
+#: a logged warning) any connection that comes back to a full pool
+_POOL_SIZE = 256
 
 
 #: The SDK's exception for each error status it names (``OpenAI._make_status_error``).
@@ -100,7 +104,7 @@ class DirectLine:
         *,
         timeout: float | httpx2.Timeout | None,
         gate: InFlightGate | None = None,
-        pool_size: int = 16,
+        pool_size: int = _POOL_SIZE,
     ) -> None:
         self.url = base_url.rstrip("/") + _PATH
         self._path = urlsplit(self.url).path
@@ -194,8 +198,7 @@ def direct_line(client: Any, *, gate: InFlightGate | None = None) -> DirectLine 
         for name, value in {**client.default_headers, **auth}.items()
         if isinstance(value, str)  # the SDK's Omit marks a header left out
     }
-    pool = max(16, gate.limit * 2) if gate is not None else 16
-    return DirectLine(base_url, headers, timeout=client.timeout, gate=gate, pool_size=pool)
+    return DirectLine(base_url, headers, timeout=client.timeout, gate=gate)
 
 
 class RawAnswer:
