@@ -14,7 +14,8 @@ Three kinds of threads, so that the ``concurrency`` call slots never wait on Red
 
 A chunk of a batch runs through
 the validation graph one validator call at a time
-(:func:`multiagent.graphs.batch_chunks.run_chunk` with ``max_concurrency=1``). ``concurrency``
+(:func:`multiagent.graphs.batch_chunks.run_chunk` with ``max_concurrency=1``), on the slot's own
+thread (:mod:`multiagent.graphs._inline`). ``concurrency``
 is the number of calls this process has in flight: its pipeline lets that many be at the
 provider at once (``ModelPipeline(max_in_flight=...)``, held around each HTTP exchange, see
 :mod:`multiagent.models._in_flight`), and the worker runs half as many slot threads again
