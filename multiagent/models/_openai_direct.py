@@ -167,10 +167,15 @@ class DirectLine:
         error = body.get("error", body) if isinstance(body, dict) else body
         if isinstance(error, dict) and isinstance(error.get("message"), str) and error["message"]:
             message += f" - {error['message']}"
-        kind = _STATUS_ERRORS.get(
-            status, openai.InternalServerError if status >= 500 else openai.APIStatusError
-        )
-        return kind(message, response=response, body=error)
+        return status_error_class(status)(message, response=response, body=error)
+
+
+def status_error_class(status: int) -> type[openai.APIStatusError]:
+    """The SDK's exception class for an error status, as the SDK's client picks it."""
+    found = _STATUS_ERRORS.get(status)
+    if found is not None:
+        return found
+    return openai.InternalServerError if status >= 500 else openai.APIStatusError
 
 
 def _line_timeout(timeout: float | httpx2.Timeout | None) -> urllib3.Timeout:
@@ -333,4 +338,5 @@ __all__ = [
     "RawAnswer",
     "direct_line",
     "post_directly",
+    "status_error_class",
 ]

@@ -10,6 +10,7 @@ import openai
 import pytest
 
 from multiagent._metrics import get_metrics
+from multiagent.models._openai_direct import status_error_class
 from multiagent.models.provider_errors import (
     advertised_limits,
     error_kind,
@@ -20,19 +21,6 @@ from multiagent.models.provider_errors import (
 )
 from multiagent.models.retry import RetryPolicy, sync_retrying
 from multiagent.sim.model import rate_limit_error, server_error, timeout_error
-
-_STATUS_ERRORS: dict[int, type[openai.APIStatusError]] = {
-    400: openai.BadRequestError,
-    401: openai.AuthenticationError,
-    403: openai.PermissionDeniedError,
-    404: openai.NotFoundError,
-    409: openai.ConflictError,
-    422: openai.UnprocessableEntityError,
-    429: openai.RateLimitError,
-    500: openai.InternalServerError,
-    502: openai.InternalServerError,
-    503: openai.InternalServerError,
-}
 
 
 def run_failing(
@@ -53,7 +41,7 @@ def run_failing(
 def status_error(status: int, headers: dict[str, str] | None = None) -> openai.APIStatusError:
     request = httpx2.Request("POST", "http://127.0.0.1/v1/chat/completions")
     response = httpx2.Response(status, headers=headers or {}, request=request)
-    return _STATUS_ERRORS[status](f"status {status}", response=response, body=None)
+    return status_error_class(status)(f"status {status}", response=response, body=None)
 
 
 @pytest.mark.parametrize("status", [409, 429, 500, 502, 503])
