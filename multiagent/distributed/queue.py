@@ -113,6 +113,8 @@ def enqueue_batch(
             batch_key(batch_id),
             mapping={
                 "manifest": manifest.as_json(),
+                # what a worker needs of the manifest: a few bytes, however many items
+                "judging": json.dumps({"validators": validators, "threshold": threshold}),
                 "queue": queue,
                 "items": len(items),
                 "chunks": len(chunks),
@@ -137,6 +139,34 @@ def load_manifest(client: redis.Redis, batch_id: str) -> BatchManifest:
     if text is None:
         raise UsageError(f"unknown batch {batch_id!r}; a batch id looks like batch-0123456789ab")
     return BatchManifest.from_json(str(text))
+
+
+@dataclass(frozen=True)
+class Judging:
+    """How a batch's items are judged: all a worker needs of its manifest."""
+
+    validators: list[str]
+    threshold: float
+
+
+def load_judging(client: redis.Redis, batch_id: str) -> Judging | None:
+    """How ``batch_id``'s items are judged, or ``None`` for a batch that does not exist.
+
+    Read from the batch's small ``judging`` field, not from its manifest, which holds every item
+    (megabytes for a large batch, read by each worker); a batch queued before the field existed
+    is read from its manifest.
+    """
+    if not _BATCH_ID.fullmatch(batch_id):
+        return None
+    text = client.hget(batch_key(batch_id), "judging")
+    if text is not None:
+        found = json.loads(str(text))
+        return Judging(validators=list(found["validators"]), threshold=float(found["threshold"]))
+    try:
+        manifest = load_manifest(client, batch_id)
+    except UsageError:
+        return None
+    return Judging(validators=manifest.validators, threshold=manifest.threshold)
 
 
 def finished_of(client: redis.Redis, batch_id: str, ids: list[str]) -> set[str]:

@@ -26,11 +26,9 @@ from multiagent.distributed.deadletter import (
     count_done,
     record_failure,
 )
-from multiagent.distributed.queue import batch_key, load_manifest
+from multiagent.distributed.queue import Judging, batch_key, load_judging
 from multiagent.distributed.worker_state import EndedChunk, WorkerState
-from multiagent.errors import MultiagentError
 from multiagent.graphs.batch_chunks import run_chunk
-from multiagent.graphs.batch_store import BatchManifest
 from multiagent.models.budget_redis import RedisBudget, budget_key
 from multiagent.models.ledger import RunLedger
 from multiagent.nodes.context import WorkflowContext
@@ -55,28 +53,29 @@ class EntryRunner:
         self.context = context
         self.state = state
         self.max_attempts = max_attempts
-        self._manifests: dict[str, BatchManifest | None] = {}
+        self._judging: dict[str, Judging | None] = {}
         self._budgets: dict[str, RedisBudget | None] = {}
         self._lock = threading.Lock()  # the caches above, filled by any slot
+        self._judging_lock = threading.Lock()  # one slot reads a new batch's; the others wait
 
     def chunk(self, entry_id: str, fields: dict[str, Any], *, reclaimed: bool) -> None:
         """Run a chunk entry's unfinished items and hand the outcome to the storer."""
         state = self.state
         batch_id, chunk_id = str(fields.get("batch", "")), str(fields.get("chunk", ""))
-        manifest = self._manifest(batch_id)
+        judging = self._judging_of(batch_id)
         items = json.loads(fields.get("items", "[]"))
         todo = []
-        if manifest is not None:
+        if judging is not None:
             with state.lock:
                 checked = state.checked.get(entry_id)
             stopped, done = checked or self._batch_state(batch_id, [item["id"] for item in items])
             if stopped:  # the batch's budget ran out: its remaining items stay unfinished
-                manifest = None
+                judging = None
                 state.stats.add(skipped=len(items))
                 items = []
             todo = [item for item in items if item["id"] not in done]
         state.stats.add(reclaimed=int(reclaimed), duplicates=len(items) - len(todo))
-        if manifest is None or not todo:
+        if judging is None or not todo:
             acknowledge(self.client, self.queue, entry_id)
             return
         budget = self._budget(batch_id)
@@ -86,8 +85,8 @@ class EntryRunner:
             else RunLedger(shared=budget)
         )
         outcome = run_chunk(
-            f"{batch_id}:{chunk_id}", todo, validators=manifest.validators,
-            threshold=manifest.threshold, context=self.context,
+            f"{batch_id}:{chunk_id}", todo, validators=judging.validators,
+            threshold=judging.threshold, context=self.context,
             max_concurrency=1,  # one call per thread: --concurrency is calls in flight
             ledger=ledger,
         )  # fmt: skip
@@ -141,16 +140,18 @@ class EntryRunner:
         for budget in budgets:
             budget.reconcile()
 
-    def _manifest(self, batch_id: str) -> BatchManifest | None:
-        with self._lock:
-            if batch_id in self._manifests:
-                return self._manifests[batch_id]
-        try:
-            manifest: BatchManifest | None = load_manifest(self.client, batch_id)
-        except MultiagentError:
-            return None  # not kept: the batch may be enqueued yet
-        with self._lock:
-            return self._manifests.setdefault(batch_id, manifest)
+    def _judging_of(self, batch_id: str) -> Judging | None:
+        """How ``batch_id`` is judged, read once per process (``None``: no such batch yet)."""
+        found = self._judging.get(batch_id)
+        if found is not None:
+            return found
+        with self._judging_lock:
+            found = self._judging.get(batch_id)
+            if found is None:
+                found = load_judging(self.client, batch_id)
+                if found is not None:  # an absent batch may be enqueued yet: asked again
+                    self._judging[batch_id] = found
+        return found
 
     def _budget(self, batch_id: str) -> RedisBudget | None:
         """The batch's shared budget, when it was queued with one."""

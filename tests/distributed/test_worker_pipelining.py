@@ -13,6 +13,8 @@ import redis
 from typer.testing import CliRunner
 
 from multiagent.cli import app
+from multiagent.distributed import queue as queue_module
+from multiagent.distributed import worker_chunks
 from multiagent.distributed.deadletter import FinishedChunk, finish_chunks
 from multiagent.distributed.queue import GROUP, batch_key, ensure_group, stream_key
 from multiagent.distributed.worker import QueueWorker
@@ -119,3 +121,44 @@ def test_a_chunk_without_a_batch_budget_keeps_its_run_budget_in_process_not_in_r
     assert client.hlen(batch_key(batch_id, "records")) == 8
     assert stats.spent_nano > 0  # the calls were charged (to the in-process run ledger)
     assert list(client.scan_iter(match="multiagent:budget:*")) == []
+
+
+def test_a_worker_reads_how_a_batch_is_judged_once_never_its_manifest(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the manifest holds every item (megabytes for a large batch): a worker whose slots each
+    # read it at a batch's start spent seconds of CPU and memory before its first call
+    for name, value in FAST.items():
+        monkeypatch.setenv(name, value)
+    batch_id = _enqueue(tmp_path, 12)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    reads: list[str] = []
+    original = queue_module.load_judging
+
+    def counting(client: Any, batch: str) -> Any:
+        reads.append(batch)
+        return original(client, batch)
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a worker read a batch's whole manifest")
+
+    monkeypatch.setattr(queue_module, "load_manifest", refuse)
+    monkeypatch.setattr(worker_chunks, "load_judging", counting)
+    worker = QueueWorker(client, queue="q1", context=build_context(load_settings()), concurrency=4)
+    stats = worker.run(idle_exit_s=0.5)
+    assert stats.stored == 12
+    assert reads == [batch_id]  # once per process, however many slots start on it
+
+
+def test_a_batch_queued_without_its_judging_field_is_judged_from_its_manifest(
+    redis_url: str, tmp_path: Path
+) -> None:
+    batch_id = _enqueue(tmp_path, 2)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    manifest = queue_module.load_manifest(client, batch_id)
+    judging = queue_module.load_judging(client, batch_id)
+    assert judging == queue_module.Judging(manifest.validators, manifest.threshold)
+    assert len(judging.validators) == 2
+    client.hdel(batch_key(batch_id), "judging")  # as a batch queued by an earlier version
+    assert queue_module.load_judging(client, batch_id) == judging
+    assert queue_module.load_judging(client, "batch-000000000000") is None
