@@ -53,7 +53,7 @@ class EntryRunner:
         self.context = context
         self.state = state
         self.max_attempts = max_attempts
-        self._judging: dict[str, Judging | None] = {}
+        self._judging: dict[str, Judging] = {}
         self._budgets: dict[str, RedisBudget | None] = {}
         self._lock = threading.Lock()  # the caches above, filled by any slot
         self._judging_lock = threading.Lock()  # one slot reads a new batch's; the others wait

@@ -14,7 +14,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from multiagent._metrics import get_metrics
-from multiagent.errors import ConfigError, UsageError
+from multiagent._redis import unreachable
+from multiagent.errors import ConfigError
 from multiagent.models._bp_redis_controller import RedisBackpressureController
 from multiagent.models._bp_redis_keeper import LOST
 from multiagent.models._bp_types import BackpressureConfig
@@ -48,19 +49,13 @@ def connect(url: str) -> redis.Redis:
     except ValueError as exc:
         raise ConfigError(f"malformed MULTIAGENT_REDIS_URL {url!r}: {exc}") from None
     except LOST as exc:
-        raise _unreachable(url, exc) from None
+        raise unreachable(url, exc) from None
     try:
         client.ping()
     except LOST as exc:
         client.close()
-        raise _unreachable(url, exc) from None
+        raise unreachable(url, exc) from None
     return client
-
-
-def _unreachable(url: str, exc: BaseException) -> UsageError:
-    shown = url.split("@")[-1]
-    reason = " ".join(str(exc).split()) or type(exc).__name__
-    return UsageError(f"cannot reach Redis at MULTIAGENT_REDIS_URL {shown!r}: {reason}")
 
 
 def shared_redis_controller(

@@ -275,11 +275,9 @@ class ModelPipeline:
         if chosen is not None and chosen.model is not None and name == chosen.name:
             provider_model = without_client_retries(chosen.model)
         else:
-            http = self._http()
             provider_model = build_chat_model(
-                tier, settings, model=name, http_clients=http,
-                gate=self.in_flight if http is not None else None,
-            )  # fmt: skip
+                tier, settings, model=name, http_clients=self._http(), gate=self.in_flight
+            )
         identity = CallIdentity(
             agent=agent,
             provider=self.provider,
