@@ -10,11 +10,14 @@ verdict). A run ends in one of these states, always with the thread's values so 
 - ``completed`` (or ``rejected``, a plan the reviewer turned down);
 - ``awaiting_approval``: paused at ``interrupt()`` with no one to answer;
 - ``budget_exceeded``: the ledger refused the next call; resumable with a larger budget;
-- ``failed``: a provider kept failing after retries; resumable;
+- ``failed``: a provider kept failing after retries (for a validation: every validator of an
+  item failed, so it has no verdict); resumable;
 - ``interrupted``: stopped by Ctrl-C (``KeyboardInterrupt``); resumable, the finished steps kept.
 
 Resuming (``resume=True``) continues from the thread's last checkpoint: completed nodes, and the
-finished parallel tasks of an interrupted step, are not run again.
+finished parallel tasks of an interrupted step, are not run again. A validation that failed
+because no validator answered an item is forked at the checkpoint before its validators (LangGraph's
+replay), so they run again.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessageChunk
@@ -107,6 +110,24 @@ class WorkflowOutcome:
 def thread_spend(values: dict[str, Any]) -> float:
     """USD the thread's completed nodes have spent."""
     return float(sum(entry.get("cost_usd", 0.0) for entry in values.get("usage", []) or []))
+
+
+def unanswered_items(values: dict[str, Any]) -> list[str]:
+    """The ids of a validation's items no validator answered (every one failed after retries):
+    no verdict, so not a result; a batch runs them again, and so does ``--resume``."""
+    return [r["id"] for r in values.get("results", []) or [] if r["responded"] == 0]
+
+
+def _before_validators(graph: Any, config: RunnableConfig) -> RunnableConfig:
+    """The config of the thread's last checkpoint that has the validators still to run.
+
+    Streaming from it forks the thread there (LangGraph's replay): the validators run again,
+    and their new answers, not the failed ones, make the thread's next checkpoints.
+    """
+    for snapshot in graph.get_state_history(config):
+        if "validate" in snapshot.next:
+            return cast("RunnableConfig", snapshot.config)
+    raise UsageError(f"thread {config['configurable']['thread_id']!r} has no validators to rerun")
 
 
 class _Watcher:
@@ -276,10 +297,15 @@ def run_workflow(
     spent_before = 0.0
     command: Any = inputs
     pending: dict[str, Any] | None = None
+    # where the first stream starts: the thread's head, or, to rerun a validation's validators
+    # after the provider failed them all, the checkpoint before they ran
+    start = config
     if resume:
         snapshot = graph.get_state(config)
         spent_before = thread_spend(snapshot.values or {})
         command, pending = _resume_command(graph, config, approver)
+        if workflow == "validation" and not snapshot.next and unanswered_items(snapshot.values):
+            start = {**config, "configurable": _before_validators(graph, config)["configurable"]}
     budget = context.ledger.budget_usd
     ledger = shared_ledger or RunLedger(
         budget_usd=None if budget is None else max(0.0, budget - spent_before),
@@ -319,7 +345,7 @@ def run_workflow(
         while True:
             for mode, data in graph.stream(  # (mode, data) pairs: stream_mode is a list
                 command,
-                config,
+                start,
                 context=context,
                 stream_mode=modes,  # type: ignore[arg-type]
                 # a killed process must find every finished step on disk
@@ -335,6 +361,7 @@ def run_workflow(
                     last_values = data
             if checkpointer is None:
                 break
+            start = config
             command, pending = _resume_command(graph, config, approver)
             if command is None:
                 break
@@ -351,6 +378,18 @@ def run_workflow(
     if pending is not None:
         return outcome("awaiting_approval", "the plan is waiting for approval")
     result = outcome("completed")
+    unanswered = unanswered_items(result.values) if checkpointer is not None else []
+    if workflow == "validation" and unanswered:
+        # the provider failed every validator of an item: that is an outage, not a verdict
+        # (a batch's chunks, run without a checkpointer, leave these items to the batch)
+        errors = sorted({f["error"] for f in result.values.get("failures", [])})
+        result.status = "failed"
+        result.message = (
+            f"no validator answered item{'s' if len(unanswered) > 1 else ''} "
+            f"{', '.join(unanswered)} after retries; "
+            "--resume runs the validators again"
+        )
+        result.error = "; ".join(errors[:3]) or None
     approval = result.values.get("approval")
     if workflow == "orchestration" and approval is not None and not approval["approved"]:
         result.status, result.message = "rejected", "the plan was rejected; no agent worked"

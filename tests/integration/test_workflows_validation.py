@@ -122,6 +122,33 @@ def test_a_failing_validator_is_recorded_and_the_others_decide() -> None:
     assert result["approval"] == pytest.approx(sum(v["passed"] for v in verdicts) / 2, abs=1e-4)
 
 
+def test_an_item_no_validator_answered_fails_and_resume_runs_its_validators_again() -> None:
+    settings = load_settings()
+    validators = {"factual_accuracy", "logical_consistency", "completeness"}
+    context = build_context(settings, pipeline=FailingAgentsPipeline(settings, failing=validators))
+    inputs = validation_input([TEXT], settings=settings, agents=context.agents)
+    with open_checkpointer(settings) as saver:
+        down = run_workflow(
+            "validation", inputs, context=context, checkpointer=saver, thread_id="v-outage"
+        )
+        # an outage is not a verdict: the run failed, resumable, naming the item
+        assert down.status == "failed"
+        assert "no validator answered item 1" in down.message
+        assert "InternalServerError" in (down.error or "")
+        assert down.values["results"][0]["responded"] == 0
+
+        back = run_workflow(
+            "validation", None, context=build_context(settings), checkpointer=saver,
+            thread_id="v-outage", resume=True,
+        )  # fmt: skip
+    assert back.status == "completed"
+    assert back.ledger.totals()["calls"] == 3  # the three validators ran again
+    [result] = back.values["results"]
+    assert (result["responded"], result["failed"]) == (3, [])
+    assert back.values["failures"] == []  # the failed answers are not part of the new verdict
+    assert sorted(v["validator"] for v in back.values["verdicts"]) == sorted(validators)
+
+
 def test_batch_keeps_input_order_validates_identical_items_once_and_reuses_the_cache() -> None:
     settings = load_settings()
     items = [
