@@ -10,7 +10,7 @@ from rich.table import Table
 
 from multiagent._serve import wait_until_stopped
 from multiagent.commands._shared import console, print_json
-from multiagent.errors import MultiagentError
+from multiagent.errors import MultiagentError, UsageError
 from multiagent.sim.config import build_sim_config
 from multiagent.sim.schedule import load_schedule
 
@@ -103,8 +103,25 @@ def serve(
 
 
 def _root(url: str) -> str:
+    """The simulator's root address from ``--url``; a value that is no HTTP address is bad input."""
+    _check_url(url)
     root = url.rstrip("/")
     return root[: -len("/v1")] if root.endswith("/v1") else root
+
+
+def _check_url(url: str) -> None:
+    """Raise ``UsageError`` (one line, exit 2) for a ``--url`` that is no http(s) address."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - a port that is not a number raises here
+    except ValueError as exc:
+        raise UsageError(f"malformed --url {url!r}: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(
+            f"malformed --url {url!r}: give the simulator's address, such as {DEFAULT_URL}"
+        )
 
 
 def _call(method: str, url: str) -> Any:

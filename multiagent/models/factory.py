@@ -53,6 +53,16 @@ def _provider_factory(provider: str) -> Callable[[str, Settings], BaseChatModel]
     return factory
 
 
+def check_provider(settings: Settings) -> None:
+    """Raise ``ConfigError`` when the profile's provider cannot be built as configured
+    (``openai`` without ``OPENAI_API_KEY``): callers check before a run stores anything."""
+    if settings.provider == "openai" and settings.openai_api_key is None:
+        raise ConfigError(
+            "provider 'openai' needs OPENAI_API_KEY (and OPENAI_BASE_URL for a compatible "
+            "server); set them, or use MULTIAGENT_PROVIDER=sim"
+        )
+
+
 def build_chat_model(
     tier: Tier,
     settings: Settings,
@@ -81,11 +91,7 @@ def build_chat_model(
     timeout = settings.profile.rate_limit.request_timeout_s
     if settings.provider != "openai":
         return _provider_factory(settings.provider)(name, settings)
-    if settings.openai_api_key is None:
-        raise ConfigError(
-            "provider 'openai' needs OPENAI_API_KEY (and OPENAI_BASE_URL for a compatible "
-            "server); set them, or use MULTIAGENT_PROVIDER=sim"
-        )
+    check_provider(settings)
     from langchain_openai import ChatOpenAI  # imported here: only this provider needs it
 
     from multiagent.models._openai_direct import post_directly

@@ -156,6 +156,10 @@ class RunLedger:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     shared: ProjectBudget | None = field(default=None, repr=False)
+    #: A resumed run's: what its thread spent before, and the budget the user gave
+    #: (``budget_usd`` is what is left of it); they only word the refusal.
+    spent_before: float = 0.0
+    given_usd: float | None = None
     # a running sum (added in the order sum() would), so a reservation costs the same on the
     # run's 10,000th call as on its first; reservations are few (calls in flight) and summed
     _spent: float = field(default=0.0, init=False, repr=False)
@@ -187,7 +191,7 @@ class RunLedger:
                 spent, held = self._spent, sum(self._reserved.values())
                 if spent + held + usd > self.budget_usd:
                     raise BudgetExceededError(
-                        f"budget of ${self.budget_usd:.4f} reached: spent ${spent:.6f}, "
+                        f"{self._budget_words(spent)}, "
                         f"${held:.6f} held by calls in flight, the next call may cost "
                         f"up to ${usd:.6f}",
                         spent_usd=spent,
@@ -202,6 +206,15 @@ class RunLedger:
         except BaseException:
             self.release(reservation)
             raise
+
+    def _budget_words(self, spent: float) -> str:
+        """The budget reached and what was spent, before this session too when resumed."""
+        if not self.spent_before or self.given_usd is None:
+            return f"budget of ${self.budget_usd:.4f} reached: spent ${spent:.6f}"
+        return (
+            f"budget of ${self.given_usd:g} reached: spent ${self.spent_before:.6f} before "
+            f"this session and ${spent:.6f} in it"
+        )
 
     def release(self, reservation: Reservation) -> None:
         """Give a reservation back unused (idempotent)."""

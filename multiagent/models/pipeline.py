@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import weakref
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, cast
 
 from langchain_core.language_models import BaseChatModel
@@ -33,6 +34,7 @@ from multiagent.models.completion_cache import CompletionCache, open_completion_
 from multiagent.models.factory import (
     ChosenModel,
     build_chat_model,
+    check_provider,
     choose_model,
     without_client_retries,
 )
@@ -69,6 +71,9 @@ class ModelPipeline:
             prepare calls): held around the HTTP exchange for the ``openai`` provider, else
             taken before the controller's slot (see :mod:`multiagent.models._in_flight`).
             Default: no bound of its own.
+        calls: The ``(node, tier)`` calls the pipeline will make, when the command knows
+            them: budgets (the profile's daily one here, a run's in :meth:`check_budget`) are
+            checked against these; default: the smallest call at every tier.
 
     Raises:
         ConfigError: A model has no price, or ``model`` cannot be resolved.
@@ -84,6 +89,7 @@ class ModelPipeline:
         price: ModelPrice | None = None,
         model_source: str = "model",
         max_in_flight: int | None = None,
+        calls: Iterable[tuple[str, Tier]] | None = None,
     ) -> None:
         self.chosen: ChosenModel | None = (
             None if model is None else choose_model(model, source=model_source)
@@ -100,6 +106,7 @@ class ModelPipeline:
             settings = local_settings(settings, names=names, with_layer=loaded_for != "local")
         self.price = price
         self.settings = settings
+        self.calls = None if calls is None else tuple(calls)
         self.in_flight = None if max_in_flight is None else InFlightGate(max_in_flight)
         self._gated_http: tuple[httpx2.Client, httpx2.AsyncClient] | None = None
         profile = settings.profile
@@ -114,11 +121,13 @@ class ModelPipeline:
             weakref.WeakKeyDictionary()
         )
         self.check_prices()
+        if self.chosen is None or self.chosen.model is None:
+            check_provider(settings)  # before a run stores anything, not at its first call
         daily = profile.budget.daily_usd
         # SQLite under MULTIAGENT_HOME, or Redis (every machine) when MULTIAGENT_REDIS_URL is set
         self.project: ProjectBudget | None = open_project_budget(settings)
         if daily is not None:
-            self.check_budget(daily, source=settings.sources.get("budget.daily_usd", "profile"))
+            self.check_budget(daily, source=settings.origin_of("budget.daily_usd"))
 
     @property
     def provider(self) -> str:
@@ -155,22 +164,59 @@ class ModelPipeline:
         for name in (*(self.model_name(t) for t in TIERS), *models):
             self.price_of(name)
 
-    def check_budget(self, budget_usd: float, *, source: str) -> None:
-        """Raise ``ConfigError`` when ``budget_usd`` cannot cover one call's output allowance
-        for a configured model: no call could ever be admitted."""
-        # a call reserves its node's output bound: the smallest one is the cheapest call
-        allowance = min(
-            DEFAULT_MAX_OUTPUT_TOKENS, *self.settings.profile.models.max_output_tokens.values()
-        )
-        for tier in TIERS:
+    def check_budget(
+        self,
+        budget_usd: float,
+        *,
+        source: str,
+        calls: Iterable[tuple[str, Tier]] | None = None,
+    ) -> None:
+        """Refuse a budget that can never admit one of the calls a command makes.
+
+        A call reserves its node's whole output allowance (``[models] max_output_tokens``) at
+        its model's price before it is sent, so a budget below that never lets it through.
+
+        Args:
+            budget_usd: The budget.
+            source: Where it came from (``--budget``, ``file … budget.daily_usd``).
+            calls: The ``(node, tier)`` calls the command makes, each of which must fit;
+                default: the pipeline's ``calls``, else (the command is not known) the
+                smallest allowance at every tier.
+
+        Raises:
+            ConfigError: One line naming the budget, the node, its ``max_tokens`` (and where
+                that came from), the model and what the call costs.
+        """
+        models = self.settings.profile.models
+        if calls is None:
+            calls = self.calls
+        if calls is None:
+            # the cheapest call: a listed node's bound, or the bound of every node not listed
+            node = min([*models.max_output_tokens, "default"], key=models.output_limit)
+            calls = [(node, tier) for tier in TIERS]
+        worst: tuple[float, str, int, str] | None = None
+        for node, tier in calls:
+            allowance = models.output_limit(node)
             name = self.model_name(tier)
             cost = self.price_of(name).cost(0, allowance)
-            if cost > budget_usd:
-                raise ConfigError(
-                    f"budget ${budget_usd:g} (from {source}) cannot cover one {name} call: "
-                    f"max_tokens {allowance} (the smallest output allowance a call "
-                    f"reserves) costs ${cost:.6f}; raise the budget"
-                )
+            if cost > budget_usd and (worst is None or cost > worst[0]):
+                worst = (cost, node, allowance, name)
+        if worst is None:
+            return
+        cost, node, allowance, name = worst
+        raise ConfigError(
+            f"budget ${budget_usd:g} (from {source}) cannot cover one call of node {node}: "
+            f"max_tokens {allowance} (from {self._allowance_origin(node)}) at {name} costs "
+            f"${cost:.6f}; raise the budget or lower max_tokens"
+        )
+
+    def _allowance_origin(self, node: str) -> str:
+        """Where the output allowance of ``node``'s calls was set."""
+        limits = self.settings.profile.models.max_output_tokens
+        for key in (node, "default"):
+            if key in limits:
+                return self.settings.origin_of(f"models.max_output_tokens.{key}")
+        return "the built-in default"
 
     @property
     def completion_cache(self) -> CompletionCache | None:

@@ -70,6 +70,13 @@ class Settings(BaseModel):
     sim: SimConfig
     sources: dict[str, str]
 
+    def origin_of(self, path: str) -> str:
+        """Where the setting at dotted ``path`` came from, naming the key unless the source does:
+        ``file /x/multiagent.toml budget.daily_usd``, ``env MULTIAGENT_BUDGET__DAILY_USD``."""
+        source = self.sources.get(path, f"profile {self.env}")
+        own = ("env MULTIAGENT_" + path.replace(".", "__"), f"cli {path}")
+        return source if source.casefold() in map(str.casefold, own) else f"{source} {path}"
+
     def as_report(self) -> dict[str, Any]:
         """Return the resolved configuration as JSON-ready data, with each value's source."""
         return {
@@ -232,6 +239,31 @@ def _choose(
     return chosen
 
 
+def _env_source(path: str) -> str:
+    """The variables that set ``path``: its own (``MULTIAGENT_BUDGET__DAILY_USD``), the ones
+    below it (a price set one field at a time), else its section's JSON (``MULTIAGENT_PRICES``)."""
+    parts = path.split(".", 1) if path.startswith("prices.") else path.split(".")
+    names = {name.upper(): name for name in os.environ if name.upper().startswith("MULTIAGENT_")}
+    own = "MULTIAGENT_" + "__".join(parts).upper()
+    below = sorted(name for upper, name in names.items() if upper.startswith(own + "__"))
+    if own in names or below:
+        return "env " + ", ".join([names[own]] if own in names else below)
+    for count in range(len(parts) - 1, 0, -1):
+        name = "MULTIAGENT_" + "__".join(parts[:count]).upper()
+        if name in names:
+            return f"env {names[name]}"
+    return f"env {own}"
+
+
+def _exact_env_source(path: str, origin: str) -> str:
+    """Of the variables ``origin`` names, the one that set ``path`` itself, if one did."""
+    if not origin.startswith("env ") or ", " not in origin:
+        return origin
+    own = "MULTIAGENT_" + path.upper().replace(".", "__")
+    named = origin.removeprefix("env ").split(", ")
+    return next((f"env {name}" for name in named if name.upper() == own), origin)
+
+
 def _describe_error(exc: ValidationError, sources: Mapping[str, str], prefix: str = "") -> str:
     err = exc.errors()[0]
     path = prefix + ".".join(str(p) for p in err["loc"])
@@ -240,6 +272,8 @@ def _describe_error(exc: ValidationError, sources: Mapping[str, str], prefix: st
     while origin is None and "." in parent:  # a field of one value (a price entry)
         parent = parent.rsplit(".", 1)[0]
         origin = sources.get(parent) if parent.startswith("prices.") else None
+    if origin is not None:
+        origin = _exact_env_source(path, origin)
     if origin is None:  # a model-level check: name every source under it
         related = sorted({src for p, src in sources.items() if p.startswith(path)})
         origin = ", ".join(related) or "defaults"
@@ -329,11 +363,7 @@ def load_settings(
     env_values = {key: getattr(environ, key) for key in _SECTIONS if getattr(environ, key)}
     if environ.budget_usd is not None:
         env_values["budget_usd"] = environ.budget_usd
-    layers.overlay(
-        env_values,
-        lambda path: "env MULTIAGENT_" + path.upper().replace(".", "__"),
-        origin="the environment",
-    )
+    layers.overlay(env_values, _env_source, origin="the environment")
     cli_values: dict[str, Any] = {}
     for path, value in (overrides or {}).items():
         _set_path(cli_values, path, value)

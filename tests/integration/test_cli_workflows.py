@@ -229,7 +229,7 @@ def test_agents_file_adds_an_agent(isolated_env: Path, tmp_path: Path) -> None:
         (("run", TASK, "--budget", "-1"), "--budget must be at least 0"),
         (("run", TASK, "--budget", "nan"), "invalid budget nan (from --budget)"),
         (("run", TASK, "--budget", "inf"), "invalid budget inf (from --budget)"),
-        (("run", TASK, "--budget", "0.00001"), "(from --budget) cannot cover one gpt-3.5-turbo"),
+        (("run", TASK, "--budget", "0.00001"), "(from --budget) cannot cover one call of node"),
         (("run", TASK, "--memory", "brain"), "unknown --memory 'brain'"),
         (("run", "--resume"), "--resume needs --thread"),
         (("run", "--thread", "ghost", "--resume"), "unknown thread 'ghost'"),
@@ -294,7 +294,7 @@ def test_bad_input_next_to_existing_threads_changes_nothing(
         (
             "MULTIAGENT_PRICES",
             '{"gpt-4o-mini": {"input_per_mtok": -1, "output_per_mtok": 1}}',
-            "prices.gpt-4o-mini.input_per_mtok=-1 (from env MULTIAGENT_PRICES__GPT-4O-MINI)",
+            "prices.gpt-4o-mini.input_per_mtok=-1 (from env MULTIAGENT_PRICES)",
         ),
         ("MULTIAGENT_BUDGET__DAILY_USD", "-2", "budget.daily_usd='-2' (from env"),
         ("MULTIAGENT_BUDGET__DAILY_USD", "0.000001", "(from env MULTIAGENT_BUDGET__DAILY_USD)"),
@@ -310,6 +310,21 @@ def test_bad_prices_and_budgets_from_the_environment_exit_2(
     assert result.stderr.count("\n") == 1, result.stderr
     assert needle in result.stderr
     assert stored(isolated_env) == before
+
+
+def test_a_provider_without_its_key_stores_no_thread(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert cli("run", TASK, "--agents", "critic", "--thread", "kept", "--json", *OFF).exit_code == 0
+    monkeypatch.setenv("MULTIAGENT_PROVIDER", "openai")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    before = stored(isolated_env)
+    for args in (("run", TASK, *OFF), ("meeting", "Opening hours", *OFF), ("validate", "x")):
+        result = cli(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert "provider 'openai' needs OPENAI_API_KEY" in result.stderr
+        assert stored(isolated_env) == before, args  # no failed thread, no live run
 
 
 def test_an_explicit_price_of_zero_is_a_price(
