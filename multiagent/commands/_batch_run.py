@@ -4,7 +4,9 @@ The batch lives in ``MULTIAGENT_HOME/batches.sqlite`` under its id (``--thread``
 printed): each finished chunk is stored before it counts, so ``--resume`` runs exactly the items
 that did not finish. Exit 0 when every item finished and passed, 1 when the batch stopped (provider
 failure or budget) with the unfinished items named, 2 on bad input, 3 or 4 when consensus failed
-on an item or an item is inconclusive (see :func:`multiagent.commands.workflows.exit_code`).
+on an item or an item is inconclusive (see :func:`multiagent.commands.workflows.exit_code`), 130
+when Ctrl-C stopped it (the chunks that ended are stored and the resume command is printed).
+A batch id is never a thread id of the checkpointer, and the other way round.
 """
 
 from __future__ import annotations
@@ -30,6 +32,32 @@ def is_local_batch(settings: Settings, thread: str | None) -> bool:
         return store.manifest(thread) is not None
 
 
+def refuse_batch_id(settings: Settings, thread: str | None) -> None:
+    """A new thread of the checkpointer may not take a local batch's id (``--resume`` could
+    not tell them apart)."""
+    if is_local_batch(settings, thread):
+        raise UsageError(
+            f"id {thread!r} is already a batch's (`multiagent validate --thread {thread} "
+            "--resume` continues it); choose another --thread"
+        )
+
+
+def _refuse_thread_id(settings: Settings, thread: str) -> None:
+    """A new batch may not take the id of a thread of the checkpointer."""
+    from multiagent.persistence.checkpointer import checkpoint_path, open_checkpointer
+
+    if not settings.checkpoint_url and not checkpoint_path(settings).exists():
+        return  # no threads yet: nothing to open (or create)
+    with open_checkpointer(settings) as saver:
+        found = saver.get_tuple({"configurable": {"thread_id": thread}})
+    if found is not None:
+        owner = (found.metadata or {}).get("workflow") or "workflow"
+        raise UsageError(
+            f"id {thread!r} is already a {owner} thread (see `multiagent threads list`); "
+            "choose another --thread for the batch"
+        )
+
+
 def run_local_batch(
     settings: Settings,
     *,
@@ -45,7 +73,7 @@ def run_local_batch(
     as_json: bool,
 ) -> None:
     """Run (or resume) a local batch, print its outcome, exit with its code."""
-    from multiagent.commands._render import print_outcome
+    from multiagent.commands._render import print_outcome, resume_command
     from multiagent.graphs.batch import batch_cross_validate, read_batch_file
     from multiagent.graphs.batch_store import open_batch_store
     from multiagent.graphs.report import outcome_report
@@ -60,6 +88,8 @@ def run_local_batch(
     if budget is not None and budget < 0:
         raise UsageError(f"--budget must be at least 0 USD, got {budget}")
     items: list[Any] | None = read_batch_file(batch) if batch is not None else None
+    if thread and not resume:
+        _refuse_thread_id(settings, thread)
     agents = load_agents(settings, agents_file=agents_file)
     configure_tracing(settings)
     progress = None if as_json or no_stream else _ProgressBar()
@@ -85,6 +115,9 @@ def run_local_batch(
         print_json(report)
     else:
         print_outcome(console, outcome.outcome, report, streamed=set())
+    if as_json and outcome.status == "interrupted":  # stdout holds the one document
+        command = resume_command(outcome.outcome)
+        err_console.print(f"interrupted; resume: {command}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=exit_code(outcome.status, report["results"]))
 
 

@@ -7,9 +7,11 @@ stored (:mod:`multiagent.graphs.batch_store`) before the next is counted as done
 
 When the provider goes away, a chunk comes back with items no validator answered; the batch
 then starts no new chunk, lets the running ones end, and stops as ``failed`` with the unfinished
-item ids named. Resuming (``resume=True`` with the same store and batch id) runs exactly the
-unfinished items; finished ones are not run again. Identical items are validated once; verdicts
-on content seen before come from the analysis cache when the context has one.
+item ids named. On Ctrl-C it starts no new chunk or call, stores what the running chunks
+finished (and the usage of every call paid for) and stops as ``interrupted``. Resuming
+(``resume=True`` with the same store and batch id) runs exactly the unfinished items; finished
+ones are not run again. Identical items are validated once; verdicts on content seen before
+come from the analysis cache when the context has one.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 
 from langchain_core.callbacks import BaseCallbackHandler
 
-from multiagent._inputs import item_id_problem
+from multiagent._inputs import check_text, item_id_problem
 from multiagent.errors import UsageError
 from multiagent.graphs.batch_budget import BatchBudget
 from multiagent.graphs.batch_chunks import (
@@ -38,7 +40,7 @@ from multiagent.graphs.batch_chunks import (
 )
 from multiagent.graphs.batch_store import BatchManifest, BatchStore, MemoryBatchStore
 from multiagent.graphs.inputs import validation_input
-from multiagent.graphs.runner import Status, WorkflowOutcome
+from multiagent.graphs.runner import Status, WorkflowOutcome, from_ctrl_c
 from multiagent.graphs.workflows import new_thread_id
 from multiagent.models.ledger import RunLedger
 from multiagent.nodes.context import WorkflowContext, build_context
@@ -92,54 +94,74 @@ def _run_chunks(
     on_progress: Progress | None,
     finished: int,
 ) -> tuple[Status, ChunkOutcome | None, RunLedger]:
-    """Run ``chunks`` a few at a time; stop starting new ones once a chunk did not finish."""
+    """Run ``chunks`` a few at a time; stop starting new ones once a chunk did not finish.
+
+    On Ctrl-C no new chunk or call starts; the chunks running end at their next call and are
+    stored with the rest (every call paid for is kept), and the status is ``interrupted``.
+    """
     parallel, per_chunk = concurrency_split(
         limit, validators=len(manifest.validators), chunks=len(chunks)
     )
     budget = context.ledger.budget_usd
-    # the whole batch's calls, collected as chunks end; each chunk records into a ledger of its
-    # own (same run id: one run's usage) reserving against one budget with running totals, since
-    # a ledger's per-call work grows with its records (quadratic over one shared by the batch)
+    # each chunk records into a ledger of its own (same run id: one run's usage) reserving
+    # against one budget with running totals, since a ledger's per-call work grows with its
+    # records (quadratic over one shared by the batch); the run's ledger collects them at the end
     ledger = RunLedger(budget_usd=budget)
-    shared = None if budget is None else BatchBudget(budget)
+    shared = BatchBudget(budget)
+    chunk_ledgers: list[RunLedger] = []
     stopped: ChunkOutcome | None = None
+    interrupted = False
     total = len(manifest.items)
     queue = iter(enumerate(chunks))
     with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="batch") as pool:
-        running: set[Future[ChunkOutcome]] = set()
+        running: set[Future[ChunkOutcome]] = set()  # started and not yet stored
 
         def submit() -> bool:
             number, chunk = next(queue, (-1, []))
             if number < 0:
                 return False
+            chunk_ledgers.append(RunLedger(shared=shared, run_id=ledger.run_id))
             running.add(
                 pool.submit(
                     run_chunk, f"{prefix}:{number}", chunk, validators=manifest.validators,
                     threshold=manifest.threshold, context=context, max_concurrency=per_chunk,
-                    ledger=RunLedger(shared=shared, run_id=ledger.run_id), callbacks=callbacks,
+                    ledger=chunk_ledgers[-1], callbacks=callbacks,
                 )
             )  # fmt: skip
             return True
 
-        while len(running) < parallel and submit():
-            pass
-        while running:
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                running.discard(future)
-                chunk = future.result()
-                ledger.calls.extend(chunk.ledger.records())
-                finished += store.store(
-                    manifest.batch_id, chunk.chunk_id, chunk.records, chunk.usage
-                )
-                if on_progress is not None:
-                    on_progress(finished, total)
-                if chunk.status != "completed" and stopped is None:
-                    stopped = chunk
-                if stopped is None:
-                    submit()
+        def keep(future: Future[ChunkOutcome]) -> ChunkOutcome:
+            """Store a chunk that ended (storing twice keeps the first: safe to repeat)."""
+            nonlocal finished
+            chunk = future.result()
+            finished += store.store(manifest.batch_id, chunk.chunk_id, chunk.records, chunk.usage)
+            running.discard(future)
+            return chunk
+
+        try:
+            while len(running) < parallel and submit():
+                pass
+            while running:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    chunk = keep(future)
+                    if on_progress is not None:
+                        on_progress(finished, total)
+                    if chunk.status != "completed" and stopped is None:
+                        stopped = chunk
+                    if stopped is None:
+                        submit()
+        except (KeyboardInterrupt, RuntimeError) as exc:
+            if not from_ctrl_c(exc):
+                raise
+            interrupted = True
+            shared.stop("the batch was interrupted (Ctrl-C)")
+            for future in list(running):  # each ends at its next call: wait, keep what it paid
+                keep(future)
+    for chunk_ledger in chunk_ledgers:
+        ledger.calls.extend(chunk_ledger.records())
     status: Status = "completed" if stopped is None else stopped.status
-    return status, stopped, ledger
+    return ("interrupted" if interrupted else status), stopped, ledger
 
 
 def _assemble(
@@ -254,7 +276,12 @@ def batch_cross_validate(
     )  # fmt: skip
     results, verdicts, failures, usage, unfinished = _assemble(manifest, store)
     message = error = None
-    if stopped is not None:
+    if status == "interrupted" and not unfinished:  # Ctrl-C came after the last item finished
+        status = "completed" if stopped is None else stopped.status
+    if status == "interrupted":
+        message = f"stopped by Ctrl-C; {describe_unfinished(unfinished)}"
+        error = "KeyboardInterrupt"
+    elif stopped is not None:
         message = (
             f"{stopped.message or 'a chunk did not finish'}; {describe_unfinished(unfinished)}"
         )
@@ -294,6 +321,10 @@ def _item_of(number: int, line: str) -> tuple[ValidationItem | None, str | None]
     text = data.get("text")
     if not isinstance(text, str) or not text.strip():
         return None, f"line {number}: no non-empty 'text'"
+    try:  # the rule of text given on the command line, with the line
+        check_text(text, source=f"line {number}: 'text'")
+    except UsageError as exc:
+        return None, str(exc)
     item_id = data.get("id", number)
     if not isinstance(item_id, str | int) or isinstance(item_id, bool):
         return None, f"line {number}: 'id' must be a string or an integer"

@@ -5,7 +5,8 @@ one budget. Sharing one :class:`~multiagent.models.ledger.RunLedger` did that, b
 keeps every call and sums (and copies) them on each reservation and usage read: per call the
 work grew with the batch, quadratic over it. Here each chunk has a ledger of its own calls only,
 whose reservations go to this budget (a :class:`~multiagent.models.budget.ProjectBudget`, as
-the Redis budget is for queued batches), which keeps running totals.
+the Redis budget is for queued batches), which keeps running totals. A stopped budget (the
+batch was interrupted) refuses every new call, so the chunks running end at their next call.
 """
 
 from __future__ import annotations
@@ -18,10 +19,15 @@ from multiagent.errors import BudgetExceededError
 
 
 class BatchBudget:
-    """A cap in USD shared by a batch's chunk ledgers; running totals, O(1) per call."""
+    """A cap in USD shared by a batch's chunk ledgers; running totals, O(1) per call.
 
-    def __init__(self, cap_usd: float) -> None:
+    ``cap_usd=None`` caps nothing; the budget still counts, and :meth:`stop` still ends the
+    batch's calls.
+    """
+
+    def __init__(self, cap_usd: float | None) -> None:
         self.cap_usd = cap_usd
+        self._stopped: str | None = None
         self._spent = 0.0
         self._held: dict[str, float] = {}
         self._held_total = 0.0
@@ -32,10 +38,14 @@ class BatchBudget:
         """Hold ``usd`` for a call; refuse it when settled, held and ``usd`` pass the cap.
 
         Raises:
-            BudgetExceededError: The batch's budget would be passed.
+            BudgetExceededError: The batch's budget would be passed, or the batch was stopped.
         """
         with self._lock:
-            if self._spent + self._held_total + usd > self.cap_usd:
+            if self._stopped is not None:
+                raise BudgetExceededError(
+                    self._stopped, spent_usd=self._spent, budget_usd=self.cap_usd or 0.0
+                )
+            if self.cap_usd is not None and self._spent + self._held_total + usd > self.cap_usd:
                 raise BudgetExceededError(
                     f"budget of ${self.cap_usd:.4f} reached: spent ${self._spent:.6f}, "
                     f"${self._held_total:.6f} held by calls in flight, the next call may cost "
@@ -58,6 +68,11 @@ class BatchBudget:
         """Give a reservation back unused (idempotent)."""
         with self._lock:
             self._held_total -= self._held.pop(reservation, 0.0)
+
+    def stop(self, reason: str) -> None:
+        """Refuse every reservation from now on, for ``reason``; calls in flight still settle."""
+        with self._lock:
+            self._stopped = reason
 
     def report(self) -> dict[str, Any]:
         """Cap, settled spend and held reservations, JSON-ready."""

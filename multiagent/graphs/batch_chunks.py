@@ -8,7 +8,8 @@ short validation run: the work per item is the same for 10 items or 100,000.
 Identical texts always land in the same chunk, so each distinct text is still validated once.
 An item is *finished* when at least one validator answered (the others' failures are recorded
 and the responders decide, as in one run); an item no validator answered is *unfinished* and is
-not stored, so a resume (or another worker) runs it again.
+not stored, so a resume (or another worker) runs it again. A chunk that stopped still reports
+the usage of every call it made (from its ledger), so a batch's spend counts what was paid.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, Literal
 from langchain_core.callbacks import BaseCallbackHandler
 
 from multiagent.graphs.runner import run_workflow
-from multiagent.models.ledger import RunLedger
+from multiagent.models.ledger import CallRecord, RunLedger
 from multiagent.nodes.context import WorkflowContext
 from multiagent.nodes.state import (
     ItemResult,
@@ -29,7 +30,7 @@ from multiagent.nodes.state import (
     ValidatorFailure,
     Verdict,
 )
-from multiagent.nodes.usage import Usage
+from multiagent.nodes.usage import Usage, usage_from_records
 from multiagent.nodes.validator import text_key
 from multiagent.observability.live import live_writer
 
@@ -102,6 +103,22 @@ def plan_chunks(
     return chunks
 
 
+def ledger_usage(ledger: RunLedger) -> list[Usage]:
+    """Usage entries of every call ``ledger`` holds, one per node, agent and model."""
+    groups: dict[tuple[str, str, str], list[CallRecord]] = {}
+    for call in ledger.records():
+        groups.setdefault((call.node, call.agent, call.model), []).append(call)
+    entries: list[Usage] = []
+    for (node, agent, model), calls in groups.items():
+        seconds = sum(call.latency_s for call in calls)
+        entries.append(
+            usage_from_records(
+                calls, node=node, agent=agent, model=model, seconds=seconds, run=ledger.run_id
+            )
+        )
+    return entries
+
+
 def run_chunk(
     chunk_id: str,
     items: Sequence[ValidationItem],
@@ -144,6 +161,9 @@ def run_chunk(
         )
     values = outcome.values
     usage: list[Usage] = list(values.get("usage", []))
+    if outcome.status != "completed":
+        # the step that stopped left no usage in state, but its finished calls were paid for
+        usage = ledger_usage(outcome.ledger)
     records: list[ItemRecord] = []
     unfinished: list[str] = []
     results: list[ItemResult] = list(values.get("results", []))

@@ -310,6 +310,8 @@ def run_workflow(
     ledger = shared_ledger or RunLedger(
         budget_usd=None if budget is None else max(0.0, budget - spent_before),
         shared=_thread_budget(context, thread_id=thread_id, budget_usd=budget),
+        spent_before=spent_before,
+        given_usd=budget,
     )
     context = dataclasses.replace(context, ledger=ledger)
     watcher = _Watcher(on_event)
@@ -370,7 +372,7 @@ def run_workflow(
     except provider_errors() as exc:
         return outcome("failed", "a model call kept failing after retries", describe_error(exc))
     except (KeyboardInterrupt, RuntimeError) as exc:
-        if not _from_ctrl_c(exc) or checkpointer is None:
+        if not from_ctrl_c(exc) or checkpointer is None:
             raise  # without a thread to resume, the caller (a batch) decides
         # the steps finished before the signal are on disk (durability="sync"); the thread
         # resumes from there
@@ -396,7 +398,7 @@ def run_workflow(
     return result
 
 
-def _from_ctrl_c(exc: BaseException) -> bool:
+def from_ctrl_c(exc: BaseException) -> bool:
     """Whether ``exc`` is Ctrl-C, or what Ctrl-C became inside a lock of the thread pool.
 
     A ``KeyboardInterrupt`` landing while ``threading.Condition`` releases its lock surfaces as

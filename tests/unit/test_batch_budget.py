@@ -25,3 +25,15 @@ def test_chunk_ledgers_share_one_cap_and_keep_only_their_own_calls() -> None:
     with pytest.raises(BudgetExceededError):
         first.reserve(0.7)
     assert first.records() == []
+
+
+def test_a_stopped_budget_refuses_every_new_call_and_no_cap_caps_nothing() -> None:
+    budget = BatchBudget(None)
+    ledger = RunLedger(shared=budget)
+    held = ledger.reserve(1_000.0)  # no cap
+    budget.stop("the batch was interrupted (Ctrl-C)")
+    with pytest.raises(BudgetExceededError, match="interrupted"):
+        ledger.reserve(0.0)
+    assert held.shared is not None
+    budget.settle(held.shared, 0.5)  # a call in flight still settles
+    assert budget.report() == {"cap_usd": None, "spent_usd": 0.5, "held_usd": 0.0}

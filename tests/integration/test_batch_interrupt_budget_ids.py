@@ -1,0 +1,210 @@
+"""A local batch stopped by Ctrl-C keeps what it paid for and resumes; its budget and usage span
+its sessions; its item text follows the rule of CLI text; its id is never a thread's."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from multiagent.cli import app
+from multiagent.graphs import batch as batch_module
+from multiagent.graphs.batch import batch_cross_validate
+from multiagent.graphs.batch_store import batch_store_path, open_batch_store
+from multiagent.nodes.context import build_context
+from multiagent.nodes.state import ValidationItem
+from multiagent.nodes.usage import total_usage
+from multiagent.policies import Settings, load_settings
+
+runner = CliRunner()
+FAST = {
+    "MULTIAGENT_RATE_LIMIT__REQUESTS_PER_MINUTE": "600000",
+    "MULTIAGENT_RATE_LIMIT__TOKENS_PER_MINUTE": "600000000",
+    "MULTIAGENT_RATE_LIMIT__RETRY_ATTEMPTS": "1",
+}
+
+
+@pytest.fixture(autouse=True)
+def fast_provider(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in FAST.items():
+        monkeypatch.setenv(name, value)
+
+
+def cli(*args: str) -> Result:
+    return runner.invoke(app, list(args))
+
+
+def document(result: Result) -> dict[str, Any]:
+    return dict(json.loads(result.stdout))
+
+
+def _items(count: int) -> list[ValidationItem]:
+    return [
+        ValidationItem(id=f"i{n}", text=f"Oven {n} bakes rye at {200 + n} C.") for n in range(count)
+    ]
+
+
+def _batch_file(tmp_path: Path, count: int) -> Path:
+    path = tmp_path / "items.jsonl"
+    path.write_text("".join(json.dumps(i) + "\n" for i in _items(count)), encoding="utf-8")
+    return path
+
+
+def _ctrl_c_once() -> Callable[..., None]:
+    """A progress callback that is Ctrl-C the first time (after the first chunk is stored)."""
+    fired: list[int] = []
+
+    def on_progress(done: int, total: int) -> None:
+        if not fired:
+            fired.append(done)
+            raise KeyboardInterrupt
+
+    return on_progress
+
+
+def test_ctrl_c_stores_the_finished_chunk_prints_the_resume_command_and_resume_runs_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = batch_module.batch_cross_validate
+    on_progress = _ctrl_c_once()
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        # chunks of 4 items; 2 validators at concurrency 2: one chunk at a time
+        return real(*args, **{**kwargs, "chunk_size": 4, "on_progress": on_progress})
+
+    monkeypatch.setattr(batch_module, "batch_cross_validate", interrupted)
+    batch = _batch_file(tmp_path, 12)
+    result = cli("validate", "--batch", str(batch), "--validators", "2", "--concurrency", "2",
+                 "--json")  # fmt: skip
+    assert result.exit_code == 130, result.output
+    doc = document(result)  # one JSON document on stdout
+    batch_id = doc["thread_id"]
+    assert doc["status"] == "interrupted"
+    assert [r["id"] for r in doc["results"]] == ["i0", "i1", "i2", "i3"]
+    assert doc["unfinished"] == [f"i{n}" for n in range(4, 12)]
+    assert "stopped by Ctrl-C; 8 items unfinished" in doc["message"]
+    assert doc["this_run"]["calls"] == 4 * 2  # no chunk started after the interrupt
+    assert doc["usage"]["calls"] == doc["this_run"]["calls"]
+    assert f"interrupted; resume: multiagent validate --thread {batch_id} --resume" in (
+        result.stderr
+    )
+
+    monkeypatch.setattr(batch_module, "batch_cross_validate", real)
+    resumed = cli("validate", "--thread", batch_id, "--resume", "--json")
+    rest = document(resumed)
+    assert rest["status"] == "completed", resumed.output
+    assert [r["id"] for r in rest["results"]] == [f"i{n}" for n in range(12)]
+    assert rest["this_run"]["calls"] == 8 * 2  # exactly the unfinished items
+    assert rest["usage"]["calls"] == 12 * 2
+
+
+def _chunks_stored(settings: Settings) -> int:
+    with closing(sqlite3.connect(batch_store_path(settings))) as db:
+        return int(db.execute("SELECT count(*) FROM chunk_usage").fetchone()[0])
+
+
+def test_ctrl_c_while_chunks_run_starts_nothing_new_and_keeps_every_call_paid_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_wait = batch_module.wait
+    calls: list[int] = []
+
+    def wait_then_ctrl_c(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:  # the signal lands while the first chunks run
+            raise KeyboardInterrupt
+        return real_wait(*args, **kwargs)
+
+    monkeypatch.setattr(batch_module, "wait", wait_then_ctrl_c)
+    settings = load_settings(home=tmp_path / "home")
+    with open_batch_store(settings) as store:
+        try:  # 2 validators at concurrency 4: two chunks of 4 items at a time, four in all
+            first = batch_cross_validate(
+                _items(16), settings=settings, validators=2, max_concurrency=4, chunk_size=4,
+                context=build_context(settings), store=store, thread_id="bi",
+            )  # fmt: skip
+        except KeyboardInterrupt:  # not to pytest, which would end the whole session
+            pytest.fail("Ctrl-C went through the batch instead of stopping it")
+        assert first.status == "interrupted"
+        assert first.outcome.error == "KeyboardInterrupt"
+        assert len(first.results) + len(first.unfinished) == 16
+        assert len(first.unfinished) >= 8  # the two chunks never started are unfinished
+        paid = first.outcome.ledger.totals()
+        assert first.usage["calls"] == paid["calls"]  # every call paid for is stored
+        assert first.usage["cost_usd"] == pytest.approx(paid["cost_usd"])
+        assert _chunks_stored(settings) == 2  # the two running at Ctrl-C; no other started
+        monkeypatch.setattr(batch_module, "wait", real_wait)
+        second = batch_cross_validate(
+            None, settings=settings, context=build_context(settings), store=store,
+            thread_id="bi", resume=True, max_concurrency=4,
+        )  # fmt: skip
+        assert second.status == "completed"
+        assert [r["id"] for r in second.results] == [f"i{n}" for n in range(16)]
+        assert total_usage(store.usage("bi"))["calls"] == 16 * 2
+    # the verdicts of a stopped chunk's finished calls are reused: each item was paid for once
+    assert paid["calls"] + second.outcome.ledger.totals()["calls"] == 16 * 2
+
+
+def test_a_resumed_batch_spends_what_is_left_of_its_budget_and_reports_all_its_sessions(
+    tmp_path: Path,
+) -> None:
+    batch = _batch_file(tmp_path, 40)
+    first = cli("validate", "--batch", str(batch), "--validators", "2", "--concurrency", "2",
+                "--thread", "bb", "--budget", "0.003", "--json")  # fmt: skip
+    assert first.exit_code == 1, first.output
+    stopped = document(first)
+    assert stopped["status"] == "budget_exceeded"
+    spent = stopped["this_run"]["cost_usd"]
+    assert spent > 0
+    assert stopped["usage"]["calls"] == stopped["this_run"]["calls"]
+
+    second = document(cli("validate", "--thread", "bb", "--resume", "--budget", "0.006", "--json"))
+    assert second["this_run"]["budget_usd"] == pytest.approx(0.006 - spent)
+    for key in ("calls", "input_tokens", "output_tokens"):
+        assert second["usage"][key] == stopped["this_run"][key] + second["this_run"][key]
+    assert second["usage"]["cost_usd"] == pytest.approx(spent + second["this_run"]["cost_usd"])
+    assert second["usage"]["cost_usd"] <= 0.006  # the whole batch kept to the budget given
+
+
+def test_a_control_character_in_an_item_text_is_one_line_and_nothing_is_stored(
+    tmp_path: Path,
+) -> None:
+    batch = tmp_path / "items.jsonl"
+    batch.write_text(
+        '{"id": "ok", "text": "Ovens are hot.\\tTabs are text."}\n'
+        '{"id": "a", "text": "x \\u001b one"}\n',
+        encoding="utf-8",
+    )
+    result = cli("validate", "--batch", str(batch), "--thread", "bc")
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1
+    assert "line 2: 'text' holds the control character U+001B" in result.stderr
+    assert not batch_store_path(load_settings()).exists()
+
+
+def test_a_batch_and_a_thread_never_share_an_id(tmp_path: Path) -> None:
+    batch = tmp_path / "items.jsonl"
+    batch.write_text('{"id": "a", "text": "Ovens are hot."}\n', encoding="utf-8")
+    assert cli("validate", "Ovens are hot.", "--thread", "same", "--json").exit_code in (0, 3)
+    taken = cli("validate", "--batch", str(batch), "--thread", "same")
+    assert taken.exit_code == 2
+    assert "id 'same' is already a validation thread" in taken.stderr
+    with open_batch_store(load_settings()) as store:
+        assert store.manifest("same") is None  # nothing stored
+
+    assert cli("validate", "--batch", str(batch), "--thread", "bt", "--json").exit_code in (0, 3)
+    for command in (["validate", "Ovens are cold."], ["run", "Plan a bake sale"]):
+        refused = cli(*command, "--thread", "bt")
+        assert refused.exit_code == 2
+        assert "id 'bt' is already a batch's" in refused.stderr
+    threads = json.loads(cli("threads", "list", "--json").stdout)["threads"]
+    assert [t["thread_id"] for t in threads] == ["same"]
+    resumed = document(cli("validate", "--thread", "bt", "--resume", "--json"))
+    assert [r["id"] for r in resumed["results"]] == ["a"]
