@@ -41,12 +41,20 @@ def enqueue_command(
     agents_file: Path | None,
     as_json: bool,
     budget: float | None = None,
+    thread: str | None = None,
+    resume: bool = False,
+    concurrency: int | None = None,
 ) -> None:
     """Check everything, then put the batch on the queue; print its id (or follow it).
 
-    ``budget`` is the whole batch's, shared by every worker through Redis.
+    ``budget`` is the whole batch's, shared by every worker through Redis; ``thread`` names
+    the batch (its id). ``--resume`` and ``--concurrency`` have no meaning here (workers finish
+    a queued batch, each at its own concurrency) and are refused. With ``wait``, the exit code
+    is the local batch's for the same results: 1 when items are dead-lettered or the batch
+    stopped on its budget, else 3 or 4 when consensus failed or was inconclusive on an item
+    (:func:`batch_exit_code`).
     """
-    from multiagent.distributed.queue import batch_status, check_queue_name, enqueue_batch
+    from multiagent.distributed.queue import check_queue_name, enqueue_batch
     from multiagent.distributed.redis import redis_client, require_redis_url
     from multiagent.graphs.batch import read_batch_file
     from multiagent.graphs.inputs import validation_input
@@ -54,27 +62,40 @@ def enqueue_command(
 
     if queue is None:
         raise UsageError("--wait follows a queued batch: add --queue NAME")
+    if resume:
+        raise UsageError(
+            "--resume cannot be used with --queue: workers finish a queued batch by themselves; "
+            "follow it with `multiagent batch status ID`"
+        )
+    if concurrency is not None:
+        raise UsageError(
+            "--concurrency cannot be used with --queue: each worker sets its own "
+            "(`multiagent worker --concurrency N`)"
+        )
     check_queue_name(queue)
     if batch is None:
         raise UsageError("--queue takes a batch: add --batch FILE.jsonl")
     url = require_redis_url(settings, what="--queue")
     if budget is not None:
         from multiagent.models.ledger import check_budget_value
-        from multiagent.models.pipeline import ModelPipeline
 
         if budget < 0:
             raise UsageError(f"--budget must be at least 0 USD, got {budget}")
         check_budget_value(budget, source="--budget")
-        ModelPipeline(settings).check_budget(budget, source="--budget")
     agents = load_agents(settings, agents_file=agents_file)
     inputs = validation_input(
         read_batch_file(batch), settings=settings, agents=agents, validators=validators,
         threshold=threshold,
     )  # fmt: skip
+    if budget is not None:
+        from multiagent.models.pipeline import ModelPipeline
+
+        calls = [("validate", agents[name].tier) for name in inputs["validators"]]
+        ModelPipeline(settings, calls=calls).check_budget(budget, source="--budget")
     with redis_client(url) as client:  # unreachable: one line, exit 2, nothing enqueued
         queued = enqueue_batch(
             client, queue=queue, items=list(inputs["items"]), validators=inputs["validators"],
-            threshold=inputs["threshold"], budget_usd=budget,
+            threshold=inputs["threshold"], budget_usd=budget, batch_id=thread,
         )  # fmt: skip
         if not wait:
             if as_json:
@@ -92,9 +113,19 @@ def enqueue_command(
             return
         err_console.print(f"batch {queued.batch_id} on queue {queue}", style="dim")
         _follow(client, queued.batch_id, show=not as_json)
-        _show_results(client, queued.batch_id, as_json=as_json)
-        if batch_status(client, queued.batch_id)["state"] != "completed":  # dead-lettered items
-            raise typer.Exit(code=1)
+        document = _show_results(client, queued.batch_id, as_json=as_json)
+    raise typer.Exit(code=batch_exit_code(document))
+
+
+def batch_exit_code(document: dict[str, Any]) -> int:
+    """The exit code of a queued batch's results, as the same local batch's would be: 1 when
+    it did not complete (dead-lettered items, its budget), else 3 or 4 when consensus failed
+    or was inconclusive on an item, else 0."""
+    from multiagent.commands.workflows import exit_code
+
+    if document["state"] != "completed":
+        return 1
+    return exit_code("completed", document["results"])
 
 
 def _follow(client: Any, batch_id: str, *, show: bool) -> None:
@@ -117,14 +148,15 @@ def _follow(client: Any, batch_id: str, *, show: bool) -> None:
             time.sleep(POLL_S)
 
 
-def _show_results(client: Any, batch_id: str, *, as_json: bool) -> None:
+def _show_results(client: Any, batch_id: str, *, as_json: bool) -> dict[str, Any]:
+    """Print the batch's results (a table, or one JSON document); return them."""
     from multiagent.commands._render import _results_table as results_table
     from multiagent.distributed.queue import batch_results
 
     document = batch_results(client, batch_id)
     if as_json:
         print_json(document)
-        return
+        return document
     if document["results"]:
         console.print(results_table(document["results"]))
     usage = document["usage"]
@@ -138,6 +170,7 @@ def _show_results(client: Any, batch_id: str, *, as_json: bool) -> None:
     waiting = len(document["unfinished"]) - len(document["dead_lettered"])
     if waiting:
         console.print(f"[yellow]{waiting} items not finished yet[/]")
+    return document
 
 
 def _show_run(client: Any, run_id: str, *, as_json: bool) -> None:

@@ -1,17 +1,20 @@
 """``multiagent worker``: serve a Redis queue (batch chunks and queued runs) on any machine.
 
 Runs until SIGTERM or Ctrl-C: the first lets the running entries finish and be stored, then exits
-0; a second one exits at once (130), leaving the running entries pending for the other workers.
+0; a second one exits at once (130, :func:`_exit_at_once`), leaving the running entries pending
+for the other workers.
 Queued runs need the shared checkpointer (``MULTIAGENT_CHECKPOINT_URL``); a worker without it
 still validates batches.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import sys
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -85,13 +88,19 @@ def worker(
             max_attempts=max_attempts, threads=threads,
         )  # fmt: skip
         stops = 0
+        running = True
 
         def on_signal(number: int, _frame: FrameType | None) -> None:
+            # no exception is raised here: a handler runs wherever the main thread is (a
+            # finalizer, a callback), and the slots' threads must learn of the stop first
             nonlocal stops
             stops += 1
+            if not running:  # the worker has stopped already and is exiting
+                return
             if stops > 1:  # asked twice: abandon the running entries; others reclaim them
                 err_console.print("worker: stopping now; running entries go back to the queue")
-                sys.exit(130)
+                runner.abandon()
+                return
             err_console.print("worker: finishing the running entries, then stopping")
             runner.stop()
 
@@ -104,7 +113,28 @@ def worker(
             shown = f"worker {runner.consumer} on queue {queue} · {concurrency} calls in flight"
             err_console.print(shown, style="dim")
         stats = runner.run(idle_exit_s=idle_exit)
+        running = False
+        if runner.state.abandoned.is_set():
+            _exit_at_once(130)
     if as_json:
         print_json({"consumer": runner.consumer, "queue": queue, **stats.as_dict()})
     else:
         err_console.print(f"worker stopped: {stats.as_dict()}", style="dim")
+
+
+def _exit_at_once(code: int) -> NoReturn:
+    """End the process now, as a second stop asks, leaving the running entries pending.
+
+    Not through the interpreter's exit: the slots may still be running a queued run's graph,
+    whose thread pools that exit would shut down under it (a traceback per thread), and whose
+    memories and connections it would close. The completion cache's answers are written first;
+    budget holds not settled expire with their leases.
+    """
+    from multiagent.models._cache_writer import flush_write_behind
+
+    with contextlib.suppress(Exception):  # a cache that cannot be written is only a cache
+        flush_write_behind()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)

@@ -5,7 +5,8 @@ agent's tokens stream under its name (``--quiet-agents``: only the final answer'
 
 - 0: the run completed (or a plan was rejected, or is waiting for approval); for ``validate``,
   every item passed;
-- 1: it stopped on the budget or a provider failure (resumable with ``--resume``);
+- 1: it stopped on the budget or a provider failure (resumable with ``--resume``); for
+  ``validate``, also an item that no validator answered (each failed after retries);
 - 2: bad input;
 - 3: ``validate`` only: consensus failed on at least one item (the validators that answered
   rejected it);
@@ -31,7 +32,7 @@ import typer
 
 from multiagent.commands._shared import cli_settings, console, err_console, print_json
 from multiagent.errors import UsageError
-from multiagent.policies import Settings
+from multiagent.policies import Settings, Tier
 
 if TYPE_CHECKING:  # imported where used, so `--help` stays fast
     from multiagent.graphs.runner import WorkflowOutcome
@@ -135,20 +136,27 @@ def _execute(
     from multiagent.observability.tracing import configure_tracing, shutdown_tracing
 
     settings = cli_settings(ctx)
+    if not resume:  # one id, one kind: `validate --thread ID --resume` must find the one
+        from multiagent.commands._batch_run import refuse_batch_id
+
+        refuse_batch_id(settings, thread)
     if budget is not None and budget < 0:
         raise UsageError(f"--budget must be at least 0 USD, got {budget}")
     check_budget_value(budget, source="--budget")
-    # prices and budgets are checked before anything is opened or stored
-    pipeline = ModelPipeline(settings, model=model, model_source="--model")
-    pipeline.check_budget(
-        settings.profile.budget_usd if budget is None else budget,
-        source="--budget" if budget is not None else settings.sources.get("budget_usd", "profile"),
-    )
     if memory not in MEMORY_CHOICES:
         raise UsageError(f"unknown --memory {memory!r}; valid: {', '.join(MEMORY_CHOICES)}")
     agents = load_agents(settings, agents_file=agents_file)
     reveal = _pseudonymizer(settings, reveal_pii=reveal_pii)
     inputs = make_inputs(settings, agents, reveal.redact_value if reveal else _as_is)
+    # prices and budgets (against the calls this run makes) are checked before anything is
+    # opened or stored
+    pipeline = ModelPipeline(
+        settings, model=model, model_source="--model", calls=_budget_calls(workflow, agents, inputs)
+    )
+    pipeline.check_budget(
+        settings.profile.budget_usd if budget is None else budget,
+        source="--budget" if budget is not None else settings.origin_of("budget_usd"),
+    )
     configure_tracing(settings)
     with ExitStack() as stack:
         # whatever the run's end, its metrics reach the history and its spans the exporter
@@ -181,6 +189,29 @@ def _execute(
             reveal=reveal,
         )
     raise typer.Exit(code=exit_code(outcome.status, outcome.values.get("results")))
+
+
+def _budget_calls(workflow: Workflow, agents: AgentCatalog, inputs: Any) -> list[tuple[str, Tier]]:
+    """The ``(node, tier)`` calls ``workflow`` makes with ``inputs``: each must fit the budget.
+
+    A resumed run (no ``inputs``) keeps its team in its checkpoint: only the nodes whose agent
+    is fixed are checked then.
+    """
+    given = inputs if isinstance(inputs, dict) else {}
+    if workflow == "orchestration":
+        from multiagent.nodes.planner import PLANNER
+        from multiagent.nodes.synthesizer import SYNTHESIZER
+
+        fixed = [("plan", PLANNER), ("synthesize", SYNTHESIZER)]
+        chosen = [("work", name) for name in given.get("team", [])]
+    elif workflow == "meeting":
+        from multiagent.nodes.meeting import MODERATOR, SECRETARY
+
+        fixed = [("moderate", MODERATOR), ("summarize", SECRETARY)]
+        chosen = [("speak", name) for name in given.get("participants", [])]
+    else:
+        fixed, chosen = [], [("validate", name) for name in given.get("validators", [])]
+    return [(node, agents[name].tier) for node, name in (*fixed, *chosen) if name in agents]
 
 
 def _as_is(value: Any) -> Any:
@@ -488,6 +519,7 @@ def validate(
         enqueue_command(
             cli_settings(ctx), batch=batch, queue=queue, wait=wait, validators=validators,
             threshold=threshold, agents_file=agents_file, as_json=as_json, budget=budget,
+            thread=thread, resume=resume, concurrency=concurrency,
         )  # fmt: skip
         return
     if batch is not None or (resume and text is None and is_local_batch(cli_settings(ctx), thread)):

@@ -29,8 +29,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from redis.exceptions import ResponseError
+from redis.exceptions import ResponseError, WatchError
 
+from multiagent._inputs import ID_PATTERN, ID_RULE
 from multiagent.errors import UsageError
 from multiagent.graphs.batch_chunks import ItemRecord, plan_chunks
 from multiagent.graphs.batch_store import BatchManifest
@@ -43,7 +44,8 @@ DEFAULT_QUEUE = "validation"
 #: Distinct texts per stream entry: small, so work spreads evenly over workers.
 QUEUE_CHUNK_SIZE = 4
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
-_BATCH_ID = re.compile(r"batch-[0-9a-f]{12}")
+#: A new batch's id is ``batch-`` and 12 hex digits; ``--thread ID`` names one with any id.
+_BATCH_ID = re.compile(ID_PATTERN)
 
 
 def check_queue_name(name: str) -> str:
@@ -94,21 +96,36 @@ def enqueue_batch(
     threshold: float,
     chunk_size: int = QUEUE_CHUNK_SIZE,
     budget_usd: float | None = None,
+    batch_id: str | None = None,
 ) -> Enqueued:
-    """Put a checked batch on ``queue`` in one transaction; return its new id.
+    """Put a checked batch on ``queue`` in one transaction; return its id (new unless given).
 
     ``items`` are :class:`~multiagent.nodes.state.ValidationItem` s already checked (unique
     ids, non-empty texts); identical texts go in the same entry so they are validated once.
+
+    Raises:
+        UsageError: A bad queue name or batch id, or a given id that a batch or a run already
+            has (nothing is enqueued).
     """
+    from multiagent.distributed.deadletter import run_key
+
     check_queue_name(queue)
-    batch_id = f"batch-{uuid.uuid4().hex[:12]}"
+    if batch_id is not None and not _BATCH_ID.fullmatch(batch_id):
+        raise UsageError(f"invalid batch id {batch_id!r}: {ID_RULE}")
+    batch_id = batch_id or f"batch-{uuid.uuid4().hex[:12]}"
     manifest = BatchManifest(
         batch_id=batch_id, items=items, validators=validators, threshold=threshold,
         chunk_size=chunk_size,
     )  # fmt: skip
     chunks = plan_chunks(items, chunk_size=chunk_size)
-    ensure_group(client, queue)
+    taken = UsageError(f"batch or run {batch_id!r} is already queued; choose a new --thread id")
     with client.pipeline(transaction=True) as pipe:
+        # a given id may be taken: checked and claimed in one transaction (WATCH)
+        pipe.watch(batch_key(batch_id), run_key(batch_id))  # type: ignore[no-untyped-call]
+        if pipe.exists(batch_key(batch_id), run_key(batch_id)):
+            raise taken
+        ensure_group(client, queue)
+        pipe.multi()
         pipe.hset(
             batch_key(batch_id),
             mapping={
@@ -129,7 +146,10 @@ def enqueue_batch(
                 stream_key(queue),
                 {"batch": batch_id, "chunk": f"c{number}", "items": json.dumps(chunk)},
             )
-        pipe.execute()
+        try:
+            pipe.execute()
+        except WatchError:  # queued meanwhile under the same id by someone else
+            raise taken from None
     return Enqueued(batch_id=batch_id, queue=queue, items=len(items), chunks=len(chunks))
 
 
@@ -137,7 +157,10 @@ def load_manifest(client: redis.Redis, batch_id: str) -> BatchManifest:
     """The manifest of ``batch_id``; one line naming it when there is no such batch."""
     text = client.hget(batch_key(batch_id), "manifest") if _BATCH_ID.fullmatch(batch_id) else None
     if text is None:
-        raise UsageError(f"unknown batch {batch_id!r}; a batch id looks like batch-0123456789ab")
+        raise UsageError(
+            f"unknown batch {batch_id!r}; use the id printed when it was queued "
+            "(batch-0123456789ab, or its --thread ID)"
+        )
     return BatchManifest.from_json(str(text))
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import redis
 
 from multiagent.distributed.deadletter import dead_letters, run_key
-from multiagent.distributed.queue import check_queue_name, ensure_group, stream_key
+from multiagent.distributed.queue import batch_key, check_queue_name, ensure_group, stream_key
 from multiagent.errors import UsageError
 from multiagent.graphs.workflows import Workflow, new_thread_id
 from multiagent.policies import Settings
@@ -72,6 +72,8 @@ def enqueue_run(
         raise UsageError(f"invalid --thread {run_id!r}: letters, digits, '_.:-', no spaces")
     if inputs is not None and client.exists(run_key(run_id)):
         raise UsageError(f"run {run_id!r} is already queued; add --resume to run it again")
+    if client.exists(batch_key(run_id)):  # `batch status ID` would name the run, not the batch
+        raise UsageError(f"{run_id!r} is a queued batch's id; choose a new --thread id")
     ensure_group(client, queue)
     fields: dict[Any, Any] = {
         "workflow": workflow,

@@ -55,8 +55,8 @@ A chunk refused by that budget marks the batch ``budget_exceeded`` and is acknow
 items unfinished; later chunks of the batch are acknowledged without running.
 
 Stopping: :meth:`QueueWorker.stop` (SIGTERM, Ctrl-C) takes no new entries, lets the taken
-ones finish and store, then returns; a process that is killed instead leaves its entries
-pending for the others.
+ones finish and store, then returns; :meth:`QueueWorker.abandon` (a second one) returns at once,
+leaving the running entries pending, as does a process that is killed.
 """
 
 from __future__ import annotations
@@ -126,8 +126,15 @@ class QueueWorker:
         """Take no new entries; the taken ones run, are stored, and the worker returns."""
         self.state.stop.set()
 
+    def abandon(self) -> None:
+        """Stop now: :meth:`run` returns at once, the running entries stay pending (the other
+        workers reclaim them), and what the slots still do is neither stored nor reported."""
+        self.state.abandoned.set()
+        self.state.stop.set()
+
     def run(self, *, idle_exit_s: float | None = None) -> WorkerStats:
-        """Work until :meth:`stop` (or, with ``idle_exit_s``, until the queue stays empty)."""
+        """Work until :meth:`stop` (or, with ``idle_exit_s``, until the queue stays empty);
+        after :meth:`abandon`, return at once."""
         state = self.state
         ensure_group(self.client, self.queue)
         # registered at once (an idle worker is visible to `metrics` and to the others)
@@ -150,9 +157,14 @@ class QueueWorker:
         for thread in [feeder, *slots, storer, beat]:
             thread.start()
         for thread in [feeder, *slots]:
-            _join(thread)
-        state.slots_done.set()
-        _join(storer)
+            _join(thread, state.abandoned)
+        if not state.abandoned.is_set():
+            state.slots_done.set()
+            _join(storer, state.abandoned)
+        if state.abandoned.is_set():  # the daemon threads end with the process
+            with contextlib.suppress(RedisError):
+                self.runner.flush()  # what the batch budgets' finished calls cost
+            return self.stats
         self.runner.flush()  # the batch budgets' last settlements, before the worker says done
         state.stop.set()
         state.done.set()
@@ -171,7 +183,7 @@ class QueueWorker:
     def _slot(self) -> None:
         """Run taken entries one at a time until the feeder is done and nothing is ready."""
         state = self.state
-        while True:
+        while not state.abandoned.is_set():
             try:
                 entry = state.ready.get(timeout=0.1)
             except queue_module.Empty:
@@ -186,7 +198,14 @@ class QueueWorker:
                     self.runner.run(entry.entry_id, entry.fields, reclaimed=entry.reclaimed)
                 else:
                     self._process(entry.entry_id, entry.fields, reclaimed=entry.reclaimed)
-            except RedisError as exc:  # left pending: retried after the idle time
+            except Exception as exc:
+                # stopping now: what a cut-short entry raises (its run's thread pools or
+                # connections going away) is no failure; it stays pending for the others
+                if state.abandoned.is_set():
+                    return
+                if not isinstance(exc, RedisError):
+                    raise
+                # left pending: retried after the idle time
                 print(
                     f"worker: Redis error on {entry.entry_id}: {exc}", file=sys.stderr, flush=True
                 )
@@ -228,6 +247,6 @@ def warm_models(context: WorkflowContext) -> None:
         context.pipeline.model_for(spec.tier, agent=spec.name)
 
 
-def _join(thread: threading.Thread) -> None:
-    while thread.is_alive():
+def _join(thread: threading.Thread, abandoned: threading.Event) -> None:
+    while thread.is_alive() and not abandoned.is_set():
         thread.join(timeout=0.2)  # short joins: signal handlers run in between

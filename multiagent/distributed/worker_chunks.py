@@ -115,6 +115,8 @@ class EntryRunner:
         run_id = str(fields.get("run", ""))
         attempt = execute_run(self.client, run_id, context=self.context, consumer=self.consumer)
         self.state.stats.add(reclaimed=int(reclaimed), resumed=int(attempt.resumed))
+        if not attempt.final and self.state.abandoned.is_set():
+            return  # cut short by a stop now, not failed: left pending for another worker
         if not attempt.final:
             self.failed(entry_id, fields, error=attempt.error, unfinished=[])
             return

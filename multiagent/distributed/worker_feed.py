@@ -5,7 +5,8 @@ that worker died, or the entry failed and waits for its retry), else new ones
 (``XREADGROUP``, as many as there is room for); then the batch state of every taken chunk
 (stopped? which items are stored already?) in one pipeline, so a slot starts without a round
 trip. A reclaimed entry may be one that kills its worker: while one is held nothing else is
-taken ahead (see :mod:`multiagent.distributed.worker`).
+taken ahead (see :mod:`multiagent.distributed.worker`). A queue that Redis lost (restarted
+without its data) is created again, said once, and read on; the batches it held are lost.
 """
 
 from __future__ import annotations
@@ -15,10 +16,16 @@ import time
 from typing import Any
 
 import redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from multiagent.distributed.deadletter import bury_redelivered, times_delivered
-from multiagent.distributed.queue import GROUP, batch_key, finished_of, stream_key
+from multiagent.distributed.queue import (
+    GROUP,
+    batch_key,
+    ensure_group,
+    finished_of,
+    stream_key,
+)
 from multiagent.distributed.worker_state import TakenEntry, WorkerState, item_ids
 
 #: How long a read blocks waiting for new entries; also how soon a stop is noticed when idle.
@@ -65,6 +72,10 @@ class EntryFeeder:
                 try:
                     taken = self._take(room)
                 except RedisError as exc:
+                    if state.stop.is_set():  # stopping: nothing more to take
+                        break
+                    if _lost_queue(exc) and self._recreate():
+                        continue
                     print(f"worker: Redis error, retrying: {exc}", file=sys.stderr, flush=True)
                     state.stop.wait(1.0)
                     continue
@@ -80,6 +91,22 @@ class EntryFeeder:
                     return
         finally:
             state.fed.set()
+
+    def _recreate(self) -> bool:
+        """Recreate the queue's stream and group, which Redis lost (a restart without its data);
+        say so once. The batches it held are lost with it: no worker can finish them."""
+        try:
+            ensure_group(self.client, self.queue)
+            self.client.xgroup_createconsumer(self.stream, GROUP, self.consumer)
+        except RedisError:
+            return False
+        print(
+            f"worker: Redis lost queue {self.queue} (restarted without its data?); recreated "
+            "it, waiting for work",
+            file=sys.stderr,
+            flush=True,
+        )
+        return True
 
     def _take(self, room: int) -> list[TakenEntry]:
         """One abandoned entry (claimed from a dead worker) or up to ``room`` new ones; none when
@@ -151,3 +178,8 @@ class EntryFeeder:
         )  # fmt: skip
         self.state.stats.add(dead_letters=1)
         return True
+
+
+def _lost_queue(exc: RedisError) -> bool:
+    """Whether ``exc`` says the queue's stream or consumer group does not exist."""
+    return isinstance(exc, ResponseError) and "NOGROUP" in str(exc)

@@ -75,6 +75,8 @@ class WorkerState:
 
     stats: WorkerStats = field(default_factory=WorkerStats)
     stop: threading.Event = field(default_factory=threading.Event)
+    #: stopping now (a second SIGTERM): running entries are left pending, errors unreported
+    abandoned: threading.Event = field(default_factory=threading.Event)
     #: the feeder has returned: slots end once nothing is ready
     fed: threading.Event = field(default_factory=threading.Event)
     #: every slot has returned: the storer ends

@@ -45,7 +45,8 @@ def store_ended(
             for end, new in zip(ended, news, strict=True):
                 _count(end, new, state=state, failed=failed)
         except RedisError as exc:  # left pending: retried after the idle time
-            print(f"worker: Redis error storing: {exc}", file=sys.stderr, flush=True)
+            if not state.abandoned.is_set():  # stopping now: its connection may be closed
+                print(f"worker: Redis error storing: {exc}", file=sys.stderr, flush=True)
         finally:
             with state.lock:
                 for end in ended:
