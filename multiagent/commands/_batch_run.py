@@ -73,6 +73,7 @@ def run_local_batch(
     as_json: bool,
 ) -> None:
     """Run (or resume) a local batch, print its outcome, exit with its code."""
+    from multiagent._interrupt import stop_on_ctrl_c
     from multiagent.commands._render import print_outcome, resume_command
     from multiagent.graphs.batch import batch_cross_validate, read_batch_file
     from multiagent.graphs.batch_store import open_batch_store
@@ -94,7 +95,8 @@ def run_local_batch(
     configure_tracing(settings)
     progress = None if as_json or no_stream else _ProgressBar()
     try:
-        with open_batch_store(settings) as store:
+        # Ctrl-C: no new chunk or call starts, never an interrupt inside the thread pools
+        with stop_on_ctrl_c(), open_batch_store(settings) as store:
             if resume and items is not None:
                 _check_same_items(store.manifest(str(thread)), items)
             context = build_context(settings, agents=agents, budget_usd=budget)

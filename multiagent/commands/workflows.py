@@ -129,6 +129,7 @@ def _execute(
     reveal_pii: bool = False,
 ) -> None:
     """Check the input, run the workflow as a thread, print the outcome, exit with its code."""
+    from multiagent._interrupt import stop_on_ctrl_c
     from multiagent.models.ledger import check_budget_value
     from multiagent.models.pipeline import ModelPipeline
     from multiagent.nodes.agents_file import load_agents
@@ -162,6 +163,8 @@ def _execute(
         # whatever the run's end, its metrics reach the history and its spans the exporter
         stack.callback(shutdown_tracing)
         stack.callback(_persist_counted_metrics, settings)
+        # Ctrl-C stops the run at its next model call, never inside LangGraph's thread pool
+        stack.enter_context(stop_on_ctrl_c())
 
         def make_context() -> WorkflowContext:
             store = None

@@ -60,6 +60,7 @@ class EntryFeeder:
         """Feed until stopped (or, with ``idle_exit_ms``, until the queue stays that long empty)."""
         state = self.state
         idle_ms = 0
+        failing: str | None = None  # the Redis error being retried, if any
         try:
             while not state.stop.is_set():
                 state.space.clear()
@@ -76,9 +77,18 @@ class EntryFeeder:
                         break
                     if _lost_queue(exc) and self._recreate():
                         continue
-                    print(f"worker: Redis error, retrying: {exc}", file=sys.stderr, flush=True)
+                    if str(exc) != failing:  # said once, not once a second while it lasts
+                        failing = str(exc)
+                        print(
+                            f"worker: Redis error, retrying every second: {exc}",
+                            file=sys.stderr,
+                            flush=True,
+                        )
                     state.stop.wait(1.0)
                     continue
+                if failing is not None:
+                    failing = None
+                    print("worker: Redis answers again", file=sys.stderr, flush=True)
                 if taken:
                     idle_ms = 0
                     for entry in taken:

@@ -29,6 +29,7 @@ from typing import Any
 from langchain_core.callbacks import BaseCallbackHandler
 
 from multiagent._inputs import check_text, item_id_problem
+from multiagent._interrupt import stop_requested
 from multiagent.errors import UsageError
 from multiagent.graphs.batch_budget import BatchBudget
 from multiagent.graphs.batch_chunks import (
@@ -98,6 +99,9 @@ def _run_chunks(
 
     On Ctrl-C no new chunk or call starts; the chunks running end at their next call and are
     stored with the rest (every call paid for is kept), and the status is ``interrupted``.
+    Under :func:`~multiagent._interrupt.stop_on_ctrl_c` (the CLI) the chunks meet the stop at
+    their next call and end as ``interrupted``; a ``KeyboardInterrupt`` raised here (a second
+    Ctrl-C, or no handler) stops the budget so that they end the same way.
     """
     parallel, per_chunk = concurrency_split(
         limit, validators=len(manifest.validators), chunks=len(chunks)
@@ -149,7 +153,7 @@ def _run_chunks(
                         on_progress(finished, total)
                     if chunk.status != "completed" and stopped is None:
                         stopped = chunk
-                    if stopped is None:
+                    if stopped is None and not stop_requested():
                         submit()
         except (KeyboardInterrupt, RuntimeError) as exc:
             if not from_ctrl_c(exc):
@@ -161,6 +165,7 @@ def _run_chunks(
     for chunk_ledger in chunk_ledgers:
         ledger.calls.extend(chunk_ledger.records())
     status: Status = "completed" if stopped is None else stopped.status
+    interrupted = interrupted or stop_requested()  # chunks left unstarted (the caller checks)
     return ("interrupted" if interrupted else status), stopped, ledger
 
 

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from langchain_core.callbacks import BaseCallbackHandler
 
+from multiagent._interrupt import StopRequested
 from multiagent.graphs.runner import run_workflow
 from multiagent.models.ledger import CallRecord, RunLedger
 from multiagent.nodes.context import WorkflowContext
@@ -34,7 +35,7 @@ from multiagent.nodes.usage import Usage, usage_from_records
 from multiagent.nodes.validator import text_key
 from multiagent.observability.live import live_writer
 
-ChunkStatus = Literal["completed", "failed", "budget_exceeded"]
+ChunkStatus = Literal["completed", "failed", "budget_exceeded", "interrupted"]
 #: Distinct texts per chunk by default: large enough that a run's fixed cost is spread thin,
 #: small enough that a chunk's superstep stays short and a stopped chunk loses little.
 DEFAULT_CHUNK_SIZE = 16
@@ -148,17 +149,29 @@ def run_chunk(
     # them cost a quarter of a millisecond per call): a batch is followed by its progress, and
     # its limiters are still sampled for the backpressure page
     with live_writer(context.settings.home).sampling():
-        outcome = run_workflow(
-            "validation",
-            inputs,
-            context=context,
-            shared_ledger=ledger,
-            checkpointer=None,
-            thread_id=chunk_id,
-            max_concurrency=max_concurrency,
-            callbacks=callbacks,
-            live=False,
-        )
+        try:
+            outcome = run_workflow(
+                "validation",
+                inputs,
+                context=context,
+                shared_ledger=ledger,
+                checkpointer=None,
+                thread_id=chunk_id,
+                max_concurrency=max_concurrency,
+                callbacks=callbacks,
+                live=False,
+            )
+        except StopRequested:
+            if ledger is None:
+                raise
+            # Ctrl-C met at a call's start: the items run again on resume, the calls made are paid
+            paid = ledger_usage(ledger)
+            return ChunkOutcome(
+                chunk_id=chunk_id, status="interrupted", records=[],
+                unfinished=[item["id"] for item in items], usage=paid, ledger=ledger,
+                message="stopped by Ctrl-C", error="KeyboardInterrupt",
+                spent_usd=float(sum(entry.get("cost_usd", 0.0) for entry in paid)),
+            )  # fmt: skip
     values = outcome.values
     usage: list[Usage] = list(values.get("usage", []))
     if outcome.status != "completed":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from multiagent._inputs import item_id_problem
+from multiagent._inputs import check_text, item_id_problem
 from multiagent.errors import UsageError
 from multiagent.nodes.agents_file import AgentCatalog
 from multiagent.nodes.input_defaults import (
@@ -42,7 +42,7 @@ def _text(value: str | None, *, what: str) -> str:
     text = (value or "").strip()
     if not text:
         raise UsageError(f"the {what} is empty; give a non-empty {what}")
-    return text
+    return check_text(text, source=f"the {what}")  # the command line's rule, for the API too
 
 
 def orchestration_input(

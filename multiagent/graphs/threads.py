@@ -35,6 +35,9 @@ def _workflow_of(saver: BaseCheckpointSaver[Any], thread_id: str) -> Workflow:
     return workflow  # type: ignore[no-any-return]
 
 
+_CTRL_C = ("KeyboardInterrupt", "StopRequested")
+
+
 def status_of(workflow: Workflow, snapshot: StateSnapshot) -> str:
     """``completed``, ``rejected``, ``awaiting_approval``, ``budget_exceeded``, ``failed`` or
     ``interrupted`` (stopped between or inside steps: Ctrl-C, or the process was killed).
@@ -52,7 +55,8 @@ def status_of(workflow: Workflow, snapshot: StateSnapshot) -> str:
     errors = [str(task.error) for task in snapshot.tasks if task.error is not None]
     if any("BudgetExceededError" in error for error in errors):
         return "budget_exceeded"
-    if any(error and "KeyboardInterrupt" not in error for error in errors):
+    # Ctrl-C: Python's own, or the stop asked for at a model call (multiagent._interrupt)
+    if any(error and not any(name in error for name in _CTRL_C) for error in errors):
         return "failed"
     return "interrupted"
 

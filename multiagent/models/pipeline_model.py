@@ -42,6 +42,7 @@ from langchain_core.runnables import Runnable, RunnableBinding
 from langchain_core.tools import BaseTool
 from pydantic import ConfigDict, Field, PrivateAttr, SkipValidation
 
+from multiagent._interrupt import check_stop
 from multiagent.models._answer_trace import priced, replay_chunks, with_call_id
 from multiagent.models._bp_health import output_tokens_of, served_seconds
 from multiagent.models._in_flight import held_at_gate
@@ -191,6 +192,7 @@ class PipelineChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        check_stop()
         cache = self.completions
         if cache is None:
             return self._priced(super()._generate_with_cache(messages, stop, run_manager, **kwargs))
@@ -297,6 +299,7 @@ class PipelineChatModel(BaseChatModel):
     # a cancellation or a stream closed early gives both back by construction.
 
     def _call(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> CallInFlight:
+        check_stop()  # Ctrl-C: no call starts (see multiagent._interrupt)
         own = getattr(self.provider_model, "max_tokens", None)
         own_max = own if isinstance(own, int) else None
         return CallInFlight(self.identity, messages, kwargs, default_max_output=own_max)

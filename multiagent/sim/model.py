@@ -13,7 +13,6 @@ import json
 import math
 import random
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +32,7 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from multiagent._interrupt import wait_or_stop
 from multiagent.models.local_messages import OPENAI_ROLES
 from multiagent.policies import Settings
 from multiagent.sim.schema import instance_of
@@ -273,7 +273,7 @@ class SimulatedChatModel(BaseChatModel):
         self._maybe_fail()
         message = self._reply(messages, stop, **kwargs)
         if (delay := self._delay(message)) > 0:
-            time.sleep(delay)
+            wait_or_stop(delay)  # Ctrl-C in the CLI ends the wait (see multiagent._interrupt)
         return ChatResult(generations=[ChatGeneration(message=message)])
 
     async def _agenerate(
@@ -327,10 +327,10 @@ class SimulatedChatModel(BaseChatModel):
         self._maybe_fail()
         message = self._reply(messages, stop, **kwargs)
         if self.ttft_s > 0:
-            time.sleep(self.ttft_s)
+            wait_or_stop(self.ttft_s)
         for chunk in self._chunks(message):
             if chunk.message.content and self.token_latency_s > 0:
-                time.sleep(self.token_latency_s)
+                wait_or_stop(self.token_latency_s)
             if run_manager and isinstance(chunk.message.content, str) and chunk.message.content:
                 run_manager.on_llm_new_token(chunk.message.content, chunk=chunk)
             yield chunk

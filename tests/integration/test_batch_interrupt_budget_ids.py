@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
+from multiagent import _interrupt
 from multiagent.cli import app
 from multiagent.graphs import batch as batch_module
 from multiagent.graphs.batch import batch_cross_validate
@@ -102,6 +103,42 @@ def test_ctrl_c_stores_the_finished_chunk_prints_the_resume_command_and_resume_r
     assert [r["id"] for r in rest["results"]] == [f"i{n}" for n in range(12)]
     assert rest["this_run"]["calls"] == 8 * 2  # exactly the unfinished items
     assert rest["usage"]["calls"] == 12 * 2
+
+
+@pytest.mark.parametrize("concurrency", [2, 4])  # one chunk at a time; two
+def test_a_stop_asked_by_ctrl_c_ends_the_chunks_at_their_next_call_and_keeps_what_finished(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, concurrency: int
+) -> None:
+    fired: list[int] = []
+
+    def ctrl_c_once(done: int, total: int) -> None:  # as the CLI's handler does: a flag
+        if not fired:
+            fired.append(done)
+            monkeypatch.setattr(_interrupt, "_requested", True)
+
+    settings = load_settings(home=tmp_path / "home")
+    with open_batch_store(settings) as store:
+        first = batch_cross_validate(
+            _items(16), settings=settings, validators=2, max_concurrency=concurrency,
+            chunk_size=4, context=build_context(settings), store=store, thread_id="bs",
+            on_progress=ctrl_c_once,
+        )  # fmt: skip
+        assert first.status == "interrupted"
+        # what finished before the stop (a chunk running beside the first may finish too)
+        assert len(first.results) >= fired[0] == 4
+        assert len(first.results) + len(first.unfinished) == 16
+        assert len(first.unfinished) >= 8  # no chunk started after the stop
+        paid = first.outcome.ledger.totals()
+        assert first.usage["calls"] == paid["calls"]  # every call paid for is stored
+        monkeypatch.setattr(_interrupt, "_requested", False)
+        second = batch_cross_validate(
+            None, settings=settings, context=build_context(settings), store=store,
+            thread_id="bs", resume=True, max_concurrency=concurrency,
+        )  # fmt: skip
+        assert second.status == "completed"
+        # only the rest ran (and calls a stopped chunk made are not made twice: cached)
+        assert second.outcome.ledger.totals()["calls"] <= len(first.unfinished) * 2
+        assert [r["id"] for r in second.results] == [f"i{n}" for n in range(16)]
 
 
 def _chunks_stored(settings: Settings) -> int:

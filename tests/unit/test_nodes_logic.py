@@ -131,6 +131,14 @@ def test_inputs_are_checked_before_anything_runs() -> None:
             settings=settings,
             agents=agents,
         )
+    # the command line's text rule holds for the Python API too (tabs and newlines are text)
+    with pytest.raises(UsageError, match="text of item 1 holds the control character U"):
+        validation_input(["x \x1b[2J one"], settings=settings, agents=agents)
+    with pytest.raises(UsageError, match="task holds the control character"):
+        orchestration_input("plan \x07", agents=agents)
+    assert validation_input(["a\tb\nc"], settings=settings, agents=agents)["items"][0]["text"] == (
+        "a\tb\nc"
+    )
 
 
 def test_batch_file_reports_every_bad_line(tmp_path: Path) -> None:

@@ -1,0 +1,83 @@
+"""Ctrl-C as a request to stop at the next model call, not an exception raised anywhere.
+
+Python raises ``KeyboardInterrupt`` in the main thread wherever that thread is, and the main
+thread of a run sits in LangGraph's task runner (``concurrent.futures``). Landing between a
+future's lock being taken and given back, the interrupt leaves the lock held; the pool thread
+that next takes it blocks for good, and the run waits for that thread for good (a CLI run hung
+after Ctrl-C this way, seen under the test suite). So a command that runs graphs holds
+:func:`stop_on_ctrl_c`: the first Ctrl-C only sets a flag (a plain assignment: a signal handler
+must take no lock the interrupted code may hold). Each model call checks the flag before it
+starts (:func:`check_stop`), and the simulated provider's waits check it as they wait
+(:func:`wait_or_stop`); the task that meets it raises :class:`StopRequested` (a
+``KeyboardInterrupt``) in its own thread, and LangGraph ends the step as for any failed task, so
+the run stops as ``interrupted`` with its finished steps kept. A call already at a real provider
+ends first (its cost is kept). A second Ctrl-C raises at once, as Python would.
+
+LangGraph's synchronous ``stream`` has no cancellation of its own and the standard library none
+for threads, so this is written here.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+#: How often a simulated wait looks at the flag.
+_POLL_S = 0.05
+
+_requested = False
+
+
+class StopRequested(KeyboardInterrupt):
+    """Ctrl-C, raised at the start of a model call (or in a simulated wait) once asked for."""
+
+
+def stop_requested() -> bool:
+    """Whether Ctrl-C asked the running command to stop."""
+    return _requested
+
+
+def check_stop() -> None:
+    """Raise :class:`StopRequested` when Ctrl-C asked to stop."""
+    if _requested:
+        raise StopRequested
+
+
+def wait_or_stop(seconds: float) -> None:
+    """Sleep ``seconds``, raising :class:`StopRequested` as soon as Ctrl-C asks to stop."""
+    end = time.monotonic() + seconds
+    while True:
+        check_stop()
+        left = end - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(left, _POLL_S))
+
+
+@contextmanager
+def stop_on_ctrl_c() -> Iterator[None]:
+    """Within the block (main thread only), the first Ctrl-C asks to stop, the second raises.
+
+    Elsewhere than the main thread signals cannot be handled, and the block changes nothing.
+    """
+    global _requested
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_ctrl_c(_number: int, _frame: FrameType | None) -> None:
+        global _requested
+        if _requested:  # asked twice: stop now
+            raise KeyboardInterrupt
+        _requested = True
+
+    previous = signal.signal(signal.SIGINT, on_ctrl_c)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        _requested = False

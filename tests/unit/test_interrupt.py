@@ -1,0 +1,63 @@
+"""Ctrl-C within ``stop_on_ctrl_c``: the first asks to stop at the next model call (never an
+interrupt raised inside a thread pool's locks), the second raises; the simulated provider's
+waits and the pipeline's calls meet the stop in their own threads."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from typing import Any
+
+import pytest
+from langchain_core.messages import HumanMessage
+
+from multiagent import _interrupt
+from multiagent._interrupt import StopRequested, check_stop, stop_on_ctrl_c, stop_requested
+from multiagent.models.ledger import RunLedger
+from multiagent.models.pipeline import ModelPipeline
+from multiagent.policies import load_settings
+from multiagent.sim.model import SimulatedChatModel
+
+
+def test_the_first_ctrl_c_asks_the_second_raises_and_the_block_restores() -> None:
+    before = signal.getsignal(signal.SIGINT)
+    with stop_on_ctrl_c():
+        assert not stop_requested()
+        os.kill(os.getpid(), signal.SIGINT)  # handled in this (main) thread: no exception
+        assert stop_requested()
+        with pytest.raises(StopRequested):
+            check_stop()
+        with pytest.raises(KeyboardInterrupt) as second:
+            os.kill(os.getpid(), signal.SIGINT)  # the handler runs as the call returns
+        assert type(second.value) is KeyboardInterrupt
+    assert not stop_requested()
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_simulated_wait_ends_when_a_stop_is_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = SimulatedChatModel(model="gpt-4o-mini", ttft_s=60.0)
+    raised: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            model.invoke([HumanMessage("hello")])
+        except BaseException as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    monkeypatch.setattr(_interrupt, "_requested", True)
+    thread.join()  # without the stop: a minute, and no exception
+    assert [type(e) for e in raised] == [StopRequested]
+
+
+def test_no_model_call_starts_once_a_stop_is_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings()
+    ledger = RunLedger(budget_usd=1.0)
+    model: Any = ModelPipeline(settings).model_for("fast", agent="researcher", ledger=ledger)
+    monkeypatch.setattr(_interrupt, "_requested", True)
+    with pytest.raises(StopRequested):
+        model.invoke([HumanMessage("hello")])
+    assert ledger.totals()["calls"] == 0  # nothing sent, nothing held
+    assert ledger.budget_usd == 1.0
