@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.distributed._workers import Workers
+
 #: Read at import, before the autouse fixture clears MULTIAGENT_* variables.
 GIVEN_URL = os.environ.get("MULTIAGENT_TEST_REDIS_URL")
 
@@ -81,3 +83,13 @@ def redis_url(redis_server_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
         client.flushdb()
     monkeypatch.setenv("MULTIAGENT_REDIS_URL", redis_server_url)
     return redis_server_url
+
+
+@pytest.fixture
+def workers(redis_url: str) -> Iterator[Workers]:
+    """Worker subprocesses on the test's Redis, killed when the test ends."""
+    pool = Workers()
+    try:
+        yield pool
+    finally:
+        pool.close()

@@ -4,21 +4,14 @@ options refused with `--queue`, a worker stopped twice mid-run, a Redis that los
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from typer.testing import CliRunner, Result
 
-from multiagent.cli import app
 from multiagent.commands.batch import batch_exit_code
 from multiagent.distributed.queue import GROUP, batch_key, stream_key
 from multiagent.distributed.runs import enqueue_run
@@ -27,65 +20,9 @@ from multiagent.errors import UsageError
 from multiagent.nodes.context import build_context
 from multiagent.persistence.checkpointer import open_checkpointer
 from multiagent.policies import load_settings
+from tests.distributed._workers import FAST, Workers, batch_file, cli, wait_until
 
 pytestmark = pytest.mark.redis
-runner = CliRunner()
-FAST = {
-    "MULTIAGENT_RATE_LIMIT__REQUESTS_PER_MINUTE": "600000",
-    "MULTIAGENT_RATE_LIMIT__TOKENS_PER_MINUTE": "600000000",
-}
-
-
-def cli(*args: str) -> Result:
-    return runner.invoke(app, list(args))
-
-
-def _wait(condition: Any, *, seconds: float = 120.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
-def _batch_file(tmp_path: Path, count: int) -> Path:
-    path = tmp_path / "items.jsonl"
-    lines = [
-        json.dumps({"id": f"i{n}", "text": f"Oven {n} bakes rye at {200 + n} C."})
-        for n in range(count)
-    ]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
-class Workers:
-    """``multiagent worker --json`` subprocesses, killed when the test ends."""
-
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen[str]] = []
-
-    def start(self, *args: str, **env: str) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "multiagent", "worker", "--json", *args],
-            env={**os.environ, **FAST, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        self.procs.append(proc)
-        return proc
-
-    def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-
-
-@pytest.fixture
-def workers(redis_url: str) -> Iterator[Workers]:
-    pool = Workers()
-    try:
-        yield pool
-    finally:
-        pool.close()
 
 
 def test_the_exit_code_of_a_queued_batch_follows_its_results_as_a_local_batch() -> None:
@@ -105,7 +42,7 @@ def test_wait_exits_with_the_local_batchs_code_when_consensus_fails(
 ) -> None:
     for name, value in FAST.items():
         monkeypatch.setenv(name, value)
-    path = _batch_file(tmp_path, 12)
+    path = batch_file(tmp_path, 12)
     local = cli("validate", "--batch", str(path), "--validators", "2", "--json")
     assert local.exit_code == 3, local.output  # some items fail consensus
     local_statuses = [r["status"] for r in json.loads(local.stdout)["results"]]
@@ -124,7 +61,7 @@ def test_wait_exits_with_the_local_batchs_code_when_consensus_fails(
 def test_thread_names_the_queued_batch_and_resume_and_concurrency_are_refused(
     redis_url: str, tmp_path: Path
 ) -> None:
-    path = _batch_file(tmp_path, 6)
+    path = batch_file(tmp_path, 6)
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     queued = cli("validate", "--batch", str(path), "--queue", "q8", "--thread", "mybatch1")
     assert queued.exit_code == 0, queued.output
@@ -180,7 +117,7 @@ def test_a_second_sigterm_mid_run_stops_the_worker_cleanly_and_leaves_the_run_qu
     run_id = json.loads(queued.stdout)["run_id"]
     # slow calls: the agents are still at work (in the run's thread pool) when stopped
     doomed = workers.start("--queue", "q11", "--concurrency", "2", MULTIAGENT_SIM__TTFT_S="1.5")
-    _wait(lambda: _plan_done(run_id))
+    wait_until(lambda: _plan_done(run_id))
     doomed.send_signal(signal.SIGTERM)
     assert doomed.stderr is not None
     seen = ""
@@ -200,7 +137,7 @@ def test_a_second_sigterm_mid_run_stops_the_worker_cleanly_and_leaves_the_run_qu
     assert status["state"] == "running"  # as the worker left it
     assert status["failures"] == 0  # cut short, not failed
     survivor = workers.start("--queue", "q11", "--claim-idle", "1")
-    _wait(lambda: _run_state(run_id) == "completed")
+    wait_until(lambda: _run_state(run_id) == "completed")
     survivor.send_signal(signal.SIGTERM)
     out, err = survivor.communicate(timeout=120)
     assert survivor.returncode == 0, err
@@ -229,15 +166,15 @@ def test_a_worker_recreates_the_queue_redis_lost_and_keeps_working(
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     try:
-        _wait(lambda: _registered(client, "q5"))
+        wait_until(lambda: _registered(client, "q5"))
         client.flushdb()  # Redis restarted without its data (`--save "" --appendonly no`)
         # the worker recreates its queue and registers again, before anything is queued
-        _wait(lambda: _registered(client, "q5"))
-        path = _batch_file(tmp_path, 5)
+        wait_until(lambda: _registered(client, "q5"))
+        path = batch_file(tmp_path, 5)
         queued = cli("validate", "--batch", str(path), "--queue", "q5", "--json")
         assert queued.exit_code == 0, queued.output
         batch_id = json.loads(queued.stdout)["batch_id"]
-        _wait(lambda: client.hlen(batch_key(batch_id, "records")) == 5)
+        wait_until(lambda: client.hlen(batch_key(batch_id, "records")) == 5)
     finally:
         worker.stop()
         thread.join(timeout=120)

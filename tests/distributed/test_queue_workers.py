@@ -7,38 +7,21 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from typer.testing import CliRunner, Result
 
-from multiagent.cli import app
 from multiagent.distributed.queue import GROUP, batch_key, stream_key
+from tests.distributed._workers import batch_file, cli, wait_until
 
 pytestmark = pytest.mark.redis
-runner = CliRunner()
 FAST = {
     "MULTIAGENT_RATE_LIMIT__REQUESTS_PER_MINUTE": "600000",
     "MULTIAGENT_RATE_LIMIT__TOKENS_PER_MINUTE": "600000000",
 }
-
-
-def cli(*args: str) -> Result:
-    return runner.invoke(app, list(args))
-
-
-def _batch_file(tmp_path: Path, count: int) -> Path:
-    path = tmp_path / "items.jsonl"
-    lines = [
-        json.dumps({"id": f"i{n}", "text": f"Oven {n} bakes rye at {200 + n} C."})
-        for n in range(count)
-    ]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
 
 
 def _enqueue(path: Path, queue: str = "q1") -> str:
@@ -92,17 +75,10 @@ def _consumers(client: redis.Redis) -> int:
     return len(client.xinfo_consumers(stream_key("q1"), GROUP))
 
 
-def _wait(condition: Any, *, seconds: float = 90.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
-
-
 def test_bad_queue_name_unknown_batch_and_unreachable_redis_are_one_line_exit_2(
     redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = _batch_file(tmp_path, 3)
+    path = batch_file(tmp_path, 3)
     client = redis.Redis.from_url(redis_url)
     spaced = cli("validate", "--batch", str(path), "--queue", "my queue")
     assert spaced.exit_code == 2
@@ -130,13 +106,13 @@ def test_bad_queue_name_unknown_batch_and_unreachable_redis_are_one_line_exit_2(
 def test_two_workers_finish_a_batch_and_store_every_result_once(
     workers: Workers, redis_url: str, tmp_path: Path
 ) -> None:
-    batch_id = _enqueue(_batch_file(tmp_path, 30))
+    batch_id = _enqueue(batch_file(tmp_path, 30))
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     assert client.xlen(stream_key("q1")) == 8  # 30 items, 4 distinct texts per entry
     first = workers.start("--queue", "q1", "--concurrency", "2")
     second = workers.start("--queue", "q1", "--concurrency", "2")
-    _wait(lambda: client.hlen(batch_key(batch_id, "records")) == 30)
-    _wait(lambda: _consumers(client) == 2)
+    wait_until(lambda: client.hlen(batch_key(batch_id, "records")) == 30)
+    wait_until(lambda: _consumers(client) == 2)
     stats = [workers.stop(first), workers.stop(second)]
     assert sum(s["stored"] for s in stats) == 30
     assert sum(s["chunks"] for s in stats) == 8
@@ -155,19 +131,19 @@ def test_two_workers_finish_a_batch_and_store_every_result_once(
 def test_a_killed_workers_chunks_are_reclaimed_by_another_none_lost_none_doubled(
     workers: Workers, redis_url: str, tmp_path: Path
 ) -> None:
-    batch_id = _enqueue(_batch_file(tmp_path, 24))
+    batch_id = _enqueue(batch_file(tmp_path, 24))
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     doomed = workers.start("--queue", "q1", "--concurrency", "2", "--claim-idle", "1", ttft=0.3)
     # wait until the doomed worker holds entries and has stored some of its work
-    _wait(lambda: client.hlen(batch_key(batch_id, "records")) >= 4)
-    _wait(lambda: int(client.xpending(stream_key("q1"), GROUP)["pending"]) >= 1)
+    wait_until(lambda: client.hlen(batch_key(batch_id, "records")) >= 4)
+    wait_until(lambda: int(client.xpending(stream_key("q1"), GROUP)["pending"]) >= 1)
     held = {c["name"]: c["pending"] for c in client.xinfo_consumers(stream_key("q1"), GROUP)}
     doomed.send_signal(signal.SIGKILL)
     doomed.communicate()
     assert sum(held.values()) >= 1
     survivor = workers.start("--queue", "q1", "--concurrency", "2", "--claim-idle", "1")
-    _wait(lambda: client.hlen(batch_key(batch_id, "records")) == 24)
-    _wait(lambda: _consumers(client) == 2)
+    wait_until(lambda: client.hlen(batch_key(batch_id, "records")) == 24)
+    wait_until(lambda: _consumers(client) == 2)
     stats = workers.stop(survivor)
     assert stats["reclaimed"] >= 1  # it took over what the killed worker held
     results = json.loads(cli("batch", "results", batch_id, "--json").stdout)

@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
-from typer.testing import CliRunner, Result
 
-from multiagent.cli import app
 from multiagent.distributed.deadletter import dead_key
 from multiagent.distributed.metrics import install_queue_metrics
 from multiagent.distributed.queue import GROUP, batch_key, stream_key
@@ -26,61 +19,9 @@ from multiagent.nodes.context import build_context
 from multiagent.observability.server import run_metrics_server
 from multiagent.persistence.checkpointer import open_checkpointer
 from multiagent.policies import load_settings
+from tests.distributed._workers import FAST, Workers, cli, wait_until
 
 pytestmark = pytest.mark.redis
-runner = CliRunner()
-FAST = {
-    "MULTIAGENT_RATE_LIMIT__REQUESTS_PER_MINUTE": "600000",
-    "MULTIAGENT_RATE_LIMIT__TOKENS_PER_MINUTE": "600000000",
-}
-
-
-def cli(*args: str) -> Result:
-    return runner.invoke(app, list(args))
-
-
-def _wait(condition: Any, *, seconds: float = 120.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
-
-
-class Workers:
-    """``multiagent worker`` subprocesses, killed when the test ends."""
-
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen[str]] = []
-
-    def start(self, *args: str, **env: str) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "multiagent", "worker", "--json", "--queue", "q1", *args],
-            env={**os.environ, **FAST, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        self.procs.append(proc)
-        return proc
-
-    def stop(self, proc: subprocess.Popen[str]) -> dict[str, Any]:
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err
-        return dict(json.loads(out))
-
-    def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-
-
-@pytest.fixture
-def workers(redis_url: str) -> Iterator[Workers]:
-    pool = Workers()
-    try:
-        yield pool
-    finally:
-        pool.close()
 
 
 def _queue_run(task: str) -> str:
@@ -115,8 +56,8 @@ def test_a_queued_run_is_finished_by_a_worker_and_readable_once(
 ) -> None:
     run_id = _queue_run("Plan a bakery opening")
     assert _state(run_id) == "queued"
-    worker = workers.start("--claim-idle", "2")
-    _wait(lambda: _state(run_id) == "completed")
+    worker = workers.start("--queue", "q1", "--claim-idle", "2")
+    wait_until(lambda: _state(run_id) == "completed")
     stats = workers.stop(worker)
     assert stats["runs"] == 1
     assert stats["resumed"] == 0
@@ -147,13 +88,13 @@ def test_a_worker_killed_mid_run_is_resumed_by_another_from_the_checkpoint(
 ) -> None:
     run_id = _queue_run("Plan a bakery opening")
     # slow calls: the agents are still working when the plan is on disk
-    doomed = workers.start("--claim-idle", "1", MULTIAGENT_SIM__TTFT_S="1.5")
-    _wait(lambda: _plan_done(run_id))
+    doomed = workers.start("--queue", "q1", "--claim-idle", "1", MULTIAGENT_SIM__TTFT_S="1.5")
+    wait_until(lambda: _plan_done(run_id))
     assert _state(run_id) == "running"
     doomed.send_signal(signal.SIGKILL)
     doomed.communicate()
-    survivor = workers.start("--claim-idle", "1")
-    _wait(lambda: _state(run_id) == "completed")
+    survivor = workers.start("--queue", "q1", "--claim-idle", "1")
+    wait_until(lambda: _state(run_id) == "completed")
     stats = workers.stop(survivor)
     assert stats["reclaimed"] == 1
     assert stats["resumed"] == 1
@@ -181,9 +122,10 @@ def test_an_entry_that_keeps_failing_is_dead_lettered_after_max_attempts(
     assert entries == 2  # 6 distinct texts, 4 per entry
     # the provider fails every call: a lasting outage
     worker = workers.start(
-        "--claim-idle", "0.5", "--max-attempts", "2", MULTIAGENT_SIM__SERVER_ERROR_RATE="1.0"
-    )
-    _wait(lambda: client.xlen(dead_key("q1")) == entries)
+        "--queue", "q1", "--claim-idle", "0.5", "--max-attempts", "2",
+        MULTIAGENT_SIM__SERVER_ERROR_RATE="1.0",
+    )  # fmt: skip
+    wait_until(lambda: client.xlen(dead_key("q1")) == entries)
     status = json.loads(cli("batch", "status", batch_id, "--json").stdout)
     time.sleep(1.5)  # three claim-idle periods: a retry loop would have taken the entries again
     stats = workers.stop(worker)

@@ -11,9 +11,7 @@ from typing import Any
 
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
-from typer.testing import CliRunner, Result
 
-from multiagent.cli import app
 from multiagent.commands.workflows import exit_code
 from multiagent.graphs.batch import batch_cross_validate
 from multiagent.graphs.batch_chunks import plan_chunks, run_chunk
@@ -22,37 +20,16 @@ from multiagent.nodes.state import ValidationItem
 from multiagent.nodes.validator import aggregate
 from multiagent.observability.live import live_writer
 from multiagent.policies import load_settings
-
-runner = CliRunner()
-FAST = {
-    "MULTIAGENT_RATE_LIMIT__REQUESTS_PER_MINUTE": "600000",
-    "MULTIAGENT_RATE_LIMIT__TOKENS_PER_MINUTE": "600000000",
-    "MULTIAGENT_RATE_LIMIT__RETRY_ATTEMPTS": "1",
-}
+from tests.integration._batch_cli import cli, document, numbered_items, use_fast_provider
 
 
 @pytest.fixture(autouse=True)
 def fast_provider(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in FAST.items():
-        monkeypatch.setenv(name, value)
-
-
-def cli(*args: str) -> Result:
-    return runner.invoke(app, list(args))
-
-
-def document(result: Result) -> dict[str, Any]:
-    return dict(json.loads(result.stdout))
-
-
-def _items(count: int) -> list[ValidationItem]:
-    return [
-        ValidationItem(id=f"i{n}", text=f"Oven {n} bakes rye at {200 + n} C.") for n in range(count)
-    ]
+    use_fast_provider(monkeypatch)
 
 
 def test_plan_chunks_bounds_distinct_texts_and_keeps_identical_items_together() -> None:
-    items = _items(5)
+    items = numbered_items(5)
     items.insert(4, ValidationItem(id="dup", text=items[0]["text"]))
     chunks = plan_chunks(items, chunk_size=2)
     assert [[i["id"] for i in chunk] for chunk in chunks] == [
@@ -61,7 +38,7 @@ def test_plan_chunks_bounds_distinct_texts_and_keeps_identical_items_together() 
 
 
 def test_aggregate_gives_each_item_its_own_verdicts() -> None:
-    items = _items(3)
+    items = numbered_items(3)
     state: Any = {"items": items, "validators": ["a", "b"], "threshold": 0.5, "usage": []}
     from multiagent.nodes.validator import text_key
 
@@ -83,7 +60,7 @@ def test_a_batch_runs_as_one_graph_run_per_chunk() -> None:
     settings = load_settings()
     progress: list[tuple[int, int]] = []
     result = batch_cross_validate(
-        _items(7), settings=settings, validators=2, max_concurrency=2, chunk_size=3,
+        numbered_items(7), settings=settings, validators=2, max_concurrency=2, chunk_size=3,
         context=build_context(settings, analysis_cache=None),
         on_progress=lambda done, total: progress.append((done, total)),
     )  # fmt: skip
@@ -97,7 +74,7 @@ def test_an_outage_stops_the_batch_resumable_and_resume_runs_exactly_the_rest(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     batch = tmp_path / "items.jsonl"
-    batch.write_text("".join(json.dumps(i) + "\n" for i in _items(6)), encoding="utf-8")
+    batch.write_text("".join(json.dumps(i) + "\n" for i in numbered_items(6)), encoding="utf-8")
     monkeypatch.setenv("MULTIAGENT_SIM__SERVER_ERROR_RATE", "1.0")
     down = cli("validate", "--batch", str(batch), "--validators", "2", "--concurrency", "2",
                "--thread", "b1", "--json")  # fmt: skip
@@ -125,7 +102,7 @@ def test_an_outage_stops_the_batch_resumable_and_resume_runs_exactly_the_rest(
 
 def test_a_budget_stop_keeps_finished_chunks_and_resume_finishes_the_rest(tmp_path: Path) -> None:
     batch = tmp_path / "items.jsonl"
-    batch.write_text("".join(json.dumps(i) + "\n" for i in _items(40)), encoding="utf-8")
+    batch.write_text("".join(json.dumps(i) + "\n" for i in numbered_items(40)), encoding="utf-8")
     first = cli("validate", "--batch", str(batch), "--validators", "2", "--concurrency", "2",
                 "--thread", "b2", "--budget", "0.007", "--json")  # fmt: skip
     assert first.exit_code == 1, first.output
@@ -181,7 +158,7 @@ class _Threads(BaseCallbackHandler):
 
 def test_a_chunk_taking_one_call_at_a_time_runs_its_validators_on_the_callers_thread() -> None:
     context = build_context(load_settings())
-    items = _items(3)
+    items = numbered_items(3)
     threads = _Threads()
     one = run_chunk(
         "c-one", items, validators=["factual_accuracy", "logical_consistency"], threshold=0.5,
@@ -193,7 +170,7 @@ def test_a_chunk_taking_one_call_at_a_time_runs_its_validators_on_the_callers_th
 
     pooled = _Threads()
     two = run_chunk(
-        "c-two", _items(4)[3:], validators=["factual_accuracy", "logical_consistency"],
+        "c-two", numbered_items(4)[3:], validators=["factual_accuracy", "logical_consistency"],
         threshold=0.5, context=context, max_concurrency=2, callbacks=[pooled],
     )  # fmt: skip
     assert two.status == "completed"
@@ -216,8 +193,8 @@ def test_a_chunk_is_no_live_run_but_its_limiters_are_sampled_meanwhile(tmp_path:
                 flushed.append(1)
 
     outcome = run_chunk(
-        "c-live", _items(2), validators=["factual_accuracy"], threshold=0.5, context=context,
-        max_concurrency=1, callbacks=[Sampler()],
+        "c-live", numbered_items(2), validators=["factual_accuracy"], threshold=0.5,
+        context=context, max_concurrency=1, callbacks=[Sampler()],
     )  # fmt: skip
     assert outcome.status == "completed"
     writer.flush()

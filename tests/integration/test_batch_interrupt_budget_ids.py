@@ -11,49 +11,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner, Result
 
 from multiagent import _interrupt
-from multiagent.cli import app
 from multiagent.graphs import batch as batch_module
 from multiagent.graphs.batch import batch_cross_validate
 from multiagent.graphs.batch_store import batch_store_path, open_batch_store
 from multiagent.nodes.context import build_context
-from multiagent.nodes.state import ValidationItem
 from multiagent.nodes.usage import total_usage
 from multiagent.policies import Settings, load_settings
-
-runner = CliRunner()
-FAST = {
-    "MULTIAGENT_RATE_LIMIT__REQUESTS_PER_MINUTE": "600000",
-    "MULTIAGENT_RATE_LIMIT__TOKENS_PER_MINUTE": "600000000",
-    "MULTIAGENT_RATE_LIMIT__RETRY_ATTEMPTS": "1",
-}
+from tests.integration._batch_cli import cli, document, numbered_items, use_fast_provider
 
 
 @pytest.fixture(autouse=True)
 def fast_provider(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in FAST.items():
-        monkeypatch.setenv(name, value)
-
-
-def cli(*args: str) -> Result:
-    return runner.invoke(app, list(args))
-
-
-def document(result: Result) -> dict[str, Any]:
-    return dict(json.loads(result.stdout))
-
-
-def _items(count: int) -> list[ValidationItem]:
-    return [
-        ValidationItem(id=f"i{n}", text=f"Oven {n} bakes rye at {200 + n} C.") for n in range(count)
-    ]
+    use_fast_provider(monkeypatch)
 
 
 def _batch_file(tmp_path: Path, count: int) -> Path:
     path = tmp_path / "items.jsonl"
-    path.write_text("".join(json.dumps(i) + "\n" for i in _items(count)), encoding="utf-8")
+    path.write_text("".join(json.dumps(i) + "\n" for i in numbered_items(count)), encoding="utf-8")
     return path
 
 
@@ -119,7 +95,7 @@ def test_a_stop_asked_by_ctrl_c_ends_the_chunks_at_their_next_call_and_keeps_wha
     settings = load_settings(home=tmp_path / "home")
     with open_batch_store(settings) as store:
         first = batch_cross_validate(
-            _items(16), settings=settings, validators=2, max_concurrency=concurrency,
+            numbered_items(16), settings=settings, validators=2, max_concurrency=concurrency,
             chunk_size=4, context=build_context(settings), store=store, thread_id="bs",
             on_progress=ctrl_c_once,
         )  # fmt: skip
@@ -163,8 +139,8 @@ def test_ctrl_c_while_chunks_run_starts_nothing_new_and_keeps_every_call_paid_fo
     with open_batch_store(settings) as store:
         try:  # 2 validators at concurrency 4: two chunks of 4 items at a time, four in all
             first = batch_cross_validate(
-                _items(16), settings=settings, validators=2, max_concurrency=4, chunk_size=4,
-                context=build_context(settings), store=store, thread_id="bi",
+                numbered_items(16), settings=settings, validators=2, max_concurrency=4,
+                chunk_size=4, context=build_context(settings), store=store, thread_id="bi",
             )  # fmt: skip
         except KeyboardInterrupt:  # not to pytest, which would end the whole session
             pytest.fail("Ctrl-C went through the batch instead of stopping it")

@@ -1,0 +1,78 @@
+"""What the queue tests share: ``multiagent worker`` subprocesses (killed when a test ends), the
+CLI through typer's runner, a batch file of numbered items, and waiting for a condition."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from typer.testing import CliRunner, Result
+
+from multiagent.cli import app
+
+#: A provider limit far above what the tests send (pacing is not what they test).
+FAST = {
+    "MULTIAGENT_RATE_LIMIT__REQUESTS_PER_MINUTE": "600000",
+    "MULTIAGENT_RATE_LIMIT__TOKENS_PER_MINUTE": "600000000",
+}
+
+
+class Workers:
+    """``multiagent worker --json`` subprocesses (with :data:`FAST` limits), killed at close."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def start(self, *args: str, **env: str) -> subprocess.Popen[str]:
+        """Start ``multiagent worker --json ARGS`` with ``env`` added to the environment."""
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "multiagent", "worker", "--json", *args],
+            env={**os.environ, **FAST, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[str]) -> dict[str, Any]:
+        """SIGTERM ``proc``, and return the stats it prints as it exits 0."""
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        return dict(json.loads(out))
+
+    def close(self) -> None:
+        """Kill the workers still running."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+
+
+def cli(*args: str) -> Result:
+    """``multiagent ARGS`` in this process."""
+    return CliRunner().invoke(app, list(args))
+
+
+def wait_until(condition: Any, *, seconds: float = 120.0) -> None:
+    """Poll ``condition`` until it holds; fail the test after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def batch_file(tmp_path: Path, count: int) -> Path:
+    """A JSONL batch of ``count`` distinct items ``i0``, ``i1``..."""
+    path = tmp_path / "items.jsonl"
+    lines = [
+        json.dumps({"id": f"i{n}", "text": f"Oven {n} bakes rye at {200 + n} C."})
+        for n in range(count)
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
