@@ -38,6 +38,7 @@ from langgraph.types import Command
 
 from multiagent.errors import BudgetExceededError, UsageError
 from multiagent.graphs._inline import one_task_at_a_time
+from multiagent.graphs.threads import unanswered_items
 from multiagent.graphs.workflows import Workflow, compile_workflow, task_label
 from multiagent.models.budget import ProjectBudget
 from multiagent.models.pipeline import RunLedger
@@ -110,12 +111,6 @@ class WorkflowOutcome:
 def thread_spend(values: dict[str, Any]) -> float:
     """USD the thread's completed nodes have spent."""
     return float(sum(entry.get("cost_usd", 0.0) for entry in values.get("usage", []) or []))
-
-
-def unanswered_items(values: dict[str, Any]) -> list[str]:
-    """The ids of a validation's items no validator answered (every one failed after retries):
-    no verdict, so not a result; a batch runs them again, and so does ``--resume``."""
-    return [r["id"] for r in values.get("results", []) or [] if r["responded"] == 0]
 
 
 def _before_validators(graph: Any, config: RunnableConfig) -> RunnableConfig:

@@ -38,6 +38,12 @@ def _workflow_of(saver: BaseCheckpointSaver[Any], thread_id: str) -> Workflow:
 _CTRL_C = ("KeyboardInterrupt", "StopRequested")
 
 
+def unanswered_items(values: dict[str, Any]) -> list[str]:
+    """The ids of a validation's items no validator answered (every one failed after retries):
+    no verdict, so not a result; a batch runs them again, and so does ``--resume``."""
+    return [r["id"] for r in values.get("results", []) or [] if r["responded"] == 0]
+
+
 def status_of(workflow: Workflow, snapshot: StateSnapshot) -> str:
     """``completed``, ``rejected``, ``awaiting_approval``, ``budget_exceeded``, ``failed`` or
     ``interrupted`` (stopped between or inside steps: Ctrl-C, or the process was killed).
@@ -51,6 +57,8 @@ def status_of(workflow: Workflow, snapshot: StateSnapshot) -> str:
     if not snapshot.next and not snapshot.tasks:
         approval = (snapshot.values or {}).get("approval")
         rejected = workflow == "orchestration" and approval is not None and not approval["approved"]
+        if workflow == "validation" and unanswered_items(snapshot.values or {}):
+            return "failed"  # the provider failed every validator of an item: resumable
         return "rejected" if rejected else "completed"
     errors = [str(task.error) for task in snapshot.tasks if task.error is not None]
     if any("BudgetExceededError" in error for error in errors):

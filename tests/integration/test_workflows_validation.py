@@ -13,6 +13,7 @@ from langchain_core.messages import BaseMessage
 from multiagent.graphs.batch import batch_cross_validate
 from multiagent.graphs.inputs import validation_input
 from multiagent.graphs.runner import run_workflow
+from multiagent.graphs.threads import list_threads
 from multiagent.graphs.workflows import compile_workflow
 from multiagent.models.pipeline import ModelPipeline
 from multiagent.nodes.context import build_context
@@ -136,11 +137,15 @@ def test_an_item_no_validator_answered_fails_and_resume_runs_its_validators_agai
         assert "no validator answered item 1" in down.message
         assert "InternalServerError" in (down.error or "")
         assert down.values["results"][0]["responded"] == 0
+        [listed] = [t for t in list_threads(saver) if t["thread_id"] == "v-outage"]
+        assert listed["status"] == "failed"  # as the run said, not completed
 
         back = run_workflow(
             "validation", None, context=build_context(settings), checkpointer=saver,
             thread_id="v-outage", resume=True,
         )  # fmt: skip
+        [listed] = [t for t in list_threads(saver) if t["thread_id"] == "v-outage"]
+        assert listed["status"] == "completed"
     assert back.status == "completed"
     assert back.ledger.totals()["calls"] == 3  # the three validators ran again
     [result] = back.values["results"]
