@@ -1,5 +1,6 @@
 """What the queue tests share: ``multiagent worker`` subprocesses (killed when a test ends), the
-CLI through typer's runner, a batch file of numbered items, and waiting for a condition."""
+CLI through typer's runner, a batch file of numbered items, waiting for a condition, and whether a
+queued run's plan is on disk."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from typing import Any
 from typer.testing import CliRunner, Result
 
 from multiagent.cli import app
+from multiagent.persistence.checkpointer import open_checkpointer
+from multiagent.policies import load_settings
 
 #: A provider limit far above what the tests send (pacing is not what they test).
 FAST = {
@@ -76,3 +79,10 @@ def batch_file(tmp_path: Path, count: int) -> Path:
     ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def plan_done(run_id: str) -> bool:
+    """Whether queued run ``run_id`` has its plan in the shared checkpointer."""
+    with open_checkpointer(load_settings()) as saver:
+        found = saver.get_tuple({"configurable": {"thread_id": run_id}})
+    return found is not None and bool(found.checkpoint["channel_values"].get("plan"))

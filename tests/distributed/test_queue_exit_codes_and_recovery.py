@@ -18,9 +18,8 @@ from multiagent.distributed.runs import enqueue_run
 from multiagent.distributed.worker import QueueWorker
 from multiagent.errors import UsageError
 from multiagent.nodes.context import build_context
-from multiagent.persistence.checkpointer import open_checkpointer
 from multiagent.policies import load_settings
-from tests.distributed._workers import FAST, Workers, batch_file, cli, wait_until
+from tests.distributed._workers import FAST, Workers, batch_file, cli, plan_done, wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -101,12 +100,6 @@ def _run_state(run_id: str) -> str:
     return str(json.loads(cli("batch", "status", run_id, "--json").stdout)["state"])
 
 
-def _plan_done(run_id: str) -> bool:
-    with open_checkpointer(load_settings()) as saver:
-        found = saver.get_tuple({"configurable": {"thread_id": run_id}})
-    return found is not None and bool(found.checkpoint["channel_values"].get("plan"))
-
-
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_a_second_sigterm_mid_run_stops_the_worker_cleanly_and_leaves_the_run_queued(
@@ -117,7 +110,7 @@ def test_a_second_sigterm_mid_run_stops_the_worker_cleanly_and_leaves_the_run_qu
     run_id = json.loads(queued.stdout)["run_id"]
     # slow calls: the agents are still at work (in the run's thread pool) when stopped
     doomed = workers.start("--queue", "q11", "--concurrency", "2", MULTIAGENT_SIM__TTFT_S="1.5")
-    wait_until(lambda: _plan_done(run_id))
+    wait_until(lambda: plan_done(run_id))
     doomed.send_signal(signal.SIGTERM)
     assert doomed.stderr is not None
     seen = ""

@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
 
 from multiagent.distributed.queue import GROUP, batch_key, stream_key
-from tests.distributed._workers import batch_file, cli, wait_until
+from tests.distributed._workers import FAST, Workers, batch_file, cli, wait_until
 
 pytestmark = pytest.mark.redis
-FAST = {
-    "MULTIAGENT_RATE_LIMIT__REQUESTS_PER_MINUTE": "600000",
-    "MULTIAGENT_RATE_LIMIT__TOKENS_PER_MINUTE": "600000000",
-}
 
 
 def _enqueue(path: Path, queue: str = "q1") -> str:
@@ -30,44 +21,10 @@ def _enqueue(path: Path, queue: str = "q1") -> str:
     return str(json.loads(queued.stdout)["batch_id"])
 
 
-class Workers:
-    """Worker subprocesses, stopped (SIGTERM, then SIGKILL) when the test ends."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-        self.procs: list[subprocess.Popen[str]] = []
-
-    def start(self, *args: str, ttft: float = 0.0) -> subprocess.Popen[str]:
-        env = {**self.env, "MULTIAGENT_SIM__TTFT_S": str(ttft)}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "multiagent", "worker", "--json", *args],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        self.procs.append(proc)
-        return proc
-
-    def stop(self, proc: subprocess.Popen[str]) -> dict[str, Any]:
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
-        assert proc.returncode == 0, err
-        return dict(json.loads(out))
-
-    def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-
-
-@pytest.fixture
-def workers(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Workers]:
+@pytest.fixture(autouse=True)
+def fast_provider(monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in FAST.items():
         monkeypatch.setenv(name, value)
-    pool = Workers(dict(os.environ))
-    try:
-        yield pool
-    finally:
-        pool.close()
 
 
 def _consumers(client: redis.Redis) -> int:
@@ -133,7 +90,9 @@ def test_a_killed_workers_chunks_are_reclaimed_by_another_none_lost_none_doubled
 ) -> None:
     batch_id = _enqueue(batch_file(tmp_path, 24))
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    doomed = workers.start("--queue", "q1", "--concurrency", "2", "--claim-idle", "1", ttft=0.3)
+    doomed = workers.start(
+        "--queue", "q1", "--concurrency", "2", "--claim-idle", "1", MULTIAGENT_SIM__TTFT_S="0.3"
+    )  # fmt: skip
     # wait until the doomed worker holds entries and has stored some of its work
     wait_until(lambda: client.hlen(batch_key(batch_id, "records")) >= 4)
     wait_until(lambda: int(client.xpending(stream_key("q1"), GROUP)["pending"]) >= 1)

@@ -19,7 +19,7 @@ from multiagent.nodes.context import build_context
 from multiagent.observability.server import run_metrics_server
 from multiagent.persistence.checkpointer import open_checkpointer
 from multiagent.policies import load_settings
-from tests.distributed._workers import FAST, Workers, cli, wait_until
+from tests.distributed._workers import FAST, Workers, cli, plan_done, wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -75,12 +75,6 @@ def test_a_queued_run_is_finished_by_a_worker_and_readable_once(
     assert found.checkpoint["channel_values"]["output"] == results["output"]
 
 
-def _plan_done(run_id: str) -> bool:
-    with open_checkpointer(load_settings()) as saver:
-        found = saver.get_tuple({"configurable": {"thread_id": run_id}})
-    return found is not None and bool(found.checkpoint["channel_values"].get("plan"))
-
-
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_a_worker_killed_mid_run_is_resumed_by_another_from_the_checkpoint(
@@ -89,7 +83,7 @@ def test_a_worker_killed_mid_run_is_resumed_by_another_from_the_checkpoint(
     run_id = _queue_run("Plan a bakery opening")
     # slow calls: the agents are still working when the plan is on disk
     doomed = workers.start("--queue", "q1", "--claim-idle", "1", MULTIAGENT_SIM__TTFT_S="1.5")
-    wait_until(lambda: _plan_done(run_id))
+    wait_until(lambda: plan_done(run_id))
     assert _state(run_id) == "running"
     doomed.send_signal(signal.SIGKILL)
     doomed.communicate()
