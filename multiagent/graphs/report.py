@@ -2,8 +2,9 @@
 
 ``this_run`` is the run ledger's totals: every call of this run, including those of a node that
 raised (a structured-output failure after an answered call still cost its tokens). ``usage`` is
-the thread's: the usage entries earlier runs left in state plus this run's ledger, so the two
-never count a call twice and agree with the metrics and the traces.
+the thread's: every run's ledger totals, kept beside the thread at each run's end (see
+:mod:`multiagent.persistence.run_usage`), so it never counts a call twice, keeps the calls of
+nodes that raised in earlier runs, and agrees with the metrics and the traces.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from multiagent.graphs.runner import WorkflowOutcome
-from multiagent.nodes.usage import Usage, total_usage
+from multiagent.nodes.usage import Usage, thread_totals, total_usage
 
 _USAGE_KEYS = ("calls", "input_tokens", "output_tokens", "cost_usd", "cache_hits", "seconds")
 
@@ -79,13 +80,11 @@ def _validation(values: dict[str, Any], usage: list[Usage]) -> dict[str, Any]:
 
 
 def thread_usage(outcome: WorkflowOutcome) -> dict[str, Any]:
-    """The thread's usage: earlier runs' entries in state plus this run's ledger."""
+    """The thread's usage: each run's totals (this run's from its ledger), and the node entries
+    in state of a run that left no totals (see :mod:`multiagent.persistence.run_usage`)."""
     ledger = outcome.ledger
-    earlier = [e for e in outcome.values.get("usage", []) if e.get("run") != ledger.run_id]
-    before, now = total_usage(earlier), ledger.totals()
-    summed = {key: before[key] + now[key] for key in before}
-    summed["cost_usd"] = round(summed["cost_usd"], 8)
-    return summed
+    runs = {**outcome.runs, ledger.run_id: ledger.totals()}
+    return thread_totals(outcome.values.get("usage", []), runs)
 
 
 def outcome_report(outcome: WorkflowOutcome) -> dict[str, Any]:

@@ -44,7 +44,9 @@ from multiagent.models.budget import ProjectBudget
 from multiagent.models.pipeline import RunLedger
 from multiagent.nodes.context import WorkflowContext
 from multiagent.nodes.failures import describe_error, provider_errors
+from multiagent.nodes.usage import thread_totals
 from multiagent.observability.tracing import run_config
+from multiagent.persistence.run_usage import record_run, recorded_runs
 from multiagent.safety import redact_input
 
 Status = Literal[
@@ -106,11 +108,15 @@ class WorkflowOutcome:
     resumed: bool = False
     spent_before_usd: float = 0.0
     timings: list[dict[str, Any]] = field(default_factory=list)
+    #: What each run of the thread spent, this one included, by run id (see
+    #: :mod:`multiagent.persistence.run_usage`); a run without a checkpointer has only its own.
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def thread_spend(values: dict[str, Any]) -> float:
-    """USD the thread's completed nodes have spent."""
-    return float(sum(entry.get("cost_usd", 0.0) for entry in values.get("usage", []) or []))
+def thread_spend(values: dict[str, Any], runs: dict[str, dict[str, Any]] | None = None) -> float:
+    """USD the thread has spent: each recorded run's total, plus the node entries in state of
+    the runs that are not recorded."""
+    return float(thread_totals(values.get("usage", []) or [], runs or {})["cost_usd"])
 
 
 def _before_validators(graph: Any, config: RunnableConfig) -> RunnableConfig:
@@ -297,7 +303,8 @@ def run_workflow(
     start = config
     if resume:
         snapshot = graph.get_state(config)
-        spent_before = thread_spend(snapshot.values or {})
+        runs = recorded_runs(checkpointer, thread_id) if checkpointer is not None else {}
+        spent_before = thread_spend(snapshot.values or {}, runs)
         command, pending = _resume_command(graph, config, approver)
         if workflow == "validation" and not snapshot.next and unanswered_items(snapshot.values):
             start = {**config, "configurable": _before_validators(graph, config)["configurable"]}
@@ -311,6 +318,17 @@ def run_workflow(
     context = dataclasses.replace(context, ledger=ledger)
     watcher = _Watcher(on_event)
     began = time.perf_counter()
+
+    def record() -> dict[str, dict[str, Any]]:
+        """Keep this run's totals beside the thread (a node that raised left them nowhere
+        else); return every run's."""
+        own = {ledger.run_id: ledger.totals()}
+        if checkpointer is None or shared_ledger is not None:
+            return own
+        if ledger.calls:
+            totals = own[ledger.run_id]
+            record_run(checkpointer, thread_id=thread_id, run_id=ledger.run_id, totals=totals)
+        return {**recorded_runs(checkpointer, thread_id), **own}
 
     def outcome(status: Status, message: str = "", error: str | None = None) -> WorkflowOutcome:
         snapshot = graph.get_state(config) if checkpointer is not None else None
@@ -328,6 +346,7 @@ def run_workflow(
             resumed=resume,
             spent_before_usd=round(spent_before, 8),
             timings=watcher.timings,
+            runs=record(),
         )
 
     last_values: dict[str, Any] = {}
@@ -368,10 +387,14 @@ def run_workflow(
         return outcome("failed", "a model call kept failing after retries", describe_error(exc))
     except (KeyboardInterrupt, RuntimeError) as exc:
         if not from_ctrl_c(exc) or checkpointer is None:
+            _record_anyway(record)
             raise  # without a thread to resume, the caller (a batch) decides
         # the steps finished before the signal are on disk (durability="sync"); the thread
         # resumes from there
         return outcome("interrupted", "stopped by Ctrl-C", "KeyboardInterrupt")
+    except BaseException:
+        _record_anyway(record)
+        raise
     if pending is not None:
         return outcome("awaiting_approval", "the plan is waiting for approval")
     result = outcome("completed")
@@ -391,6 +414,14 @@ def run_workflow(
     if workflow == "orchestration" and approval is not None and not approval["approved"]:
         result.status, result.message = "rejected", "the plan was rejected; no agent worked"
     return result
+
+
+def _record_anyway(record: Callable[[], object]) -> None:
+    """Keep a run's totals on its way out with an error, never hiding that error."""
+    try:
+        record()
+    except Exception:  # the error being raised matters more; the run's usage is in its ledger
+        logging.getLogger(__name__).warning("could not keep the run's usage", exc_info=True)
 
 
 def from_ctrl_c(exc: BaseException) -> bool:

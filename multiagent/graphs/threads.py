@@ -15,7 +15,8 @@ from langgraph.types import StateSnapshot
 
 from multiagent.errors import UsageError
 from multiagent.graphs.workflows import WORKFLOWS, Workflow, compile_workflow, subject_of
-from multiagent.nodes.usage import total_usage
+from multiagent.nodes.usage import thread_totals
+from multiagent.persistence.run_usage import recorded_runs
 
 
 def _config(thread_id: str, checkpoint_id: str | None = None) -> RunnableConfig:
@@ -84,7 +85,11 @@ def _readable(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _summary(
-    thread_id: str, workflow: Workflow, snapshot: StateSnapshot, count: int
+    thread_id: str,
+    workflow: Workflow,
+    snapshot: StateSnapshot,
+    count: int,
+    runs: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     values = dict(snapshot.values or {})
     return {
@@ -95,7 +100,7 @@ def _summary(
         "checkpoints": count,
         "updated_at": snapshot.created_at,
         "next": list(snapshot.next),
-        "cost_usd": total_usage(values.get("usage", []))["cost_usd"],
+        "cost_usd": thread_totals(values.get("usage", []), runs)["cost_usd"],
     }
 
 
@@ -117,7 +122,13 @@ def list_threads(
             latest[thread] = (workflow, 1)  # type: ignore[assignment]
     graphs = {name: compile_workflow(name, checkpointer=saver) for name in WORKFLOWS}
     rows = [
-        _summary(thread, workflow, graphs[workflow].get_state(_config(thread)), count)
+        _summary(
+            thread,
+            workflow,
+            graphs[workflow].get_state(_config(thread)),
+            count,
+            recorded_runs(saver, thread),
+        )
         for thread, (workflow, count) in latest.items()
     ]
     rows.sort(key=lambda row: str(row["updated_at"] or ""), reverse=True)
@@ -151,7 +162,11 @@ def thread_state(
         "next": list(snapshot.next),
         "errors": [str(t.error) for t in snapshot.tasks if t.error is not None],
         "interrupts": [i.value for i in snapshot.interrupts],
-        "usage": total_usage((snapshot.values or {}).get("usage", [])),
+        # now: every run's totals; at an earlier checkpoint: what its state's nodes had used
+        "usage": thread_totals(
+            (snapshot.values or {}).get("usage", []),
+            recorded_runs(saver, thread_id) if checkpoint_id is None else {},
+        ),
         "values": _readable(dict(snapshot.values or {})),
     }
 

@@ -8,7 +8,7 @@ run that made it: a report adds the entries of earlier runs of a thread to this 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, NotRequired
 
 from typing_extensions import TypedDict
@@ -62,3 +62,16 @@ def total_usage(entries: Iterable[Usage]) -> dict[str, Any]:
         "cost_usd": round(sum(e["cost_usd"] for e in items), 8),
         "cache_hits": sum(e["cache_hits"] for e in items),
     }
+
+
+def thread_totals(
+    entries: Iterable[Usage], runs: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """A thread's calls, tokens, cost and cache hits: each run's totals in ``runs`` (by run id,
+    see :mod:`multiagent.persistence.run_usage`), plus the node entries of the runs not in it."""
+    summed = total_usage(e for e in entries if e.get("run") not in runs)
+    for totals in runs.values():
+        for key in ("calls", "input_tokens", "output_tokens", "cost_usd", "cache_hits"):
+            summed[key] += totals.get(key, 0)
+    summed["cost_usd"] = round(summed["cost_usd"], 8)
+    return summed

@@ -24,6 +24,7 @@ from psycopg.rows import dict_row
 
 from multiagent.errors import UsageError
 from multiagent.persistence.checkpointer import PrivateMetadataSaver
+from multiagent.persistence.run_usage import forget_threads
 
 TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
 
@@ -117,7 +118,8 @@ def open_postgres_checkpointer(
 
 
 @contextmanager
-def _connection(saver: PostgresSaver) -> Iterator[psycopg.Connection[Any]]:
+def connection_of(saver: PostgresSaver) -> Iterator[psycopg.Connection[Any]]:
+    """The saver's connection (or one of its pool's), held under the saver's lock."""
     conn = saver.conn
     if isinstance(conn, psycopg.Connection):
         with saver.lock, nullcontext(conn) as held:
@@ -137,7 +139,7 @@ class PostgresCheckpointStore:
         self.saver = saver
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        with _connection(self.saver) as conn, conn.cursor(row_factory=dict_row) as cur:
+        with connection_of(self.saver) as conn, conn.cursor(row_factory=dict_row) as cur:
             cur.execute(sql, params)
             return list(cur.fetchall())
 
@@ -164,9 +166,10 @@ class PostgresCheckpointStore:
         return bool(rows)
 
     def delete_threads(self, thread_ids: Sequence[str]) -> None:
-        """Remove whole threads with ``prune(strategy="delete")``."""
+        """Remove whole threads with ``prune(strategy="delete")``, with what their runs spent."""
         if thread_ids:
             self.saver.prune(list(thread_ids), strategy="delete")
+            forget_threads(self.saver, thread_ids)
 
     def trim(self, thread_id: str, keep: int) -> None:
         """Cut a thread down with ``prune(strategy="keep_latest")`` (``keep`` cannot apply)."""
@@ -185,7 +188,7 @@ class PostgresCheckpointStore:
 
     def vacuum(self) -> None:
         """Plain ``VACUUM`` (no exclusive lock; trailing empty pages go back to the OS)."""
-        with _connection(self.saver) as conn:
+        with connection_of(self.saver) as conn:
             for table in TABLES:
                 conn.execute(f"VACUUM {table}")  # table names are constants
 

@@ -27,6 +27,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from multiagent._crash import crash_point
 from multiagent.errors import UsageError
 from multiagent.persistence.checkpointer import checkpoint_path, open_checkpointer
+from multiagent.persistence.run_usage import forget_threads
 from multiagent.policies import Settings
 
 _DELTA_SQL = (
@@ -83,9 +84,10 @@ class SqliteCheckpointStore:
             return cur.execute(_DELTA_SQL, (thread_id,)).fetchone() is not None
 
     def delete_threads(self, thread_ids: Sequence[str]) -> None:
-        """Remove whole threads."""
+        """Remove whole threads, with what their runs spent."""
         for thread_id in thread_ids:
             self.saver.delete_thread(thread_id)
+        forget_threads(self.saver, thread_ids)
 
     def trim(self, thread_id: str, keep: int) -> None:
         """Keep the newest ``keep`` checkpoints of each namespace, in one transaction."""
