@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 from multiagent._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from multiagent._interrupt import StopRequested as StopRequested
+    from multiagent._interrupt import stop_on_ctrl_c as stop_on_ctrl_c
     from multiagent.graphs.batch import batch_cross_validate as batch_cross_validate
     from multiagent.graphs.meeting import build_meeting_graph as build_meeting_graph
     from multiagent.graphs.orchestration import (
@@ -66,6 +68,7 @@ _EXPORTS: dict[str, str] = {
     "Settings": "multiagent.policies.settings",
     "SimServerConfig": "multiagent.sim.config",
     "SimulatedChatModel": "multiagent.sim.model",
+    "StopRequested": "multiagent._interrupt",
     "WorkflowContext": "multiagent.nodes.context",
     "acreate_batch_completions": "multiagent.models.batch",
     "batch_cross_validate": "multiagent.graphs.batch",
@@ -85,6 +88,7 @@ _EXPORTS: dict[str, str] = {
     "run_metrics_server": "multiagent.observability.server",
     "run_sim_server": "multiagent.sim.runner",
     "shutdown_tracing": "multiagent.observability.tracing",
+    "stop_on_ctrl_c": "multiagent._interrupt",
 }
 
 __all__ = sorted(_EXPORTS)

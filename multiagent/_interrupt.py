@@ -13,6 +13,10 @@ starts (:func:`check_stop`), and the simulated provider's waits check it as they
 the run stops as ``interrupted`` with its finished steps kept. A call already at a real provider
 ends first (its cost is kept). A second Ctrl-C raises at once, as Python would.
 
+A notebook's kernel interrupt is the same signal landing in the same place, so the block is public
+(``multiagent.stop_on_ctrl_c``): around ``graph.invoke``/``stream`` in a cell, an interrupt stops
+the graph with :class:`StopRequested`, its finished steps in the checkpointer.
+
 LangGraph's synchronous ``stream`` has no cancellation of its own and the standard library none
 for threads, so this is written here.
 """
