@@ -36,9 +36,10 @@ _KEYS = (
     r"access[_\-]?token|auth[_\-]?token|refresh[_\-]?token|token|"
     r"aws_secret_access_key|aws_session_token|private[_\-]?key|geheimnis|kunci\s+api"
 )
-# ``password: value``; the value is one token, quoted or not, of at least 4 characters
+# ``password: value``; the value is one token, quoted or not, of at least 4 characters; the
+# key may end a longer name (``DB_PASSWORD=``, ``OPENAI_API_KEY=``), as in environment files
 _ASSIGNED = re.compile(
-    rf"(?i)(?<![\w])(?:{_KEYS})[\"']?\s*(?::|=|=>|:=)\s*([\"']?)(?P<value>[^\s\"',;]{{4,}})\1"
+    rf"(?i)(?<![A-Za-z0-9])(?:{_KEYS})[\"']?\s*(?::|=|=>|:=)\s*([\"']?)(?P<value>[^\s\"',;]{{4,}})\1"
 )
 # ``my password is value`` only when the value does not read as a word (has a digit or symbol)
 _SAID = re.compile(

@@ -76,6 +76,9 @@ def test_messages_are_redacted_and_counted() -> None:
         ("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "secret", "wJalrXU"),
         ("Passwort: Sommer2024!", "secret", "Sommer2024!"),
         ("kata sandi: Matahari99", "secret", "Matahari99"),
+        ("DB_PASSWORD=hunter2xx", "secret", "hunter2xx"),
+        ("export OPENAI_API_KEY=sk-abc123def456", "secret", "sk-abc123def456"),
+        ("GITHUB_TOKEN: 'abcd1234efgh'", "secret", "abcd1234efgh"),
         (
             "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NSJ9.c2lnbmF0dXJlLXZhbHVl",
             "secret",
