@@ -17,8 +17,11 @@ from typing import Any
 Span = tuple[int, int]
 
 # -- payment cards -------------------------------------------------------------------------
-# a run of 13-19 digits with single spaces or hyphens, not part of a longer run of digits
-_CARD = re.compile(r"(?<![\w-])(?<!\d[ -])\d(?:[ -]?\d){12,18}(?![\w-])(?![ -]\d)")
+# groups of digits joined by single spaces or hyphens, not glued to a code ("DE57 4102 ...");
+# a card is 13-19 digits of whole groups, so one followed by its expiry or CVV, or listed after
+# another number, is still found, while a longer run of digits is never cut inside a group
+_DIGIT_RUN = re.compile(r"(?<![\w-])(?<!\d[ -])\d+(?:[ -]\d+)*(?![\w-])")
+_DIGIT_GROUP = re.compile(r"\d+")
 # issuer prefixes and the lengths each issues (ISO/IEC 7812 ranges of the big networks)
 _ISSUERS: tuple[tuple[re.Pattern[str], frozenset[int]], ...] = (
     (re.compile(r"4"), frozenset({16, 19})),  # Visa (13-digit cards are long retired)
@@ -50,9 +53,22 @@ def _card_ok(raw: str) -> bool:
 
 def find_cards(text: str) -> Iterator[Span]:
     """Payment card numbers: an issuer's prefix and length, and the Luhn check."""
-    for match in _CARD.finditer(text):
-        if _card_ok(match.group(0)):
-            yield match.span()
+    for run in _DIGIT_RUN.finditer(text):
+        groups = [g.span() for g in _DIGIT_GROUP.finditer(text, run.start(), run.end())]
+        first = 0
+        while first < len(groups):
+            card, digits = None, 0
+            for last in range(first, len(groups)):
+                digits += groups[last][1] - groups[last][0]
+                if digits > 19:
+                    break
+                if digits >= 13 and _card_ok(text[groups[first][0] : groups[last][1]]):
+                    card = last  # the longest card starting at this group
+            if card is None:
+                first += 1
+                continue
+            yield groups[first][0], groups[card][1]
+            first = card + 1
 
 
 # -- IBANs ---------------------------------------------------------------------------------

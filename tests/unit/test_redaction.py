@@ -92,6 +92,9 @@ def test_messages_are_redacted_and_counted() -> None:
         ("from 192.0.2.10 again", "ip", "192.0.2.10"),
         ("from 2001:db8::8a2e:370:7334 again", "ip", "2001:db8::8a2e:370:7334"),
         ("SSN 123-45-6789 on file", "ssn", "123-45-6789"),
+        ("card 4111 1111 1111 1111 12/26 cvv 123", "card", "4111 1111 1111 1111"),
+        ("Visa 4111-1111-1111-1111 0926", "card", "4111-1111-1111-1111"),
+        ("room 12 5500 0000 0000 0004, thanks", "card", "5500 0000 0000 0004"),
     ],
 )
 def test_the_kinds_the_old_rules_missed_are_found(text: str, kind: str, raw: str) -> None:
@@ -110,6 +113,8 @@ def test_the_kinds_the_old_rules_missed_are_found(text: str, kind: str, raw: str
         "tracking 1Z999AA10123456784 and 9400 1000 0000 0000 0000 00",
         "Termin am 15.01.2024 um 14:30:00, Bestellung 302-1234567-8912345",
         "replace logo@2x.png; the password reset link expires",
+        "The IBAN DE57 4102 4950 9737 9201 60 was rejected",
+        "serial 41111111111111111111 and ORD-4111-1111-1111-1111",
     ],
 )
 def test_lookalikes_survive(text: str) -> None:
