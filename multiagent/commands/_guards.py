@@ -38,6 +38,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "concurrency": (1, 64),
     "limit": (1, None),
     "port": (0, 65535),
+    "hours": (1, 24),
 }
 _IDS = {"thread": "thread id", "checkpoint": "checkpoint id", "batch_id": "batch id"}
 _TEXTS = ("task", "topic", "text")

@@ -238,10 +238,12 @@ def test_history_command_json_and_bad_hours(settings: Settings) -> None:
     document = json.loads(result.stdout)  # type: ignore[attr-defined]
     assert len(document["points"]) == 24
     assert document["points"][-1]["calls"] == 1
-    bad = _cli("metrics", "history", "--hours", "25")
-    assert bad.exit_code == 2  # type: ignore[attr-defined]
-    assert bad.stderr.strip() == "error: hours must be between 1 and 24, got 25"  # type: ignore[attr-defined]
-    assert bad.stdout == ""  # type: ignore[attr-defined]
+    for hours in ("25", "0", "-1"):  # one rule for every bad value, naming the option
+        bad = _cli("metrics", "history", "--hours", hours)
+        assert bad.exit_code == 2  # type: ignore[attr-defined]
+        expected = f"error: --hours must be between 1 and 24, got {hours}"
+        assert bad.stderr.strip() == expected  # type: ignore[attr-defined]
+        assert bad.stdout == ""  # type: ignore[attr-defined]
 
 
 def test_serve_runs_in_the_foreground_until_sigterm(isolated_env: Path) -> None:
