@@ -20,7 +20,8 @@ MODEL_LADDER: tuple[str, ...] = ("gpt-3.5-turbo", "gpt-4o-mini", "gpt-4o")
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # no setting is infinite or NaN ("inf" parses as a float and passes every ge/gt bound)
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 #: Output tokens one call may produce, by node (``default``: nodes not listed). A real model

@@ -42,7 +42,7 @@ CONFIG_FILE_NAME = "multiagent.toml"
 class SimConfig(BaseModel):
     """The simulated provider: latency, determinism and injected faults."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     seed: int = 0
     ttft_s: float = Field(default=0.05, ge=0.0)

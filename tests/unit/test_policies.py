@@ -135,6 +135,10 @@ def test_price_overrides_keep_dotted_model_names() -> None:
         ({"overrides": {"validation.consensus_threshold": 0}}, {}, "greater than 0"),
         ({"overrides": {"rate_limit.bogus": 1}}, {}, "unknown setting 'rate_limit.bogus'"),
         ({}, {"MULTIAGENT_SIM__TTFT_S": "-2"}, "sim.ttft_s='-2' (from env MULTIAGENT_SIM__TTFT_S)"),
+        ({}, {"MULTIAGENT_SIM__TTFT_S": "inf"}, "sim.ttft_s='inf' (from env"),
+        ({}, {"MULTIAGENT_CACHE__COMPLETION_TTL_S": "1e999"}, "completion_ttl_s='1e999'"),
+        ({}, {"MULTIAGENT_RATE_LIMIT__REQUEST_TIMEOUT_S": "inf"}, "finite number"),
+        ({"overrides": {"memory.thread_max_age_days": float("inf")}}, {}, "finite number"),
     ],
 )
 def test_bad_values_name_value_source_and_valid_range(
