@@ -86,7 +86,7 @@ class Settings(BaseModel):
             "home": str(self.home),
             "checkpoint_url": _mask_url(self.checkpoint_url),
             "redis_url": _mask_url(self.redis_url),
-            "openai_base_url": self.openai_base_url,
+            "openai_base_url": _mask_url(self.openai_base_url),
             "openai_api_key_set": self.openai_api_key is not None,
             "profile": self.profile.model_dump(mode="json"),
             "sim": self.sim.model_dump(mode="json"),

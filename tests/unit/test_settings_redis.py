@@ -1,4 +1,4 @@
-"""``MULTIAGENT_REDIS_URL``: read once, checked for form, masked in reports."""
+"""``MULTIAGENT_REDIS_URL``: read once, checked for form, masked in reports (as every URL is)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,15 @@ def test_a_redis_url_is_read_from_the_environment_and_masked(
     assert settings.redis_url == "redis://user:secret@127.0.0.1:6390/2"
     assert settings.sources["redis_url"] == "env MULTIAGENT_REDIS_URL"
     assert settings.as_report()["redis_url"] == "redis://***@127.0.0.1:6390/2"
+
+
+def test_every_url_in_the_report_hides_its_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MULTIAGENT_CHECKPOINT_URL", "postgresql://bob:pg-secret@db:5432/x")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://proxy:proxy-secret@127.0.0.1:8089/v1")
+    report = load_settings().as_report()
+    assert report["checkpoint_url"] == "postgresql://***@db:5432/x"
+    assert report["openai_base_url"] == "http://***@127.0.0.1:8089/v1"
+    assert "secret" not in str(report)
 
 
 @pytest.mark.parametrize(
