@@ -73,7 +73,12 @@ class Guard:
 
     def _token_ok(self, request: Request) -> bool:
         given = _bearer(request)
-        return bool(self.token and given and hmac.compare_digest(given, self.token))
+        # as bytes: compare_digest raises on str with non-ASCII characters (a header's latin-1)
+        return bool(
+            self.token
+            and given
+            and hmac.compare_digest(given.encode("utf-8"), self.token.encode("utf-8"))
+        )
 
     def _host_ok(self, request: Request) -> None:
         """On loopback, only loopback names: a DNS-rebinding page (Host: evil.example) is out."""

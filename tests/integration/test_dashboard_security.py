@@ -63,6 +63,15 @@ def test_off_loopback_every_read_needs_the_token(public_url: str) -> None:
     assert httpx2.get(public_url + "/").status_code == 200
 
 
+def test_a_token_with_non_ascii_bytes_is_refused_not_a_server_error(
+    settings: Settings, public_url: str
+) -> None:
+    odd = {"Authorization": "Bearer caf\xe9-token".encode("latin-1")}
+    assert httpx2.get(public_url + "/metrics", headers=odd).status_code == 401
+    with run_metrics_server(settings, token=TOKEN) as url:
+        assert httpx2.post(f"{url}/api/threads/t/approve", headers=odd).status_code == 401
+
+
 def test_on_loopback_reads_are_open_and_actions_need_the_token(settings: Settings) -> None:
     with run_metrics_server(settings, token=TOKEN) as url:
         for path in READS:
