@@ -3,6 +3,10 @@
 Every error a user can cause by what they typed or configured is a :class:`UsageError`: the CLI
 prints its message as one line on stderr and exits with code 2. Errors from the world (a provider
 that keeps failing, a server that cannot be reached) are :class:`MultiagentError` and exit 1.
+
+They derive from the builtins they mean (``RuntimeError``; ``ValueError`` for bad input): LangGraph
+Server shows a failed run's message only for such types (others become "An internal error
+occurred"), and our messages are written to be shown.
 """
 
 from __future__ import annotations
@@ -11,13 +15,13 @@ import difflib
 from collections.abc import Iterable
 
 
-class MultiagentError(Exception):
+class MultiagentError(RuntimeError):
     """An expected failure with a message fit to show a user as it is."""
 
     exit_code = 1
 
 
-class UsageError(MultiagentError):
+class UsageError(MultiagentError, ValueError):
     """Bad input: an unknown name, an out-of-range value, a malformed file."""
 
     exit_code = 2
