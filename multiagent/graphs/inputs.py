@@ -13,6 +13,7 @@ from multiagent.errors import UsageError
 from multiagent.nodes.agents_file import AgentCatalog
 from multiagent.nodes.input_defaults import (
     DEFAULT_ROUNDS,
+    MAX_ROUNDS,
     VALIDATORS_RANGE,
     check_threshold,
     choose_validators,
@@ -33,9 +34,6 @@ __all__ = [
     "orchestration_input",
     "validation_input",
 ]
-
-#: At most this many rounds in one meeting.
-MAX_ROUNDS = 20
 
 
 def _text(value: str | None, *, what: str) -> str:

@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from multiagent.nodes.calling import AgentCall
 from multiagent.nodes.context import AnyContext, context_of
 from multiagent.nodes.failures import StructuredOutputError
-from multiagent.nodes.input_defaults import DEFAULT_ROUNDS, default_participants
+from multiagent.nodes.input_defaults import check_meeting
 from multiagent.nodes.state import Assessment, MeetingState, Utterance
 from multiagent.nodes.stream_events import ModeratorJudgement, agent_step, emit
 from multiagent.nodes.worker import agent_answer
@@ -52,8 +52,7 @@ def speak(state: MeetingState, *, runtime: Runtime[AnyContext]) -> dict[str, obj
     """The next participant speaks, having read the transcript so far."""
     context = context_of(runtime)
     current, turn = state.get("round", 1), state.get("turn", 0)
-    participants = state.get("participants") or default_participants(context.agents)
-    rounds = state.get("rounds") or DEFAULT_ROUNDS
+    participants, rounds = check_meeting(state, context.agents)
     name = participants[turn]
     prompt = (
         f"{state['topic']}\n\nThis is a meeting, round {current} of {rounds}. Speak as "

@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from multiagent.nodes.calling import AgentCall
 from multiagent.nodes.context import AnyContext, WorkflowContext, context_of
 from multiagent.nodes.failures import StructuredOutputError
-from multiagent.nodes.input_defaults import default_team
+from multiagent.nodes.input_defaults import check_task
 from multiagent.nodes.state import AgentTask, Approval, OrchestrationState, PlanStep
 from multiagent.nodes.stream_events import agent_step
 
@@ -96,7 +96,7 @@ def plan(state: OrchestrationState, *, runtime: Runtime[AnyContext]) -> dict[str
     """Split the task among the team."""
     context = context_of(runtime)
     planner = context.agents[PLANNER]
-    team = list(state.get("team") or default_team(context.agents))
+    team = check_task(state, context.agents)
     roster = "\n".join(
         f"- {name}: {context.agents[name].description or context.agents[name].role[:120]}"
         for name in team
@@ -137,17 +137,21 @@ def default_plan(task: str, *, team: list[str], context: WorkflowContext) -> lis
     return steps
 
 
-def _decision(value: Any) -> Approval:
+def _approves(value: Any) -> bool:
+    """Only ``true`` or a yes approves: a JSON client's ``"false"`` must not (``bool`` says yes)."""
     if isinstance(value, bool):
-        return Approval(approved=value, feedback="")
+        return value
+    return isinstance(value, str) and value.strip().lower() in ("y", "yes", "approve", "approved")
+
+
+def _decision(value: Any) -> Approval:
     if isinstance(value, dict):
         return Approval(
-            approved=bool(value.get("approved", False)), feedback=str(value.get("feedback") or "")
+            approved=_approves(value.get("approved", False)),
+            feedback=str(value.get("feedback") or ""),
         )
-    if isinstance(value, str):
-        return Approval(
-            approved=value.strip().lower() in ("y", "yes", "approve", "approved"), feedback=""
-        )
+    if isinstance(value, bool | str):
+        return Approval(approved=_approves(value), feedback="")
     return Approval(approved=False, feedback=f"unrecognised answer {value!r}")
 
 

@@ -25,7 +25,12 @@ from multiagent.nodes.agents import AgentSpec
 from multiagent.nodes.calling import AgentCall
 from multiagent.nodes.context import AnyContext, WorkflowContext, context_of
 from multiagent.nodes.failures import describe_error, provider_errors
-from multiagent.nodes.input_defaults import threshold_of, validation_items, validators_of
+from multiagent.nodes.input_defaults import (
+    check_items,
+    threshold_of,
+    validation_items,
+    validators_of,
+)
 from multiagent.nodes.state import (
     ItemResult,
     ValidationItem,
@@ -76,11 +81,12 @@ def run_choices(state: ValidationState) -> tuple[list[str], float]:
 
 
 def fan_out_validators(state: ValidationState) -> list[Send]:
-    """One ``validate`` task per distinct text and validator."""
+    """One ``validate`` task per distinct text and validator; a bad input ends the run."""
+    items = check_items(state, context_of(get_runtime()).agents)
     validators, _ = run_choices(state)
     return [
         Send("validate", ValidatorTask(key=key, text=text, validator=name))
-        for key, text in distinct_texts(validation_items(state["items"])).items()
+        for key, text in distinct_texts(items).items()
         for name in validators
     ]
 

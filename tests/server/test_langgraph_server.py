@@ -111,7 +111,8 @@ async def test_a_context_budget_stops_the_run(client: LangGraphClient) -> None:
         if chunk.event == "error"
     ]
     assert len(errors) == 1
-    assert "budget" in str(errors[0]).lower()
+    assert errors[0]["error"] == "BudgetExceededError"
+    assert "budget" in errors[0]["message"].lower()  # the reason, not "an internal error"
     [run] = await client.runs.list(thread["thread_id"])
     assert run["status"] == "error"
     state = await client.threads.get_state(thread["thread_id"])
@@ -132,6 +133,23 @@ async def test_a_bad_context_value_fails_the_run_naming_it(client: LangGraphClie
     ]
     assert len(errors) == 1
     assert "no_such_profile" in str(errors[0])
+
+
+async def test_a_bad_input_fails_the_run_naming_its_key(client: LangGraphClient) -> None:
+    thread = await client.threads.create()
+    errors = [
+        chunk.data
+        async for chunk in client.runs.stream(
+            thread["thread_id"], "meeting", input={"topic": "Lunch", "rounds": "two"}
+        )
+        if chunk.event == "error"
+    ]
+    assert errors == [
+        {"error": "UsageError", "message": "input 'rounds' must be a whole number from 1 to 20, "
+         "got 'two'"}
+    ]  # fmt: skip
+    state = await client.threads.get_state(thread["thread_id"])
+    assert "transcript" not in state["values"]  # nobody spoke: no model was called
 
 
 async def test_streams_updates_and_model_tokens(client: LangGraphClient) -> None:

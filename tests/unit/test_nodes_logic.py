@@ -58,6 +58,12 @@ def test_merge_steps_never_leaves_nobody_working() -> None:
         ("yes", True),
         ("no", False),
         ({"approved": True}, True),
+        ({"approved": "yes", "feedback": "ok"}, True),
+        # a JSON client's string false must not approve (bool("false") is True)
+        ({"approved": "false"}, False),
+        ({"approved": "no"}, False),
+        ({"approved": 1}, False),
+        ({"feedback": "too vague"}, False),
         (3, False),
     ],
 )
