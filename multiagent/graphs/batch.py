@@ -241,7 +241,9 @@ def batch_cross_validate(
     settings = settings or load_settings()
     context = context or build_context(settings)
     store = store if store is not None else MemoryBatchStore()
-    limit = max_concurrency or settings.profile.rate_limit.max_concurrency
+    limit = (
+        settings.profile.rate_limit.max_concurrency if max_concurrency is None else max_concurrency
+    )
     if limit < 1:
         raise UsageError(f"max_concurrency must be at least 1, got {limit}")
     if chunk_size < 1:

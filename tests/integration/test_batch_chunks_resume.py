@@ -13,6 +13,7 @@ import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 
 from multiagent.commands.workflows import exit_code
+from multiagent.errors import UsageError
 from multiagent.graphs.batch import batch_cross_validate
 from multiagent.graphs.batch_chunks import plan_chunks, run_chunk
 from multiagent.nodes.context import build_context
@@ -131,6 +132,12 @@ def test_resume_of_an_unknown_batch_or_a_reused_id_is_one_line(tmp_path: Path) -
     unknown = cli("validate", "--batch", str(batch), "--thread", "nope", "--resume")
     assert unknown.exit_code == 2
     assert "unknown batch 'nope'" in unknown.stderr
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+def test_a_concurrency_below_one_is_refused_not_replaced_by_the_default(limit: int) -> None:
+    with pytest.raises(UsageError, match=f"max_concurrency must be at least 1, got {limit}"):
+        batch_cross_validate(["Ovens are hot."], max_concurrency=limit)
 
 
 def test_bench_scale_linear_reports_per_item_cost_per_size() -> None:
