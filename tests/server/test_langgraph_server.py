@@ -149,7 +149,8 @@ async def test_a_bad_input_fails_the_run_naming_its_key(client: LangGraphClient)
          "got 'two'"}
     ]  # fmt: skip
     state = await client.threads.get_state(thread["thread_id"])
-    assert "transcript" not in state["values"]  # nobody spoke: no model was called
+    assert not state["values"].get("transcript")  # nobody spoke: no model was called
+    assert not state["values"].get("usage")
 
 
 async def test_streams_updates_and_model_tokens(client: LangGraphClient) -> None:
