@@ -9,28 +9,37 @@
   endpoint when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``..._TRACES_ENDPOINT``) is set, to the
   exporter a caller passes (tests: ``InMemorySpanExporter``), else nowhere and no handler is
   added. The ``OTEL_*`` / ``LANGSMITH_*`` variables are read here, once, with pydantic-settings.
+- :func:`shutdown_tracing` gives the spans left at most a few seconds to reach the collector
+  (:func:`~multiagent._otlp.close_within`); a collector that is down does not hold a command's
+  exit for the exporter's retries, and what was not delivered is reported at exit, in one line.
 """
 
 from __future__ import annotations
 
+import atexit
 import threading
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from multiagent.errors import ConfigError, UsageError
+from multiagent._otlp import Delivery, close_within, exit_wait_s, otlp_endpoint, otlp_protocol
+from multiagent.errors import UsageError
 from multiagent.observability.otel import OpenTelemetryCallbackHandler
 from multiagent.policies import Settings
 
 TRACER_NAME = "multiagent"
-_PROTOCOLS = ("http/protobuf", "grpc")
 
 
 def _alias(*names: str) -> Any:
@@ -45,9 +54,10 @@ class TracingEnvironment(BaseSettings):
 
     otlp_endpoint: str | None = _alias("OTEL_EXPORTER_OTLP_ENDPOINT")
     otlp_traces_endpoint: str | None = _alias("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-    otlp_protocol: str | None = _alias(
-        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"
-    )
+    otlp_traces_protocol: str | None = _alias("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+    otlp_protocol: str | None = _alias("OTEL_EXPORTER_OTLP_PROTOCOL")
+    otlp_traces_timeout: str | None = _alias("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
+    otlp_timeout: str | None = _alias("OTEL_EXPORTER_OTLP_TIMEOUT")
     traces_exporter: str | None = _alias("OTEL_TRACES_EXPORTER")
     service_name: str | None = _alias("OTEL_SERVICE_NAME")
     langsmith_tracing: str | None = _alias("LANGSMITH_TRACING", "LANGCHAIN_TRACING_V2")
@@ -68,6 +78,8 @@ class Tracing:
     endpoint: str | None
     langsmith: bool
     langsmith_project: str | None
+    #: Shuts the provider down (bounded when spans go to a collector).
+    close: Callable[[], None] | None = field(default=None, repr=False, compare=False)
 
     def handler(self, settings: Settings) -> OpenTelemetryCallbackHandler | None:
         """A callback handler for one run, or ``None`` when spans go nowhere."""
@@ -90,26 +102,87 @@ _ACTIVE: Tracing | None = None
 _ACTIVE_LOCK = threading.Lock()
 
 
-def _otlp_exporter(env: TracingEnvironment) -> tuple[SpanExporter, str, str]:
-    protocol = (env.otlp_protocol or "http/protobuf").strip().lower()
-    if protocol not in _PROTOCOLS:
-        raise ConfigError(
-            f"unknown OTLP protocol {protocol!r} (from OTEL_EXPORTER_OTLP_PROTOCOL); "
-            f"valid: {', '.join(_PROTOCOLS)}"
-        )
+class _DeliveredSpans(SpanExporter):
+    """An OTLP span exporter whose exports a :class:`~multiagent._otlp.Delivery` accounts."""
+
+    def __init__(self, exporter: SpanExporter, delivery: Delivery) -> None:
+        self._exporter = exporter
+        self._delivery = delivery
+        self._stopped = threading.Event()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Export through the OTLP exporter; nothing once it is shut down."""
+        with self._delivery.exporting(len(spans)) as outcome:
+            if self._stopped.is_set():  # a failed export, counted
+                return SpanExportResult.FAILURE
+            result = self._exporter.export(spans)
+            outcome[0] = result is SpanExportResult.SUCCESS
+        return result
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """The OTLP exporter's flush."""
+        return self._exporter.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        """Shut the OTLP exporter down once (interrupting its retries)."""
+        if not self._stopped.is_set():
+            self._stopped.set()
+            self._exporter.shutdown()
+
+
+class _CountedBatchSpanProcessor(BatchSpanProcessor):
+    """The SDK's batch processor, each span it queues given to a delivery."""
+
+    def __init__(self, exporter: _DeliveredSpans, delivery: Delivery) -> None:
+        super().__init__(exporter)
+        self._delivery = delivery
+
+    def on_end(self, span: ReadableSpan) -> None:
+        """Queue a sampled span (the SDK drops the others) and count it."""
+        if span.context is not None and span.context.trace_flags.sampled:
+            self._delivery.give()
+        super().on_end(span)
+
+
+def _otlp_provider(env: TracingEnvironment, resource: Resource) -> Tracing:
+    """A provider exporting to the OTLP endpoint, closed within a few seconds."""
+    protocol = otlp_protocol(
+        ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", env.otlp_traces_protocol),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", env.otlp_protocol),
+    )
+    endpoint = otlp_endpoint(
+        protocol,
+        specific=env.otlp_traces_endpoint,
+        general=str(env.otlp_endpoint),
+        path="/v1/traces",
+    )
+    exporter: SpanExporter
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
             OTLPSpanExporter as GrpcExporter,
         )
 
-        endpoint = str(env.otlp_traces_endpoint or env.otlp_endpoint)
-        return GrpcExporter(endpoint=endpoint), "otlp-grpc", endpoint
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-        OTLPSpanExporter as HttpExporter,
-    )
+        exporter, kind = GrpcExporter(endpoint=endpoint), "otlp-grpc"
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter as HttpExporter,
+        )
 
-    endpoint = env.otlp_traces_endpoint or f"{str(env.otlp_endpoint).rstrip('/')}/v1/traces"
-    return HttpExporter(endpoint=endpoint), "otlp-http", endpoint
+        exporter, kind = HttpExporter(endpoint=endpoint), "otlp-http"
+    delivery = Delivery(
+        what="spans",
+        endpoint=endpoint,
+        wait_s=exit_wait_s(env.otlp_traces_timeout, env.otlp_timeout),
+    )
+    delivered = _DeliveredSpans(exporter, delivery)
+    # shut down by shutdown_tracing, at exit too (below), not by the SDK's unbounded exit hook
+    provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+    provider.add_span_processor(_CountedBatchSpanProcessor(delivered, delivery))
+
+    def close() -> None:
+        close_within(delivery, provider.shutdown, stop=delivered.shutdown)
+
+    return Tracing(provider, kind, endpoint, env.langsmith, env.langsmith_project, close)
 
 
 def configure_tracing(
@@ -134,7 +207,8 @@ def configure_tracing(
         The active set-up.
 
     Raises:
-        ConfigError: ``OTEL_EXPORTER_OTLP_PROTOCOL`` is not ``http/protobuf`` or ``grpc``.
+        ConfigError: ``OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL`` is not ``http/protobuf`` or
+            ``grpc``.
     """
     from multiagent.observability.history import install_history_sink
 
@@ -149,23 +223,33 @@ def configure_tracing(
         }
     )
     disabled = (env.traces_exporter or "").strip().lower() == "none"
-    provider: TracerProvider | None = None
-    kind, endpoint = "none", None
     if exporter is not None:
         provider = TracerProvider(resource=resource, shutdown_on_exit=False)
         provider.add_span_processor(SimpleSpanProcessor(exporter))
-        kind = "custom"
+        tracing = Tracing(
+            provider, "custom", None, env.langsmith, env.langsmith_project, provider.shutdown
+        )
     elif (env.otlp_endpoint or env.otlp_traces_endpoint) and not disabled:
-        otlp, kind, endpoint = _otlp_exporter(env)
-        provider = TracerProvider(resource=resource)  # flushed at exit by the SDK too
-        provider.add_span_processor(BatchSpanProcessor(otlp))
-    tracing = Tracing(provider, kind, endpoint, env.langsmith, env.langsmith_project)
+        tracing = _otlp_provider(env, resource)
+        _shut_down_at_exit()
+    else:
+        tracing = Tracing(None, "none", None, env.langsmith, env.langsmith_project)
     global _ACTIVE
     with _ACTIVE_LOCK:
         previous, _ACTIVE = _ACTIVE, tracing
-    if previous is not None and previous.provider is not None:
-        previous.provider.shutdown()
+    if previous is not None and previous.close is not None:
+        previous.close()
     return tracing
+
+
+_AT_EXIT = threading.Event()
+
+
+def _shut_down_at_exit() -> None:
+    """Have the process's exit shut an OTLP provider down (bounded) if no one did before."""
+    if not _AT_EXIT.is_set():
+        _AT_EXIT.set()
+        atexit.register(shutdown_tracing)
 
 
 def active_tracing() -> Tracing | None:
@@ -175,7 +259,11 @@ def active_tracing() -> Tracing | None:
 
 def shutdown_tracing() -> None:
     """Flush pending spans and LangSmith runs, and stop exporting (call before a short process
-    exits: LangChain sends runs to LangSmith from a background thread)."""
+    exits: LangChain sends runs to LangSmith from a background thread).
+
+    Spans bound for an OTLP collector get at most a few seconds (3, or the exporter's timeout
+    if shorter); what did not reach it is reported at exit, in one line.
+    """
     global _ACTIVE
     with _ACTIVE_LOCK:
         previous, _ACTIVE = _ACTIVE, None
@@ -183,9 +271,9 @@ def shutdown_tracing() -> None:
         from langchain_core.tracers.langchain import wait_for_all_tracers
 
         wait_for_all_tracers()
-    if previous is not None and previous.provider is not None:
-        previous.provider.force_flush()
-        previous.provider.shutdown()
+    if previous is not None and previous.close is not None:
+        # exports what is left; to a collector that is down for a few seconds at most
+        previous.close()
 
 
 def run_config(

@@ -93,6 +93,10 @@ def test_the_metrics_api_sits_at_the_bottom() -> None:
     ours = {n for n in _imports(PACKAGE / "_metrics.py") if n.startswith("multiagent")}
     assert ours <= {"multiagent._metrics_data", "multiagent._metrics_readers"}, sorted(ours)
     readers = {n for n in _imports(PACKAGE / "_metrics_readers.py") if n.startswith("multiagent")}
-    assert readers <= {"multiagent._metrics_data"}, sorted(readers)
+    assert readers <= {"multiagent._metrics_data", "multiagent._otlp"}, sorted(readers)
+    otlp = {n for n in _imports(PACKAGE / "_otlp.py") if n.startswith("multiagent")}
+    assert otlp <= {"multiagent.errors"}, sorted(otlp)
+    errors = {n for n in _imports(PACKAGE / "errors.py") if n.startswith("multiagent")}
+    assert not errors, sorted(errors)
     below = {n for n in _imports(PACKAGE / "_metrics_data.py") if n.startswith("multiagent")}
     assert not below, sorted(below)
