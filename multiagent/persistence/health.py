@@ -10,7 +10,11 @@ Every SQLite file under ``MULTIAGENT_HOME`` is one of two kinds:
   a backup exists); the others from a backup of the data directory.
 
 Checking is read-only: files are opened with SQLite's ``immutable`` URI flag, so no journal,
-no ``-wal`` or ``-shm`` file is created and nothing under the home changes.
+no ``-wal`` or ``-shm`` file is created and nothing under the home changes. A file with a
+rollback journal beside it (its writer was killed mid-transaction, or is writing now) holds
+pages that are not committed until the journal is rolled back, which ``immutable`` ignores: such
+a file is read through a rolled-back copy outside the home (:func:`committed_view`), never
+called damaged for what the journal undoes.
 
 Temporaries of killed writers are the other thing ``repair`` cleans:
 see :mod:`multiagent.persistence.leftovers`.
@@ -20,8 +24,10 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -91,11 +97,18 @@ def check_sqlite_file(path: Path, *, thorough: bool = True) -> str | None:
     page_size = 65536 if page_size == 1 else page_size
     pages = int.from_bytes(header[28:32], "big")
     header_valid = header[24:28] == header[92:96]
-    if page_size < 512 or size % page_size or (header_valid and size < pages * page_size):
+    # until a pending rollback journal is rolled back, the header and the size may be mid-write
+    too_short = header_valid and size < pages * page_size
+    if not _pending(_journal(path)) and (page_size < 512 or size % page_size or too_short):
         return f"truncated ({size} bytes; the header counts {pages} pages of {page_size})"
     if not thorough:
         return None
-    uri = f"file:{quote(str(path))}?immutable=1"
+    with committed_view(path, plain=f"file:{quote(str(path))}?immutable=1") as uri:
+        return _quick_check(uri)
+
+
+def _quick_check(uri: str) -> str | None:
+    """SQLite's ``quick_check`` of the file at ``uri``: ``None`` when sound, else its first line."""
     try:
         conn = sqlite3.connect(uri, uri=True)
         try:
@@ -104,7 +117,51 @@ def check_sqlite_file(path: Path, *, thorough: bool = True) -> str | None:
             conn.close()
     except sqlite3.DatabaseError as exc:
         return str(exc)
-    return None if result and result[0] == "ok" else f"integrity check: {result[0]}"
+    if result and result[0] == "ok":
+        return None
+    lines = [line.strip("* ") for line in str(result[0] if result else "").splitlines()]
+    found = [line for line in lines if line and line != "in database main"]
+    more = f" (and {len(found) - 1} more problems)" if len(found) > 1 else ""
+    return f"integrity check: {found[0] if found else 'no answer'}{more}"
+
+
+def _journal(path: Path) -> Path:
+    return path.with_name(path.name + "-journal")
+
+
+def _pending(journal: Path) -> bool:
+    """Whether the rollback journal ``journal`` holds pages a killed or running writer changed."""
+    try:
+        with journal.open("rb") as handle:
+            return any(handle.read(8))  # empty, or zeroed by journal_mode=PERSIST: nothing
+    except OSError:
+        return False
+
+
+@contextmanager
+def committed_view(path: Path, *, plain: str | None = None) -> Iterator[str]:
+    """An SQLite URI that reads ``path`` as last committed, changing nothing beside it.
+
+    Without a pending rollback journal this is ``plain`` (default :func:`read_only_uri`).
+    With one, the file may
+    hold a transaction's uncommitted pages (``immutable`` would read them, ``mode=ro`` cannot
+    roll them back): the file and its journal are copied to a temporary directory, and SQLite
+    rolls the copy back when it is read.
+    """
+    journal = _journal(path)
+    if not _pending(journal):
+        yield plain if plain is not None else read_only_uri(path)
+        return
+    with tempfile.TemporaryDirectory(prefix="multiagent-read-") as scratch:
+        copy = Path(scratch) / path.name
+        for _attempt in range(5):
+            shutil.copyfile(path, copy)  # the file first: the journal only grows meanwhile
+            try:
+                shutil.copyfile(journal, _journal(copy))
+                break
+            except FileNotFoundError:  # its writer committed between the copies: copy again
+                continue
+        yield f"file:{quote(str(copy))}"
 
 
 def read_only_uri(path: Path) -> str:
@@ -232,6 +289,7 @@ def repair(home: Path, *, dry_run: bool = False) -> list[dict[str, str]]:
 __all__ = [
     "Damage",
     "check_sqlite_file",
+    "committed_view",
     "damaged_store_error",
     "find_damaged",
     "newest_chroma_backup",

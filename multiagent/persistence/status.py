@@ -15,7 +15,7 @@ from typing import Any
 from multiagent.persistence._collections import COLLECTION_PREFIX, is_staging
 from multiagent.persistence._files import tree_size
 from multiagent.persistence.checkpointer import checkpoint_path
-from multiagent.persistence.health import read_only_uri
+from multiagent.persistence.health import committed_view
 from multiagent.persistence.leftovers import leftover_temporaries
 from multiagent.persistence.maintenance import ChromaDBMaintenance
 from multiagent.persistence.memory import memory_path
@@ -38,16 +38,17 @@ def _chroma_counts(database: Path) -> tuple[dict[str, int], list[str]]:
 
     Chroma's client is not opened: opening it rewrites its SQLite file and the vector segments'
     headers, and ``status`` promises to leave every byte as it was. Its SQLite file is read
-    through a read-only URI instead (see :func:`~multiagent.persistence.health.read_only_uri`).
+    as last committed instead (see :func:`~multiagent.persistence.health.committed_view`).
     """
-    conn = sqlite3.connect(read_only_uri(database), uri=True, timeout=30.0)
-    try:
-        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
-        if not {"collections", "collection_metadata", "segments", "embeddings"} <= tables:
-            return {}, []  # an empty file: Chroma has not created its schema yet
-        rows = conn.execute(_AGENT_COUNTS).fetchall()
-    finally:
-        conn.close()
+    with committed_view(database) as uri:
+        conn = sqlite3.connect(uri, uri=True, timeout=30.0)
+        try:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+            if not {"collections", "collection_metadata", "segments", "embeddings"} <= tables:
+                return {}, []  # an empty file: Chroma has not created its schema yet
+            rows = conn.execute(_AGENT_COUNTS).fetchall()
+        finally:
+            conn.close()
     agents: dict[str, int] = {}
     staging = []
     for name, agent, count in rows:
@@ -117,18 +118,19 @@ def backup_report(settings: Settings) -> dict[str, Any]:
 def _sqlite_counts(path: Path) -> tuple[int, int]:
     if not path.is_file():
         return 0, 0
-    conn = sqlite3.connect(read_only_uri(path), uri=True, timeout=30.0)
-    try:
-        exists = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'checkpoints'"
-        ).fetchone()
-        if not exists:
-            return 0, 0
-        threads, checkpoints = conn.execute(
-            "SELECT count(DISTINCT thread_id), count(*) FROM checkpoints"
-        ).fetchone()
-    finally:
-        conn.close()
+    with committed_view(path) as uri:
+        conn = sqlite3.connect(uri, uri=True, timeout=30.0)
+        try:
+            exists = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'checkpoints'"
+            ).fetchone()
+            if not exists:
+                return 0, 0
+            threads, checkpoints = conn.execute(
+                "SELECT count(DISTINCT thread_id), count(*) FROM checkpoints"
+            ).fetchone()
+        finally:
+            conn.close()
     return int(threads), int(checkpoints)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -177,3 +178,44 @@ def test_argv_that_is_not_utf8_is_one_line_in_a_real_process(
     assert stderr.startswith("error: "), stderr
     assert "UTF-8" in stderr
     assert not home.exists()
+
+
+KILLED_MID_TRANSACTION = """
+import os, signal, sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("CREATE TABLE filler (x BLOB)")
+conn.execute(
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) "
+    "INSERT INTO filler SELECT randomblob(600) FROM n"
+)
+conn.execute("PRAGMA cache_size = 10")  # changed pages spill into the file mid-transaction
+conn.execute("BEGIN")
+conn.execute("DELETE FROM filler")
+conn.execute("DELETE FROM embeddings")
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_writer_killed_mid_transaction_is_not_damage(filled_home: Path) -> None:
+    """Its rollback journal undoes what it wrote: status counts what was committed, and
+    neither `repair --check` nor `repair` calls the file damaged (nor swaps in a backup)."""
+    with copy_of(filled_home) as home:
+        status = invoke(["persistence", "status", "--json"], home=home)
+        assert status.exit_code == 0, status.stderr
+        memory = json.loads(status.stdout)["memory"]["agents"]
+        database = home / "chroma" / "chroma.sqlite3"
+        killed = subprocess.run(
+            [sys.executable, "-c", KILLED_MID_TRANSACTION, str(database)], check=False
+        )
+        assert killed.returncode == -9
+        assert (home / "chroma" / "chroma.sqlite3-journal").stat().st_size > 0
+        before = digests(home)
+        status = invoke(["persistence", "status", "--json"], home=home)
+        assert status.exit_code == 0, status.stderr
+        assert json.loads(status.stdout)["memory"]["agents"] == memory
+        check = invoke(["persistence", "repair", "--check"], home=home)
+        assert check.exit_code == 0, check.stderr
+        assert check.stdout.startswith("no damaged")
+        assert {k: v for k, v in digests(home).items() if not k.startswith("audit")} == {
+            k: v for k, v in before.items() if not k.startswith("audit")
+        }
