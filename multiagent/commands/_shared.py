@@ -76,6 +76,12 @@ def resolved_home(*, forget: bool = False) -> Path | None:
     return home
 
 
+def print_plain(text: str) -> None:
+    """Print a line of data as it is: paths, names and texts may hold ``[...]``, which is not
+    markup, and a path is never broken across lines."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
 def print_json(document: Any) -> None:
     """Print exactly one JSON document on stdout."""
     sys.stdout.write(json.dumps(document, indent=2, default=str, ensure_ascii=False) + "\n")

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from multiagent.commands._shared import cli_settings, console, print_json
+from multiagent.commands._shared import cli_settings, console, print_json, print_plain
 from multiagent.commands.repair import repair
 from multiagent.errors import UsageError
 from multiagent.persistence.scheduler_state import TASK_NAMES
@@ -50,7 +51,7 @@ def _print_maintenance(report: MaintenanceReport) -> None:
         f"{_size(report.size_after)} in {report.seconds:.3f}s"
     )
     for key, value in report.details.items():
-        console.print(f"  {key}: {value}")
+        print_plain(f"  {key}: {value}")
 
 
 @persistence_app.command("status")
@@ -63,11 +64,11 @@ def status(ctx: typer.Context, timezone: TimezoneOption = None, as_json: JsonFla
         print_json(report)
         return
     memory, checkpoints = report["memory"], report["checkpoints"]
-    console.print(f"[bold]home[/bold] {report['home']}")
-    console.print(
+    console.print(f"[bold]home[/bold] {escape(report['home'])}", soft_wrap=True)
+    print_plain(
         f"memory: {len(memory['agents'])} agents, {_size(memory['size_bytes'])} ({memory['path']})"
     )
-    console.print(
+    print_plain(
         f"checkpoints ({checkpoints['backend']}): {checkpoints['threads']} threads, "
         f"{checkpoints['checkpoints']} checkpoints, {_size(checkpoints['size_bytes'])}"
     )
@@ -80,7 +81,7 @@ def status(ctx: typer.Context, timezone: TimezoneOption = None, as_json: JsonFla
     for agent in agents:
         snap = report["snapshots"]["agents"].get(agent, {"count": 0, "total_bytes": 0})
         table.add_row(
-            agent,
+            escape(agent),
             str(memory["agents"].get(agent, 0)),
             str(snap["count"]),
             _size(snap["total_bytes"]),
@@ -100,14 +101,13 @@ def status(ctx: typer.Context, timezone: TimezoneOption = None, as_json: JsonFla
             str(task["last_run"] or "-"),
             str(task["last_status"] or "-"),
             str(task["next_run"] or "-"),
-            str(task["last_error"] or "-"),
+            escape(str(task["last_error"] or "-")),
         )
     console.print(table)
     for name in memory["staging"]:  # the next command that opens agent memory settles it
-        console.print(f"interrupted rebuild of agent memory: collection {name}", soft_wrap=True)
+        print_plain(f"interrupted rebuild of agent memory: collection {name}")
     for left in report["leftovers"]:  # a killed snapshot or backup: `persistence repair` clears
-        line = f"left by an interrupted write: {left['path']} ({_size(left['size_bytes'])})"
-        console.print(line, soft_wrap=True, highlight=False)
+        print_plain(f"left by an interrupted write: {left['path']} ({_size(left['size_bytes'])})")
 
 
 @persistence_app.command("snapshot")
@@ -132,7 +132,7 @@ def snapshot(
     if not taken:
         console.print("no agent has a memory yet; nothing to snapshot")
     for info in taken:
-        console.print(
+        print_plain(
             f"{info.agent}: {info.item_count} items -> {info.path} ({_size(info.size_bytes)})"
         )
 
@@ -152,7 +152,7 @@ def restore(
     if as_json:
         print_json({"restored": info.as_dict()})
         return
-    console.print(f"restored {info.item_count} items of {info.agent} from {info.path}")
+    print_plain(f"restored {info.item_count} items of {info.agent} from {info.path}")
 
 
 @persistence_app.command("prune")
@@ -183,9 +183,9 @@ def prune(
         f"in {report.seconds:.3f}s"
     )
     if report.kept_for_interrupts:
-        console.print(f"  kept (waiting on an interrupt): {', '.join(report.kept_for_interrupts)}")
+        print_plain(f"  kept (waiting on an interrupt): {', '.join(report.kept_for_interrupts)}")
     for thread, reason in report.skipped.items():
-        console.print(f"  skipped {thread}: {reason}")
+        print_plain(f"  skipped {thread}: {reason}")
 
 
 @persistence_app.command("backup")
@@ -318,7 +318,7 @@ def scheduler(
         if as_json:
             print_json(record)
         else:
-            console.print(record)
+            console.print(record, markup=False)
         return
     stop = threading.Event()
     previous: Any = None

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from multiagent.commands._shared import cli_settings, console, print_json
+from multiagent.commands._shared import cli_settings, print_json, print_plain
 from multiagent.errors import DamagedStoreError
 
 
@@ -35,11 +35,11 @@ def repair(
             {"home": str(settings.home), "check": check, "damaged": report, "leftovers": leftovers}
         )
     elif not report:
-        console.print(f"no damaged database in {settings.home}")
+        print_plain(f"no damaged database in {settings.home}")
     for entry in report if not as_json else []:
-        console.print(f"{entry['path']}: {entry['reason']} -> {entry['action']}")
+        print_plain(f"{entry['path']}: {entry['reason']} -> {entry['action']}")
     for temporary in leftovers if not as_json else []:
-        console.print(f"{temporary['path']}: left by an interrupted write -> {temporary['action']}")
+        print_plain(f"{temporary['path']}: left by an interrupted write -> {temporary['action']}")
     left = [
         entry
         for entry in report

@@ -7,9 +7,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from multiagent.commands._shared import cli_settings, console, print_json
+from multiagent.commands._shared import cli_settings, console, print_json, print_plain
 from multiagent.errors import UsageError
 
 if TYPE_CHECKING:  # imported where used, so `--help` stays fast
@@ -107,13 +108,13 @@ def show_command(
     )
     if state["next"]:
         console.print(f"next: {', '.join(state['next'])}", highlight=False)
-    for error in state["errors"]:
-        console.print(f"[red]error:[/] {error}", highlight=False)
+    for error in state["errors"]:  # what state holds is text, never markup
+        console.print(f"[red]error:[/] {escape(str(error))}", highlight=False)
     table = Table(show_header=True)
     table.add_column("key", style="bold")
     table.add_column("value")
     for key, value in state["values"].items():
-        table.add_row(key, _short(value))
+        table.add_row(escape(key), escape(_short(value)))
     console.print(table)
 
 
@@ -129,18 +130,20 @@ def history_command(
     if as_json:
         print_json({"thread_id": thread, "checkpoints": rows})
         return
-    table = Table(title=f"Checkpoints of {thread} ({len(rows)})", title_justify="left")
-    table.add_column("checkpoint", no_wrap=True)
-    for column in ("step", "source", "created", "next"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("sizes")
-    for row in rows:
-        table.add_row(
+    # plain aligned lines, as `threads list`: a table would cut the ids `--checkpoint` needs
+    print_plain(f"Checkpoints of {thread} ({len(rows)})")
+    cells = [("checkpoint", "step", "source", "created", "next", "sizes")] + [
+        (
             str(row["checkpoint_id"]),
             str(row["step"]),
             str(row["source"]),
-            str(row["created_at"] or "")[:19],
+            str(row["created_at"] or "")[:19].replace("T", " "),
             ", ".join(row["next"]) or "-",
             ", ".join(f"{k} {v}" for k, v in row["counts"].items()),
         )
-    console.print(table)
+        for row in rows
+    ]
+    widths = [max(len(cell[i]) for cell in cells) for i in range(len(cells[0]) - 1)]
+    for cell in cells:
+        padded = [value.ljust(width) for value, width in zip(cell, widths, strict=False)]
+        print_plain("  ".join([*padded, cell[-1]]))

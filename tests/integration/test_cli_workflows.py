@@ -170,6 +170,20 @@ def test_threads_show_and_history_travel_in_time(isolated_env: Path) -> None:
     assert cli("threads", "history", "demo").exit_code == 0
 
 
+def test_threads_show_and_history_print_text_as_text_and_ids_whole(isolated_env: Path) -> None:
+    task = "Compare [bold]prices[/bold] and [/x] costs"
+    assert cli("run", task, "--agents", "critic", "--thread", "brackets", *OFF).exit_code == 0
+    human = cli("threads", "show", "brackets")
+    assert human.exit_code == 0, human.output  # "[/x]" was read as markup: a traceback
+    assert "[bold]prices[/bold]" in human.stdout
+    history = cli("threads", "history", "brackets")
+    assert history.exit_code == 0, history.output
+    ids = document(cli("threads", "history", "brackets", "--json"))["checkpoints"]
+    lines = history.stdout.splitlines()
+    for checkpoint in ids:  # each whole on its line, as `threads show --checkpoint` needs it
+        assert any(line.startswith(checkpoint["checkpoint_id"]) for line in lines)
+
+
 def test_approval_prompt_then_resume(isolated_env: Path) -> None:
     waiting = cli("run", TASK, "--agents", "critic", "--approve", "--thread", "a1", "--json", *OFF)
     assert waiting.exit_code == 0, waiting.output

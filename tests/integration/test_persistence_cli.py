@@ -90,6 +90,25 @@ def test_status_on_a_fresh_install_creates_nothing(isolated_env: Path) -> None:
     assert not isolated_env.exists()
 
 
+def test_human_output_prints_paths_whole_and_never_as_markup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "data[bold]" / "x[/x]home"  # "[/x]" closes no tag: markup raised
+    monkeypatch.setenv("MULTIAGENT_HOME", str(home))
+    _seed()
+    for args in (["status"], ["backup"], ["vacuum"], ["compact"], ["repair", "--check"]):
+        result = runner.invoke(app, ["persistence", *args])
+        assert result.exit_code == 0, (args, result.output)
+        assert str(home) in result.stdout, args
+    taken = runner.invoke(app, ["persistence", "snapshot"])
+    assert taken.exit_code == 0, taken.output
+    paths = [s["path"] for s in _json(["status"])["snapshots"]["agents"]["critic"]["files"]]
+    assert any(path in taken.stdout.splitlines()[0] for path in paths)  # on one line, whole
+    restored = runner.invoke(app, ["persistence", "restore", paths[0]])
+    assert restored.exit_code == 0, restored.output
+    assert restored.stdout.strip().endswith(paths[0])
+
+
 def test_the_whole_cycle_from_the_command_line(isolated_env: Path) -> None:
     _seed()
     taken = _json(["snapshot"])["snapshots"]
