@@ -324,12 +324,14 @@ def scheduler(
     previous: Any = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    if not as_json:
-        for name, moment in runner.next_runs().items():
-            console.print(f"{name}: next run {moment}")
     try:
+        runner.start()  # refused before anything is printed when a scheduler runs already
+        if not as_json:
+            for name, moment in runner.next_runs().items():
+                console.print(f"{name}: next run {moment}")
         runner.run_forever(stop=stop, duration_s=duration)
     finally:
+        runner.shutdown()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     if as_json:

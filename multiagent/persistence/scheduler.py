@@ -12,7 +12,9 @@ it records ``skipped``.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -22,7 +24,7 @@ from typing import Any
 from apscheduler.events import EVENT_JOB_MISSED, JobEvent
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from multiagent.errors import UsageError
+from multiagent.errors import MultiagentError, UsageError
 from multiagent.persistence.checkpointer import ensure_home
 from multiagent.persistence.maintenance import ChromaDBMaintenance
 from multiagent.persistence.pruning import prune_checkpoints
@@ -32,11 +34,14 @@ from multiagent.persistence.schedule import (
     next_fire_time,
     resolve_timezone,
 )
-from multiagent.persistence.scheduler_state import STATE_FILE, SchedulerState
+from multiagent.persistence.scheduler_state import STATE_FILE, SchedulerState, scheduler_running
 from multiagent.persistence.snapshots import MemorySnapshot
 from multiagent.policies import Settings
 
 logger = logging.getLogger("multiagent.persistence.scheduler")
+
+#: Held (``flock``) by the process whose scheduler runs, so a home has one scheduler at a time.
+LOCK_FILE = "scheduler.lock"
 
 Task = Callable[[], Any]
 
@@ -114,6 +119,7 @@ class MemoryPersistenceScheduler:
         self.tasks = {**default_tasks(settings, metrics_hook=metrics_hook), **(tasks or {})}
         self.state = state or SchedulerState(settings.home / STATE_FILE)
         self._scheduler: BackgroundScheduler | None = None
+        self._lock_fd: int | None = None
 
     def next_runs(self, now: datetime | None = None) -> dict[str, datetime | None]:
         """When each task runs next after ``now`` (default: the current time)."""
@@ -161,6 +167,7 @@ class MemoryPersistenceScheduler:
         if self._scheduler is not None:
             return
         ensure_home(self.settings)
+        self._hold_lock()
         scheduler = BackgroundScheduler(
             timezone=self.zone,
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600},
@@ -182,6 +189,32 @@ class MemoryPersistenceScheduler:
         self._scheduler.shutdown(wait=wait)
         self._scheduler = None
         self.state.record_stop()
+        self._release_lock()
+
+    def _hold_lock(self) -> None:
+        """Take the home's scheduler lock, or raise naming the scheduler that holds it.
+
+        A second scheduler would run every task twice and overwrite the first one's record,
+        so that ``status`` called a running scheduler stopped. The lock dies with its process.
+        """
+        fd = os.open(self.settings.home / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            record = self.state.load()
+            pid = record["scheduler"].get("pid") if scheduler_running(record) else None
+            which = f" (pid {pid})" if pid is not None else ""
+            raise MultiagentError(
+                f"a scheduler already runs for {self.settings.home}{which}; one per data "
+                "directory: stop it first (Ctrl-C or SIGTERM)"
+            ) from None
+        self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the lock
+            self._lock_fd = None
 
     @property
     def running(self) -> bool:

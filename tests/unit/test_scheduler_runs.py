@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from apscheduler.triggers.interval import IntervalTrigger
 
+from multiagent.errors import MultiagentError
 from multiagent.persistence.scheduler import MemoryPersistenceScheduler
 from multiagent.persistence.scheduler_state import scheduler_running
 from multiagent.policies import load_settings
@@ -89,3 +90,20 @@ def test_foreground_run_stops_after_its_duration() -> None:
     # a lower bound on its own record: a busy machine only makes the run longer
     assert stopped - started >= timedelta(seconds=0.2)
     assert record["tasks"]["backups"]["next_run"] is not None
+
+
+def test_a_second_scheduler_for_the_same_home_is_refused() -> None:
+    first = MemoryPersistenceScheduler(load_settings())
+    first.start()
+    try:
+        second = MemoryPersistenceScheduler(load_settings())
+        with pytest.raises(MultiagentError, match=r"a scheduler already runs .*\(pid \d+\)"):
+            second.start()
+        assert not second.running
+        second.shutdown()  # nothing started: the running one's record stays as it is
+        assert scheduler_running(first.state.load())
+    finally:
+        first.shutdown()
+    third = MemoryPersistenceScheduler(load_settings())
+    third.start()  # the lock went with the first scheduler
+    third.shutdown()
