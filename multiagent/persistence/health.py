@@ -246,6 +246,27 @@ def _aside(path: Path, stamp: str) -> Path:
     return target
 
 
+def _restore_memory(directory: Path, backup: Path, stamp: str) -> Path:
+    """Put a plain copy of ``backup`` in place of ``directory``; return where that went.
+
+    The copy is made beside it first, each file decrypted when the backup is sealed (a key
+    that is not configured stops here, before anything moved), then swapped in by renames.
+    """
+    from multiagent.persistence._files import TEMP_PREFIX
+    from multiagent.persistence.maintenance import decrypt_backup
+
+    staging = directory.with_name(f"{TEMP_PREFIX}{directory.name}-restore-{stamp}")
+    try:
+        decrypt_backup(backup, staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    moved = directory.with_name(f"{directory.name}.damaged-{stamp}")
+    directory.rename(moved)
+    staging.rename(directory)
+    return moved
+
+
 def repair(home: Path, *, dry_run: bool = False) -> list[dict[str, str]]:
     """Repair what can be repaired under ``home``; report every damaged file.
 
@@ -273,11 +294,7 @@ def repair(home: Path, *, dry_run: bool = False) -> list[dict[str, str]]:
         elif memory and backup is not None:
             action = f"restored from {backup}"
             if not dry_run:
-                directory = damage.path.parent
-                moved = directory.with_name(f"{directory.name}.damaged-{stamp}")
-                directory.rename(moved)
-                shutil.copytree(backup, directory)
-                entry["moved_to"] = str(moved)
+                entry["moved_to"] = str(_restore_memory(damage.path.parent, backup, stamp))
         else:
             action = "left"
         entry["action"] = f"would be {action}" if dry_run and action != "left" else action

@@ -231,7 +231,7 @@ def decrypt_backup(backup: Path, target: Path, *, keyring: Keyring | None = None
     """Copy a backup to ``target`` (a new directory) with every file decrypted.
 
     The copy is a plain Chroma persist directory: stop writers and put it in place of
-    ``<home>/memory`` to restore. Returns how many files were written.
+    ``<home>/chroma`` to restore. Returns how many files were written.
 
     Raises:
         UsageError: A file needs a key that is not configured, or fails authentication.

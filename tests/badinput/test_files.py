@@ -124,6 +124,26 @@ def test_persistence_repair_restores_agent_memory_from_the_newest_backup(
         assert '"researcher"' in status.stdout
 
 
+def test_persistence_repair_decrypts_a_sealed_backup_and_needs_its_key(
+    filled_home: Path,
+) -> None:
+    key = {"MULTIAGENT_ENCRYPTION_KEY": "ab" * 32}
+    with copy_of(filled_home) as home:
+        assert invoke(["persistence", "backup"], home=home, env=key).exit_code == 0
+        (home / "chroma" / "chroma.sqlite3").write_bytes(b"x" * 4096)
+        before = digests(home)
+        line = assert_refused(invoke(["persistence", "repair"], home=home))
+        assert "key id" in line
+        assert digests(home) == before  # without its key nothing moved
+        repaired = invoke(["persistence", "repair"], home=home, env=key)
+        assert repaired.exit_code == 0, repaired.stderr
+        database = (home / "chroma" / "chroma.sqlite3").read_bytes()
+        assert database.startswith(b"SQLite format 3")  # a sealed copy was put in place
+        status = invoke(["persistence", "status", "--json"], home=home, env=key)
+        assert status.exit_code == 0, status.stderr
+        assert '"researcher"' in status.stdout
+
+
 def test_checkpoints_without_a_backup_are_left_and_reported(filled_home: Path) -> None:
     with copy_of(filled_home) as home:
         (home / "checkpoints.sqlite").write_bytes(b"y" * 4096)
