@@ -121,8 +121,13 @@ def snapshot(
     """Snapshot agent memory to <home>/snapshots (old ones beyond the profile's limit go)."""
     from multiagent.persistence.checkpointer import ensure_home
     from multiagent.persistence.snapshots import MemorySnapshot
+    from multiagent.persistence.status import memory_report
 
     settings = cli_settings(ctx)
+    known = memory_report(settings)["agents"]  # read-only: opening Chroma rewrites its files
+    if agent is not None and agent not in known:
+        names = ", ".join(known) or "none"
+        raise UsageError(f"agent {agent!r} has no memory to snapshot; agents: {names}")
     ensure_home(settings)
     with MemorySnapshot(settings) as snapper:
         taken = [snapper.take(agent)] if agent is not None else snapper.take_all()

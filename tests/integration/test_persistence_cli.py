@@ -232,6 +232,14 @@ def test_bad_options_exit_2(args: list[str], expected: str) -> None:
     _one_line_error(["persistence", *args], expected)
 
 
+def test_snapshot_of_an_agent_without_memory_changes_nothing(isolated_env: Path) -> None:
+    _seed()
+    before = _tree(isolated_env)
+    line = _one_line_error(["persistence", "snapshot", "--agent", "ghost"], "agents: critic")
+    assert "researcher" in line
+    assert _tree(isolated_env) == before  # Chroma was not opened (opening rewrites its files)
+
+
 def test_every_command_has_help() -> None:
     for command in ("status", "snapshot", "restore", "prune", "backup", "vacuum", "compact"):
         result = runner.invoke(app, ["persistence", command, "--help"])
