@@ -315,9 +315,12 @@ def scheduler(
     from multiagent.persistence.scheduler import MemoryPersistenceScheduler
 
     settings = cli_settings(ctx)
-    ensure_home(settings)
+    if run_now is not None and run_now not in TASK_NAMES:
+        raise UsageError(f"unknown task {run_now!r}; valid: {', '.join(TASK_NAMES)}")
     hook = _load_hook(metrics_hook, settings)
-    runner = MemoryPersistenceScheduler(settings, timezone=timezone or "UTC", metrics_hook=hook)
+    zone = "UTC" if timezone is None else timezone  # "" is a bad name, not the default
+    runner = MemoryPersistenceScheduler(settings, timezone=zone, metrics_hook=hook)
+    ensure_home(settings)  # after every value is checked: bad input creates nothing
     if run_now is not None:
         record = runner.run_task(run_now)
         if as_json:

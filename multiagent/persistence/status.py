@@ -164,7 +164,7 @@ def persistence_status(
         now: The clock, for tests.
     """
     record = SchedulerState(settings.home / STATE_FILE).load()
-    zone = timezone or record["scheduler"].get("timezone") or "UTC"
+    zone = timezone if timezone is not None else record["scheduler"].get("timezone") or "UTC"
     scheduler = MemoryPersistenceScheduler(settings, timezone=zone)
     schedule = scheduler.status(now)
     schedule["running"] = scheduler_running(record)

@@ -223,13 +223,16 @@ def test_unwritable_home_exits_2_and_creates_nothing(tmp_path: Path) -> None:
     [
         (["scheduler", "--run-now", "defrag"], "unknown task 'defrag'; valid: snapshots"),
         (["scheduler", "--timezone", "Mars/Olympus"], "unknown time zone 'Mars/Olympus'"),
+        (["scheduler", "--timezone", "", "--duration", "0"], "unknown time zone ''"),
+        (["status", "--timezone", ""], "unknown time zone ''"),
         (["scheduler", "--metrics-hook", "nowhere:nothing"], "cannot load metrics hook"),
         (["snapshot", "--agent", "ghost"], "agent 'ghost' has no memory to snapshot"),
         (["prune", "--keep", "0"], "--keep"),
     ],
 )
-def test_bad_options_exit_2(args: list[str], expected: str) -> None:
+def test_bad_options_exit_2(isolated_env: Path, args: list[str], expected: str) -> None:
     _one_line_error(["persistence", *args], expected)
+    assert not isolated_env.exists()  # nothing created for a bad value
 
 
 def test_snapshot_of_an_agent_without_memory_changes_nothing(isolated_env: Path) -> None:
