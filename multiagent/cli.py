@@ -43,6 +43,19 @@ def _one_line(message: str) -> str:
     return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
+def _naming_the_value(exc: clickx.ClickException) -> str:
+    """click's message, with the value typer's validation refused: its pydantic error keeps it
+    (``Invalid value for '--keep': Input should be greater than or equal to 1`` alone does not
+    say what was given)."""
+    message = exc.format_message()
+    errors = getattr(exc.__cause__, "errors", None)
+    if isinstance(exc, clickx.BadParameter) and callable(errors):
+        found = errors()
+        if found and isinstance(found[0], dict) and "input" in found[0]:
+            return f"{message} (got {found[0]['input']!r})"
+    return message
+
+
 class _OneLineErrors(TyperGroup):
     """Run the app with click's standalone handling replaced by one-line errors."""
 
@@ -55,7 +68,7 @@ class _OneLineErrors(TyperGroup):
         except clickx.NoArgsIsHelpError:  # typer has printed the help already
             return self._finish(2, standalone_mode)
         except clickx.ClickException as exc:
-            typer.echo(f"error: {_one_line(exc.format_message())}", err=True)
+            typer.echo(f"error: {_one_line(_naming_the_value(exc))}", err=True)
             return self._finish(exc.exit_code, standalone_mode)
         except typer.Abort as exc:
             # click turns Ctrl-C into Abort; the shell's convention for SIGINT is 128 + 2

@@ -63,7 +63,11 @@ FLOAT_OPTIONS = sorted(
 def test_a_number_out_of_range_is_refused(
     filled_home: Path, prefix: list[str], option: str, value: str
 ) -> None:
-    refused_unchanged([*prefix, option, value], template=filled_home, needle=option.lstrip("-"))
+    line = refused_unchanged(
+        [*prefix, option, value], template=filled_home, needle=option.lstrip("-")
+    )
+    numbers = {float(n) for n in re.findall(r"-?\d+(?:\.\d+)?", line)}
+    assert float(value) in numbers, line  # the line names the value it refused
 
 
 @pytest.mark.parametrize(("prefix", "option"), FLOAT_OPTIONS)
