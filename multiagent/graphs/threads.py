@@ -151,24 +151,33 @@ def thread_state(
             f"thread {thread_id!r} has no checkpoint {checkpoint_id!r}; "
             f"see `multiagent threads history {thread_id}`"
         )
-    configurable = snapshot.config.get("configurable", {})
+    here = snapshot.config.get("configurable", {}).get("checkpoint_id")
+    # an earlier checkpoint is a point the thread went past, not where it stopped: its pending
+    # steps ran after it, so it is neither interrupted nor anything else the thread is now
+    latest = checkpoint_id is None or here == _head_checkpoint(graph, thread_id)
     return {
         "thread_id": thread_id,
         "workflow": workflow,
-        "checkpoint_id": configurable.get("checkpoint_id"),
+        "checkpoint_id": here,
         "step": (snapshot.metadata or {}).get("step"),
         "created_at": snapshot.created_at,
-        "status": status_of(workflow, snapshot),
+        "status": status_of(workflow, snapshot) if latest else "earlier",
         "next": list(snapshot.next),
         "errors": [str(t.error) for t in snapshot.tasks if t.error is not None],
         "interrupts": [i.value for i in snapshot.interrupts],
         # now: every run's totals; at an earlier checkpoint: what its state's nodes had used
         "usage": thread_totals(
             (snapshot.values or {}).get("usage", []),
-            recorded_runs(saver, thread_id) if checkpoint_id is None else {},
+            recorded_runs(saver, thread_id) if latest else {},
         ),
         "values": _readable(dict(snapshot.values or {})),
     }
+
+
+def _head_checkpoint(graph: Any, thread_id: str) -> str | None:
+    head = graph.get_state(_config(thread_id))
+    found: str | None = head.config.get("configurable", {}).get("checkpoint_id")
+    return found
 
 
 _INPUT_LISTS = frozenset({"usage", "team", "participants", "validators", "items"})

@@ -157,6 +157,7 @@ def test_threads_show_and_history_travel_in_time(isolated_env: Path) -> None:
         cli("threads", "show", "demo", "--checkpoint", after_plan["checkpoint_id"], "--json")
     )
     assert then["checkpoint_id"] == after_plan["checkpoint_id"]
+    assert then["status"] == "earlier"  # the thread went past it: not "interrupted" there
     assert then["values"]["contributions"] == []
     assert len(then["values"]["plan"]) == 2
     now = document(cli("threads", "show", "demo", "--json"))
