@@ -2,6 +2,8 @@
 
 Covers what pydantic and ``convert_to_openai_tool`` emit: objects, arrays, enums and literals,
 ``anyOf``/``oneOf`` (optional fields), ``$ref`` into ``$defs``, numeric and length bounds.
+A recursive schema (a tree of nodes) gets a finite instance: below :data:`_DEEP` levels an object
+keeps only its required properties, an array its ``minItems`` and an optional value is null.
 """
 
 from __future__ import annotations
@@ -28,11 +30,17 @@ _WORDS = [
     "metric",
     "outcome",
 ]
+_DEEP = 4  # nesting from which a value is kept as small as its schema allows
+_DEEPEST = 64  # a schema still unfinished here has no finite instance (a required cycle)
 
 
 def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    seen: set[str] = set()
     while "$ref" in schema:
         ref = schema["$ref"]
+        if ref in seen:
+            raise ValueError(f"the schema's $ref {ref!r} refers to itself")
+        seen.add(ref)
         name = ref.rsplit("/", 1)[-1]
         defs = root.get("$defs") or root.get("definitions") or {}
         schema = {**defs.get(name, {}), **{k: v for k, v in schema.items() if k != "$ref"}}
@@ -76,6 +84,7 @@ def instance_of(
     context: str = "",
     name: str = "value",
     root: dict[str, Any] | None = None,
+    depth: int = 0,
 ) -> Any:
     """Return a value valid against ``schema``, drawn from ``rng``.
 
@@ -85,9 +94,20 @@ def instance_of(
         context: Text that string values may quote, so they refer to the input.
         name: The property name, used to label string values.
         root: The document holding ``$defs``; defaults to ``schema``.
+        depth: How deep in the document ``schema`` is (0: the top).
+
+    Raises:
+        ValueError: The schema has no finite instance (a cycle of required ``$ref``).
     """
+    if depth > _DEEPEST:
+        raise ValueError("the schema has no finite instance: a required property recurses")
     root = root if root is not None else schema
     schema = _resolve(schema, root)
+    deep = depth >= _DEEP
+
+    def inner(sub: dict[str, Any], label: str = name) -> Any:
+        return instance_of(sub, rng, context=context, name=label, root=root, depth=depth + 1)
+
     if "const" in schema:
         return schema["const"]
     if "enum" in schema:
@@ -95,31 +115,26 @@ def instance_of(
     for key in ("anyOf", "oneOf"):
         if key in schema:
             options = [o for o in schema[key] if _resolve(o, root).get("type") != "null"]
-            return instance_of(
-                rng.choice(options or schema[key]), rng, context=context, name=name, root=root
-            )
+            if deep and len(options) < len(schema[key]):
+                return None
+            return inner(rng.choice(options or schema[key]))
     if "allOf" in schema:
         merged: dict[str, Any] = {}
         for part in schema["allOf"]:
             merged.update(_resolve(part, root))
-        return instance_of(merged, rng, context=context, name=name, root=root)
+        return instance_of(merged, rng, context=context, name=name, root=root, depth=depth)
     kind = schema.get("type", "object" if "properties" in schema else "string")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "string")
     if kind == "object":
         props: dict[str, Any] = schema.get("properties", {})
-        return {
-            key: instance_of(sub, rng, context=context, name=key, root=root)
-            for key, sub in props.items()
-        }
+        required = schema.get("required", ())
+        return {key: inner(sub, key) for key, sub in props.items() if not deep or key in required}
     if kind == "array":
         low = int(schema.get("minItems", 0))
-        high = int(schema.get("maxItems", max(low, 3)))
+        high = low if deep else int(schema.get("maxItems", max(low, 3)))
         items = schema.get("items", {"type": "string"})
-        return [
-            instance_of(items, rng, context=context, name=name, root=root)
-            for _ in range(rng.randint(low, max(low, high)))
-        ]
+        return [inner(items) for _ in range(rng.randint(low, max(low, high)))]
     if kind == "boolean":
         return rng.random() < 0.7
     if kind == "integer":

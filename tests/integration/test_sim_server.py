@@ -173,6 +173,37 @@ def test_structured_output_through_the_real_client(
     assert structured.invoke(MESSAGES) == first
 
 
+class TreeNode(BaseModel):
+    name: str
+    children: list[TreeNode]
+
+
+@pytest.mark.timeout(60)
+def test_a_recursive_response_format_gets_a_finite_instance(sim_url: str) -> None:
+    # the openai SDK keeps the recursive $ref of a tree model; the simulator answered it with 500
+    parsed = _client(sim_url).beta.chat.completions.parse(
+        model="gpt-4o-mini", messages=RAW_MESSAGES, response_format=TreeNode
+    )
+    tree = parsed.choices[0].message.parsed
+    assert isinstance(tree, TreeNode)
+    defs = {
+        "A": {"type": "object", "properties": {"a": {"$ref": "#/$defs/A"}}, "required": ["a"]},
+        "B": {"$ref": "#/$defs/B"},
+    }
+    for name in ("A", "B"):  # no finite instance; B hung the server's event loop
+        schema = {"$ref": f"#/$defs/{name}", "$defs": defs}
+        with pytest.raises(openai.BadRequestError) as caught:
+            _client(sim_url).chat.completions.create(
+                model="gpt-4o-mini",
+                messages=RAW_MESSAGES,
+                response_format={
+                    "type": "json_schema",
+                    "json_schema": {"name": "loop", "schema": schema},
+                },
+            )
+        assert caught.value.code == "invalid_value"
+
+
 def test_tool_calls_match_the_in_process_model(sim_url: str) -> None:
     def lookup(account_id: int, region: Literal["eu", "us"]) -> str:
         """Look up an account."""
