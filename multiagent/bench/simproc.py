@@ -2,11 +2,14 @@
 
 ``multiagent sim serve --port 0`` is started with a schedule file; the base URL is read from its
 first line of output. Statistics and resets go over HTTP (``/sim/stats``, ``/sim/reset``).
+The child gets a data directory of its own: a benchmark is not audited, and the simulators it
+starts leave nothing in the user's ``MULTIAGENT_HOME``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -47,8 +50,9 @@ def sim_process(phases: Sequence[Phase], *, server_flags: Sequence[str] = ()) ->
             sys.executable, "-m", "multiagent", "sim", "serve",
             "--host", "127.0.0.1", "--port", "0", "--schedule", str(schedule), *server_flags,
         ]  # fmt: skip
+        env = {**os.environ, "MULTIAGENT_HOME": str(Path(tmp) / "home")}
         process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
         )
         try:
             url = _read_url(process)

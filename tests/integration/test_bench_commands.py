@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from multiagent.bench.simproc import sim_call, sim_process
 from multiagent.cli import app
+from multiagent.sim.config import Phase
 
 
 def invoke(*args: str) -> tuple[int, str, str]:
@@ -99,3 +101,10 @@ def test_bench_bad_input_is_one_line_exit_2() -> None:
     code, _, err = invoke("bench", "backpressure", "--quick")
     assert code == 2
     assert "--no-report" in err
+
+
+def test_a_benchmarks_simulator_leaves_nothing_in_the_home(isolated_env: Path) -> None:
+    # a bench is not audited, yet each simulator it started wrote `sim serve` into the trail
+    with sim_process([Phase(name="steady", duration_s=60)]) as url:
+        assert sim_call("GET", url, "/healthz") == {"status": "ok"}
+    assert not isolated_env.exists() or list(isolated_env.iterdir()) == []
