@@ -3,9 +3,11 @@
 The workload is ``requests`` prompts of which a seeded, known share repeats an earlier prompt;
 every repeat must be a hit and every first occurrence a miss, so the true hit rate is known
 exactly. Each call goes through the full pipeline (``ModelPipeline.model_for(...).invoke``) with
-the zero-latency simulated provider, in a fresh data directory. Reported: the hit rate the cache
-counts (its persistent counters) against the true one, and the latency of a hit as a node sees it
-(the whole ``invoke``) and of the bare cache lookup.
+the zero-latency simulated provider, in a fresh data directory and its own cache: switched on
+whatever the configuration says, and on disk even with ``MULTIAGENT_REDIS_URL`` set (a shared
+cache would hold earlier runs' answers and counts, and the run would fill it). Reported: the hit
+rate the cache counts (its persistent counters) against the true one, and the latency of a hit as
+a node sees it (the whole ``invoke``) and of the bare cache lookup.
 """
 
 from __future__ import annotations
@@ -101,8 +103,9 @@ def run_cache_bench(*, requests: int = 600, repeat_share: float = 0.35) -> Cache
                 "sim.token_latency_s": 0.0,
                 "rate_limit.requests_per_minute": 10_000_000,
                 "rate_limit.tokens_per_minute": 10_000_000_000,
+                "cache.completion_enabled": True,
             },
-        )
+        ).model_copy(update={"redis_url": None})
         pipeline = ModelPipeline(settings)
         ledger = RunLedger()
         model = pipeline.model_for("standard", agent="bench", ledger=ledger)

@@ -119,3 +119,15 @@ def test_a_missing_redis_at_start_is_one_line_and_exit_2(tmp_path: Path, args: l
     assert "cannot reach Redis" in lines[0]
     assert "127.0.0.1" in lines[0]
     assert done.stdout == ""
+
+
+def test_bench_cache_keeps_to_a_fresh_cache_of_its_own(redis_url: str) -> None:
+    # with the shared cache, a second run read the first run's answers and counts
+    from multiagent.bench.cache import run_cache_bench
+
+    for _ in range(2):
+        result = run_cache_bench(requests=20, repeat_share=0.3)
+        assert result.reported_hits == result.true_hits == result.ledger_cache_hits == 6
+        assert result.reported_misses == 14
+    with redis.Redis.from_url(redis_url) as client:
+        assert client.dbsize() == 0

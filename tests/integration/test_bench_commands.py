@@ -108,3 +108,14 @@ def test_a_benchmarks_simulator_leaves_nothing_in_the_home(isolated_env: Path) -
     with sim_process([Phase(name="steady", duration_s=60)]) as url:
         assert sim_call("GET", url, "/healthz") == {"status": "ok"}
     assert not isolated_env.exists() or list(isolated_env.iterdir()) == []
+
+
+def test_bench_cache_measures_its_own_cache_when_the_configuration_turns_it_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the bench measures a cache in a fresh home; a configuration without one ended in a traceback
+    monkeypatch.setenv("MULTIAGENT_CACHE__COMPLETION_ENABLED", "false")
+    code, out, _ = invoke("bench", "cache", "--requests", "20", "--no-report", "--json")
+    assert code == 0
+    document = json.loads(out)
+    assert document["reported_hits"] == document["true_hits"] == document["ledger_cache_hits"]
