@@ -93,7 +93,7 @@ def run_batch_bench(
                 "rate_limit.requests_per_minute": 1_000_000,
                 "rate_limit.tokens_per_minute": 1_000_000_000,
             },
-        )
+        ).model_copy(update={"redis_url": None})  # this process's limiter, not a shared one
         reset_shared_controllers()
         batch = create_batch_completions(requests, max_concurrency=concurrency, settings=settings)
         one_by_one = None

@@ -200,10 +200,13 @@ def run_overhead_bench(*, iterations: int = 40, warmup: int = 5) -> dict[str, An
     same_output = True
     calls = 0
     with tempfile.TemporaryDirectory(prefix="multiagent-bench-overhead-") as home:
-        settings = load_settings(home=Path(home), overrides=_UNPACED)
+        # the embedded defaults, whatever the environment names: a shared Redis cache would
+        # answer the pipeline from an earlier run, a shared PostgreSQL would time the network
+        embedded = {"redis_url": None, "checkpoint_url": None}
+        settings = load_settings(home=Path(home), overrides=_UNPACED).model_copy(update=embedded)
         nocache = load_settings(
             home=Path(home) / "nocache", overrides={**_UNPACED, "cache.completion_enabled": False}
-        )
+        ).model_copy(update=embedded)
         agents = load_agents(settings)
         pipelines = {
             "on": ModelPipeline(settings),
