@@ -64,7 +64,9 @@ def local(
     ctx: typer.Context,
     rounds: Annotated[int, typer.Option(min=1, help="Passes over the prompts.")] = 2,
     max_tokens: Annotated[int, typer.Option(min=8, help="Output bound of every call.")] = 64,
-    no_workflows: Annotated[bool, typer.Option(help="Skip the timed workflows.")] = False,
+    no_workflows: Annotated[
+        bool, typer.Option("--no-workflows", help="Skip the timed workflows.")
+    ] = False,
     report: ReportOption = None,
     no_report: NoReportOption = False,
     as_json: JsonOption = False,
@@ -161,8 +163,11 @@ def backpressure(
     )
     from multiagent.bench.bp_figures import beats_others
     from multiagent.bench.bp_render import render_backpressure
+    from multiagent.policies.profiles import BUILTIN_PROFILES
 
     names = tuple(s.strip() for s in strategies.split(",") if s.strip())
+    if profile not in BUILTIN_PROFILES:
+        raise UsageError(f"unknown --profile {profile!r}; valid: {', '.join(BUILTIN_PROFILES)}")
     config = BackpressureBenchConfig(
         phase_s=2.0 if quick else phase_seconds,
         loops=loops,

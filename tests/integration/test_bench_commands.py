@@ -101,6 +101,14 @@ def test_bench_bad_input_is_one_line_exit_2() -> None:
     code, _, err = invoke("bench", "backpressure", "--quick")
     assert code == 2
     assert "--no-report" in err
+    # the option is --profile (the message named `cli --env`)
+    code, _, err = invoke("bench", "backpressure", "--profile", "nope", "--quick", "--no-report")
+    assert code == 2
+    assert "unknown --profile 'nope'; valid: dev_cost, dev_balanced" in err
+    code, out, _ = invoke("bench", "local", "--help")
+    assert code == 0
+    assert "--no-workflows" in out
+    assert "--no-no-" not in out
 
 
 def test_a_benchmarks_simulator_leaves_nothing_in_the_home(isolated_env: Path) -> None:
