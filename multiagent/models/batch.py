@@ -88,8 +88,8 @@ def _concurrency(value: int | None, settings: Settings) -> int:
         if not settings.profile.features.batch_processing:
             return 1
         return settings.profile.rate_limit.max_concurrency
-    if not 1 <= value <= 64:
-        raise UsageError(f"max_concurrency={value} is out of range; use 1 to 64")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64:
+        raise UsageError(f"max_concurrency={value!r} is not a whole number from 1 to 64")
     return value
 
 

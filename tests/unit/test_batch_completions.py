@@ -114,3 +114,7 @@ def test_bad_requests_are_usage_errors() -> None:
         create_batch_completions("just one prompt")  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="max_concurrency=0"):
         create_batch_completions(["fine"], max_concurrency=0)
+    # a float ran with a fractional pool size and True as 1 thread
+    for value in (2.5, True):
+        with pytest.raises(UsageError, match=f"max_concurrency={value!r} is not a whole number"):
+            create_batch_completions(["fine"], max_concurrency=value)  # type: ignore[arg-type]
