@@ -114,6 +114,18 @@ class SimState:
         counts.attempts += 1
         if now < self.retry_deadline:
             counts.early += 1
+        if cost_tokens > phase.tpm:
+            # as OpenAI: more than a minute's tokens never fits; admitted, its debt to the
+            # bucket would refuse everyone for cost/tpm minutes (max_tokens=10**9: 16 hours)
+            counts.rate_limited += 1
+            counts.rejected_tokens += 1
+            message = (
+                f"Request too large (simulated) on tokens per min (TPM): Limit {phase.tpm:g}, "
+                f"Requested {cost_tokens}. The input or output tokens must be reduced in order "
+                "to run successfully."
+            )
+            headers = self._limit_headers(index)
+            return Refused(429, index, message, headers, limit="tokens")
         waits: dict[Limit, float] = {}
         if (wait := self.requests.wait_for(1)) > 0:
             waits["requests"] = wait

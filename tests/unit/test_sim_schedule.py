@@ -236,6 +236,22 @@ def test_tokens_per_minute_counts_prompt_plus_max_output() -> None:
     assert state.snapshot()["totals"]["rejected_tokens"] == 1
 
 
+def test_a_request_over_a_minutes_tokens_is_refused_and_costs_the_bucket_nothing() -> None:
+    clock = ManualClock()
+    state = _state(clock, tpm=6000)
+    refused = state.admit(cost_tokens=10**9, pieces=1)  # max_tokens=10**9 or so
+    assert isinstance(refused, Refused)
+    assert refused.status == 429
+    assert refused.limit == "tokens"
+    assert "Request too large" in refused.message
+    assert "Requested 1000000000" in refused.message
+    assert "retry-after" not in refused.headers  # waiting never makes it fit
+    # it took nothing: the next request is served (admitted, it left 16 hours of debt)
+    assert isinstance(state.admit(cost_tokens=80, pieces=1), Admitted)
+    assert isinstance(state.admit(cost_tokens=6000, pieces=1), Refused)  # a minute's: fits later
+    assert state.snapshot()["totals"]["rejected_tokens"] == 2
+
+
 def test_concurrency_limit_names_when_a_slot_frees() -> None:
     clock = ManualClock()
     state = _state(clock, max_concurrency=1, ttft_s=0.5, token_latency_s=0.1)
