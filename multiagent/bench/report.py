@@ -18,6 +18,7 @@ from typing import Any
 import typer
 
 import multiagent
+from multiagent.persistence._files import atomic_write_bytes
 
 _HEADER = (
     "# Benchmarks\n\n"
@@ -109,7 +110,8 @@ def write_section(path: Path, name: str, *, title: str, command: str, body: str)
         text = before + section + after
     else:
         text = text.rstrip() + "\n\n" + section + "\n"
-    path.write_text(text, encoding="utf-8")
+    # a report interrupted mid-write keeps its other sections: the old file or the new, never half
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -255,3 +255,18 @@ def test_rotation_killed_half_way_resumes_without_losing_a_byte(
     assert result.exit_code == 0, result.output
     assert set(_key_ids()) == {new.key_id}
     assert _opened(Keyring(new)) == before
+
+
+def test_a_benchmark_killed_while_writing_its_report_leaves_the_report_whole(
+    tmp_path: Path,
+) -> None:
+    report = tmp_path / "BENCHMARKS.md"
+    before = (
+        "# Benchmarks\n\n<!-- bench:overhead:start -->\nkept figures\n<!-- bench:overhead:end -->\n"
+    )
+    report.write_text(before, encoding="utf-8")
+    kill_at(
+        "atomic-write", "bench", "cache", "--requests", "20", "--report", str(report),
+        tmp_path=tmp_path,
+    )  # fmt: skip
+    assert report.read_text(encoding="utf-8") == before
