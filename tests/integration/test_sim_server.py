@@ -236,6 +236,24 @@ def test_models_bad_requests_and_success_headers(sim_url: str) -> None:
     assert int(raw.headers["openai-processing-ms"]) >= 0
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"temperature": 5},
+        {"top_p": 1.5},
+        {"stream": "yes"},  # it streamed SSE to a client that asked for JSON
+        {"messages": [{"role": "bogus", "content": "hi"}]},
+        {"messages": [{"role": "user"}]},
+    ],
+)
+def test_a_request_openai_refuses_is_a_400(sim_url: str, change: dict[str, Any]) -> None:
+    body = {"model": "gpt-4o", "messages": RAW_MESSAGES, **change}
+    answer = httpx2.post(f"{sim_url}/chat/completions", json=body, timeout=30)
+    assert answer.status_code == 400
+    assert answer.headers["content-type"].startswith("application/json")
+    assert answer.json()["error"]["type"] == "invalid_request_error"
+
+
 # -- limits, schedule, faults ---------------------------------------------------------------
 
 
