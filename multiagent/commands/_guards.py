@@ -39,6 +39,9 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "limit": (1, None),
     "port": (0, 65535),
     "hours": (1, 24),
+    # above 0 (an open bound): the simulator's configuration checks them, in one message
+    "rpm": (None, None),
+    "tpm": (None, None),
 }
 _IDS = {"thread": "thread id", "checkpoint": "checkpoint id", "batch_id": "batch id"}
 _TEXTS = ("task", "topic", "text")

@@ -440,6 +440,7 @@ def test_cli_serve_help_and_bad_values(tmp_path: Path) -> None:
     bad_schedule.write_text('[{"name": "a", "duration_s": -1}]')
     for args in (
         ["--rpm", "0"],
+        ["--rpm", "-5"],
         ["--error-rate", "1.5"],
         ["--port", "70000"],
         ["--max-concurrency", "0"],
@@ -450,6 +451,10 @@ def test_cli_serve_help_and_bad_values(tmp_path: Path) -> None:
         assert result.stderr.count("\n") == 1, result.stderr
         assert "Traceback" not in result.output
     assert "duration_s=-1" in result.stderr
+    # one rule for a rate, whatever side of 0 it is on (-5 said "at least 0", 0 was refused)
+    assert _cli("sim", "serve", "--rpm", "-5").stderr == _cli(
+        "sim", "serve", "--rpm", "0"
+    ).stderr.replace("0.0", "-5.0")
 
 
 def test_cli_serve_on_a_taken_port_is_one_line(sim_url: str) -> None:
