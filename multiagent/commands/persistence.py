@@ -236,6 +236,47 @@ def compact(ctx: typer.Context, as_json: JsonFlag = False) -> None:
         _print_maintenance(report)
 
 
+@persistence_app.command("clear-cache")
+def clear_cache(
+    ctx: typer.Context,
+    which: Annotated[
+        str, typer.Option("--cache", help="completion, analysis or all.", metavar="NAME")
+    ] = "all",
+    counters: Annotated[
+        bool, typer.Option("--counters", help="Also reset the caches' hit/miss counters.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Drop the completion and/or analysis cache's entries (in Redis when configured)."""
+    from multiagent.models.analysis_cache import open_analysis_cache
+    from multiagent.models.completion_cache import open_completion_cache
+
+    names = {"completion": ("completion",), "analysis": ("analysis",), "all": _CACHES}
+    if which not in names:
+        raise UsageError(f"unknown --cache {which!r}; valid: {', '.join(names)}")
+    settings = cli_settings(ctx)
+    config, home, redis = settings.profile.cache, settings.home, settings.redis_url
+    caches: dict[str, Any] = {
+        "completion": lambda: open_completion_cache(
+            home, ttl_s=config.completion_ttl_s, redis_url=redis
+        ),
+        "analysis": lambda: open_analysis_cache(home, ttl_s=config.analysis_ttl_s, redis_url=redis),
+    }
+    dropped: dict[str, int] = {}
+    for name in names[which]:
+        cache = caches[name]()
+        dropped[name] = len(cache) if name == "analysis" else cache.stats().entries
+        cache.clear(counters=counters)
+    where = "redis" if redis else "embedded"
+    if as_json:
+        print_json({"store": where, "dropped": dropped, "counters_reset": counters})
+        return
+    for name, count in dropped.items():
+        print_plain(f"{name} cache ({where}): {count} entries dropped")
+
+
+_CACHES = ("completion", "analysis")
+
 NEW_KEY_ENV = "MULTIAGENT_NEW_ENCRYPTION_KEY"
 
 

@@ -156,6 +156,10 @@ class AnalysisCache:
             "total": total,
         }
 
+    def __len__(self) -> int:
+        """The entries kept (none when the cache is switched off)."""
+        return len(self._store) if self._store is not None else 0
+
     def clear(self, *, counters: bool = False) -> None:
         """Drop every entry (and the counters when ``counters``)."""
         if self._store is not None:

@@ -12,6 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from multiagent.cli import app
+from multiagent.models.analysis_cache import open_analysis_cache
+from multiagent.models.completion_cache import open_completion_cache
 from multiagent.persistence.checkpointer import open_checkpointer
 from multiagent.persistence.memory import open_agent_memory
 from multiagent.policies import load_settings
@@ -249,3 +251,32 @@ def test_every_command_has_help() -> None:
         assert result.exit_code == 0
         assert "--json" in result.stdout
     assert runner.invoke(app, ["persistence", "scheduler", "--help"]).exit_code == 0
+
+
+def test_clear_cache_drops_the_entries_so_the_same_run_calls_the_provider_again() -> None:
+    def validate() -> dict[str, object]:
+        result = runner.invoke(app, ["validate", "Water boils at 100 C.", "--json"])
+        assert result.exit_code in (0, 3, 4), result.output
+        return json.loads(result.stdout)
+
+    first = validate()
+    again = validate()  # answered by the analysis cache: no validator call
+    assert again["this_run"]["calls"] == 0
+    dropped = _json(["clear-cache", "--cache", "analysis"])
+    assert dropped["dropped"] == {"analysis": first["this_run"]["calls"]}
+    third = validate()
+    assert third["this_run"]["calls"] == first["this_run"]["calls"]  # nothing left to reuse
+
+    counted = _json(["clear-cache", "--counters"])
+    assert set(counted["dropped"]) == {"completion", "analysis"}
+    assert counted["counters_reset"] is True
+    settings = load_settings()
+    config = settings.profile.cache
+    completion = open_completion_cache(settings.home, ttl_s=config.completion_ttl_s).stats()
+    analysis = open_analysis_cache(settings.home, ttl_s=config.analysis_ttl_s).stats()["total"]
+    assert (completion.hits, completion.misses, completion.entries) == (0, 0, 0)
+    assert set(analysis.values()) == {0}
+
+    bad = runner.invoke(app, ["persistence", "clear-cache", "--cache", "nope"])
+    assert bad.exit_code == 2
+    assert "unknown --cache 'nope'; valid: completion, analysis, all" in bad.stderr
