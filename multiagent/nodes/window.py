@@ -3,10 +3,11 @@
 A meeting's transcript grows with every turn; a small local model has 4,096 tokens (llama.cpp's
 default). Before a call, :func:`fit_to_window` measures the prompt (tiktoken, with a margin: the
 model's own tokenizer differs) and, when prompt plus the node's output bound would not fit,
-drops older material first: whole middle messages (a tool loop's oldest rounds), then the middle
-of the longest message, keeping its first paragraph (the task) and its end (the latest turns of
-a transcript) with a marker saying what was left out. System prompts and the last message's
-opening always stay. A window that cannot hold even that is a configuration error.
+drops older material first: a tool loop's oldest whole rounds (each answer with the tool results
+that reply to it), then the middle of the longest message, keeping its first paragraph (the task)
+and its end (the latest turns of a transcript) with a marker saying what was left out. System
+prompts, the task (the first other message), the last round and the last message's opening
+always stay. A window that cannot hold even that is a configuration error.
 
 The window comes from the profile (``models.context_window_tokens``, set by the ``local``
 provider to llama.cpp's ``n_ctx``), else from the model itself (a ``context_window`` attribute,
@@ -19,7 +20,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from langchain_core.messages import BaseMessage, SystemMessage
+from langchain_core.messages import BaseMessage, SystemMessage, ToolMessage
 
 from multiagent.errors import ConfigError
 from multiagent.models.tokens import count_tokens, prompt_tokens
@@ -76,10 +77,17 @@ def fit_to_window(
     budget = window - reserve
     if _estimate(out) <= budget:
         return out
-    # older whole messages first: everything between the system prompts and the last message
+    # older whole rounds first: after the task (the first message that is not a system
+    # prompt), an answer with the tool results that reply to it, never the last round; a tool
+    # result without the call it answers is a request a provider refuses
     first = next((i for i, m in enumerate(out) if not isinstance(m, SystemMessage)), len(out))
-    while len(out) - first > 1 and _estimate(out) > budget:
-        del out[first]
+    while _estimate(out) > budget:
+        end = first + 2
+        while end < len(out) and isinstance(out[end], ToolMessage):
+            end += 1
+        if end >= len(out):
+            break
+        del out[first + 1 : end]
     for _ in range(3):  # a second pass corrects the chars-per-token guess
         excess = _estimate(out) - budget
         if excess <= 0:

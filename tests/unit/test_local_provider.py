@@ -5,7 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
 
 from multiagent import load_settings
 from multiagent.errors import ConfigError
@@ -99,6 +105,20 @@ def test_a_long_transcript_keeps_its_task_and_latest_turns_within_the_window() -
     assert "point number 3 " not in text  # the oldest went
     assert fitted[0].text == "You are the critic."
     assert fit_to_window(messages, window=None, reserve=128) == messages
+
+
+def test_a_long_tool_loop_drops_its_oldest_rounds_whole_and_keeps_the_task() -> None:
+    def round_(n: int, result: str) -> list[BaseMessage]:
+        call = {"name": "calculator", "args": {"expression": f"{n}+{n}"}, "id": f"c{n}"}
+        return [AIMessage("", tool_calls=[call]), ToolMessage(result, tool_call_id=f"c{n}")]
+
+    task = HumanMessage("Price the new menu\n\nYour part of this task: the costs")
+    messages = [SystemMessage("You are the analyst."), task, *round_(1, "2 " * 3000)]
+    messages += round_(2, "4")
+    fitted = fit_to_window(messages, window=2000, reserve=256)
+    assert prompt_tokens(fitted) * TOKENIZER_MARGIN <= 2000 - 256
+    # the task stays, and no tool result is left without the call it answers
+    assert fitted == [messages[0], task, *messages[-2:]]
 
 
 def test_a_window_that_cannot_hold_the_smallest_prompt_is_a_config_error() -> None:
