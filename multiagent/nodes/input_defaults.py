@@ -32,14 +32,31 @@ MAX_ROUNDS = 20
 VALIDATORS_RANGE = (1, 6)
 
 
+def _defaults(agents: AgentCatalog, names: Sequence[str], *, what: str, option: str) -> list[str]:
+    """The default ``names`` that are still workers (``agents.toml`` may make one a validator)."""
+    workers = agents.of_kind("worker")
+    chosen = [name for name in names if name in workers]
+    if not chosen:
+        raise UsageError(
+            f"no agent of the default {what} ({', '.join(names)}) is a worker in "
+            f"{agents.source}; name them with {option}; workers: {', '.join(workers) or 'none'}"
+        )
+    return chosen
+
+
 def default_team(agents: AgentCatalog) -> list[str]:
     """The team the planner picks from when the input names none."""
-    return [name for name in DEFAULT_TEAM if name in agents]
+    return _defaults(agents, DEFAULT_TEAM, what="team", option="--agents (input 'team')")
 
 
 def default_participants(agents: AgentCatalog) -> list[str]:
     """Who speaks in a meeting when the input names nobody."""
-    return [name for name in DEFAULT_PARTICIPANTS if name in agents]
+    return _defaults(
+        agents,
+        DEFAULT_PARTICIPANTS,
+        what="participants",
+        option="--participants (input 'participants')",
+    )
 
 
 def choose_validators(

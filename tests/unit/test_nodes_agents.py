@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 
 from multiagent.errors import ConfigError, UsageError
-from multiagent.nodes.agents import BUILTIN_AGENTS, VALIDATOR_ORDER
+from multiagent.graphs.inputs import meeting_input, orchestration_input
+from multiagent.nodes.agents import BUILTIN_AGENTS, DEFAULT_TEAM, VALIDATOR_ORDER
 from multiagent.nodes.agents_file import load_agents, split_names
+from multiagent.nodes.input_defaults import check_meeting, check_task
 from multiagent.nodes.tools import calculator, word_count
 from multiagent.policies import load_settings
 from multiagent.sim.text import detect_role
@@ -59,6 +61,22 @@ def test_agents_toml_in_home_is_read(isolated_env: Path) -> None:
         '[agents.historian]\nrole = "You are the researcher of history."\n', encoding="utf-8"
     )
     assert "historian" in load_agents(load_settings())
+
+
+def test_default_team_and_participants_are_the_defaults_still_workers(tmp_path: Path) -> None:
+    path = tmp_path / "agents.toml"
+    path.write_text('[agents.writer]\nkind = "validator"\n[agents.critic]\nkind = "moderator"\n')
+    catalog = load_agents(load_settings(), agents_file=path)
+    # the run's own input check refused the default team when one of it was no worker
+    inputs = orchestration_input("Price the menu", agents=catalog)
+    assert inputs["team"] == check_task(inputs, catalog) == ["researcher", "analyst"]
+    assert meeting_input("Sundays?", agents=catalog)["participants"] == ["researcher", "analyst"]
+    path.write_text("".join(f'[agents.{n}]\nkind = "validator"\n' for n in DEFAULT_TEAM))
+    nobody = load_agents(load_settings(), agents_file=path)
+    with pytest.raises(UsageError, match=r"default team .* name them with --agents"):
+        orchestration_input("Price the menu", agents=nobody)
+    with pytest.raises(UsageError, match=r"default participants .* --participants"):
+        check_meeting({"topic": "Sundays?"}, nobody)
 
 
 @pytest.mark.parametrize(
