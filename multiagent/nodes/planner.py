@@ -75,15 +75,19 @@ def plan_tool(team: list[str]) -> dict[str, Any]:
 
 
 def merge_steps(answer: PlanAnswer, *, task: str, team: list[str], pick: bool) -> list[PlanStep]:
-    """One step per agent, in team order; unknown agents dropped, repeated ones merged.
+    """One step per agent, in team order; unknown agents dropped, repeated ones merged (a name
+    matches whatever its case and surrounding spaces).
 
     With ``pick`` false every team member gets a step (the task itself when the planner left
     them out); with ``pick`` true the planner's choice stands, and at least one agent works.
     """
+    # a model answering in text (no enum to hold it) may write "Analyst" or " analyst"
+    names = {name.casefold(): name for name in team}
     parts: dict[str, list[str]] = {}
     for step in answer.steps:
-        if step.agent in team and step.subtask.strip():
-            parts.setdefault(step.agent, []).append(step.subtask.strip())
+        name = names.get(step.agent.strip().casefold())
+        if name is not None and step.subtask.strip():
+            parts.setdefault(name, []).append(step.subtask.strip())
     if not pick:
         for name in team:
             parts.setdefault(name, [task])

@@ -45,6 +45,13 @@ def test_merge_steps_gives_every_member_a_part_when_the_team_was_chosen() -> Non
     assert steps[0]["subtask"] == "T"
 
 
+def test_merge_steps_reads_a_member_named_in_another_case() -> None:
+    answer = _answer(("Critic", "risks"), (" researcher ", "facts"))
+    steps = merge_steps(answer, task="T", team=TEAM, pick=False)
+    assert steps[0] == {"agent": "researcher", "subtask": "facts"}
+    assert {"agent": "critic", "subtask": "risks"} in steps
+
+
 def test_merge_steps_never_leaves_nobody_working() -> None:
     steps = merge_steps(_answer(("ghost", "x")), task="T", team=TEAM, pick=True)
     assert steps == [{"agent": "researcher", "subtask": "T"}]
