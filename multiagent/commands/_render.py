@@ -60,7 +60,9 @@ def _results_table(results: list[dict[str, Any]]) -> Table:
         table.add_row(
             r["id"],
             f"[{colour}]{r['status']}[/]",
-            f"{r['approval']:.2f} vs {r['threshold']:.2f}",
+            # the votes, not a rounded share: "0.67 vs 0.67" read as a pass that failed
+            f"{round(r['approval'] * r['responded'])}/{r['responded']} = "
+            f"{r['approval']:.4g} vs {r['threshold']:g}",
             f"{r['mean_confidence']:.2f}",
             answered,
             str(len(r["issues"])),

@@ -194,7 +194,7 @@ def item_result(
         id=item["id"],
         status=status,
         passed=status == "passed",
-        approval=round(approval, 4),
+        approval=approval,  # as compared: rounded, 2 of 3 read 0.6667 and failed 0.6667
         threshold=threshold,
         mean_confidence=round(confidence, 4),
         validators=validators,

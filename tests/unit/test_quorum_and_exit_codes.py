@@ -44,6 +44,15 @@ def test_fewer_answers_than_the_quorum_is_inconclusive_however_they_voted() -> N
     assert enough["status"] == "passed"
 
 
+def test_the_reported_approval_is_the_share_compared_with_the_threshold() -> None:
+    two_of_three = item_result(
+        ITEM, verdicts=_verdicts(True, True, False), failures=[], validators=3, threshold=0.6667
+    )
+    assert two_of_three["status"] == "failed"
+    assert two_of_three["approval"] < two_of_three["threshold"]  # it read 0.6667 vs 0.6667
+    assert two_of_three["approval"] == 2 / 3
+
+
 def test_the_quorum_is_the_profiles_minimum_unless_set_and_never_above_the_validators() -> None:
     config = ValidationConfig(validators_min=2, validators_max=4, consensus_threshold=0.6)
     assert [config.quorum_for(n) for n in (1, 2, 4)] == [1, 2, 2]
