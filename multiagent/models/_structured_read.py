@@ -26,7 +26,9 @@ def json_from_text(text: str) -> Any:
         candidates.append(text[start : end + 1])
     for candidate in candidates:
         try:
-            return json.loads(candidate)
+            # control characters inside strings (a raw newline) are accepted, as LangChain
+            # accepts them in tool-call arguments: small models write them in JSON mode
+            return json.loads(candidate, strict=False)
         except ValueError:
             continue
     raise ValueError("the reply holds no JSON object")
