@@ -1,7 +1,8 @@
 """The real-model suite: llama-cpp-python's server with the packaged SmolLM2 on loopback.
 
-The server is started once for the session on a free port (context 4096 tokens), behind a
-recording proxy; it is stopped at the end. Outputs are bounded per node so the suite stays
+The server is started once for the session on a free port (context 4096 tokens,
+``--interrupt_requests false`` as the README says), behind a recording proxy; it is stopped at
+the end. Outputs are bounded per node so the suite stays
 short on a 2-core machine (SmolLM2-135M writes some tens of tokens per second there).
 """
 
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx2
@@ -34,15 +36,16 @@ def _free_port() -> int:
         return port
 
 
-@pytest.fixture(scope="session")
-def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``http://127.0.0.1:PORT`` of a running ``llama_cpp.server`` with the packaged model."""
+@contextmanager
+def running_llama_server(log_dir: Path, *options: str) -> Iterator[str]:
+    """``http://127.0.0.1:PORT`` of a ``llama_cpp.server`` with the packaged model, ``options``
+    added to its command line; stopped when the block ends."""
     from multiagent.models.local_engine import packaged_model_path
 
     port = _free_port()
-    log = (tmp_path_factory.mktemp("llama") / "server.log").open("wb")
+    log = (log_dir / "server.log").open("wb")
     command = [sys.executable, str(_SERVER), "--model", str(packaged_model_path()),
-               "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096"]  # fmt: skip
+               "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", *options]  # fmt: skip
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -67,6 +70,15 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             process.kill()
             process.wait()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The server as the README says to start it: a stream is never cut for the next request."""
+    with running_llama_server(
+        tmp_path_factory.mktemp("llama"), "--interrupt_requests", "false"
+    ) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

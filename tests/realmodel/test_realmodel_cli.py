@@ -151,7 +151,9 @@ def test_approve_then_budget_stop_and_resume(openai_real: Recording) -> None:
     resumed = cli("run", "--thread", "ap", "--resume", "--json", *OFF, input="y\n\n")
     assert resumed.exit_code == 0, resumed.output
     assert document(resumed)["status"] == "completed"
-    stopped = cli("run", TASK, "--agents", "critic", "--budget", "0.0002", "--thread", "bs", *OFF)
+    # below the plan's worst case (its prompt and 160 output tokens at gpt-4o-mini's price), so
+    # the stop does not hang on how many calls the model's plan takes (one, when it complies)
+    stopped = cli("run", TASK, "--agents", "critic", "--budget", "0.0001", "--thread", "bs", *OFF)
     assert stopped.exit_code == 1, stopped.output
     assert "Resume with a larger budget" in stopped.stdout
     done = cli("run", "--thread", "bs", "--resume", "--budget", "1", "--json", *OFF)
