@@ -26,6 +26,7 @@ from langchain_core.language_models import BaseChatModel
 
 from multiagent.errors import ConfigError
 from multiagent.policies import Settings, Tier
+from multiagent.policies.settings import check_openai_base_url
 
 if TYPE_CHECKING:
     import httpx2
@@ -55,12 +56,17 @@ def _provider_factory(provider: str) -> Callable[[str, Settings], BaseChatModel]
 
 def check_provider(settings: Settings) -> None:
     """Raise ``ConfigError`` when the profile's provider cannot be built as configured
-    (``openai`` without ``OPENAI_API_KEY``): callers check before a run stores anything."""
-    if settings.provider == "openai" and settings.openai_api_key is None:
+    (``openai`` without ``OPENAI_API_KEY``, or with a malformed ``OPENAI_BASE_URL``): callers
+    check before a run stores anything."""
+    if settings.provider != "openai":
+        return
+    if settings.openai_api_key is None:
         raise ConfigError(
             "provider 'openai' needs OPENAI_API_KEY (and OPENAI_BASE_URL for a compatible "
             "server); set them, or use MULTIAGENT_PROVIDER=sim"
         )
+    if settings.openai_base_url is not None:
+        check_openai_base_url(settings.openai_base_url)
 
 
 def build_chat_model(

@@ -131,6 +131,28 @@ def check_redis_url(url: str, *, source: str) -> str:
     return url
 
 
+def check_openai_base_url(url: str) -> str:
+    """Return ``url`` when it can be an OpenAI-compatible base URL; else raise one line naming
+    it (a malformed one was retried as a connection error, or raised a traceback)."""
+    shown = _mask_url(url)
+    what = f"malformed OPENAI_BASE_URL {shown!r} (from the environment)"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"{what}: {exc}") from None
+    problem = None
+    if parts.scheme not in ("http", "https"):
+        problem = "the scheme must be http:// or https://"
+    elif not parts.hostname:
+        problem = "no host"
+    elif port == 0:
+        problem = "port 0"
+    if problem is not None:
+        raise ConfigError(f"{what}: {problem}; e.g. http://127.0.0.1:8080/v1")
+    return url
+
+
 def _unknown_setting(path: str, known: Mapping[str, Any], origin: str) -> str:
     section = path.split(".", 1)[0]
     if section not in _SECTIONS and section != "budget_usd":

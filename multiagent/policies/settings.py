@@ -28,6 +28,9 @@ from multiagent.policies._checks import (
     check_checkpoint_url,
 )
 from multiagent.policies._checks import (
+    check_openai_base_url as check_openai_base_url,
+)
+from multiagent.policies._checks import (
     check_redis_url as check_redis_url,
 )
 from multiagent.policies.local import for_local_provider

@@ -342,6 +342,33 @@ def test_a_provider_without_its_key_stores_no_thread(
         assert stored(isolated_env) == before, args  # no failed thread, no live run
 
 
+@pytest.mark.parametrize(
+    ("url", "needle"),
+    [
+        ("htp:/127.0.0.1:8080/v1", "the scheme must be http:// or https://"),
+        ("http://[::1/v1", "Invalid IPv6 URL"),
+        ("http://127.0.0.1:99999/v1", "Port out of range"),
+        ("http:///v1", "no host"),
+    ],
+)
+def test_a_malformed_openai_base_url_is_one_line_and_stores_no_thread(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch, url: str, needle: str
+) -> None:
+    # it was retried as a connection error (exit 1, a failed thread) or raised a traceback
+    assert cli("run", TASK, "--agents", "critic", "--thread", "kept", "--json", *OFF).exit_code == 0
+    monkeypatch.setenv("MULTIAGENT_PROVIDER", "openai")
+    monkeypatch.setenv("OPENAI_API_KEY", "key")
+    monkeypatch.setenv("OPENAI_BASE_URL", url)
+    before = stored(isolated_env)
+    for args in (("run", TASK, *OFF), ("meeting", "Opening hours", *OFF), ("validate", "x")):
+        result = cli(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert f"malformed OPENAI_BASE_URL {url!r}" in result.stderr
+        assert needle in result.stderr
+        assert stored(isolated_env) == before, args
+
+
 def test_an_explicit_price_of_zero_is_a_price(
     isolated_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
