@@ -369,6 +369,27 @@ def test_a_malformed_openai_base_url_is_one_line_and_stores_no_thread(
         assert stored(isolated_env) == before, args
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("run", TASK, "--agents", "critic,writer", *OFF),
+        ("meeting", "Opening hours", "--rounds", "1", *OFF),
+        ("validate", "The bakery opened in 1990."),
+    ],
+    ids=["run", "meeting", "validate"],
+)
+def test_a_streamed_run_at_concurrency_one_finishes(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...]
+) -> None:
+    # the local provider's concurrency: LangGraph's background pool of one thread was held by
+    # the stream's waiter and the first checkpoint write waited for it for ever
+    monkeypatch.setenv("MULTIAGENT_RATE_LIMIT__MAX_CONCURRENCY", "1")
+    result = cli(*args)
+    assert result.exit_code == 0, result.output
+    assert "thread " in result.stdout
+
+
 def test_an_explicit_price_of_zero_is_a_price(
     isolated_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
