@@ -77,13 +77,6 @@ def execute_workflow(
             stored = dict(found.checkpoint.get("channel_values", {})) if found else {}
             _check_same_subject(workflow, stored, inputs)
         metadata = {} if resume or inputs is None else {"subject": subject_of(workflow, inputs)}
-        if on_event is not None and max_concurrency == 1:
-            # a watched run streams ``messages``/``custom``: LangGraph then parks a waiter on its
-            # background pool of ``max_concurrency`` threads, and with one thread the run's first
-            # checkpoint write never gets one (the local provider's concurrency 1 hung every
-            # streamed run before its first node). Model calls stay one at a time: the
-            # pipeline's controller holds them to the profile's ``max_concurrency``.
-            max_concurrency = 2
         return run_workflow(
             workflow,
             None if resume else inputs,

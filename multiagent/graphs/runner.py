@@ -285,11 +285,14 @@ def run_workflow(
         "run_name": traced["run_name"],
         "tags": [*traced["tags"], f"workflow:{workflow}"],
     }
-    if max_concurrency is not None:
-        config["max_concurrency"] = max_concurrency
     # one task at a time: on this thread, not on a pool of one (held here for the whole run:
     # LangGraph keeps only a weak reference to it)
     _inline_tasks = one_task_at_a_time(config) if max_concurrency == 1 else None
+    if max_concurrency is not None and _inline_tasks is None:
+        # not with inline tasks: LangGraph also sizes its background pool (checkpoint writes, the
+        # waiter a streamed run parks there) by it, and a pool of one thread held by the waiter
+        # never wrote the first checkpoint: every streamed run at concurrency 1 hung
+        config["max_concurrency"] = max_concurrency
     handlers = [*(callbacks or [])]
     # a caller that brought its own tracing handler keeps it, and gets no second one
     handlers += [h for h in traced["callbacks"] if not any(type(g) is type(h) for g in handlers)]
