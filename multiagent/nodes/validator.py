@@ -134,14 +134,15 @@ def validate(state: ValidatorTask, *, runtime: Runtime[AnyContext]) -> dict[str,
         messages = [SystemMessage(agent.role), HumanMessage(prompt)]
         return call.structured(messages, VerdictAnswer).model_dump()
 
-    with agent_step("validate", agent.name, call.usage):
-        try:
+    try:
+        # the finish event names the error of a validator that did not answer (shown as ✗)
+        with agent_step("validate", agent.name, call.usage):
             answer, cached = cached_verdict(context, agent, state["text"], compute)
-        except provider_errors() as exc:
-            failure = ValidatorFailure(
-                key=state["key"], validator=agent.name, error=describe_error(exc)
-            )
-            return {"failures": [failure], "usage": [call.usage()]}
+    except provider_errors() as exc:
+        failure = ValidatorFailure(
+            key=state["key"], validator=agent.name, error=describe_error(exc)
+        )
+        return {"failures": [failure], "usage": [call.usage()]}
     checked = VerdictAnswer.model_validate(answer)
     verdict = Verdict(
         key=state["key"],

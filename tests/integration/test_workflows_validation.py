@@ -12,7 +12,7 @@ from langchain_core.messages import BaseMessage
 
 from multiagent.graphs.batch import batch_cross_validate
 from multiagent.graphs.inputs import validation_input
-from multiagent.graphs.runner import run_workflow
+from multiagent.graphs.runner import WorkflowEvent, run_workflow
 from multiagent.graphs.threads import list_threads
 from multiagent.graphs.workflows import compile_workflow
 from multiagent.models.pipeline import ModelPipeline
@@ -105,11 +105,21 @@ def test_a_failing_validator_is_recorded_and_the_others_decide() -> None:
     pipeline = FailingAgentsPipeline(settings, failing={"completeness"})
     context = build_context(settings, pipeline=pipeline)
     inputs = validation_input([TEXT], settings=settings, agents=context.agents, threshold=0.5)
+    events: list[WorkflowEvent] = []
     with open_checkpointer(settings) as saver:
         outcome = run_workflow(
-            "validation", inputs, context=context, checkpointer=saver, thread_id="v-fail"
-        )
+            "validation", inputs, context=context, checkpointer=saver, thread_id="v-fail",
+            on_event=events.append,
+        )  # fmt: skip
     assert outcome.status == "completed"
+    # the live display marks the validator that did not answer (✗), the others ✓
+    finished = {
+        e.data["agent"]: e.data["error"]
+        for e in events
+        if e.kind == "custom" and e.data and e.data.get("type") == "agent_finished"
+    }
+    assert finished["completeness"] == "InternalServerError"
+    assert [name for name, error in finished.items() if error] == ["completeness"]
     [failure] = outcome.values["failures"]
     assert failure["validator"] == "completeness"
     assert "InternalServerError" in failure["error"]
