@@ -71,7 +71,7 @@ def thread_totals(
     see :mod:`multiagent.persistence.run_usage`), plus the node entries of the runs not in it."""
     summed = total_usage(e for e in entries if e.get("run") not in runs)
     for totals in runs.values():
-        for key in ("calls", "input_tokens", "output_tokens", "cost_usd", "cache_hits"):
+        for key in summed:  # the figures total_usage sums
             summed[key] += totals.get(key, 0)
     summed["cost_usd"] = round(summed["cost_usd"], 8)
     return summed

@@ -30,10 +30,6 @@ from typing import Any
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-#: The figures kept per run (those :func:`~multiagent.nodes.usage.total_usage` sums; a thread's
-#: are summed by :func:`~multiagent.nodes.usage.thread_totals`).
-FIGURES = ("calls", "input_tokens", "output_tokens", "cost_usd", "cache_hits")
-
 _TABLE = "multiagent_run_usage"
 _SQLITE_SCHEMA = (
     f"CREATE TABLE IF NOT EXISTS {_TABLE} (thread_id TEXT NOT NULL, run_id TEXT NOT NULL, "
@@ -49,10 +45,6 @@ _in_memory: weakref.WeakKeyDictionary[Any, dict[str, dict[str, dict[str, Any]]]]
 )
 _in_memory_lock = threading.Lock()
 _ready: weakref.WeakSet[Any] = weakref.WeakSet()
-
-
-def _figures(totals: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: totals.get(key, 0) for key in FIGURES}
 
 
 def _postgres(saver: BaseCheckpointSaver[Any]) -> bool:
@@ -98,8 +90,9 @@ def _kept_in_memory(saver: BaseCheckpointSaver[Any]) -> bool:
 def record_run(
     saver: BaseCheckpointSaver[Any], *, thread_id: str, run_id: str, totals: Mapping[str, Any]
 ) -> None:
-    """Keep what run ``run_id`` of ``thread_id`` spent (its ledger's totals); idempotent."""
-    figures = _figures(totals)
+    """Keep what run ``run_id`` of ``thread_id`` spent (its ledger's totals, JSON-ready; a
+    thread's are summed by :func:`~multiagent.nodes.usage.thread_totals`); idempotent."""
+    figures = dict(totals)
     if _kept_in_memory(saver):
         with _in_memory_lock:
             _in_memory.setdefault(saver, {}).setdefault(thread_id, {})[run_id] = figures
@@ -119,7 +112,7 @@ def recorded_runs(saver: BaseCheckpointSaver[Any], thread_id: str) -> dict[str, 
             return {run: dict(totals) for run, totals in found.items()}
     rows = _rows(saver, f"SELECT run_id, totals FROM {_TABLE} WHERE thread_id = ?", (thread_id,))
     return {
-        str(run): _figures(json.loads(totals) if isinstance(totals, str | bytes) else totals)
+        str(run): json.loads(totals) if isinstance(totals, str | bytes) else dict(totals)
         for run, totals in rows
     }
 
@@ -139,4 +132,4 @@ def forget_threads(saver: BaseCheckpointSaver[Any], thread_ids: Iterable[str]) -
         _rows(saver, f"DELETE FROM {_TABLE} WHERE thread_id = ?", (thread_id,))
 
 
-__all__ = ["FIGURES", "forget_threads", "record_run", "recorded_runs"]
+__all__ = ["forget_threads", "record_run", "recorded_runs"]
