@@ -160,6 +160,9 @@ class RunLedger:
     #: (``budget_usd`` is what is left of it); they only word the refusal.
     spent_before: float = 0.0
     given_usd: float | None = None
+    #: The run's copies of the pipeline's models (see ``ModelPipeline.model_for``), kept here
+    #: so that they go when the run's ledger goes.
+    models: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
     # a running sum (added in the order sum() would), so a reservation costs the same on the
     # run's 10,000th call as on its first; reservations are few (calls in flight) and summed
     _spent: float = field(default=0.0, init=False, repr=False)

@@ -13,7 +13,6 @@ controller again, so a retry is paced and waits out a provider pause like any fi
 from __future__ import annotations
 
 import dataclasses
-import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, cast
 
@@ -117,9 +116,6 @@ class ModelPipeline:
         # provider model, its copy with response headers, pydantic validation — costs ~100 µs
         # and used to be paid by every run for every agent)
         self._wired: dict[_ModelKey, PipelineChatModel] = {}
-        self._models: weakref.WeakKeyDictionary[RunLedger, dict[_ModelKey, BaseChatModel]] = (
-            weakref.WeakKeyDictionary()
-        )
         self.check_prices()
         if self.chosen is None or self.chosen.model is None:
             check_provider(settings)  # before a run stores anything, not at its first call
@@ -305,13 +301,13 @@ class ModelPipeline:
             wired = self._wired[key] = self._build(tier, agent=agent, name=name)
         if ledger is None:
             return wired
-        models = self._models.get(ledger)
-        if models is None:
-            models = self._models[ledger] = {}
-        found = models.get(key)
+        # the run's copies live on its ledger and go with it (a map beside it, keyed weakly by
+        # the ledger, never let one go: each copy's identity holds the ledger)
+        models = ledger.models
+        found = models.get((self, key))
         if found is None:
             identity = dataclasses.replace(wired.identity, ledger=ledger)
-            found = models[key] = wired.model_copy(update={"identity": identity})
+            found = models[(self, key)] = wired.model_copy(update={"identity": identity})
         return found
 
     def _build(self, tier: Tier, *, agent: str, name: str) -> PipelineChatModel:

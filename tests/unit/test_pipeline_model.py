@@ -177,3 +177,24 @@ def test_cache_hits_while_langgraph_streams_messages() -> None:
     assert warm_text == cold_text  # the cached answer still reaches the stream
     assert [c.cached for c in ledger.calls] == [False, True]
     assert cold[0][1]["langgraph_node"] == "answer"
+
+
+def test_a_finished_run_leaves_nothing_behind_in_the_pipeline() -> None:
+    """A pipeline serves run after run in one process (a server, a notebook): a run's copies of
+    its models, its ledger and its records must go when the run does."""
+    import gc
+    import weakref
+
+    shared = pipeline()
+    gone: list[weakref.ref[RunLedger]] = []
+    for index in range(3):
+        ledger = RunLedger()
+        shared.model_for("standard", agent="alice", ledger=ledger).invoke(f"Run {index}")
+        gone.append(weakref.ref(ledger))
+        del ledger
+    gc.collect()
+    assert [ref() for ref in gone] == [None, None, None]
+    # and a run still gets one copy per agent for its whole life
+    ledger = RunLedger()
+    first = shared.model_for("standard", agent="alice", ledger=ledger)
+    assert shared.model_for("standard", agent="alice", ledger=ledger) is first
