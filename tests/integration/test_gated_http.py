@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -127,17 +128,30 @@ def test_time_waited_at_the_gate_moves_the_send_later() -> None:
     controller = BackpressureController(BackpressureConfig(max_concurrency=4, requests_per_s=1e6))
     gate = InFlightGate(1)
     gate.acquire()  # outside a held block: the wait moves nothing
-    # the place comes back half a second on, so the next taker waits at least that long
-    timer = threading.Timer(0.5, gate.release)
+    released: list[float] = []
+
+    def release() -> None:
+        released.append(time.perf_counter())
+        gate.release()
+
+    # the place comes back half a second on; the send moves by the time the taker waited,
+    # counted from when it asked (bounded by our own clock readings, not by the scheduler)
+    timer = threading.Timer(0.5, release)
     with Passage(controller, tokens=1) as passage:
         granted = passage.ticket.sent_at
         assert granted is not None
         with held_at_gate(passage):
             timer.start()
+            asked = time.perf_counter()
             gate.acquire()  # as a transport sending the request does
+            got = time.perf_counter()
         sent = passage.ticket.sent_at
         assert sent is not None
-        assert sent >= granted + 0.5
+        # the gate counts from just after ``asked`` until just before ``got``, and it cannot
+        # have let the taker through before the place came back
+        assert sent - granted <= got - asked
+        assert sent - granted >= released[0] - asked - 0.05
+        assert sent - granted > 0.25
         passage.answered()
     gate.release()
 
