@@ -221,7 +221,8 @@ def batch_status(client: redis.Redis, batch_id: str) -> dict[str, Any]:
         "state": _state(finished=finished, dead=dead, total=total, stopped=meta.get("stopped")),
         "items": total,
         "finished": finished,
-        "unfinished": total - finished,
+        # a count under its own key: ``unfinished`` is always the list of ids (batch results)
+        "unfinished_count": total - finished,
         "dead_items": dead,
         "dead_letters": int(meta.get("dead_letters", 0)),
         "failures": int(meta.get("failures", 0)),
@@ -284,6 +285,7 @@ def batch_results(client: redis.Redis, batch_id: str) -> dict[str, Any]:
         "results": results,
         "verdicts": verdicts,
         "unfinished": unfinished,
+        "unfinished_count": len(unfinished),
         "dead_lettered": [item for item in unfinished if item in dead],
         "usage": total_usage(usage),
     }

@@ -66,6 +66,13 @@ def test_two_workers_finish_a_batch_and_store_every_result_once(
     batch_id = _enqueue(batch_file(tmp_path, 30))
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     assert client.xlen(stream_key("q1")) == 8  # 30 items, 4 distinct texts per entry
+    # before any worker: the status counts what is left, the results name it; the key
+    # ``unfinished`` means the ids in both documents, the count has its own key
+    waiting = json.loads(cli("batch", "status", batch_id, "--json").stdout)
+    pending = json.loads(cli("batch", "results", batch_id, "--json").stdout)
+    assert "unfinished" not in waiting
+    assert waiting["unfinished_count"] == pending["unfinished_count"] == 30
+    assert pending["unfinished"] == [f"i{n}" for n in range(30)]
     first = workers.start("--queue", "q1", "--concurrency", "2")
     second = workers.start("--queue", "q1", "--concurrency", "2")
     wait_until(lambda: client.hlen(batch_key(batch_id, "records")) == 30)
