@@ -10,6 +10,16 @@ next reservation, or is sent within a few tens of milliseconds by a flusher thre
 follows (:mod:`._budget_pending`). Until it arrives its reservation stays held, so the cap
 holds; it is exact, counted once by its id.
 
+**A call waits for holds, and is refused only by spend.** When what is spent, what calls in
+flight hold and the new call's worst case pass the cap, but what is spent and the worst case
+alone do not, the call waits for the holds to settle (polling, 10 ms doubling to 250 ms, a
+Ctrl-C still stops it) and asks again; it is refused once settled spend alone leaves no room.
+A worker's queued calls reserve before they wait at its gate, and calls hold their worst case
+while at the provider, so refusing on holds stopped a batch as ``budget_exceeded`` with much of
+its budget unspent. Holds always end: a call settles or releases, and a killed process's hold
+ends with its lease. (A run's own :class:`~multiagent.models.ledger.RunLedger` still refuses on
+holds: its calls are few and its refusal ends only that run.)
+
 **When Redis goes away mid-run** the budget degrades instead of failing every call: it says so
 once on stderr, counts it (``budget_redis_lost_total``) and keeps admitting calls from a local
 reserve of ``degraded_fraction`` of what was left of the shared budget when it was last seen
@@ -38,6 +48,7 @@ import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from multiagent._interrupt import wait_or_stop
 from multiagent._metrics import get_metrics
 from multiagent._redis import open_redis
 from multiagent.errors import BudgetExceededError, ConfigError
@@ -51,10 +62,16 @@ NANO = 1_000_000_000
 PROBE_S = 1.0
 #: Seconds a command may wait for its reply before Redis counts as lost.
 COMMAND_TIMEOUT_S = 2.0
+#: First and longest pause of a call waiting for other calls' holds to settle.
+HOLD_WAIT_S = (0.01, 0.25)
 #: How long a daily budget's keys outlive their last write; a run's or batch's.
 DAILY_TTL_S = 2 * 86400
 RUN_TTL_S = 30 * 86400
 _LOST = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError)
+
+
+class _HeldBack(Exception):
+    """A reservation that fits once the holds of calls in flight settle."""
 
 
 def to_nano(usd: float) -> int:
@@ -133,13 +150,24 @@ class RedisBudget:
     # -- the ProjectBudget protocol -------------------------------------------------------
 
     def reserve(self, usd: float) -> str:
-        """Hold ``usd`` for a call; return the reservation's id.
+        """Hold ``usd`` for a call; return the reservation's id. While only the holds of calls
+        in flight keep ``usd`` out, wait for them to settle (see the module docstring).
 
         Raises:
-            BudgetExceededError: The budget (or, with Redis lost, the local reserve) cannot
-                cover ``usd`` besides what is spent and held.
+            BudgetExceededError: The budget cannot cover ``usd`` besides what is spent (or, with
+                Redis lost, the local reserve cannot cover it besides what it holds).
+            StopRequested: Ctrl-C asked to stop while the call waited.
         """
         amount = to_nano(usd)
+        pause = HOLD_WAIT_S[0]
+        while True:
+            try:
+                return self._reserve_once(amount)
+            except _HeldBack:  # only holds of calls in flight stand in the way: they end
+                wait_or_stop(pause)
+                pause = min(2 * pause, HOLD_WAIT_S[1])
+
+    def _reserve_once(self, amount: int) -> str:
         if self._usable():
             rid = uuid.uuid4().hex
             along = self._pending.take()  # settlements ride with the reservation
@@ -232,6 +260,8 @@ class RedisBudget:
                 f"{self.label} {self.key!r} has no cap in Redis: it was never created "
                 "(enqueue the batch again with --budget)"
             )
+        if admitted == 0 and held > 0 and spent + amount <= cap:
+            raise _HeldBack
         if admitted == 0:
             when = f" for {_period_date(period)}" if self.daily else ""
             raise BudgetExceededError(

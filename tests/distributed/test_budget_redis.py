@@ -275,3 +275,31 @@ def test_bad_redis_budget_input_is_one_line_exit_2_and_changes_nothing(
     assert spend["daily_usd"] == 5.0
     assert spend["spent_usd"] == 0.0
     assert budget_key("batch", "x").startswith("multiagent:budget:")
+
+
+def test_a_call_waits_for_holds_and_is_refused_only_by_spend(redis_url: str) -> None:
+    """Holds of calls in flight make a call wait, not fail: a worker's queued calls hold their
+    worst case, and refusing on holds stopped batches with their budget unspent."""
+    import threading
+
+    budget = _project(redis_url, cap=0.0025)
+    first, second = budget.reserve(0.001), budget.reserve(0.001)  # 0.002 held of 0.0025
+    admitted: list[str] = []
+    waiter = threading.Thread(target=lambda: admitted.append(budget.reserve(0.001)))
+    waiter.start()
+    waiter.join(timeout=0.5)
+    assert waiter.is_alive()
+    assert admitted == []
+    budget.settle(first, 0.0002)  # a call cost far less than its worst case: room again
+    waiter.join(timeout=60)
+    assert not waiter.is_alive()
+    assert len(admitted) == 1
+    report = budget.report()
+    assert report["spent_usd"] == 0.0002
+    assert report["held_usd"] == 0.002
+    # settled spend alone leaves no room: refused at once, holds or not
+    budget.settle(second, 0.0015)
+    with pytest.raises(BudgetExceededError, match="reached"):
+        budget.reserve(0.001)  # 0.0017 spent + 0.001 > 0.0025
+    budget.release(admitted[0])
+    assert budget.report()["held_usd"] == 0.0
