@@ -149,7 +149,13 @@ def _heavy_objects(
 ) -> tuple[Settings, ModelPipeline, AgentCatalog]:
     """Settings, pipeline and catalogue for one set of context values, built once per process."""
     overrides = {f"models.{tier}": model for tier in TIERS} if model else None
-    settings = load_settings(env=profile, policy=policy, provider=provider, overrides=overrides)
+    settings = load_settings(
+        env=profile,
+        policy=policy,
+        provider=provider,
+        overrides=overrides,
+        overrides_source="the run context's model",  # not the CLI's: messages name it
+    )
     # a provider's capacity does not change with the profile that calls it, and this process
     # keeps one backpressure controller per provider and model: every context's pipeline uses
     # the process's own rate limits (the settings a run without context values gets)

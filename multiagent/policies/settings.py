@@ -292,6 +292,7 @@ def load_settings(
     home: str | Path | None = None,
     config_file: str | Path | None = None,
     overrides: Mapping[str, Any] | None = None,
+    overrides_source: str | None = None,
 ) -> Settings:
     """Resolve the active profile, policy, provider and data directory.
 
@@ -302,6 +303,9 @@ def load_settings(
         home: The data directory; default ``MULTIAGENT_HOME`` or ``./.multiagent``.
         config_file: A TOML file to use instead of looking for ``multiagent.toml``.
         overrides: Dotted setting paths to values, e.g. ``{"rate_limit.max_concurrency": 4}``.
+        overrides_source: Where ``overrides`` came from, as messages and ``sources`` name it
+            (``the run context's model``: LangGraph Server's values are not the command line's);
+            default: ``cli <path>`` for each.
 
     Returns:
         The frozen, validated settings with ``sources`` naming where each value came from.
@@ -370,7 +374,11 @@ def load_settings(
     cli_values: dict[str, Any] = {}
     for path, value in (overrides or {}).items():
         _set_path(cli_values, path, value)
-    layers.overlay(cli_values, lambda path: f"cli {path}", origin="the command line")
+    layers.overlay(
+        cli_values,
+        lambda path: overrides_source or f"cli {path}",
+        origin=overrides_source or "the command line",
+    )
 
     sim_data = layers.data.pop("sim")
     try:

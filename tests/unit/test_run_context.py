@@ -12,6 +12,7 @@ from langgraph.store.memory import InMemoryStore
 from pydantic import ValidationError
 from typing_extensions import TypedDict
 
+from multiagent.errors import ConfigError
 from multiagent.nodes.context import (
     AnyContext,
     WorkflowContext,
@@ -73,6 +74,18 @@ def test_budget_and_model_come_from_the_context() -> None:
     assert context.ledger.budget_usd == 0.25
     models = context.settings.profile.models
     assert (models.fast, models.standard, models.premium) == ("gpt-4o",) * 3
+
+
+def test_an_unpriced_context_model_is_named_as_the_run_contexts_not_the_cli() -> None:
+    with pytest.raises(ConfigError) as caught:
+        resolve_context(RunContext(model="no-such-model", memory="off"))
+    message = str(caught.value)
+    assert "model 'no-such-model' has no price" in message
+    assert "from the run context's model)" in message
+    assert "cli" not in message
+    # the explicit arguments of load_settings (the CLI's and the API's) keep their wording
+    with pytest.raises(ConfigError, match=r"from cli models\.fast\)"):
+        load_settings(overrides={"models.fast": "no-such-model"})
 
 
 def test_no_context_runs_with_the_defaults_and_no_embedded_memory() -> None:
