@@ -9,9 +9,16 @@ that sees the input before the server stores anything is its auth layer: a handl
 ``features.pii_redaction`` on, the handler rewrites the input in place with the same
 :func:`~multiagent.safety.redact_input` the CLI and the Python API use.
 
+The same handler refuses a resume (``command={"resume": ...}``) on a thread with no checkpoint,
+such as one just made with ``threads.create()``: LangGraph would start that run from ``START``
+with the server's ``Command`` (its ``goto`` is ``None``) as the input and fail inside its own
+``__start__`` task with ``TypeError: 'NoneType' object is not iterable``, before any node of ours
+runs. The request is answered 409 with one line naming the thread instead. A thread with a run
+in flight is let through: that run may yet pause it.
+
 LangGraph requires an ``authenticate`` handler beside it. Ours admits every request, which is
 what ``langgraph dev`` does with no auth configured; a deployment with its own authentication
-replaces :func:`admit` with its check and keeps :func:`redact_run_input`.
+replaces :func:`admit` with its check and keeps :func:`check_run`.
 """
 
 from __future__ import annotations
@@ -20,8 +27,9 @@ import asyncio
 import functools
 from typing import Any
 
-from langgraph_sdk import Auth
+from langgraph_sdk import Auth, get_client
 from langgraph_sdk.auth.types import RunsCreate
+from langgraph_sdk.errors import NotFoundError
 
 from multiagent.nodes.run_context import RunContext
 from multiagent.policies import load_settings
@@ -37,13 +45,36 @@ async def admit() -> Auth.types.MinimalUserDict:
 
 
 @auth.on.threads.create_run
-async def redact_run_input(ctx: Auth.types.AuthContext, value: RunsCreate) -> None:
-    """Redact the run's input in place when its profile says so; allow the run."""
+async def check_run(ctx: Auth.types.AuthContext, value: RunsCreate) -> None:
+    """Refuse a resume with nothing to resume; redact the run's input in place when its
+    profile says so; allow the run."""
     kwargs: dict[str, Any] = value.get("kwargs") or {}
+    command = kwargs.get("command") or {}
+    if command.get("resume") is not None and value.get("thread_id") is not None:
+        await _refuse_nothing_to_resume(str(value["thread_id"]))
     if kwargs.get("input") is None:
         return  # a resume (``Command``) or a run with no input: nothing new to store
     # settings read files and redaction is CPU work: both off the server's event loop
     kwargs["input"] = await asyncio.to_thread(_redacted, kwargs["input"], kwargs.get("context"))
+
+
+async def _refuse_nothing_to_resume(thread_id: str) -> None:
+    """Raise 409 when ``thread_id`` has no checkpoint and no run in flight (or does not exist)."""
+    # the server's own API, in process and past authentication (the SDK's loopback transport)
+    async with get_client() as client:
+        try:
+            state = await client.threads.get_state(thread_id)
+            if state["checkpoint"] is not None:
+                return
+            if (await client.threads.get(thread_id))["status"] == "busy":
+                return  # a run ahead of this one may pause the thread before this one starts
+        except NotFoundError:
+            pass  # a run that creates its thread (if_not_exists="create"): nothing there either
+    raise Auth.exceptions.HTTPException(
+        status_code=409,
+        detail=f"thread {thread_id} has nothing to resume: no run has paused it (it has no "
+        "checkpoint); start a run with an input first",
+    )
 
 
 def _redacted(payload: Any, context: Any) -> Any:

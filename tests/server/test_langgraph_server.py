@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
@@ -241,3 +242,34 @@ async def test_input_holding_pii_is_redacted_before_the_server_stores_it(
     # a profile without redaction keeps the input as given: the scan above can see it
     _, plain, _ = await _run(client, "orchestration", input={"task": task})
     assert email in plain["task"]
+
+
+async def test_resuming_a_thread_with_nothing_to_resume_says_so(client: LangGraphClient) -> None:
+    thread = await client.threads.create()
+    with pytest.raises(httpx.HTTPStatusError) as caught:
+        await client.runs.wait(
+            thread["thread_id"], "orchestration", command={"resume": {"approved": True}}
+        )
+    assert caught.value.response.status_code == 409
+    assert caught.value.response.json() == {
+        "detail": f"thread {thread['thread_id']} has nothing to resume: no run has paused it "
+        "(it has no checkpoint); start a run with an input first"
+    }  # one line, not LangGraph's "TypeError: 'NoneType' object is not iterable"
+    assert await client.runs.list(thread["thread_id"]) == []  # refused before a run was made
+
+
+async def test_a_resume_queued_behind_the_run_that_pauses_the_thread_goes_through(
+    client: LangGraphClient,
+) -> None:
+    thread = await client.threads.create()
+    await client.runs.create(
+        thread["thread_id"], "orchestration",
+        input={"task": "Plan a picnic", "require_approval": True},
+    )  # fmt: skip
+    # sent while that run is (almost always) still pending, before the thread has a checkpoint
+    result = await client.runs.wait(
+        thread["thread_id"], "orchestration", command={"resume": {"approved": True}}
+    )
+    assert isinstance(result, dict)
+    assert result["approval"]["approved"] is True
+    assert result["output"].strip()
