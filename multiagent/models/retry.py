@@ -21,9 +21,11 @@ attempts that are left, with the same stop, wait, retry and reporting as before.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -36,6 +38,26 @@ from multiagent.models.provider_errors import error_kind, is_retryable, retry_af
 
 #: Called before sleeping between attempts: (exception, attempt number that failed, wait in s).
 RetryHook = Callable[[BaseException, int, float], None]
+
+#: Set while a call asks something the provider may not support: a server error then answers
+#: the question (see :func:`server_errors_final`) and is not retried.
+_SERVER_ERRORS_FINAL: ContextVar[bool] = ContextVar("multiagent_server_errors_final", default=False)
+
+
+@contextlib.contextmanager
+def server_errors_final() -> Iterator[None]:
+    """Within the block, a call that fails with a server error (5xx) is not retried.
+
+    For a request whose kind the provider may not take, when the caller has another way to ask:
+    the structured-output ladder probing a JSON mode. llama.cpp's server answers
+    ``response_format={"type": "json_schema"}`` with a 500; retried, that refusal cost every
+    process about 2.5 s of backoff before the ladder went on to the next step.
+    """
+    token = _SERVER_ERRORS_FINAL.set(True)
+    try:
+        yield
+    finally:
+        _SERVER_ERRORS_FINAL.reset(token)
 
 
 @dataclass(frozen=True)
@@ -153,6 +175,8 @@ def _after_first(
     if error is None:
         return None
     if policy.attempts == 1 or not is_retryable(error):
+        raise error
+    if _SERVER_ERRORS_FINAL.get() and error_kind(error) == "server":
         raise error
     wait = backoff_s(policy, failed=1, error=error, rng=rng)
     _report(model, on_retry, error, 1, wait)

@@ -24,6 +24,7 @@ the sync and async drivers (:func:`run_structured`, :func:`arun_structured`) are
 
 from __future__ import annotations
 
+import contextlib
 import json
 import weakref
 from collections.abc import Awaitable, Callable, Generator, Sequence
@@ -56,6 +57,7 @@ from multiagent.models._structured_read import (
     problem,
 )
 from multiagent.models.completion_cache import HeldAnswers, held_answers
+from multiagent.models.retry import server_errors_final
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -327,7 +329,8 @@ def run_structured(
         request = driven.first()
         while True:
             try:
-                reply: BaseMessage | Exception = send(request.runnable, request.messages)
+                with _probing(model, request.step):
+                    reply: BaseMessage | Exception = send(request.runnable, request.messages)
             except Exception as exc:  # handed to the ladder, which re-raises what is not its
                 reply = exc
             request = driven.reply(reply)
@@ -351,11 +354,21 @@ async def arun_structured(
         request = driven.first()
         while True:
             try:
-                reply: BaseMessage | Exception = await send(request.runnable, request.messages)
+                with _probing(model, request.step):
+                    reply: BaseMessage | Exception = await send(request.runnable, request.messages)
             except Exception as exc:
                 reply = exc
             request = driven.reply(reply)
     return driven.value()
+
+
+def _probing(model: _Model, step: Step) -> contextlib.AbstractContextManager[None]:
+    """A JSON mode not yet known to work for ``model`` is asked once: a server error answering
+    it is a refusal (see :func:`~._structured_bind.is_refusal`), not a failure to retry. Once a
+    mode has worked, its server errors are the provider failing and are retried as any."""
+    if step in ("json_schema", "json_mode") and known_method(model) != step:
+        return server_errors_final()
+    return contextlib.nullcontext()
 
 
 def _plain_invoke(runnable: _Model, messages: list[BaseMessage]) -> BaseMessage:

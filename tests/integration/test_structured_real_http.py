@@ -115,3 +115,42 @@ def test_a_server_error_on_json_schema_falls_to_json_mode_which_is_then_remember
     assert [c.input_tokens for c in ledger.calls if c.outcome == "ok"] == [20] * 4
     counts = STRUCTURED_COUNTS.snapshot()["validate"]
     assert (counts["fallback"], counts["steps"]) == (2, {"json_mode": 2})
+
+
+def test_json_schema_refused_with_a_500_is_asked_once_not_retried(
+    server: LlamaLikeServer,
+) -> None:
+    """With the pipeline's own retries on, the 500 that refuses ``json_schema`` is taken as the
+    refusal it is: one request, then JSON mode (retried, it cost each process ~2.5 s)."""
+    settings = load_settings(provider="openai", overrides={"cache.completion_enabled": False})
+    retries = RetryPolicy(attempts=4, base_s=0.001, cap_s=0.002)
+    model = ModelPipeline(settings, retry=retries).model_for("standard", agent="checker")
+    first = run_structured(model, [HumanMessage("Does the text pass?")], Verdict)
+    assert first.step == "json_mode"
+    assert server.requests == ["tools", "json_schema", "json_object"]
+
+
+def test_a_json_mode_known_to_work_is_retried_on_a_server_error(
+    server: LlamaLikeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once JSON mode has worked for the model, a 500 to it is the provider failing: retried."""
+    settings = load_settings(provider="openai", overrides={"cache.completion_enabled": False})
+    retries = RetryPolicy(attempts=4, base_s=0.001, cap_s=0.002)
+    model = ModelPipeline(settings, retry=retries).model_for("standard", agent="checker")
+    prompt = [HumanMessage("Does the text pass?")]
+    run_structured(model, prompt, Verdict)  # learns json_mode
+    failing = iter([True])
+    original = _Handler.reply_json
+
+    def flaky(handler: _Handler, status: int, payload: dict[str, Any]) -> None:
+        kind = handler.server.requests[-1]
+        if kind == "json_object" and next(failing, False):
+            original(handler, 503, {"error": {"message": "overloaded"}})
+            return
+        original(handler, status, payload)
+
+    monkeypatch.setattr(_Handler, "reply_json", flaky)
+    del server.requests[:]
+    second = run_structured(model, prompt, Verdict)
+    assert second.step == "json_mode"
+    assert server.requests == ["tools", "json_object", "json_object"]  # the 503 was retried
