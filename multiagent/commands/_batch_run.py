@@ -112,7 +112,12 @@ def run_local_batch(
         flush_write_behind()
         if unpersisted():
             persist_metrics(settings)
-    report = {**outcome_report(outcome.outcome), "unfinished": outcome.unfinished}
+    unfinished = outcome.unfinished
+    report = {
+        **outcome_report(outcome.outcome),
+        "unfinished": unfinished,
+        "unfinished_count": len(unfinished),
+    }
     if as_json:
         print_json(report)
     else:

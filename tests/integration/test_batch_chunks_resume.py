@@ -84,6 +84,7 @@ def test_an_outage_stops_the_batch_resumable_and_resume_runs_exactly_the_rest(
     assert doc["status"] == "failed"
     assert doc["results"] == []
     assert doc["unfinished"] == [f"i{n}" for n in range(6)]
+    assert doc["unfinished_count"] == 6
     assert "6 items unfinished: i0, i1, i2, i3, i4, i5" in doc["message"]
     # the first chunk failed, so no other chunk was started: one chunk's calls, no more
     assert doc["this_run"]["calls"] <= 2 * 6
