@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
+
+from multiagent._interrupt import wait_or_stop
 
 #: Names a crash point (see :func:`crash_point`); tests set it in a subprocess they will kill.
 CRASH_POINT_ENV = "MULTIAGENT_CRASH_POINT"
@@ -17,13 +18,14 @@ def crash_point(name: str) -> None:
 
     The crash-safety tests run a command in a subprocess with the variable set, wait for the
     marker file (``MULTIAGENT_CRASH_POINT_FILE``) to appear, then ``SIGKILL`` it: the kill lands
-    mid-write every time, with no timing guess. Unset (always, outside those tests), it costs
-    one dictionary lookup.
+    mid-write every time, with no timing guess. Parked, it still answers Ctrl-C as the command
+    would there (:func:`~multiagent._interrupt.wait_or_stop`), so a test can interrupt it at the
+    same point. Unset (always, outside those tests), it costs one dictionary lookup.
     """
     if os.environ.get(CRASH_POINT_ENV) != name:
         return
     marker = os.environ.get(CRASH_MARKER_ENV)
     if marker:
         Path(marker).write_text(str(os.getpid()), encoding="utf-8")
-    while True:  # until the test's SIGKILL
-        time.sleep(60)
+    while True:  # until the test's SIGKILL (or Ctrl-C, under stop_on_ctrl_c)
+        wait_or_stop(60)

@@ -4,7 +4,8 @@ Every failure a user can cause ends the same way: one line on stderr naming the 
 what is valid, exit code 2, no traceback. :class:`_OneLineErrors` makes that true for click's
 own usage errors as well as for the project's :class:`~multiagent.errors.UsageError`. Ctrl-C
 ends with exit code 130 (the workflow commands first mark the run interrupted and print how to
-resume it); ``--version`` prints the installed package's version.
+resume it; ``persistence restore`` and ``compact`` say what agent memory holds); ``--version``
+prints the installed package's version.
 """
 
 from __future__ import annotations

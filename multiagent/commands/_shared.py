@@ -89,6 +89,30 @@ def print_json(document: Any) -> None:
 
 
 @contextmanager
+def stops_on_ctrl_c(*, stopped: str, at_once: str) -> Iterator[None]:
+    """Run the block under :func:`~multiagent._interrupt.stop_on_ctrl_c`; Ctrl-C ends the
+    command with exit code 130 and one line on stderr saying what is stored.
+
+    Args:
+        stopped: The line when the library stopped at a point it checks (the first Ctrl-C).
+        at_once: The line when a second Ctrl-C cut in wherever the command was.
+    """
+    from multiagent._interrupt import StopRequested, stop_on_ctrl_c
+
+    try:
+        with stop_on_ctrl_c():
+            yield
+    except StopRequested:
+        line = stopped
+    except KeyboardInterrupt:
+        line = at_once
+    else:
+        return
+    err_console.print(line, markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(130)  # the shell's convention for SIGINT: 128 + 2
+
+
+@contextmanager
 def audited(ctx: typer.Context, *, command: str, params: Mapping[str, Any]) -> Iterator[None]:
     """Append one audit record when the command in the ``with`` block finishes.
 

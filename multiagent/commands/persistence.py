@@ -13,7 +13,13 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from multiagent.commands._shared import cli_settings, console, print_json, print_plain
+from multiagent.commands._shared import (
+    cli_settings,
+    console,
+    print_json,
+    print_plain,
+    stops_on_ctrl_c,
+)
 from multiagent.commands.repair import repair
 from multiagent.errors import UsageError
 from multiagent.persistence.scheduler_state import TASK_NAMES
@@ -152,7 +158,15 @@ def restore(
     from multiagent.persistence.snapshots import MemorySnapshot
 
     settings = cli_settings(ctx)
-    with MemorySnapshot(settings) as snapper:
+    # Ctrl-C stops before the swap, which is the only step that changes memory
+    with (
+        stops_on_ctrl_c(
+            stopped="interrupted: nothing was restored; agent memory is as it was before",
+            at_once="interrupted at once: the agent's memory, once next opened, holds what it "
+            "held before or exactly the snapshot, never a mix",
+        ),
+        MemorySnapshot(settings) as snapper,
+    ):
         info = snapper.restore(Path(snapshot_file))
     if as_json:
         print_json({"restored": info.as_dict()})
@@ -229,7 +243,15 @@ def compact(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Rebuild agent collections, drop orphaned index files, vacuum."""
     from multiagent.persistence.maintenance import ChromaDBMaintenance
 
-    report = ChromaDBMaintenance(cli_settings(ctx)).compact()
+    maintenance = ChromaDBMaintenance(cli_settings(ctx))
+    # Ctrl-C stops between collections or before a swap; each rebuild keeps every item
+    with stops_on_ctrl_c(
+        stopped="interrupted: compaction stopped part-way; agent memory holds what it held "
+        "before, no item lost or half-written",
+        at_once="interrupted at once: agent memory holds what it held before; a collection "
+        "swap cut short is finished the next time agent memory is opened",
+    ):
+        report = maintenance.compact()
     if as_json:
         print_json(report.as_dict())
     else:

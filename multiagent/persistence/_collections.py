@@ -2,7 +2,9 @@
 
 A rebuild (restore, compaction, re-embedding) fills a new collection first and only swaps it in
 once it holds every item, so a crash half-way leaves the old collection whole; the next open
-finishes or discards an interrupted swap (:func:`recover_rebuilds`).
+finishes or discards an interrupted swap (:func:`recover_rebuilds`). Under
+:func:`~multiagent._interrupt.stop_on_ctrl_c` (the CLI's restore and compaction) Ctrl-C stops a
+rebuild between batches or just before the swap, never inside it: the old collection stays.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+from multiagent._crash import crash_point
+from multiagent._interrupt import check_stop
 from multiagent.errors import MultiagentError, UsageError
 
 logger = logging.getLogger("multiagent.persistence.memory")
@@ -112,6 +116,7 @@ def export_items(collection: Any) -> MemoryItems:
 def _fill(client: Any, collection: Any, items: MemoryItems) -> None:
     batch = max(1, int(client.get_max_batch_size()))
     for start in range(0, len(items), batch):
+        check_stop()
         end = start + batch
         collection.add(
             ids=items.ids[start:end],
@@ -143,6 +148,8 @@ def rebuild_collection(
                 "the old collection is kept"
             )
         fresh.modify(name=ready)
+        crash_point("rebuild-swap")
+        check_stop()  # the last point where Ctrl-C leaves the old collection as it was
     except BaseException:
         for leftover in (staging, ready):
             with contextlib.suppress(Exception):

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from multiagent._crash import crash_point
+from multiagent._interrupt import check_stop
 from multiagent.errors import MultiagentError
 
 TEMP_PREFIX = ".tmp-"
@@ -113,6 +114,8 @@ class FileLock:
                             f"timed out after {self.timeout_s:g}s waiting for the {kind} lock "
                             f"{self.path}; another maintenance task or writer holds it"
                         ) from None
+                    if mode == fcntl.LOCK_EX:  # maintenance waiting for writers: Ctrl-C (under
+                        check_stop()  # stop_on_ctrl_c) ends the wait, nothing touched yet
                     time.sleep(0.05)
             try:
                 yield

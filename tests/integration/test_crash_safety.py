@@ -1,5 +1,6 @@
 """SIGKILL mid-write leaves the previous good state readable: snapshot, backup, prune,
-compaction, metrics persistence and key rotation.
+compaction, metrics persistence and key rotation; Ctrl-C mid-compaction or mid-restore leaves
+memory as it was and says so.
 
 Each test runs the real command in a subprocess with ``MULTIAGENT_CRASH_POINT`` naming the
 critical point (after the new bytes are written, before they are published or committed); the
@@ -41,6 +42,36 @@ FACTS = [f"Fact {i}: item {i} is kept in drawer {i}." for i in range(12)]
 
 def kill_at(point: str, *args: str, tmp_path: Path, env: dict[str, str] | None = None) -> None:
     """Run ``multiagent ARGS`` until it parks at ``point``, then SIGKILL it."""
+    child = _park_at(point, *args, tmp_path=tmp_path, env=env)
+    try:
+        os.kill(child.pid, signal.SIGKILL)
+        assert child.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        assert child.stderr is not None
+        child.stderr.close()
+
+
+def interrupt_at(point: str, *args: str, tmp_path: Path) -> tuple[int, str]:
+    """Run ``multiagent ARGS`` until it parks at ``point``, press Ctrl-C (SIGINT) once, and
+    return its exit code and stderr."""
+    child = _park_at(point, *args, tmp_path=tmp_path)
+    try:
+        child.send_signal(signal.SIGINT)
+        _out, err = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    return child.returncode, err.decode()
+
+
+def _park_at(
+    point: str, *args: str, tmp_path: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``multiagent ARGS`` and return once it is parked at ``point``."""
     marker = tmp_path / f"reached-{point}"
     marker.unlink(missing_ok=True)
     child_env = {
@@ -56,19 +87,14 @@ def kill_at(point: str, *args: str, tmp_path: Path, env: dict[str, str] | None =
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    try:
-        deadline = time.monotonic() + 180  # a guard against a hang, not a measurement
-        while not marker.exists() and child.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert marker.exists(), f"never reached {point}: {child.stderr.read().decode()[-800:]}"
-        os.kill(child.pid, signal.SIGKILL)
-        assert child.wait(timeout=60) == -signal.SIGKILL
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        assert child.stderr is not None
-        child.stderr.close()
+    deadline = time.monotonic() + 180  # a guard against a hang, not a measurement
+    while not marker.exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if not marker.exists():
+        child.kill()
+        _out, err = child.communicate()
+        raise AssertionError(f"never reached {point}: {err.decode()[-800:]}")
+    return child
 
 
 def _seed_memory() -> None:
@@ -161,6 +187,43 @@ def test_compaction_killed_half_way_loses_no_memory(tmp_path: Path) -> None:
     kill_at("compact", "persistence", "compact", tmp_path=tmp_path)
     assert _memory_contents() == before
     assert runner.invoke(app, ["persistence", "compact", "--json"]).exit_code == 0
+    assert _memory_contents() == before
+
+
+def _staging_collections() -> list[str]:
+    """Rebuilds left half-done (read without opening agent memory, which would settle them)."""
+    result = runner.invoke(app, ["persistence", "status", "--json"])
+    assert result.exit_code == 0, result.output
+    staging: list[str] = json.loads(result.stdout)["memory"]["staging"]
+    return staging
+
+
+def test_compaction_interrupted_half_way_says_memory_is_as_before(tmp_path: Path) -> None:
+    _seed_memory()
+    before = _memory_contents()
+    code, err = interrupt_at("compact", "persistence", "compact", tmp_path=tmp_path)
+    assert code == 130
+    assert err == (
+        "interrupted: compaction stopped part-way; agent memory holds what it held before, "
+        "no item lost or half-written\n"
+    )
+    assert _staging_collections() == []
+    assert _memory_contents() == before
+
+
+def test_restore_interrupted_before_its_swap_says_nothing_was_restored(tmp_path: Path) -> None:
+    _seed_memory()
+    with MemorySnapshot(load_settings()) as snapper:
+        taken = snapper.take("researcher")
+    with open_agent_memory(load_settings(), embeddings="lexical") as memory:
+        memory.remember("researcher", ["A fact learned after the snapshot."])
+    before = _memory_contents()
+    code, err = interrupt_at(
+        "rebuild-swap", "persistence", "restore", str(taken.path), tmp_path=tmp_path
+    )
+    assert code == 130
+    assert err == "interrupted: nothing was restored; agent memory is as it was before\n"
+    assert _staging_collections() == []  # the filled copy was dropped, not left to settle
     assert _memory_contents() == before
 
 
