@@ -2,8 +2,12 @@
 
 The JSON document puts its header keys first and ``payload`` last, so a listing can read the
 header from the first compressed block without inflating the embeddings. The checksum is the
-SHA-256 of the payload serialised canonically (sorted keys, no spaces), which JSON round trips
-reproduce exactly: Python writes floats as their shortest exact repr.
+SHA-256 of the whole document but the checksum itself (header and payload), serialised
+canonically (sorted keys, no spaces), which JSON round trips reproduce exactly: Python writes
+floats as their shortest exact repr. Schema version 1 summed the payload alone, so a damaged
+header (its embedder, its creation time) went unnoticed; version 1 files are still read and
+checked that way, since users keep them. A version 2 file whose version is changed to 1 fails
+too: its checksum is not the payload's.
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ from multiagent.persistence._collections import MemoryItems, check_agent
 from multiagent.persistence.crypto import MAGIC, Keyring, is_sealed
 
 FORMAT = "multiagent.memory-snapshot"
-SCHEMA_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+SCHEMA_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
 _HEADER_KEYS = ("format", "schema_version", "agent", "created_at", "item_count", "embedder")
 _PAYLOAD_MARK = b',"payload":'
 #: Vector sizes of the embedders this package writes: a snapshot claiming one of them with
@@ -32,9 +36,14 @@ _DIMENSIONS = {"all-MiniLM-L6-v2": 384, "lexical-hash-v1": 512}
 
 
 def payload_checksum(payload: Any) -> str:
-    """``sha256:<hex>`` of the canonical JSON of ``payload``."""
+    """``sha256:<hex>`` of the canonical JSON of ``payload`` (the schema version 1 checksum)."""
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def document_checksum(document: dict[str, Any]) -> str:
+    """``sha256:<hex>`` of everything in ``document`` but its checksum: header and payload."""
+    return payload_checksum({k: v for k, v in document.items() if k != "checksum"})
 
 
 def build_document(
@@ -63,8 +72,8 @@ def build_document(
         "created_at": created_at,
         "item_count": len(items),
         "embedder": embedder,
-        "checksum": payload_checksum(payload),
     }
+    header["checksum"] = document_checksum({**header, "payload": payload})
     document = {**header, "payload": payload}
     data = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     return header, data
@@ -132,11 +141,12 @@ def parse_document(document: Any, *, source: str) -> tuple[dict[str, Any], Memor
     payload = document.get("payload")
     if not isinstance(payload, dict):
         raise _bad(source, "no payload")
-    actual = payload_checksum(payload)
+    version1 = header["schema_version"] == 1  # its checksum covers the payload alone
+    actual = payload_checksum(payload) if version1 else document_checksum(document)
     if actual != header["checksum"]:
         raise UsageError(
-            f"snapshot {source} fails its checksum (header {header['checksum']}, content "
-            f"{actual}): it was altered or damaged; nothing was restored"
+            f"snapshot {source} fails its checksum (recorded {header['checksum']}, content "
+            f"{actual}): its header or payload was altered or damaged; nothing was restored"
         )
     agent = payload.get("agent")
     if agent != header["agent"] or not isinstance(agent, str):

@@ -1,7 +1,7 @@
 """``MemorySnapshot``: compressed, checksummed, per-agent snapshots of long-term memory.
 
 A snapshot is one ``.json.gz`` file: a header (format, schema version, agent, created at, item
-count, embedder, SHA-256 of the payload) and the payload (every item with id, document,
+count, embedder, SHA-256 of the header and payload) and the payload (every item with id, document,
 metadata and embedding, and the agent's thread index); with an encryption key configured
 (``MULTIAGENT_ENCRYPTION_KEY``) the compressed bytes are sealed with AES-256-GCM
 (:mod:`multiagent.persistence.crypto`), naming the key by its id. It is written atomically

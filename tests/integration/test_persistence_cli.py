@@ -179,14 +179,17 @@ def test_bad_snapshots_exit_2_and_change_nothing(isolated_env: Path, tmp_path: P
     truncated = tmp_path / "truncated.json.gz"
     truncated.write_bytes(good.read_bytes()[:100])
     foreign = tmp_path / "foreign.json.gz"
-    foreign.write_bytes(gzip.compress(json.dumps({**raw, "schema_version": 2}).encode()))
+    foreign.write_bytes(gzip.compress(json.dumps({**raw, "schema_version": 99}).encode()))
+    header = tmp_path / "header.json.gz"  # which embedder restores it: covered by the checksum
+    header.write_bytes(gzip.compress(json.dumps({**raw, "embedder": "another"}).encode()))
     altered = tmp_path / "altered.json.gz"
     raw["payload"]["items"][0]["document"] = "Lyon is the capital of France."
     altered.write_bytes(gzip.compress(json.dumps(raw).encode()))
     cases = {
         str(tmp_path / "missing.json.gz"): "does not exist",
         str(truncated): "is truncated or not a gzip file",
-        str(foreign): "has schema version 2",
+        str(foreign): "has schema version 99",
+        str(header): "fails its checksum",
         str(altered): "fails its checksum",
     }
     for path, expected in cases.items():

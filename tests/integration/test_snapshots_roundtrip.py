@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 
 from multiagent.errors import UsageError
 from multiagent.persistence import _files
+from multiagent.persistence._collections import MemoryItems
 from multiagent.persistence.memory import ChromaAgentMemory, open_agent_memory
 from multiagent.persistence.snapshots import MemorySnapshot, file_digest
 from multiagent.policies import load_settings
@@ -65,7 +67,7 @@ def test_snapshot_wipe_restore_gives_identical_results(memory: ChromaAgentMemory
     assert memory.export("researcher")[0].embeddings == items_after.embeddings
     assert _answers(memory) == before
     assert memory.recall("critic", "sources") == ["Check the sources twice."]  # untouched
-    assert header["schema_version"] == 1
+    assert header["schema_version"] == 2
     assert header["item_count"] == 12
     assert header["checksum"].startswith("sha256:")
     assert header["embedder"] == "lexical-hash-v1"
@@ -106,11 +108,26 @@ def _corrupt_variants(good: bytes, tmp: Path) -> dict[str, tuple[Path, str]]:
         *raw["payload"]["items"][1:],
     ]
     foreign_schema = {**raw, "schema_version": 99}
+    # a header field flipped: the checksum covers the header too (schema version 2)
+    header_created = {**raw, "created_at": raw["created_at"].replace("20", "19", 1)}
+    header_embedder = {**raw, "embedder": "lexical-hash-v2"}
+    header_added = {**raw, "agent_note": "restore me elsewhere"}
+    downgraded = {**raw, "schema_version": 1}  # read as version 1: the payload's sum differs
     foreign_format = {"format": "someone-else", "rows": []}
     variants = {
         "truncated": (good[: len(good) // 2], "is truncated or not a gzip file"),
         "altered": (gzip.compress(json.dumps(altered).encode()), "fails its checksum"),
         "schema": (gzip.compress(json.dumps(foreign_schema).encode()), "schema version 99"),
+        "header-created": (
+            gzip.compress(json.dumps(header_created).encode()),
+            "fails its checksum",
+        ),
+        "header-embedder": (
+            gzip.compress(json.dumps(header_embedder).encode()),
+            "fails its checksum",
+        ),
+        "header-added": (gzip.compress(json.dumps(header_added).encode()), "fails its checksum"),
+        "downgraded": (gzip.compress(json.dumps(downgraded).encode()), "fails its checksum"),
         "foreign": (gzip.compress(json.dumps(foreign_format).encode()), "not a multiagent memory"),
         "not-json": (gzip.compress(b"{nope"), "is not valid JSON"),
     }
@@ -140,6 +157,69 @@ def test_bad_snapshots_are_refused_and_nothing_is_overwritten(
             snapper.restore(tmp_path / "missing.json.gz")
 
 
+def _version1_snapshot(agent: str, items: MemoryItems, embedder: str | None) -> bytes:
+    """A snapshot laid out as schema version 1 wrote it, built here by hand: header keys
+    first, a checksum of the payload alone (canonical JSON), the payload last."""
+    payload = {
+        "agent": agent,
+        "items": [
+            {"id": i, "document": d, "metadata": m, "embedding": e}
+            for i, d, m, e in zip(
+                items.ids, items.documents, items.metadatas, items.embeddings, strict=True
+            )
+        ],
+        "threads": {},
+    }
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    document = {
+        "format": "multiagent.memory-snapshot",
+        "schema_version": 1,
+        "agent": agent,
+        "created_at": "2026-01-02T03:04:05.000006+00:00",
+        "item_count": len(items),
+        "embedder": embedder,
+        "checksum": "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest(),
+        "payload": payload,
+    }
+    raw = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return gzip.compress(raw, mtime=0)
+
+
+def test_a_version_1_snapshot_still_lists_verifies_and_restores(
+    memory: ChromaAgentMemory, tmp_path: Path
+) -> None:
+    before, (items, embedder) = _answers(memory), memory.export("researcher")
+    old = tmp_path / "researcher-v1.json.gz"
+    old.write_bytes(_version1_snapshot("researcher", items, embedder))
+    altered = tmp_path / "researcher-v1-altered.json.gz"
+    forged = MemoryItems(
+        ids=items.ids,
+        documents=["forged", *items.documents[1:]],
+        metadatas=items.metadatas,
+        embeddings=items.embeddings,
+    )
+    good = json.loads(gzip.decompress(_version1_snapshot("researcher", items, embedder)))
+    bad = json.loads(gzip.decompress(_version1_snapshot("researcher", forged, embedder)))
+    altered.write_bytes(gzip.compress(json.dumps({**bad, "checksum": good["checksum"]}).encode()))
+    with MemorySnapshot(load_settings(), store=memory) as snapper:
+        header, loaded = snapper.load(old)
+        assert header["schema_version"] == 1
+        assert loaded.ids == items.ids
+        with pytest.raises(UsageError, match="fails its checksum"):
+            snapper.load(altered)
+        memory.wipe("researcher")
+        restored = snapper.restore(old)
+    assert restored.item_count == len(items)
+    assert restored.created_at == "2026-01-02T03:04:05.000006+00:00"
+    after = memory.export("researcher")[0]
+    assert (after.ids, after.documents, after.metadatas) == (
+        items.ids,
+        items.documents,
+        items.metadatas,
+    )
+    assert _answers(memory) == before
+
+
 def test_an_exception_between_write_and_rename_keeps_the_previous_snapshot(
     memory: ChromaAgentMemory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -163,6 +243,7 @@ def test_an_exception_between_write_and_rename_keeps_the_previous_snapshot(
 KILLER = """
 import os, signal, sys
 from multiagent.persistence import _files
+from multiagent.persistence._collections import MemoryItems
 from multiagent.persistence.snapshots import MemorySnapshot
 from multiagent.policies import load_settings
 
