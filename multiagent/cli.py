@@ -33,8 +33,10 @@ from multiagent.commands.worker import worker
 from multiagent.commands.workflows import meeting, run, validate
 
 try:  # recent typer vendors click; its exceptions are not the click package's
+    from typer._click import Context as ClickContext
     from typer._click import exceptions as clickx
 except ImportError:  # pragma: no cover - older typer
+    from click import Context as ClickContext  # type: ignore[assignment]
     from click import exceptions as clickx  # type: ignore[no-redef]
 
 
@@ -57,8 +59,21 @@ def _naming_the_value(exc: clickx.ClickException) -> str:
     return message
 
 
+class _Interrupted(Exception):
+    """Ctrl-C inside a command, carried past typer (which turns it into a silent exit 130)."""
+
+
 class _OneLineErrors(TyperGroup):
     """Run the app with click's standalone handling replaced by one-line errors."""
+
+    def invoke(self, ctx: ClickContext) -> Any:
+        # typer catches a KeyboardInterrupt escaping the command and returns 130 with nothing
+        # said; a command that says what Ctrl-C left (the workflows, restore, compact) exits
+        # with typer.Exit(130) itself, and any other says "interrupted" (see ``main``)
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            raise _Interrupted from exc
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         standalone_mode = bool(kwargs.pop("standalone_mode", True))
@@ -78,7 +93,7 @@ class _OneLineErrors(TyperGroup):
                 return self._finish(130, standalone_mode)
             typer.echo("aborted", err=True)
             return self._finish(1, standalone_mode)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, _Interrupted):
             typer.echo("interrupted", err=True)
             return self._finish(130, standalone_mode)
         except Exception as exc:  # a known kind becomes one line

@@ -333,3 +333,12 @@ def test_a_benchmark_killed_while_writing_its_report_leaves_the_report_whole(
         tmp_path=tmp_path,
     )  # fmt: skip
     assert report.read_text(encoding="utf-8") == before
+
+
+def test_ctrl_c_in_any_command_says_interrupted(tmp_path: Path) -> None:
+    """typer turns a Ctrl-C escaping a command into a silent exit 130: a command without words
+    of its own for it (here a backup parked before it publishes) still says so."""
+    _seed_memory()
+    code, err = interrupt_at("backup-publish", "persistence", "backup", tmp_path=tmp_path)
+    assert code == 130
+    assert err.strip().splitlines()[-1] == "interrupted"
