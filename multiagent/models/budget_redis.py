@@ -14,6 +14,8 @@ holds; it is exact, counted once by its id.
 flight hold and the new call's worst case pass the cap, but what is spent and the worst case
 alone do not, the call waits for the holds to settle (polling, 10 ms doubling to 250 ms, a
 Ctrl-C still stops it) and asks again; it is refused once settled spend alone leaves no room.
+A call made on an event loop's thread is refused at once as before: the holds it would wait for
+may belong to coroutines of that same loop.
 A worker's queued calls reserve before they wait at its gate, and calls hold their worst case
 while at the provider, so refusing on holds stopped a batch as ``budget_exceeded`` with much of
 its budget unspent. Holds always end: a call settles or releases, and a killed process's hold
@@ -33,6 +35,7 @@ what was spent.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import math
 import os
@@ -72,6 +75,17 @@ _LOST = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError)
 
 class _HeldBack(Exception):
     """A reservation that fits once the holds of calls in flight settle."""
+
+
+def _on_event_loop() -> bool:
+    """Whether the caller runs on an asyncio event loop's thread (a coroutine's call made
+    synchronously). It must not wait there: the calls whose holds it waits for may be
+    coroutines of the same loop (a LangGraph Server's runs), which cannot settle meanwhile."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def to_nano(usd: float) -> int:
@@ -162,12 +176,12 @@ class RedisBudget:
         pause = HOLD_WAIT_S[0]
         while True:
             try:
-                return self._reserve_once(amount)
+                return self._reserve_once(amount, may_wait=not _on_event_loop())
             except _HeldBack:  # only holds of calls in flight stand in the way: they end
                 wait_or_stop(pause)
                 pause = min(2 * pause, HOLD_WAIT_S[1])
 
-    def _reserve_once(self, amount: int) -> str:
+    def _reserve_once(self, amount: int, *, may_wait: bool) -> str:
         if self._usable():
             rid = uuid.uuid4().hex
             along = self._pending.take()  # settlements ride with the reservation
@@ -186,7 +200,7 @@ class RedisBudget:
                     self._orphans.append(self._split(f"{self._period}/{rid}")[0] + "|" + rid)
                 self._lose(exc)
             else:
-                return self._admitted(rid, amount, reply)
+                return self._admitted(rid, amount, reply, may_wait=may_wait)
         return self._reserve_locally(amount)
 
     def settle(self, reservation: str, usd: float) -> None:
@@ -249,7 +263,7 @@ class RedisBudget:
         period = period or self._period
         return (f"{self.key}:{period}" if self.daily and period else self.key), rid
 
-    def _admitted(self, rid: str, amount: int, reply: list[Any]) -> str:
+    def _admitted(self, rid: str, amount: int, reply: list[Any], *, may_wait: bool) -> str:
         admitted, period = int(reply[0]), str(reply[1])
         spent, held, cap = int(reply[2]), int(reply[3]), int(reply[4])
         with self._lock:
@@ -260,7 +274,7 @@ class RedisBudget:
                 f"{self.label} {self.key!r} has no cap in Redis: it was never created "
                 "(enqueue the batch again with --budget)"
             )
-        if admitted == 0 and held > 0 and spent + amount <= cap:
+        if admitted == 0 and may_wait and held > 0 and spent + amount <= cap:
             raise _HeldBack
         if admitted == 0:
             when = f" for {_period_date(period)}" if self.daily else ""

@@ -303,3 +303,20 @@ def test_a_call_waits_for_holds_and_is_refused_only_by_spend(redis_url: str) -> 
         budget.reserve(0.001)  # 0.0017 spent + 0.001 > 0.0025
     budget.release(admitted[0])
     assert budget.report()["held_usd"] == 0.0
+
+
+def test_a_call_on_an_event_loop_is_refused_at_once_not_left_waiting(redis_url: str) -> None:
+    """On an event loop's thread the holds may be coroutines of that same loop: waiting there
+    would stop them from ever settling, so the call is refused as before."""
+    import asyncio
+
+    # a short lease: were the call to wait, it would be admitted once the hold expires
+    budget = _project(redis_url, cap=0.0015, lease_s=2.0)
+    held = budget.reserve(0.001)
+
+    async def call() -> None:
+        budget.reserve(0.001)  # what the pipeline's ``_agenerate`` does, on the loop
+
+    with pytest.raises(BudgetExceededError, match="held by calls in flight"):
+        asyncio.run(asyncio.wait_for(call(), timeout=60))
+    budget.release(held)
