@@ -7,6 +7,11 @@ work grew with the batch, quadratic over it. Here each chunk has a ledger of its
 whose reservations go to this budget (a :class:`~multiagent.models.budget.ProjectBudget`, as
 the Redis budget is for queued batches), which keeps running totals. A stopped budget (the
 batch was interrupted) refuses every new call, so the chunks running end at their next call.
+
+As the Redis budget does, a call that only the holds of calls in flight keep out waits for them
+to settle, and is refused once settled spend leaves no room for its worst case: the chunks'
+calls each hold their worst case, several times what they cost, and refusing on holds stopped a
+batch as ``budget_exceeded`` with much of its budget unspent.
 """
 
 from __future__ import annotations
@@ -15,7 +20,12 @@ import itertools
 import threading
 from typing import Any
 
+from multiagent._interrupt import check_stop
 from multiagent.errors import BudgetExceededError
+from multiagent.models.budget import may_wait_for_holds
+
+#: How often a call waiting for holds looks for Ctrl-C.
+_POLL_S = 0.1
 
 
 class BatchBudget:
@@ -33,25 +43,37 @@ class BatchBudget:
         self._held_total = 0.0
         self._ids = itertools.count()
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # a hold settled or went, or a stop
 
     def reserve(self, usd: float) -> str:
-        """Hold ``usd`` for a call; refuse it when settled, held and ``usd`` pass the cap.
+        """Hold ``usd`` for a call; while only holds keep it out, wait for them; refuse it when
+        settled spend and ``usd`` pass the cap.
 
         Raises:
             BudgetExceededError: The batch's budget would be passed, or the batch was stopped.
+            StopRequested: Ctrl-C asked to stop while the call waited.
         """
-        with self._lock:
-            if self._stopped is not None:
-                raise BudgetExceededError(
-                    self._stopped, spent_usd=self._spent, budget_usd=self.cap_usd or 0.0
-                )
-            if self.cap_usd is not None and self._spent + self._held_total + usd > self.cap_usd:
+        may_wait = may_wait_for_holds()
+        with self._changed:
+            while True:
+                if self._stopped is not None:
+                    raise BudgetExceededError(
+                        self._stopped, spent_usd=self._spent, budget_usd=self.cap_usd or 0.0
+                    )
+                cap = self.cap_usd
+                if cap is None or self._spent + self._held_total + usd <= cap:
+                    break
+                if not (may_wait and self._held and self._spent + usd <= cap):
+                    break
+                self._changed.wait(_POLL_S)
+                check_stop()
+            if cap is not None and self._spent + self._held_total + usd > cap:
                 raise BudgetExceededError(
                     f"budget of ${self.cap_usd:.4f} reached: spent ${self._spent:.6f}, "
                     f"${self._held_total:.6f} held by calls in flight, the next call may cost "
                     f"up to ${usd:.6f}",
                     spent_usd=self._spent,
-                    budget_usd=self.cap_usd,
+                    budget_usd=cap,
                 )
             reservation = str(next(self._ids))
             self._held[reservation] = usd
@@ -60,19 +82,22 @@ class BatchBudget:
 
     def settle(self, reservation: str, usd: float) -> None:
         """Turn a reservation into spend of ``usd``."""
-        with self._lock:
+        with self._changed:
             self._held_total -= self._held.pop(reservation, 0.0)
             self._spent += usd
+            self._changed.notify_all()
 
     def release(self, reservation: str) -> None:
         """Give a reservation back unused (idempotent)."""
-        with self._lock:
+        with self._changed:
             self._held_total -= self._held.pop(reservation, 0.0)
+            self._changed.notify_all()
 
     def stop(self, reason: str) -> None:
         """Refuse every reservation from now on, for ``reason``; calls in flight still settle."""
-        with self._lock:
+        with self._changed:
             self._stopped = reason
+            self._changed.notify_all()
 
     def report(self) -> dict[str, Any]:
         """Cap, settled spend and held reservations, JSON-ready."""

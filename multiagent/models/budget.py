@@ -14,6 +14,7 @@ counts whether or not its lease had expired: the money was spent.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import math
 import sqlite3
@@ -57,6 +58,18 @@ class ProjectBudget(Protocol):
     def report(self) -> dict[str, Any]:
         """The current period's cap, settled spend and held reservations, JSON-ready."""
         ...
+
+
+def may_wait_for_holds() -> bool:
+    """Whether a budget shared by many calls may make a call wait for the holds of calls in
+    flight instead of refusing it: not on an asyncio event loop's thread (a coroutine's call
+    made synchronously), where those calls may be coroutines of the same loop that cannot
+    settle while it waits. (A batch's budgets and the Redis ones wait; see each.)"""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return True
+    return False
 
 
 def _today() -> str:

@@ -35,7 +35,6 @@ what was spent.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import math
 import os
@@ -57,6 +56,7 @@ from multiagent._redis import open_redis
 from multiagent.errors import BudgetExceededError, ConfigError
 from multiagent.models._budget_lua import RELEASE, REPORT, RESERVE, SETTLE
 from multiagent.models._budget_pending import BATCH, PendingSettlements, Settlement
+from multiagent.models.budget import may_wait_for_holds
 
 PREFIX = "multiagent:budget:"
 #: Nano-USD per USD: amounts in Redis are integers.
@@ -75,17 +75,6 @@ _LOST = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError)
 
 class _HeldBack(Exception):
     """A reservation that fits once the holds of calls in flight settle."""
-
-
-def _on_event_loop() -> bool:
-    """Whether the caller runs on an asyncio event loop's thread (a coroutine's call made
-    synchronously). It must not wait there: the calls whose holds it waits for may be
-    coroutines of the same loop (a LangGraph Server's runs), which cannot settle meanwhile."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
 
 
 def to_nano(usd: float) -> int:
@@ -176,7 +165,7 @@ class RedisBudget:
         pause = HOLD_WAIT_S[0]
         while True:
             try:
-                return self._reserve_once(amount, may_wait=not _on_event_loop())
+                return self._reserve_once(amount, may_wait=may_wait_for_holds())
             except _HeldBack:  # only holds of calls in flight stand in the way: they end
                 wait_or_stop(pause)
                 pause = min(2 * pause, HOLD_WAIT_S[1])
