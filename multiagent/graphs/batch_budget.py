@@ -83,15 +83,22 @@ class BatchBudget:
     def settle(self, reservation: str, usd: float) -> None:
         """Turn a reservation into spend of ``usd``."""
         with self._changed:
-            self._held_total -= self._held.pop(reservation, 0.0)
+            self._give_back(reservation)
             self._spent += usd
             self._changed.notify_all()
 
     def release(self, reservation: str) -> None:
         """Give a reservation back unused (idempotent)."""
         with self._changed:
-            self._held_total -= self._held.pop(reservation, 0.0)
+            self._give_back(reservation)
             self._changed.notify_all()
+
+    def _give_back(self, reservation: str) -> None:
+        """Drop ``reservation``'s hold (the lock is held). With none left the total is 0
+        exactly: subtracting floats left ``-0.000000`` held in the refusal's message."""
+        self._held_total -= self._held.pop(reservation, 0.0)
+        if not self._held:
+            self._held_total = 0.0
 
     def stop(self, reason: str) -> None:
         """Refuse every reservation from now on, for ``reason``; calls in flight still settle."""

@@ -61,3 +61,13 @@ def test_on_an_event_loop_a_call_is_refused_at_once_rather_than_wait() -> None:
     with pytest.raises(BudgetExceededError, match="held by calls in flight"):
         asyncio.run(call())
     budget.release(held)
+
+
+def test_with_no_hold_left_nothing_is_held_not_a_rounding_residue() -> None:
+    budget = BatchBudget(1.0)
+    holds = [budget.reserve(usd) for usd in (0.1, 0.2, 0.3)]
+    for hold, usd in zip(holds, (0.1, 0.2, 0.3), strict=True):
+        budget.settle(hold, usd)
+    assert budget.report()["held_usd"] == 0.0
+    with pytest.raises(BudgetExceededError, match=r"\$0\.000000 held"):
+        budget.reserve(0.5)
