@@ -14,13 +14,14 @@ holds; it is exact, counted once by its id.
 flight hold and the new call's worst case pass the cap, but what is spent and the worst case
 alone do not, the call waits for the holds to settle (polling, 10 ms doubling to 250 ms, a
 Ctrl-C still stops it) and asks again; it is refused once settled spend alone leaves no room.
-A call made on an event loop's thread is refused at once as before: the holds it would wait for
-may belong to coroutines of that same loop.
 A worker's queued calls reserve before they wait at its gate, and calls hold their worst case
 while at the provider, so refusing on holds stopped a batch as ``budget_exceeded`` with much of
 its budget unspent. Holds always end: a call settles or releases, and a killed process's hold
-ends with its lease. (A run's own :class:`~multiagent.models.ledger.RunLedger` still refuses on
-holds: its calls are few and its refusal ends only that run.)
+ends with its lease. A call made on an event loop's thread is refused at once, as before: the
+holds it would wait for may belong to coroutines of that same loop
+(:func:`~multiagent.models.budget.may_wait_for_holds`). A run's own
+:class:`~multiagent.models.ledger.RunLedger` still refuses on holds: its refusal ends only that
+run, which ``--resume`` continues.
 
 **When Redis goes away mid-run** the budget degrades instead of failing every call: it says so
 once on stderr, counts it (``budget_redis_lost_total``) and keeps admitting calls from a local
