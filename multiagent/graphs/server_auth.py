@@ -9,12 +9,13 @@ that sees the input before the server stores anything is its auth layer: a handl
 ``features.pii_redaction`` on, the handler rewrites the input in place with the same
 :func:`~multiagent.safety.redact_input` the CLI and the Python API use.
 
-The same handler refuses a resume (``command={"resume": ...}``) on a thread with no checkpoint,
-such as one just made with ``threads.create()``: LangGraph would start that run from ``START``
-with the server's ``Command`` (its ``goto`` is ``None``) as the input and fail inside its own
-``__start__`` task with ``TypeError: 'NoneType' object is not iterable``, before any node of ours
-runs. The request is answered 409 with one line naming the thread instead. A thread with a run
-in flight is let through: that run may yet pause it.
+The same handler refuses a resume (``command={"resume": ...}``), or an update without a
+``goto``, on a thread with no checkpoint, such as one just made with ``threads.create()``:
+LangGraph would start that run from ``START`` with the server's ``Command`` (its ``goto`` is
+``None``) as the input and fail inside its own ``__start__`` task with ``TypeError: 'NoneType'
+object is not iterable``, before any node of ours runs. The request is answered 409 with one
+line naming the thread instead. A thread with a run in flight is let through: that run may yet
+pause it.
 
 LangGraph requires an ``authenticate`` handler beside it. Ours admits every request, which is
 what ``langgraph dev`` does with no auth configured; a deployment with its own authentication
@@ -46,20 +47,25 @@ async def admit() -> Auth.types.MinimalUserDict:
 
 @auth.on.threads.create_run
 async def check_run(ctx: Auth.types.AuthContext, value: RunsCreate) -> None:
-    """Refuse a resume with nothing to resume; redact the run's input in place when its
-    profile says so; allow the run."""
+    """Refuse a resume or an update with nothing to continue; redact the run's input in place
+    when its profile says so; allow the run."""
     kwargs: dict[str, Any] = value.get("kwargs") or {}
     command = kwargs.get("command") or {}
-    if command.get("resume") is not None and value.get("thread_id") is not None:
-        await _refuse_nothing_to_resume(str(value["thread_id"]))
+    # a command with a ``goto`` starts there and needs no checkpoint; without one, LangGraph
+    # fails the run on a thread that has none (a resume and an update alike)
+    continues = command.get("resume") is not None or command.get("update") is not None
+    if continues and not command.get("goto") and value.get("thread_id") is not None:
+        what = "resume" if command.get("resume") is not None else "update"
+        await _refuse_nothing_to_continue(str(value["thread_id"]), what=what)
     if kwargs.get("input") is None:
         return  # a resume (``Command``) or a run with no input: nothing new to store
     # settings read files and redaction is CPU work: both off the server's event loop
     kwargs["input"] = await asyncio.to_thread(_redacted, kwargs["input"], kwargs.get("context"))
 
 
-async def _refuse_nothing_to_resume(thread_id: str) -> None:
-    """Raise 409 when ``thread_id`` has no checkpoint and no run in flight (or does not exist)."""
+async def _refuse_nothing_to_continue(thread_id: str, *, what: str) -> None:
+    """Raise 409 when ``thread_id`` has no checkpoint and no run in flight (or does not exist)
+    for a command that would ``what`` (resume, update) it."""
     # the server's own API, in process and past authentication (the SDK's loopback transport)
     async with get_client() as client:
         try:
@@ -70,11 +76,14 @@ async def _refuse_nothing_to_resume(thread_id: str) -> None:
                 return  # a run ahead of this one may pause the thread before this one starts
         except NotFoundError:
             pass  # a run that creates its thread (if_not_exists="create"): nothing there either
-    raise Auth.exceptions.HTTPException(
-        status_code=409,
-        detail=f"thread {thread_id} has nothing to resume: no run has paused it (it has no "
-        "checkpoint); start a run with an input first",
+    detail = (
+        f"thread {thread_id} has nothing to resume: no run has paused it (it has no "
+        "checkpoint); start a run with an input first"
+        if what == "resume"
+        else f"thread {thread_id} has nothing to update: it has no checkpoint; start a run "
+        "with an input first, or give the command a goto"
     )
+    raise Auth.exceptions.HTTPException(status_code=409, detail=detail)
 
 
 def _redacted(payload: Any, context: Any) -> Any:

@@ -258,6 +258,29 @@ async def test_resuming_a_thread_with_nothing_to_resume_says_so(client: LangGrap
     assert await client.runs.list(thread["thread_id"]) == []  # refused before a run was made
 
 
+async def test_an_update_on_a_thread_with_no_checkpoint_says_so_and_a_goto_runs(
+    client: LangGraphClient,
+) -> None:
+    thread = await client.threads.create()
+    with pytest.raises(httpx.HTTPStatusError) as caught:
+        await client.runs.wait(
+            thread["thread_id"], "orchestration", command={"update": {"task": "x"}}
+        )
+    assert caught.value.response.status_code == 409
+    assert caught.value.response.json() == {
+        "detail": f"thread {thread['thread_id']} has nothing to update: it has no checkpoint; "
+        "start a run with an input first, or give the command a goto"
+    }
+    assert await client.runs.list(thread["thread_id"]) == []
+    # with a goto the command starts there: no checkpoint is needed, and it is let through
+    result = await client.runs.wait(
+        thread["thread_id"], "orchestration",
+        command={"goto": "plan", "update": {"task": "Plan a picnic"}},
+    )  # fmt: skip
+    assert isinstance(result, dict)
+    assert result["output"].strip()
+
+
 async def test_a_resume_queued_behind_the_run_that_pauses_the_thread_goes_through(
     client: LangGraphClient,
 ) -> None:
