@@ -130,6 +130,8 @@ def audited(ctx: typer.Context, *, command: str, params: Mapping[str, Any]) -> I
         code = 0
     except typer.Exit as exc:
         code = exc.exit_code
+        if code == 130:  # a command that said what Ctrl-C left, then exited as for SIGINT
+            audit.error = "KeyboardInterrupt"
         raise
     except MultiagentError as exc:
         code = exc.exit_code

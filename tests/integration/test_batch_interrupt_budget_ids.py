@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from multiagent import _interrupt
+from multiagent.audit import AuditTrail, audit_dir
 from multiagent.graphs import batch as batch_module
 from multiagent.graphs.batch import batch_cross_validate
 from multiagent.graphs.batch_store import batch_store_path, open_batch_store
@@ -60,6 +61,8 @@ def test_ctrl_c_stores_the_finished_chunk_prints_the_resume_command_and_resume_r
     result = cli("validate", "--batch", str(batch), "--validators", "2", "--concurrency", "2",
                  "--json")  # fmt: skip
     assert result.exit_code == 130, result.output
+    (record,) = AuditTrail(audit_dir(load_settings())).records()
+    assert (record["exit_code"], record["error"]) == (130, "KeyboardInterrupt")
     doc = document(result)  # one JSON document on stdout
     batch_id = doc["thread_id"]
     assert doc["status"] == "interrupted"
