@@ -53,7 +53,6 @@ class BatchBudget:
             BudgetExceededError: The batch's budget would be passed, or the batch was stopped.
             StopRequested: Ctrl-C asked to stop while the call waited.
         """
-        may_wait = may_wait_for_holds()
         with self._changed:
             while True:
                 if self._stopped is not None:
@@ -63,7 +62,7 @@ class BatchBudget:
                 cap = self.cap_usd
                 if cap is None or self._spent + self._held_total + usd <= cap:
                     break
-                if not (may_wait and self._held and self._spent + usd <= cap):
+                if not (self._held and self._spent + usd <= cap and may_wait_for_holds()):
                     break
                 self._changed.wait(_POLL_S)
                 check_stop()

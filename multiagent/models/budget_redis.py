@@ -166,12 +166,12 @@ class RedisBudget:
         pause = HOLD_WAIT_S[0]
         while True:
             try:
-                return self._reserve_once(amount, may_wait=may_wait_for_holds())
+                return self._reserve_once(amount)
             except _HeldBack:  # only holds of calls in flight stand in the way: they end
                 wait_or_stop(pause)
                 pause = min(2 * pause, HOLD_WAIT_S[1])
 
-    def _reserve_once(self, amount: int, *, may_wait: bool) -> str:
+    def _reserve_once(self, amount: int) -> str:
         if self._usable():
             rid = uuid.uuid4().hex
             along = self._pending.take()  # settlements ride with the reservation
@@ -190,7 +190,7 @@ class RedisBudget:
                     self._orphans.append(self._split(f"{self._period}/{rid}")[0] + "|" + rid)
                 self._lose(exc)
             else:
-                return self._admitted(rid, amount, reply, may_wait=may_wait)
+                return self._admitted(rid, amount, reply)
         return self._reserve_locally(amount)
 
     def settle(self, reservation: str, usd: float) -> None:
@@ -253,7 +253,7 @@ class RedisBudget:
         period = period or self._period
         return (f"{self.key}:{period}" if self.daily and period else self.key), rid
 
-    def _admitted(self, rid: str, amount: int, reply: list[Any], *, may_wait: bool) -> str:
+    def _admitted(self, rid: str, amount: int, reply: list[Any]) -> str:
         admitted, period = int(reply[0]), str(reply[1])
         spent, held, cap = int(reply[2]), int(reply[3]), int(reply[4])
         with self._lock:
@@ -264,7 +264,7 @@ class RedisBudget:
                 f"{self.label} {self.key!r} has no cap in Redis: it was never created "
                 "(enqueue the batch again with --budget)"
             )
-        if admitted == 0 and may_wait and held > 0 and spent + amount <= cap:
+        if admitted == 0 and held > 0 and spent + amount <= cap and may_wait_for_holds():
             raise _HeldBack
         if admitted == 0:
             when = f" for {_period_date(period)}" if self.daily else ""
