@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from multiagent.errors import ConfigError, did_you_mean
 
@@ -68,12 +68,8 @@ def _check_variable_names(environ: Mapping[str, str]) -> None:
 def check_checkpoint_url(url: str, *, source: str) -> str:
     """Return ``url`` when it names a checkpointer backend; else raise one line naming it."""
     shown = _mask_url(url)
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - a port that is not a number raises here
-    except ValueError as exc:
-        what = f"malformed MULTIAGENT_CHECKPOINT_URL {shown!r} (from {source})"
-        raise ConfigError(f"{what}: {exc}") from None
+    malformed = f"malformed MULTIAGENT_CHECKPOINT_URL {shown!r} (from {source})"
+    parts, _port = _split_url(url, what=malformed)
     schemes = ", ".join(f"{scheme}://" for scheme in CHECKPOINT_SCHEMES)
     if parts.scheme not in CHECKPOINT_SCHEMES:
         raise ConfigError(
@@ -81,7 +77,7 @@ def check_checkpoint_url(url: str, *, source: str) -> str:
             f"be one of {schemes} (leave it unset for SQLite under MULTIAGENT_HOME)"
         )
     if not parts.hostname and "host=" not in parts.query:
-        raise ConfigError(f"malformed MULTIAGENT_CHECKPOINT_URL {shown!r} (from {source}): no host")
+        raise ConfigError(f"{malformed}: no host")
     return url
 
 
@@ -102,19 +98,24 @@ def _mask_url(url: str | None) -> str | None:
     return f"{scheme}://***@{rest.rpartition('@')[2]}"
 
 
+def _split_url(url: str, *, what: str) -> tuple[SplitResult, int | None]:
+    """``url``'s parts and port; a port that is not a number (or out of range) raises one line
+    starting with ``what``."""
+    try:
+        parts = urlsplit(url)
+        return parts, parts.port
+    except ValueError as exc:
+        raise ConfigError(f"{what}: {exc}") from None
+
+
 def check_redis_url(url: str, *, source: str) -> str:
     """Return ``url`` when the ``redis`` client can use it; else raise one line naming it.
 
     Only the form is checked here (settings import no client); whether the server answers is
     checked when a command opens the connection (:mod:`multiagent.distributed.redis`).
     """
-    shown = _mask_url(url)
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        what = f"malformed MULTIAGENT_REDIS_URL {shown!r} (from {source})"
-        raise ConfigError(f"{what}: {exc}") from None
+    what = f"malformed MULTIAGENT_REDIS_URL {_mask_url(url)!r} (from {source})"
+    parts, port = _split_url(url, what=what)
     problem = None
     if parts.scheme not in REDIS_SCHEMES:
         problem = f"the scheme must be one of {', '.join(s + '://' for s in REDIS_SCHEMES)}"
@@ -127,20 +128,15 @@ def check_redis_url(url: str, *, source: str) -> str:
     elif port == 0:
         problem = "port 0"
     if problem is not None:
-        raise ConfigError(f"malformed MULTIAGENT_REDIS_URL {shown!r} (from {source}): {problem}")
+        raise ConfigError(f"{what}: {problem}")
     return url
 
 
 def check_openai_base_url(url: str) -> str:
     """Return ``url`` when it can be an OpenAI-compatible base URL; else raise one line naming
     it (a malformed one was retried as a connection error, or raised a traceback)."""
-    shown = _mask_url(url)
-    what = f"malformed OPENAI_BASE_URL {shown!r} (from the environment)"
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise ConfigError(f"{what}: {exc}") from None
+    what = f"malformed OPENAI_BASE_URL {_mask_url(url)!r} (from the environment)"
+    parts, port = _split_url(url, what=what)
     problem = None
     if parts.scheme not in ("http", "https"):
         problem = "the scheme must be http:// or https://"
