@@ -134,8 +134,6 @@ class MetricsStore:
         self._histograms: dict[str, Histogram] = {}
         self._gauges: dict[str, Gauge] = {}
         self._observed: set[str] = set()
-        for collector in list(self._collectors.values()):
-            self._observe(collector)
 
     def inc(
         self, name: str, *, value: float = 1.0, labels: Mapping[str, str] | None = None
@@ -228,7 +226,8 @@ class MetricsStore:
         return None
 
     def _observe(self, collector: Collector) -> None:
-        """An observable gauge for every name the collector reports that has none yet."""
+        """An observable gauge for every name the collector reports that has none yet (the
+        caller holds ``_create_lock``, never ``_lock``: see ``__init__``)."""
         for name in {full_name(sample[0]) for sample in _safe(collector)}:
             if name in self._observed:
                 continue
@@ -253,6 +252,7 @@ class MetricsStore:
         with self._lock:
             token = next(self._tokens)
             self._collectors[token] = collector
+        with self._create_lock:
             self._observe(collector)
 
         def remove() -> None:
@@ -286,10 +286,14 @@ class MetricsStore:
     def reset(self) -> None:
         """Forget every count: a new provider (collectors stay registered; sinks are dropped,
         so the old provider's last export writes nowhere)."""
-        with self._lock:
-            self._sinks.clear()
-            old = self._provider
-            self._build()
+        with self._create_lock:
+            with self._lock:
+                self._sinks.clear()
+                old = self._provider
+                self._build()
+                collectors = list(self._collectors.values())
+            for collector in collectors:
+                self._observe(collector)
         old.shutdown()
 
 
