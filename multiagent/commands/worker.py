@@ -2,7 +2,8 @@
 
 Runs until SIGTERM or Ctrl-C: the first lets the running entries finish and be stored, then exits
 0; a second one exits at once (130, :func:`_exit_at_once`), leaving the running entries pending
-for the other workers.
+for the other workers. SIGUSR1 prints every thread's stack to stderr and changes nothing (the
+standard library's ``faulthandler``): a worker that looks stuck can be looked into as it is.
 Queued runs need the shared checkpointer (``MULTIAGENT_CHECKPOINT_URL``); a worker without it
 still validates batches.
 """
@@ -10,6 +11,7 @@ still validates batches.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import os
 import signal
 import sys
@@ -109,6 +111,8 @@ def worker(
         sys.setswitchinterval(GIL_SWITCH_S)
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        if hasattr(signal, "SIGUSR1"):  # POSIX
+            faulthandler.register(signal.SIGUSR1, all_threads=True)
         if not as_json:
             shown = f"worker {runner.consumer} on queue {queue} · {concurrency} calls in flight"
             err_console.print(shown, style="dim")

@@ -49,6 +49,22 @@ class Workers:
         assert proc.returncode == 0, err
         return dict(json.loads(out))
 
+    def stacks(self) -> str:
+        """Every live worker's thread stacks (SIGUSR1) and stderr; the workers are killed.
+
+        For a failed test's report: a worker that never finished shows where it waits.
+        """
+        texts = []
+        for proc in self.procs:
+            if proc.poll() is not None:
+                continue
+            proc.send_signal(signal.SIGUSR1)
+            time.sleep(1.0)  # the dump is written from the worker's signal handler
+            proc.kill()
+            _out, err = proc.communicate()
+            texts.append(f"--- worker {proc.pid} ---\n{err}")
+        return "\n".join(texts)
+
     def close(self) -> None:
         """Kill the workers still running."""
         for proc in self.procs:

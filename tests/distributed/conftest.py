@@ -76,6 +76,18 @@ def redis_server_url() -> Iterator[str]:
                 process.wait()
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Iterator[pytest.TestReport]:
+    """A failed test's report shows where its live workers are (their stacks and stderr)."""
+    report: pytest.TestReport = yield
+    pool = getattr(item, "funcargs", {}).get("workers")
+    if report.when == "call" and report.failed and isinstance(pool, Workers):
+        report.sections.append(("live workers", pool.stacks() or "none"))
+    return report
+
+
 @pytest.fixture
 def redis_url(redis_server_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """``MULTIAGENT_REDIS_URL`` set to a Redis whose database is empty at the test's start."""

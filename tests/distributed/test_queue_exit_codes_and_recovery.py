@@ -1,5 +1,6 @@
 """Queued batches and workers on a real Redis: `--wait`'s exit code, `--thread` as the batch id,
-options refused with `--queue`, a worker stopped twice mid-run, a Redis that lost its data."""
+options refused with `--queue`, a worker stopped twice mid-run, a Redis that lost its data, a
+worker's stacks on SIGUSR1."""
 
 from __future__ import annotations
 
@@ -176,3 +177,22 @@ def test_a_worker_recreates_the_queue_redis_lost_and_keeps_working(
     err = capsys.readouterr().err
     assert err.count("Redis lost queue q5") == 1
     assert "NOGROUP" not in err
+
+
+def test_sigusr1_prints_every_threads_stack_and_the_worker_keeps_working(
+    workers: Workers, redis_url: str, tmp_path: Path
+) -> None:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    worker = workers.start("--queue", "q12")
+    wait_until(lambda: _registered(client, "q12"))
+    worker.send_signal(signal.SIGUSR1)
+    queued = cli("validate", "--batch", str(batch_file(tmp_path, 2)), "--queue", "q12", "--json")
+    assert queued.exit_code == 0, queued.output
+    batch_id = json.loads(queued.stdout)["batch_id"]
+    wait_until(lambda: client.hlen(batch_key(batch_id, "records")) == 2)  # still at work
+    worker.send_signal(signal.SIGTERM)
+    out, err = worker.communicate(timeout=120)
+    assert worker.returncode == 0, err
+    assert json.loads(out)["stored"] == 2
+    assert "most recent call first" in err
+    assert "multiagent/distributed/worker.py" in err  # the main thread, waiting on its slots
