@@ -23,10 +23,11 @@ for threads, so this is written here.
 
 from __future__ import annotations
 
+import _thread
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
@@ -60,6 +61,18 @@ def wait_or_stop(seconds: float) -> None:
         if left <= 0:
             return
         time.sleep(min(left, _POLL_S))
+
+
+def from_signal_handler(action: Callable[[], object]) -> None:
+    """Run ``action`` (a stop that sets a ``threading.Event``) on a thread of its own.
+
+    A signal handler runs on the main thread between two of its bytecodes, possibly while that
+    thread holds the very lock ``action`` takes (an event's, inside its own ``wait`` or
+    ``set``): taken there, the lock waits for the thread that waits for it. Its own thread
+    waits until the interrupted code lets the lock go. ``_thread`` starts it without taking
+    ``threading``'s registry lock, which the main thread may hold too.
+    """
+    _thread.start_new_thread(action, ())
 
 
 @contextmanager

@@ -61,6 +61,7 @@ def worker(
     ] = False,
 ) -> None:
     """Read QUEUE as a consumer group; validate chunks and run queued runs; store once; ack."""
+    from multiagent._interrupt import from_signal_handler
     from multiagent.distributed.queue import check_queue_name
     from multiagent.distributed.redis import redis_client, require_redis_url
     from multiagent.distributed.worker import QueueWorker, slot_threads, warm_models
@@ -94,17 +95,18 @@ def worker(
 
         def on_signal(number: int, _frame: FrameType | None) -> None:
             # no exception is raised here: a handler runs wherever the main thread is (a
-            # finalizer, a callback), and the slots' threads must learn of the stop first
+            # finalizer, a callback), and the slots' threads must learn of the stop first; nor
+            # is the stop's lock taken here, which the interrupted main thread may hold
             nonlocal stops
             stops += 1
             if not running:  # the worker has stopped already and is exiting
                 return
             if stops > 1:  # asked twice: abandon the running entries; others reclaim them
                 err_console.print("worker: stopping now; running entries go back to the queue")
-                runner.abandon()
+                from_signal_handler(runner.abandon)
                 return
             err_console.print("worker: finishing the running entries, then stopping")
-            runner.stop()
+            from_signal_handler(runner.stop)
 
         # the threads mostly wait on sockets: a thread whose reply has come waits for the GIL
         # until the running one yields (5 ms by default, a tenth of a 50 ms call); yield sooner
