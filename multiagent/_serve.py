@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from multiagent._interrupt import from_signal_handler
 from multiagent.errors import MultiagentError, UsageError
 
 _START_TIMEOUT_S = 10.0
@@ -101,7 +102,8 @@ def serve_in_thread(
 def wait_until_stopped() -> None:
     """Block until SIGTERM or Ctrl-C: the foreground life of a server started in a thread."""
     stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # set off the main thread: the handler may interrupt its wait, the event's lock held
+    previous = signal.signal(signal.SIGTERM, lambda *_: from_signal_handler(stop.set))
     try:
         while not stop.wait(0.5):
             pass

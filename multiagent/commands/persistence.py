@@ -374,6 +374,7 @@ def scheduler(
     as_json: JsonFlag = False,
 ) -> None:
     """Run the maintenance schedule in the foreground (Ctrl-C stops it)."""
+    from multiagent._interrupt import from_signal_handler
     from multiagent.persistence.checkpointer import ensure_home
     from multiagent.persistence.scheduler import MemoryPersistenceScheduler
 
@@ -394,7 +395,8 @@ def scheduler(
     stop = threading.Event()
     previous: Any = None
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        # set off the main thread: the handler may interrupt its wait, the event's lock held
+        previous = signal.signal(signal.SIGTERM, lambda *_: from_signal_handler(stop.set))
     try:
         runner.start()  # refused before anything is printed when a scheduler runs already
         if not as_json:
