@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,18 @@ import pytest
 from multiagent.models.adaptive import reset_shared_controllers
 from multiagent.nodes.context import clear_context_cache
 from multiagent.observability.history import reset_process_metrics
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Answer Ctrl-C as a foreground process does, however the suite was started.
+
+    The suite presses Ctrl-C (SIGINT) on purpose, in this process and in the commands it starts.
+    Started as a background job by a script (``pytest &``, ``( ... & )``), it inherits SIGINT
+    ignored, as does every process it starts: a command without a handler of its own (Python
+    installs none for a signal ignored at start) would then sit through the test's Ctrl-C.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
