@@ -63,17 +63,15 @@ class BatchBudget:
                 if cap is None or self._spent + self._held_total + usd <= cap:
                     break
                 if not (self._held and self._spent + usd <= cap and may_wait_for_holds()):
-                    break
+                    raise BudgetExceededError(
+                        f"budget of ${cap:.4f} reached: spent ${self._spent:.6f}, "
+                        f"${self._held_total:.6f} held by calls in flight, the next call may "
+                        f"cost up to ${usd:.6f}",
+                        spent_usd=self._spent,
+                        budget_usd=cap,
+                    )
                 self._changed.wait(_POLL_S)
                 check_stop()
-            if cap is not None and self._spent + self._held_total + usd > cap:
-                raise BudgetExceededError(
-                    f"budget of ${self.cap_usd:.4f} reached: spent ${self._spent:.6f}, "
-                    f"${self._held_total:.6f} held by calls in flight, the next call may cost "
-                    f"up to ${usd:.6f}",
-                    spent_usd=self._spent,
-                    budget_usd=cap,
-                )
             reservation = str(next(self._ids))
             self._held[reservation] = usd
             self._held_total += usd
