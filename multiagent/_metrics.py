@@ -225,14 +225,18 @@ class MetricsStore:
                 return series.value
         return None
 
-    def _observe(self, collector: Collector) -> None:
-        """An observable gauge for every name the collector reports that has none yet (the
-        caller holds ``_create_lock``, never ``_lock``: see ``__init__``)."""
-        for name in {full_name(sample[0]) for sample in _safe(collector)}:
-            if name in self._observed:
-                continue
-            self._observed.add(name)
-            self._meter.create_observable_gauge(name, callbacks=[self._callback(name)])
+    def _observe(self, collectors: Iterable[Collector]) -> None:
+        """An observable gauge for every name the collectors report that has none yet.
+
+        The collectors are asked for their names before ``_create_lock`` is taken (a collector
+        may record a metric of its own, which takes that lock), and never under ``_lock``: see
+        ``__init__``.
+        """
+        names = {full_name(sample[0]) for collector in collectors for sample in _safe(collector)}
+        with self._create_lock:
+            for name in sorted(names - self._observed):
+                self._observed.add(name)
+                self._meter.create_observable_gauge(name, callbacks=[self._callback(name)])
 
     def _callback(self, name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def observe(options: CallbackOptions) -> Iterable[Observation]:
@@ -252,8 +256,7 @@ class MetricsStore:
         with self._lock:
             token = next(self._tokens)
             self._collectors[token] = collector
-        with self._create_lock:
-            self._observe(collector)
+        self._observe([collector])
 
         def remove() -> None:
             with self._lock:
@@ -286,14 +289,12 @@ class MetricsStore:
     def reset(self) -> None:
         """Forget every count: a new provider (collectors stay registered; sinks are dropped,
         so the old provider's last export writes nowhere)."""
-        with self._create_lock:
-            with self._lock:
-                self._sinks.clear()
-                old = self._provider
-                self._build()
-                collectors = list(self._collectors.values())
-            for collector in collectors:
-                self._observe(collector)
+        with self._create_lock, self._lock:
+            self._sinks.clear()
+            old = self._provider
+            self._build()
+            collectors = list(self._collectors.values())
+        self._observe(collectors)
         old.shutdown()
 
 

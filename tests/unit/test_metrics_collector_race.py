@@ -56,3 +56,26 @@ def test_a_collector_added_mid_collection_deadlocks_neither_thread() -> None:
         "multiagent_added": 3.0,
     }
     assert {s.name for s in snapshots[0].gauges} >= {"multiagent_first", "multiagent_second"}
+
+
+def test_a_collector_that_records_a_metric_of_its_own_is_added_and_reset() -> None:
+    """Asked for its names as it is added (and again on reset), a collector may count something
+    new; that takes the instrument lock, so it must not be asked while that lock is held."""
+    store = MetricsStore()
+
+    def counting() -> list[tuple[str, dict[str, str], float]]:
+        store.inc("collector_reads_total")  # a counter this store has not seen yet
+        return [("counting", {}, 1.0)]
+
+    def add_then_reset() -> None:
+        store.add_collector(counting)
+        store.reset()
+
+    worker = threading.Thread(target=add_then_reset, daemon=True)
+    worker.start()
+    worker.join(PATIENCE_S)
+    assert not worker.is_alive(), "the collector's own metric waited for the lock its caller held"
+    snapshot = store.snapshot()
+    assert {s.name: s.value for s in snapshot.gauges} == {"multiagent_counting": 1.0}
+    reads = store.counter("collector_reads_total")
+    assert reads >= 2  # the reset's own ask and this snapshot's (after the reset forgot the rest)
