@@ -81,7 +81,12 @@ class CallInFlight:
             # an exception is a failure; anything else (GeneratorExit included) the caller
             # giving up; a generator closed between chunks also exits here without one
             failed = isinstance(exc, Exception)
-            self._finish("error" if failed else "cancelled", exc if failed else None)
+            record = self._finish("error" if failed else "cancelled", exc if failed else None)
+            if exc is not None:
+                # tracing reads the figures of a call that raised from what it raised, a
+                # cancellation's (CancelledError, Ctrl-C) as a failure's (see observability.otel)
+                with contextlib.suppress(TypeError):  # an exception type without a __dict__
+                    vars(exc)[STAMP_KEY] = record
         self.identity.release(self._held)  # a settled hold is not released twice
 
     def answered(self) -> CallRecord:
@@ -104,8 +109,4 @@ class CallInFlight:
             error=error,
             held=self._held,
         )
-        if error is not None:
-            # tracing reads a failed call's figures from its error (see observability.otel)
-            with contextlib.suppress(TypeError):  # an exception type without a __dict__
-                vars(error)[STAMP_KEY] = self.record
         return self.record

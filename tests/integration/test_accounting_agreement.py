@@ -4,6 +4,7 @@ stop and a resume. And the project budget holds across processes."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
+from multiagent import _interrupt
 from multiagent._metrics import get_metrics
 from multiagent.graphs.inputs import orchestration_input
 from multiagent.graphs.report import outcome_report
@@ -150,6 +152,68 @@ def test_node_usage_counts_cache_hits_from_the_ledger() -> None:
     assert per_node == by_node
     assert all(e["cost_usd"] == 0 for e in entries)
     assert sum(c.saved_usd for c in hits) > 0
+
+
+def _cut_off_async(llm: Any, config: Any) -> None:
+    """Cancel an ``astream`` task once three chunks have arrived."""
+
+    async def main() -> None:
+        three = asyncio.Event()
+
+        async def consume() -> None:
+            seen = 0
+            async for _ in llm.astream("Tell a long story about bread", config):
+                seen += 1
+                if seen == 3:
+                    three.set()
+
+        task = asyncio.create_task(consume())
+        await three.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+
+
+def _cut_off_by_ctrl_c(llm: Any, config: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C (the stop flag) after three chunks: the provider's next wait raises."""
+
+    def consume() -> None:
+        for seen, _ in enumerate(llm.stream("Tell a long story about bread", config), 1):
+            if seen == 3:
+                monkeypatch.setattr(_interrupt, "_requested", True)
+
+    with pytest.raises(_interrupt.StopRequested):
+        consume()
+
+
+@pytest.mark.parametrize("how", ["asyncio", "ctrl_c"])
+def test_a_call_cancelled_mid_stream_has_its_record_on_its_span(
+    how: str, spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # an answer streamed slowly enough to be cut off after a few chunks
+    overrides = {"cache.completion_enabled": False, "sim.token_latency_s": 0.02}
+    settings = load_settings(overrides=overrides)
+    ledger = RunLedger()
+    llm = ModelPipeline(settings).model_for("standard", agent="a", ledger=ledger)
+    config = run_config(workflow="demo", settings=settings, thread_id=f"t-cut-{how}")
+    if how == "asyncio":
+        _cut_off_async(llm, config)
+    else:
+        _cut_off_by_ctrl_c(llm, config, monkeypatch)
+    (record,) = ledger.calls
+    assert record.outcome == "cancelled"
+    assert record.output_tokens > 0  # what streamed was paid for
+    assert record.cost_usd > 0
+    (span,) = [s for s in spans.get_finished_spans() if s.kind is SpanKind.CLIENT]
+    attrs = dict(span.attributes or {})
+    assert attrs["multiagent.outcome"] == "cancelled"
+    assert attrs["gen_ai.usage.input_tokens"] == record.input_tokens
+    assert attrs["gen_ai.usage.output_tokens"] == record.output_tokens
+    assert attrs["multiagent.cost_usd"] == round(record.cost_usd, 10)
+    summary = summarize(get_metrics().snapshot().counters)
+    assert summary["cost_usd"] == pytest.approx(attrs["multiagent.cost_usd"], abs=1e-9)
 
 
 _SPENDER = """
