@@ -218,6 +218,7 @@ class PipelineChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        check_stop()
         cache = self.completions
         if cache is None:
             return self._priced(

@@ -4,6 +4,7 @@ waits and the pipeline's calls meet the stop in their own threads."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import threading
@@ -61,3 +62,22 @@ def test_no_model_call_starts_once_a_stop_is_asked(monkeypatch: pytest.MonkeyPat
         model.invoke([HumanMessage("hello")])
     assert ledger.totals()["calls"] == 0  # nothing sent, nothing held
     assert ledger.budget_usd == 1.0
+
+
+@pytest.mark.parametrize("api", ["sync", "async"])
+def test_no_cache_hit_is_served_once_a_stop_is_asked(
+    api: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = load_settings()
+    ledger = RunLedger(budget_usd=1.0)
+    model: Any = ModelPipeline(settings).model_for("fast", agent="researcher", ledger=ledger)
+    prompt = [HumanMessage("hello again")]
+    model.invoke(prompt)  # answered, and now in the completion cache
+    monkeypatch.setattr(_interrupt, "_requested", True)
+
+    def again() -> object:
+        return model.invoke(prompt) if api == "sync" else asyncio.run(model.ainvoke(prompt))
+
+    with pytest.raises(StopRequested):
+        again()
+    assert [c.outcome for c in ledger.calls] == ["ok"]  # the hit was not served after the stop
