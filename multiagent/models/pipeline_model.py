@@ -27,6 +27,8 @@ LangSmith reads cost from; 0 on a cache hit, as LangChain's own cache does).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, ExitStack
@@ -36,7 +38,13 @@ from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackMana
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, Generation
+from langchain_core.outputs import (
+    ChatGeneration,
+    ChatGenerationChunk,
+    ChatResult,
+    Generation,
+    LLMResult,
+)
 from langchain_core.prompt_values import ChatPromptValue, PromptValue
 from langchain_core.runnables import Runnable, RunnableBinding
 from langchain_core.tools import BaseTool
@@ -216,6 +224,26 @@ class PipelineChatModel(BaseChatModel):
         messages: list[BaseMessage],
         stop: list[str] | None = None,
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        try:
+            return await self._acached(messages, stop, run_manager, **kwargs)
+        except asyncio.CancelledError as exc:
+            # LangChain's ``agenerate`` awaits its calls in a gather that a cancellation of the
+            # caller aborts, so it reports no end of the call to the callbacks: every tracer
+            # kept the call's run open for good (a leak per cancelled run in a server). The
+            # call reports its own end, with the record the exception carries; the callback
+            # manager shields it, so it completes while the cancellation goes on.
+            if run_manager is not None:
+                with contextlib.suppress(Exception):
+                    await run_manager.on_llm_error(exc, response=LLMResult(generations=[]))
+            raise
+
+    async def _acached(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        run_manager: AsyncCallbackManagerForLLMRun | None,
         **kwargs: Any,
     ) -> ChatResult:
         check_stop()

@@ -216,6 +216,34 @@ def test_a_call_cancelled_mid_stream_has_its_record_on_its_span(
     assert summary["cost_usd"] == pytest.approx(attrs["multiagent.cost_usd"], abs=1e-9)
 
 
+def test_an_ainvoke_cancelled_while_the_model_answers_closes_its_span(
+    spans: InMemorySpanExporter,
+) -> None:
+    """LangChain's ``agenerate`` reports no end for a call its caller cancelled; the call
+    reports it itself, so its span ends (with its record) instead of staying open."""
+    settings = load_settings(overrides={"cache.completion_enabled": False, "sim.ttft_s": 60.0})
+    ledger = RunLedger()
+    llm = ModelPipeline(settings).model_for("standard", agent="a", ledger=ledger)
+    config = run_config(workflow="demo", settings=settings, thread_id="t-ainvoke-cancelled")
+
+    async def main() -> None:
+        task = asyncio.create_task(llm.ainvoke("Tell a long story about bread", config))
+        while llm.controller.state().in_flight == 0:  # the request is out, its answer due later
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    (record,) = ledger.calls
+    assert record.outcome == "cancelled"
+    assert llm.controller.state().in_flight == 0
+    (span,) = [s for s in spans.get_finished_spans() if s.kind is SpanKind.CLIENT]
+    attrs = dict(span.attributes or {})
+    assert attrs["multiagent.outcome"] == "cancelled"
+    assert attrs["gen_ai.usage.input_tokens"] == record.input_tokens
+
+
 _SPENDER = """
 import sys
 from pathlib import Path
