@@ -1,7 +1,8 @@
 """The OpenAI-compatible simulator as a FastAPI app.
 
 Routes: ``POST /v1/chat/completions`` (plain and ``stream: true`` server-sent events),
-``GET /v1/models``, ``GET /sim/stats``, ``POST /sim/reset`` and ``GET /healthz``.
+``GET /v1/models``, ``GET /sim/stats``, ``GET /sim/events`` (the opt-in event log),
+``POST /sim/reset`` and ``GET /healthz``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -29,7 +31,7 @@ from multiagent.sim.protocol import (
     compose_answer,
     error_body,
 )
-from multiagent.sim.state import Admitted, Refused, SimState
+from multiagent.sim.state import REQUEST_ID_HEADER, Admitted, Refused, SimState
 
 
 def create_sim_app(config: SimServerConfig) -> FastAPI:
@@ -80,7 +82,11 @@ def create_sim_app(config: SimServerConfig) -> FastAPI:
             # a value deep in a tool's or format's JSON schema that the simulator cannot use
             return _invalid_request(f"Invalid request: the simulator cannot use it ({exc!r})")
         cost = answer.prompt_tokens + (body.output_limit or config.default_max_tokens)
-        decision = state.admit(cost_tokens=cost, pieces=len(answer.pieces))
+        decision = state.admit(
+            cost_tokens=cost,
+            pieces=len(answer.pieces),
+            request_id=request.headers.get(REQUEST_ID_HEADER),
+        )
         if isinstance(decision, Refused):
             return _error_response(decision)
         if body.stream:
@@ -116,6 +122,11 @@ def create_sim_app(config: SimServerConfig) -> FastAPI:
     async def stats() -> dict[str, Any]:
         # the server process's CPU (user + system) so far: what serving cost on a shared machine
         return {**state.snapshot(), "process_cpu_s": round(time.process_time(), 4)}
+
+    @app.get("/sim/events")
+    async def events() -> dict[str, Any]:
+        # Retry-Afters handed out and early arrivals, by request id (``event_log`` on)
+        return {"recording": config.event_log, "events": [asdict(e) for e in state.events()]}
 
     @app.post("/sim/reset")
     async def reset() -> dict[str, Any]:

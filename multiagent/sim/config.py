@@ -71,6 +71,9 @@ class SimServerConfig(BaseModel):
     of it, so the capacity of a phase is exactly ``rpm / 60`` requests per second (and
     ``tpm / 60`` tokens per second). ``limit_headers`` False sends no ``x-ratelimit-*``
     headers (a 429 still carries its Retry-After), as vLLM, Ollama and llama.cpp's server do.
+    ``event_log`` True keeps every Retry-After handed out and every early arrival, each with
+    the request's ``x-request-id``, until the next reset (``GET /sim/events``): for tests that
+    match what the server saw against what their clients did.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -87,6 +90,7 @@ class SimServerConfig(BaseModel):
     default_max_tokens: int = Field(default=256, ge=1)
     seed: int = 0
     limit_headers: bool = True
+    event_log: bool = False
     models: tuple[str, ...] = DEFAULT_MODELS
     schedule: tuple[Phase, ...] = ()
 

@@ -2,7 +2,9 @@
 
 All state lives in one :class:`SimState` driven from the server's event loop (one thread), so it
 needs no locks. Limits are shared by every caller, like an API key's: the latest Retry-After
-deadline handed to anyone makes every request that arrives before it an ``early`` one.
+deadline handed to anyone makes every request that arrives before it an ``early`` one. With
+``event_log`` on, each Retry-After and early arrival is also kept as a :class:`SimEvent` naming
+the request (its ``x-request-id``).
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from typing import Any, Literal
 from multiagent.sim.config import SimServerConfig
 from multiagent.sim.limits import TokenBucket, ratelimit_headers, retry_headers
 from multiagent.sim.schedule import PhaseClock
-from multiagent.sim.stats import Counts, rates
+from multiagent.sim.stats import Counts, SimEvent, rates
 
 Limit = Literal["requests", "tokens", "concurrency"]
+#: The request header whose value names a request in the event log.
+REQUEST_ID_HEADER = "x-request-id"
 _MIN_CONCURRENCY_WAIT_S = 0.01
 
 
@@ -79,6 +83,7 @@ class SimState:
         self.counts = [Counts() for _ in self.phases]
         self.retry_deadline = -math.inf
         self._rng = random.Random(self.config.seed)
+        self._events: list[SimEvent] = []
 
     def _advance(self, now: float) -> int:
         """Move to the phase in force at ``now``, retuning the buckets at each boundary."""
@@ -93,6 +98,27 @@ class SimState:
         self.tokens.advance(now)
         return self._phase
 
+    def _wall_at(self, moment: float) -> float:
+        """``moment`` (monotonic clock) in epoch seconds."""
+        return self._wall_start + (moment - self.schedule.start)
+
+    def _log(
+        self,
+        kind: Literal["retry_after", "early"],
+        request_id: str | None,
+        *,
+        now: float,
+        deadline: float,
+    ) -> None:
+        """Keep an event when the log is on."""
+        if self.config.event_log:
+            event = SimEvent(kind, request_id, self._wall_at(now), self._wall_at(deadline))
+            self._events.append(event)
+
+    def events(self) -> list[SimEvent]:
+        """The event log since the last reset (empty unless ``event_log`` is on)."""
+        return list(self._events)
+
     def _limit_headers(self, index: int) -> dict[str, str]:
         if not self.config.limit_headers:
             return {}
@@ -101,12 +127,15 @@ class SimState:
             rpm=phase.rpm, tpm=phase.tpm, requests=self.requests, tokens=self.tokens
         )
 
-    def admit(self, *, cost_tokens: int, pieces: int) -> Admitted | Refused:
+    def admit(
+        self, *, cost_tokens: int, pieces: int, request_id: str | None = None
+    ) -> Admitted | Refused:
         """Decide on a request that arrives now.
 
         Args:
             cost_tokens: What it counts against tokens/min: prompt tokens + max output tokens.
             pieces: Streaming pieces of its reply, to plan when it will finish.
+            request_id: What names the request in the event log.
         """
         now = self._clock()
         index = self._advance(now)
@@ -114,6 +143,7 @@ class SimState:
         counts.attempts += 1
         if now < self.retry_deadline:
             counts.early += 1
+            self._log("early", request_id, now=now, deadline=self.retry_deadline)
         if cost_tokens > phase.tpm:
             # as OpenAI: more than a minute's tokens never fits; admitted, its debt to the
             # bucket would refuse everyone for cost/tpm minutes (max_tokens=10**9: 16 hours)
@@ -135,7 +165,7 @@ class SimState:
             soonest = min(self._in_flight.values())
             waits["concurrency"] = max(soonest - now, _MIN_CONCURRENCY_WAIT_S)
         if waits:
-            return self._refuse(index, now, waits, cost_tokens)
+            return self._refuse(index, now, waits, cost_tokens, request_id)
         if phase.error_rate and self._rng.random() < phase.error_rate:
             counts.server_errors += 1
             status = self._rng.choice((500, 503))
@@ -163,7 +193,12 @@ class SimState:
         )
 
     def _refuse(
-        self, index: int, now: float, waits: dict[Limit, float], cost_tokens: int
+        self,
+        index: int,
+        now: float,
+        waits: dict[Limit, float],
+        cost_tokens: int,
+        request_id: str | None,
     ) -> Refused:
         counts, phase = self.counts[index], self.phases[index]
         counts.rate_limited += 1
@@ -172,7 +207,9 @@ class SimState:
         counts.rejected_concurrency += "concurrency" in waits
         limit = max(waits, key=lambda name: waits[name])
         retry = retry_headers(waits[limit])
-        self.retry_deadline = max(self.retry_deadline, now + int(retry["retry-after-ms"]) / 1000)
+        deadline = now + int(retry["retry-after-ms"]) / 1000
+        self.retry_deadline = max(self.retry_deadline, deadline)
+        self._log("retry_after", request_id, now=now, deadline=deadline)
         wait_text = f"{int(retry['retry-after-ms']) / 1000:.3f}".rstrip("0").rstrip(".") + "s"
         if limit == "requests":
             detail = f"requests per min (RPM): Limit {phase.rpm:g}, Requested 1"
@@ -204,10 +241,7 @@ class SimState:
         now = self._clock()
         current = self._advance(now)
         start = self.schedule.start
-
-        def wall(moment: float) -> float:
-            return self._wall_start + (moment - start)
-
+        wall = self._wall_at
         total = Counts()
         phases = []
         for index, phase in enumerate(self.phases):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Literal
 
 
 @dataclass
@@ -43,6 +43,22 @@ class Counts:
         """Add ``other``'s counters to these."""
         for field in fields(self):
             setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
+
+
+@dataclass(frozen=True)
+class SimEvent:
+    """One entry of the opt-in event log (``SimServerConfig.event_log``); times are epoch s.
+
+    ``retry_after``: a 429 that told its client to wait, ``deadline`` being the moment it
+    announced. ``early``: a request that arrived before ``deadline``, the latest Retry-After
+    moment handed out (the one the ``early`` counter judges by). ``request_id`` is the
+    request's ``x-request-id`` header (``None`` without one).
+    """
+
+    kind: Literal["retry_after", "early"]
+    request_id: str | None
+    at: float
+    deadline: float
 
 
 def rates(counts: Counts, *, seconds: float, requests_per_s: float) -> dict[str, Any]:

@@ -2,8 +2,12 @@
 
 ``python limiter_worker.py REDIS_URL BASE_URL LOOPS CALLS [RPS] [hold]``: ``LOOPS`` threads each
 make ``CALLS`` successful calls (a 429 is retried after the controller lets it go again), then
-one JSON line of counts is printed. ``hold`` instead takes every slot, prints ``held`` and sleeps
-(the test kills it).
+one JSON line of counts is printed, with ``requests``: every request sent, by the id it carried
+(``x-request-id``), with when the controller let it go (``granted``: the Redis server's time of
+its "go"; ``released``: this process's ``time.time()`` as the ``with`` body starts) and, for a
+429, when its pause was known to every process (``known``: just after ``passage.failed``
+returned, which wrote the pause to Redis). Redis runs on the same machine: one clock for all.
+``hold`` instead takes every slot, prints ``held`` and sleeps (the test kills it).
 
 Before its loops start, the process warms its HTTP client up (a ``/v1/models`` call: the
 connection and the client's first-call work) and prints ``ready``; it starts when a line comes
@@ -15,6 +19,7 @@ before any 429 existed, arriving during one (and counted early) by no fault of t
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -41,20 +46,33 @@ def main() -> None:
     print("ready", flush=True)
     sys.stdin.readline()
     counts = {"ok": 0, "rate_limited": 0}
+    requests: list[dict[str, object]] = []
     lock = threading.Lock()
 
-    def loop() -> None:
-        done = 0
+    def loop(number: int) -> None:
+        done = attempt = 0
         while done < calls:
+            attempt += 1
+            request_id = f"{os.getpid()}-{number}-{attempt}"
             with controller.slot(tokens=50) as passage:
+                record = {
+                    "id": request_id,
+                    "released": time.time(),
+                    "granted": passage.ticket.sent_at,
+                    "known": None,
+                }
+                with lock:
+                    requests.append(record)
                 try:
                     raw = client.chat.completions.with_raw_response.create(
                         model="gpt-4o-mini",
                         messages=[{"role": "user", "content": "hi"}],
                         max_tokens=16,
+                        extra_headers={"x-request-id": request_id},
                     )
                 except openai.RateLimitError as exc:
                     passage.failed(exc)
+                    record["known"] = time.time()
                     with lock:
                         counts["rate_limited"] += 1
                     continue
@@ -63,13 +81,14 @@ def main() -> None:
                 with lock:
                     counts["ok"] += 1
 
-    threads = [threading.Thread(target=loop) for _ in range(loops)]
+    threads = [threading.Thread(target=loop, args=(number,)) for number in range(loops)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     state = controller.state()
-    print(json.dumps({**counts, "processes": state.processes, "in_flight": state.in_flight}))
+    summary = {**counts, "processes": state.processes, "in_flight": state.in_flight}
+    print(json.dumps({**summary, "requests": requests}))
     controller.close()
 
 

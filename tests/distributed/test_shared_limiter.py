@@ -2,6 +2,15 @@
 
 Counts come from the simulator's ``/sim/stats`` (what the provider saw) and from Redis; no test
 asserts a duration.
+
+"No request during a Retry-After" is judged per request, not on the simulator's ``early`` count:
+that counts arrivals, and a request the controller let go before any 429 existed may arrive
+after one (a loaded machine holds it between the "go" and the socket). The simulator's event log
+names each 429 and the deadline it announced; the workers say when each request was let go and
+when each 429's pause was in Redis. The promise: nothing let go from the moment a pause is known
+until the deadline the provider announced. "Let go" is the Redis time of the controller's "go"
+(the decision itself); the worker's own clock read as its ``with`` body starts comes after it,
+later still on a loaded machine, and is reported beside it.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -42,8 +52,70 @@ def _stats(base_url: str) -> dict[str, int]:
     return dict(totals["totals"])
 
 
+def _events(base_url: str) -> list[dict[str, Any]]:
+    document = httpx.get(base_url.removesuffix("/v1") + "/sim/events").json()
+    assert document["recording"]
+    return list(document["events"])
+
+
+def _let_go(request: dict[str, Any], moment: str = "granted") -> float:
+    """When ``request`` was let go (the worker's clock read when Redis's is missing: a fallback)."""
+    at = request[moment]
+    return float(request["released"] if at is None else at)
+
+
+def _sent_during_known_pauses(
+    results: list[dict[str, Any]], events: list[dict[str, Any]], *, moment: str = "granted"
+) -> list[str]:
+    """Requests let go (``moment``: ``granted``, the Redis time of the controller's "go", or
+    ``released``, when the worker's body started) at or after a 429's pause was in Redis and
+    before the deadline the simulator announced with that 429; one line for each."""
+    requests = {r["id"]: r for result in results for r in result["requests"]}
+    told = [event for event in events if event["kind"] == "retry_after"]
+    # every 429 the simulator sent is one a worker recorded, and the other way round
+    assert sorted(e["request_id"] for e in told) == sorted(
+        i for i, r in requests.items() if r["known"] is not None
+    )
+    found = []
+    for event in told:
+        known, deadline = requests[event["request_id"]]["known"], event["deadline"]
+        for request in requests.values():
+            sent = _let_go(request, moment)
+            if known <= sent < deadline:
+                found.append(
+                    f"{request['id']} let go {sent - known:.4f} s after the pause of "
+                    f"{event['request_id']} was known, {deadline - sent:.4f} s before its end"
+                )
+    return found
+
+
+def _report(stats: dict[str, int], results: list[dict[str, Any]],
+            events: list[dict[str, Any]]) -> None:  # fmt: skip
+    """One line (shown with ``-s``): early arrivals against sends during a known pause, and how
+    long before the pause they arrived in was known each early arrival had been let go."""
+    during = len(_sent_during_known_pauses(results, events))
+    by_body = len(_sent_during_known_pauses(results, events, moment="released"))
+    requests = {r["id"]: r for result in results for r in result["requests"]}
+    known_by_deadline = {
+        e["deadline"]: requests[e["request_id"]]["known"]
+        for e in events
+        if e["kind"] == "retry_after"
+    }
+    leads = [
+        f"{(known_by_deadline[e['deadline']] - _let_go(requests[e['request_id']])) * 1000:.1f}"
+        for e in events
+        if e["kind"] == "early" and e["deadline"] in known_by_deadline
+    ]
+    print(
+        f"\nshared limiter: {stats['attempts']} attempts, {stats['rate_limited']} 429s, "
+        f"arrived early {stats['early']} (let go {', '.join(leads) or '-'} ms before the "
+        f"pause was known), let go during a known pause {during} "
+        f"(by the worker's own clock read: {by_body})"
+    )
+
+
 def _run_workers(redis_url: str, base_url: str, *, processes: int, loops: int, calls: int,
-                 rps: float) -> list[dict[str, int]]:  # fmt: skip
+                 rps: float) -> list[dict[str, Any]]:  # fmt: skip
     command = [sys.executable, str(WORKER), redis_url, base_url, str(loops), str(calls), str(rps)]
     workers = [
         subprocess.Popen(
@@ -69,13 +141,15 @@ def _rate_limited(retry_after: str) -> openai.RateLimitError:
 @pytest.mark.parametrize("processes", [2, 4])
 def test_processes_share_one_limit(redis_url: str, processes: int) -> None:
     """Every process paces to the provider's full limit alone (rps above capacity); shared,
-    they stay within it: few 429s and not one request during a Retry-After."""
-    config = SimServerConfig(rpm=1800, limit_headers=False)  # 30 req/s, nothing advertised
+    they stay within it: few 429s and not one request let go during a Retry-After known to
+    the shared limiter (arrivals during one are reported, not judged: see the module)."""
+    config = SimServerConfig(rpm=1800, limit_headers=False, event_log=True)  # 30 req/s
     with run_sim_server(config) as base_url:
         results = _run_workers(redis_url, base_url, processes=processes, loops=4, calls=8, rps=25.0)
-        stats = _stats(base_url)
+        stats, events = _stats(base_url), _events(base_url)
+    _report(stats, results, events)
     assert sum(r["ok"] for r in results) == processes * 4 * 8 == stats["successes"]
-    assert stats["early"] == 0
+    assert _sent_during_known_pauses(results, events) == []
     assert stats["rate_limited"] <= 0.15 * stats["attempts"]
     assert max(r["processes"] for r in results) >= 2  # they saw each other
 
@@ -102,12 +176,14 @@ def test_retry_after_seen_by_one_process_pauses_the_others(redis_url: str) -> No
 @pytest.mark.slow
 def test_retry_after_across_processes_no_early_sends(redis_url: str) -> None:
     """Capacity far below the pace the processes start at: 429s with Retry-After happen, and
-    the simulator sees no request arrive during one, whoever was told."""
-    with run_sim_server(SimServerConfig(rpm=600, limit_headers=False)) as base_url:
+    no process lets a request go during one once it is known, whoever was told."""
+    config = SimServerConfig(rpm=600, limit_headers=False, event_log=True)
+    with run_sim_server(config) as base_url:
         results = _run_workers(redis_url, base_url, processes=2, loops=3, calls=5, rps=40.0)
-        stats = _stats(base_url)
+        stats, events = _stats(base_url), _events(base_url)
+    _report(stats, results, events)
     assert stats["rate_limited"] > 0
-    assert stats["early"] == 0
+    assert _sent_during_known_pauses(results, events) == []
     assert sum(r["ok"] for r in results) == stats["successes"] == 30
 
 
