@@ -133,9 +133,10 @@ def build_context(
 #: What a graph accepts as ``context``: the rich context, or plain values (LangGraph Server).
 AnyContext = WorkflowContext | RunContext
 
-#: Ledgers of runs in progress, by run id, so every node of one server run shares one budget.
+#: Ledgers of runs in progress, by run id (or, in process, the run's own control object), so
+#: every node of one run shares one budget.
 _LEDGERS_KEPT = 256
-_ledgers: OrderedDict[str, RunLedger] = OrderedDict()
+_ledgers: OrderedDict[object, RunLedger] = OrderedDict()
 _ledgers_lock = threading.Lock()
 
 
@@ -217,29 +218,40 @@ def _memory(
     return _embedded_memory(settings, spec.memory) if embedded else None
 
 
-def _run_ledger(budget_usd: float | None) -> RunLedger:
-    """The ledger of the current run (by its run id), so its nodes share one budget; a fresh
-    one per call when the run has no id."""
+def _run_ledger(budget_usd: float | None, run: object | None) -> RunLedger:
+    """The ledger of the current run, so its nodes share one budget; a fresh one per call when
+    nothing identifies the run.
+
+    A run is known by its run id (LangGraph Server puts one in the config), else by ``run``:
+    the :class:`~langgraph.runtime.RunControl` LangGraph makes for each ``invoke``/``stream``
+    and hands to every node of it (an in-process run's config carries no run id). The key
+    holds the object itself, so a finished run's id cannot be taken for a new one's.
+    """
     try:
         config = get_config()
     except RuntimeError:  # called outside a run
         config = {}
     run_id = config.get("run_id") or config.get("configurable", {}).get("run_id")
-    if run_id is None:
+    key = str(run_id) if run_id is not None else run
+    if key is None:
         return RunLedger(budget_usd=budget_usd)
     with _ledgers_lock:
-        ledger = _ledgers.get(str(run_id))
+        ledger = _ledgers.get(key)
         if ledger is None:
-            ledger = _ledgers[str(run_id)] = RunLedger(budget_usd=budget_usd)
+            ledger = _ledgers[key] = RunLedger(budget_usd=budget_usd)
             while len(_ledgers) > _LEDGERS_KEPT:
                 _ledgers.popitem(last=False)
         else:
-            _ledgers.move_to_end(str(run_id))
+            _ledgers.move_to_end(key)
         return ledger
 
 
 def resolve_context(
-    spec: RunContext, *, store: BaseStore | None = None, embedded_memory: bool = True
+    spec: RunContext,
+    *,
+    store: BaseStore | None = None,
+    embedded_memory: bool = True,
+    run: object | None = None,
 ) -> WorkflowContext:
     """Build the rich context from plain values; the heavy objects are cached per process.
 
@@ -247,6 +259,8 @@ def resolve_context(
         spec: The values (each defaulted).
         store: The run's LangGraph store; agents remember there when it is given.
         embedded_memory: Open Chroma when there is no store (and memory is not ``off``).
+        run: What identifies the run when its config has no run id (the runtime's
+            ``control``): every node of one run then draws on one ledger and one budget.
 
     Raises:
         ConfigError: A value the settings reject (an unpriced ``model``, a missing agents file).
@@ -259,7 +273,7 @@ def resolve_context(
         settings=settings,
         pipeline=pipeline,
         agents=agents,
-        ledger=_run_ledger(budget),
+        ledger=_run_ledger(budget, run),
         memory=_memory(spec, settings, store, embedded=embedded_memory),
         analysis_cache=pipeline.analysis_cache,
     )
@@ -276,7 +290,8 @@ def context_of(runtime: Runtime[Any]) -> WorkflowContext:
     given = runtime.context
     if isinstance(given, WorkflowContext):
         return given
+    run = runtime.control  # one per invoke/stream, shared by its nodes (and subgraphs)
     if given is None:
-        return resolve_context(RunContext(), store=runtime.store, embedded_memory=False)
+        return resolve_context(RunContext(), store=runtime.store, embedded_memory=False, run=run)
     spec = given if isinstance(given, RunContext) else RunContext.model_validate(given)
-    return resolve_context(spec, store=runtime.store)
+    return resolve_context(spec, store=runtime.store, run=run)

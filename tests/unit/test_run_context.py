@@ -148,5 +148,16 @@ def test_the_nodes_of_one_run_share_its_ledger() -> None:
     assert set(first) != set(second)
 
 
+def test_the_nodes_of_one_run_share_its_ledger_without_a_run_id() -> None:
+    # in process, ``invoke(..., context={...})`` carries no run id: one run is still one budget
+    graph = _ledger_graph()
+    context = {"memory": "off", "budget_usd": 1.0}
+    first = graph.invoke({"ledgers": []}, context=context)["ledgers"]
+    second = graph.invoke({"ledgers": []}, context=context)["ledgers"]
+    assert len(first) == 2
+    assert len(set(first)) == 1
+    assert set(first) != set(second)  # the next run starts with its own budget
+
+
 def test_a_workflow_context_is_still_what_build_context_returns() -> None:
     assert isinstance(build_context(load_settings(), budget_usd=0.5), WorkflowContext)
