@@ -179,17 +179,23 @@ class _Watcher:
 
 
 def _resume_command(
-    graph: Any, config: RunnableConfig, approver: Approver | None
+    graph: Any, config: RunnableConfig, approver: Approver | None, *, redact: bool
 ) -> tuple[Any, dict[str, Any] | None]:
     """What continues a thread: ``None``, or ``Command(resume=...)`` at an interrupt.
 
     The second value is the interrupt's payload when nobody answered it (no approver, or the
-    approver returned ``None``): the run must stop there.
+    approver returned ``None``): the run must stop there. An answer is input too (a
+    reviewer's feedback): with ``redact`` it is redacted before LangGraph stores it.
     """
     pending = graph.get_state(config).interrupts
     if not pending:
         return None, None
-    answers = {i.id: approver(dict(i.value)) if approver is not None else None for i in pending}
+    answers = {
+        i.id: redact_input(approver(dict(i.value)), enabled=redact)
+        if approver is not None
+        else None
+        for i in pending
+    }
     if any(answer is None for answer in answers.values()):
         return None, dict(pending[0].value)
     if len(pending) == 1:
@@ -265,7 +271,8 @@ def run_workflow(
         UsageError: ``resume`` for a thread that does not exist or belongs to another workflow.
     """
     # the boundary: with redaction on, no checkpoint, memory, cache or trace sees raw input
-    inputs = redact_input(inputs, enabled=context.settings.profile.features.pii_redaction)
+    redact = context.settings.profile.features.pii_redaction
+    inputs = redact_input(inputs, enabled=redact)
     graph = (
         compile_workflow(workflow, checkpointer=checkpointer)
         if checkpointer is not None
@@ -308,7 +315,7 @@ def run_workflow(
         snapshot = graph.get_state(config)
         runs = recorded_runs(checkpointer, thread_id) if checkpointer is not None else {}
         spent_before = thread_spend(snapshot.values or {}, runs)
-        command, pending = _resume_command(graph, config, approver)
+        command, pending = _resume_command(graph, config, approver, redact=redact)
         if workflow == "validation" and not snapshot.next and unanswered_items(snapshot.values):
             start = {**config, "configurable": _before_validators(graph, config)["configurable"]}
     budget = context.ledger.budget_usd
@@ -381,7 +388,7 @@ def run_workflow(
             if checkpointer is None:
                 break
             start = config
-            command, pending = _resume_command(graph, config, approver)
+            command, pending = _resume_command(graph, config, approver, redact=redact)
             if command is None:
                 break
     except BudgetExceededError as exc:

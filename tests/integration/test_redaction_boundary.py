@@ -56,6 +56,30 @@ def test_run_workflow_stores_and_sends_only_placeholders() -> None:
     assert inputs["task"] == TASK  # the caller's input is not changed
 
 
+def test_a_reviewers_feedback_is_stored_and_sent_only_as_placeholders() -> None:
+    settings = load_settings(overrides={"features.pii_redaction": True})
+    context = build_context(settings)
+    inputs = orchestration_input(
+        "Plan the follow-up call", agents=context.agents, team=["researcher"]
+    )
+    inputs["require_approval"] = True
+    saver = InMemorySaver()
+    prompts = Prompts()
+    answer = {"approved": True, "feedback": f"ask {EMAIL} first"}
+    outcome = run_workflow(
+        "orchestration", inputs, context=context, checkpointer=saver, thread_id="t-feedback",
+        approver=lambda _plan: answer, callbacks=[prompts],
+    )  # fmt: skip
+    assert outcome.status == "completed"
+    config = {"configurable": {"thread_id": "t-feedback"}}
+    stored = repr([(c.checkpoint, c.pending_writes) for c in saver.list(config)])
+    assert EMAIL not in stored
+    assert "[REDACTED_EMAIL]" in outcome.values["approval"]["feedback"]
+    assert any("[REDACTED_EMAIL]" in p for p in prompts.seen)  # the agents got the note
+    assert not any(EMAIL in p for p in prompts.seen)
+    assert answer["feedback"] == f"ask {EMAIL} first"  # the caller's answer is not changed
+
+
 def test_redaction_off_keeps_the_input_as_given() -> None:
     _, context, inputs = _setup(redact=False)
     outcome = run_workflow(
