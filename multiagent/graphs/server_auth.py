@@ -7,7 +7,9 @@ that sees the input before the server stores anything is its auth layer: a handl
 ``threads.create_run`` receives the run's arguments by reference. ``langgraph.json`` names
 :data:`auth`; when the run's profile (its ``context``, else the process's settings) switches
 ``features.pii_redaction`` on, the handler rewrites the input in place with the same
-:func:`~multiagent.safety.redact_input` the CLI and the Python API use.
+:func:`~multiagent.safety.redact_input` the CLI and the Python API use, and a command's
+``resume`` value (a reviewer's feedback) and ``update`` with it. A state update through
+``threads.update_state`` is not seen: the server shows its auth handler no values.
 
 The same handler refuses a resume (``command={"resume": ...}``), or an update without a
 ``goto``, on a thread with no checkpoint, such as one just made with ``threads.create()``:
@@ -57,10 +59,18 @@ async def check_run(ctx: Auth.types.AuthContext, value: RunsCreate) -> None:
     if continues and not command.get("goto") and value.get("thread_id") is not None:
         what = "resume" if command.get("resume") is not None else "update"
         await _refuse_nothing_to_continue(str(value["thread_id"]), what=what)
-    if kwargs.get("input") is None:
-        return  # a resume (``Command``) or a run with no input: nothing new to store
+    # what the run brings that the server stores: its input, and a command's resume value (a
+    # reviewer's feedback) and state update, each written to a checkpoint as given
+    given = {"input": kwargs.get("input"), **{k: command.get(k) for k in ("resume", "update")}}
+    if all(value is None for value in given.values()):
+        return  # a run with nothing new to store
     # settings read files and redaction is CPU work: both off the server's event loop
-    kwargs["input"] = await asyncio.to_thread(_redacted, kwargs["input"], kwargs.get("context"))
+    redacted = await asyncio.to_thread(_redacted, given, kwargs.get("context"))
+    if kwargs.get("input") is not None:
+        kwargs["input"] = redacted["input"]
+    for key in ("resume", "update"):
+        if command.get(key) is not None:
+            command[key] = redacted[key]
 
 
 async def _refuse_nothing_to_continue(thread_id: str, *, what: str) -> None:

@@ -244,6 +244,30 @@ async def test_input_holding_pii_is_redacted_before_the_server_stores_it(
     assert email in plain["task"]
 
 
+async def test_a_resume_and_an_update_holding_pii_are_redacted_before_the_server_stores_them(
+    client: LangGraphClient,
+) -> None:
+    email, phone = "max.power@example.net", "+1 415 555 0199"
+    context = {"profile": "prod_balanced", "memory": "off"}
+    thread_id, _, _ = await _run(
+        client, "orchestration", input={"task": "Plan a refund call", "require_approval": True},
+        context=context,
+    )  # fmt: skip
+    result = await client.runs.wait(
+        thread_id, "orchestration", context=context,
+        command={
+            "resume": {"approved": True, "feedback": f"mail {email} first"},
+            "update": {"rationale": f"call {phone}"},
+        },
+    )  # fmt: skip
+    assert isinstance(result, dict)
+    assert "[REDACTED_EMAIL]" in result["approval"]["feedback"]
+    assert "[REDACTED_PHONE]" in result["rationale"]
+    stored = repr(await client.threads.get_history(thread_id, limit=100))
+    assert email not in stored
+    assert phone not in stored
+
+
 async def test_resuming_a_thread_with_nothing_to_resume_says_so(client: LangGraphClient) -> None:
     thread = await client.threads.create()
     with pytest.raises(httpx.HTTPStatusError) as caught:
