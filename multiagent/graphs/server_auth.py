@@ -62,7 +62,7 @@ async def check_run(ctx: Auth.types.AuthContext, value: RunsCreate) -> None:
     # what the run brings that the server stores: its input, and a command's resume value (a
     # reviewer's feedback) and state update, each written to a checkpoint as given
     given = {"input": kwargs.get("input"), **{k: command.get(k) for k in ("resume", "update")}}
-    if all(value is None for value in given.values()):
+    if all(part is None for part in given.values()):
         return  # a run with nothing new to store
     # settings read files and redaction is CPU work: both off the server's event loop
     redacted = await asyncio.to_thread(_redacted, given, kwargs.get("context"))
