@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from langgraph.graph import END, START, StateGraph
 
+from multiagent.graphs.redacting import WorkflowGraph
 from multiagent.nodes.context import AnyContext
 from multiagent.nodes.meeting import (
     moderate,
@@ -27,7 +28,7 @@ def build_meeting_graph() -> StateGraph[MeetingState, AnyContext, MeetingInput, 
     ``"rounds": int``; context as for the orchestration graph. The summary is in
     ``summary``, the turns in ``transcript``, the moderator's judgements in ``assessments``.
     """
-    graph: StateGraph[MeetingState, AnyContext, MeetingInput, MeetingState] = StateGraph(
+    graph: StateGraph[MeetingState, AnyContext, MeetingInput, MeetingState] = WorkflowGraph(
         MeetingState, context_schema=RunContext, input_schema=MeetingInput
     )
     graph.add_node("speak", speak)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from langgraph.graph import END, START, StateGraph
 
+from multiagent.graphs.redacting import WorkflowGraph
 from multiagent.nodes.context import AnyContext
 from multiagent.nodes.planner import plan, review, route_after_plan, route_after_review
 from multiagent.nodes.run_context import RunContext
@@ -30,7 +31,9 @@ def build_orchestration_graph() -> StateGraph[
     ``output``; each agent's part in ``contributions``; what each node used in ``usage``.
     """
     graph: StateGraph[OrchestrationState, AnyContext, OrchestrationInput, OrchestrationState] = (
-        StateGraph(OrchestrationState, context_schema=RunContext, input_schema=OrchestrationInput)
+        WorkflowGraph(
+            OrchestrationState, context_schema=RunContext, input_schema=OrchestrationInput
+        )
     )
     graph.add_node("plan", plan)
     graph.add_node("review", review)

@@ -9,7 +9,8 @@ that sees the input before the server stores anything is its auth layer: a handl
 ``features.pii_redaction`` on, the handler rewrites the input in place with the same
 :func:`~multiagent.safety.redact_input` the CLI and the Python API use, and a command's
 ``resume`` value (a reviewer's feedback) and ``update`` with it. A state update through
-``threads.update_state`` is not seen: the server shows its auth handler no values.
+``threads.update_state`` is not seen here (the server shows its auth handler no values); the
+compiled graph redacts it (:mod:`multiagent.graphs.redacting`), by the server's own profile.
 
 The same handler refuses a resume (``command={"resume": ...}``), or an update without a
 ``goto``, on a thread with no checkpoint, such as one just made with ``threads.create()``:
@@ -27,15 +28,13 @@ replaces :func:`admit` with its check and keeps :func:`check_run`.
 from __future__ import annotations
 
 import asyncio
-import functools
 from typing import Any
 
 from langgraph_sdk import Auth, get_client
 from langgraph_sdk.auth.types import RunsCreate
 from langgraph_sdk.errors import NotFoundError
 
-from multiagent.nodes.run_context import RunContext
-from multiagent.policies import load_settings
+from multiagent.graphs.redacting import redaction_on
 from multiagent.safety import redact_input
 
 auth = Auth()
@@ -96,20 +95,5 @@ async def _refuse_nothing_to_continue(thread_id: str, *, what: str) -> None:
     raise Auth.exceptions.HTTPException(status_code=409, detail=detail)
 
 
-def _redacted(payload: Any, context: Any) -> Any:
-    try:
-        spec = RunContext.model_validate(context or {})
-        key = (spec.profile, spec.policy, spec.provider)
-    except Exception:  # the run itself reports a bad context, naming the value
-        key = (None, None, None)
-    return redact_input(payload, enabled=_redaction_on(*key))
-
-
-@functools.lru_cache(maxsize=32)
-def _redaction_on(profile: str | None, policy: str | None, provider: str | None) -> bool:
-    """Whether a run with these context values redacts PII (settings read once per set)."""
-    try:
-        settings = load_settings(env=profile, policy=policy, provider=provider)
-    except Exception:
-        settings = load_settings()
-    return bool(settings.profile.features.pii_redaction)
+def _redacted(payload: dict[str, Any], context: Any) -> dict[str, Any]:
+    return redact_input(payload, enabled=redaction_on(context))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from langgraph.graph import END, START, StateGraph
 
+from multiagent.graphs.redacting import WorkflowGraph
 from multiagent.nodes.context import AnyContext
 from multiagent.nodes.run_context import RunContext
 from multiagent.nodes.state import ValidationInput, ValidationState, ValidatorTask
@@ -25,9 +26,8 @@ def build_validation_graph() -> StateGraph[
     ``results``; every verdict in ``verdicts``; validators that failed after retries in
     ``failures``.
     """
-    graph: StateGraph[ValidationState, AnyContext, ValidationInput, ValidationState] = StateGraph(
-        ValidationState, context_schema=RunContext, input_schema=ValidationInput
-    )
+    graph: StateGraph[ValidationState, AnyContext, ValidationInput, ValidationState]
+    graph = WorkflowGraph(ValidationState, context_schema=RunContext, input_schema=ValidationInput)
     graph.add_node("validate", validate, input_schema=ValidatorTask)
     graph.add_node("aggregate", aggregate, defer=True)
     graph.add_conditional_edges(START, fan_out_validators, ["validate"])

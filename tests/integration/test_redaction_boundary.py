@@ -3,15 +3,20 @@ list, a batch's manifest and what the model was asked hold placeholders, never t
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import Command
 
 from multiagent.graphs.batch import batch_cross_validate
 from multiagent.graphs.batch_store import MemoryBatchStore
 from multiagent.graphs.execute import execute_workflow
 from multiagent.graphs.inputs import orchestration_input
+from multiagent.graphs.orchestration import build_orchestration_graph
+from multiagent.graphs.redacting import _redaction_on
 from multiagent.graphs.runner import run_workflow
 from multiagent.nodes.context import WorkflowContext, build_context
 from multiagent.nodes.state import OrchestrationInput
@@ -114,3 +119,84 @@ def test_a_batch_manifest_holds_placeholders() -> None:
     assert CARD not in repr(manifest.items)
     assert "[REDACTED_CARD]" in manifest.items[0]["text"]
     assert EMAIL not in repr(result)
+
+
+def _stored(saver: InMemorySaver, thread_id: str) -> str:
+    config = {"configurable": {"thread_id": thread_id}}
+    return repr([(c.checkpoint, c.pending_writes) for c in saver.list(config)])
+
+
+@pytest.mark.parametrize("call", ["invoke", "ainvoke", "stream", "astream"])
+def test_a_graph_called_directly_stores_only_placeholders(call: str) -> None:
+    """A notebook's ``graph.invoke(..., context=...)`` with a checkpointer: LangGraph writes the
+    input to the first checkpoint before any node runs, so the compiled graph redacts it."""
+    saver = InMemorySaver()
+    graph = build_orchestration_graph().compile(checkpointer=saver)
+    thread = f"t-direct-{call}"
+    config: Any = {"configurable": {"thread_id": thread}}
+    given = {"task": TASK, "team": ["researcher"], "planner_picks": False}
+    context = {"profile": "prod_balanced", "memory": "off"}
+    if call == "invoke":
+        graph.invoke(given, config, context=context)
+    elif call == "stream":
+        assert list(graph.stream(given, config, context=context, stream_mode="updates"))
+    else:
+
+        async def run() -> None:
+            if call == "ainvoke":
+                await graph.ainvoke(given, config, context=context)
+            else:
+                assert [part async for part in graph.astream(given, config, context=context)]
+
+        asyncio.run(run())
+    stored = _stored(saver, thread)
+    assert EMAIL not in stored
+    assert CARD not in stored
+    assert "[REDACTED_EMAIL]" in graph.get_state(config).values["task"]
+    assert given["task"] == TASK  # the caller's input is not changed
+
+
+def test_a_resume_sent_to_a_graph_directly_is_stored_only_as_placeholders() -> None:
+    saver = InMemorySaver()
+    graph = build_orchestration_graph().compile(checkpointer=saver)
+    config: Any = {"configurable": {"thread_id": "t-direct-resume"}}
+    context = build_context(load_settings(overrides={"features.pii_redaction": True}))
+    given = {"task": "Plan the follow-up call", "team": ["researcher"], "require_approval": True}
+    graph.invoke(given, config, context=context)
+    assert graph.get_state(config).interrupts  # paused for the reviewer
+    graph.invoke(Command(resume={"approved": True, "feedback": f"ask {EMAIL}"}), config,
+                 context=context)  # fmt: skip
+    assert EMAIL not in _stored(saver, "t-direct-resume")
+    assert "[REDACTED_EMAIL]" in graph.get_state(config).values["approval"]["feedback"]
+
+
+def test_a_profile_without_redaction_stores_the_graphs_input_as_given() -> None:
+    saver = InMemorySaver()
+    graph = build_orchestration_graph().compile(checkpointer=saver)
+    config: Any = {"configurable": {"thread_id": "t-direct-raw"}}
+    given = {"task": TASK, "team": ["researcher"], "planner_picks": False}
+    graph.invoke(given, config, context={"profile": "dev_cost", "memory": "off"})
+    assert graph.get_state(config).values["task"] == TASK
+
+
+def test_a_state_update_is_redacted_per_the_processs_profile(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``update_state`` takes no context: the process's profile decides (a server's, say)."""
+    monkeypatch.setenv("MULTIAGENT_ENV", "prod_balanced")
+    _redaction_on.cache_clear()
+    try:
+        saver = InMemorySaver()
+        graph = build_orchestration_graph().compile(checkpointer=saver)
+        config: Any = {"configurable": {"thread_id": "t-direct-update"}}
+        given = {"task": "Plan the follow-up call", "team": ["researcher"]}
+        graph.invoke(given, config, context={"memory": "off"})
+        graph.update_state(config, {"task": f"Call {EMAIL} first"})
+        asyncio.run(graph.aupdate_state(config, {"output": f"Charge {CARD}"}))
+    finally:
+        _redaction_on.cache_clear()
+    assert EMAIL not in _stored(saver, "t-direct-update")
+    assert CARD not in _stored(saver, "t-direct-update")
+    values = graph.get_state(config).values
+    assert "[REDACTED_EMAIL]" in values["task"]
+    assert "[REDACTED_CARD]" in values["output"]

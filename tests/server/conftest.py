@@ -9,6 +9,7 @@ tests are done.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -104,6 +105,13 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Start ``langgraph dev`` on a free loopback port; yield its URL; stop it after."""
+    with running_langgraph_dev(tmp_path_factory) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def running_langgraph_dev(tmp_path_factory: pytest.TempPathFactory, **env: str) -> Iterator[str]:
+    """``langgraph dev`` on a free loopback port, with ``env`` added to its environment."""
     base = tmp_path_factory.mktemp("langgraph-dev")
     port = _free_port()
     log_path = base / "server.log"
@@ -115,7 +123,7 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         process = subprocess.Popen(
             command,
             cwd=base,  # where `langgraph dev` keeps its state (.langgraph_api), not the checkout
-            env=_server_env(base / "home"),
+            env={**_server_env(base / "home"), **env},
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -1,0 +1,137 @@
+"""The workflows' graphs redact what a run brings in, where LangGraph first sees it.
+
+LangGraph writes a run's input to the thread's first checkpoint (the ``__start__`` channel)
+before any node runs, and a ``Command``'s ``resume`` value and ``update`` to the checkpoint of
+the step they continue; no node, input schema or validator sees them first. So a graph compiled
+from :class:`WorkflowGraph` (what ``build_orchestration_graph``, ``build_meeting_graph`` and
+``build_validation_graph`` return) redacts them in ``stream`` and ``astream`` (``invoke`` and
+``ainvoke`` run through those) when the run's profile has ``features.pii_redaction`` on. The
+profile is the one the run's ``context`` names: a
+:class:`~multiagent.nodes.context.WorkflowContext`'s settings, or the plain values of a
+:class:`~multiagent.nodes.run_context.RunContext` (the process's settings when there are none).
+A notebook calling ``graph.invoke`` with a checkpointer and a redacting profile stores no raw
+personal value, as the CLI does not. ``update_state`` (through ``bulk_update_state``, as LangGraph
+Server's ``threads.update_state`` too) takes no context: its values are redacted when the
+process's profile redacts.
+
+The runners (:func:`~multiagent.graphs.runner.run_workflow`) and LangGraph Server's request hook
+(:mod:`multiagent.graphs.server_auth`, which sees a run before the server stores it in its own
+run table) redact first; redacting their output again finds nothing (placeholders hold no
+personal value) and changes nothing, ``--reveal-pii``'s numbered placeholders included.
+
+LangGraph's ``StateGraph.compile`` builds a ``CompiledStateGraph`` by name, so
+:meth:`WorkflowGraph.compile` gives the result this subclass's class; the subclass adds methods
+only, no state. Copies LangGraph makes (``with_config``) keep the class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
+from contextlib import aclosing
+from dataclasses import replace
+from typing import Any, cast
+
+from langgraph.graph import StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Command, StateUpdate
+
+from multiagent.nodes.context import WorkflowContext
+from multiagent.nodes.run_context import RunContext
+from multiagent.policies import load_settings
+from multiagent.safety import redact_input
+
+
+class WorkflowGraph(StateGraph[Any, Any, Any, Any]):
+    """A workflow's ``StateGraph``: compiled, it redacts every run's input (see the module)."""
+
+    def compile(self, *args: Any, **kwargs: Any) -> CompiledStateGraph[Any, Any, Any, Any]:
+        """``StateGraph.compile``, giving a graph that redacts what runs bring in."""
+        compiled = super().compile(*args, **kwargs)
+        compiled.__class__ = RedactingGraph
+        return compiled
+
+
+class RedactingGraph(CompiledStateGraph[Any, Any, Any, Any]):
+    """A compiled workflow graph whose runs' input is redacted before LangGraph stores it."""
+
+    def stream(
+        self, input: Any, config: Any = None, *, context: Any = None, **kwargs: Any
+    ) -> Iterator[Any]:
+        """``CompiledStateGraph.stream`` with ``input`` redacted per the run's profile."""
+        redacted = redact_run_input(input, context)
+        yield from super().stream(redacted, config, context=context, **kwargs)
+
+    async def astream(
+        self, input: Any, config: Any = None, *, context: Any = None, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        """``CompiledStateGraph.astream`` with ``input`` redacted per the run's profile (off the
+        event loop: the first run of a profile reads its settings' files)."""
+        if input is not None and not isinstance(context, WorkflowContext):
+            input = await asyncio.to_thread(redact_run_input, input, context)
+        else:
+            input = redact_run_input(input, context)
+        # an async generator: closed with this one (a consumer's break, a cancellation)
+        parts = super().astream(input, config, context=context, **kwargs)
+        async with aclosing(cast("AsyncGenerator[Any]", parts)):
+            async for part in parts:
+                yield part
+
+    def bulk_update_state(self, config: Any, supersteps: Sequence[Sequence[StateUpdate]]) -> Any:
+        """``CompiledStateGraph.bulk_update_state`` (``update_state``'s way) with the values
+        redacted per the process's profile: a state update is given no ``context``."""
+        return super().bulk_update_state(config, _redacted_updates(supersteps))
+
+    async def abulk_update_state(
+        self, config: Any, supersteps: Sequence[Sequence[StateUpdate]]
+    ) -> Any:
+        """``CompiledStateGraph.abulk_update_state`` with the values redacted (see
+        :meth:`bulk_update_state`; settings are read off the event loop)."""
+        redacted = await asyncio.to_thread(_redacted_updates, supersteps)
+        return await super().abulk_update_state(config, redacted)
+
+
+def _redacted_updates(supersteps: Sequence[Sequence[StateUpdate]]) -> list[list[StateUpdate]]:
+    on = redaction_on(None)
+    return [
+        [update._replace(values=redact_input(update.values, enabled=on)) for update in step]
+        for step in supersteps
+    ]
+
+
+def redact_run_input(value: Any, context: Any) -> Any:
+    """What a run brings in (an input, or a ``Command``'s ``resume`` and ``update``) as it may
+    be stored under ``context``'s profile: redacted when it redacts, else ``value`` itself."""
+    if value is None or not redaction_on(context):
+        return value
+    if isinstance(value, Command):
+        resume, update = redact_input(value.resume, enabled=True), value.update
+        if update is not None:
+            update = redact_input(update, enabled=True)
+        return replace(value, resume=resume, update=update)
+    return redact_input(value, enabled=True)
+
+
+def redaction_on(context: Any) -> bool:
+    """Whether a run with ``context`` (a ``WorkflowContext``, a ``RunContext``, its plain
+    values, or ``None``) redacts personal values."""
+    if isinstance(context, WorkflowContext):
+        return bool(context.settings.profile.features.pii_redaction)
+    context = {} if context is None else context
+    try:
+        spec = context if isinstance(context, RunContext) else RunContext.model_validate(context)
+        key = (spec.profile, spec.policy, spec.provider)
+    except Exception:  # the run itself reports a bad context, naming the value
+        key = (None, None, None)
+    return _redaction_on(*key)
+
+
+@functools.lru_cache(maxsize=32)
+def _redaction_on(profile: str | None, policy: str | None, provider: str | None) -> bool:
+    """Whether a run with these context values redacts PII (settings read once per set)."""
+    try:
+        settings = load_settings(env=profile, policy=policy, provider=provider)
+    except Exception:  # the run reports a bad profile itself; judge by the process's settings
+        settings = load_settings()
+    return bool(settings.profile.features.pii_redaction)
