@@ -12,7 +12,7 @@ A batch id is never a thread id of the checkpointer, and the other way round.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -20,6 +20,9 @@ from multiagent.commands._shared import console, err_console, print_json
 from multiagent.commands.workflows import exit_code
 from multiagent.errors import UsageError
 from multiagent.policies import Settings
+
+if TYPE_CHECKING:
+    from multiagent.nodes.agents_file import AgentCatalog
 
 
 def is_local_batch(settings: Settings, thread: str | None) -> bool:
@@ -92,6 +95,8 @@ def run_local_batch(
     if thread and not resume:
         _refuse_thread_id(settings, thread)
     agents = load_agents(settings, agents_file=agents_file)
+    if budget is not None and not resume:
+        _refuse_budget_no_call_fits(settings, agents, budget, validators=validators)
     configure_tracing(settings)
     progress = None if as_json or no_stream else _ProgressBar()
     try:
@@ -126,6 +131,21 @@ def run_local_batch(
         command = resume_command(outcome.outcome)
         err_console.print(f"interrupted; resume: {command}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=exit_code(outcome.status, report["results"]))
+
+
+def _refuse_budget_no_call_fits(
+    settings: Settings, agents: AgentCatalog, budget: float, *, validators: int | None
+) -> None:
+    """A budget that no validator call fits is refused before the batch is stored, as for one
+    text and for a queued batch."""
+    from multiagent.graphs.inputs import choose_validators
+    from multiagent.models.ledger import check_budget_value
+    from multiagent.models.pipeline import ModelPipeline
+
+    check_budget_value(budget, source="--budget")
+    names = choose_validators(settings, agents, count=validators)
+    calls = [("validate", agents[name].tier) for name in names]
+    ModelPipeline(settings, calls=calls).check_budget(budget, source="--budget")
 
 
 def _check_same_items(manifest: Any, items: list[Any]) -> None:

@@ -74,3 +74,17 @@ def test_a_resumed_stop_names_the_given_budget_and_the_earlier_spend(
     text = " ".join(again.stdout.split())
     assert "budget of $0.0017 reached: spent $0.000" in text
     assert "before this session and $0.000000 in it" in text
+
+
+def test_a_local_batch_budget_no_validator_call_fits_is_refused_before_it_is_stored(
+    isolated_env: Path,
+) -> None:
+    isolated_env.mkdir()
+    items = isolated_env.parent / "items.jsonl"
+    items.write_text('{"id": "a", "text": "The bakery opened in 1990."}\n', encoding="utf-8")
+    line = _refused(
+        ["validate", "--batch", str(items), "--budget", "0", "--no-stream"],
+        isolated_env,
+        kept=set(),
+    )
+    assert "budget $0 (from --budget) cannot cover one call of node validate" in line
