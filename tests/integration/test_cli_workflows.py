@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -219,6 +221,38 @@ def test_budget_stop_then_resume_with_a_larger_budget(
     done = cli("run", "--thread", "b1", "--resume", "--budget", "1", "--json", *OFF)
     assert done.exit_code == 0, done.output
     assert document(done)["status"] == "completed"
+
+
+def test_a_thread_running_in_another_process_is_not_resumed_beside_it(
+    isolated_env: Path,
+) -> None:
+    from multiagent.observability.live import live_writer
+
+    assert (
+        cli("run", TASK, "--agents", "critic", "--thread", "busy", "--no-stream", *OFF).exit_code
+        == 0
+    )
+    live_writer(isolated_env).flush()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with sqlite3.connect(isolated_env / "runs.sqlite") as conn:  # as that process's run left it
+            conn.execute(
+                "UPDATE runs SET status = 'running', pid = ? WHERE thread_id = 'busy'", (other.pid,)
+            )
+        before = stored(isolated_env)
+        refused = cli("run", "--thread", "busy", "--resume", "--no-stream", *OFF)
+        assert refused.exit_code == 2, refused.output
+        assert refused.stderr.strip().splitlines() == [
+            f"error: thread 'busy' is running in process {other.pid}; wait for it to end, or stop "
+            "it and then resume"
+        ]
+        assert stored(isolated_env) == before
+    finally:
+        other.kill()
+        other.wait()
+    # a process that died mid-run leaves its row 'running': its thread resumes
+    resumed = cli("run", "--thread", "busy", "--resume", "--no-stream", *OFF)
+    assert resumed.exit_code == 0, resumed.output
 
 
 def test_agents_file_adds_an_agent(isolated_env: Path, tmp_path: Path) -> None:
