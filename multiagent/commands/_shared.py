@@ -76,6 +76,22 @@ def resolved_home(*, forget: bool = False) -> Path | None:
     return home
 
 
+def running_elsewhere(settings: Settings) -> dict[str, int]:
+    """The threads that another live process is running now, each with that process's id.
+
+    Every run keeps its row in the live runs file while it runs; a process killed mid-run leaves
+    its row ``running`` with a pid that is gone, and its thread is not listed here.
+    """
+    import os
+
+    from multiagent.observability.live import read_live
+    from multiagent.persistence.scheduler_state import pid_alive
+
+    rows = read_live(settings.home, "SELECT thread_id, pid FROM runs WHERE status = 'running'")
+    pids = {str(row["thread_id"]): int(row["pid"]) for row in rows}
+    return {t: pid for t, pid in pids.items() if pid != os.getpid() and pid_alive(pid)}
+
+
 def print_plain(text: str) -> None:
     """Print a line of data as it is: paths, names and texts may hold ``[...]``, which is not
     markup, and a path is never broken across lines."""

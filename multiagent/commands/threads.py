@@ -52,6 +52,7 @@ def list_command(
     rows: list[dict[str, Any]] = _with_saver(
         settings, lambda saver: list_threads(saver, limit=limit), empty=[]
     )
+    _mark_running(settings, rows)
     if as_json:
         print_json({"threads": rows})
         return
@@ -73,6 +74,17 @@ def list_command(
     for row, cell in zip(rows, cells, strict=True):
         line = "  ".join(value.ljust(width) for value, width in zip(cell, widths, strict=True))
         console.print(f"{line}  {row['subject']}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _mark_running(settings: Settings, rows: list[dict[str, Any]]) -> None:
+    """Show a thread that another process runs now as ``running``: its latest checkpoint alone
+    looks stopped mid-way (``interrupted``), which invites a resume beside the live run."""
+    from multiagent.commands._shared import running_elsewhere
+
+    running = running_elsewhere(settings)
+    for row in rows:
+        if row["thread_id"] in running:
+            row["status"] = "running"
 
 
 def _short(value: Any) -> str:
@@ -97,6 +109,8 @@ def show_command(
 
     settings = cli_settings(ctx)
     state = _with_saver(settings, lambda s: thread_state(s, thread, checkpoint_id=checkpoint))
+    if checkpoint is None:  # an earlier checkpoint's status is its own
+        _mark_running(settings, [state])
     if as_json:
         print_json(state)
         return

@@ -200,21 +200,14 @@ def _refuse_running_thread(settings: Settings, thread: str) -> None:
     """A thread that a live process is running is not resumed beside it: both would run every
     step from the same checkpoint and pay for it twice. A process killed mid-run leaves its
     row ``running`` with a dead pid; its thread resumes."""
-    import os
+    from multiagent.commands._shared import running_elsewhere
 
-    from multiagent.observability.live import read_live
-    from multiagent.persistence.scheduler_state import pid_alive
-
-    rows = read_live(
-        settings.home, "SELECT pid FROM runs WHERE thread_id = ? AND status = 'running'", (thread,)
-    )
-    for row in rows:
-        pid = int(row["pid"])
-        if pid != os.getpid() and pid_alive(pid):
-            raise UsageError(
-                f"thread {thread!r} is running in process {pid}; wait for it to end, or stop it "
-                "and then resume"
-            )
+    pid = running_elsewhere(settings).get(thread)
+    if pid is not None:
+        raise UsageError(
+            f"thread {thread!r} is running in process {pid}; wait for it to end, or stop it "
+            "and then resume"
+        )
 
 
 def _budget_calls(workflow: Workflow, agents: AgentCatalog, inputs: Any) -> list[tuple[str, Tier]]:

@@ -255,6 +255,32 @@ def test_a_thread_running_in_another_process_is_not_resumed_beside_it(
     assert resumed.exit_code == 0, resumed.output
 
 
+def test_threads_list_and_show_a_thread_another_process_runs_as_running(
+    isolated_env: Path,
+) -> None:
+    from multiagent.observability.live import live_writer
+
+    args = ("run", TASK, "--agents", "critic", "--approve", "--thread", "busy", "--json", *OFF)
+    assert cli(*args).exit_code == 0  # waiting at the plan: its latest checkpoint has a next
+    assert cli("run", "--thread", "busy", "--resume", "--json", *OFF, input="y\n\n").exit_code == 0
+    live_writer(isolated_env).flush()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with sqlite3.connect(isolated_env / "runs.sqlite") as conn:
+            conn.execute(
+                "UPDATE runs SET status = 'running', pid = ? WHERE thread_id = 'busy'", (other.pid,)
+            )
+        (row,) = document(cli("threads", "list", "--json"))["threads"]
+        assert row["status"] == "running"
+        assert document(cli("threads", "show", "busy", "--json"))["status"] == "running"
+        assert "busy  orchestration  running" in cli("threads", "list").stdout
+    finally:
+        other.kill()
+        other.wait()
+    (row,) = document(cli("threads", "list", "--json"))["threads"]
+    assert row["status"] == "completed"
+
+
 def test_agents_file_adds_an_agent(isolated_env: Path, tmp_path: Path) -> None:
     agents = tmp_path / "agents.toml"
     agents.write_text(
