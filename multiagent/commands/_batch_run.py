@@ -11,6 +11,8 @@ A batch id is never a thread id of the checkpointer, and the other way round.
 
 from __future__ import annotations
 
+import fcntl
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +45,29 @@ def refuse_batch_id(settings: Settings, thread: str | None) -> None:
             f"id {thread!r} is already a batch's (`multiagent validate --thread {thread} "
             "--resume` continues it); choose another --thread"
         )
+
+
+def batch_lock_path(settings: Settings, batch_id: str) -> Path:
+    """The file whose ``flock`` the process running batch ``batch_id`` holds."""
+    return settings.home / "batch-locks" / f"{batch_id}.lock"
+
+
+def _hold_batch(settings: Settings, batch_id: str) -> int:
+    """Take batch ``batch_id``'s lock for this process (it dies with the process), or refuse:
+    a second process resuming it beside the first would validate its unfinished items twice,
+    and pay for them twice."""
+    path = batch_lock_path(settings, batch_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UsageError(
+            f"batch {batch_id!r} is running in another process; wait for it to end, or stop it "
+            "and then resume"
+        ) from None
+    return fd
 
 
 def _refuse_thread_id(settings: Settings, thread: str) -> None:
@@ -97,6 +122,9 @@ def run_local_batch(
     agents = load_agents(settings, agents_file=agents_file)
     if budget is not None and not resume:
         _refuse_budget_no_call_fits(settings, agents, budget, validators=validators)
+    held = (
+        _hold_batch(settings, str(thread)) if resume and is_local_batch(settings, thread) else None
+    )
     configure_tracing(settings)
     progress = None if as_json or no_stream else _ProgressBar()
     try:
@@ -113,6 +141,8 @@ def run_local_batch(
     finally:
         if progress is not None:
             progress.close()
+        if held is not None:
+            os.close(held)  # closing the descriptor releases the lock
         shutdown_tracing()
         flush_write_behind()
         if unpersisted():

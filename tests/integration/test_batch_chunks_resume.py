@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 import threading
 from contextlib import closing
 from pathlib import Path
@@ -22,6 +24,16 @@ from multiagent.nodes.validator import aggregate
 from multiagent.observability.live import live_writer
 from multiagent.policies import load_settings
 from tests.integration._batch_cli import cli, document, numbered_items, use_fast_provider
+
+#: Holds the lock file given as its argument until it is killed; says "held" once it does.
+HOLD_LOCK = (
+    "import fcntl, os, sys, time\n"
+    "os.makedirs(os.path.dirname(sys.argv[1]), exist_ok=True)\n"
+    "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+    "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+    "print('held', flush=True)\n"
+    "time.sleep(60)\n"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -133,6 +145,33 @@ def test_resume_of_an_unknown_batch_or_a_reused_id_is_one_line(tmp_path: Path) -
     unknown = cli("validate", "--batch", str(batch), "--thread", "nope", "--resume")
     assert unknown.exit_code == 2
     assert "unknown batch 'nope'" in unknown.stderr
+
+
+def test_a_batch_another_process_runs_is_not_resumed_beside_it(tmp_path: Path) -> None:
+    from multiagent.commands._batch_run import batch_lock_path
+
+    batch = tmp_path / "items.jsonl"
+    batch.write_text("".join(json.dumps(i) + "\n" for i in numbered_items(4)), encoding="utf-8")
+    first = cli("validate", "--batch", str(batch), "--thread", "b4", "--budget", "0.001", "--json")
+    assert first.exit_code == 1, first.output  # stopped on its budget, resumable
+    lock = batch_lock_path(load_settings(), "b4")
+    holder = subprocess.Popen(  # a process running the batch: it holds the batch's lock
+        [sys.executable, "-c", HOLD_LOCK, str(lock)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "held\n"
+        refused = cli("validate", "--thread", "b4", "--resume", "--budget", "10")
+        assert refused.exit_code == 2, refused.output
+        assert refused.stderr.splitlines() == [
+            "error: batch 'b4' is running in another process; wait for it to end, or stop it "
+            "and then resume"
+        ]
+    finally:
+        holder.kill()
+        holder.wait()
+    rest = document(cli("validate", "--thread", "b4", "--resume", "--budget", "10", "--json"))
+    assert rest["status"] == "completed"
 
 
 @pytest.mark.parametrize("limit", [0, -1])
