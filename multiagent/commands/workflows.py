@@ -541,6 +541,11 @@ def validate(
             thread=thread, resume=resume, concurrency=concurrency,
         )  # fmt: skip
         return
+    if resume and text is not None and is_local_batch(cli_settings(ctx), thread):
+        raise UsageError(
+            f"{thread!r} is a batch, not a thread of one text; leave TEXT out to resume it: "
+            f"multiagent validate --thread {thread} --resume"
+        )
     if batch is not None or (resume and text is None and is_local_batch(cli_settings(ctx), thread)):
         _no_model_option(model, "--batch")
         _no_reveal_option(reveal_pii, "--batch")

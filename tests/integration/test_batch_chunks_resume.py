@@ -174,6 +174,18 @@ def test_a_batch_another_process_runs_is_not_resumed_beside_it(tmp_path: Path) -
     assert rest["status"] == "completed"
 
 
+def test_a_text_given_to_resume_a_batch_is_refused_naming_the_batch(tmp_path: Path) -> None:
+    batch = tmp_path / "items.jsonl"
+    batch.write_text('"Ovens are hot."\n', encoding="utf-8")
+    assert cli("validate", "--batch", str(batch), "--thread", "b5", "--json").exit_code in (0, 3)
+    refused = cli("validate", "Ovens are hot.", "--thread", "b5", "--resume")
+    assert refused.exit_code == 2, refused.output
+    assert refused.stderr.splitlines() == [
+        "error: 'b5' is a batch, not a thread of one text; leave TEXT out to resume it: "
+        "multiagent validate --thread b5 --resume"
+    ]
+
+
 @pytest.mark.parametrize("limit", [0, -1])
 def test_a_concurrency_below_one_is_refused_not_replaced_by_the_default(limit: int) -> None:
     with pytest.raises(UsageError, match=f"max_concurrency must be at least 1, got {limit}"):
