@@ -126,7 +126,9 @@ def run_local_batch(
         _hold_batch(settings, str(thread)) if resume and is_local_batch(settings, thread) else None
     )
     configure_tracing(settings)
-    progress = None if as_json or no_stream else _ProgressBar()
+    # a transient bar drawn where no terminal erases it leaves an empty line (before an error)
+    terminal = err_console.is_terminal
+    progress = None if as_json or no_stream or not terminal else _ProgressBar()
     try:
         # Ctrl-C: no new chunk or call starts, never an interrupt inside the thread pools
         with stop_on_ctrl_c(), open_batch_store(settings) as store:

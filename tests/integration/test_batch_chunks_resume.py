@@ -186,6 +186,17 @@ def test_a_text_given_to_resume_a_batch_is_refused_naming_the_batch(tmp_path: Pa
     ]
 
 
+def test_a_batch_writes_no_blank_line_to_a_stderr_that_is_no_terminal(tmp_path: Path) -> None:
+    batch = tmp_path / "items.jsonl"
+    batch.write_text('"Ovens are hot."\n', encoding="utf-8")
+    done = cli("validate", "--batch", str(batch), "--thread", "b6")
+    assert done.exit_code in (0, 3), done.output
+    assert done.stderr == ""  # a progress bar is for a terminal; elsewhere it left an empty line
+    unknown = cli("validate", "--batch", str(batch), "--thread", "nope", "--resume")
+    assert unknown.exit_code == 2
+    assert unknown.stderr == "error: unknown batch 'nope'; nothing to resume\n"
+
+
 @pytest.mark.parametrize("limit", [0, -1])
 def test_a_concurrency_below_one_is_refused_not_replaced_by_the_default(limit: int) -> None:
     with pytest.raises(UsageError, match=f"max_concurrency must be at least 1, got {limit}"):
