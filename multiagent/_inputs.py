@@ -143,6 +143,10 @@ def expand_text(value: str, *, source: str, stdin: TextIO | None = None) -> str:
         where = f"{source} (standard input)"
     elif value.startswith("@@"):
         text, where = value[1:], source
+    elif value == "@":  # an empty path would be read as the working directory
+        raise UsageError(
+            f"@ names no file for {source}; give @PATH, or @@ for a text that starts with @"
+        )
     elif value.startswith("@"):
         check_text(value[1:], source=f"the file name of {source}")
         text, where = read_text_file(value[1:], what=f"file of {source}"), f"{source} ({value})"

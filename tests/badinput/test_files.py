@@ -172,6 +172,18 @@ def test_a_long_task_comes_from_a_file_or_standard_input(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize(
+    ("command", "argument"), [("run", "TASK"), ("meeting", "TOPIC"), ("validate", "TEXT")]
+)
+def test_an_at_sign_alone_names_no_file_and_says_so(
+    filled_home: Path, command: str, argument: str
+) -> None:
+    line = refused_unchanged([command, "@"], template=filled_home)
+    assert line == (
+        f"error: @ names no file for {argument}; give @PATH, or @@ for a text that starts with @"
+    )
+
+
+@pytest.mark.parametrize(
     "argv",
     [
         [b"run", b"caf\xe9 plan"],
