@@ -196,6 +196,21 @@ def _execute(
     raise typer.Exit(code=exit_code(outcome.status, outcome.values.get("results")))
 
 
+def _refuse_on_resume(ctx: typer.Context, resume: bool, *names: str) -> None:
+    """Options that shape a new run mean nothing to a resumed thread, which keeps what it
+    started with: refused, as a task that differs from the thread's is, never ignored."""
+    if not resume:
+        return
+    for name in names:
+        source = ctx.get_parameter_source(name)
+        if source is not None and source.name != "DEFAULT":  # given, not left to its default
+            option = "--" + name.replace("_", "-")
+            raise UsageError(
+                f"{option} cannot be used with --resume: a resumed thread keeps what it "
+                f"started with; leave {option} out"
+            )
+
+
 def _refuse_running_thread(settings: Settings, thread: str) -> None:
     """A thread that a live process is running is not resumed beside it: both would run every
     step from the same checkpoint and pay for it twice. A process killed mid-run leaves its
@@ -389,6 +404,7 @@ def run(
             resume=resume, budget=budget, agents_file=agents_file, wait=wait, as_json=as_json,
         )  # fmt: skip
         return
+    _refuse_on_resume(ctx, resume, "agents", "approve")
 
     def make_inputs(settings: Settings, catalog: AgentCatalog, protect: Protect) -> Any:
         if resume and task is None:
@@ -463,6 +479,8 @@ def meeting(
     """Hold a meeting on TOPIC: rounds of discussion, a moderator, a streamed summary."""
     from multiagent.graphs.inputs import meeting_input
     from multiagent.nodes.agents_file import split_names
+
+    _refuse_on_resume(ctx, resume, "participants", "rounds")
 
     def make_inputs(settings: Settings, catalog: AgentCatalog, protect: Protect) -> Any:
         if resume and topic is None:
@@ -541,6 +559,7 @@ def validate(
             thread=thread, resume=resume, concurrency=concurrency,
         )  # fmt: skip
         return
+    _refuse_on_resume(ctx, resume, "validators", "threshold")
     if resume and text is not None and is_local_batch(cli_settings(ctx), thread):
         raise UsageError(
             f"{thread!r} is a batch, not a thread of one text; leave TEXT out to resume it: "

@@ -362,6 +362,35 @@ def test_bad_input_next_to_existing_threads_changes_nothing(
         assert stored(isolated_env) == before, args
 
 
+def test_options_a_resumed_thread_cannot_honour_are_refused_not_ignored(
+    isolated_env: Path, tmp_path: Path
+) -> None:
+    stop = ("--budget", "0.0008", "--json", *OFF)  # stops after the first calls: resumable
+    assert cli("run", TASK, "--thread", "r", *stop).exit_code == 1
+    assert cli("meeting", TASK, "--thread", "m", *stop).exit_code == 1
+    batch = tmp_path / "items.jsonl"
+    batch.write_text("".join(f'"Oven {n} is hot."\n' for n in range(20)), encoding="utf-8")
+    assert cli("validate", "--batch", str(batch), "--thread", "b", *stop[:2]).exit_code == 1
+    cases = [
+        (("run", "--thread", "r", "--agents", "critic"), "--agents"),
+        (("run", TASK, "--thread", "r", "--agents", "critic"), "--agents"),
+        (("run", "--thread", "r", "--approve"), "--approve"),
+        (("meeting", "--thread", "m", "--participants", "writer"), "--participants"),
+        (("meeting", "--thread", "m", "--rounds", "2"), "--rounds"),
+        (("validate", "--thread", "b", "--validators", "2"), "--validators"),
+        (("validate", "--thread", "b", "--threshold", "0.9"), "--threshold"),
+    ]
+    before = stored(isolated_env)
+    for args, option in cases:
+        result = cli(*args, "--resume", "--budget", "1", *OFF[: 2 if args[0] != "validate" else 0])
+        assert result.exit_code == 2, (args, result.output)
+        assert result.stderr == (
+            f"error: {option} cannot be used with --resume: a resumed thread keeps what it "
+            f"started with; leave {option} out\n"
+        ), args
+        assert stored(isolated_env) == before, args
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "needle"),
     [
