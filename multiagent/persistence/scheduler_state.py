@@ -56,8 +56,18 @@ class SchedulerState:
             return {"version": STATE_VERSION, "scheduler": {}, "tasks": {}}
         if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
             return {"version": STATE_VERSION, "scheduler": {}, "tasks": {}}
-        data.setdefault("scheduler", {})
-        data.setdefault("tasks", {})
+        # a record of the wrong shape (edited, or written by something else) is derived data:
+        # its unreadable parts start afresh, as an unreadable file does
+        if not isinstance(data.get("scheduler"), dict):
+            data["scheduler"] = {}
+        tasks = data.get("tasks")
+        tasks = tasks if isinstance(tasks, dict) else {}
+        data["tasks"] = {name: task for name, task in tasks.items() if isinstance(task, dict)}
+        for task in data["tasks"].values():
+            for counter in ("runs", "failures"):
+                value = task.get(counter, 0)
+                if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                    task[counter] = 0
         return data
 
     def _update(self, change: Any) -> None:

@@ -171,3 +171,25 @@ def test_the_python_api_refuses_a_blank_item_id_like_the_batch_file(item_id: str
         validation_input(
             [{"id": item_id, "text": "a claim"}], settings=settings, agents=load_agents(settings)
         )
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"version": 1, "scheduler": [], "tasks": {}},
+        {"version": 1, "scheduler": {}, "tasks": 5},
+        {"version": 1, "scheduler": {"pid": "x"}, "tasks": {"metrics": 5, "backups": []}},
+        {"version": 1, "scheduler": {}, "tasks": {"metrics": {"runs": "x", "failures": None}}},
+    ],
+)
+def test_a_scheduler_record_of_the_wrong_shape_is_read_as_empty_like_an_unreadable_one(
+    filled_home: Path, record: dict[str, object]
+) -> None:
+    with copy_of(filled_home) as home:
+        (home / "scheduler.json").write_text(json.dumps(record), encoding="utf-8")
+        schedule = _status(home)["schedule"]
+        assert isinstance(schedule, dict)
+        assert isinstance(schedule["scheduler"], dict)
+        ran = invoke(["persistence", "scheduler", "--run-now", "metrics", "--json"], home=home)
+        assert ran.exit_code == 0, ran.stderr
+        assert json.loads(ran.stdout)["task"] == "metrics"
