@@ -206,7 +206,8 @@ def _read_config_file(explicit: Path | None, home: Path) -> tuple[Path | None, d
         [explicit] if explicit else [Path.cwd() / CONFIG_FILE_NAME, home / CONFIG_FILE_NAME]
     )
     for path in candidates:
-        if path is not None and path.is_file():
+        # the file named with --config is read whatever it is, so a directory is named as one
+        if path is not None and (path.is_file() or (path == explicit and path.exists())):
             from multiagent._inputs import read_text_file
 
             text = read_text_file(path, what="config file")

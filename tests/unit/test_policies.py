@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from multiagent.errors import ConfigError
+from multiagent.errors import ConfigError, UsageError
 from multiagent.policies import BUILTIN_PROFILES, COST_POLICIES, MODEL_LADDER, load_settings
 
 
@@ -161,3 +161,8 @@ def test_malformed_and_unknown_config_file() -> None:
         load_settings()
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(config_file="missing.toml")
+
+
+def test_a_config_file_that_is_a_directory_says_so(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=f"^config file {tmp_path} is a directory; give a file$"):
+        load_settings(config_file=tmp_path)
