@@ -17,7 +17,8 @@ what is valid.
 - **Text** (a task, a topic, a text to validate): valid UTF-8 with no terminal control
   characters (tab, newline and carriage return are text). ``-`` reads it from standard input,
   ``@PATH`` from a file, ``@@...`` stands for a literal leading ``@``.
-- **Files**: they exist, are regular files, hold UTF-8 text (no NUL bytes).
+- **Files**: they exist, are regular files, hold UTF-8 text (no NUL bytes; a leading byte order
+  mark is dropped).
 """
 
 from __future__ import annotations
@@ -119,12 +120,14 @@ def read_text_file(path: str | Path, *, what: str) -> str:
     if b"\x00" in data:
         raise UsageError(f"{what} {target} is binary (it holds NUL bytes); give UTF-8 text")
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise UsageError(
             f"{what} {target} is not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset "
             f"{exc.start}); save it as UTF-8"
         ) from None
+    # a byte order mark that some editors write first is not part of the text
+    return text.removeprefix("\ufeff")
 
 
 def expand_text(value: str, *, source: str, stdin: TextIO | None = None) -> str:

@@ -251,3 +251,23 @@ def test_a_writer_killed_mid_transaction_is_not_damage(filled_home: Path) -> Non
         assert {k: v for k, v in digests(home).items() if not k.startswith("audit")} == {
             k: v for k, v in before.items() if not k.startswith("audit")
         }
+
+
+def test_a_file_saved_with_a_utf8_byte_order_mark_reads_as_its_text(tmp_path: Path) -> None:
+    bom = b"\xef\xbb\xbf"  # what some editors put first in a UTF-8 file
+    home = tmp_path / "home"
+    task = tmp_path / "task.txt"
+    task.write_bytes(bom + b"Plan a launch for a bakery\r\n")
+    agents = tmp_path / "agents.toml"
+    agents.write_bytes(bom + b'[agents.economist]\nrole = "You weigh costs."\n')
+    config = tmp_path / "multiagent.toml"
+    config.write_bytes(bom + b'env = "dev_cost"\n')
+    args = ["--config", str(config), "run", f"@{task}", "--agents-file", str(agents)]
+    done = invoke(
+        [*args, "--agents", "economist", "--memory", "off", "--json", "--thread", "bom"], home=home
+    )
+    assert done.exit_code == 0, done.stderr
+    shown = json.loads(invoke(["threads", "show", "bom", "--json"], home=home).stdout)
+    assert shown["values"]["task"] == "Plan a launch for a bakery"
+    profile = json.loads(invoke(["--config", str(config), "profile", "--json"], home=home).stdout)
+    assert profile["env"] == "dev_cost"
