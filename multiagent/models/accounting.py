@@ -187,6 +187,8 @@ def _count(record: CallRecord) -> None:
             metrics.inc("model_tokens_total", value=n, labels={**model, "direction": direction})
     if record.cost_usd:
         metrics.inc("model_cost_usd_total", value=record.cost_usd, labels=model)
+    if record.saved_usd:
+        metrics.inc("model_saved_usd_total", value=record.saved_usd, labels=model)
     if record.outcome == "ok":
         metrics.observe("model_latency_seconds", value=record.latency_s, labels=model)
     elif record.outcome == "error":

@@ -82,6 +82,7 @@ class CallRecord:
             "gen_ai.usage.input_tokens": self.input_tokens,
             "gen_ai.usage.output_tokens": self.output_tokens,
             "multiagent.cost_usd": round(self.cost_usd, 10),
+            "multiagent.saved_usd": round(self.saved_usd, 10),
             "multiagent.cached": self.cached,
             "multiagent.outcome": self.outcome,
             "multiagent.tokens_estimated": self.estimated,

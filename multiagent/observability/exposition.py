@@ -28,6 +28,7 @@ _HELP: dict[str, str] = {
     "model_calls_total": "Model calls by provider, model, agent and outcome (ok, error, cached).",
     "model_tokens_total": "Tokens sent to (input) and received from (output) the provider.",
     "model_cost_usd_total": "Cost of answered model calls, in USD.",
+    "model_saved_usd_total": "What cache hits would have cost had they been sent, in USD.",
     "model_latency_seconds": "Latency of answered model calls.",
     "model_errors_total": "Model calls that failed after their last attempt, by error kind.",
     "model_retries_total": "Retried model call attempts, by error kind.",

@@ -79,6 +79,7 @@ def _model_row(totals: _Totals, model: str) -> dict[str, Any]:
         "input_tokens": _num(tokens.get("input", 0.0)),
         "output_tokens": _num(tokens.get("output", 0.0)),
         "cost_usd": round(float(totals.sum("model_cost_usd_total", model=model)), 8),
+        "saved_usd": round(float(totals.sum("model_saved_usd_total", model=model)), 8),
         "errors": _num(totals.sum("model_errors_total", model=model)),
         "retries": _num(totals.sum("model_retries_total", model=model)),
         "latency_avg_s": _ratio(latency_sum, latency_count),
@@ -118,6 +119,7 @@ def summarize(counters: Iterable[Series]) -> dict[str, Any]:
             "total": _num(sum(tokens.values())),
         },
         "cost_usd": round(float(totals.sum("model_cost_usd_total")), 8),
+        "saved_usd": round(float(totals.sum("model_saved_usd_total")), 8),
         "errors": {"total": _num(sum(errors.values())), "by_kind": _nums(errors)},
         "retries": {"total": _num(sum(retries.values())), "by_kind": _nums(retries)},
         "latency": {
@@ -181,6 +183,7 @@ def point_of(counters: Iterable[Series]) -> dict[str, Any]:
         "input_tokens": _num(totals.sum("model_tokens_total", direction="input")),
         "output_tokens": _num(totals.sum("model_tokens_total", direction="output")),
         "cost_usd": round(float(totals.sum("model_cost_usd_total")), 8),
+        "saved_usd": round(float(totals.sum("model_saved_usd_total")), 8),
         "latency_avg_s": _ratio(totals.sum("model_latency_seconds_sum"), latency_count),
         "latency_p50_s": quantile(buckets, 0.5),
         "latency_p95_s": quantile(buckets, 0.95),

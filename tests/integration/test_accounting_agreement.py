@@ -112,6 +112,9 @@ def test_json_metrics_ledger_and_traces_agree(spans: InMemorySpanExporter) -> No
     assert summary["tokens"]["input"] == sum(c.input_tokens for c in records)
     assert summary["tokens"]["output"] == sum(c.output_tokens for c in records)
     assert summary["cost_usd"] == pytest.approx(sum(c.cost_usd for c in records), abs=1e-9)
+    saved = sum(c.saved_usd for c in records)
+    assert saved > 0  # the cache hits' first cost
+    assert summary["saved_usd"] == pytest.approx(saved, abs=1e-9)
 
     # traces: one client span per record, with the record's figures
     calls = [s for s in spans.get_finished_spans() if s.kind is SpanKind.CLIENT]
@@ -131,6 +134,7 @@ def test_json_metrics_ledger_and_traces_agree(spans: InMemorySpanExporter) -> No
     assert sum(a["multiagent.cost_usd"] for a in attrs) == pytest.approx(
         sum(c.cost_usd for c in records), abs=1e-9
     )
+    assert sum(a["multiagent.saved_usd"] for a in attrs) == pytest.approx(saved, abs=1e-9)
 
 
 def test_node_usage_counts_cache_hits_from_the_ledger() -> None:
