@@ -66,7 +66,7 @@ def _streams(settings: Settings, thread_id: str) -> list[dict[str, Any]]:
 
 def _run_row(settings: Settings, row: Any) -> dict[str, Any]:
     status = row["status"]
-    if status == "running" and not pid_alive(int(row["pid"])):
+    if status == "running" and not pid_alive(int(row["pid"]), since=float(row["updated"])):
         status = "lost"  # the process ended without saying how (killed)
     budget = row["budget_usd"]
     cost = float(row["cost_usd"])

@@ -159,12 +159,38 @@ def scheduler_running(record: dict[str, Any]) -> bool:
     return pid_alive(pid)
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` of this machine is alive (another user's counts as alive)."""
+def pid_alive(pid: int, *, since: float | None = None) -> bool:
+    """Whether process ``pid`` of this machine is alive (another user's counts as alive).
+
+    With ``since`` (epoch seconds: when the process was seen to start its work), a process
+    under that pid that started after it is another one, the pid reused: not alive. Where the
+    start cannot be read (no ``/proc``), the pid alone decides.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
+        pass
+    if since is None:
         return True
+    started = process_start(pid)
+    # the start is known to a clock tick; a second of slack covers it and the clock's steps
+    return started is None or started <= since + 1.0
+
+
+def process_start(pid: int) -> float | None:
+    """When process ``pid`` started, in epoch seconds (Linux ``/proc``), or ``None``."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+        boot = next(
+            float(line.split()[1])
+            for line in Path("/proc/stat").read_text(encoding="ascii").splitlines()
+            if line.startswith("btime ")
+        )
+        # the fields after the command name (which may hold spaces): starttime is field 22
+        ticks = int(stat.rsplit(")", 1)[1].split()[19])
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
     return True
