@@ -46,12 +46,16 @@ def did_you_mean(value: str, valid: Iterable[str], *, cutoff: float = 0.6) -> st
 
 
 class BudgetExceededError(MultiagentError):
-    """The next model call would take the run past its budget."""
+    """The next model call would take the run past its budget (``daily``: past the project's
+    daily cap, which a larger budget for the run does not lift)."""
 
-    def __init__(self, message: str, *, spent_usd: float, budget_usd: float) -> None:
+    def __init__(
+        self, message: str, *, spent_usd: float, budget_usd: float, daily: bool = False
+    ) -> None:
         super().__init__(message)
         self.spent_usd = spent_usd
         self.budget_usd = budget_usd
+        self.daily = daily
 
 
 __all__ = [

@@ -93,9 +93,16 @@ def print_outcome(
     command = resume_command(outcome)
     if outcome.status == "budget_exceeded":
         kept = len(outcome.values.get("usage", []))
+        advice = (
+            # a larger budget for the run does not lift the project's cap
+            "Resume once the day's cap allows (a new UTC day), or raise [budget] daily_usd in "
+            f"multiagent.toml (MULTIAGENT_BUDGET__DAILY_USD): {command}"
+            if outcome.daily_cap
+            else f"Resume with a larger budget: {command} --budget USD"
+        )
         console.print(
             f"[yellow]stopped: {outcome.message}.[/] Partial results kept ({kept} steps done). "
-            f"Resume with a larger budget: {command} --budget USD",
+            + advice,
             highlight=False,
         )
     elif outcome.status == "failed":

@@ -111,6 +111,8 @@ class WorkflowOutcome:
     #: What each run of the thread spent, this one included, by run id (see
     #: :mod:`multiagent.persistence.run_usage`); a run without a checkpointer has only its own.
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: ``budget_exceeded`` by the project's daily cap, not the run's budget.
+    daily_cap: bool = False
 
 
 def thread_spend(values: dict[str, Any], runs: dict[str, dict[str, Any]] | None = None) -> float:
@@ -392,7 +394,9 @@ def run_workflow(
             if command is None:
                 break
     except BudgetExceededError as exc:
-        return outcome("budget_exceeded", str(exc), describe_error(exc))
+        stopped = outcome("budget_exceeded", str(exc), describe_error(exc))
+        stopped.daily_cap = exc.daily
+        return stopped
     except provider_errors() as exc:
         return outcome("failed", "a model call kept failing after retries", describe_error(exc))
     except (KeyboardInterrupt, RuntimeError) as exc:

@@ -154,6 +154,7 @@ class SQLiteProjectBudget:
                         f"to ${usd:.6f}",
                         spent_usd=spent,
                         budget_usd=self.daily_usd,
+                        daily=True,
                     )
                 db.execute(
                     "INSERT INTO spend VALUES (?, ?, ?, 0, ?)",

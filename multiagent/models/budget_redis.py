@@ -274,6 +274,7 @@ class RedisBudget:
                 f"${amount / NANO:.6f}",
                 spent_usd=spent / NANO,
                 budget_usd=cap / NANO,
+                daily=self.daily,
             )
         return f"{period}/{rid}" if self.daily else rid
 
@@ -286,6 +287,7 @@ class RedisBudget:
                     f"cannot cover a call of up to ${amount / NANO:.6f}",
                     spent_usd=self._local_used / NANO,
                     budget_usd=self._allowance / NANO,
+                    daily=self.daily,
                 )
             rid = f"{self._period}/~{uuid.uuid4().hex}" if self.daily else f"~{uuid.uuid4().hex}"
             self._local[rid] = amount

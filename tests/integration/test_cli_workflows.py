@@ -223,6 +223,23 @@ def test_budget_stop_then_resume_with_a_larger_budget(
     assert document(done)["status"] == "completed"
 
 
+def test_a_stop_by_the_daily_cap_says_how_to_lift_the_cap(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A larger budget for the run does not lift the project's daily cap: the advice names
+    the cap, not --budget."""
+    monkeypatch.setenv("MULTIAGENT_ENV", "dev_cost")
+    # one call's worst case fits the cap; the run's calls together do not
+    monkeypatch.setenv("MULTIAGENT_BUDGET__DAILY_USD", "0.0017")
+    stopped = cli("run", TASK, "--agents", "critic", "--thread", "d1", *OFF)
+    assert stopped.exit_code == 1, stopped.output
+    said = " ".join(stopped.stdout.split())
+    assert "project budget of" in said
+    assert "daily_usd" in said
+    assert "--budget USD" not in said
+    assert "multiagent run --thread d1 --resume" in said
+
+
 def test_a_thread_running_in_another_process_is_not_resumed_beside_it(
     isolated_env: Path,
 ) -> None:
