@@ -107,3 +107,33 @@ def test_ctrl_c_in_a_meeting_prints_the_meeting_resume_command(isolated_env: Pat
     assert code == 130
     assert "multiagent meeting --thread m-int --resume" in out
     assert _thread("m-int")["status"] == "interrupted"
+
+
+#: Runs the ``multiagent`` entry point with a real SIGINT sent to the process as the CLI's
+#: modules import (when ``typer`` is first looked up): Ctrl-C before any command exists.
+_CTRL_C_WHILE_IMPORTING = """
+import os, signal, sys
+
+class CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == "typer":
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, CtrlC())
+sys.argv = ["multiagent", "--help"]
+from multiagent.__main__ import main
+main()
+"""
+
+
+def test_ctrl_c_while_the_cli_imports_says_interrupted() -> None:
+    ended = subprocess.run(
+        [sys.executable, "-c", _CTRL_C_WHILE_IMPORTING],
+        env={**_env(0), "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        capture_output=True, text=True, timeout=120, check=False,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # even run as a job
+    )  # fmt: skip
+    assert ended.returncode == 130
+    assert ended.stderr == "interrupted\n"
+    assert ended.stdout == ""  # no help: no command ran
