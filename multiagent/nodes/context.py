@@ -17,6 +17,7 @@ from __future__ import annotations
 import atexit
 import functools
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -134,9 +135,13 @@ def build_context(
 AnyContext = WorkflowContext | RunContext
 
 #: Ledgers of runs in progress, by run id (or, in process, the run's own control object), so
-#: every node of one run shares one budget.
+#: every node of one run shares one budget; with when a node last asked for each. Past
+#: ``_LEDGERS_KEPT`` the least recent go, but only one idle for ``_LEDGER_IDLE_S`` with nothing
+#: reserved: a long run on a busy server keeps its budget (its nodes follow each other within
+#: seconds, and a call in flight holds a reservation).
 _LEDGERS_KEPT = 256
-_ledgers: OrderedDict[object, RunLedger] = OrderedDict()
+_LEDGER_IDLE_S = 600.0
+_ledgers: OrderedDict[object, tuple[RunLedger, float]] = OrderedDict()
 _ledgers_lock = threading.Lock()
 
 
@@ -235,14 +240,17 @@ def _run_ledger(budget_usd: float | None, run: object | None) -> RunLedger:
     key = str(run_id) if run_id is not None else run
     if key is None:
         return RunLedger(budget_usd=budget_usd)
+    now = time.monotonic()
     with _ledgers_lock:
-        ledger = _ledgers.get(key)
-        if ledger is None:
-            ledger = _ledgers[key] = RunLedger(budget_usd=budget_usd)
-            while len(_ledgers) > _LEDGERS_KEPT:
-                _ledgers.popitem(last=False)
-        else:
-            _ledgers.move_to_end(key)
+        found = _ledgers.pop(key, None)
+        ledger = found[0] if found is not None else RunLedger(budget_usd=budget_usd)
+        _ledgers[key] = (ledger, now)  # the most recent, last
+        excess = len(_ledgers) - _LEDGERS_KEPT
+        for old_key, (old, touched) in list(_ledgers.items())[: max(excess, 0)]:
+            if now - touched < _LEDGER_IDLE_S:
+                break  # the rest are more recent still
+            if not old.reserved_usd:
+                del _ledgers[old_key]
         return ledger
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import typing
+from collections import OrderedDict
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 from langgraph.graph import END, START, StateGraph
@@ -13,6 +15,8 @@ from pydantic import ValidationError
 from typing_extensions import TypedDict
 
 from multiagent.errors import ConfigError
+from multiagent.models.ledger import RunLedger
+from multiagent.nodes import context as context_module
 from multiagent.nodes.context import (
     AnyContext,
     WorkflowContext,
@@ -157,6 +161,33 @@ def test_the_nodes_of_one_run_share_its_ledger_without_a_run_id() -> None:
     assert len(first) == 2
     assert len(set(first)) == 1
     assert set(first) != set(second)  # the next run starts with its own budget
+
+
+def test_a_run_keeps_its_ledger_however_many_runs_start_beside_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past the ledgers kept, only one idle for a while with nothing reserved goes: a long run
+    on a busy server keeps its budget between its nodes."""
+    monkeypatch.setattr(context_module, "_LEDGERS_KEPT", 2)
+    monkeypatch.setattr(context_module, "_ledgers", OrderedDict())
+    now = [1000.0]
+    monkeypatch.setattr(context_module.time, "monotonic", lambda: now[0])
+
+    def ledger_of(run_id: str) -> RunLedger:
+        config = {"configurable": {"run_id": run_id}}
+        with patch.object(context_module, "get_config", lambda: config):
+            return context_module._run_ledger(1.0, None)
+
+    long_run = ledger_of("long")
+    held = long_run.reserve(0.1)  # a call of the long run in flight
+    shorts = [ledger_of(f"short-{n}") for n in range(5)]  # other runs start meanwhile
+    assert ledger_of("long") is long_run  # the next node: the same ledger, the same budget
+    now[0] += 3600  # an hour on, the short runs long over
+    long_run.release(held)
+    later = ledger_of("another")
+    assert len(context_module._ledgers) == 2  # the idle ones went, down to the bound
+    assert ledger_of("another") is later
+    assert ledger_of("short-0") is not shorts[0]  # a forgotten run would start afresh
 
 
 def test_a_workflow_context_is_still_what_build_context_returns() -> None:
