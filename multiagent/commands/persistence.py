@@ -18,6 +18,7 @@ from multiagent.commands._shared import (
     console,
     print_json,
     print_plain,
+    running_elsewhere,
     stops_on_ctrl_c,
 )
 from multiagent.commands.repair import repair
@@ -185,13 +186,18 @@ def prune(
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Keep the last N checkpoints per thread, drop old threads, VACUUM; report bytes."""
+    """Keep the last N checkpoints per thread, drop old threads, VACUUM; report bytes.
+
+    A thread another live process is running now is skipped (and named).
+    """
     from multiagent.persistence.checkpointer import ensure_home
     from multiagent.persistence.pruning import prune_checkpoints
 
     settings = cli_settings(ctx)
     ensure_home(settings)
-    report = prune_checkpoints(settings, keep=keep, max_age_days=max_age_days)
+    report = prune_checkpoints(
+        settings, keep=keep, max_age_days=max_age_days, running=running_elsewhere(settings)
+    )
     if as_json:
         print_json(report.as_dict())
         return

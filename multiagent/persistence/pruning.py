@@ -8,12 +8,16 @@ saver's own ``prune`` (see :mod:`multiagent.persistence.postgres`).
 
 A thread whose latest checkpoint has a pending interrupt is waiting for a human: its latest
 checkpoint and pending writes are always kept, and it is not dropped for its age.
+
+A thread another process is running now is left whole (``skipped``): its run keeps writing to
+it, and one pruned beside it would go on with its early history gone. Which threads run
+elsewhere is the caller's to say (``running``): the live runs file is read above this layer.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -208,6 +212,7 @@ def prune_saver(
     max_age_days: float,
     now: datetime | None = None,
     vacuum: bool = True,
+    running: Mapping[str, int] | None = None,
 ) -> PruneReport:
     """Prune an open SQLite or PostgreSQL saver; see :func:`prune_checkpoints`."""
     if keep < 1:
@@ -221,6 +226,9 @@ def prune_saver(
     cutoff = (now or datetime.now(UTC)) - timedelta(days=max_age_days)
     old: list[str] = []
     for thread_id in sorted(counts):
+        if running and thread_id in running:
+            report.skipped[thread_id] = f"running in process {running[thread_id]}"
+            continue
         made, waiting = thread_head(saver, thread_id)
         if made is not None and made < cutoff:
             if waiting:
@@ -252,6 +260,7 @@ def prune_checkpoints(
     keep: int | None = None,
     max_age_days: float | None = None,
     now: datetime | None = None,
+    running: Mapping[str, int] | None = None,
 ) -> PruneReport:
     """Prune the configured checkpoint database (SQLite by default, PostgreSQL by URL).
 
@@ -261,6 +270,8 @@ def prune_checkpoints(
         max_age_days: Threads whose latest checkpoint is older are removed, unless an
             interrupt waits on them (``thread_max_age_days``).
         now: The clock, for tests.
+        running: Threads another process runs now, each with that process's id: they are
+            skipped, neither trimmed nor dropped.
 
     Returns:
         What was removed and how many bytes the database gave back.
@@ -272,6 +283,7 @@ def prune_checkpoints(
             keep=keep if keep is not None else memory.checkpoints_per_thread,
             max_age_days=max_age_days if max_age_days is not None else memory.thread_max_age_days,
             now=now,
+            running=running,
         )
 
 

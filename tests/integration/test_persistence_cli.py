@@ -6,6 +6,10 @@ import gzip
 import hashlib
 import json
 import os
+import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -155,6 +159,47 @@ def test_the_whole_cycle_from_the_command_line(isolated_env: Path) -> None:
     assert ran["last_status"] == "ok"
     assert ran["last_result"]["agents"] == 2
     assert _json(["status"])["schedule"]["tasks"]["snapshots"]["last_status"] == "ok"
+
+
+def _checkpoints(thread_id: str) -> int:
+    with open_checkpointer(load_settings()) as saver:
+        return len(list(saver.list({"configurable": {"thread_id": thread_id}})))
+
+
+def test_prune_skips_a_thread_another_process_runs_now(isolated_env: Path) -> None:
+    from multiagent.observability.live import live_writer
+
+    for thread in ("busy", "idle"):
+        ran = runner.invoke(
+            app, ["run", "Plan a launch", "--agents", "critic", "--thread", thread, "--no-stream",
+                  "--memory", "off"],
+        )  # fmt: skip
+        assert ran.exit_code == 0, ran.output
+    live_writer(isolated_env).flush()
+    busy = _checkpoints("busy")
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with sqlite3.connect(isolated_env / "runs.sqlite") as conn:  # as that process's run left it
+            conn.execute(
+                "UPDATE runs SET status = 'running', pid = ?, updated = ? WHERE thread_id = 'busy'",
+                (other.pid, time.time()),
+            )
+        pruned = _json(["prune", "--max-age-days", "0"])
+        assert pruned["threads_deleted"] == ["idle"]
+        assert pruned["skipped"] == {"busy": f"running in process {other.pid}"}
+        assert _checkpoints("busy") == busy > 0
+        human = runner.invoke(app, ["persistence", "prune", "--max-age-days", "0"])
+        assert human.exit_code == 0, human.output
+        assert f"skipped busy: running in process {other.pid}" in human.stdout
+        assert _checkpoints("busy") == busy
+    finally:
+        other.kill()
+        other.wait()
+    # a process gone leaves its row 'running': its thread is pruned like any other
+    pruned = _json(["prune", "--max-age-days", "0"])
+    assert pruned["threads_deleted"] == ["busy"]
+    assert pruned["skipped"] == {}
+    assert _checkpoints("busy") == 0
 
 
 def test_scheduler_persists_metrics_through_the_observability_hook(isolated_env: Path) -> None:
