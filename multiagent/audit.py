@@ -8,6 +8,17 @@ canonical JSON without ``hash``). ``HEAD`` holds the last line's ``seq`` and ``h
 cut off the end is missed too. An edited, removed, inserted or reordered line breaks the chain at
 the line after it (or its own ``hash``), and :func:`verify_trail` names that line.
 
+A process killed mid-append leaves a torn last line: part of a record, no newline, and HEAD
+still naming the record before it (HEAD is replaced only after the line is on disk). The next
+append sets it aside rather than stopping there or deleting it: the torn bytes stay where they
+are, ended by a newline, and the new record chains from the last whole record and carries
+``torn`` (the SHA-256 of the torn line's bytes). :func:`verify_trail` accepts a line that is not
+a record only as the last line of the trail or when the record after it names its digest, and
+lists it in ``torn``; any other such line, an edit of a set-aside line, or a record claiming a
+torn line that is not there breaks the chain as before. An append refuses to set a torn line
+aside when HEAD says that line was written whole: that is a record cut short afterwards, not a
+crash. A whole last record that lost only its newline is ended and stays in the chain.
+
 This is tamper-*evident* against edits that do not recompute the chain; whoever can rewrite
 every line after an edit can hide it (ship the lines elsewhere as they are written to stop that).
 
@@ -31,6 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from multiagent.errors import DamagedStoreError
 from multiagent.persistence._files import FileLock, atomic_write_bytes
 from multiagent.policies import Settings
 
@@ -76,13 +88,34 @@ def trail_files(directory: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def _last_line(path: Path) -> bytes | None:
+def _last_lines(path: Path) -> list[bytes]:
+    """The file's last lines that are not blank, oldest first (its last 64 KiB)."""
     with path.open("rb") as handle:
         handle.seek(0, os.SEEK_END)
         size = handle.tell()
         handle.seek(max(0, size - 64 * 1024))
-        lines = [line for line in handle.read().split(b"\n") if line.strip()]
-    return lines[-1] if lines else None
+        return [line for line in handle.read().split(b"\n") if line.strip()]
+
+
+def _is_torn(line: bytes) -> bool:
+    """Whether the line is not JSON, as the first part of a record is not."""
+    try:
+        json.loads(line)
+    except ValueError:
+        return True
+    return False
+
+
+def _end_line(path: Path) -> None:
+    """End the file's last line with a newline if a crash left it without one."""
+    with path.open("rb+") as handle:
+        if handle.seek(0, os.SEEK_END) == 0:
+            return
+        handle.seek(-1, os.SEEK_END)
+        if handle.read(1) != b"\n":
+            handle.write(b"\n")
+            handle.flush()
+            os.fsync(handle.fileno())
 
 
 class AuditTrail:
@@ -98,24 +131,60 @@ class AuditTrail:
         self.max_bytes = max_bytes
         self.lock = FileLock(directory / ".lock", timeout_s=30.0)
 
-    def _tail(self, files: list[Path]) -> tuple[int, str]:
-        for path in reversed(files):
-            last = _last_line(path)
-            if last is not None:
-                return int(json.loads(last)["seq"]), line_digest(last)
-        return 0, GENESIS
+    def _tail(self, files: list[Path]) -> tuple[int, str, bytes | None]:
+        """The last whole record's ``seq`` and digest, and the torn line after it if any."""
+        found: list[bytes] = []
+        for path in reversed(files):  # the torn line may be the first of a new file
+            found[:0] = _last_lines(path)[-2:]
+            if len(found) >= 2:
+                break
+        found, torn = found[-2:], None
+        if found and _is_torn(found[-1]):
+            torn = found.pop()
+            if found and _is_torn(found[-1]):
+                raise DamagedStoreError(
+                    f"the audit trail in {self.directory} ends in two lines that are not "
+                    "records; run `multiagent audit verify`"
+                )
+            if not self._crashed_mid_append(found[-1] if found else None):
+                raise DamagedStoreError(
+                    f"the last line of the audit trail in {self.directory} was cut short after "
+                    "it was written; run `multiagent audit verify`"
+                )
+        if not found:
+            return 0, GENESIS, torn
+        return int(json.loads(found[-1])["seq"]), line_digest(found[-1]), torn
+
+    def _crashed_mid_append(self, whole: bytes | None) -> bool:
+        """Whether HEAD agrees that the line after ``whole`` (the last whole record) is an
+        append cut off by a crash: HEAD names ``whole``, or the record before it."""
+        try:
+            head = json.loads((self.directory / HEAD_FILE).read_bytes())
+        except FileNotFoundError:
+            return whole is None
+        except ValueError:
+            return False
+        if whole is None or not isinstance(head, dict):
+            return False
+        seq = int(json.loads(whole)["seq"])
+        named = head.get("seq") == seq and head.get("hash") == line_digest(whole)
+        return named or head.get("seq") == seq - 1
 
     def append(self, record: dict[str, Any]) -> dict[str, Any]:
         """Add one record at the end of the chain; return it as written."""
         self.directory.mkdir(parents=True, exist_ok=True)
         with self.lock.exclusive():
             files = trail_files(self.directory)
-            seq, prev = self._tail(files)
+            seq, prev, torn = self._tail(files)
+            if files:
+                _end_line(files[-1])
             target = files[-1] if files else self.directory / "audit-000001.jsonl"
             if target.exists() and target.stat().st_size >= self.max_bytes:
                 number = int(_NAME.match(target.name).group(1)) + 1  # type: ignore[union-attr]
                 target = self.directory / f"audit-{number:06d}.jsonl"
             written = {**record, "seq": seq + 1, "prev": prev}
+            if torn is not None:
+                written["torn"] = line_digest(torn)
             line = _seal(written)
             with target.open("ab") as handle:
                 handle.write(line + b"\n")
@@ -152,17 +221,24 @@ class Verdict:
     file: str | None = None
     line: int | None = None
     seq: int | None = None
+    torn: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {k: v for k, v in self.__dict__.items()}
+        return {**self.__dict__, "torn": list(self.torn)}
 
 
 def verify_trail(directory: Path) -> Verdict:
-    """Walk the chain from the first line; stop at the first line that breaks it."""
+    """Walk the chain from the first line; stop at the first line that breaks it.
+
+    A torn line (see the module's docstring) does not break it when it is the trail's last line
+    or the record after it names its digest; the verdict lists it in ``torn``.
+    """
     trail = AuditTrail(directory)
     files = trail_files(directory)
     prev, seq, count = GENESIS, 0, 0
+    torn: list[str] = []
+    pending: tuple[Path, int, bytes] | None = None  # a torn line the next record must name
 
     def broken(path: Path, number: int, problem: str) -> Verdict:
         return Verdict(False, count, len(files), problem, path.name, number, seq + 1)
@@ -171,14 +247,26 @@ def verify_trail(directory: Path) -> Verdict:
         try:
             record = json.loads(raw)
         except ValueError:
-            return broken(path, number, "not a JSON record")
+            if pending is not None:
+                return broken(*pending[:2], "not a JSON record")
+            pending = (path, number, raw)
+            continue
         if not isinstance(record, dict) or _seal(record) != raw:
             return broken(path, number, "altered (its hash does not match its content)")
+        if pending is not None:
+            if record.get("torn") != line_digest(pending[2]):
+                return broken(*pending[:2], "not a JSON record")
+            torn.append(f"{pending[0].name} line {pending[1]}")
+            pending = None
+        elif "torn" in record:
+            return broken(path, number, "it names a torn line before it that is not there")
         if record.get("seq") != seq + 1:
             return broken(path, number, f"out of sequence (seq {record.get('seq')!r})")
         if record.get("prev") != prev:
             return broken(path, number, "the line before it was removed, altered or reordered")
         prev, seq, count = line_digest(raw), seq + 1, count + 1
+    if pending is not None:  # a crash mid-append; the next append sets it aside
+        torn.append(f"{pending[0].name} line {pending[1]}")
     head_path = directory / HEAD_FILE
     if head_path.is_file():
         try:
@@ -200,7 +288,7 @@ def verify_trail(directory: Path) -> Verdict:
             )
     elif count:
         return Verdict(False, count, len(files), "HEAD is missing", HEAD_FILE)
-    return Verdict(True, count, len(files))
+    return Verdict(True, count, len(files), torn=tuple(torn))
 
 
 def now_iso() -> str:

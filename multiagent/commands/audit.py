@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from multiagent.commands._shared import audited, cli_settings, console, print_json
+from multiagent.commands._shared import audited, cli_settings, console, print_json, print_plain
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -236,6 +236,11 @@ def verify(ctx: typer.Context, as_json: JsonFlag = False) -> None:
         print_json(verdict.as_dict())
     elif verdict.ok:
         console.print(f"audit trail intact: {verdict.lines} lines in {verdict.files} files")
+        if verdict.torn:  # appends cut off by a crash, kept as they are
+            print_plain(
+                f"{len(verdict.torn)} torn line{'s' if len(verdict.torn) > 1 else ''} set aside "
+                f"(an append cut off by a crash): {', '.join(verdict.torn)}"
+            )
     else:
         where = f"{verdict.file} line {verdict.line}" if verdict.line else verdict.file
         typer.echo(f"audit trail broken at {where}: {verdict.problem}", err=True)

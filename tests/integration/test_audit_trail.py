@@ -78,6 +78,7 @@ def test_a_run_and_admin_commands_each_leave_one_record() -> None:
             "file": None,
             "line": None,
             "seq": None,
+            "torn": [],
         },
     )
 
@@ -177,3 +178,80 @@ def test_show_prints_the_last_records() -> None:
     result = runner.invoke(app, ["audit", "show", "--last", "2", "--json"])
     assert result.exit_code == 0
     assert [r["n"] for r in json.loads(result.stdout)["records"]] == [3, 4]
+
+
+def _tear(path: Path) -> bytes:
+    """Append the first part of a record and no newline, as a process killed mid-append does."""
+    torn = b'{"command":"persistence prune","correlation_id":"5f1'
+    with path.open("ab") as handle:
+        handle.write(torn)
+    return torn
+
+
+def test_a_torn_last_line_is_set_aside_and_the_trail_goes_on() -> None:
+    _fill(3)
+    (path,) = trail_files(_trail())
+    torn = _tear(path)
+    code, verdict = _verify()  # a crash, not tampering: HEAD names the last whole record
+    assert (code, verdict["ok"], verdict["lines"]) == (0, True, 3)
+    assert verdict["torn"] == ["audit-000001.jsonl line 4"]
+    pruned = runner.invoke(app, ["persistence", "prune", "--json"])
+    assert pruned.exit_code == 0, pruned.output
+    assert "audit trail could not be written" not in pruned.stderr
+    _fill(1)
+    records = _records()
+    assert [r["seq"] for r in records] == [1, 2, 3, 4, 5]
+    assert records[3]["command"] == "persistence prune"
+    lines = path.read_bytes().split(b"\n")
+    assert lines[3] == torn  # kept where it was, on a line of its own
+    code, verdict = _verify()
+    assert (code, verdict["ok"], verdict["lines"]) == (0, True, 5)
+    assert verdict["torn"] == ["audit-000001.jsonl line 4"]
+    text = runner.invoke(app, ["audit", "verify"])
+    assert text.exit_code == 0
+    assert "1 torn line set aside" in text.stdout
+    assert "audit-000001.jsonl line 4" in text.stdout
+
+
+def test_a_whole_last_record_without_its_newline_is_kept_in_the_chain() -> None:
+    _fill(3)
+    (path,) = trail_files(_trail())
+    path.write_bytes(path.read_bytes().rstrip(b"\n"))  # killed before the newline
+    _fill(1)
+    verdict = verify_trail(_trail())
+    assert (verdict.ok, verdict.lines, verdict.torn) == (True, 4, ())
+    assert [r["n"] for r in _records()] == [0, 1, 2, 0]
+
+
+@pytest.mark.parametrize("damage", ["alter_record", "alter_torn", "insert_garbage"])
+def test_tampering_is_still_found_around_a_set_aside_line(damage: str) -> None:
+    _fill(3)
+    (path,) = trail_files(_trail())
+    _tear(path)
+    _fill(2)
+    lines = path.read_bytes().splitlines(keepends=True)
+    if damage == "alter_record":
+        lines[1] = lines[1].replace(b'"n":1', b'"n":7')
+    elif damage == "alter_torn":
+        lines[3] = lines[3].replace(b"prune", b"vacuum")
+    else:
+        lines.insert(1, b'{"command":"test"\n')
+    path.write_bytes(b"".join(lines))
+    verdict = verify_trail(_trail())
+    assert not verdict.ok
+    assert verdict.line == {"alter_record": 2, "alter_torn": 4, "insert_garbage": 2}[damage]
+
+
+def test_a_record_cut_short_after_its_append_is_tampering_not_a_crash() -> None:
+    from multiagent.errors import DamagedStoreError
+
+    _fill(3)
+    (path,) = trail_files(_trail())
+    path.write_bytes(path.read_bytes()[:-40])  # HEAD says line 3 was written whole
+    before = path.read_bytes()
+    verdict = verify_trail(_trail())
+    assert not verdict.ok
+    assert "cut off the end" in str(verdict.problem)
+    with pytest.raises(DamagedStoreError, match="audit verify"):
+        _fill(1)
+    assert path.read_bytes() == before
