@@ -76,27 +76,6 @@ def resolved_home(*, forget: bool = False) -> Path | None:
     return home
 
 
-def running_elsewhere(settings: Settings) -> dict[str, int]:
-    """The threads that another live process is running now, each with that process's id.
-
-    Every run keeps its row in the live runs file while it runs; a process killed mid-run leaves
-    its row ``running`` with a pid that is gone, or taken since by a process that started after
-    the row's last update (the pid reused), and its thread is not listed here.
-    """
-    import os
-
-    from multiagent.observability.live import read_live
-    from multiagent.persistence.scheduler_state import pid_alive
-
-    query = "SELECT thread_id, pid, updated FROM runs WHERE status = 'running'"
-    return {
-        str(row["thread_id"]): int(row["pid"])
-        for row in read_live(settings.home, query)
-        if int(row["pid"]) != os.getpid()
-        and pid_alive(int(row["pid"]), since=float(row["updated"]))  # its process wrote it
-    }
-
-
 def print_plain(text: str) -> None:
     """Print a line of data as it is: paths, names and texts may hold ``[...]``, which is not
     markup, and a path is never broken across lines."""

@@ -18,7 +18,6 @@ from multiagent.commands._shared import (
     console,
     print_json,
     print_plain,
-    running_elsewhere,
     stops_on_ctrl_c,
 )
 from multiagent.commands.repair import repair
@@ -190,13 +189,14 @@ def prune(
 
     A thread another live process is running now is skipped (and named).
     """
+    from multiagent.observability.live import running_elsewhere
     from multiagent.persistence.checkpointer import ensure_home
     from multiagent.persistence.pruning import prune_checkpoints
 
     settings = cli_settings(ctx)
     ensure_home(settings)
     report = prune_checkpoints(
-        settings, keep=keep, max_age_days=max_age_days, running=running_elsewhere(settings)
+        settings, keep=keep, max_age_days=max_age_days, running=running_elsewhere(settings.home)
     )
     if as_json:
         print_json(report.as_dict())

@@ -79,9 +79,9 @@ def list_command(
 def _mark_running(settings: Settings, rows: list[dict[str, Any]]) -> None:
     """Show a thread that another process runs now as ``running``: its latest checkpoint alone
     looks stopped mid-way (``interrupted``), which invites a resume beside the live run."""
-    from multiagent.commands._shared import running_elsewhere
+    from multiagent.observability.live import running_elsewhere
 
-    running = running_elsewhere(settings)
+    running = running_elsewhere(settings.home)
     for row in rows:
         if row["thread_id"] in running:
             row["status"] = "running"

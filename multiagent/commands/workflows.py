@@ -215,9 +215,9 @@ def _refuse_running_thread(settings: Settings, thread: str) -> None:
     """A thread that a live process is running is not resumed beside it: both would run every
     step from the same checkpoint and pay for it twice. A process killed mid-run leaves its
     row ``running`` with a dead pid; its thread resumes."""
-    from multiagent.commands._shared import running_elsewhere
+    from multiagent.observability.live import running_elsewhere
 
-    pid = running_elsewhere(settings).get(thread)
+    pid = running_elsewhere(settings.home).get(thread)
     if pid is not None:
         raise UsageError(
             f"thread {thread!r} is running in process {pid}; wait for it to end, or stop it "

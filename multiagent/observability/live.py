@@ -262,3 +262,21 @@ def live_writer(home: Path) -> LiveWriter:
 def to_json(value: Any) -> str:
     """Compact JSON for a text column."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def running_elsewhere(home: Path) -> dict[str, int]:
+    """The threads that another live process is running now, each with that process's id.
+
+    Every run keeps its row in the live runs file while it runs; a process killed mid-run leaves
+    its row ``running`` with a pid that is gone, or taken since by a process that started after
+    the row's last update (the pid reused), and its thread is not listed here.
+    """
+    from multiagent.persistence.scheduler_state import pid_alive
+
+    query = "SELECT thread_id, pid, updated FROM runs WHERE status = 'running'"
+    return {
+        str(row["thread_id"]): int(row["pid"])
+        for row in read_live(home, query)
+        if int(row["pid"]) != os.getpid()
+        and pid_alive(int(row["pid"]), since=float(row["updated"]))  # its process wrote it
+    }

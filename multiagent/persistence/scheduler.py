@@ -25,6 +25,7 @@ from apscheduler.events import EVENT_JOB_MISSED, JobEvent
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from multiagent.errors import MultiagentError, UsageError
+from multiagent.observability.live import running_elsewhere
 from multiagent.persistence.checkpointer import ensure_home
 from multiagent.persistence.maintenance import ChromaDBMaintenance
 from multiagent.persistence.pruning import prune_checkpoints
@@ -59,7 +60,8 @@ def default_tasks(settings: Settings, *, metrics_hook: Task | None = None) -> di
         return {"snapshots": [str(info.path) for info in taken], "agents": len(taken)}
 
     def vacuum() -> Any:
-        pruned = prune_checkpoints(settings)
+        # a thread another process runs now keeps its checkpoints (see prune_checkpoints)
+        pruned = prune_checkpoints(settings, running=running_elsewhere(settings.home))
         chroma = ChromaDBMaintenance(settings).vacuum()
         return {"checkpoints": pruned.as_dict(), "chroma": chroma.as_dict()}
 

@@ -192,6 +192,13 @@ def test_prune_skips_a_thread_another_process_runs_now(isolated_env: Path) -> No
         assert human.exit_code == 0, human.output
         assert f"skipped busy: running in process {other.pid}" in human.stdout
         assert _checkpoints("busy") == busy
+        # the scheduler's weekly vacuum prunes by the profile's limits: one checkpoint kept
+        scheduled = _json(["scheduler", "--run-now", "vacuum"])
+        assert scheduled["last_status"] == "ok"
+        assert scheduled["last_result"]["checkpoints"]["skipped"] == {
+            "busy": f"running in process {other.pid}"
+        }
+        assert _checkpoints("busy") == busy
     finally:
         other.kill()
         other.wait()
