@@ -28,7 +28,7 @@ from typing import Any
 
 from langchain_core.callbacks import BaseCallbackHandler
 
-from multiagent._inputs import check_text, item_id_problem
+from multiagent._inputs import check_text, item_id_problem, read_text_file
 from multiagent._interrupt import stop_requested
 from multiagent.errors import UsageError
 from multiagent.graphs.batch_budget import BatchBudget
@@ -343,18 +343,16 @@ def _item_of(number: int, line: str) -> tuple[ValidationItem | None, str | None]
 def read_batch_file(path: str | Path) -> list[ValidationItem]:
     """Read a JSONL batch: one ``{"id": ..., "text": ...}`` object (or JSON string) per line.
 
-    Blank lines are skipped; a line without an ``id`` is numbered by its line.
+    Blank lines are skipped; a line without an ``id`` is numbered by its line. The file is read
+    as every text file is (:func:`~multiagent._inputs.read_text_file`), so a leading byte order
+    mark is dropped.
 
     Raises:
         UsageError: The file cannot be read, has no items, or has malformed lines (every bad
             line is named, with its number) or repeated ids.
     """
     file = Path(path)
-    try:
-        lines = file.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or "not UTF-8 text"
-        raise UsageError(f"cannot read batch file {file}: {reason}") from None
+    lines = read_text_file(file, what="batch file").splitlines()
     items: list[ValidationItem] = []
     problems: list[str] = []
     ids: dict[str, int] = {}

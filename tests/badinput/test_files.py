@@ -271,3 +271,14 @@ def test_a_file_saved_with_a_utf8_byte_order_mark_reads_as_its_text(tmp_path: Pa
     assert shown["values"]["task"] == "Plan a launch for a bakery"
     profile = json.loads(invoke(["--config", str(config), "profile", "--json"], home=home).stdout)
     assert profile["env"] == "dev_cost"
+
+
+def test_a_batch_file_saved_with_a_utf8_byte_order_mark_reads_its_first_line(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "batch.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"id": "a", "text": "water boils at 100 C"}\n"ice is cold"\n')
+    done = invoke(["validate", "--batch", str(path), "--json"], home=tmp_path / "home")
+    assert done.exit_code in (0, 3), done.stderr  # 3: ran, and consensus failed an item
+    results = json.loads(done.stdout)["results"]
+    assert [result["id"] for result in results] == ["a", "2"]

@@ -179,7 +179,7 @@ def test_batch_file_reports_every_bad_line(tmp_path: Path) -> None:
         {"id": "2", "text": "y"},
         {"id": "7", "text": "z"},
     ]
-    with pytest.raises(UsageError, match="cannot read batch file"):
+    with pytest.raises(UsageError, match=r"batch file .* does not exist"):
         read_batch_file(tmp_path / "missing.jsonl")
     (tmp_path / "empty.jsonl").write_text("\n\n", encoding="utf-8")
     with pytest.raises(UsageError, match="has no items"):
