@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from multiagent._inputs import shown
 from multiagent.errors import ConfigError, UsageError, did_you_mean
 from multiagent.nodes.agents import BUILTIN_AGENTS, AgentKind, AgentSpec
 from multiagent.nodes.tools import resolve_tools
@@ -62,9 +63,15 @@ class AgentCatalog(Mapping[str, AgentSpec]):
     def team(self, names: Sequence[str], *, kind: AgentKind, option: str) -> tuple[str, ...]:
         """Check a list of agent names given on the command line; duplicates are an error."""
         cleaned = [name.strip() for name in names]
-        if not cleaned or any(not name for name in cleaned):
-            valid = ", ".join(self.of_kind(kind))
+        valid = ", ".join(self.of_kind(kind))
+        if not any(cleaned):
             raise UsageError(f"{option} needs at least one name; valid: {valid}")
+        if "" in cleaned:  # a name left out between commas is a typo, not a smaller team
+            raise UsageError(
+                f"{option} {shown(','.join(names))} has an empty name (name "
+                f"{cleaned.index('') + 1} of {len(cleaned)}); separate names with single "
+                f"commas; valid: {valid}"
+            )
         for name in cleaned:
             self.require(name, kind=kind, option=option.lstrip("-").rstrip("s"))
         seen = {name for name in cleaned if cleaned.count(name) > 1}

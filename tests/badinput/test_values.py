@@ -128,6 +128,23 @@ def test_every_string_option_refuses_undecodable_or_control_text(
         refused_unchanged(args, template=filled_home)
 
 
+@pytest.mark.parametrize(
+    ("args", "names", "position"),
+    [
+        (["meeting", TASK, "--participants"], "analyst,,critic", "name 2 of 3"),
+        (["run", TASK, "--agents"], "researcher,critic,", "name 3 of 3"),
+    ],
+)
+def test_an_empty_name_in_a_list_of_agents_is_named(
+    filled_home: Path, args: list[str], names: str, position: str
+) -> None:
+    line = refused_unchanged([*args, names], template=filled_home, needle="empty name")
+    assert repr(names) in line
+    assert position in line
+    assert "at least one name" not in line  # it has names; one of them is empty
+    assert "valid: researcher, analyst, critic, writer" in line
+
+
 def _leaf_commands() -> list[list[str]]:
     found: list[list[str]] = []
 

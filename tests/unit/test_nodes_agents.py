@@ -114,8 +114,10 @@ def test_team_checks_names() -> None:
         catalog.team(["safety"], kind="worker", option="--agents")  # a validator, not a worker
     with pytest.raises(UsageError, match="twice"):
         catalog.team(["critic", "critic"], kind="worker", option="--agents")
-    with pytest.raises(UsageError, match="at least one"):
+    with pytest.raises(UsageError, match=r"--agents ',critic' has an empty name \(name 1 of 2\)"):
         catalog.team(["", "critic"], kind="worker", option="--agents")
+    with pytest.raises(UsageError, match="--agents needs at least one name; valid: researcher"):
+        catalog.team(split_names(" ") or [], kind="worker", option="--agents")
 
 
 def test_calculator_is_safe_and_exact() -> None:
