@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from multiagent._inputs import read_text_file
 from multiagent.errors import UsageError
 from multiagent.sim.config import Phase, PhaseCapacity
 
@@ -29,14 +30,12 @@ def load_schedule(path: str | Path) -> tuple[Phase, ...]:
         path: A ``.json`` or ``.toml`` file.
 
     Raises:
-        UsageError: The file is missing, unparsable, has no phases or a phase is invalid; the
-            message names the file, the phase and the bad key.
+        UsageError: The file is missing, a directory, not UTF-8 text, unparsable, has no
+            phases or a phase is invalid; the message names the file, the phase and the bad key.
     """
     file = Path(path)
     where = f"schedule file {file}"
-    if not file.is_file():
-        raise UsageError(f"{where} not found")
-    text = file.read_text(encoding="utf-8")
+    text = read_text_file(file, what="schedule file")
     suffix = file.suffix.lower()
     try:
         if suffix == ".json":

@@ -62,6 +62,13 @@ def test_a_missing_file_or_a_directory_is_one_line(
     refused_unchanged(_args(prefix, tmp_path), template=filled_home)
 
 
+def test_a_schedule_that_is_a_directory_says_so(filled_home: Path, tmp_path: Path) -> None:
+    line = refused_unchanged(
+        ["sim", "serve", "--port", "0", "--schedule", str(tmp_path)], template=filled_home
+    )
+    assert line == f"error: schedule file {tmp_path} is a directory; give a file"
+
+
 def test_a_truncated_batch_file_names_its_line(filled_home: Path, tmp_path: Path) -> None:
     path = tmp_path / "batch.jsonl"
     path.write_text('{"id": "a", "text": "x"}\n{"id": "b", "te', encoding="utf-8")

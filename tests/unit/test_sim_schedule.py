@@ -105,9 +105,18 @@ def test_malformed_schedules_are_usage_errors(
     assert "\n" not in str(caught.value).strip()
 
 
-def test_missing_schedule_file(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="not found"):
+def test_missing_unreadable_or_directory_schedule_file(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"absent\.toml does not exist"):
         load_schedule(tmp_path / "absent.toml")
+    with pytest.raises(UsageError, match="is a directory; give a file"):
+        load_schedule(tmp_path)
+    latin1 = tmp_path / "latin1.json"
+    latin1.write_bytes(b'[{"name": "caf\xe9", "duration_s": 1}]')
+    with pytest.raises(UsageError, match=r"latin1\.json is not valid UTF-8 \(byte 0xe9"):
+        load_schedule(latin1)
+    marked = tmp_path / "marked.json"
+    marked.write_bytes(b'\xef\xbb\xbf[{"name": "steady", "duration_s": 1}]')
+    assert [phase.name for phase in load_schedule(marked)] == ["steady"]
 
 
 def test_bad_base_settings_name_the_flag() -> None:
