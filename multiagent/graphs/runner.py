@@ -39,7 +39,7 @@ from langgraph.types import Command
 from multiagent.errors import BudgetExceededError, UsageError
 from multiagent.graphs._inline import one_task_at_a_time
 from multiagent.graphs.threads import unanswered_items
-from multiagent.graphs.workflows import Workflow, compile_workflow, task_label
+from multiagent.graphs.workflows import Workflow, compile_workflow, task_label, workflow_of
 from multiagent.models.budget import ProjectBudget
 from multiagent.models.pipeline import RunLedger
 from multiagent.nodes.context import WorkflowContext
@@ -272,6 +272,8 @@ def run_workflow(
     Raises:
         UsageError: ``resume`` for a thread that does not exist or belongs to another workflow.
     """
+    if resume and checkpointer is not None:
+        check_thread(workflow, checkpointer=checkpointer, thread_id=thread_id, resume=True)
     # the boundary: with redaction on, no checkpoint, memory, cache or trace sees raw input
     redact = context.settings.profile.features.pii_redaction
     inputs = redact_input(inputs, enabled=redact)
@@ -452,6 +454,14 @@ def from_ctrl_c(exc: BaseException) -> bool:
     return False
 
 
+#: The command that runs each workflow.
+_COMMAND: dict[Workflow, str] = {
+    "orchestration": "run",
+    "meeting": "meeting",
+    "validation": "validate",
+}
+
+
 def check_thread(
     workflow: Workflow,
     *,
@@ -469,6 +479,12 @@ def check_thread(
             f"thread {thread_id!r} already exists; add --resume to continue it or choose a new id"
         )
     if found is not None:
-        owner = (found.metadata or {}).get("workflow")
-        if owner is not None and owner != workflow:
-            raise UsageError(f"thread {thread_id!r} is a {owner} thread, not a {workflow} thread")
+        owner = workflow_of(found)
+        if owner is None:
+            raise UsageError(f"thread {thread_id!r} was not made by a multiagent workflow")
+        if owner != workflow:
+            raise UsageError(
+                f"thread {thread_id!r} belongs to the {owner} workflow, not the {workflow} "
+                f"workflow; resume it with `multiagent {_COMMAND[owner]} --thread {thread_id} "
+                "--resume`"
+            )

@@ -14,7 +14,13 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import StateSnapshot
 
 from multiagent.errors import UsageError
-from multiagent.graphs.workflows import WORKFLOWS, Workflow, compile_workflow, subject_of
+from multiagent.graphs.workflows import (
+    WORKFLOWS,
+    Workflow,
+    compile_workflow,
+    subject_of,
+    workflow_of,
+)
 from multiagent.nodes.usage import thread_totals
 from multiagent.persistence.run_usage import recorded_runs
 
@@ -30,10 +36,10 @@ def _workflow_of(saver: BaseCheckpointSaver[Any], thread_id: str) -> Workflow:
     found = saver.get_tuple(_config(thread_id))
     if found is None:
         raise UsageError(f"unknown thread {thread_id!r}; see `multiagent threads list`")
-    workflow = (found.metadata or {}).get("workflow")
-    if workflow not in WORKFLOWS:
+    workflow = workflow_of(found)
+    if workflow is None:
         raise UsageError(f"thread {thread_id!r} was not made by a multiagent workflow")
-    return workflow  # type: ignore[no-any-return]
+    return workflow
 
 
 _CTRL_C = ("KeyboardInterrupt", "StopRequested")
@@ -117,9 +123,9 @@ def list_threads(
         if thread in latest:
             latest[thread] = (latest[thread][0], latest[thread][1] + 1)
             continue
-        workflow = (item.metadata or {}).get("workflow")
-        if workflow in WORKFLOWS:
-            latest[thread] = (workflow, 1)  # type: ignore[assignment]
+        workflow = workflow_of(item)
+        if workflow is not None:
+            latest[thread] = (workflow, 1)
     graphs = {name: compile_workflow(name, checkpointer=saver) for name in WORKFLOWS}
     rows = [
         _summary(

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Literal
 
-from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
 from langgraph.graph import StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
@@ -18,6 +18,7 @@ __all__ = [
     "new_thread_id",
     "subject_of",
     "task_label",
+    "workflow_of",
 ]
 
 Workflow = Literal["orchestration", "meeting", "validation"]
@@ -45,6 +46,32 @@ _THREAD_PREFIX: dict[Workflow, str] = {
     "meeting": "meeting",
     "validation": "validate",
 }
+
+
+#: The input key that only each workflow's state holds.
+_INPUT_KEY: dict[Workflow, str] = {
+    "orchestration": "task",
+    "meeting": "topic",
+    "validation": "items",
+}
+
+
+def workflow_of(found: CheckpointTuple) -> Workflow | None:
+    """The workflow that made a thread, from one of its checkpoints; ``None`` when not ours.
+
+    ``run_workflow`` names it in the checkpoint metadata; a graph compiled and run by hand (a
+    notebook's ``build_orchestration_graph().compile(checkpointer=...)``) writes no such
+    metadata, so its state's input key tells instead (in the input checkpoint, before the first
+    step, the input is still the value of ``__start__``).
+    """
+    named = (found.metadata or {}).get("workflow")
+    if named in WORKFLOWS:
+        return named  # type: ignore[no-any-return]
+    values = found.checkpoint.get("channel_values", {})
+    start = values.get("__start__")
+    keys = set(values) | (set(start) if isinstance(start, dict) else set())
+    owners = [workflow for workflow, key in _INPUT_KEY.items() if key in keys]
+    return owners[0] if len(owners) == 1 else None
 
 
 def compile_workflow(

@@ -362,7 +362,10 @@ def test_bad_input_next_to_existing_threads_changes_nothing(
     cases = [
         (("run", "--thread", "ghost", "--resume", *OFF), "unknown thread 'ghost'"),
         (("run", TASK, "--thread", "kept", *OFF), "thread 'kept' already exists"),
-        (("meeting", "--thread", "kept", "--resume", *OFF), "is a orchestration thread"),
+        (
+            ("meeting", "--thread", "kept", "--resume", *OFF),
+            "not the meeting workflow; resume it with `multiagent run --thread kept --resume`",
+        ),
         (("run", "Another task", "--thread", "kept", "--resume", *OFF), "differs from the task"),
         (("validate", "--batch", str(batch)), "line 2: not JSON; line 3: no non-empty 'text'"),
         (("validate", "x", "--batch", str(batch)), "not both"),
