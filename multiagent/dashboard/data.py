@@ -88,13 +88,18 @@ def _run_row(settings: Settings, row: Any) -> dict[str, Any]:
 
 
 def live_runs(settings: Settings) -> dict[str, Any]:
-    """Running runs (every process) with their streams, and the latest finished ones."""
+    """Running runs (every process) with their streams, and the latest finished ones.
+
+    A row left ``running`` by a killed process is finished (``lost``) and takes its place among
+    the finished by its last update, not ahead of every run that ended after it.
+    """
     rows = read_live(
         settings.home,
-        "SELECT * FROM runs ORDER BY (status = 'running') DESC, updated DESC LIMIT ?",
-        (RECENT_RUNS + 50,),
+        "SELECT * FROM runs WHERE status = 'running' UNION ALL SELECT * FROM "
+        "(SELECT * FROM runs WHERE status != 'running' ORDER BY updated DESC LIMIT ?)",
+        (RECENT_RUNS,),
     )
-    runs = [_run_row(settings, row) for row in rows]
+    runs = sorted((_run_row(settings, row) for row in rows), key=lambda r: -float(r["updated"]))
     running = [r for r in runs if r["status"] == "running"]
     finished = [r for r in runs if r["status"] != "running"][:RECENT_RUNS]
     return {"running": running, "finished": finished}

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from multiagent.dashboard.data import backpressure, live_runs
+from multiagent.dashboard.data import RECENT_RUNS, backpressure, live_runs
 from multiagent.observability.live import live_writer
 from multiagent.observability.summary import quantile
 from multiagent.policies import load_settings
@@ -60,3 +61,31 @@ def test_quantiles_interpolate_inside_the_histogram_buckets() -> None:
     assert quantile(buckets, 0.25) == pytest.approx(0.3)
     assert quantile(buckets, 0.95) == pytest.approx(0.95)
     assert quantile({}, 0.5) == 0.0
+
+
+def _gone_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_killed_runs_are_listed_among_the_finished_by_their_last_update(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    writer = live_writer(home)
+    insert = (
+        "INSERT INTO runs (thread_id, workflow, pid, status, started, updated) "
+        "VALUES (?, 'orchestration', ?, ?, ?, ?)"
+    )
+    dead, hour_ago = _gone_pid(), time.time() - 3600  # recent: the writer trims past a day
+    for n in range(RECENT_RUNS):  # killed mid-run an hour ago: left 'running' by a dead process
+        writer.put(insert, (f"killed-{n}", dead, "running", hour_ago + n, hour_ago + n))
+    writer.put(insert, ("done-now", dead, "completed", hour_ago + 600, hour_ago + 600))
+    writer.flush()
+    runs = live_runs(load_settings(home=home))
+    assert runs["running"] == []
+    finished = runs["finished"]
+    assert len(finished) == RECENT_RUNS
+    assert finished[0]["thread_id"] == "done-now"  # the latest, not hidden behind killed ones
+    updated = [r["updated"] for r in finished]
+    assert updated == sorted(updated, reverse=True)
+    assert {r["status"] for r in finished[1:]} == {"lost"}
