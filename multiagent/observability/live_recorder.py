@@ -20,6 +20,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.outputs import LLMResult
 from langgraph.errors import GraphBubbleUp
 
+from multiagent.errors import BudgetExceededError
 from multiagent.models.redaction import redact_text
 from multiagent.observability.live import LiveWriter, live_writer
 from multiagent.observability.otel import _stamped, _usage
@@ -35,6 +36,19 @@ _UPSERT_RUN = (
     "status = 'running', pid = excluded.pid, updated = excluded.updated, "
     "budget_usd = excluded.budget_usd"
 )
+
+
+def stopped_status(error: BaseException) -> str:
+    """A run's status after ``error``: ``budget_exceeded``, ``interrupted`` (Ctrl-C, also when
+    it surfaced as another error raised while handling it) or ``failed``."""
+    if isinstance(error, BudgetExceededError):
+        return "budget_exceeded"
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):  # StopRequested too
+            return "interrupted"
+        seen = seen.__context__
+    return "failed"
 
 
 def shown_text(text: str, *, final: bool) -> str:
@@ -123,11 +137,12 @@ class LiveRunRecorder(BaseCallbackHandler):
         self._end(run_id, "waiting" if self._waiting else "completed", "")
 
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        """An interrupt marks the run waiting; any other error of the graph fails it."""
+        """An interrupt marks the run waiting; the budget or Ctrl-C stop it as the CLI says
+        (``budget_exceeded``, ``interrupted``); any other error of the graph fails it."""
         if isinstance(error, GraphBubbleUp):
             self._waiting = True
         failed = "waiting" if self._waiting else type(error).__name__
-        self._end(run_id, "waiting" if self._waiting else "failed", failed)
+        self._end(run_id, "waiting" if self._waiting else stopped_status(error), failed)
 
     def _end(self, run_id: UUID, run_status: str, node_text: str) -> None:
         """The end of the graph (the run's status) or of one of its nodes."""

@@ -6,11 +6,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 
+from multiagent._interrupt import StopRequested
 from multiagent.dashboard.data import RECENT_RUNS, backpressure, live_runs
+from multiagent.errors import BudgetExceededError
 from multiagent.observability.live import live_writer
+from multiagent.observability.live_recorder import LiveRunRecorder
 from multiagent.observability.summary import quantile
 from multiagent.policies import load_settings
 
@@ -89,3 +93,25 @@ def test_killed_runs_are_listed_among_the_finished_by_their_last_update(tmp_path
     updated = [r["updated"] for r in finished]
     assert updated == sorted(updated, reverse=True)
     assert {r["status"] for r in finished[1:]} == {"lost"}
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (BudgetExceededError("over", spent_usd=0.5, budget_usd=0.5), "budget_exceeded"),
+        (KeyboardInterrupt(), "interrupted"),
+        (StopRequested(), "interrupted"),
+        (ValueError("boom"), "failed"),
+    ],
+)
+def test_a_run_stopped_by_its_budget_or_ctrl_c_is_shown_as_the_cli_reports_it(
+    tmp_path: Path, error: BaseException, status: str
+) -> None:
+    home = tmp_path / "home"
+    recorder = LiveRunRecorder(home, thread_id="t-1", workflow="orchestration", budget_usd=0.5)
+    root = uuid4()
+    recorder.on_chain_start({}, {}, run_id=root)
+    recorder.on_chain_error(error, run_id=root)
+    recorder.writer.flush()
+    (run,) = live_runs(load_settings(home=home))["finished"]
+    assert run["status"] == status  # the status `multiagent run --json` reports
