@@ -24,7 +24,8 @@ One :class:`MetricsStore` wraps one OpenTelemetry SDK ``MeterProvider``:
 
 Names recorded by the model pipeline (all prefixed ``multiagent_``):
 
-- ``model_calls_total{provider,model,agent,outcome}`` (``ok``, ``error`` or ``cached``);
+- ``model_calls_total{provider,model,agent,outcome}`` (``ok``, ``error``, ``cached`` or
+  ``cancelled``);
 - ``model_tokens_total{model,direction}``, ``model_cost_usd_total{model}``,
   ``model_saved_usd_total{model}`` (what cache hits would have cost);
 - ``model_latency_seconds{model}`` (histogram: ``_sum``, ``_count`` and ``_bucket{le}``);

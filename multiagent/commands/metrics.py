@@ -58,7 +58,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
     table.add_column("value", justify="right")
     table.add_row(
         "calls",
-        f"{calls['total']} ({calls['ok']} ok, {calls['error']} failed, {calls['cached']} cached)",
+        f"{calls['total']} ({calls['ok']} ok, {calls['error']} failed, {calls['cached']} cached"
+        + (f", {calls['cancelled']} cancelled)" if calls["cancelled"] else ")"),
     )
     table.add_row("tokens", f"{tokens['input']} in, {tokens['output']} out")
     table.add_row("cost", _money(summary["cost_usd"]))

@@ -25,7 +25,9 @@ from multiagent._metrics import PREFIX, Series
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _HELP: dict[str, str] = {
-    "model_calls_total": "Model calls by provider, model, agent and outcome (ok, error, cached).",
+    "model_calls_total": (
+        "Model calls by provider, model, agent and outcome (ok, error, cached, cancelled)."
+    ),
     "model_tokens_total": "Tokens sent to (input) and received from (output) the provider.",
     "model_cost_usd_total": "Cost of answered model calls, in USD.",
     "model_saved_usd_total": "What cache hits would have cost had they been sent, in USD.",

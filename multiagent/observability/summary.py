@@ -67,6 +67,7 @@ def _calls(totals: _Totals, **labels: str) -> dict[str, Any]:
         "ok": _num(outcomes.get("ok", 0.0)),
         "error": _num(outcomes.get("error", 0.0)),
         "cached": _num(outcomes.get("cached", 0.0)),
+        "cancelled": _num(outcomes.get("cancelled", 0.0)),
     }
 
 
@@ -93,10 +94,10 @@ def summarize(counters: Iterable[Series]) -> dict[str, Any]:
         counters: Counter series (cumulative totals, or the deltas of a time bucket).
 
     Returns:
-        ``calls`` (total, ok, error, cached), ``tokens``, ``cost_usd``, ``errors`` and
-        ``retries`` (total and by kind), ``latency`` (average of answered calls), ``cache``
-        (completion and analysis hit rates), ``pii_redactions``, and the same per ``models``
-        entry and per ``agents`` entry (calls only).
+        ``calls`` (total, ok, error, cached, cancelled: stopped by Ctrl-C), ``tokens``,
+        ``cost_usd``, ``errors`` and ``retries`` (total and by kind), ``latency`` (average of
+        answered calls), ``cache`` (completion and analysis hit rates), ``pii_redactions``, and
+        the same per ``models`` entry and per ``agents`` entry (calls only).
     """
     totals = _Totals(counters)
     tokens = totals.by("model_tokens_total", "direction")

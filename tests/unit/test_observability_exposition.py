@@ -76,7 +76,7 @@ def test_nothing_to_expose_is_an_empty_document() -> None:
 
 def test_the_summary_adds_up_calls_tokens_cost_errors_latency_and_caches() -> None:
     summary = summarize(_store().snapshot().counters)
-    assert summary["calls"] == {"total": 4, "ok": 2, "error": 1, "cached": 1}
+    assert summary["calls"] == {"total": 4, "ok": 2, "error": 1, "cached": 1, "cancelled": 0}
     assert summary["tokens"] == {"input": 120, "output": 30, "total": 150}
     assert summary["cost_usd"] == pytest.approx(0.0006)
     assert summary["errors"] == {"total": 1, "by_kind": {"server": 1}}
@@ -92,6 +92,16 @@ def test_the_summary_adds_up_calls_tokens_cost_errors_latency_and_caches() -> No
     assert gpt4o["input_tokens"] == 120
     assert summary["models"]["gpt-4o-mini"]["calls"]["cached"] == 1
     assert summary["agents"]["critic"]["error"] == 1
+
+
+def test_a_cancelled_call_is_in_the_calls_breakdown_as_the_run_reports_it() -> None:
+    store = MetricsStore()
+    for outcome in ("ok", "ok", "cancelled"):  # Ctrl-C stopped the third call mid-answer
+        store.inc("model_calls_total", labels={"model": "m", "agent": "a", "outcome": outcome})
+    summary = summarize(store.snapshot().counters)
+    assert summary["calls"] == {"total": 3, "ok": 2, "error": 0, "cached": 0, "cancelled": 1}
+    assert summary["models"]["m"]["calls"]["cancelled"] == 1
+    assert summary["agents"]["a"]["cancelled"] == 1
 
 
 def test_an_empty_summary_has_zero_rates_not_errors() -> None:
