@@ -1,7 +1,8 @@
 """Resume and approve a thread from the dashboard: the run continues in the server's process.
 
 An action starts the run on a background thread and returns at once; the run then shows on the
-live page like any other (its recorder writes to the same live file).
+live page like any other (its recorder writes to the same live file), and its counts are written
+to the metrics history when it ends, as a CLI run's are.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def _run(settings: Settings, workflow: Any, thread_id: str, action: Action, feed
     from multiagent.models.pipeline import ModelPipeline
     from multiagent.nodes.agents_file import load_agents
     from multiagent.nodes.context import build_context
+    from multiagent.observability.history import persist_metrics, unpersisted
 
     answer = _answer(action, feedback)
     try:
@@ -43,8 +45,14 @@ def _run(settings: Settings, workflow: Any, thread_id: str, action: Action, feed
             approver=(lambda _payload: answer) if answer is not None else None,
         )
     finally:
-        with _LOCK:
-            _RUNNING.pop(thread_id, None)
+        try:
+            # the server's process has no exit of a run to persist at, and counts left in its
+            # memory reach no other process and go with a restart of the server
+            if unpersisted():
+                persist_metrics(settings)
+        finally:
+            with _LOCK:
+                _RUNNING.pop(thread_id, None)
 
 
 def start_action(

@@ -14,8 +14,12 @@ from typer.testing import CliRunner
 
 from multiagent._serve import serve_in_thread
 from multiagent.cli import app
+from multiagent.dashboard import actions
+from multiagent.dashboard.data import thread_detail
+from multiagent.observability.history import MetricsHistory
 from multiagent.observability.live_recorder import shown_text
 from multiagent.observability.server import create_metrics_app, run_metrics_server
+from multiagent.observability.summary import summarize
 from multiagent.policies import Settings, load_settings
 
 TOKEN = "s3cret-token-for-the-tests"
@@ -132,3 +136,27 @@ def test_no_raw_pii_on_the_pages_of_a_run_that_had_some(isolated_env: Path) -> N
     for text in pages:
         assert email not in text
         assert "7946" not in text
+
+
+@pytest.mark.slow
+def test_a_run_continued_from_the_dashboard_leaves_its_counts_in_the_history(
+    isolated_env: Path,
+) -> None:
+    waiting = subprocess.run(
+        [sys.executable, "-m", "multiagent", "run", "Plan a bakery launch", "--thread", "t-ok",
+         "--approve", "--json"],
+        capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert '"awaiting_approval"' in waiting.stdout, waiting.stderr
+    settings = load_settings()
+    before = MetricsHistory(settings).totals(live=False)
+    with run_metrics_server(settings, token=TOKEN) as url:
+        reply = httpx2.post(f"{url}/api/threads/t-ok/approve", headers=AUTH)
+        assert reply.status_code == 202, reply.text
+        worker = actions._RUNNING.get("t-ok")
+        if worker is not None:
+            worker.join(timeout=120)
+        assert thread_detail(settings, "t-ok", None)["state"]["status"] == "completed"
+    after = MetricsHistory(settings).totals(live=False)  # what another process reads
+    calls = [summarize(t)["calls"]["total"] for t in (before, after)]
+    assert calls[1] > calls[0]  # the approved run's calls, persisted by the server
