@@ -4,29 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from multiagent.sim.config import SimServerConfig
-from multiagent.sim.state import Refused, SimState
+from multiagent.sim.state import Refused
 from multiagent.sim.stats import SimEvent
-
-
-class ManualClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _state(clock: ManualClock, **values: object) -> SimState:
-    # the wall clock reads 1e9 at the start: a moment m of the manual clock is 1e9 + (m - 100)
-    return SimState(SimServerConfig.model_validate(values), clock=clock, wall=lambda: 1e9)
+from tests.unit._sim_clock import ManualClock, sim_state
 
 
 def test_each_retry_after_and_early_arrival_is_logged_with_its_request() -> None:
     clock = ManualClock()
-    state = _state(clock, rpm=60, limit_headers=False, event_log=True)  # one request/s
+    state = sim_state(clock, rpm=60, limit_headers=False, event_log=True)  # one request/s
     state.admit(cost_tokens=10, pieces=1, request_id="a")
     clock.now += 0.25
     refused = state.admit(cost_tokens=10, pieces=1, request_id="b")
@@ -49,7 +34,7 @@ def test_each_retry_after_and_early_arrival_is_logged_with_its_request() -> None
 @pytest.mark.parametrize("event_log", [False, True])
 def test_the_log_is_opt_in_and_never_changes_the_counts(event_log: bool) -> None:
     clock = ManualClock()
-    state = _state(clock, rpm=60, event_log=event_log)
+    state = sim_state(clock, rpm=60, event_log=event_log)
     for _ in range(3):
         state.admit(cost_tokens=10, pieces=1, request_id="same")
     totals = state.snapshot()["totals"]

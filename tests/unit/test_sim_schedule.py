@@ -12,22 +12,8 @@ from multiagent.errors import UsageError
 from multiagent.sim.config import Phase, SimServerConfig, build_sim_config
 from multiagent.sim.limits import TokenBucket, format_reset, retry_headers
 from multiagent.sim.schedule import PhaseClock, load_schedule, parse_schedule
-from multiagent.sim.state import Admitted, Refused, SimState
-
-
-class ManualClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _state(clock: ManualClock, **values: object) -> SimState:
-    return SimState(SimServerConfig.model_validate(values), clock=clock, wall=lambda: 1e9)
-
+from multiagent.sim.state import Admitted, Refused
+from tests.unit._sim_clock import ManualClock, sim_state
 
 # -- schedule files -------------------------------------------------------------------------
 
@@ -197,7 +183,7 @@ def test_header_formats() -> None:
 
 def test_requests_per_minute_and_early_arrivals() -> None:
     clock = ManualClock()
-    state = _state(clock, rpm=60)  # one request per second, burst of one
+    state = sim_state(clock, rpm=60)  # one request per second, burst of one
     assert isinstance(state.admit(cost_tokens=10, pieces=5), Admitted)
     refused = state.admit(cost_tokens=10, pieces=5)
     assert isinstance(refused, Refused)
@@ -219,20 +205,20 @@ def test_requests_per_minute_and_early_arrivals() -> None:
 
 def test_without_limit_headers_only_the_retry_after_is_told() -> None:
     clock = ManualClock()
-    state = _state(clock, rpm=60, limit_headers=False)  # as vLLM, Ollama, llama.cpp's server
+    state = sim_state(clock, rpm=60, limit_headers=False)  # as vLLM, Ollama, llama.cpp's server
     admitted = state.admit(cost_tokens=10, pieces=5)
     assert isinstance(admitted, Admitted)
     assert admitted.headers == {}
     refused = state.admit(cost_tokens=10, pieces=5)
     assert isinstance(refused, Refused)
     assert refused.headers == {"retry-after": "1", "retry-after-ms": "1000"}
-    advertising = _state(ManualClock(), rpm=60)
+    advertising = sim_state(ManualClock(), rpm=60)
     assert "x-ratelimit-limit-requests" in advertising.admit(cost_tokens=10, pieces=5).headers
 
 
 def test_tokens_per_minute_counts_prompt_plus_max_output() -> None:
     clock = ManualClock()
-    state = _state(clock, tpm=6000)  # 100 tokens/s, holds 100
+    state = sim_state(clock, tpm=6000)  # 100 tokens/s, holds 100
     first = state.admit(cost_tokens=80, pieces=1)
     assert isinstance(first, Admitted)
     assert first.headers["x-ratelimit-remaining-tokens"] == "20"
@@ -247,7 +233,7 @@ def test_tokens_per_minute_counts_prompt_plus_max_output() -> None:
 
 def test_a_request_over_a_minutes_tokens_is_refused_and_costs_the_bucket_nothing() -> None:
     clock = ManualClock()
-    state = _state(clock, tpm=6000)
+    state = sim_state(clock, tpm=6000)
     refused = state.admit(cost_tokens=10**9, pieces=1)  # max_tokens=10**9 or so
     assert isinstance(refused, Refused)
     assert refused.status == 429
@@ -263,7 +249,7 @@ def test_a_request_over_a_minutes_tokens_is_refused_and_costs_the_bucket_nothing
 
 def test_concurrency_limit_names_when_a_slot_frees() -> None:
     clock = ManualClock()
-    state = _state(clock, max_concurrency=1, ttft_s=0.5, token_latency_s=0.1)
+    state = sim_state(clock, max_concurrency=1, ttft_s=0.5, token_latency_s=0.1)
     held = state.admit(cost_tokens=10, pieces=3)  # planned to finish 0.8 s from now
     assert isinstance(held, Admitted)
     clock.now += 0.3
@@ -289,7 +275,7 @@ def test_phases_switch_limits_and_keep_their_own_counts() -> None:
             {"name": "raise", "duration_s": 5, "rpm": 600},
         ]
     )
-    state = _state(clock, schedule=schedule)
+    state = sim_state(clock, schedule=schedule)
     assert isinstance(state.admit(cost_tokens=1, pieces=1), Admitted)
     assert isinstance(state.admit(cost_tokens=1, pieces=1), Refused)
     clock.now += 2.0  # "raise" begins: 10/s, its bucket fills from the boundary on
@@ -319,7 +305,7 @@ def test_phases_switch_limits_and_keep_their_own_counts() -> None:
 
 def test_injected_faults_follow_the_seed() -> None:
     def outcomes(seed: int) -> list[int]:
-        state = _state(ManualClock(), error_rate=0.4, seed=seed, rpm=1e9, tpm=1e12)
+        state = sim_state(ManualClock(), error_rate=0.4, seed=seed, rpm=1e9, tpm=1e12)
         results = [state.admit(cost_tokens=1, pieces=1) for _ in range(50)]
         return [r.status if isinstance(r, Refused) else 200 for r in results]
 
@@ -331,7 +317,7 @@ def test_injected_faults_follow_the_seed() -> None:
 
 
 def test_spikes_add_latency_and_are_counted() -> None:
-    state = _state(ManualClock(), spike_rate=1.0, spike_s=0.7, ttft_s=0.1)
+    state = sim_state(ManualClock(), spike_rate=1.0, spike_s=0.7, ttft_s=0.1)
     admitted = state.admit(cost_tokens=1, pieces=1)
     assert isinstance(admitted, Admitted)
     assert admitted.ttft_s == pytest.approx(0.8)
@@ -340,7 +326,7 @@ def test_spikes_add_latency_and_are_counted() -> None:
 
 def test_reset_clears_counts_and_ignores_requests_from_before() -> None:
     clock = ManualClock()
-    state = _state(clock, rpm=60)
+    state = sim_state(clock, rpm=60)
     before = state.admit(cost_tokens=1, pieces=1)
     assert isinstance(before, Admitted)
     assert isinstance(state.admit(cost_tokens=1, pieces=1), Refused)
@@ -352,7 +338,7 @@ def test_reset_clears_counts_and_ignores_requests_from_before() -> None:
 
 
 def test_snapshot_documents_the_capacity_model() -> None:
-    report = _state(ManualClock()).snapshot()
+    report = sim_state(ManualClock()).snapshot()
     assert re.search(r"rpm/60 requests and tpm/60 tokens per second", report["capacity_model"])
     assert set(report["totals"]) >= {
         "attempts",
