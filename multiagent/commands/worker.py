@@ -22,6 +22,7 @@ import typer
 
 from multiagent.commands._shared import cli_settings, err_console, print_json
 from multiagent.errors import UsageError
+from multiagent.policies import Settings
 
 #: How long a thread of the worker runs before it yields the GIL to one whose reply has come.
 GIL_SWITCH_S = 0.001
@@ -68,6 +69,7 @@ def worker(
     from multiagent.models.pipeline import ModelPipeline
     from multiagent.nodes.agents_file import load_agents
     from multiagent.nodes.context import build_context
+    from multiagent.observability.history import install_history_sink
 
     check_queue_name(queue)
     if not 1 <= concurrency <= 64:
@@ -80,6 +82,9 @@ def worker(
         raise UsageError(f"--idle-exit must be more than 0 seconds, got {idle_exit}")
     settings = cli_settings(ctx)
     url = require_redis_url(settings, what="multiagent worker")
+    # the worker's calls, tokens and cost reach the metrics history (every 5 minutes and at
+    # exit), as a CLI run's do: `metrics show` and the dashboard read them there
+    install_history_sink(settings)
     with redis_client(url) as client:
         # every call of this process passes one gate of `concurrency` places
         pipeline = ModelPipeline(settings, max_in_flight=concurrency)
@@ -121,25 +126,29 @@ def worker(
         stats = runner.run(idle_exit_s=idle_exit)
         running = False
         if runner.state.abandoned.is_set():
-            _exit_at_once(130)
+            _exit_at_once(130, settings)
     if as_json:
         print_json({"consumer": runner.consumer, "queue": queue, **stats.as_dict()})
     else:
         err_console.print(f"worker stopped: {stats.as_dict()}", style="dim")
 
 
-def _exit_at_once(code: int) -> NoReturn:
+def _exit_at_once(code: int, settings: Settings) -> NoReturn:
     """End the process now, as a second stop asks, leaving the running entries pending.
 
     Not through the interpreter's exit: the slots may still be running a queued run's graph,
     whose thread pools that exit would shut down under it (a traceback per thread), and whose
-    memories and connections it would close. The completion cache's answers are written first;
-    budget holds not settled expire with their leases.
+    memories and connections it would close. The completion cache's answers and the metrics'
+    counts are written first; budget holds not settled expire with their leases.
     """
     from multiagent.models._cache_writer import flush_write_behind
+    from multiagent.observability.history import persist_metrics, unpersisted
 
     with contextlib.suppress(Exception):  # a cache that cannot be written is only a cache
         flush_write_behind()
+    with contextlib.suppress(Exception):  # nor may counts that cannot be written keep it up
+        if unpersisted():
+            persist_metrics(settings)
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):
             stream.flush()

@@ -89,6 +89,9 @@ def test_two_workers_finish_a_batch_and_store_every_result_once(
     assert results["unfinished"] == []
     assert results["usage"]["calls"] == 30 * 2
     assert len(results["verdicts"]) == 30 * 2
+    # the workers' calls reached the metrics history (as they exited), where `metrics show` reads
+    shown = json.loads(cli("metrics", "show", "--json").stdout)
+    assert shown["calls"]["total"] == 30 * 2
 
 
 @pytest.mark.slow
