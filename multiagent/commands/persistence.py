@@ -4,6 +4,7 @@ key rotation."""
 from __future__ import annotations
 
 import importlib
+import json
 import signal
 import threading
 from pathlib import Path
@@ -396,7 +397,9 @@ def scheduler(
         if as_json:
             print_json(record)
         else:
-            console.print(record, markup=False)
+            _print_task_run(record)
+        if record["last_status"] == "failed":
+            raise typer.Exit(code=1)
         return
     stop = threading.Event()
     previous: Any = None
@@ -415,3 +418,15 @@ def scheduler(
             signal.signal(signal.SIGTERM, previous)
     if as_json:
         print_json(runner.status())
+
+
+def _print_task_run(record: dict[str, Any]) -> None:
+    """One task's run as lines: its outcome and time, its error or what it did, its next run."""
+    said = f"{record['task']}: {record['last_status']} in {record['last_duration_s']} s"
+    console.print(f"{said} · next run {record['next_run']}", markup=False, highlight=False)
+    if record.get("last_error"):
+        console.print(f"error: {record['last_error']}", markup=False, highlight=False)
+    result = record.get("last_result")
+    for key, value in result.items() if isinstance(result, dict) else [("result", result)]:
+        shown = json.dumps(value, default=str) if isinstance(value, dict | list) else value
+        console.print(f"  {key}: {shown}", markup=False, highlight=False, soft_wrap=True)

@@ -209,6 +209,25 @@ def test_prune_skips_a_thread_another_process_runs_now(isolated_env: Path) -> No
     assert _checkpoints("busy") == 0
 
 
+def test_a_task_run_now_is_reported_in_lines_and_a_failed_one_exits_1(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran = runner.invoke(app, ["persistence", "scheduler", "--run-now", "vacuum"])
+    assert ran.exit_code == 0, ran.output
+    lines = ran.stdout.splitlines()
+    assert lines[0].startswith("vacuum: ok in ")
+    assert any(line.startswith("  checkpoints: {") for line in lines)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("multiagent.persistence.scheduler.prune_checkpoints", broken)
+    failed = runner.invoke(app, ["persistence", "scheduler", "--run-now", "vacuum"])
+    assert failed.exit_code == 1
+    assert failed.stdout.startswith("vacuum: failed in ")
+    assert failed.stdout.splitlines()[1] == "error: RuntimeError: disk full"
+
+
 def test_scheduler_persists_metrics_through_the_observability_hook(isolated_env: Path) -> None:
     ran = _json(["scheduler", "--run-now", "metrics"])
     assert ran["last_status"] == "ok"
