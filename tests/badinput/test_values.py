@@ -44,6 +44,9 @@ NUMERIC: list[tuple[list[str], str, str]] = [
     (["persistence", "prune"], "--keep", "0"),
     (["persistence", "prune"], "--max-age-days", "-1"),
     (["persistence", "scheduler"], "--duration", "-1"),
+    (["bench", "cache"], "--repeat-share", "0.95"),
+    (["bench", "batch"], "--latency-ms", "0.5"),
+    (["bench", "backpressure"], "--phase-seconds", "0.5"),
 ]
 FLOAT_OPTIONS = sorted(
     {(tuple(prefix), option) for prefix, option, _ in NUMERIC if option != "--limit"}
