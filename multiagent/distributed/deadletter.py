@@ -103,6 +103,15 @@ class FinishedChunk:
     records: Sequence[tuple[str, str]]
     usage_json: str
     ack: bool
+    #: names this attempt's usage: each attempt of a chunk that ran (a retry of its unfinished
+    #: items, a rerun after a lost store) paid for its calls; the same attempt stored twice
+    #: (resent after a lost reply) counts once
+    attempt: str = ""
+
+    @property
+    def usage_field(self) -> str:
+        """The field of the batch's usage hash that this attempt's usage is kept under."""
+        return f"{self.chunk_id}:{self.attempt}" if self.attempt else self.chunk_id
 
 
 def finish_chunks(client: redis.Redis, queue: str, chunks: Sequence[FinishedChunk]) -> list[int]:
@@ -115,8 +124,8 @@ def finish_chunks(client: redis.Redis, queue: str, chunks: Sequence[FinishedChun
     Args:
         client: The Redis client.
         queue: The entries' queue.
-        chunks: What to store: per chunk its entry, batch, chunk id (its usage is kept once
-            under this id), ``(item id, record JSON)`` of the finished items (an id already
+        chunks: What to store: per chunk its entry, batch, chunk id and attempt (its usage is
+            kept once per attempt), ``(item id, record JSON)`` of the finished items (an id already
             stored keeps its first record: an entry run twice stores each item once), the
             usage as JSON, and whether to acknowledge and delete the entry (``False``: it failed
             and waits for its retry).
@@ -133,7 +142,7 @@ def finish_chunks(client: redis.Redis, queue: str, chunks: Sequence[FinishedChun
             batch_key(chunk.batch_id), stats_key(queue), stream_key(queue), attempts_key(queue),
         ]  # fmt: skip
         head = [
-            chunk.chunk_id, chunk.usage_json, GROUP, chunk.entry_id, "1" if chunk.ack else "0",
+            chunk.usage_field, chunk.usage_json, GROUP, chunk.entry_id, "1" if chunk.ack else "0",
             BUCKET_TTL_S,
         ]  # fmt: skip
         calls.append((keys, [*head, *(value for pair in chunk.records for value in pair)]))

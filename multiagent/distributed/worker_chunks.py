@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from typing import Any
 
 import redis
@@ -101,7 +102,7 @@ class EntryRunner:
         finished = FinishedChunk(
             entry_id=entry_id, batch_id=batch_id, chunk_id=chunk_id,
             records=[(r.result["id"], json.dumps(r.as_dict())) for r in outcome.records],
-            usage_json=json.dumps(outcome.usage), ack=not retry,
+            usage_json=json.dumps(outcome.usage), ack=not retry, attempt=uuid.uuid4().hex[:12],
         )  # fmt: skip
         failure = (outcome.error or outcome.message or outcome.status) if retry else None
         with state.lock:

@@ -1,0 +1,67 @@
+"""A queued batch's usage counts every attempt's calls: what `batch results` says was spent."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from typer.testing import CliRunner
+
+from multiagent.cli import app
+from multiagent.distributed import worker_chunks
+from multiagent.distributed.queue import batch_results, batch_status
+from multiagent.distributed.worker import QueueWorker
+from multiagent.nodes.context import build_context
+from multiagent.policies import load_settings
+from tests.distributed._workers import FAST
+
+pytestmark = pytest.mark.redis
+
+
+def test_a_chunk_retried_for_an_unfinished_item_keeps_both_attempts_usage(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the first attempt leaves one item unfinished (no validator answered it); the retry runs
+    # that item alone. Both attempts' calls were paid: the usage kept one of them only
+    for name, value in FAST.items():
+        monkeypatch.setenv(name, value)
+    path = tmp_path / "items.jsonl"
+    lines = [json.dumps({"id": f"i{n}", "text": f"Oven {n} bakes spelt."}) for n in range(4)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    queued = CliRunner().invoke(
+        app,
+        ["validate", "--batch", str(path), "--queue", "q1", "--validators", "2", "--budget", "5",
+         "--json"],
+    )  # fmt: skip
+    assert queued.exit_code == 0, queued.output
+    batch_id = str(json.loads(queued.stdout)["batch_id"])
+    real_run_chunk = worker_chunks.run_chunk
+    attempts: list[list[str]] = []
+
+    def first_leaves_one(chunk_id: str, items: list[Any], **kwargs: Any) -> Any:
+        attempts.append([item["id"] for item in items])
+        if len(attempts) > 1:
+            return real_run_chunk(chunk_id, items, **kwargs)
+        outcome = real_run_chunk(chunk_id, items[:-1], **kwargs)
+        return dataclasses.replace(
+            outcome, status="failed", unfinished=[items[-1]["id"]], error="no answer"
+        )
+
+    monkeypatch.setattr(worker_chunks, "run_chunk", first_leaves_one)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    worker = QueueWorker(
+        client, queue="q1", context=build_context(load_settings()), claim_idle_s=0.2
+    )
+    stats = worker.run(idle_exit_s=1.5)
+    assert attempts == [["i0", "i1", "i2", "i3"], ["i3"]]
+    assert stats.stored == 4
+    results = batch_results(client, batch_id)
+    assert results["finished"] == 4
+    assert results["usage"]["calls"] == 8  # 3 items, then 1, by 2 validators
+    budget = batch_status(client, batch_id)["budget"]
+    assert results["usage"]["cost_usd"] == pytest.approx(budget["spent_usd"], abs=1e-9)
+    assert stats.spent_nano / 1e9 == pytest.approx(budget["spent_usd"], abs=1e-9)
