@@ -2,7 +2,9 @@
 
 Each chunk's records are stored and its entry acknowledged by one script
 (:func:`multiagent.distributed.deadletter.finish_chunks`); the scripts of every chunk that ended
-meanwhile travel together, while the slots already run their next entries.
+meanwhile travel together, while the slots already run their next entries. While Redis does
+not answer, the same chunks are sent again every second: work that ended is stored, not run
+again.
 """
 
 from __future__ import annotations
@@ -41,12 +43,10 @@ def store_ended(
             while len(ended) < STORE_BATCH:
                 ended.append(state.ended.get_nowait())
         try:
-            news = finish_chunks(client, queue, [end.finished for end in ended])
-            for end, new in zip(ended, news, strict=True):
-                _count(end, new, state=state, failed=failed)
-        except RedisError as exc:  # left pending: retried after the idle time
-            if not state.abandoned.is_set():  # stopping now: its connection may be closed
-                print(f"worker: Redis error storing: {exc}", file=sys.stderr, flush=True)
+            news = _finish(client, queue, ended, state=state)
+            if news is not None:
+                for end, new in zip(ended, news, strict=True):
+                    _count(end, new, state=state, failed=failed)
         finally:
             with state.lock:
                 for end in ended:
@@ -54,6 +54,35 @@ def store_ended(
                     state.release(end.finished.entry_id)
                 for _end in ended:  # even on an error: a slot may wait for these (join)
                     state.ended.task_done()
+
+
+def _finish(
+    client: redis.Redis, queue: str, ended: list[EndedChunk], *, state: WorkerState
+) -> list[int] | None:
+    """Store ``ended``, tried again every second while Redis does not answer; ``None`` once the
+    worker is abandoned (the entries stay pending for the others).
+
+    Their work is done and paid for: dropped, the entries would be reclaimed and run again, and
+    the calls of this run would be missing from the batch's usage. The entries stay this
+    worker's meanwhile (the heartbeat keeps them); sending the same chunks twice stores each
+    item and each attempt's usage once.
+    """
+    said: str | None = None
+    while True:
+        try:
+            return finish_chunks(client, queue, [end.finished for end in ended])
+        except RedisError as exc:
+            if state.abandoned.is_set():  # stopping now: its connection may be closed
+                return None
+            if str(exc) != said:  # said once, not once a second while it lasts
+                said = str(exc)
+                print(
+                    f"worker: Redis error storing, retrying every second: {exc}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            if state.abandoned.wait(1.0):
+                return None
 
 
 def _count(end: EndedChunk, new: int, *, state: WorkerState, failed: FailureRecorder) -> None:

@@ -12,7 +12,7 @@ import redis
 from typer.testing import CliRunner
 
 from multiagent.cli import app
-from multiagent.distributed import worker_chunks
+from multiagent.distributed import worker_chunks, worker_store
 from multiagent.distributed.queue import batch_results, batch_status
 from multiagent.distributed.worker import QueueWorker
 from multiagent.nodes.context import build_context
@@ -65,3 +65,51 @@ def test_a_chunk_retried_for_an_unfinished_item_keeps_both_attempts_usage(
     budget = batch_status(client, batch_id)["budget"]
     assert results["usage"]["cost_usd"] == pytest.approx(budget["spent_usd"], abs=1e-9)
     assert stats.spent_nano / 1e9 == pytest.approx(budget["spent_usd"], abs=1e-9)
+
+
+def test_a_chunk_whose_store_failed_is_stored_when_redis_answers_not_run_again(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Redis went away as a chunk ended: its finished items were dropped and the entry run again
+    # once reclaimed, paying for the calls twice and keeping only the second (cached) usage
+    for name, value in FAST.items():
+        monkeypatch.setenv(name, value)
+    path = tmp_path / "items.jsonl"
+    lines = [json.dumps({"id": f"i{n}", "text": f"Oven {n} bakes barley."}) for n in range(4)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    queued = CliRunner().invoke(
+        app,
+        ["validate", "--batch", str(path), "--queue", "q1", "--validators", "2", "--budget", "5",
+         "--json"],
+    )  # fmt: skip
+    assert queued.exit_code == 0, queued.output
+    batch_id = str(json.loads(queued.stdout)["batch_id"])
+    real_run_chunk, real_finish = worker_chunks.run_chunk, worker_store.finish_chunks
+    runs: list[list[str]] = []
+    stores: list[int] = []
+
+    def counting(chunk_id: str, items: list[Any], **kwargs: Any) -> Any:
+        runs.append([item["id"] for item in items])
+        return real_run_chunk(chunk_id, items, **kwargs)
+
+    def first_store_lost(client: Any, queue: str, chunks: Any) -> Any:
+        stores.append(len(chunks))
+        if len(stores) == 1:
+            raise redis.ConnectionError("Connection refused")
+        return real_finish(client, queue, chunks)
+
+    monkeypatch.setattr(worker_chunks, "run_chunk", counting)
+    monkeypatch.setattr(worker_store, "finish_chunks", first_store_lost)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    worker = QueueWorker(
+        client, queue="q1", context=build_context(load_settings()), claim_idle_s=0.2
+    )
+    stats = worker.run(idle_exit_s=1.5)
+    assert runs == [["i0", "i1", "i2", "i3"]]  # run once
+    assert len(stores) == 2  # stored when Redis answered again
+    assert stats.stored == 4
+    results = batch_results(client, batch_id)
+    assert results["finished"] == 4
+    assert results["usage"]["calls"] == 8
+    budget = batch_status(client, batch_id)["budget"]
+    assert results["usage"]["cost_usd"] == pytest.approx(budget["spent_usd"], abs=1e-9)
