@@ -30,10 +30,11 @@ allows. The worker stores the result once and acknowledges the entry in the same
 
 While an entry runs, a heartbeat re-claims it for this worker every third of ``claim_idle_s``,
 so slow work on a live worker is never taken over; a killed worker stops beating and its entries
-pass to the others. An entry whose work failed (provider outage) is not acknowledged: it is
-retried once its idle time has passed, up to ``max_attempts`` failures, then dead-lettered
-(:mod:`multiagent.distributed.deadletter`). An entry whose worker is killed on every attempt
-is dead-lettered by its delivery count: reclaimed after more than ``max_attempts`` deliveries.
+pass to the others. An entry whose work failed (provider outage, or an error nobody expected)
+is not acknowledged: it is retried once its idle time has passed, up to ``max_attempts``
+failures, then dead-lettered (:mod:`multiagent.distributed.deadletter`). An entry whose
+worker is killed on every attempt is dead-lettered by its delivery count: reclaimed after more
+than ``max_attempts`` deliveries.
 
 Round trips per chunk, none of them on a slot: a share of one read and its pipelined check
 (``XREADGROUP`` takes every entry there is room for; ``XAUTOCLAIM`` only a few times per
@@ -67,16 +68,17 @@ import queue as queue_module
 import socket
 import sys
 import threading
+import traceback
 from typing import Any
 
 import redis
 from redis.exceptions import RedisError
 
 from multiagent.distributed.deadletter import DEFAULT_MAX_ATTEMPTS
-from multiagent.distributed.queue import GROUP, ensure_group, stream_key
+from multiagent.distributed.queue import GROUP, ensure_group, finished_of, stream_key
 from multiagent.distributed.worker_chunks import EntryRunner
 from multiagent.distributed.worker_feed import EntryFeeder
-from multiagent.distributed.worker_state import WorkerState, WorkerStats
+from multiagent.distributed.worker_state import TakenEntry, WorkerState, WorkerStats, item_ids
 from multiagent.distributed.worker_store import store_ended
 from multiagent.nodes.context import WorkflowContext
 
@@ -203,17 +205,37 @@ class QueueWorker:
                 # connections going away) is no failure; it stays pending for the others
                 if state.abandoned.is_set():
                     return
-                if not isinstance(exc, RedisError):
-                    raise
-                # left pending: retried after the idle time
-                print(
-                    f"worker: Redis error on {entry.entry_id}: {exc}", file=sys.stderr, flush=True
-                )
+                if isinstance(exc, RedisError):  # left pending: retried after the idle time
+                    print(
+                        f"worker: Redis error on {entry.entry_id}: {exc}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                else:
+                    self._failed_unexpectedly(entry, exc)
             finally:
                 with state.lock:
                     state.checked.pop(entry.entry_id, None)
                     if entry.entry_id not in state.storing:
                         state.release(entry.entry_id)
+
+    def _failed_unexpectedly(self, entry: TakenEntry, exc: Exception) -> None:
+        """An error nobody expected (a bug, a database refusing): a failed attempt of the entry,
+        retried after the idle time and dead-lettered at ``max_attempts``, like a provider
+        outage. The slot goes on: a slot thread dying of it left a worker whose entries, taken
+        ahead and kept fresh by the heartbeat, nobody ran."""
+        print(f"worker: {entry.entry_id} failed:", file=sys.stderr, flush=True)
+        traceback.print_exception(exc, file=sys.stderr)
+        error = f"{type(exc).__name__}: {exc}"
+        try:
+            unfinished: list[str] = []
+            if entry.fields.get("kind") != "run":
+                ids = item_ids(entry.fields)
+                done = finished_of(self.client, str(entry.fields.get("batch", "")), ids)
+                unfinished = [item for item in ids if item not in done]
+            self.runner.failed(entry.entry_id, entry.fields, error=error, unfinished=unfinished)
+        except RedisError as lost:  # not counted: the entry is retried after the idle time
+            print(f"worker: Redis error on {entry.entry_id}: {lost}", file=sys.stderr, flush=True)
 
     def _process(self, entry_id: str, fields: dict[str, Any], *, reclaimed: bool) -> None:
         """Run one chunk entry (a seam: the crash-loop test's worker dies here)."""
