@@ -10,6 +10,7 @@ its latest checkpoint.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -27,6 +28,9 @@ from multiagent.persistence.checkpointer import PrivateMetadataSaver
 from multiagent.persistence.run_usage import forget_threads
 
 TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
+#: The session-level advisory lock held while the checkpointer's tables are set up.
+SETUP_LOCK = 0x6D756C7469  # "multi"
+SETUP_POLL_S = 0.05
 
 
 def mask_url(url: str) -> str:
@@ -113,8 +117,22 @@ def open_postgres_checkpointer(
     with connect(url, timeout_s=timeout_s) as conn:
         encrypted = isinstance(serde, EncryptedSerializer)
         saver = (EncryptedPostgresSaver if encrypted else PostgresSaver)(conn, serde=serde)
-        saver.setup()
+        # setup() creates and migrates the tables with no lock of its own: processes opening a
+        # fresh database together collided (UniqueViolation on the new types); one at a time.
+        # Not a waiting pg_advisory_lock: a migration's CREATE INDEX CONCURRENTLY waits for
+        # every open transaction, the waiting lock's statement included, which waits for it
+        while not _try_setup_lock(conn):
+            time.sleep(SETUP_POLL_S)
+        try:
+            saver.setup()
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK,))
         yield saver
+
+
+def _try_setup_lock(conn: psycopg.Connection[dict[str, Any]]) -> bool:
+    row = conn.execute("SELECT pg_try_advisory_lock(%s) AS got", (SETUP_LOCK,)).fetchone()
+    return bool(row and row["got"])
 
 
 @contextmanager
