@@ -22,15 +22,13 @@ from tests.distributed._workers import FAST
 pytestmark = pytest.mark.redis
 
 
-def test_a_chunk_retried_for_an_unfinished_item_keeps_both_attempts_usage(
-    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # the first attempt leaves one item unfinished (no validator answered it); the retry runs
-    # that item alone. Both attempts' calls were paid: the usage kept one of them only
+def _enqueue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, grain: str) -> str:
+    """Queue four items (two validators each, a budget of $5) on ``q1``; return the batch id.
+    Texts of their own grain, so no other test's answers are in the caches."""
     for name, value in FAST.items():
         monkeypatch.setenv(name, value)
     path = tmp_path / "items.jsonl"
-    lines = [json.dumps({"id": f"i{n}", "text": f"Oven {n} bakes spelt."}) for n in range(4)]
+    lines = [json.dumps({"id": f"i{n}", "text": f"Oven {n} bakes {grain}."}) for n in range(4)]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     queued = CliRunner().invoke(
         app,
@@ -38,7 +36,15 @@ def test_a_chunk_retried_for_an_unfinished_item_keeps_both_attempts_usage(
          "--json"],
     )  # fmt: skip
     assert queued.exit_code == 0, queued.output
-    batch_id = str(json.loads(queued.stdout)["batch_id"])
+    return str(json.loads(queued.stdout)["batch_id"])
+
+
+def test_a_chunk_retried_for_an_unfinished_item_keeps_both_attempts_usage(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the first attempt leaves one item unfinished (no validator answered it); the retry runs
+    # that item alone. Both attempts' calls were paid: the usage kept one of them only
+    batch_id = _enqueue(tmp_path, monkeypatch, grain="spelt")
     real_run_chunk = worker_chunks.run_chunk
     attempts: list[list[str]] = []
 
@@ -72,18 +78,7 @@ def test_a_chunk_whose_store_failed_is_stored_when_redis_answers_not_run_again(
 ) -> None:
     # Redis went away as a chunk ended: its finished items were dropped and the entry run again
     # once reclaimed, paying for the calls twice and keeping only the second (cached) usage
-    for name, value in FAST.items():
-        monkeypatch.setenv(name, value)
-    path = tmp_path / "items.jsonl"
-    lines = [json.dumps({"id": f"i{n}", "text": f"Oven {n} bakes barley."}) for n in range(4)]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    queued = CliRunner().invoke(
-        app,
-        ["validate", "--batch", str(path), "--queue", "q1", "--validators", "2", "--budget", "5",
-         "--json"],
-    )  # fmt: skip
-    assert queued.exit_code == 0, queued.output
-    batch_id = str(json.loads(queued.stdout)["batch_id"])
+    batch_id = _enqueue(tmp_path, monkeypatch, grain="barley")
     real_run_chunk, real_finish = worker_chunks.run_chunk, worker_store.finish_chunks
     runs: list[list[str]] = []
     stores: list[int] = []
