@@ -17,6 +17,16 @@ A notebook's kernel interrupt is the same signal landing in the same place, so t
 (``multiagent.stop_on_ctrl_c``): around ``graph.invoke``/``stream`` in a cell, an interrupt stops
 the graph with :class:`StopRequested`, its finished steps in the checkpointer.
 
+The same stop reaches the threads of one run when its caller gives the run up: an ``astream``
+(LangGraph Server's way, ``ainvoke`` too) whose task is cancelled, a ``stream`` closed before its
+end (a notebook's ``break``). LangGraph runs the workflows' nodes, which are synchronous, on
+worker threads that a cancellation does not reach, so a node kept calling the model (and
+paying) after its run was gone, and a closed ``stream`` waited for it. The workflows' graphs
+(:mod:`multiagent.graphs.redacting`) then mark the run's own
+:class:`~langgraph.runtime.RunControl` with :data:`RUN_CANCELLED`; :func:`check_stop` reads
+it from the run's config in the node's thread and raises :class:`RunCancelled` there. Other
+runs of the process go on.
+
 LangGraph's synchronous ``stream`` has no cancellation of its own and the standard library none
 for threads, so this is written here.
 """
@@ -31,8 +41,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
+from langchain_core.runnables.config import var_child_runnable_config
+
 #: How often a simulated wait looks at the flag.
 _POLL_S = 0.05
+
+#: The drain reason of a run's ``RunControl`` once its caller gave the run up (LangGraph's own
+#: reasons, a server's ``shutdown`` among them, let the running step finish).
+RUN_CANCELLED = "multiagent: run cancelled by its caller"
+#: Where LangGraph keeps a run's ``Runtime`` in the config its nodes run with.
+_RUNTIME_KEY = "__pregel_runtime"
 
 _requested = False
 
@@ -41,15 +59,32 @@ class StopRequested(KeyboardInterrupt):
     """Ctrl-C, raised at the start of a model call (or in a simulated wait) once asked for."""
 
 
+class RunCancelled(StopRequested):
+    """The run this thread works for was given up by its caller (see the module)."""
+
+
 def stop_requested() -> bool:
     """Whether Ctrl-C asked the running command to stop."""
     return _requested
 
 
 def check_stop() -> None:
-    """Raise :class:`StopRequested` when Ctrl-C asked to stop."""
+    """Raise :class:`StopRequested` when Ctrl-C asked to stop, :class:`RunCancelled` when the
+    run of the calling thread was given up."""
     if _requested:
         raise StopRequested
+    if run_cancelled():
+        raise RunCancelled
+
+
+def run_cancelled() -> bool:
+    """Whether the LangGraph run the calling thread works for was given up by its caller."""
+    config = var_child_runnable_config.get()
+    if not config:
+        return False
+    runtime = config.get("configurable", {}).get(_RUNTIME_KEY)
+    control = getattr(runtime, "control", None)
+    return getattr(control, "drain_reason", None) == RUN_CANCELLED
 
 
 def wait_or_stop(seconds: float) -> None:

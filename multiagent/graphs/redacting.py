@@ -22,21 +22,28 @@ personal value) and changes nothing, ``--reveal-pii``'s numbered placeholders in
 LangGraph's ``StateGraph.compile`` builds a ``CompiledStateGraph`` by name, so
 :meth:`WorkflowGraph.compile` gives the result this subclass's class; the subclass adds methods
 only, no state. Copies LangGraph makes (``with_config``) keep the class.
+
+A run its caller gives up (a cancelled ``astream``, a ``stream`` closed early) has its
+``RunControl`` marked, so the nodes still running on LangGraph's threads stop at their next model
+call or wait instead of finishing, and paying for, work nobody reads (see
+:mod:`multiagent._interrupt`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Sequence
 from contextlib import aclosing
 from dataclasses import replace
 from typing import Any, cast
 
 from langgraph.graph import StateGraph
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import RunControl
 from langgraph.types import Command, StateUpdate
 
+from multiagent._interrupt import RUN_CANCELLED
 from multiagent.nodes.context import WorkflowContext
 from multiagent.nodes.run_context import RunContext
 from multiagent.policies import load_settings
@@ -59,24 +66,47 @@ class RedactingGraph(CompiledStateGraph[Any, Any, Any, Any]):
     def stream(
         self, input: Any, config: Any = None, *, context: Any = None, **kwargs: Any
     ) -> Iterator[Any]:
-        """``CompiledStateGraph.stream`` with ``input`` redacted per the run's profile."""
+        """``CompiledStateGraph.stream`` with ``input`` redacted per the run's profile; closed
+        before its end, it stops the run's nodes at their next model call or wait."""
         redacted = redact_run_input(input, context)
-        yield from super().stream(redacted, config, context=context, **kwargs)
+        control = kwargs.pop("control", None) or RunControl()
+        parts = cast(
+            "Generator[Any]",
+            super().stream(redacted, config, context=context, control=control, **kwargs),
+        )
+        try:
+            for part in parts:
+                try:
+                    yield part
+                except GeneratorExit:
+                    # before LangGraph's teardown, which waits for the nodes still running
+                    control.request_drain(RUN_CANCELLED)
+                    raise
+        finally:
+            parts.close()
 
     async def astream(
         self, input: Any, config: Any = None, *, context: Any = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
         """``CompiledStateGraph.astream`` with ``input`` redacted per the run's profile (off the
-        event loop: the first run of a profile reads its settings' files)."""
+        event loop: the first run of a profile reads its settings' files); cancelled or closed
+        before its end, it stops the run's nodes at their next model call or wait."""
         if input is not None and not isinstance(context, WorkflowContext):
             input = await asyncio.to_thread(redact_run_input, input, context)
         else:
             input = redact_run_input(input, context)
         # an async generator: closed with this one (a consumer's break, a cancellation)
-        parts = super().astream(input, config, context=context, **kwargs)
+        control = kwargs.pop("control", None) or RunControl()
+        parts = super().astream(input, config, context=context, control=control, **kwargs)
         async with aclosing(cast("AsyncGenerator[Any]", parts)):
-            async for part in parts:
-                yield part
+            try:
+                async for part in parts:
+                    yield part
+            except (asyncio.CancelledError, GeneratorExit):
+                # the nodes run on threads the cancellation does not reach: they stop at
+                # their next model call or wait (see multiagent._interrupt)
+                control.request_drain(RUN_CANCELLED)
+                raise
 
     def bulk_update_state(self, config: Any, supersteps: Sequence[Sequence[StateUpdate]]) -> Any:
         """``CompiledStateGraph.bulk_update_state`` (``update_state``'s way) with the values

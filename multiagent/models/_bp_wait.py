@@ -17,6 +17,7 @@ from abc import abstractmethod
 from collections.abc import Mapping
 from types import TracebackType
 
+from multiagent._interrupt import check_stop
 from multiagent.models._bp_types import BackpressureConfig, Ticket
 
 
@@ -72,6 +73,7 @@ class Waiting:
         try:
             with self._lock:
                 while (wait := self._poll(ticket)) > 0:
+                    check_stop()  # Ctrl-C, or the run given up (see multiagent._interrupt)
                     condition = self._slot_freed if math.isinf(wait) else self._rebooked
                     condition.wait(timeout=min(wait, self.config.tick_s))
         except BaseException:

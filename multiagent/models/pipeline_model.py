@@ -414,6 +414,7 @@ class PipelineChatModel(BaseChatModel):
                         stack.callback(_close, chunks)
             headers = None
             for chunk in _chain(first, chunks):
+                check_stop()  # the run given up ends the stream (see multiagent._interrupt)
                 headers = pop_headers(chunk) or headers
                 call.seen.append(chunk.message)
                 yield chunk

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from typing import Any
 import tenacity
 from tenacity.wait import wait_base
 
+from multiagent._interrupt import wait_or_stop
 from multiagent._metrics import get_metrics
 from multiagent.models.provider_errors import error_kind, is_retryable, retry_after_s
 
@@ -198,7 +198,7 @@ def sync_retrying(
     *,
     model: str = "",
     on_retry: RetryHook | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] = wait_or_stop,
     rng: random.Random | None = None,
 ) -> Iterator[Any]:
     """Yield attempts that apply ``policy``; the last error is re-raised.
@@ -207,7 +207,8 @@ def sync_retrying(
         policy: Attempts and backoff bounds.
         model: Model name for the ``multiagent_model_retries_total`` counter.
         on_retry: Called before each sleep with the error, the failed attempt's number, the wait.
-        sleep: Sleep function (a test passes a recorder).
+        sleep: Sleep function (a test passes a recorder); by default Ctrl-C or the run given
+            up ends the wait (see :mod:`multiagent._interrupt`).
         rng: Random source for the jitter.
     """
     first = FirstAttempt()

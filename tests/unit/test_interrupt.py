@@ -15,8 +15,10 @@ from langchain_core.messages import HumanMessage
 
 from multiagent import _interrupt
 from multiagent._interrupt import StopRequested, check_stop, stop_on_ctrl_c, stop_requested
+from multiagent.models.backpressure import BackpressureConfig, BackpressureController
 from multiagent.models.ledger import RunLedger
 from multiagent.models.pipeline import ModelPipeline
+from multiagent.models.retry import RetryPolicy, sync_retrying
 from multiagent.policies import load_settings
 from multiagent.sim.model import SimulatedChatModel
 
@@ -81,3 +83,61 @@ def test_no_cache_hit_is_served_once_a_stop_is_asked(
     with pytest.raises(StopRequested):
         again()
     assert [c.outcome for c in ledger.calls] == ["ok"]  # the hit was not served after the stop
+
+
+def test_a_call_waiting_for_a_slot_stops_when_a_stop_is_asked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    controller = BackpressureController(BackpressureConfig(max_concurrency=1))
+    raised: list[BaseException] = []
+    with controller.slot():  # the only slot, taken and kept
+
+        def wait_for_the_slot() -> None:
+            try:
+                with controller.slot():
+                    pass
+            except BaseException as exc:
+                raised.append(exc)
+
+        monkeypatch.setattr(_interrupt, "_requested", True)
+        waiter = threading.Thread(target=wait_for_the_slot, daemon=True)
+        waiter.start()
+        waiter.join(30.0)  # without the stop: until the slot is given back, after this join
+        assert not waiter.is_alive(), "the call kept waiting for a slot after the stop"
+    assert [type(e) for e in raised] == [StopRequested]
+    assert (controller.state().in_flight, controller.state().queued) == (0, 0)
+
+
+def test_a_retry_s_backoff_ends_when_a_stop_is_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    policy = RetryPolicy(attempts=3, base_s=600.0, cap_s=600.0)
+    attempts = 0
+
+    def call_failing_until_stopped() -> None:
+        nonlocal attempts
+        for attempt in sync_retrying(policy, rng=_FixedDraw()):
+            with attempt:
+                attempts += 1
+                monkeypatch.setattr(_interrupt, "_requested", True)  # asked during the call
+                raise ConnectionError("reset by peer")
+
+    raised: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            call_failing_until_stopped()
+        except BaseException as exc:
+            raised.append(exc)
+
+    caller = threading.Thread(target=call, daemon=True)
+    caller.start()
+    caller.join(30.0)  # without the stop: ten minutes asleep, then another attempt
+    assert not caller.is_alive(), "the backoff went on sleeping after the stop"
+    assert [type(e) for e in raised] == [StopRequested]
+    assert attempts == 1
+
+
+class _FixedDraw:
+    """A jitter source that draws the longest wait."""
+
+    def uniform(self, low: float, high: float) -> float:
+        return high
