@@ -10,7 +10,8 @@ A budget at ``BASE`` (``multiagent:budget:project:d<epoch day>`` for the daily c
 - ``BASE``: a hash with ``cap``, ``spent`` (settled), ``held`` (live reservations), ``calls``
   (settled calls) and ``expired`` (reservations whose lease ran out);
 - ``BASE:holds``: reservation id → ``"<nano-USD>|<owner>"``;
-- ``BASE:leases``: reservation id scored by the time its lease ends;
+- ``BASE:leases``: reservation id scored by the time its lease ends (pushed back by ``RENEW``
+  while the process holding it lives: :mod:`._budget_leases`);
 - ``BASE:done``: ids already settled, so a settlement sent twice (a reply lost with the
   connection, then sent again) counts once.
 
@@ -123,6 +124,28 @@ if v then
 end
 redis.call('ZREM', base .. ':leases', ARGV[1])
 return v and 1 or 0
+"""
+)
+
+#: KEYS: the bases of a process's holds; ARGV: for each base in turn, n, then n pairs of (id, lease
+#: ms). Expired leases are swept first, so a hold that ended is not brought back, and ``ZADD XX``
+#: renews only leases still there (not one settled or released meanwhile). Returns how many
+#: leases were renewed.
+RENEW = (
+    _PRELUDE
+    + """
+local at, renewed = 1, 0
+for _, base in ipairs(KEYS) do
+  sweep(base)
+  local n = tonumber(ARGV[at])
+  at = at + 1
+  for _ = 1, n do
+    local ends = now + tonumber(ARGV[at + 1])
+    renewed = renewed + redis.call('ZADD', base .. ':leases', 'XX', 'CH', ends, ARGV[at])
+    at = at + 2
+  end
+end
+return renewed
 """
 )
 

@@ -7,9 +7,19 @@ every run and every process using the same ``MULTIAGENT_HOME``, so it is kept in
 store (:class:`~multiagent.models.budget_redis.RedisBudget`, chosen by
 :func:`open_project_budget` when ``MULTIAGENT_REDIS_URL`` is set) serves several machines.
 
-Reservations are leases: a process killed between reserving and settling does not hold the
-budget for ever; its reservation stops counting once its lease has expired. A settled call
-counts whether or not its lease had expired: the money was spent.
+Reservations are leases of ``budget.lease_s`` seconds (30 by default), renewed while the
+process that holds them lives (:mod:`._budget_leases`: one keeper thread per process renews all
+its holds every third of the lease, in one transaction). A call as long as it needs keeps its
+hold; a process killed between reserving and settling stops renewing, and its reservation stops
+counting within one lease. A settled call counts whether or not its lease had expired: the money
+was spent.
+
+The SQLite store renews rather than recording each hold's pid and process start and dropping
+the holds of processes gone: a pid means nothing across PID namespaces (containers sharing one
+``MULTIAGENT_HOME`` on one host, which SQLite's WAL allows), where a live process would look
+dead and lose its hold, passing the cap; a lease means the same in every process, needs no
+schema change, and behaves as the Redis store does (one setting, one meaning). The price is one
+small write every ``lease_s / 3`` while a process holds anything.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from multiagent._sqlite import ensure_wal
 from multiagent.errors import BudgetExceededError
+from multiagent.models._budget_leases import LeaseKeeper
 
 if TYPE_CHECKING:
     from multiagent.policies import Settings
@@ -95,7 +106,7 @@ class SQLiteProjectBudget:
     Args:
         path: The SQLite file.
         daily_usd: The cap per UTC day.
-        lease_s: How long a reservation holds budget without being settled.
+        lease_s: How long a reservation holds budget once its process stops renewing it.
         clock: Wall-clock seconds (leases must mean the same in every process).
         period: The current period's key (default: the UTC date).
     """
@@ -105,7 +116,7 @@ class SQLiteProjectBudget:
         path: Path,
         *,
         daily_usd: float,
-        lease_s: float = 600.0,
+        lease_s: float = 30.0,
         clock: Callable[[], float] = time.time,
         period: Callable[[], str] = _today,
     ) -> None:
@@ -116,6 +127,7 @@ class SQLiteProjectBudget:
         self._period = period
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
+        self._leases: LeaseKeeper[str] = LeaseKeeper(self._renew, name="budget-sqlite-leases")
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
@@ -164,10 +176,12 @@ class SQLiteProjectBudget:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
+        self._leases.hold(rid, self.lease_s)
         return rid
 
     def settle(self, reservation: str, usd: float) -> None:
         """Record the call's real cost in place of its reservation."""
+        self._leases.drop([reservation])
         with self._lock:
             db = self._conn()
             db.execute("BEGIN IMMEDIATE")
@@ -185,8 +199,25 @@ class SQLiteProjectBudget:
 
     def release(self, reservation: str) -> None:
         """Delete an unsettled reservation."""
+        self._leases.drop([reservation])
         with self._lock:
             self._conn().execute("DELETE FROM spend WHERE id = ? AND NOT settled", (reservation,))
+
+    def _renew(self, held: list[tuple[str, float]]) -> None:
+        """Push back the leases of this process's holds (one that expired stays expired)."""
+        with self._lock:
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                now = self._clock()
+                db.executemany(
+                    "UPDATE spend SET expires = ? WHERE id = ? AND NOT settled AND expires >= ?",
+                    [(now + lease_s, rid, now) for rid, lease_s in held],
+                )
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
 
     def report(self) -> dict[str, Any]:
         """Cap, spend and holds of the current period."""

@@ -2,8 +2,11 @@
 thread's or batch's total, reserved and settled by atomic Lua scripts (:mod:`._budget_lua`).
 
 Chosen when ``MULTIAGENT_REDIS_URL`` is set (:func:`multiagent.models.budget.open_project_budget`,
-and the queue workers for a batch's ``--budget``). Reservations are leases timed by the Redis
-server, so a process killed mid-call gives its hold back once its lease ends.
+and the queue workers for a batch's ``--budget``). Reservations are short leases
+(``budget.lease_s``) timed by the Redis server and renewed while the process holding them
+lives: one ``RENEW`` script per Redis connection every third of the lease covers all the
+process's holds (:mod:`._budget_leases`). A call as long as it needs keeps its hold; a process
+killed mid-call stops renewing, and its holds are given back within one lease.
 
 **One round trip per call.** A settlement is not sent on its own: it rides with the process's
 next reservation, or is sent within a few tens of milliseconds by a flusher thread when none
@@ -17,8 +20,9 @@ Ctrl-C still stops it) and asks again; it is refused once settled spend alone le
 A worker's queued calls reserve before they wait at its gate, and calls hold their worst case
 while at the provider, so refusing on holds stopped a batch as ``budget_exceeded`` with much of
 its budget unspent. Holds always end: a call settles or releases, and a killed process's hold
-ends with its lease. A call made on an event loop's thread is refused at once, as before: the
-holds it would wait for may belong to coroutines of that same loop
+ends with its lease, within ``budget.lease_s`` of its death. A call made on an event loop's
+thread is refused at once, as before: the holds it would wait for may belong to coroutines of
+that same loop
 (:func:`~multiagent.models.budget.may_wait_for_holds`). A run's own
 :class:`~multiagent.models.ledger.RunLedger` still refuses on holds: its refusal ends only that
 run, which ``--resume`` continues.
@@ -55,6 +59,7 @@ from multiagent._interrupt import wait_or_stop
 from multiagent._metrics import get_metrics
 from multiagent._redis import open_redis
 from multiagent.errors import BudgetExceededError, ConfigError
+from multiagent.models._budget_leases import LeaseKey, lease_keeper
 from multiagent.models._budget_lua import RELEASE, REPORT, RESERVE, SETTLE
 from multiagent.models._budget_pending import BATCH, PendingSettlements, Settlement
 from multiagent.models.budget import may_wait_for_holds
@@ -107,7 +112,8 @@ class RedisBudget:
         key: The budget's key (``budget_key(...)``, or the project prefix).
         cap_usd: The cap; ``None`` to use the one stored with the budget (a batch's).
         daily: A new budget each UTC day of the server's clock (the project's cap).
-        lease_s: How long a reservation holds budget without being settled.
+        lease_s: How long a reservation holds budget once its process stops renewing it
+            (renewed every third of it while held: :mod:`._budget_leases`).
         degraded_fraction: Share of what was left that this process may spend alone while
             Redis is unreachable.
         label: How messages name the budget (``project budget``, ``batch budget``).
@@ -120,7 +126,7 @@ class RedisBudget:
         key: str,
         cap_usd: float | None,
         daily: bool = False,
-        lease_s: float = 600.0,
+        lease_s: float = 30.0,
         degraded_fraction: float = 0.1,
         label: str = "shared budget",
     ) -> None:
@@ -128,7 +134,9 @@ class RedisBudget:
         self.key = key
         self.cap_nano = None if cap_usd is None else to_nano(cap_usd)
         self.daily = daily
+        self.lease_s = lease_s
         self.lease_ms = max(1, int(lease_s * 1000))
+        self._leases = lease_keeper(client)
         self.ttl_s = DAILY_TTL_S if daily else RUN_TTL_S
         self.fraction = degraded_fraction
         self.label = label
@@ -190,6 +198,7 @@ class RedisBudget:
                     self._orphans.append(self._split(f"{self._period}/{rid}")[0] + "|" + rid)
                 self._lose(exc)
             else:
+                self._leases.drop(_keys(along))  # settled: nothing left to renew
                 return self._admitted(rid, amount, reply)
         return self._reserve_locally(amount)
 
@@ -209,9 +218,10 @@ class RedisBudget:
             if reservation in self._local:
                 self._local_used -= self._local.pop(reservation)
                 return
+        base, rid = self._split(reservation)
+        self._leases.drop([(base, rid)])  # a lost Redis: the hold ends with its lease
         if self._usable():
             try:
-                base, rid = self._split(reservation)
                 self._scripts["release"](keys=[base], args=[rid])
             except _LOST as exc:
                 self._lose(exc)
@@ -276,7 +286,9 @@ class RedisBudget:
                 budget_usd=cap / NANO,
                 daily=self.daily,
             )
-        return f"{period}/{rid}" if self.daily else rid
+        reservation = f"{period}/{rid}" if self.daily else rid
+        self._leases.hold(self._split(reservation), self.lease_s)  # renewed until settled
+        return reservation
 
     def _reserve_locally(self, amount: int) -> str:
         with self._lock:
@@ -356,6 +368,7 @@ class RedisBudget:
                 self._pending.restore(batch)
                 self._lose(exc)
                 return False
+            self._leases.drop(_keys(batch))
         return True
 
     def _flush_late(self) -> None:
@@ -377,6 +390,11 @@ class RedisBudget:
         if len(self._pending) and (not self.degraded or self._usable()):
             self._flush()
         self.client.close()
+
+
+def _keys(settlements: list[Settlement]) -> list[LeaseKey]:
+    """The (base, id) lease keys of ``settlements``."""
+    return [(base, rid) for _, base, rid, _ in settlements]
 
 
 def _pairs(settlements: list[Settlement]) -> list[str | int]:

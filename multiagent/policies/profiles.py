@@ -152,7 +152,10 @@ class BudgetConfig(_Section):
     :mod:`multiagent.models.budget`)."""
 
     daily_usd: float | None = Field(default=None, ge=0.0, allow_inf_nan=False)
-    lease_s: float = Field(default=600.0, gt=0.0, allow_inf_nan=False)
+    #: Seconds a reservation keeps holding budget once the process holding it stops renewing
+    #: it (killed mid-call); renewed every third of it while the process lives, however long
+    #: the call (see :mod:`multiagent.models._budget_leases`). At least 1 s.
+    lease_s: float = Field(default=30.0, ge=1.0, allow_inf_nan=False)
     #: Share of what was left of a Redis-shared budget a process may spend alone while
     #: Redis is unreachable (see :mod:`multiagent.models.budget_redis`).
     degraded_fraction: float = Field(default=0.1, ge=0.0, le=1.0, allow_inf_nan=False)

@@ -4,7 +4,8 @@
 
 - ``hammer``: once ``processes`` processes are ready, ``threads`` threads each reserve
   ``usd`` and settle ``usd`` until refused;
-- ``hold``: reserve ``usd``, print ``held``, then sleep (the test kills it);
+- ``hold``: reserve ``usd``, print ``held``, then sleep (the test kills it); with
+  ``"store": "sqlite"`` from the SQLite project budget at ``path`` instead of Redis;
 - ``steady``: reserve and settle ``usd`` until the file ``stop`` exists (Redis may go away
   meanwhile), then reconcile until nothing is kept.
 """
@@ -20,11 +21,19 @@ from pathlib import Path
 import redis
 
 from multiagent.errors import BudgetExceededError
+from multiagent.models.budget import SQLiteProjectBudget
 from multiagent.models.budget_redis import redis_project_budget, to_nano
 
 
 def main() -> None:
     spec = json.loads(sys.argv[1])
+    if spec.get("store") == "sqlite":
+        store = SQLiteProjectBudget(
+            Path(spec["path"]), daily_usd=spec["cap"], lease_s=spec["lease_s"]
+        )
+        store.reserve(float(spec["usd"]))
+        print("held", flush=True)
+        time.sleep(3600)  # a call that takes long: the test kills the process
     budget = redis_project_budget(
         spec["url"], daily_usd=spec["cap"], lease_s=spec.get("lease_s", 600.0),
         degraded_fraction=spec.get("fraction", 0.1),
