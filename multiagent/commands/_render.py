@@ -70,6 +70,12 @@ def _results_table(results: list[dict[str, Any]]) -> Table:
     return table
 
 
+def _analysis_hits(usage: dict[str, Any]) -> str:
+    """`` · N analysis cache hits`` when the analysis cache answered (no call made), else ""."""
+    hits = int(usage.get("analysis_cache_hits", 0))
+    return f" · {hits} analysis cache hits" if hits else ""
+
+
 def print_outcome(
     console: Console, outcome: WorkflowOutcome, report: dict[str, Any], *, streamed: set[str]
 ) -> None:
@@ -86,7 +92,7 @@ def print_outcome(
     console.print(
         f"[dim]thread {outcome.thread_id} · {usage['calls']} calls · "
         f"{usage['input_tokens']}+{usage['output_tokens']} tokens · ${usage['cost_usd']:.6f} · "
-        f"{usage['cache_hits']} cache hits · {outcome.seconds:.2f}s[/]",
+        f"{usage['cache_hits']} cache hits{_analysis_hits(usage)} · {outcome.seconds:.2f}s[/]",
         highlight=False,
         soft_wrap=True,
     )

@@ -150,6 +150,7 @@ def _follow(client: Any, batch_id: str, *, show: bool) -> None:
 
 def _show_results(client: Any, batch_id: str, *, as_json: bool) -> dict[str, Any]:
     """Print the batch's results (a table, or one JSON document); return them."""
+    from multiagent.commands._render import _analysis_hits as analysis_hits
     from multiagent.commands._render import _results_table as results_table
     from multiagent.distributed.queue import batch_results
 
@@ -162,7 +163,8 @@ def _show_results(client: Any, batch_id: str, *, as_json: bool) -> dict[str, Any
     usage = document["usage"]
     console.print(
         f"[dim]batch {batch_id} · {document['finished']}/{document['items']} items · "
-        f"{usage['calls']} calls · ${usage['cost_usd']:.6f}[/]",
+        f"{usage['calls']} calls · ${usage['cost_usd']:.6f} · {usage['cache_hits']} cache hits"
+        f"{analysis_hits(usage)}[/]",
         highlight=False,
     )
     if document["dead_lettered"]:

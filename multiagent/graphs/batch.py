@@ -163,7 +163,7 @@ def _run_chunks(
             for future in list(running):  # each ends at its next call: wait, keep what it paid
                 keep(future)
     for chunk_ledger in chunk_ledgers:
-        ledger.calls.extend(chunk_ledger.records())
+        ledger.absorb(chunk_ledger)
     status: Status = "completed" if stopped is None else stopped.status
     interrupted = interrupted or stop_requested()  # chunks left unstarted (the caller checks)
     return ("interrupted" if interrupted else status), stopped, ledger

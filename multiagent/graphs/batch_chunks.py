@@ -22,7 +22,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 
 from multiagent._interrupt import StopRequested
 from multiagent.graphs.runner import run_workflow
-from multiagent.models.ledger import CallRecord, RunLedger
+from multiagent.models.ledger import AnalysisHit, CallRecord, RunLedger
 from multiagent.nodes.context import WorkflowContext
 from multiagent.nodes.state import (
     ItemResult,
@@ -105,18 +105,24 @@ def plan_chunks(
 
 
 def ledger_usage(ledger: RunLedger) -> list[Usage]:
-    """Usage entries of every call ``ledger`` holds, one per node, agent and model."""
+    """Usage entries of every call (and analysis-cache hit) ``ledger`` holds, one per node,
+    agent and model."""
     groups: dict[tuple[str, str, str], list[CallRecord]] = {}
     for call in ledger.records():
         groups.setdefault((call.node, call.agent, call.model), []).append(call)
+    hits: dict[tuple[str, str, str], list[AnalysisHit]] = {}
+    for hit in ledger.analysis_hit_records():
+        hits.setdefault((hit.node, hit.agent, hit.model), []).append(hit)
+        groups.setdefault((hit.node, hit.agent, hit.model), [])
     entries: list[Usage] = []
     for (node, agent, model), calls in groups.items():
         seconds = sum(call.latency_s for call in calls)
         entries.append(
             usage_from_records(
-                calls, node=node, agent=agent, model=model, seconds=seconds, run=ledger.run_id
+                calls, node=node, agent=agent, model=model, seconds=seconds, run=ledger.run_id,
+                analysis_hits=hits.get((node, agent, model), []),
             )
-        )
+        )  # fmt: skip
     return entries
 
 

@@ -14,7 +14,10 @@ from typing import Any
 from multiagent.graphs.runner import WorkflowOutcome
 from multiagent.nodes.usage import Usage, thread_totals, total_usage
 
-_USAGE_KEYS = ("calls", "input_tokens", "output_tokens", "cost_usd", "cache_hits", "seconds")
+_USAGE_KEYS = (
+    "calls", "input_tokens", "output_tokens", "cost_usd", "cache_hits", "analysis_cache_hits",
+    "seconds",
+)  # fmt: skip
 
 
 def _usage_of(entries: list[Usage], *, node: str, agent: str) -> dict[str, Any]:

@@ -1,7 +1,11 @@
 """One run's model calls and the guard that keeps the run within its budget.
 
 Every model call ends as exactly one :class:`CallRecord` (answered, served from the cache,
-failed or cancelled). The ledger keeps them in order; everything that reports a run's usage —
+failed or cancelled). A verdict the analysis cache answered makes no call, so no call record:
+it is an :class:`AnalysisHit`, kept beside the calls and reported as ``analysis_cache_hits``
+(each hit is one lookup the analysis cache counted too, so the figures agree with the metrics;
+the completion cache's ``cache_hits`` stay the calls it answered). The ledger keeps them in
+order; everything that reports a run's usage —
 the per-node usage in graph state, ``--json``, the metrics store, trace attributes and what
 ``--resume`` takes off the budget — is derived from these records, so the figures agree.
 
@@ -121,6 +125,23 @@ def totals_of(records: Iterable[CallRecord]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class AnalysisHit:
+    """A result the analysis cache answered (no call made), as every report sees it.
+
+    Attributes:
+        agent: Whose result it was (a validator's verdict).
+        model: The model that made it.
+        node: The graph node that looked it up.
+        scope: Identifies one execution of a node (see :mod:`multiagent.nodes.calling`).
+    """
+
+    agent: str
+    model: str
+    node: str = ""
+    scope: int = 0
+
+
+@dataclass(frozen=True)
 class Reservation:
     """Budget held for one call in flight, until it is settled or released."""
 
@@ -153,6 +174,7 @@ class RunLedger:
 
     budget_usd: float | None = None
     calls: list[CallRecord] = field(default_factory=list)
+    analysis_hits: list[AnalysisHit] = field(default_factory=list)
     _reserved: dict[int, float] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -243,6 +265,27 @@ class RunLedger:
             calls = list(self.calls)
         return calls if scope is None else [c for c in calls if c.scope == scope]
 
+    def record_analysis_hit(self, hit: AnalysisHit) -> None:
+        """Add a result the analysis cache answered."""
+        with self._lock:
+            self.analysis_hits.append(hit)
+
+    def analysis_hit_records(self, *, scope: int | None = None) -> list[AnalysisHit]:
+        """The analysis-cache hits so far (of one node execution when ``scope`` is given)."""
+        with self._lock:
+            hits = list(self.analysis_hits)
+        return hits if scope is None else [h for h in hits if h.scope == scope]
+
+    def absorb(self, other: RunLedger) -> None:
+        """Add ``other``'s calls and analysis-cache hits (a batch's chunk ledger's) to these."""
+        calls, hits = other.records(), other.analysis_hit_records()
+        with self._lock:
+            self.calls.extend(calls)
+            self._spent += sum(call.cost_usd for call in calls)
+            self.analysis_hits.extend(hits)
+
     def totals(self) -> dict[str, Any]:
         """Calls, tokens, cost, cache hits and failures so far, as JSON-ready data."""
-        return totals_of(self.records())
+        with self._lock:
+            calls, hits = list(self.calls), len(self.analysis_hits)
+        return {**totals_of(calls), "analysis_cache_hits": hits}

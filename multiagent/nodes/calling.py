@@ -20,6 +20,7 @@ from langchain_core.runnables.config import ensure_config
 from pydantic import BaseModel
 
 from multiagent.models.accounting import NodeScope, current_scope, new_scope
+from multiagent.models.ledger import AnalysisHit
 from multiagent.models.structured import StructuredOutputError, run_structured
 from multiagent.nodes.agents import AgentSpec
 from multiagent.nodes.context import WorkflowContext
@@ -154,6 +155,13 @@ class AgentCall:
         self.steps.append(outcome.step)
         return outcome.value
 
+    def analysis_hit(self) -> None:
+        """Record that the analysis cache answered this node for the agent (no call made)."""
+        hit = AnalysisHit(
+            agent=self.agent.name, model=self.model_name, node=self.node, scope=self.scope.id
+        )
+        self.context.ledger.record_analysis_hit(hit)
+
     def usage(self) -> Usage:
         """What this node's calls used so far, from the run ledger's records of them."""
         ledger = self.context.ledger
@@ -164,4 +172,5 @@ class AgentCall:
             model=self.model_name,
             seconds=time.perf_counter() - self._started,
             run=ledger.run_id,
+            analysis_hits=ledger.analysis_hit_records(scope=self.scope.id),
         )

@@ -164,6 +164,8 @@ class ItemResult(TypedDict):
     failed: list[str]
     issues: list[str]
     quorum: NotRequired[int]
+    #: Every verdict came from the analysis cache (absent from results stored before it was kept).
+    cached: NotRequired[bool]
 
 
 class ValidatorTask(TypedDict):

@@ -1,5 +1,9 @@
 """What one node's model calls used: calls, tokens, cost, cache hits and time.
 
+``cache_hits`` are calls the completion cache answered; ``analysis_cache_hits`` are results the
+analysis cache answered with no call at all (a validator's cached verdict), so neither counts
+the other's.
+
 A node's :class:`Usage` entry is made from the ledger's records of that node's execution (see
 :class:`multiagent.nodes.calling.AgentCall`), not counted a second time from the replies, so the
 usage kept in graph state agrees with the ledger, the metrics and the traces. The entry names the
@@ -13,7 +17,7 @@ from typing import Any, NotRequired
 
 from typing_extensions import TypedDict
 
-from multiagent.models.ledger import CallRecord, totals_of
+from multiagent.models.ledger import AnalysisHit, CallRecord, totals_of
 
 
 class Usage(TypedDict):
@@ -30,12 +34,21 @@ class Usage(TypedDict):
     seconds: float
     run: NotRequired[str]
     errors: NotRequired[int]
+    analysis_cache_hits: NotRequired[int]
 
 
 def usage_from_records(
-    records: Iterable[CallRecord], *, node: str, agent: str, model: str, seconds: float, run: str
+    records: Iterable[CallRecord],
+    *,
+    node: str,
+    agent: str,
+    model: str,
+    seconds: float,
+    run: str,
+    analysis_hits: Iterable[AnalysisHit] = (),
 ) -> Usage:
-    """The usage entry of one node execution whose calls are ``records``."""
+    """The usage entry of one node execution whose calls are ``records`` (and whose results
+    the analysis cache answered are ``analysis_hits``)."""
     totals = totals_of(records)
     return Usage(
         node=node,
@@ -49,11 +62,12 @@ def usage_from_records(
         seconds=round(seconds, 4),
         run=run,
         errors=totals["errors"] + totals["cancelled"],
+        analysis_cache_hits=sum(1 for _ in analysis_hits),
     )
 
 
 def total_usage(entries: Iterable[Usage]) -> dict[str, Any]:
-    """Sum usage entries into calls, tokens, cost and cache hits."""
+    """Sum usage entries into calls, tokens, cost and cache hits (of both caches)."""
     items = list(entries)
     return {
         "calls": sum(e["calls"] for e in items),
@@ -61,6 +75,7 @@ def total_usage(entries: Iterable[Usage]) -> dict[str, Any]:
         "output_tokens": sum(e["output_tokens"] for e in items),
         "cost_usd": round(sum(e["cost_usd"] for e in items), 8),
         "cache_hits": sum(e["cache_hits"] for e in items),
+        "analysis_cache_hits": sum(e.get("analysis_cache_hits", 0) for e in items),
     }
 
 

@@ -138,6 +138,8 @@ def validate(state: ValidatorTask, *, runtime: Runtime[AnyContext]) -> dict[str,
         # the finish event names the error of a validator that did not answer (shown as ✗)
         with agent_step("validate", agent.name, call.usage):
             answer, cached = cached_verdict(context, agent, state["text"], compute)
+            if cached:  # no call made: the run's usage counts the hit (as the metrics do)
+                call.analysis_hit()
     except provider_errors() as exc:
         failure = ValidatorFailure(
             key=state["key"], validator=agent.name, error=describe_error(exc)
@@ -178,6 +180,7 @@ def item_result(
     """Consensus on one item: the share of responding validators that passed it.
 
     With fewer than ``quorum`` validators answering there is no consensus: ``inconclusive``.
+    ``cached`` says every verdict of the item came from the analysis cache (no call made).
     """
     responded = len(verdicts)
     passes = sum(1 for v in verdicts if v["passed"])
@@ -191,6 +194,8 @@ def item_result(
     issues = [
         f"{v['validator']}: {issue}" for v in verdicts if not v["passed"] for issue in v["issues"]
     ]
+    # answered from the analysis cache: every verdict it rests on was cached, none failed
+    cached = bool(verdicts) and not failures and all(v.get("cached") for v in verdicts)
     return ItemResult(
         id=item["id"],
         status=status,
@@ -203,6 +208,7 @@ def item_result(
         failed=sorted(f["validator"] for f in failures),
         issues=issues,
         quorum=quorum,
+        cached=cached,
     )
 
 

@@ -108,3 +108,30 @@ def test_a_chunk_whose_store_failed_is_stored_when_redis_answers_not_run_again(
     assert results["usage"]["calls"] == 8
     budget = batch_status(client, batch_id)["budget"]
     assert results["usage"]["cost_usd"] == pytest.approx(budget["spent_usd"], abs=1e-9)
+
+
+def test_a_queued_batch_answered_from_the_analysis_cache_reports_those_hits(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the same items queued twice: the second batch's verdicts all come from the analysis
+    # cache (in Redis). Its usage said 0 calls and 0 cache hits, as if nothing answered it
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    documents = []
+    for _ in range(2):
+        batch_id = _enqueue(tmp_path, monkeypatch, grain="oats")
+        worker = QueueWorker(
+            client, queue="q1", context=build_context(load_settings()), claim_idle_s=0.2
+        )
+        assert worker.run(idle_exit_s=1.5).stored == 4
+        shown = CliRunner().invoke(app, ["batch", "results", batch_id, "--json"])
+        assert shown.exit_code == 0, shown.output
+        documents.append(json.loads(shown.stdout))
+    first, second = (document["usage"] for document in documents)
+    assert (first["calls"], first["analysis_cache_hits"]) == (8, 0)
+    # nothing sent, the completion cache never asked: one analysis-cache hit per verdict
+    assert (second["calls"], second["cache_hits"], second["analysis_cache_hits"]) == (0, 0, 8)
+    assert [r["cached"] for r in documents[1]["results"]] == [True] * 4
+    metrics = CliRunner().invoke(app, ["metrics", "show", "--json"])
+    assert metrics.exit_code == 0, metrics.output
+    analysis = json.loads(metrics.stdout)["cache"]["analysis"]
+    assert (analysis["hits"], analysis["misses"]) == (8, 8)  # the batches' figures, once each
