@@ -162,6 +162,13 @@ def run_local_batch(
     if as_json and outcome.status == "interrupted":  # stdout holds the one document
         command = resume_command(outcome.outcome)
         err_console.print(f"interrupted; resume: {command}", highlight=False, soft_wrap=True)
+    elif as_json and outcome.status == "budget_exceeded" and not outcome.outcome.daily_cap:
+        command = resume_command(outcome.outcome)
+        err_console.print(
+            f"stopped on its budget; resume with a larger budget: {command} --budget USD",
+            highlight=False,
+            soft_wrap=True,
+        )
     raise typer.Exit(code=exit_code(outcome.status, report["results"]))
 
 

@@ -5,6 +5,15 @@ number of distinct texts (:mod:`multiagent.graphs.batch_chunks`), and chunks run
 time, so every step costs the same per item whatever the batch's size. Each finished chunk is
 stored (:mod:`multiagent.graphs.batch_store`) before the next is counted as done.
 
+Under a budget, a chunk is given an item only while the budget's room covers the item's worst
+case (each of its validators' calls at what it reserves:
+:class:`~multiagent.graphs.batch_budget.ItemAdmission`). A tight budget is so spent on finishing
+items, not on many items part-validated by parallel chunks until every one of them is refused a
+call: when the next item does not fit, the batch waits for the running chunks to settle (their
+real cost is far below their worst case), and once none runs and it still does not fit, stops
+as ``budget_exceeded`` with the unfinished items named, to be finished by a resume with a larger
+budget. Every call still reserves its worst case, so settled spend never exceeds the budget.
+
 When the provider goes away, a chunk comes back with items no validator answered; the batch
 then starts no new chunk, lets the running ones end, and stops as ``failed`` with the unfinished
 item ids named. On Ctrl-C it starts no new chunk or call, stores what the running chunks
@@ -17,9 +26,11 @@ come from the analysis cache when the context has one.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -31,7 +42,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from multiagent._inputs import check_text, item_id_problem, read_text_file
 from multiagent._interrupt import stop_requested
 from multiagent.errors import UsageError
-from multiagent.graphs.batch_budget import BatchBudget
+from multiagent.graphs.batch_budget import BatchBudget, ItemAdmission
 from multiagent.graphs.batch_chunks import (
     DEFAULT_CHUNK_SIZE,
     ChunkOutcome,
@@ -47,6 +58,7 @@ from multiagent.models.ledger import RunLedger
 from multiagent.nodes.context import WorkflowContext, build_context
 from multiagent.nodes.state import ItemResult, ValidationItem, ValidatorFailure, Verdict
 from multiagent.nodes.usage import Usage, total_usage
+from multiagent.nodes.validator import verdict_worst_case_usd
 from multiagent.policies import Settings, load_settings
 
 #: Reports ``(finished items, all items)`` after every stored chunk.
@@ -84,7 +96,7 @@ def concurrency_split(limit: int, *, validators: int, chunks: int) -> tuple[int,
 
 
 def _run_chunks(
-    chunks: list[list[ValidationItem]],
+    groups: deque[list[ValidationItem]],
     *,
     manifest: BatchManifest,
     store: BatchStore,
@@ -95,7 +107,13 @@ def _run_chunks(
     on_progress: Progress | None,
     finished: int,
 ) -> tuple[Status, ChunkOutcome | None, RunLedger]:
-    """Run ``chunks`` a few at a time; stop starting new ones once a chunk did not finish.
+    """Run ``groups`` (distinct texts, each with its duplicates) in chunks, a few at a time;
+    stop starting new ones once a chunk did not finish.
+
+    A chunk takes up to ``manifest.chunk_size`` groups, under a budget only those whose worst
+    case the budget's room covers (:class:`~multiagent.graphs.batch_budget.ItemAdmission`);
+    when the next item does not fit, the batch waits for the chunks running to settle, and
+    stops as ``budget_exceeded`` once none is left and it still does not fit.
 
     On Ctrl-C no new chunk or call starts; the chunks running end at their next call and are
     stored with the rest (every call paid for is kept), and the status is ``interrupted``.
@@ -103,8 +121,9 @@ def _run_chunks(
     their next call and end as ``interrupted``; a ``KeyboardInterrupt`` raised here (a second
     Ctrl-C, or no handler) stops the budget so that they end the same way.
     """
+    chunk_size = manifest.chunk_size
     parallel, per_chunk = concurrency_split(
-        limit, validators=len(manifest.validators), chunks=len(chunks)
+        limit, validators=len(manifest.validators), chunks=-(-len(groups) // chunk_size)
     )
     budget = context.ledger.budget_usd
     # each chunk records into a ledger of its own (same run id: one run's usage) reserving
@@ -112,26 +131,30 @@ def _run_chunks(
     # records (quadratic over one shared by the batch); the run's ledger collects them at the end
     ledger = RunLedger(budget_usd=budget)
     shared = BatchBudget(budget)
+    agents = [context.agents[name] for name in manifest.validators]
+    admission = ItemAdmission(
+        shared, lambda text: sum(verdict_worst_case_usd(context, a, text) for a in agents)
+    )
     chunk_ledgers: list[RunLedger] = []
     stopped: ChunkOutcome | None = None
     interrupted = False
     total = len(manifest.items)
-    queue = iter(enumerate(chunks))
+    numbers = itertools.count()
     with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="batch") as pool:
-        running: set[Future[ChunkOutcome]] = set()  # started and not yet stored
+        running: dict[Future[ChunkOutcome], int] = {}  # started and not yet stored: earmarks
 
         def submit() -> bool:
-            number, chunk = next(queue, (-1, []))
-            if number < 0:
+            chunk_ledger = RunLedger(shared=shared, run_id=ledger.run_id)
+            mark, chunk = admission.take(groups, most=chunk_size, ledger=chunk_ledger)
+            if not chunk:
                 return False
-            chunk_ledgers.append(RunLedger(shared=shared, run_id=ledger.run_id))
-            running.add(
-                pool.submit(
-                    run_chunk, f"{prefix}:{number}", chunk, validators=manifest.validators,
-                    threshold=manifest.threshold, context=context, max_concurrency=per_chunk,
-                    ledger=chunk_ledgers[-1], callbacks=callbacks,
-                )
+            chunk_ledgers.append(chunk_ledger)
+            future = pool.submit(
+                run_chunk, f"{prefix}:{next(numbers)}", chunk, validators=manifest.validators,
+                threshold=manifest.threshold, context=context, max_concurrency=per_chunk,
+                ledger=chunk_ledger, callbacks=callbacks,
             )  # fmt: skip
+            running[future] = mark
             return True
 
         def keep(future: Future[ChunkOutcome]) -> ChunkOutcome:
@@ -139,7 +162,7 @@ def _run_chunks(
             nonlocal finished
             chunk = future.result()
             finished += store.store(manifest.batch_id, chunk.chunk_id, chunk.records, chunk.usage)
-            running.discard(future)
+            admission.release(running.pop(future, -1))
             return chunk
 
         try:
@@ -153,8 +176,9 @@ def _run_chunks(
                         on_progress(finished, total)
                     if chunk.status != "completed" and stopped is None:
                         stopped = chunk
-                    if stopped is None and not stop_requested():
-                        submit()
+                while stopped is None and not stop_requested() and len(running) < parallel:
+                    if not submit():  # every item started, or the next one waits for room
+                        break
         except (KeyboardInterrupt, RuntimeError) as exc:
             if not from_ctrl_c(exc):
                 raise
@@ -164,8 +188,14 @@ def _run_chunks(
                 keep(future)
     for chunk_ledger in chunk_ledgers:
         ledger.absorb(chunk_ledger)
-    status: Status = "completed" if stopped is None else stopped.status
     interrupted = interrupted or stop_requested()  # chunks left unstarted (the caller checks)
+    if stopped is None and groups and not interrupted:  # nothing runs, and the next won't fit
+        stopped = ChunkOutcome(
+            chunk_id=f"{prefix}:admission", status="budget_exceeded", records=[],
+            unfinished=[item["id"] for group in groups for item in group], usage=[],
+            ledger=RunLedger(), message=admission.refusal, error="BudgetExceededError",
+        )  # fmt: skip
+    status: Status = "completed" if stopped is None else stopped.status
     return ("interrupted" if interrupted else status), stopped, ledger
 
 
@@ -277,7 +307,7 @@ def batch_cross_validate(
     todo = [item for item in manifest.items if item["id"] not in finished]
     attempt = uuid.uuid4().hex[:6]  # chunk ids of a resume never meet those of earlier runs
     status, stopped, ledger = _run_chunks(
-        plan_chunks(todo, chunk_size=manifest.chunk_size), manifest=manifest, store=store,
+        deque(plan_chunks(todo, chunk_size=1)), manifest=manifest, store=store,
         context=context, limit=limit, prefix=f"{batch_id}:{attempt}", callbacks=callbacks,
         on_progress=on_progress, finished=len(finished),
     )  # fmt: skip

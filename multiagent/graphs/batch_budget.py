@@ -1,4 +1,5 @@
-"""One budget for all the chunks of an in-process batch, with constant-time reservations.
+"""One budget for all the chunks of an in-process batch, with constant-time reservations, and
+the admission of the batch's items against it (:class:`ItemAdmission`).
 
 The chunks of a batch run in parallel and must not overspend together, so they reserve against
 one budget. Sharing one :class:`~multiagent.models.ledger.RunLedger` did that, but a run ledger
@@ -18,11 +19,15 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from multiagent._interrupt import check_stop
 from multiagent.errors import BudgetExceededError
 from multiagent.models.budget import may_wait_for_holds
+from multiagent.models.ledger import RunLedger
+from multiagent.nodes.state import ValidationItem
 
 #: How often a call waiting for holds looks for Ctrl-C.
 _POLL_S = 0.1
@@ -103,7 +108,85 @@ class BatchBudget:
             self._stopped = reason
             self._changed.notify_all()
 
+    @property
+    def spent_usd(self) -> float:
+        """USD settled so far."""
+        with self._lock:
+            return self._spent
+
     def report(self) -> dict[str, Any]:
         """Cap, settled spend and held reservations, JSON-ready."""
         with self._lock:
             return {"cap_usd": self.cap_usd, "spent_usd": self._spent, "held_usd": self._held_total}
+
+
+class ItemAdmission:
+    """Which items a capped batch may start: those whose worst case the budget still covers.
+
+    Chunks running in parallel each reserve call by call, so before this a tight budget was
+    spread over many items at once, each with some validators answered and the others
+    refused: the batch stopped with every item part-paid and none finished. Here a chunk is
+    given an item (a distinct text, with its duplicates) only while the budget's *room* covers
+    the item's worst case (its validators' calls, each at what it reserves): room is the cap,
+    less settled spend, less what the chunks running may still spend on the items they were
+    given (their earmark, the sum of those worst cases, less what they spent). So the items
+    started can be finished, whatever the concurrency; the calls still reserve as before, so
+    settled spend never exceeds the cap. Without a cap every item is admitted, and nothing
+    is estimated.
+
+    Args:
+        budget: The batch's budget.
+        worst_case: The worst case of validating one text.
+    """
+
+    def __init__(self, budget: BatchBudget, worst_case: Callable[[str], float]) -> None:
+        self._budget = budget
+        self._worst_case = worst_case
+        self._earmarks: dict[int, tuple[float, RunLedger]] = {}
+        self._ids = itertools.count()
+        #: Why the last :meth:`take` left the next item out, ``""`` when it did not.
+        self.refusal = ""
+
+    def room(self) -> float | None:
+        """What the budget can still admit (``None``: no cap)."""
+        cap = self._budget.cap_usd
+        if cap is None:
+            return None
+        outstanding = sum(
+            max(0.0, earmark - ledger.spent_usd) for earmark, ledger in self._earmarks.values()
+        )
+        return cap - self._budget.spent_usd - outstanding
+
+    def take(
+        self, groups: deque[list[ValidationItem]], *, most: int, ledger: RunLedger
+    ) -> tuple[int, list[ValidationItem]]:
+        """Take up to ``most`` groups (distinct texts) from the front of ``groups``, in order,
+        while their worst cases fit the room; earmark them for the chunk recording into
+        ``ledger``. Returns the earmark's id (for :meth:`release`) and the items taken (none
+        when the next does not fit: :attr:`refusal` says why)."""
+        room = self.room()
+        taken: list[ValidationItem] = []
+        earmark, count = 0.0, 0
+        self.refusal = ""
+        while groups and count < most:
+            if room is not None:
+                worst = self._worst_case(groups[0][0]["text"])
+                if earmark + worst > room:
+                    if not taken:
+                        self.refusal = (
+                            f"budget of ${self._budget.cap_usd:.4f} reached: "
+                            f"spent ${self._budget.spent_usd:.6f}, the ${room:.6f} "
+                            f"left cannot finish the next item (it may cost up to ${worst:.6f})"
+                        )
+                    break
+                earmark += worst
+            taken.extend(groups.popleft())
+            count += 1
+        mark = next(self._ids)
+        if taken:
+            self._earmarks[mark] = (earmark, ledger)
+        return mark, taken
+
+    def release(self, mark: int) -> None:
+        """The chunk of earmark ``mark`` ended: what it spent is settled, the rest is free."""
+        self._earmarks.pop(mark, None)

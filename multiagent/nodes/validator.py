@@ -15,12 +15,15 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
-from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime, get_runtime
 from langgraph.types import Send
 from pydantic import BaseModel, Field
 
+from multiagent.models.accounting import PROMPT_MARGIN
 from multiagent.models.analysis_cache import MISSING
+from multiagent.models.structured import tool_of
+from multiagent.models.tokens import prompt_tokens
 from multiagent.nodes.agents import AgentSpec
 from multiagent.nodes.calling import AgentCall
 from multiagent.nodes.context import AnyContext, WorkflowContext, context_of
@@ -120,18 +123,34 @@ def cached_verdict(
     return verdict, False
 
 
+def verdict_messages(agent: AgentSpec, text: str) -> list[BaseMessage]:
+    """The prompt a validator's verdict call on ``text`` sends."""
+    prompt = (
+        f"{text}\n\n---\nReview the text above for {agent.criteria or agent.name} and "
+        "return your verdict."
+    )
+    return [SystemMessage(agent.role), HumanMessage(prompt)]
+
+
+def verdict_worst_case_usd(context: WorkflowContext, agent: AgentSpec, text: str) -> float:
+    """The most ``agent``'s verdict call on ``text`` may cost: what the call reserves before it
+    is sent (its prompt with the verdict's tool, with the accounting's margin, and the node's
+    whole output allowance at the model's price; see
+    :meth:`~multiagent.models.accounting.CallIdentity.worst_case_of`)."""
+    tokens = prompt_tokens(verdict_messages(agent, text), tools=[tool_of(VerdictAnswer)])
+    allowance = context.settings.profile.models.output_limit("validate")
+    price = context.pipeline.price_of(context.model_name(agent))
+    return price.cost(int(tokens * PROMPT_MARGIN) + 1, allowance)
+
+
 def validate(state: ValidatorTask, *, runtime: Runtime[AnyContext]) -> dict[str, object]:
     """One validator's verdict on one text; a provider failure is recorded, not raised."""
     context = context_of(runtime)
     agent = context.agents[state["validator"]]
     call = AgentCall(context, agent, node="validate")
-    prompt = (
-        f"{state['text']}\n\n---\nReview the text above for {agent.criteria or agent.name} and "
-        "return your verdict."
-    )
 
     def compute() -> dict[str, Any]:
-        messages = [SystemMessage(agent.role), HumanMessage(prompt)]
+        messages = verdict_messages(agent, state["text"])
         return call.structured(messages, VerdictAnswer).model_dump()
 
     try:

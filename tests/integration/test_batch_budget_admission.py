@@ -1,0 +1,74 @@
+"""A tight budget is spent on finishing items: a batch starts an item only when the budget left
+covers its worst case, whatever the concurrency, and says how to continue when it stops."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.integration._batch_cli import cli, document, numbered_items, use_fast_provider
+
+#: Covers a few items' worst case (each validator call reserves its whole output allowance,
+#: several times what it costs), far from all twelve.
+BUDGET = 0.003
+
+
+@pytest.fixture(autouse=True)
+def fast_provider(monkeypatch: pytest.MonkeyPatch) -> None:
+    use_fast_provider(monkeypatch)
+
+
+def _batch_file(tmp_path: Path, count: int) -> Path:
+    path = tmp_path / "items.jsonl"
+    path.write_text("".join(json.dumps(i) + "\n" for i in numbered_items(count)), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("concurrency", [1, 2, 8])
+def test_a_tight_budget_finishes_whole_items_and_pays_for_no_half_validated_one(
+    tmp_path: Path, concurrency: int
+) -> None:
+    batch = _batch_file(tmp_path, 12)
+    first = cli(
+        "validate", "--batch", str(batch), "--validators", "2", "--concurrency", str(concurrency),
+        "--thread", "tight", "--budget", str(BUDGET), "--json",
+    )  # fmt: skip
+    assert first.exit_code == 1, first.output
+    stopped = document(first)
+    assert stopped["status"] == "budget_exceeded"
+    assert stopped["results"], "the budget covered whole items, yet none finished"
+    # every call paid for went to an item that finished: no item was left part-validated
+    assert stopped["this_run"]["calls"] == 2 * len(stopped["results"])
+    assert stopped["this_run"]["cost_usd"] <= BUDGET
+    assert "cannot finish the next item" in stopped["message"]
+    assert (
+        "stopped on its budget; resume with a larger budget: "
+        "multiagent validate --thread tight --resume --budget USD"
+    ) in first.stderr
+    assert len(stopped["results"]) + stopped["unfinished_count"] == 12
+
+    rest = document(cli("validate", "--thread", "tight", "--resume", "--budget", "10", "--json"))
+    assert rest["status"] == "completed"
+    assert [r["id"] for r in rest["results"]] == [f"i{n}" for n in range(12)]
+    assert rest["this_run"]["calls"] == 2 * stopped["unfinished_count"]
+    assert rest["usage"]["calls"] == 12 * 2
+
+
+def test_a_budget_that_cannot_finish_one_item_starts_none_and_says_how_to_continue(
+    tmp_path: Path,
+) -> None:
+    # one validator call fits (the budget is not refused up front), two do not
+    batch = _batch_file(tmp_path, 3)
+    first = cli("validate", "--batch", str(batch), "--validators", "2", "--concurrency", "4",
+                "--thread", "short", "--budget", "0.0008")  # fmt: skip
+    assert first.exit_code == 1, first.output
+    said = " ".join(first.stdout.split())  # the console wraps long lines
+    assert "0 calls" in said  # nothing paid for an item it could not finish
+    assert "cannot finish the next item" in said
+    assert "3 items unfinished" in said
+    assert "Resume with a larger budget: multiagent validate --thread short --resume" in said
+    rest = document(cli("validate", "--thread", "short", "--resume", "--budget", "1", "--json"))
+    assert rest["status"] == "completed"
+    assert rest["usage"]["calls"] == 3 * 2  # nothing was paid for before
