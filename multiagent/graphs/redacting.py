@@ -12,7 +12,8 @@ profile is the one the run's ``context`` names: a
 A notebook calling ``graph.invoke`` with a checkpointer and a redacting profile stores no raw
 personal value, as the CLI does not. ``update_state`` (through ``bulk_update_state``, as LangGraph
 Server's ``threads.update_state`` too) takes no context: its values are redacted when the
-process's profile redacts.
+process's profile redacts. Such a run is also traced to LangSmith redacted (:func:`traced_config`):
+what a tool brings into it is no run input, and would otherwise reach LangSmith as it came.
 
 The runners (:func:`~multiagent.graphs.runner.run_workflow`) and LangGraph Server's request hook
 (:mod:`multiagent.graphs.server_auth`, which sees a run before the server stores it in its own
@@ -38,6 +39,9 @@ from contextlib import aclosing
 from dataclasses import replace
 from typing import Any, cast
 
+from langchain_core.callbacks import BaseCallbackManager
+from langchain_core.runnables.config import ensure_config, merge_configs
+from langchain_core.tracers.langchain import LangChainTracer
 from langgraph.graph import StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import RunControl
@@ -46,6 +50,7 @@ from langgraph.types import Command, StateUpdate
 from multiagent._interrupt import RUN_CANCELLED
 from multiagent.nodes.context import WorkflowContext
 from multiagent.nodes.run_context import RunContext
+from multiagent.observability.langsmith_redaction import redacting_tracer
 from multiagent.policies import load_settings
 from multiagent.safety import redact_input
 
@@ -68,11 +73,13 @@ class RedactingGraph(CompiledStateGraph[Any, Any, Any, Any]):
     ) -> Iterator[Any]:
         """``CompiledStateGraph.stream`` with ``input`` redacted per the run's profile; closed
         before its end, it stops the run's nodes at their next model call or wait."""
-        redacted = redact_run_input(input, context)
+        on = redaction_on(context)
+        redacted = _redacted_run_input(input, on=on)
         control = kwargs.pop("control", None) or RunControl()
+        traced = traced_config(config, on=on)
         parts = cast(
             "Generator[Any]",
-            super().stream(redacted, config, context=context, control=control, **kwargs),
+            super().stream(redacted, traced, context=context, control=control, **kwargs),
         )
         try:
             for part in parts:
@@ -91,10 +98,14 @@ class RedactingGraph(CompiledStateGraph[Any, Any, Any, Any]):
         """``CompiledStateGraph.astream`` with ``input`` redacted per the run's profile (off the
         event loop: the first run of a profile reads its settings' files); cancelled or closed
         before its end, it stops the run's nodes at their next model call or wait."""
-        if input is not None and not isinstance(context, WorkflowContext):
-            input = await asyncio.to_thread(redact_run_input, input, context)
+        if isinstance(context, WorkflowContext):
+            on = redaction_on(context)
+            input = _redacted_run_input(input, on=on)
         else:
-            input = redact_run_input(input, context)
+            on = await asyncio.to_thread(redaction_on, context)
+            if input is not None and on:
+                input = await asyncio.to_thread(_redacted_run_input, input, on=on)
+        config = traced_config(config, on=on)
         # an async generator: closed with this one (a consumer's break, a cancellation)
         control = kwargs.pop("control", None) or RunControl()
         parts = super().astream(input, config, context=context, control=control, **kwargs)
@@ -133,7 +144,12 @@ def _redacted_updates(supersteps: Sequence[Sequence[StateUpdate]]) -> list[list[
 def redact_run_input(value: Any, context: Any) -> Any:
     """What a run brings in (an input, or a ``Command``'s ``resume`` and ``update``) as it may
     be stored under ``context``'s profile: redacted when it redacts, else ``value`` itself."""
-    if value is None or not redaction_on(context):
+    return _redacted_run_input(value, on=value is not None and redaction_on(context))
+
+
+def _redacted_run_input(value: Any, *, on: bool) -> Any:
+    """:func:`redact_run_input` with the profile's choice made."""
+    if value is None or not on:
         return value
     if isinstance(value, Command):
         resume, update = redact_input(value.resume, enabled=True), value.update
@@ -141,6 +157,21 @@ def redact_run_input(value: Any, context: Any) -> Any:
             update = redact_input(update, enabled=True)
         return replace(value, resume=resume, update=update)
     return redact_input(value, enabled=True)
+
+
+def traced_config(config: Any, *, on: bool) -> Any:
+    """A run's ``config`` with a tracer that sends LangSmith placeholders, when the run redacts
+    (``on``) and LangSmith traces: LangChain then adds no tracer of its own, which would send a
+    tool's result as the tool gave it. A run already traced by a LangSmith tracer (one the
+    caller passed, or an enclosing run's) keeps that one."""
+    if not on:
+        return config
+    callbacks = ensure_config(config).get("callbacks")
+    handlers = callbacks.handlers if isinstance(callbacks, BaseCallbackManager) else callbacks
+    if any(isinstance(handler, LangChainTracer) for handler in handlers or ()):
+        return config
+    tracer = redacting_tracer()
+    return config if tracer is None else merge_configs(config, {"callbacks": [tracer]})
 
 
 def redaction_on(context: Any) -> bool:

@@ -270,7 +270,10 @@ def shutdown_tracing() -> None:
     if previous is not None and previous.langsmith:
         from langchain_core.tracers.langchain import wait_for_all_tracers
 
+        from multiagent.observability.langsmith_redaction import flush_redacting_client
+
         wait_for_all_tracers()
+        flush_redacting_client()
     if previous is not None and previous.close is not None:
         # exports what is left; to a collector that is down for a few seconds at most
         previous.close()

@@ -16,6 +16,7 @@ import pytest
 from multiagent.policies import load_settings
 from multiagent.sim.model import build_simulated_model
 from tests.integration._langsmith_capture import langsmith_capture
+from tests.integration._pii_scan import PII_TEXT, RAW, leaks
 
 pytestmark = pytest.mark.slow
 
@@ -79,3 +80,51 @@ def test_a_streamed_run_reaches_langsmith_named_priced_and_findable(isolated_env
     # every call streamed: LangSmith keeps the first token's arrival of a streamed call
     streamed = [r for r in llm if any(e.get("name") == "new_token" for e in r.get("events", []))]
     assert len(streamed) == len(llm)
+
+
+_CRM_TOOL = (
+    '''
+from langchain_core.tools import tool
+
+
+@tool
+def lookup_customer(name: str) -> str:
+    """Look a customer up in the CRM by name."""
+    return "record: '''
+    + PII_TEXT.replace("'", "")
+    + """"
+"""
+)
+
+
+def test_a_tools_personal_values_never_reach_langsmith_when_the_profile_redacts(
+    isolated_env: Path, tmp_path: Path
+) -> None:
+    # a tool's result enters the run as the user's input does: LangSmith is sent placeholders
+    (tmp_path / "crm_tool.py").write_text(_CRM_TOOL, encoding="utf-8")
+    isolated_env.mkdir(parents=True, exist_ok=True)
+    (isolated_env / "agents.toml").write_text(
+        '[agents.clerk]\nrole = "You are the researcher for customer cases."\n'
+        'tools = ["crm_tool:lookup_customer"]\n',
+        encoding="utf-8",
+    )
+    env = dict(os.environ, MULTIAGENT_ENV="prod_balanced")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), env.get("PYTHONPATH")]))
+    with langsmith_capture() as (endpoint, captured):
+        env.update(
+            LANGSMITH_TRACING="true", LANGSMITH_ENDPOINT=endpoint, LANGSMITH_API_KEY="dummy",
+            LANGSMITH_PROJECT="capture",
+        )  # fmt: skip
+        done = _cli("run", f"Answer the case of {RAW['email']}", "--agents", "clerk",
+                    "--memory", "off", "--json", env=env)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        runs = captured.all()
+    tool_runs = [r for r in runs if r.get("run_type") == "tool"]
+    assert [r["name"] for r in tool_runs] == ["lookup_customer"]
+    assert "[REDACTED_CARD]" in json.dumps(tool_runs[0]["outputs"])
+    sent = [(f"langsmith {r.get('name')}", json.dumps(r, ensure_ascii=False).encode())
+            for r in runs]  # fmt: skip
+    assert leaks(iter(sent)) == []
+    # the runs still read: the root run carries the (redacted) task
+    root = next(r for r in runs if r.get("name") == "multiagent.orchestration")
+    assert "[REDACTED_EMAIL]" in json.dumps(root["inputs"])
