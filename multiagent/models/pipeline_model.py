@@ -65,7 +65,7 @@ from multiagent.models.accounting import (
 from multiagent.models.backpressure import BackpressureController
 from multiagent.models.budget_hold import CallInFlight
 from multiagent.models.completion_cache import CompletionCache, current_held, messages_key
-from multiagent.models.redaction import redact_messages
+from multiagent.models.redaction import redact_messages, redact_value
 from multiagent.models.retry import RetryPolicy, async_retrying, sync_retrying
 
 _NOT_GENERATION_PARAMS = ("stream", "streaming", "stream_usage", "include_response_headers")
@@ -203,7 +203,8 @@ class PipelineChatModel(BaseChatModel):
         check_stop()
         cache = self.completions
         if cache is None:
-            return self._priced(super()._generate_with_cache(messages, stop, run_manager, **kwargs))
+            answered = super()._generate_with_cache(messages, stop, run_manager, **kwargs)
+            return self._priced(self._redacted(answered))
         started = time.perf_counter()
         key = self._cache_key(messages, stop, kwargs)
         found = cache.get(key)
@@ -215,7 +216,7 @@ class PipelineChatModel(BaseChatModel):
                 for chunk in replay_chunks(chat):
                     run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             return self._priced(hit)
-        result = super()._generate_with_cache(messages, stop, run_manager, **kwargs)
+        result = self._redacted(super()._generate_with_cache(messages, stop, run_manager, **kwargs))
         self._store(key, result)
         return self._priced(result)
 
@@ -249,9 +250,8 @@ class PipelineChatModel(BaseChatModel):
         check_stop()
         cache = self.completions
         if cache is None:
-            return self._priced(
-                await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs)
-            )
+            answered = await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs)
+            return self._priced(self._redacted(answered))
         started = time.perf_counter()
         key = self._cache_key(messages, stop, kwargs)
         found = cache.get(key)  # a local read: faster than a hop to a thread
@@ -263,7 +263,8 @@ class PipelineChatModel(BaseChatModel):
                 for chunk in replay_chunks(chat):
                     await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             return self._priced(hit)
-        result = await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs)
+        answered = await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs)
+        result = self._redacted(answered)
         self._store(key, result)
         return self._priced(result)
 
@@ -293,6 +294,27 @@ class PipelineChatModel(BaseChatModel):
             return value
         messages, counts = redact_messages(value.to_messages())
         return ChatPromptValue(messages=messages) if counts else value
+
+    def _redacted(self, result: ChatResult) -> ChatResult:
+        """``result`` with the personal values of its answers replaced, when the profile redacts.
+
+        The model was sent placeholders, yet may write values of its own (a contact it knows):
+        an answer is redacted as a prompt is, before the cache or the caller (and so a
+        checkpoint, memory) keeps it. Tokens streamed meanwhile are not stored as they come.
+        """
+        if not self.redact:
+            return result
+        kept: list[ChatGeneration] = []
+        for generation in result.generations:
+            (message,), counts = redact_messages([generation.message])
+            extra = redact_value(message.additional_kwargs, record=False)
+            if counts or extra != message.additional_kwargs:
+                message = message.model_copy(update={"additional_kwargs": extra})
+                generation = generation.model_copy(
+                    update={"message": message, "text": message.text}
+                )
+            kept.append(generation)
+        return ChatResult(generations=kept, llm_output=result.llm_output)
 
     # -- streaming: only where the provider model streams ----------------------------------
 

@@ -4,10 +4,14 @@ list, a batch's manifest and what the model was asked hold placeholders, never t
 from __future__ import annotations
 
 import asyncio
+from itertools import cycle
+from pathlib import Path
 from typing import Any
 
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
@@ -22,6 +26,7 @@ from multiagent.nodes.context import WorkflowContext, build_context
 from multiagent.nodes.state import OrchestrationInput
 from multiagent.persistence.checkpointer import open_checkpointer
 from multiagent.policies import Settings, load_settings
+from tests.integration._pii_scan import stored_bytes
 
 EMAIL, CARD = "siti.rahayu@perusahaan.co.id", "5500 0000 0000 0004"
 TASK = f"Draft a reply to {EMAIL} about the charge on {CARD}"
@@ -200,3 +205,29 @@ def test_a_state_update_is_redacted_per_the_processs_profile(
     values = graph.get_state(config).values
     assert "[REDACTED_EMAIL]" in values["task"]
     assert "[REDACTED_CARD]" in values["output"]
+
+
+def test_personal_values_a_model_writes_itself_are_stored_only_as_placeholders(
+    isolated_env: Path, tmp_path: Path
+) -> None:
+    """A model was sent placeholders, yet may write personal values of its own (a contact it
+    knows): its answer is redacted before the cache, the checkpoints or memory keep it."""
+    answer = f"Escalate to the account owner: {EMAIL}, card {CARD}."
+    model = GenericFakeChatModel(messages=cycle([AIMessage(answer)]))
+    settings = load_settings(
+        env="prod_balanced",
+        overrides={"prices": {"GenericFakeChatModel": {"input_per_mtok": 0, "output_per_mtok": 0}}},
+    )
+    context = build_context(settings, model=model)
+    given = {"task": "Plan the follow-up call", "team": ["researcher"], "planner_picks": False}
+    with open_checkpointer(settings) as saver:
+        graph = build_orchestration_graph().compile(checkpointer=saver)
+        state = graph.invoke(given, {"configurable": {"thread_id": "t-answer"}}, context=context)
+    assert "[REDACTED_EMAIL]" in state["output"]
+    assert EMAIL not in state["output"]
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    files = list(stored_bytes(isolated_env, scratch))
+    assert {"checkpoints.sqlite", "cache.db"} <= {Path(w.split(":")[0]).name for w, _ in files}
+    raw = [EMAIL.encode(), CARD.encode(), CARD.replace(" ", "").encode()]
+    assert not [where for where, data in files if any(value in data for value in raw)]
