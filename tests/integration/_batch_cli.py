@@ -4,6 +4,7 @@ call, the CLI through typer's runner, and numbered items."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,3 +40,10 @@ def numbered_items(count: int) -> list[ValidationItem]:
     return [
         ValidationItem(id=f"i{n}", text=f"Oven {n} bakes rye at {200 + n} C.") for n in range(count)
     ]
+
+
+def batch_file(folder: Path, count: int) -> Path:
+    """A batch file of ``count`` numbered items in ``folder``."""
+    path = folder / "items.jsonl"
+    path.write_text("".join(json.dumps(i) + "\n" for i in numbered_items(count)), encoding="utf-8")
+    return path

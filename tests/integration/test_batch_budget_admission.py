@@ -3,12 +3,11 @@ covers its worst case, whatever the concurrency, and says how to continue when i
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from tests.integration._batch_cli import cli, document, numbered_items, use_fast_provider
+from tests.integration._batch_cli import batch_file, cli, document, use_fast_provider
 
 #: Covers a few items' worst case (each validator call reserves its whole output allowance,
 #: several times what it costs), far from all twelve.
@@ -20,17 +19,11 @@ def fast_provider(monkeypatch: pytest.MonkeyPatch) -> None:
     use_fast_provider(monkeypatch)
 
 
-def _batch_file(tmp_path: Path, count: int) -> Path:
-    path = tmp_path / "items.jsonl"
-    path.write_text("".join(json.dumps(i) + "\n" for i in numbered_items(count)), encoding="utf-8")
-    return path
-
-
 @pytest.mark.parametrize("concurrency", [1, 2, 8])
 def test_a_tight_budget_finishes_whole_items_and_pays_for_no_half_validated_one(
     tmp_path: Path, concurrency: int
 ) -> None:
-    batch = _batch_file(tmp_path, 12)
+    batch = batch_file(tmp_path, 12)
     first = cli(
         "validate", "--batch", str(batch), "--validators", "2", "--concurrency", str(concurrency),
         "--thread", "tight", "--budget", str(BUDGET), "--json",
@@ -60,7 +53,7 @@ def test_a_budget_that_cannot_finish_one_item_starts_none_and_says_how_to_contin
     tmp_path: Path,
 ) -> None:
     # one validator call fits (the budget is not refused up front), two do not
-    batch = _batch_file(tmp_path, 3)
+    batch = batch_file(tmp_path, 3)
     first = cli("validate", "--batch", str(batch), "--validators", "2", "--concurrency", "4",
                 "--thread", "short", "--budget", "0.0008")  # fmt: skip
     assert first.exit_code == 1, first.output

@@ -20,18 +20,18 @@ from multiagent.graphs.batch_store import batch_store_path, open_batch_store
 from multiagent.nodes.context import build_context
 from multiagent.nodes.usage import total_usage
 from multiagent.policies import Settings, load_settings
-from tests.integration._batch_cli import cli, document, numbered_items, use_fast_provider
+from tests.integration._batch_cli import (
+    batch_file,
+    cli,
+    document,
+    numbered_items,
+    use_fast_provider,
+)
 
 
 @pytest.fixture(autouse=True)
 def fast_provider(monkeypatch: pytest.MonkeyPatch) -> None:
     use_fast_provider(monkeypatch)
-
-
-def _batch_file(tmp_path: Path, count: int) -> Path:
-    path = tmp_path / "items.jsonl"
-    path.write_text("".join(json.dumps(i) + "\n" for i in numbered_items(count)), encoding="utf-8")
-    return path
 
 
 def _ctrl_c_once() -> Callable[..., None]:
@@ -57,7 +57,7 @@ def test_ctrl_c_stores_the_finished_chunk_prints_the_resume_command_and_resume_r
         return real(*args, **{**kwargs, "chunk_size": 4, "on_progress": on_progress})
 
     monkeypatch.setattr(batch_module, "batch_cross_validate", interrupted)
-    batch = _batch_file(tmp_path, 12)
+    batch = batch_file(tmp_path, 12)
     result = cli("validate", "--batch", str(batch), "--validators", "2", "--concurrency", "2",
                  "--json")  # fmt: skip
     assert result.exit_code == 130, result.output
@@ -170,7 +170,7 @@ def test_ctrl_c_while_chunks_run_starts_nothing_new_and_keeps_every_call_paid_fo
 def test_a_resumed_batch_spends_what_is_left_of_its_budget_and_reports_all_its_sessions(
     tmp_path: Path,
 ) -> None:
-    batch = _batch_file(tmp_path, 40)
+    batch = batch_file(tmp_path, 40)
     first = cli("validate", "--batch", str(batch), "--validators", "2", "--concurrency", "2",
                 "--thread", "bb", "--budget", "0.003", "--json")  # fmt: skip
     assert first.exit_code == 1, first.output
