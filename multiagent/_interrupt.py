@@ -40,8 +40,10 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 
-from langchain_core.runnables.config import var_child_runnable_config
+from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.config import ensure_config, var_child_runnable_config
 
 #: How often a simulated wait looks at the flag.
 _POLL_S = 0.05
@@ -79,12 +81,19 @@ def check_stop() -> None:
 
 def run_cancelled() -> bool:
     """Whether the LangGraph run the calling thread works for was given up by its caller."""
-    config = var_child_runnable_config.get()
-    if not config:
-        return False
-    runtime = config.get("configurable", {}).get(_RUNTIME_KEY)
-    control = getattr(runtime, "control", None)
+    control = _control_in(var_child_runnable_config.get())
     return getattr(control, "drain_reason", None) == RUN_CANCELLED
+
+
+def enclosing_control(config: RunnableConfig | None) -> Any:
+    """The ``RunControl`` of the run a run started with ``config`` belongs to (a graph called
+    from a node of another is part of that run), or ``None``."""
+    return _control_in(ensure_config(config))
+
+
+def _control_in(config: RunnableConfig | None) -> Any:
+    runtime = (config or {}).get("configurable", {}).get(_RUNTIME_KEY)
+    return getattr(runtime, "control", None)
 
 
 def wait_or_stop(seconds: float) -> None:

@@ -47,7 +47,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import RunControl
 from langgraph.types import Command, StateUpdate
 
-from multiagent._interrupt import RUN_CANCELLED
+from multiagent._interrupt import RUN_CANCELLED, enclosing_control
 from multiagent.nodes.context import WorkflowContext
 from multiagent.nodes.run_context import RunContext
 from multiagent.observability.langsmith_redaction import redacting_tracer
@@ -75,7 +75,7 @@ class RedactingGraph(CompiledStateGraph[Any, Any, Any, Any]):
         before its end, it stops the run's nodes at their next model call or wait."""
         on = redaction_on(context)
         redacted = _redacted_run_input(input, on=on)
-        control = kwargs.pop("control", None) or RunControl()
+        control = _own_control(kwargs, config)
         traced = traced_config(config, on=on)
         parts = cast(
             "Generator[Any]",
@@ -87,7 +87,7 @@ class RedactingGraph(CompiledStateGraph[Any, Any, Any, Any]):
                     yield part
                 except GeneratorExit:
                     # before LangGraph's teardown, which waits for the nodes still running
-                    control.request_drain(RUN_CANCELLED)
+                    _give_up(control)
                     raise
         finally:
             parts.close()
@@ -107,7 +107,7 @@ class RedactingGraph(CompiledStateGraph[Any, Any, Any, Any]):
                 input = await asyncio.to_thread(_redacted_run_input, input, on=on)
         config = traced_config(config, on=on)
         # an async generator: closed with this one (a consumer's break, a cancellation)
-        control = kwargs.pop("control", None) or RunControl()
+        control = _own_control(kwargs, config)
         parts = super().astream(input, config, context=context, control=control, **kwargs)
         async with aclosing(cast("AsyncGenerator[Any]", parts)):
             try:
@@ -116,7 +116,7 @@ class RedactingGraph(CompiledStateGraph[Any, Any, Any, Any]):
             except (asyncio.CancelledError, GeneratorExit):
                 # the nodes run on threads the cancellation does not reach: they stop at
                 # their next model call or wait (see multiagent._interrupt)
-                control.request_drain(RUN_CANCELLED)
+                _give_up(control)
                 raise
 
     def bulk_update_state(self, config: Any, supersteps: Sequence[Sequence[StateUpdate]]) -> Any:
@@ -131,6 +131,23 @@ class RedactingGraph(CompiledStateGraph[Any, Any, Any, Any]):
         :meth:`bulk_update_state`; settings are read off the event loop)."""
         redacted = await asyncio.to_thread(_redacted_updates, supersteps)
         return await super().abulk_update_state(config, redacted)
+
+
+def _own_control(kwargs: dict[str, Any], config: Any) -> RunControl | None:
+    """The ``RunControl`` for a run of this graph: the caller's (``control=``), else a new one;
+    ``None`` when the run is part of an enclosing run (called from a node of another graph),
+    whose own control LangGraph then hands down: giving up the inner stream (a node's
+    ``break``) must not stop the enclosing run."""
+    given = kwargs.pop("control", None)
+    if given is not None:
+        return cast("RunControl", given)
+    return None if enclosing_control(config) is not None else RunControl()
+
+
+def _give_up(control: RunControl | None) -> None:
+    """Mark a run as given up by its caller: its nodes stop at their next model call or wait."""
+    if control is not None:
+        control.request_drain(RUN_CANCELLED)
 
 
 def _redacted_updates(supersteps: Sequence[Sequence[StateUpdate]]) -> list[list[StateUpdate]]:

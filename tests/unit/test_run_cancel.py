@@ -157,3 +157,29 @@ def test_a_cancelled_run_leaves_other_runs_of_the_process_going() -> None:
     assert result["results"], "the run left going finished"
     _until(lambda: _calls("cancelled") >= 1)
     assert _calls("ok") == 3  # the brief run's three validators, none of the slow run's
+
+
+def test_a_graph_given_up_inside_a_node_leaves_the_enclosing_run_going() -> None:
+    from langgraph.graph import END, START, StateGraph
+    from typing_extensions import TypedDict
+
+    settings = _settings(0.0)
+    context, _ = _context(settings)
+    inner = compile_workflow("validation")
+    inputs = validation_input(
+        ["The launch is on Monday."], settings=settings, agents=context.agents, validators=2
+    )
+
+    class Outer(TypedDict):
+        going_on: bool
+
+    def peek(state: Outer) -> dict[str, bool]:
+        for _ in inner.stream(inputs, context=context, stream_mode="custom"):
+            break  # the node gives the inner run up, not its own
+        return {"going_on": not run_cancelled()}
+
+    outer = StateGraph(Outer)
+    outer.add_node("peek", peek)
+    outer.add_edge(START, "peek")
+    outer.add_edge("peek", END)
+    assert outer.compile().invoke({"going_on": False}) == {"going_on": True}
