@@ -1,0 +1,71 @@
+"""A run given up while a real server streams its answer: the node's call, on a LangGraph worker
+thread the cancellation does not reach, stops at its next chunk instead of reading the answer to
+its end, and no request follows."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from multiagent._metrics import get_metrics
+from multiagent.graphs.inputs import meeting_input
+from multiagent.graphs.workflows import compile_workflow
+from multiagent.models.pipeline import ModelPipeline
+from multiagent.nodes.agents_file import load_agents
+from multiagent.nodes.context import build_context
+from multiagent.observability.summary import summarize
+from multiagent.policies import load_settings
+from tests.realmodel._recorder import Recording
+
+pytestmark = [pytest.mark.realmodel, pytest.mark.slow]
+
+#: A turn far longer than the few tokens read before the cancellation lands.
+LONG_TURN = 400
+
+
+def _calls() -> dict[str, int]:
+    return dict(summarize(get_metrics().snapshot().counters)["calls"])
+
+
+def test_a_cancelled_run_stops_reading_the_real_servers_stream(
+    openai_real: Recording, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MULTIAGENT_MODELS__MAX_OUTPUT_TOKENS__SPEAK", str(LONG_TURN))
+    settings = load_settings()
+    agents = load_agents(settings)
+    context = build_context(
+        settings, agents=agents, pipeline=ModelPipeline(settings), analysis_cache=None
+    )
+    graph = compile_workflow("meeting")
+    inputs = meeting_input(
+        "Write out, in full, the story of how the bakery was founded",
+        agents=agents, participants=["researcher", "critic"], rounds=1,
+    )  # fmt: skip
+
+    async def cancel_at_the_first_token() -> list[Any]:
+        tokens: list[Any] = []
+
+        async def read() -> None:
+            async for chunk, _meta in graph.astream(
+                inputs, context=context, stream_mode="messages"
+            ):
+                if str(getattr(chunk, "content", "")):
+                    tokens.append(chunk)
+                    reading.set()
+
+        reading = asyncio.Event()
+        run = asyncio.create_task(read())
+        await reading.wait()
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+        return tokens
+
+    tokens = asyncio.run(cancel_at_the_first_token())
+    assert tokens
+    calls = _calls()
+    # the first speaker's streamed call ended at a chunk, cancelled; nothing read to its end
+    assert (calls["cancelled"], calls["ok"]) == (1, 0), calls
+    assert len(openai_real.requests) == 1  # no speaker after the first
