@@ -24,6 +24,13 @@ LangGraph's ``StateGraph.compile`` builds a ``CompiledStateGraph`` by name, so
 :meth:`WorkflowGraph.compile` gives the result this subclass's class; the subclass adds methods
 only, no state. Copies LangGraph makes (``with_config``) keep the class.
 
+A run its caller did not trace with OpenTelemetry (a LangGraph Server run: the CLI's runs carry
+the handler already) is traced as the CLI traces its runs once the process set tracing up
+(:func:`~multiagent.observability.tracing.configure_tracing`; on the server the HTTP app of
+:mod:`multiagent.graphs.server_app` does): one trace named ``multiagent.<graph name>`` with the
+run's profile, policy, provider, thread and correlation id. With no exporter configured the
+check costs one read of a global.
+
 A run its caller gives up (a cancelled ``astream``, a ``stream`` closed early) has its
 ``RunControl`` marked, so the nodes still running on LangGraph's threads stop at their next model
 call or wait instead of finishing, and paying for, work nobody reads (see
@@ -51,7 +58,8 @@ from multiagent._interrupt import RUN_CANCELLED, enclosing_control
 from multiagent.nodes.context import WorkflowContext
 from multiagent.nodes.run_context import RunContext
 from multiagent.observability.langsmith_redaction import redacting_tracer
-from multiagent.policies import load_settings
+from multiagent.observability.tracing import Tracing, trace_run, untraced_run
+from multiagent.policies import Settings, load_settings
 from multiagent.safety import redact_input
 
 
@@ -77,6 +85,9 @@ class RedactingGraph(CompiledStateGraph[Any, Any, Any, Any]):
         redacted = _redacted_run_input(input, on=on)
         control = _own_control(kwargs, config)
         traced = traced_config(config, on=on)
+        tracing = untraced_run(traced)
+        if tracing is not None:
+            traced = self._traced(traced, tracing, run_settings(context))
         parts = cast(
             "Generator[Any]",
             super().stream(redacted, traced, context=context, control=control, **kwargs),
@@ -106,6 +117,14 @@ class RedactingGraph(CompiledStateGraph[Any, Any, Any, Any]):
             if input is not None and on:
                 input = await asyncio.to_thread(_redacted_run_input, input, on=on)
         config = traced_config(config, on=on)
+        tracing = untraced_run(config)
+        if tracing is not None:  # the first run of a profile reads its settings' files
+            settings = (
+                context.settings
+                if isinstance(context, WorkflowContext)
+                else await asyncio.to_thread(run_settings, context)
+            )
+            config = self._traced(config, tracing, settings)
         # an async generator: closed with this one (a consumer's break, a cancellation)
         control = _own_control(kwargs, config)
         parts = super().astream(input, config, context=context, control=control, **kwargs)
@@ -118,6 +137,10 @@ class RedactingGraph(CompiledStateGraph[Any, Any, Any, Any]):
                 # their next model call or wait (see multiagent._interrupt)
                 _give_up(control)
                 raise
+
+    def _traced(self, config: Any, tracing: Tracing, settings: Settings) -> Any:
+        """``config`` traced by OpenTelemetry as the CLI traces a run (see the module)."""
+        return trace_run(config, tracing=tracing, workflow=self.name, settings=settings)
 
     def bulk_update_state(self, config: Any, supersteps: Sequence[Sequence[StateUpdate]]) -> Any:
         """``CompiledStateGraph.bulk_update_state`` (``update_state``'s way) with the values
@@ -191,25 +214,44 @@ def traced_config(config: Any, *, on: bool) -> Any:
     return config if tracer is None else merge_configs(config, {"callbacks": [tracer]})
 
 
+def run_settings(context: Any) -> Settings:
+    """The settings of a run with ``context`` (see :func:`redaction_on`): a
+    ``WorkflowContext``'s, else those its profile, policy and provider name (read once per set;
+    the process's when the values are bad: the run reports them itself)."""
+    if isinstance(context, WorkflowContext):
+        return context.settings
+    return _settings_for(*_context_key(context))
+
+
+def _context_key(context: Any) -> tuple[str | None, str | None, str | None]:
+    """A plain run context's profile, policy and provider (``None`` each when it is bad)."""
+    context = {} if context is None else context
+    try:
+        spec = context if isinstance(context, RunContext) else RunContext.model_validate(context)
+    except Exception:  # the run itself reports a bad context, naming the value
+        return None, None, None
+    return spec.profile, spec.policy, spec.provider
+
+
+@functools.lru_cache(maxsize=32)
+def _settings_for(profile: str | None, policy: str | None, provider: str | None) -> Settings:
+    """Settings for these context values, read once per set."""
+    try:
+        return load_settings(env=profile, policy=policy, provider=provider)
+    except Exception:  # the run reports a bad profile itself; judge by the process's settings
+        return load_settings()
+
+
 def redaction_on(context: Any) -> bool:
     """Whether a run with ``context`` (a ``WorkflowContext``, a ``RunContext``, its plain
     values, or ``None``) redacts personal values."""
     if isinstance(context, WorkflowContext):
         return bool(context.settings.profile.features.pii_redaction)
-    context = {} if context is None else context
-    try:
-        spec = context if isinstance(context, RunContext) else RunContext.model_validate(context)
-        key = (spec.profile, spec.policy, spec.provider)
-    except Exception:  # the run itself reports a bad context, naming the value
-        key = (None, None, None)
-    return _redaction_on(*key)
+    return _redaction_on(*_context_key(context))
 
 
 @functools.lru_cache(maxsize=32)
 def _redaction_on(profile: str | None, policy: str | None, provider: str | None) -> bool:
     """Whether a run with these context values redacts PII (settings read once per set)."""
-    try:
-        settings = load_settings(env=profile, policy=policy, provider=provider)
-    except Exception:  # the run reports a bad profile itself; judge by the process's settings
-        settings = load_settings()
+    settings = _settings_for.__wrapped__(profile, policy, provider)
     return bool(settings.profile.features.pii_redaction)

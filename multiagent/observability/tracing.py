@@ -23,6 +23,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from langchain_core.callbacks import BaseCallbackManager
+from langchain_core.runnables.config import ensure_config, merge_configs
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -322,6 +324,23 @@ def run_config(
     tracing = _ACTIVE
     handler = tracing.handler(settings) if tracing is not None else None
     return {
+        **_run_pieces(workflow, settings, thread_id, correlation, agents),
+        "callbacks": [
+            *([handler] if handler is not None else []),
+            *([_live_recorder(settings, workflow, thread_id, budget_usd)] if live else []),
+        ],
+    }
+
+
+def _run_pieces(
+    workflow: str,
+    settings: Settings,
+    thread_id: str | None,
+    correlation: str,
+    agents: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The run's name, tags and metadata (no ``thread_id`` for a run without a thread)."""
+    return {
         "run_name": f"multiagent.{workflow}",
         "tags": [
             "multiagent",
@@ -336,15 +355,54 @@ def run_config(
             "profile": settings.env,
             "policy": settings.policy,
             "provider": settings.provider,
-            "thread_id": thread_id,
+            **({"thread_id": thread_id} if thread_id else {}),
             "correlation_id": correlation,
             **({"agents": ",".join(agents)} if agents else {}),
         },
-        "callbacks": [
-            *([handler] if handler is not None else []),
-            *([_live_recorder(settings, workflow, thread_id, budget_usd)] if live else []),
-        ],
     }
+
+
+def untraced_run(config: Any) -> Tracing | None:
+    """The active set-up when it exports spans and a run with ``config`` has no OpenTelemetry
+    handler yet (none the caller passed, nor an enclosing run's), else ``None``.
+
+    The check every run of a workflow graph makes (:class:`~multiagent.graphs.redacting.
+    RedactingGraph`): with no tracing configured it reads one global and returns.
+    """
+    tracing = _ACTIVE
+    if tracing is None or tracing.provider is None:
+        return None
+    callbacks = ensure_config(config).get("callbacks")
+    handlers = callbacks.handlers if isinstance(callbacks, BaseCallbackManager) else callbacks
+    if any(isinstance(handler, OpenTelemetryCallbackHandler) for handler in handlers or ()):
+        return None
+    return tracing
+
+
+def trace_run(config: Any, *, tracing: Tracing, workflow: str, settings: Settings) -> Any:
+    """``config`` made one trace of ``tracing``, as :func:`run_config` makes a CLI run's.
+
+    For a run its caller did not trace (:func:`untraced_run`), such as a LangGraph Server run:
+    the OpenTelemetry handler is added, with the run's name (``multiagent.<workflow>``, unless
+    the caller named it), tags and metadata. What the caller's metadata (or an enclosing run's)
+    already says wins; the correlation id is the run's id when it has one (the server's run id),
+    the thread id the one in ``configurable``. No live recorder: the dashboard's live runs page
+    lists the CLI's runs.
+    """
+    given = ensure_config(config)
+    thread_id = given["configurable"].get("thread_id")
+    run_id = given.get("run_id")
+    correlation = str(given["metadata"].get("correlation_id") or run_id or uuid.uuid4().hex)
+    pieces = _run_pieces(workflow, settings, str(thread_id) if thread_id else None, correlation)
+    handler = tracing.handler(settings)
+    extra: dict[str, Any] = {
+        "tags": pieces["tags"],
+        "metadata": {k: v for k, v in pieces["metadata"].items() if k not in given["metadata"]},
+        "callbacks": [handler] if handler is not None else [],
+    }
+    if not given.get("run_name"):
+        extra["run_name"] = pieces["run_name"]
+    return merge_configs(config, extra)  # type: ignore[arg-type]
 
 
 def _live_recorder(

@@ -3,6 +3,7 @@ in the SDK's in-memory exporter, a LangChain tracer's view, and OTLP over HTTP o
 
 from __future__ import annotations
 
+import asyncio
 import operator
 from collections.abc import Iterator
 from typing import Annotated, Any
@@ -29,6 +30,7 @@ from multiagent._serve import serve_in_thread
 from multiagent.errors import ConfigError, UsageError
 from multiagent.graphs.inputs import orchestration_input
 from multiagent.graphs.runner import run_workflow
+from multiagent.graphs.validation import build_validation_graph
 from multiagent.nodes.agents_file import load_agents
 from multiagent.nodes.context import build_context
 from multiagent.observability.tracing import (
@@ -347,3 +349,69 @@ def test_a_call_under_an_untraced_parent_starts_its_own_trace(
     price = settings.profile.price_of("gpt-4o")
     assert price is not None
     assert attrs["multiagent.cost_usd"] == pytest.approx(price.cost(3, 4))
+
+
+def _validation_spans(
+    spans: InMemorySpanExporter, config: dict[str, Any], *, asynchronous: bool = False
+) -> tuple[list[ReadableSpan], int]:
+    """Run a workflow graph's validation as a notebook (or LangGraph Server) does: the spans it
+    left and its model calls."""
+    graph = build_validation_graph().compile(name="validation")
+    given = {"items": [{"id": "a", "text": "Water boils at 100 C at sea level."}]}
+    context = {"memory": "off"}
+    state = (
+        asyncio.run(graph.ainvoke(given, config, context=context))
+        if asynchronous
+        else graph.invoke(given, config, context=context)
+    )
+    return list(spans.get_finished_spans()), sum(u["calls"] for u in state["usage"])
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["invoke", "ainvoke"])
+def test_a_workflow_graph_run_nobody_traced_is_traced_as_the_cli_traces_it(
+    spans: InMemorySpanExporter, asynchronous: bool
+) -> None:
+    config = {"configurable": {"thread_id": "t-graph"}, "run_id": UUID(int=42)}
+    finished, calls = _validation_spans(spans, config, asynchronous=asynchronous)
+    [root] = [s for s in finished if s.parent is None]
+    assert root.name == "multiagent.validation"
+    attrs = root.attributes or {}
+    assert attrs["multiagent.workflow"] == "validation"
+    assert attrs["multiagent.profile"] == "dev_balanced"
+    assert attrs["multiagent.thread_id"] == "t-graph"
+    assert attrs["multiagent.correlation_id"] == str(UUID(int=42))
+    assert {"workflow:validation", "profile:dev_balanced"} <= set(attrs["multiagent.tags"])  # type: ignore[arg-type]
+    chats = [s for s in finished if s.kind is SpanKind.CLIENT]
+    assert calls > 0
+    assert len(chats) == calls
+    assert {s.context.trace_id for s in finished} == {root.context.trace_id}  # type: ignore[union-attr]
+
+
+def test_a_run_its_caller_traced_is_not_traced_twice(
+    settings: Settings, spans: InMemorySpanExporter
+) -> None:
+    config = _config(settings, "t-traced", correlation_id="corr-7")
+    finished, calls = _validation_spans(spans, dict(config))
+    [root] = [s for s in finished if s.parent is None]
+    assert root.name == "multiagent.demo"  # the caller's name, tags and metadata
+    assert (root.attributes or {})["multiagent.correlation_id"] == "corr-7"
+    assert len([s for s in finished if s.kind is SpanKind.CLIENT]) == calls
+
+
+def test_a_workflow_graph_run_is_not_traced_without_an_exporter(settings: Settings) -> None:
+    configure_tracing(settings, environment=TracingEnvironment())
+    try:
+        graph = build_validation_graph().compile(name="validation")
+        seen: list[Any] = []
+        real = graph.__class__._traced
+
+        def spy(self: Any, *args: Any) -> Any:
+            seen.append(args)
+            return real(self, *args)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(graph.__class__, "_traced", spy)
+            graph.invoke({"items": ["Water is wet."]}, context={"memory": "off"})
+        assert seen == []
+    finally:
+        shutdown_tracing()
