@@ -58,6 +58,19 @@ def metrics_summary(settings: Settings, *, store: MetricsStore | None = None) ->
     }
 
 
+def prometheus_text(settings: Settings, *, store: MetricsStore | None = None) -> str:
+    """The Prometheus text of ``GET /metrics``: the history's all-time counter totals plus this
+    process's unpersisted counts, this process's gauges and the caches'.
+
+    Args:
+        settings: Resolved settings (the data directory, the caches).
+        store: This process's metrics store; default: :func:`get_metrics`.
+    """
+    live = store if store is not None else get_metrics()
+    gauges = [*live.snapshot().gauges, *cache_gauges(cache_analytics(settings))]
+    return render_prometheus(MetricsHistory(settings, store=live).totals(), gauges)
+
+
 def create_metrics_app(
     settings: Settings,
     *,
@@ -93,8 +106,7 @@ def create_metrics_app(
 
     @app.get("/metrics", dependencies=read, response_class=PlainTextResponse)
     def prometheus() -> PlainTextResponse:
-        gauges = [*live.snapshot().gauges, *cache_gauges(cache_analytics(settings))]
-        text = render_prometheus(history.totals(), gauges)
+        text = prometheus_text(settings, store=live)
         return PlainTextResponse(text, media_type=CONTENT_TYPE)
 
     @app.get("/metrics/summary", dependencies=read)

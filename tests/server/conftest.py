@@ -76,15 +76,16 @@ def _config_in(base: Path) -> Path:
     def absolute(path: str) -> str:
         return str((ROOT / path).resolve()) if path.startswith(".") else path
 
+    def absolute_target(target: str) -> str:
+        path, _, name = target.partition(":")
+        return f"{absolute(path)}:{name}"
+
     config["dependencies"] = [absolute(d) for d in config["dependencies"]]
-    config["graphs"] = {
-        name: ":".join([absolute(target.split(":")[0]), *target.split(":")[1:]])
-        for name, target in config["graphs"].items()
-    }
+    config["graphs"] = {name: absolute_target(t) for name, t in config["graphs"].items()}
     if "auth" in config:
-        config["auth"]["path"] = ":".join(
-            [absolute(config["auth"]["path"].split(":")[0]), *config["auth"]["path"].split(":")[1:]]
-        )
+        config["auth"]["path"] = absolute_target(config["auth"]["path"])
+    if "http" in config:
+        config["http"]["app"] = absolute_target(config["http"]["app"])
     path = base / "langgraph.json"
     path.write_text(json.dumps(config), encoding="utf-8")
     return path
