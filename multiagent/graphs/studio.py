@@ -7,6 +7,11 @@ values: the graphs' ``context_schema``, :class:`~multiagent.nodes.run_context.Ru
 objects are built from those values once per process (:func:`multiagent.nodes.context.
 context_of`); agents remember in the server's store. Minimal inputs suffice: ``{"task": ...}``,
 ``{"topic": ...}``, ``{"items": [...]}``.
+
+Importing it ties nothing to a data directory and starts no thread: it is imported wherever the
+graphs are wanted (drawing them, a notebook). What a serving process adds, its metrics persisted
+into the history of its ``MULTIAGENT_HOME`` and its runs traced, is set up by the server's HTTP
+app (:mod:`multiagent.graphs.server_app`, ``langgraph.json``'s ``http.app``), in its lifespan.
 """
 
 from __future__ import annotations

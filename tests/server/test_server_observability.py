@@ -93,13 +93,13 @@ async def test_server_calls_reach_the_history_when_the_server_stops(
         prometheus = httpx.get(f"{url}/multiagent/metrics", timeout=30)
         own = httpx.get(f"{url}/metrics", timeout=30)  # LangGraph Server's, still its own
     usage = _usage_of(states)
+    # the default export interval is 5 minutes: only the shutdown (a SIGTERM) wrote these
+    _assert_counts(_metrics_show(home), usage)
     _assert_counts(live, usage)
     assert prometheus.status_code == 200
     assert "multiagent_model_calls_total{" in prometheus.text
     assert own.status_code == 200
     assert "multiagent_model_calls_total" not in own.text
-    # the default export interval is 5 minutes: only the shutdown (a SIGTERM) wrote these
-    _assert_counts(_metrics_show(home), usage)
 
 
 async def test_server_calls_reach_the_history_while_it_runs(
