@@ -133,6 +133,13 @@ def _before_validators(graph: Any, config: RunnableConfig) -> RunnableConfig:
     raise UsageError(f"thread {config['configurable']['thread_id']!r} has no validators to rerun")
 
 
+def _error_text(error: object) -> str:
+    """How a task's failure is shown: Ctrl-C or a run given up (no message) as ``interrupted``."""
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted"
+    return str(error) or type(error).__name__
+
+
 class _Watcher:
     """Turns LangGraph's stream into events and node timings."""
 
@@ -159,7 +166,7 @@ class _Watcher:
         if data.get("interrupts"):
             label += " (waiting)"
         self.timings.append({"node": name, "label": label, "seconds": seconds})
-        failed = None if error is None else str(error)
+        failed = None if error is None else _error_text(error)
         self._emit(
             WorkflowEvent("end", name, label, seconds=seconds, error=failed, task=data["id"])
         )

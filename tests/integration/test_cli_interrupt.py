@@ -17,6 +17,13 @@ import pytest
 pytestmark = pytest.mark.slow
 
 TASK = "Plan a product launch for a small bakery"
+#: What the live view prints when each agent's step ended well.
+STEP_DONE = {
+    "planner": "✓ plan ",
+    "researcher": "✓ work · researcher",
+    "critic": "✓ work · critic",
+    "synthesizer": "✓ synthesize",
+}
 
 
 def _env(ttft: float) -> dict[str, str]:
@@ -78,6 +85,8 @@ def test_ctrl_c_at_any_step_marks_the_thread_interrupted_and_resume_finishes_it(
     assert code == 130, err
     assert "Traceback" not in err
     assert f"multiagent run --thread {thread} --resume" in out
+    for agent, step_done in STEP_DONE.items():  # an agent stopped is not shown as done too
+        assert not (f"✗ {agent} " in out and step_done in out), out
     row = _thread(thread)
     assert row["status"] == "interrupted"
     shown = json.loads(_cli("threads", "show", thread, "--json").stdout)
