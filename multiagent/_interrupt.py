@@ -43,7 +43,7 @@ from types import FrameType
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
-from langchain_core.runnables.config import ensure_config, var_child_runnable_config
+from langchain_core.runnables.config import var_child_runnable_config
 
 #: How often a simulated wait looks at the flag.
 _POLL_S = 0.05
@@ -88,7 +88,9 @@ def run_cancelled() -> bool:
 def enclosing_control(config: RunnableConfig | None) -> Any:
     """The ``RunControl`` of the run a run started with ``config`` belongs to (a graph called
     from a node of another is part of that run), or ``None``."""
-    return _control_in(ensure_config(config))
+    # what ``ensure_config`` would merge, without building the merged config: the caller's
+    # config, else the enclosing run's (the calling thread's)
+    return _control_in(config) or _control_in(var_child_runnable_config.get())
 
 
 def _control_in(config: RunnableConfig | None) -> Any:
