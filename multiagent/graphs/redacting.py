@@ -245,13 +245,4 @@ def _settings_for(profile: str | None, policy: str | None, provider: str | None)
 def redaction_on(context: Any) -> bool:
     """Whether a run with ``context`` (a ``WorkflowContext``, a ``RunContext``, its plain
     values, or ``None``) redacts personal values."""
-    if isinstance(context, WorkflowContext):
-        return bool(context.settings.profile.features.pii_redaction)
-    return _redaction_on(*_context_key(context))
-
-
-@functools.lru_cache(maxsize=32)
-def _redaction_on(profile: str | None, policy: str | None, provider: str | None) -> bool:
-    """Whether a run with these context values redacts PII (settings read once per set)."""
-    settings = _settings_for.__wrapped__(profile, policy, provider)
-    return bool(settings.profile.features.pii_redaction)
+    return bool(run_settings(context).profile.features.pii_redaction)

@@ -20,7 +20,7 @@ from multiagent.graphs.batch_store import MemoryBatchStore
 from multiagent.graphs.execute import execute_workflow
 from multiagent.graphs.inputs import orchestration_input
 from multiagent.graphs.orchestration import build_orchestration_graph
-from multiagent.graphs.redacting import _redaction_on
+from multiagent.graphs.redacting import _settings_for
 from multiagent.graphs.runner import run_workflow
 from multiagent.nodes.context import WorkflowContext, build_context
 from multiagent.nodes.state import OrchestrationInput
@@ -189,7 +189,7 @@ def test_a_state_update_is_redacted_per_the_processs_profile(
 ) -> None:
     """``update_state`` takes no context: the process's profile decides (a server's, say)."""
     monkeypatch.setenv("MULTIAGENT_ENV", "prod_balanced")
-    _redaction_on.cache_clear()
+    _settings_for.cache_clear()
     try:
         saver = InMemorySaver()
         graph = build_orchestration_graph().compile(checkpointer=saver)
@@ -199,7 +199,7 @@ def test_a_state_update_is_redacted_per_the_processs_profile(
         graph.update_state(config, {"task": f"Call {EMAIL} first"})
         asyncio.run(graph.aupdate_state(config, {"output": f"Charge {CARD}"}))
     finally:
-        _redaction_on.cache_clear()
+        _settings_for.cache_clear()
     assert EMAIL not in _stored(saver, "t-direct-update")
     assert CARD not in _stored(saver, "t-direct-update")
     values = graph.get_state(config).values

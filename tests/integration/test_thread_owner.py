@@ -72,21 +72,17 @@ def test_run_workflow_refuses_to_resume_a_thread_of_another_workflow(
             thread_id="api",
         )
         assert made.status == "completed"
-        with pytest.raises(UsageError, match="'api' belongs to the orchestration workflow"):
-            run_workflow(
-                "meeting",
-                None,
-                context=multiagent.build_context(settings),
-                checkpointer=saver,
-                thread_id="api",
-                resume=True,
-            )
-        with pytest.raises(UsageError, match="unknown thread 'ghost'"):
-            run_workflow(
-                "meeting",
-                None,
-                context=multiagent.build_context(settings),
-                checkpointer=saver,
-                thread_id="ghost",
-                resume=True,
-            )
+        refusals = {
+            "api": "'api' belongs to the orchestration workflow",
+            "ghost": "unknown thread 'ghost'",
+        }
+        for thread_id, refusal in refusals.items():
+            with pytest.raises(UsageError, match=refusal):
+                run_workflow(
+                    "meeting",
+                    None,
+                    context=multiagent.build_context(settings),
+                    checkpointer=saver,
+                    thread_id=thread_id,
+                    resume=True,
+                )
