@@ -98,7 +98,7 @@ class CallIdentity:
 
     def worst_case_of(self, prompt: int, *, max_output: int) -> float:
         """:meth:`worst_case_usd` for a prompt already estimated at ``prompt`` tokens."""
-        return self.price.cost(int(prompt * PROMPT_MARGIN) + 1, max_output)
+        return worst_case_cost(self.price, prompt, max_output=max_output)
 
     def hold(self, usd: float) -> Hold:
         """Reserve ``usd`` in the run's ledger, then in the project budget.
@@ -169,6 +169,12 @@ class CallIdentity:
             self.ledger.record(record, reservation=run)
         _count(record)
         return record
+
+
+def worst_case_cost(price: ModelPrice, prompt: int, *, max_output: int) -> float:
+    """The most a call with a prompt estimated at ``prompt`` tokens can cost at ``price``: the
+    prompt with :data:`PROMPT_MARGIN` and the whole output allowance (what a call reserves)."""
+    return price.cost(int(prompt * PROMPT_MARGIN) + 1, max_output)
 
 
 def _count(record: CallRecord) -> None:

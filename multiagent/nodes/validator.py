@@ -20,7 +20,7 @@ from langgraph.runtime import Runtime, get_runtime
 from langgraph.types import Send
 from pydantic import BaseModel, Field
 
-from multiagent.models.accounting import PROMPT_MARGIN
+from multiagent.models.accounting import worst_case_cost
 from multiagent.models.analysis_cache import MISSING
 from multiagent.models.structured import tool_of
 from multiagent.models.tokens import prompt_tokens
@@ -140,7 +140,7 @@ def verdict_worst_case_usd(context: WorkflowContext, agent: AgentSpec, text: str
     tokens = prompt_tokens(verdict_messages(agent, text), tools=[tool_of(VerdictAnswer)])
     allowance = context.settings.profile.models.output_limit("validate")
     price = context.pipeline.price_of(context.model_name(agent))
-    return price.cost(int(tokens * PROMPT_MARGIN) + 1, allowance)
+    return worst_case_cost(price, tokens, max_output=allowance)
 
 
 def validate(state: ValidatorTask, *, runtime: Runtime[AnyContext]) -> dict[str, object]:
