@@ -127,6 +127,7 @@ class BackpressureController(Waiting):
         self.advertised_tps: float | None = None
         self.limit_cuts = 0
         self._holders = self._sent = 0
+        self._last_send = -math.inf
         self._tat = self._tat_tokens = -math.inf
         self._epoch = 0
         self._start = clock()
@@ -183,7 +184,7 @@ class BackpressureController(Waiting):
         if ticket.slot_at > now + _EPSILON_S:
             self._flags.pace_bound = True
             return ticket.slot_at - now
-        ticket.sent_at = now
+        ticket.sent_at = self._last_send = now
         self._window.sent(now)
         self._sent += 1
         return 0.0
@@ -308,17 +309,29 @@ class BackpressureController(Waiting):
             return
         before = self.rate
         if self.pace.on_rate_limited(sent_at=sent_at, now=now, window=self._window):
-            self._rate_moved(before)
+            self._rate_moved(before, unpaused=wait is None)
 
-    def _rate_moved(self, before: float) -> None:
-        """Void booked slots when the pace fell, or rose by more than a tenth."""
+    def _rate_moved(self, before: float, *, unpaused: bool = False) -> None:
+        """Void booked slots when the pace fell, or rose by more than a tenth.
+
+        A 429 that named no pause (``unpaused``) gets none: the new pace's first slot is then
+        one interval of it after the last send (see :meth:`_rebook`).
+        """
         if self.rate < before or self.rate > before * 1.1:
-            self._rebook()
+            self._rebook(spaced=unpaused)
 
-    def _rebook(self) -> None:
-        """Make every booked slot void (they were spaced for another pace); no burst credit."""
+    def _rebook(self, *, spaced: bool = False) -> None:
+        """Make every booked slot void (they were spaced for another pace); no burst credit.
+
+        ``spaced``: the first slot of the new pace is one interval of it after the last send.
+        A 429 with no Retry-After (a gateway's ``limit_req`` answers so, at once) pauses
+        nothing: with a first slot at once, each refusal cut the pace, rebooked and let the
+        next waiting request go, and the waiting requests went back to back into a wall of
+        429s that drove the pace to its floor.
+        """
         self._epoch += 1
-        start = max(self._clock(), self.gate.until) + self.config.burst_s
+        after = self._last_send + self.multiplier / self.rate if spaced else -math.inf
+        start = max(self._clock(), self.gate.until, after) + self.config.burst_s
         self._tat = self._tat_tokens = start
 
     def _cut_limit(self, now: float, *, scale: float | None = None) -> None:
