@@ -42,12 +42,17 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Sequence
-from contextlib import aclosing
+from contextlib import aclosing, contextmanager, suppress
 from dataclasses import replace
 from typing import Any, cast
 
 from langchain_core.callbacks import BaseCallbackManager
-from langchain_core.runnables.config import ensure_config, merge_configs
+from langchain_core.runnables.config import (
+    RunnableConfig,
+    ensure_config,
+    merge_configs,
+    var_child_runnable_config,
+)
 from langchain_core.tracers.langchain import LangChainTracer
 from langgraph.graph import StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -57,7 +62,7 @@ from langgraph.types import Command, StateUpdate
 from multiagent._interrupt import RUN_CANCELLED, enclosing_control
 from multiagent.nodes.context import WorkflowContext
 from multiagent.nodes.run_context import RunContext
-from multiagent.observability.langsmith_redaction import redacting_tracer
+from multiagent.observability.langsmith_redaction import redacting_callbacks, redacting_tracer
 from multiagent.observability.tracing import Tracing, trace_run, untraced_run
 from multiagent.policies import Settings, load_settings
 from multiagent.safety import redact_input
@@ -84,24 +89,25 @@ class RedactingGraph(CompiledStateGraph[Any, Any, Any, Any]):
         on = redaction_on(context)
         redacted = _redacted_run_input(input, on=on)
         control = _own_control(kwargs, config)
-        traced = traced_config(config, on=on)
+        traced, enclosing = traced_config(config, on=on)
         tracing = untraced_run(traced)
         if tracing is not None:
             traced = self._traced(traced, tracing, run_settings(context))
-        parts = cast(
-            "Generator[Any]",
-            super().stream(redacted, traced, context=context, control=control, **kwargs),
-        )
-        try:
-            for part in parts:
-                try:
-                    yield part
-                except GeneratorExit:
-                    # before LangGraph's teardown, which waits for the nodes still running
-                    _give_up(control)
-                    raise
-        finally:
-            parts.close()
+        with _handed_down(enclosing):
+            parts = cast(
+                "Generator[Any]",
+                super().stream(redacted, traced, context=context, control=control, **kwargs),
+            )
+            try:
+                for part in parts:
+                    try:
+                        yield part
+                    except GeneratorExit:
+                        # before LangGraph's teardown, which waits for the nodes still running
+                        _give_up(control)
+                        raise
+            finally:
+                parts.close()
 
     async def astream(
         self, input: Any, config: Any = None, *, context: Any = None, **kwargs: Any
@@ -116,7 +122,7 @@ class RedactingGraph(CompiledStateGraph[Any, Any, Any, Any]):
             on = await asyncio.to_thread(redaction_on, context)
             if input is not None and on:
                 input = await asyncio.to_thread(_redacted_run_input, input, on=on)
-        config = traced_config(config, on=on)
+        config, enclosing = traced_config(config, on=on)
         tracing = untraced_run(config)
         if tracing is not None:  # the first run of a profile reads its settings' files
             settings = (
@@ -128,15 +134,16 @@ class RedactingGraph(CompiledStateGraph[Any, Any, Any, Any]):
         # an async generator: closed with this one (a consumer's break, a cancellation)
         control = _own_control(kwargs, config)
         parts = super().astream(input, config, context=context, control=control, **kwargs)
-        async with aclosing(cast("AsyncGenerator[Any]", parts)):
-            try:
-                async for part in parts:
-                    yield part
-            except (asyncio.CancelledError, GeneratorExit):
-                # the nodes run on threads the cancellation does not reach: they stop at
-                # their next model call or wait (see multiagent._interrupt)
-                _give_up(control)
-                raise
+        with _handed_down(enclosing):
+            async with aclosing(cast("AsyncGenerator[Any]", parts)):
+                try:
+                    async for part in parts:
+                        yield part
+                except (asyncio.CancelledError, GeneratorExit):
+                    # the nodes run on threads the cancellation does not reach: they stop at
+                    # their next model call or wait (see multiagent._interrupt)
+                    _give_up(control)
+                    raise
 
     def _traced(self, config: Any, tracing: Tracing, settings: Settings) -> Any:
         """``config`` traced by OpenTelemetry as the CLI traces a run (see the module)."""
@@ -199,19 +206,62 @@ def _redacted_run_input(value: Any, *, on: bool) -> Any:
     return redact_input(value, enabled=True)
 
 
-def traced_config(config: Any, *, on: bool) -> Any:
-    """A run's ``config`` with a tracer that sends LangSmith placeholders, when the run redacts
-    (``on``) and LangSmith traces: LangChain then adds no tracer of its own, which would send a
-    tool's result as the tool gave it. A run already traced by a LangSmith tracer (one the
-    caller passed, or an enclosing run's) keeps that one."""
+def traced_config(config: Any, *, on: bool) -> tuple[Any, RunnableConfig | None]:
+    """A run's ``config`` whose LangSmith tracer sends placeholders, when the run redacts
+    (``on``), and the enclosing run's config as the run must see it.
+
+    A tracer the run is given (the caller's, or an enclosing run's, handed down) is replaced by
+    a copy sending to the same project through a redacting client; given none, one is added
+    when LangSmith traces, and LangChain then adds no tracer of its own, which would send a
+    tool's result as the tool gave it (see :mod:`multiagent.observability.langsmith_redaction`).
+    A run started from a step of another run gets that run's config's callbacks too (LangGraph
+    merges them in from a context variable): they are returned with the same copies when they
+    hold a tracer to replace (see :func:`_handed_down`), else ``None``.
+    """
     if not on:
-        return config
+        return config, None
+    copies: dict[int, LangChainTracer] = {}
     callbacks = ensure_config(config).get("callbacks")
-    handlers = callbacks.handlers if isinstance(callbacks, BaseCallbackManager) else callbacks
-    if any(isinstance(handler, LangChainTracer) for handler in handlers or ()):
-        return config
-    tracer = redacting_tracer()
-    return config if tracer is None else merge_configs(config, {"callbacks": [tracer]})
+    if _holds_tracer(callbacks):
+        redacting = redacting_callbacks(callbacks, copies=copies)
+        # replaced, not merged: merging would keep the given tracer beside its copy
+        if redacting is not callbacks:
+            config = {**(config or {}), "callbacks": redacting}
+    elif (tracer := redacting_tracer()) is not None:
+        config = merge_configs(config, {"callbacks": [tracer]})
+    enclosing = var_child_runnable_config.get()
+    if not enclosing or not _holds_tracer(enclosing.get("callbacks")):
+        return config, None
+    handed = redacting_callbacks(enclosing.get("callbacks"), copies=copies)
+    if handed is enclosing.get("callbacks"):
+        return config, None
+    return config, {**enclosing, "callbacks": handed}
+
+
+def _holds_tracer(callbacks: Any) -> bool:
+    handlers = (
+        [*callbacks.handlers, *callbacks.inheritable_handlers]
+        if isinstance(callbacks, BaseCallbackManager)
+        else callbacks
+    )
+    return any(isinstance(handler, LangChainTracer) for handler in handlers or ())
+
+
+@contextmanager
+def _handed_down(enclosing: RunnableConfig | None) -> Iterator[None]:
+    """The block sees ``enclosing`` (from :func:`traced_config`) as the enclosing run's config,
+    which LangGraph reads from a context variable at the run's start and merges into it (the
+    original tracer would trace the run beside its copy)."""
+    if enclosing is None:
+        yield
+        return
+    token = var_child_runnable_config.set(enclosing)
+    try:
+        yield
+    finally:
+        # a run closed from another context (collected) leaves the variable to that context
+        with suppress(ValueError):
+            var_child_runnable_config.reset(token)
 
 
 def run_settings(context: Any) -> Settings:
