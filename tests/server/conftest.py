@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -113,6 +114,29 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @contextlib.contextmanager
 def running_langgraph_dev(tmp_path_factory: pytest.TempPathFactory, **env: str) -> Iterator[str]:
     """``langgraph dev`` on a free loopback port, with ``env`` added to its environment."""
+    with langgraph_dev(tmp_path_factory, **env) as server:
+        yield server.url
+
+
+@dataclass(frozen=True)
+class DevServer:
+    """A running ``langgraph dev``: its URL, its process (the leader of its process group) and
+    the file its output goes to."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def terminate(self) -> int:
+        """SIGTERM the server's process group, as a deployment stops it; its exit code."""
+        _stop(self.process)
+        return int(self.process.returncode)
+
+
+@contextlib.contextmanager
+def langgraph_dev(tmp_path_factory: pytest.TempPathFactory, **env: str) -> Iterator[DevServer]:
+    """``langgraph dev`` on a free loopback port, with ``env`` added to its environment; the
+    test may stop it itself (:meth:`DevServer.terminate`), else it is stopped after."""
     base = tmp_path_factory.mktemp("langgraph-dev")
     port = _free_port()
     log_path = base / "server.log"
@@ -144,6 +168,6 @@ def running_langgraph_dev(tmp_path_factory: pytest.TempPathFactory, **env: str) 
             if time.monotonic() > deadline:
                 pytest.fail(f"langgraph dev did not answer in time:\n{log_path.read_text()}")
             time.sleep(0.25)
-        yield url
+        yield DevServer(url=url, process=process, log=log_path)
     finally:
         _stop(process)
