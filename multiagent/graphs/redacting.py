@@ -44,7 +44,7 @@ import functools
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Sequence
 from contextlib import aclosing, contextmanager, suppress
 from dataclasses import replace
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from langchain_core.callbacks import BaseCallbackManager
 from langchain_core.runnables.config import (
@@ -133,6 +133,9 @@ class RedactingGraph(CompiledStateGraph[Any, Any, Any, Any]):
             config = self._traced(config, tracing, settings)
         # an async generator: closed with this one (a consumer's break, a cancellation)
         control = _own_control(kwargs, config)
+        watchers = list(_WATCHERS) if control is not None else []  # not an enclosing run's part
+        for watcher in watchers:
+            config = await watcher.started(config, workflow=self.name, context=context)
         parts = super().astream(input, config, context=context, control=control, **kwargs)
         with _handed_down(enclosing):
             async with aclosing(cast("AsyncGenerator[Any]", parts)):
@@ -144,6 +147,9 @@ class RedactingGraph(CompiledStateGraph[Any, Any, Any, Any]):
                     # their next model call or wait (see multiagent._interrupt)
                     _give_up(control)
                     raise
+                finally:
+                    for watcher in watchers:
+                        await watcher.ended()
 
     def _traced(self, config: Any, tracing: Tracing, settings: Settings) -> Any:
         """``config`` traced by OpenTelemetry as the CLI traces a run (see the module)."""
@@ -161,6 +167,29 @@ class RedactingGraph(CompiledStateGraph[Any, Any, Any, Any]):
         :meth:`bulk_update_state`; settings are read off the event loop)."""
         redacted = await asyncio.to_thread(_redacted_updates, supersteps)
         return await super().abulk_update_state(config, redacted)
+
+
+class RunWatcher(Protocol):
+    """What a process adds around each ``astream`` (LangGraph Server's way) of a run of its own
+    (not part of an enclosing run): LangGraph Server's app watches its runs
+    (:mod:`multiagent.graphs.server_app`)."""
+
+    async def started(self, config: Any, *, workflow: str, context: Any) -> Any:
+        """The run's ``config``, with what the watcher adds (callbacks)."""
+        ...
+
+    async def ended(self) -> None:
+        """The run ended, however it ended: given up, once its nodes were told to stop."""
+        ...
+
+
+_WATCHERS: list[RunWatcher] = []
+
+
+def watch_runs(watcher: RunWatcher) -> None:
+    """Have ``watcher`` see each run of its own of this process (idempotent per watcher)."""
+    if watcher not in _WATCHERS:
+        _WATCHERS.append(watcher)
 
 
 def _own_control(kwargs: dict[str, Any], config: Any) -> RunControl | None:

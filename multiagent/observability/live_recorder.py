@@ -3,6 +3,7 @@
 :func:`~multiagent.observability.tracing.run_config` adds one to every run, so a
 ``multiagent run`` in any process shows on the dashboard: the run's row (status, current node,
 tokens and cost so far, budget), node starts and ends, and each model call's streamed text.
+LangGraph Server's app adds one to each run of the server (:mod:`multiagent.graphs.server_app`).
 
 Streamed text is stored redacted (:func:`multiagent.models.redaction.redact_text`) over the
 whole text so far, never token by token, so PII split across tokens is still found; the last
@@ -11,6 +12,7 @@ unfinished word is held back until the call ends, so half an e-mail address is n
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import Any
@@ -39,13 +41,14 @@ _UPSERT_RUN = (
 
 
 def stopped_status(error: BaseException) -> str:
-    """A run's status after ``error``: ``budget_exceeded``, ``interrupted`` (Ctrl-C, also when
-    it surfaced as another error raised while handling it) or ``failed``."""
+    """A run's status after ``error``: ``budget_exceeded``, ``interrupted`` (Ctrl-C, or the run
+    cancelled as LangGraph Server cancels one; also when it surfaced as another error raised
+    while handling it) or ``failed``."""
     if isinstance(error, BudgetExceededError):
         return "budget_exceeded"
     seen: BaseException | None = error
     while seen is not None:
-        if isinstance(seen, KeyboardInterrupt):  # StopRequested too
+        if isinstance(seen, KeyboardInterrupt | asyncio.CancelledError):  # StopRequested too
             return "interrupted"
         seen = seen.__context__
     return "failed"

@@ -386,8 +386,8 @@ def trace_run(config: Any, *, tracing: Tracing, workflow: str, settings: Setting
     the OpenTelemetry handler is added, with the run's name (``multiagent.<workflow>``, unless
     the caller named it), tags and metadata. What the caller's metadata (or an enclosing run's)
     already says wins; the correlation id is the run's id when it has one (the server's run id),
-    the thread id the one in ``configurable``. No live recorder: the dashboard's live runs page
-    lists the CLI's runs.
+    the thread id the one in ``configurable``. No live recorder: LangGraph Server's app adds
+    one to its runs (:mod:`multiagent.graphs.server_app`).
     """
     given = ensure_config(config)
     thread_id = given["configurable"].get("thread_id")

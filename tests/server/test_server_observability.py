@@ -2,20 +2,25 @@
 
 - Its model calls reach the metrics history of its ``MULTIAGENT_HOME``: what ``multiagent
   metrics show --json`` reads there counts them, once the server stops (SIGTERM, as the fixture
-  stops it) or its periodic persist wrote them.
+  stops it) or its periodic persist wrote them; the calls of a run still going at SIGTERM too
+  (the server cancels it after the app's lifespan ended).
 - With ``OTEL_EXPORTER_OTLP_ENDPOINT`` set, each run is one trace exported over OTLP/HTTP, with
   the CLI's span names and attributes.
 - ``/multiagent/metrics[/summary]`` serve the numbers beside the server's own routes.
+- Its runs show on the dashboard's live runs while they run, and among the finished after.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +32,18 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from multiagent._serve import serve_in_thread
-from tests.server.conftest import ROOT, running_langgraph_dev
+from multiagent.dashboard.data import live_runs
+from multiagent.policies import load_settings
+from tests.server.conftest import ROOT, langgraph_dev, running_langgraph_dev
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 TASK = {"task": "Plan a community vegetable garden"}
 #: How long a periodic persist or an OTLP batch may take to show on a busy machine.
 WAIT_S = 120.0
+#: The simulated provider's wait before each token: an agent's answer (tens of tokens) is still
+#: streaming when the server gets SIGTERM.
+TOKEN_LATENCY_S = 1.0
 
 
 async def _run_orchestration(url: str) -> tuple[str, str, dict[str, Any]]:
@@ -115,6 +125,90 @@ async def test_server_calls_reach_the_history_while_it_runs(
             time.sleep(0.5)
             shown = _metrics_show(home)
         _assert_counts(shown, usage)
+
+
+async def _until_every_step_streams(url: str) -> tuple[int, set[str]]:
+    """Stream an orchestration run until each planned step's model call streams its answer: the
+    calls that ended (the plan's, from its node's usage) and the ids of those still going."""
+    client = get_client(url=url)
+    thread_id = (await client.threads.create())["thread_id"]
+    ended, steps, going = 0, None, set()
+    deadline = time.monotonic() + WAIT_S
+    stream = client.runs.stream(
+        thread_id, "orchestration", input=TASK, context={"memory": "off"},
+        stream_mode=["updates", "messages-tuple"], on_disconnect="continue",
+    )  # fmt: skip
+    async with aclosing(stream):  # closed at once: uvicorn's shutdown would wait for it
+        async for part in stream:
+            assert time.monotonic() < deadline, "the planned steps never all streamed"
+            if part.event == "updates":
+                for node, update in part.data.items():
+                    assert node == "plan", f"{node} ended before the server was stopped"
+                    ended += sum(entry["calls"] for entry in update["usage"])
+                    steps = len(update["plan"])
+            elif part.event == "messages":
+                chunk, metadata = part.data
+                if metadata["langgraph_node"] == "work":
+                    going.add(chunk["id"])
+            if steps is not None and len(going) == steps:
+                return ended, going
+    pytest.fail("the run ended before its steps all streamed")
+
+
+async def test_calls_of_a_run_going_at_sigterm_reach_the_history(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    env = {"MULTIAGENT_HOME": str(home), "MULTIAGENT_SIM__TOKEN_LATENCY_S": str(TOKEN_LATENCY_S)}
+    with langgraph_dev(tmp_path_factory, **env) as server:
+        ended, going = await _until_every_step_streams(server.url)
+        # the stream is closed and the run goes on (on_disconnect="continue")
+        assert server.terminate() == -signal.SIGTERM  # as a deployment stops it
+    assert ended >= 1
+    assert len(going) >= 2
+    calls = _metrics_show(home)["calls"]
+    assert calls["ok"] == ended
+    assert calls["cancelled"] == len(going)  # cancelled by the server after the app's end
+    assert calls["total"] == ended + len(going)
+    runs = live_runs(load_settings(home=home))
+    assert runs["running"] == []
+    assert [r["status"] for r in runs["finished"]] == ["interrupted"]
+
+
+def _live_threads(home: Path) -> dict[str, list[tuple[str, str]]]:
+    """The dashboard's live runs of ``home``: (thread, status) of the running and finished."""
+    runs = live_runs(load_settings(home=home))
+    return {k: [(r["thread_id"], r["status"]) for r in runs[k]] for k in ("running", "finished")}
+
+
+async def test_a_server_run_shows_on_the_live_runs_while_it_runs(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    env = {"MULTIAGENT_HOME": str(home), "MULTIAGENT_SIM__TOKEN_LATENCY_S": "0.05"}
+    with running_langgraph_dev(tmp_path_factory, **env) as url:
+        client = get_client(url=url)
+        thread_id = (await client.threads.create())["thread_id"]
+        run = await client.runs.create(
+            thread_id, "orchestration", input=TASK, context={"memory": "off"}
+        )
+        deadline = time.monotonic() + WAIT_S
+        seen: dict[str, list[tuple[str, str]]] = {"running": []}
+        while (thread_id, "running") not in seen["running"]:
+            assert (await client.runs.get(thread_id, run["run_id"]))["status"] in {
+                "pending",
+                "running",
+            }, "the run ended before it was seen running"
+            assert time.monotonic() < deadline, "the run never showed as running"
+            seen = _live_threads(home)
+            await asyncio.sleep(0.05)
+        state = await client.runs.join(thread_id, run["run_id"])
+        assert (await client.runs.get(thread_id, run["run_id"]))["status"] == "success"
+        # its end is written before the server calls the run a success
+        assert _live_threads(home) == {"running": [], "finished": [(thread_id, "completed")]}
+    [row] = live_runs(load_settings(home=home))["finished"]
+    assert row["workflow"] == "orchestration"
+    assert row["tokens_in"] == _usage_of([state])["input_tokens"]
 
 
 @pytest.fixture
