@@ -272,9 +272,12 @@ def shutdown_tracing() -> None:
     if previous is not None and previous.langsmith:
         from langchain_core.tracers.langchain import wait_for_all_tracers
 
+        wait_for_all_tracers()
+    if previous is not None:
         from multiagent.observability.langsmith_redaction import flush_redacting_client
 
-        wait_for_all_tracers()
+        # also with LangSmith off here: a tracer the caller passed traces through a redacting
+        # twin of its client, which has runs to send all the same
         flush_redacting_client()
     if previous is not None and previous.close is not None:
         # exports what is left; to a collector that is down for a few seconds at most

@@ -209,10 +209,11 @@ def test_a_redacting_run_nested_in_a_traced_step_stays_in_the_enclosing_trace(
     assert _leaks_in(nested_runs) == []
 
 
+@pytest.mark.parametrize("langsmith", ["true", "false"])  # a caller's tracer traces either way
 def test_shutdown_sends_the_runs_of_a_callers_redacting_tracer(
-    crm_clerk: None, monkeypatch: pytest.MonkeyPatch
+    crm_clerk: None, monkeypatch: pytest.MonkeyPatch, langsmith: str
 ) -> None:
-    monkeypatch.setenv("LANGSMITH_TRACING", "true")
+    monkeypatch.setenv("LANGSMITH_TRACING", langsmith)
     flushed: list[Client] = []
     flush = Client.flush
 
