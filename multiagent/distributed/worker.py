@@ -39,8 +39,9 @@ than ``max_attempts`` deliveries.
 Round trips per chunk, none of them on a slot: a share of one read and its pipelined check
 (``XREADGROUP`` takes every entry there is room for; ``XAUTOCLAIM`` only a few times per
 ``claim_idle_s`` and when idle), a share of one pipeline of store-and-acknowledge scripts; the
-model calls' own Redis work is per call: the shared limiter's, and for a batch queued with
-``--budget`` one budget script (the settlement rides with the next reservation). Entries taken
+model calls' own Redis work is per call: the shared limiter's; a batch queued with
+``--budget`` adds one budget script per item (its admission), the calls' spend riding with the
+next one. Entries taken
 ahead are this worker's (heartbeat, reclaimed if it dies) like running ones, and run before a
 stop returns.
 
@@ -51,9 +52,11 @@ down with it (their delivery counts, which bury an entry, stay as they were). A 
 entry can cost its neighbours one delivery each, once: they come back as reclaimed entries.
 
 A batch queued with ``--budget`` has one budget in Redis (:mod:`multiagent.models.budget_redis`)
-that every worker's calls reserve against and settle into, so N workers together never pass it.
-A chunk refused by that budget marks the batch ``budget_exceeded`` and is acknowledged with its
-items unfinished; later chunks of the batch are acknowledged without running.
+that every worker's calls spend from, so N workers together never pass it. An item starts only
+once that budget holds its whole worst case (:mod:`.worker_admission`), so a tight budget
+finishes whole items instead of paying for half-validated ones. An item it refuses marks the
+batch ``budget_exceeded`` and its entry is acknowledged with the items unfinished; later chunks
+of the batch are acknowledged without running.
 
 Stopping: :meth:`QueueWorker.stop` (SIGTERM, Ctrl-C) takes no new entries, lets the taken
 ones finish and store, then returns; :meth:`QueueWorker.abandon` (a second one) returns at once,

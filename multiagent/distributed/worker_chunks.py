@@ -5,11 +5,12 @@ A chunk runs through the validation graph one validator call at a time
 the storer (:mod:`.worker_store`), which stores and acknowledges it. Items already stored (a
 reclaimed entry) are not run again; a batch stopped on its budget is acknowledged unrun.
 
-A chunk's calls reserve against the batch's budget in Redis when it was queued with
-``--budget`` (:class:`multiagent.models.budget_redis.RedisBudget`, one per batch and process);
-else against the profile's run budget, in this process: a chunk is no thread that another
-process resumes, so it has no budget of its own in Redis (that cost two round trips per call
-and left four keys per chunk behind).
+A chunk of a batch queued with ``--budget`` runs its items only once the batch's budget in Redis
+(:class:`multiagent.models.budget_redis.RedisBudget`, one per batch and process) holds each
+one's worst case, and their calls draw on those holds (:mod:`.worker_admission`); without it,
+a chunk's calls reserve against the profile's run budget, in this process: a chunk is no
+thread that another process resumes, so it has no budget of its own in Redis (that cost two
+round trips per call and left four keys per chunk behind).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
+from collections import deque
 from typing import Any
 
 import redis
@@ -28,11 +30,15 @@ from multiagent.distributed.deadletter import (
     record_failure,
 )
 from multiagent.distributed.queue import Judging, batch_key, load_judging
+from multiagent.distributed.worker_admission import admit_items
 from multiagent.distributed.worker_state import EndedChunk, WorkerState
-from multiagent.graphs.batch_chunks import run_chunk
+from multiagent.errors import BudgetExceededError
+from multiagent.graphs.batch_budget import item_worst_case
+from multiagent.graphs.batch_chunks import ChunkOutcome, plan_chunks, run_chunk
 from multiagent.models.budget_redis import RedisBudget, budget_key
 from multiagent.models.ledger import RunLedger
 from multiagent.nodes.context import WorkflowContext
+from multiagent.nodes.state import ValidationItem
 
 
 class EntryRunner:
@@ -80,17 +86,15 @@ class EntryRunner:
             acknowledge(self.client, self.queue, entry_id)
             return
         budget = self._budget(batch_id)
-        ledger = (
-            RunLedger(budget_usd=self.context.ledger.budget_usd)
-            if budget is None
-            else RunLedger(shared=budget)
-        )
-        outcome = run_chunk(
-            f"{batch_id}:{chunk_id}", todo, validators=judging.validators,
-            threshold=judging.threshold, context=self.context,
-            max_concurrency=1,  # one call per thread: --concurrency is calls in flight
-            ledger=ledger,
-        )  # fmt: skip
+        if budget is None:
+            outcome = run_chunk(
+                f"{batch_id}:{chunk_id}", todo, validators=judging.validators,
+                threshold=judging.threshold, context=self.context,
+                max_concurrency=1,  # one call per thread: --concurrency is calls in flight
+                ledger=RunLedger(budget_usd=self.context.ledger.budget_usd),
+            )  # fmt: skip
+        else:
+            outcome = self._admitted(f"{batch_id}:{chunk_id}", todo, judging, budget)
         if outcome.status == "budget_exceeded":  # at once: the next chunks are not started
             self.client.hset(
                 batch_key(batch_id),
@@ -108,6 +112,42 @@ class EntryRunner:
         with state.lock:
             state.storing.add(entry_id)
         state.ended.put(EndedChunk(finished, fields, outcome, failure))
+
+    def _admitted(
+        self, name: str, todo: list[ValidationItem], judging: Judging, budget: RedisBudget
+    ) -> ChunkOutcome:
+        """Run ``todo`` under the batch's budget, each item only once Redis holds its worst
+        case (:mod:`.worker_admission`): those admitted together run as one chunk, then the
+        next; an item the budget refuses stops the chunk as ``budget_exceeded``, the items
+        left unfinished."""
+        groups = deque(plan_chunks(todo, chunk_size=1))
+        worst_case = item_worst_case(self.context, judging.validators)
+        outcomes: list[ChunkOutcome] = []
+        while groups:
+            try:
+                held, items = admit_items(budget, groups, worst_case=worst_case)
+            except BudgetExceededError as exc:
+                outcomes.append(
+                    ChunkOutcome(
+                        chunk_id=name, status="budget_exceeded", records=[], unfinished=[],
+                        usage=[], ledger=RunLedger(), message=str(exc),
+                        error="BudgetExceededError",
+                    )
+                )  # fmt: skip
+                break
+            try:
+                outcome = run_chunk(
+                    f"{name}:{len(outcomes)}", items, validators=judging.validators,
+                    threshold=judging.threshold, context=self.context, max_concurrency=1,
+                    ledger=RunLedger(shared=held),
+                )  # fmt: skip
+            finally:
+                held.close()
+            outcomes.append(outcome)
+            if outcome.status != "completed":
+                break
+        left = [item["id"] for group in groups for item in group]
+        return merge_outcomes(name, outcomes, unfinished=left)
 
     def run(self, entry_id: str, fields: dict[str, Any], *, reclaimed: bool) -> None:
         """Run or resume a queued run's thread, store its result once, acknowledge it."""
@@ -179,3 +219,23 @@ class EntryRunner:
             pipe.hmget(batch_key(batch_id, "records"), ids)
             stopped, found = pipe.execute()
         return bool(stopped), {i for i, value in zip(ids, found, strict=True) if value is not None}
+
+
+def merge_outcomes(
+    chunk_id: str, outcomes: list[ChunkOutcome], *, unfinished: list[str]
+) -> ChunkOutcome:
+    """One outcome of an entry's chunks run in turn, with ``unfinished`` items never started:
+    every record and call, and the status (and why) of the first that did not complete."""
+    ledger = RunLedger()
+    for outcome in outcomes:
+        ledger.absorb(outcome.ledger)
+    stopped = next((o for o in outcomes if o.status != "completed"), None)
+    return ChunkOutcome(
+        chunk_id=chunk_id, status="completed" if stopped is None else stopped.status,
+        records=[record for o in outcomes for record in o.records],
+        unfinished=[item for o in outcomes for item in o.unfinished] + unfinished,
+        usage=[entry for o in outcomes for entry in o.usage], ledger=ledger,
+        message="" if stopped is None else stopped.message,
+        error=None if stopped is None else stopped.error,
+        seconds=sum(o.seconds for o in outcomes), spent_usd=sum(o.spent_usd for o in outcomes),
+    )  # fmt: skip

@@ -42,7 +42,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from multiagent._inputs import check_text, item_id_problem, read_text_file
 from multiagent._interrupt import stop_requested
 from multiagent.errors import UsageError
-from multiagent.graphs.batch_budget import BatchBudget, ItemAdmission
+from multiagent.graphs.batch_budget import BatchBudget, ItemAdmission, item_worst_case
 from multiagent.graphs.batch_chunks import (
     DEFAULT_CHUNK_SIZE,
     ChunkOutcome,
@@ -58,7 +58,6 @@ from multiagent.models.ledger import RunLedger
 from multiagent.nodes.context import WorkflowContext, build_context
 from multiagent.nodes.state import ItemResult, ValidationItem, ValidatorFailure, Verdict
 from multiagent.nodes.usage import Usage, total_usage
-from multiagent.nodes.validator import verdict_worst_case_usd
 from multiagent.policies import Settings, load_settings
 
 #: Reports ``(finished items, all items)`` after every stored chunk.
@@ -131,10 +130,7 @@ def _run_chunks(
     # records (quadratic over one shared by the batch); the run's ledger collects them at the end
     ledger = RunLedger(budget_usd=budget)
     shared = BatchBudget(budget)
-    agents = [context.agents[name] for name in manifest.validators]
-    admission = ItemAdmission(
-        shared, lambda text: sum(verdict_worst_case_usd(context, a, text) for a in agents)
-    )
+    admission = ItemAdmission(shared, item_worst_case(context, manifest.validators))
     chunk_ledgers: list[RunLedger] = []
     stopped: ChunkOutcome | None = None
     interrupted = False

@@ -20,14 +20,16 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from multiagent._interrupt import check_stop
 from multiagent.errors import BudgetExceededError
 from multiagent.models.budget import may_wait_for_holds
 from multiagent.models.ledger import RunLedger
+from multiagent.nodes.context import WorkflowContext
 from multiagent.nodes.state import ValidationItem
+from multiagent.nodes.validator import verdict_worst_case_usd
 
 #: How often a call waiting for holds looks for Ctrl-C.
 _POLL_S = 0.1
@@ -120,6 +122,22 @@ class BatchBudget:
             return {"cap_usd": self.cap_usd, "spent_usd": self._spent, "held_usd": self._held_total}
 
 
+def item_worst_case(context: WorkflowContext, validators: Sequence[str]) -> Callable[[str], float]:
+    """The worst case of validating one text: each validator's verdict call at what it reserves
+    (:func:`~multiagent.nodes.validator.verdict_worst_case_usd`). Local and queued batches
+    admit items on it."""
+    agents = [context.agents[name] for name in validators]
+    return lambda text: sum(verdict_worst_case_usd(context, agent, text) for agent in agents)
+
+
+def item_refusal(*, cap: float, spent: float, room: float, worst: float) -> str:
+    """Why a batch starts no further item: the room left cannot finish the next one."""
+    return (
+        f"budget of ${cap:.4f} reached: spent ${spent:.6f}, the ${room:.6f} left cannot "
+        f"finish the next item (it may cost up to ${worst:.6f})"
+    )
+
+
 class ItemAdmission:
     """Which items a capped batch may start: those whose worst case the budget still covers.
 
@@ -173,11 +191,10 @@ class ItemAdmission:
                 worst = self._worst_case(groups[0][0]["text"])
                 if earmark + worst > room:
                     if not taken:
-                        self.refusal = (
-                            f"budget of ${self._budget.cap_usd:.4f} reached: "
-                            f"spent ${self._budget.spent_usd:.6f}, the ${room:.6f} "
-                            f"left cannot finish the next item (it may cost up to ${worst:.6f})"
-                        )
+                        self.refusal = item_refusal(
+                            cap=self._budget.cap_usd or 0.0,
+                            spent=self._budget.spent_usd, room=room, worst=worst,
+                        )  # fmt: skip
                     break
                 earmark += worst
             taken.extend(groups.popleft())

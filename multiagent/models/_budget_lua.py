@@ -17,6 +17,11 @@ A budget at ``BASE`` (``multiagent:budget:project:d<epoch day>`` for the daily c
 
 Every write refreshes the keys' TTL: a daily budget disappears a while after its day.
 
+An admitted item of a queued batch holds its whole worst case as one reservation; its calls
+draw on it (``<hold>><draw id>``, counted once each: spent grows, the hold shrinks) rather than
+reserving, and the item's end closes it (``<hold>>``: what is left goes back). Draws and the
+close are settlements like any other, sent in order, so what the hold frees is spent first.
+
 Settlements travel with the next reservation (``RESERVE`` settles the ones it is given before it
 reserves) or, when no reservation follows soon, several in one ``SETTLE``: one round trip per
 call in a steady stream of calls instead of two.
@@ -48,6 +53,31 @@ end
 local function field(base, name)
   return tonumber(redis.call('HGET', base, name) or '0')
 end
+-- a draw '<hold>><draw id>' counts what a call of an admitted item spent and takes it off the
+-- item's hold (what the hold has not left is spent beyond it, still counted: it was paid);
+-- '<hold>>' (no draw id) closes the hold: what it has left is given back
+local function draw(base, rid, amount)
+  local hold, id = string.match(rid, '^(.*)>(.*)$')
+  local v = redis.call('HGET', base .. ':holds', hold)
+  if id == '' then
+    if v then  -- (0 - n, not -n: a hold drawn to 0 would be sent as '-0', not an integer)
+      redis.call('HDEL', base .. ':holds', hold)
+      redis.call('HINCRBY', base, 'held', 0 - tonumber(string.match(v, '^(%d+)')))
+    end
+    redis.call('ZREM', base .. ':leases', hold)
+    return 0
+  end
+  if redis.call('SADD', base .. ':done', rid) == 0 then return 0 end
+  if v then
+    local left, owner = string.match(v, '^(%d+)|(.*)$')
+    local take = math.min(tonumber(left), tonumber(amount))
+    redis.call('HSET', base .. ':holds', hold, (tonumber(left) - take) .. '|' .. owner)
+    redis.call('HINCRBY', base, 'held', 0 - take)
+  end
+  redis.call('HINCRBY', base, 'spent', amount)
+  redis.call('HINCRBY', base, 'calls', 1)
+  return 1
+end
 -- settlements given as KEYS[first..] (their bases) and ARGV[at..] (id, nano-USD pairs), each
 -- counted once (an id settled before is skipped); returns how many were counted
 local function settle_many(first, at, count, ttl)
@@ -55,7 +85,9 @@ local function settle_many(first, at, count, ttl)
   for i = 0, count - 1 do
     local base, rid = KEYS[first + i], ARGV[at + 2 * i]
     if not touched[base] then sweep(base) end
-    if redis.call('SADD', base .. ':done', rid) == 1 then
+    if string.find(rid, '>', 1, true) then
+      counted = counted + draw(base, rid, ARGV[at + 2 * i + 1])
+    elseif redis.call('SADD', base .. ':done', rid) == 1 then
       local v = redis.call('HGET', base .. ':holds', rid)
       if v then
         redis.call('HDEL', base .. ':holds', rid)

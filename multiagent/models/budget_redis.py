@@ -13,6 +13,11 @@ next reservation, or is sent within a few tens of milliseconds by a flusher thre
 follows (:mod:`._budget_pending`). Until it arrives its reservation stays held, so the cap
 holds; it is exact, counted once by its id.
 
+**An item holds, its calls draw.** A queued batch's worker reserves an item's whole worst case
+before it starts the item (:mod:`multiagent.distributed.worker_admission`); the item's calls then
+spend from that hold (:meth:`RedisBudget.draw`, sent as settlements are) instead of reserving,
+and the item's end gives back what is left (:meth:`RedisBudget.end_hold`).
+
 **A call waits for holds, and is refused only by spend.** When what is spent, what calls in
 flight hold and the new call's worst case pass the cap, but what is spent and the worst case
 alone do not, the call waits for the holds to settle (polling, 10 ms doubling to 250 ms, a
@@ -178,6 +183,39 @@ class RedisBudget:
             except _HeldBack:  # only holds of calls in flight stand in the way: they end
                 wait_or_stop(pause)
                 pause = min(2 * pause, HOLD_WAIT_S[1])
+
+    def try_reserve(self, usd: float) -> str | None:
+        """:meth:`reserve` without waiting: ``None`` while only holds keep ``usd`` out.
+
+        Raises:
+            BudgetExceededError: What is spent leaves no room for ``usd``.
+        """
+        try:
+            return self._reserve_once(to_nano(usd))
+        except _HeldBack:
+            return None
+
+    def draw(self, hold: str, draw_id: str, usd: float) -> None:
+        """Count ``usd`` spent by a call that ``hold`` (an admitted item's reservation) covers,
+        taking it off the hold: no round trip, it travels as settlements do (once per
+        ``draw_id``)."""
+        amount = to_nano(usd)
+        with self._lock:
+            if hold in self._local:  # spent from what the local hold kept aside
+                self._local[hold] -= min(amount, self._local[hold])
+        base, rid = self._split(hold)
+        self._pending.add((f"{hold}>{draw_id}", base, f"{rid}>{draw_id}", amount))
+        if self.degraded:
+            self._usable()
+
+    def end_hold(self, hold: str) -> None:
+        """End ``hold``, sent after its draws: what they did not take is given back."""
+        with self._lock:
+            if hold in self._local:
+                self._local_used -= self._local.pop(hold)
+                return
+        base, rid = self._split(hold)
+        self._pending.add((f"{hold}>", base, f"{rid}>", 0))
 
     def _reserve_once(self, amount: int) -> str:
         if self._usable():
@@ -393,8 +431,8 @@ class RedisBudget:
 
 
 def _keys(settlements: list[Settlement]) -> list[LeaseKey]:
-    """The (base, id) lease keys of ``settlements``."""
-    return [(base, rid) for _, base, rid, _ in settlements]
+    """The (base, id) lease keys of ``settlements`` (a hold's close ends the hold's lease)."""
+    return [(base, rid.removesuffix(">")) for _, base, rid, _ in settlements]
 
 
 def _pairs(settlements: list[Settlement]) -> list[str | int]:

@@ -1,0 +1,54 @@
+"""A queued batch's tight budget is spent on finishing items: workers on several processes start
+an item only once Redis holds its whole worst case, as a local batch does."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import redis
+
+from multiagent.distributed.queue import batch_key, stream_key
+from multiagent.models.budget_redis import NANO
+from tests.distributed._workers import Workers, batch_file, cli, wait_until
+
+pytestmark = pytest.mark.redis
+
+#: About three items' worst cases (each validator call reserves its whole output allowance,
+#: several times what it costs): enough to finish some of the twelve, far from all.
+BUDGET = 0.003
+
+
+@pytest.mark.slow
+def test_workers_sharing_a_tight_budget_finish_whole_items_and_pay_for_no_half_validated_one(
+    workers: Workers, redis_url: str, tmp_path: Path
+) -> None:
+    queued = cli(
+        "validate", "--batch", str(batch_file(tmp_path, 12)), "--queue", "qa", "--validators",
+        "2", "--budget", str(BUDGET), "--thread", "tight", "--json",
+    )  # fmt: skip
+    assert queued.exit_code == 0, queued.output
+    procs = [workers.start("--queue", "qa", "--concurrency", "2") for _ in range(2)]
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    wait_until(lambda: client.hget(batch_key("tight"), "stopped") is not None)
+    wait_until(lambda: client.xlen(stream_key("qa")) == 0)  # every entry acknowledged
+    stats = [workers.stop(proc) for proc in procs]
+
+    results = json.loads(cli("batch", "results", "tight", "--json").stdout)
+    status = json.loads(cli("batch", "status", "tight", "--json").stdout)
+    finished = results["finished"]
+    assert status["state"] == results["state"] == "budget_exceeded"
+    assert 0 < finished < 12, "the budget covered whole items, yet none finished"
+    # every call paid for went to an item that finished: none was left part-validated
+    assert results["usage"]["calls"] == 2 * finished
+    assert all(result["responded"] == 2 for result in results["results"])
+    assert len(results["verdicts"]) == 2 * finished
+    assert results["unfinished_count"] == 12 - finished
+    assert "cannot finish the next item" in status["last_error"]
+    shared = status["budget"]
+    assert shared["spent_usd"] <= BUDGET
+    assert shared["held_usd"] == 0.0  # every item's hold was closed
+    assert shared["settled_calls"] == 2 * finished
+    assert round(shared["spent_usd"] * NANO) == round(sum(s["spent_usd"] for s in stats) * NANO)
+    assert sum(1 for s in stats if s["stored"]) >= 1
