@@ -6,6 +6,8 @@
   ``usd`` and settle ``usd`` until refused;
 - ``hold``: reserve ``usd``, print ``held``, then sleep (the test kills it); with
   ``"store": "sqlite"`` from the SQLite project budget at ``path`` instead of Redis;
+- ``item``: admit one item of worst case ``usd`` to batch ``batch``'s budget, pay one call of
+  ``cost`` from its hold, print ``held`` once Redis counted it, then sleep (the test kills it);
 - ``steady``: reserve and settle ``usd`` until the file ``stop`` exists (Redis may go away
   meanwhile), then reconcile until nothing is kept.
 """
@@ -16,13 +18,31 @@ import json
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
+from typing import Any
 
 import redis
 
 from multiagent.errors import BudgetExceededError
 from multiagent.models.budget import SQLiteProjectBudget
-from multiagent.models.budget_redis import redis_project_budget, to_nano
+from multiagent.models.budget_redis import redis_project_budget, shared_budget, to_nano
+
+
+def _item(spec: dict[str, Any]) -> None:
+    """Hold an item's worst case, pay one of its calls from the hold, then wait to be killed."""
+    from multiagent.distributed.worker_admission import admit_items
+
+    budget = shared_budget(
+        spec["url"], kind="batch", name=spec["batch"], lease_s=spec["lease_s"],
+        degraded_fraction=0.1,
+    )  # fmt: skip
+    item = {"id": "i0", "text": "Oven 0 bakes rye."}
+    held, _items = admit_items(budget, deque([[item]]), worst_case=lambda _text: spec["usd"])
+    held.settle(held.reserve(spec["usd"] / 2), spec["cost"])
+    budget.reconcile()  # the draw is in Redis: what the killed worker paid is counted
+    print("held", flush=True)
+    time.sleep(3600)
 
 
 def main() -> None:
@@ -34,6 +54,8 @@ def main() -> None:
         store.reserve(float(spec["usd"]))
         print("held", flush=True)
         time.sleep(3600)  # a call that takes long: the test kills the process
+    if spec["mode"] == "item":
+        _item(spec)
     budget = redis_project_budget(
         spec["url"], daily_usd=spec["cap"], lease_s=spec.get("lease_s", 600.0),
         degraded_fraction=spec.get("fraction", 0.1),

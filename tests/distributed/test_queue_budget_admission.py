@@ -4,16 +4,21 @@ an item only once Redis holds its whole worst case, as a local batch does."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import redis
 
 from multiagent.distributed.queue import batch_key, stream_key
-from multiagent.models.budget_redis import NANO
+from multiagent.models.budget_redis import NANO, RedisBudget, budget_key, to_nano
 from tests.distributed._workers import Workers, batch_file, cli, wait_until
 
 pytestmark = pytest.mark.redis
+PROC = str(Path(__file__).with_name("_budget_proc.py"))
 
 #: About three items' worst cases (each validator call reserves its whole output allowance,
 #: several times what it costs): enough to finish some of the twelve, far from all.
@@ -52,3 +57,41 @@ def test_workers_sharing_a_tight_budget_finish_whole_items_and_pay_for_no_half_v
     assert shared["settled_calls"] == 2 * finished
     assert round(shared["spent_usd"] * NANO) == round(sum(s["spent_usd"] for s in stats) * NANO)
     assert sum(1 for s in stats if s["stored"]) >= 1
+
+
+def test_a_killed_workers_item_hold_ends_with_its_lease_and_its_paid_call_still_counts(
+    redis_url: str,
+) -> None:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client.hset(budget_key("batch", "killed"), "cap", to_nano(0.01))
+    worst, cost = 0.004, 0.0005
+    spec = {"mode": "item", "url": redis_url, "batch": "killed", "usd": worst, "cost": cost,
+            "lease_s": 2.0}  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, PROC, json.dumps(spec)], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env=dict(os.environ),
+    )  # fmt: skip
+    budget = RedisBudget(client, key=budget_key("batch", "killed"), cap_usd=None)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "held", proc.stderr
+        alive = budget.report()
+        # the call drew on the item's hold: spent, and taken off what the item holds
+        assert (alive["spent_usd"], alive["settled_calls"]) == (cost, 1)
+        assert alive["held_usd"] == pytest.approx(worst - cost, abs=1e-9)
+        assert [owner.rsplit(":", 1)[1] for owner in alive["held_by_process"]] == [str(proc.pid)]
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+    # all the room the killed worker's item held comes back once its lease ends
+    rest: list[str | None] = [None]
+
+    def the_rest_fits() -> bool:
+        rest[0] = budget.try_reserve(0.01 - cost)
+        return rest[0] is not None
+
+    wait_until(the_rest_fits, seconds=60)
+    dead = budget.report()
+    assert dead["expired_leases"] == 1
+    assert (dead["spent_usd"], dead["settled_calls"]) == (cost, 1)  # paid, so still counted
+    budget.release(str(rest[0]))
