@@ -106,10 +106,9 @@ def run_local_batch(
     from multiagent.graphs.batch import batch_cross_validate, read_batch_file
     from multiagent.graphs.batch_store import open_batch_store
     from multiagent.graphs.report import outcome_report
-    from multiagent.models._cache_writer import flush_write_behind
     from multiagent.nodes.agents_file import load_agents
     from multiagent.nodes.context import build_context
-    from multiagent.observability.history import persist_metrics, unpersisted
+    from multiagent.observability.history import persist_process
     from multiagent.observability.tracing import configure_tracing, shutdown_tracing
 
     if resume and not thread:
@@ -146,9 +145,7 @@ def run_local_batch(
         if held is not None:
             os.close(held)  # closing the descriptor releases the lock
         shutdown_tracing()
-        flush_write_behind()
-        if unpersisted():
-            persist_metrics(settings)
+        persist_process(settings)
     unfinished = outcome.unfinished
     report = {
         **outcome_report(outcome.outcome),

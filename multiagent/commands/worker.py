@@ -141,14 +141,9 @@ def _exit_at_once(code: int, settings: Settings) -> NoReturn:
     memories and connections it would close. The completion cache's answers and the metrics'
     counts are written first; budget holds not settled expire with their leases.
     """
-    from multiagent.models._cache_writer import flush_write_behind
-    from multiagent.observability.history import persist_metrics, unpersisted
+    from multiagent.observability.history import persist_process
 
-    with contextlib.suppress(Exception):  # a cache that cannot be written is only a cache
-        flush_write_behind()
-    with contextlib.suppress(Exception):  # nor may counts that cannot be written keep it up
-        if unpersisted():
-            persist_metrics(settings)
+    persist_process(settings, quiet=True)  # nor may counts that cannot be written keep it up
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):
             stream.flush()

@@ -134,6 +134,7 @@ def _execute(
     from multiagent.models.pipeline import ModelPipeline
     from multiagent.nodes.agents_file import load_agents
     from multiagent.nodes.context import build_context
+    from multiagent.observability.history import persist_process
     from multiagent.observability.tracing import configure_tracing, shutdown_tracing
 
     settings = cli_settings(ctx)
@@ -164,7 +165,7 @@ def _execute(
     with ExitStack() as stack:
         # whatever the run's end, its metrics reach the history and its spans the exporter
         stack.callback(shutdown_tracing)
-        stack.callback(_persist_counted_metrics, settings)
+        stack.callback(persist_process, settings)
         # Ctrl-C stops the run at its next model call, never inside LangGraph's thread pool
         stack.enter_context(stop_on_ctrl_c())
 
@@ -284,17 +285,6 @@ def _no_model_option(model: str | None, option: str) -> None:
     """``--model`` is for runs in this process; batches and queued runs use the profile's."""
     if model is not None:
         raise UsageError(f"--model {model} cannot be used with {option}; leave --model out")
-
-
-def _persist_counted_metrics(settings: Settings) -> None:
-    """Write this run's metrics to the history (a run that counted nothing writes nothing) and
-    the completion cache's answers still waiting to be written behind."""
-    from multiagent.models._cache_writer import flush_write_behind
-    from multiagent.observability.history import persist_metrics, unpersisted
-
-    flush_write_behind()
-    if unpersisted():
-        persist_metrics(settings)
 
 
 def _run_and_show(

@@ -64,7 +64,7 @@ import asyncio
 import os
 import threading
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import Any, NamedTuple
 from uuid import UUID
@@ -78,6 +78,7 @@ from langchain_core.tracers.context import register_configure_hook
 from multiagent.dashboard.security import TOKEN_ENV, Guard, check_bind
 from multiagent.graphs.redacting import run_settings, watch_runs
 from multiagent.observability.exposition import CONTENT_TYPE
+from multiagent.observability.history import persist_process
 from multiagent.observability.server import metrics_summary, prometheus_text
 from multiagent.observability.tracing import configure_tracing, shutdown_tracing
 from multiagent.policies import Settings, load_settings
@@ -192,7 +193,7 @@ class _ServerRuns:
         deadline = loop.time() + SETTLE_S
         while not _CALLS.idle() and loop.time() < deadline:
             await asyncio.sleep(_POLL_S)
-        await asyncio.to_thread(_write, closing.settings)
+        await asyncio.to_thread(persist_process, closing.settings)
 
 
 _RUNS = _ServerRuns()
@@ -239,22 +240,11 @@ def _open(settings: Settings) -> None:
     configure_tracing(settings)
 
 
-def _write(settings: Settings) -> None:
-    """Write what the process counted since its last persist, and the completion cache's
-    answers waiting to be written."""
-    from multiagent.models._cache_writer import flush_write_behind
-    from multiagent.observability.history import persist_metrics, unpersisted
-
-    with suppress(Exception):  # a cache that cannot be written is only a cache
-        flush_write_behind()
-    if unpersisted():
-        persist_metrics(settings)
-
-
 def _close(settings: Settings) -> None:
-    """:func:`_write`, then flush the spans left (at most a few seconds)."""
+    """:func:`~multiagent.observability.history.persist_process`, then flush the spans left
+    (at most a few seconds)."""
     try:
-        _write(settings)
+        persist_process(settings)
     finally:
         shutdown_tracing()
 

@@ -16,6 +16,7 @@ processes write the same file safely: WAL journal, a busy timeout, ``BEGIN IMMED
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -264,6 +265,27 @@ def unpersisted(store: MetricsStore | None = None) -> list[Series]:
     baseline = _baseline(store)
     with baseline.lock:
         return _deltas(store.snapshot().counters, baseline.persisted)
+
+
+def persist_process(settings: Settings, *, quiet: bool = False) -> None:
+    """Write what this process counted and has not written yet, as it ends its work: the
+    completion cache's answers waiting to be written behind, then the metrics counted since the
+    last persist (a process that counted nothing writes nothing).
+
+    Every way a process finishes calls this: a CLI run, a local batch, a worker's exit, LangGraph
+    Server's shutdown. A cache that cannot be written is only a cache: its error is swallowed.
+    ``quiet`` swallows the metrics' error too, for a process that must leave all the same.
+    """
+    from multiagent.models._cache_writer import flush_write_behind
+
+    with contextlib.suppress(Exception):
+        flush_write_behind()
+    try:
+        if unpersisted():
+            persist_metrics(settings)
+    except Exception:
+        if not quiet:
+            raise
 
 
 def check_hours(hours: int) -> int:

@@ -204,3 +204,27 @@ def test_the_scheduler_process_persists_real_readings_with_no_calls_of_its_own(
     stored = {(p["name"], p["labels"]["cache"]) for p in gauge_points(settings, hours=1)}
     assert ("multiagent_cache_entries", "completion") in stored
     assert ("multiagent_cache_hits", "analysis") in stored
+
+
+def test_a_process_ending_writes_its_counts_even_when_the_cache_cannot_be_written(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from multiagent._metrics import get_metrics
+    from multiagent.models import _cache_writer
+    from multiagent.observability import history
+
+    def broken() -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(_cache_writer, "flush_write_behind", broken)
+    before = _total(settings, "model_calls_total", store=get_metrics())
+    _call(get_metrics(), n=2)
+    history.persist_process(settings)  # a cache that cannot be written is only a cache
+    assert _total(settings, "model_calls_total", store=get_metrics()) == before + 2
+    assert not unpersisted()
+
+    _call(get_metrics())
+    monkeypatch.setattr(history, "persist_metrics", lambda settings: broken())
+    with pytest.raises(sqlite3.OperationalError):
+        history.persist_process(settings)  # the counts' own failure is the caller's to see
+    history.persist_process(settings, quiet=True)  # unless it must leave all the same
