@@ -2,7 +2,9 @@
 
 A distributed batch or a queued run is put on a Redis Stream at once (its id printed);
 ``multiagent worker`` processes on any machine finish it; ``batch status|results`` follow either
-from anywhere with the same ``MULTIAGENT_REDIS_URL`` (a run's id is its thread id).
+from anywhere with the same ``MULTIAGENT_REDIS_URL`` (a run's id is its thread id). A batch
+stopped on its budget resumes under a larger total with ``validate --queue NAME --thread ID
+--resume --budget USD`` (:mod:`multiagent.distributed.queue_resume`), and both say so.
 """
 
 from __future__ import annotations
@@ -48,8 +50,10 @@ def enqueue_command(
     """Check everything, then put the batch on the queue; print its id (or follow it).
 
     ``budget`` is the whole batch's, shared by every worker through Redis; ``thread`` names
-    the batch (its id). ``--resume`` and ``--concurrency`` have no meaning here (workers finish
-    a queued batch, each at its own concurrency) and are refused. With ``wait``, the exit code
+    the batch (its id). With ``resume``, batch ``thread`` stopped on its budget is resumed
+    under the new total ``budget`` instead
+    (:func:`multiagent.commands._batch_resume.resume_queued`). ``--concurrency`` has no
+    meaning here (each worker sets its own) and is refused. With ``wait``, the exit code
     is the local batch's for the same results: 1 when items are dead-lettered or the batch
     stopped on its budget, else 3 or 4 when consensus failed or was inconclusive on an item
     (:func:`batch_exit_code`).
@@ -62,26 +66,35 @@ def enqueue_command(
 
     if queue is None:
         raise UsageError("--wait follows a queued batch: add --queue NAME")
-    if resume:
-        raise UsageError(
-            "--resume cannot be used with --queue: workers finish a queued batch by themselves; "
-            "follow it with `multiagent batch status ID`"
-        )
     if concurrency is not None:
         raise UsageError(
             "--concurrency cannot be used with --queue: each worker sets its own "
             "(`multiagent worker --concurrency N`)"
         )
     check_queue_name(queue)
-    if batch is None:
-        raise UsageError("--queue takes a batch: add --batch FILE.jsonl")
-    url = require_redis_url(settings, what="--queue")
     if budget is not None:
         from multiagent.models.ledger import check_budget_value
 
         if budget < 0:
             raise UsageError(f"--budget must be at least 0 USD, got {budget}")
         check_budget_value(budget, source="--budget")
+    if resume:
+        given = {"--batch": batch, "--validators": validators, "--threshold": threshold,
+                 "--agents-file": agents_file}  # fmt: skip
+        for option, value in given.items():
+            if value is not None:
+                raise UsageError(
+                    f"{option} cannot be used with --resume: a resumed batch keeps its items "
+                    f"and validators; leave {option} out"
+                )
+        from multiagent.commands._batch_resume import resume_queued
+
+        resume_queued(settings, queue=queue, thread=thread, budget=budget, wait=wait,
+                      as_json=as_json)  # fmt: skip
+        return
+    if batch is None:
+        raise UsageError("--queue takes a batch: add --batch FILE.jsonl")
+    url = require_redis_url(settings, what="--queue")
     agents = load_agents(settings, agents_file=agents_file)
     inputs = validation_input(
         read_batch_file(batch), settings=settings, agents=agents, validators=validators,
@@ -112,8 +125,8 @@ def enqueue_command(
                 )
             return
         err_console.print(f"batch {queued.batch_id} on queue {queue}", style="dim")
-        _follow(client, queued.batch_id, show=not as_json)
-        document = _show_results(client, queued.batch_id, as_json=as_json)
+        follow_batch(client, queued.batch_id, show=not as_json)
+        document = show_batch_results(client, queued.batch_id, as_json=as_json)
     raise typer.Exit(code=batch_exit_code(document))
 
 
@@ -128,11 +141,12 @@ def batch_exit_code(document: dict[str, Any]) -> int:
     return exit_code("completed", document["results"])
 
 
-def _follow(client: Any, batch_id: str, *, show: bool) -> None:
+def follow_batch(client: Any, batch_id: str, *, show: bool) -> None:
     """Poll the batch until every item is finished, with a progress bar on stderr."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from multiagent.distributed.queue import batch_status
+    from multiagent.distributed.queue_resume import running_entries
 
     bar = Progress(
         "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
@@ -143,12 +157,17 @@ def _follow(client: Any, batch_id: str, *, show: bool) -> None:
         while True:
             status = batch_status(client, batch_id)
             bar.update(task, completed=status["finished"], total=status["items"])
-            if status["state"] != "running":  # completed, or stopped on the batch's budget
+            # completed, or stopped on its budget once the entries workers took have ended (its
+            # results are then final, and the resume printed is accepted at once)
+            state = status["state"]
+            if state != "running" and not (
+                state == "budget_exceeded" and running_entries(client, batch_id)
+            ):
                 return
             time.sleep(POLL_S)
 
 
-def _show_results(client: Any, batch_id: str, *, as_json: bool) -> dict[str, Any]:
+def show_batch_results(client: Any, batch_id: str, *, as_json: bool) -> dict[str, Any]:
     """Print the batch's results (a table, or one JSON document); return them."""
     from multiagent.commands._render import _analysis_hits as analysis_hits
     from multiagent.commands._render import _results_table as results_table
@@ -172,6 +191,9 @@ def _show_results(client: Any, batch_id: str, *, as_json: bool) -> dict[str, Any
     waiting = len(document["unfinished"]) - len(document["dead_lettered"])
     if waiting:
         console.print(f"[yellow]{waiting} items not finished yet[/]")
+    from multiagent.commands._batch_resume import print_hint, resume_hint
+
+    print_hint(resume_hint(client, document), as_json=as_json)
     return document
 
 
@@ -195,6 +217,7 @@ def _show_run(client: Any, run_id: str, *, as_json: bool) -> None:
 @batch_app.command("status")
 def status(ctx: typer.Context, batch_id: BatchIdArgument, as_json: JsonOption = False) -> None:
     """How far a queued batch is: items finished, chunk runs, the queue's backlog."""
+    from multiagent.commands._batch_resume import print_hint, resume_hint
     from multiagent.distributed.queue import batch_status
     from multiagent.distributed.redis import redis_client, require_redis_url
     from multiagent.distributed.runs import is_run, run_status
@@ -205,8 +228,10 @@ def status(ctx: typer.Context, batch_id: BatchIdArgument, as_json: JsonOption = 
             document = run_status(client, batch_id)
         else:
             document = batch_status(client, batch_id)
+        hint = resume_hint(client, document)
     if as_json:
         print_json(document)
+        print_hint(hint, as_json=True)
         return
     if document["kind"] == "run":
         console.print(
@@ -223,6 +248,7 @@ def status(ctx: typer.Context, batch_id: BatchIdArgument, as_json: JsonOption = 
         )
     if document["last_error"]:
         console.print(f"last error: {document['last_error']}", highlight=False)
+    print_hint(hint, as_json=False)
 
 
 @batch_app.command("results")
@@ -236,7 +262,7 @@ def results(ctx: typer.Context, batch_id: BatchIdArgument, as_json: JsonOption =
         if is_run(client, batch_id):
             _show_run(client, batch_id, as_json=as_json)
         else:
-            _show_results(client, batch_id, as_json=as_json)
+            show_batch_results(client, batch_id, as_json=as_json)
 
 
 def enqueue_run_command(

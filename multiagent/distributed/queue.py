@@ -2,9 +2,11 @@
 
 Layout (every key under ``multiagent:``):
 
-- ``queue:{NAME}``: the stream; one entry per chunk (``batch``, ``chunk``, ``items`` as JSON),
-  read by the consumer group ``workers``;
-- ``batch:{ID}``: a hash with the batch's manifest, queue, item and chunk counts;
+- ``queue:{NAME}``: the stream; one entry per chunk (``batch``, ``chunk``, ``items`` as JSON,
+  and ``resume`` for one queued by a resume), read by the consumer group ``workers``;
+- ``batch:{ID}``: a hash with the batch's manifest, queue, item and chunk counts, why it stopped
+  (``stopped``) and how many times it was resumed (``resumes``, see
+  :mod:`multiagent.distributed.queue_resume`);
 - ``batch:{ID}:records``: item id → the finished item's record, written with ``HSETNX`` so an
   item processed twice (a worker that died after storing, before acknowledging) is stored once;
 - ``batch:{ID}:usage``: chunk id and attempt → the usage of that attempt (``HSETNX``): every

@@ -56,7 +56,8 @@ that every worker's calls spend from, so N workers together never pass it. An it
 once that budget holds its whole worst case (:mod:`.worker_admission`), so a tight budget
 finishes whole items instead of paying for half-validated ones. An item it refuses marks the
 batch ``budget_exceeded`` and its entry is acknowledged with the items unfinished; later chunks
-of the batch are acknowledged without running.
+of the batch are acknowledged without running, until a resume queues its unfinished items again
+under a larger total (:mod:`.queue_resume`; the entries from before it are then skipped).
 
 Stopping: :meth:`QueueWorker.stop` (SIGTERM, Ctrl-C) takes no new entries, lets the taken
 ones finish and store, then returns; :meth:`QueueWorker.abandon` (a second one) returns at once,

@@ -30,6 +30,7 @@ from multiagent.distributed.deadletter import (
     record_failure,
 )
 from multiagent.distributed.queue import Judging, batch_key, load_judging
+from multiagent.distributed.queue_resume import entry_current
 from multiagent.distributed.worker_admission import admit_items
 from multiagent.distributed.worker_state import EndedChunk, WorkerState
 from multiagent.errors import BudgetExceededError
@@ -75,8 +76,10 @@ class EntryRunner:
         if judging is not None:
             with state.lock:
                 checked = state.checked.get(entry_id)
-            stopped, done = checked or self._batch_state(batch_id, [item["id"] for item in items])
-            if stopped:  # the batch's budget ran out: its remaining items stay unfinished
+            skip, done = checked or self._batch_state(batch_id, fields, [i["id"] for i in items])
+            # the batch's budget ran out: its remaining items stay unfinished (until a resume
+            # queues them again, in new entries: this one is then skipped as well)
+            if skip:
                 judging = None
                 state.stats.add(skipped=len(items))
                 items = []
@@ -212,13 +215,17 @@ class EntryRunner:
         with self._lock:
             return self._budgets.setdefault(batch_id, budget)
 
-    def _batch_state(self, batch_id: str, ids: list[str]) -> tuple[bool, set[str]]:
-        """Whether the batch was stopped, and which of ``ids`` are stored: one round trip."""
+    def _batch_state(
+        self, batch_id: str, fields: dict[str, Any], ids: list[str]
+    ) -> tuple[bool, set[str]]:
+        """Whether the entry is not to run (its batch stopped, or a resume queued its items
+        again), and which of ``ids`` are stored: one round trip."""
         with self.client.pipeline(transaction=False) as pipe:
-            pipe.hget(batch_key(batch_id), "stopped")
+            pipe.hmget(batch_key(batch_id), ["stopped", "resumes"])
             pipe.hmget(batch_key(batch_id, "records"), ids)
-            stopped, found = pipe.execute()
-        return bool(stopped), {i for i, value in zip(ids, found, strict=True) if value is not None}
+            (stopped, resumes), found = pipe.execute()
+        skip = bool(stopped) or not entry_current(fields, resumes)
+        return skip, {i for i, value in zip(ids, found, strict=True) if value is not None}
 
 
 def merge_outcomes(

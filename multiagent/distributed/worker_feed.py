@@ -3,10 +3,11 @@
 First an entry another worker left pending for longer than ``claim_idle_ms`` (``XAUTOCLAIM``:
 that worker died, or the entry failed and waits for its retry), else new ones
 (``XREADGROUP``, as many as there is room for); then the batch state of every taken chunk
-(stopped? which items are stored already?) in one pipeline, so a slot starts without a round
-trip. A reclaimed entry may be one that kills its worker: while one is held nothing else is
-taken ahead (see :mod:`multiagent.distributed.worker`). A queue that Redis lost (restarted
-without its data) is created again, said once, and read on; the batches it held are lost.
+(stopped, or superseded by a resume? which items are stored already?) in one pipeline, so a
+slot starts without a round trip. A reclaimed entry may be one that kills its worker: while one
+is held nothing else is taken ahead (see :mod:`multiagent.distributed.worker`). A queue that
+Redis lost (restarted without its data) is created again, said once, and read on; the batches
+it held are lost.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from multiagent.distributed.queue import (
     finished_of,
     stream_key,
 )
+from multiagent.distributed.queue_resume import entry_current
 from multiagent.distributed.worker_state import TakenEntry, WorkerState, item_ids
 
 #: How long a read blocks waiting for new entries; also how soon a stop is noticed when idle.
@@ -162,15 +164,16 @@ class EntryFeeder:
         with self.client.pipeline(transaction=False) as pipe:
             for entry in chunks:
                 batch_id = str(entry.fields.get("batch", ""))
-                pipe.hget(batch_key(batch_id), "stopped")
+                pipe.hmget(batch_key(batch_id), ["stopped", "resumes"])
                 pipe.hmget(batch_key(batch_id, "records"), item_ids(entry.fields) or ["-"])
             replies = pipe.execute()
         with self.state.lock:
             for n, entry in enumerate(chunks):
-                stopped, found = replies[2 * n], replies[2 * n + 1]
+                (stopped, resumes), found = replies[2 * n], replies[2 * n + 1]
                 ids = item_ids(entry.fields)
                 done = {i for i, value in zip(ids, found, strict=False) if value is not None}
-                self.state.checked[entry.entry_id] = (bool(stopped), done)
+                skip = bool(stopped) or not entry_current(entry.fields, resumes)
+                self.state.checked[entry.entry_id] = (skip, done)
 
     def _buried(self, entry_id: str, fields: dict[str, str]) -> bool:
         """Dead-letter a reclaimed entry delivered more than ``max_attempts`` times."""

@@ -1,0 +1,78 @@
+"""``validate --queue NAME --thread ID --resume --budget USD``: resume a queued batch stopped on
+its budget, and the line that says how (``batch status|results``, ``--wait``).
+
+The work is :func:`multiagent.distributed.queue_resume.resume_batch`'s; this is its command,
+which prints or follows the resumed batch as :mod:`multiagent.commands.batch` does a new one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from multiagent.commands._shared import console, err_console, print_json
+from multiagent.errors import UsageError
+from multiagent.policies import Settings
+
+
+def resume_queued(
+    settings: Settings,
+    *,
+    queue: str,
+    thread: str | None,
+    budget: float | None,
+    wait: bool,
+    as_json: bool,
+) -> None:
+    """Resume queued batch ``thread``, stopped on its budget, under the new total ``budget``;
+    print its id, or follow it to its end and exit with its code (as a new one is followed)."""
+    from multiagent.commands.batch import batch_exit_code, follow_batch, show_batch_results
+    from multiagent.distributed.queue_resume import resume_batch
+    from multiagent.distributed.redis import redis_client, require_redis_url
+
+    if thread is None:
+        raise UsageError("--resume needs --thread ID (the batch id printed when it was queued)")
+    url = require_redis_url(settings, what="--queue")
+    with redis_client(url) as client:
+        resumed = resume_batch(client, thread, queue=queue, budget_usd=budget)
+        if not wait:
+            if as_json:
+                print_json(
+                    {"batch_id": resumed.batch_id, "queue": resumed.queue, "items": resumed.items,
+                     "chunks": resumed.chunks, "budget_usd": resumed.budget_usd,
+                     "spent_usd": resumed.spent_usd}
+                )  # fmt: skip
+            else:
+                console.print(resumed.batch_id, highlight=False)
+                err_console.print(
+                    f"{resumed.items} unfinished items queued again on {queue}; follow: "
+                    f"multiagent batch status {resumed.batch_id}",
+                    style="dim",
+                )
+            return
+        err_console.print(f"batch {resumed.batch_id} resumed on queue {queue}", style="dim")
+        follow_batch(client, resumed.batch_id, show=not as_json)
+        document = show_batch_results(client, resumed.batch_id, as_json=as_json)
+    raise typer.Exit(code=batch_exit_code(document))
+
+
+def resume_hint(client: Any, document: dict[str, Any]) -> str | None:
+    """How to resume a batch stopped on its budget, as a local batch says it; else ``None``."""
+    from multiagent.distributed.queue import batch_key
+    from multiagent.distributed.queue_resume import resume_command
+
+    if document["kind"] != "batch" or document["state"] != "budget_exceeded":
+        return None
+    batch_id = document["batch_id"]
+    queue, budget = client.hmget(batch_key(batch_id), ["queue", "budget_usd"])
+    command = resume_command(batch_id, str(queue), budgeted=budget is not None)
+    if budget is None:  # stopped on the workers' profile budget: raised where they run
+        return f"stopped on the workers' budget; resume once it is raised: {command}"
+    return f"stopped on its budget; resume with a larger budget: {command}"
+
+
+def print_hint(hint: str | None, *, as_json: bool) -> None:
+    """Print ``hint`` (on stderr when stdout holds one JSON document)."""
+    if hint is not None:
+        (err_console if as_json else console).print(hint, highlight=False, soft_wrap=True)

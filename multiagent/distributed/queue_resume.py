@@ -1,0 +1,239 @@
+"""Resume a queued batch stopped on its budget: a larger total, and its unfinished items queued
+again for the workers.
+
+A queued batch whose budget left no room for its next item stops as ``budget_exceeded``: its
+remaining entries are acknowledged unrun, so nothing would ever finish its unfinished items.
+:func:`resume_batch` raises the batch's cap in Redis to the new total (what was spent before
+included, as a local batch's ``--resume --budget`` counts it), clears the stop, and puts the
+items that have no record and were not dead-lettered back on the batch's queue. Dead-lettered
+items stay so: they failed ``--max-attempts`` times, and a larger budget does not mend that.
+
+All of it is one script (:data:`_RESUME`), checked and written atomically on the server:
+
+- only a batch still stopped resumes, so of two resumes the second finds it running, refused;
+- none of its entries may be pending (taken by a worker): a worker still finishing an item
+  admitted before the stop would store it while its copy runs again, and one that ends in the
+  stop would mark the resumed batch stopped; the resume is refused until they have ended
+  (seconds: a stopped batch's entries are acknowledged unrun);
+- the records and dead letters the caller counted to choose the items must be those of the
+  moment the script runs (else the caller counts again);
+- the batch's entries not yet taken are superseded rather than searched for: each entry carries
+  the number of the resume that queued it (``resume``, none for the first), the batch the number
+  of its latest (``resumes``), and a worker acknowledges unrun an entry of an earlier one
+  (:func:`entry_current`); their items were queued again with the others.
+
+So every item is run by one entry at a time, and the batch's results and usage (kept per item
+and per chunk attempt) cover it once, before and after the resume.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from multiagent.distributed.queue import (
+    GROUP,
+    batch_key,
+    check_queue_name,
+    ensure_group,
+    load_manifest,
+    stream_key,
+)
+from multiagent.errors import UsageError
+from multiagent.graphs.batch_chunks import plan_chunks
+from multiagent.models.budget_redis import NANO, RUN_TTL_S, budget_key, to_nano
+
+#: Tries of a resume whose batch changed between counting its items and the script.
+_TRIES = 5
+
+# Shared by the resume and the running check: how many entries of batch ``batch`` are pending
+# in ``stream`` (taken by a worker of ``group``, not yet ended); a queue's pending entries are
+# its running ones (and those waiting for a retry), few.
+_RUNNING = """
+local function running(stream, group, batch)
+  local count = 0
+  for _, p in ipairs(redis.call('XPENDING', stream, group, '-', '+', 1000000)) do
+    local found = redis.call('XRANGE', stream, p[1], p[1])
+    if found[1] then
+      local f = found[1][2]
+      for i = 1, #f, 2 do
+        if f[i] == 'batch' and f[i + 1] == batch then count = count + 1 end
+      end
+    end
+  end
+  return count
+end
+"""
+
+#: KEYS: the batch's hash, records, dead set, its queue's stream, its budget's base, holds and
+#: leases. ARGV: group, batch id, records counted, dead counted, the new cap in nano-USD ('' for a
+#: batch without a budget), the new budget in USD, the budget's TTL, then the new entries' items
+#: (JSON each). Returns {'resumed', resume number, spent, held} or why not: {'not_stopped'},
+#: {'changed'}, {'running', count}, {'small', spent, held} (nano-USD; holds whose lease ended
+#: left out, as the budget's report does).
+_RESUME = (
+    _RUNNING
+    + """
+if redis.call('HGET', KEYS[1], 'stopped') ~= 'budget_exceeded' then return {'not_stopped'} end
+if redis.call('HLEN', KEYS[2]) ~= tonumber(ARGV[3])
+    or redis.call('SCARD', KEYS[3]) ~= tonumber(ARGV[4]) then
+  return {'changed'}
+end
+local busy = running(KEYS[4], ARGV[1], ARGV[2])
+if busy > 0 then return {'running', busy} end
+local spent, held = 0, 0
+if ARGV[5] ~= '' then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  spent = tonumber(redis.call('HGET', KEYS[5], 'spent') or '0')
+  local holds = redis.call('HGETALL', KEYS[6])
+  for i = 1, #holds, 2 do
+    if tonumber(redis.call('ZSCORE', KEYS[7], holds[i]) or '0') > now then
+      held = held + tonumber(string.match(holds[i + 1], '^(%d+)'))
+    end
+  end
+  if tonumber(ARGV[5]) <= spent + held then return {'small', spent, held} end
+  redis.call('HSET', KEYS[5], 'cap', ARGV[5])
+  redis.call('EXPIRE', KEYS[5], tonumber(ARGV[7]))
+  redis.call('HSET', KEYS[1], 'budget_usd', ARGV[6])
+end
+redis.call('HDEL', KEYS[1], 'stopped', 'last_error')
+local resume = redis.call('HINCRBY', KEYS[1], 'resumes', 1)
+redis.call('HINCRBY', KEYS[1], 'chunks', #ARGV - 7)
+for i = 8, #ARGV do
+  redis.call('XADD', KEYS[4], '*', 'batch', ARGV[2], 'chunk', 'r' .. resume .. 'c' .. (i - 8),
+             'items', ARGV[i], 'resume', resume)
+end
+return {'resumed', resume, spent, held}
+"""
+)
+
+#: KEYS[1] the stream; ARGV: group, batch id. How many of the batch's entries are pending.
+_COUNT_RUNNING = _RUNNING + "return running(KEYS[1], ARGV[1], ARGV[2])\n"
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """A queued batch resumed: its unfinished items back on its queue."""
+
+    batch_id: str
+    queue: str
+    items: int
+    chunks: int
+    budget_usd: float | None
+    spent_usd: float
+    held_usd: float
+
+
+def entry_current(fields: Mapping[str, Any], resumes: Any) -> bool:
+    """Whether a batch's entry was queued by the batch's latest resume (``resumes``: the
+    batch's field, ``None`` before any); an earlier one's items were queued again."""
+    return str(fields.get("resume") or 0) == str(resumes or 0)
+
+
+def running_entries(client: redis.Redis, batch_id: str) -> int:
+    """How many entries of ``batch_id`` workers have taken and not yet ended."""
+    queue = str(client.hget(batch_key(batch_id), "queue") or "")
+    if not queue:
+        return 0
+    ensure_group(client, queue)
+    found: Any = client.eval(_COUNT_RUNNING, 1, stream_key(queue), GROUP, batch_id)
+    return int(found)
+
+
+def resume_command(batch_id: str, queue: str, *, budgeted: bool) -> str:
+    """The command that resumes queued batch ``batch_id``."""
+    command = f"multiagent validate --queue {queue} --thread {batch_id} --resume"
+    return command + (" --budget USD" if budgeted else "")
+
+
+def resume_batch(
+    client: redis.Redis, batch_id: str, *, queue: str, budget_usd: float | None
+) -> Resumed:
+    """Resume ``batch_id``, stopped on its budget, under the new total ``budget_usd``: raise
+    its cap, clear the stop, queue its unfinished items again (see the module docstring).
+
+    Raises:
+        UsageError: No such batch, another queue than the batch's, a batch not stopped on its
+            budget (running, completed, failed), a budget given or left out against how the
+            batch was queued, one not above what the batch spent and holds, entries of it still
+            running, or nothing left to run (one line each; nothing is changed).
+    """
+    check_queue_name(queue)
+    manifest = load_manifest(client, batch_id)  # an unknown id: one line naming it
+    meta = client.hgetall(batch_key(batch_id))
+    own = str(meta.get("queue", ""))
+    if own != queue:
+        raise UsageError(f"batch {batch_id!r} is on queue {own!r}, not {queue!r}: --queue {own}")
+    budgeted = "budget_usd" in meta
+    if budgeted and budget_usd is None:
+        raise UsageError(
+            f"batch {batch_id!r} stopped on its budget of ${float(meta['budget_usd']):.6f}: "
+            "resume it with a larger total, --budget USD"
+        )
+    if not budgeted and budget_usd is not None:
+        raise UsageError(
+            f"batch {batch_id!r} was queued without --budget (its workers' profile budget "
+            "applies): resume it without --budget"
+        )
+    ensure_group(client, queue)
+    for _ in range(_TRIES):
+        with client.pipeline(transaction=True) as pipe:
+            pipe.hkeys(batch_key(batch_id, "records"))
+            pipe.smembers(batch_key(batch_id, "dead"))
+            pipe.hget(batch_key(batch_id), "stopped")
+            records, dead, stopped = pipe.execute()
+        finished, dead = set(records), set(dead)
+        if stopped != "budget_exceeded" or len(finished) >= len(manifest.items):
+            raise _not_stopped(client, batch_id)
+        todo = [i for i in manifest.items if i["id"] not in finished and i["id"] not in dead]
+        if not todo:
+            raise UsageError(
+                f"batch {batch_id!r} has nothing to resume: its {len(dead)} unfinished items "
+                "were dead-lettered (`multiagent batch results` names them)"
+            )
+        chunks = plan_chunks(todo, chunk_size=manifest.chunk_size)
+        base = budget_key("batch", batch_id)
+        reply: Any = client.eval(
+            _RESUME, 7, batch_key(batch_id), batch_key(batch_id, "records"),
+            batch_key(batch_id, "dead"), stream_key(queue), base, f"{base}:holds",
+            f"{base}:leases", GROUP, batch_id, len(finished), len(dead),
+            "" if budget_usd is None else to_nano(budget_usd),
+            "" if budget_usd is None else repr(budget_usd), RUN_TTL_S,
+            *(json.dumps(chunk) for chunk in chunks),
+        )  # fmt: skip
+        outcome = str(reply[0])
+        if outcome == "changed":  # an entry ended meanwhile: count again
+            continue
+        if outcome == "not_stopped":
+            raise _not_stopped(client, batch_id)
+        if outcome == "running":
+            raise UsageError(
+                f"batch {batch_id!r} still has {int(reply[1])} entries taken by workers on "
+                f"queue {queue}; resume once they have ended (seconds, for a stopped batch)"
+            )
+        if outcome == "small":
+            spent, held = int(reply[1]) / NANO, int(reply[2]) / NANO
+            raise UsageError(
+                f"--budget {budget_usd} USD is not above what batch {batch_id!r} has spent and "
+                f"holds (${spent:.6f} spent + ${held:.6f} held): give a larger total"
+            )
+        return Resumed(
+            batch_id=batch_id, queue=queue, items=len(todo), chunks=len(chunks),
+            budget_usd=budget_usd, spent_usd=int(reply[2]) / NANO, held_usd=int(reply[3]) / NANO,
+        )  # fmt: skip
+    raise UsageError(f"batch {batch_id!r} kept changing while resuming it; try again")
+
+
+def _not_stopped(client: redis.Redis, batch_id: str) -> UsageError:
+    """One line saying that ``batch_id`` is in another state than stopped on its budget."""
+    from multiagent.distributed.queue import batch_status
+
+    state = batch_status(client, batch_id)["state"]
+    return UsageError(
+        f"batch {batch_id!r} is {state}, not stopped on its budget: only such a batch resumes"
+    )
