@@ -213,8 +213,8 @@ def resume_batch(
             raise _not_stopped(client, batch_id)
         if outcome == "running":
             raise UsageError(
-                f"batch {batch_id!r} still has {int(reply[1])} entries taken by workers on "
-                f"queue {queue}; resume once they have ended (seconds, for a stopped batch)"
+                f"batch {batch_id!r} still has entries taken by workers on queue {queue} "
+                f"({int(reply[1])}); resume once they have ended (seconds, for a stopped batch)"
             )
         if outcome == "small":
             spent, held = int(reply[1]) / NANO, int(reply[2]) / NANO

@@ -129,7 +129,7 @@ def test_bad_resumes_exit_2_with_one_line_and_change_nothing(
     client.xreadgroup(GROUP, "elsewhere", {stream_key("qb"): ">"}, count=1)
     client.hset(batch_key("b1"), "stopped", "budget_exceeded")
     kept = stored(client, "b1", "qb")
-    refused(*resume, "--budget", "2", says="still has 1 entries taken by workers")
+    refused(*resume, "--budget", "2", says="still has entries taken by workers on queue qb (1)")
     assert stored(client, "b1", "qb") == kept
 
 
