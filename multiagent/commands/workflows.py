@@ -513,7 +513,11 @@ def validate(
     agents_file: AgentsFileOption = None,
     queue: Annotated[
         str | None,
-        typer.Option("--queue", help="Put --batch on this Redis queue for `multiagent worker`."),
+        typer.Option(
+            "--queue",
+            help="Put --batch on this Redis queue for `multiagent worker`; with --thread ID "
+            "--resume --budget USD, queue again what a batch stopped on its budget left.",
+        ),
     ] = None,
     wait: Annotated[
         bool, typer.Option("--wait", help="With --queue: follow the batch until it is done.")

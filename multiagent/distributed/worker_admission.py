@@ -68,6 +68,7 @@ class HeldItems:
         if amount == 0:  # counted as a call all the same, as a reservation's settlement is
             self._redis.draw(self._ids[0], f"{reservation}.0", 0.0)
             return
+        parts = 0
         for n, rid in enumerate(self._ids):
             # the last hold takes what is left over: a call beyond the worst case is still paid
             take = amount if n == len(self._ids) - 1 else min(amount, self._left[n])
@@ -75,7 +76,9 @@ class HeldItems:
                 continue
             self._left[n] -= take
             amount -= take
-            self._redis.draw(rid, f"{reservation}.{uuid.uuid4().hex[:8]}", take / NANO)
+            draw_id = f"{reservation}.{uuid.uuid4().hex[:8]}"
+            self._redis.draw(rid, draw_id, take / NANO, part=parts > 0)  # one call, however split
+            parts += 1
             if amount <= 0:
                 break
 

@@ -18,7 +18,8 @@ A budget at ``BASE`` (``multiagent:budget:project:d<epoch day>`` for the daily c
 Every write refreshes the keys' TTL: a daily budget disappears a while after its day.
 
 An admitted item of a queued batch holds its whole worst case as one reservation; its calls
-draw on it (``<hold>><draw id>``, counted once each: spent grows, the hold shrinks) rather than
+draw on it (``<hold>><draw id>``, counted once each: spent grows, the hold shrinks; a call
+drawn from several holds is one settled call, its later draws' ids ending with ``+``) rather than
 reserving, and the item's end closes it (``<hold>>``: what is left goes back). Draws and the
 close are settlements like any other, sent in order, so what the hold frees is spent first.
 
@@ -75,7 +76,8 @@ local function draw(base, rid, amount)
     redis.call('HINCRBY', base, 'held', 0 - take)
   end
   redis.call('HINCRBY', base, 'spent', amount)
-  redis.call('HINCRBY', base, 'calls', 1)
+  -- a call drawn from several holds is one call: its later parts end with '+'
+  if string.sub(id, -1) ~= '+' then redis.call('HINCRBY', base, 'calls', 1) end
   return 1
 end
 -- settlements given as KEYS[first..] (their bases) and ARGV[at..] (id, nano-USD pairs), each

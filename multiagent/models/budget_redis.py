@@ -195,11 +195,13 @@ class RedisBudget:
         except _HeldBack:
             return None
 
-    def draw(self, hold: str, draw_id: str, usd: float) -> None:
+    def draw(self, hold: str, draw_id: str, usd: float, *, part: bool = False) -> None:
         """Count ``usd`` spent by a call that ``hold`` (an admitted item's reservation) covers,
         taking it off the hold: no round trip, it travels as settlements do (once per
-        ``draw_id``)."""
+        ``draw_id``). ``part``: a later part of a call drawn from several holds (its spend
+        counts, not as another call)."""
         amount = to_nano(usd)
+        draw_id = f"{draw_id}+" if part else draw_id
         with self._lock:
             if hold in self._local:  # spent from what the local hold kept aside
                 self._local[hold] -= min(amount, self._local[hold])

@@ -95,3 +95,19 @@ def test_a_killed_workers_item_hold_ends_with_its_lease_and_its_paid_call_still_
     assert dead["expired_leases"] == 1
     assert (dead["spent_usd"], dead["settled_calls"]) == (cost, 1)  # paid, so still counted
     budget.release(str(rest[0]))
+
+
+def test_a_call_drawn_from_two_item_holds_is_one_settled_call(redis_url: str) -> None:
+    from multiagent.distributed.worker_admission import HeldItems
+
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client.hset(budget_key("batch", "split"), "cap", to_nano(0.01))
+    budget = RedisBudget(client, key=budget_key("batch", "split"), cap_usd=None)
+    first, second = budget.reserve(0.001), budget.reserve(0.002)
+    held = HeldItems(budget, [(first, to_nano(0.001)), (second, to_nano(0.002))])
+    call = held.reserve(0.0015)
+    held.settle(call, 0.0015)  # more than the first hold has: the rest comes from the second
+    held.close()
+    report = budget.report()
+    assert (report["spent_usd"], report["settled_calls"]) == (0.0015, 1)
+    assert report["held_usd"] == 0.0
