@@ -428,7 +428,7 @@ class PipelineChatModel(BaseChatModel):
                         passage = attempt_stack.enter_context(
                             self.controller.slot(tokens=call.pace_tokens)
                         )
-                        chunks = self.provider_model._stream(messages, stop=stop, **kwargs)
+                        chunks = self._streaming(kwargs)._stream(messages, stop=stop, **kwargs)
                         with held_at_gate(passage):  # the request is sent by the first read
                             first = next(chunks, None)
                         # unwound in reverse: the provider's stream closes, then the slot
@@ -462,7 +462,7 @@ class PipelineChatModel(BaseChatModel):
                                 self.controller.aslot(tokens=call.pace_tokens)
                             )
                             chunks = aiter(
-                                self.provider_model._astream(messages, stop=stop, **kwargs)
+                                self._streaming(kwargs)._astream(messages, stop=stop, **kwargs)
                             )
                             with held_at_gate(passage):
                                 first = await anext(chunks, None)
@@ -480,6 +480,23 @@ class PipelineChatModel(BaseChatModel):
                 passage.answered(headers=headers, output_tokens=output_tokens_of(call.seen))
                 await stack.aclose()
             yield self._last_chunk(call)
+
+    def _streaming(self, kwargs: dict[str, Any]) -> BaseChatModel:
+        """The provider model to stream a request of ``kwargs`` from.
+
+        OpenAI's client cannot include response headers (asked for: they carry the rate limits)
+        in a stream with a ``response_format``, the structured ladder's JSON steps under
+        LangGraph's ``messages`` mode: ``langchain_openai`` warns on every such call and
+        streams without them. Such a stream is asked of a copy that does not ask for them.
+        """
+        inner = self.provider_model
+        if "response_format" not in kwargs or not getattr(inner, "include_response_headers", 0):
+            return inner
+        found = self._memo.get("headerless")
+        if found is None:
+            update = {"include_response_headers": False}
+            found = self._memo["headerless"] = inner.model_copy(update=update)
+        return found  # type: ignore[no-any-return]
 
     @staticmethod
     def _last_chunk(call: CallInFlight) -> ChatGenerationChunk:
