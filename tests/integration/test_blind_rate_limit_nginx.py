@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from multiagent.cli import app
 from multiagent.sim import SimServerConfig, run_sim_server
-from tests.integration._nginx import rate_limiting_proxy
+from tests._nginx import rate_limiting_proxy
 
 pytestmark = pytest.mark.slow
 
