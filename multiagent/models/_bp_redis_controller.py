@@ -218,7 +218,9 @@ class RedisBackpressureController(SharedStateKeeper):
             else:
                 window = self._shared_window
                 self._decide(
-                    lambda s: decide.on_rate_limited(s, cfg, sent_at=sent_at, window=window)
+                    lambda s: decide.on_rate_limited(
+                        s, cfg, sent_at=sent_at, window=window, unpaused=wait is None
+                    )
                 )
 
     # -- reading -------------------------------------------------------------------------------

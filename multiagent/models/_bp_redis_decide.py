@@ -63,11 +63,16 @@ class Snapshot:
 
 @dataclass
 class Decision:
-    """Fields to write, whether booked slots become void, and a cap on the request TAT."""
+    """Fields to write, whether booked slots become void, and a cap on the request TAT.
+
+    ``spaced``: a rebook's first slot is one interval of the new pace after the last send, not
+    at once (a 429 that named no pause; see ``APPLY``).
+    """
 
     fields: dict[str, str] = field(default_factory=dict)
     rebook: bool = False
     tat_cap: float | None = None
+    spaced: bool = False
 
 
 def parse_snapshot(reply: list[str]) -> Snapshot:
@@ -191,9 +196,15 @@ class SharedWindow(OutcomeWindow):
 
 
 def on_rate_limited(
-    snap: Snapshot, config: BackpressureConfig, *, sent_at: float, window: OutcomeWindow
+    snap: Snapshot,
+    config: BackpressureConfig,
+    *,
+    sent_at: float,
+    window: OutcomeWindow,
+    unpaused: bool = False,
 ) -> Decision | None:
-    """A 429 (not a concurrency refusal) of a request sent at ``sent_at`` (server time)."""
+    """A 429 (not a concurrency refusal) of a request sent at ``sent_at`` (server time);
+    ``unpaused``: it named no pause (no Retry-After), so a rebook spaces its first slot."""
     pace = pace_of(snap, config)
     before = pace.rate
     pace.on_rate_limited(sent_at=sent_at, now=snap.now, window=window)
@@ -202,7 +213,7 @@ def on_rate_limited(
         fields.update(_confirmed(snap, config))
     if not fields:
         return None
-    return Decision(fields=fields, rebook=_moved(before, pace.rate))
+    return Decision(fields=fields, rebook=_moved(before, pace.rate), spaced=unpaused)
 
 
 def on_concurrency_refusal(

@@ -155,9 +155,10 @@ class SharedStateKeeper(BackpressureController):
                 return
             pairs = [item for pair in decision.fields.items() for item in pair]
             cap = "" if decision.tat_cap is None else repr(decision.tat_cap)
+            rebook = 2 if decision.rebook and decision.spaced else int(decision.rebook)
             applied = self._scripts["apply"](
                 keys=[self.keys.state, self.keys.gate],
-                args=[snap.fields.get("v", "0"), int(decision.rebook), cap, *pairs],
+                args=[snap.fields.get("v", "0"), rebook, cap, *pairs],
             )
             if applied:
                 if decision.rebook:

@@ -6,11 +6,11 @@ significant digits: Lua's ``tostring`` keeps 14, a tenth of a millisecond at tod
 Replies carry numbers as strings (Redis would truncate a Lua float to an integer).
 
 Keys of one (provider, base URL, model) ``P`` (see :func:`keys_for`): ``P:state`` (a hash: the
-pace, the limit, the GCRA arrival times, counters), ``P:leases`` (a sorted set of tickets
-holding a slot, scored by the lease's deadline), ``P:sends`` / ``P:answers`` / ``P:refused``
-(the last ``window_s`` of send, answer and refused-send times, for measuring a capacity across
-processes), ``P:procs`` (processes by last heartbeat); and per endpoint ``G:gate`` (the server
-time before which nothing may be sent: the shared Retry-After).
+pace, the limit, the GCRA arrival times, the last send, counters), ``P:leases`` (a sorted set
+of tickets holding a slot, scored by the lease's deadline), ``P:sends`` / ``P:answers`` /
+``P:refused`` (the last ``window_s`` of send, answer and refused-send times, for measuring a
+capacity across processes), ``P:procs`` (processes by last heartbeat); and per endpoint
+``G:gate`` (the server time before which nothing may be sent: the shared Retry-After).
 """
 
 from __future__ import annotations
@@ -104,6 +104,7 @@ end
 redis.call('ZADD', KEYS[2], now + ttl, lease)
 redis.call('ZADD', KEYS[4], now, lease)
 redis.call('ZADD', KEYS[5], now, ARGV[4])
+redis.call('HSET', KEYS[1], 'last', fmt(now))  -- the last send, by any process (see APPLY)
 return {'go', fmt(now), fmt(slot), s[6], fmt(now)}
 """
 )
@@ -193,6 +194,12 @@ return reply
 
 #: KEYS: state gate. ARGV: expected_version rebook tat_cap field value ...
 #: Applies a decision only if nobody changed the state since it was read (reply 1, else 0).
+#: ``rebook``: 0 keeps the booked slots; 1 voids them, the new pace's first slot at once (after
+#: the gate); 2 voids them, its first slot one interval of the new pace after the last send (by
+#: any process). A 429 with no Retry-After (a gateway's ``limit_req`` answers so, at once)
+#: pauses nothing: with a first slot at once, each refusal cut the pace, rebooked and let the
+#: next waiting request go, and the waiting requests of every process went back to back into a
+#: wall of 429s that drove the pace to its floor.
 APPLY = (
     _PRELUDE
     + """
@@ -208,8 +215,13 @@ if more > 0 then
     'tatk', fmt(math.max(tonumber(s[2]), now) + more))
 end
 redis.call('HINCRBY', KEYS[1], 'v', 1)
-if ARGV[2] == '1' then
-  local start = math.max(now, gate_of(KEYS[2])) + tonumber(redis.call('HGET', KEYS[1], 'burst'))
+if ARGV[2] == '1' or ARGV[2] == '2' then
+  local s = redis.call('HMGET', KEYS[1], 'burst', 'last', 'mult', 'rate')
+  local start = math.max(now, gate_of(KEYS[2]))
+  if ARGV[2] == '2' and s[2] then
+    start = math.max(start, tonumber(s[2]) + tonumber(s[3]) / tonumber(s[4]))
+  end
+  start = start + tonumber(s[1])
   redis.call('HINCRBY', KEYS[1], 'epoch', 1)
   redis.call('HSET', KEYS[1], 'tat', fmt(start), 'tatk', fmt(start))
 end
