@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests._procs import free_port, stop
+
 _CONF = """
 worker_processes 1;
 pid {dir}/nginx.pid;
@@ -57,13 +59,6 @@ def nginx_binary() -> str:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextmanager
 def rate_limiting_proxy(
     upstream: str, directory: Path, *, rate: int, burst: int
@@ -76,7 +71,7 @@ def rate_limiting_proxy(
     binary = nginx_binary()
     (directory / "tmp").mkdir(parents=True)
     (directory / "tmp").chmod(0o777)  # a master run as root hands requests to unprivileged workers
-    port = _free_port()
+    port = free_port()
     conf = directory / "nginx.conf"
     conf.write_text(
         _CONF.format(dir=directory, rate=rate, burst=burst, port=port, upstream=upstream),
@@ -98,9 +93,4 @@ def rate_limiting_proxy(
             time.sleep(0.05)
         yield f"http://127.0.0.1:{port}", directory / "access.log"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)

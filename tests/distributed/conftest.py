@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -20,16 +19,11 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests._procs import free_port, stop
 from tests.distributed._workers import Workers
 
 #: Read at import, before the autouse fixture clears MULTIAGENT_* variables.
 GIVEN_URL = os.environ.get("MULTIAGENT_TEST_REDIS_URL")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -55,7 +49,7 @@ def redis_server_url() -> Iterator[str]:
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory(prefix="multiagent-redis-") as folder:
         log = Path(folder) / "redis.log"
         command = [
@@ -68,12 +62,7 @@ def redis_server_url() -> Iterator[str]:
             _wait_ready(url, process, log)
             yield url
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -22,7 +22,8 @@ from multiagent.cli import app
 from multiagent.distributed.queue import batch_key, stream_key
 from multiagent.errors import BudgetExceededError
 from multiagent.models.budget_redis import NANO, RedisBudget, budget_key, to_nano
-from tests.distributed.conftest import _free_port, _wait_ready
+from tests._procs import free_port
+from tests.distributed.conftest import _wait_ready
 
 pytestmark = pytest.mark.redis
 PROC = str(Path(__file__).with_name("_budget_proc.py"))
@@ -185,7 +186,7 @@ class OwnRedis:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -17,7 +17,7 @@ from langchain_core.outputs import ChatGeneration
 
 from multiagent.models.analysis_cache import MISSING, content_key, open_analysis_cache
 from multiagent.models.completion_cache import cache_key, open_completion_cache
-from tests.distributed.conftest import _free_port
+from tests._procs import free_port
 
 pytestmark = pytest.mark.redis
 PROC = str(Path(__file__).with_name("_cache_proc.py"))
@@ -111,7 +111,7 @@ def test_an_analysis_older_than_its_ttl_is_counted_expired_and_recomputed(
     "args", [["metrics", "show", "--json"], ["validate", "some text to check", "--json"]]
 )
 def test_a_missing_redis_at_start_is_one_line_and_exit_2(tmp_path: Path, args: list[str]) -> None:
-    url = f"redis://127.0.0.1:{_free_port()}/0"
+    url = f"redis://127.0.0.1:{free_port()}/0"
     done = _cli(args, env=_env(url, tmp_path))
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()

@@ -8,7 +8,6 @@ short on a 2-core machine (SmolLM2-135M writes some tens of tokens per second th
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from tests._procs import free_port, stop
 from tests.realmodel._recorder import Recording, recording_proxy
 
 pytest.importorskip("llama_cpp", reason="the local extra is not installed")
@@ -29,20 +29,13 @@ BOUNDS = {"default": 48, "plan": 160, "work": 48, "speak": 48, "moderate": 96,
 _SERVER = Path(__file__).with_name("_llama_server.py")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextmanager
 def running_llama_server(log_dir: Path, *options: str) -> Iterator[str]:
     """``http://127.0.0.1:PORT`` of a ``llama_cpp.server`` with the packaged model, ``options``
     added to its command line; stopped when the block ends."""
     from multiagent.models.local_engine import packaged_model_path
 
-    port = _free_port()
+    port = free_port()
     log = (log_dir / "server.log").open("wb")
     command = [sys.executable, str(_SERVER), "--model", str(packaged_model_path()),
                "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", *options]  # fmt: skip
@@ -63,12 +56,7 @@ def running_llama_server(log_dir: Path, *options: str) -> Iterator[str]:
             time.sleep(0.5)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, timeout=20)
         log.close()
 
 

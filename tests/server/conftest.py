@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,17 +24,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests._procs import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 #: How long the server may take to import the graphs and answer ``/ok`` on a busy machine.
 START_TIMEOUT_S = 180.0
 #: Variables of the test process the server must not inherit (they would change its settings).
 _DROPPED = ("MULTIAGENT_", "OPENAI_", "LANGSMITH_", "LANGCHAIN_", "OTEL_")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _langgraph_cli() -> list[str]:
@@ -138,7 +133,7 @@ def langgraph_dev(tmp_path_factory: pytest.TempPathFactory, **env: str) -> Itera
     """``langgraph dev`` on a free loopback port, with ``env`` added to its environment; the
     test may stop it itself (:meth:`DevServer.terminate`), else it is stopped after."""
     base = tmp_path_factory.mktemp("langgraph-dev")
-    port = _free_port()
+    port = free_port()
     log_path = base / "server.log"
     command = [
         *_langgraph_cli(), "dev", "--config", str(_config_in(base)),
