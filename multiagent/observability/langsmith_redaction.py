@@ -36,6 +36,7 @@ from typing import Any
 from langchain_core.callbacks import BaseCallbackHandler, BaseCallbackManager, Callbacks
 from langchain_core.tracers.context import tracing_v2_callback_var
 from langchain_core.tracers.langchain import LangChainTracer
+from langchain_core.tracers.schemas import Run
 from langsmith import Client
 from langsmith.run_helpers import get_tracing_context
 from langsmith.utils import tracing_is_enabled
@@ -114,6 +115,16 @@ def redacting_copy(tracer: LangChainTracer) -> LangChainTracer:
         return tracer
     copy = tracer.copy_with_metadata_defaults()  # LangChain's copy: it shares the open runs
     copy.client = redacting_twin(tracer.client)
+    persist, origin = copy._persist_run, weakref.ref(tracer)
+
+    def persisted(run: Run) -> None:
+        # the caller asks its own tracer for the run (``latest_run``, ``get_run_url()``)
+        persist(run)
+        given = origin()
+        if given is not None:
+            given.latest_run = copy.latest_run
+
+    copy._persist_run = persisted  # type: ignore[method-assign]
     return copy
 
 

@@ -110,6 +110,9 @@ def test_a_callers_tracer_sends_placeholders_to_its_project_when_the_profile_red
     # the caller's tracer and client are as they were: their own work is not redacted
     assert tracer.client is client
     assert getattr(client, "_anonymizer", None) is None
+    # yet the tracer knows the run its copy traced (``tracer.get_run_url()`` reads it)
+    assert tracer.latest_run is not None
+    assert str(tracer.latest_run.id) == roots[0]["id"]
 
 
 def test_a_callers_tracer_is_used_as_given_when_the_profile_does_not_redact(
