@@ -33,10 +33,19 @@ _SERVER = Path(__file__).with_name("_llama_server.py")
 def running_llama_server(log_dir: Path, *options: str) -> Iterator[str]:
     """``http://127.0.0.1:PORT`` of a ``llama_cpp.server`` with the packaged model, ``options``
     added to its command line; stopped when the block ends."""
+    with llama_server_process(log_dir, *options) as (url, _):
+        yield url
+
+
+@contextmanager
+def llama_server_process(
+    log_dir: Path, *options: str, port: int | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """:func:`running_llama_server`, on ``port`` when given, with its process (to kill)."""
     from multiagent.models.local_engine import packaged_model_path
 
-    port = free_port()
-    log = (log_dir / "server.log").open("wb")
+    port = free_port() if port is None else port
+    log = (log_dir / "server.log").open("ab")
     command = [sys.executable, str(_SERVER), "--model", str(packaged_model_path()),
                "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", *options]  # fmt: skip
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -54,7 +63,7 @@ def running_llama_server(log_dir: Path, *options: str) -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise RuntimeError("llama_cpp.server did not answer /v1/models in 180 s")
             time.sleep(0.5)
-        yield url
+        yield url, process
     finally:
         stop(process, timeout=20)
         log.close()
