@@ -32,6 +32,8 @@ from multiagent.distributed.worker_state import TakenEntry, WorkerState, item_id
 
 #: How long a read blocks waiting for new entries; also how soon a stop is noticed when idle.
 READ_BLOCK_MS = 500
+#: A consumer with nothing pending that has not read for this many ``claim_idle_ms`` is gone.
+GONE_CLAIMS = 10
 
 
 class EntryFeeder:
@@ -57,6 +59,7 @@ class EntryFeeder:
         self.claim_idle_ms = claim_idle_ms
         self.max_attempts = max_attempts
         self._next_claim = 0.0  # monotonic time of the next look for abandoned entries
+        self._next_forget = 0.0  # monotonic time of the next look for consumers gone
 
     def run(self, *, idle_exit_ms: int | None) -> None:
         """Feed until stopped (or, with ``idle_exit_ms``, until the queue stays that long empty)."""
@@ -133,6 +136,7 @@ class EntryFeeder:
                 # an entry becomes abandoned only after claim_idle_ms: look a few times per
                 # claim_idle_ms (and whenever idle), not once per entry
                 self._next_claim = time.monotonic() + self.claim_idle_ms / 4000
+                self._forget_gone()
                 break
             entry_id, fields = claimed[1][0]
             entry_id = str(entry_id)
@@ -155,6 +159,28 @@ class EntryFeeder:
             state.in_flight.update(entry.entry_id for entry in taken)
         self._check(taken)
         return taken
+
+    def _forget_gone(self) -> None:
+        """Delete the group's consumers that are gone: none pending, no read for
+        :data:`GONE_CLAIMS` × ``claim_idle_ms``.
+
+        Each worker reads as a consumer of its own (host and pid), and Redis keeps a consumer
+        until it is deleted: without this, every worker ever killed stayed listed in
+        ``XINFO CONSUMERS``. A consumer with nothing pending owns nothing, so deleting one loses
+        no entry; a live worker reads every :data:`READ_BLOCK_MS` while it has room (and holds
+        pending entries while it has none), and a read would make it again anyway.
+        """
+        now = time.monotonic()
+        if now < self._next_forget:
+            return
+        self._next_forget = now + self.claim_idle_ms / 1000
+        consumers: Any = self.client.xinfo_consumers(self.stream, GROUP)
+        gone_ms = GONE_CLAIMS * self.claim_idle_ms
+        for consumer in consumers:
+            name = str(consumer.get("name"))
+            pending, idle = int(consumer.get("pending", 0)), int(consumer.get("idle", 0))
+            if name != self.consumer and pending == 0 and idle > gone_ms:
+                self.client.xgroup_delconsumer(self.stream, GROUP, name)
 
     def _check(self, taken: list[TakenEntry]) -> None:
         """Read the batch state of every taken chunk in one pipeline."""
