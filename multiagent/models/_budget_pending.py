@@ -68,10 +68,16 @@ class PendingSettlements:
         return taken
 
     def restore(self, settlements: list[Settlement]) -> None:
-        """Keep again settlements whose sending failed (a newer one for a reservation wins)."""
+        """Keep again settlements whose sending failed, ahead of those kept since (a newer one
+        for a reservation wins).
+
+        Order matters: an item's draws must reach Redis before the close of its hold, which
+        frees what the hold has left; a close sent ahead of them, in another script, would free
+        room that the draws then spend again.
+        """
         with self._lock:
-            for settlement in settlements:
-                self._items.setdefault(settlement[0], settlement)
+            older = {s[0]: s for s in settlements if s[0] not in self._items}
+            self._items = {**older, **self._items}
 
     def close(self) -> None:
         """Stop the flusher (what is kept stays kept)."""
