@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import typer
-
-from multiagent.commands._shared import console, err_console, print_json
+from multiagent.commands._shared import console, err_console
 from multiagent.errors import UsageError
 from multiagent.policies import Settings
 
@@ -27,7 +25,7 @@ def resume_queued(
 ) -> None:
     """Resume queued batch ``thread``, stopped on its budget, under the new total ``budget``;
     print its id, or follow it to its end and exit with its code (as a new one is followed)."""
-    from multiagent.commands.batch import batch_exit_code, follow_batch, show_batch_results
+    from multiagent.commands.batch import print_or_follow
     from multiagent.distributed.queue_resume import resume_batch
     from multiagent.distributed.redis import redis_client, require_redis_url
 
@@ -36,25 +34,14 @@ def resume_queued(
     url = require_redis_url(settings, what="--queue")
     with redis_client(url) as client:
         resumed = resume_batch(client, thread, queue=queue, budget_usd=budget)
-        if not wait:
-            if as_json:
-                print_json(
-                    {"batch_id": resumed.batch_id, "queue": resumed.queue, "items": resumed.items,
-                     "chunks": resumed.chunks, "budget_usd": resumed.budget_usd,
-                     "spent_usd": resumed.spent_usd}
-                )  # fmt: skip
-            else:
-                console.print(resumed.batch_id, highlight=False)
-                err_console.print(
-                    f"{resumed.items} unfinished items queued again on {queue}; follow: "
-                    f"multiagent batch status {resumed.batch_id}",
-                    style="dim",
-                )
-            return
-        err_console.print(f"batch {resumed.batch_id} resumed on queue {queue}", style="dim")
-        follow_batch(client, resumed.batch_id, show=not as_json)
-        document = show_batch_results(client, resumed.batch_id, as_json=as_json)
-    raise typer.Exit(code=batch_exit_code(document))
+        summary = {"batch_id": resumed.batch_id, "queue": resumed.queue, "items": resumed.items,
+                   "chunks": resumed.chunks, "budget_usd": resumed.budget_usd,
+                   "spent_usd": resumed.spent_usd}  # fmt: skip
+        print_or_follow(
+            client, resumed.batch_id, wait=wait, as_json=as_json, summary=summary,
+            queued=f"{resumed.items} unfinished items queued again on {queue}",
+            following=f"batch {resumed.batch_id} resumed on queue {queue}",
+        )  # fmt: skip
 
 
 def resume_hint(client: Any, document: dict[str, Any]) -> str | None:

@@ -110,23 +110,38 @@ def enqueue_command(
             client, queue=queue, items=list(inputs["items"]), validators=inputs["validators"],
             threshold=inputs["threshold"], budget_usd=budget, batch_id=thread,
         )  # fmt: skip
-        if not wait:
-            if as_json:
-                print_json(
-                    {"batch_id": queued.batch_id, "queue": queued.queue, "items": queued.items,
-                     "chunks": queued.chunks}
-                )  # fmt: skip
-            else:
-                console.print(queued.batch_id, highlight=False)
-                err_console.print(
-                    f"{queued.items} items on queue {queue}; follow: multiagent batch status "
-                    f"{queued.batch_id}",
-                    style="dim",
-                )
-            return
-        err_console.print(f"batch {queued.batch_id} on queue {queue}", style="dim")
-        follow_batch(client, queued.batch_id, show=not as_json)
-        document = show_batch_results(client, queued.batch_id, as_json=as_json)
+        summary = {"batch_id": queued.batch_id, "queue": queued.queue, "items": queued.items,
+                   "chunks": queued.chunks}  # fmt: skip
+        print_or_follow(
+            client, queued.batch_id, wait=wait, as_json=as_json, summary=summary,
+            queued=f"{queued.items} items on queue {queue}",
+            following=f"batch {queued.batch_id} on queue {queue}",
+        )  # fmt: skip
+
+
+def print_or_follow(
+    client: Any,
+    batch_id: str,
+    *,
+    wait: bool,
+    as_json: bool,
+    summary: dict[str, Any],
+    queued: str,
+    following: str,
+) -> None:
+    """What a batch just queued (or queued again) prints: its id and how to follow it
+    (``summary`` with ``--json``); with ``wait``, it is followed to its end (``following``
+    said first) and the process exits with its code (:func:`batch_exit_code`)."""
+    if not wait:
+        if as_json:
+            print_json(summary)
+        else:
+            console.print(batch_id, highlight=False)
+            err_console.print(f"{queued}; follow: multiagent batch status {batch_id}", style="dim")
+        return
+    err_console.print(following, style="dim")
+    follow_batch(client, batch_id, show=not as_json)
+    document = show_batch_results(client, batch_id, as_json=as_json)
     raise typer.Exit(code=batch_exit_code(document))
 
 
