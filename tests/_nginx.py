@@ -11,12 +11,14 @@ import shutil
 import socket
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from multiagent.sim import SimServerConfig, run_sim_server
 from tests._procs import free_port, stop
 
 _CONF = """
@@ -94,3 +96,28 @@ def rate_limiting_proxy(
         yield f"http://127.0.0.1:{port}", directory / "access.log"
     finally:
         stop(process)
+
+
+@contextmanager
+def simulator_behind_nginx(directory: Path, *, rate: int) -> Iterator[tuple[str, Path]]:
+    """The simulator behind nginx at ``rate`` requests per second (a burst of 2), as a blind
+    provider's gateway: the simulator limits and advertises nothing, nginx is the only limit.
+
+    Yields:
+        The OpenAI base URL (``http://127.0.0.1:PORT/v1``) and nginx's access log.
+    """
+    sim = SimServerConfig(rpm=60_000, tpm=100_000_000, ttft_s=0.02, limit_headers=False)
+    with (
+        run_sim_server(sim) as sim_url,
+        rate_limiting_proxy(sim_url.removesuffix("/v1"), directory, rate=rate, burst=2) as (
+            proxy,
+            log,
+        ),
+    ):
+        yield f"{proxy}/v1", log
+
+
+def chat_statuses(log: Path) -> Counter[str]:
+    """How many chat completions nginx answered with each status, from its access log."""
+    lines = log.read_text().splitlines()
+    return Counter(line.split()[0] for line in lines if "/chat/completions" in line)

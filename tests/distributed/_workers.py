@@ -16,8 +16,12 @@ from typing import Any
 from typer.testing import CliRunner, Result
 
 from multiagent.cli import app
+from multiagent.distributed.queue import batch_key, stream_key
 from multiagent.persistence.checkpointer import open_checkpointer
 from multiagent.policies import load_settings
+from tests.integration._batch_cli import batch_file
+
+__all__ = ["FAST", "Workers", "batch_file", "cli", "plan_done", "stop_a_tight_batch", "wait_until"]
 
 #: A provider limit far above what the tests send (pacing is not what they test).
 FAST = {
@@ -86,19 +90,24 @@ def wait_until(condition: Any, *, seconds: float = 120.0) -> None:
         time.sleep(0.05)
 
 
-def batch_file(tmp_path: Path, count: int) -> Path:
-    """A JSONL batch of ``count`` distinct items ``i0``, ``i1``..."""
-    path = tmp_path / "items.jsonl"
-    lines = [
-        json.dumps({"id": f"i{n}", "text": f"Oven {n} bakes rye at {200 + n} C."})
-        for n in range(count)
-    ]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
 def plan_done(run_id: str) -> bool:
     """Whether queued run ``run_id`` has its plan in the shared checkpointer."""
     with open_checkpointer(load_settings()) as saver:
         found = saver.get_tuple({"configurable": {"thread_id": run_id}})
     return found is not None and bool(found.checkpoint["channel_values"].get("plan"))
+
+
+def stop_a_tight_batch(
+    workers: Workers, client: Any, tmp_path: Path, *, queue: str, budget: float
+) -> list[subprocess.Popen[str]]:
+    """Queue 12 items as batch ``tight`` (2 validators, ``budget``), start two workers on
+    ``queue``, and wait until the budget stopped it and every entry ended; return the workers."""
+    queued = cli(
+        "validate", "--batch", str(batch_file(tmp_path, 12)), "--queue", queue, "--validators",
+        "2", "--budget", str(budget), "--thread", "tight", "--json",
+    )  # fmt: skip
+    assert queued.exit_code == 0, queued.output
+    procs = [workers.start("--queue", queue, "--concurrency", "2") for _ in range(2)]
+    wait_until(lambda: client.hget(batch_key("tight"), "stopped") is not None)
+    wait_until(lambda: client.xlen(stream_key(queue)) == 0)  # every entry ended
+    return procs

@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from multiagent.distributed.queue import batch_key, stream_key
 from multiagent.models.budget_redis import NANO, RedisBudget, budget_key, to_nano
-from tests.distributed._workers import Workers, batch_file, cli, wait_until
+from tests.distributed._workers import Workers, cli, stop_a_tight_batch, wait_until
 
 pytestmark = pytest.mark.redis
 PROC = str(Path(__file__).with_name("_budget_proc.py"))
@@ -29,15 +28,8 @@ BUDGET = 0.003
 def test_workers_sharing_a_tight_budget_finish_whole_items_and_pay_for_no_half_validated_one(
     workers: Workers, redis_url: str, tmp_path: Path
 ) -> None:
-    queued = cli(
-        "validate", "--batch", str(batch_file(tmp_path, 12)), "--queue", "qa", "--validators",
-        "2", "--budget", str(BUDGET), "--thread", "tight", "--json",
-    )  # fmt: skip
-    assert queued.exit_code == 0, queued.output
-    procs = [workers.start("--queue", "qa", "--concurrency", "2") for _ in range(2)]
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    wait_until(lambda: client.hget(batch_key("tight"), "stopped") is not None)
-    wait_until(lambda: client.xlen(stream_key("qa")) == 0)  # every entry acknowledged
+    procs = stop_a_tight_batch(workers, client, tmp_path, queue="qa", budget=BUDGET)
     stats = [workers.stop(proc) for proc in procs]
 
     results = json.loads(cli("batch", "results", "tight", "--json").stdout)

@@ -12,7 +12,7 @@ import redis
 
 from multiagent.distributed.queue import GROUP, batch_key, stream_key
 from multiagent.models.budget_redis import RedisBudget, budget_key
-from tests.distributed._workers import Workers, batch_file, cli, wait_until
+from tests.distributed._workers import Workers, batch_file, cli, stop_a_tight_batch, wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -51,15 +51,8 @@ def refused(*args: str, says: str) -> None:
 def test_a_batch_stopped_on_its_budget_resumes_under_a_larger_total_and_every_item_runs_once(
     workers: Workers, redis_url: str, tmp_path: Path
 ) -> None:
-    queued = cli(
-        "validate", "--batch", str(batch_file(tmp_path, 12)), "--queue", "qr", "--validators",
-        "2", "--budget", str(BUDGET), "--thread", "tight", "--json",
-    )  # fmt: skip
-    assert queued.exit_code == 0, queued.output
-    procs = [workers.start("--queue", "qr", "--concurrency", "2") for _ in range(2)]
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    wait_until(lambda: client.hget(batch_key("tight"), "stopped") is not None)
-    wait_until(lambda: client.xlen(stream_key("qr")) == 0)  # every entry ended
+    procs = stop_a_tight_batch(workers, client, tmp_path, queue="qr", budget=BUDGET)
     budget = RedisBudget(client, key=budget_key("batch", "tight"), cap_usd=None)
     wait_until(lambda: budget.report()["held_usd"] == 0)  # every item's hold closed
     before = json.loads(cli("batch", "results", "tight", "--json").stdout)

@@ -15,15 +15,13 @@ attempts.
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import pytest
 import redis
 
 from multiagent.models._bp_redis_lua import APPLY
-from multiagent.sim import SimServerConfig, run_sim_server
-from tests._nginx import rate_limiting_proxy
+from tests._nginx import chat_statuses, simulator_behind_nginx
 from tests.distributed.test_shared_limiter import _run_workers
 from tests.distributed.test_shared_limiter_lua import K, _acquire, _init
 
@@ -56,21 +54,12 @@ def test_a_spaced_rebook_books_the_first_slot_one_interval_after_the_last_send(
 def test_processes_sharing_a_blind_limit_through_nginx_find_it_without_a_429_storm(
     redis_url: str, tmp_path: Path
 ) -> None:
-    # the simulator limits nothing itself and advertises nothing: nginx is the only limit
-    sim = SimServerConfig(rpm=60_000, tpm=100_000_000, ttft_s=0.02, limit_headers=False)
-    with (
-        run_sim_server(sim) as sim_url,
-        rate_limiting_proxy(
-            sim_url.removesuffix("/v1"), tmp_path / "nginx", rate=RATE, burst=2
-        ) as (proxy, log),
-    ):
+    with simulator_behind_nginx(tmp_path / "nginx", rate=RATE) as (url, log):
         # each process starts at 16 req/s with 3 in flight: together far above nginx's rate
         results = _run_workers(
-            redis_url, f"{proxy}/v1", processes=PROCESSES, loops=LOOPS, calls=CALLS, rps=16.0
+            redis_url, url, processes=PROCESSES, loops=LOOPS, calls=CALLS, rps=16.0
         )
-    statuses = Counter(
-        line.split()[0] for line in log.read_text().splitlines() if "/chat/completions" in line
-    )
+    statuses = chat_statuses(log)
     print(f"\nshared limiter through nginx: {dict(statuses)}")
     assert set(statuses) <= {"200", "429"}, statuses
     assert statuses["200"] == sum(r["ok"] for r in results) == PROCESSES * LOOPS * CALLS

@@ -10,15 +10,12 @@ nginx answered is read from nginx's own access log, and the run's retries must b
 from __future__ import annotations
 
 import json
-from collections import Counter
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from multiagent.cli import app
-from multiagent.sim import SimServerConfig, run_sim_server
-from tests._nginx import rate_limiting_proxy
+from tests._nginx import chat_statuses, simulator_behind_nginx
+from tests.integration._batch_cli import batch_file, cli
 
 pytestmark = pytest.mark.slow
 
@@ -30,35 +27,18 @@ RATE = 6
 def test_a_blind_batch_through_nginx_finds_its_rate_without_a_429_storm(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # the simulator limits nothing itself and advertises nothing: nginx is the only limit
-    sim = SimServerConfig(rpm=60_000, tpm=100_000_000, ttft_s=0.02, limit_headers=False)
-    with (
-        run_sim_server(sim) as sim_url,
-        rate_limiting_proxy(
-            sim_url.removesuffix("/v1"), tmp_path / "nginx", rate=RATE, burst=2
-        ) as (proxy, log),
-    ):
+    with simulator_behind_nginx(tmp_path / "nginx", rate=RATE) as (url, log):
         monkeypatch.setenv("MULTIAGENT_PROVIDER", "openai")
-        monkeypatch.setenv("OPENAI_BASE_URL", f"{proxy}/v1")
+        monkeypatch.setenv("OPENAI_BASE_URL", url)
         monkeypatch.setenv("OPENAI_API_KEY", "gateway-key")
         monkeypatch.setenv("MULTIAGENT_CACHE__COMPLETION_ENABLED", "false")
         monkeypatch.setenv("MULTIAGENT_CACHE__ANALYSIS_ENABLED", "false")
-        batch = tmp_path / "items.jsonl"
-        batch.write_text(
-            "".join(
-                json.dumps({"id": f"i{n}", "text": f"A loaf needs {n + 2}00 grams of flour."})
-                + "\n"
-                for n in range(ITEMS)
-            ),
-            encoding="utf-8",
-        )
+        batch = batch_file(tmp_path, ITEMS)
         args = ["--batch", str(batch), "--validators", str(VALIDATORS), "--concurrency", "16"]
-        result = CliRunner().invoke(app, ["validate", *args, "--json"])
+        result = cli("validate", *args, "--json")
     text = result.stdout
     doc = json.loads(text[text.index("{") :])
-    statuses = Counter(
-        line.split()[0] for line in log.read_text().splitlines() if "/chat/completions" in line
-    )
+    statuses = chat_statuses(log)
     assert doc["status"] == "completed", {k: doc[k] for k in ("status", "error")}
     assert len(doc["results"]) == ITEMS
     assert statuses["200"] == doc["this_run"]["calls"] == ITEMS * VALIDATORS

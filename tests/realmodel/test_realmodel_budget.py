@@ -9,14 +9,18 @@ budget; the run must count exactly that, and leave the rest resumable.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from multiagent import load_settings
+from tests.integration._batch_cli import batch_file
 from tests.realmodel._recorder import Recording
-from tests.realmodel.test_realmodel_cli import assert_usage_is_the_servers, cli, document
+from tests.realmodel.test_realmodel_cli import (
+    assert_usage_is_the_servers,
+    cli,
+    document,
+    server_cost,
+)
 
 pytestmark = [pytest.mark.realmodel, pytest.mark.slow]
 
@@ -29,19 +33,12 @@ BUDGET = 0.0008
 def test_parallel_validators_never_spend_past_the_budget(
     openai_real: Recording, tmp_path: Path
 ) -> None:
-    batch = tmp_path / "items.jsonl"
-    texts = [f"A loaf needs {n + 2}00 grams of flour." for n in range(ITEMS)]
-    batch.write_text("".join(json.dumps({"id": f"i{n}", "text": t}) + "\n"
-                             for n, t in enumerate(texts)), encoding="utf-8")  # fmt: skip
+    batch = batch_file(tmp_path, ITEMS)
     result = cli("validate", "--batch", str(batch), "--validators", "2", "--concurrency", "8",
                  "--budget", str(BUDGET), "--json")  # fmt: skip
     doc = document(result)
 
-    profile = load_settings().profile
-    spent = sum(
-        profile.require_price(u["model"]).cost(u["prompt_tokens"], u["completion_tokens"])
-        for u in openai_real.usages
-    )
+    spent = server_cost(openai_real)
     assert max(openai_real.concurrency) >= 2, openai_real.concurrency  # calls ran in parallel
     assert 0 < spent <= BUDGET, (spent, doc["usage"])
     assert_usage_is_the_servers(doc, openai_real)  # the run counts what the server reported

@@ -60,12 +60,16 @@ def assert_usage_is_the_servers(doc: dict[str, Any], recording: Recording) -> No
     assert answered <= usage["calls"] <= answered + refused
     assert usage["calls"] - answered == doc.get("this_run", {}).get("errors", 0)
     assert (usage["input_tokens"], usage["output_tokens"]) == (prompt, completion)
+    assert usage["cost_usd"] == pytest.approx(server_cost(recording), abs=1e-6)
+
+
+def server_cost(recording: Recording) -> float:
+    """What the server reported it used, priced as the profile prices its models."""
     profile = load_settings().profile
-    expected = sum(
+    return sum(
         profile.require_price(u["model"]).cost(u["prompt_tokens"], u["completion_tokens"])
         for u in recording.usages
     )
-    assert usage["cost_usd"] == pytest.approx(expected, abs=1e-6)
 
 
 def test_validate_one_text(openai_real: Recording) -> None:
