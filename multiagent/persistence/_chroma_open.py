@@ -211,7 +211,7 @@ def has_collection(path: Path, name: str) -> bool | None:
         return False
     try:
         with contextlib.closing(
-            sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True, timeout=0.5)
+            sqlite3.connect(f"{database.absolute().as_uri()}?mode=ro", uri=True, timeout=0.5)
         ) as connection:
             row = connection.execute(
                 "SELECT 1 FROM collections WHERE name = ? LIMIT 1", (name,)

@@ -113,6 +113,18 @@ def test_has_collection_reads_chromas_files(isolated_env: Path, tmp_path: Path) 
     assert has_collection(file, name) is None
 
 
+def test_has_collection_reads_a_relative_path(isolated_env: Path) -> None:
+    # the default home is ./.multiagent: a second run in it recalled the first run's notes
+    # through this question, and a relative path has no file URI (a traceback, not an answer)
+    path = Path(".multiagent") / "chroma"
+    name = collection_name("scout")
+    client = open_chroma_client(path)
+    client.get_or_create_collection(name)
+    client.close()
+    assert has_collection(path, name) is True
+    assert has_collection(path, collection_name("critic")) is False
+
+
 _LEAN_PROBE = """
 import json, sys
 import overrides
