@@ -3,6 +3,7 @@ key rotation."""
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import signal
@@ -190,14 +191,17 @@ def prune(
 
     A thread another live process is running now is skipped (and named).
     """
-    from multiagent.observability.live import running_elsewhere
+    from multiagent.observability.live_starts import runs_held
     from multiagent.persistence.checkpointer import ensure_home
     from multiagent.persistence.pruning import prune_checkpoints
 
     settings = cli_settings(ctx)
     ensure_home(settings)
     report = prune_checkpoints(
-        settings, keep=keep, max_age_days=max_age_days, running=running_elsewhere(settings.home)
+        settings,
+        keep=keep,
+        max_age_days=max_age_days,
+        running=functools.partial(runs_held, settings.home),
     )
     if as_json:
         print_json(report.as_dict())

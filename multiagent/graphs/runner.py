@@ -27,6 +27,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -36,6 +37,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import Command
 
+from multiagent._crash import crash_point
 from multiagent.errors import BudgetExceededError, UsageError
 from multiagent.graphs._inline import one_task_at_a_time
 from multiagent.graphs.threads import unanswered_items
@@ -45,6 +47,7 @@ from multiagent.models.pipeline import RunLedger
 from multiagent.nodes.context import WorkflowContext
 from multiagent.nodes.failures import describe_error, provider_errors
 from multiagent.nodes.usage import thread_totals
+from multiagent.observability.live_starts import registered_run
 from multiagent.observability.tracing import run_config
 from multiagent.persistence.run_usage import record_run, recorded_runs
 from multiagent.safety import redact_input
@@ -279,6 +282,51 @@ def run_workflow(
     Raises:
         UsageError: ``resume`` for a thread that does not exist or belongs to another workflow.
     """
+    # listed as running before it reads its thread, so prune leaves the thread whole
+    # (:mod:`multiagent.observability.live_starts`)
+    listed = (
+        registered_run(context.settings.home, thread_id)
+        if checkpointer is not None and live
+        else nullcontext()
+    )
+    with listed:
+        crash_point("run-registered")
+        return _run_workflow(
+            workflow,
+            inputs,
+            context=context,
+            checkpointer=checkpointer,
+            thread_id=thread_id,
+            resume=resume,
+            approver=approver,
+            on_event=on_event,
+            max_concurrency=max_concurrency,
+            metadata=metadata,
+            callbacks=callbacks,
+            correlation_id=correlation_id,
+            shared_ledger=shared_ledger,
+            live=live,
+        )
+
+
+def _run_workflow(
+    workflow: Workflow,
+    inputs: Any,
+    *,
+    context: WorkflowContext,
+    checkpointer: BaseCheckpointSaver[Any] | None,
+    thread_id: str,
+    resume: bool,
+    approver: Approver | None,
+    on_event: Callable[[WorkflowEvent], None] | None,
+    max_concurrency: int | None,
+    metadata: dict[str, Any] | None,
+    callbacks: Sequence[BaseCallbackHandler] | None,
+    correlation_id: str | None,
+    shared_ledger: RunLedger | None,
+    live: bool,
+) -> WorkflowOutcome:
+    """:func:`run_workflow`, once the run is listed."""
     if resume and checkpointer is not None:
         check_thread(workflow, checkpointer=checkpointer, thread_id=thread_id, resume=True)
     # the boundary: with redaction on, no checkpoint, memory, cache or trace sees raw input

@@ -10,8 +10,10 @@ process's adaptive limiters once a second (limit, in flight, pause left, calls a
 for the backpressure page.
 
 Tables: ``runs`` (one row per thread: workflow, status, current node, tokens, cost, budget),
-``events`` (node starts and ends, streamed tokens; an increasing ``id`` the dashboard follows)
-and ``limiter`` (the samples). Rows older than a day are trimmed.
+``events`` (node starts and ends, streamed tokens; an increasing ``id`` the dashboard follows),
+``limiter`` (the samples) and ``starts`` (a run with a checkpointer from before it reads its
+thread until it returns, committed at once: see :mod:`multiagent.observability.live_starts`).
+Rows older than a day are trimmed.
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ CREATE TABLE IF NOT EXISTS limiter (
     at REAL NOT NULL, pid INTEGER NOT NULL, provider TEXT NOT NULL, model TEXT NOT NULL,
     "limit" REAL, in_flight REAL, paused_for_s REAL, ok_total REAL, rate_limited_total REAL);
 CREATE INDEX IF NOT EXISTS limiter_at ON limiter (at);
+CREATE TABLE IF NOT EXISTS starts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, thread_id TEXT NOT NULL, pid INTEGER NOT NULL,
+    at REAL NOT NULL);
 """
 
 
@@ -231,6 +236,7 @@ class LiveWriter:
             conn.execute("DELETE FROM events WHERE at < ?", (oldest,))
             conn.execute("DELETE FROM limiter WHERE at < ?", (oldest,))
             conn.execute("DELETE FROM runs WHERE updated < ?", (oldest,))
+            conn.execute("DELETE FROM starts WHERE at < ?", (oldest,))
 
     def close(self) -> None:
         """Stop the thread and commit what is left."""
@@ -267,16 +273,20 @@ def to_json(value: Any) -> str:
 def running_elsewhere(home: Path) -> dict[str, int]:
     """The threads that another live process is running now, each with that process's id.
 
-    Every run keeps its row in the live runs file while it runs; a process killed mid-run leaves
-    its row ``running`` with a pid that is gone, or taken since by a process that started after
-    the row's last update (the pid reused), and its thread is not listed here.
+    Every run keeps its row in the live runs file while it runs, and a run with a checkpointer
+    its row in ``starts`` from before it reads its thread; a process killed mid-run leaves its
+    rows with a pid that is gone, or taken since by a process that started after the row's last
+    update (the pid reused), and its thread is not listed here.
     """
     from multiagent.persistence.scheduler_state import pid_alive
 
-    query = "SELECT thread_id, pid, updated FROM runs WHERE status = 'running'"
+    rows = [
+        *read_live(home, "SELECT thread_id, pid, updated FROM runs WHERE status = 'running'"),
+        *read_live(home, "SELECT thread_id, pid, at AS updated FROM starts ORDER BY id"),
+    ]
     return {
         str(row["thread_id"]): int(row["pid"])
-        for row in read_live(home, query)
+        for row in rows
         if int(row["pid"]) != os.getpid()
         and pid_alive(int(row["pid"]), since=float(row["updated"]))  # its process wrote it
     }

@@ -11,14 +11,17 @@ checkpoint and pending writes are always kept, and it is not dropped for its age
 
 A thread another process is running now is left whole (``skipped``): its run keeps writing to
 it, and one pruned beside it would go on with its early history gone. Which threads run
-elsewhere is the caller's to say (``running``): the live runs file is read above this layer.
+elsewhere is the caller's to say (``running``): the live runs file is read above this layer,
+by a function that also holds run starts off for a ``with`` block. Each trim, and the deletion
+of the old threads, happens inside one such block, after the running threads are read again:
+a run that started after the first read is seen there, and none starts during the cut.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,6 +42,11 @@ _DELTA_SQL = (
     "instr(CAST(metadata AS TEXT), '\"counters_since_delta_snapshot\"') > 0 OR "
     "instr(CAST(metadata AS TEXT), '\"delta_writes_versioned\"') > 0) LIMIT 1"
 )
+
+
+#: Holds run starts off for a ``with`` block and yields the threads other processes run now,
+#: each with that process's id.
+RunningThreads = Callable[[], AbstractContextManager[Mapping[str, int]]]
 
 
 class CheckpointStore(Protocol):
@@ -212,7 +220,7 @@ def prune_saver(
     max_age_days: float,
     now: datetime | None = None,
     vacuum: bool = True,
-    running: Mapping[str, int] | None = None,
+    running: RunningThreads | None = None,
 ) -> PruneReport:
     """Prune an open SQLite or PostgreSQL saver; see :func:`prune_checkpoints`."""
     if keep < 1:
@@ -224,10 +232,20 @@ def prune_saver(
     counts = store.thread_counts()
     report.threads_before, report.checkpoints_before = len(counts), sum(counts.values())
     cutoff = (now or datetime.now(UTC)) - timedelta(days=max_age_days)
+    hold = running or _none_running
+    with hold() as elsewhere:
+        listed = dict(elsewhere)
+    crash_point("prune-listed")
+
+    def is_running(thread_id: str, now_running: Mapping[str, int]) -> bool:
+        pid = now_running.get(thread_id)
+        if pid is not None:
+            report.skipped[thread_id] = f"running in process {pid}"
+        return pid is not None
+
     old: list[str] = []
     for thread_id in sorted(counts):
-        if running and thread_id in running:
-            report.skipped[thread_id] = f"running in process {running[thread_id]}"
+        if is_running(thread_id, listed):
             continue
         made, waiting = thread_head(saver, thread_id)
         if made is not None and made < cutoff:
@@ -241,9 +259,15 @@ def prune_saver(
         if store.uses_delta_channel(thread_id):
             report.skipped[thread_id] = "uses a DeltaChannel; trimming would lose its state"
             continue
-        store.trim(thread_id, keep)
+        with hold() as now_running:  # no run starts on it until it is trimmed
+            if is_running(thread_id, now_running):
+                continue
+            store.trim(thread_id, keep)
         report.threads_trimmed.append(thread_id)
-    store.delete_threads(old)
+    with hold() as now_running:  # and none on the old threads until they are gone
+        # one resumed since the first look is running, or ran and is no longer old
+        old = [t for t in old if not is_running(t, now_running) and _still_old(saver, t, cutoff)]
+        store.delete_threads(old)
     report.threads_deleted = old
     if vacuum:
         store.vacuum()
@@ -254,13 +278,24 @@ def prune_saver(
     return report
 
 
+def _none_running() -> AbstractContextManager[Mapping[str, int]]:
+    """No other process runs threads (the caller said nothing of them)."""
+    return nullcontext({})
+
+
+def _still_old(saver: BaseCheckpointSaver[Any], thread_id: str, cutoff: datetime) -> bool:
+    """Whether the thread's head is still older than ``cutoff`` and waits on no interrupt."""
+    made, waiting = thread_head(saver, thread_id)
+    return made is not None and made < cutoff and not waiting
+
+
 def prune_checkpoints(
     settings: Settings,
     *,
     keep: int | None = None,
     max_age_days: float | None = None,
     now: datetime | None = None,
-    running: Mapping[str, int] | None = None,
+    running: RunningThreads | None = None,
 ) -> PruneReport:
     """Prune the configured checkpoint database (SQLite by default, PostgreSQL by URL).
 
@@ -270,8 +305,10 @@ def prune_checkpoints(
         max_age_days: Threads whose latest checkpoint is older are removed, unless an
             interrupt waits on them (``thread_max_age_days``).
         now: The clock, for tests.
-        running: Threads another process runs now, each with that process's id: they are
-            skipped, neither trimmed nor dropped.
+        running: Holds run starts off for a ``with`` block and yields the threads another
+            process runs now, each with that process's id (see
+            :func:`multiagent.observability.live_starts.runs_held`): they are skipped, neither
+            trimmed nor dropped. Each cut happens inside one such block.
 
     Returns:
         What was removed and how many bytes the database gave back.
@@ -312,6 +349,7 @@ def _saver(settings: Settings) -> Iterator[BaseCheckpointSaver[Any]]:
 
 __all__ = [
     "PruneReport",
+    "RunningThreads",
     "checkpoint_path",
     "prune_checkpoints",
     "prune_saver",

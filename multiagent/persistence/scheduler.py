@@ -13,6 +13,7 @@ it records ``skipped``.
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import os
 import threading
@@ -25,7 +26,7 @@ from apscheduler.events import EVENT_JOB_MISSED, JobEvent
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from multiagent.errors import MultiagentError, UsageError
-from multiagent.observability.live import running_elsewhere
+from multiagent.observability.live_starts import runs_held
 from multiagent.persistence.checkpointer import ensure_home
 from multiagent.persistence.maintenance import ChromaDBMaintenance
 from multiagent.persistence.pruning import prune_checkpoints
@@ -61,7 +62,7 @@ def default_tasks(settings: Settings, *, metrics_hook: Task | None = None) -> di
 
     def vacuum() -> Any:
         # a thread another process runs now keeps its checkpoints (see prune_checkpoints)
-        pruned = prune_checkpoints(settings, running=running_elsewhere(settings.home))
+        pruned = prune_checkpoints(settings, running=functools.partial(runs_held, settings.home))
         chroma = ChromaDBMaintenance(settings).vacuum()
         return {"checkpoints": pruned.as_dict(), "chroma": chroma.as_dict()}
 

@@ -6,26 +6,36 @@ The PostgreSQL half needs ``MULTIAGENT_TEST_POSTGRES_URL`` (``.ci/run`` starts a
 
 from __future__ import annotations
 
+import json
 import operator
 import os
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, interrupt
+from typer.testing import CliRunner
 from typing_extensions import TypedDict
 
+from multiagent._crash import CRASH_GO_ENV, CRASH_MARKER_ENV, CRASH_POINT_ENV
+from multiagent.cli import app as cli_app
 from multiagent.errors import UsageError
+from multiagent.observability.live import live_writer
 from multiagent.persistence.checkpointer import open_checkpointer
 from multiagent.persistence.pruning import prune_checkpoints, prune_saver
 from multiagent.persistence.status import checkpoint_report
 from multiagent.policies import load_settings
 
 ADMIN_URL = os.environ.get("MULTIAGENT_TEST_POSTGRES_URL")
+REPO = Path(__file__).resolve().parents[2]
 
 
 class Steps(TypedDict):
@@ -175,3 +185,86 @@ def test_an_unreachable_postgres_url_is_one_line(monkeypatch: pytest.MonkeyPatch
     assert message.startswith("cannot connect to PostgreSQL at postgresql://***@127.0.0.1:1/db")
     assert "secret" not in message
     assert "\n" not in message
+
+
+def _paused_at(point: str, *args: str, tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """``multiagent ARGS`` in a subprocess, once it waits at ``point``; and the file that lets
+    it go on."""
+    marker, go = tmp_path / f"reached-{point}", tmp_path / f"go-{point}"
+    env = {
+        **os.environ,
+        CRASH_POINT_ENV: point,
+        CRASH_MARKER_ENV: str(marker),
+        CRASH_GO_ENV: str(go),
+        "PYTHONPATH": os.pathsep.join([str(REPO), *sys.path]),
+    }
+    child = subprocess.Popen(
+        [sys.executable, "-m", "multiagent", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 180  # a guard against a hang, not a measurement
+    while not marker.exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if not marker.exists():
+        child.kill()
+        _out, err = child.communicate()
+        raise AssertionError(f"never reached {point}: {err.decode()[-800:]}")
+    return child, go
+
+
+def _finish(child: subprocess.Popen[bytes], go: Path) -> tuple[int, str, str]:
+    go.touch()
+    out, err = child.communicate(timeout=180)
+    return child.returncode, out.decode(), err.decode()
+
+
+def _thread_checkpoints(thread_id: str) -> int:
+    with open_checkpointer(load_settings()) as saver:
+        return len(list(saver.list({"configurable": {"thread_id": thread_id}})))
+
+
+def test_a_run_started_after_prune_looked_keeps_its_thread(
+    backend: str, isolated_env: Path, tmp_path: Path
+) -> None:
+    """Prune reads which threads run, a run resumes one of them, prune goes on to cut it: the
+    run is seen, and its thread left whole."""
+    for thread in ("busy", "idle"):
+        made = CliRunner().invoke(
+            cli_app, ["run", "Plan a launch", "--agents", "critic", "--thread", thread,
+                      "--no-stream", "--memory", "off"],
+        )  # fmt: skip
+        assert made.exit_code == 0, made.output
+    live_writer(isolated_env).flush()
+    busy = _thread_checkpoints("busy")
+    assert busy > 0
+    prune, prune_go = _paused_at(
+        "prune-listed", "persistence", "prune", "--max-age-days", "0", "--json", tmp_path=tmp_path
+    )
+    try:
+        # the run starts inside prune's window: after its look, before its cut
+        run, run_go = _paused_at(
+            "run-registered", "run", "--thread", "busy", "--resume", "--no-stream", "--json",
+            tmp_path=tmp_path,
+        )  # fmt: skip
+        try:
+            code, out, err = _finish(prune, prune_go)
+            assert code == 0, err
+            report = json.loads(out)
+            assert report["threads_deleted"] == ["idle"]
+            assert report["skipped"] == {"busy": f"running in process {run.pid}"}
+            assert _thread_checkpoints("busy") == busy
+            code, out, err = _finish(run, run_go)
+            assert code == 0, err
+            assert json.loads(out)["thread_id"] == "busy"
+        finally:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+    finally:
+        if prune.poll() is None:
+            prune.kill()
+            prune.wait()
+    assert _thread_checkpoints("busy") >= busy
+    assert _thread_checkpoints("idle") == 0
