@@ -7,6 +7,7 @@ which prints or follows the resumed batch as :mod:`multiagent.commands.batch` do
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from multiagent.commands._shared import console, err_console
@@ -33,7 +34,9 @@ def resume_queued(
         raise UsageError("--resume needs --thread ID (the batch id printed when it was queued)")
     url = require_redis_url(settings, what="--queue")
     with redis_client(url) as client:
-        resumed = resume_batch(client, thread, queue=queue, budget_usd=budget)
+        resumed = resume_batch(
+            client, thread, queue=queue, budget_usd=budget, worst_case=_worst_case(settings)
+        )
         summary = {"batch_id": resumed.batch_id, "queue": resumed.queue, "items": resumed.items,
                    "chunks": resumed.chunks, "budget_usd": resumed.budget_usd,
                    "spent_usd": resumed.spent_usd}  # fmt: skip
@@ -42,6 +45,25 @@ def resume_queued(
             queued=f"{resumed.items} unfinished items queued again on {queue}",
             following=f"batch {resumed.batch_id} resumed on queue {queue}",
         )  # fmt: skip
+
+
+def _worst_case(settings: Settings) -> Callable[[Sequence[str], str], float | None]:
+    """The worst case of validating a text with given validators, as a worker with these
+    settings admits an item (:func:`~multiagent.graphs.batch_budget.item_worst_case`);
+    ``None`` when a validator is no agent here (the workers load an agents file this process
+    does not have)."""
+    from multiagent.graphs.batch_budget import item_worst_case
+    from multiagent.nodes.agents_file import load_agents
+    from multiagent.nodes.context import build_context
+
+    def of(validators: Sequence[str], text: str) -> float | None:
+        agents = load_agents(settings)
+        if any(name not in agents for name in validators):
+            return None
+        context = build_context(settings, agents=agents, analysis_cache=None)
+        return item_worst_case(context, validators)(text)
+
+    return of
 
 
 def resume_hint(client: Any, document: dict[str, Any]) -> str | None:

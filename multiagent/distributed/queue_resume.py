@@ -15,6 +15,9 @@ All of it is one script (:data:`_RESUME`), checked and written atomically on the
   admitted before the stop would store it while its copy runs again, and one that ends in the
   stop would mark the resumed batch stopped; the resume is refused until they have ended
   (seconds: a stopped batch's entries are acknowledged unrun);
+- the new total must leave, over what is spent and held, the worst case of the next item (the
+  first a worker would admit, on the same test): a resume that could admit none would stop
+  again at once having run nothing, and is refused naming the least total that runs one more;
 - the records and dead letters the caller counted to choose the items must be those of the
   moment the script runs (else the caller counts again);
 - the batch's entries not yet taken are superseded rather than searched for: each entry carries
@@ -29,7 +32,7 @@ and per chunk attempt) cover it once, before and after the resume.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +47,7 @@ from multiagent.distributed.queue import (
     stream_key,
 )
 from multiagent.errors import UsageError
+from multiagent.graphs.batch_budget import resume_refusal
 from multiagent.graphs.batch_chunks import plan_chunks
 from multiagent.models.budget_redis import NANO, RUN_TTL_S, budget_key, to_nano
 
@@ -71,10 +75,12 @@ end
 
 #: KEYS: the batch's hash, records, dead set, its queue's stream, its budget's base, holds and
 #: leases. ARGV: group, batch id, records counted, dead counted, the new cap in nano-USD ('' for a
-#: batch without a budget), the new budget in USD, the budget's TTL, then the new entries' items
-#: (JSON each). Returns {'resumed', resume number, spent, held} or why not: {'not_stopped'},
-#: {'changed'}, {'running', count}, {'small', spent, held} (nano-USD; holds whose lease ended
-#: left out, as the budget's report does).
+#: batch without a budget), the new budget in USD, the budget's TTL, the worst case of the next
+#: item in nano-USD, then the new entries' items (JSON each). Returns {'resumed', resume number,
+#: spent, held} or why not: {'not_stopped'}, {'changed'}, {'running', count}, {'small', spent,
+#: held} (nano-USD; holds whose lease ended left out, as the budget's report does): the cap
+#: leaves no room for the next item's hold, which a worker's admission, on the same test, would
+#: refuse at once.
 _RESUME = (
     _RUNNING
     + """
@@ -96,16 +102,16 @@ if ARGV[5] ~= '' then
       held = held + tonumber(string.match(holds[i + 1], '^(%d+)'))
     end
   end
-  if tonumber(ARGV[5]) <= spent + held then return {'small', spent, held} end
+  if spent + held + tonumber(ARGV[8]) > tonumber(ARGV[5]) then return {'small', spent, held} end
   redis.call('HSET', KEYS[5], 'cap', ARGV[5])
   redis.call('EXPIRE', KEYS[5], tonumber(ARGV[7]))
   redis.call('HSET', KEYS[1], 'budget_usd', ARGV[6])
 end
 redis.call('HDEL', KEYS[1], 'stopped', 'last_error')
 local resume = redis.call('HINCRBY', KEYS[1], 'resumes', 1)
-redis.call('HINCRBY', KEYS[1], 'chunks', #ARGV - 7)
-for i = 8, #ARGV do
-  redis.call('XADD', KEYS[4], '*', 'batch', ARGV[2], 'chunk', 'r' .. resume .. 'c' .. (i - 8),
+redis.call('HINCRBY', KEYS[1], 'chunks', #ARGV - 8)
+for i = 9, #ARGV do
+  redis.call('XADD', KEYS[4], '*', 'batch', ARGV[2], 'chunk', 'r' .. resume .. 'c' .. (i - 9),
              'items', ARGV[i], 'resume', resume)
 end
 return {'resumed', resume, spent, held}
@@ -152,16 +158,33 @@ def resume_command(batch_id: str, queue: str, *, budgeted: bool) -> str:
 
 
 def resume_batch(
-    client: redis.Redis, batch_id: str, *, queue: str, budget_usd: float | None
+    client: redis.Redis,
+    batch_id: str,
+    *,
+    queue: str,
+    budget_usd: float | None,
+    worst_case: Callable[[Sequence[str], str], float | None] | None = None,
 ) -> Resumed:
     """Resume ``batch_id``, stopped on its budget, under the new total ``budget_usd``: raise
     its cap, clear the stop, queue its unfinished items again (see the module docstring).
 
+    Args:
+        client: The Redis client.
+        batch_id: The batch.
+        queue: The batch's queue.
+        budget_usd: The new total, what was spent before included; ``None`` for a batch
+            queued without a budget.
+        worst_case: The worst case of validating a text with the batch's validators
+            (:func:`~multiagent.graphs.batch_budget.item_worst_case`, from the settings the
+            workers run with), ``None`` when it cannot be told; the new total must leave room
+            for the next item's. Not given, or ``None``: room for any spend at all.
+
     Raises:
         UsageError: No such batch, another queue than the batch's, a batch not stopped on its
             budget (running, completed, failed), a budget given or left out against how the
-            batch was queued, one not above what the batch spent and holds, entries of it still
-            running, or nothing left to run (one line each; nothing is changed).
+            batch was queued, one that leaves no room for the next item's worst case after
+            what the batch spent and holds, entries of it still running, or nothing left to
+            run (one line each; nothing is changed).
     """
     check_queue_name(queue)
     manifest = load_manifest(client, batch_id)  # an unknown id: one line naming it
@@ -197,6 +220,10 @@ def resume_batch(
                 "were dead-lettered (`multiagent batch results` names them)"
             )
         chunks = plan_chunks(todo, chunk_size=manifest.chunk_size)
+        # the first item a worker admits: its whole worst case must fit
+        worst = None
+        if budget_usd is not None and worst_case is not None:
+            worst = worst_case(manifest.validators, todo[0]["text"])
         base = budget_key("batch", batch_id)
         reply: Any = client.eval(
             _RESUME, 7, batch_key(batch_id), batch_key(batch_id, "records"),
@@ -204,6 +231,7 @@ def resume_batch(
             f"{base}:leases", GROUP, batch_id, len(finished), len(dead),
             "" if budget_usd is None else to_nano(budget_usd),
             "" if budget_usd is None else repr(budget_usd), RUN_TTL_S,
+            1 if worst is None else to_nano(worst),  # else any room at all
             *(json.dumps(chunk) for chunk in chunks),
         )  # fmt: skip
         outcome = str(reply[0])
@@ -217,11 +245,20 @@ def resume_batch(
                 f"({int(reply[1])}); resume once they have ended (seconds, for a stopped batch)"
             )
         if outcome == "small":
-            spent, held = int(reply[1]) / NANO, int(reply[2]) / NANO
+            spent, held = int(reply[1]), int(reply[2])
+            if worst is None:
+                raise UsageError(
+                    f"--budget {budget_usd} USD is not above what batch {batch_id!r} has spent "
+                    f"and holds (${spent / NANO:.6f} spent + ${held / NANO:.6f} held): give a "
+                    "larger total"
+                )
             raise UsageError(
-                f"--budget {budget_usd} USD is not above what batch {batch_id!r} has spent and "
-                f"holds (${spent:.6f} spent + ${held:.6f} held): give a larger total"
-            )
+                resume_refusal(
+                    batch_id=batch_id, budget=float(budget_usd or 0.0), spent=spent / NANO,
+                    held=held / NANO, item=todo[0]["id"], worst=worst,
+                    least=(spent + held + to_nano(worst)) / NANO,
+                )
+            )  # fmt: skip
         return Resumed(
             batch_id=batch_id, queue=queue, items=len(todo), chunks=len(chunks),
             budget_usd=budget_usd, spent_usd=int(reply[2]) / NANO, held_usd=int(reply[3]) / NANO,

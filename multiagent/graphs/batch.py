@@ -42,7 +42,12 @@ from langchain_core.callbacks import BaseCallbackHandler
 from multiagent._inputs import check_text, item_id_problem, read_text_file
 from multiagent._interrupt import stop_requested
 from multiagent.errors import UsageError
-from multiagent.graphs.batch_budget import BatchBudget, ItemAdmission, item_worst_case
+from multiagent.graphs.batch_budget import (
+    BatchBudget,
+    ItemAdmission,
+    check_resume_budget,
+    item_worst_case,
+)
 from multiagent.graphs.batch_chunks import (
     DEFAULT_CHUNK_SIZE,
     ChunkOutcome,
@@ -301,6 +306,11 @@ def batch_cross_validate(
         )
     finished = store.finished_ids(batch_id)
     todo = [item for item in manifest.items if item["id"] not in finished]
+    if resume and budget is not None and todo:  # one that could start nothing is bad input
+        worst = item_worst_case(context, manifest.validators)(todo[0]["text"])
+        check_resume_budget(
+            batch_id=batch_id, budget=budget, spent=spent_before, item=todo[0], worst=worst
+        )
     attempt = uuid.uuid4().hex[:6]  # chunk ids of a resume never meet those of earlier runs
     status, stopped, ledger = _run_chunks(
         deque(plan_chunks(todo, chunk_size=1)), manifest=manifest, store=store,

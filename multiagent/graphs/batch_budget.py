@@ -18,13 +18,14 @@ batch as ``budget_exceeded`` with much of its budget unspent.
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from multiagent._interrupt import check_stop
-from multiagent.errors import BudgetExceededError
+from multiagent.errors import BudgetExceededError, UsageError
 from multiagent.models.budget import may_wait_for_holds
 from multiagent.models.ledger import RunLedger
 from multiagent.nodes.context import WorkflowContext
@@ -136,6 +137,48 @@ def item_refusal(*, cap: float, spent: float, room: float, worst: float) -> str:
         f"budget of ${cap:.4f} reached: spent ${spent:.6f}, the ${room:.6f} left cannot "
         f"finish the next item (it may cost up to ${worst:.6f})"
     )
+
+
+def resume_refusal(
+    *, batch_id: str, budget: float, spent: float, held: float, item: str, worst: float,
+    least: float,
+) -> str:  # fmt: skip
+    """Why a resume under ``budget`` is refused: what it leaves after what the batch spent and
+    holds cannot cover the worst case of its next item, so it would stop at once having run
+    nothing. ``least`` is the smallest total that lets that item run."""
+    room = max(0.0, budget - spent - held)
+    return (
+        f"--budget {budget} USD cannot run another item of batch {batch_id!r}: "
+        f"${spent:.6f} spent + ${held:.6f} held leave ${room:.6f}, and its next item "
+        f"{item!r} may cost up to ${worst:.6f}; give at least --budget {least_text(least)}"
+    )
+
+
+def least_text(usd: float) -> str:
+    """A total in USD to the nano-USD, as typed on the command line (no trailing zeros)."""
+    return f"{usd:.9f}".rstrip("0").rstrip(".")
+
+
+def check_resume_budget(
+    *, batch_id: str, budget: float, spent: float, item: ValidationItem, worst: float
+) -> None:
+    """Refuse to resume a local batch under ``budget`` when, after ``spent``, what is left
+    cannot cover ``worst``, the worst case of its next item: :class:`ItemAdmission` would
+    admit nothing, on the same test.
+
+    Raises:
+        UsageError: One line naming the budget, the spend, the item's worst case and the
+            least budget that lets it run.
+    """
+    if worst <= max(0.0, budget - spent):  # the room ItemAdmission.take compares with
+        return
+    least = math.ceil((spent + worst) * 1e9) / 1e9
+    while worst > least - spent:  # a float below the sum: the next nano-USD up
+        least += 1e-9
+    raise UsageError(
+        resume_refusal(batch_id=batch_id, budget=budget, spent=spent, held=0.0,
+                       item=item["id"], worst=worst, least=least)
+    )  # fmt: skip
 
 
 class ItemAdmission:

@@ -10,9 +10,13 @@ from typing import Any
 import pytest
 import redis
 
-from multiagent.distributed.queue import GROUP, batch_key, stream_key
-from multiagent.models.budget_redis import RedisBudget, budget_key
+from multiagent.distributed.queue import GROUP, batch_key, load_manifest, stream_key
+from multiagent.graphs.batch_budget import item_worst_case, least_text
+from multiagent.models.budget_redis import NANO, RedisBudget, budget_key, to_nano
+from multiagent.nodes.context import build_context
+from multiagent.policies import load_settings
 from tests.distributed._workers import Workers, batch_file, cli, stop_a_tight_batch, wait_until
+from tests.integration._batch_cli import numbered_items
 
 pytestmark = pytest.mark.redis
 
@@ -96,6 +100,40 @@ def test_a_batch_stopped_on_its_budget_resumes_under_a_larger_total_and_every_it
     kept = stored(client, "tight", "qr")
     refused(*command[1:-1], "2", says="'tight' is completed, not stopped on its budget")
     assert stored(client, "tight", "qr") == kept
+
+
+@pytest.mark.slow
+def test_a_resume_whose_budget_cannot_run_the_next_item_is_refused_with_the_least_that_can(
+    workers: Workers, redis_url: str, tmp_path: Path
+) -> None:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    stop_a_tight_batch(workers, client, tmp_path, queue="qt", budget=BUDGET)
+    budget = RedisBudget(client, key=budget_key("batch", "tight"), cap_usd=None)
+    wait_until(lambda: budget.report()["held_usd"] == 0)  # every item's hold closed
+    spent = int(client.hget(budget_key("batch", "tight"), "spent") or 0)  # nano-USD
+    finished = set(client.hkeys(batch_key("tight", "records")))
+    following = next(i for i in numbered_items(12) if i["id"] not in finished)
+    settings = load_settings()
+    validators = load_manifest(client, "tight").validators
+    worst = item_worst_case(build_context(settings), validators)(following["text"])
+    kept = stored(client, "tight", "qt")
+    # above what was spent, yet what it leaves cannot cover the next item's worst case
+    given = (spent + to_nano(worst) // 2) / NANO
+    least = (spent + to_nano(worst)) / NANO
+    resume = ["validate", "--queue", "qt", "--thread", "tight", "--resume", "--budget"]
+    refused(
+        *resume, repr(given),
+        says=f"--budget {given!r} USD cannot run another item of batch 'tight': "
+        f"${spent / NANO:.6f} spent + $0.000000 held leave ${given - spent / NANO:.6f}, and its "
+        f"next item {following['id']!r} may cost up to ${worst:.6f}; give at least --budget "
+        f"{least_text(least)}",
+    )  # fmt: skip
+    assert stored(client, "tight", "qt") == kept  # nothing stored changed
+    # the least it names runs one more item
+    rest = cli(*resume, least_text(least), "--wait", "--json")
+    assert rest.exit_code in (0, 1, 3, 4), rest.output
+    ran = {r["id"]: r for r in json.loads(rest.stdout)["results"]}
+    assert ran[following["id"]]["responded"] == 2
 
 
 def test_bad_resumes_exit_2_with_one_line_and_change_nothing(

@@ -3,11 +3,24 @@ covers its worst case, whatever the concurrency, and says how to continue when i
 
 from __future__ import annotations
 
+import math
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
-from tests.integration._batch_cli import batch_file, cli, document, use_fast_provider
+from multiagent.graphs.batch_budget import item_worst_case, least_text
+from multiagent.graphs.batch_store import batch_store_path, open_batch_store
+from multiagent.nodes.context import build_context
+from multiagent.policies import load_settings
+from tests.integration._batch_cli import (
+    batch_file,
+    cli,
+    document,
+    numbered_items,
+    use_fast_provider,
+)
 
 #: Covers a few items' worst case (each validator call reserves its whole output allowance,
 #: several times what it costs), far from all twelve.
@@ -65,3 +78,51 @@ def test_a_budget_that_cannot_finish_one_item_starts_none_and_says_how_to_contin
     rest = document(cli("validate", "--thread", "short", "--resume", "--budget", "1", "--json"))
     assert rest["status"] == "completed"
     assert rest["usage"]["calls"] == 3 * 2  # nothing was paid for before
+
+
+def _stored(path: Path) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of every table of the local batch store."""
+    with closing(sqlite3.connect(path)) as conn:
+        query = "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+        tables = [name for (name,) in conn.execute(query)]
+        return {t: sorted(conn.execute(f'SELECT * FROM "{t}"'), key=repr) for t in tables}
+
+
+def test_a_resume_whose_budget_cannot_run_the_next_item_is_refused_with_the_least_that_can(
+    tmp_path: Path,
+) -> None:
+    first = cli(
+        "validate", "--batch", str(batch_file(tmp_path, 12)), "--validators", "2",
+        "--concurrency", "1", "--thread", "tight", "--budget", str(BUDGET), "--json",
+    )  # fmt: skip
+    assert first.exit_code == 1, first.output
+    stopped = document(first)
+    following = stopped["unfinished"][0]
+    text = next(i["text"] for i in numbered_items(12) if i["id"] == following)
+    settings = load_settings()
+    with open_batch_store(settings) as batches:  # what the batch spent, as a resume counts it
+        spent = sum(entry["cost_usd"] for entry in batches.usage("tight"))
+    worst = item_worst_case(build_context(settings), stopped["validators"])(text)
+    store = batch_store_path(settings)
+    before = _stored(store)
+    # above what was spent, yet what it leaves cannot cover the next item's worst case
+    given = round(spent + worst / 2, 6)
+    refused = cli("validate", "--thread", "tight", "--resume", "--budget", str(given), "--json")
+    assert refused.exit_code == 2, refused.output
+    assert refused.stdout == ""
+    line = refused.stderr.strip()
+    assert len(line.splitlines()) == 1, refused.stderr
+    assert "Traceback" not in refused.output
+    least = math.ceil((spent + worst) * 1e9) / 1e9
+    assert line == (
+        f"error: --budget {given} USD cannot run another item of batch 'tight': ${spent:.6f} "
+        f"spent + $0.000000 held leave ${given - spent:.6f}, and its next item {following!r} "
+        f"may cost up to ${worst:.6f}; give at least --budget {least_text(least)}"
+    )
+    assert _stored(store) == before  # nothing stored changed
+    # the least it names runs one more item
+    rest = cli("validate", "--thread", "tight", "--resume", "--budget", least_text(least),
+               "--json")  # fmt: skip
+    assert rest.exit_code in (0, 1), rest.output
+    assert following in [r["id"] for r in document(rest)["results"]]
+    assert document(rest)["this_run"]["calls"] >= 2
