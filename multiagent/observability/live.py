@@ -168,6 +168,18 @@ class LiveWriter:
                 self._drop_connection()  # a broken or removed file is opened anew next time
                 raise
 
+    def commit_now(self, sql: str, args: tuple[Any, ...]) -> int | None:
+        """Run one statement and commit it at once, not queued; return its row id.
+
+        For what another process must see before this one goes on (a run's ``starts`` row).
+        """
+        with self._flush_lock:
+            try:
+                return self._connection().execute(sql, args).lastrowid
+            except BaseException:
+                self._drop_connection()  # a broken or removed file is opened anew next time
+                raise
+
     def _connection(self) -> sqlite3.Connection:
         """The writer's connection (the caller holds ``_flush_lock``), opened on first use."""
         if self._conn is not None and self._conn_pid == os.getpid() and self.path.exists():

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from multiagent.observability.live import _connect, live_path, running_elsewhere
+from multiagent.observability.live import live_writer, running_elsewhere
 from multiagent.persistence._files import FileLock
 
 #: The lock beside the live runs file.
@@ -45,18 +45,18 @@ def registered_run(home: Path, thread_id: str) -> Iterator[None]:
         home: The data directory (its ``runs.sqlite`` and ``runs.lock``).
         thread_id: The thread the run is about to read and write.
     """
-    path = live_path(home)
-    with _lock(home).shared(), _connect(path, write=True) as conn:
-        row = conn.execute(
+    writer = live_writer(home)  # its connection, opened once per process
+    with _lock(home).shared():
+        row = writer.commit_now(
             "INSERT INTO starts (thread_id, pid, at) VALUES (?, ?, ?)",
             (thread_id, os.getpid(), time.time()),
-        ).lastrowid
+        )
     try:
         yield
     finally:
         # left behind (a busy file), the row names this pid, counted only while it lives
-        with suppress(sqlite3.Error), _connect(path, write=True) as conn:
-            conn.execute("DELETE FROM starts WHERE id = ?", (row,))
+        with suppress(sqlite3.Error):
+            writer.commit_now("DELETE FROM starts WHERE id = ?", (row,))
 
 
 @contextmanager
