@@ -46,6 +46,11 @@ CHROMA_SQLITE = "chroma.sqlite3"
 _OTLP_SPANS = "opentelemetry.exporter.otlp.proto.grpc.trace_exporter"
 _EMBEDDING_FUNCTIONS = "chromadb.utils.embedding_functions"
 _lean_lock = threading.RLock()  # re-entered when Chroma reads a registry during its import
+#: Chroma shares one "system" among the clients of a path, in a class-level registry it
+#: fills, reuses and empties without a lock: two clients opened at once (two runs' memories
+#: on their own threads) both started it, and one failed with a ``KeyError``; one closed
+#: while another opened stopped the system the new client was handed.
+_clients_lock = threading.Lock()
 _fell_back = False
 #: Chroma's modules a first persistent client needs (the client imports the last two on open).
 _FIRST_OPEN = ("chromadb", "chromadb.api.rust", "chromadb.telemetry.product.posthog")
@@ -190,9 +195,16 @@ def open_persistent_client(path: Path) -> Any:
     import chromadb
     from chromadb.config import Settings as ChromaSettings
 
-    return chromadb.PersistentClient(
-        path=str(path), settings=ChromaSettings(anonymized_telemetry=False)
-    )
+    with _clients_lock:
+        return chromadb.PersistentClient(
+            path=str(path), settings=ChromaSettings(anonymized_telemetry=False)
+        )
+
+
+def close_persistent_client(client: Any) -> None:
+    """Close a client of :func:`open_persistent_client` (its files stay)."""
+    with _clients_lock:
+        client.close()
 
 
 def has_collection(path: Path, name: str) -> bool | None:

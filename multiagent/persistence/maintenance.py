@@ -29,6 +29,7 @@ from typing import Any
 
 from multiagent._crash import crash_point
 from multiagent.errors import MultiagentError
+from multiagent.persistence._chroma_open import close_persistent_client
 from multiagent.persistence._collections import (
     COLLECTION_PREFIX,
     export_items,
@@ -204,7 +205,7 @@ class ChromaDBMaintenance:
                 crash_point("compact")
             live = {str(s) for s in _segment_ids(self.persist_dir / CHROMA_DB)}
         finally:
-            client.close()
+            close_persistent_client(client)
         orphans = []
         for entry in self.persist_dir.iterdir():
             if entry.is_dir() and _is_uuid(entry.name) and entry.name not in live:

@@ -23,7 +23,7 @@ from langchain_core.embeddings import Embeddings
 
 from multiagent._scrub import scrub_heap
 from multiagent.errors import UsageError
-from multiagent.persistence._chroma_open import open_persistent_client
+from multiagent.persistence._chroma_open import close_persistent_client, open_persistent_client
 from multiagent.persistence._collections import (
     COLLECTION_PREFIX,
     MemoryItems,
@@ -119,7 +119,7 @@ class ChromaMemoryStore:
 
     def close(self) -> None:
         """Release the Chroma client (its files stay)."""
-        self.client.close()
+        close_persistent_client(self.client)
 
     def agents(self) -> list[str]:
         """Names of the agents that have a memory."""
