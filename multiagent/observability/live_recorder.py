@@ -120,6 +120,9 @@ class LiveRunRecorder(BaseCallbackHandler):
         """The graph's start opens the run's row; a node's start moves its current node."""
         if parent_run_id is None and self._root is None:
             self._root = run_id
+            # the same recorder sees the resume of a run it saw pause (an approver answering
+            # in run_workflow's loop, a notebook reusing its config): that run may complete
+            self._waiting = False
             self.writer.begin()
             now = time.time()
             self.writer.put(

@@ -9,10 +9,13 @@ from pathlib import Path
 from uuid import uuid4
 
 import pytest
+from langgraph.checkpoint.memory import InMemorySaver
 
 from multiagent._interrupt import StopRequested
 from multiagent.dashboard.data import RECENT_RUNS, backpressure, live_runs
 from multiagent.errors import BudgetExceededError
+from multiagent.graphs.runner import run_workflow
+from multiagent.nodes.context import build_context
 from multiagent.observability.live import live_writer
 from multiagent.observability.live_recorder import LiveRunRecorder
 from multiagent.observability.summary import quantile
@@ -115,3 +118,18 @@ def test_a_run_stopped_by_its_budget_or_ctrl_c_is_shown_as_the_cli_reports_it(
     recorder.writer.flush()
     (run,) = live_runs(load_settings(home=home))["finished"]
     assert run["status"] == status  # the status `multiagent run --json` reports
+
+
+def test_a_run_resumed_after_approval_is_shown_completed_not_waiting(isolated_env: Path) -> None:
+    settings = load_settings()
+    outcome = run_workflow(
+        "orchestration",
+        {"task": "Plan a bakery launch", "require_approval": True},
+        context=build_context(settings),
+        checkpointer=InMemorySaver(),
+        thread_id="r-approved",
+        approver=lambda plan: True,  # answered at once: the run's loop resumes it
+    )
+    assert outcome.status == "completed"
+    (run,) = live_runs(settings)["finished"]
+    assert (run["thread_id"], run["status"]) == ("r-approved", "completed")
