@@ -41,14 +41,16 @@ _UPSERT_RUN = (
 
 
 def stopped_status(error: BaseException) -> str:
-    """A run's status after ``error``: ``budget_exceeded``, ``interrupted`` (Ctrl-C, or the run
-    cancelled as LangGraph Server cancels one; also when it surfaced as another error raised
-    while handling it) or ``failed``."""
+    """A run's status after ``error``: ``budget_exceeded``, ``interrupted`` (Ctrl-C, the run
+    cancelled as LangGraph Server cancels one, or its stream closed by its caller before the
+    end, a ``break``; also when it surfaced as another error raised while handling it) or
+    ``failed``."""
     if isinstance(error, BudgetExceededError):
         return "budget_exceeded"
     seen: BaseException | None = error
     while seen is not None:
-        if isinstance(seen, KeyboardInterrupt | asyncio.CancelledError):  # StopRequested too
+        # StopRequested is a KeyboardInterrupt
+        if isinstance(seen, KeyboardInterrupt | asyncio.CancelledError | GeneratorExit):
             return "interrupted"
         seen = seen.__context__
     return "failed"

@@ -9,16 +9,19 @@ from pathlib import Path
 from uuid import uuid4
 
 import pytest
+from langchain_core.runnables.config import merge_configs
 from langgraph.checkpoint.memory import InMemorySaver
 
 from multiagent._interrupt import StopRequested
 from multiagent.dashboard.data import RECENT_RUNS, backpressure, live_runs
 from multiagent.errors import BudgetExceededError
 from multiagent.graphs.runner import run_workflow
+from multiagent.graphs.workflows import compile_workflow
 from multiagent.nodes.context import build_context
 from multiagent.observability.live import live_writer
 from multiagent.observability.live_recorder import LiveRunRecorder
 from multiagent.observability.summary import quantile
+from multiagent.observability.tracing import run_config
 from multiagent.policies import load_settings
 
 
@@ -104,6 +107,7 @@ def test_killed_runs_are_listed_among_the_finished_by_their_last_update(tmp_path
         (BudgetExceededError("over", spent_usd=0.5, budget_usd=0.5), "budget_exceeded"),
         (KeyboardInterrupt(), "interrupted"),
         (StopRequested(), "interrupted"),
+        (GeneratorExit(), "interrupted"),  # its stream closed by its caller: a break
         (ValueError("boom"), "failed"),
     ],
 )
@@ -133,3 +137,16 @@ def test_a_run_resumed_after_approval_is_shown_completed_not_waiting(isolated_en
     assert outcome.status == "completed"
     (run,) = live_runs(settings)["finished"]
     assert (run["thread_id"], run["status"]) == ("r-approved", "completed")
+
+
+def test_a_run_whose_stream_its_caller_closed_is_shown_interrupted(isolated_env: Path) -> None:
+    settings = load_settings()
+    graph = compile_workflow("orchestration", checkpointer=InMemorySaver())
+    traced = run_config(workflow="orchestration", settings=settings, thread_id="r-left")
+    config = merge_configs({"configurable": {"thread_id": "r-left"}}, traced)
+    for _ in graph.stream(
+        {"task": "Plan a bakery launch"}, config, context=build_context(settings)
+    ):
+        break  # the caller leaves after the plan: the thread resumes from there
+    (run,) = live_runs(settings)["finished"]
+    assert (run["thread_id"], run["status"]) == ("r-left", "interrupted")
