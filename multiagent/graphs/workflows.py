@@ -105,14 +105,20 @@ def task_label(node: str, payload: Any) -> str:
 
 
 def subject_of(workflow: Workflow, inputs: dict[str, Any]) -> str:
-    """The task, topic or first item of a run, shortened for listings."""
+    """The task, topic or first item of a run, shortened for listings.
+
+    A thread's input is what its caller gave the graph: items as plain texts (the graph takes
+    them, from Python, Studio or LangGraph Server), or one the first node refused.
+    """
     if workflow == "orchestration":
         text = str(inputs.get("task", ""))
     elif workflow == "meeting":
         text = str(inputs.get("topic", ""))
     else:
-        items = inputs.get("items") or []
-        text = str(items[0]["text"]) if items else ""
+        items = inputs.get("items")
+        items = items if isinstance(items, list) else []
+        first = items[0] if items else ""
+        text = str(first.get("text", "") if isinstance(first, dict) else first)
         if len(items) > 1:
             text = f"{len(items)} items: {text}"
     text = " ".join(text.split())

@@ -10,6 +10,7 @@ import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import BaseMessage
 
+from multiagent.errors import UsageError
 from multiagent.graphs.batch import batch_cross_validate
 from multiagent.graphs.inputs import validation_input
 from multiagent.graphs.runner import WorkflowEvent, run_workflow
@@ -221,3 +222,18 @@ def test_batch_cross_validate_bounds_in_flight_calls_through_the_config() -> Non
     assert counter.calls == 12
     assert counter.peak == 4
     assert [r["id"] for r in result.results] == [str(i) for i in range(1, 7)]
+
+
+def test_threads_of_items_given_as_plain_texts_or_refused_are_listed() -> None:
+    settings = load_settings()
+    with open_checkpointer(settings) as saver:
+        graph = compile_workflow("validation", checkpointer=saver)
+        texts = {"items": ["Ovens are hot.", TEXT], "validators": ["safety"]}
+        graph.invoke(texts, {"configurable": {"thread_id": "v-texts"}})
+        refused = {"items": [{"id": "a"}]}  # no text: the first node refuses it, stored as given
+        with pytest.raises(UsageError, match="items"):
+            graph.invoke(refused, {"configurable": {"thread_id": "v-refused"}})
+        listed = {t["thread_id"]: t for t in list_threads(saver)}
+    assert listed["v-texts"]["status"] == "completed"
+    assert listed["v-texts"]["subject"] == "2 items: Ovens are hot."
+    assert listed["v-refused"]["subject"] == ""
