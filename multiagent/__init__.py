@@ -40,6 +40,10 @@ if TYPE_CHECKING:
     from multiagent.observability.tracing import configure_tracing as configure_tracing
     from multiagent.observability.tracing import run_config as run_config
     from multiagent.observability.tracing import shutdown_tracing as shutdown_tracing
+    from multiagent.persistence.checkpointer import (
+        open_async_checkpointer as open_async_checkpointer,
+    )
+    from multiagent.persistence.checkpointer import open_checkpointer as open_checkpointer
     from multiagent.persistence.maintenance import ChromaDBMaintenance as ChromaDBMaintenance
     from multiagent.persistence.memory import AgentMemory as AgentMemory
     from multiagent.persistence.memory import open_agent_memory as open_agent_memory
@@ -83,6 +87,8 @@ _EXPORTS: dict[str, str] = {
     "load_settings": "multiagent.policies.settings",
     "metrics_persist_hook": "multiagent.observability.history",
     "open_agent_memory": "multiagent.persistence.memory",
+    "open_async_checkpointer": "multiagent.persistence.checkpointer",
+    "open_checkpointer": "multiagent.persistence.checkpointer",
     "persist_metrics": "multiagent.observability.history",
     "run_config": "multiagent.observability.tracing",
     "run_metrics_server": "multiagent.observability.server",

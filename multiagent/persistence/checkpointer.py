@@ -1,14 +1,20 @@
 """The checkpointer every compiled graph uses: SQLite under ``MULTIAGENT_HOME`` by default,
 PostgreSQL when ``MULTIAGENT_CHECKPOINT_URL`` is a ``postgresql://`` URL, memory on request.
+
+:func:`open_checkpointer` gives LangGraph's sync savers (the CLI, ``invoke`` and ``stream``);
+:func:`open_async_checkpointer` their async twins (``AsyncSqliteSaver``, ``AsyncPostgresSaver``)
+over the same database, with the same encryption and private metadata, for ``ainvoke`` and
+``astream``: LangGraph's sync savers refuse async calls.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +30,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from multiagent._sqlite import ensure_wal
 from multiagent.errors import ConfigError, UsageError
@@ -109,9 +116,24 @@ class PrivateMetadataSaver(BaseCheckpointSaver[str]):
         config, metadata = private_put_args(config, metadata)
         return super().put(config, self._prepare(checkpoint), metadata, new_versions)
 
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        """:meth:`put` for the async savers."""
+        config, metadata = private_put_args(config, metadata)
+        return await super().aput(config, self._prepare(checkpoint), metadata, new_versions)
+
 
 class EncryptedSqliteSaver(PrivateMetadataSaver, SqliteSaver):
     """``SqliteSaver`` for encrypted checkpoints: metadata without user text."""
+
+
+class EncryptedAsyncSqliteSaver(PrivateMetadataSaver, AsyncSqliteSaver):
+    """``AsyncSqliteSaver`` for encrypted checkpoints: metadata without user text."""
 
 
 def checkpoint_serde(keyring: Keyring | None = None) -> SerializerProtocol:
@@ -128,6 +150,21 @@ def checkpoint_serde(keyring: Keyring | None = None) -> SerializerProtocol:
     return _PlainSerializer(ring)
 
 
+def _backend(settings: Settings, kind: str | None) -> str:
+    """``kind``, else the backend ``settings.checkpoint_url`` names (SQLite when none)."""
+    url = settings.checkpoint_url
+    chosen = kind or (
+        "postgres" if url and url.startswith(("postgresql://", "postgres://")) else "sqlite"
+    )
+    if chosen not in ("sqlite", "postgres", "memory"):
+        raise ConfigError(f"unknown checkpointer {chosen!r}; valid: sqlite, postgres, memory")
+    if chosen == "postgres" and not url:
+        raise ConfigError(
+            "the postgres checkpointer needs MULTIAGENT_CHECKPOINT_URL=postgresql://..."
+        )
+    return chosen
+
+
 @contextmanager
 def open_checkpointer(
     settings: Settings, *, kind: str | None = None, keyring: Keyring | None = None
@@ -140,33 +177,70 @@ def open_checkpointer(
         keyring: Keys to seal and open checkpoints with (default: the configured key,
             ``MULTIAGENT_ENCRYPTION_KEY``; none means plaintext).
     """
-    url = settings.checkpoint_url
-    chosen = kind or (
-        "postgres" if url and url.startswith(("postgresql://", "postgres://")) else "sqlite"
-    )
+    chosen = _backend(settings, kind)
     if chosen == "memory":
         yield InMemorySaver()
         return
     serde = checkpoint_serde(keyring)
     if chosen == "postgres":
-        if not url:
-            raise ConfigError(
-                "the postgres checkpointer needs MULTIAGENT_CHECKPOINT_URL=postgresql://..."
-            )
         from multiagent.persistence.postgres import open_postgres_checkpointer
 
-        with open_postgres_checkpointer(url, serde=serde) as postgres_saver:
-            yield postgres_saver
+        with open_postgres_checkpointer(str(settings.checkpoint_url), serde=serde) as saver:
+            yield saver
         return
-    if chosen != "sqlite":
-        raise ConfigError(f"unknown checkpointer {chosen!r}; valid: sqlite, postgres, memory")
+    conn = _sqlite_file(settings)
+    try:
+        encrypted = isinstance(serde, EncryptedSerializer)
+        sqlite_saver = (EncryptedSqliteSaver if encrypted else SqliteSaver)(conn, serde=serde)
+        sqlite_saver.setup()
+        yield sqlite_saver
+    finally:
+        conn.close()
+
+
+@asynccontextmanager
+async def open_async_checkpointer(
+    settings: Settings, *, kind: str | None = None, keyring: Keyring | None = None
+) -> AsyncIterator[BaseCheckpointSaver[str]]:
+    """Open the configured checkpointer's async saver for the duration of an ``async with``.
+
+    The same database, encryption and private metadata as :func:`open_checkpointer`, through
+    LangGraph's ``AsyncSqliteSaver`` or ``AsyncPostgresSaver``: for ``ainvoke``, ``astream``
+    and ``aget_state`` (the sync savers raise on those). Its arguments are
+    :func:`open_checkpointer`'s.
+    """
+    chosen = _backend(settings, kind)
+    if chosen == "memory":
+        yield InMemorySaver()
+        return
+    serde = checkpoint_serde(keyring)
+    if chosen == "postgres":
+        from multiagent.persistence.postgres import open_async_postgres_checkpointer
+
+        url = str(settings.checkpoint_url)
+        async with open_async_postgres_checkpointer(url, serde=serde) as saver:
+            yield saver
+        return
+    import aiosqlite
+
+    # created and switched to WAL as the sync saver's file is (the mode stays with the file)
+    await asyncio.to_thread(lambda: _sqlite_file(settings).close())
+    async with aiosqlite.connect(checkpoint_path(settings), timeout=30.0) as conn:
+        encrypted = isinstance(serde, EncryptedSerializer)
+        async_saver = (EncryptedAsyncSqliteSaver if encrypted else AsyncSqliteSaver)(
+            conn, serde=serde
+        )
+        await async_saver.setup()
+        yield async_saver
+
+
+def _sqlite_file(settings: Settings) -> sqlite3.Connection:
+    """A connection to the home's checkpoint database, created if new, in WAL mode."""
     ensure_home(settings)
     conn = sqlite3.connect(checkpoint_path(settings), check_same_thread=False, timeout=30.0)
     try:
         ensure_wal(conn)
-        encrypted = isinstance(serde, EncryptedSerializer)
-        saver = (EncryptedSqliteSaver if encrypted else SqliteSaver)(conn, serde=serde)
-        saver.setup()
-        yield saver
-    finally:
+    except BaseException:
         conn.close()
+        raise
+    return conn

@@ -10,15 +10,17 @@ its latest checkpoint.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from langgraph.checkpoint.base import ChannelVersions, Checkpoint
 from langgraph.checkpoint.postgres import PostgresSaver
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
 from psycopg.rows import dict_row
@@ -48,19 +50,35 @@ def connect(url: str, *, timeout_s: int = 5) -> psycopg.Connection[dict[str, Any
         UsageError: The URL is malformed or the server cannot be reached or refuses us.
     """
     try:
-        return psycopg.Connection.connect(
-            url,
-            autocommit=True,
-            prepare_threshold=0,
-            row_factory=dict_row,
-            connect_timeout=timeout_s,
+        return psycopg.Connection.connect(url, connect_timeout=timeout_s, **_SAVER_CONNECTION)
+    except psycopg.Error as exc:
+        raise _unreachable(url, exc) from None
+
+
+async def aconnect(url: str, *, timeout_s: int = 5) -> psycopg.AsyncConnection[dict[str, Any]]:
+    """:func:`connect` for ``AsyncPostgresSaver``."""
+    try:
+        return await psycopg.AsyncConnection.connect(
+            url, connect_timeout=timeout_s, **_SAVER_CONNECTION
         )
     except psycopg.Error as exc:
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise UsageError(
-            f"cannot connect to PostgreSQL at {mask_url(url)} ({reason}); "
-            "check MULTIAGENT_CHECKPOINT_URL (postgresql://user:password@host:port/database)"
-        ) from None
+        raise _unreachable(url, exc) from None
+
+
+#: The connection LangGraph's savers expect (what their ``from_conn_string`` opens).
+_SAVER_CONNECTION: dict[str, Any] = {
+    "autocommit": True,
+    "prepare_threshold": 0,
+    "row_factory": dict_row,
+}
+
+
+def _unreachable(url: str, exc: psycopg.Error) -> UsageError:
+    reason = " ".join(str(exc).split()) or type(exc).__name__
+    return UsageError(
+        f"cannot connect to PostgreSQL at {mask_url(url)} ({reason}); "
+        "check MULTIAGENT_CHECKPOINT_URL (postgresql://user:password@host:port/database)"
+    )
 
 
 @dataclass(frozen=True)
@@ -70,8 +88,8 @@ class _Boxed:
     value: Any
 
 
-class EncryptedPostgresSaver(PrivateMetadataSaver, PostgresSaver):
-    """``PostgresSaver`` that stores no channel value in the clear.
+class _SealedPrimitives(PrivateMetadataSaver):
+    """A PostgreSQL saver (mixed in before LangGraph's) that stores no channel value in the clear.
 
     ``PostgresSaver.put`` keeps primitive channel values (a task string, a count) inline in the
     ``checkpoints.checkpoint`` JSONB column, where no serializer sees them. Boxed here, they are
@@ -96,7 +114,17 @@ class EncryptedPostgresSaver(PrivateMetadataSaver, PostgresSaver):
         versions: ChannelVersions,
     ) -> list[tuple[str, str, str, str, str, bytes | None]]:
         unboxed = {k: v.value if isinstance(v, _Boxed) else v for k, v in values.items()}
-        return super()._dump_blobs(thread_id, checkpoint_ns, unboxed, versions)
+        return super()._dump_blobs(  # type: ignore[misc, no-any-return]
+            thread_id, checkpoint_ns, unboxed, versions
+        )
+
+
+class EncryptedPostgresSaver(_SealedPrimitives, PostgresSaver):
+    """``PostgresSaver`` for encrypted checkpoints (:class:`_SealedPrimitives`)."""
+
+
+class EncryptedAsyncPostgresSaver(_SealedPrimitives, AsyncPostgresSaver):
+    """``AsyncPostgresSaver`` for encrypted checkpoints (:class:`_SealedPrimitives`)."""
 
 
 @contextmanager
@@ -130,8 +158,35 @@ def open_postgres_checkpointer(
         yield saver
 
 
+@asynccontextmanager
+async def open_async_postgres_checkpointer(
+    url: str, *, timeout_s: int = 5, serde: SerializerProtocol | None = None
+) -> AsyncIterator[AsyncPostgresSaver]:
+    """:func:`open_postgres_checkpointer` for ``AsyncPostgresSaver`` (the same tables)."""
+    async with await aconnect(url, timeout_s=timeout_s) as conn:
+        encrypted = isinstance(serde, EncryptedSerializer)
+        saver = (EncryptedAsyncPostgresSaver if encrypted else AsyncPostgresSaver)(
+            conn, serde=serde
+        )
+        while not await _atry_setup_lock(conn):  # see open_postgres_checkpointer
+            await asyncio.sleep(SETUP_POLL_S)
+        try:
+            await saver.setup()
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK,))
+        yield saver
+
+
+_TRY_SETUP_LOCK = "SELECT pg_try_advisory_lock(%s) AS got"
+
+
 def _try_setup_lock(conn: psycopg.Connection[dict[str, Any]]) -> bool:
-    row = conn.execute("SELECT pg_try_advisory_lock(%s) AS got", (SETUP_LOCK,)).fetchone()
+    row = conn.execute(_TRY_SETUP_LOCK, (SETUP_LOCK,)).fetchone()
+    return bool(row and row["got"])
+
+
+async def _atry_setup_lock(conn: psycopg.AsyncConnection[dict[str, Any]]) -> bool:
+    row = await (await conn.execute(_TRY_SETUP_LOCK, (SETUP_LOCK,))).fetchone()
     return bool(row and row["got"])
 
 
