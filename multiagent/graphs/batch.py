@@ -64,6 +64,7 @@ from multiagent.nodes.context import WorkflowContext, build_context
 from multiagent.nodes.state import ItemResult, ValidationItem, ValidatorFailure, Verdict
 from multiagent.nodes.usage import Usage, total_usage
 from multiagent.policies import Settings, load_settings
+from multiagent.safety import check_id_private
 
 #: Reports ``(finished items, all items)`` after every stored chunk.
 Progress = Callable[[int, int], None]
@@ -267,7 +268,8 @@ def batch_cross_validate(
 
     Raises:
         UsageError: No items, an empty text, repeated ids, validators/threshold out of range,
-            a resume of an unknown batch, or a new batch reusing an id.
+            a resume of an unknown batch, a new batch reusing an id, or (with a profile that
+            redacts) a batch id holding personal data.
     """
     settings = settings or load_settings()
     context = context or build_context(settings)
@@ -279,6 +281,11 @@ def batch_cross_validate(
         raise UsageError(f"max_concurrency must be at least 1, got {limit}")
     if chunk_size < 1:
         raise UsageError(f"chunk size must be at least 1, got {chunk_size}")
+    if thread_id:  # stored as given: the manifest's key, the chunks' trace names
+        check_id_private(
+            thread_id, kind="batch id", source="--thread",
+            redacting=settings.profile.features.pii_redaction,
+        )  # fmt: skip
     batch_id = thread_id or new_thread_id("validation")
     manifest = store.manifest(batch_id)
     if resume and manifest is None:

@@ -17,7 +17,7 @@ from multiagent.graphs.workflows import Workflow, new_thread_id, subject_of
 from multiagent.nodes.context import WorkflowContext
 from multiagent.persistence.checkpointer import checkpoint_path, open_checkpointer
 from multiagent.policies import Settings
-from multiagent.safety import redact_input
+from multiagent.safety import check_id_private, redact_input
 
 _SUBJECT_KEY: dict[Workflow, str] = {"orchestration": "task", "meeting": "topic"}
 
@@ -61,15 +61,19 @@ def execute_workflow(
 
     Raises:
         UsageError: Resume without a thread id, an unknown thread, a thread of another
-            workflow, a new run on an existing thread id, or a task that differs on resume.
+            workflow, a new run on an existing thread id, a task that differs on resume, or
+            (with a profile that redacts) a thread id holding personal data.
     """
+    redacting = settings.profile.features.pii_redaction
+    if thread_id:  # before anything is opened: refused, it leaves no trace
+        check_id_private(thread_id, kind="thread id", source="--thread", redacting=redacting)
     if resume and not thread_id:
         raise UsageError("--resume needs --thread ID; see `multiagent threads list`")
     if resume and not settings.checkpoint_url and not checkpoint_path(settings).exists():
         raise UsageError(f"unknown thread {thread_id!r}; there are no threads yet")
     thread = thread_id or new_thread_id(workflow)
     # before the thread's subject is taken from it, and before a resumed task is compared
-    inputs = redact_input(inputs, enabled=settings.profile.features.pii_redaction)
+    inputs = redact_input(inputs, enabled=redacting)
     with open_checkpointer(settings) as saver:
         check_thread(workflow, checkpointer=saver, thread_id=thread, resume=resume)
         if resume and inputs is not None:

@@ -50,7 +50,7 @@ from multiagent.nodes.usage import thread_totals
 from multiagent.observability.live_starts import registered_run
 from multiagent.observability.tracing import run_config
 from multiagent.persistence.run_usage import record_run, recorded_runs
-from multiagent.safety import redact_input
+from multiagent.safety import check_id_private, redact_input
 
 Status = Literal[
     "completed", "rejected", "awaiting_approval", "budget_exceeded", "failed", "interrupted"
@@ -265,7 +265,9 @@ def run_workflow(
             the thread already spent is taken off it.
         checkpointer: Where the thread lives (see :func:`multiagent.persistence.checkpointer.
             open_checkpointer`); ``None`` runs without persistence (no resume, no approval).
-        thread_id: The thread.
+        thread_id: The thread. With a profile that redacts, one holding personal data is
+            refused: it would be stored and traced as given (a batch's chunk runs, not
+            ``live``, are named after their batch, checked by ``batch_cross_validate``).
         resume: Continue the thread from its last checkpoint instead of starting it.
         approver: Answers a plan-approval interrupt; without it the run stops there.
         on_event: Called with every :class:`WorkflowEvent`, in order.
@@ -280,8 +282,14 @@ def run_workflow(
             ``MULTIAGENT_HOME/runs.sqlite``); a batch's chunks are not listed one by one.
 
     Raises:
-        UsageError: ``resume`` for a thread that does not exist or belongs to another workflow.
+        UsageError: ``resume`` for a thread that does not exist or belongs to another workflow;
+            a thread id holding personal data when the profile redacts.
     """
+    if live:
+        check_id_private(
+            thread_id, kind="thread id", source="thread_id",
+            redacting=context.settings.profile.features.pii_redaction,
+        )  # fmt: skip
     # listed as running before it reads its thread, so prune leaves the thread whole
     # (:mod:`multiagent.observability.live_starts`)
     listed = (

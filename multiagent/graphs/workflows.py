@@ -10,6 +10,8 @@ from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
 from langgraph.graph import StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
+from multiagent.safety import find_pii_in_id
+
 __all__ = [
     "WORKFLOWS",
     "Workflow",
@@ -82,8 +84,12 @@ def compile_workflow(
 
 
 def new_thread_id(workflow: Workflow) -> str:
-    """A fresh thread id such as ``run-3f9c2a61b0``."""
-    return f"{_THREAD_PREFIX[workflow]}-{uuid.uuid4().hex[:10]}"
+    """A fresh thread id such as ``run-3f9c2a61b0``; drawn again when it reads as personal
+    data (ten decimal digits make a phone number): a profile that redacts refuses such ids."""
+    while True:
+        thread = f"{_THREAD_PREFIX[workflow]}-{uuid.uuid4().hex[:10]}"
+        if not find_pii_in_id(thread):
+            return thread
 
 
 def task_label(node: str, payload: Any) -> str:

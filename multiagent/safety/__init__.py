@@ -5,6 +5,7 @@ and the queue worker call it at the points where input enters and where prompts 
 """
 
 from multiagent.safety.detect import KINDS, Finding, find_pii
+from multiagent.safety.ids import check_id_private, find_pii_in_id
 from multiagent.safety.redaction import (
     Pseudonymizer,
     Redaction,
@@ -19,7 +20,9 @@ __all__ = [
     "Finding",
     "Pseudonymizer",
     "Redaction",
+    "check_id_private",
     "find_pii",
+    "find_pii_in_id",
     "redact_input",
     "redact_messages",
     "redact_text",
