@@ -23,7 +23,7 @@ from multiagent.nodes.input_defaults import (
 )
 from multiagent.nodes.state import MeetingInput, OrchestrationInput, ValidationInput, ValidationItem
 from multiagent.policies import Settings
-from multiagent.safety import redact_input
+from multiagent.safety import redact_input, redact_text
 
 __all__ = [
     "MAX_ROUNDS",
@@ -110,9 +110,28 @@ def validation_input(
         names = choose_validators(settings, agents, count=validators)
     else:
         names = list(agents.team(validators, kind="validator", option="--validators"))
+    redacting = settings.profile.features.pii_redaction
+    if redacting:
+        _unique_once_redacted(checked)
     return ValidationInput(
         # batch manifests and queue entries are made from this: redact before they are stored
-        items=redact_input(checked, enabled=settings.profile.features.pii_redaction),
+        items=redact_input(checked, enabled=redacting),
         validators=names,
         threshold=check_threshold(settings, threshold),
     )
+
+
+def _unique_once_redacted(items: Sequence[ValidationItem]) -> None:
+    """Distinct ids that redaction makes equal (two e-mail addresses, both
+    ``[REDACTED_EMAIL]``) would key two results alike: refused, naming the items by position
+    (the ids are what may not be shown)."""
+    first: dict[str, int] = {}
+    for number, item in enumerate(items, start=1):
+        stored = redact_text(item["id"]).text
+        if stored in first:
+            raise UsageError(
+                f"items {first[stored]} and {number} have ids that both read {stored!r} once "
+                "personal data is redacted (the profile redacts it); key the items by ids "
+                "without personal data, or leave 'id' out"
+            )
+        first[stored] = number

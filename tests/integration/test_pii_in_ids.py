@@ -105,3 +105,26 @@ def test_values_joined_into_an_id_are_found(value: str, kind: str) -> None:
 @pytest.mark.parametrize("value", ["run-3f9c2a61b0", "release-2026-11-28", "v1.2.3", "batch-7"])
 def test_ordinary_ids_hold_nothing(value: str) -> None:
     assert find_pii_in_id(value) == []
+
+
+def test_item_ids_that_redaction_would_make_equal_are_refused(
+    isolated_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two e-mail addresses as item ids both become ``[REDACTED_EMAIL]``: results keyed alike.
+    Refused naming the items by position; one such id alone is kept, redacted."""
+    monkeypatch.setenv("MULTIAGENT_ENV", "prod_balanced")
+    emails = ["anna@example.com", "budi@example.co.id"]
+    batch = tmp_path / "items.jsonl"
+    lines = [json.dumps({"id": email, "text": "The sky is blue."}) for email in emails]
+    batch.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["validate", "--batch", str(batch), "--json"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (
+        "error: items 1 and 2 have ids that both read '[REDACTED_EMAIL]' once personal data is "
+        "redacted (the profile redacts it); key the items by ids without personal data, or "
+        "leave 'id' out"
+    )
+    batch.write_text(lines[0] + "\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["validate", "--batch", str(batch), "--json"])
+    assert result.exit_code in (0, 3, 4), result.output
+    assert [entry["id"] for entry in json.loads(result.stdout)["results"]] == ["[REDACTED_EMAIL]"]
