@@ -63,6 +63,7 @@ def enqueue_command(
     from multiagent.graphs.batch import read_batch_file
     from multiagent.graphs.inputs import validation_input
     from multiagent.nodes.agents_file import load_agents
+    from multiagent.safety import check_id_private
 
     if queue is None:
         raise UsageError("--wait follows a queued batch: add --queue NAME")
@@ -72,6 +73,9 @@ def enqueue_command(
             "(`multiagent worker --concurrency N`)"
         )
     check_queue_name(queue)
+    if thread is not None:  # the queue entry, the batch's records and traces hold it as given
+        check_id_private(thread, kind="batch id", source="--thread",
+                         redacting=settings.profile.features.pii_redaction)  # fmt: skip
     if budget is not None:
         from multiagent.models.ledger import check_budget_value
 
@@ -304,11 +308,14 @@ def enqueue_run_command(
     from multiagent.graphs.runner import check_thread
     from multiagent.nodes.agents_file import load_agents
     from multiagent.persistence.checkpointer import open_checkpointer
-    from multiagent.safety import redact_input
+    from multiagent.safety import check_id_private, redact_input
 
     check_queue_name(queue)
     if resume and not thread:
         raise UsageError("--resume needs --thread ID (the run id printed when it was queued)")
+    if thread is not None:  # the queue entry, the checkpoints and traces hold it as given
+        check_id_private(thread, kind="thread id", source="--thread",
+                         redacting=settings.profile.features.pii_redaction)  # fmt: skip
     url = require_redis_url(settings, what="--queue")
     require_checkpoint_url(settings)
     agents = load_agents(settings, agents_file=agents_file)

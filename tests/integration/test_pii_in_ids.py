@@ -1,7 +1,7 @@
 """An id is stored as given (a checkpoint's key, the live runs, memory's metadata, the audit
-trail, trace metadata): with a profile that redacts, an id holding personal data is refused
-before anything is stored, naming it with placeholders; without redaction it is used as before,
-and the ids the project generates never hold any."""
+trail, trace metadata, a queue entry): with a profile that redacts, an id holding personal data
+is refused before anything is stored, naming it with placeholders; without redaction it is used
+as before, and the ids the project generates never hold any."""
 
 from __future__ import annotations
 
@@ -33,6 +33,9 @@ def _commands(tmp_path: Path) -> dict[str, list[str]]:
         "meeting": ["meeting", "Launch date", "--rounds", "1", "--thread", f"ip_{IP}"],
         "validate": ["validate", "The sky is blue.", "--thread", f"card-{CARD}"],
         "batch": ["validate", "--batch", str(batch), "--thread", f"b-{CARD}"],
+        # refused before the queue (Redis) is asked for
+        "queued run": ["run", "Plan the launch", "--queue", "q", "--thread", f"ip_{IP}"],
+        "queued batch": ["validate", "--batch", str(batch), "--queue", "q", "--thread", CARD],
     }
 
 
@@ -44,7 +47,9 @@ def _raw_stored(home: Path, scratch: Path) -> list[str]:
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("command", ["run", "meeting", "validate", "batch"])
+@pytest.mark.parametrize(
+    "command", ["run", "meeting", "validate", "batch", "queued run", "queued batch"]
+)
 def test_a_redacting_profile_refuses_an_id_holding_personal_data(
     command: str, isolated_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
