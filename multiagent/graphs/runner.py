@@ -459,11 +459,12 @@ def _run_workflow(
             if command is None:
                 break
     except BudgetExceededError as exc:
-        stopped = outcome("budget_exceeded", str(exc), describe_error(exc))
+        stopped = outcome("budget_exceeded", str(exc), describe_error(exc, redact=redact))
         stopped.daily_cap = exc.daily
         return stopped
     except provider_errors() as exc:
-        return outcome("failed", "a model call kept failing after retries", describe_error(exc))
+        failure = describe_error(exc, redact=redact)
+        return outcome("failed", "a model call kept failing after retries", failure)
     except (KeyboardInterrupt, RuntimeError) as exc:
         if not from_ctrl_c(exc) or checkpointer is None:
             _record_anyway(record)

@@ -19,6 +19,7 @@ import tenacity
 from langchain_core.exceptions import OutputParserException
 
 from multiagent.models.structured import StructuredOutputError
+from multiagent.safety import redact_text
 
 _ERRORS: tuple[type[BaseException], ...] = (
     httpx.HTTPError,
@@ -41,10 +42,17 @@ def provider_errors() -> tuple[type[BaseException], ...]:
     return _ERRORS if openai is None else (openai.APIError, *_ERRORS)
 
 
-def describe_error(exc: BaseException) -> str:
-    """One line naming an error's type and message."""
+def describe_error(exc: BaseException, *, redact: bool = False) -> str:
+    """One line naming an error's type and message; with ``redact`` (the profile's
+    ``features.pii_redaction``) its personal values and secrets as placeholders.
+
+    A provider's error may echo what it was sent, an ``Authorization`` header included, and the
+    line is stored (a validator's failure in the checkpoints, a run's outcome in the live runs
+    file): redacted before it is kept.
+    """
     text = " ".join(str(exc).split()) or "no message"
-    return f"{type(exc).__name__}: {text}"[:300]
+    line = f"{type(exc).__name__}: {text}"
+    return (redact_text(line).text if redact else line)[:300]
 
 
 __all__ = ["StructuredOutputError", "describe_error", "provider_errors"]

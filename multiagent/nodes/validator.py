@@ -160,8 +160,9 @@ def validate(state: ValidatorTask, *, runtime: Runtime[AnyContext]) -> dict[str,
             if cached:  # no call made: the run's usage counts the hit (as the metrics do)
                 call.analysis_hit()
     except provider_errors() as exc:
+        redact = context.settings.profile.features.pii_redaction
         failure = ValidatorFailure(
-            key=state["key"], validator=agent.name, error=describe_error(exc)
+            key=state["key"], validator=agent.name, error=describe_error(exc, redact=redact)
         )
         return {"failures": [failure], "usage": [call.usage()]}
     checked = VerdictAnswer.model_validate(answer)

@@ -82,7 +82,27 @@ def check_home(settings: Settings) -> None:
     )
 
 
-class _PlainSerializer(JsonPlusSerializer):
+class _ErrorsRedacted(JsonPlusSerializer):
+    """LangGraph's serializer, storing a failed step's error with its personal values and
+    secrets as placeholders when ``redact_errors`` (the profile's ``features.pii_redaction``).
+
+    LangGraph keeps the exception a step raised among the checkpoint's writes, as its ``repr``
+    (what this serializer makes of an exception): a provider's error may echo what it was sent,
+    an ``Authorization`` header included. The same ``repr``, redacted, is stored instead.
+    """
+
+    redact_errors = False
+
+    def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
+        """Serialize ``obj``; an exception as its (redacted) ``repr``."""
+        if self.redact_errors and isinstance(obj, BaseException):
+            from multiagent.safety import redact_text
+
+            obj = redact_text(repr(obj)).text
+        return super().dumps_typed(obj)
+
+
+class _PlainSerializer(_ErrorsRedacted):
     """LangGraph's default serializer, refusing encrypted checkpoints in one clear line."""
 
     def __init__(self, keyring: Keyring) -> None:
@@ -136,18 +156,25 @@ class EncryptedAsyncSqliteSaver(PrivateMetadataSaver, AsyncSqliteSaver):
     """``AsyncSqliteSaver`` for encrypted checkpoints: metadata without user text."""
 
 
-def checkpoint_serde(keyring: Keyring | None = None) -> SerializerProtocol:
+def checkpoint_serde(
+    keyring: Keyring | None = None, *, redact_errors: bool = False
+) -> SerializerProtocol:
     """The serializer checkpoints go through: LangGraph's encrypted one when a key is set.
 
     With no key, LangGraph's default serializer writes plaintext as before, and a checkpoint
-    that was encrypted is refused with a line saying which key it needs.
+    that was encrypted is refused with a line saying which key it needs. With
+    ``redact_errors``, a failed step's stored error is redacted (:class:`_ErrorsRedacted`).
     """
     ring = keyring if keyring is not None else configured_keyring()
     if ring.enabled:
         from multiagent.persistence.crypto import checkpoint_serializer
 
-        return checkpoint_serializer(ring)
-    return _PlainSerializer(ring)
+        inner = _ErrorsRedacted()
+        inner.redact_errors = redact_errors
+        return checkpoint_serializer(ring, inner=inner)
+    plain = _PlainSerializer(ring)
+    plain.redact_errors = redact_errors
+    return plain
 
 
 def _backend(settings: Settings, kind: str | None) -> str:
@@ -181,7 +208,7 @@ def open_checkpointer(
     if chosen == "memory":
         yield InMemorySaver()
         return
-    serde = checkpoint_serde(keyring)
+    serde = checkpoint_serde(keyring, redact_errors=settings.profile.features.pii_redaction)
     if chosen == "postgres":
         from multiagent.persistence.postgres import open_postgres_checkpointer
 
@@ -213,7 +240,7 @@ async def open_async_checkpointer(
     if chosen == "memory":
         yield InMemorySaver()
         return
-    serde = checkpoint_serde(keyring)
+    serde = checkpoint_serde(keyring, redact_errors=settings.profile.features.pii_redaction)
     if chosen == "postgres":
         from multiagent.persistence.postgres import open_async_postgres_checkpointer
 

@@ -32,7 +32,7 @@ from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from langgraph.checkpoint.serde.base import CipherProtocol
+from langgraph.checkpoint.serde.base import CipherProtocol, SerializerProtocol
 from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
@@ -263,9 +263,12 @@ def private_put_args(config: Any, metadata: Any) -> tuple[Any, Any]:
     return config, without_private_metadata(metadata)
 
 
-def checkpoint_serializer(keyring: Keyring) -> EncryptedSerializer:
-    """LangGraph's encrypted serializer sealing with the keyring's primary key."""
-    return EncryptedSerializer(keyring.cipher(), JsonPlusSerializer())
+def checkpoint_serializer(
+    keyring: Keyring, *, inner: SerializerProtocol | None = None
+) -> EncryptedSerializer:
+    """LangGraph's encrypted serializer sealing with the keyring's primary key what ``inner``
+    (default: LangGraph's own) serializes."""
+    return EncryptedSerializer(keyring.cipher(), inner or JsonPlusSerializer())
 
 
 def configured_keyring(environ: Mapping[str, str] | None = None) -> Keyring:
