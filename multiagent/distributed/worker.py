@@ -72,6 +72,7 @@ import queue as queue_module
 import socket
 import sys
 import threading
+import time
 import traceback
 from typing import Any
 
@@ -81,7 +82,7 @@ from redis.exceptions import RedisError
 from multiagent.distributed.deadletter import DEFAULT_MAX_ATTEMPTS
 from multiagent.distributed.queue import GROUP, ensure_group, finished_of, stream_key
 from multiagent.distributed.worker_chunks import EntryRunner
-from multiagent.distributed.worker_feed import EntryFeeder
+from multiagent.distributed.worker_feed import EntryFeeder, claim_own
 from multiagent.distributed.worker_state import TakenEntry, WorkerState, WorkerStats, item_ids
 from multiagent.distributed.worker_store import store_ended
 from multiagent.nodes.context import WorkflowContext
@@ -200,6 +201,9 @@ class QueueWorker:
             if entry.reclaimed:  # its worker may have died of it: store what ended before
                 state.ended.join()
             try:
+                if not self._still_ours(entry):
+                    state.stats.add(taken_over=1)
+                    continue
                 if entry.fields.get("kind") == "run":
                     self.runner.run(entry.entry_id, entry.fields, reclaimed=entry.reclaimed)
                 else:
@@ -222,6 +226,16 @@ class QueueWorker:
                     state.checked.pop(entry.entry_id, None)
                     if entry.entry_id not in state.storing:
                         state.release(entry.entry_id)
+
+    def _still_ours(self, entry: TakenEntry) -> bool:
+        """Whether ``entry`` is still this worker's to run: one taken longer ago than half the
+        claim idle time is asked (and kept fresh) first, its batch state read again; another
+        worker took it over if this one was frozen meanwhile (SIGSTOP, a long pause)."""
+        if time.monotonic() - entry.taken_at < self.claim_idle_ms / 2000:
+            return True  # no other worker may take it yet: nothing to ask
+        with self.state.lock:
+            self.state.checked.pop(entry.entry_id, None)  # stale: read when it runs
+        return bool(claim_own(self.client, self.stream, self.consumer, [entry.entry_id]))
 
     def _failed_unexpectedly(self, entry: TakenEntry, exc: Exception) -> None:
         """An error nobody expected (a bug, a database refusing): a failed attempt of the entry,
@@ -255,7 +269,7 @@ class QueueWorker:
             if ids:
                 # a failed beat is tried again; at worst another worker repeats a chunk
                 with contextlib.suppress(RedisError):
-                    self.client.xclaim(self.stream, GROUP, self.consumer, 0, list(ids), justid=True)
+                    claim_own(self.client, self.stream, self.consumer, ids)
 
 
 def slot_threads(concurrency: int, *, gated: bool) -> int:

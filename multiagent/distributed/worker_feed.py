@@ -8,6 +8,10 @@ slot starts without a round trip. A reclaimed entry may be one that kills its wo
 is held nothing else is taken ahead (see :mod:`multiagent.distributed.worker`). A queue that
 Redis lost (restarted without its data) is created again, said once, and read on; the batches
 it held are lost.
+
+:func:`claim_own` keeps entries fresh for the heartbeat, only those still this worker's: a
+worker frozen (SIGSTOP, a long pause) past the claim idle time finds its entries taken over by
+another, and leaves them to it instead of taking them back.
 """
 
 from __future__ import annotations
@@ -34,6 +38,33 @@ from multiagent.distributed.worker_state import TakenEntry, WorkerState, item_id
 READ_BLOCK_MS = 500
 #: A consumer with nothing pending that has not read for this many ``claim_idle_ms`` is gone.
 GONE_CLAIMS = 10
+
+# Re-claim (idle time back to 0) each entry still pending to this consumer; return those.
+# In one script: an entry another worker takes over is never claimed back in between.
+_CLAIM_OWN = """
+local ours = {}
+for i = 3, #ARGV do
+  local found = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if found[1] and found[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    ours[#ours + 1] = ARGV[i]
+  end
+end
+return ours
+"""
+
+
+def claim_own(client: redis.Redis, stream: str, consumer: str, ids: list[str]) -> set[str]:
+    """Keep ``ids`` fresh for ``consumer``, those still pending to it; return those.
+
+    An entry acknowledged meanwhile, or taken over by another worker (``XAUTOCLAIM`` once this
+    one had been silent for the claim idle time), is left alone: a plain ``XCLAIM`` took it
+    back, and both workers ran it.
+    """
+    if not ids:
+        return set()
+    found: Any = client.eval(_CLAIM_OWN, 1, stream, GROUP, consumer, *ids)
+    return {e.decode() if isinstance(e, bytes) else str(e) for e in found}
 
 
 class EntryFeeder:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import queue as queue_module
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,8 @@ class WorkerStats:
     resumed: int = 0
     failures: int = 0
     dead_letters: int = 0
+    #: entries taken over by another worker while this one was frozen, left to it unrun
+    taken_over: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **counts: int) -> None:
@@ -45,7 +48,8 @@ class WorkerStats:
     def as_dict(self) -> dict[str, int]:
         """JSON-ready counters."""
         names = ("chunks", "stored", "duplicates", "reclaimed", "unfinished", "runs", "resumed")
-        return {k: getattr(self, k) for k in (*names, "failures", "dead_letters", "skipped")} | {
+        more = ("failures", "dead_letters", "skipped", "taken_over")
+        return {k: getattr(self, k) for k in (*names, *more)} | {
             "spent_usd": self.spent_nano / 1_000_000_000
         }
 
@@ -57,6 +61,9 @@ class TakenEntry:
     entry_id: str
     fields: dict[str, Any]
     reclaimed: bool
+    #: when it was taken (monotonic): one waiting longer than the claim idle time may have been
+    #: taken over by another worker while this one was frozen
+    taken_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass(frozen=True)
