@@ -70,8 +70,16 @@ def count_done(client: redis.Redis, queue: str, amount: int) -> None:
 # One round trip for the end of a chunk: store its records (each item once, HSETNX), its usage,
 # count the new ones in the throughput buckets, and (when done) acknowledge and delete the entry.
 # Storing and acknowledging in one script also means no crash can fall between the two.
+# A batch without its manifest was lost (Redis restarted without its data while the chunk ran):
+# its entry is acknowledged, nothing stored, so no keys of a batch nobody can read are left.
 _FINISH_CHUNK = """
 local new = 0
+if redis.call('HEXISTS', KEYS[3], 'manifest') == 0 then
+  redis.call('XACK', KEYS[5], ARGV[3], ARGV[4])
+  redis.call('XDEL', KEYS[5], ARGV[4])
+  redis.call('HDEL', KEYS[6], ARGV[4])
+  return -1
+end
 for i = 7, #ARGV, 2 do
   new = new + redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1])
 end
@@ -131,7 +139,8 @@ def finish_chunks(client: redis.Redis, queue: str, chunks: Sequence[FinishedChun
             and waits for its retry).
 
     Returns:
-        How many records were new, per chunk.
+        How many records were new, per chunk; -1 for a chunk whose batch Redis has lost (its
+        entry acknowledged, nothing stored).
     """
     if not chunks:
         return []

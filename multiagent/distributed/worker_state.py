@@ -37,6 +37,8 @@ class WorkerStats:
     dead_letters: int = 0
     #: entries taken over by another worker while this one was frozen, left to it unrun
     taken_over: int = 0
+    #: items of chunks whose batch Redis lost (restarted without its data) as they ran
+    lost: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **counts: int) -> None:
@@ -48,7 +50,7 @@ class WorkerStats:
     def as_dict(self) -> dict[str, int]:
         """JSON-ready counters."""
         names = ("chunks", "stored", "duplicates", "reclaimed", "unfinished", "runs", "resumed")
-        more = ("failures", "dead_letters", "skipped", "taken_over")
+        more = ("failures", "dead_letters", "skipped", "taken_over", "lost")
         return {k: getattr(self, k) for k in (*names, *more)} | {
             "spent_usd": self.spent_nano / 1_000_000_000
         }

@@ -86,8 +86,19 @@ def _finish(
 
 
 def _count(end: EndedChunk, new: int, *, state: WorkerState, failed: FailureRecorder) -> None:
-    """Count a stored chunk; a chunk left for its retry counts as a failed attempt."""
+    """Count a stored chunk; a chunk left for its retry counts as a failed attempt; a chunk
+    whose batch Redis lost (``new`` is -1) is said, its items counted as lost."""
     outcome = end.outcome
+    if new < 0:
+        lost = len(outcome.records) + len(outcome.unfinished)
+        state.stats.add(lost=lost)
+        print(
+            f"worker: batch {end.finished.batch_id} is gone from Redis (restarted without its "
+            f"data?); {lost} item(s) of chunk {end.finished.chunk_id} not stored",
+            file=sys.stderr,
+            flush=True,
+        )
+        return
     spent = sum(to_nano(call.cost_usd) for call in outcome.ledger.records())
     state.stats.add(chunks=1, stored=new, unfinished=len(outcome.unfinished), spent_nano=spent)
     if end.failure is not None:
