@@ -56,6 +56,28 @@ def _naming_the_value(exc: clickx.ClickException) -> str:
         found = errors()
         if found and isinstance(found[0], dict) and "input" in found[0]:
             return f"{message} (got {found[0]['input']!r})"
+    return _with_the_valid_names(exc, message)
+
+
+def _with_the_valid_names(exc: clickx.ClickException, message: str) -> str:
+    """click's message for an unknown command or option, with the valid ones: click names
+    only close matches (``No such command 'nope'.`` alone says nothing of what there is)."""
+    ctx = getattr(exc, "ctx", None)
+    if ctx is None:
+        return message
+    if isinstance(exc, clickx.NoSuchOption):
+        valid = [
+            opt
+            for param in ctx.command.get_params(ctx)
+            if not getattr(param, "hidden", False)
+            for opt in param.opts
+            if opt.startswith("--")
+        ]
+        return f"{message}; valid: {', '.join(valid)}"
+    if isinstance(exc, clickx.UsageError) and message.startswith("No such command"):
+        head, _, hint = message.partition(". Did you mean ")
+        named = f"{head.rstrip('.')} (did you mean {hint})" if hint else head.rstrip(".")
+        return f"{named}; valid: {', '.join(ctx.command.list_commands(ctx))}"
     return message
 
 

@@ -166,7 +166,32 @@ def _leaf_commands() -> list[list[str]]:
 def test_every_command_refuses_an_unknown_option_in_one_line(
     filled_home: Path, command: list[str]
 ) -> None:
-    refused_unchanged([*command, "--no-such-option\x1b[2J"], template=filled_home)
+    line = refused_unchanged([*command, "--no-such-option\x1b[2J"], template=filled_home)
+    assert "; valid: " in line, line  # what is there, too
+    assert line.endswith(", --help"), line
+
+
+def _groups() -> dict[str, tuple[list[str], list[str]]]:
+    """Every command group: its path and its commands' names."""
+    found: dict[str, tuple[list[str], list[str]]] = {}
+
+    def walk(command: object, path: list[str]) -> None:
+        children = getattr(command, "commands", {})
+        if children:
+            found[" ".join(path) or "multiagent"] = (path, list(children))
+        for name, child in children.items():
+            walk(child, [*path, name])
+
+    walk(typer.main.get_command(app), [])
+    return found
+
+
+@pytest.mark.parametrize("group", sorted(_groups()))
+def test_an_unknown_command_names_every_valid_one(filled_home: Path, group: str) -> None:
+    path, names = _groups()[group]
+    line = refused_unchanged([*path, "no-such-command"], template=filled_home)
+    assert "'no-such-command'" in line, line
+    assert sorted(line.split("; valid: ")[1].split(", ")) == sorted(names), line
 
 
 SECTIONS = ["models", "validation", "rate_limit", "memory", "cache", "features", "budget", "sim"]
