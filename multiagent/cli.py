@@ -173,7 +173,7 @@ def _root(
     ] = None,
     provider: Annotated[
         str | None,
-        typer.Option("--provider", help="sim or openai (overrides MULTIAGENT_PROVIDER)."),
+        typer.Option("--provider", help="sim, openai or local (overrides MULTIAGENT_PROVIDER)."),
     ] = None,
     home: Annotated[
         str | None, typer.Option("--home", help="Data directory (overrides MULTIAGENT_HOME).")

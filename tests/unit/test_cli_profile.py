@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from multiagent.cli import app
 from multiagent.commands import _shared as shared
+from multiagent.policies import PROVIDERS
 
 runner = CliRunner()
 
@@ -40,6 +41,14 @@ def test_root_options_reach_the_command(tmp_path: Path) -> None:
     document = json.loads(result.stdout)
     assert document["env"] == "prod_quality"
     assert document["home"] == str(tmp_path)
+
+
+def test_the_provider_option_names_every_provider() -> None:
+    import typer.main
+
+    option = next(p for p in typer.main.get_command(app).params if p.name == "provider")
+    for provider in PROVIDERS:
+        assert provider in str(option.help), option.help
 
 
 def test_profile_list() -> None:
