@@ -21,13 +21,28 @@ bench_app = typer.Typer(
     no_args_is_help=True,
 )
 
+
+def _one_report_choice(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> Any:
+    """Refuse ``--report PATH --no-report`` before the benchmark runs (whichever comes second
+    sees the other: click processes the options given in their order, defaults after)."""
+    other = "no_report" if param.name == "report" else "report"
+    if value and ctx.params.get(other):
+        raise UsageError("--report and --no-report contradict each other; give one of them")
+    return value
+
+
 ReportOption = Annotated[
     Path | None,
     typer.Option(
-        "--report", help="Markdown file to write (default: the checkout's BENCHMARKS.md)."
+        "--report",
+        help="Markdown file to write (default: the checkout's BENCHMARKS.md).",
+        callback=_one_report_choice,
     ),
 ]
-NoReportOption = Annotated[bool, typer.Option("--no-report", help="Do not write the report.")]
+NoReportOption = Annotated[
+    bool,
+    typer.Option("--no-report", help="Do not write the report.", callback=_one_report_choice),
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 
 

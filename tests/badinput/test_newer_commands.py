@@ -201,6 +201,26 @@ def test_bench_local_refuses_bad_arguments_before_loading_a_model(
     refused_unchanged(["bench", "local", *shown], template=filled_home, needle=args[0])
 
 
+def _bench_commands() -> list[str]:
+    import typer.main
+
+    from multiagent.cli import app
+
+    return sorted(typer.main.get_command(app).commands["bench"].commands)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("command", _bench_commands())
+@pytest.mark.parametrize("order", ["report first", "no-report first"])
+def test_every_bench_refuses_a_report_and_no_report_before_it_runs(
+    filled_home: Path, tmp_path: Path, command: str, order: str
+) -> None:
+    # the benchmark ran for minutes, then wrote nothing where --report asked for a file
+    both = ["--report", str(tmp_path / "report.md"), "--no-report"]
+    args = both if order == "report first" else [both[2], *both[:2]]
+    refused_unchanged(["bench", command, *args], template=filled_home, needle="--no-report")
+    assert not (tmp_path / "report.md").exists()
+
+
 MODELS = st.one_of(
     st.sampled_from(["", ":", "sim", "sim:", ":gpt-4o-mini", "openai:", "nope:x", "a:b:c"]),
     st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=20).filter(
