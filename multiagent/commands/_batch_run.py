@@ -121,8 +121,15 @@ def run_local_batch(
     agents = load_agents(settings, agents_file=agents_file)
     if budget is not None and not resume:
         _refuse_budget_no_call_fits(settings, agents, budget, validators=validators)
+    if not resume and not thread:  # named here, so that its lock is held from the start
+        from multiagent.graphs.workflows import new_thread_id
+
+        thread = new_thread_id("validation")
+    # a new batch holds its lock too: a resume of it started beside it would run its items again
     held = (
-        _hold_batch(settings, str(thread)) if resume and is_local_batch(settings, thread) else None
+        _hold_batch(settings, str(thread))
+        if not resume or is_local_batch(settings, thread)
+        else None
     )
     configure_tracing(settings)
     # a transient bar drawn where no terminal erases it leaves an empty line (before an error)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -23,7 +24,13 @@ from multiagent.nodes.state import ValidationItem
 from multiagent.nodes.validator import aggregate
 from multiagent.observability.live import live_writer
 from multiagent.policies import load_settings
-from tests.integration._batch_cli import cli, document, numbered_items, use_fast_provider
+from tests.integration._batch_cli import (
+    batch_file,
+    cli,
+    document,
+    numbered_items,
+    use_fast_provider,
+)
 
 #: Holds the lock file given as its argument until it is killed; says "held" once it does.
 HOLD_LOCK = (
@@ -172,6 +179,38 @@ def test_a_batch_another_process_runs_is_not_resumed_beside_it(tmp_path: Path) -
         holder.wait()
     rest = document(cli("validate", "--thread", "b4", "--resume", "--budget", "10", "--json"))
     assert rest["status"] == "completed"
+
+
+def test_a_new_batch_holds_its_lock_while_it_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # only a resume held it: a resume started beside a new batch validated its items again
+    import multiagent.graphs.batch as batch_module
+    from multiagent.commands._batch_run import _hold_batch
+
+    real = batch_module.batch_cross_validate
+    beside: list[str] = []
+
+    def resumed_beside(*args: Any, **kwargs: Any) -> Any:
+        try:
+            fd = _hold_batch(load_settings(), str(kwargs["thread_id"]))
+        except UsageError as exc:
+            beside.append(str(exc))
+        else:
+            os.close(fd)
+            beside.append("resumed beside it")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(batch_module, "batch_cross_validate", resumed_beside)
+    batch = batch_file(tmp_path, 2)
+    named = document(cli("validate", "--batch", str(batch), "--thread", "b7", "--json"))
+    unnamed = document(cli("validate", "--batch", str(batch), "--json"))
+    assert beside == [
+        f"batch {thread!r} is running in another process; wait for it to end, or stop it and "
+        "then resume"
+        for thread in ("b7", unnamed["thread_id"])
+    ]
+    assert named["status"] == unnamed["status"] == "completed"
 
 
 def test_a_text_given_to_resume_a_batch_is_refused_naming_the_batch(tmp_path: Path) -> None:
