@@ -213,6 +213,15 @@ def thread_head(saver: BaseCheckpointSaver[Any], thread_id: str) -> tuple[dateti
     return made, waiting
 
 
+def _cutoff(now: datetime, max_age_days: float) -> datetime:
+    """``now`` less ``max_age_days``; an age reaching before the calendar's start (year 1)
+    keeps every thread."""
+    try:
+        return now - timedelta(days=max_age_days)
+    except OverflowError:
+        return datetime.min.replace(tzinfo=UTC)
+
+
 def prune_saver(
     saver: BaseCheckpointSaver[Any],
     *,
@@ -231,7 +240,7 @@ def prune_saver(
     report.bytes_before = store.size_bytes()
     counts = store.thread_counts()
     report.threads_before, report.checkpoints_before = len(counts), sum(counts.values())
-    cutoff = (now or datetime.now(UTC)) - timedelta(days=max_age_days)
+    cutoff = _cutoff(now or datetime.now(UTC), max_age_days)
     hold = running or _none_running
     with hold() as elsewhere:
         listed = dict(elsewhere)

@@ -157,6 +157,23 @@ def test_old_threads_go_unless_an_interrupt_waits_on_them(backend: str) -> None:
         assert resumed["log"][-2:] == ["ask:late", "done"]
 
 
+def test_an_age_beyond_the_calendar_keeps_every_thread(backend: str) -> None:
+    # `prune --max-age-days 1e6` (or the profile's) reached before year 1: a traceback
+    from typer.testing import CliRunner
+
+    from multiagent.cli import app
+
+    with open_checkpointer(load_settings()) as saver:
+        _run_threads(_graph().compile(checkpointer=saver))
+        before = _counts(saver)
+        for days in (1e6, 1e300):
+            assert prune_saver(saver, keep=50, max_age_days=days).threads_deleted == []
+    done = CliRunner().invoke(app, ["persistence", "prune", "--max-age-days", "1e300"])
+    assert done.exit_code == 0, done.output
+    with open_checkpointer(load_settings()) as saver:
+        assert _counts(saver) == before
+
+
 def test_limits_come_from_the_profile_and_status_counts(
     backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
