@@ -102,10 +102,14 @@ class RateLimitConfig(_Section):
     redis_fallback_fraction: float = Field(default=0.5, gt=0.0, le=1.0)
 
 
+HOURS_PER_YEAR = 365 * 24
+
+
 class MemoryConfig(_Section):
     """What is kept of agent memory and checkpoints, and how often it is snapshotted."""
 
-    snapshot_interval_hours: float = Field(gt=0.0)
+    #: At most a year: the schedule's next run must be a date (a traceback past year 9999).
+    snapshot_interval_hours: float = Field(gt=0.0, le=HOURS_PER_YEAR)
     snapshots_per_agent: int = Field(ge=1)
     checkpoints_per_thread: int = Field(ge=1)
     thread_max_age_days: float = Field(gt=0.0)

@@ -258,6 +258,18 @@ def test_a_section_variable_that_is_not_a_json_object_is_one_line(
     )
 
 
+@pytest.mark.parametrize("hours", ["8761", "1e9", "1e300"])
+def test_a_snapshot_interval_beyond_a_year_is_refused(filled_home: Path, hours: str) -> None:
+    # the schedule's next snapshot fell past year 9999: a traceback from every scheduler command
+    for command in (["persistence", "status"], ["persistence", "scheduler", "--duration", "0"]):
+        refused_unchanged(
+            command,
+            template=filled_home,
+            env={"MULTIAGENT_MEMORY__SNAPSHOT_INTERVAL_HOURS": hours},
+            needle="memory.snapshot_interval_hours",
+        )
+
+
 @CASES
 @given(
     url=st.one_of(
