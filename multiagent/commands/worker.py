@@ -43,7 +43,8 @@ def worker(
         float,
         typer.Option(
             "--claim-idle",
-            help="Seconds an entry may sit on a silent worker before another takes it over.",
+            help="Seconds (0.5-86400) an entry may sit on a silent worker before another takes "
+            "it over.",
         ),
     ] = 60.0,
     max_attempts: Annotated[
@@ -76,8 +77,11 @@ def worker(
         raise UsageError(f"--concurrency must be between 1 and 64, got {concurrency}")
     if not 1 <= max_attempts <= 100:
         raise UsageError(f"--max-attempts must be between 1 and 100, got {max_attempts}")
-    if claim_idle < 0.5:
-        raise UsageError(f"--claim-idle must be at least 0.5 seconds, got {claim_idle}")
+    # above a day, its heartbeat's wait (a third of it) and XAUTOCLAIM's milliseconds overflow
+    if not 0.5 <= claim_idle <= 86400:
+        raise UsageError(
+            f"--claim-idle must be between 0.5 and 86400 seconds (a day), got {claim_idle}"
+        )
     if idle_exit is not None and idle_exit <= 0:
         raise UsageError(f"--idle-exit must be more than 0 seconds, got {idle_exit}")
     settings = cli_settings(ctx)

@@ -36,6 +36,7 @@ NUMERIC: list[tuple[list[str], str, str]] = [
     (["validate", TASK], "--concurrency", "65"),
     (["worker"], "--concurrency", "0"),
     (["worker"], "--claim-idle", "-1"),
+    (["worker"], "--claim-idle", "86401"),
     (["worker"], "--max-attempts", "0"),
     (["worker"], "--idle-exit", "-3"),
     (["threads", "list"], "--limit", "0"),
