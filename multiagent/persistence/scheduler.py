@@ -229,9 +229,11 @@ class MemoryPersistenceScheduler:
     ) -> None:
         """Run in the foreground until ``stop`` is set, ``duration_s`` passes or Ctrl-C."""
         stop = stop or threading.Event()
+        # a wait beyond TIMEOUT_MAX (about 292 years) overflows: that long is for ever
+        forever = duration_s is None or duration_s >= threading.TIMEOUT_MAX
         self.start()
         try:
-            stop.wait(timeout=duration_s)
+            stop.wait(timeout=None if forever else duration_s)
         except KeyboardInterrupt:
             logger.info("memory persistence scheduler interrupted")
         finally:

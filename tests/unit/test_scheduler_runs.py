@@ -92,6 +92,21 @@ def test_foreground_run_stops_after_its_duration() -> None:
     assert record["tasks"]["backups"]["next_run"] is not None
 
 
+@pytest.mark.parametrize("duration", [1e10, 1e300])
+def test_a_duration_of_centuries_runs_until_stopped(duration: float) -> None:
+    # `persistence scheduler --duration 1e10` ended in a traceback: the wait overflowed
+    import threading
+
+    class StopSoonAfterTheWaitBegins(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            threading.Timer(0.05, self.set).start()
+            return super().wait(timeout)
+
+    scheduler = MemoryPersistenceScheduler(load_settings())
+    scheduler.run_forever(stop=StopSoonAfterTheWaitBegins(), duration_s=duration)
+    assert scheduler.state.load()["scheduler"]["stopped_at"] is not None
+
+
 def test_a_second_scheduler_for_the_same_home_is_refused() -> None:
     first = MemoryPersistenceScheduler(load_settings())
     first.start()
