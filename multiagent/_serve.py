@@ -9,6 +9,9 @@ number is known before the server runs. :func:`wait_until_stopped` is the foregr
 
 from __future__ import annotations
 
+import asyncio
+import copy
+import logging
 import signal
 import socket
 import threading
@@ -40,6 +43,25 @@ def bind_socket(host: str, port: int, *, what: str) -> socket.socket:
     return sock
 
 
+class _NoCancelledRequests(logging.Filter):
+    """Drop uvicorn's traceback of a request it cancelled itself: one still running when the
+    server stops (Ctrl-C) past its graceful shutdown (uvicorn says so in a line of its own)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, asyncio.CancelledError)
+
+
+def _log_config() -> dict[str, Any]:
+    """uvicorn's logging, without the tracebacks of requests cancelled as the server stops."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["filters"] = {"no_cancelled_requests": {"()": _NoCancelledRequests}}
+    config["handlers"]["default"]["filters"] = ["no_cancelled_requests"]
+    return config
+
+
 @contextmanager
 def serve_in_thread(
     app: Any, *, host: str, port: int, what: str, **uvicorn_options: Any
@@ -69,6 +91,7 @@ def serve_in_thread(
         host=host,
         port=bound,
         log_level="warning",
+        log_config=_log_config(),
         access_log=False,
         lifespan="off",
         timeout_graceful_shutdown=2,

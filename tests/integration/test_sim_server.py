@@ -503,3 +503,47 @@ def test_serve_runs_as_a_subprocess_and_prints_its_url() -> None:
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
+
+
+def test_ctrl_c_with_a_request_in_flight_stops_without_a_traceback() -> None:
+    # uvicorn cancels a request still running when its graceful shutdown ends, and logged the
+    # cancellation's traceback on the way out
+    import signal
+    import threading
+    from contextlib import suppress
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "multiagent", "sim", "serve", "--port", "0", "--ttft-ms", "600000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # even run as a job
+    )
+    try:
+        assert proc.stdout is not None
+        match = re.search(r"http://127\.0\.0\.1:\d+/v1", proc.stdout.readline())
+        assert match
+        url = match.group(0)
+
+        def call() -> None:
+            with suppress(httpx2.HTTPError):
+                body = {"model": "gpt-4o-mini", "messages": RAW_MESSAGES}
+                httpx2.post(f"{url}/chat/completions", json=body, timeout=60)
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        for _ in range(1000):
+            if _stats(url)["in_flight"]:
+                break
+            time.sleep(0.01)
+        assert _stats(url)["in_flight"] == 1
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+        caller.join()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
+    assert "Traceback" not in stderr, stderr
+    assert "timeout graceful shutdown exceeded" in stderr  # uvicorn's own line says what it did
