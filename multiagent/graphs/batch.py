@@ -61,6 +61,7 @@ from multiagent.graphs.runner import Status, WorkflowOutcome, from_ctrl_c
 from multiagent.graphs.workflows import new_thread_id
 from multiagent.models.ledger import RunLedger
 from multiagent.nodes.context import WorkflowContext, build_context
+from multiagent.nodes.input_defaults import validation_items
 from multiagent.nodes.state import ItemResult, ValidationItem, ValidatorFailure, Verdict
 from multiagent.nodes.usage import Usage, total_usage
 from multiagent.policies import Settings, load_settings
@@ -300,7 +301,8 @@ def batch_cross_validate(
             threshold=threshold,
         )  # fmt: skip
         manifest = BatchManifest(
-            batch_id=batch_id, items=inputs["items"], validators=inputs["validators"],
+            batch_id=batch_id, items=validation_items(inputs["items"]),
+            validators=inputs["validators"],
             threshold=inputs["threshold"], chunk_size=chunk_size,
         )  # fmt: skip
         store.create(manifest)

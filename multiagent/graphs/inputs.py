@@ -115,7 +115,7 @@ def validation_input(
         _unique_once_redacted(checked)
     return ValidationInput(
         # batch manifests and queue entries are made from this: redact before they are stored
-        items=redact_input(checked, enabled=redacting),
+        items=[*redact_input(checked, enabled=redacting)],
         validators=names,
         threshold=check_threshold(settings, threshold),
     )

@@ -179,11 +179,11 @@ class ValidatorTask(TypedDict):
 class ValidationInput(TypedDict):
     """What starts a cross-validation: items, validators by name, the consensus threshold.
 
-    Nodes also take an item given as a plain text (its id is then its 1-based position).
+    An item may be a plain text (its id is then its 1-based position), in the schema too.
     Default validators: as many as the profile allows at most; default threshold: the profile's.
     """
 
-    items: list[ValidationItem]
+    items: list[ValidationItem | str]
     validators: NotRequired[list[str]]
     threshold: NotRequired[float]
 

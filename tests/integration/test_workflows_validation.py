@@ -237,3 +237,15 @@ def test_threads_of_items_given_as_plain_texts_or_refused_are_listed() -> None:
     assert listed["v-texts"]["status"] == "completed"
     assert listed["v-texts"]["subject"] == "2 items: Ovens are hot."
     assert listed["v-refused"]["subject"] == ""
+
+
+def test_the_input_schema_studio_reads_takes_plain_texts_as_the_graph_does() -> None:
+    import jsonschema
+
+    schema = compile_workflow("validation").get_input_jsonschema()
+    given = {"items": ["The sky is blue.", {"id": "b", "text": "Water is wet."}]}
+    jsonschema.validate(given, schema)  # Studio's form and LangGraph Server's check
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"items": [3]}, schema)
+    state = compile_workflow("validation").invoke(given, context=build_context(load_settings()))
+    assert [r["id"] for r in state["results"]] == ["1", "b"]
