@@ -76,6 +76,23 @@ def shared_controller(
     return controller
 
 
+def check_shared_controller(
+    *, provider: str, model: str, base_url: str | None, config: BackpressureConfig
+) -> None:
+    """Raise what :func:`shared_controller` would for ``config``, creating nothing: a pipeline
+    checks this when it is built, so a conflict is named where it is made (a second profile
+    in one notebook), not at a model call deep in a running graph.
+
+    Raises:
+        ConfigError: This process's controller for the key has another configuration.
+    """
+    endpoint = base_url or "default"
+    with _REGISTRY_LOCK:
+        existing = _CONTROLLERS.get((provider, model, endpoint))
+    if existing is not None and existing.config != config:
+        raise ConfigError(_conflict(provider, endpoint, model, existing.config, config))
+
+
 def _conflict(
     provider: str, endpoint: str, model: str, first: BackpressureConfig, second: BackpressureConfig
 ) -> str:

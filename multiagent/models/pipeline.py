@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, cast
 from langchain_core.language_models import BaseChatModel
 
 from multiagent.errors import ConfigError
+from multiagent.models._controllers import check_shared_controller
 from multiagent.models._in_flight import GatedController, InFlightGate
 from multiagent.models.accounting import (
     DEFAULT_MAX_OUTPUT_TOKENS,
@@ -117,6 +118,7 @@ class ModelPipeline:
         # and used to be paid by every run for every agent)
         self._wired: dict[_ModelKey, PipelineChatModel] = {}
         self.check_prices()
+        self.check_controllers()
         if self.chosen is None or self.chosen.model is None:
             check_provider(settings)  # before a run stores anything, not at its first call
         daily = profile.budget.daily_usd
@@ -159,6 +161,18 @@ class ModelPipeline:
         """Raise ``ConfigError`` for a configured model (or one of ``models``) with no price."""
         for name in (*(self.model_name(t) for t in TIERS), *models):
             self.price_of(name)
+
+    def check_controllers(self) -> None:
+        """Raise ``ConfigError`` when this process limits a configured model already under
+        other ``rate_limit`` settings (see :func:`~multiagent.models._controllers.
+        check_shared_controller`); checked in this process only, Redis checks its own."""
+        if self.settings.redis_url:
+            return
+        for name in {self.model_name(t) for t in TIERS}:
+            check_shared_controller(
+                provider=self.provider, model=name, base_url=self._base_url,
+                config=self.backpressure,
+            )  # fmt: skip
 
     def check_budget(
         self,

@@ -117,3 +117,19 @@ def test_a_429_seen_by_one_model_holds_back_the_other_models_of_its_endpoint() -
     assert elsewhere.poll(free) == 0  # another endpoint is not paused
     for controller, ticket in ((large, held), (elsewhere, free)):
         controller.cancel(ticket)
+
+
+def test_a_pipeline_with_other_limits_for_a_live_key_is_refused_when_built() -> None:
+    from multiagent.models.pipeline import ModelPipeline
+    from multiagent.policies import load_settings
+
+    first = ModelPipeline(load_settings())
+    first.model_for("fast", agent="researcher")  # its controller now limits the fast model
+    ModelPipeline(load_settings())  # the same limits: shared
+    other = load_settings(overrides={"rate_limit.max_concurrency": 2})
+    # named where the second profile is set up (a notebook comparing two), not at a call
+    # deep inside a running graph
+    with pytest.raises(ConfigError, match=r"max_concurrency=\d+ vs 2"):
+        ModelPipeline(other)
+    reset_shared_controllers()
+    ModelPipeline(other)
