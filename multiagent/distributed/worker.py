@@ -30,9 +30,12 @@ allows. The worker stores the result once and acknowledges the entry in the same
 
 While an entry runs, a heartbeat re-claims it for this worker every third of ``claim_idle_s``,
 so slow work on a live worker is never taken over; a killed worker stops beating and its entries
-pass to the others. An entry whose work failed (provider outage, or an error nobody expected)
-is not acknowledged: it is retried once its idle time has passed, up to ``max_attempts``
-failures, then dead-lettered (:mod:`multiagent.distributed.deadletter`). An entry whose
+pass to the others. A worker frozen past ``claim_idle_s`` (SIGSTOP, a long pause) finds, once
+resumed, its entries taken over, and leaves them to the other worker: those it had not started,
+and the chunks it was running before their next model call (:mod:`.worker_chunks`). An entry
+whose work failed (provider outage, or an error nobody expected) is not acknowledged: it is
+retried once its idle time has passed, up to ``max_attempts`` failures, then dead-lettered
+(:mod:`multiagent.distributed.deadletter`). An entry whose
 worker is killed on every attempt is dead-lettered by its delivery count: reclaimed after more
 than ``max_attempts`` deliveries.
 
@@ -126,7 +129,7 @@ class QueueWorker:
         )  # fmt: skip
         self.runner = EntryRunner(
             client, queue=queue, consumer=self.consumer, context=context, state=self.state,
-            max_attempts=max_attempts,
+            max_attempts=max_attempts, claim_idle_ms=self.claim_idle_ms,
         )  # fmt: skip
 
     def stop(self) -> None:
@@ -228,14 +231,14 @@ class QueueWorker:
                         state.release(entry.entry_id)
 
     def _still_ours(self, entry: TakenEntry) -> bool:
-        """Whether ``entry`` is still this worker's to run: one taken longer ago than half the
-        claim idle time is asked (and kept fresh) first, its batch state read again; another
-        worker took it over if this one was frozen meanwhile (SIGSTOP, a long pause)."""
-        if time.monotonic() - entry.taken_at < self.claim_idle_ms / 2000:
-            return True  # no other worker may take it yet: nothing to ask
-        with self.state.lock:
-            self.state.checked.pop(entry.entry_id, None)  # stale: read when it runs
-        return bool(claim_own(self.client, self.stream, self.consumer, [entry.entry_id]))
+        """Whether ``entry`` is still this worker's to run (:meth:`EntryRunner.still_ours`:
+        asked when nothing said so for half the claim idle time); the batch state of one taken
+        longer ago than that is read again when it runs. Another worker took it over if this
+        one was frozen meanwhile (SIGSTOP, a long pause)."""
+        if time.monotonic() - entry.taken_at >= self.claim_idle_ms / 2000:
+            with self.state.lock:
+                self.state.checked.pop(entry.entry_id, None)  # stale: read when it runs
+        return self.runner.still_ours(entry.entry_id)
 
     def _failed_unexpectedly(self, entry: TakenEntry, exc: Exception) -> None:
         """An error nobody expected (a bug, a database refusing): a failed attempt of the entry,
@@ -267,9 +270,12 @@ class QueueWorker:
             with state.lock:
                 ids: list[Any] = list(state.in_flight)
             if ids:
+                asked = time.monotonic()  # before: a freeze during the beat makes it stale
                 # a failed beat is tried again; at worst another worker repeats a chunk
                 with contextlib.suppress(RedisError):
-                    claim_own(self.client, self.stream, self.consumer, ids)
+                    ours = claim_own(self.client, self.stream, self.consumer, ids)
+                    with state.lock:
+                        state.confirm(ours, at=asked)
 
 
 def slot_threads(concurrency: int, *, gated: bool) -> int:

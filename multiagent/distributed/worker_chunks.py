@@ -11,35 +11,100 @@ one's worst case, and their calls draw on those holds (:mod:`.worker_admission`)
 a chunk's calls reserve against the profile's run budget, in this process: a chunk is no
 thread that another process resumes, so it has no budget of its own in Redis (that cost two
 round trips per call and left four keys per chunk behind).
+
+Before each model call of a chunk (where each item's calls start) its ledger asks whether the
+entry is still this worker's (:class:`EntryGuard`): a worker frozen (SIGSTOP, a long pause)
+past the claim idle time while running a chunk finds, once resumed, that another worker took
+the entry over and runs it, and stops the chunk there, storing nothing and paying for no more
+calls (counted as ``taken_over``). The question costs a round trip only when nothing said so
+for half the claim idle time (the heartbeat says so every third of it): after a freeze.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
+import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import redis
+from redis.exceptions import RedisError
 
+from multiagent._interrupt import StopRequested
 from multiagent.distributed.deadletter import (
     FinishedChunk,
     acknowledge,
     count_done,
     record_failure,
 )
-from multiagent.distributed.queue import Judging, batch_key, load_judging
+from multiagent.distributed.queue import Judging, batch_key, load_judging, stream_key
 from multiagent.distributed.queue_resume import entry_current
 from multiagent.distributed.worker_admission import admit_items
+from multiagent.distributed.worker_feed import claim_own
 from multiagent.distributed.worker_state import EndedChunk, WorkerState
 from multiagent.errors import BudgetExceededError
 from multiagent.graphs.batch_budget import item_worst_case
 from multiagent.graphs.batch_chunks import ChunkOutcome, plan_chunks, run_chunk
+from multiagent.models.budget import ProjectBudget
 from multiagent.models.budget_redis import RedisBudget, budget_key
 from multiagent.models.ledger import RunLedger
 from multiagent.nodes.context import WorkflowContext
 from multiagent.nodes.state import ValidationItem
+
+
+class TakenOver(StopRequested):
+    """The chunk's entry is another worker's now: the call is not made (see :class:`EntryGuard`).
+
+    A stop like Ctrl-C's (no ``Exception``, so no validator records it as its failure): the
+    chunk's run ends at once.
+    """
+
+
+class EntryGuard:
+    """The ``shared`` budget of a chunk's ledger (every call reserves there before it starts):
+    it asks whether the chunk's entry is still this worker's first, then holds as ``inner``
+    (the batch budget's holds, if any) does.
+
+    Once the entry is found another's every call is refused (:class:`TakenOver`). Redis not
+    answering the question counts as still this worker's: at worst the chunk runs twice, as it
+    did before anyone asked.
+    """
+
+    def __init__(self, ours: Callable[[], bool], inner: ProjectBudget | None = None) -> None:
+        self._ours = ours
+        self._inner = inner
+        self.taken_over = False
+
+    def still_ours(self) -> bool:
+        """Whether the entry is still this worker's (``False`` for good once it was not)."""
+        if not self.taken_over:
+            with contextlib.suppress(RedisError):
+                self.taken_over = not self._ours()
+        return not self.taken_over
+
+    def reserve(self, usd: float) -> str:
+        """Refuse the call once the entry is another's; else hold ``usd`` in ``inner``."""
+        if not self.still_ours():
+            raise TakenOver
+        return "" if self._inner is None else self._inner.reserve(usd)
+
+    def settle(self, reservation: str, usd: float) -> None:
+        """Settle in ``inner``."""
+        if self._inner is not None:
+            self._inner.settle(reservation, usd)
+
+    def release(self, reservation: str) -> None:
+        """Release in ``inner``."""
+        if self._inner is not None:
+            self._inner.release(reservation)
+
+    def report(self) -> dict[str, Any]:
+        """``inner``'s report (nothing without one)."""
+        return {} if self._inner is None else self._inner.report()
 
 
 class EntryRunner:
@@ -54,6 +119,7 @@ class EntryRunner:
         context: WorkflowContext,
         state: WorkerState,
         max_attempts: int,
+        claim_idle_ms: int,
     ) -> None:
         self.client = client
         self.queue = queue
@@ -61,6 +127,7 @@ class EntryRunner:
         self.context = context
         self.state = state
         self.max_attempts = max_attempts
+        self.claim_idle_ms = claim_idle_ms
         self._judging: dict[str, Judging] = {}
         self._budgets: dict[str, RedisBudget | None] = {}
         self._lock = threading.Lock()  # the caches above, filled by any slot
@@ -89,15 +156,19 @@ class EntryRunner:
             acknowledge(self.client, self.queue, entry_id)
             return
         budget = self._budget(batch_id)
+        guard = EntryGuard(lambda: self.still_ours(entry_id))
         if budget is None:
             outcome = run_chunk(
                 f"{batch_id}:{chunk_id}", todo, validators=judging.validators,
                 threshold=judging.threshold, context=self.context,
                 max_concurrency=1,  # one call per thread: --concurrency is calls in flight
-                ledger=RunLedger(budget_usd=self.context.ledger.budget_usd),
+                ledger=RunLedger(budget_usd=self.context.ledger.budget_usd, shared=guard),
             )  # fmt: skip
         else:
-            outcome = self._admitted(f"{batch_id}:{chunk_id}", todo, judging, budget)
+            outcome = self._admitted(f"{batch_id}:{chunk_id}", todo, judging, budget, guard)
+        if not guard.still_ours():  # another worker runs it: its records and usage are that one's
+            state.stats.add(taken_over=1)
+            return
         if outcome.status == "budget_exceeded":  # at once: the next chunks are not started
             self.client.hset(
                 batch_key(batch_id),
@@ -117,7 +188,12 @@ class EntryRunner:
         state.ended.put(EndedChunk(finished, fields, outcome, failure))
 
     def _admitted(
-        self, name: str, todo: list[ValidationItem], judging: Judging, budget: RedisBudget
+        self,
+        name: str,
+        todo: list[ValidationItem],
+        judging: Judging,
+        budget: RedisBudget,
+        guard: EntryGuard,
     ) -> ChunkOutcome:
         """Run ``todo`` under the batch's budget, each item only once Redis holds its worst
         case (:mod:`.worker_admission`): those admitted together run as one chunk, then the
@@ -142,15 +218,32 @@ class EntryRunner:
                 outcome = run_chunk(
                     f"{name}:{len(outcomes)}", items, validators=judging.validators,
                     threshold=judging.threshold, context=self.context, max_concurrency=1,
-                    ledger=RunLedger(shared=held),
+                    ledger=RunLedger(shared=EntryGuard(guard.still_ours, inner=held)),
                 )  # fmt: skip
             finally:
                 held.close()
             outcomes.append(outcome)
-            if outcome.status != "completed":
+            if outcome.status != "completed" or not guard.still_ours():
                 break
         left = [item["id"] for group in groups for item in group]
         return merge_outcomes(name, outcomes, unfinished=left)
+
+    def still_ours(self, entry_id: str) -> bool:
+        """Whether ``entry_id`` is still this worker's: yes when it was known so (taken, or kept
+        fresh by the heartbeat) less than half the claim idle time ago, no other worker may
+        take it yet; else it is asked, and kept fresh if so (:func:`claim_own`, one round
+        trip). Another worker took it over if this one was frozen meanwhile."""
+        state = self.state
+        with state.lock:
+            since = state.confirmed.get(entry_id)
+        if since is not None and time.monotonic() - since < self.claim_idle_ms / 2000:
+            return True
+        asked = time.monotonic()
+        if not claim_own(self.client, stream_key(self.queue), self.consumer, [entry_id]):
+            return False
+        with state.lock:
+            state.confirm([entry_id], at=asked)
+        return True
 
     def run(self, entry_id: str, fields: dict[str, Any], *, reclaimed: bool) -> None:
         """Run or resume a queued run's thread, store its result once, acknowledge it."""

@@ -187,7 +187,8 @@ class EntryFeeder:
             if not taken:
                 self._next_claim = 0.0  # idle: look for abandoned entries at once
         with state.lock:
-            state.in_flight.update(entry.entry_id for entry in taken)
+            for entry in taken:
+                state.hold([entry.entry_id], at=entry.taken_at)
         self._check(taken)
         return taken
 

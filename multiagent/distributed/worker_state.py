@@ -13,6 +13,7 @@ import json
 import queue as queue_module
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,11 +106,26 @@ class WorkerState:
     suspects: set[str] = field(default_factory=set)
     #: entry → (its batch stopped?, ids of its items stored already), read when taken
     checked: dict[str, tuple[bool, set[str]]] = field(default_factory=dict)
+    #: entry → when (monotonic) it was last known to be this worker's: taken, or found still
+    #: pending to it by the heartbeat (or a slot that asked)
+    confirmed: dict[str, float] = field(default_factory=dict)
+
+    def hold(self, entry_ids: list[str], *, at: float) -> None:
+        """The entries are this worker's, known so at ``at``; under ``lock``."""
+        self.in_flight.update(entry_ids)
+        self.confirm(entry_ids, at=at)
+
+    def confirm(self, entry_ids: Iterable[str], *, at: float) -> None:
+        """The held ones of ``entry_ids`` were still this worker's at ``at``; under ``lock``."""
+        for entry_id in entry_ids:
+            if entry_id in self.in_flight:
+                self.confirmed[entry_id] = max(at, self.confirmed.get(entry_id, at))
 
     def release(self, entry_id: str) -> None:
         """The entry is no longer this worker's (stored, acknowledged or left); under ``lock``."""
         self.in_flight.discard(entry_id)
         self.suspects.discard(entry_id)
+        self.confirmed.pop(entry_id, None)
 
 
 def item_ids(fields: dict[str, Any]) -> list[str]:

@@ -1,5 +1,6 @@
 """A worker frozen (SIGSTOP) past its claim idle time while another takes its entries over, then
-resumed: it leaves the entries it had not started to the other worker, and takes none back."""
+resumed: it leaves the entries to the other worker, those it had not started and those it was
+running (stopped before their next model call, nothing stored), and takes none back."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def _pending_of(client: redis.Redis, consumer: str) -> int:
 
 
 @pytest.mark.slow
-def test_a_frozen_worker_resumed_runs_none_of_the_entries_another_took_over(
+def test_a_frozen_worker_resumed_runs_none_of_the_entries_another_took_over_further(
     workers: Workers, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for name, value in FAST.items():
@@ -51,15 +52,18 @@ def test_a_frozen_worker_resumed_runs_none_of_the_entries_another_took_over(
     wait_until(lambda: int(client.xpending(stream_key("qf"), GROUP)["pending"]) == 0)
     frozen.send_signal(signal.SIGCONT)
     resumed = workers.stop(frozen)
-    # the two entries it was running end (their items are stored once already); the one it had
-    # not started is the other worker's: not run again
-    assert resumed["taken_over"] == 1
-    assert resumed["chunks"] == 2
+    # the two entries it was running stop before their next call, the one it had not started
+    # is not run: all three are the other worker's, nothing of them is stored twice
+    assert resumed["taken_over"] == 3
+    assert resumed["chunks"] == 0
     assert resumed["stored"] == 0
     assert workers.stop(other)["reclaimed"] == 3
     results = json.loads(cli("batch", "results", batch_id, "--json").stdout)
     assert [r["id"] for r in results["results"]] == [f"i{n}" for n in range(16)]
     assert results["state"] == "completed"
+    # every item validated once to the end: two calls each, none by a chunk run twice
+    usage = results["usage"]
+    assert usage["calls"] + usage["analysis_cache_hits"] == 2 * 16
     assert int(client.xpending(stream_key("qf"), GROUP)["pending"]) == 0
 
 
