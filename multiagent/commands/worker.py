@@ -61,6 +61,13 @@ def worker(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print what the worker did as one JSON document.")
     ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            help="Print the traceback of an entry that fails unexpectedly, after its one line.",
+        ),
+    ] = False,
 ) -> None:
     """Read QUEUE as a consumer group; validate chunks and run queued runs; store once; ack."""
     from multiagent._interrupt import from_signal_handler
@@ -97,7 +104,7 @@ def worker(
         threads = slot_threads(concurrency, gated=True)
         runner = QueueWorker(
             client, queue=queue, context=context, concurrency=concurrency, claim_idle_s=claim_idle,
-            max_attempts=max_attempts, threads=threads,
+            max_attempts=max_attempts, threads=threads, verbose=verbose,
         )  # fmt: skip
         stops = 0
         running = True

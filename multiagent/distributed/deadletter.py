@@ -208,7 +208,7 @@ def record_failure(
     error: str,
     unfinished: list[str],
     max_attempts: int,
-) -> bool:
+) -> int:
     """Count a failed attempt of an entry; dead-letter it at ``max_attempts``.
 
     Args:
@@ -221,7 +221,8 @@ def record_failure(
         max_attempts: Failures after which the entry is dead-lettered.
 
     Returns:
-        Whether the entry was dead-lettered (else it stays pending and is retried).
+        This attempt's number: the entry is dead-lettered once it reaches ``max_attempts``,
+        else it stays pending and is retried.
     """
     failures = int(client.hincrby(attempts_key(queue), entry_id, 1))
     owner = _owner_key(fields)
@@ -230,10 +231,11 @@ def record_failure(
             pipe.hset(owner, "last_error", error)
             pipe.hincrby(owner, "failures", 1)
             pipe.execute()
-    if failures < max_attempts:
-        return False
-    _bury(client, queue, entry_id, fields, error=error, attempts=failures, unfinished=unfinished)
-    return True
+    if failures >= max_attempts:
+        _bury(
+            client, queue, entry_id, fields, error=error, attempts=failures, unfinished=unfinished
+        )
+    return failures
 
 
 def times_delivered(client: redis.Redis, queue: str, entry_id: str) -> int:

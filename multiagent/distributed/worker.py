@@ -35,7 +35,8 @@ resumed, its entries taken over, and leaves them to the other worker: those it h
 and the chunks it was running before their next model call (:mod:`.worker_chunks`). An entry
 whose work failed (provider outage, or an error nobody expected) is not acknowledged: it is
 retried once its idle time has passed, up to ``max_attempts`` failures, then dead-lettered
-(:mod:`multiagent.distributed.deadletter`). An entry whose
+(:mod:`multiagent.distributed.deadletter`); an error nobody expected is said in one line per
+attempt (``verbose``: with its traceback). An entry whose
 worker is killed on every attempt is dead-lettered by its delivery count: reclaimed after more
 than ``max_attempts`` deliveries.
 
@@ -108,6 +109,7 @@ class QueueWorker:
         consumer: str | None = None,
         prefetch: int | None = None,
         threads: int | None = None,
+        verbose: bool = False,
     ) -> None:
         self.client = client
         self.queue = queue
@@ -121,6 +123,7 @@ class QueueWorker:
         self.claim_idle_ms = max(1, int(claim_idle_s * 1000))
         self.max_attempts = max_attempts
         self.consumer = consumer or f"{socket.gethostname()}:{os.getpid()}"
+        self.verbose = verbose  # an unexpected failure's traceback too, not only its line
         self.state = WorkerState()
         self.stats = self.state.stats
         self.feeder = EntryFeeder(
@@ -244,19 +247,36 @@ class QueueWorker:
         """An error nobody expected (a bug, a database refusing): a failed attempt of the entry,
         retried after the idle time and dead-lettered at ``max_attempts``, like a provider
         outage. The slot goes on: a slot thread dying of it left a worker whose entries, taken
-        ahead and kept fresh by the heartbeat, nobody ran."""
-        print(f"worker: {entry.entry_id} failed:", file=sys.stderr, flush=True)
-        traceback.print_exception(exc, file=sys.stderr)
-        error = f"{type(exc).__name__}: {exc}"
+        ahead and kept fresh by the heartbeat, nobody ran.
+
+        Said in one line (the entry, its batch or run, the attempt, the error, what comes next):
+        a database restarting fails every running entry at once, and a traceback each buried
+        what happened. ``verbose`` adds the traceback.
+        """
+        error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        later = f"retried after {self.claim_idle_ms / 1000:g} s idle"
         try:
             unfinished: list[str] = []
             if entry.fields.get("kind") != "run":
                 ids = item_ids(entry.fields)
                 done = finished_of(self.client, str(entry.fields.get("batch", "")), ids)
                 unfinished = [item for item in ids if item not in done]
-            self.runner.failed(entry.entry_id, entry.fields, error=error, unfinished=unfinished)
+            attempt = self.runner.failed(
+                entry.entry_id, entry.fields, error=error, unfinished=unfinished
+            )
         except RedisError as lost:  # not counted: the entry is retried after the idle time
-            print(f"worker: Redis error on {entry.entry_id}: {lost}", file=sys.stderr, flush=True)
+            then = f"not counted (Redis error: {lost}); {later}"
+        else:
+            dead = attempt >= self.max_attempts
+            then = f"attempt {attempt} of {self.max_attempts}; {'dead-lettered' if dead else later}"
+        print(
+            f"worker: entry {entry.entry_id} ({_owner_words(entry.fields)}) failed: {error}; "
+            f"{then}",
+            file=sys.stderr,
+            flush=True,
+        )
+        if self.verbose:
+            traceback.print_exception(exc, file=sys.stderr)
 
     def _process(self, entry_id: str, fields: dict[str, Any], *, reclaimed: bool) -> None:
         """Run one chunk entry (a seam: the crash-loop test's worker dies here)."""
@@ -291,6 +311,13 @@ def warm_models(context: WorkflowContext) -> None:
     for name in context.agents.of_kind("validator"):
         spec = context.agents[name]
         context.pipeline.model_for(spec.tier, agent=spec.name)
+
+
+def _owner_words(fields: dict[str, Any]) -> str:
+    """What an entry is part of: its queued run, or its batch and chunk."""
+    if fields.get("kind") == "run":
+        return f"run {fields.get('run', '?')}"
+    return f"batch {fields.get('batch', '?')} chunk {fields.get('chunk', '?')}"
 
 
 def _join(thread: threading.Thread, abandoned: threading.Event) -> None:

@@ -264,13 +264,15 @@ class EntryRunner:
 
     def failed(
         self, entry_id: str, fields: dict[str, Any], *, error: str, unfinished: list[str]
-    ) -> None:
-        """Count the failure; at ``max_attempts`` the entry goes to the dead letters."""
-        dead = record_failure(
+    ) -> int:
+        """Count the failure; at ``max_attempts`` the entry goes to the dead letters. Returns
+        the failed attempt's number."""
+        attempt = record_failure(
             self.client, self.queue, entry_id, fields, error=" ".join(str(error).split()),
             unfinished=unfinished, max_attempts=self.max_attempts,
         )  # fmt: skip
-        self.state.stats.add(failures=1, dead_letters=int(dead))
+        self.state.stats.add(failures=1, dead_letters=int(attempt >= self.max_attempts))
+        return attempt
 
     def flush(self) -> None:
         """Send the batch budgets' settlements still kept (the worker is stopping)."""
