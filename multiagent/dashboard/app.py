@@ -5,7 +5,8 @@
 - ``GET /api/overview?hours=N``, ``/api/runs``, ``/api/threads``,
   ``/api/threads/{id}?checkpoint_id=...`` (time travel), ``/api/backpressure?minutes=N``.
 - ``GET /api/stream``: server-sent events, a ``live`` event (runs and limiters) every
-  :data:`PUSH_S` seconds while something changed, and a comment line as a keep-alive.
+  :data:`PUSH_S` seconds while something changed, and a comment line as a keep-alive; a
+  ``problem`` event (``{"detail": ...}``) while the live file cannot be read.
 - ``POST /api/threads/{id}/{resume|approve|reject}``: continue a thread (token required).
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Annotated, Any, Literal
@@ -27,6 +29,7 @@ from multiagent.dashboard.data import backpressure, live_runs, overview, thread_
 from multiagent.dashboard.security import Guard
 from multiagent.errors import UsageError
 from multiagent.observability.history import MAX_HOURS
+from multiagent.observability.server import store_problem
 from multiagent.policies import Settings
 
 PUSH_S = 0.5
@@ -49,14 +52,22 @@ def _live(settings: Settings) -> dict[str, Any]:
     return {"runs": live_runs(settings), "backpressure": backpressure(settings, minutes=5)}
 
 
+def _live_event(settings: Settings) -> str:
+    """The next event: ``live`` with its data, or ``problem`` naming a file that cannot be read."""
+    try:
+        return f"event: live\ndata: {json.dumps(_live(settings), default=str)}\n\n"
+    except sqlite3.DatabaseError as exc:
+        return f"event: problem\ndata: {json.dumps({'detail': store_problem(settings, exc)})}\n\n"
+
+
 async def _events(settings: Settings) -> AsyncIterator[str]:
     last = ""
     quiet = 0
     while True:
-        payload = json.dumps(await asyncio.to_thread(_live, settings), default=str)
-        if payload != last:
-            last, quiet = payload, 0
-            yield f"event: live\ndata: {payload}\n\n"
+        event = await asyncio.to_thread(_live_event, settings)
+        if event != last:
+            last, quiet = event, 0
+            yield event
         else:
             quiet += 1
             if quiet * PUSH_S >= 15:  # keep proxies from closing an idle stream

@@ -12,16 +12,22 @@ Routes:
 - ``GET /metrics/history?hours=N``: N from 1 to 24 (else 422), 5-minute points, oldest first.
 - ``GET /metrics/cache``: :func:`multiagent.observability.cache_stats.cache_analytics`.
 - ``GET /openapi.json``: FastAPI's OpenAPI document.
+
+A database of the home that cannot be read (damaged, truncated, locked) is a 503 whose
+``detail`` names the file and how to recover, never a 500: the server keeps serving what it
+still can.
 """
 
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from multiagent._metrics import MetricsStore, get_metrics
@@ -31,9 +37,19 @@ from multiagent.observability.exposition import CONTENT_TYPE, render_prometheus
 from multiagent.observability.health import health
 from multiagent.observability.history import MAX_HOURS, MetricsHistory
 from multiagent.observability.summary import summarize
+from multiagent.persistence.health import damaged_store_error
 from multiagent.policies import Settings
 
 DEFAULT_PORT = 9464  # the port OpenTelemetry's Prometheus exporter uses by convention
+_BUSY = ("locked", "busy", "unable to open", "readonly", "disk i/o")
+
+
+def store_problem(settings: Settings, exc: sqlite3.DatabaseError) -> str:
+    """One line for a database of the home that cannot be read: the file and how to recover."""
+    detail = str(exc)
+    if isinstance(exc, sqlite3.OperationalError) and any(b in detail for b in _BUSY):
+        return f"a database in {settings.home} is unusable now: {detail}"
+    return str(damaged_store_error(Path(settings.home), detail=detail))
 
 
 def metrics_summary(settings: Settings, *, store: MetricsStore | None = None) -> dict[str, Any]:
@@ -98,6 +114,10 @@ def create_metrics_app(
     )
     mount_dashboard(app, settings, guard=guard)
     read = [Depends(guard.read)]  # off loopback every read needs the token
+
+    @app.exception_handler(sqlite3.DatabaseError)
+    def unreadable_store(request: Request, exc: sqlite3.DatabaseError) -> JSONResponse:
+        return JSONResponse({"detail": store_problem(settings, exc)}, status_code=503)
 
     @app.get("/healthz", dependencies=read, responses={503: {"description": "A check failed."}})
     def healthz() -> JSONResponse:

@@ -256,6 +256,7 @@ async function connect() {
     say("live");
     const reader = reply.body.pipeThrough(new TextDecoderStream()).getReader();
     let buffer = "";
+    let troubled = false;  // a problem event was shown: the next live event clears it
     for (;;) {
       const { value, done } = await reader.read();
       if (done) break;
@@ -264,9 +265,12 @@ async function connect() {
       while ((cut = buffer.indexOf("\n\n")) >= 0) {
         const block = buffer.slice(0, cut);
         buffer = buffer.slice(cut + 2);
-        const data = block.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
+        const lines = block.split("\n");
+        const data = lines.filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
         if (!data) continue;
         const live = JSON.parse(data);
+        if (lines.includes("event: problem")) { say("live updates: " + live.detail); troubled = true; continue; }
+        if (troubled) { say("live"); troubled = false; }
         renderRuns(live.runs);
         renderBackpressure(live.backpressure);
       }

@@ -1,0 +1,64 @@
+"""The metrics server when things go wrong around it, over real HTTP on 127.0.0.1: a damaged
+history or live runs file."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import httpx2
+import pytest
+
+from multiagent._metrics import MetricsStore
+from multiagent.observability.history import history_path, persist_metrics
+from multiagent.observability.live import live_path
+from multiagent.observability.server import run_metrics_server
+from multiagent.policies import Settings, load_settings
+
+CALL = {"provider": "sim", "model": "gpt-4o-mini", "agent": "analyst", "outcome": "ok"}
+READS = ("/metrics", "/metrics/summary", "/metrics/history", "/api/overview", "/api/runs")
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return load_settings()
+
+
+@pytest.fixture
+def url(settings: Settings) -> Iterator[str]:
+    store = MetricsStore()
+    store.inc("model_calls_total", labels=CALL)
+    persist_metrics(settings, store=store)
+    with run_metrics_server(settings, store=store) as base:
+        yield base
+
+
+def _first_event(url: str, kind: str) -> dict[str, object]:
+    """The data of the first ``kind`` event of the dashboard's stream."""
+    with httpx2.stream("GET", f"{url}/api/stream", timeout=10) as reply:
+        assert reply.status_code == 200
+        seen = False
+        for line in reply.iter_lines():
+            if line == f"event: {kind}":
+                seen = True
+            elif seen and line.startswith("data: "):
+                data: dict[str, object] = json.loads(line[6:])
+                return data
+    raise AssertionError(f"the stream ended without a {kind} event")
+
+
+def test_a_damaged_history_or_live_file_is_a_503_naming_it(url: str, settings: Settings) -> None:
+    history_path(settings).write_bytes(b"not a database " * 400)
+    live_path(settings.home).write_bytes(b"not a database " * 400)
+    for path in READS:
+        reply = httpx2.get(f"{url}{path}")
+        assert reply.status_code == 503, (path, reply.text)
+        detail = reply.json()["detail"]
+        assert detail.startswith(f"damaged database {history_path(settings)}"), detail
+        assert "multiagent persistence repair" in detail
+    problem = _first_event(url, "problem")
+    assert str(problem["detail"]).startswith("damaged database ")
+    health = httpx2.get(f"{url}/healthz")  # still serving, and saying what is wrong
+    assert health.status_code == 503
+    assert health.json()["checks"]["databases"]["ok"] is False
+    assert httpx2.get(f"{url}/").status_code == 200
