@@ -13,9 +13,9 @@ Routes:
 - ``GET /metrics/cache``: :func:`multiagent.observability.cache_stats.cache_analytics`.
 - ``GET /openapi.json``: FastAPI's OpenAPI document.
 
-A database of the home that cannot be read (damaged, truncated, locked) is a 503 whose
-``detail`` names the file and how to recover, never a 500: the server keeps serving what it
-still can.
+Every ``GET`` answers ``HEAD`` too (uptime checks use it; HTTP requires it). A database of the
+home that cannot be read (damaged, truncated, locked) is a 503 whose ``detail`` names the file
+and how to recover, never a 500: the server keeps serving what it still can.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from multiagent._metrics import MetricsStore, get_metrics
 from multiagent._serve import serve_in_thread
@@ -50,6 +51,30 @@ def store_problem(settings: Settings, exc: sqlite3.DatabaseError) -> str:
     if isinstance(exc, sqlite3.OperationalError) and any(b in detail for b in _BUSY):
         return f"a database in {settings.home} is unusable now: {detail}"
     return str(damaged_store_error(Path(settings.home), detail=detail))
+
+
+class _HeadAsGet:
+    """Answer ``HEAD`` as the ``GET`` of the same path without its body (FastAPI routes only
+    take the methods they declare); a stream ends after its headers."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+        ended = False
+
+        async def headers_only(message: Message) -> None:
+            nonlocal ended
+            if message["type"] == "http.response.start":
+                await send(message)
+            elif message["type"] == "http.response.body" and not ended:
+                ended = True
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
 
 
 def metrics_summary(settings: Settings, *, store: MetricsStore | None = None) -> dict[str, Any]:
@@ -112,6 +137,7 @@ def create_metrics_app(
         title="multiagent metrics",
         description="Model calls, tokens, cost, errors, latency and caches of multiagent runs.",
     )
+    app.add_middleware(_HeadAsGet)
     mount_dashboard(app, settings, guard=guard)
     read = [Depends(guard.read)]  # off loopback every read needs the token
 

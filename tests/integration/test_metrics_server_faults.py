@@ -1,5 +1,5 @@
 """The metrics server when things go wrong around it, over real HTTP on 127.0.0.1: a damaged
-history or live runs file."""
+history or live runs file, a ``HEAD`` from an uptime check."""
 
 from __future__ import annotations
 
@@ -62,3 +62,24 @@ def test_a_damaged_history_or_live_file_is_a_503_naming_it(url: str, settings: S
     assert health.status_code == 503
     assert health.json()["checks"]["databases"]["ok"] is False
     assert httpx2.get(f"{url}/").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "kind"),
+    [
+        ("/healthz", "application/json"),
+        ("/metrics", "text/plain; version=0.0.4"),
+        ("/metrics/summary", "application/json"),
+        ("/", "text/html"),
+        ("/api/stream", "text/event-stream"),
+    ],
+)
+def test_head_answers_every_get_with_its_headers_and_no_body(
+    url: str, path: str, kind: str
+) -> None:
+    reply = httpx2.head(f"{url}{path}", timeout=10)
+    assert reply.status_code == 200
+    assert reply.headers["content-type"].startswith(kind)
+    assert reply.content == b""
+    if path != "/api/stream":  # the length of the body a GET would send
+        assert int(reply.headers["content-length"]) > 0
