@@ -6,7 +6,8 @@
   ``/api/threads/{id}?checkpoint_id=...`` (time travel), ``/api/backpressure?minutes=N``.
 - ``GET /api/stream``: server-sent events, a ``live`` event (runs and limiters) every
   :data:`PUSH_S` seconds while something changed, and a comment line as a keep-alive; a
-  ``problem`` event (``{"detail": ...}``) while the live file cannot be read.
+  ``problem`` event (``{"detail": ...}``) while the live file cannot be read. The stream ends
+  when the server stops, so a stop never waits for, or cancels, an open page.
 - ``POST /api/threads/{id}/{resume|approve|reject}``: continue a thread (token required).
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Annotated, Any, Literal
@@ -60,10 +62,10 @@ def _live_event(settings: Settings) -> str:
         return f"event: problem\ndata: {json.dumps({'detail': store_problem(settings, exc)})}\n\n"
 
 
-async def _events(settings: Settings) -> AsyncIterator[str]:
+async def _events(settings: Settings, stopping: threading.Event) -> AsyncIterator[str]:
     last = ""
     quiet = 0
-    while True:
+    while not stopping.is_set():
         event = await asyncio.to_thread(_live_event, settings)
         if event != last:
             last, quiet = event, 0
@@ -76,14 +78,18 @@ async def _events(settings: Settings) -> AsyncIterator[str]:
         await asyncio.sleep(PUSH_S)
 
 
-def mount_dashboard(app: FastAPI, settings: Settings, *, guard: Guard) -> None:
+def mount_dashboard(
+    app: FastAPI, settings: Settings, *, guard: Guard, stopping: threading.Event | None = None
+) -> None:
     """Add the dashboard to ``app``.
 
     Args:
         app: The metrics app.
         settings: Resolved settings (the data directory to show).
         guard: Who may read and act (see :mod:`multiagent.dashboard.security`).
+        stopping: Set when the server stops: open streams end (default: never set).
     """
+    stopping = stopping if stopping is not None else threading.Event()
     read = [Depends(guard.read)]
     api = APIRouter(prefix="/api", dependencies=read)
 
@@ -126,7 +132,7 @@ def mount_dashboard(app: FastAPI, settings: Settings, *, guard: Guard) -> None:
     @api.get("/stream", response_class=StreamingResponse)
     def stream() -> StreamingResponse:
         return StreamingResponse(
-            _events(settings),
+            _events(settings, stopping),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -138,7 +139,8 @@ def create_metrics_app(
         description="Model calls, tokens, cost, errors, latency and caches of multiagent runs.",
     )
     app.add_middleware(_HeadAsGet)
-    mount_dashboard(app, settings, guard=guard)
+    app.state.stopping = threading.Event()  # set as the server stops: open streams end
+    mount_dashboard(app, settings, guard=guard, stopping=app.state.stopping)
     read = [Depends(guard.read)]  # off loopback every read needs the token
 
     @app.exception_handler(sqlite3.DatabaseError)
@@ -206,4 +208,7 @@ def run_metrics_server(
     check_bind(host, token)
     app = create_metrics_app(settings, store=store, token=token, public=not is_loopback(host))
     with serve_in_thread(app, host=host, port=port, what="the metrics server") as url:
-        yield url
+        try:
+            yield url
+        finally:
+            app.state.stopping.set()  # before uvicorn waits for open connections to close

@@ -1,10 +1,14 @@
 """The metrics server when things go wrong around it, over real HTTP on 127.0.0.1: a damaged
-history or live runs file, a ``HEAD`` from an uptime check."""
+history or live runs file, a ``HEAD`` from an uptime check, a stop with the dashboard open."""
 
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx2
 import pytest
@@ -83,3 +87,30 @@ def test_head_answers_every_get_with_its_headers_and_no_body(
     assert reply.content == b""
     if path != "/api/stream":  # the length of the body a GET would send
         assert int(reply.headers["content-length"]) > 0
+
+
+def test_sigterm_with_the_dashboard_open_stops_without_a_traceback(isolated_env: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "multiagent", "metrics", "serve", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    stopped = False
+    try:
+        assert process.stdout is not None
+        base = process.stdout.readline().strip().rsplit(" ", 1)[1]
+        with httpx2.stream("GET", f"{base}/api/stream", timeout=30) as reply:
+            lines = reply.iter_lines()
+            assert next(lines) == "event: live"
+            process.send_signal(signal.SIGTERM)
+            stopped = True
+            list(lines)  # the server ends the stream as it stops
+    finally:
+        if not stopped:  # once: a second SIGTERM would find the default handler back
+            process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=15)
+    errors = process.stderr.read() if process.stderr else ""
+    assert code == 0, errors
+    assert "Traceback" not in errors
+    assert "Cancel" not in errors
