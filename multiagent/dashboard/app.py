@@ -27,7 +27,14 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from multiagent.dashboard.actions import start_action
-from multiagent.dashboard.data import backpressure, live_runs, overview, thread_detail, threads
+from multiagent.dashboard.data import (
+    UnknownThread,
+    backpressure,
+    live_runs,
+    overview,
+    thread_detail,
+    threads,
+)
 from multiagent.dashboard.security import Guard
 from multiagent.errors import UsageError
 from multiagent.observability.history import MAX_HOURS
@@ -126,7 +133,7 @@ def mount_dashboard(
     ) -> dict[str, Any]:
         try:
             return thread_detail(settings, thread_id, checkpoint_id)
-        except UsageError as exc:
+        except UnknownThread as exc:
             raise HTTPException(status_code=404, detail=str(exc)) from None
 
     @api.get("/stream", response_class=StreamingResponse)

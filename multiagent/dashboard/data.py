@@ -14,6 +14,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
+from multiagent.errors import UsageError
 from multiagent.models.redaction import redact_text
 from multiagent.observability.history import MetricsHistory
 from multiagent.observability.live import read_live
@@ -187,21 +188,28 @@ def threads(settings: Settings) -> list[dict[str, Any]]:
     return [{**row, "subject": redacted(row.get("subject"))} for row in rows]
 
 
+class UnknownThread(UsageError):
+    """No such thread, or no such checkpoint of it (a store that cannot be opened is not this)."""
+
+
 def thread_detail(settings: Settings, thread_id: str, checkpoint_id: str | None) -> dict[str, Any]:
     """A thread's state at a checkpoint (now by default) and its checkpoints, redacted.
 
     Raises:
-        UsageError: Unknown thread or checkpoint.
+        UnknownThread: Unknown thread or checkpoint.
+        MultiagentError: The checkpointer cannot be opened (unwritable home, database down).
     """
-    from multiagent.errors import UsageError
     from multiagent.graphs.threads import thread_history, thread_state
     from multiagent.persistence.checkpointer import checkpoint_path, open_checkpointer
 
     if not settings.checkpoint_url and not checkpoint_path(settings).exists():
-        raise UsageError(f"unknown thread {thread_id!r}; there are no threads yet")
+        raise UnknownThread(f"unknown thread {thread_id!r}; there are no threads yet")
     with open_checkpointer(settings) as saver:
-        state = thread_state(saver, thread_id, checkpoint_id=checkpoint_id)
-        history = thread_history(saver, thread_id)
+        try:
+            state = thread_state(saver, thread_id, checkpoint_id=checkpoint_id)
+            history = thread_history(saver, thread_id)
+        except UsageError as exc:
+            raise UnknownThread(str(exc)) from None
     for key in ("values", "interrupts", "errors"):  # free text; ids and times stay as they are
         state[key] = redacted(json.loads(json.dumps(state[key], default=str)))
     return {"state": state, "history": json.loads(json.dumps(history, default=str))}

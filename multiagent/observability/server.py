@@ -15,7 +15,8 @@ Routes:
 
 Every ``GET`` answers ``HEAD`` too (uptime checks use it; HTTP requires it). A database of the
 home that cannot be read (damaged, truncated, locked) is a 503 whose ``detail`` names the file
-and how to recover, never a 500: the server keeps serving what it still can.
+and how to recover, never a 500: the server keeps serving what it still can. So is a store
+that cannot be opened at all (an unwritable home, a PostgreSQL checkpointer that is down).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from multiagent._metrics import MetricsStore, get_metrics
 from multiagent._serve import serve_in_thread
+from multiagent.errors import MultiagentError
 from multiagent.observability.cache_stats import cache_analytics, cache_gauges
 from multiagent.observability.exposition import CONTENT_TYPE, render_prometheus
 from multiagent.observability.health import health
@@ -146,6 +148,11 @@ def create_metrics_app(
     @app.exception_handler(sqlite3.DatabaseError)
     def unreadable_store(request: Request, exc: sqlite3.DatabaseError) -> JSONResponse:
         return JSONResponse({"detail": store_problem(settings, exc)}, status_code=503)
+
+    @app.exception_handler(MultiagentError)
+    def unusable_store(request: Request, exc: MultiagentError) -> JSONResponse:
+        # a store a read needs cannot be opened (unwritable home, PostgreSQL down): its line
+        return JSONResponse({"detail": str(exc)}, status_code=503)
 
     @app.get("/healthz", dependencies=read, responses={503: {"description": "A check failed."}})
     def healthz() -> JSONResponse:

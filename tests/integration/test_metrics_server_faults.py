@@ -12,13 +12,16 @@ from pathlib import Path
 
 import httpx2
 import pytest
+from typer.testing import CliRunner
 
 from multiagent._metrics import MetricsStore
+from multiagent.cli import app
 from multiagent.observability.history import history_path, persist_metrics
 from multiagent.observability.live import live_path
 from multiagent.observability.server import run_metrics_server
 from multiagent.policies import Settings, load_settings
 
+runner = CliRunner()
 CALL = {"provider": "sim", "model": "gpt-4o-mini", "agent": "analyst", "outcome": "ok"}
 READS = ("/metrics", "/metrics/summary", "/metrics/history", "/api/overview", "/api/runs")
 
@@ -66,6 +69,25 @@ def test_a_damaged_history_or_live_file_is_a_503_naming_it(url: str, settings: S
     assert health.status_code == 503
     assert health.json()["checks"]["databases"]["ok"] is False
     assert httpx2.get(f"{url}/").status_code == 200
+
+
+def test_an_unknown_thread_is_a_404_and_a_checkpointer_that_cannot_be_opened_a_503(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran = runner.invoke(app, ["run", "a task", "--thread", "t-1", "--no-stream", "--json"])
+    assert ran.exit_code == 0, ran.output
+    unknown = httpx2.get(f"{url}/api/threads/t-2")
+    assert unknown.status_code == 404
+    assert unknown.json()["detail"].startswith("unknown thread 't-2'")
+    no_checkpoint = httpx2.get(f"{url}/api/threads/t-1", params={"checkpoint_id": "nope"})
+    assert no_checkpoint.status_code == 404
+    assert httpx2.get(f"{url}/api/threads/t-1").status_code == 200
+    monkeypatch.setenv("MULTIAGENT_CHECKPOINT_URL", "postgresql://nobody@127.0.0.1:1/none")
+    with run_metrics_server(load_settings(), store=MetricsStore()) as down:
+        for path in ("/api/threads", "/api/threads/t-1"):
+            reply = httpx2.get(f"{down}{path}", timeout=30)
+            assert reply.status_code == 503, (path, reply.text)
+            assert reply.json()["detail"].startswith("cannot connect to PostgreSQL at "), path
 
 
 @pytest.mark.parametrize(
