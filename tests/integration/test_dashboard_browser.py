@@ -278,3 +278,24 @@ def test_approving_a_waiting_run_from_the_page_resumes_it(
     assert status == "completed"
     browser.save_screenshot(str(ARTIFACTS / "dashboard-thread-approved.png"))
     assert _errors(browser) == []
+
+
+def _stream_state(driver: Any) -> str:
+    return str(driver.find_element(By.ID, "stream-state").text)
+
+
+def test_a_damaged_live_runs_file_is_said_on_the_page_and_cleared_once_it_is_gone(
+    server: str, browser: Any, home: Path
+) -> None:
+    browser.get(server + "/#runs")
+    WebDriverWait(browser, 15).until(lambda d: _stream_state(d) == "live")
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "runs.sqlite").write_bytes(b"not a database " * 400)
+    said = WebDriverWait(browser, 15).until(
+        lambda d: _stream_state(d).startswith("live updates: damaged database") or None
+    )
+    assert said
+    assert str(home / "runs.sqlite") in _stream_state(browser)
+    browser.save_screenshot(str(ARTIFACTS / "dashboard-damaged-live-file.png"))
+    (home / "runs.sqlite").unlink()  # moved aside: the stream goes on where it was
+    WebDriverWait(browser, 15).until(lambda d: _stream_state(d) == "live")
