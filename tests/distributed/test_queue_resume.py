@@ -133,7 +133,10 @@ def test_a_resume_whose_budget_cannot_run_the_next_item_is_refused_with_the_leas
     rest = cli(*resume, least_text(least), "--wait", "--json")
     assert rest.exit_code in (0, 1, 3, 4), rest.output
     ran = {r["id"]: r for r in json.loads(rest.stdout)["results"]}
-    assert ran[following["id"]]["responded"] == 2
+    # one more item ran: whichever a worker admitted first (the items' worst cases are alike;
+    # two workers race for the room, so it need not be the first unfinished one)
+    newly = [i for i, r in ran.items() if i not in finished and r["responded"] == 2]
+    assert len(newly) == 1, ran
 
 
 def test_bad_resumes_exit_2_with_one_line_and_change_nothing(
