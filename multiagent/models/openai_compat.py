@@ -13,6 +13,10 @@ validators that run in parallel got an empty or cut answer and the run went on a
 said it. A stream that ends without a ``finish_reason`` raises :class:`StreamCutError` (a
 connection error: retried); chunks with nothing in them are held back until something does come,
 so a stream cut before its first token fails on its first read, inside the pipeline's retry loop.
+A stream with no chunk at all is another failure: the same server fails a request it has
+accepted (a prompt and ``max_tokens`` over its context window) by ending the stream before its
+first chunk, with the reason only in its own log; the error says so and names the setting that
+keeps prompts inside the window.
 
 The same server repeats a tool call's name in every delta of its arguments (OpenAI sends it in
 the first), so the merged call was named ``submit_plansubmit_plan...`` and its estimated output
@@ -40,11 +44,13 @@ class _StreamWatch:
 
     def __init__(self) -> None:
         self.held: list[ChatGenerationChunk] = []
+        self.chunks = 0
         self.finished = False
         self.names: dict[int | None, str] = {}
 
     def take(self, chunk: ChatGenerationChunk) -> list[ChatGenerationChunk]:
         """The chunks to pass on now (none while only empty chunks have come)."""
+        self.chunks += 1
         self.finished = self.finished or bool((chunk.generation_info or {}).get("finish_reason"))
         message = chunk.message
         if isinstance(message, AIMessageChunk):
@@ -77,6 +83,13 @@ class _StreamWatch:
         Raises:
             StreamCutError: The stream ended without a ``finish_reason``.
         """
+        if not self.chunks:
+            raise StreamCutError(
+                "the server accepted the request but sent no part of an answer (an empty "
+                "stream); llama-cpp-python's server does so when the prompt and max_tokens do "
+                "not fit its context window (--n_ctx; its log names the cause): set "
+                "models.context_window_tokens to that size so prompts are cut to fit"
+            )
         if not self.finished:
             raise StreamCutError(
                 "the server ended the stream before the answer finished (no finish_reason); "

@@ -108,6 +108,20 @@ def test_a_stream_cut_after_some_text_fails_instead_of_passing_as_the_answer(
     assert (record.outcome, record.error) == ("error", "connection")
 
 
+def test_a_stream_with_no_chunk_at_all_names_the_context_window(server: StreamingServer) -> None:
+    # llama-cpp-python's server ends the stream of a prompt over its window before any chunk
+    server.scripts = [([], None)]
+    model, ledger = streamed(server, attempts=1)
+
+    with pytest.raises(StreamCutError, match="no part of an answer") as raised:
+        list(model.stream([HumanMessage("hi")]))
+
+    assert "models.context_window_tokens" in str(raised.value)
+    assert "interrupt_requests" not in str(raised.value)
+    [record] = ledger.calls
+    assert (record.outcome, record.error) == ("error", "connection")
+
+
 def test_a_tool_call_name_repeated_in_every_delta_is_named_once(server: StreamingServer) -> None:
     call = {"index": 0, "id": "call_1", "type": "function"}
     arguments = ['{"a', '": "', "x", '"}']
