@@ -1,6 +1,8 @@
 """A run given up while a real server streams its answer: the node's call, on a LangGraph worker
 thread the cancellation does not reach, stops at its next chunk instead of reading the answer to
-its end, and no request follows."""
+its end, and no request follows. Ctrl-C is not a run given up: an answer the server is already
+streaming is read to its end and kept (README: a call at a provider ends first), and no call
+starts after it."""
 
 from __future__ import annotations
 
@@ -8,10 +10,13 @@ import asyncio
 from typing import Any
 
 import pytest
+from langchain_core.messages import HumanMessage
 
+from multiagent import _interrupt
 from multiagent._metrics import get_metrics
 from multiagent.graphs.inputs import meeting_input
 from multiagent.graphs.workflows import compile_workflow
+from multiagent.models.ledger import RunLedger
 from multiagent.models.pipeline import ModelPipeline
 from multiagent.nodes.agents_file import load_agents
 from multiagent.nodes.context import build_context
@@ -69,3 +74,29 @@ def test_a_cancelled_run_stops_reading_the_real_servers_stream(
     # the first speaker's streamed call ended at a chunk, cancelled; nothing read to its end
     assert (calls["cancelled"], calls["ok"]) == (1, 0), calls
     assert len(openai_real.requests) == 1  # no speaker after the first
+
+
+def test_ctrl_c_mid_stream_lets_the_real_answer_finish_and_starts_no_call(
+    openai_real: Recording, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = load_settings()
+    ledger = RunLedger()
+    model: Any = ModelPipeline(settings).model_for("standard", agent="a", ledger=ledger)
+    prompt = [HumanMessage("Count from one to twenty in words.")]
+
+    text = ""
+    try:
+        for chunk in model.bind(max_tokens=16).stream(prompt):
+            if str(chunk.content) and not _interrupt.stop_requested():
+                monkeypatch.setattr(_interrupt, "_requested", True)  # Ctrl-C at the first token
+            text += str(chunk.content)
+    except _interrupt.StopRequested:
+        pytest.fail("Ctrl-C cut the answer the server was already streaming")
+
+    [record] = ledger.calls
+    assert record.outcome == "ok"  # read to its finish_reason, not cut at the next chunk
+    assert record.output_tokens > 1
+    assert text
+    with pytest.raises(_interrupt.StopRequested):
+        model.invoke(prompt)
+    assert len(openai_real.requests) == 1  # no call started after Ctrl-C
