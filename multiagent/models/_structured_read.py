@@ -29,7 +29,9 @@ def json_from_text(text: str) -> Any:
             # control characters inside strings (a raw newline) are accepted, as LangChain
             # accepts them in tool-call arguments: small models write them in JSON mode
             return json.loads(candidate, strict=False)
-        except ValueError:
+        # a degenerate reply (a small model repeating ``[`` to its bound) nests past the
+        # parser's recursion limit: no JSON, as any other unreadable text
+        except (ValueError, RecursionError):
             continue
     raise ValueError("the reply holds no JSON object")
 

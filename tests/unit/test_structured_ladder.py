@@ -186,3 +186,12 @@ def test_a_schema_is_converted_once_and_each_call_gets_its_own_copy(
     first = structured.tool_of(Once)
     first["function"]["name"] = "edited"  # a provider editing what it was given changes no other
     assert structured.tool_of(Once)["function"]["name"] == "Once"
+
+
+def test_a_reply_nesting_brackets_past_the_parsers_limit_is_no_json_not_a_crash() -> None:
+    degenerate = '{"verdict": ' + "[" * 5000  # a small model repeating one token to its bound
+    with pytest.raises(ValueError, match="no JSON object"):
+        json_from_text(degenerate)
+
+    with pytest.raises(StructuredOutputError, match="no JSON object"):
+        run_structured(scripted(degenerate, degenerate), PROMPT, Answer, max_repairs=1)
