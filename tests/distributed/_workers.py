@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner, Result
 
 from multiagent.cli import app
@@ -80,6 +81,21 @@ class Workers:
 def cli(*args: str) -> Result:
     """``multiagent ARGS`` in this process."""
     return CliRunner().invoke(app, list(args))
+
+
+def queue_fast_batch(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *, items: int, queue: str
+) -> str:
+    """Queue a batch of ``items`` numbered items on ``queue`` for 2 validators, with the FAST
+    profile values set; return its id."""
+    for name, value in FAST.items():
+        monkeypatch.setenv(name, value)
+    queued = cli(
+        "validate", "--batch", str(batch_file(tmp_path, items)), "--queue", queue,
+        "--validators", "2", "--json",
+    )  # fmt: skip
+    assert queued.exit_code == 0, queued.output
+    return str(json.loads(queued.stdout)["batch_id"])
 
 
 def wait_until(condition: Any, *, seconds: float = 120.0) -> None:

@@ -3,14 +3,13 @@ afterwards store nothing of a batch nobody can read any more, and the worker say
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import redis
 
 from multiagent.distributed.queue import GROUP, stream_key
-from tests.distributed._workers import FAST, Workers, batch_file, cli, wait_until
+from tests.distributed._workers import Workers, cli, queue_fast_batch, wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -18,14 +17,7 @@ pytestmark = pytest.mark.redis
 def test_chunks_ending_after_redis_lost_their_batch_store_nothing_and_say_so(
     workers: Workers, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name, value in FAST.items():
-        monkeypatch.setenv(name, value)
-    queued = cli(
-        "validate", "--batch", str(batch_file(tmp_path, 8)), "--queue", "ql", "--validators",
-        "2", "--json",
-    )  # fmt: skip
-    assert queued.exit_code == 0, queued.output
-    batch_id = json.loads(queued.stdout)["batch_id"]
+    batch_id = queue_fast_batch(monkeypatch, tmp_path, items=8, queue="ql")
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     # slow calls: both entries run (two slot threads) when Redis loses everything
     worker = workers.start(

@@ -14,7 +14,7 @@ import redis
 
 from multiagent.distributed.queue import GROUP, batch_key, stream_key
 from multiagent.distributed.worker_feed import claim_own
-from tests.distributed._workers import FAST, Workers, batch_file, cli, wait_until
+from tests.distributed._workers import Workers, cli, queue_fast_batch, wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -28,14 +28,7 @@ def _pending_of(client: redis.Redis, consumer: str) -> int:
 def test_a_frozen_worker_resumed_runs_none_of_the_entries_another_took_over_further(
     workers: Workers, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name, value in FAST.items():
-        monkeypatch.setenv(name, value)
-    queued = cli(
-        "validate", "--batch", str(batch_file(tmp_path, 16)), "--queue", "qf", "--validators",
-        "2", "--json",
-    )  # fmt: skip
-    assert queued.exit_code == 0, queued.output
-    batch_id = json.loads(queued.stdout)["batch_id"]
+    batch_id = queue_fast_batch(monkeypatch, tmp_path, items=16, queue="qf")
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     # one call in flight: two slot threads, one entry taken ahead; slow calls, so the frozen
     # worker holds two running entries and one it has not started; a home of its own, so its

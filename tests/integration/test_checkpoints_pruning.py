@@ -10,8 +10,6 @@ import json
 import operator
 import os
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -25,7 +23,7 @@ from langgraph.types import Command, interrupt
 from typer.testing import CliRunner
 from typing_extensions import TypedDict
 
-from multiagent._crash import CRASH_GO_ENV, CRASH_MARKER_ENV, CRASH_POINT_ENV
+from multiagent._crash import CRASH_GO_ENV
 from multiagent.cli import app as cli_app
 from multiagent.errors import UsageError
 from multiagent.observability.live import live_writer
@@ -33,9 +31,9 @@ from multiagent.persistence.checkpointer import open_checkpointer
 from multiagent.persistence.pruning import prune_checkpoints, prune_saver
 from multiagent.persistence.status import checkpoint_report
 from multiagent.policies import load_settings
+from tests._procs import park_at
 
 ADMIN_URL = os.environ.get("MULTIAGENT_TEST_POSTGRES_URL")
-REPO = Path(__file__).resolve().parents[2]
 
 
 class Steps(TypedDict):
@@ -207,28 +205,9 @@ def test_an_unreachable_postgres_url_is_one_line(monkeypatch: pytest.MonkeyPatch
 def _paused_at(point: str, *args: str, tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path]:
     """``multiagent ARGS`` in a subprocess, once it waits at ``point``; and the file that lets
     it go on."""
-    marker, go = tmp_path / f"reached-{point}", tmp_path / f"go-{point}"
-    env = {
-        **os.environ,
-        CRASH_POINT_ENV: point,
-        CRASH_MARKER_ENV: str(marker),
-        CRASH_GO_ENV: str(go),
-        "PYTHONPATH": os.pathsep.join([str(REPO), *sys.path]),
-    }
-    child = subprocess.Popen(
-        [sys.executable, "-m", "multiagent", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 180  # a guard against a hang, not a measurement
-    while not marker.exists() and child.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    if not marker.exists():
-        child.kill()
-        _out, err = child.communicate()
-        raise AssertionError(f"never reached {point}: {err.decode()[-800:]}")
-    return child, go
+    go = tmp_path / f"go-{point}"
+    env = {CRASH_GO_ENV: str(go)}
+    return park_at(point, *args, tmp_path=tmp_path, env=env, stdout=subprocess.PIPE), go
 
 
 def _finish(child: subprocess.Popen[bytes], go: Path) -> tuple[int, str, str]:

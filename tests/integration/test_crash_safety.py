@@ -14,9 +14,6 @@ import json
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +22,6 @@ from langgraph.graph import END, START, StateGraph
 from typer.testing import CliRunner
 from typing_extensions import TypedDict
 
-from multiagent._crash import CRASH_MARKER_ENV, CRASH_POINT_ENV
 from multiagent.cli import app
 from multiagent.persistence.checkpointer import checkpoint_path, open_checkpointer
 from multiagent.persistence.crypto import DataKey, Keyring, checkpoint_key_id, sealed_key_id
@@ -33,16 +29,16 @@ from multiagent.persistence.maintenance import ChromaDBMaintenance, backup_files
 from multiagent.persistence.memory import open_agent_memory, open_memory_store
 from multiagent.persistence.snapshots import MemorySnapshot
 from multiagent.policies import load_settings
+from tests._procs import park_at
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
-REPO = Path(__file__).resolve().parents[2]
 FACTS = [f"Fact {i}: item {i} is kept in drawer {i}." for i in range(12)]
 
 
 def kill_at(point: str, *args: str, tmp_path: Path, env: dict[str, str] | None = None) -> None:
     """Run ``multiagent ARGS`` until it parks at ``point``, then SIGKILL it."""
-    child = _park_at(point, *args, tmp_path=tmp_path, env=env)
+    child = park_at(point, *args, tmp_path=tmp_path, env=env)
     try:
         os.kill(child.pid, signal.SIGKILL)
         assert child.wait(timeout=60) == -signal.SIGKILL
@@ -57,7 +53,7 @@ def kill_at(point: str, *args: str, tmp_path: Path, env: dict[str, str] | None =
 def interrupt_at(point: str, *args: str, tmp_path: Path) -> tuple[int, str]:
     """Run ``multiagent ARGS`` until it parks at ``point``, press Ctrl-C (SIGINT) once, and
     return its exit code and stderr."""
-    child = _park_at(point, *args, tmp_path=tmp_path)
+    child = park_at(point, *args, tmp_path=tmp_path)
     try:
         child.send_signal(signal.SIGINT)
         _out, err = child.communicate(timeout=120)
@@ -66,35 +62,6 @@ def interrupt_at(point: str, *args: str, tmp_path: Path) -> tuple[int, str]:
             child.kill()
             child.wait()
     return child.returncode, err.decode()
-
-
-def _park_at(
-    point: str, *args: str, tmp_path: Path, env: dict[str, str] | None = None
-) -> subprocess.Popen[bytes]:
-    """Start ``multiagent ARGS`` and return once it is parked at ``point``."""
-    marker = tmp_path / f"reached-{point}"
-    marker.unlink(missing_ok=True)
-    child_env = {
-        **os.environ,
-        **(env or {}),
-        CRASH_POINT_ENV: point,
-        CRASH_MARKER_ENV: str(marker),
-        "PYTHONPATH": os.pathsep.join([str(REPO), *sys.path]),
-    }
-    child = subprocess.Popen(
-        [sys.executable, "-m", "multiagent", *args],
-        env=child_env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 180  # a guard against a hang, not a measurement
-    while not marker.exists() and child.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    if not marker.exists():
-        child.kill()
-        _out, err = child.communicate()
-        raise AssertionError(f"never reached {point}: {err.decode()[-800:]}")
-    return child
 
 
 def _seed_memory() -> None:
