@@ -39,6 +39,19 @@ def _with_saver(settings: Settings, action: Callable[[Any], T], *, empty: T | No
         return action(saver)
 
 
+def _not_a_batch(settings: Settings, thread: str) -> None:
+    """Refuse a local batch's id in one line that says where it is: batches are kept apart from
+    the checkpointer's threads (it read "unknown thread", or "no threads yet")."""
+    from multiagent.commands._batch_run import is_local_batch
+
+    if is_local_batch(settings, thread):
+        raise UsageError(
+            f"{thread!r} is a local batch (validate --batch), not a thread: "
+            f"`multiagent validate --thread {thread} --resume` prints its results (and finishes "
+            "it if it stopped)"
+        )
+
+
 @threads_app.command("list")
 def list_command(
     ctx: typer.Context,
@@ -108,6 +121,7 @@ def show_command(
     from multiagent.graphs.threads import thread_state
 
     settings = cli_settings(ctx)
+    _not_a_batch(settings, thread)
     state = _with_saver(settings, lambda s: thread_state(s, thread, checkpoint_id=checkpoint))
     if checkpoint is None:  # an earlier checkpoint's status is its own
         _mark_running(settings, [state])
@@ -140,6 +154,7 @@ def history_command(
     from multiagent.graphs.threads import thread_history
 
     settings = cli_settings(ctx)
+    _not_a_batch(settings, thread)
     rows = _with_saver(settings, lambda saver: thread_history(saver, thread))
     if as_json:
         print_json({"thread_id": thread, "checkpoints": rows})

@@ -154,6 +154,19 @@ def test_resume_of_an_unknown_batch_or_a_reused_id_is_one_line(tmp_path: Path) -
     assert "unknown batch 'nope'" in unknown.stderr
 
 
+def test_threads_show_or_history_of_a_local_batch_says_it_is_one(tmp_path: Path) -> None:
+    batch = tmp_path / "items.jsonl"
+    batch.write_text('"Ovens are hot."\n', encoding="utf-8")
+    assert cli("validate", "--batch", str(batch), "--thread", "b4", "--json").exit_code in (0, 3)
+    for command in ("show", "history"):  # not "no threads yet", nor "unknown thread"
+        shown = cli("threads", command, "b4")
+        assert shown.exit_code == 2
+        assert shown.stderr.strip().splitlines() == [
+            "error: 'b4' is a local batch (validate --batch), not a thread: `multiagent validate "
+            "--thread b4 --resume` prints its results (and finishes it if it stopped)"
+        ]
+
+
 def test_a_batch_another_process_runs_is_not_resumed_beside_it(tmp_path: Path) -> None:
     from multiagent.commands._batch_run import batch_lock_path
 
