@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import Runnable
 
 from multiagent.errors import ConfigError
+from multiagent.models._runnable_model import RunnableChatModel, wrapped_chat_model
 from multiagent.policies import Settings, Tier
 from multiagent.policies.settings import check_openai_base_url
 
@@ -159,20 +161,39 @@ def own_providers() -> tuple[str, ...]:
     return tuple(sorted({*PROVIDERS, "openai"}))
 
 
-def choose_model(spec: BaseChatModel | str, *, source: str = "model") -> ChosenModel:
+def choose_model(
+    spec: BaseChatModel | Runnable[Any, Any] | str, *, source: str = "model"
+) -> ChosenModel:
     """Resolve a chat model given as an instance or as ``provider:name``.
 
     Args:
-        spec: A LangChain ``BaseChatModel`` instance, or an ``init_chat_model`` string
+        spec: A LangChain ``BaseChatModel`` instance (or one wrapped by ``.bind``,
+            ``.with_retry``, ``.with_fallbacks``: named after the model inside, called through
+            the wrapper), or an ``init_chat_model`` string
             (``openai:gpt-4o-mini``, ``anthropic:claude-3-5-haiku-latest``, ``ollama:llama3``).
         source: Where the value came from, for error messages (``--model``).
 
     Raises:
-        ConfigError: The string is not ``provider:name``, or the provider's integration
+        ConfigError: ``spec`` is neither a chat model nor a string, the string is not
+            ``provider:name``, or the provider's integration
             package is not installed (the message names it).
     """
     if isinstance(spec, BaseChatModel):
         return ChosenModel(provider=_provider_name(spec), name=_model_name(spec), model=spec)
+    if isinstance(spec, Runnable):
+        inner = wrapped_chat_model(spec)
+        if inner is None:
+            raise ConfigError(
+                f"{source} is a {type(spec).__name__} with no chat model inside; give a "
+                "LangChain chat model (or one wrapped by .bind, .with_retry, .with_fallbacks)"
+            )
+        wrapper = RunnableChatModel(runnable=spec, inner=inner)
+        return ChosenModel(provider=_provider_name(inner), name=_model_name(inner), model=wrapper)
+    if not isinstance(spec, str):
+        raise ConfigError(
+            f"{source} is a {type(spec).__name__}; give a LangChain chat model or a "
+            "provider:name string (e.g. openai:gpt-4o-mini)"
+        )
     provider, sep, name = spec.partition(":")
     if not sep or not provider or not name:
         raise ConfigError(

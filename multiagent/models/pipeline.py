@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import Runnable
 
 from multiagent.errors import ConfigError
 from multiagent.models._controllers import check_shared_controller
@@ -85,7 +86,7 @@ class ModelPipeline:
         *,
         retry: RetryPolicy | None = None,
         backpressure: BackpressureConfig | None = None,
-        model: BaseChatModel | str | None = None,
+        model: BaseChatModel | Runnable[Any, Any] | str | None = None,
         price: ModelPrice | None = None,
         model_source: str = "model",
         max_in_flight: int | None = None,

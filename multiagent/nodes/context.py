@@ -98,7 +98,7 @@ def build_context(
     pipeline: ModelPipeline | None = None,
     memory: AgentMemory | None = None,
     analysis_cache: AnalysisCache | _Default | None = DEFAULT,
-    model: BaseChatModel | str | None = None,
+    model: BaseChatModel | Runnable[Any, Any] | str | None = None,
 ) -> WorkflowContext:
     """Assemble a run context.
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
 from langchain_core.language_models import BaseChatModel, GenericFakeChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
-from langchain_core.runnables import Runnable
+from langchain_core.runnables import Runnable, RunnableLambda
 from langchain_core.tools import tool
 
 from multiagent.errors import ConfigError
@@ -253,3 +253,53 @@ def test_a_custom_tool_object_is_called_and_its_result_reaches_the_agent(
     # the forced tool call came back as JSON in text: counted as read from text, at first try
     assert STRUCTURED_COUNTS.snapshot()["plan"]["steps"] == {"text": 1}
     assert STRUCTURED_COUNTS.snapshot()["plan"]["first_try"] == 1
+
+
+class Down(GenericFakeChatModel):
+    """A provider that is down: every call fails."""
+
+    def _generate(self, *args: Any, **kwargs: Any) -> ChatResult:
+        raise RuntimeError("provider down")
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda model: model.with_retry(stop_after_attempt=2),
+        lambda model: Down(messages=iter([])).with_fallbacks([model]),
+        lambda model: model.bind(temperature=0.1),
+    ],
+    ids=["with_retry", "with_fallbacks", "bind"],
+)
+def test_a_wrapped_chat_model_runs_all_three_workflows(
+    settings: Settings, wrap: Callable[[BaseChatModel], Runnable[Any, Any]]
+) -> None:
+    context = context_with(settings, wrap(fake(EVERY_ANSWER)))  # type: ignore[arg-type]
+
+    done = build_orchestration_graph().compile().invoke(
+        {"task": "Plan a launch", "team": ["researcher"], "planner_picks": True,
+         "require_approval": False},
+        context=context,
+    )  # fmt: skip
+    assert done["output"] == EVERY_ANSWER
+    assert meet_twice(context)["consensus"] is True
+    (result,) = validate_one(context)["results"]
+    assert result["status"] == "passed"
+    assert len(context.ledger.calls) == 3 + 4 + 2
+    assert context.pipeline.chosen is not None
+    assert context.pipeline.chosen.name in {"GenericFakeChatModel", "Down"}
+
+
+async def test_a_wrapped_chat_model_answers_async_and_streams(settings: Settings) -> None:
+    pipeline = ModelPipeline(settings, model=fake("a b c").with_retry(), price=FREE)
+    chat = pipeline.model_for("fast", agent="writer")
+    assert (await chat.ainvoke("go")).text == "a b c"
+    assert "".join([chunk.text async for chunk in chat.astream("go")]) == "a b c"
+
+
+@pytest.mark.parametrize("brought", [42, RunnableLambda(lambda value: value)])
+def test_something_that_is_no_chat_model_is_a_config_error(
+    settings: Settings, brought: object
+) -> None:
+    with pytest.raises(ConfigError, match="give a LangChain chat model"):
+        ModelPipeline(settings, model=brought, price=FREE)  # type: ignore[arg-type]
