@@ -9,18 +9,19 @@ them) and is named after the chat model it wraps.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.base import RunnableBindingBase
 from langchain_core.runnables.fallbacks import RunnableWithFallbacks
-from pydantic import ConfigDict, SkipValidation
+from langchain_core.tools import BaseTool
+from pydantic import BaseModel, ConfigDict, SkipValidation
 
 
 def wrapped_chat_model(runnable: Runnable[Any, Any]) -> BaseChatModel | None:
@@ -55,6 +56,25 @@ class RunnableChatModel(BaseChatModel):
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         return self.inner._get_ls_params(stop=stop, **kwargs)
+
+    # the request shapes are the inner model's: the pipeline binds the arguments these return
+    # to its own calls, which reach the inner model through the wrapper
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """The inner model's tool binding."""
+        return self.inner.bind_tools(tools, tool_choice=tool_choice, **kwargs)
+
+    def with_structured_output(
+        self, schema: dict[str, Any] | type, *, include_raw: bool = False, **kwargs: Any
+    ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
+        """The inner model's structured-output chain."""
+        return self.inner.with_structured_output(schema, include_raw=include_raw, **kwargs)
 
     def _generate(
         self,

@@ -1,0 +1,48 @@
+"""A ``ChatOpenAI`` wrapped by ``.with_retry()`` against the simulator on loopback takes the
+structured-output ladder's steps as the bare model does: tools and JSON modes reach the
+provider through the wrapper."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from langchain_openai import ChatOpenAI
+from pydantic import SecretStr
+
+from multiagent.graphs.meeting import build_meeting_graph
+from multiagent.models.pipeline import ModelPipeline
+from multiagent.models.structured import STRUCTURED_COUNTS, reset_structured_state
+from multiagent.nodes.context import build_context
+from multiagent.policies import load_settings
+from multiagent.sim import run_sim_server
+
+
+@pytest.fixture(autouse=True)
+def fresh_ladder() -> Iterator[None]:
+    reset_structured_state()
+    yield
+    reset_structured_state()
+
+
+@pytest.mark.parametrize("wrapped", [False, True], ids=["bare", "with_retry"])
+def test_a_wrapped_openai_model_answers_structured_steps_as_the_bare_one(wrapped: bool) -> None:
+    settings = load_settings(overrides={"cache.completion_enabled": False})
+    with run_sim_server() as url:
+        bare = ChatOpenAI(model="gpt-4o-mini", base_url=url, api_key=SecretStr("sk-test"))
+        brought = bare.with_retry(stop_after_attempt=2) if wrapped else bare
+        pipeline = ModelPipeline(settings, model=brought)  # type: ignore[arg-type]
+        context = build_context(settings, pipeline=pipeline, analysis_cache=None)
+        met = (
+            build_meeting_graph()
+            .compile()
+            .invoke(
+                {"topic": "Pricing", "participants": ["researcher", "critic"], "rounds": 2},
+                context=context,
+            )
+        )
+    assert met["consensus"] is True
+    assert len(met["transcript"]) == 2
+    # the moderator's structured answer came at the first step of the ladder
+    assert STRUCTURED_COUNTS.snapshot()["moderate"]["first_try"] == 1
+    assert {call.model for call in context.ledger.calls} == {"gpt-4o-mini"}
