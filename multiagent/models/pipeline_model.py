@@ -56,6 +56,7 @@ from multiagent.models._bp_health import output_tokens_of, served_seconds
 from multiagent.models._in_flight import held_at_gate
 from multiagent.models.accounting import (
     CallIdentity,
+    output_estimate,
     pop_headers,
     result_headers,
     stamp,
@@ -67,6 +68,7 @@ from multiagent.models.budget_hold import CallInFlight
 from multiagent.models.completion_cache import CompletionCache, current_held, messages_key
 from multiagent.models.redaction import redact_messages, redact_value
 from multiagent.models.retry import RetryPolicy, async_retrying, sync_retrying
+from multiagent.models.tokens import prompt_tokens, request_tools
 
 _NOT_GENERATION_PARAMS = ("stream", "streaming", "stream_usage", "include_response_headers")
 
@@ -157,6 +159,9 @@ class PipelineChatModel(BaseChatModel):
         found: list[Generation],
         started: float,
         run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None = None,
+        *,
+        prompt: list[BaseMessage],
+        kwargs: dict[str, Any],
     ) -> ChatResult:
         """A cache hit as the result of the call, recorded as one of the agent's calls.
 
@@ -166,11 +171,15 @@ class PipelineChatModel(BaseChatModel):
         held = current_held.get()
         if held is not None:
             held.came_from(cache, key)
+        # read before LangChain's conversion, which gives every answer a usage of cost 0
+        used = usage_of([g.message for g in found if isinstance(g, ChatGeneration)])
         generations = self._convert_cached_generations(found)
         if run_manager is not None:
             with_call_id(generations, run_manager.run_id)
         messages = [g.message for g in generations]
-        used = usage_of(messages) or (0, 0)
+        if used is None:  # estimated as the first call was, when the model reports no usage
+            tools = request_tools(kwargs)
+            used = (prompt_tokens(prompt, tools=tools), output_estimate(messages))
         record = self.identity.finish(
             "cached",
             input_tokens=0,
@@ -209,7 +218,7 @@ class PipelineChatModel(BaseChatModel):
         key = self._cache_key(messages, stop, kwargs)
         found = cache.get(key)
         if found is not None:
-            hit = self._hit(cache, key, found, started, run_manager)
+            hit = self._hit(cache, key, found, started, run_manager, prompt=messages, kwargs=kwargs)
             chat = [g for g in hit.generations if isinstance(g, ChatGeneration)]
             self._replay_v2_events_for_cache_hit(chat, run_manager=run_manager, **kwargs)
             if run_manager is not None and self._replays(False, run_manager, kwargs):
@@ -256,7 +265,7 @@ class PipelineChatModel(BaseChatModel):
         key = self._cache_key(messages, stop, kwargs)
         found = cache.get(key)  # a local read: faster than a hop to a thread
         if found is not None:
-            hit = self._hit(cache, key, found, started, run_manager)
+            hit = self._hit(cache, key, found, started, run_manager, prompt=messages, kwargs=kwargs)
             chat = [g for g in hit.generations if isinstance(g, ChatGeneration)]
             await self._areplay_v2_events_for_cache_hit(chat, run_manager=run_manager, **kwargs)
             if run_manager is not None and self._replays(True, run_manager, kwargs):

@@ -9,7 +9,12 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
-from langchain_core.language_models import BaseChatModel, GenericFakeChatModel, LanguageModelInput
+from langchain_core.language_models import (
+    BaseChatModel,
+    FakeListChatModel,
+    GenericFakeChatModel,
+    LanguageModelInput,
+)
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable, RunnableLambda
@@ -20,7 +25,7 @@ from multiagent.graphs.meeting import build_meeting_graph
 from multiagent.graphs.orchestration import build_orchestration_graph
 from multiagent.graphs.runner import WorkflowEvent, run_workflow
 from multiagent.graphs.validation import build_validation_graph
-from multiagent.models.pipeline import ModelPipeline
+from multiagent.models.pipeline import ModelPipeline, RunLedger
 from multiagent.models.structured import STRUCTURED_COUNTS, reset_structured_state
 from multiagent.nodes.agents import BUILTIN_AGENTS, AgentSpec
 from multiagent.nodes.agents_file import AgentCatalog
@@ -303,3 +308,19 @@ def test_something_that_is_no_chat_model_is_a_config_error(
 ) -> None:
     with pytest.raises(ConfigError, match="give a LangChain chat model"):
         ModelPipeline(settings, model=brought, price=FREE)  # type: ignore[arg-type]
+
+
+def test_a_hit_on_a_model_reporting_no_usage_saves_what_the_answer_first_cost() -> None:
+    settings = load_settings()  # the completion cache on
+    price = ModelPrice(input_per_mtok=1.0, output_per_mtok=2.0)
+    brought = FakeListChatModel(responses=["a short answer"])  # no usage_metadata
+    pipeline = ModelPipeline(settings, model=brought, price=price)
+    ledger = RunLedger()
+    chat = pipeline.model_for("fast", agent="writer", ledger=ledger)
+    chat.invoke("Summarise the plan")
+    chat.invoke("Summarise the plan")
+    first, hit = ledger.calls
+    assert (first.outcome, first.estimated) == ("ok", True)
+    assert first.cost_usd > 0
+    assert (hit.outcome, hit.cost_usd) == ("cached", 0.0)
+    assert hit.saved_usd == first.cost_usd
