@@ -36,6 +36,8 @@ def provider_of(model: Model) -> Any:
 def _binding_kwargs(runnable: Any) -> dict[str, Any] | None:
     """The keyword arguments a ``with_structured_output`` chain binds to its model."""
     first = runnable.first if isinstance(runnable, RunnableSequence) else runnable
+    if not isinstance(first, RunnableBinding):  # a wrapper's (AdaptiveBackpressure) binding
+        first = getattr(first, "bound", first)
     if isinstance(first, RunnableBinding):
         return {k: v for k, v in first.kwargs.items() if k != "ls_structured_output_format"}
     return None

@@ -349,6 +349,8 @@ class PipelineChatModel(BaseChatModel):
     ) -> Runnable[LanguageModelInput, AIMessage]:
         """Bind tools in the provider's own format (its ``bind_tools`` decides the shape)."""
         bound = self.provider_model.bind_tools(tools, tool_choice=tool_choice, **kwargs)
+        if not isinstance(bound, RunnableBinding):  # a wrapper's (AdaptiveBackpressure) binding
+            bound = getattr(bound, "bound", bound)
         if not isinstance(bound, RunnableBinding):
             raise TypeError(f"{type(self.provider_model).__name__}.bind_tools gave no binding")
         return self.bind(**bound.kwargs)

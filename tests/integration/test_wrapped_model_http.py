@@ -1,16 +1,18 @@
-"""A ``ChatOpenAI`` wrapped by ``.with_retry()`` against the simulator on loopback takes the
-structured-output ladder's steps as the bare model does: tools and JSON modes reach the
-provider through the wrapper."""
+"""A ``ChatOpenAI`` wrapped by ``.with_retry()`` or by ``AdaptiveBackpressure``, against the
+simulator on loopback, takes the structured-output ladder's steps as the bare model does: tools
+and JSON modes reach the provider through the wrapper."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
 
 from multiagent.graphs.meeting import build_meeting_graph
+from multiagent.models.adaptive import AdaptiveBackpressure
 from multiagent.models.pipeline import ModelPipeline
 from multiagent.models.structured import STRUCTURED_COUNTS, reset_structured_state
 from multiagent.nodes.context import build_context
@@ -25,13 +27,19 @@ def fresh_ladder() -> Iterator[None]:
     reset_structured_state()
 
 
-@pytest.mark.parametrize("wrapped", [False, True], ids=["bare", "with_retry"])
-def test_a_wrapped_openai_model_answers_structured_steps_as_the_bare_one(wrapped: bool) -> None:
+WRAPS: dict[str, Callable[[ChatOpenAI], Any]] = {
+    "bare": lambda model: model,
+    "with_retry": lambda model: model.with_retry(stop_after_attempt=2),
+    "adaptive": AdaptiveBackpressure,
+}
+
+
+@pytest.mark.parametrize("wrap", list(WRAPS))
+def test_a_wrapped_openai_model_answers_structured_steps_as_the_bare_one(wrap: str) -> None:
     settings = load_settings(overrides={"cache.completion_enabled": False})
     with run_sim_server() as url:
         bare = ChatOpenAI(model="gpt-4o-mini", base_url=url, api_key=SecretStr("sk-test"))
-        brought = bare.with_retry(stop_after_attempt=2) if wrapped else bare
-        pipeline = ModelPipeline(settings, model=brought)  # type: ignore[arg-type]
+        pipeline = ModelPipeline(settings, model=WRAPS[wrap](bare))
         context = build_context(settings, pipeline=pipeline, analysis_cache=None)
         met = (
             build_meeting_graph()
@@ -41,8 +49,8 @@ def test_a_wrapped_openai_model_answers_structured_steps_as_the_bare_one(wrapped
                 context=context,
             )
         )
-    assert met["consensus"] is True
+    assert met["consensus"] is True, STRUCTURED_COUNTS.snapshot()["moderate"]
     assert len(met["transcript"]) == 2
-    # the moderator's structured answer came at the first step of the ladder
-    assert STRUCTURED_COUNTS.snapshot()["moderate"]["first_try"] == 1
+    # the moderator's structured answer came at the ladder's first step: a tool call
+    assert STRUCTURED_COUNTS.snapshot()["moderate"]["steps"] == {"tool_call": 1}
     assert {call.model for call in context.ledger.calls} == {"gpt-4o-mini"}

@@ -17,14 +17,18 @@ from langchain_core.language_models import (
 )
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
-from langchain_core.runnables import Runnable, RunnableLambda
+from langchain_core.runnables import Runnable, RunnableBinding, RunnableLambda
 from langchain_core.tools import tool
+from langchain_openai import ChatOpenAI
+from pydantic import SecretStr
 
 from multiagent.errors import ConfigError
 from multiagent.graphs.meeting import build_meeting_graph
 from multiagent.graphs.orchestration import build_orchestration_graph
 from multiagent.graphs.runner import WorkflowEvent, run_workflow
 from multiagent.graphs.validation import build_validation_graph
+from multiagent.models._structured_bind import bind_step
+from multiagent.models.adaptive import AdaptiveBackpressure
 from multiagent.models.pipeline import ModelPipeline, RunLedger
 from multiagent.models.structured import STRUCTURED_COUNTS, reset_structured_state
 from multiagent.nodes.agents import BUILTIN_AGENTS, AgentSpec
@@ -324,3 +328,16 @@ def test_a_hit_on_a_model_reporting_no_usage_saves_what_the_answer_first_cost() 
     assert first.cost_usd > 0
     assert (hit.outcome, hit.cost_usd) == ("cached", 0.0)
     assert hit.saved_usd == first.cost_usd
+
+
+def test_json_steps_reach_a_model_behind_adaptive_backpressure(settings: Settings) -> None:
+    openai = ChatOpenAI(
+        model="gpt-4o-mini", base_url="http://127.0.0.1:9/v1", api_key=SecretStr("k")
+    )
+    pipeline = ModelPipeline(settings, model=AdaptiveBackpressure(openai))
+    model = pipeline.model_for("standard", agent="moderator")
+    parameters = {"type": "object", "properties": {"consensus": {"type": "boolean"}}}
+    tool = {"type": "function", "function": {"name": "Verdict", "parameters": parameters}}
+    bound = bind_step(model, "json_schema", tool=tool)
+    assert isinstance(bound, RunnableBinding)
+    assert bound.kwargs["response_format"]["type"] == "json_schema"
