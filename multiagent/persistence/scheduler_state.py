@@ -2,7 +2,10 @@
 
 Last run, its outcome and duration, last error, run and failure counts, and the next run of
 every task, plus which process runs the scheduler. Written atomically after every change, so
-``multiagent persistence status`` in another process always reads a whole file.
+``multiagent persistence status`` in another process always reads a whole file. Each change
+reads, changes and writes the file under an exclusive ``flock`` of ``scheduler.json.lock``: a
+task run now (``scheduler --run-now``) beside the running scheduler would otherwise overwrite
+the record of a run the scheduler made meanwhile.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from multiagent.persistence._files import atomic_write_bytes
+from multiagent.persistence._files import FileLock, atomic_write_bytes
 
 STATE_FILE = "scheduler.json"
 STATE_VERSION = 1
@@ -42,11 +45,12 @@ def _empty_task() -> dict[str, Any]:
 
 
 class SchedulerState:
-    """The persisted record of scheduled tasks (thread-safe within a process)."""
+    """The persisted record of scheduled tasks (safe between threads and processes)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
+        self._file_lock = FileLock(path.with_name(path.name + ".lock"))
 
     def load(self) -> dict[str, Any]:
         """The whole record; an empty one when the file is missing or unreadable."""
@@ -71,7 +75,7 @@ class SchedulerState:
         return data
 
     def _update(self, change: Any) -> None:
-        with self._lock:
+        with self._lock, self._file_lock.exclusive():
             data = self.load()
             change(data)
             data["updated_at"] = datetime.now(UTC).isoformat()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from apscheduler.triggers.interval import IntervalTrigger
 
 from multiagent.errors import MultiagentError
+from multiagent.persistence import scheduler_state
 from multiagent.persistence.scheduler import MemoryPersistenceScheduler
 from multiagent.persistence.scheduler_state import scheduler_running
 from multiagent.policies import load_settings
@@ -122,3 +124,29 @@ def test_a_second_scheduler_for_the_same_home_is_refused() -> None:
     third = MemoryPersistenceScheduler(load_settings())
     third.start()  # the lock went with the first scheduler
     third.shutdown()
+
+
+def test_a_task_run_now_beside_the_scheduler_loses_neither_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The scheduler and ``--run-now`` are two processes (here two state objects, each with its
+    own thread lock): one records its run after the other has read the file, before it writes."""
+    settings = load_settings()
+    scheduler = MemoryPersistenceScheduler(settings, tasks={"backups": lambda: "backed up"})
+    run_now = MemoryPersistenceScheduler(settings, tasks={"snapshots": lambda: "snapped"})
+    write = scheduler_state.atomic_write_bytes
+    other: list[threading.Thread] = []
+
+    def the_other_records_meanwhile(path: Path, data: bytes) -> None:
+        if not other:  # the scheduler's write, its record read already
+            other.append(threading.Thread(target=run_now.run_task, args=("snapshots",)))
+            other[0].start()
+            other[0].join(timeout=2.0)  # under the file lock it waits for this write
+        write(path, data)
+
+    monkeypatch.setattr(scheduler_state, "atomic_write_bytes", the_other_records_meanwhile)
+    scheduler.run_task("backups")
+    other[0].join()
+    tasks = scheduler.state.load()["tasks"]
+    assert (tasks["backups"]["runs"], tasks["snapshots"]["runs"]) == (1, 1)
+    assert tasks["snapshots"]["last_result"] == "snapped"
