@@ -114,6 +114,8 @@ def status(ctx: typer.Context, timezone: TimezoneOption = None, as_json: JsonFla
     console.print(table)
     for name in memory["staging"]:  # the next command that opens agent memory settles it
         print_plain(f"interrupted rebuild of agent memory: collection {name}")
+    for bad in report["snapshots"]["unreadable"]:  # on disk, counted by retention, unusable
+        print_plain(f"unreadable: {bad['error']}")
     for left in report["leftovers"]:  # a killed snapshot or backup: `persistence repair` clears
         print_plain(f"left by an interrupted write: {left['path']} ({_size(left['size_bytes'])})")
 

@@ -149,7 +149,7 @@ class MemorySnapshot:
         atomic_write_bytes(path, self.keyring.maybe_seal(packed))
         remove_stale_temporaries(directory)
         self.apply_retention(agent)
-        return _info(path, header)
+        return snapshot_info(path, header)
 
     def take_all(self, *, now: datetime | None = None) -> list[SnapshotInfo]:
         """Snapshot every agent that has a memory."""
@@ -166,7 +166,7 @@ class MemorySnapshot:
         infos = []
         for path in self.files(agent):
             with contextlib.suppress(UsageError):
-                infos.append(_info(path, read_header(path, keyring=self.keyring)))
+                infos.append(snapshot_info(path, read_header(path, keyring=self.keyring)))
         return infos
 
     def apply_retention(self, agent: str) -> list[Path]:
@@ -214,14 +214,15 @@ class MemorySnapshot:
         ensure_home(self.settings)
         embedder = header.get("embedder") or "unknown"
         self.store.replace(header["agent"], items, embedder=str(embedder))
-        return _info(path, header)
+        return snapshot_info(path, header)
 
 
 def _subdirs(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
 
 
-def _info(path: Path, header: Mapping[str, Any]) -> SnapshotInfo:
+def snapshot_info(path: Path, header: Mapping[str, Any]) -> SnapshotInfo:
+    """What a snapshot file and its (checked) header say."""
     embedder = header.get("embedder")
     return SnapshotInfo(
         path=path,
@@ -239,4 +240,11 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-__all__ = ["SCHEMA_VERSION", "MemorySnapshot", "SnapshotInfo", "file_digest", "thread_index"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "MemorySnapshot",
+    "SnapshotInfo",
+    "file_digest",
+    "snapshot_info",
+    "thread_index",
+]

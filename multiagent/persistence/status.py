@@ -12,8 +12,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from multiagent.errors import UsageError
 from multiagent.persistence._collections import COLLECTION_PREFIX, is_staging
 from multiagent.persistence._files import tree_size
+from multiagent.persistence._snapshot_format import read_header
 from multiagent.persistence.checkpointer import checkpoint_path
 from multiagent.persistence.health import committed_view
 from multiagent.persistence.leftovers import leftover_temporaries
@@ -21,7 +23,7 @@ from multiagent.persistence.maintenance import ChromaDBMaintenance
 from multiagent.persistence.memory import memory_path
 from multiagent.persistence.scheduler import MemoryPersistenceScheduler
 from multiagent.persistence.scheduler_state import STATE_FILE, SchedulerState, scheduler_running
-from multiagent.persistence.snapshots import MemorySnapshot
+from multiagent.persistence.snapshots import MemorySnapshot, SnapshotInfo, snapshot_info
 from multiagent.policies import Settings
 
 _AGENT_COUNTS = """
@@ -79,10 +81,23 @@ def memory_report(settings: Settings) -> dict[str, Any]:
 
 
 def snapshot_report(settings: Settings) -> dict[str, Any]:
-    """Snapshots per agent: how many, their sizes, the newest."""
+    """Snapshots per agent: how many, their sizes, the newest.
+
+    A file whose header cannot be read (truncated, damaged, or sealed with a key that is not
+    configured) is listed under ``unreadable`` with the reason, not left out: it is on disk,
+    counts towards the retention limit, and a restore from it would fail.
+    """
     snapper = MemorySnapshot(settings)
     per_agent: dict[str, dict[str, Any]] = {}
-    for info in snapper.list_snapshots():
+    infos: list[SnapshotInfo] = []
+    unreadable: list[dict[str, Any]] = []
+    for path in snapper.files():
+        try:
+            infos.append(snapshot_info(path, read_header(path, keyring=snapper.keyring)))
+        except UsageError as exc:
+            size = path.stat().st_size
+            unreadable.append({"path": str(path), "size_bytes": size, "error": str(exc)})
+    for info in infos:
         entry = per_agent.setdefault(info.agent, {"count": 0, "total_bytes": 0, "files": []})
         entry["count"] += 1
         entry["total_bytes"] += info.size_bytes
@@ -99,6 +114,7 @@ def snapshot_report(settings: Settings) -> dict[str, Any]:
         "path": str(snapper.root),
         "keep_per_agent": snapper.keep,
         "agents": dict(sorted(per_agent.items())),
+        "unreadable": unreadable,
     }
 
 

@@ -211,6 +211,27 @@ def test_snapshots_are_sealed_listed_and_restored_only_with_the_key(
     assert result.exit_code == 0, result.output
 
 
+def test_status_without_the_key_lists_a_sealed_snapshot_as_unreadable_not_as_none(
+    monkeypatch: pytest.MonkeyPatch, key_a: DataKey
+) -> None:
+    _use_key(monkeypatch, key_a)
+    _seed_memory()
+    with MemorySnapshot(load_settings()) as snapper:
+        info = snapper.take("researcher")
+    _use_key(monkeypatch, None)
+    result = runner.invoke(app, ["persistence", "status", "--json"])
+    assert result.exit_code == 0, result.output
+    snapshots = json.loads(result.stdout)["snapshots"]
+    assert snapshots["agents"] == {}
+    [unreadable] = snapshots["unreadable"]
+    assert unreadable["path"] == str(info.path)
+    assert unreadable["size_bytes"] == info.size_bytes
+    assert key_a.key_id in unreadable["error"]
+    shown = runner.invoke(app, ["persistence", "status"])
+    assert shown.exit_code == 0, shown.output
+    assert key_a.key_id in shown.stdout
+
+
 def test_backups_are_sealed_file_by_file_and_decrypt_to_a_sound_store(
     monkeypatch: pytest.MonkeyPatch, key_a: DataKey, tmp_path: Path
 ) -> None:
