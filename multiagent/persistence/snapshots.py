@@ -148,7 +148,7 @@ class MemorySnapshot:
         packed = gzip.compress(data, compresslevel=6, mtime=0)
         atomic_write_bytes(path, self.keyring.maybe_seal(packed))
         remove_stale_temporaries(directory)
-        self.apply_retention(agent)
+        self.apply_retention(agent, taken=path)
         return snapshot_info(path, header)
 
     def take_all(self, *, now: datetime | None = None) -> list[SnapshotInfo]:
@@ -169,10 +169,15 @@ class MemorySnapshot:
                 infos.append(snapshot_info(path, read_header(path, keyring=self.keyring)))
         return infos
 
-    def apply_retention(self, agent: str) -> list[Path]:
-        """Delete ``agent``'s oldest snapshots beyond ``snapshots_per_agent``; return them."""
-        files = self.files(agent)
-        doomed = files[: max(0, len(files) - self.keep)]
+    def apply_retention(self, agent: str, *, taken: Path | None = None) -> list[Path]:
+        """Delete ``agent``'s oldest snapshots beyond ``snapshots_per_agent``; return them.
+
+        ``taken``, the snapshot just written, is kept whatever its name: after the clock was
+        set back, older files carry later times, and the newest snapshot must not go first.
+        """
+        files = [p for p in self.files(agent) if p != taken]
+        room = self.keep - (taken is not None)
+        doomed = files[: max(0, len(files) - room)]
         for path in doomed:
             path.unlink(missing_ok=True)
         return doomed

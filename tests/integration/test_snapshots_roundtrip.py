@@ -99,6 +99,18 @@ def test_retention_keeps_the_newest_per_agent(
         ]
 
 
+def test_retention_never_drops_the_snapshot_just_taken_after_the_clock_went_back(
+    memory: ChromaAgentMemory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MULTIAGENT_MEMORY__SNAPSHOTS_PER_AGENT", "3")
+    ahead = datetime(2027, 5, 1, tzinfo=UTC)  # taken while the clock ran a year ahead
+    with MemorySnapshot(load_settings(), store=memory) as snapper:
+        early = [snapper.take("researcher", now=ahead + timedelta(hours=i)) for i in range(3)]
+        now = snapper.take("researcher", now=datetime(2026, 5, 1, tzinfo=UTC))
+        assert snapper.files("researcher") == [now.path, early[1].path, early[2].path]
+        assert now.path.stat().st_size == now.size_bytes
+
+
 def _corrupt_variants(good: bytes, tmp: Path) -> dict[str, tuple[Path, str]]:
     raw = json.loads(gzip.decompress(good))
     altered = dict(raw)
