@@ -174,7 +174,10 @@ class ChromaDBMaintenance:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         removed = []
-        for old in self.backups()[: max(0, len(self.backups()) - self.keep)]:
+        # the backup just made stays whatever its name: after the clock was set back, older
+        # backups carry later times, and the newest must not go first
+        others = [b for b in self.backups() if b != final]
+        for old in others[: max(0, len(others) - (self.keep - 1))]:
             shutil.rmtree(old)
             removed.append(str(old))
         return {

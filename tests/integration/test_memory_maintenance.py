@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,20 @@ def test_backup_is_a_consistent_copy_with_retention(
     kept = maintenance.backups()
     assert [str(p) for p in kept] == [second.details["backup"], third.details["backup"]]
     assert third.details["removed"] == [str(backup)]
+
+
+def test_backup_retention_never_drops_the_backup_just_made_after_the_clock_went_back(
+    memory: ChromaAgentMemory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MULTIAGENT_MEMORY__BACKUPS_KEPT", "2")
+    maintenance = ChromaDBMaintenance(load_settings())
+    ahead = datetime(2027, 5, 1, tzinfo=UTC)  # made while the clock ran a year ahead
+    early = [maintenance.backup(now=ahead + timedelta(hours=i)) for i in range(2)]
+    now = maintenance.backup(now=datetime(2026, 5, 1, tzinfo=UTC))
+    made = Path(now.details["backup"])
+    assert maintenance.backups() == [made, Path(early[1].details["backup"])]
+    assert now.details["removed"] == [early[0].details["backup"]]
+    assert now.details["kept"] == 2
 
 
 def test_maintenance_never_runs_beside_a_writer(memory: ChromaAgentMemory) -> None:
