@@ -20,9 +20,18 @@ object is not iterable``, before any node of ours runs. The request is answered 
 line naming the thread instead. A thread with a run in flight is let through: that run may yet
 pause it.
 
+A context is checked where the server takes it: a run's (when the caller gave one), an
+assistant's (``assistants.create``/``update``) and a cron's. The server drops the keys a graph's
+context schema does not name before the graph sees them, with a log line only, so a misspelt key
+(``{"budget": 0.01}``) would otherwise run silently with the profile's budget; and a bad value
+would fail each run later with pydantic's multi-line report. Both are answered 422 with one line
+naming the key and the valid ones, before anything is stored. A cron's input is redacted as a
+run's is: the server stores the cron's payload as given and starts each of its runs from it,
+past this handler.
+
 LangGraph requires an ``authenticate`` handler beside it. Ours admits every request, which is
 what ``langgraph dev`` does with no auth configured; a deployment with its own authentication
-replaces :func:`admit` with its check and keeps :func:`check_run`.
+replaces :func:`admit` with its check and keeps the other handlers.
 """
 
 from __future__ import annotations
@@ -31,10 +40,18 @@ import asyncio
 from typing import Any
 
 from langgraph_sdk import Auth, get_client
-from langgraph_sdk.auth.types import RunsCreate
+from langgraph_sdk.auth.types import (
+    AssistantsCreate,
+    AssistantsUpdate,
+    CronsCreate,
+    CronsUpdate,
+    RunsCreate,
+)
 from langgraph_sdk.errors import NotFoundError
+from pydantic import ValidationError
 
 from multiagent.graphs.redacting import redaction_on
+from multiagent.nodes.run_context import RunContext
 from multiagent.safety import redact_input
 
 auth = Auth()
@@ -51,6 +68,10 @@ async def check_run(ctx: Auth.types.AuthContext, value: RunsCreate) -> None:
     """Refuse a resume or an update with nothing to continue; redact the run's input in place
     when its profile says so; allow the run."""
     kwargs: dict[str, Any] = value.get("kwargs") or {}
+    # without a context of the caller's the server passes the config's ``configurable`` as one,
+    # keys of its own included: only a context the caller gave is checked
+    if ((kwargs.get("config") or {}).get("configurable") or {}).get("__context_provided__"):
+        _check_context(kwargs.get("context"))
     command = kwargs.get("command") or {}
     # a command with a ``goto`` starts there and needs no checkpoint; without one, LangGraph
     # fails the run on a thread that has none (a resume and an update alike)
@@ -93,6 +114,73 @@ async def _refuse_nothing_to_continue(thread_id: str, *, what: str) -> None:
         "with an input first, or give the command a goto"
     )
     raise Auth.exceptions.HTTPException(status_code=409, detail=detail)
+
+
+@auth.on.assistants.create
+async def check_assistant(ctx: Auth.types.AuthContext, value: AssistantsCreate) -> None:
+    """Refuse an assistant whose context its runs would fail on, or silently lose part of."""
+    _check_context(value.get("context"))
+
+
+@auth.on.assistants.update
+async def check_assistant_update(ctx: Auth.types.AuthContext, value: AssistantsUpdate) -> None:
+    """As :func:`check_assistant`: the context an update gives replaces the assistant's."""
+    _check_context(value.get("context"))
+
+
+@auth.on.crons.create
+async def check_cron(ctx: Auth.types.AuthContext, value: CronsCreate) -> None:
+    """Refuse a cron's bad context; redact its input in place when its profile says so."""
+    payload: dict[str, Any] = value.get("payload") or {}
+    await _check_cron_payload(payload, payload.get("context"))
+
+
+@auth.on.crons.update
+async def check_cron_update(ctx: Auth.types.AuthContext, value: CronsUpdate) -> None:
+    """As :func:`check_cron`; an update without a context keeps the cron's (the server merges
+    the two payloads), so its input is redacted by the cron's profile."""
+    payload: dict[str, Any] = value.get("payload") or {}
+    if "context" in payload or payload.get("input") is None:
+        await _check_cron_payload(payload, payload.get("context"))
+    else:
+        await _check_cron_payload(payload, await _cron_context(str(value["cron_id"])))
+
+
+async def _check_cron_payload(payload: dict[str, Any], context: Any) -> None:
+    _check_context(payload.get("context"))
+    if payload.get("input") is not None:
+        redacted = await asyncio.to_thread(_redacted, {"input": payload["input"]}, context)
+        payload["input"] = redacted["input"]
+
+
+async def _cron_context(cron_id: str) -> Any:
+    """The stored context of cron ``cron_id`` (``None`` when there is none, or no such cron)."""
+    async with get_client() as client:
+        offset = 0
+        while page := await client.crons.search(limit=100, offset=offset):
+            for cron in page:
+                if str(cron["cron_id"]) == cron_id:
+                    return (cron.get("payload") or {}).get("context")
+            offset += len(page)
+    return None
+
+
+def _check_context(context: Any) -> None:
+    """Raise 422 with one line naming a context's unknown key or bad value, and the valid ones."""
+    if not context:
+        return
+    try:
+        RunContext.model_validate(context)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(part) for part in error["loc"])
+        if error["type"] == "extra_forbidden":
+            detail = f"context key {key!r} is unknown; valid: {', '.join(RunContext.model_fields)}"
+        elif key:
+            detail = f"context {key}={error['input']!r:.60} is invalid: {error['msg']}"
+        else:
+            detail = f"context {context!r:.60} is invalid: {error['msg']}"
+        raise Auth.exceptions.HTTPException(status_code=422, detail=detail) from None
 
 
 def _redacted(payload: dict[str, Any], context: Any) -> dict[str, Any]:

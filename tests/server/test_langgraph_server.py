@@ -120,20 +120,55 @@ async def test_a_context_budget_stops_the_run(client: LangGraphClient) -> None:
     assert "output" not in state["values"]
 
 
-async def test_a_bad_context_value_fails_the_run_naming_it(client: LangGraphClient) -> None:
+async def test_a_bad_context_value_is_refused_naming_it_and_the_valid_ones(
+    client: LangGraphClient,
+) -> None:
     thread = await client.threads.create()
-    errors = [
-        chunk.data
-        async for chunk in client.runs.stream(
-            thread["thread_id"],
-            "meeting",
-            input=MINIMAL_INPUTS["meeting"],
+    with pytest.raises(httpx.HTTPStatusError) as caught:
+        await client.runs.wait(
+            thread["thread_id"], "meeting", input=MINIMAL_INPUTS["meeting"],
             context={"profile": "no_such_profile"},
-        )
-        if chunk.event == "error"
-    ]
-    assert len(errors) == 1
-    assert "no_such_profile" in str(errors[0])
+        )  # fmt: skip
+    assert caught.value.response.status_code == 422
+    detail = caught.value.response.json()["detail"]
+    assert detail.startswith("context profile='no_such_profile' is invalid: ")
+    assert "'prod_balanced'" in detail  # the valid ones
+    assert "\n" not in detail
+    assert await client.runs.list(thread["thread_id"]) == []  # refused before a run was made
+
+
+async def test_a_misspelt_context_key_is_refused_not_dropped(client: LangGraphClient) -> None:
+    # the server drops keys the context schema does not name: the run would go on with the
+    # profile's budget, not the one asked for
+    valid = "valid: profile, policy, provider, model, budget_usd, memory, agents_file"
+    thread = await client.threads.create()
+    with pytest.raises(httpx.HTTPStatusError) as caught:
+        await client.runs.wait(
+            thread["thread_id"], "orchestration", input=MINIMAL_INPUTS["orchestration"],
+            context={"budget": 0.0001},
+        )  # fmt: skip
+    assert caught.value.response.status_code == 422
+    assert caught.value.response.json() == {"detail": f"context key 'budget' is unknown; {valid}"}
+    assert await client.runs.list(thread["thread_id"]) == []
+    # an assistant's context, which each of its runs would take, is checked when it is stored
+    before = len(await client.assistants.search(graph_id="orchestration", limit=100))
+    with pytest.raises(httpx.HTTPStatusError) as caught:
+        await client.assistants.create("orchestration", context={"budget": 0.0001})
+    assert caught.value.response.status_code == 422
+    assert len(await client.assistants.search(graph_id="orchestration", limit=100)) == before
+    assistant = await client.assistants.create("orchestration", context={"budget_usd": 0.0001})
+    with pytest.raises(httpx.HTTPStatusError) as caught:
+        await client.assistants.update(assistant["assistant_id"], context={"budgett": 1})
+    assert caught.value.response.json() == {"detail": f"context key 'budgett' is unknown; {valid}"}
+    stored = await client.assistants.get(assistant["assistant_id"])
+    assert stored["context"] == {"budget_usd": 0.0001}
+    # and a cron's, whose runs start later, past any caller
+    crons = await client.crons.count()
+    with pytest.raises(httpx.HTTPStatusError) as caught:
+        await client.crons.create("meeting", schedule="0 0 1 1 *", input=MINIMAL_INPUTS["meeting"],
+                                  context={"rounds": 2})  # fmt: skip
+    assert caught.value.response.status_code == 422
+    assert await client.crons.count() == crons
 
 
 async def test_a_bad_input_fails_the_run_naming_its_key(client: LangGraphClient) -> None:
@@ -242,6 +277,27 @@ async def test_input_holding_pii_is_redacted_before_the_server_stores_it(
     # a profile without redaction keeps the input as given: the scan above can see it
     _, plain, _ = await _run(client, "orchestration", input={"task": task})
     assert email in plain["task"]
+
+
+async def test_a_cron_input_holding_pii_is_redacted_before_the_server_stores_it(
+    client: LangGraphClient,
+) -> None:
+    # the server stores a cron's payload as given and starts each of its runs from it
+    email = "ada.lovelace@example.org"
+    task = {"task": f"Write to {email} about the invoice"}
+    thread = await client.threads.create()
+    cron = await client.crons.create_for_thread(
+        thread["thread_id"], "orchestration", schedule="0 0 1 1 *", input=task,
+        context={"profile": "prod_balanced"},
+    )  # fmt: skip
+    try:
+        assert cron["payload"]["input"]["task"] == "Write to [REDACTED_EMAIL] about the invoice"
+        assert email not in repr(await client.crons.search(thread_id=thread["thread_id"]))
+        # an update without a context keeps the cron's, and so its redaction
+        await client.crons.update(cron["cron_id"], input={"task": f"Call {email}"})
+        assert email not in repr(await client.crons.search(thread_id=thread["thread_id"]))
+    finally:
+        await client.crons.delete(cron["cron_id"])
 
 
 async def test_a_resume_and_an_update_holding_pii_are_redacted_before_the_server_stores_them(
