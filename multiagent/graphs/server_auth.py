@@ -17,8 +17,10 @@ The same handler refuses a resume (``command={"resume": ...}``), or an update wi
 LangGraph would start that run from ``START`` with the server's ``Command`` (its ``goto`` is
 ``None``) as the input and fail inside its own ``__start__`` task with ``TypeError: 'NoneType'
 object is not iterable``, before any node of ours runs. The request is answered 409 with one
-line naming the thread instead. A thread with a run in flight is let through: that run may yet
-pause it.
+line naming the thread instead. So is a run with no input and no command on such a thread (one
+whose run was cancelled with ``action="rollback"``), which LangGraph fails with "Received no
+input for __start__"; on a thread with a checkpoint such a run continues from it. A thread with
+a run in flight is let through: that run may yet pause it.
 
 A context is checked where the server takes it: a run's (when the caller gave one), an
 assistant's (``assistants.create``/``update``) and a cron's. The server drops the keys a graph's
@@ -79,6 +81,11 @@ async def check_run(ctx: Auth.types.AuthContext, value: RunsCreate) -> None:
     if continues and not command.get("goto") and value.get("thread_id") is not None:
         what = "resume" if command.get("resume") is not None else "update"
         await _refuse_nothing_to_continue(str(value["thread_id"]), what=what)
+    elif not command and kwargs.get("input") is None and value.get("thread_id") is not None:
+        # no input continues the thread from its last checkpoint (after a cancelled run); with
+        # none (a run rolled back), LangGraph fails the run with "Received no input for
+        # __start__"
+        await _refuse_nothing_to_continue(str(value["thread_id"]), what="continue")
     # what the run brings that the server stores: its input, and a command's resume value (a
     # reviewer's feedback) and state update, each written to a checkpoint as given
     given = {"input": kwargs.get("input"), **{k: command.get(k) for k in ("resume", "update")}}
@@ -95,7 +102,7 @@ async def check_run(ctx: Auth.types.AuthContext, value: RunsCreate) -> None:
 
 async def _refuse_nothing_to_continue(thread_id: str, *, what: str) -> None:
     """Raise 409 when ``thread_id`` has no checkpoint and no run in flight (or does not exist)
-    for a command that would ``what`` (resume, update) it."""
+    for a run that would ``what`` (resume, update, continue) it."""
     # the server's own API, in process and past authentication (the SDK's loopback transport)
     async with get_client() as client:
         try:
@@ -106,13 +113,21 @@ async def _refuse_nothing_to_continue(thread_id: str, *, what: str) -> None:
                 return  # a run ahead of this one may pause the thread before this one starts
         except NotFoundError:
             pass  # a run that creates its thread (if_not_exists="create"): nothing there either
-    detail = (
-        f"thread {thread_id} has nothing to resume: no run has paused it (it has no "
-        "checkpoint); start a run with an input first"
-        if what == "resume"
-        else f"thread {thread_id} has nothing to update: it has no checkpoint; start a run "
-        "with an input first, or give the command a goto"
-    )
+    if what == "resume":
+        detail = (
+            f"thread {thread_id} has nothing to resume: no run has paused it (it has no "
+            "checkpoint); start a run with an input first"
+        )
+    elif what == "update":
+        detail = (
+            f"thread {thread_id} has nothing to update: it has no checkpoint; start a run "
+            "with an input first, or give the command a goto"
+        )
+    else:
+        detail = (
+            f"thread {thread_id} has nothing to continue: it has no checkpoint (a run cancelled "
+            "with rollback leaves none); start a run with an input"
+        )
     raise Auth.exceptions.HTTPException(status_code=409, detail=detail)
 
 

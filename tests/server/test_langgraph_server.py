@@ -361,6 +361,34 @@ async def test_an_update_on_a_thread_with_no_checkpoint_says_so_and_a_goto_runs(
     assert result["output"].strip()
 
 
+async def test_a_run_cancelled_with_rollback_leaves_a_thread_that_says_how_to_go_on(
+    client: LangGraphClient,
+) -> None:
+    thread_id = (await client.threads.create())["thread_id"]
+    run = await client.runs.create(
+        thread_id, "meeting", input={"topic": "Rollback a standup", "rounds": 3},
+        context={"memory": "off"},
+    )  # fmt: skip
+    await client.runs.cancel(thread_id, run["run_id"], wait=True, action="rollback")
+    assert (await client.threads.get(thread_id))["status"] == "idle"
+    assert (await client.threads.get_state(thread_id))["checkpoint"] is None  # all rolled back
+    runs = len(await client.runs.list(thread_id))
+    # no input continues a thread from its last checkpoint; this one has none
+    with pytest.raises(httpx.HTTPStatusError) as caught:
+        await client.runs.wait(thread_id, "meeting", input=None)
+    assert caught.value.response.status_code == 409
+    assert caught.value.response.json() == {
+        "detail": f"thread {thread_id} has nothing to continue: it has no checkpoint (a run "
+        "cancelled with rollback leaves none); start a run with an input"
+    }  # not LangGraph's "EmptyInputError: Received no input for __start__"
+    assert len(await client.runs.list(thread_id)) == runs  # refused before a run was made
+    result = await client.runs.wait(
+        thread_id, "meeting", input={"topic": "Rollback a standup"}, context={"memory": "off"}
+    )
+    assert isinstance(result, dict)
+    assert result["summary"].strip()
+
+
 async def test_a_resume_queued_behind_the_run_that_pauses_the_thread_goes_through(
     client: LangGraphClient,
 ) -> None:
