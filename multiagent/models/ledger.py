@@ -236,7 +236,7 @@ class RunLedger:
     def _budget_words(self, spent: float) -> str:
         """The budget reached and what was spent, before this session too when resumed."""
         if not self.spent_before or self.given_usd is None:
-            return f"budget of ${self.budget_usd:.4f} reached: spent ${spent:.6f}"
+            return f"budget of ${self.budget_usd:g} reached: spent ${spent:.6f}"
         return (
             f"budget of ${self.given_usd:g} reached: spent ${self.spent_before:.6f} before "
             f"this session and ${spent:.6f} in it"

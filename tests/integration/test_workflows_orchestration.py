@@ -186,7 +186,7 @@ def test_budget_stop_keeps_partial_results_and_resumes_with_a_larger_budget() ->
     with saver(settings) as checkpointer:
         stopped = _run(settings, checkpointer, thread="t-budget", budget_usd=0.05)
         assert stopped.status == "budget_exceeded"
-        assert "budget of $0.0500 reached" in stopped.message
+        assert "budget of $0.05 reached" in stopped.message
         assert sorted(c["agent"] for c in stopped.values["contributions"]) == sorted(TEAM)
         assert "output" not in stopped.values
         assert "synthesizer" not in _nodes_run(stopped)  # refused before the call

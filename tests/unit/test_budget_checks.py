@@ -99,3 +99,10 @@ def test_a_resumed_run_names_the_given_budget_and_the_spend_before_it() -> None:
 def test_a_fresh_run_keeps_its_wording() -> None:
     with pytest.raises(BudgetExceededError, match=r"^budget of \$0\.0005 reached: spent \$0\.0"):
         RunLedger(budget_usd=0.0005).reserve(0.001)
+
+
+@pytest.mark.parametrize("budget", [0.00005, 0.00025, 1.5e-07])
+def test_the_budget_reached_is_named_as_given_not_rounded(budget: float) -> None:
+    with pytest.raises(BudgetExceededError) as caught:
+        RunLedger(budget_usd=budget).reserve(0.001)
+    assert str(caught.value).startswith(f"budget of ${budget:g} reached: spent $0.0")
