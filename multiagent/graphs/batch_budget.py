@@ -72,7 +72,7 @@ class BatchBudget:
                     break
                 if not (self._held and self._spent + usd <= cap and may_wait_for_holds()):
                     raise BudgetExceededError(
-                        f"budget of ${cap:.4f} reached: spent ${self._spent:.6f}, "
+                        f"budget of ${cap:g} reached: spent ${self._spent:.6f}, "
                         f"${self._held_total:.6f} held by calls in flight, the next call may "
                         f"cost up to ${usd:.6f}",
                         spent_usd=self._spent,
@@ -134,7 +134,7 @@ def item_worst_case(context: WorkflowContext, validators: Sequence[str]) -> Call
 def item_refusal(*, cap: float, spent: float, room: float, worst: float) -> str:
     """Why a batch starts no further item: the room left cannot finish the next one."""
     return (
-        f"budget of ${cap:.4f} reached: spent ${spent:.6f}, the ${room:.6f} left cannot "
+        f"budget of ${cap:g} reached: spent ${spent:.6f}, the ${room:.6f} left cannot "
         f"finish the next item (it may cost up to ${worst:.6f})"
     )
 
