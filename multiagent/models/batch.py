@@ -3,8 +3,11 @@
 ``create_batch_completions`` (threads) and ``acreate_batch_completions`` (asyncio) take a list of
 prompts or of message lists. An exception in one item becomes that item's result and does not
 sink the batch; a :class:`BatchSummary` says how many succeeded, failed and came from the cache,
-the tokens and cost, and the wall time. Every call passes the same shared backpressure
-controller as the rest of the process, so a batch cannot overrun the provider either.
+the tokens and cost, and the wall time. Every call through the pipeline (a model name, or a
+model the pipeline handed out) passes the same shared backpressure controller as the rest of the
+process, so a batch cannot overrun the provider either. A plain chat model given instead is
+called as it is: no limiter, cache or accounting (its summary counts its answers' usage, at no
+price); give ``ModelPipeline(settings, model=it, price=...).model_for(...)`` to have those.
 """
 
 from __future__ import annotations
