@@ -20,7 +20,9 @@ object is not iterable``, before any node of ours runs. The request is answered 
 line naming the thread instead. So is a run with no input and no command on such a thread (one
 whose run was cancelled with ``action="rollback"``), which LangGraph fails with "Received no
 input for __start__"; on a thread with a checkpoint such a run continues from it. A thread with
-a run in flight is let through: that run may yet pause it.
+a run in flight is let through: that run may yet pause it. A new input on a thread that already
+holds a run (none in flight) is refused with 409 as well: the workflows' state adds up, so a
+second task or topic would mix with the first (see :func:`_refuse_a_second_input`).
 
 A context is checked where the server takes it: a run's (when the caller gave one), an
 assistant's (``assistants.create``/``update``) and a cron's. The server drops the keys a graph's
@@ -86,6 +88,8 @@ async def check_run(ctx: Auth.types.AuthContext, value: RunsCreate) -> None:
         # none (a run rolled back), LangGraph fails the run with "Received no input for
         # __start__"
         await _refuse_nothing_to_continue(str(value["thread_id"]), what="continue")
+    elif not command and value.get("thread_id") is not None:
+        await _refuse_a_second_input(str(value["thread_id"]))
     # what the run brings that the server stores: its input, and a command's resume value (a
     # reviewer's feedback) and state update, each written to a checkpoint as given
     given = {"input": kwargs.get("input"), **{k: command.get(k) for k in ("resume", "update")}}
@@ -129,6 +133,31 @@ async def _refuse_nothing_to_continue(thread_id: str, *, what: str) -> None:
             "with rollback leaves none); start a run with an input"
         )
     raise Auth.exceptions.HTTPException(status_code=409, detail=detail)
+
+
+async def _refuse_a_second_input(thread_id: str) -> None:
+    """Raise 409 when ``thread_id`` already holds a run and none is in flight: a workflow's
+    state adds up (a meeting's transcript and rounds, the agents' contributions, the usage), so
+    a new task or topic there mixes with the last one's (a third round of a two-round meeting,
+    a synthesis of both tasks' contributions). The CLI refuses a thread id already taken the
+    same way. On a busy thread the run's ``multitask_strategy`` decides, as the caller chose."""
+    async with get_client() as client:
+        try:
+            state = await client.threads.get_state(thread_id)
+            if state["checkpoint"] is None:
+                return  # a new thread, or one a cancelled run rolled back
+            if (await client.threads.get(thread_id))["status"] == "busy":
+                return
+        except NotFoundError:
+            return  # a run that creates its thread
+    raise Auth.exceptions.HTTPException(
+        status_code=409,
+        detail=(
+            f"thread {thread_id} already holds a run, and a new input would add to its state "
+            "(transcript, contributions, usage); start it on a new thread, or continue this one "
+            "with no input or a command (resume, update)"
+        ),
+    )
 
 
 @auth.on.assistants.create

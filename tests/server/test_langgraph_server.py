@@ -404,3 +404,29 @@ async def test_a_resume_queued_behind_the_run_that_pauses_the_thread_goes_throug
     assert isinstance(result, dict)
     assert result["approval"]["approved"] is True
     assert result["output"].strip()
+
+
+async def test_a_new_input_on_a_thread_that_already_ran_is_refused_not_mixed(
+    client: LangGraphClient,
+) -> None:
+    thread_id, first, status = await _run(
+        client, "meeting", input={"topic": "Lunch order", "rounds": 1}, context={"memory": "off"}
+    )
+    assert status == "success"
+    runs = len(await client.runs.list(thread_id))
+    # its transcript and rounds add up: the new topic got one round, numbered 2, after the
+    # first topic's (and an orchestration's synthesis took both tasks' contributions)
+    with pytest.raises(httpx.HTTPStatusError) as caught:
+        await client.runs.wait(
+            thread_id, "meeting", input={"topic": "Office plants"}, context={"memory": "off"}
+        )
+    assert caught.value.response.status_code == 409
+    assert caught.value.response.json() == {
+        "detail": f"thread {thread_id} already holds a run, and a new input would add to its "
+        "state (transcript, contributions, usage); start it on a new thread, or continue this "
+        "one with no input or a command (resume, update)"
+    }
+    assert len(await client.runs.list(thread_id)) == runs  # refused before a run was made
+    state = await client.threads.get_state(thread_id)
+    assert state["values"]["topic"] == "Lunch order"
+    assert state["values"]["transcript"] == first["transcript"]
