@@ -107,16 +107,9 @@ async def check_run(ctx: Auth.types.AuthContext, value: RunsCreate) -> None:
 async def _refuse_nothing_to_continue(thread_id: str, *, what: str) -> None:
     """Raise 409 when ``thread_id`` has no checkpoint and no run in flight (or does not exist)
     for a run that would ``what`` (resume, update, continue) it."""
-    # the server's own API, in process and past authentication (the SDK's loopback transport)
-    async with get_client() as client:
-        try:
-            state = await client.threads.get_state(thread_id)
-            if state["checkpoint"] is not None:
-                return
-            if (await client.threads.get(thread_id))["status"] == "busy":
-                return  # a run ahead of this one may pause the thread before this one starts
-        except NotFoundError:
-            pass  # a run that creates its thread (if_not_exists="create"): nothing there either
+    kept, busy = await _thread_now(thread_id)
+    if kept or busy:  # a run ahead of this one may pause the thread before this one starts
+        return
     if what == "resume":
         detail = (
             f"thread {thread_id} has nothing to resume: no run has paused it (it has no "
@@ -135,21 +128,28 @@ async def _refuse_nothing_to_continue(thread_id: str, *, what: str) -> None:
     raise Auth.exceptions.HTTPException(status_code=409, detail=detail)
 
 
+async def _thread_now(thread_id: str) -> tuple[bool, bool]:
+    """Whether ``thread_id`` has a checkpoint, and whether a run is in flight on it (neither
+    for a thread that does not exist yet: a run with ``if_not_exists="create"`` makes it)."""
+    # the server's own API, in process and past authentication (the SDK's loopback transport)
+    async with get_client() as client:
+        try:
+            state = await client.threads.get_state(thread_id)
+            thread = await client.threads.get(thread_id)
+        except NotFoundError:
+            return False, False
+    return state["checkpoint"] is not None, thread["status"] == "busy"
+
+
 async def _refuse_a_second_input(thread_id: str) -> None:
     """Raise 409 when ``thread_id`` already holds a run and none is in flight: a workflow's
     state adds up (a meeting's transcript and rounds, the agents' contributions, the usage), so
     a new task or topic there mixes with the last one's (a third round of a two-round meeting,
     a synthesis of both tasks' contributions). The CLI refuses a thread id already taken the
     same way. On a busy thread the run's ``multitask_strategy`` decides, as the caller chose."""
-    async with get_client() as client:
-        try:
-            state = await client.threads.get_state(thread_id)
-            if state["checkpoint"] is None:
-                return  # a new thread, or one a cancelled run rolled back
-            if (await client.threads.get(thread_id))["status"] == "busy":
-                return
-        except NotFoundError:
-            return  # a run that creates its thread
+    kept, busy = await _thread_now(thread_id)
+    if not kept or busy:  # a new thread, one a cancelled run rolled back; or the strategy's
+        return
     raise Auth.exceptions.HTTPException(
         status_code=409,
         detail=(
