@@ -203,7 +203,7 @@ def prune(
         settings,
         keep=keep,
         max_age_days=max_age_days,
-        running=functools.partial(runs_held, settings.home),
+        running=functools.partial(runs_held, settings),
     )
     if as_json:
         print_json(report.as_dict())

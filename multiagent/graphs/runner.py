@@ -293,7 +293,7 @@ def run_workflow(
     # listed as running before it reads its thread, so prune leaves the thread whole
     # (:mod:`multiagent.observability.live_starts`)
     listed = (
-        registered_run(context.settings.home, thread_id)
+        registered_run(context.settings, thread_id)
         if checkpointer is not None and live
         else nullcontext()
     )

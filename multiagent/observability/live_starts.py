@@ -1,20 +1,26 @@
-"""A run starting on a thread and prune cutting that thread, serialised by one lock.
+"""A run starting on a thread and prune cutting that thread, serialised by one gate.
 
 Prune reads which threads other processes run, then trims or deletes the rest. A run that
 started in between would have its thread's history cut under it: its ``runs`` row is queued,
 committed up to 0.2 s later, and written only once its graph starts, long after it read its
-thread. So a run with a checkpointer registers before it reads its thread: a row in ``starts``,
-committed at once while it holds ``<home>/runs.lock`` shared (runs do not wait for each other),
-and deleted when the run returns. Prune holds the lock exclusively around each check-and-cut
-and reads the live file again under it: a run registered before is seen and its thread left
-whole; one registering meanwhile waits for the cut, then reads the thread as prune left it (a
-resume of a deleted thread is refused as unknown).
+thread. So a run with a checkpointer registers before it reads its thread, holding the gate
+shared (runs do not wait for each other), and unregisters when it returns. Prune holds the gate
+exclusively around each check-and-cut and reads the registry again under it: a run registered
+before is seen and its thread left whole; one registering meanwhile waits for the cut, then
+reads the thread as prune left it (a resume of a deleted thread is refused as unknown).
 
-The lock is an ``flock``, which the kernel drops with its process: a holder killed mid-way
-blocks no one, and a killed run's ``starts`` row names a pid that is gone (or reused since),
-which :func:`~multiagent.observability.live.running_elsewhere` does not count. The registry is
-the data directory's, whatever the checkpointer: processes that share a PostgreSQL checkpointer
-but not a data directory do not see each other's runs.
+The registry belongs with the checkpoint database, because that is what the processes share:
+
+- a SQLite checkpointer lives in the data directory, and so does its registry: the gate is
+  ``<home>/runs.lock`` (an ``flock``), a run is a row in ``starts`` of the live runs file,
+  committed at once, counted while its pid lives
+  (:func:`~multiagent.observability.live.running_elsewhere`);
+- a PostgreSQL checkpointer may be shared by machines that share no data directory, so its
+  registry is in PostgreSQL (:class:`~multiagent.persistence.postgres_runs.PostgresRunRegistry`):
+  the gate an advisory lock, a run a row counted while its session lives.
+
+Either way a holder that dies blocks no one (the kernel drops an ``flock``, the server a dead
+session's locks) and its registration stops counting with it.
 """
 
 from __future__ import annotations
@@ -23,54 +29,123 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
+from typing import Protocol
 
 from multiagent.observability.live import live_writer, running_elsewhere
 from multiagent.persistence._files import FileLock
+from multiagent.persistence.checkpointer import checkpoint_backend
+from multiagent.policies import Settings
 
 #: The lock beside the live runs file.
 LOCK_FILE = "runs.lock"
 
 
-def _lock(home: Path) -> FileLock:
-    return FileLock(Path(home) / LOCK_FILE)
+class RunRegistry(Protocol):
+    """Where the runs on one checkpoint database register, and the gate they pass."""
+
+    def gate(self, *, exclusive: bool) -> AbstractContextManager[None]:
+        """Held shared while a run registers, exclusively while prune checks and cuts."""
+        ...
+
+    def add(self, thread_id: str) -> int:
+        """Register a run of this process on ``thread_id``; return its entry."""
+        ...
+
+    def remove(self, entry: int) -> None:
+        """The run of ``entry`` returned."""
+        ...
+
+    def running(self) -> dict[str, str]:
+        """The threads other live processes run, each with the process that runs it."""
+        ...
 
 
-@contextmanager
-def registered_run(home: Path, thread_id: str) -> Iterator[None]:
-    """List a run on ``thread_id`` as running for the ``with`` block, from its first line.
-
-    Args:
-        home: The data directory (its ``runs.sqlite`` and ``runs.lock``).
-        thread_id: The thread the run is about to read and write.
-    """
-    writer = live_writer(home)  # its connection, opened once per process
-    with _lock(home).shared():
-        row = writer.commit_now(
-            "INSERT INTO starts (thread_id, pid, at) VALUES (?, ?, ?)",
-            (thread_id, os.getpid(), time.time()),
-        )
-    try:
-        yield
-    finally:
-        # left behind (a busy file), the row names this pid, counted only while it lives
-        with suppress(sqlite3.Error):
-            writer.commit_now("DELETE FROM starts WHERE id = ?", (row,))
-
-
-@contextmanager
-def runs_held(home: Path) -> Iterator[dict[str, int]]:
-    """No run starts while the ``with`` block runs; it gets the threads other processes run.
+class HomeRunRegistry:
+    """The registry of a data directory: ``runs.lock`` and the live runs file's ``starts``.
 
     Args:
         home: The data directory.
+    """
+
+    def __init__(self, home: Path) -> None:
+        self.home = Path(home)
+        self._lock = FileLock(self.home / LOCK_FILE)
+
+    def gate(self, *, exclusive: bool) -> AbstractContextManager[None]:
+        """``runs.lock``, shared or exclusive."""
+        return self._lock.exclusive() if exclusive else self._lock.shared()
+
+    def add(self, thread_id: str) -> int:
+        """A ``starts`` row, committed at once."""
+        row = live_writer(self.home).commit_now(  # its connection, opened once per process
+            "INSERT INTO starts (thread_id, pid, at) VALUES (?, ?, ?)",
+            (thread_id, os.getpid(), time.time()),
+        )
+        assert row is not None  # an INSERT gives its row id
+        return row
+
+    def remove(self, entry: int) -> None:
+        """Its ``starts`` row goes."""
+        # left behind (a busy file), the row names this pid, counted only while it lives
+        with suppress(sqlite3.Error):
+            live_writer(self.home).commit_now("DELETE FROM starts WHERE id = ?", (entry,))
+
+    def running(self) -> dict[str, str]:
+        """:func:`~multiagent.observability.live.running_elsewhere`."""
+        return {t: f"process {pid}" for t, pid in running_elsewhere(self.home).items()}
+
+
+@contextmanager
+def run_registry(settings: Settings) -> Iterator[RunRegistry]:
+    """The registry of the configured checkpoint database, open for the ``with`` block."""
+    if checkpoint_backend(settings) == "postgres":
+        from multiagent.persistence.postgres_runs import PostgresRunRegistry
+
+        with PostgresRunRegistry(str(settings.checkpoint_url)) as registry:
+            yield registry
+    else:
+        yield HomeRunRegistry(settings.home)
+
+
+@contextmanager
+def registered_run(settings: Settings, thread_id: str) -> Iterator[None]:
+    """List a run on ``thread_id`` as running for the ``with`` block, from its first line.
+
+    Args:
+        settings: Resolved settings: the checkpoint database (and data directory) the run uses.
+        thread_id: The thread the run is about to read and write.
+    """
+    with run_registry(settings) as registry:
+        with registry.gate(exclusive=False):
+            entry = registry.add(thread_id)
+        try:
+            yield
+        finally:
+            registry.remove(entry)
+
+
+@contextmanager
+def runs_held(settings: Settings) -> Iterator[dict[str, str]]:
+    """No run starts while the ``with`` block runs; it gets the threads other processes run.
+
+    Args:
+        settings: Resolved settings: the checkpoint database (and data directory) pruned.
 
     Yields:
-        :func:`~multiagent.observability.live.running_elsewhere`, read under the lock.
+        Each thread another live process runs now, with that process (``process PID``, and
+        ``on HOST`` for another machine's), read under the gate.
     """
-    with _lock(home).exclusive():
-        yield running_elsewhere(home)
+    with run_registry(settings) as registry, registry.gate(exclusive=True):
+        yield registry.running()
 
 
-__all__ = ["LOCK_FILE", "registered_run", "runs_held"]
+__all__ = [
+    "LOCK_FILE",
+    "HomeRunRegistry",
+    "RunRegistry",
+    "registered_run",
+    "run_registry",
+    "runs_held",
+]

@@ -7,7 +7,7 @@ import fcntl
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from multiagent._crash import crash_point
@@ -102,24 +102,44 @@ class FileLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            deadline = time.monotonic() + self.timeout_s
-            while True:
+
+            def take() -> bool:
                 try:
                     fcntl.flock(fd, mode | fcntl.LOCK_NB)
-                    break
                 except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        kind = "exclusive" if mode == fcntl.LOCK_EX else "shared"
-                        raise MultiagentError(
-                            f"timed out after {self.timeout_s:g}s waiting for the {kind} lock "
-                            f"{self.path}; another maintenance task or writer holds it"
-                        ) from None
-                    if mode == fcntl.LOCK_EX:  # maintenance waiting for writers: Ctrl-C (under
-                        check_stop()  # stop_on_ctrl_c) ends the wait, nothing touched yet
-                    time.sleep(0.05)
+                    return False
+                return True
+
+            exclusive = mode == fcntl.LOCK_EX
+            wait_for_lock(take, name=str(self.path), exclusive=exclusive, timeout_s=self.timeout_s)
             try:
                 yield
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
+
+
+def wait_for_lock(
+    take: Callable[[], bool], *, name: str, exclusive: bool, timeout_s: float
+) -> None:
+    """Call ``take`` (one try at a lock, ``True`` once held) until it holds the lock.
+
+    A lock of this machine (``flock``) and one of a database server wait alike: polled, so an
+    exclusive wait (maintenance waiting for writers) ends at Ctrl-C under ``stop_on_ctrl_c``,
+    nothing touched yet, and no wait outlasts ``timeout_s``.
+
+    Raises:
+        MultiagentError: Not held after ``timeout_s`` seconds, naming the lock.
+    """
+    deadline = time.monotonic() + timeout_s
+    while not take():
+        if time.monotonic() >= deadline:
+            kind = "exclusive" if exclusive else "shared"
+            raise MultiagentError(
+                f"timed out after {timeout_s:g}s waiting for the {kind} lock {name}; "
+                "another maintenance task or writer holds it"
+            )
+        if exclusive:
+            check_stop()
+        time.sleep(0.05)

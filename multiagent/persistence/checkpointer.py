@@ -192,6 +192,11 @@ def _backend(settings: Settings, kind: str | None) -> str:
     return chosen
 
 
+def checkpoint_backend(settings: Settings) -> str:
+    """``"sqlite"`` or ``"postgres"``: the backend :func:`open_checkpointer` opens by default."""
+    return _backend(settings, None)
+
+
 @contextmanager
 def open_checkpointer(
     settings: Settings, *, kind: str | None = None, keyring: Keyring | None = None

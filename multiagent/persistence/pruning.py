@@ -11,10 +11,12 @@ checkpoint and pending writes are always kept, and it is not dropped for its age
 
 A thread another process is running now is left whole (``skipped``): its run keeps writing to
 it, and one pruned beside it would go on with its early history gone. Which threads run
-elsewhere is the caller's to say (``running``): the live runs file is read above this layer,
-by a function that also holds run starts off for a ``with`` block. Each trim, and the deletion
-of the old threads, happens inside one such block, after the running threads are read again:
-a run that started after the first read is seen there, and none starts during the cut.
+elsewhere is the caller's to say (``running``): the registry of live runs (the data
+directory's, or the PostgreSQL database's) is read above this layer, by a function that also
+holds run starts off for a ``with`` block, on every machine that shares the database. Each
+trim, and the deletion of the old threads, happens inside one such block, after the running
+threads are read again: a run that started after the first read is seen there, and none starts
+during the cut.
 """
 
 from __future__ import annotations
@@ -45,8 +47,8 @@ _DELTA_SQL = (
 
 
 #: Holds run starts off for a ``with`` block and yields the threads other processes run now,
-#: each with that process's id.
-RunningThreads = Callable[[], AbstractContextManager[Mapping[str, int]]]
+#: each with the process that runs it (``process PID``, ``on HOST`` for another machine's).
+RunningThreads = Callable[[], AbstractContextManager[Mapping[str, str]]]
 
 
 class CheckpointStore(Protocol):
@@ -246,11 +248,11 @@ def prune_saver(
         listed = dict(elsewhere)
     crash_point("prune-listed")
 
-    def is_running(thread_id: str, now_running: Mapping[str, int]) -> bool:
-        pid = now_running.get(thread_id)
-        if pid is not None:
-            report.skipped[thread_id] = f"running in process {pid}"
-        return pid is not None
+    def is_running(thread_id: str, now_running: Mapping[str, str]) -> bool:
+        process = now_running.get(thread_id)
+        if process is not None:
+            report.skipped[thread_id] = f"running in {process}"
+        return process is not None
 
     old: list[str] = []
     for thread_id in sorted(counts):
@@ -287,7 +289,7 @@ def prune_saver(
     return report
 
 
-def _none_running() -> AbstractContextManager[Mapping[str, int]]:
+def _none_running() -> AbstractContextManager[Mapping[str, str]]:
     """No other process runs threads (the caller said nothing of them)."""
     return nullcontext({})
 
@@ -315,7 +317,7 @@ def prune_checkpoints(
             interrupt waits on them (``thread_max_age_days``).
         now: The clock, for tests.
         running: Holds run starts off for a ``with`` block and yields the threads another
-            process runs now, each with that process's id (see
+            process runs now, each with that process (see
             :func:`multiagent.observability.live_starts.runs_held`): they are skipped, neither
             trimmed nor dropped. Each cut happens inside one such block.
 

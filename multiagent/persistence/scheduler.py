@@ -62,7 +62,7 @@ def default_tasks(settings: Settings, *, metrics_hook: Task | None = None) -> di
 
     def vacuum() -> Any:
         # a thread another process runs now keeps its checkpoints (see prune_checkpoints)
-        pruned = prune_checkpoints(settings, running=functools.partial(runs_held, settings.home))
+        pruned = prune_checkpoints(settings, running=functools.partial(runs_held, settings))
         chroma = ChromaDBMaintenance(settings).vacuum()
         return {"checkpoints": pruned.as_dict(), "chroma": chroma.as_dict()}
 

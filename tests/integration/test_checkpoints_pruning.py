@@ -10,6 +10,7 @@ import json
 import operator
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -264,3 +265,123 @@ def test_a_run_started_after_prune_looked_keeps_its_thread(
             prune.wait()
     assert _thread_checkpoints("busy") >= busy
     assert _thread_checkpoints("idle") == 0
+
+
+def _elsewhere(point: str, *args: str, tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """:func:`_paused_at` with a data directory of its own: another machine on the database."""
+    go = tmp_path / f"go-{point}"
+    env = {CRASH_GO_ENV: str(go), "MULTIAGENT_HOME": str(tmp_path / "other-machine")}
+    return park_at(point, *args, tmp_path=tmp_path, env=env, stdout=subprocess.PIPE), go
+
+
+def _two_threads() -> int:
+    """Threads ``busy`` and ``idle``, made here; the checkpoints ``busy`` has."""
+    for thread in ("busy", "idle"):
+        made = CliRunner().invoke(
+            cli_app, ["run", "Plan a launch", "--agents", "critic", "--thread", thread,
+                      "--no-stream", "--memory", "off"],
+        )  # fmt: skip
+        assert made.exit_code == 0, made.output
+    busy = _thread_checkpoints("busy")
+    assert busy > 0
+    return busy
+
+
+def _prune_here() -> dict[str, Any]:
+    pruned = CliRunner().invoke(cli_app, ["persistence", "prune", "--max-age-days", "0", "--json"])
+    assert pruned.exit_code == 0, pruned.output
+    report: dict[str, Any] = json.loads(pruned.stdout)
+    return report
+
+
+@pytest.mark.postgres
+def test_a_run_on_another_machine_keeps_its_thread_until_it_ends(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Two data directories, one PostgreSQL: prune looks, a run on the other machine resumes a
+    thread, prune goes on to cut it. The run is seen (its registration is in the database),
+    its thread left whole; once it ended, the thread is pruned like any other."""
+    busy = _two_threads()
+    prune, prune_go = _paused_at(
+        "prune-listed", "persistence", "prune", "--max-age-days", "0", "--json", tmp_path=tmp_path
+    )
+    try:
+        run, run_go = _elsewhere(
+            "run-registered", "run", "--thread", "busy", "--resume", "--no-stream", "--json",
+            tmp_path=tmp_path,
+        )  # fmt: skip
+        try:
+            code, out, err = _finish(prune, prune_go)
+            assert code == 0, err
+            report = json.loads(out)
+            assert report["threads_deleted"] == ["idle"]
+            assert report["skipped"] == {"busy": f"running in process {run.pid}"}
+            assert _thread_checkpoints("busy") == busy
+            code, out, err = _finish(run, run_go)
+            assert code == 0, err
+            assert json.loads(out)["thread_id"] == "busy"
+        finally:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+    finally:
+        if prune.poll() is None:
+            prune.kill()
+            prune.wait()
+    assert _thread_checkpoints("busy") >= busy
+    report = _prune_here()
+    assert report["threads_deleted"] == ["busy"]
+    assert report["skipped"] == {}
+    assert _thread_checkpoints("busy") == 0
+
+
+def _registered_sessions(url: str) -> int:
+    """Sessions holding a run's registration lock in the database of ``url``."""
+    import psycopg
+
+    from multiagent.persistence.postgres_runs import RUN_LOCK_CLASS
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND classid = %s::oid AND objsubid = 2",
+            (RUN_LOCK_CLASS,),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.mark.postgres
+def test_a_killed_run_on_another_machine_does_not_keep_its_thread(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """A run on another machine dies with its registration in the database: its session goes,
+    and with it what kept prune off its thread."""
+    import psycopg
+
+    from multiagent.persistence.postgres_runs import TABLE
+
+    busy = _two_threads()
+    run, _go = _elsewhere(
+        "run-registered", "run", "--thread", "busy", "--resume", "--no-stream", "--json",
+        tmp_path=tmp_path,
+    )  # fmt: skip
+    try:
+        report = _prune_here()
+        assert report["threads_deleted"] == ["idle"]
+        assert report["skipped"] == {"busy": f"running in process {run.pid}"}
+        assert _thread_checkpoints("busy") == busy
+        assert _registered_sessions(postgres_url) == 1
+    finally:
+        run.kill()
+        run.wait()
+    deadline = time.monotonic() + 60  # the server ends the dead session: a guard, not a measure
+    while _registered_sessions(postgres_url) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    report = _prune_here()
+    assert report["threads_deleted"] == ["busy"]
+    assert report["skipped"] == {}
+    assert _thread_checkpoints("busy") == 0
+    with psycopg.connect(postgres_url) as conn:  # the dead run's row went with the prune
+        assert conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone() == (0,)
