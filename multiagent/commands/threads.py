@@ -92,9 +92,9 @@ def list_command(
 def _mark_running(settings: Settings, rows: list[dict[str, Any]]) -> None:
     """Show a thread that another process runs now as ``running``: its latest checkpoint alone
     looks stopped mid-way (``interrupted``), which invites a resume beside the live run."""
-    from multiagent.observability.live import running_elsewhere
+    from multiagent.observability.live_starts import running_threads
 
-    running = running_elsewhere(settings.home)
+    running = running_threads(settings)
     for row in rows:
         if row["thread_id"] in running:
             row["status"] = "running"

@@ -214,14 +214,15 @@ def _refuse_on_resume(ctx: typer.Context, resume: bool, *names: str) -> None:
 
 def _refuse_running_thread(settings: Settings, thread: str) -> None:
     """A thread that a live process is running is not resumed beside it: both would run every
-    step from the same checkpoint and pay for it twice. A process killed mid-run leaves its
-    row ``running`` with a dead pid; its thread resumes."""
-    from multiagent.observability.live import running_elsewhere
+    step from the same checkpoint and pay for it twice. The registry is the checkpoint
+    database's (:func:`~multiagent.observability.live_starts.running_threads`), so a run on
+    another machine sharing PostgreSQL counts; a process killed mid-run does not."""
+    from multiagent.observability.live_starts import running_threads
 
-    pid = running_elsewhere(settings.home).get(thread)
-    if pid is not None:
+    process = running_threads(settings).get(thread)
+    if process is not None:
         raise UsageError(
-            f"thread {thread!r} is running in process {pid}; wait for it to end, or stop it "
+            f"thread {thread!r} is running in {process}; wait for it to end, or stop it "
             "and then resume"
         )
 

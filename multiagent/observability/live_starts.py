@@ -126,6 +126,13 @@ def registered_run(settings: Settings, thread_id: str) -> Iterator[None]:
             registry.remove(entry)
 
 
+def running_threads(settings: Settings) -> dict[str, str]:
+    """The threads other live processes run now on the configured checkpoint database, each
+    with the process that runs it (read without the gate: a look, not a cut)."""
+    with run_registry(settings) as registry:
+        return registry.running()
+
+
 @contextmanager
 def runs_held(settings: Settings) -> Iterator[dict[str, str]]:
     """No run starts while the ``with`` block runs; it gets the threads other processes run.
@@ -147,5 +154,6 @@ __all__ = [
     "RunRegistry",
     "registered_run",
     "run_registry",
+    "running_threads",
     "runs_held",
 ]

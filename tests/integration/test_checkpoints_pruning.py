@@ -385,3 +385,36 @@ def test_a_killed_run_on_another_machine_does_not_keep_its_thread(
     assert _thread_checkpoints("busy") == 0
     with psycopg.connect(postgres_url) as conn:  # the dead run's row went with the prune
         assert conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone() == (0,)
+
+
+@pytest.mark.postgres
+def test_a_run_on_another_machine_is_not_resumed_beside_and_shows_running(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """While a run on another machine (another data directory, the same PostgreSQL) holds a
+    thread, a resume here is refused and ``threads`` shows it running; once it ended, both
+    read the thread as they would any other."""
+    _two_threads()
+    run, run_go = _elsewhere(
+        "run-registered", "run", "--thread", "busy", "--resume", "--no-stream", "--json",
+        tmp_path=tmp_path,
+    )  # fmt: skip
+    try:
+        beside = CliRunner().invoke(
+            cli_app, ["run", "--thread", "busy", "--resume", "--no-stream", "--memory", "off"]
+        )
+        assert beside.exit_code == 2, beside.output
+        assert f"thread 'busy' is running in process {run.pid};" in beside.output
+        listed = CliRunner().invoke(cli_app, ["threads", "list", "--json"])
+        assert listed.exit_code == 0, listed.output
+        statuses = {row["thread_id"]: row["status"] for row in json.loads(listed.stdout)["threads"]}
+        assert statuses["busy"] == "running"
+        assert statuses["idle"] != "running"
+        code, _out, err = _finish(run, run_go)
+        assert code == 0, err
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    listed = CliRunner().invoke(cli_app, ["threads", "list", "--json"])
+    assert {row["status"] for row in json.loads(listed.stdout)["threads"]} == {"completed"}
