@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from multiagent._serve import wait_until_stopped
-from multiagent.commands._shared import cli_settings, console, print_json
+from multiagent.commands._shared import cli_settings, console, print_json, print_plain
 
 metrics_app = typer.Typer(
     help="Metrics of the runs: Prometheus/JSON server, summary, 24-hour history.",
@@ -34,7 +35,10 @@ def serve(
 
     token = os.environ.get(TOKEN_ENV) or None
     check_bind(host, token)  # before anything is opened
-    settings = cli_settings(ctx)
+    # a damaged database does not stop the dashboard: what reads it answers 503 naming it,
+    # the rest is served, and the file is left as it is for `persistence repair` or a backup
+    settings = cli_settings(ctx, check_stores=False)
+    _warn_damaged(settings.home)
     uninstall = install_queue_metrics(settings)  # queue gauges when MULTIAGENT_REDIS_URL is set
     try:
         with run_metrics_server(settings, host=host, port=port, token=token) as url:
@@ -44,6 +48,17 @@ def serve(
             wait_until_stopped()
     finally:
         uninstall()
+
+
+def _warn_damaged(home: Path) -> None:
+    """One line on stderr per damaged database of ``home``: what it is, how to recover."""
+    from multiagent.persistence.health import find_damaged
+
+    for damage in find_damaged(home, thorough=False):
+        sys.stderr.write(
+            f"warning: damaged database {damage.path}: {damage.reason}; {damage.recovery(home)}"
+            " (serving the rest; what reads it answers 503, and the file is left as it is)\n"
+        )
 
 
 def _money(value: float) -> str:
@@ -111,6 +126,10 @@ def show(ctx: typer.Context, as_json: JsonOption = False) -> None:
         summary["queues"] = queues
     if as_json:
         print_json(summary)
+    elif (
+        summary["calls"]["total"] == 0 and summary["source"]["last_persist"] is None and not queues
+    ):
+        print_plain(f"no model calls recorded yet in {settings.home}")
     else:
         _print_summary(summary)
         for queue, figures in (queues or {}).items():
@@ -138,7 +157,8 @@ def history(
         return
     table = Table(title=f"the last {hours} h, 5-minute points", title_justify="left")
     for column in ("start (UTC)", "calls", "cached", "errors", "tokens in", "tokens out"):
-        table.add_column(column, justify="left" if column.startswith("start") else "right")
+        start = column.startswith("start")
+        table.add_column(column, justify="left" if start else "right", no_wrap=start)
     table.add_column("cost", justify="right")
     for point in busy:
         table.add_row(
