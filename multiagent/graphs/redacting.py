@@ -60,6 +60,7 @@ from langgraph.runtime import RunControl
 from langgraph.types import Command, StateUpdate
 
 from multiagent._interrupt import RUN_CANCELLED, enclosing_control
+from multiagent.graphs.state_updates import check_state_update
 from multiagent.nodes.context import WorkflowContext
 from multiagent.nodes.run_context import RunContext
 from multiagent.observability.langsmith_redaction import redacting_callbacks, redacting_tracer
@@ -157,16 +158,26 @@ class RedactingGraph(CompiledStateGraph[Any, Any, Any, Any]):
 
     def bulk_update_state(self, config: Any, supersteps: Sequence[Sequence[StateUpdate]]) -> Any:
         """``CompiledStateGraph.bulk_update_state`` (``update_state``'s way) with the values
-        redacted per the process's profile: a state update is given no ``context``."""
+        checked against the state schema (:mod:`multiagent.graphs.state_updates`) and redacted
+        per the process's profile: a state update is given no ``context``."""
+        self._check_updates(supersteps)
         return super().bulk_update_state(config, _redacted_updates(supersteps))
 
     async def abulk_update_state(
         self, config: Any, supersteps: Sequence[Sequence[StateUpdate]]
     ) -> Any:
-        """``CompiledStateGraph.abulk_update_state`` with the values redacted (see
+        """``CompiledStateGraph.abulk_update_state`` with the values checked and redacted (see
         :meth:`bulk_update_state`; settings are read off the event loop)."""
+        self._check_updates(supersteps)
         redacted = await asyncio.to_thread(_redacted_updates, supersteps)
         return await super().abulk_update_state(config, redacted)
+
+    def _check_updates(self, supersteps: Sequence[Sequence[StateUpdate]]) -> None:
+        """Raise :class:`~multiagent.graphs.state_updates.StateUpdateError` for the first value
+        the state schema does not allow, before anything is written."""
+        for step in supersteps:
+            for update in step:
+                check_state_update(self.builder.state_schema, update.values)
 
 
 class RunWatcher(Protocol):

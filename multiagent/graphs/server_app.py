@@ -46,6 +46,10 @@ are wanted (drawing them, a notebook, a test), and tying such a process to a dat
 history or starting an exporter's thread there would be a side effect nobody asked for. The
 lifespan runs only where a server serves.
 
+A state update (``threads.update_state``) that the graph's state schema does not allow is
+answered 422 with one line (:func:`refuse_state_update`): the server merges this app's
+exception handlers into its own, and the auth handler sees no update's values.
+
 Routes, under ``/multiagent`` (LangGraph Server owns ``/metrics`` and ``/ok``):
 
 - ``GET /multiagent/metrics``: Prometheus text (as ``multiagent metrics serve``'s ``/metrics``);
@@ -70,13 +74,14 @@ from typing import Any, NamedTuple
 from uuid import UUID
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.runnables.config import ensure_config, merge_configs
 from langchain_core.tracers.context import register_configure_hook
 
 from multiagent.dashboard.security import TOKEN_ENV, Guard, check_bind
 from multiagent.graphs.redacting import run_settings, watch_runs
+from multiagent.graphs.state_updates import StateUpdateError
 from multiagent.observability.exposition import CONTENT_TYPE
 from multiagent.observability.history import persist_process
 from multiagent.observability.server import metrics_summary, prometheus_text
@@ -287,6 +292,14 @@ app = FastAPI(
     description="Model calls, tokens, cost, errors, latency and caches of this server's runs.",
     lifespan=_lifespan,
 )
+
+
+@app.exception_handler(StateUpdateError)
+async def refuse_state_update(request: Request, exc: StateUpdateError) -> JSONResponse:
+    """A state update the graph's state schema does not allow, refused before it is written
+    (:mod:`multiagent.graphs.state_updates`): 422 with its one line, where the server would
+    answer a ``ValueError`` with 400, and a ``TypeError`` a router raised on it with 500."""
+    return JSONResponse({"detail": str(exc)}, status_code=422)
 
 
 @app.get(f"{PREFIX}/metrics", dependencies=[Depends(_read)])

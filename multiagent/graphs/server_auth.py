@@ -1,4 +1,5 @@
-"""LangGraph Server's request hook: a run's input is redacted before the server stores it.
+"""LangGraph Server's request hook: a run's input is checked and redacted before the server
+stores it.
 
 The server copies a run's JSON input into the first checkpoint (the ``__start__`` channel and the
 state of step 0) before any node runs, and no input schema or validator sees a dict input, so
@@ -9,8 +10,21 @@ that sees the input before the server stores anything is its auth layer: a handl
 ``features.pii_redaction`` on, the handler rewrites the input in place with the same
 :func:`~multiagent.safety.redact_input` the CLI and the Python API use, and a command's
 ``resume`` value (a reviewer's feedback) and ``update`` with it. A state update through
-``threads.update_state`` is not seen here (the server shows its auth handler no values); the
-compiled graph redacts it (:mod:`multiagent.graphs.redacting`), by the server's own profile.
+``threads.update_state`` is not seen here: the server hands its auth handler a
+``threads.update`` event holding the thread id only, no values. The compiled graph checks it
+against its state schema (:mod:`multiagent.graphs.state_updates`; the server's HTTP app answers
+a refusal with 422) and redacts it (:mod:`multiagent.graphs.redacting`), by the server's own
+profile.
+
+A run's input is checked here too (:func:`~multiagent.graphs.server_inputs.check_run_input`), by
+the check its workflow's first node makes, with the agents and profile of the run's context (the
+assistant's, the run's values over it), and a key its input schema does not name is refused: the
+server stores a run and its input's first checkpoint before any node runs, so a bad input (no
+task, an unknown agent, ``rounds: 0``, a threshold of 1.5) would otherwise be a run that fails,
+on a thread that holds it. A command's ``update`` is checked against the state schema and its
+``goto`` against the graph's nodes, and a cron's input as a run's (the server starts each of its
+runs past this handler). Each is answered 422 with the check's one line, before anything is
+stored.
 
 The same handler refuses a resume (``command={"resume": ...}``), or an update without a
 ``goto``, on a thread with no checkpoint, such as one just made with ``threads.create()``:
@@ -52,10 +66,9 @@ from langgraph_sdk.auth.types import (
     RunsCreate,
 )
 from langgraph_sdk.errors import NotFoundError
-from pydantic import ValidationError
 
 from multiagent.graphs.redacting import redaction_on
-from multiagent.nodes.run_context import RunContext
+from multiagent.graphs.server_inputs import check_context, check_run_input
 from multiagent.safety import redact_input
 
 auth = Auth()
@@ -75,8 +88,11 @@ async def check_run(ctx: Auth.types.AuthContext, value: RunsCreate) -> None:
     # without a context of the caller's the server passes the config's ``configurable`` as one,
     # keys of its own included: only a context the caller gave is checked
     if ((kwargs.get("config") or {}).get("configurable") or {}).get("__context_provided__"):
-        _check_context(kwargs.get("context"))
+        check_context(kwargs.get("context"))
     command = kwargs.get("command") or {}
+    checked = command.get("update") is not None or command.get("goto")
+    if checked or (not command and kwargs.get("input") is not None):
+        await check_run_input(value["assistant_id"], kwargs.get("context"), kwargs, command)
     # a command with a ``goto`` starts there and needs no checkpoint; without one, LangGraph
     # fails the run on a thread that has none (a resume and an update alike)
     continues = command.get("resume") is not None or command.get("update") is not None
@@ -163,68 +179,58 @@ async def _refuse_a_second_input(thread_id: str) -> None:
 @auth.on.assistants.create
 async def check_assistant(ctx: Auth.types.AuthContext, value: AssistantsCreate) -> None:
     """Refuse an assistant whose context its runs would fail on, or silently lose part of."""
-    _check_context(value.get("context"))
+    check_context(value.get("context"))
 
 
 @auth.on.assistants.update
 async def check_assistant_update(ctx: Auth.types.AuthContext, value: AssistantsUpdate) -> None:
     """As :func:`check_assistant`: the context an update gives replaces the assistant's."""
-    _check_context(value.get("context"))
+    check_context(value.get("context"))
 
 
 @auth.on.crons.create
 async def check_cron(ctx: Auth.types.AuthContext, value: CronsCreate) -> None:
-    """Refuse a cron's bad context; redact its input in place when its profile says so."""
+    """Refuse a cron's bad context or input; redact its input in place when its profile says
+    so."""
     payload: dict[str, Any] = value.get("payload") or {}
-    await _check_cron_payload(payload, payload.get("context"))
+    await _check_cron_payload(payload, payload.get("context"), payload.get("assistant_id"))
 
 
 @auth.on.crons.update
 async def check_cron_update(ctx: Auth.types.AuthContext, value: CronsUpdate) -> None:
     """As :func:`check_cron`; an update without a context keeps the cron's (the server merges
-    the two payloads), so its input is redacted by the cron's profile."""
+    the two payloads), so its input is checked and redacted by the cron's context."""
     payload: dict[str, Any] = value.get("payload") or {}
-    if "context" in payload or payload.get("input") is None:
-        await _check_cron_payload(payload, payload.get("context"))
-    else:
-        await _check_cron_payload(payload, await _cron_context(str(value["cron_id"])))
+    if payload.get("input") is None:
+        await _check_cron_payload(payload, payload.get("context"), None)
+        return
+    stored = await _cron_payload(str(value["cron_id"]))
+    context = payload["context"] if "context" in payload else stored.get("context")
+    await _check_cron_payload(payload, context, stored.get("assistant_id"))
 
 
-async def _check_cron_payload(payload: dict[str, Any], context: Any) -> None:
-    _check_context(payload.get("context"))
-    if payload.get("input") is not None:
-        redacted = await asyncio.to_thread(_redacted, {"input": payload["input"]}, context)
-        payload["input"] = redacted["input"]
+async def _check_cron_payload(payload: dict[str, Any], context: Any, assistant_id: Any) -> None:
+    """Check a cron's context and input (each of its runs starts from them, past any caller:
+    a bad one would fail every run), then redact its input."""
+    check_context(payload.get("context"))
+    if payload.get("input") is None:
+        return
+    if assistant_id is not None:
+        await check_run_input(assistant_id, context, payload, {})
+    redacted = await asyncio.to_thread(_redacted, {"input": payload["input"]}, context)
+    payload["input"] = redacted["input"]
 
 
-async def _cron_context(cron_id: str) -> Any:
-    """The stored context of cron ``cron_id`` (``None`` when there is none, or no such cron)."""
+async def _cron_payload(cron_id: str) -> dict[str, Any]:
+    """The stored payload of cron ``cron_id`` (empty when there is no such cron)."""
     async with get_client() as client:
         offset = 0
         while page := await client.crons.search(limit=100, offset=offset):
             for cron in page:
                 if str(cron["cron_id"]) == cron_id:
-                    return (cron.get("payload") or {}).get("context")
+                    return {"assistant_id": cron["assistant_id"], **(cron.get("payload") or {})}
             offset += len(page)
-    return None
-
-
-def _check_context(context: Any) -> None:
-    """Raise 422 with one line naming a context's unknown key or bad value, and the valid ones."""
-    if not context:
-        return
-    try:
-        RunContext.model_validate(context)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        key = ".".join(str(part) for part in error["loc"])
-        if error["type"] == "extra_forbidden":
-            detail = f"context key {key!r} is unknown; valid: {', '.join(RunContext.model_fields)}"
-        elif key:
-            detail = f"context {key}={error['input']!r:.60} is invalid: {error['msg']}"
-        else:
-            detail = f"context {context!r:.60} is invalid: {error['msg']}"
-        raise Auth.exceptions.HTTPException(status_code=422, detail=detail) from None
+    return {}
 
 
 def _redacted(payload: dict[str, Any], context: Any) -> dict[str, Any]:

@@ -128,7 +128,7 @@ def _names(
 ) -> list[str] | None:
     """The agent names under ``key``, each known and of ``kind``; ``None`` when left out."""
     given = state.get(key)
-    if not given:  # left out, or an empty list (a form's empty field): the default
+    if given is None or given == []:  # left out, or an empty list (a form's empty field)
         return None
     if not isinstance(given, list) or not all(isinstance(name, str) for name in given):
         raise UsageError(f"input {key!r} must be a list of agent names, got {given!r:.60}")
