@@ -2,7 +2,8 @@
 
 Several processes share the file: WAL journal (readers never wait for the writer), a busy
 timeout (writers queue instead of failing), ``BEGIN IMMEDIATE`` (the write lock is taken up
-front, so two writers never deadlock upgrading a read lock).
+front, so two writers never deadlock upgrading a read lock). Readers open it read-only and
+create nothing, so ``metrics show`` and ``history`` work on a home they may only read.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from multiagent._crash import crash_point
 from multiagent._sqlite import ensure_wal
+from multiagent.persistence.health import read_only_uri
 
 #: How long a writer waits for another one; a module value so tests can shorten it.
 BUSY_TIMEOUT_MS = 10_000
@@ -65,10 +67,47 @@ def write_transaction(path: Path) -> Iterator[sqlite3.Connection]:
 
 
 def read_rows(path: Path, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Rows of a query; none when the file (or its schema) does not exist yet."""
-    if not path.exists():
-        return []
-    with closing(connect(path)) as conn:
+    """Rows of a query; none when the file (or its schema) does not exist yet.
+
+    A read writes nothing and creates nothing beside the file, so a home this user may only
+    read (a mounted backup, another user's home) is read like any other: the file is opened
+    read-only (:func:`~multiagent.persistence.health.read_only_uri`). Without a ``-wal`` file
+    that is SQLite's ``immutable`` open, which takes no lock: a writer that starts, commits and
+    checkpoints during the read changes the file under it, so such a read is read again.
+    """
+    for _attempt in range(_READ_ATTEMPTS):
+        before = _version(path)
+        if before is None:
+            return []
+        try:
+            rows = _query(path, sql, args)
+        except sqlite3.DatabaseError:
+            if _version(path) == before:
+                raise
+            continue  # a writer changed the file meanwhile: what was read may be half of it
+        if _version(path) == before:
+            return rows
+    return _query(path, sql, args)
+
+
+#: Reads of a file that changed meanwhile, before one is taken as it is.
+_READ_ATTEMPTS = 5
+
+
+def _version(path: Path) -> tuple[int, int, int, bool] | None:
+    """What changes when a writer writes the file (``None``: there is no file)."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    wal = path.with_name(path.name + "-wal").exists()
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns, wal)
+
+
+def _query(path: Path, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    """One query on a read-only connection to ``path``."""
+    uri = read_only_uri(path)
+    with closing(sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000)) as conn:
         try:
             return list(conn.execute(sql, args))
         except sqlite3.OperationalError as exc:

@@ -22,6 +22,7 @@ from typing import Any
 from multiagent._metrics import Series
 from multiagent.models.analysis_cache import analysis_cache_dir, open_analysis_cache
 from multiagent.models.completion_cache import completion_cache_dir, open_completion_cache
+from multiagent.persistence.health import read_only_uri
 from multiagent.policies import Settings
 
 _DISKCACHE_DB = "cache.db"  # diskcache.core.DBNAME
@@ -40,7 +41,7 @@ def expired_entries(entries_dir: Path, *, now: float | None = None) -> int:
     if not database.exists():
         return 0
     moment = time.time() if now is None else now
-    uri = f"{database.resolve().as_uri()}?mode=ro"
+    uri = read_only_uri(database.resolve())  # creates nothing: a home may be read-only
     with closing(sqlite3.connect(uri, uri=True, timeout=10.0)) as conn:
         row = conn.execute(
             "SELECT COUNT(*) FROM Cache WHERE expire_time IS NOT NULL AND expire_time < ?",

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from multiagent.errors import UsageError
+from multiagent.persistence.health import read_only_uri
 from multiagent.policies import Settings
 
 #: Three missed 5-minute metrics runs and the scheduler counts as silent.
@@ -41,7 +42,8 @@ def _databases(settings: Settings) -> dict[str, Any]:
         if path.name not in _DATABASES:
             continue
         try:
-            uri = f"{path.resolve().as_uri()}?mode=ro"
+            # read-only, creating nothing beside the file: a probe leaves a damaged one as it is
+            uri = read_only_uri(path.resolve())
             with closing(sqlite3.connect(uri, uri=True, timeout=5.0)) as conn:
                 conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
             found[path.name] = "ok"
