@@ -5,7 +5,13 @@ Providers are resolved by name from :data:`PROVIDERS`, each an import path, the 
 (:mod:`multiagent.sim.model`) and nothing in :mod:`multiagent.models` imports it.
 
 Provider clients are built with their own retries off: the project's pipeline owns the one retry
-loop (:mod:`multiagent.models`), so a 429 is never retried twice over.
+loop (:mod:`multiagent.models.retry`), so a 429 is never retried twice over. A brought model keeps
+its client's retries by default (``ChatOpenAI``'s SDK client retries twice): under the pipeline's
+three attempts one failing call would be up to nine requests, and the adaptive limiter would see
+only the last error of each attempt. So the pipeline calls a copy with the client's retries off
+(:func:`without_client_retries`, also inside ``.bind``/``.with_fallbacks`` wrappers), and a
+``.with_retry()`` wrapper, which would retry every error inside each of the pipeline's attempts,
+is refused when the model is chosen, with one line saying what retries instead.
 
 A model brought by the user (:func:`choose_model`) is a LangChain ``BaseChatModel`` instance or an
 ``init_chat_model`` string ``provider:name``: the project's own providers (``sim``, ``openai``
@@ -26,7 +32,12 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import Runnable
 
 from multiagent.errors import ConfigError
-from multiagent.models._runnable_model import RunnableChatModel, wrapped_chat_model
+from multiagent.models._runnable_model import (
+    RunnableChatModel,
+    chat_models_in,
+    retrying_wrapper,
+    without_own_retries,
+)
 from multiagent.policies import Settings, Tier
 from multiagent.policies.settings import check_openai_base_url
 
@@ -149,11 +160,14 @@ class ChosenModel:
             or a brought model's own ``ls_provider``).
         name: The model name: what calls are recorded, priced and limited under.
         model: The chat model; ``None`` when one of the project's own providers builds it.
+        fallbacks: The names of the chat models a brought ``.with_fallbacks()`` wrapper falls
+            back to, in order: each must be priced, and answers under its own name.
     """
 
     provider: str
     name: str
     model: BaseChatModel | None = None
+    fallbacks: tuple[str, ...] = ()
 
 
 def own_providers() -> tuple[str, ...]:
@@ -168,27 +182,21 @@ def choose_model(
 
     Args:
         spec: A LangChain ``BaseChatModel`` instance (or one wrapped by ``.bind``,
-            ``.with_retry``, ``.with_fallbacks``: named after the model inside, called through
-            the wrapper), or an ``init_chat_model`` string
+            ``.with_fallbacks``: named after the model tried first, called through the
+            wrapper), or an ``init_chat_model`` string
             (``openai:gpt-4o-mini``, ``anthropic:claude-3-5-haiku-latest``, ``ollama:llama3``).
         source: Where the value came from, for error messages (``--model``).
 
     Raises:
-        ConfigError: ``spec`` is neither a chat model nor a string, the string is not
-            ``provider:name``, or the provider's integration
-            package is not installed (the message names it).
+        ConfigError: ``spec`` is neither a chat model nor a string, a wrapper holds
+            something else than chat models or is a ``.with_retry()`` one, the string is not
+            ``provider:name``, or the provider's integration package is not installed (the
+            message names it).
     """
     if isinstance(spec, BaseChatModel):
         return ChosenModel(provider=_provider_name(spec), name=_model_name(spec), model=spec)
     if isinstance(spec, Runnable):
-        inner = wrapped_chat_model(spec)
-        if inner is None:
-            raise ConfigError(
-                f"{source} is a {type(spec).__name__} with no chat model inside; give a "
-                "LangChain chat model (or one wrapped by .bind, .with_retry, .with_fallbacks)"
-            )
-        wrapper = RunnableChatModel(runnable=spec, inner=inner)
-        return ChosenModel(provider=_provider_name(inner), name=_model_name(inner), model=wrapper)
+        return _chosen_wrapper(spec, source)
     if not isinstance(spec, str):
         raise ConfigError(
             f"{source} is a {type(spec).__name__}; give a LangChain chat model or a "
@@ -203,6 +211,31 @@ def choose_model(
     if provider in own_providers():
         return ChosenModel(provider=provider, name=name)
     return ChosenModel(provider=provider, name=name, model=_init_chat_model(provider, name, source))
+
+
+def _chosen_wrapper(spec: Runnable[Any, Any], source: str) -> ChosenModel:
+    """A chat model wrapped by ``.bind`` or ``.with_fallbacks``, named after its first member."""
+    members = chat_models_in(spec)
+    for part in members:
+        if not isinstance(part, BaseChatModel):
+            held = type(part).__name__
+            what = "no chat model" if part is spec else f"a {held}, not a chat model,"
+            raise ConfigError(
+                f"{source} is a {type(spec).__name__} with {what} inside; give a LangChain "
+                "chat model (or one wrapped by .bind, .with_fallbacks)"
+            )
+    if retrying_wrapper(spec):
+        raise ConfigError(
+            f"{source} is wrapped by .with_retry(), which would retry inside each of the "
+            "pipeline's own attempts (rate_limit.retry_attempts: 429, 5xx, timeouts, with "
+            "Retry-After and backoff); drop .with_retry()"
+        )
+    chat = [part for part in members if isinstance(part, BaseChatModel)]
+    named = [(_provider_name(model), _model_name(model)) for model in chat]
+    wrapper = RunnableChatModel.wrapping(spec, members=named)
+    provider, name = named[0]
+    fallbacks = tuple(n for _, n in named[1:])
+    return ChosenModel(provider=provider, name=name, model=wrapper, fallbacks=fallbacks)
 
 
 def _init_chat_model(provider: str, name: str, source: str) -> BaseChatModel:
@@ -248,8 +281,13 @@ def _model_name(model: BaseChatModel) -> str:
 
 
 def without_client_retries(model: BaseChatModel) -> BaseChatModel:
-    """A brought model with its client's own retries off, where it has a ``max_retries`` field:
-    the pipeline owns the one retry loop."""
-    if "max_retries" in type(model).model_fields:
-        return model.model_copy(update={"max_retries": 0})
-    return model
+    """A brought model with its client's own retries off, where it has a ``max_retries`` field
+    (each chat model inside a wrapper too): the pipeline owns the one retry loop.
+
+    The client is what retries: ``langchain-openai`` builds its OpenAI SDK client from the
+    field at construction, so the copy gets a copy of that client with ``max_retries=0`` (see
+    :func:`multiagent.models._runnable_model.without_own_retries`).
+    """
+    if isinstance(model, RunnableChatModel):
+        return model.without_own_retries()
+    return without_own_retries(model)

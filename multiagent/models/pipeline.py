@@ -20,8 +20,10 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import Runnable
 
 from multiagent.errors import ConfigError
+from multiagent.models._chain_call import dearest
 from multiagent.models._controllers import check_shared_controller
 from multiagent.models._in_flight import GatedController, InFlightGate
+from multiagent.models._runnable_model import RunnableChatModel
 from multiagent.models.accounting import (
     DEFAULT_MAX_OUTPUT_TOKENS,
     ESTIMATED_OUTPUT_TOKENS,
@@ -65,7 +67,8 @@ class ModelPipeline:
             ``ollama:llama3``); it goes through the same cache, limiter, retries, accounting
             and redaction (see :func:`multiagent.models.factory.choose_model`).
         price: What ``model`` costs, when the profile's price table does not list it
-            (``ModelPrice(input_per_mtok=0, output_per_mtok=0)`` for a free local model).
+            (``ModelPrice(input_per_mtok=0, output_per_mtok=0)`` for a free local model); a
+            ``.with_fallbacks()`` model's fallbacks are priced from the table.
         model_source: Where ``model`` came from, for error messages (``--model``).
         max_in_flight: Calls of this pipeline at the provider at once, at most, over every
             model it hands out (a queue worker's ``--concurrency``, kept while more threads
@@ -159,9 +162,23 @@ class ModelPipeline:
             ) from None
 
     def check_prices(self, *models: str) -> None:
-        """Raise ``ConfigError`` for a configured model (or one of ``models``) with no price."""
+        """Raise ``ConfigError`` for a configured model (or one of ``models``, or a fallback of
+        the brought model) with no price."""
         for name in (*(self.model_name(t) for t in TIERS), *models):
             self.price_of(name)
+        for name in self.chosen.fallbacks if self.chosen is not None else ():
+            try:
+                self.price_of(name)
+            except ConfigError as exc:  # its answers are recorded at its own price
+                raise ConfigError(f"fallback {exc}") from None
+
+    def _held_price(self, name: str) -> ModelPrice:
+        """The price a call of ``name`` is held at: the dearest of the brought model's own
+        and its fallbacks' (any of them may answer), else ``name``'s."""
+        chosen = self.chosen
+        if chosen is None or name != chosen.name or not chosen.fallbacks:
+            return self.price_of(name)
+        return dearest(map(self.price_of, (name, *chosen.fallbacks)))
 
     def check_controllers(self) -> None:
         """Raise ``ConfigError`` when this process limits a configured model already under
@@ -209,7 +226,7 @@ class ModelPipeline:
         for node, tier in calls:
             allowance = models.output_limit(node)
             name = self.model_name(tier)
-            cost = self.price_of(name).cost(0, allowance)
+            cost = self._held_price(name).cost(0, allowance)
             if cost > budget_usd and (worst is None or cost > worst[0]):
                 worst = (cost, node, allowance, name)
         if worst is None:
@@ -331,6 +348,8 @@ class ModelPipeline:
         chosen = self.chosen
         if chosen is not None and chosen.model is not None and name == chosen.name:
             provider_model = without_client_retries(chosen.model)
+            if isinstance(provider_model, RunnableChatModel):
+                provider_model = provider_model.priced(self.price_of)
         else:
             provider_model = build_chat_model(
                 tier, settings, model=name, http_clients=self._http(), gate=self.in_flight

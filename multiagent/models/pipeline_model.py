@@ -53,6 +53,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, SkipValidation
 from multiagent._interrupt import RunCancelled, check_stop, run_cancelled
 from multiagent.models._answer_trace import priced, replay_chunks, with_call_id
 from multiagent.models._bp_health import output_tokens_of, served_seconds
+from multiagent.models._chain_call import call_in_flight
 from multiagent.models._in_flight import held_at_gate
 from multiagent.models.accounting import (
     CallIdentity,
@@ -364,7 +365,10 @@ class PipelineChatModel(BaseChatModel):
         check_stop()  # Ctrl-C: no call starts (see multiagent._interrupt)
         own = getattr(self.provider_model, "max_tokens", None)
         own_max = own if isinstance(own, int) else None
-        return CallInFlight(self.identity, messages, kwargs, default_max_output=own_max)
+        # a brought model with fallbacks records the member that answered (see _chain_call)
+        return call_in_flight(
+            self.provider_model, self.identity, messages, kwargs, default_max_output=own_max
+        )
 
     def _generate(
         self,

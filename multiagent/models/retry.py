@@ -4,8 +4,9 @@ Exponential backoff with *full jitter* (the wait is drawn uniformly from ``[0, b
 as in the AWS architecture blog's comparison of jitter schemes): clients that failed together do
 not come back together. The server's ``Retry-After`` is a floor under that draw. Only retryable
 failures are retried (:func:`multiagent.models.provider_errors.is_retryable`); the provider
-clients' own retries are off (``max_retries=0`` in :mod:`multiagent.models.factory`), so a 429 is
-never retried twice over.
+clients' own retries are off (``max_retries=0`` in :mod:`multiagent.models.factory`, on a brought
+model's client too, and a brought ``.with_retry()`` wrapper is refused), so a 429 is never
+retried twice over and each attempt here is one request the limiter sees.
 
 Each attempt goes through the backpressure controller again (see
 :mod:`multiagent.models.pipeline_model`), so a retry is paced and waits out a provider pause like

@@ -1,6 +1,6 @@
-"""A ``ChatOpenAI`` wrapped by ``.with_retry()`` or by ``AdaptiveBackpressure``, against the
-simulator on loopback, takes the structured-output ladder's steps as the bare model does: tools
-and JSON modes reach the provider through the wrapper."""
+"""A ``ChatOpenAI`` wrapped by ``.with_fallbacks()``, ``.bind()`` or ``AdaptiveBackpressure``,
+against the simulator on loopback, takes the structured-output ladder's steps as the bare model
+does: tools and JSON modes reach the provider through the wrapper."""
 
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ def fresh_ladder() -> Iterator[None]:
 
 WRAPS: dict[str, Callable[[ChatOpenAI], Any]] = {
     "bare": lambda model: model,
-    "with_retry": lambda model: model.with_retry(stop_after_attempt=2),
+    "with_fallbacks": lambda model: model.with_fallbacks([model.model_copy()]),
+    "bind": lambda model: model.bind(temperature=0),
     "adaptive": AdaptiveBackpressure,
 }
 

@@ -3,6 +3,7 @@ are handled by the workflow (default plan split, validator not answering)."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 from collections.abc import Callable, Iterator, Sequence
@@ -22,7 +23,7 @@ from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
 
-from multiagent.errors import ConfigError
+from multiagent.errors import BudgetExceededError, ConfigError
 from multiagent.graphs.meeting import build_meeting_graph
 from multiagent.graphs.orchestration import build_orchestration_graph
 from multiagent.graphs.runner import WorkflowEvent, run_workflow
@@ -271,19 +272,27 @@ class Down(GenericFakeChatModel):
         raise RuntimeError("provider down")
 
 
+def priced_fakes(**extra: Any) -> Settings:
+    """Settings whose price table lists the fake model (at 0, or as ``extra`` says)."""
+    free = {"input_per_mtok": 0.0, "output_per_mtok": 0.0}
+    prices = {"prices.GenericFakeChatModel": free, **extra}
+    return load_settings(overrides={"cache.completion_enabled": False, **prices})
+
+
+def down_then(model: BaseChatModel) -> Runnable[Any, Any]:
+    """``model`` as the fallback of a provider that is down."""
+    return Down(messages=iter([])).with_fallbacks([model])
+
+
 @pytest.mark.parametrize(
     "wrap",
-    [
-        lambda model: model.with_retry(stop_after_attempt=2),
-        lambda model: Down(messages=iter([])).with_fallbacks([model]),
-        lambda model: model.bind(temperature=0.1),
-    ],
-    ids=["with_retry", "with_fallbacks", "bind"],
+    [down_then, lambda model: model.bind(temperature=0.1)],
+    ids=["with_fallbacks", "bind"],
 )
 def test_a_wrapped_chat_model_runs_all_three_workflows(
-    settings: Settings, wrap: Callable[[BaseChatModel], Runnable[Any, Any]]
+    wrap: Callable[[BaseChatModel], Runnable[Any, Any]],
 ) -> None:
-    context = context_with(settings, wrap(fake(EVERY_ANSWER)))  # type: ignore[arg-type]
+    context = context_with(priced_fakes(), wrap(fake(EVERY_ANSWER)))  # type: ignore[arg-type]
 
     done = build_orchestration_graph().compile().invoke(
         {"task": "Plan a launch", "team": ["researcher"], "planner_picks": True,
@@ -294,24 +303,141 @@ def test_a_wrapped_chat_model_runs_all_three_workflows(
     assert meet_twice(context)["consensus"] is True
     (result,) = validate_one(context)["results"]
     assert result["status"] == "passed"
-    assert len(context.ledger.calls) == 3 + 4 + 2
-    assert context.pipeline.chosen is not None
-    assert context.pipeline.chosen.name in {"GenericFakeChatModel", "Down"}
+    calls = context.ledger.calls
+    answered = [c for c in calls if c.outcome == "ok"]
+    assert len(answered) == 3 + 4 + 2
+    # every answer is recorded under the model that gave it, whatever the wrapper tried first
+    assert {c.model for c in answered} == {"GenericFakeChatModel"}
+    failed = [(c.model, c.outcome, c.error, c.cost_usd) for c in calls if c.outcome != "ok"]
+    tried_first = context.pipeline.chosen.name if context.pipeline.chosen else None
+    if tried_first == "Down":
+        assert failed == [("Down", "error", "other", 0.0)] * len(answered)
+    else:
+        assert failed == []
+
+
+DEAR = {"input_per_mtok": 1000.0, "output_per_mtok": 2000.0}
+
+
+def test_a_fallback_answer_is_priced_as_the_fallback() -> None:
+    settings = priced_fakes(**{"prices.GenericFakeChatModel": DEAR})
+    pipeline = ModelPipeline(settings, model=down_then(fake("a b c")), price=FREE)
+    ledger = RunLedger()
+    chat = pipeline.model_for("fast", agent="writer", ledger=ledger)
+    assert chat.invoke("go").text == "a b c"
+    assert "".join(chunk.text for chunk in chat.stream("go")) == "a b c"
+    calls = ledger.calls
+    assert [(c.model, c.outcome, c.cost_usd) for c in calls[0::2]] == [("Down", "error", 0.0)] * 2
+    for call in calls[1::2]:
+        assert (call.model, call.outcome) == ("GenericFakeChatModel", "ok")
+        paid = (call.input_tokens * 1000.0 + call.output_tokens * 2000.0) / 1e6
+        assert call.cost_usd == pytest.approx(paid)
+        assert call.cost_usd > 0
+    assert ledger.spent_usd == pytest.approx(sum(c.cost_usd for c in calls))
+
+
+async def test_a_fallback_answer_is_recorded_as_the_fallback_async_and_streamed() -> None:
+    pipeline = ModelPipeline(priced_fakes(), model=down_then(fake("a b c")), price=FREE)
+    ledger = RunLedger()
+    chat = pipeline.model_for("fast", agent="writer", ledger=ledger)
+    assert (await chat.ainvoke("go")).text == "a b c"
+    assert "".join([chunk.text async for chunk in chat.astream("go")]) == "a b c"
+    assert [(c.model, c.outcome) for c in ledger.calls] == [
+        ("Down", "error"),
+        ("GenericFakeChatModel", "ok"),
+    ] * 2
+
+
+def test_a_fallback_chain_holds_the_budget_at_its_dearest_model() -> None:
+    # the primary is free, its fallback is not: a budget that fits a call of the primary but
+    # not one of the fallback stops the call before it is sent (settled spend never passes it)
+    settings = priced_fakes(**{"prices.GenericFakeChatModel": DEAR})
+    pipeline = ModelPipeline(settings, model=down_then(fake("a b c")), price=FREE)
+    ledger = RunLedger(budget_usd=0.001)
+    chat = pipeline.model_for("fast", agent="writer", ledger=ledger)
+    with pytest.raises(BudgetExceededError):
+        chat.invoke("go")
+    assert (ledger.calls, ledger.spent_usd) == ([], 0.0)
+
+
+def test_a_fallback_with_no_price_is_refused_naming_it(settings: Settings) -> None:
+    brought = fake("x").with_fallbacks([WholeAnswerModel()])
+    with pytest.raises(ConfigError) as caught:
+        ModelPipeline(settings, model=brought, price=FREE)
+    message = str(caught.value)
+    assert message.startswith("fallback model 'WholeAnswerModel' has no price")
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "brought",
+    [
+        lambda: fake("x").with_retry(stop_after_attempt=2),
+        lambda: fake("x").bind(temperature=0).with_retry(),
+        lambda: fake("x").with_fallbacks([fake("y").with_retry()]),
+    ],
+    ids=["with_retry", "bound", "in_a_fallback"],
+)
+def test_a_model_retrying_on_its_own_is_refused_in_one_line(
+    settings: Settings, brought: Callable[[], Runnable[Any, Any]]
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        ModelPipeline(settings, model=brought(), price=FREE)
+    message = str(caught.value)
+    assert message.startswith("model is wrapped by .with_retry()")
+    assert "drop .with_retry()" in message
+    assert "\n" not in message
 
 
 async def test_a_wrapped_chat_model_answers_async_and_streams(settings: Settings) -> None:
-    pipeline = ModelPipeline(settings, model=fake("a b c").with_retry(), price=FREE)
+    pipeline = ModelPipeline(settings, model=fake("a b c").bind(temperature=0), price=FREE)
     chat = pipeline.model_for("fast", agent="writer")
     assert (await chat.ainvoke("go")).text == "a b c"
     assert "".join([chunk.text async for chunk in chat.astream("go")]) == "a b c"
 
 
-@pytest.mark.parametrize("brought", [42, RunnableLambda(lambda value: value)])
+@pytest.mark.parametrize(
+    "brought",
+    [
+        42,
+        RunnableLambda(lambda value: value),
+        fake("x").with_fallbacks([RunnableLambda(lambda value: AIMessage("canned"))]),
+    ],
+    ids=["number", "lambda", "lambda_fallback"],
+)
 def test_something_that_is_no_chat_model_is_a_config_error(
     settings: Settings, brought: object
 ) -> None:
     with pytest.raises(ConfigError, match="give a LangChain chat model"):
         ModelPipeline(settings, model=brought, price=FREE)  # type: ignore[arg-type]
+
+
+class LazyClientModel(GenericFakeChatModel):
+    """A model whose client is built from ``max_retries`` on first use, as
+    langchain-anthropic's is; it answers with the retries its client was built with."""
+
+    max_retries: int = 2
+
+    @functools.cached_property
+    def client(self) -> dict[str, int]:
+        return {"max_retries": self.max_retries}
+
+    def _generate(self, *args: Any, **kwargs: Any) -> ChatResult:
+        answer = AIMessage(f"retries {self.client['max_retries']}")
+        return ChatResult(generations=[ChatGeneration(message=answer)])
+
+
+@pytest.mark.parametrize(
+    "wrap", [lambda model: model, lambda model: model.bind(stop=["."])], ids=["bare", "bind"]
+)
+def test_a_brought_client_is_called_with_its_own_retries_off(
+    settings: Settings, wrap: Callable[[BaseChatModel], Any]
+) -> None:
+    brought = LazyClientModel(messages=iter([]))
+    assert brought.client == {"max_retries": 2}  # built before the pipeline gets the model
+    chat = ModelPipeline(settings, model=wrap(brought), price=FREE).model_for("fast", agent="w")
+    assert chat.invoke("go").text == "retries 0"
+    assert brought.client == {"max_retries": 2}  # the user's own model is left as it was
 
 
 def test_a_hit_on_a_model_reporting_no_usage_saves_what_the_answer_first_cost() -> None:
