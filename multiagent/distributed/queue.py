@@ -10,7 +10,8 @@ Layout (every key under ``multiagent:``):
 - ``batch:{ID}:records``: item id → the finished item's record, written with ``HSETNX`` so an
   item processed twice (a worker that died after storing, before acknowledging) is stored once;
 - ``batch:{ID}:usage``: chunk id and attempt → the usage of that attempt (``HSETNX``): every
-  attempt that ran paid for its calls, a retry of a chunk's unfinished items as well;
+  attempt that ran paid for its calls, a retry of a chunk's unfinished items as well, and one
+  taken over by another worker as it ran (``CHUNK:taken-over-…``, see :mod:`.entry_guard`);
 - ``budget:batch:{ID}``: the batch's budget when queued with one, shared by every worker
   (:mod:`multiagent.models.budget_redis`).
 - ``batch:{ID}:dead``: the ids of items whose entry was dead-lettered (see

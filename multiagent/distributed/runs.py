@@ -7,6 +7,14 @@ entry runs the thread in the configured checkpointer, which must be shared by ev
 died mid-run) it resumes from the last one, so the nodes that finished are not run again. The
 run's report (output, usage, thread id) is stored once (``HSETNX``) before the entry is
 acknowledged; ``multiagent batch status|results ID`` reads it from anywhere.
+
+The report's usage is its thread's (every run of it: :mod:`multiagent.persistence.run_usage`) as
+its worker ended. A worker frozen mid-run and resumed after another took the run over stops at
+its next call or write (:mod:`.entry_guard`), but the calls it had in flight were served and
+paid, and it records them beside the thread only then, maybe after the report was stored. So
+every worker that ended an attempt (stored, or taken over) keeps the thread's usage as it reads
+it then (:func:`keep_run_usage`), and the one counting the most calls stays: a thread's usage
+only grows, and the last attempt to record reads every attempt's.
 """
 
 from __future__ import annotations
@@ -85,7 +93,8 @@ def enqueue_run(
     if inputs is not None:
         fields["inputs"] = json.dumps(inputs)
     with client.pipeline(transaction=True) as pipe:
-        pipe.hdel(run_key(run_id), "result", "last_error")  # a resume reports afresh
+        # a resume reports afresh
+        pipe.hdel(run_key(run_id), "result", "last_error", "usage", "usage_calls")
         pipe.hset(run_key(run_id), mapping=fields)
         pipe.xadd(stream_key(queue), {"kind": "run", "run": run_id})
         pipe.execute()
@@ -114,6 +123,37 @@ def store_run_result(client: redis.Redis, run_id: str, report: dict[str, Any]) -
     return bool(stored)
 
 
+# A stored run's usage, replaced only by one counting more calls (a thread's usage only grows: a
+# worker reading it later reads at least as many recorded calls). In one script: two workers
+# keeping theirs at once leave the larger.
+_KEEP_USAGE = """
+if redis.call('HEXISTS', KEYS[1], 'result') == 0 then return 0 end
+local kept = tonumber(redis.call('HGET', KEYS[1], 'usage_calls') or ARGV[3])
+if tonumber(ARGV[2]) <= kept then return 0 end
+redis.call('HSET', KEYS[1], 'usage', ARGV[1], 'usage_calls', ARGV[2])
+return 1
+"""
+
+
+def keep_run_usage(client: redis.Redis, run_id: str, usage: dict[str, Any]) -> bool:
+    """Keep ``usage`` (the thread's, read now) as the stored run's when it counts more calls
+    than the usage kept so far (its report's); return whether it did. A run with no report
+    stored yet keeps nothing: the report, when stored, reads the thread afresh."""
+    result = client.hget(run_key(run_id), "result")
+    reported = json.loads(str(result)).get("usage") if result is not None else None
+    calls = int((reported or {}).get("calls", -1))
+    kept = client.eval(_KEEP_USAGE, 1, run_key(run_id), json.dumps(usage), usage["calls"], calls)
+    return bool(kept)
+
+
+def _usage_of(meta: dict[str, str], result: dict[str, Any] | None) -> Any:
+    """The run's usage: kept afresh after its report (:func:`keep_run_usage`), else the
+    report's."""
+    if "usage" in meta:
+        return json.loads(meta["usage"])
+    return None if result is None else result.get("usage")
+
+
 def run_status(client: redis.Redis, run_id: str) -> dict[str, Any]:
     """How far run ``run_id`` is: queued, running, completed, failed, dead-lettered."""
     meta = load_run(client, run_id)
@@ -131,7 +171,7 @@ def run_status(client: redis.Redis, run_id: str) -> dict[str, Any]:
         "last_error": meta.get("last_error"),
         "dead_letters": dead_letters(client, queue, owner=run_id) if queue else [],
         "output": None if result is None else result.get("output"),
-        "usage": None if result is None else result.get("usage"),
+        "usage": _usage_of(meta, result),
     }
 
 
@@ -140,4 +180,8 @@ def run_results(client: redis.Redis, run_id: str) -> dict[str, Any]:
     meta = load_run(client, run_id)
     if "result" not in meta:
         return {**run_status(client, run_id), "result": None}
-    return {"id": run_id, "kind": "run", "state": meta.get("state"), **json.loads(meta["result"])}
+    result = json.loads(meta["result"])
+    return {
+        "id": run_id, "kind": "run", "state": meta.get("state"), **result,
+        "usage": _usage_of(meta, result),
+    }  # fmt: skip

@@ -32,7 +32,8 @@ While an entry runs, a heartbeat re-claims it for this worker every third of ``c
 so slow work on a live worker is never taken over; a killed worker stops beating and its entries
 pass to the others. A worker frozen past ``claim_idle_s`` (SIGSTOP, a long pause) finds, once
 resumed, its entries taken over, and leaves them to the other worker: those it had not started,
-and the chunks it was running before their next model call (:mod:`.worker_chunks`). An entry
+and the chunks and runs it was running, before their next model call or checkpoint
+(:mod:`.entry_guard`), keeping what their calls in flight paid in their usage. An entry
 whose work failed (provider outage, or an error nobody expected) is not acknowledged: it is
 retried once its idle time has passed, up to ``max_attempts`` failures, then dead-lettered
 (:mod:`multiagent.distributed.deadletter`); an error nobody expected is said in one line per

@@ -12,35 +12,37 @@ a chunk's calls reserve against the profile's run budget, in this process: a chu
 thread that another process resumes, so it has no budget of its own in Redis (that cost two
 round trips per call and left four keys per chunk behind).
 
-Before each model call of a chunk (where each item's calls start) its ledger asks whether the
-entry is still this worker's (:class:`EntryGuard`): a worker frozen (SIGSTOP, a long pause)
-past the claim idle time while running a chunk finds, once resumed, that another worker took
-the entry over and runs it, and stops the chunk there, storing nothing and paying for no more
-calls (counted as ``taken_over``). The question costs a round trip only when nothing said so
-for half the claim idle time (the heartbeat says so every third of it): after a freeze.
+Before each model call of a chunk or a queued run its ledger asks whether the entry is still
+this worker's (:mod:`.entry_guard`); a queued run's checkpointer asks before each write too. A
+worker frozen (SIGSTOP, a long pause) past the claim idle time finds, once resumed, that another
+worker took the entry over and runs it, and stops there, storing no records and no result,
+writing nothing to the thread and paying for no more calls (counted as ``taken_over``). What
+it paid for already (the calls in flight when it froze, which the provider served) is kept as
+spend all the same: a chunk's in the batch's usage, as any attempt's
+(:func:`~multiagent.distributed.deadletter.finish_chunks`, nothing stored or acknowledged
+beside it), a run's under the run (:func:`~multiagent.distributed.runs.keep_run_usage`),
+so a batch's or a run's spend never leaves out what was paid.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 import redis
-from redis.exceptions import RedisError
 
-from multiagent._interrupt import StopRequested
 from multiagent.distributed.deadletter import (
     FinishedChunk,
     acknowledge,
     count_done,
+    finish_chunks,
     record_failure,
 )
+from multiagent.distributed.entry_guard import EntryGuard
 from multiagent.distributed.queue import Judging, batch_key, load_judging, stream_key
 from multiagent.distributed.queue_resume import entry_current
 from multiagent.distributed.worker_admission import admit_items
@@ -49,62 +51,10 @@ from multiagent.distributed.worker_state import EndedChunk, WorkerState
 from multiagent.errors import BudgetExceededError
 from multiagent.graphs.batch_budget import item_worst_case
 from multiagent.graphs.batch_chunks import ChunkOutcome, plan_chunks, run_chunk
-from multiagent.models.budget import ProjectBudget
-from multiagent.models.budget_redis import RedisBudget, budget_key
+from multiagent.models.budget_redis import RedisBudget, budget_key, to_nano
 from multiagent.models.ledger import RunLedger
 from multiagent.nodes.context import WorkflowContext
 from multiagent.nodes.state import ValidationItem
-
-
-class TakenOver(StopRequested):
-    """The chunk's entry is another worker's now: the call is not made (see :class:`EntryGuard`).
-
-    A stop like Ctrl-C's (no ``Exception``, so no validator records it as its failure): the
-    chunk's run ends at once.
-    """
-
-
-class EntryGuard:
-    """The ``shared`` budget of a chunk's ledger (every call reserves there before it starts):
-    it asks whether the chunk's entry is still this worker's first, then holds as ``inner``
-    (the batch budget's holds, if any) does.
-
-    Once the entry is found another's every call is refused (:class:`TakenOver`). Redis not
-    answering the question counts as still this worker's: at worst the chunk runs twice, as it
-    did before anyone asked.
-    """
-
-    def __init__(self, ours: Callable[[], bool], inner: ProjectBudget | None = None) -> None:
-        self._ours = ours
-        self._inner = inner
-        self.taken_over = False
-
-    def still_ours(self) -> bool:
-        """Whether the entry is still this worker's (``False`` for good once it was not)."""
-        if not self.taken_over:
-            with contextlib.suppress(RedisError):
-                self.taken_over = not self._ours()
-        return not self.taken_over
-
-    def reserve(self, usd: float) -> str:
-        """Refuse the call once the entry is another's; else hold ``usd`` in ``inner``."""
-        if not self.still_ours():
-            raise TakenOver
-        return "" if self._inner is None else self._inner.reserve(usd)
-
-    def settle(self, reservation: str, usd: float) -> None:
-        """Settle in ``inner``."""
-        if self._inner is not None:
-            self._inner.settle(reservation, usd)
-
-    def release(self, reservation: str) -> None:
-        """Release in ``inner``."""
-        if self._inner is not None:
-            self._inner.release(reservation)
-
-    def report(self) -> dict[str, Any]:
-        """``inner``'s report (nothing without one)."""
-        return {} if self._inner is None else self._inner.report()
 
 
 class EntryRunner:
@@ -166,8 +116,8 @@ class EntryRunner:
             )  # fmt: skip
         else:
             outcome = self._admitted(f"{batch_id}:{chunk_id}", todo, judging, budget, guard)
-        if not guard.still_ours():  # another worker runs it: its records and usage are that one's
-            state.stats.add(taken_over=1)
+        if not guard.still_ours():  # another worker runs it: its records are that one's
+            self._keep_paid(entry_id, batch_id, chunk_id, outcome)
             return
         if outcome.status == "budget_exceeded":  # at once: the next chunks are not started
             self.client.hset(
@@ -218,7 +168,7 @@ class EntryRunner:
                 outcome = run_chunk(
                     f"{name}:{len(outcomes)}", items, validators=judging.validators,
                     threshold=judging.threshold, context=self.context, max_concurrency=1,
-                    ledger=RunLedger(shared=EntryGuard(guard.still_ours, inner=held)),
+                    ledger=RunLedger(shared=guard.wrapping(held)),
                 )  # fmt: skip
             finally:
                 held.close()
@@ -227,6 +177,23 @@ class EntryRunner:
                 break
         left = [item["id"] for group in groups for item in group]
         return merge_outcomes(name, outcomes, unfinished=left)
+
+    def _keep_paid(
+        self, entry_id: str, batch_id: str, chunk_id: str, outcome: ChunkOutcome
+    ) -> None:
+        """A chunk taken over: no record is stored, the entry is its new owner's to
+        acknowledge; but its calls were paid (the one in flight as the worker froze), so their
+        usage joins the batch's as an attempt of its own, named so."""
+        spent = sum(to_nano(call.cost_usd) for call in outcome.ledger.records())
+        self.state.stats.add(taken_over=1, spent_nano=spent, taken_over_nano=spent)
+        if not outcome.usage:
+            return
+        paid = FinishedChunk(
+            entry_id=entry_id, batch_id=batch_id, chunk_id=chunk_id, records=[],
+            usage_json=json.dumps(outcome.usage), ack=False,
+            attempt=f"taken-over-{uuid.uuid4().hex[:12]}",
+        )  # fmt: skip
+        finish_chunks(self.client, self.queue, [paid])
 
     def still_ours(self, entry_id: str) -> bool:
         """Whether ``entry_id`` is still this worker's: yes when it was known so (taken, or kept
@@ -247,11 +214,17 @@ class EntryRunner:
 
     def run(self, entry_id: str, fields: dict[str, Any], *, reclaimed: bool) -> None:
         """Run or resume a queued run's thread, store its result once, acknowledge it."""
-        from multiagent.distributed.run_worker import execute_run
+        from multiagent.distributed.run_worker import TAKEN_OVER, execute_run
 
         run_id = str(fields.get("run", ""))
-        attempt = execute_run(self.client, run_id, context=self.context, consumer=self.consumer)
+        attempt = execute_run(
+            self.client, run_id, context=self.context, consumer=self.consumer,
+            guard=EntryGuard(lambda: self.still_ours(entry_id)),
+        )  # fmt: skip
         self.state.stats.add(reclaimed=int(reclaimed), resumed=int(attempt.resumed))
+        if attempt.status == TAKEN_OVER:  # its new owner ends it: nothing stored, no ack
+            self.state.stats.add(taken_over=1, taken_over_nano=to_nano(attempt.spent_usd))
+            return
         if not attempt.final and self.state.abandoned.is_set():
             return  # cut short by a stop now, not failed: left pending for another worker
         if not attempt.final:

@@ -38,6 +38,9 @@ class WorkerStats:
     dead_letters: int = 0
     #: entries taken over by another worker while this one was frozen, left to it unrun
     taken_over: int = 0
+    #: what this worker's calls on entries taken over cost (paid, kept in their batch's or
+    #: run's usage), in nano-USD; a chunk's is in ``spent_nano`` too
+    taken_over_nano: int = 0
     #: items of chunks whose batch Redis lost (restarted without its data) as they ran
     lost: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -53,7 +56,8 @@ class WorkerStats:
         names = ("chunks", "stored", "duplicates", "reclaimed", "unfinished", "runs", "resumed")
         more = ("failures", "dead_letters", "skipped", "taken_over", "lost")
         return {k: getattr(self, k) for k in (*names, *more)} | {
-            "spent_usd": self.spent_nano / 1_000_000_000
+            "spent_usd": self.spent_nano / 1_000_000_000,
+            "taken_over_usd": self.taken_over_nano / 1_000_000_000,
         }
 
 

@@ -255,6 +255,7 @@ def run_workflow(
     correlation_id: str | None = None,
     shared_ledger: RunLedger | None = None,
     live: bool = True,
+    guard_budget: Callable[[ProjectBudget | None], ProjectBudget] | None = None,
 ) -> WorkflowOutcome:
     """Run (or resume) ``workflow`` on thread ``thread_id`` and report how it ended.
 
@@ -280,6 +281,9 @@ def run_workflow(
             parallel cannot overspend together.
         live: List the run on the dashboard's live runs page (every process's runs meet in
             ``MULTIAGENT_HOME/runs.sqlite``); a batch's chunks are not listed one by one.
+        guard_budget: Wraps the thread's shared budget (``None`` without one), which every
+            call of the run reserves in before it starts: a queue worker's question whether
+            the run is still its own (:mod:`multiagent.distributed.entry_guard`).
 
     Raises:
         UsageError: ``resume`` for a thread that does not exist or belongs to another workflow;
@@ -314,6 +318,7 @@ def run_workflow(
             correlation_id=correlation_id,
             shared_ledger=shared_ledger,
             live=live,
+            guard_budget=guard_budget,
         )
 
 
@@ -333,6 +338,7 @@ def _run_workflow(
     correlation_id: str | None,
     shared_ledger: RunLedger | None,
     live: bool,
+    guard_budget: Callable[[ProjectBudget | None], ProjectBudget] | None,
 ) -> WorkflowOutcome:
     """:func:`run_workflow`, once the run is listed."""
     if resume and checkpointer is not None:
@@ -386,9 +392,10 @@ def _run_workflow(
         if workflow == "validation" and not snapshot.next and unanswered_items(snapshot.values):
             start = {**config, "configurable": _before_validators(graph, config)["configurable"]}
     budget = context.ledger.budget_usd
+    shared = _thread_budget(context, thread_id=thread_id, budget_usd=budget)
     ledger = shared_ledger or RunLedger(
         budget_usd=None if budget is None else max(0.0, budget - spent_before),
-        shared=_thread_budget(context, thread_id=thread_id, budget_usd=budget),
+        shared=shared if guard_budget is None else guard_budget(shared),
         spent_before=spent_before,
         given_usd=budget,
     )

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from typer.testing import CliRunner, Result
 
@@ -22,7 +23,17 @@ from multiagent.persistence.checkpointer import open_checkpointer
 from multiagent.policies import load_settings
 from tests.integration._batch_cli import batch_file
 
-__all__ = ["FAST", "Workers", "batch_file", "cli", "plan_done", "stop_a_tight_batch", "wait_until"]
+__all__ = [
+    "FAST",
+    "Workers",
+    "batch_file",
+    "cli",
+    "openai_env",
+    "plan_done",
+    "sim_stats",
+    "stop_a_tight_batch",
+    "wait_until",
+]
 
 #: A provider limit far above what the tests send (pacing is not what they test).
 FAST = {
@@ -104,6 +115,21 @@ def wait_until(condition: Any, *, seconds: float = 120.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+def openai_env(monkeypatch: pytest.MonkeyPatch, base_url: str) -> dict[str, str]:
+    """The ``openai`` provider pointed at the simulator at ``base_url``, for this process and
+    (returned) for workers: every call they make is one the simulator serves and counts."""
+    env = {"MULTIAGENT_PROVIDER": "openai", "OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": "k"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+def sim_stats(base_url: str) -> dict[str, Any]:
+    """What the simulator at ``base_url`` served so far (``/sim/stats``)."""
+    found: dict[str, Any] = httpx.get(f"{base_url.removesuffix('/v1')}/sim/stats").json()
+    return found
 
 
 def plan_done(run_id: str) -> bool:
