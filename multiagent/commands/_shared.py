@@ -50,8 +50,8 @@ def cli_settings(
     root = ctx.find_root().obj
     options = root if isinstance(root, RootOptions) else RootOptions()
     settings = load_settings(
-        env=env or options.env,
-        policy=policy or options.policy,
+        env=options.env if env is None else env,  # ``--env ""`` is refused, not the default
+        policy=options.policy if policy is None else policy,
         provider=options.provider,
         home=options.home,
         config_file=options.config,

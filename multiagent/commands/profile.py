@@ -23,11 +23,19 @@ def profile(
     ctx: typer.Context,
     env: Annotated[
         str | None,
-        typer.Option("--env", help="Profile name (default: MULTIAGENT_ENV or dev_balanced)."),
+        typer.Option(
+            "--env",
+            help="Profile name (default: MULTIAGENT_ENV, else env in multiagent.toml, else "
+            "dev_balanced).",
+        ),
     ] = None,
     policy: Annotated[
         str | None,
-        typer.Option("--policy", help="Cost policy (default: MULTIAGENT_POLICY or balanced)."),
+        typer.Option(
+            "--policy",
+            help="Cost policy (default: MULTIAGENT_POLICY, else policy in multiagent.toml, else "
+            "balanced).",
+        ),
     ] = None,
     list_all: Annotated[bool, typer.Option("--list", help="List profiles and policies.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from multiagent.errors import ConfigError, did_you_mean
@@ -40,6 +41,10 @@ from multiagent.policies.profiles import BUILTIN_PROFILES, DEFAULT_PROFILE, TIER
 Provider = Literal["sim", "openai", "local"]
 PROVIDERS: tuple[str, ...] = ("sim", "openai", "local")
 CONFIG_FILE_NAME = "multiagent.toml"
+_URL_EXAMPLES = {
+    "checkpoint_url": "postgresql://user@host:5432/db",
+    "redis_url": "redis://127.0.0.1:6379/0",
+}
 
 
 class SimConfig(BaseModel):
@@ -191,12 +196,16 @@ class _Layers:
                 self.sources[path] = source
         self.data = new
 
-    def overlay(self, values: Mapping[str, Any], source_of: Any, *, origin: str) -> None:
+    def overlay(
+        self, values: Mapping[str, Any], source_of: Callable[[str], str], *, origin: str | None
+    ) -> None:
+        """Set ``values`` over the data; an unknown path is named with ``origin`` (``None``:
+        with its own source, the variable that set it)."""
         known = flatten(self.data)
         for path, value in flatten(values).items():
             section = path.split(".", 1)[0]
             if path not in known and section != "prices":
-                raise ConfigError(_unknown_setting(path, known, origin))
+                raise ConfigError(_unknown_setting(path, known, origin or source_of(path)))
             _set_path(self.data, path, value)
             self.sources[path] = source_of(path)
 
@@ -238,7 +247,8 @@ def _choose(
             chosen = (value, source)
     assert chosen is not None
     value, source = chosen
-    if value not in valid:
+    # a TOML file may give any type: a list or table is no name (nor hashable)
+    if not isinstance(value, str) or value not in valid:
         raise ConfigError(f"unknown {name} {value!r} (from {source}); valid: {', '.join(valid)}")
     return chosen
 
@@ -269,15 +279,43 @@ def _exact_env_source(path: str, origin: str) -> str:
 
 
 def _describe_error(exc: ValidationError, sources: Mapping[str, str], prefix: str = "") -> str:
-    err = exc.errors()[0]
-    path = prefix + ".".join(str(p) for p in err["loc"])
+    return _describe(exc.errors()[0], sources, prefix)
+
+
+def _check_types(data: Mapping[str, Any], sources: Mapping[str, str], prefix: str = "") -> None:
+    """Refuse a value of the wrong type that validation would convert: ``true`` or ``"5"`` in
+    ``multiagent.toml`` (or a JSON variable, or an override) for a number, ``1`` for a switch.
+
+    Lax validation reads the strings of ``MULTIAGENT_<SECTION>__<KEY>`` variables; any other
+    value already has a type, and converting it would silently run on something not meant
+    (``budget_usd = true`` a budget of $1).
+    """
+    model = SimConfig if prefix else Profile
+    try:
+        model.model_validate(data, strict=True)
+    except ValidationError as exc:
+        for err in exc.errors():
+            path = prefix + ".".join(str(p) for p in err["loc"])
+            from_variable = (_origin(path, sources) or "").startswith("env ")
+            if err["type"].endswith("_type") and not (
+                isinstance(err["input"], str) and from_variable
+            ):
+                raise ConfigError(_describe(err, sources, prefix)) from None
+
+
+def _origin(path: str, sources: Mapping[str, str]) -> str | None:
+    """Where the value at ``path`` came from; ``None`` for a whole section or model."""
     origin = sources.get(path)
     parent = path
     while origin is None and "." in parent:  # a field of one value (a price entry)
         parent = parent.rsplit(".", 1)[0]
         origin = sources.get(parent) if parent.startswith("prices.") else None
-    if origin is not None:
-        origin = _exact_env_source(path, origin)
+    return None if origin is None else _exact_env_source(path, origin)
+
+
+def _describe(err: ErrorDetails, sources: Mapping[str, str], prefix: str) -> str:
+    path = prefix + ".".join(str(p) for p in err["loc"])
+    origin = _origin(path, sources)
     if origin is None:  # a model-level check: name every source under it
         related = sorted({src for p, src in sources.items() if p.startswith(path)})
         origin = ", ".join(related) or "defaults"
@@ -325,7 +363,15 @@ def load_settings(
         else (Path(".multiagent"), "default")
     )
     _check_home(home_path, home_source)
+    if config_file is not None and not str(config_file).strip():
+        raise ConfigError("empty config file (from cli --config); give a path, or leave it out")
     file_path, file_data = _read_config_file(Path(config_file) if config_file else None, home_path)
+    for key in ("checkpoint_url", "redis_url"):  # ``str()`` would make a URL of ``true``
+        if key in file_data and not isinstance(file_data[key], str):
+            raise ConfigError(
+                f"invalid {key} {file_data[key]!r} (from file {file_path}): it must be a "
+                f'URL in quotes, e.g. {key} = "{_URL_EXAMPLES[key]}"'
+            )
     file_source = f"file {file_path}"
 
     env_name, env_source = _choose(
@@ -371,7 +417,7 @@ def load_settings(
     env_values = {key: getattr(environ, key) for key in _SECTIONS if getattr(environ, key)}
     if environ.budget_usd is not None:
         env_values["budget_usd"] = environ.budget_usd
-    layers.overlay(env_values, _env_source, origin="the environment")
+    layers.overlay(env_values, _env_source, origin=None)
     cli_values: dict[str, Any] = {}
     for path, value in (overrides or {}).items():
         _set_path(cli_values, path, value)
@@ -382,6 +428,8 @@ def load_settings(
     )
 
     sim_data = layers.data.pop("sim")
+    _check_types(layers.data, layers.sources)
+    _check_types(sim_data, layers.sources, "sim.")
     try:
         profile = Profile.model_validate(layers.data)
     except ValidationError as exc:

@@ -141,3 +141,56 @@ def test_the_cli_loads_no_heavy_stack_to_show_help() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["profile", "--env", "", "--json"], "error: unknown profile '' (from cli --env); valid: "),
+        (
+            ["profile", "--policy", "", "--json"],
+            "error: unknown policy '' (from cli --policy); valid: ",
+        ),
+        (["--config", "", "profile", "--json"], "error: empty config file (from cli --config)"),
+    ],
+)
+def test_an_empty_option_is_refused_not_the_default(
+    isolated_env: Path, args: list[str], message: str
+) -> None:
+    # ``profile --env ""`` showed the file's profile as if no --env had been given
+    Path("multiagent.toml").write_text('env = "prod_quality"\npolicy = "cost_optimized"\n')
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    assert result.stderr.startswith(message)
+    assert result.stderr.count("\n") == 1
+    assert not isolated_env.exists()
+
+
+def test_a_config_list_where_a_name_goes_is_one_line_from_the_console_script(
+    isolated_env: Path,
+) -> None:
+    Path("multiagent.toml").write_text('policy = ["balanced"]\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "multiagent", "run", "a task", "--no-stream"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr == (
+        f"error: unknown policy ['balanced'] (from file {Path.cwd() / 'multiagent.toml'}); "
+        "valid: cost_optimized, balanced, quality_optimized\n"
+    )
+    assert not isolated_env.exists()
+
+
+def test_a_boolean_budget_in_the_config_runs_nothing(isolated_env: Path) -> None:
+    # ``budget_usd = true`` was read as a budget of $1 and the run went ahead
+    Path("multiagent.toml").write_text("budget_usd = true\n")
+    result = runner.invoke(app, ["run", "a task", "--no-stream", "--json"])
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: invalid setting budget_usd=True (from file ")
+    assert not isolated_env.exists()

@@ -6,7 +6,13 @@ from pathlib import Path
 import pytest
 
 from multiagent.errors import ConfigError, UsageError
-from multiagent.policies import BUILTIN_PROFILES, COST_POLICIES, MODEL_LADDER, load_settings
+from multiagent.policies import (
+    BUILTIN_PROFILES,
+    COST_POLICIES,
+    MODEL_LADDER,
+    ModelPrice,
+    load_settings,
+)
 
 
 @pytest.mark.parametrize(
@@ -166,3 +172,89 @@ def test_malformed_and_unknown_config_file() -> None:
 def test_a_config_file_that_is_a_directory_says_so(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=f"^config file {tmp_path} is a directory; give a file$"):
         load_settings(config_file=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("budget_usd = true", "invalid setting budget_usd=True (from file "),
+        ("[rate_limit]\nmax_concurrency = true", "rate_limit.max_concurrency=True (from file "),
+        ("[features]\nstreaming = 1", "features.streaming=1 (from file "),
+        ("[features]\npii_redaction = 'yes'", "features.pii_redaction='yes' (from file "),
+        ("[budget]\ndaily_usd = '5'", "budget.daily_usd='5' (from file "),
+        ("[sim]\nseed = true", "sim.seed=True (from file "),
+        (
+            "[prices.local]\ninput_per_mtok = '0'\noutput_per_mtok = 0",
+            "prices.local.input_per_mtok='0' (from file ",
+        ),
+    ],
+)
+def test_a_config_value_of_the_wrong_type_is_refused_not_converted(toml: str, message: str) -> None:
+    # ``budget_usd = true`` ran on a budget of $1, ``streaming = 1`` switched streaming on
+    Path("multiagent.toml").write_text(toml + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert message in str(info.value)
+    assert "multiagent.toml" in str(info.value)
+
+
+def test_a_json_variable_of_the_wrong_type_is_refused_and_strings_still_parse(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MULTIAGENT_RATE_LIMIT", '{"max_concurrency": true}')
+    with pytest.raises(
+        ConfigError, match=r"max_concurrency=True \(from env MULTIAGENT_RATE_LIMIT\)"
+    ):
+        load_settings()
+    # a variable's text is read as the field's type, as before
+    monkeypatch.setenv("MULTIAGENT_RATE_LIMIT", '{"max_concurrency": "4"}')
+    monkeypatch.setenv("MULTIAGENT_FEATURES__STREAMING", "false")
+    monkeypatch.setenv("MULTIAGENT_PRICES__mine__input_per_mtok", "0")
+    monkeypatch.setenv("MULTIAGENT_PRICES__mine__output_per_mtok", "0.5")
+    monkeypatch.setenv("MULTIAGENT_MODELS__FAST", "mine")
+    settings = load_settings()
+    assert settings.profile.rate_limit.max_concurrency == 4
+    assert settings.profile.features.streaming is False
+    assert settings.profile.price_of("mine") == ModelPrice(input_per_mtok=0, output_per_mtok=0.5)
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('policy = ["balanced"]', "unknown policy ['balanced'] (from file "),
+        ("env = { name = 'dev_cost' }", "unknown profile {'name': 'dev_cost'} (from file "),
+        ("provider = ['sim']", "unknown provider ['sim'] (from file "),
+        ("redis_url = true", "invalid redis_url True (from file "),
+        ("checkpoint_url = 5432", "invalid checkpoint_url 5432 (from file "),
+    ],
+)
+def test_a_name_or_url_that_is_no_string_is_one_line(toml: str, message: str) -> None:
+    # a list or table raised TypeError (unhashable); a number or boolean became a URL
+    Path("multiagent.toml").write_text(toml + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_an_empty_config_path_is_refused_not_ignored() -> None:
+    Path("multiagent.toml").write_text('env = "prod_quality"\n')
+    with pytest.raises(ConfigError, match=r"^empty config file \(from cli --config\)"):
+        load_settings(config_file="")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("MULTIAGENT_BUDGET__DAILYUSD", "5"),
+        ("MULTIAGENT_BUDGET", '{"dailyusd": 5}'),
+    ],
+)
+def test_an_unknown_key_in_a_variable_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert f"unknown setting 'budget.dailyusd' in env {variable} " in str(info.value)
+    assert "did you mean 'budget.daily_usd'?" in str(info.value)
