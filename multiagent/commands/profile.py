@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from multiagent.commands._shared import cli_settings, console, print_json
-from multiagent.policies import BUILTIN_PROFILES, COST_POLICIES, TIERS
+from multiagent.policies import BUILTIN_PROFILES, COST_POLICIES, TIERS, Settings
 from multiagent.policies.settings import flatten
 
 
@@ -17,6 +18,21 @@ def _catalogue() -> dict[str, Any]:
         "profiles": {name: p.description for name, p in BUILTIN_PROFILES.items()},
         "policies": {name: p.description for name, p in COST_POLICIES.items()},
     }
+
+
+def _project_spend(settings: Settings) -> dict[str, Any]:
+    """The project budget's figures for today, with the store that keeps them and when the
+    day ends: a day is a UTC date, which is not the reader's own past some hour of theirs."""
+    from multiagent.models.budget import open_project_budget
+
+    store = open_project_budget(settings)  # Redis (every process's holds) or SQLite
+    if store is None:
+        return {}
+    spend = {"store": "sqlite", **store.report()}
+    if spend.get("period"):  # a Redis store away reports no period
+        day = date.fromisoformat(spend["period"]) + timedelta(days=1)
+        spend["resets_at"] = datetime.combine(day, time(), tzinfo=UTC).isoformat()
+    return spend
 
 
 def profile(
@@ -58,12 +74,8 @@ def profile(
     report = settings.as_report()
     for tier in TIERS:  # a configured model without a price is a configuration error
         settings.profile.require_price(settings.profile.models.for_tier(tier))
-    budget = settings.profile.budget
-    if budget.daily_usd is not None:
-        from multiagent.models.budget import open_project_budget
-
-        store = open_project_budget(settings)  # Redis (every process's holds) or SQLite
-        report["project_spend"] = store.report() if store is not None else {}
+    if settings.profile.budget.daily_usd is not None:
+        report["project_spend"] = _project_spend(settings)
     if as_json:
         print_json(report)
         return

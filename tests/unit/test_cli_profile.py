@@ -194,3 +194,48 @@ def test_a_boolean_budget_in_the_config_runs_nothing(isolated_env: Path) -> None
     assert result.stdout == ""
     assert result.stderr.startswith("error: invalid setting budget_usd=True (from file ")
     assert not isolated_env.exists()
+
+
+def test_profile_json_reports_the_project_day_in_utc_and_when_it_ends(
+    monkeypatch: pytest.MonkeyPatch, isolated_env: Path
+) -> None:
+    from datetime import UTC, datetime
+
+    from multiagent.models import budget as budget_module
+    from multiagent.policies import load_settings
+
+    now = [datetime(2026, 3, 1, 23, 59, 30, tzinfo=UTC)]
+
+    class _Clock(datetime):
+        @classmethod
+        def now(cls, tz: object = None) -> _Clock:  # type: ignore[override]
+            return now[0]  # type: ignore[return-value]
+
+    monkeypatch.setattr(budget_module, "datetime", _Clock)
+    monkeypatch.setenv("MULTIAGENT_BUDGET__DAILY_USD", "5")
+    store = budget_module.open_project_budget(load_settings())
+    assert store is not None
+    store.settle(store.reserve(0.25), 0.125)
+
+    def spend() -> dict[str, object]:
+        result = runner.invoke(app, ["profile", "--json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)["project_spend"]  # type: ignore[no-any-return]
+
+    assert spend() == {
+        "store": "sqlite",
+        "period": "2026-03-01",
+        "daily_usd": 5.0,
+        "spent_usd": 0.125,
+        "held_usd": 0.0,
+        "resets_at": "2026-03-02T00:00:00+00:00",
+    }
+    now[0] = datetime(2026, 3, 2, 0, 0, 1, tzinfo=UTC)  # the next UTC day starts afresh
+    assert spend() == {
+        "store": "sqlite",
+        "period": "2026-03-02",
+        "daily_usd": 5.0,
+        "spent_usd": 0.0,
+        "held_usd": 0.0,
+        "resets_at": "2026-03-03T00:00:00+00:00",
+    }
