@@ -60,14 +60,13 @@ import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from multiagent._interrupt import wait_or_stop
 from multiagent._metrics import get_metrics
 from multiagent._redis import open_redis
 from multiagent.errors import BudgetExceededError, ConfigError
 from multiagent.models._budget_leases import LeaseKey, lease_keeper
 from multiagent.models._budget_lua import RELEASE, REPORT, RESERVE, SETTLE
 from multiagent.models._budget_pending import BATCH, PendingSettlements, Settlement
-from multiagent.models.budget import may_wait_for_holds
+from multiagent.models.budget import HeldBack, may_wait_for_holds, reserve_waiting
 
 PREFIX = "multiagent:budget:"
 #: Nano-USD per USD: amounts in Redis are integers.
@@ -76,16 +75,10 @@ NANO = 1_000_000_000
 PROBE_S = 1.0
 #: Seconds a command may wait for its reply before Redis counts as lost.
 COMMAND_TIMEOUT_S = 2.0
-#: First and longest pause of a call waiting for other calls' holds to settle.
-HOLD_WAIT_S = (0.01, 0.25)
 #: How long a daily budget's keys outlive their last write; a run's or batch's.
 DAILY_TTL_S = 2 * 86400
 RUN_TTL_S = 30 * 86400
 _LOST = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError)
-
-
-class _HeldBack(Exception):
-    """A reservation that fits once the holds of calls in flight settle."""
 
 
 def to_nano(usd: float) -> int:
@@ -176,13 +169,7 @@ class RedisBudget:
             StopRequested: Ctrl-C asked to stop while the call waited.
         """
         amount = to_nano(usd)
-        pause = HOLD_WAIT_S[0]
-        while True:
-            try:
-                return self._reserve_once(amount)
-            except _HeldBack:  # only holds of calls in flight stand in the way: they end
-                wait_or_stop(pause)
-                pause = min(2 * pause, HOLD_WAIT_S[1])
+        return reserve_waiting(lambda: self._reserve_once(amount))
 
     def try_reserve(self, usd: float) -> str | None:
         """:meth:`reserve` without waiting: ``None`` while only holds keep ``usd`` out.
@@ -192,7 +179,7 @@ class RedisBudget:
         """
         try:
             return self._reserve_once(to_nano(usd))
-        except _HeldBack:
+        except HeldBack:
             return None
 
     def draw(self, hold: str, draw_id: str, usd: float, *, part: bool = False) -> None:
@@ -315,7 +302,7 @@ class RedisBudget:
                 "(enqueue the batch again with --budget)"
             )
         if admitted == 0 and held > 0 and spent + amount <= cap and may_wait_for_holds():
-            raise _HeldBack
+            raise HeldBack
         if admitted == 0:
             when = f" for {_period_date(period)}" if self.daily else ""
             raise BudgetExceededError(

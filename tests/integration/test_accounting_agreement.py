@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from opentelemetry.trace import SpanKind
 
 from multiagent import _interrupt
 from multiagent._metrics import get_metrics
+from multiagent.errors import BudgetExceededError
 from multiagent.graphs.inputs import orchestration_input
 from multiagent.graphs.report import outcome_report
 from multiagent.graphs.runner import WorkflowOutcome, run_workflow
@@ -289,11 +291,41 @@ def test_a_killed_process_reservation_expires() -> None:
         Path(load_settings().home) / BUDGET_FILE, daily_usd=1.0, lease_s=30.0, clock=lambda: now[0]
     )
     store.reserve(0.9)  # never settled: its process died
-    with pytest.raises(Exception, match="project budget"):
-        store.reserve(0.5)
+    assert store.try_reserve(0.5) is None  # held back by the hold, not refused
     now[0] += 31
     store.settle(store.reserve(0.5), 0.5)
     assert store.report()["spent_usd"] == pytest.approx(0.5)
+
+
+def test_the_project_cap_waits_for_holds_and_refuses_only_on_spend(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Calls started together: one holds most of the cap; another that fits beside what is
+    spent waits for that hold to settle instead of being refused (four runs at once on a small
+    cap ended budget_exceeded with most of it unspent); once spend leaves no room, refused."""
+    from multiagent.models import budget
+
+    waiting = threading.Event()
+
+    def wait_or_stop(seconds: float) -> None:
+        waiting.set()
+        _interrupt.wait_or_stop(seconds)
+
+    monkeypatch.setattr(budget, "wait_or_stop", wait_or_stop, raising=False)
+    store = SQLiteProjectBudget(Path(load_settings().home) / BUDGET_FILE, daily_usd=1.0)
+    first = store.reserve(0.9)
+    waited: list[str] = []
+    second = threading.Thread(target=lambda: waited.append(store.reserve(0.5)))
+    second.start()
+    assert waiting.wait(timeout=60)  # held back by the first call's hold, not refused
+    store.settle(first, 0.4)  # the first call cost less than its worst case
+    second.join(timeout=60)
+    assert not second.is_alive()
+    assert len(waited) == 1
+    store.settle(waited[0], 0.5)
+    assert store.report()["spent_usd"] == pytest.approx(0.9)
+    with pytest.raises(BudgetExceededError, match=r"spent \$0\.900000, \$0\.000000 held"):
+        store.reserve(0.2)  # spend alone leaves no room: refused at once, no wait
 
 
 def test_pipeline_calls_reserve_in_the_project_budget(monkeypatch: pytest.MonkeyPatch) -> None:
