@@ -277,17 +277,18 @@ class SQLiteProjectBudget:
 
     def report(self) -> dict[str, Any]:
         """Cap, spend and holds of the current period."""
+        period = self._period()  # read once: the figures and their label are the same day's
         with self._lock:
             if not self.path.exists():
                 return {
-                    "period": self._period(),
+                    "period": period,
                     "daily_usd": self.daily_usd,
                     "spent_usd": 0.0,
                     "held_usd": 0.0,
                 }
-            spent, held = self._sums(self._conn(), self._period(), self._clock())
+            spent, held = self._sums(self._conn(), period, self._clock())
         return {
-            "period": self._period(),
+            "period": period,
             "daily_usd": self.daily_usd,
             "spent_usd": round(spent, 8),
             "held_usd": round(held, 8),
