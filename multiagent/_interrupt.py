@@ -11,7 +11,16 @@ starts (:func:`check_stop`), and the simulated provider's waits check it as they
 (:func:`wait_or_stop`); the task that meets it raises :class:`StopRequested` (a
 ``KeyboardInterrupt``) in its own thread, and LangGraph ends the step as for any failed task, so
 the run stops as ``interrupted`` with its finished steps kept. A call already at a real provider
-ends first (its cost is kept). A second Ctrl-C raises at once, as Python would.
+ends first (its cost is kept). Nothing else shows that the run is stopping, so the block's
+``on_stop`` says it at once, on a thread of its own (:func:`from_signal_handler`): a user who
+sees nothing happen presses again.
+
+A second Ctrl-C raises at once, as Python would, in the main thread, and marks the stop as
+immediate: the answers still coming in on other threads would go on otherwise, and the run's
+end with them (LangGraph waits for its tasks), so every stream checks :func:`check_stop_now`
+between its tokens and stops there. The in-process ``local`` model's generation has no other
+way out: on another thread nothing reaches it, and on the main thread the interrupt may land
+in llama.cpp's C callback, which drops it.
 
 A notebook's kernel interrupt is the same signal landing in the same place, so the block is public
 (``multiagent.stop_on_ctrl_c``): around ``graph.invoke``/``stream`` in a cell, an interrupt stops
@@ -55,6 +64,9 @@ RUN_CANCELLED = "multiagent: run cancelled by its caller"
 _RUNTIME_KEY = "__pregel_runtime"
 
 _requested = False
+_now = False
+#: Held while ``on_stop`` says the run is stopping (see :func:`wait_for_stop_notice`).
+_notice = _thread.allocate_lock()
 
 
 class StopRequested(KeyboardInterrupt):
@@ -74,6 +86,16 @@ def check_stop() -> None:
     """Raise :class:`StopRequested` when Ctrl-C asked to stop, :class:`RunCancelled` when the
     run of the calling thread was given up."""
     if _requested:
+        raise StopRequested
+    if run_cancelled():
+        raise RunCancelled
+
+
+def check_stop_now() -> None:
+    """Raise :class:`StopRequested` once Ctrl-C was pressed twice, :class:`RunCancelled` when
+    the run of the calling thread was given up: the check between two tokens of an answer,
+    which the first Ctrl-C lets finish."""
+    if _now:
         raise StopRequested
     if run_cancelled():
         raise RunCancelled
@@ -121,26 +143,53 @@ def from_signal_handler(action: Callable[[], object]) -> None:
     _thread.start_new_thread(action, ())
 
 
+def wait_for_stop_notice(timeout_s: float = 10.0) -> None:
+    """Wait until the ``on_stop`` of :func:`stop_on_ctrl_c` has said its line, if it runs.
+
+    The line goes out on a thread of its own, which a run stopping at once would otherwise
+    outpace (its closing report printed first) or outlive (the process gone before the line).
+    """
+    if _notice.acquire(timeout=timeout_s):
+        _notice.release()
+
+
+def _give_notice(on_stop: Callable[[], object]) -> None:
+    """Run ``on_stop``, then let :func:`wait_for_stop_notice` go."""
+    try:
+        on_stop()
+    finally:
+        _notice.release()
+
+
 @contextmanager
-def stop_on_ctrl_c() -> Iterator[None]:
+def stop_on_ctrl_c(*, on_stop: Callable[[], object] | None = None) -> Iterator[None]:
     """Within the block (main thread only), the first Ctrl-C asks to stop, the second raises.
 
     Elsewhere than the main thread signals cannot be handled, and the block changes nothing.
+
+    Args:
+        on_stop: Called once, at the first Ctrl-C, to say that the command is stopping; on a
+            thread of its own (it may take locks the interrupted main thread holds, and print).
     """
-    global _requested
+    global _requested, _now
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def on_ctrl_c(_number: int, _frame: FrameType | None) -> None:
-        global _requested
-        if _requested:  # asked twice: stop now
+        global _requested, _now
+        if _requested:  # asked twice: stop now, the answers still coming in too
+            _now = True
             raise KeyboardInterrupt
         _requested = True
+        # taken without waiting (a wait here could be for the interrupted code)
+        if on_stop is not None and _notice.acquire(blocking=False):
+            from_signal_handler(lambda: _give_notice(on_stop))
 
     previous = signal.signal(signal.SIGINT, on_ctrl_c)
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-        _requested = False
+        wait_for_stop_notice()
+        _requested = _now = False

@@ -12,9 +12,11 @@ dicts for ``Llama.create_chat_completion``, which applies the GGUF's own chat te
   tool-call formats are not parsed).
 - **Structured output**: :meth:`LocalChatModel.with_structured_output` constrains the output
   with llama.cpp's JSON-schema grammar (``response_format={"type": "json_object", "schema"}``).
-- **Usage**: llama.cpp's own token counts. A non-streamed reply carries them; a stream does not,
-  so a stream counts what llama.cpp samples (a logits processor sees every sampling step and
-  the full sequence: its first call's length is the prompt).
+- **Usage**: what llama.cpp sampled. Every call is generated as a stream (see
+  :meth:`LocalChatModel._answer`), which carries no usage, so a logits processor counts the
+  sampling steps and sees the full sequence (its first call's length is the prompt).
+- **Ctrl-C**: the first lets a generation under way finish and starts no other; the second, or
+  the run given up, stops it at its next token.
 - **Price**: 0 (see :func:`multiagent.models.local_profile.local_profile`).
 """
 
@@ -28,7 +30,7 @@ from typing import Any
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.messages.ai import UsageMetadata
+from langchain_core.messages.ai import UsageMetadata, add_ai_message_chunks
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
@@ -36,6 +38,7 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ConfigDict, Field
 
+from multiagent._interrupt import check_stop, check_stop_now
 from multiagent.errors import ConfigError
 from multiagent.models.local_engine import (
     DEFAULT_N_CTX,
@@ -67,17 +70,11 @@ class _SampleCounter:
         return UsageMetadata(input_tokens=prompt, output_tokens=out, total_tokens=prompt + out)
 
 
-def _usage(response: dict[str, Any]) -> UsageMetadata:
-    usage = response.get("usage") or {}
-    prompt, out = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
-    return UsageMetadata(input_tokens=prompt, output_tokens=out, total_tokens=prompt + out)
-
-
-def _tool_calls(raw: list[dict[str, Any]] | None) -> tuple[list[Any], list[Any]]:
-    """Parsed and unparseable tool calls of a llama.cpp message."""
+def _tool_calls(raw: list[dict[str, Any]]) -> tuple[list[Any], list[Any]]:
+    """Parsed and unparseable tool calls, in llama.cpp's message shape."""
     calls: list[Any] = []
     invalid: list[Any] = []
-    for item in raw or []:
+    for item in raw:
         function = item.get("function", {})
         call_id = item.get("id") or f"call_{uuid.uuid4().hex[:24]}"
         try:
@@ -202,6 +199,51 @@ class LocalChatModel(BaseChatModel):
                 f"or shorten the input"
             )
 
+    def _answer(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> Iterator[ChatGenerationChunk]:
+        """The answer as LangChain chunks, its usage on the last: both flavours' one path.
+
+        llama.cpp generates under the engine's lock, streamed even for a non-streamed call:
+        its non-streamed completion runs to the end with no way out between tokens (its
+        logits processors run in a C callback, where an exception is swallowed), while a
+        stream is a Python generator that stops where its reader stops reading. So a second
+        Ctrl-C, or the run given up, stops the generation at the next token
+        (:func:`~multiagent._interrupt.check_stop_now`); the first Ctrl-C lets it finish, but
+        a call still queued for the lock starts none.
+        """
+        engine = self.engine
+        self._check_fits(engine, messages)
+        request = self._request(messages, stop, kwargs)
+        counter = _SampleCounter()
+        from llama_cpp import LogitsProcessorList
+
+        finish: str | None = None
+        named: set[int] = set()
+        with engine.lock:
+            check_stop()  # queued behind another call's generation: none starts after Ctrl-C
+            parts = engine.llama.create_chat_completion(
+                **request, stream=True, logits_processor=LogitsProcessorList([counter])
+            )
+            try:
+                for part in parts:
+                    check_stop_now()
+                    choice = part["choices"][0]
+                    finish = choice.get("finish_reason") or finish
+                    chunk = _delta_chunk(choice.get("delta") or {}, named)
+                    if chunk is not None:
+                        yield chunk
+            finally:
+                parts.close()  # llama.cpp's generator ends between two tokens, lock still held
+        yield ChatGenerationChunk(
+            message=AIMessageChunk(
+                content="",
+                usage_metadata=counter.usage(finish),
+                response_metadata={"model_name": self.model_name, "finish_reason": finish},
+                chunk_position="last",
+            )
+        )
+
     def _generate(
         self,
         messages: list[BaseMessage],
@@ -209,23 +251,26 @@ class LocalChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        engine = self.engine
-        self._check_fits(engine, messages)
-        request = self._request(messages, stop, kwargs)
-        with engine.lock:
-            response = engine.llama.create_chat_completion(**request)
-        choice = response["choices"][0]
-        message = choice["message"]
-        calls, invalid = _tool_calls(message.get("tool_calls"))
+        first, *rest = [
+            chunk.message
+            for chunk in self._answer(messages, stop, kwargs)
+            if isinstance(chunk.message, AIMessageChunk)
+        ]
+        whole = add_ai_message_chunks(first, *rest)
+        # the arguments parsed strictly, as llama.cpp's own reply would be: a call cut short
+        # (max_tokens) is invalid, not the partial JSON LangChain reads from a stream
+        calls, invalid = _tool_calls(
+            [
+                {"id": c["id"], "function": {"name": c["name"], "arguments": c["args"]}}
+                for c in whole.tool_call_chunks
+            ]
+        )
         reply = AIMessage(
-            content="" if calls else (message.get("content") or ""),
+            content="" if calls else whole.text,
             tool_calls=calls,
             invalid_tool_calls=invalid,
-            usage_metadata=_usage(response),
-            response_metadata={
-                "model_name": self.model_name,
-                "finish_reason": choice.get("finish_reason"),
-            },
+            usage_metadata=whole.usage_metadata,
+            response_metadata=whole.response_metadata,
         )
         return ChatResult(generations=[ChatGeneration(message=reply)])
 
@@ -236,48 +281,32 @@ class LocalChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        engine = self.engine
-        self._check_fits(engine, messages)
-        request = self._request(messages, stop, kwargs)
-        counter = _SampleCounter()
-        from llama_cpp import LogitsProcessorList
+        for chunk in self._answer(messages, stop, kwargs):
+            if run_manager and chunk.text:
+                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
 
-        finish: str | None = None
-        with engine.lock:
-            stream = engine.llama.create_chat_completion(
-                **request, stream=True, logits_processor=LogitsProcessorList([counter])
-            )
-            for part in stream:
-                choice = part["choices"][0]
-                finish = choice.get("finish_reason") or finish
-                delta = choice.get("delta") or {}
-                chunk = _delta_chunk(delta)
-                if chunk is None:
-                    continue
-                if run_manager and chunk.text:
-                    run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                yield chunk
-        yield ChatGenerationChunk(
-            message=AIMessageChunk(
-                content="",
-                usage_metadata=counter.usage(finish),
-                response_metadata={"model_name": self.model_name, "finish_reason": finish},
-                chunk_position="last",
-            )
+
+def _delta_chunk(delta: dict[str, Any], named: set[int]) -> ChatGenerationChunk | None:
+    """One streamed delta as a LangChain chunk (text, or a piece of a tool call).
+
+    llama.cpp repeats a tool call's name and id on every delta, where LangChain joins the
+    pieces of a call by concatenating them: only the first piece of each call (``named``
+    holds the calls seen) carries them.
+    """
+    calls = []
+    for item in delta.get("tool_calls") or []:
+        index = item.get("index", 0)
+        first = index not in named
+        named.add(index)
+        calls.append(
+            {
+                "name": (item.get("function") or {}).get("name") if first else None,
+                "args": (item.get("function") or {}).get("arguments"),
+                "id": item.get("id") if first else None,
+                "index": index,
+            }
         )
-
-
-def _delta_chunk(delta: dict[str, Any]) -> ChatGenerationChunk | None:
-    """One streamed delta as a LangChain chunk (text, or a piece of a tool call)."""
-    calls = [
-        {
-            "name": (item.get("function") or {}).get("name"),
-            "args": (item.get("function") or {}).get("arguments"),
-            "id": item.get("id"),
-            "index": item.get("index", 0),
-        }
-        for item in delta.get("tool_calls") or []
-    ]
     content = delta.get("content") or ""
     if not content and not calls:
         return None

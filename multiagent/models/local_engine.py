@@ -4,6 +4,7 @@ A model file is loaded once per process (per path and context size) and shared b
 llama.cpp already uses every core for one generation, so two generations at once would only
 thrash. Each :class:`LlamaEngine` therefore holds a lock that every call takes for its whole
 generation (streams included): calls queue, one at a time, behind the runtime's controller.
+:func:`generations_running` counts the engines generating now (what Ctrl-C lets finish).
 
 Nothing here imports ``llama_cpp`` at module import: the extra may be missing, and then the user
 gets one line naming the fix instead of an ``ImportError``.
@@ -103,6 +104,13 @@ class LlamaEngine:
 
 
 _PATCH_LOCK = threading.Lock()
+#: Every engine this process loaded.
+_LOADED: list[LlamaEngine] = []
+
+
+def generations_running() -> int:
+    """How many of this process's models are generating an answer now."""
+    return sum(engine.lock.locked() for engine in list(_LOADED))
 
 
 @contextmanager
@@ -146,7 +154,9 @@ def load_engine(path: str, *, n_ctx: int = DEFAULT_N_CTX) -> LlamaEngine:
 
     with plain_cpu_buffers():
         llama = Llama(model_path=path, n_ctx=n_ctx, n_batch=512, verbose=False)
-    return LlamaEngine(path=Path(path), llama=llama, n_ctx=llama.n_ctx())
+    engine = LlamaEngine(path=Path(path), llama=llama, n_ctx=llama.n_ctx())
+    _LOADED.append(engine)
+    return engine
 
 
 __all__ = [
@@ -155,6 +165,7 @@ __all__ = [
     "PACKAGED_MODEL_NAME",
     "LlamaEngine",
     "check_gguf",
+    "generations_running",
     "is_model_path",
     "load_engine",
     "packaged_model_path",

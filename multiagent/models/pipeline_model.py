@@ -50,7 +50,7 @@ from langchain_core.runnables import Runnable, RunnableBinding
 from langchain_core.tools import BaseTool
 from pydantic import ConfigDict, Field, PrivateAttr, SkipValidation
 
-from multiagent._interrupt import RunCancelled, check_stop, run_cancelled
+from multiagent._interrupt import check_stop, check_stop_now
 from multiagent.models._answer_trace import priced, replay_chunks, with_call_id
 from multiagent.models._bp_health import output_tokens_of, served_seconds
 from multiagent.models._chain_call import call_in_flight
@@ -451,10 +451,10 @@ class PipelineChatModel(BaseChatModel):
                         stack.callback(_close, chunks)
             headers = None
             for chunk in _chain(first, chunks):
-                # the run given up ends the stream; Ctrl-C lets an answer already being
-                # streamed finish and keeps it (see multiagent._interrupt)
-                if run_cancelled():
-                    raise RunCancelled
+                # the run given up, or a second Ctrl-C, ends the stream; the first Ctrl-C
+                # lets an answer already being streamed finish and keeps it (see
+                # multiagent._interrupt)
+                check_stop_now()
                 headers = pop_headers(chunk) or headers
                 call.seen.append(chunk.message)
                 yield chunk

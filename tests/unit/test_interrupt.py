@@ -14,7 +14,14 @@ import pytest
 from langchain_core.messages import HumanMessage
 
 from multiagent import _interrupt
-from multiagent._interrupt import StopRequested, check_stop, stop_on_ctrl_c, stop_requested
+from multiagent._interrupt import (
+    StopRequested,
+    check_stop,
+    check_stop_now,
+    stop_on_ctrl_c,
+    stop_requested,
+    wait_for_stop_notice,
+)
 from multiagent.models.backpressure import BackpressureConfig, BackpressureController
 from multiagent.models.ledger import RunLedger
 from multiagent.models.pipeline import ModelPipeline
@@ -31,11 +38,53 @@ def test_the_first_ctrl_c_asks_the_second_raises_and_the_block_restores() -> Non
         assert stop_requested()
         with pytest.raises(StopRequested):
             check_stop()
+        check_stop_now()  # an answer coming in goes on
         with pytest.raises(KeyboardInterrupt) as second:
             os.kill(os.getpid(), signal.SIGINT)  # the handler runs as the call returns
         assert type(second.value) is KeyboardInterrupt
+        with pytest.raises(StopRequested):
+            check_stop_now()  # ... until the second
     assert not stop_requested()
+    check_stop_now()
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_the_first_ctrl_c_says_so_once_on_a_thread_of_its_own() -> None:
+    said: list[int] = []
+    with stop_on_ctrl_c(on_stop=lambda: said.append(threading.get_ident())):
+        os.kill(os.getpid(), signal.SIGINT)
+        wait_for_stop_notice()
+        assert len(said) == 1
+        assert said[0] != threading.get_ident()  # never in the signal handler itself
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+        wait_for_stop_notice()
+    assert len(said) == 1  # the second Ctrl-C stops; it says nothing more
+
+
+def test_a_second_ctrl_c_stops_a_streamed_answer_at_its_next_chunk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = load_settings()
+    ledger = RunLedger()
+    model: Any = ModelPipeline(settings).model_for("fast", agent="researcher", ledger=ledger)
+    read = 0
+
+    def read_and_press() -> None:
+        nonlocal read
+        for chunk in model.stream([HumanMessage("Write a long plan for a bakery launch")]):
+            if not str(chunk.content):
+                continue
+            read += 1
+            if read == 1:  # the first Ctrl-C: the answer goes on
+                monkeypatch.setattr(_interrupt, "_requested", True)
+            elif read == 3:  # the second: it stops
+                monkeypatch.setattr(_interrupt, "_now", True)
+
+    with pytest.raises(StopRequested):
+        read_and_press()
+    assert read == 3
+    assert [c.outcome for c in ledger.calls] == ["cancelled"]
 
 
 def test_a_simulated_wait_ends_when_a_stop_is_asked(monkeypatch: pytest.MonkeyPatch) -> None:
