@@ -18,7 +18,43 @@ _RESUME = {"orchestration": "run", "meeting": "meeting", "validation": "validate
 
 def resume_command(outcome: WorkflowOutcome) -> str:
     """The command that continues the outcome's thread."""
-    return f"multiagent {_RESUME[outcome.workflow]} --thread {outcome.thread_id} --resume"
+    return thread_resume_command(outcome.workflow, outcome.thread_id)
+
+
+def thread_resume_command(workflow: str, thread_id: str) -> str:
+    """The command that continues thread ``thread_id`` of ``workflow``."""
+    return f"multiagent {_RESUME[workflow]} --thread {thread_id} --resume"
+
+
+def answers_in_flight() -> int:
+    """Answers being generated for this process now, which the first Ctrl-C lets finish: calls
+    sent to a provider and not answered yet, the in-process model's generation (its other
+    calls wait for it and start none), not the simulator's (its waits stop at once)."""
+    from multiagent.models._controllers import shared_controllers
+    from multiagent.models.local_engine import generations_running
+
+    sent = sum(
+        controller.state().in_flight
+        for (provider, _model, _url), controller in shared_controllers().items()
+        if provider not in ("sim", "local")
+    )
+    return sent + generations_running()
+
+
+def say_stopping(console: Console, workflow: str, thread_id: str) -> None:
+    """The line the first Ctrl-C prints at once: what the run still does, and the way on."""
+    count = answers_in_flight()
+    doing = (
+        f"finishing {count} answer{'s' if count != 1 else ''} in flight"
+        if count
+        else "no new model call starts"
+    )
+    console.print(
+        f"[yellow]Stopping: {doing}; Ctrl-C again to stop now.[/] Resume with: "
+        f"{thread_resume_command(workflow, thread_id)}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def approve_in_terminal(console: Console) -> Any:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -130,6 +131,8 @@ def _execute(
 ) -> None:
     """Check the input, run the workflow as a thread, print the outcome, exit with its code."""
     from multiagent._interrupt import stop_on_ctrl_c
+    from multiagent.commands._render import say_stopping
+    from multiagent.graphs.workflows import new_thread_id
     from multiagent.models.ledger import check_budget_value
     from multiagent.models.pipeline import ModelPipeline
     from multiagent.nodes.agents_file import load_agents
@@ -161,13 +164,17 @@ def _execute(
         settings.profile.budget_usd if budget is None else budget,
         source="--budget" if budget is not None else settings.origin_of("budget_usd"),
     )
+    if not resume:  # named now, so that the first Ctrl-C can say how to resume it
+        thread = thread or new_thread_id(workflow)
     configure_tracing(settings)
     with ExitStack() as stack:
         # whatever the run's end, its metrics reach the history and its spans the exporter
         stack.callback(shutdown_tracing)
         stack.callback(persist_process, settings)
-        # Ctrl-C stops the run at its next model call, never inside LangGraph's thread pool
-        stack.enter_context(stop_on_ctrl_c())
+        # Ctrl-C stops the run at its next model call, never inside LangGraph's thread pool,
+        # and says so at once (on stderr: stdout may hold the --json document)
+        on_stop = None if thread is None else partial(say_stopping, err_console, workflow, thread)
+        stack.enter_context(stop_on_ctrl_c(on_stop=on_stop))
 
         def make_context() -> WorkflowContext:
             store = None
@@ -304,6 +311,7 @@ def _run_and_show(
 ) -> WorkflowOutcome:
     """Run with live output (unless ``--json``/``--no-stream``), then print the outcome; under
     ``--reveal-pii`` the printed outcome (only) shows the input's values again."""
+    from multiagent._interrupt import wait_for_stop_notice
     from multiagent.commands._live import LiveView
     from multiagent.commands._render import (
         approve_in_terminal,
@@ -327,6 +335,7 @@ def _run_and_show(
         on_event=view,
         max_concurrency=max_concurrency or settings.profile.rate_limit.max_concurrency,
     )
+    wait_for_stop_notice()  # Ctrl-C's line comes before the outcome that follows it
     if view is not None:
         view.close()
     report = outcome_report(outcome)

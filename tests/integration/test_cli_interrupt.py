@@ -1,6 +1,9 @@
 """Ctrl-C stops a run cleanly at any step: exit 130, the thread marked ``interrupted`` with the
 finished steps kept, the resume command printed; resuming finishes it. A real process receives a
-real SIGINT; the simulator's time to first token holds each step open until the signal lands."""
+real SIGINT; the simulator's time to first token holds each step open until the signal lands.
+
+The first Ctrl-C says at once, on stderr, what the run still does (the answers a provider is
+generating finish) and how to resume."""
 
 from __future__ import annotations
 
@@ -12,7 +15,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
+
+from multiagent.sim.config import SimServerConfig
+from multiagent.sim.runner import run_sim_server
 
 pytestmark = pytest.mark.slow
 
@@ -26,13 +33,20 @@ STEP_DONE = {
 }
 
 
-def _env(ttft: float) -> dict[str, str]:
+def _env(ttft: float, **extra: str) -> dict[str, str]:
     return {
         **os.environ,
         "PYTHONUNBUFFERED": "1",
         "MULTIAGENT_SIM__TTFT_S": str(ttft),
         "MULTIAGENT_SIM__TOKEN_LATENCY_S": "0",
+        **extra,
     }
+
+
+def _stopping_line(err: str) -> str:
+    """The one line the first Ctrl-C printed on stderr."""
+    [line] = [line for line in err.splitlines() if line.startswith("Stopping: ")]
+    return line
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -85,6 +99,11 @@ def test_ctrl_c_at_any_step_marks_the_thread_interrupted_and_resume_finishes_it(
     assert code == 130, err
     assert "Traceback" not in err
     assert f"multiagent run --thread {thread} --resume" in out
+    # said at once, not left to the closing report: the simulator's waits stop with the signal
+    assert _stopping_line(err) == (
+        "Stopping: no new model call starts; Ctrl-C again to stop now. Resume with: "
+        f"multiagent run --thread {thread} --resume"
+    )
     for agent, step_done in STEP_DONE.items():  # an agent stopped is not shown as done too
         assert not (f"✗ {agent} " in out and step_done in out), out
     row = _thread(thread)
@@ -109,13 +128,55 @@ def test_ctrl_c_at_any_step_marks_the_thread_interrupted_and_resume_finishes_it(
 
 
 def test_ctrl_c_in_a_meeting_prints_the_meeting_resume_command(isolated_env: Path) -> None:
-    code, out, _err = _interrupt_at(
+    code, out, err = _interrupt_at(
         "▸ moderate", "meeting", "Do we need a website?", "--participants", "critic,writer",
         "--rounds", "1", "--thread", "m-int", "--memory", "off",
     )  # fmt: skip
     assert code == 130
     assert "multiagent meeting --thread m-int --resume" in out
+    assert _stopping_line(err).endswith("Resume with: multiagent meeting --thread m-int --resume")
     assert _thread("m-int")["status"] == "interrupted"
+
+
+def test_the_first_ctrl_c_names_the_generated_thread_to_resume(isolated_env: Path) -> None:
+    code, out, err = _interrupt_at("▸ plan", "run", TASK, "--memory", "off")
+    assert code == 130
+    resume = _stopping_line(err).split("Resume with: ")[1]
+    assert resume in out  # the closing report's thread: the one the run was given
+    thread = resume.split("--thread ")[1].split()[0]
+    assert _thread(thread)["status"] == "interrupted"
+
+
+def test_the_first_ctrl_c_says_how_many_answers_a_provider_is_still_generating(
+    isolated_env: Path,
+) -> None:
+    """Through the ``openai`` provider the answers the server is generating are read to their
+    end and kept: the line counts them, and resuming runs only what they left."""
+    # long enough that both answers are still at the server when the line counts them
+    with run_sim_server(SimServerConfig(rpm=1e6, tpm=1e9, ttft_s=8.0)) as url:
+        stats = url.removesuffix("/v1") + "/sim/stats"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "multiagent", "run", TASK, "--agents", "researcher,critic",
+             "--thread", "real", "--memory", "off"],
+            env=_env(0, MULTIAGENT_PROVIDER="openai", OPENAI_API_KEY="sim",
+                     OPENAI_BASE_URL=url),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert process.stdout is not None
+        for line in process.stdout:
+            if "▸ work · critic" in line:
+                break
+        while httpx2.get(stats).json()["in_flight"] < 2:  # both workers' calls are at the server
+            assert process.poll() is None
+        process.send_signal(signal.SIGINT)
+        _out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert _stopping_line(err) == (
+        "Stopping: finishing 2 answers in flight; Ctrl-C again to stop now. Resume with: "
+        "multiagent run --thread real --resume"
+    )
+    shown = json.loads(_cli("threads", "show", "real", "--json").stdout)
+    assert sorted(u["node"] for u in shown["values"]["usage"]) == ["plan", "work", "work"]
 
 
 #: Runs the ``multiagent`` entry point with a real SIGINT sent to the process as the CLI's
