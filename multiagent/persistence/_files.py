@@ -125,9 +125,9 @@ def wait_for_lock(
 ) -> None:
     """Call ``take`` (one try at a lock, ``True`` once held) until it holds the lock.
 
-    A lock of this machine (``flock``) and one of a database server wait alike: polled, so an
-    exclusive wait (maintenance waiting for writers) ends at Ctrl-C under ``stop_on_ctrl_c``,
-    nothing touched yet, and no wait outlasts ``timeout_s``.
+    A lock of this machine (``flock``) and one of a database server wait alike: polled, so a
+    wait ends at Ctrl-C under ``stop_on_ctrl_c``, nothing touched yet, and no wait outlasts
+    ``timeout_s``.
 
     Raises:
         MultiagentError: Not held after ``timeout_s`` seconds, naming the lock.
@@ -140,6 +140,7 @@ def wait_for_lock(
                 f"timed out after {timeout_s:g}s waiting for the {kind} lock {name}; "
                 "another maintenance task or writer holds it"
             )
-        if exclusive:
-            check_stop()
+        # Ctrl-C (under stop_on_ctrl_c) ends the wait, nothing touched yet: maintenance waiting
+        # for writers, or a run waiting for maintenance (a compaction may hold it for minutes)
+        check_stop()
         time.sleep(0.05)

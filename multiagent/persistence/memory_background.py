@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Self
 
 from langchain_core.embeddings import Embeddings
 
+from multiagent._interrupt import StopRequested
 from multiagent.errors import UsageError
 from multiagent.persistence._chroma_open import has_collection
 from multiagent.persistence._collections import Note, check_agent, collection_name, make_note
@@ -127,6 +128,8 @@ class BackgroundAgentMemory:
                 raise self._error or RuntimeError("agent memory is not open")
             self._memory.remember_all([note for _row, note in notes])
             self._journal.delete([row for row, _note in notes])
+        except StopRequested:  # Ctrl-C while maintenance held the store: still journaled
+            logger.info("agent memory: %d notes left for the next open (Ctrl-C)", len(notes))
         except BaseException as exc:  # raised by the next call, or by close
             if self._write_error is None:
                 self._write_error = exc

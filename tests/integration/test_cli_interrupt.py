@@ -3,7 +3,8 @@ finished steps kept, the resume command printed; resuming finishes it. A real pr
 real SIGINT; the simulator's time to first token holds each step open until the signal lands.
 
 The first Ctrl-C says at once, on stderr, what the run still does (the answers a provider is
-generating finish) and how to resume."""
+generating finish) and how to resume; it also ends a run's wait for agent memory that a
+compaction holds."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import pytest
 
 from multiagent.sim.config import SimServerConfig
 from multiagent.sim.runner import run_sim_server
+from tests._procs import park_at
 
 pytestmark = pytest.mark.slow
 
@@ -177,6 +179,50 @@ def test_the_first_ctrl_c_says_how_many_answers_a_provider_is_still_generating(
     )
     shown = json.loads(_cli("threads", "show", "real", "--json").stdout)
     assert sorted(u["node"] for u in shown["values"]["usage"]) == ["plan", "work", "work"]
+
+
+def test_the_first_ctrl_c_ends_a_run_s_wait_for_memory_that_a_compaction_holds(
+    isolated_env: Path, tmp_path: Path
+) -> None:
+    """A compaction holds agent memory (parked mid-way, its lock held); a run whose agents
+    recall waits for it, and Ctrl-C ends that wait instead of the compaction's end. In
+    ``--json`` mode the line goes to stderr and stdout stays one JSON document."""
+    first = _cli("run", TASK, "--agents", "researcher,critic", "--memory", "lexical")
+    assert first.returncode == 0, first.stderr  # the agents now have memory to recall
+    go = tmp_path / "compaction-go"
+    compaction = park_at(
+        "compact", "persistence", "compact", tmp_path=tmp_path,
+        env={"MULTIAGENT_CRASH_POINT_GO": str(go)},
+    )  # fmt: skip
+    try:
+        run = subprocess.Popen(
+            [sys.executable, "-m", "multiagent", "run", TASK, "--agents", "researcher,critic",
+             "--thread", "mem", "--memory", "lexical", "--json"],
+            env=_env(0), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        while not _planned("mem"):  # then the workers recall, and wait for the compaction
+            assert run.poll() is None, run.communicate()
+        run.send_signal(signal.SIGINT)
+        out, err = run.communicate(timeout=300)  # a guard: without the stop, 120 s of waiting
+    finally:
+        go.touch()
+        _out, compacted = compaction.communicate(timeout=120)
+    assert compaction.returncode == 0, compacted
+    assert run.returncode == 130, err
+    assert json.loads(out)["status"] == "interrupted"  # stdout: the one document
+    assert _stopping_line(err).endswith("Resume with: multiagent run --thread mem --resume")
+    assert "Traceback" not in err
+    again = _cli("run", "--thread", "mem", "--resume", "--memory", "lexical", "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["status"] == "completed"
+
+
+def _planned(thread: str) -> bool:
+    """Whether ``thread``'s plan step is stored."""
+    shown = _cli("threads", "show", thread, "--json")
+    if shown.returncode != 0:  # not stored yet
+        return False
+    return any(u["node"] == "plan" for u in json.loads(shown.stdout)["values"].get("usage", []))
 
 
 #: Runs the ``multiagent`` entry point with a real SIGINT sent to the process as the CLI's
