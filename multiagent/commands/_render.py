@@ -161,5 +161,7 @@ def print_outcome(
             highlight=False,
             soft_wrap=True,
         )
+    elif outcome.status == "completed" and outcome.message:  # e.g. validators that failed
+        console.print(f"[yellow]{outcome.message}:[/] {command}", highlight=False)
     elif outcome.status == "rejected":
         console.print("[yellow]The plan was rejected; no agent worked.[/]")

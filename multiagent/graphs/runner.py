@@ -15,9 +15,10 @@ verdict). A run ends in one of these states, always with the thread's values so 
 - ``interrupted``: stopped by Ctrl-C (``KeyboardInterrupt``); resumable, the finished steps kept.
 
 Resuming (``resume=True``) continues from the thread's last checkpoint: completed nodes, and the
-finished parallel tasks of an interrupted step, are not run again. A validation that failed
-because no validator answered an item is forked at the checkpoint before its validators (LangGraph's
-replay), so they run again.
+finished parallel tasks of an interrupted step, are not run again. A finished validation whose
+validators failed after retries (an item no validator answered, or one short of its quorum) runs
+those validators again, and only those (:func:`~multiagent.nodes.validator.
+retry_failed_validators`); the verdicts it has are kept.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessageChunk
@@ -47,6 +48,7 @@ from multiagent.models.pipeline import RunLedger
 from multiagent.nodes.context import WorkflowContext
 from multiagent.nodes.failures import describe_error, provider_errors
 from multiagent.nodes.usage import thread_totals
+from multiagent.nodes.validator import failed_validators, retry_failed_validators
 from multiagent.observability.live_starts import registered_run
 from multiagent.observability.tracing import run_config
 from multiagent.persistence.run_usage import record_run, recorded_runs
@@ -122,18 +124,6 @@ def thread_spend(values: dict[str, Any], runs: dict[str, dict[str, Any]] | None 
     """USD the thread has spent: each recorded run's total, plus the node entries in state of
     the runs that are not recorded."""
     return float(thread_totals(values.get("usage", []) or [], runs or {})["cost_usd"])
-
-
-def _before_validators(graph: Any, config: RunnableConfig) -> RunnableConfig:
-    """The config of the thread's last checkpoint that has the validators still to run.
-
-    Streaming from it forks the thread there (LangGraph's replay): the validators run again,
-    and their new answers, not the failed ones, make the thread's next checkpoints.
-    """
-    for snapshot in graph.get_state_history(config):
-        if "validate" in snapshot.next:
-            return cast("RunnableConfig", snapshot.config)
-    raise UsageError(f"thread {config['configurable']['thread_id']!r} has no validators to rerun")
 
 
 def _error_text(error: object) -> str:
@@ -381,16 +371,15 @@ def _run_workflow(
     spent_before = 0.0
     command: Any = inputs
     pending: dict[str, Any] | None = None
-    # where the first stream starts: the thread's head, or, to rerun a validation's validators
-    # after the provider failed them all, the checkpoint before they ran
-    start = config
     if resume:
         snapshot = graph.get_state(config)
         runs = recorded_runs(checkpointer, thread_id) if checkpointer is not None else {}
         spent_before = thread_spend(snapshot.values or {}, runs)
         command, pending = _resume_command(graph, config, approver, redact=redact)
-        if workflow == "validation" and not snapshot.next and unanswered_items(snapshot.values):
-            start = {**config, "configurable": _before_validators(graph, config)["configurable"]}
+        finished = not snapshot.next and not snapshot.tasks
+        if workflow == "validation" and finished and pending is None:
+            # a finished validation: its failed validators, and only they, run again
+            command = retry_failed_validators(snapshot.values or {})
     budget = context.ledger.budget_usd
     shared = _thread_budget(context, thread_id=thread_id, budget_usd=budget)
     ledger = shared_ledger or RunLedger(
@@ -445,7 +434,7 @@ def _run_workflow(
         while True:
             for mode, data in graph.stream(  # (mode, data) pairs: stream_mode is a list
                 command,
-                start,
+                config,
                 context=context,
                 stream_mode=modes,  # type: ignore[arg-type]
                 # a killed process must find every finished step on disk
@@ -461,7 +450,6 @@ def _run_workflow(
                     last_values = data
             if checkpointer is None:
                 break
-            start = config
             command, pending = _resume_command(graph, config, approver, redact=redact)
             if command is None:
                 break
@@ -497,6 +485,14 @@ def _run_workflow(
             "--resume runs the validators again"
         )
         result.error = "; ".join(errors[:3]) or None
+    elif workflow == "validation" and checkpointer is not None:
+        retried = sorted({task["validator"] for task in failed_validators(result.values)})
+        if retried:  # the verdict stands on fewer validators: say how to complete it
+            plural = len(retried) > 1
+            result.message = (
+                f"validator{'s' if plural else ''} {', '.join(retried)} failed after retries; "
+                f"--resume runs only {'them' if plural else 'it'} again"
+            )
     approval = result.values.get("approval")
     if workflow == "orchestration" and approval is not None and not approval["approved"]:
         result.status, result.message = "rejected", "the plan was rejected; no agent worked"

@@ -12,12 +12,12 @@ run (resumable). Each verdict and each item's result is also sent to the ``custo
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime, get_runtime
-from langgraph.types import Send
+from langgraph.types import Command, Overwrite, Send
 from pydantic import BaseModel, Field
 
 from multiagent.models.accounting import worst_case_cost
@@ -92,6 +92,36 @@ def fan_out_validators(state: ValidationState) -> list[Send]:
         for key, text in distinct_texts(items).items()
         for name in validators
     ]
+
+
+def failed_validators(values: Mapping[str, Any]) -> list[ValidatorTask]:
+    """The validator tasks of a finished validation that failed after retries and gave no
+    verdict since, each once, in the order they failed."""
+    texts = distinct_texts(validation_items(values.get("items") or []))
+    answered = {(v["key"], v["validator"]) for v in values.get("verdicts") or []}
+    tasks: dict[tuple[str, str], ValidatorTask] = {}
+    for failure in values.get("failures") or []:
+        pair = (failure["key"], failure["validator"])
+        if pair not in answered and failure["key"] in texts:
+            tasks.setdefault(
+                pair, ValidatorTask(key=pair[0], text=texts[pair[0]], validator=pair[1])
+            )
+    return list(tasks.values())
+
+
+def retry_failed_validators(values: Mapping[str, Any]) -> Command[Any] | None:
+    """What resumes a finished validation whose validators failed: only those run again.
+
+    The verdicts given stay (none is paid for twice); the failures are cleared, so the retried
+    validators' new answers, or new failures, are what the aggregator decides on. ``None`` when
+    no validator failed: there is nothing to resume.
+    """
+    tasks = failed_validators(values)
+    if not tasks:
+        return None
+    return Command(
+        update={"failures": Overwrite([])}, goto=[Send("validate", task) for task in tasks]
+    )
 
 
 def cached_verdict(

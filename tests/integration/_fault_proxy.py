@@ -1,0 +1,126 @@
+"""A loopback proxy in front of the simulator server that fails the requests of chosen agents.
+
+The simulator's ``error_rate`` draws its faults at random over every request; a test of "one
+agent fails while the others succeed" needs the fault tied to the agent. The proxy reads each
+chat request's system prompt (an agent's role), answers 500 with OpenAI's error document for the
+agents it is told to fail, and forwards the rest to the simulator byte for byte. Everything the
+test asserts about paid calls it reads from the simulator's own ``/sim/stats``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from tests._loopback_http import JsonHandler, loopback, serving
+
+ERROR = {
+    "error": {
+        "message": "The server had an error while processing your request.",
+        "type": "server_error",
+        "param": None,
+        "code": None,
+    }
+}
+
+
+class FaultProxy:
+    """Which agents fail, and how many requests of each it refused or forwarded."""
+
+    def __init__(self, upstream: str, roles: dict[str, str]) -> None:
+        #: The simulator's base URL (``http://127.0.0.1:PORT/v1``).
+        self.upstream = upstream.rstrip("/")
+        #: Agent name by the role text its system prompt holds.
+        self.roles = roles
+        #: What fails: (agent or any, text the request holds or any, forwards it may make first).
+        self.rules: list[tuple[str | None, str | None, int]] = []
+        self.lock = threading.Lock()
+        self.refused: dict[str, int] = {}
+        self.forwarded: dict[str, int] = {}
+
+    def fail(self, agent: str | None = None, *, text: str | None = None, after: int = 0) -> None:
+        """Fail every request of ``agent`` (any agent's when ``None``) that holds ``text`` (when
+        given), once ``after`` more requests of that agent went through."""
+        with self.lock:
+            start = self.forwarded.get(agent, 0) if agent is not None else 0
+            self.rules.append((agent, text, start + after))
+
+    def heal(self) -> None:
+        """Fail nothing from now on."""
+        with self.lock:
+            self.rules.clear()
+
+    def agent_of(self, body: dict[str, Any]) -> str:
+        system = next(
+            (str(m.get("content")) for m in body.get("messages", []) if m.get("role") == "system"),
+            "",
+        )
+        return next((name for role, name in self.roles.items() if role in system), "?")
+
+    def decide(self, body: dict[str, Any]) -> bool:
+        """Whether the request is refused; counted under its agent either way."""
+        agent = self.agent_of(body)
+        prompt = json.dumps(body.get("messages", []))
+        with self.lock:
+            refuse = any(
+                who in (None, agent)
+                and (text is None or text in prompt)
+                and self.forwarded.get(agent, 0) >= allowed
+                for who, text, allowed in self.rules
+            )
+            counts = self.refused if refuse else self.forwarded
+            counts[agent] = counts.get(agent, 0) + 1
+        return refuse
+
+
+def _handler(proxy: FaultProxy) -> type[JsonHandler]:
+    class Handler(JsonHandler):
+        def do_GET(self) -> None:
+            self._forward(None)
+
+        def do_POST(self) -> None:
+            raw = self.read_body()
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = {}
+            if proxy.decide(body):
+                self.reply_json(500, ERROR)
+                return
+            self._forward(raw)
+
+        def _forward(self, raw: bytes | None) -> None:
+            path = self.path.removeprefix("/v1")
+            request = urllib.request.Request(
+                proxy.upstream + path,
+                data=raw,
+                method="POST" if raw is not None else "GET",
+                headers={"Content-Type": "application/json", "Authorization": "Bearer sim"},
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    status, headers, payload = response.status, response.headers, response.read()
+            except urllib.error.HTTPError as exc:
+                status, headers, payload = exc.code, exc.headers, exc.read()
+            self.send_response(status)
+            for name in ("Content-Type", "Retry-After", "x-request-id"):
+                if headers.get(name):
+                    self.send_header(name, headers[name])
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+    return Handler
+
+
+@contextmanager
+def fault_proxy(upstream: str, roles: dict[str, str]) -> Iterator[tuple[str, FaultProxy]]:
+    """Serve a :class:`FaultProxy` in front of ``upstream``; yield its ``/v1`` URL and itself."""
+    proxy = FaultProxy(upstream, roles)
+    with serving(loopback(_handler(proxy))) as url:
+        yield f"{url}/v1", proxy
