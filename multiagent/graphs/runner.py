@@ -136,16 +136,26 @@ def _error_text(error: object) -> str:
 class _Watcher:
     """Turns LangGraph's stream into events and node timings."""
 
-    def __init__(self, on_event: Callable[[WorkflowEvent], None] | None) -> None:
+    def __init__(
+        self,
+        on_event: Callable[[WorkflowEvent], None] | None,
+        *,
+        kept: frozenset[str] = frozenset(),
+    ) -> None:
         self.on_event = on_event
         self.started: dict[str, tuple[str, str, float]] = {}
         self.timings: list[dict[str, Any]] = []
+        #: Tasks a resumed step finished before it stopped: LangGraph announces them again but
+        #: applies their kept writes without running them, so nobody is shown them starting.
+        self.kept = kept
 
     def _emit(self, event: WorkflowEvent) -> None:
         if self.on_event is not None:
             self.on_event(event)
 
     def task(self, data: dict[str, Any]) -> None:
+        if data["id"] in self.kept:
+            return
         if "input" in data:
             label = task_label(data["name"], data["input"])
             self.started[data["id"]] = (data["name"], label, time.perf_counter())
@@ -371,8 +381,10 @@ def _run_workflow(
     spent_before = 0.0
     command: Any = inputs
     pending: dict[str, Any] | None = None
+    kept: frozenset[str] = frozenset()
     if resume:
         snapshot = graph.get_state(config)
+        kept = frozenset(task.id for task in snapshot.tasks if task.result is not None)
         runs = recorded_runs(checkpointer, thread_id) if checkpointer is not None else {}
         spent_before = thread_spend(snapshot.values or {}, runs)
         command, pending = _resume_command(graph, config, approver, redact=redact)
@@ -389,7 +401,7 @@ def _run_workflow(
         given_usd=budget,
     )
     context = dataclasses.replace(context, ledger=ledger)
-    watcher = _Watcher(on_event)
+    watcher = _Watcher(on_event, kept=kept)
     began = time.perf_counter()
 
     def record() -> dict[str, dict[str, Any]]:

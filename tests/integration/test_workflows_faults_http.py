@@ -18,8 +18,8 @@ import pytest
 from typer.testing import CliRunner
 
 from multiagent.cli import app
-from multiagent.graphs.inputs import validation_input
-from multiagent.graphs.runner import run_workflow
+from multiagent.graphs.inputs import orchestration_input, validation_input
+from multiagent.graphs.runner import WorkflowEvent, run_workflow
 from multiagent.nodes.agents import BUILTIN_AGENTS
 from multiagent.nodes.context import build_context
 from multiagent.persistence.checkpointer import open_checkpointer
@@ -179,3 +179,30 @@ def test_the_terminal_names_the_failed_validators_and_the_resume_command(
         "validator completeness failed after retries; --resume runs only it again: "
         "multiagent validate --thread v-hint --resume"
     ) in lines
+
+
+def test_a_resumed_step_shows_only_the_tasks_that_run_again(
+    served: tuple[str, FaultProxy],
+) -> None:
+    _, proxy = served
+    proxy.fail("critic")
+    settings = load_settings()
+    context = build_context(settings)
+    team = ["researcher", "critic", "analyst"]
+    inputs = orchestration_input("Plan a bakery's move", agents=context.agents, team=team)
+    with open_checkpointer(settings) as saver:
+        down = run_workflow(
+            "orchestration", inputs, context=context, checkpointer=saver, thread_id="o-shown"
+        )
+        assert down.status == "failed"
+        proxy.heal()
+        events: list[WorkflowEvent] = []
+        back = run_workflow(
+            "orchestration", None, context=build_context(settings), checkpointer=saver,
+            thread_id="o-shown", resume=True, on_event=events.append,
+        )  # fmt: skip
+    assert back.status == "completed"
+    # the researcher and the analyst finished before the stop: not shown starting again
+    started = [e.label for e in events if e.kind == "start"]
+    assert started == ["work · critic", "synthesize"]
+    assert [e.label for e in events if e.kind == "end"] == started
