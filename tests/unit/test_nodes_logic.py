@@ -18,7 +18,13 @@ from multiagent.graphs.inputs import (
 from multiagent.nodes.agents_file import load_agents
 from multiagent.nodes.planner import PlanAnswer, PlannedStep, _decision, merge_steps
 from multiagent.nodes.state import ValidationItem, ValidatorFailure, Verdict
-from multiagent.nodes.validator import distinct_texts, item_result, text_key
+from multiagent.nodes.validator import (
+    distinct_texts,
+    failed_validators,
+    item_result,
+    retry_failed_validators,
+    text_key,
+)
 from multiagent.policies import load_settings
 
 TEAM = ["researcher", "analyst", "critic"]
@@ -99,6 +105,47 @@ def test_consensus_against_threshold_over_the_validators_that_answered() -> None
     assert not strict["passed"]
     nobody = item_result(item, verdicts=[], failures=[failure], validators=1, threshold=0.5)
     assert nobody["status"] == "inconclusive"
+
+
+def test_consensus_edges_tie_exact_threshold_and_one_validator() -> None:
+    item = ValidationItem(id="a", text="t")
+    tie = [_verdict("v1", True), _verdict("v2", False)]
+    assert item_result(item, verdicts=tie, failures=[], validators=2, threshold=0.5)["passed"]
+    assert not item_result(item, verdicts=tie, failures=[], validators=2, threshold=0.51)["passed"]
+    five = [_verdict(f"v{n}", bool(vote)) for n, vote in enumerate([1, 1, 0, 1, 0], start=1)]
+    met = item_result(item, verdicts=five, failures=[], validators=5, threshold=0.6)
+    assert met["status"] == "passed"  # 3 of 5 is exactly 0.6
+    alone = item_result(
+        item, verdicts=[_verdict("v1", False)], failures=[], validators=1, threshold=1.0
+    )
+    assert (alone["status"], alone["responded"], alone["quorum"]) == ("failed", 1, 1)
+
+
+def test_only_validators_that_failed_and_gave_no_verdict_since_are_retried() -> None:
+    items = ["Water boils at 100 C.", "Ice is cold.", "Water  boils at 100 C. "]
+    boils, ice = text_key(items[0]), text_key(items[1])
+    values = {
+        "items": items,
+        "verdicts": [
+            {**_verdict("v1", True), "key": boils},
+            {**_verdict("v2", True), "key": ice},
+        ],
+        "failures": [
+            ValidatorFailure(key=boils, validator="v2", error="APIError"),
+            ValidatorFailure(key=ice, validator="v1", error="APIError"),
+            ValidatorFailure(key=ice, validator="v2", error="APIError"),  # answered since
+            ValidatorFailure(key=boils, validator="v2", error="APIError"),  # the same, once
+        ],
+    }
+    retried = failed_validators(values)
+    assert retried == [
+        {"key": boils, "text": items[0], "validator": "v2"},
+        {"key": ice, "text": items[1], "validator": "v1"},
+    ]
+    command = retry_failed_validators(values)
+    assert command is not None
+    assert [send.arg for send in command.goto] == retried  # type: ignore[union-attr]
+    assert retry_failed_validators({**values, "failures": []}) is None
 
 
 def test_identical_texts_share_one_key() -> None:
