@@ -502,8 +502,8 @@ def _run_workflow(
         if retried:  # the verdict stands on fewer validators: say how to complete it
             plural = len(retried) > 1
             result.message = (
-                f"validator{'s' if plural else ''} {', '.join(retried)} failed after retries; "
-                f"--resume runs only {'them' if plural else 'it'} again"
+                f"validator{'s' if plural else ''} {', '.join(retried)} gave no verdict (see "
+                f"failures); --resume runs only {'them' if plural else 'it'} again"
             )
     approval = result.values.get("approval")
     if workflow == "orchestration" and approval is not None and not approval["approved"]:

@@ -42,6 +42,14 @@ class FaultProxy:
         self.lock = threading.Lock()
         self.refused: dict[str, int] = {}
         self.forwarded: dict[str, int] = {}
+        #: Agents whose answers come back malformed: every tool call's arguments and every
+        #: text an object that validates against no verdict, plan or judgement.
+        self.garbled: set[str] = set()
+
+    def garble(self, agent: str) -> None:
+        """Forward ``agent``'s requests, but break what comes back (non-streamed answers)."""
+        with self.lock:
+            self.garbled.add(agent)
 
     def fail(self, agent: str | None = None, *, text: str | None = None, after: int = 0) -> None:
         """Fail every request of ``agent`` (any agent's when ``None``) that holds ``text`` (when
@@ -51,9 +59,10 @@ class FaultProxy:
             self.rules.append((agent, text, start + after))
 
     def heal(self) -> None:
-        """Fail nothing from now on."""
+        """Fail and garble nothing from now on."""
         with self.lock:
             self.rules.clear()
+            self.garbled.clear()
 
     def agent_of(self, body: dict[str, Any]) -> str:
         system = next(
@@ -92,9 +101,9 @@ def _handler(proxy: FaultProxy) -> type[JsonHandler]:
             if proxy.decide(body):
                 self.reply_json(500, ERROR)
                 return
-            self._forward(raw)
+            self._forward(raw, garble=proxy.agent_of(body) in proxy.garbled)
 
-        def _forward(self, raw: bytes | None) -> None:
+        def _forward(self, raw: bytes | None, *, garble: bool = False) -> None:
             path = self.path.removeprefix("/v1")
             request = urllib.request.Request(
                 proxy.upstream + path,
@@ -107,6 +116,8 @@ def _handler(proxy: FaultProxy) -> type[JsonHandler]:
                     status, headers, payload = response.status, response.headers, response.read()
             except urllib.error.HTTPError as exc:
                 status, headers, payload = exc.code, exc.headers, exc.read()
+            if garble and status == 200 and payload.startswith(b"{"):
+                payload = _garbled(payload)
             self.send_response(status)
             for name in ("Content-Type", "Retry-After", "x-request-id"):
                 if headers.get(name):
@@ -116,6 +127,19 @@ def _handler(proxy: FaultProxy) -> type[JsonHandler]:
             self.wfile.write(payload)
 
     return Handler
+
+
+def _garbled(payload: bytes) -> bytes:
+    """A completion whose tool calls and text hold an object of the wrong shape."""
+    document = json.loads(payload)
+    broken = json.dumps({"passed": "perhaps", "confidence": 7, "steps": "none"})
+    for choice in document.get("choices", []):
+        message = choice.get("message", {})
+        for call in message.get("tool_calls") or []:
+            call["function"]["arguments"] = broken
+        if message.get("content") is not None:
+            message["content"] = broken
+    return json.dumps(document).encode()
 
 
 @contextmanager

@@ -176,7 +176,7 @@ def test_the_terminal_names_the_failed_validators_and_the_resume_command(
     assert result.exit_code in (0, 3), result.output  # two of three answered: quorum met
     lines = " ".join(result.stdout.split())
     assert (
-        "validator completeness failed after retries; --resume runs only it again: "
+        "validator completeness gave no verdict (see failures); --resume runs only it again: "
         "multiagent validate --thread v-hint --resume"
     ) in lines
 
@@ -206,3 +206,30 @@ def test_a_resumed_step_shows_only_the_tasks_that_run_again(
     started = [e.label for e in events if e.kind == "start"]
     assert started == ["work · critic", "synthesize"]
     assert [e.label for e in events if e.kind == "end"] == started
+
+
+def test_a_malformed_verdict_is_a_failed_validator_and_resume_asks_it_again(
+    served: tuple[str, FaultProxy],
+) -> None:
+    sim, proxy = served
+    proxy.garble("completeness")
+    code, first = _cli("validate", TEXT, "--thread", "v-garbled")
+    # the two that answered decide (quorum 2); the malformed one is named, with why
+    assert first["output"]["responded"] == 2
+    assert first["output"]["failed"] == ["completeness"]
+    [failure] = first["failures"]
+    assert failure["validator"] == "completeness"
+    assert "StructuredOutputError" in failure["error"]
+    assert sorted(v["validator"] for v in first["verdicts"]) == [
+        "factual_accuracy",
+        "logical_consistency",
+    ]
+    ladder = proxy.forwarded["completeness"]  # every step of the structured-output ladder
+    assert ladder > 1
+    assert _served(sim) == 2 + ladder
+
+    proxy.heal()
+    code, back = _cli("validate", "--thread", "v-garbled", "--resume")
+    assert _served(sim) == 2 + ladder + 1
+    assert (back["output"]["responded"], back["failures"]) == (3, [])
+    assert code == {"passed": 0, "failed": 3}[back["output"]["status"]]
