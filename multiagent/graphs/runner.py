@@ -170,6 +170,10 @@ class _Watcher:
             label += " (waiting)"
         self.timings.append({"node": name, "label": label, "seconds": seconds})
         failed = None if error is None else _error_text(error)
+        recorded = data.get("result")
+        if failed is None and isinstance(recorded, dict) and recorded.get("failures"):
+            # a validator that gave no verdict returns (its failure recorded), it does not raise
+            failed = f"no verdict: {recorded['failures'][0]['error']}"
         self._emit(
             WorkflowEvent("end", name, label, seconds=seconds, error=failed, task=data["id"])
         )

@@ -172,9 +172,13 @@ def test_the_terminal_names_the_failed_validators_and_the_resume_command(
 ) -> None:
     _, proxy = served
     proxy.fail("completeness")
-    result = runner.invoke(app, ["validate", TEXT, "--thread", "v-hint", "--no-stream"])
+    result = runner.invoke(app, ["validate", TEXT, "--thread", "v-hint"])
     assert result.exit_code in (0, 3), result.output  # two of three answered: quorum met
     lines = " ".join(result.stdout.split())
+    # the validator's step is shown failed, as its agent line is, not as done
+    assert "✗ validate · completeness no verdict: OpenAIAPIError" in lines
+    assert "✓ validate · completeness" not in lines
+    assert "✓ validate · factual_accuracy" in lines
     assert (
         "validator completeness gave no verdict (see failures); --resume runs only it again: "
         "multiagent validate --thread v-hint --resume"
