@@ -6,11 +6,14 @@ LangChain's ``parent_run_id``, skipping the runs LangGraph hides from tracers
 policy, thread id and correlation id (inherited metadata, see
 :func:`multiagent.observability.tracing.run_config`), the agent and LangGraph node, and for model
 calls the model, tokens, cost and whether the completion cache answered. Errors set the span's
-status and record the exception; a LangGraph interrupt (waiting for approval) is not an error.
+status and record the exception (a model call's figures on the call's span only; a run stopped
+by Ctrl-C or cancelled is ``multiagent.error_kind = cancelled``); a LangGraph interrupt (waiting
+for approval) is not an error.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -149,6 +152,8 @@ class OpenTelemetryCallbackHandler(BaseCallbackHandler):
             return self._spans.pop(run_id, None)
 
     def _fail(self, error: BaseException, *, run_id: UUID) -> None:
+        with self._lock:
+            model_call = run_id in self._models
         span = self._pop(run_id)
         if span is None:
             return
@@ -157,12 +162,18 @@ class OpenTelemetryCallbackHandler(BaseCallbackHandler):
         else:
             span.record_exception(error)
             record = vars(error).get(STAMP_KEY) if hasattr(error, "__dict__") else None
-            if record is not None and hasattr(record, "attributes"):
+            # the error rises through the node and the graph too: the call's figures go on the
+            # call's span alone, or a backend summing them over a trace counts them once per level
+            if model_call and record is not None and hasattr(record, "attributes"):
                 for name, value in record.attributes().items():
                     span.set_attribute(name, value)
+            cancelled = isinstance(error, KeyboardInterrupt | asyncio.CancelledError)
+            kind = "cancelled" if cancelled else error_kind(error)
             span.set_attribute("error.type", type(error).__name__)
-            span.set_attribute("multiagent.error_kind", error_kind(error))
-            span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"[:500]))
+            span.set_attribute("multiagent.error_kind", kind)
+            said = str(error)
+            described = f"{type(error).__name__}: {said}" if said else type(error).__name__
+            span.set_status(Status(StatusCode.ERROR, described[:500]))
         span.end()
 
     # chains: the graph and its nodes

@@ -13,9 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from langchain_core.runnables.config import merge_configs
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import END, START, StateGraph
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
+from typing_extensions import TypedDict
 
 from multiagent import _interrupt
 from multiagent._metrics import get_metrics
@@ -248,6 +251,53 @@ def test_an_ainvoke_cancelled_while_the_model_answers_closes_its_span(
     attrs = dict(span.attributes or {})
     assert attrs["multiagent.outcome"] == "cancelled"
     assert attrs["gen_ai.usage.input_tokens"] == record.input_tokens
+
+
+class _Story(TypedDict):
+    text: str
+
+
+def test_a_failed_calls_figures_are_counted_once_in_its_trace(
+    spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The error of a call cut off mid-stream rises through its node and the graph: only the
+    call's span carries the call's tokens and cost, so a sum over the trace is the ledger's."""
+    overrides = {"cache.completion_enabled": False, "sim.token_latency_s": 0.02}
+    settings = load_settings(overrides=overrides)
+    ledger = RunLedger()
+    llm = ModelPipeline(settings).model_for("standard", agent="a", ledger=ledger)
+
+    def tell(state: _Story) -> dict[str, Any]:
+        for seen, _ in enumerate(llm.stream(state["text"]), 1):
+            if seen == 3:  # Ctrl-C: the provider's next wait raises
+                monkeypatch.setattr(_interrupt, "_requested", True)
+        return {}
+
+    builder = StateGraph(_Story)
+    builder.add_node("tell", tell)
+    builder.add_edge(START, "tell")
+    builder.add_edge("tell", END)
+    thread = "t-failed-once"
+    config = merge_configs(
+        {"configurable": {"thread_id": thread}},
+        run_config(workflow="demo", settings=settings, thread_id=thread, live=False),  # type: ignore[arg-type]
+    )
+    with pytest.raises(_interrupt.StopRequested):
+        builder.compile().invoke({"text": "Tell a long story about bread"}, config)
+    (record,) = ledger.calls
+    assert record.cost_usd > 0
+    finished = spans.get_finished_spans()
+    assert sorted(s.name for s in finished) == ["chat gpt-4o-mini", "multiagent.demo", "tell"]
+    figured = [s for s in finished if "multiagent.cost_usd" in (s.attributes or {})]
+    assert [s.kind for s in figured] == [SpanKind.CLIENT]
+    for name in ("gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens", "multiagent.cached"):
+        assert [s.kind for s in finished if name in (s.attributes or {})] == [SpanKind.CLIENT]
+    assert sum(s.attributes["multiagent.cost_usd"] for s in figured) == round(record.cost_usd, 10)  # type: ignore[index]
+    # every span of the stopped run ended as an error, said to be a cancellation
+    for span in finished:
+        assert span.status.status_code is StatusCode.ERROR
+        assert span.status.description == "StopRequested"
+        assert (span.attributes or {})["multiagent.error_kind"] == "cancelled"
 
 
 _SPENDER = """
