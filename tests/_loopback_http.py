@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,3 +51,36 @@ def serving(server: ThreadingHTTPServer) -> Iterator[str]:
 def loopback(handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
     """A threading server for ``handler`` on a free loopback port (not started)."""
     return ThreadingHTTPServer(("127.0.0.1", 0), handler)
+
+
+@contextmanager
+def refusing() -> Iterator[str]:
+    """A loopback port nothing listens on (connections are refused)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    yield f"http://127.0.0.1:{port}"
+
+
+@contextmanager
+def silent() -> Iterator[str]:
+    """A loopback port that accepts connections and never answers (requests hang)."""
+    held: list[socket.socket] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(listener.accept()[0])
+            except OSError:  # closed: the test is over
+                return
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
+        for conn in held:
+            conn.close()
+        thread.join(timeout=5)

@@ -21,8 +21,9 @@ enclosing run's step stays that step's child in the same trace.
 A client owns a background sender, so a twin is made once per caller client and kept as long as
 that client lives (its sender then sends what is left and stops); with no tracer given, the
 process's redacting client (endpoint and key from the environment) is made once.
-:func:`flush_redacting_client` waits for what any of them has not sent yet
-(:func:`~multiagent.observability.tracing.shutdown_tracing` calls it).
+:func:`flush_redacting_client` waits for what any of them has not sent yet;
+:func:`~multiagent.observability.tracing.shutdown_tracing` gives them (and LangChain's default
+client, :func:`langsmith_clients`) a few seconds at most.
 """
 
 from __future__ import annotations
@@ -181,6 +182,17 @@ def redacting_tracer() -> LangChainTracer | None:
     parent = context["parent"]
     client = parent.client if parent is not None else context["client"]
     return LangChainTracer(client=_redacting_client() if client is None else redacting_twin(client))
+
+
+def langsmith_clients() -> list[Client]:
+    """The process's LangSmith clients: LangChain's default one (when made) and the redacting
+    ones."""
+    from langsmith import run_trees
+
+    with _LOCK:
+        clients = list(_REDACTING)
+    default = getattr(run_trees, "_CLIENT", None)  # LangChain's tracers share this one
+    return [*([default] if isinstance(default, Client) else []), *clients]
 
 
 def flush_redacting_client() -> None:

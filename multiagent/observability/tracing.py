@@ -9,9 +9,10 @@
   endpoint when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``..._TRACES_ENDPOINT``) is set, to the
   exporter a caller passes (tests: ``InMemorySpanExporter``), else nowhere and no handler is
   added. The ``OTEL_*`` / ``LANGSMITH_*`` variables are read here, once, with pydantic-settings.
-- :func:`shutdown_tracing` gives the spans left at most a few seconds to reach the collector
-  (:func:`~multiagent._otlp.close_within`); a collector that is down does not hold a command's
-  exit for the exporter's retries, and what was not delivered is reported at exit, in one line.
+- :func:`shutdown_tracing` gives LangSmith's runs, then the spans left, at most a few seconds
+  each to arrive (:mod:`~multiagent.observability.langsmith_exit`,
+  :func:`~multiagent._otlp.close_within`); an endpoint or collector that is down does not hold
+  a command's exit for the clients' retries, and what was not delivered is said in one line.
 """
 
 from __future__ import annotations
@@ -36,7 +37,14 @@ from opentelemetry.sdk.trace.export import (
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from multiagent._otlp import Delivery, close_within, exit_wait_s, otlp_endpoint, otlp_protocol
+from multiagent._otlp import (
+    EXIT_WAIT_S,
+    Delivery,
+    close_within,
+    exit_wait_s,
+    otlp_endpoint,
+    otlp_protocol,
+)
 from multiagent.errors import UsageError
 from multiagent.observability.otel import OpenTelemetryCallbackHandler
 from multiagent.policies import Settings
@@ -213,8 +221,10 @@ def configure_tracing(
             ``grpc``.
     """
     from multiagent.observability.history import install_history_sink
+    from multiagent.observability.langsmith_exit import send_from_daemons
 
     install_history_sink(settings)
+    send_from_daemons()  # before a LangSmith client exists: its exit is bounded then
     env = environment or TracingEnvironment()
     resource = Resource.create(
         {
@@ -263,22 +273,20 @@ def shutdown_tracing() -> None:
     """Flush pending spans and LangSmith runs, and stop exporting (call before a short process
     exits: LangChain sends runs to LangSmith from a background thread).
 
-    Spans bound for an OTLP collector get at most a few seconds (3, or the exporter's timeout
-    if shorter); what did not reach it is reported at exit, in one line.
+    LangSmith's runs get at most 3 s (:func:`~multiagent.observability.langsmith_exit.
+    flush_within`), then spans bound for an OTLP collector at most as long (or the exporter's
+    timeout if shorter); what did not arrive is said in one line per destination.
     """
     global _ACTIVE
     with _ACTIVE_LOCK:
         previous, _ACTIVE = _ACTIVE, None
-    if previous is not None and previous.langsmith:
-        from langchain_core.tracers.langchain import wait_for_all_tracers
-
-        wait_for_all_tracers()
     if previous is not None:
-        from multiagent.observability.langsmith_redaction import flush_redacting_client
+        from multiagent.observability.langsmith_exit import flush_within
+        from multiagent.observability.langsmith_redaction import langsmith_clients
 
         # also with LangSmith off here: a tracer the caller passed traces through a redacting
         # twin of its client, which has runs to send all the same
-        flush_redacting_client()
+        flush_within(langsmith_clients(), EXIT_WAIT_S)
     if previous is not None and previous.close is not None:
         # exports what is left; to a collector that is down for a few seconds at most
         previous.close()

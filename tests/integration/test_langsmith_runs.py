@@ -8,6 +8,8 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import pytest
 
 from multiagent.policies import load_settings
 from multiagent.sim.model import build_simulated_model
+from tests._loopback_http import refusing, silent
 from tests.integration._langsmith_capture import langsmith_capture
 from tests.integration._pii_scan import PII_TEXT, RAW, leaks
 
@@ -128,3 +131,20 @@ def test_a_tools_personal_values_never_reach_langsmith_when_the_profile_redacts(
     # the runs still read: the root run carries the (redacted) task
     root = next(r for r in runs if r.get("name") == "multiagent.orchestration")
     assert "[REDACTED_EMAIL]" in json.dumps(root["inputs"])
+
+
+@pytest.mark.parametrize("endpoint", [refusing, silent], ids=["refused", "silent"])
+def test_a_langsmith_endpoint_that_is_down_costs_one_line_not_the_clients_retries(
+    isolated_env: Path, endpoint: Callable[[], AbstractContextManager[str]]
+) -> None:
+    # the subprocess's timeout is the bound: an endpoint that never answers held the exit for
+    # each queued send's 60 s read timeout and its retries
+    with endpoint() as url:
+        env = dict(os.environ, LANGSMITH_TRACING="true", LANGSMITH_ENDPOINT=url)
+        env["LANGSMITH_API_KEY"] = "dummy"
+        done = _cli("run", "Plan a product launch", "--memory", "off", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["usage"]["calls"] > 0
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("multiagent: LangSmith runs not delivered")
+    assert url in line

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from http.server import ThreadingHTTPServer
 
 import pytest
@@ -24,7 +22,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from tests._loopback_http import JsonHandler, serving
+from tests._loopback_http import JsonHandler, refusing, serving, silent
 
 pytestmark = pytest.mark.slow
 
@@ -85,40 +83,7 @@ def test_a_healthy_collector_receives_every_span_and_the_final_metrics() -> None
     assert "multiagent_model_calls_total" in names
 
 
-@contextmanager
-def _refusing() -> Iterator[str]:
-    """A loopback port nothing listens on (connections are refused)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-
-
-@contextmanager
-def _silent() -> Iterator[str]:
-    """A loopback port that accepts connections and never answers (requests hang)."""
-    held: list[socket.socket] = []
-    listener = socket.create_server(("127.0.0.1", 0))
-
-    def accept() -> None:
-        while True:
-            try:
-                held.append(listener.accept()[0])
-            except OSError:  # closed: the test is over
-                return
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        listener.close()
-        for conn in held:
-            conn.close()
-        thread.join(timeout=5)
-
-
-@pytest.mark.parametrize("collector", [_refusing, _silent], ids=["refused", "silent"])
+@pytest.mark.parametrize("collector", [refusing, silent], ids=["refused", "silent"])
 def test_a_collector_that_is_down_costs_one_line_not_the_exporters_retries(
     collector: Callable[[], AbstractContextManager[str]],
 ) -> None:
