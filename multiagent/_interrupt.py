@@ -67,6 +67,7 @@ _requested = False
 _now = False
 #: Held while ``on_stop`` says the run is stopping (see :func:`wait_for_stop_notice`).
 _notice = _thread.allocate_lock()
+_terminated = False  # the stop was asked by SIGTERM (see ``stop_on_ctrl_c(sigterm=True)``)
 
 
 class StopRequested(KeyboardInterrupt):
@@ -80,6 +81,11 @@ class RunCancelled(StopRequested):
 def stop_requested() -> bool:
     """Whether Ctrl-C asked the running command to stop."""
     return _requested
+
+
+def terminated() -> bool:
+    """Whether SIGTERM, not Ctrl-C, asked the command to stop (the command then exits 143)."""
+    return _terminated
 
 
 def check_stop() -> None:
@@ -162,7 +168,9 @@ def _give_notice(on_stop: Callable[[], object]) -> None:
 
 
 @contextmanager
-def stop_on_ctrl_c(*, on_stop: Callable[[], object] | None = None) -> Iterator[None]:
+def stop_on_ctrl_c(
+    *, on_stop: Callable[[], object] | None = None, sigterm: bool = False
+) -> Iterator[None]:
     """Within the block (main thread only), the first Ctrl-C asks to stop, the second raises.
 
     Elsewhere than the main thread signals cannot be handled, and the block changes nothing.
@@ -170,26 +178,34 @@ def stop_on_ctrl_c(*, on_stop: Callable[[], object] | None = None) -> Iterator[N
     Args:
         on_stop: Called once, at the first Ctrl-C, to say that the command is stopping; on a
             thread of its own (it may take locks the interrupted main thread holds, and print).
+        sigterm: SIGTERM does what Ctrl-C does (:func:`terminated` then says so). The CLI's
+            runs ask for it: killed by SIGTERM's default action, a run ended without its exit
+            steps, its spans and LangSmith runs never sent (or left open) and its metrics
+            not persisted. Not for a notebook, whose kernel a SIGTERM must end.
     """
-    global _requested, _now
+    global _requested, _now, _terminated
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def on_ctrl_c(_number: int, _frame: FrameType | None) -> None:
-        global _requested, _now
+    def on_signal(number: int, _frame: FrameType | None) -> None:
+        global _requested, _now, _terminated
         if _requested:  # asked twice: stop now, the answers still coming in too
             _now = True
             raise KeyboardInterrupt
-        _requested = True
+        _requested, _terminated = True, number == signal.SIGTERM
         # taken without waiting (a wait here could be for the interrupted code)
         if on_stop is not None and _notice.acquire(blocking=False):
             from_signal_handler(lambda: _give_notice(on_stop))
 
-    previous = signal.signal(signal.SIGINT, on_ctrl_c)
+    previous = signal.signal(signal.SIGINT, on_signal)
+    before_term = signal.signal(signal.SIGTERM, on_signal) if sigterm else None
+    _terminated = False
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        if before_term is not None:
+            signal.signal(signal.SIGTERM, before_term)
         wait_for_stop_notice()
         _requested = _now = False

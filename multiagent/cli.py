@@ -235,5 +235,11 @@ def main() -> None:
     try:
         app()
     except SystemExit as exc:
-        exit_now(exit_code_of(exc))
+        code = exit_code_of(exc)
+        if code == 130:
+            from multiagent._interrupt import terminated
+
+            # a run that SIGTERM stopped ends as one stopped by Ctrl-C, with SIGTERM's 128 + 15
+            code = 143 if terminated() else code
+        exit_now(code)
     exit_now(0)

@@ -137,7 +137,7 @@ def run_local_batch(
     progress = None if as_json or no_stream or not terminal else _ProgressBar()
     try:
         # Ctrl-C: no new chunk or call starts, never an interrupt inside the thread pools
-        with stop_on_ctrl_c(), open_batch_store(settings) as store:
+        with stop_on_ctrl_c(sigterm=True), open_batch_store(settings) as store:
             if resume and items is not None:
                 _check_same_items(store.manifest(str(thread)), items)
             context = build_context(settings, agents=agents, budget_usd=budget)

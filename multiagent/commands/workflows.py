@@ -171,10 +171,10 @@ def _execute(
         # whatever the run's end, its metrics reach the history and its spans the exporter
         stack.callback(shutdown_tracing)
         stack.callback(persist_process, settings)
-        # Ctrl-C stops the run at its next model call, never inside LangGraph's thread pool,
-        # and says so at once (on stderr: stdout may hold the --json document)
+        # Ctrl-C (and SIGTERM) stops the run at its next model call, never inside LangGraph's
+        # thread pool, and says so at once (on stderr: stdout may hold the --json document)
         on_stop = None if thread is None else partial(say_stopping, err_console, workflow, thread)
-        stack.enter_context(stop_on_ctrl_c(on_stop=on_stop))
+        stack.enter_context(stop_on_ctrl_c(on_stop=on_stop, sigterm=True))
 
         def make_context() -> WorkflowContext:
             store = None

@@ -39,6 +39,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import Command
 
 from multiagent._crash import crash_point
+from multiagent._interrupt import terminated
 from multiagent.errors import BudgetExceededError, UsageError
 from multiagent.graphs._inline import one_task_at_a_time
 from multiagent.graphs.threads import unanswered_items
@@ -482,7 +483,8 @@ def _run_workflow(
             raise  # without a thread to resume, the caller (a batch) decides
         # the steps finished before the signal are on disk (durability="sync"); the thread
         # resumes from there
-        return outcome("interrupted", "stopped by Ctrl-C", "KeyboardInterrupt")
+        by = "SIGTERM" if terminated() else "Ctrl-C"
+        return outcome("interrupted", f"stopped by {by}", "KeyboardInterrupt")
     except BaseException:
         _record_anyway(record)
         raise

@@ -9,20 +9,23 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from http.server import ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from tests._loopback_http import JsonHandler, refusing, serving, silent
+from tests.integration._langsmith_capture import langsmith_capture
 
 pytestmark = pytest.mark.slow
 
@@ -112,3 +115,53 @@ def test_a_bad_metrics_protocol_is_refused_in_one_line() -> None:
         "error: unknown OTLP protocol 'thrift' (from OTEL_EXPORTER_OTLP_METRICS_PROTOCOL); "
         "valid: http/protobuf, grpc"
     ]
+
+
+def test_a_run_stopped_by_sigterm_ends_and_delivers_every_span_and_langsmith_run(
+    isolated_env: Path,
+) -> None:
+    """SIGTERM stops a run as Ctrl-C does: the spans and LangSmith runs of the stopped steps end
+    (as errors) and reach the collector and LangSmith; the command exits 143 (128 + SIGTERM).
+    Killed by SIGTERM's default action, the process sent no span and left its runs open."""
+    bodies: dict[str, list[bytes]] = {}
+    handler = type("Collector", (_Collector,), {"bodies": bodies})
+    with (
+        serving(ThreadingHTTPServer(("127.0.0.1", 0), handler)) as url,
+        langsmith_capture() as (langsmith, captured),
+    ):
+        env = {
+            **os.environ,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": url,
+            "LANGSMITH_TRACING": "true",
+            "LANGSMITH_ENDPOINT": langsmith,
+            "LANGSMITH_API_KEY": "dummy",
+            "PYTHONUNBUFFERED": "1",
+            "MULTIAGENT_SIM__TTFT_S": "30",  # each step waits for its first token until stopped
+        }
+        process = subprocess.Popen(
+            [sys.executable, "-m", "multiagent", "run", "Plan a product launch", "--memory",
+             "off", "--agents", "researcher,critic", "--thread", "t-term"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert process.stdout is not None
+        for line in process.stdout:
+            if "▸ plan" in line:  # the planner's call is waiting at the provider
+                process.send_signal(signal.SIGTERM)
+                break
+        out, err = process.communicate(timeout=_TIMEOUT_S)
+        runs = captured.all()
+    assert process.returncode == 143, err
+    assert "interrupted: stopped by SIGTERM" in out
+    spans = [
+        span
+        for body in bodies["/v1/traces"]
+        for resource in ExportTraceServiceRequest.FromString(body).resource_spans
+        for scope in resource.scope_spans
+        for span in scope.spans
+    ]
+    assert sorted(s.name for s in spans) == ["chat gpt-4o-mini", "multiagent.orchestration", "plan"]
+    assert all(s.status.code == Status.STATUS_CODE_ERROR for s in spans)
+    assert len({s.trace_id for s in spans}) == 1
+    names = sorted(r["name"] for r in runs)
+    assert names == ["SimulatedChatModel", "multiagent.orchestration", "plan"]
+    assert all(r.get("end_time") and "StopRequested" in r.get("error", "") for r in runs)
