@@ -26,7 +26,8 @@ _PIECE = re.compile(r"\S+\s*|\s+")
 
 
 def priced(result: ChatResult, price: ModelPrice) -> ChatResult:
-    """Put each stamped answer's cost on its ``usage_metadata`` (0 for a cache hit).
+    """Put each stamped answer's cost on its ``usage_metadata`` (0 for a cache hit, and no
+    tokens: the record's figures), and no earlier call's record on its metadata.
 
     The cost is the call record's, stamped on the generation; the message is replaced, not
     changed, so a copy the completion cache still holds is left as it was.
@@ -39,18 +40,24 @@ def priced(result: ChatResult, price: ModelPrice) -> ChatResult:
         tokens_in = int(record["gen_ai.usage.input_tokens"])
         tokens_out = int(record["gen_ai.usage.output_tokens"])
         paid = not record["multiagent.cached"]
-        usage: dict[str, Any] = dict(
-            message.usage_metadata
-            or {
-                "input_tokens": tokens_in,
-                "output_tokens": tokens_out,
-                "total_tokens": tokens_in + tokens_out,
-            }
-        )
+        counted = {
+            "input_tokens": tokens_in,
+            "output_tokens": tokens_out,
+            "total_tokens": tokens_in + tokens_out,
+        }
+        # a cached answer's message holds the usage of the call that filled the cache: the
+        # record's (no tokens) is what this call used
+        usage: dict[str, Any] = dict(message.usage_metadata or counted) if paid else counted
         usage["input_cost"] = round(price.cost(tokens_in, 0), 10) if paid else 0.0
         usage["output_cost"] = round(price.cost(0, tokens_out), 10) if paid else 0.0
         usage["total_cost"] = float(record["multiagent.cost_usd"])
-        generation.message = message.model_copy(update={"usage_metadata": usage})
+        # LangChain copies the generation's info (this call's record) into the message's
+        # metadata unless the message has the key: a cached one has, from the call that filled
+        # the cache (its cost, cached false)
+        metadata = {k: v for k, v in message.response_metadata.items() if k != STAMP_KEY}
+        generation.message = message.model_copy(
+            update={"usage_metadata": usage, "response_metadata": metadata}
+        )
     return result
 
 
