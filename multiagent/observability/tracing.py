@@ -374,15 +374,22 @@ def _run_pieces(
 
 
 def untraced_run(config: Any) -> Tracing | None:
-    """The active set-up when it exports spans and a run with ``config`` has no OpenTelemetry
-    handler yet (none the caller passed, nor an enclosing run's), else ``None``.
+    """The active set-up when a run with ``config`` is traced but not yet named, tagged and
+    given its metadata, else ``None``: when the set-up exports spans, a run with no
+    OpenTelemetry handler yet (none the caller passed, nor an enclosing run's); when it sends
+    runs to LangSmith alone (LangGraph Server without an OTLP endpoint), a run whose metadata
+    names no workflow (no :func:`run_config`, no enclosing workflow run).
 
     The check every run of a workflow graph makes (:class:`~multiagent.graphs.redacting.
     RedactingGraph`): with no tracing configured it reads one global and returns.
     """
     tracing = _ACTIVE
-    if tracing is None or tracing.provider is None:
+    if tracing is None:
         return None
+    if tracing.provider is None:
+        if not tracing.langsmith or "workflow" in ensure_config(config)["metadata"]:
+            return None
+        return tracing
     callbacks = ensure_config(config).get("callbacks")
     handlers = callbacks.handlers if isinstance(callbacks, BaseCallbackManager) else callbacks
     if any(isinstance(handler, OpenTelemetryCallbackHandler) for handler in handlers or ()):
@@ -394,11 +401,12 @@ def trace_run(config: Any, *, tracing: Tracing, workflow: str, settings: Setting
     """``config`` made one trace of ``tracing``, as :func:`run_config` makes a CLI run's.
 
     For a run its caller did not trace (:func:`untraced_run`), such as a LangGraph Server run:
-    the OpenTelemetry handler is added, with the run's name (``multiagent.<workflow>``, unless
-    the caller named it), tags and metadata. What the caller's metadata (or an enclosing run's)
-    already says wins; the correlation id is the run's id when it has one (the server's run id),
-    the thread id the one in ``configurable``. No live recorder: LangGraph Server's app adds
-    one to its runs (:mod:`multiagent.graphs.server_app`).
+    the OpenTelemetry handler is added (when spans are exported), with the run's name
+    (``multiagent.<workflow>``, unless the caller named it), tags and metadata. What the
+    caller's metadata (or an enclosing run's) already says wins; the correlation id is the
+    run's id when it has one (the server's run id), the thread id the one in ``configurable``.
+    No live recorder: LangGraph Server's app adds one to its runs
+    (:mod:`multiagent.graphs.server_app`).
     """
     given = ensure_config(config)
     thread_id = given["configurable"].get("thread_id")

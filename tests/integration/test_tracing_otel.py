@@ -415,3 +415,32 @@ def test_a_workflow_graph_run_is_not_traced_without_an_exporter(settings: Settin
         assert seen == []
     finally:
         shutdown_tracing()
+
+
+def test_a_workflow_graph_run_traced_to_langsmith_alone_is_named_and_tagged(
+    settings: Settings,
+) -> None:
+    """A LangGraph Server (or notebook) run with LangSmith on and no OTLP exporter reads in
+    LangSmith as a CLI run does: ``multiagent.<graph>``, its tags and metadata; a run its caller
+    named keeps its name."""
+    configure_tracing(settings, environment=TracingEnvironment(LANGSMITH_TRACING="true"))
+    try:
+        graph = build_validation_graph().compile(name="validation")
+        collector = _Collector()
+        config = {"configurable": {"thread_id": "t-ls"}, "callbacks": [collector]}
+        graph.invoke({"items": ["Water is wet."]}, config, context={"memory": "off"})
+        graph.invoke(
+            {"items": ["Water is wet."]},
+            _config(settings, "t-named", correlation_id="corr-9") | {"callbacks": [collector]},
+            context={"memory": "off"},
+        )
+    finally:
+        shutdown_tracing()
+    server, named = collector.roots
+    assert server.name == "multiagent.validation"
+    assert {"multiagent", "workflow:validation", "profile:dev_balanced"} <= set(server.tags or [])
+    metadata = server.metadata
+    assert (metadata["workflow"], metadata["thread_id"]) == ("validation", "t-ls")
+    assert metadata["correlation_id"]
+    assert named.name == "multiagent.demo"  # the caller's own name and metadata win
+    assert named.metadata["correlation_id"] == "corr-9"
