@@ -243,7 +243,6 @@ def configure_tracing(
         )
     elif (env.otlp_endpoint or env.otlp_traces_endpoint) and not disabled:
         tracing = _otlp_provider(env, resource)
-        _shut_down_at_exit()
     else:
         tracing = Tracing(None, "none", None, env.langsmith, env.langsmith_project)
     global _ACTIVE
@@ -251,6 +250,8 @@ def configure_tracing(
         previous, _ACTIVE = _ACTIVE, tracing
     if previous is not None and previous.close is not None:
         previous.close()
+    # LangSmith's senders are daemons now, and an OTLP provider is not shut down by the SDK
+    _shut_down_at_exit()
     return tracing
 
 
@@ -258,7 +259,8 @@ _AT_EXIT = threading.Event()
 
 
 def _shut_down_at_exit() -> None:
-    """Have the process's exit shut an OTLP provider down (bounded) if no one did before."""
+    """Have the process's exit flush LangSmith's runs and shut an OTLP provider down (both
+    bounded) if no one did before."""
     if not _AT_EXIT.is_set():
         _AT_EXIT.set()
         atexit.register(shutdown_tracing)

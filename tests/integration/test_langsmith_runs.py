@@ -148,3 +148,30 @@ def test_a_langsmith_endpoint_that_is_down_costs_one_line_not_the_clients_retrie
     (line,) = done.stderr.splitlines()
     assert line.startswith("multiagent: LangSmith runs not delivered")
     assert url in line
+
+
+_SCRIPT_WITHOUT_SHUTDOWN = """
+from multiagent import configure_tracing, load_settings, run_config
+from multiagent.sim.model import SimulatedChatModel
+
+settings = load_settings()
+configure_tracing(settings)
+model = SimulatedChatModel(model="gpt-4o-mini", ttft_s=0, token_latency_s=0)
+model.invoke("hello", run_config(workflow="demo", settings=settings, thread_id="t-1", live=False))
+"""
+
+
+def test_a_script_that_never_calls_shutdown_tracing_still_sends_its_runs(
+    isolated_env: Path,
+) -> None:
+    # LangSmith's senders are daemon threads once tracing is configured: the exit flushes them
+    with langsmith_capture() as (endpoint, captured):
+        env = dict(os.environ, LANGSMITH_TRACING="true", LANGSMITH_ENDPOINT=endpoint)
+        env["LANGSMITH_API_KEY"] = "dummy"
+        done = subprocess.run(
+            [sys.executable, "-c", _SCRIPT_WITHOUT_SHUTDOWN],
+            env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        runs = captured.all()
+    assert done.returncode == 0, done.stderr
+    assert [(r["run_type"], bool(r.get("end_time"))) for r in runs] == [("llm", True)]
