@@ -22,7 +22,9 @@ DEFAULT_MODELS = ("gpt-3.5-turbo", "gpt-4o-mini", "gpt-4o")
 class Phase(BaseModel):
     """One phase of a capacity schedule; fields left out keep the server's base values."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # JSON's 1e999 and TOML's inf and nan are floats too: a phase of infinite rpm or latency
+    # is no schedule anyone meant
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     name: str = Field(min_length=1)
     duration_s: float = Field(gt=0)
@@ -76,7 +78,7 @@ class SimServerConfig(BaseModel):
     match what the server saw against what their clients did.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     rpm: float = Field(default=600.0, gt=0)
     tpm: float = Field(default=1_000_000.0, gt=0)

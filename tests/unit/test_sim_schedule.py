@@ -347,3 +347,36 @@ def test_snapshot_documents_the_capacity_model() -> None:
         "server_errors",
         "early",
     }
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "shown"),
+    [
+        ("rpm.json", '[{"name": "a", "duration_s": 1, "rpm": 1e999}]', "rpm=inf"),
+        (
+            "ttft.json",
+            '[{"name": "a", "duration_s": 1}, {"name": "b", "duration_s": 1, "ttft_s": 1e999}]',
+            "ttft_s=inf",
+        ),
+        ("nan.toml", '[[phases]]\nname = "a"\nduration_s = 1\ntpm = nan\n', "tpm=nan"),
+        ("long.toml", '[[phases]]\nname = "a"\nduration_s = inf\n', "duration_s=inf"),
+    ],
+)
+def test_a_schedule_of_infinite_or_nan_values_is_refused_naming_them(
+    tmp_path: Path, name: str, text: str, shown: str
+) -> None:
+    # JSON's 1e999 and TOML's inf and nan parse as floats; the server started with them and
+    # advertised "x-ratelimit-limit-requests: inf"
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(UsageError) as caught:
+        load_schedule(path)
+    message = str(caught.value)
+    assert shown in message
+    assert "finite number" in message
+    assert "\n" not in message
+
+
+def test_a_config_of_infinite_values_is_refused() -> None:
+    with pytest.raises(UsageError, match=r"rpm=inf: input should be a finite number"):
+        build_sim_config(rpm=float("inf"))
