@@ -4,9 +4,11 @@
 dictionaries (the simulator ignores what it does not use), so the shapes it does use are
 checked here, the way OpenAI checks them: a function tool names its function and its
 ``parameters`` are an object; a ``json_schema`` format carries a ``json_schema`` object whose
-``schema`` is an object. A failure is a :class:`~fastapi.exceptions.RequestValidationError`
-with the location of the bad value, which the app answers as ``400 invalid_request_error``
-(OpenAI's status for a malformed request; the OpenAPI document says the same).
+``schema`` is an object; a ``tool_choice`` that names a function or requires a tool comes
+with it in ``tools``; ``stream_options`` comes only with ``stream: true``. A failure is a
+:class:`~fastapi.exceptions.RequestValidationError` with the location of the bad value, which
+the app answers as ``400 invalid_request_error`` (OpenAI's status for a malformed request; the
+OpenAPI document says the same).
 """
 
 from __future__ import annotations
@@ -56,6 +58,14 @@ def check_request(body: ChatRequest) -> None:
     Tools of another ``type`` than ``function`` are left alone: the simulator ignores them.
     """
     errors: list[Any] = []
+    if body.stream_options is not None and not body.stream:
+        errors.append(
+            {
+                "loc": ("body", "stream_options"),
+                "msg": "only allowed when 'stream' is true (as OpenAI refuses it)",
+                "type": "value_error",
+            }
+        )
     for index, tool in enumerate(body.tools or []):
         if tool.get("type", "function") != "function":
             continue
@@ -63,6 +73,8 @@ def check_request(body: ChatRequest) -> None:
             _TOOL.validate_python(tool)
         except ValidationError as exc:
             errors += _located(exc, ("body", "tools", index))
+    if not errors:
+        errors += _tool_choice_errors(body)
     if body.response_format is not None:
         try:
             fmt = _ResponseFormat.model_validate(body.response_format)
@@ -79,6 +91,36 @@ def check_request(body: ChatRequest) -> None:
                 )
     if errors:
         raise RequestValidationError(errors)
+
+
+def _tool_choice_errors(body: ChatRequest) -> list[dict[str, Any]]:
+    """A ``tool_choice`` that needs a tool the request does not give: OpenAI refuses it (the
+    simulator called the first tool instead, or answered in text)."""
+    choice = body.tool_choice
+    if isinstance(choice, dict):
+        if choice.get("type", "function") != "function":
+            return []  # newer kinds (allowed_tools, custom): the simulator leaves them alone
+        function = choice.get("function")
+        wanted = function.get("name") if isinstance(function, dict) else choice.get("name")
+        if not isinstance(wanted, str):
+            msg = "name the function: {'type': 'function', 'function': {'name': ...}}"
+            return [{"loc": ("body", "tool_choice"), "msg": msg, "type": "missing"}]
+    elif choice == "required":
+        wanted = None
+    else:
+        return []
+    names = [
+        tool["function"]["name"]
+        for tool in body.tools or []
+        if tool.get("type", "function") == "function"
+    ]
+    if not names:
+        msg = "only allowed when 'tools' are given"
+    elif wanted is not None and wanted not in names:
+        msg = f"no function named {wanted!r} in 'tools' (given: {', '.join(names)})"
+    else:
+        return []
+    return [{"loc": ("body", "tool_choice"), "msg": msg, "type": "value_error"}]
 
 
 def _located(exc: ValidationError, prefix: tuple[Any, ...]) -> list[dict[str, Any]]:

@@ -1,8 +1,8 @@
 """The OpenAI-compatible simulator as a FastAPI app.
 
 Routes: ``POST /v1/chat/completions`` (plain and ``stream: true`` server-sent events),
-``GET /v1/models``, ``GET /sim/stats``, ``GET /sim/events`` (the opt-in event log),
-``POST /sim/reset`` and ``GET /healthz``.
+``GET /v1/models`` and ``GET /v1/models/{model}``, ``GET /sim/stats``, ``GET /sim/events``
+(the opt-in event log), ``POST /sim/reset`` and ``GET /healthz``.
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ from multiagent.models._bp_health import PROCESSING_HEADER
 from multiagent.sim._request_checks import check_request
 from multiagent.sim.config import SimServerConfig
 from multiagent.sim.protocol import (
-    Answer,
     ChatRequest,
+    Reply,
     chunk_body,
     completion_body,
     completion_id,
-    compose_answer,
+    compose_reply,
     error_body,
 )
 from multiagent.sim.state import REQUEST_ID_HEADER, Admitted, Refused, SimState
@@ -77,46 +77,58 @@ def create_sim_app(config: SimServerConfig) -> FastAPI:
         arrived: float = request.state.arrived
         check_request(body)
         try:
-            answer = compose_answer(body, default_seed=config.seed)
+            reply = compose_reply(body, default_seed=config.seed)
         except (AttributeError, KeyError, TypeError, ValueError, IndexError) as exc:
             # a value deep in a tool's or format's JSON schema that the simulator cannot use
             return _invalid_request(f"Invalid request: the simulator cannot use it ({exc!r})")
-        cost = answer.prompt_tokens + (body.output_limit or config.default_max_tokens)
+        # as OpenAI counts a request against its token limit: the prompt, and every choice's cap
+        limit = body.output_limit or config.default_max_tokens
         decision = state.admit(
-            cost_tokens=cost,
-            pieces=len(answer.pieces),
+            cost_tokens=reply.prompt_tokens + len(reply.answers) * limit,
+            pieces=reply.steps,
             request_id=request.headers.get(REQUEST_ID_HEADER),
         )
         if isinstance(decision, Refused):
             return _error_response(decision)
         if body.stream:
             include = bool(body.stream_options and body.stream_options.include_usage)
-            events = _events(state, decision, answer, include_usage=include, begin=arrived)
+            events = _events(state, decision, reply, include_usage=include, begin=arrived)
             headers = {**decision.headers, "cache-control": "no-cache"}
             return StreamingResponse(events, media_type="text/event-stream", headers=headers)
         completed = False
         loop = asyncio.get_running_loop()
         try:
-            delay = decision.ttft_s + max(1, len(answer.pieces)) * decision.token_latency_s
+            delay = decision.ttft_s + max(1, reply.steps) * decision.token_latency_s
             if (wait := arrived + delay - loop.time()) > 0:
                 await asyncio.sleep(wait)
             completed = True
+        except asyncio.CancelledError:
+            # uvicorn cancels what still runs when its graceful shutdown ends, and then answered
+            # with a plain-text 500: say it in OpenAI's shape, as a server going away (503)
+            message = "The simulator is shutting down; the request was not completed."
+            body = error_body(message, kind="server_error", code=None)
+            return JSONResponse(body, status_code=503, headers={"connection": "close"})
         finally:
-            _finish(state, decision, answer, completed=completed)
+            _finish(state, decision, reply, completed=completed)
         # how long the server took, as OpenAI's API says it (clients judge latency on it)
         served_ms = str(round((loop.time() - arrived) * 1000))
         return JSONResponse(
-            completion_body(answer, response_id=completion_id()),
+            completion_body(reply, response_id=completion_id()),
             headers={**decision.headers, PROCESSING_HEADER: served_ms},
         )
 
     @app.get("/v1/models")
     async def list_models() -> dict[str, Any]:
-        data = [
-            {"id": name, "object": "model", "created": 0, "owned_by": "multiagent-sim"}
-            for name in config.models
-        ]
-        return {"object": "list", "data": data}
+        return {"object": "list", "data": [_model(name) for name in config.models]}
+
+    @app.get("/v1/models/{model:path}", response_model=None)
+    async def retrieve_model(model: str) -> dict[str, Any] | JSONResponse:
+        # the SDK's models.retrieve, which some clients call to check a model before using it
+        if model in config.models:
+            return _model(model)
+        message = f"The model `{model}` does not exist or you do not have access to it."
+        body = error_body(message, kind="invalid_request_error", code="model_not_found")
+        return JSONResponse(body, status_code=404)
 
     @app.get("/sim/stats")
     async def stats() -> dict[str, Any]:
@@ -144,6 +156,10 @@ def create_sim_app(config: SimServerConfig) -> FastAPI:
     default_openapi = app.openapi
     app.openapi = lambda: _openapi_with_400(default_openapi)  # type: ignore[method-assign]
     return app
+
+
+def _model(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "multiagent-sim"}
 
 
 def _invalid_request(message: str, *, param: str | None = None) -> JSONResponse:
@@ -176,12 +192,12 @@ def _openapi_with_400(default: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     return schema
 
 
-def _finish(state: SimState, admitted: Admitted, answer: Answer, *, completed: bool) -> None:
+def _finish(state: SimState, admitted: Admitted, reply: Reply, *, completed: bool) -> None:
     state.finish(
         admitted,
         completed=completed,
-        prompt_tokens=answer.prompt_tokens,
-        completion_tokens=answer.completion_tokens,
+        prompt_tokens=reply.prompt_tokens,
+        completion_tokens=reply.completion_tokens,
     )
 
 
@@ -212,45 +228,59 @@ class _StampArrival:
 
 
 async def _events(
-    state: SimState, admitted: Admitted, answer: Answer, *, include_usage: bool, begin: float
+    state: SimState, admitted: Admitted, reply: Reply, *, include_usage: bool, begin: float
 ) -> AsyncIterator[str]:
     """Server-sent chunks paced at time-to-first-token after ``begin`` (the request's arrival,
-    event-loop clock), then one piece per token latency."""
+    event-loop clock), then one piece of every choice per token latency."""
     loop = asyncio.get_running_loop()
     response_id = completion_id()
     completed = False
 
-    def chunk(delta: dict[str, Any] | None, **extra: Any) -> str:
+    def chunk(index: int, delta: dict[str, Any] | None, **extra: Any) -> str:
         return _sse(
             chunk_body(
-                answer, response_id=response_id, delta=delta, include_usage=include_usage, **extra
+                reply,
+                response_id=response_id,
+                index=index,
+                delta=delta,
+                include_usage=include_usage,
+                **extra,
             )
         )
 
     try:
         if (wait := begin + admitted.ttft_s - loop.time()) > 0:
             await asyncio.sleep(wait)
-        first: dict[str, Any] = {"role": "assistant", "content": "", "refusal": None}
-        if answer.tool_call is not None:
-            call_id, name, _ = answer.tool_call
-            function = {"name": name, "arguments": ""}
-            first["content"] = None
-            first["tool_calls"] = [
-                {"index": 0, "id": call_id, "type": "function", "function": function}
-            ]
-        yield chunk(first)
-        for number, piece in enumerate(answer.pieces, start=1):
+        for index, answer in enumerate(reply.answers):
+            first: dict[str, Any] = {"role": "assistant", "content": "", "refusal": None}
+            if answer.tool_call is not None:
+                call_id, name, _ = answer.tool_call
+                function = {"name": name, "arguments": ""}
+                first["content"] = None
+                first["tool_calls"] = [
+                    {"index": 0, "id": call_id, "type": "function", "function": function}
+                ]
+            yield chunk(index, first)
+        pieces = [answer.pieces for answer in reply.answers]
+        for number in range(1, reply.steps + 1):
             due = begin + admitted.ttft_s + number * admitted.token_latency_s
             if (wait := due - loop.time()) > 0:
                 await asyncio.sleep(wait)
-            if answer.tool_call is not None:
-                yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
-            else:
-                yield chunk({"content": piece})
-        yield chunk({}, finish_reason=answer.finish_reason)
+            for index, answer in enumerate(reply.answers):
+                if number > len(pieces[index]):
+                    continue
+                piece = pieces[index][number - 1]
+                if answer.tool_call is not None:
+                    yield chunk(
+                        index, {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
+                    )
+                else:
+                    yield chunk(index, {"content": piece})
+        for index, answer in enumerate(reply.answers):
+            yield chunk(index, {}, finish_reason=answer.finish_reason)
         if include_usage:
-            yield chunk(None, usage=True)
+            yield chunk(0, None, usage=True)
         yield "data: [DONE]\n\n"
         completed = True
     finally:
-        _finish(state, admitted, answer, completed=completed)
+        _finish(state, admitted, reply, completed=completed)

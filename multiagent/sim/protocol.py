@@ -1,7 +1,9 @@
 """OpenAI's chat-completions wire format: the request body, the reply, and stream chunks.
 
 The reply comes from the same functions the in-process :class:`SimulatedChatModel` uses, so for
-the same model, messages and seed the text, tool call and token counts are identical.
+the same model, messages and seed the text, tool call and token counts are identical. Two things
+only a server on the wire does: ``n`` choices, and a cap on output tokens that cuts a JSON answer
+or a tool call's arguments (finish reason ``"length"``), as OpenAI cuts them.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from multiagent.sim.model import (
     simulated_text,
     simulated_tool_call,
 )
-from multiagent.sim.text import count_tokens, split_tokens
+from multiagent.sim.text import count_tokens, split_tokens, truncate_to_tokens
 
 _FINGERPRINT = "fp_multiagent_sim"
 
@@ -72,7 +74,7 @@ class ChatRequest(BaseModel):
     response_format: dict[str, Any] | None = None
     seed: int | None = None
     stop: str | list[str] | None = None
-    n: int | None = Field(default=1, ge=1, le=1)
+    n: int | None = Field(default=1, ge=1, le=128)  # OpenAI's bounds
     # checked as OpenAI checks them (the simulator's answer does not depend on them)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, ge=0.0, le=1.0)
@@ -101,6 +103,33 @@ class Answer:
             return split_tokens(self.tool_call[2])
         return split_tokens(self.content or "")
 
+
+@dataclass(frozen=True)
+class Reply:
+    """The request's ``n`` answers (``choices``), sent as one completion."""
+
+    answers: tuple[Answer, ...]
+
+    @property
+    def model(self) -> str:
+        """The model the request named."""
+        return self.answers[0].model
+
+    @property
+    def prompt_tokens(self) -> int:
+        """The prompt, counted once however many choices (as OpenAI bills it)."""
+        return self.answers[0].prompt_tokens
+
+    @property
+    def completion_tokens(self) -> int:
+        """Every choice's output."""
+        return sum(answer.completion_tokens for answer in self.answers)
+
+    @property
+    def steps(self) -> int:
+        """Streaming pieces of the longest choice: how long the reply takes to send."""
+        return max(len(answer.pieces) for answer in self.answers)
+
     @property
     def usage(self) -> dict[str, int]:
         """OpenAI's ``usage`` object."""
@@ -111,23 +140,40 @@ class Answer:
         }
 
 
-def compose_answer(request: ChatRequest, *, default_seed: int) -> Answer:
-    """Work out the reply: structured JSON, a tool call, or text.
+def compose_reply(request: ChatRequest, *, default_seed: int) -> Reply:
+    """The request's ``n`` answers; the first is the answer to the same request with ``n`` 1.
 
     Args:
         request: The parsed request.
         default_seed: The reply seed when the request gives none.
     """
-    pairs = [(m.role, m.text()) for m in request.messages]
     seed = default_seed if request.seed is None else request.seed
+    # choice i is drawn with seed + i: distinct choices, each one reproducible
+    choices = range(request.n or 1)
+    return Reply(tuple(compose_answer(request, seed=seed + index) for index in choices))
+
+
+def compose_answer(request: ChatRequest, *, seed: int) -> Answer:
+    """Work out one reply: structured JSON, a tool call, or text.
+
+    Whatever the kind, an output that counts more tokens than the request's cap is cut there
+    with finish reason ``"length"``, as OpenAI cuts it (a cut JSON document or tool call's
+    arguments does not parse; clients must see that here as they would there).
+
+    Args:
+        request: The parsed request.
+        seed: The reply seed.
+    """
+    pairs = [(m.role, m.text()) for m in request.messages]
     usage_in = prompt_tokens(pairs)
+    limit = request.output_limit
     fmt = request.response_format or {}
     if fmt.get("type") == "json_schema":
         spec = fmt.get("json_schema") or {}
         function = {"name": spec.get("name", "response"), "parameters": spec.get("schema", {})}
         _, args = simulated_tool_call(request.model, pairs, seed=seed, function=function)
-        content = json.dumps(args)
-        return Answer(request.model, content, None, "stop", usage_in, count_tokens(content))
+        content, finish = _cut(json.dumps(args), limit, "stop")
+        return Answer(request.model, content, None, finish, usage_in, count_tokens(content))
     tools = [t for t in request.tools or [] if t.get("type", "function") == "function"]
     tool = choose_tool(
         tools, request.tool_choice, after_tool_result=request.messages[-1].role == "tool"
@@ -135,16 +181,23 @@ def compose_answer(request: ChatRequest, *, default_seed: int) -> Answer:
     if tool is not None:
         function = tool["function"]
         call_id, args = simulated_tool_call(request.model, pairs, seed=seed, function=function)
-        arguments = json.dumps(args)
+        arguments, finish = _cut(json.dumps(args), limit, "tool_calls")
         call = (call_id, str(function["name"]), arguments)
-        return Answer(request.model, None, call, "tool_calls", usage_in, count_tokens(arguments))
+        return Answer(request.model, None, call, finish, usage_in, count_tokens(arguments))
     stop = [request.stop] if isinstance(request.stop, str) else request.stop
-    text, finish = simulated_text(
-        request.model, pairs, seed=seed, max_tokens=request.output_limit, stop=stop
-    )
     if fmt.get("type") == "json_object":
-        text = json.dumps({"answer": text})
+        text, _ = simulated_text(request.model, pairs, seed=seed, stop=stop)
+        text, finish = _cut(json.dumps({"answer": text}), limit, "stop")
+    else:
+        text, finish = simulated_text(request.model, pairs, seed=seed, max_tokens=limit, stop=stop)
     return Answer(request.model, text, None, finish, usage_in, count_tokens(text))
+
+
+def _cut(output: str, limit: int | None, finish: str) -> tuple[str, str]:
+    """``output`` cut to ``limit`` tokens with ``"length"``, or whole with ``finish``."""
+    if limit is None or count_tokens(output) <= limit:
+        return output, finish
+    return truncate_to_tokens(output, limit), "length"
 
 
 def completion_id() -> str:
@@ -152,54 +205,57 @@ def completion_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex[:24]}"
 
 
-def completion_body(answer: Answer, *, response_id: str) -> dict[str, Any]:
+def completion_body(reply: Reply, *, response_id: str) -> dict[str, Any]:
     """The JSON body of a non-streamed ``chat.completion``."""
-    message: dict[str, Any] = {"role": "assistant", "content": answer.content, "refusal": None}
-    if answer.tool_call is not None:
-        call_id, name, arguments = answer.tool_call
-        message["tool_calls"] = [
-            {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
-        ]
-    return {
-        "id": response_id,
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": answer.model,
-        "system_fingerprint": _FINGERPRINT,
-        "choices": [
+    choices = []
+    for index, answer in enumerate(reply.answers):
+        message: dict[str, Any] = {"role": "assistant", "content": answer.content, "refusal": None}
+        if answer.tool_call is not None:
+            call_id, name, arguments = answer.tool_call
+            function = {"name": name, "arguments": arguments}
+            message["tool_calls"] = [{"id": call_id, "type": "function", "function": function}]
+        choices.append(
             {
-                "index": 0,
+                "index": index,
                 "message": message,
                 "logprobs": None,
                 "finish_reason": answer.finish_reason,
             }
-        ],
-        "usage": answer.usage,
+        )
+    return {
+        "id": response_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": reply.model,
+        "system_fingerprint": _FINGERPRINT,
+        "choices": choices,
+        "usage": reply.usage,
     }
 
 
 def chunk_body(
-    answer: Answer,
+    reply: Reply,
     *,
     response_id: str,
     delta: dict[str, Any] | None,
+    index: int = 0,
     finish_reason: str | None = None,
     usage: bool = False,
     include_usage: bool = False,
 ) -> dict[str, Any]:
-    """One ``chat.completion.chunk``; ``delta`` None makes the final usage-only chunk."""
+    """One ``chat.completion.chunk`` of choice ``index``; ``delta`` None makes the final
+    usage-only chunk."""
+    choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
     body: dict[str, Any] = {
         "id": response_id,
         "object": "chat.completion.chunk",
         "created": int(time.time()),
-        "model": answer.model,
+        "model": reply.model,
         "system_fingerprint": _FINGERPRINT,
-        "choices": []
-        if delta is None
-        else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+        "choices": [] if delta is None else [choice],
     }
     if include_usage:
-        body["usage"] = answer.usage if usage else None
+        body["usage"] = reply.usage if usage else None
     return body
 
 

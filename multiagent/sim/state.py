@@ -150,7 +150,7 @@ class SimState:
             counts.rate_limited += 1
             counts.rejected_tokens += 1
             message = (
-                f"Request too large (simulated) on tokens per min (TPM): Limit {phase.tpm:g}, "
+                f"Request too large (simulated) on tokens per min (TPM): Limit {phase.tpm:.15g}, "
                 f"Requested {cost_tokens}. The input or output tokens must be reduced in order "
                 "to run successfully."
             )
@@ -212,9 +212,9 @@ class SimState:
         self._log("retry_after", request_id, now=now, deadline=deadline)
         wait_text = f"{int(retry['retry-after-ms']) / 1000:.3f}".rstrip("0").rstrip(".") + "s"
         if limit == "requests":
-            detail = f"requests per min (RPM): Limit {phase.rpm:g}, Requested 1"
+            detail = f"requests per min (RPM): Limit {phase.rpm:.15g}, Requested 1"
         elif limit == "tokens":
-            detail = f"tokens per min (TPM): Limit {phase.tpm:g}, Requested {cost_tokens}"
+            detail = f"tokens per min (TPM): Limit {phase.tpm:.15g}, Requested {cost_tokens}"
         else:
             detail = f"concurrent requests: Limit {phase.max_concurrency}"
         message = f"Rate limit reached (simulated) on {detail}. Please try again in {wait_text}."

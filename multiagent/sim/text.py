@@ -198,13 +198,16 @@ def count_tokens(text: str) -> int:
 
 
 def truncate_to_tokens(text: str, limit: int) -> str:
-    """The longest prefix of ``text``, in whole pieces, that counts at most ``limit`` tokens."""
+    """The longest prefix of ``text`` that counts at most ``limit`` tokens: whole pieces, or
+    the start of the first piece when that alone counts more."""
     kept: list[str] = []
     chars = 0
     for piece in split_tokens(text):
         chars += len(piece)
         # count_tokens of the prefix, kept as running sums (linear, not quadratic)
-        if kept and max(len(kept) + 1, (chars + 3) // 4) > limit:
+        if max(len(kept) + 1, (chars + 3) // 4) > limit:
+            if not kept:  # a first piece longer than the limit is cut, as a tokenizer cuts a word
+                kept.append(piece[: 4 * limit])
             break
         kept.append(piece)
     return "".join(kept)
