@@ -5,7 +5,8 @@ dictionaries (the simulator ignores what it does not use), so the shapes it does
 checked here, the way OpenAI checks them: a function tool names its function and its
 ``parameters`` are an object; a ``json_schema`` format carries a ``json_schema`` object whose
 ``schema`` is an object; a ``tool_choice`` that names a function or requires a tool comes
-with it in ``tools``; ``stream_options`` comes only with ``stream: true``. A failure is a
+with it in ``tools``; ``stream_options`` comes only with ``stream: true``, and
+``top_logprobs`` only with ``logprobs: true``. A failure is a
 :class:`~fastapi.exceptions.RequestValidationError` with the location of the bad value, which
 the app answers as ``400 invalid_request_error`` (OpenAI's status for a malformed request; the
 OpenAPI document says the same).
@@ -63,6 +64,14 @@ def check_request(body: ChatRequest) -> None:
             {
                 "loc": ("body", "stream_options"),
                 "msg": "only allowed when 'stream' is true (as OpenAI refuses it)",
+                "type": "value_error",
+            }
+        )
+    if body.top_logprobs is not None and not body.logprobs:
+        errors.append(
+            {
+                "loc": ("body", "top_logprobs"),
+                "msg": "only allowed when 'logprobs' is true (as OpenAI refuses it)",
                 "type": "value_error",
             }
         )

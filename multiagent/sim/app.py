@@ -210,6 +210,13 @@ def _error_response(refused: Refused) -> JSONResponse:
     return JSONResponse(body, status_code=refused.status, headers=refused.headers)
 
 
+def _one_token(logprobs: dict[str, Any] | None, number: int) -> dict[str, Any] | None:
+    """The ``logprobs`` of a stream chunk: token ``number`` (from 1) of the choice's."""
+    if logprobs is None:
+        return None
+    return {**logprobs, "content": logprobs["content"][number - 1 : number]}
+
+
 def _sse(document: Any) -> str:
     return f"data: {json.dumps(document, separators=(',', ':'))}\n\n"
 
@@ -262,6 +269,7 @@ async def _events(
                 ]
             yield chunk(index, first)
         pieces = [answer.pieces for answer in reply.answers]
+        logprobs = [reply.logprobs(index) for index in range(len(reply.answers))]
         for number in range(1, reply.steps + 1):
             due = begin + admitted.ttft_s + number * admitted.token_latency_s
             if (wait := due - loop.time()) > 0:
@@ -275,7 +283,9 @@ async def _events(
                         index, {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
                     )
                 else:
-                    yield chunk(index, {"content": piece})
+                    yield chunk(
+                        index, {"content": piece}, logprobs=_one_token(logprobs[index], number)
+                    )
         for index, answer in enumerate(reply.answers):
             yield chunk(index, {}, finish_reason=answer.finish_reason)
         if include_usage:

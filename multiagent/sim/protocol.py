@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
+from multiagent.sim._logprobs import token_logprobs
 from multiagent.sim.model import (
     choose_tool,
     prompt_tokens,
@@ -73,6 +74,8 @@ class ChatRequest(BaseModel):
     tool_choice: str | dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
     seed: int | None = None
+    logprobs: StrictBool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
     stop: str | list[str] | None = None
     n: int | None = Field(default=1, ge=1, le=128)  # OpenAI's bounds
     # checked as OpenAI checks them (the simulator's answer does not depend on them)
@@ -109,6 +112,7 @@ class Reply:
     """The request's ``n`` answers (``choices``), sent as one completion."""
 
     answers: tuple[Answer, ...]
+    top_logprobs: int | None = None  # None: the request did not ask for log probabilities
 
     @property
     def model(self) -> str:
@@ -139,6 +143,14 @@ class Reply:
             "total_tokens": self.prompt_tokens + self.completion_tokens,
         }
 
+    def logprobs(self, index: int) -> dict[str, Any] | None:
+        """Choice ``index``'s ``logprobs`` object, or None when not asked for or the choice is
+        a tool call (OpenAI gives none for those)."""
+        answer = self.answers[index]
+        if self.top_logprobs is None or answer.tool_call is not None:
+            return None
+        return {"content": token_logprobs(answer.pieces, top=self.top_logprobs), "refusal": None}
+
 
 def compose_reply(request: ChatRequest, *, default_seed: int) -> Reply:
     """The request's ``n`` answers; the first is the answer to the same request with ``n`` 1.
@@ -150,7 +162,8 @@ def compose_reply(request: ChatRequest, *, default_seed: int) -> Reply:
     seed = default_seed if request.seed is None else request.seed
     # choice i is drawn with seed + i: distinct choices, each one reproducible
     choices = range(request.n or 1)
-    return Reply(tuple(compose_answer(request, seed=seed + index) for index in choices))
+    answers = tuple(compose_answer(request, seed=seed + index) for index in choices)
+    return Reply(answers, top_logprobs=(request.top_logprobs or 0) if request.logprobs else None)
 
 
 def compose_answer(request: ChatRequest, *, seed: int) -> Answer:
@@ -218,7 +231,7 @@ def completion_body(reply: Reply, *, response_id: str) -> dict[str, Any]:
             {
                 "index": index,
                 "message": message,
-                "logprobs": None,
+                "logprobs": reply.logprobs(index),
                 "finish_reason": answer.finish_reason,
             }
         )
@@ -239,13 +252,14 @@ def chunk_body(
     response_id: str,
     delta: dict[str, Any] | None,
     index: int = 0,
+    logprobs: dict[str, Any] | None = None,
     finish_reason: str | None = None,
     usage: bool = False,
     include_usage: bool = False,
 ) -> dict[str, Any]:
     """One ``chat.completion.chunk`` of choice ``index``; ``delta`` None makes the final
     usage-only chunk."""
-    choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+    choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
     body: dict[str, Any] = {
         "id": response_id,
         "object": "chat.completion.chunk",

@@ -2,7 +2,8 @@
 
 Real ``openai`` SDK and ``langchain-openai`` clients against the server on 127.0.0.1; each case
 is one a client tripped on (a 400 for ``n``, a 404 for ``models.retrieve``, usage over
-``max_tokens``, a structured answer never cut, a plain-text 500 at shutdown).
+``max_tokens``, a structured answer never cut, ``logprobs`` always null, a plain-text 500 at
+shutdown).
 """
 
 from __future__ import annotations
@@ -189,7 +190,47 @@ def test_a_structured_answer_over_its_cap_is_cut_with_length(sim_url: str) -> No
         model.with_structured_output(Person, method="json_schema").invoke("Describe Ada.")
 
 
+# -- logprobs --------------------------------------------------------------------------------
+
+
+def test_logprobs_are_given_per_token_alike_in_a_reply_and_its_stream(sim_url: str) -> None:
+    # logprobs: true was answered with "logprobs": null; reading .content failed
+    client = _client(sim_url)
+    asked: dict[str, Any] = {"logprobs": True, "top_logprobs": 3}
+    reply = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, **asked)
+    choice = reply.choices[0]
+    assert choice.logprobs is not None
+    tokens = choice.logprobs.content
+    assert tokens is not None
+    assert "".join(token.token for token in tokens) == choice.message.content
+    assert all(token.logprob <= 0 for token in tokens)
+    assert all(len(token.top_logprobs) == 3 for token in tokens)
+    assert all(token.top_logprobs[0].token == token.token for token in tokens)
+    streamed = []
+    for chunk in client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True, **asked
+    ):
+        if chunk.choices and chunk.choices[0].logprobs is not None:
+            streamed += chunk.choices[0].logprobs.content or []
+    assert streamed == tokens
+    plain = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert plain.choices[0].logprobs is None
+    model = ChatOpenAI(
+        model="gpt-4o-mini", api_key="sim", base_url=sim_url, max_retries=0, logprobs=True
+    )
+    message = model.invoke("Summarise the incident review.")
+    assert message.response_metadata["logprobs"]["content"]
+
+
 # -- bad requests ----------------------------------------------------------------------------
+
+
+def test_top_logprobs_without_logprobs_is_400(sim_url: str) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        _client(sim_url).chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, top_logprobs=2
+        )
+    assert caught.value.param == "top_logprobs"
 
 
 def test_stream_options_without_stream_is_400(sim_url: str) -> None:
