@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from multiagent.models._bp_health import PROCESSING_HEADER
+from multiagent.sim._asgi import RequestIdHeader, StampArrival
 from multiagent.sim._request_checks import check_request
 from multiagent.sim.config import SimServerConfig
 from multiagent.sim.protocol import (
@@ -46,7 +47,8 @@ def create_sim_app(config: SimServerConfig) -> FastAPI:
         description="An OpenAI-compatible chat-completions server with limits and faults.",
     )
     app.state.sim = state
-    app.add_middleware(_StampArrival)
+    app.add_middleware(RequestIdHeader)
+    app.add_middleware(StampArrival)  # added last: outermost, so first to see a request
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -219,19 +221,6 @@ def _one_token(logprobs: dict[str, Any] | None, number: int) -> dict[str, Any] |
 
 def _sse(document: Any) -> str:
     return f"data: {json.dumps(document, separators=(',', ':'))}\n\n"
-
-
-class _StampArrival:
-    """Pure ASGI middleware stamping each request's arrival on ``request.state.arrived``
-    (event-loop clock), before the body is read and parsed."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            scope.setdefault("state", {})["arrived"] = asyncio.get_running_loop().time()
-        await self.app(scope, receive, send)
 
 
 async def _events(

@@ -190,6 +190,29 @@ def test_a_structured_answer_over_its_cap_is_cut_with_length(sim_url: str) -> No
         model.with_structured_output(Person, method="json_schema").invoke("Describe Ada.")
 
 
+# -- headers ---------------------------------------------------------------------------------
+
+
+def test_every_answer_carries_a_request_id_the_sdk_reads(sim_url: str) -> None:
+    # the SDK's _request_id and its errors' request_id were None: no x-request-id was sent
+    client = _client(sim_url)
+    reply = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert re.fullmatch(r"req_[0-9a-f]{32}", reply._request_id or "")
+    again = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert again._request_id != reply._request_id
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.models.retrieve("no-such-model")
+    assert re.fullmatch(r"req_[0-9a-f]{32}", caught.value.request_id or "")
+    # one the client sent is echoed, so both sides log the same id
+    echoed = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=MESSAGES, extra_headers={"x-request-id": "mine-1"}
+    )
+    assert echoed.headers["x-request-id"] == "mine-1"
+    chunks = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+    assert re.fullmatch(r"req_[0-9a-f]{32}", chunks.response.headers["x-request-id"])
+    chunks.close()
+
+
 # -- logprobs --------------------------------------------------------------------------------
 
 
