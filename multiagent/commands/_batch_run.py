@@ -2,9 +2,11 @@
 
 The batch lives in ``MULTIAGENT_HOME/batches.sqlite`` under its id (``--thread``, or a new one,
 printed): each finished chunk is stored before it counts, so ``--resume`` runs exactly the items
-that did not finish. Exit 0 when every item finished and passed, 1 when the batch stopped (provider
-failure or budget) with the unfinished items named, 2 on bad input, 3 or 4 when consensus failed
-on an item or an item is inconclusive (see :func:`multiagent.commands.workflows.exit_code`), 130
+that did not finish, and asks again only the validators that failed on the items decided
+without them (``incomplete``, named with the command that completes them). Exit 0 when every
+item finished and passed, 1 when the batch stopped (provider failure or budget) with the
+unfinished items named, 2 on bad input, 3 or 4 when consensus failed on an item or an item is
+inconclusive (see :func:`multiagent.commands.workflows.exit_code`), 130
 when Ctrl-C stopped it (the chunks that ended are stored and the resume command is printed).
 A batch id is never a thread id of the checkpointer, and the other way round.
 """
@@ -153,11 +155,13 @@ def run_local_batch(
             os.close(held)  # closing the descriptor releases the lock
         shutdown_tracing()
         persist_process(settings)
-    unfinished = outcome.unfinished
+    unfinished, incomplete = outcome.unfinished, outcome.incomplete
     report = {
         **outcome_report(outcome.outcome),
         "unfinished": unfinished,
         "unfinished_count": len(unfinished),
+        "incomplete": incomplete,
+        "incomplete_count": len(incomplete),
     }
     if as_json:
         print_json(report)

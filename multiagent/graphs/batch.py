@@ -17,21 +17,28 @@ budget. Every call still reserves its worst case, so settled spend never exceeds
 When the provider goes away, a chunk comes back with items no validator answered; the batch
 then starts no new chunk, lets the running ones end, and stops as ``failed`` with the unfinished
 item ids named. On Ctrl-C it starts no new chunk or call, stores what the running chunks
-finished (and the usage of every call paid for) and stops as ``interrupted``. Resuming
-(``resume=True`` with the same store and batch id) runs exactly the unfinished items; finished
-ones are not run again. Identical items are validated once; verdicts on content seen before
-come from the analysis cache when the context has one.
+finished (and the usage of every call paid for) and stops as ``interrupted``.
+
+An item some of whose validators failed after retries is decided by the others, as in a single
+run, and is *incomplete*: the batch names it and how to resume. Resuming (``resume=True`` with
+the same store and batch id) runs exactly the unfinished items, and completes the incomplete
+ones as a single run's ``--resume`` does: only their failed validators are asked again, the
+verdicts given are kept and the item is decided anew
+(:func:`~multiagent.graphs.batch_chunks.complete_chunk`). Items fully decided are not run again.
+Identical items are validated once; verdicts on content seen before come from the analysis cache
+when the context has one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +59,7 @@ from multiagent.graphs.batch_chunks import (
     DEFAULT_CHUNK_SIZE,
     ChunkOutcome,
     ItemRecord,
+    complete_chunk,
     plan_chunks,
     run_chunk,
 )
@@ -64,6 +72,7 @@ from multiagent.nodes.context import WorkflowContext, build_context
 from multiagent.nodes.input_defaults import validation_items
 from multiagent.nodes.state import ItemResult, ValidationItem, ValidatorFailure, Verdict
 from multiagent.nodes.usage import Usage, total_usage
+from multiagent.nodes.validator import text_key
 from multiagent.policies import Settings, load_settings
 from multiagent.safety import check_id_private
 
@@ -76,7 +85,9 @@ class BatchValidation:
     """The outcome of :func:`batch_cross_validate`; ``results`` are in input order.
 
     ``unfinished`` names the items no validator answered (the batch stopped before them, or
-    the provider failed them); they run when the batch is resumed.
+    the provider failed them); they run when the batch is resumed. ``incomplete`` names the
+    items decided on fewer validators than asked (the others failed after retries); a resume
+    asks only those validators again.
     """
 
     results: list[ItemResult]
@@ -88,6 +99,7 @@ class BatchValidation:
     thread_id: str
     outcome: WorkflowOutcome
     unfinished: list[str] = field(default_factory=list)
+    incomplete: list[str] = field(default_factory=list)
 
 
 def concurrency_split(limit: int, *, validators: int, chunks: int) -> tuple[int, int]:
@@ -104,6 +116,8 @@ def concurrency_split(limit: int, *, validators: int, chunks: int) -> tuple[int,
 def _run_chunks(
     groups: deque[list[ValidationItem]],
     *,
+    retries: deque[list[ValidationItem]],
+    records: Mapping[str, ItemRecord],
     manifest: BatchManifest,
     store: BatchStore,
     context: WorkflowContext,
@@ -114,7 +128,10 @@ def _run_chunks(
     finished: int,
 ) -> tuple[Status, ChunkOutcome | None, RunLedger]:
     """Run ``groups`` (distinct texts, each with its duplicates) in chunks, a few at a time;
-    stop starting new ones once a chunk did not finish.
+    stop starting new ones once a chunk did not finish. ``retries`` (stored items whose
+    validators failed, with their ``records``) go first, each chunk of them completing its
+    items (:func:`~multiagent.graphs.batch_chunks.complete_chunk`), its records replacing the
+    stored ones.
 
     A chunk takes up to ``manifest.chunk_size`` groups, under a budget only those whose worst
     case the budget's room covers (:class:`~multiagent.graphs.batch_budget.ItemAdmission`);
@@ -129,43 +146,65 @@ def _run_chunks(
     """
     chunk_size = manifest.chunk_size
     parallel, per_chunk = concurrency_split(
-        limit, validators=len(manifest.validators), chunks=-(-len(groups) // chunk_size)
-    )
+        limit, validators=len(manifest.validators),
+        chunks=-(-len(groups) // chunk_size) + -(-len(retries) // chunk_size),
+    )  # fmt: skip
     budget = context.ledger.budget_usd
     # each chunk records into a ledger of its own (same run id: one run's usage) reserving
     # against one budget with running totals, since a ledger's per-call work grows with its
     # records (quadratic over one shared by the batch); the run's ledger collects them at the end
     ledger = RunLedger(budget_usd=budget)
     shared = BatchBudget(budget)
-    admission = ItemAdmission(shared, item_worst_case(context, manifest.validators))
+    # an item being completed costs at worst its failed validators' calls, not all of them
+    asked = {
+        text_key(group[0]["text"]): [
+            task["validator"] for task in records[group[0]["id"]].failed_validators(group[0])
+        ]
+        for group in retries
+    }
+    admission = ItemAdmission(
+        shared,
+        lambda text: item_worst_case(context, asked.get(text_key(text), manifest.validators))(text),
+    )
     chunk_ledgers: list[RunLedger] = []
     stopped: ChunkOutcome | None = None
     interrupted = False
     total = len(manifest.items)
     numbers = itertools.count()
     with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="batch") as pool:
-        running: dict[Future[ChunkOutcome], int] = {}  # started and not yet stored: earmarks
+        # started and not yet stored: earmarks, and whether the chunk completes stored items
+        running: dict[Future[ChunkOutcome], tuple[int, bool]] = {}
 
         def submit() -> bool:
             chunk_ledger = RunLedger(shared=shared, run_id=ledger.run_id)
-            mark, chunk = admission.take(groups, most=chunk_size, ledger=chunk_ledger)
+            completing = bool(retries)
+            source = retries if completing else groups
+            mark, chunk = admission.take(source, most=chunk_size, ledger=chunk_ledger)
             if not chunk:
                 return False
             chunk_ledgers.append(chunk_ledger)
+            run: Callable[..., ChunkOutcome] = (
+                functools.partial(complete_chunk, records=records) if completing else run_chunk
+            )
             future = pool.submit(
-                run_chunk, f"{prefix}:{next(numbers)}", chunk, validators=manifest.validators,
+                run, f"{prefix}:{next(numbers)}", chunk, validators=manifest.validators,
                 threshold=manifest.threshold, context=context, max_concurrency=per_chunk,
                 ledger=chunk_ledger, callbacks=callbacks,
             )  # fmt: skip
-            running[future] = mark
+            running[future] = (mark, completing)
             return True
 
         def keep(future: Future[ChunkOutcome]) -> ChunkOutcome:
             """Store a chunk that ended (storing twice keeps the first: safe to repeat)."""
             nonlocal finished
             chunk = future.result()
-            finished += store.store(manifest.batch_id, chunk.chunk_id, chunk.records, chunk.usage)
-            admission.release(running.pop(future, -1))
+            mark, completing = running.pop(future, (-1, False))
+            batch_id = manifest.batch_id
+            if completing:  # its items were finished already: their records are replaced
+                store.complete(batch_id, chunk.chunk_id, chunk.records, chunk.usage)
+            else:
+                finished += store.store(batch_id, chunk.chunk_id, chunk.records, chunk.usage)
+            admission.release(mark)
             return chunk
 
         try:
@@ -192,25 +231,38 @@ def _run_chunks(
     for chunk_ledger in chunk_ledgers:
         ledger.absorb(chunk_ledger)
     interrupted = interrupted or stop_requested()  # chunks left unstarted (the caller checks)
-    if stopped is None and groups and not interrupted:  # nothing runs, and the next won't fit
+    left = [item["id"] for group in (*retries, *groups) for item in group]
+    if stopped is None and left and not interrupted:  # nothing runs, and the next won't fit
         stopped = ChunkOutcome(
             chunk_id=f"{prefix}:admission", status="budget_exceeded", records=[],
-            unfinished=[item["id"] for group in groups for item in group], usage=[],
+            unfinished=left, usage=[],
             ledger=RunLedger(), message=admission.refusal, error="BudgetExceededError",
         )  # fmt: skip
     status: Status = "completed" if stopped is None else stopped.status
     return ("interrupted" if interrupted else status), stopped, ledger
 
 
-def _assemble(
-    manifest: BatchManifest, store: BatchStore
-) -> tuple[list[ItemResult], list[Verdict], list[ValidatorFailure], list[Usage], list[str]]:
-    """Results in input order, each distinct verdict once, usage, and the unfinished ids."""
+@dataclass(frozen=True)
+class _Assembled:
+    """A batch's stored progress, in input order."""
+
+    results: list[ItemResult]
+    verdicts: list[Verdict]  # each distinct text's once
+    failures: list[ValidatorFailure]
+    usage: list[Usage]
+    unfinished: list[str]  # no record: no validator answered yet
+    incomplete: list[str]  # a record, decided without the validators that failed
+
+
+def _assemble(manifest: BatchManifest, store: BatchStore) -> _Assembled:
+    """Results in input order, each distinct verdict once, usage, the unfinished and the
+    incomplete ids."""
     records = store.records(manifest.batch_id)
     results: list[ItemResult] = []
     verdicts: list[Verdict] = []
     failures: list[ValidatorFailure] = []
     unfinished: list[str] = []
+    incomplete: list[str] = []
     seen: set[str] = set()
     for item in manifest.items:
         record: ItemRecord | None = records.get(item["id"])
@@ -218,19 +270,28 @@ def _assemble(
             unfinished.append(item["id"])
             continue
         results.append(record.result)
+        if record.failed_validators(item):
+            incomplete.append(item["id"])
         key = record.verdicts[0]["key"] if record.verdicts else item["id"]
         if key not in seen:  # identical items share their verdicts: list them once
             seen.add(key)
             verdicts.extend(record.verdicts)
             failures.extend(record.failures)
-    return results, verdicts, failures, store.usage(manifest.batch_id), unfinished
+    usage = store.usage(manifest.batch_id)
+    return _Assembled(results, verdicts, failures, usage, unfinished, incomplete)
 
 
-def describe_unfinished(ids: Sequence[str], *, shown: int = 20) -> str:
+def describe_unfinished(ids: Sequence[str], *, shown: int = 20, what: str = "unfinished") -> str:
     """``"3 items unfinished: a, b, c"``, naming at most ``shown`` of them."""
     named = ", ".join(ids[:shown])
     more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
-    return f"{len(ids)} item{'s' if len(ids) != 1 else ''} unfinished: {named}{more}"
+    return f"{len(ids)} item{'s' if len(ids) != 1 else ''} {what}: {named}{more}"
+
+
+def describe_incomplete(ids: Sequence[str]) -> str:
+    """What a batch with incomplete items says: which, and what a resume does for them."""
+    what = "incomplete (validators gave no verdict)"
+    return f"{describe_unfinished(ids, what=what)}; --resume asks only those validators again"
 
 
 def batch_cross_validate(
@@ -313,20 +374,33 @@ def batch_cross_validate(
         context = dataclasses.replace(
             context, ledger=RunLedger(budget_usd=max(0.0, budget - spent_before))
         )
-    finished = store.finished_ids(batch_id)
-    todo = [item for item in manifest.items if item["id"] not in finished]
-    if resume and budget is not None and todo:  # one that could start nothing is bad input
-        worst = item_worst_case(context, manifest.validators)(todo[0]["text"])
-        check_resume_budget(
-            batch_id=batch_id, budget=budget, spent=spent_before, item=todo[0], worst=worst
+    stored = store.records(batch_id)
+    todo = [item for item in manifest.items if item["id"] not in stored]
+    # stored items decided without validators that failed: completed before new items start
+    completing = [
+        i for i in manifest.items if i["id"] in stored and stored[i["id"]].failed_validators(i)
+    ]
+    retries = deque(plan_chunks(completing, chunk_size=1))
+    if resume and budget is not None and (completing or todo):  # one that runs nothing is bad input
+        first = (completing or todo)[0]
+        asked = (
+            [task["validator"] for task in stored[first["id"]].failed_validators(first)]
+            if completing
+            else manifest.validators
         )
+        check_resume_budget(
+            batch_id=batch_id, budget=budget, spent=spent_before, item=first,
+            worst=item_worst_case(context, asked)(first["text"]),
+        )  # fmt: skip
     attempt = uuid.uuid4().hex[:6]  # chunk ids of a resume never meet those of earlier runs
     status, stopped, ledger = _run_chunks(
-        deque(plan_chunks(todo, chunk_size=1)), manifest=manifest, store=store,
-        context=context, limit=limit, prefix=f"{batch_id}:{attempt}", callbacks=callbacks,
-        on_progress=on_progress, finished=len(finished),
+        deque(plan_chunks(todo, chunk_size=1)), retries=retries, records=stored,
+        manifest=manifest, store=store, context=context, limit=limit,
+        prefix=f"{batch_id}:{attempt}", callbacks=callbacks, on_progress=on_progress,
+        finished=len(stored),
     )  # fmt: skip
-    results, verdicts, failures, usage, unfinished = _assemble(manifest, store)
+    kept = _assemble(manifest, store)
+    unfinished, incomplete = kept.unfinished, kept.incomplete
     message = error = None
     if status == "interrupted" and not unfinished:  # Ctrl-C came after the last item finished
         status = "completed" if stopped is None else stopped.status
@@ -338,26 +412,30 @@ def batch_cross_validate(
             f"{stopped.message or 'a chunk did not finish'}; {describe_unfinished(unfinished)}"
         )
         error = stopped.error
+    if incomplete:  # decided on fewer validators than asked: say how to complete them
+        message = "; ".join(filter(None, [message, describe_incomplete(incomplete)]))
     seconds = round(time.perf_counter() - began, 4)
     values: dict[str, Any] = {
         "items": manifest.items, "validators": manifest.validators,
-        "threshold": manifest.threshold, "results": results, "verdicts": verdicts,
-        "failures": failures, "usage": usage, "unfinished": unfinished,
+        "threshold": manifest.threshold, "results": kept.results, "verdicts": kept.verdicts,
+        "failures": kept.failures, "usage": kept.usage, "unfinished": unfinished,
+        "incomplete": incomplete,
     }  # fmt: skip
     outcome = WorkflowOutcome(
         workflow="validation", thread_id=batch_id, status=status, values=values, ledger=ledger,
         seconds=seconds, message=message or "", error=error, resumed=resume,
     )  # fmt: skip
     return BatchValidation(
-        results=results,
-        verdicts=verdicts,
-        failures=failures,
-        usage=total_usage(usage),
+        results=kept.results,
+        verdicts=kept.verdicts,
+        failures=kept.failures,
+        usage=total_usage(kept.usage),
         seconds=seconds,
         status=status,
         thread_id=batch_id,
         outcome=outcome,
         unfinished=unfinished,
+        incomplete=incomplete,
     )
 
 

@@ -8,20 +8,27 @@ short validation run: the work per item is the same for 10 items or 100,000.
 Identical texts always land in the same chunk, so each distinct text is still validated once.
 An item is *finished* when at least one validator answered (the others' failures are recorded
 and the responders decide, as in one run); an item no validator answered is *unfinished* and is
-not stored, so a resume (or another worker) runs it again. A chunk that stopped still reports
-the usage of every call it made (from its ledger), so a batch's spend counts what was paid.
+not stored, so a resume (or another worker) runs it again. A finished item whose validators
+failed after retries is *incomplete*: a resume completes it as a single run's ``--resume`` does
+(:func:`complete_chunk`, on :func:`~multiagent.nodes.validator.retry_failed_validators`), asking
+only those validators again, keeping the verdicts given, and deciding the item anew. A chunk that
+stopped still reports the usage of every call it made (from its ledger), so a batch's spend
+counts what was paid.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.memory import InMemorySaver
 
 from multiagent._interrupt import StopRequested
-from multiagent.graphs.runner import run_workflow
+from multiagent.graphs.runner import WorkflowOutcome, run_workflow
+from multiagent.graphs.workflows import compile_workflow
 from multiagent.models.ledger import AnalysisHit, CallRecord, RunLedger
 from multiagent.nodes.context import WorkflowContext
 from multiagent.nodes.state import (
@@ -29,10 +36,11 @@ from multiagent.nodes.state import (
     ValidationInput,
     ValidationItem,
     ValidatorFailure,
+    ValidatorTask,
     Verdict,
 )
 from multiagent.nodes.usage import Usage, usage_from_records
-from multiagent.nodes.validator import text_key
+from multiagent.nodes.validator import failed_validators, text_key
 from multiagent.observability.live import live_writer
 
 ChunkStatus = Literal["completed", "failed", "budget_exceeded", "interrupted"]
@@ -58,6 +66,14 @@ class ItemRecord:
         """Read back :meth:`as_dict`."""
         return cls(
             result=data["result"], verdicts=list(data["verdicts"]), failures=list(data["failures"])
+        )
+
+    def failed_validators(self, item: ValidationItem) -> list[ValidatorTask]:
+        """The validators of ``item`` that failed after retries and gave no verdict since: what
+        a resume asks again (the single run's rule, :func:`~multiagent.nodes.validator.
+        failed_validators`); none for an item fully decided."""
+        return failed_validators(
+            {"items": [item], "verdicts": self.verdicts, "failures": self.failures}
         )
 
 
@@ -151,22 +167,96 @@ def run_chunk(
         callbacks: LangChain callback handlers for the run.
     """
     inputs = ValidationInput(items=list(items), validators=list(validators), threshold=threshold)
+    return _chunk_outcome(
+        chunk_id, items, context=context, ledger=ledger,
+        run=lambda: run_workflow(
+            "validation", inputs, context=context, shared_ledger=ledger, checkpointer=None,
+            thread_id=chunk_id, max_concurrency=max_concurrency, callbacks=callbacks, live=False,
+        ),
+    )  # fmt: skip
+
+
+def complete_chunk(
+    chunk_id: str,
+    items: Sequence[ValidationItem],
+    records: Mapping[str, ItemRecord],
+    *,
+    validators: Sequence[str],
+    threshold: float,
+    context: WorkflowContext,
+    max_concurrency: int,
+    ledger: RunLedger | None = None,
+    callbacks: Sequence[BaseCallbackHandler] | None = None,
+) -> ChunkOutcome:
+    """Complete stored items whose validators failed: ask only those again, keep the verdicts
+    given, decide each item anew; the records returned are to replace the stored ones.
+
+    The chunk's stored state (its items, verdicts and failures) is put into a thread of an
+    in-memory checkpointer as a finished validation, which is resumed as any finished
+    validation thread is (:func:`~multiagent.graphs.runner.run_workflow` with ``resume``:
+    :func:`~multiagent.nodes.validator.retry_failed_validators` chooses what runs), so a
+    single run and a batch follow one rule.
+
+    Args:
+        chunk_id: Names the run and the chunk's usage record.
+        items: The chunk's items (each text's duplicates included), every one with a record.
+        records: The stored records, by item id.
+        validators: The batch's validator names.
+        threshold: Consensus threshold.
+        context: The run context.
+        max_concurrency: Validator calls of this chunk in flight at once.
+        ledger: The batch run's ledger for this chunk (see :func:`run_chunk`).
+        callbacks: LangChain callback handlers for the run.
+    """
+    verdicts: list[Verdict] = []
+    failures: list[ValidatorFailure] = []
+    seen: set[str] = set()
+    for item in items:
+        key = text_key(item["text"])
+        if key not in seen:  # identical items share one record's verdicts: given once
+            seen.add(key)
+            verdicts.extend(records[item["id"]].verdicts)
+            failures.extend(records[item["id"]].failures)
+    saver = InMemorySaver()
+    config: RunnableConfig = {
+        "configurable": {"thread_id": chunk_id},
+        "metadata": {"workflow": "validation"},
+    }
+    compile_workflow("validation", checkpointer=saver).update_state(
+        config,
+        {
+            "items": list(items), "validators": list(validators), "threshold": threshold,
+            "verdicts": verdicts, "failures": failures,
+            "results": [records[item["id"]].result for item in items],
+        },
+        as_node="aggregate",  # a finished validation: resuming it runs its failed validators
+    )  # fmt: skip
+    return _chunk_outcome(
+        chunk_id, items, context=context, ledger=ledger,
+        run=lambda: run_workflow(
+            "validation", None, context=context, shared_ledger=ledger, checkpointer=saver,
+            thread_id=chunk_id, resume=True, max_concurrency=max_concurrency,
+            callbacks=callbacks, live=False,
+        ),
+    )  # fmt: skip
+
+
+def _chunk_outcome(
+    chunk_id: str,
+    items: Sequence[ValidationItem],
+    *,
+    context: WorkflowContext,
+    ledger: RunLedger | None,
+    run: Callable[[], WorkflowOutcome],
+) -> ChunkOutcome:
+    """Run a chunk's graph (``run``); an item answered by at least one validator makes a
+    record, the others are unfinished."""
     # thousands of sub-second runs would bury the dashboard's live runs page (and recording
     # them cost a quarter of a millisecond per call): a batch is followed by its progress, and
     # its limiters are still sampled for the backpressure page
     with live_writer(context.settings.home).sampling():
         try:
-            outcome = run_workflow(
-                "validation",
-                inputs,
-                context=context,
-                shared_ledger=ledger,
-                checkpointer=None,
-                thread_id=chunk_id,
-                max_concurrency=max_concurrency,
-                callbacks=callbacks,
-                live=False,
-            )
+            outcome = run()
         except StopRequested:
             if ledger is None:
                 raise
@@ -209,8 +299,8 @@ def run_chunk(
             )
     status: ChunkStatus = "completed"
     message, error = outcome.message, outcome.error
-    if outcome.status == "budget_exceeded":
-        status = "budget_exceeded"
+    if outcome.status in ("budget_exceeded", "interrupted"):
+        status = outcome.status
     elif unfinished:
         status = "failed"
         if outcome.status == "completed":

@@ -2,9 +2,11 @@
 
 A batch is a manifest (items, validators, threshold, chunk size) and one record per finished
 item, keyed by batch id and item id and written once (a record stored twice keeps the first),
-plus each chunk's usage. :class:`MemoryBatchStore` serves a batch run from Python without
-persistence; :class:`SqliteBatchStore` keeps batches in ``MULTIAGENT_HOME/batches.sqlite`` for
-``multiagent validate --batch ... --resume``; the Redis store of the distributed queue
+plus each chunk's usage. The one exception is a record completed by a resume (its failed
+validators asked again): it replaces the record it completes (:meth:`BatchStore.complete`).
+:class:`MemoryBatchStore` serves a batch run from Python without persistence;
+:class:`SqliteBatchStore` keeps batches in ``MULTIAGENT_HOME/batches.sqlite`` for ``multiagent
+validate --batch ... --resume``; the Redis store of the distributed queue
 (:mod:`multiagent.distributed.queue`) keeps the same records.
 """
 
@@ -65,6 +67,11 @@ class BatchStore(Protocol):
     ) -> int:
         """Keep a chunk's records (each item once) and usage; return how many were new."""
 
+    def complete(
+        self, batch_id: str, chunk_id: str, records: list[ItemRecord], usage: list[Usage]
+    ) -> None:
+        """Replace the records of items a resume completed, and keep that chunk's usage."""
+
     def records(self, batch_id: str) -> dict[str, ItemRecord]:
         """Every stored record by item id."""
 
@@ -106,6 +113,15 @@ class MemoryBatchStore:
                 new += 1
         self._usage.setdefault(batch_id, {}).setdefault(chunk_id, list(usage))
         return new
+
+    def complete(
+        self, batch_id: str, chunk_id: str, records: list[ItemRecord], usage: list[Usage]
+    ) -> None:
+        """Replace the records of items a resume completed, and keep that chunk's usage."""
+        kept = self._records.setdefault(batch_id, {})
+        for record in records:
+            kept[record.result["id"]] = record
+        self._usage.setdefault(batch_id, {}).setdefault(chunk_id, list(usage))
 
     def records(self, batch_id: str) -> dict[str, ItemRecord]:
         """Every stored record by item id."""
@@ -176,6 +192,21 @@ class SqliteBatchStore:
                 (batch_id, chunk_id, json.dumps(usage)),
             )
         return new
+
+    def complete(
+        self, batch_id: str, chunk_id: str, records: list[ItemRecord], usage: list[Usage]
+    ) -> None:
+        """Replace the records of items a resume completed, and keep that chunk's usage (one
+        transaction)."""
+        with self._lock, self._db:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO records (batch, item, record) VALUES (?, ?, ?)",
+                [(batch_id, r.result["id"], json.dumps(r.as_dict())) for r in records],
+            )
+            self._db.execute(
+                "INSERT OR IGNORE INTO chunk_usage (batch, chunk, usage) VALUES (?, ?, ?)",
+                (batch_id, chunk_id, json.dumps(usage)),
+            )
 
     def records(self, batch_id: str) -> dict[str, ItemRecord]:
         """Every stored record by item id."""

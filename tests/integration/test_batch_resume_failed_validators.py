@@ -1,0 +1,163 @@
+"""A local batch whose items one validator failed after retries, through the ``openai`` provider
+against the simulator server on 127.0.0.1, and what ``--resume`` then runs.
+
+As a single run's (``tests/integration/test_workflows_faults_http.py``): the others decide the
+item, the batch names it incomplete, and a resume asks only the failed validator again, keeping
+the verdicts given. A proxy in front of the simulator (:mod:`tests.integration._fault_proxy`)
+fails the chosen validator on the chosen text; the simulator's ``/sim/stats`` counts what was
+served, so "no paid call repeated" is what the server saw.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from typer.testing import CliRunner
+
+from multiagent.cli import app
+from multiagent.commands.workflows import exit_code
+from multiagent.nodes.agents import BUILTIN_AGENTS
+from multiagent.sim.config import SimServerConfig
+from multiagent.sim.runner import run_sim_server
+from tests.integration._fault_proxy import FaultProxy, fault_proxy
+
+runner = CliRunner()
+ROLES = {agent.role: agent.name for agent in BUILTIN_AGENTS}
+ITEMS = [
+    {"id": "bakery", "text": "The bakery opened in 1990 and sells bread and pastries."},
+    {"id": "mill", "text": "The mill grinds rye on Tuesdays and wheat on Fridays."},
+    {"id": "mill-again", "text": "The mill grinds rye on Tuesdays and wheat on Fridays."},
+    {"id": "dairy", "text": "The dairy sells milk from its own cows every morning."},
+]
+
+
+@pytest.fixture
+def served(isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, FaultProxy]]:
+    """The simulator behind the fault proxy, the ``openai`` provider pointed at the proxy; two
+    attempts per call, and no cache to answer a repeated call (so every call is served)."""
+    with (
+        run_sim_server(SimServerConfig(rpm=1e6, tpm=1e9)) as sim,
+        fault_proxy(sim, ROLES) as (
+            url,
+            proxy,
+        ),
+    ):
+        monkeypatch.setenv("MULTIAGENT_PROVIDER", "openai")
+        monkeypatch.setenv("OPENAI_API_KEY", "sim")
+        monkeypatch.setenv("OPENAI_BASE_URL", url)
+        monkeypatch.setenv("MULTIAGENT_RATE_LIMIT__RETRY_ATTEMPTS", "2")
+        monkeypatch.setenv("MULTIAGENT_CACHE__COMPLETION_ENABLED", "false")
+        monkeypatch.setenv("MULTIAGENT_CACHE__ANALYSIS_ENABLED", "false")
+        yield sim, proxy
+
+
+@pytest.fixture
+def items_file(tmp_path: Path, isolated_env: Path) -> Path:
+    path = tmp_path / "items.jsonl"
+    path.write_text("".join(json.dumps(item) + "\n" for item in ITEMS), encoding="utf-8")
+    return path
+
+
+def _served(sim: str) -> int:
+    """Requests the simulator answered with a completion."""
+    totals = httpx2.get(sim.removesuffix("/v1") + "/sim/stats").json()["totals"]
+    return int(totals["successes"])
+
+
+def _cli(*args: str) -> tuple[int, dict[str, Any]]:
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.stdout.lstrip().startswith("{"), result.output
+    return result.exit_code, json.loads(result.stdout)
+
+
+def _by_id(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {result["id"]: result for result in document["results"]}
+
+
+def _verdicts_except(document: dict[str, Any], validator: str) -> list[dict[str, Any]]:
+    return [v for v in document["verdicts"] if v["validator"] != validator]
+
+
+def test_batch_resume_asks_only_the_failed_validator_and_keeps_the_verdicts(
+    served: tuple[str, FaultProxy], items_file: Path
+) -> None:
+    sim, proxy = served
+    proxy.fail("completeness", text="grinds rye")  # one validator, on one text (two items)
+    code, first = _cli("validate", "--batch", str(items_file), "--thread", "b-part")
+    assert first["status"] == "completed"
+    # three distinct texts, three validators; completeness refused twice (two attempts) on one
+    assert _served(sim) == 3 * 3 - 1
+    assert proxy.refused == {"completeness": 2}
+    results = _by_id(first)
+    assert (results["mill"]["responded"], results["mill"]["failed"]) == (2, ["completeness"])
+    assert results["mill-again"]["failed"] == ["completeness"]
+    assert [results[i]["failed"] for i in ("bakery", "dairy")] == [[], []]
+    # decided on the others, and named, with what completes them
+    assert (first["incomplete"], first["incomplete_count"]) == (["mill", "mill-again"], 2)
+    assert (first["unfinished"], first["unfinished_count"]) == ([], 0)
+    assert "2 items incomplete" in first["message"]
+    assert "--resume asks only those validators again" in first["message"]
+    kept = _verdicts_except(first, "completeness")  # every verdict given, completeness's aside
+    assert len(first["verdicts"]) == 8
+    assert code == exit_code("completed", first["results"])
+
+    proxy.heal()
+    code, back = _cli("validate", "--thread", "b-part", "--resume")
+    assert back["status"] == "completed"
+    # completeness on the mill's text, once for both items; nothing else paid again
+    assert _served(sim) == 8 + 1
+    assert proxy.forwarded["completeness"] == 2 + 1
+    assert proxy.forwarded == {"factual_accuracy": 3, "logical_consistency": 3, "completeness": 3}
+    assert back["this_run"]["calls"] == 1
+    results = _by_id(back)
+    for item in ("mill", "mill-again"):
+        assert (results[item]["responded"], results[item]["failed"]) == (3, [])
+    for item in ("bakery", "dairy"):  # fully decided: untouched
+        assert results[item] == _by_id(first)[item]
+    assert all(verdict in back["verdicts"] for verdict in kept)
+    assert len(back["verdicts"]) == 9
+    assert (back["failures"], back["incomplete"], back["message"]) == ([], [], "")
+    assert code == exit_code("completed", back["results"])
+
+    # nothing left to complete: a resume runs nothing
+    code, again = _cli("validate", "--thread", "b-part", "--resume")
+    assert _served(sim) == 9
+    assert again["this_run"]["calls"] == 0
+    assert again["results"] == back["results"]
+
+
+def test_a_validator_failing_again_on_resume_leaves_the_item_incomplete(
+    served: tuple[str, FaultProxy], items_file: Path
+) -> None:
+    sim, proxy = served
+    proxy.fail("completeness", text="grinds rye")
+    _cli("validate", "--batch", str(items_file), "--thread", "b-again")
+    assert _served(sim) == 8
+    code, back = _cli("validate", "--thread", "b-again", "--resume")
+    assert code == exit_code("completed", back["results"])
+    # asked again (two attempts refused), nothing else asked: still decided on the others
+    assert proxy.refused == {"completeness": 4}
+    assert _served(sim) == 8
+    assert back["incomplete"] == ["mill", "mill-again"]
+    results = _by_id(back)
+    assert (results["mill"]["responded"], results["mill"]["failed"]) == (2, ["completeness"])
+    assert [f["validator"] for f in back["failures"]] == ["completeness"]
+    assert len(back["verdicts"]) == 8
+
+
+def test_the_terminal_names_the_incomplete_items_and_the_resume_command(
+    served: tuple[str, FaultProxy], items_file: Path
+) -> None:
+    _, proxy = served
+    proxy.fail("completeness", text="grinds rye")
+    result = runner.invoke(app, ["validate", "--batch", str(items_file), "--thread", "b-hint"])
+    lines = " ".join(result.stdout.split())
+    assert (
+        "2 items incomplete (validators gave no verdict): mill, mill-again; --resume asks only "
+        "those validators again: multiagent validate --thread b-hint --resume"
+    ) in lines
