@@ -1,5 +1,6 @@
-"""``validate --queue NAME --thread ID --resume --budget USD``: resume a queued batch stopped on
-its budget, and the line that says how (``batch status|results``, ``--wait``).
+"""``validate --queue NAME --thread ID --resume [--budget USD]``: resume a queued batch stopped on
+its budget, or complete the items of one whose validators failed after retries (only those
+validators are asked again), and the line that says how (``batch status|results``, ``--wait``).
 
 The work is :func:`multiagent.distributed.queue_resume.resume_batch`'s; this is its command,
 which prints or follows the resumed batch as :mod:`multiagent.commands.batch` does a new one.
@@ -24,8 +25,9 @@ def resume_queued(
     wait: bool,
     as_json: bool,
 ) -> None:
-    """Resume queued batch ``thread``, stopped on its budget, under the new total ``budget``;
-    print its id, or follow it to its end and exit with its code (as a new one is followed)."""
+    """Resume queued batch ``thread``, stopped on its budget, under the new total ``budget``,
+    and complete its incomplete items; print its id, or follow it to its end and exit with its
+    code (as a new one is followed)."""
     from multiagent.commands.batch import print_or_follow
     from multiagent.distributed.queue_resume import resume_batch
     from multiagent.distributed.redis import redis_client, require_redis_url
@@ -38,11 +40,14 @@ def resume_queued(
             client, thread, queue=queue, budget_usd=budget, worst_case=_worst_case(settings)
         )
         summary = {"batch_id": resumed.batch_id, "queue": resumed.queue, "items": resumed.items,
-                   "chunks": resumed.chunks, "budget_usd": resumed.budget_usd,
-                   "spent_usd": resumed.spent_usd}  # fmt: skip
+                   "incomplete": resumed.incomplete, "chunks": resumed.chunks,
+                   "budget_usd": resumed.budget_usd, "spent_usd": resumed.spent_usd}  # fmt: skip
+        what = [f"{resumed.items} unfinished items"] if resumed.items else []
+        if resumed.incomplete:
+            what.append(f"{resumed.incomplete} incomplete items (their failed validators only)")
         print_or_follow(
             client, resumed.batch_id, wait=wait, as_json=as_json, summary=summary,
-            queued=f"{resumed.items} unfinished items queued again on {queue}",
+            queued=f"{' and '.join(what)} queued again on {queue}",
             following=f"batch {resumed.batch_id} resumed on queue {queue}",
         )  # fmt: skip
 
@@ -67,14 +72,24 @@ def _worst_case(settings: Settings) -> Callable[[Sequence[str], str], float | No
 
 
 def resume_hint(client: Any, document: dict[str, Any]) -> str | None:
-    """How to resume a batch stopped on its budget, as a local batch says it; else ``None``."""
+    """How to resume a batch stopped on its budget, or one that ended with incomplete items
+    (``incomplete_count`` of ``document``), as a local batch says it; else ``None``."""
     from multiagent.distributed.queue import batch_key
     from multiagent.distributed.queue_resume import resume_command
 
-    if document["kind"] != "batch" or document["state"] != "budget_exceeded":
+    if document["kind"] != "batch":
         return None
     batch_id = document["batch_id"]
     queue, budget = client.hmget(batch_key(batch_id), ["queue", "budget_usd"])
+    incomplete = int(document.get("incomplete_count") or 0)
+    if document["state"] in ("completed", "failed") and incomplete:  # ended: completes them
+        command = resume_command(batch_id, str(queue), budgeted=False)
+        return (
+            f"{incomplete} item{'s' if incomplete != 1 else ''} incomplete (validators gave no "
+            f"verdict); --resume asks only those validators again: {command}"
+        )
+    if document["state"] != "budget_exceeded":
+        return None
     command = resume_command(batch_id, str(queue), budgeted=budget is not None)
     if budget is None:  # stopped on the workers' profile budget: raised where they run
         return f"stopped on the workers' budget; resume once it is raised: {command}"

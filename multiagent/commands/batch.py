@@ -4,7 +4,9 @@ A distributed batch or a queued run is put on a Redis Stream at once (its id pri
 ``multiagent worker`` processes on any machine finish it; ``batch status|results`` follow either
 from anywhere with the same ``MULTIAGENT_REDIS_URL`` (a run's id is its thread id). A batch
 stopped on its budget resumes under a larger total with ``validate --queue NAME --thread ID
---resume --budget USD`` (:mod:`multiagent.distributed.queue_resume`), and both say so.
+--resume --budget USD`` (:mod:`multiagent.distributed.queue_resume`), and both say so; one whose
+items some validators failed on (``incomplete``) is completed by the same ``--resume`` (only those
+validators are asked again), as both say too.
 """
 
 from __future__ import annotations
@@ -238,6 +240,7 @@ def status(ctx: typer.Context, batch_id: BatchIdArgument, as_json: JsonOption = 
     """How far a queued batch is: items finished, chunk runs, the queue's backlog."""
     from multiagent.commands._batch_resume import print_hint, resume_hint
     from multiagent.distributed.queue import batch_status
+    from multiagent.distributed.queue_resume import incomplete_ids
     from multiagent.distributed.redis import redis_client, require_redis_url
     from multiagent.distributed.runs import is_run, run_status
 
@@ -247,6 +250,8 @@ def status(ctx: typer.Context, batch_id: BatchIdArgument, as_json: JsonOption = 
             document = run_status(client, batch_id)
         else:
             document = batch_status(client, batch_id)
+            # decided without validators that failed: a resume asks only those again
+            document["incomplete_count"] = len(incomplete_ids(client, batch_id))
         hint = resume_hint(client, document)
     if as_json:
         print_json(document)
@@ -259,9 +264,11 @@ def status(ctx: typer.Context, batch_id: BatchIdArgument, as_json: JsonOption = 
             highlight=False,
         )
     else:
+        count = document["incomplete_count"]
+        incomplete = f" ({count} incomplete)" if count else ""
         console.print(
             f"batch {batch_id} · {document['state']} · {document['finished']}/"
-            f"{document['items']} items · queue {document['queue']} "
+            f"{document['items']} items{incomplete} · queue {document['queue']} "
             f"({document['queue_pending']} pending, {document['dead_letters']} dead letters)",
             highlight=False,
         )

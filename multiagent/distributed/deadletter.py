@@ -67,7 +67,8 @@ def count_done(client: redis.Redis, queue: str, amount: int) -> None:
         client.eval(_COUNT_DONE, 1, stats_key(queue), amount, BUCKET_TTL_S)
 
 
-# One round trip for the end of a chunk: store its records (each item once, HSETNX), its usage,
+# One round trip for the end of a chunk: store its records (each item once, HSETNX; a chunk that
+# completed stored items replaces their records, HSET, ARGV[7] = '1'), its usage,
 # count the new ones in the throughput buckets, and (when done) acknowledge and delete the entry.
 # Storing and acknowledging in one script also means no crash can fall between the two.
 # A batch without its manifest was lost (Redis restarted without its data while the chunk ran):
@@ -80,8 +81,9 @@ if redis.call('HEXISTS', KEYS[3], 'manifest') == 0 then
   redis.call('HDEL', KEYS[6], ARGV[4])
   return -1
 end
-for i = 7, #ARGV, 2 do
-  new = new + redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1])
+local store = ARGV[7] == '1' and 'HSET' or 'HSETNX'
+for i = 8, #ARGV, 2 do
+  new = new + redis.call(store, KEYS[1], ARGV[i], ARGV[i + 1])
 end
 redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])
 redis.call('HINCRBY', KEYS[3], 'runs', 1)
@@ -115,6 +117,9 @@ class FinishedChunk:
     #: items, a rerun after a lost store) paid for its calls; the same attempt stored twice
     #: (resent after a lost reply) counts once
     attempt: str = ""
+    #: its records complete stored items (their failed validators asked again): they replace
+    #: the records they complete, and none counts as new
+    replace: bool = False
 
     @property
     def usage_field(self) -> str:
@@ -152,7 +157,7 @@ def finish_chunks(client: redis.Redis, queue: str, chunks: Sequence[FinishedChun
         ]  # fmt: skip
         head = [
             chunk.usage_field, chunk.usage_json, GROUP, chunk.entry_id, "1" if chunk.ack else "0",
-            BUCKET_TTL_S,
+            BUCKET_TTL_S, "1" if chunk.replace else "0",
         ]  # fmt: skip
         calls.append((keys, [*head, *(value for pair in chunk.records for value in pair)]))
     try:

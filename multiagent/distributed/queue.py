@@ -3,12 +3,15 @@
 Layout (every key under ``multiagent:``):
 
 - ``queue:{NAME}``: the stream; one entry per chunk (``batch``, ``chunk``, ``items`` as JSON,
-  and ``resume`` for one queued by a resume), read by the consumer group ``workers``;
+  and ``resume`` for one queued by a resume, with ``complete`` for one completing stored items
+  whose validators failed), read by the consumer group ``workers``;
 - ``batch:{ID}``: a hash with the batch's manifest, queue, item and chunk counts, why it stopped
   (``stopped``) and how many times it was resumed (``resumes``, see
   :mod:`multiagent.distributed.queue_resume`);
 - ``batch:{ID}:records``: item id → the finished item's record, written with ``HSETNX`` so an
   item processed twice (a worker that died after storing, before acknowledging) is stored once;
+  a record completed by a resume (its failed validators asked again) replaces the one it
+  completes;
 - ``batch:{ID}:usage``: chunk id and attempt → the usage of that attempt (``HSETNX``): every
   attempt that ran paid for its calls, a retry of a chunk's unfinished items as well, and one
   taken over by another worker as it ran (``CHUNK:taken-over-…``, see :mod:`.entry_guard`);
@@ -255,7 +258,8 @@ def _state(*, finished: int, dead: int, total: int, stopped: Any = None) -> str:
 
 
 def batch_results(client: redis.Redis, batch_id: str) -> dict[str, Any]:
-    """The finished items' results in input order, the unfinished ids, and the usage."""
+    """The finished items' results in input order, the unfinished ids, the incomplete ones
+    (decided without validators that failed: a resume asks only those again), and the usage."""
     manifest = load_manifest(client, batch_id)
     stored = client.hgetall(batch_key(batch_id, "records"))
     usage = [
@@ -264,7 +268,7 @@ def batch_results(client: redis.Redis, batch_id: str) -> dict[str, Any]:
         for entry in json.loads(str(text))
     ]
     dead = set(client.smembers(batch_key(batch_id, "dead")))
-    results, verdicts, unfinished = [], [], []
+    results, verdicts, unfinished, incomplete = [], [], [], []
     for item in manifest.items:
         text = stored.get(item["id"])
         if text is None:
@@ -273,6 +277,8 @@ def batch_results(client: redis.Redis, batch_id: str) -> dict[str, Any]:
         record = ItemRecord.from_dict(json.loads(str(text)))
         results.append(record.result)
         verdicts.extend(record.verdicts)
+        if record.failed_validators(item):
+            incomplete.append(item["id"])
     return {
         "batch_id": batch_id,
         "kind": "batch",
@@ -291,5 +297,7 @@ def batch_results(client: redis.Redis, batch_id: str) -> dict[str, Any]:
         "unfinished": unfinished,
         "unfinished_count": len(unfinished),
         "dead_lettered": [item for item in unfinished if item in dead],
+        "incomplete": incomplete,
+        "incomplete_count": len(incomplete),
         "usage": total_usage(usage),
     }

@@ -1,5 +1,5 @@
 """Resume a queued batch stopped on its budget: a larger total, and its unfinished items queued
-again for the workers.
+again for the workers; and complete a batch's items whose validators failed after retries.
 
 A queued batch whose budget left no room for its next item stops as ``budget_exceeded``: its
 remaining entries are acknowledged unrun, so nothing would ever finish its unfinished items.
@@ -27,6 +27,14 @@ All of it is one script (:data:`_RESUME`), checked and written atomically on the
 
 So every item is run by one entry at a time, and the batch's results and usage (kept per item
 and per chunk attempt) cover it once, before and after the resume.
+
+An item some of whose validators failed after retries is stored decided by the others, as a
+local batch's is, and *incomplete*. A resume (of a batch stopped on its budget, or of one that
+ended: completed, or the rest dead-lettered) also queues these items, in entries marked
+``complete``: a worker asks only their failed validators again, keeps the verdicts given and
+stores each item decided anew in place of its record (:func:`~multiagent.graphs.batch_chunks.
+complete_chunk`, the single run's rule). A batch still running is not completed (its entries
+not yet taken would be superseded); a budget is then optional: without one the cap stays.
 """
 
 from __future__ import annotations
@@ -48,8 +56,10 @@ from multiagent.distributed.queue import (
 )
 from multiagent.errors import UsageError
 from multiagent.graphs.batch_budget import resume_refusal
-from multiagent.graphs.batch_chunks import plan_chunks
+from multiagent.graphs.batch_chunks import ItemRecord, plan_chunks
+from multiagent.graphs.batch_store import BatchManifest
 from multiagent.models.budget_redis import NANO, RUN_TTL_S, budget_key, to_nano
+from multiagent.nodes.state import ValidationItem
 
 #: Tries of a resume whose batch changed between counting its items and the script.
 _TRIES = 5
@@ -74,17 +84,21 @@ end
 """
 
 #: KEYS: the batch's hash, records, dead set, its queue's stream, its budget's base, holds and
-#: leases. ARGV: group, batch id, records counted, dead counted, the new cap in nano-USD ('' for a
-#: batch without a budget), the new budget in USD, the budget's TTL, the worst case of the next
-#: item in nano-USD, then the new entries' items (JSON each). Returns {'resumed', resume number,
-#: spent, held} or why not: {'not_stopped'}, {'changed'}, {'running', count}, {'small', spent,
-#: held} (nano-USD; holds whose lease ended left out, as the budget's report does): the cap
-#: leaves no room for the next item's hold, which a worker's admission, on the same test, would
-#: refuse at once.
+#: leases. ARGV: group, batch id, records counted, dead counted, the new cap in nano-USD ('' to
+#: keep the cap as it is), the new budget in USD, the budget's TTL, the worst case of the next
+#: item in nano-USD, how many of the new entries complete stored items (they come first; with
+#: any, a batch not stopped resumes too), then the new entries' items (JSON each). Returns
+#: {'resumed', resume number, spent, held} or why not: {'not_stopped'}, {'changed'},
+#: {'running', count}, {'small', spent, held} (nano-USD; holds whose lease ended left out, as
+#: the budget's report does): the cap leaves no room for the next item's hold, which a worker's
+#: admission, on the same test, would refuse at once.
 _RESUME = (
     _RUNNING
     + """
-if redis.call('HGET', KEYS[1], 'stopped') ~= 'budget_exceeded' then return {'not_stopped'} end
+local completing = tonumber(ARGV[9])
+if redis.call('HGET', KEYS[1], 'stopped') ~= 'budget_exceeded' and completing == 0 then
+  return {'not_stopped'}
+end
 if redis.call('HLEN', KEYS[2]) ~= tonumber(ARGV[3])
     or redis.call('SCARD', KEYS[3]) ~= tonumber(ARGV[4]) then
   return {'changed'}
@@ -109,10 +123,16 @@ if ARGV[5] ~= '' then
 end
 redis.call('HDEL', KEYS[1], 'stopped', 'last_error')
 local resume = redis.call('HINCRBY', KEYS[1], 'resumes', 1)
-redis.call('HINCRBY', KEYS[1], 'chunks', #ARGV - 8)
-for i = 9, #ARGV do
-  redis.call('XADD', KEYS[4], '*', 'batch', ARGV[2], 'chunk', 'r' .. resume .. 'c' .. (i - 9),
-             'items', ARGV[i], 'resume', resume)
+redis.call('HINCRBY', KEYS[1], 'chunks', #ARGV - 9)
+for i = 10, #ARGV do
+  local n = i - 10
+  if n < completing then
+    redis.call('XADD', KEYS[4], '*', 'batch', ARGV[2], 'chunk', 'r' .. resume .. 'k' .. n,
+               'items', ARGV[i], 'resume', resume, 'complete', '1')
+  else
+    redis.call('XADD', KEYS[4], '*', 'batch', ARGV[2], 'chunk',
+               'r' .. resume .. 'c' .. (n - completing), 'items', ARGV[i], 'resume', resume)
+  end
 end
 return {'resumed', resume, spent, held}
 """
@@ -124,7 +144,8 @@ _COUNT_RUNNING = _RUNNING + "return running(KEYS[1], ARGV[1], ARGV[2])\n"
 
 @dataclass(frozen=True)
 class Resumed:
-    """A queued batch resumed: its unfinished items back on its queue."""
+    """A queued batch resumed: its unfinished items (``items``) back on its queue, and its
+    ``incomplete`` ones to complete."""
 
     batch_id: str
     queue: str
@@ -133,6 +154,7 @@ class Resumed:
     budget_usd: float | None
     spent_usd: float
     held_usd: float
+    incomplete: int = 0
 
 
 def entry_current(fields: Mapping[str, Any], resumes: Any) -> bool:
@@ -151,6 +173,28 @@ def running_entries(client: redis.Redis, batch_id: str) -> int:
     return int(found)
 
 
+def incomplete_items(
+    manifest: BatchManifest, records: Mapping[Any, Any]
+) -> list[tuple[ValidationItem, list[str]]]:
+    """The batch's stored items decided without validators that failed, each with the names
+    of those validators (what a resume asks again), in input order."""
+    found = []
+    for item in manifest.items:
+        text = records.get(item["id"])
+        if text is not None:
+            tasks = ItemRecord.from_dict(json.loads(str(text))).failed_validators(item)
+            if tasks:
+                found.append((item, [task["validator"] for task in tasks]))
+    return found
+
+
+def incomplete_ids(client: redis.Redis, batch_id: str) -> list[str]:
+    """The ids of ``batch_id``'s incomplete items (see :func:`incomplete_items`)."""
+    manifest = load_manifest(client, batch_id)
+    records = client.hgetall(batch_key(batch_id, "records"))
+    return [item["id"] for item, _ in incomplete_items(manifest, records)]
+
+
 def resume_command(batch_id: str, queue: str, *, budgeted: bool) -> str:
     """The command that resumes queued batch ``batch_id``."""
     command = f"multiagent validate --queue {queue} --thread {batch_id} --resume"
@@ -166,25 +210,28 @@ def resume_batch(
     worst_case: Callable[[Sequence[str], str], float | None] | None = None,
 ) -> Resumed:
     """Resume ``batch_id``, stopped on its budget, under the new total ``budget_usd``: raise
-    its cap, clear the stop, queue its unfinished items again (see the module docstring).
+    its cap, clear the stop, queue its unfinished items again; and queue its incomplete items
+    (validators failed after retries) to be completed, a batch that ended as well (see the
+    module docstring).
 
     Args:
         client: The Redis client.
         batch_id: The batch.
         queue: The batch's queue.
         budget_usd: The new total, what was spent before included; ``None`` for a batch
-            queued without a budget.
+            queued without a budget, or to keep the cap of one that only completes items.
         worst_case: The worst case of validating a text with the batch's validators
             (:func:`~multiagent.graphs.batch_budget.item_worst_case`, from the settings the
             workers run with), ``None`` when it cannot be told; the new total must leave room
             for the next item's. Not given, or ``None``: room for any spend at all.
 
     Raises:
-        UsageError: No such batch, another queue than the batch's, a batch not stopped on its
-            budget (running, completed, failed), a budget given or left out against how the
-            batch was queued, one that leaves no room for the next item's worst case after
-            what the batch spent and holds, entries of it still running, or nothing left to
-            run (one line each; nothing is changed).
+        UsageError: No such batch, another queue than the batch's, a batch neither stopped on
+            its budget nor with incomplete items (running, completed, failed), or still
+            running with them, a budget given or left out against how the batch was queued,
+            one that leaves no room for the next item's worst case after what the batch spent
+            and holds, entries of it still running, or nothing left to run (one line each;
+            nothing is changed).
     """
     check_queue_name(queue)
     manifest = load_manifest(client, batch_id)  # an unknown id: one line naming it
@@ -193,11 +240,6 @@ def resume_batch(
     if own != queue:
         raise UsageError(f"batch {batch_id!r} is on queue {own!r}, not {queue!r}: --queue {own}")
     budgeted = "budget_usd" in meta
-    if budgeted and budget_usd is None:
-        raise UsageError(
-            f"batch {batch_id!r} stopped on its budget of ${float(meta['budget_usd']):.6f}: "
-            "resume it with a larger total, --budget USD"
-        )
     if not budgeted and budget_usd is not None:
         raise UsageError(
             f"batch {batch_id!r} was queued without --budget (its workers' profile budget "
@@ -206,24 +248,43 @@ def resume_batch(
     ensure_group(client, queue)
     for _ in range(_TRIES):
         with client.pipeline(transaction=True) as pipe:
-            pipe.hkeys(batch_key(batch_id, "records"))
+            pipe.hgetall(batch_key(batch_id, "records"))
             pipe.smembers(batch_key(batch_id, "dead"))
             pipe.hget(batch_key(batch_id), "stopped")
             records, dead, stopped = pipe.execute()
         finished, dead = set(records), set(dead)
-        if stopped != "budget_exceeded" or len(finished) >= len(manifest.items):
+        stopped_here = stopped == "budget_exceeded" and len(finished) < len(manifest.items)
+        completing = incomplete_items(manifest, records)
+        if not stopped_here and not completing:
             raise _not_stopped(client, batch_id)
-        todo = [i for i in manifest.items if i["id"] not in finished and i["id"] not in dead]
-        if not todo:
+        if not stopped_here and len(finished | dead) < len(manifest.items):
+            # its entries not yet taken would be superseded, their items left unrun
+            raise UsageError(
+                f"batch {batch_id!r} is still running; complete its incomplete items once it "
+                "has ended (`multiagent batch status` follows it)"
+            )
+        if stopped_here and budgeted and budget_usd is None:
+            raise UsageError(
+                f"batch {batch_id!r} stopped on its budget of ${float(meta['budget_usd']):.6f}: "
+                "resume it with a larger total, --budget USD"
+            )
+        todo = (
+            [i for i in manifest.items if i["id"] not in finished and i["id"] not in dead]
+            if stopped_here
+            else []
+        )
+        if not todo and not completing:
             raise UsageError(
                 f"batch {batch_id!r} has nothing to resume: its {len(dead)} unfinished items "
                 "were dead-lettered (`multiagent batch results` names them)"
             )
+        completions = plan_chunks([item for item, _ in completing], chunk_size=manifest.chunk_size)
         chunks = plan_chunks(todo, chunk_size=manifest.chunk_size)
-        # the first item a worker admits: its whole worst case must fit
+        # the first item a worker admits (those to complete go first): its worst case must fit
+        first, asked = completing[0] if completing else (todo[0], manifest.validators)
         worst = None
         if budget_usd is not None and worst_case is not None:
-            worst = worst_case(manifest.validators, todo[0]["text"])
+            worst = worst_case(asked, first["text"])
         base = budget_key("batch", batch_id)
         reply: Any = client.eval(
             _RESUME, 7, batch_key(batch_id), batch_key(batch_id, "records"),
@@ -232,7 +293,7 @@ def resume_batch(
             "" if budget_usd is None else to_nano(budget_usd),
             "" if budget_usd is None else repr(budget_usd), RUN_TTL_S,
             1 if worst is None else to_nano(worst),  # else any room at all
-            *(json.dumps(chunk) for chunk in chunks),
+            len(completions), *(json.dumps(chunk) for chunk in [*completions, *chunks]),
         )  # fmt: skip
         outcome = str(reply[0])
         if outcome == "changed":  # an entry ended meanwhile: count again
@@ -255,13 +316,15 @@ def resume_batch(
             raise UsageError(
                 resume_refusal(
                     batch_id=batch_id, budget=float(budget_usd or 0.0), spent=spent / NANO,
-                    held=held / NANO, item=todo[0]["id"], worst=worst,
+                    held=held / NANO, item=first["id"], worst=worst,
                     least=(spent + held + to_nano(worst)) / NANO,
                 )
             )  # fmt: skip
         return Resumed(
-            batch_id=batch_id, queue=queue, items=len(todo), chunks=len(chunks),
-            budget_usd=budget_usd, spent_usd=int(reply[2]) / NANO, held_usd=int(reply[3]) / NANO,
+            batch_id=batch_id, queue=queue, items=len(todo),
+            chunks=len(chunks) + len(completions), budget_usd=budget_usd,
+            spent_usd=int(reply[2]) / NANO, held_usd=int(reply[3]) / NANO,
+            incomplete=len(completing),
         )  # fmt: skip
     raise UsageError(f"batch {batch_id!r} kept changing while resuming it; try again")
 
@@ -272,5 +335,6 @@ def _not_stopped(client: redis.Redis, batch_id: str) -> UsageError:
 
     state = batch_status(client, batch_id)["state"]
     return UsageError(
-        f"batch {batch_id!r} is {state}, not stopped on its budget: only such a batch resumes"
+        f"batch {batch_id!r} is {state}, not stopped on its budget, and has no incomplete "
+        "items: only such a batch resumes"
     )

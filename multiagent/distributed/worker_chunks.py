@@ -3,7 +3,11 @@
 A chunk runs through the validation graph one validator call at a time
 (:func:`multiagent.graphs.batch_chunks.run_chunk` with ``max_concurrency=1``); its result goes to
 the storer (:mod:`.worker_store`), which stores and acknowledges it. Items already stored (a
-reclaimed entry) are not run again; a batch stopped on its budget is acknowledged unrun.
+reclaimed entry) are not run again; a batch stopped on its budget is acknowledged unrun. An
+entry a resume queued to *complete* stored items (``complete``, see
+:mod:`.queue_resume`) asks only their validators that failed again, keeping the verdicts given
+(:func:`multiagent.graphs.batch_chunks.complete_chunk`, the single run's rule), and its records
+replace those they complete; an item complete meanwhile is not run.
 
 A chunk of a batch queued with ``--budget`` runs its items only once the batch's budget in Redis
 (:class:`multiagent.models.budget_redis.RedisBudget`, one per batch and process) holds each
@@ -26,11 +30,13 @@ so a batch's or a run's spend never leaves out what was paid.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -49,12 +55,22 @@ from multiagent.distributed.worker_admission import admit_items
 from multiagent.distributed.worker_feed import claim_own
 from multiagent.distributed.worker_state import EndedChunk, WorkerState
 from multiagent.errors import BudgetExceededError
-from multiagent.graphs.batch_budget import item_worst_case
-from multiagent.graphs.batch_chunks import ChunkOutcome, plan_chunks, run_chunk
+from multiagent.graphs.batch_budget import completing_worst_case
+from multiagent.graphs.batch_chunks import (
+    ChunkOutcome,
+    ItemRecord,
+    asked_again,
+    complete_chunk,
+    plan_chunks,
+    run_chunk,
+)
 from multiagent.models.budget_redis import RedisBudget, budget_key, to_nano
 from multiagent.models.ledger import RunLedger
 from multiagent.nodes.context import WorkflowContext
 from multiagent.nodes.state import ValidationItem
+
+#: Runs a chunk's items: :func:`run_chunk`, or :func:`complete_chunk` with the stored records.
+ChunkRun = Callable[..., ChunkOutcome]
 
 
 class EntryRunner:
@@ -89,11 +105,18 @@ class EntryRunner:
         batch_id, chunk_id = str(fields.get("batch", "")), str(fields.get("chunk", ""))
         judging = self._judging_of(batch_id)
         items = json.loads(fields.get("items", "[]"))
+        completing = fields.get("complete") == "1"
         todo = []
+        records: dict[str, ItemRecord] = {}
         if judging is not None:
-            with state.lock:
-                checked = state.checked.get(entry_id)
-            skip, done = checked or self._batch_state(batch_id, fields, [i["id"] for i in items])
+            with state.lock:  # an entry completing items reads their records when it runs
+                checked = None if completing else state.checked.get(entry_id)
+            if completing:
+                skip, records = self._stored(batch_id, fields, items)
+                done = {item["id"] for item in items if item["id"] not in records}
+            else:
+                ids = [i["id"] for i in items]
+                skip, done = checked or self._batch_state(batch_id, fields, ids)
             # the batch's budget ran out: its remaining items stay unfinished (until a resume
             # queues them again, in new entries: this one is then skipped as well)
             if skip:
@@ -107,15 +130,24 @@ class EntryRunner:
             return
         budget = self._budget(batch_id)
         guard = EntryGuard(lambda: self.still_ours(entry_id))
+        run: ChunkRun = (
+            functools.partial(complete_chunk, records=records) if completing else run_chunk
+        )
         if budget is None:
-            outcome = run_chunk(
+            outcome = run(
                 f"{batch_id}:{chunk_id}", todo, validators=judging.validators,
                 threshold=judging.threshold, context=self.context,
                 max_concurrency=1,  # one call per thread: --concurrency is calls in flight
                 ledger=RunLedger(budget_usd=self.context.ledger.budget_usd, shared=guard),
             )  # fmt: skip
         else:
-            outcome = self._admitted(f"{batch_id}:{chunk_id}", todo, judging, budget, guard)
+            # an item being completed costs at worst its failed validators' calls
+            asked = asked_again(todo, records)
+            worst_case = completing_worst_case(self.context, judging.validators, asked)
+            outcome = self._admitted(
+                f"{batch_id}:{chunk_id}", todo, judging, budget, guard, run=run,
+                worst_case=worst_case,
+            )  # fmt: skip
         if not guard.still_ours():  # another worker runs it: its records are that one's
             self._keep_paid(entry_id, batch_id, chunk_id, outcome)
             return
@@ -131,6 +163,7 @@ class EntryRunner:
             entry_id=entry_id, batch_id=batch_id, chunk_id=chunk_id,
             records=[(r.result["id"], json.dumps(r.as_dict())) for r in outcome.records],
             usage_json=json.dumps(outcome.usage), ack=not retry, attempt=uuid.uuid4().hex[:12],
+            replace=completing,
         )  # fmt: skip
         failure = (outcome.error or outcome.message or outcome.status) if retry else None
         with state.lock:
@@ -144,13 +177,15 @@ class EntryRunner:
         judging: Judging,
         budget: RedisBudget,
         guard: EntryGuard,
+        *,
+        run: ChunkRun,
+        worst_case: Callable[[str], float],
     ) -> ChunkOutcome:
-        """Run ``todo`` under the batch's budget, each item only once Redis holds its worst
-        case (:mod:`.worker_admission`): those admitted together run as one chunk, then the
-        next; an item the budget refuses stops the chunk as ``budget_exceeded``, the items
-        left unfinished."""
+        """Run ``todo`` (with ``run``) under the batch's budget, each item only once Redis
+        holds its worst case (:mod:`.worker_admission`): those admitted together run as one
+        chunk, then the next; an item the budget refuses stops the chunk as
+        ``budget_exceeded``, the items left unfinished."""
         groups = deque(plan_chunks(todo, chunk_size=1))
-        worst_case = item_worst_case(self.context, judging.validators)
         outcomes: list[ChunkOutcome] = []
         while groups:
             try:
@@ -165,7 +200,7 @@ class EntryRunner:
                 )  # fmt: skip
                 break
             try:
-                outcome = run_chunk(
+                outcome = run(
                     f"{name}:{len(outcomes)}", items, validators=judging.validators,
                     threshold=judging.threshold, context=self.context, max_concurrency=1,
                     ledger=RunLedger(shared=guard.wrapping(held)),
@@ -282,6 +317,25 @@ class EntryRunner:
             )  # fmt: skip
         with self._lock:
             return self._budgets.setdefault(batch_id, budget)
+
+    def _stored(
+        self, batch_id: str, fields: dict[str, Any], items: list[ValidationItem]
+    ) -> tuple[bool, dict[str, ItemRecord]]:
+        """Whether the entry is not to run (as :meth:`_batch_state`), and the records of its
+        items still incomplete (validators failed after retries, no verdict since): one round
+        trip."""
+        ids = [item["id"] for item in items]
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.hmget(batch_key(batch_id), ["stopped", "resumes"])
+            pipe.hmget(batch_key(batch_id, "records"), ids)
+            (stopped, resumes), found = pipe.execute()
+        skip = bool(stopped) or not entry_current(fields, resumes)
+        records = {}
+        for item, text in zip(items, found, strict=True):
+            record = None if text is None else ItemRecord.from_dict(json.loads(str(text)))
+            if record is not None and record.failed_validators(item):
+                records[item["id"]] = record
+        return skip, records
 
     def _batch_state(
         self, batch_id: str, fields: dict[str, Any], ids: list[str]

@@ -53,12 +53,13 @@ from multiagent.graphs.batch_budget import (
     BatchBudget,
     ItemAdmission,
     check_resume_budget,
-    item_worst_case,
+    completing_worst_case,
 )
 from multiagent.graphs.batch_chunks import (
     DEFAULT_CHUNK_SIZE,
     ChunkOutcome,
     ItemRecord,
+    asked_again,
     complete_chunk,
     plan_chunks,
     run_chunk,
@@ -72,7 +73,6 @@ from multiagent.nodes.context import WorkflowContext, build_context
 from multiagent.nodes.input_defaults import validation_items
 from multiagent.nodes.state import ItemResult, ValidationItem, ValidatorFailure, Verdict
 from multiagent.nodes.usage import Usage, total_usage
-from multiagent.nodes.validator import text_key
 from multiagent.policies import Settings, load_settings
 from multiagent.safety import check_id_private
 
@@ -156,16 +156,8 @@ def _run_chunks(
     ledger = RunLedger(budget_usd=budget)
     shared = BatchBudget(budget)
     # an item being completed costs at worst its failed validators' calls, not all of them
-    asked = {
-        text_key(group[0]["text"]): [
-            task["validator"] for task in records[group[0]["id"]].failed_validators(group[0])
-        ]
-        for group in retries
-    }
-    admission = ItemAdmission(
-        shared,
-        lambda text: item_worst_case(context, asked.get(text_key(text), manifest.validators))(text),
-    )
+    asked = asked_again([item for group in retries for item in group], records)
+    admission = ItemAdmission(shared, completing_worst_case(context, manifest.validators, asked))
     chunk_ledgers: list[RunLedger] = []
     stopped: ChunkOutcome | None = None
     interrupted = False
@@ -383,14 +375,10 @@ def batch_cross_validate(
     retries = deque(plan_chunks(completing, chunk_size=1))
     if resume and budget is not None and (completing or todo):  # one that runs nothing is bad input
         first = (completing or todo)[0]
-        asked = (
-            [task["validator"] for task in stored[first["id"]].failed_validators(first)]
-            if completing
-            else manifest.validators
-        )
+        worst = completing_worst_case(context, manifest.validators, asked_again([first], stored))
         check_resume_budget(
             batch_id=batch_id, budget=budget, spent=spent_before, item=first,
-            worst=item_worst_case(context, asked)(first["text"]),
+            worst=worst(first["text"]),
         )  # fmt: skip
     attempt = uuid.uuid4().hex[:6]  # chunk ids of a resume never meet those of earlier runs
     status, stopped, ledger = _run_chunks(

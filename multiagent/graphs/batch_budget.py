@@ -21,7 +21,7 @@ import itertools
 import math
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from multiagent._interrupt import check_stop
@@ -30,7 +30,7 @@ from multiagent.models.budget import may_wait_for_holds
 from multiagent.models.ledger import RunLedger
 from multiagent.nodes.context import WorkflowContext
 from multiagent.nodes.state import ValidationItem
-from multiagent.nodes.validator import verdict_worst_case_usd
+from multiagent.nodes.validator import text_key, verdict_worst_case_usd
 
 #: How often a call waiting for holds looks for Ctrl-C.
 _POLL_S = 0.1
@@ -129,6 +129,14 @@ def item_worst_case(context: WorkflowContext, validators: Sequence[str]) -> Call
     admit items on it."""
     agents = [context.agents[name] for name in validators]
     return lambda text: sum(verdict_worst_case_usd(context, agent, text) for agent in agents)
+
+
+def completing_worst_case(
+    context: WorkflowContext, validators: Sequence[str], asked: Mapping[str, Sequence[str]]
+) -> Callable[[str], float]:
+    """:func:`item_worst_case`, but a text being completed (its key in ``asked``) costs at
+    worst the calls of the validators asked again (those that failed), not all of them."""
+    return lambda text: item_worst_case(context, asked.get(text_key(text), validators))(text)
 
 
 def item_refusal(*, cap: float, spent: float, room: float, worst: float) -> str:

@@ -120,6 +120,20 @@ def plan_chunks(
     return chunks
 
 
+def asked_again(
+    items: Sequence[ValidationItem], records: Mapping[str, ItemRecord]
+) -> dict[str, list[str]]:
+    """The validators a completion of ``items`` asks again (those that failed), by text key;
+    items without a record in ``records`` are left out."""
+    asked: dict[str, list[str]] = {}
+    for item in items:
+        record = records.get(item["id"])
+        if record is not None:
+            tasks = record.failed_validators(item)
+            asked[text_key(item["text"])] = [task["validator"] for task in tasks]
+    return asked
+
+
 def ledger_usage(ledger: RunLedger) -> list[Usage]:
     """Usage entries of every call (and analysis-cache hit) ``ledger`` holds, one per node,
     agent and model."""

@@ -1,0 +1,137 @@
+"""A queued batch whose items one validator failed after retries, run by a worker through the
+``openai`` provider against the simulator server on 127.0.0.1, and what ``--resume`` then runs.
+
+As a single run's and a local batch's: the others decide the item, ``batch status|results`` name
+it incomplete with the command that completes it, and that resume asks only the failed
+validator again, keeping the verdicts given. A proxy in front of the simulator
+(:mod:`tests.integration._fault_proxy`) fails the chosen validator on the chosen text; the
+simulator's ``/sim/stats`` counts what was served.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+import redis
+
+from multiagent.distributed.worker import QueueWorker
+from multiagent.nodes.agents import BUILTIN_AGENTS
+from multiagent.nodes.context import build_context
+from multiagent.policies import load_settings
+from multiagent.sim.config import SimServerConfig
+from multiagent.sim.runner import run_sim_server
+from tests.distributed._workers import FAST, cli
+from tests.integration._fault_proxy import FaultProxy, fault_proxy
+
+pytestmark = pytest.mark.redis
+
+ROLES = {agent.role: agent.name for agent in BUILTIN_AGENTS}
+ITEMS = [
+    {"id": "bakery", "text": "The bakery opened in 1990 and sells bread and pastries."},
+    {"id": "mill", "text": "The mill grinds rye on Tuesdays and wheat on Fridays."},
+    {"id": "mill-again", "text": "The mill grinds rye on Tuesdays and wheat on Fridays."},
+    {"id": "dairy", "text": "The dairy sells milk from its own cows every morning."},
+]
+
+
+@pytest.fixture
+def served(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, FaultProxy]]:
+    """The simulator behind the fault proxy, the ``openai`` provider pointed at the proxy; two
+    attempts per call, and no cache to answer a repeated call (so every call is served)."""
+    with (
+        run_sim_server(SimServerConfig(rpm=1e6, tpm=1e9)) as sim,
+        fault_proxy(sim, ROLES) as (
+            url,
+            proxy,
+        ),
+    ):
+        for name, value in FAST.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("MULTIAGENT_PROVIDER", "openai")
+        monkeypatch.setenv("OPENAI_API_KEY", "sim")
+        monkeypatch.setenv("OPENAI_BASE_URL", url)
+        monkeypatch.setenv("MULTIAGENT_RATE_LIMIT__RETRY_ATTEMPTS", "2")
+        monkeypatch.setenv("MULTIAGENT_CACHE__COMPLETION_ENABLED", "false")
+        monkeypatch.setenv("MULTIAGENT_CACHE__ANALYSIS_ENABLED", "false")
+        yield sim, proxy
+
+
+def _served(sim: str) -> int:
+    """Requests the simulator answered with a completion."""
+    totals = httpx2.get(sim.removesuffix("/v1") + "/sim/stats").json()["totals"]
+    return int(totals["successes"])
+
+
+def _work(client: redis.Redis, queue: str) -> None:
+    """Run a worker on ``queue`` until it is empty."""
+    QueueWorker(client, queue=queue, context=build_context(load_settings())).run(idle_exit_s=1.0)
+
+
+def _json(*args: str) -> dict[str, Any]:
+    result = cli(*args, "--json")
+    assert result.exit_code == 0, result.output
+    return dict(json.loads(result.stdout))
+
+
+def _by_id(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {result["id"]: result for result in document["results"]}
+
+
+def test_a_queued_batch_resume_asks_only_the_failed_validator_and_keeps_the_verdicts(
+    served: tuple[str, FaultProxy], redis_url: str, tmp_path: Path
+) -> None:
+    sim, proxy = served
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    path = tmp_path / "items.jsonl"
+    path.write_text("".join(json.dumps(item) + "\n" for item in ITEMS), encoding="utf-8")
+    proxy.fail("completeness", text="grinds rye")  # one validator, on one text (two items)
+    _json("validate", "--batch", str(path), "--queue", "qc", "--thread", "qb")
+    _work(client, "qc")
+    assert _served(sim) == 3 * 3 - 1
+    assert proxy.refused == {"completeness": 2}
+
+    first = _json("batch", "results", "qb")
+    assert first["state"] == "completed"
+    assert (first["incomplete"], first["incomplete_count"]) == (["mill", "mill-again"], 2)
+    results = _by_id(first)
+    assert (results["mill"]["responded"], results["mill"]["failed"]) == (2, ["completeness"])
+    assert [results[i]["failed"] for i in ("bakery", "dairy")] == [[], []]
+    assert _json("batch", "status", "qb")["incomplete_count"] == 2
+    # the status names them and the command that completes them, as a local batch does
+    status = " ".join(cli("batch", "status", "qb").stdout.split())
+    assert "4/4 items (2 incomplete)" in status
+    assert (
+        "2 items incomplete (validators gave no verdict); --resume asks only those validators "
+        "again: multiagent validate --queue qc --thread qb --resume"
+    ) in status
+
+    proxy.heal()
+    resumed = _json("validate", "--queue", "qc", "--thread", "qb", "--resume")
+    assert (resumed["items"], resumed["incomplete"], resumed["chunks"]) == (0, 2, 1)
+    _work(client, "qc")
+    # completeness on the mill's text, once for both items; nothing else paid again
+    assert _served(sim) == 8 + 1
+    assert proxy.forwarded == {"factual_accuracy": 3, "logical_consistency": 3, "completeness": 3}
+
+    back = _json("batch", "results", "qb")
+    assert (back["state"], back["incomplete"], back["incomplete_count"]) == ("completed", [], 0)
+    results = _by_id(back)
+    for item in ("mill", "mill-again"):
+        assert (results[item]["responded"], results[item]["failed"]) == (3, [])
+    for item in ("bakery", "dairy"):  # fully decided: untouched
+        assert results[item] == _by_id(first)[item]
+    kept = [v for v in first["verdicts"] if v["validator"] != "completeness"]
+    assert all(verdict in back["verdicts"] for verdict in kept)
+    assert len({(v["key"], v["validator"]) for v in back["verdicts"]}) == 9
+    assert back["usage"]["calls"] - first["usage"]["calls"] == 1
+    assert "incomplete" not in cli("batch", "status", "qb").stdout
+
+    # nothing left to complete: refused, with why
+    again = cli("validate", "--queue", "qc", "--thread", "qb", "--resume")
+    assert again.exit_code == 2, again.output
+    assert "is completed, not stopped on its budget, and has no incomplete items" in again.stderr
