@@ -21,7 +21,10 @@ from typer.testing import CliRunner
 
 from multiagent.cli import app
 from multiagent.commands.workflows import exit_code
+from multiagent.graphs.batch_budget import item_worst_case
 from multiagent.nodes.agents import BUILTIN_AGENTS
+from multiagent.nodes.context import build_context
+from multiagent.policies import load_settings
 from multiagent.sim.config import SimServerConfig
 from multiagent.sim.runner import run_sim_server
 from tests.integration._fault_proxy import FaultProxy, fault_proxy
@@ -161,3 +164,38 @@ def test_the_terminal_names_the_incomplete_items_and_the_resume_command(
         "2 items incomplete (validators gave no verdict): mill, mill-again; --resume asks only "
         "those validators again: multiagent validate --thread b-hint --resume"
     ) in lines
+
+
+def test_a_budgeted_resume_needs_room_for_the_failed_validators_only(
+    served: tuple[str, FaultProxy], items_file: Path
+) -> None:
+    sim, proxy = served
+    proxy.fail("completeness", text="grinds rye")
+    _code, first = _cli(
+        "validate", "--batch", str(items_file), "--thread", "b-budget", "--budget", "1"
+    )
+    assert first["incomplete"] == ["mill", "mill-again"]
+    spent = first["usage"]["cost_usd"]
+    context = build_context(load_settings())
+    text = ITEMS[1]["text"]
+    one = item_worst_case(context, ["completeness"])(text)
+    every = item_worst_case(context, first["validators"])(text)
+    assert one < every / 2
+    proxy.heal()
+
+    # what cannot cover the one call is refused, naming the item and the least that runs it
+    short = runner.invoke(
+        app, ["validate", "--thread", "b-budget", "--resume", "--budget", str(spent + one / 2)]
+    )
+    assert short.exit_code == 2, short.output
+    assert "its next item 'mill'" in short.stderr
+    assert _served(sim) == 8
+
+    # room for the failed validator's call, far from a whole item's: it is asked, and only it
+    code, back = _cli(
+        "validate", "--thread", "b-budget", "--resume", "--budget", str(spent + one * 1.5)
+    )
+    assert back["status"] == "completed", back["message"]
+    assert _served(sim) == 8 + 1
+    assert back["incomplete"] == []
+    assert code == exit_code("completed", back["results"])
