@@ -135,3 +135,29 @@ def test_a_queued_batch_resume_asks_only_the_failed_validator_and_keeps_the_verd
     again = cli("validate", "--queue", "qc", "--thread", "qb", "--resume")
     assert again.exit_code == 2, again.output
     assert "is completed, not stopped on its budget, and has no incomplete items" in again.stderr
+
+
+def test_a_budgeted_queued_batch_completes_under_its_budget_without_a_new_one(
+    served: tuple[str, FaultProxy], redis_url: str, tmp_path: Path
+) -> None:
+    sim, proxy = served
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    path = tmp_path / "items.jsonl"
+    path.write_text("".join(json.dumps(item) + "\n" for item in ITEMS), encoding="utf-8")
+    proxy.fail("completeness", text="grinds rye")
+    _json("validate", "--batch", str(path), "--queue", "qd", "--thread", "qe", "--budget", "1")
+    _work(client, "qd")
+    assert _json("batch", "results", "qe")["incomplete"] == ["mill", "mill-again"]
+    spent = _json("batch", "status", "qe")["budget"]["spent_usd"]
+
+    proxy.heal()
+    # its budget has room: the cap stays, the failed validator's call is admitted under it
+    resumed = _json("validate", "--queue", "qd", "--thread", "qe", "--resume")
+    assert (resumed["incomplete"], resumed["budget_usd"]) == (2, None)
+    _work(client, "qd")
+    assert _served(sim) == 8 + 1
+    back = _json("batch", "results", "qe")
+    assert (back["state"], back["incomplete"]) == ("completed", [])
+    budget = _json("batch", "status", "qe")["budget"]
+    assert (budget["budget_usd"], budget["held_usd"]) == (1.0, 0.0)
+    assert spent < budget["spent_usd"] == pytest.approx(back["usage"]["cost_usd"], abs=1e-9)
