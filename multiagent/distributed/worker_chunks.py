@@ -159,9 +159,12 @@ class EntryRunner:
         # unfinished items (no validator answered) leave the entry pending for its retry;
         # a batch out of budget is acknowledged: no worker could finish it
         retry = bool(outcome.unfinished) and outcome.status != "budget_exceeded"
+        # a partial record (validators not asked yet) is not a queued batch's: the entry's
+        # retry runs the item whole
+        kept = [r for r in outcome.records if not r.partial]
         finished = FinishedChunk(
             entry_id=entry_id, batch_id=batch_id, chunk_id=chunk_id,
-            records=[(r.result["id"], json.dumps(r.as_dict())) for r in outcome.records],
+            records=[(r.result["id"], json.dumps(r.as_dict())) for r in kept],
             usage_json=json.dumps(outcome.usage), ack=not retry, attempt=uuid.uuid4().hex[:12],
             replace=completing,
         )  # fmt: skip

@@ -192,8 +192,11 @@ def _run_chunks(
             chunk = future.result()
             mark, completing = running.pop(future, (-1, False))
             batch_id = manifest.batch_id
-            if completing:  # its items were finished already: their records are replaced
+            if completing:  # its items have records already: they are replaced
                 store.complete(batch_id, chunk.chunk_id, chunk.records, chunk.usage)
+                finished += sum(  # partial records (unfinished items) it finished
+                    1 for r in chunk.records if not r.partial and records[r.result["id"]].partial
+                )
             else:
                 finished += store.store(batch_id, chunk.chunk_id, chunk.records, chunk.usage)
             admission.release(mark)
@@ -242,7 +245,7 @@ class _Assembled:
     verdicts: list[Verdict]  # each distinct text's once
     failures: list[ValidatorFailure]
     usage: list[Usage]
-    unfinished: list[str]  # no record: no validator answered yet
+    unfinished: list[str]  # no record, or a partial one: validators to ask yet
     incomplete: list[str]  # a record, decided without the validators that failed
 
 
@@ -258,7 +261,7 @@ def _assemble(manifest: BatchManifest, store: BatchStore) -> _Assembled:
     seen: set[str] = set()
     for item in manifest.items:
         record: ItemRecord | None = records.get(item["id"])
-        if record is None:
+        if record is None or record.partial:  # a partial record's verdicts wait for the rest
             unfinished.append(item["id"])
             continue
         results.append(record.result)
@@ -385,7 +388,7 @@ def batch_cross_validate(
         deque(plan_chunks(todo, chunk_size=1)), retries=retries, records=stored,
         manifest=manifest, store=store, context=context, limit=limit,
         prefix=f"{batch_id}:{attempt}", callbacks=callbacks, on_progress=on_progress,
-        finished=len(stored),
+        finished=sum(1 for record in stored.values() if not record.partial),
     )  # fmt: skip
     kept = _assemble(manifest, store)
     unfinished, incomplete = kept.unfinished, kept.incomplete

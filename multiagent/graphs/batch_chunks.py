@@ -6,14 +6,24 @@ Here a batch is cut into chunks of a bounded number of distinct texts, and each 
 short validation run: the work per item is the same for 10 items or 100,000.
 
 Identical texts always land in the same chunk, so each distinct text is still validated once.
-An item is *finished* when at least one validator answered (the others' failures are recorded
-and the responders decide, as in one run); an item no validator answered is *unfinished* and is
-not stored, so a resume (or another worker) runs it again. A finished item whose validators
-failed after retries is *incomplete*: a resume completes it as a single run's ``--resume`` does
-(:func:`complete_chunk`, on :func:`~multiagent.nodes.validator.retry_failed_validators`), asking
-only those validators again, keeping the verdicts given, and deciding the item anew. A chunk that
-stopped still reports the usage of every call it made (from its ledger), so a batch's spend
-counts what was paid.
+An item is *finished* when at least one validator answered and every other one answered or
+failed after retries (the failures are recorded and the responders decide, as in one run); an
+item no validator answered is *unfinished* and is not stored, so a resume (or another worker)
+runs it again. A finished item whose validators failed after retries is *incomplete*: a resume
+completes it as a single run's ``--resume`` does (:func:`complete_chunk`, on
+:func:`~multiagent.nodes.validator.retry_failed_validators`), asking only those validators
+again, keeping the verdicts given, and deciding the item anew.
+
+A chunk that stopped mid-way (its budget, Ctrl-C, SIGTERM, a worker stopping) keeps what it
+paid for. Its run has a checkpointer of its own, in memory, so the verdicts of the validator
+calls that finished in the step that stopped are kept as LangGraph keeps any finished task's
+writes; the items they finish are stored as finished, and an item some of whose validators
+answered and the others were not asked yet is stored as a *partial* record (still unfinished):
+its verdicts, and the validators not asked (:attr:`ItemRecord.unasked`). A resume completes a
+partial record as it completes an incomplete one: the validators not asked count as failed, so
+:func:`~multiagent.nodes.validator.retry_failed_validators` asks them, and only them; no verdict
+is bought twice. A chunk that stopped also reports the usage of every call it made (from its
+ledger), so a batch's spend counts what was paid.
 """
 
 from __future__ import annotations
@@ -26,7 +36,6 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.memory import InMemorySaver
 
-from multiagent._interrupt import StopRequested
 from multiagent.graphs.runner import WorkflowOutcome, run_workflow
 from multiagent.graphs.workflows import compile_workflow
 from multiagent.models.ledger import AnalysisHit, CallRecord, RunLedger
@@ -40,10 +49,13 @@ from multiagent.nodes.state import (
     Verdict,
 )
 from multiagent.nodes.usage import Usage, usage_from_records
-from multiagent.nodes.validator import failed_validators, text_key
+from multiagent.nodes.validator import failed_validators, item_result, text_key
 from multiagent.observability.live import live_writer
 
 ChunkStatus = Literal["completed", "failed", "budget_exceeded", "interrupted"]
+#: The error a validator not asked yet counts as failing with, while a partial record is
+#: completed: what makes :func:`~multiagent.nodes.validator.retry_failed_validators` ask it.
+NOT_ASKED = "not asked yet: the batch stopped before this validator's call"
 #: Distinct texts per chunk by default: large enough that a run's fixed cost is spread thin,
 #: small enough that a chunk's superstep stays short and a stopped chunk loses little.
 DEFAULT_CHUNK_SIZE = 16
@@ -51,30 +63,57 @@ DEFAULT_CHUNK_SIZE = 16
 
 @dataclass(frozen=True)
 class ItemRecord:
-    """What is kept of one finished item: its consensus and the verdicts it rests on."""
+    """What is kept of one item: its consensus and the verdicts it rests on.
+
+    A *partial* record (``unasked`` not empty) is an unfinished item's verdicts, kept because
+    they were paid for: its ``result`` is the consensus of those verdicts only, and no result
+    of the batch until a resume asks the validators in ``unasked``.
+    """
 
     result: ItemResult
     verdicts: list[Verdict]
     failures: list[ValidatorFailure]
+    unasked: list[str] = field(default_factory=list)
+
+    @property
+    def partial(self) -> bool:
+        """Whether validators of the item were not asked yet (the item is unfinished)."""
+        return bool(self.unasked)
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form (what the stores keep)."""
-        return {"result": self.result, "verdicts": self.verdicts, "failures": self.failures}
+        """JSON-ready form (what the stores keep; ``unasked`` only in a partial record)."""
+        data: dict[str, Any] = {
+            "result": self.result,
+            "verdicts": self.verdicts,
+            "failures": self.failures,
+        }
+        if self.unasked:
+            data["unasked"] = self.unasked
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ItemRecord:
         """Read back :meth:`as_dict`."""
         return cls(
-            result=data["result"], verdicts=list(data["verdicts"]), failures=list(data["failures"])
-        )
+            result=data["result"], verdicts=list(data["verdicts"]),
+            failures=list(data["failures"]), unasked=list(data.get("unasked", [])),
+        )  # fmt: skip
+
+    def to_retry(self, key: str) -> list[ValidatorFailure]:
+        """The record's failures, and a failure (:data:`NOT_ASKED`) for each validator not
+        asked yet: what a completion's state holds, so that the validators to ask are chosen
+        by one rule."""
+        missing = [
+            ValidatorFailure(key=key, validator=name, error=NOT_ASKED) for name in self.unasked
+        ]
+        return [*self.failures, *missing]
 
     def failed_validators(self, item: ValidationItem) -> list[ValidatorTask]:
-        """The validators of ``item`` that failed after retries and gave no verdict since: what
-        a resume asks again (the single run's rule, :func:`~multiagent.nodes.validator.
-        failed_validators`); none for an item fully decided."""
-        return failed_validators(
-            {"items": [item], "verdicts": self.verdicts, "failures": self.failures}
-        )
+        """The validators of ``item`` that failed after retries and gave no verdict since, or
+        were not asked yet: what a resume asks (the single run's rule, :func:`~multiagent.
+        nodes.validator.failed_validators`); none for an item fully decided."""
+        failures = self.to_retry(text_key(item["text"]))
+        return failed_validators({"items": [item], "verdicts": self.verdicts, "failures": failures})
 
 
 @dataclass
@@ -167,7 +206,8 @@ def run_chunk(
     ledger: RunLedger | None = None,
     callbacks: Sequence[BaseCallbackHandler] | None = None,
 ) -> ChunkOutcome:
-    """Validate one chunk in its own short graph run (not persisted: the caller stores records).
+    """Validate one chunk in its own short graph run (kept in memory only: the caller stores
+    records).
 
     Args:
         chunk_id: Names the run (its trace's thread id) and the chunk's usage record.
@@ -181,10 +221,12 @@ def run_chunk(
         callbacks: LangChain callback handlers for the run.
     """
     inputs = ValidationInput(items=list(items), validators=list(validators), threshold=threshold)
+    saver = InMemorySaver()  # where the verdicts of a step that stopped are kept
     return _chunk_outcome(
-        chunk_id, items, context=context, ledger=ledger,
+        chunk_id, items, {}, validators=validators, threshold=threshold, context=context,
+        saver=saver,
         run=lambda: run_workflow(
-            "validation", inputs, context=context, shared_ledger=ledger, checkpointer=None,
+            "validation", inputs, context=context, shared_ledger=ledger, checkpointer=saver,
             thread_id=chunk_id, max_concurrency=max_concurrency, callbacks=callbacks, live=False,
         ),
     )  # fmt: skip
@@ -202,12 +244,14 @@ def complete_chunk(
     ledger: RunLedger | None = None,
     callbacks: Sequence[BaseCallbackHandler] | None = None,
 ) -> ChunkOutcome:
-    """Complete stored items whose validators failed: ask only those again, keep the verdicts
-    given, decide each item anew; the records returned are to replace the stored ones.
+    """Complete stored items whose validators failed or were not asked (partial records): ask
+    only those, keep the verdicts given, decide each item anew; the records returned are to
+    replace the stored ones.
 
-    The chunk's stored state (its items, verdicts and failures) is put into a thread of an
-    in-memory checkpointer as a finished validation, which is resumed as any finished
-    validation thread is (:func:`~multiagent.graphs.runner.run_workflow` with ``resume``:
+    The chunk's stored state (its items, verdicts and failures, a validator not asked counting
+    as failed: :meth:`ItemRecord.to_retry`) is put into a thread of an in-memory checkpointer
+    as a finished validation, which is resumed as any finished validation thread is
+    (:func:`~multiagent.graphs.runner.run_workflow` with ``resume``:
     :func:`~multiagent.nodes.validator.retry_failed_validators` chooses what runs), so a
     single run and a batch follow one rule.
 
@@ -230,14 +274,10 @@ def complete_chunk(
         if key not in seen:  # identical items share one record's verdicts: given once
             seen.add(key)
             verdicts.extend(records[item["id"]].verdicts)
-            failures.extend(records[item["id"]].failures)
+            failures.extend(records[item["id"]].to_retry(key))
     saver = InMemorySaver()
-    config: RunnableConfig = {
-        "configurable": {"thread_id": chunk_id},
-        "metadata": {"workflow": "validation"},
-    }
     compile_workflow("validation", checkpointer=saver).update_state(
-        config,
+        _thread(chunk_id),
         {
             "items": list(items), "validators": list(validators), "threshold": threshold,
             "verdicts": verdicts, "failures": failures,
@@ -246,7 +286,8 @@ def complete_chunk(
         as_node="aggregate",  # a finished validation: resuming it runs its failed validators
     )  # fmt: skip
     return _chunk_outcome(
-        chunk_id, items, context=context, ledger=ledger,
+        chunk_id, items, records, validators=validators, threshold=threshold, context=context,
+        saver=saver,
         run=lambda: run_workflow(
             "validation", None, context=context, shared_ledger=ledger, checkpointer=saver,
             thread_id=chunk_id, resume=True, max_concurrency=max_concurrency,
@@ -255,62 +296,94 @@ def complete_chunk(
     )  # fmt: skip
 
 
+def _thread(chunk_id: str) -> RunnableConfig:
+    """The config of a chunk's thread in its in-memory checkpointer."""
+    return {"configurable": {"thread_id": chunk_id}, "metadata": {"workflow": "validation"}}
+
+
+def _given(
+    values: Mapping[str, Any],
+    kept: Sequence[tuple[str, str, Any]],
+    records: Mapping[str, ItemRecord],
+) -> tuple[dict[str, list[Verdict]], dict[str, list[ValidatorFailure]]]:
+    """Every verdict the chunk has, and every failure after retries of a validator with no
+    verdict, by text key, each (text, validator) once.
+
+    They are those of the thread's state, those the finished tasks of a step that stopped
+    wrote (``kept``: the checkpointer's pending writes), and the failures of the stored
+    ``records`` being completed that were not retried yet; a validator not asked
+    (:data:`NOT_ASKED`) is no failure.
+    """
+    verdicts: dict[tuple[str, str], Verdict] = {}
+    for verdict in [*values.get("verdicts", []), *_written(kept, "verdicts")]:
+        verdicts.setdefault((verdict["key"], verdict["validator"]), verdict)
+    failures: dict[tuple[str, str], ValidatorFailure] = {}
+    prior = [failure for record in records.values() for failure in record.failures]
+    for failure in [*_written(kept, "failures"), *values.get("failures", []), *prior]:
+        pair = (failure["key"], failure["validator"])
+        if failure["error"] != NOT_ASKED and pair not in verdicts:
+            failures.setdefault(pair, failure)
+    by_key: dict[str, list[Verdict]] = {}
+    for verdict in verdicts.values():
+        by_key.setdefault(verdict["key"], []).append(verdict)
+    failed_by_key: dict[str, list[ValidatorFailure]] = {}
+    for failure in failures.values():
+        failed_by_key.setdefault(failure["key"], []).append(failure)
+    return by_key, failed_by_key
+
+
+def _written(kept: Sequence[tuple[str, str, Any]], channel: str) -> list[Any]:
+    """What the finished tasks wrote to ``channel`` (each task writes a list)."""
+    return [entry for _task, name, value in kept if name == channel for entry in value]
+
+
 def _chunk_outcome(
     chunk_id: str,
     items: Sequence[ValidationItem],
+    records: Mapping[str, ItemRecord],
     *,
+    validators: Sequence[str],
+    threshold: float,
     context: WorkflowContext,
-    ledger: RunLedger | None,
+    saver: InMemorySaver,
     run: Callable[[], WorkflowOutcome],
 ) -> ChunkOutcome:
-    """Run a chunk's graph (``run``); an item answered by at least one validator makes a
-    record, the others are unfinished."""
+    """Run a chunk's graph (``run``, on ``saver``); make a record of each item some
+    validator answered (a partial one when others were not asked); the others are
+    unfinished."""
     # thousands of sub-second runs would bury the dashboard's live runs page (and recording
     # them cost a quarter of a millisecond per call): a batch is followed by its progress, and
     # its limiters are still sampled for the backpressure page
     with live_writer(context.settings.home).sampling():
-        try:
-            outcome = run()
-        except StopRequested:
-            if ledger is None:
-                raise
-            # Ctrl-C met at a call's start: the items run again on resume, the calls made are paid
-            paid = ledger_usage(ledger)
-            return ChunkOutcome(
-                chunk_id=chunk_id, status="interrupted", records=[],
-                unfinished=[item["id"] for item in items], usage=paid, ledger=ledger,
-                message="stopped by Ctrl-C", error="KeyboardInterrupt",
-                spent_usd=float(sum(entry.get("cost_usd", 0.0) for entry in paid)),
-            )  # fmt: skip
+        outcome = run()
     values = outcome.values
     usage: list[Usage] = list(values.get("usage", []))
     if outcome.status != "completed":
         # the step that stopped left no usage in state, but its finished calls were paid for
         usage = ledger_usage(outcome.ledger)
-    records: list[ItemRecord] = []
+    stored = saver.get_tuple(_thread(chunk_id))
+    kept = [] if stored is None else list(stored.pending_writes or [])
+    by_key, failed_by_key = _given(values, kept, records)
+    order = {name: index for index, name in enumerate(validators)}
+    quorum = context.settings.profile.validation.quorum_for(len(validators))
+    made: list[ItemRecord] = []
     unfinished: list[str] = []
-    results: list[ItemResult] = list(values.get("results", []))
-    if outcome.status != "completed" or len(results) != len(items):
-        unfinished = [item["id"] for item in items]
-    else:
-        by_key: dict[str, list[Verdict]] = {}
-        for verdict in values.get("verdicts", []):
-            by_key.setdefault(verdict["key"], []).append(verdict)
-        failed_by_key: dict[str, list[ValidatorFailure]] = {}
-        for failure in values.get("failures", []):
-            failed_by_key.setdefault(failure["key"], []).append(failure)
-        for item, result in zip(items, results, strict=True):
-            if result["responded"] == 0:  # nobody answered: not a result, run it again later
-                unfinished.append(item["id"])
-                continue
-            key = text_key(item["text"])
-            records.append(
-                ItemRecord(
-                    result=result,
-                    verdicts=by_key.get(key, []),
-                    failures=failed_by_key.get(key, []),
-                )
-            )
+    for item in items:
+        key = text_key(item["text"])
+        verdicts = sorted(by_key.get(key, []), key=lambda v: order.get(v["validator"], 0))
+        if not verdicts:  # nobody answered: not a result, run it again later
+            unfinished.append(item["id"])
+            continue
+        failures = failed_by_key.get(key, [])
+        done = {v["validator"] for v in verdicts} | {f["validator"] for f in failures}
+        unasked = [name for name in validators if name not in done]
+        result = item_result(
+            item, verdicts=verdicts, failures=failures, validators=len(validators),
+            threshold=threshold, quorum=quorum,
+        )  # fmt: skip
+        made.append(ItemRecord(result, verdicts, failures, unasked))
+        if unasked:  # paid for, kept, and still to finish
+            unfinished.append(item["id"])
     status: ChunkStatus = "completed"
     message, error = outcome.message, outcome.error
     if outcome.status in ("budget_exceeded", "interrupted"):
@@ -324,7 +397,7 @@ def _chunk_outcome(
     return ChunkOutcome(
         chunk_id=chunk_id,
         status=status,
-        records=records,
+        records=made,
         unfinished=unfinished,
         usage=usage,
         ledger=outcome.ledger,

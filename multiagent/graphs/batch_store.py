@@ -2,8 +2,10 @@
 
 A batch is a manifest (items, validators, threshold, chunk size) and one record per finished
 item, keyed by batch id and item id and written once (a record stored twice keeps the first),
-plus each chunk's usage. The one exception is a record completed by a resume (its failed
-validators asked again): it replaces the record it completes (:meth:`BatchStore.complete`).
+plus each chunk's usage. An item a stopped chunk left with some verdicts paid for has a
+*partial* record (:class:`~multiagent.graphs.batch_chunks.ItemRecord`), still unfinished. The
+one exception to "written once" is a record completed by a resume (its failed or unasked
+validators asked): it replaces the record it completes (:meth:`BatchStore.complete`).
 :class:`MemoryBatchStore` serves a batch run from Python without persistence;
 :class:`SqliteBatchStore` keeps batches in ``MULTIAGENT_HOME/batches.sqlite`` for ``multiagent
 validate --batch ... --resume``; the Redis store of the distributed queue
@@ -60,12 +62,13 @@ class BatchStore(Protocol):
         """The batch's manifest, or ``None`` when there is no such batch."""
 
     def finished_ids(self, batch_id: str) -> set[str]:
-        """Ids of the items with a stored record."""
+        """Ids of the finished items (a stored record, not a partial one)."""
 
     def store(
         self, batch_id: str, chunk_id: str, records: list[ItemRecord], usage: list[Usage]
     ) -> int:
-        """Keep a chunk's records (each item once) and usage; return how many were new."""
+        """Keep a chunk's records (each item once) and usage; return how many finished items
+        were new (partial records are kept, and not counted)."""
 
     def complete(
         self, batch_id: str, chunk_id: str, records: list[ItemRecord], usage: list[Usage]
@@ -98,19 +101,21 @@ class MemoryBatchStore:
         return self._manifests.get(batch_id)
 
     def finished_ids(self, batch_id: str) -> set[str]:
-        """Ids of the items with a stored record."""
-        return set(self._records.get(batch_id, {}))
+        """Ids of the finished items (a stored record, not a partial one)."""
+        records = self._records.get(batch_id, {})
+        return {item for item, record in records.items() if not record.partial}
 
     def store(
         self, batch_id: str, chunk_id: str, records: list[ItemRecord], usage: list[Usage]
     ) -> int:
-        """Keep a chunk's records (each item once) and usage; return how many were new."""
+        """Keep a chunk's records (each item once) and usage; return how many finished items
+        were new (partial records are kept, and not counted)."""
         kept = self._records.setdefault(batch_id, {})
         new = 0
         for record in records:
             if record.result["id"] not in kept:
                 kept[record.result["id"]] = record
-                new += 1
+                new += not record.partial
         self._usage.setdefault(batch_id, {}).setdefault(chunk_id, list(usage))
         return new
 
@@ -171,22 +176,20 @@ class SqliteBatchStore:
         return None if found is None else BatchManifest.from_json(found[0])
 
     def finished_ids(self, batch_id: str) -> set[str]:
-        """Ids of the items with a stored record."""
-        with self._lock:
-            rows = self._db.execute("SELECT item FROM records WHERE batch = ?", (batch_id,))
-            return {row[0] for row in rows}
+        """Ids of the finished items (a stored record, not a partial one)."""
+        return {item for item, record in self.records(batch_id).items() if not record.partial}
 
     def store(
         self, batch_id: str, chunk_id: str, records: list[ItemRecord], usage: list[Usage]
     ) -> int:
-        """Keep a chunk's records (each item once) and usage; return how many were new."""
+        """Keep a chunk's records (each item once) and usage; return how many finished items
+        were new (partial records are kept, and not counted)."""
+        insert = "INSERT OR IGNORE INTO records (batch, item, record) VALUES (?, ?, ?)"
         with self._lock, self._db:
             before = self._db.total_changes
-            self._db.executemany(
-                "INSERT OR IGNORE INTO records (batch, item, record) VALUES (?, ?, ?)",
-                [(batch_id, r.result["id"], json.dumps(r.as_dict())) for r in records],
-            )
+            self._db.executemany(insert, _rows(batch_id, records, partial=False))
             new = self._db.total_changes - before
+            self._db.executemany(insert, _rows(batch_id, records, partial=True))
             self._db.execute(
                 "INSERT OR IGNORE INTO chunk_usage (batch, chunk, usage) VALUES (?, ?, ?)",
                 (batch_id, chunk_id, json.dumps(usage)),
@@ -219,6 +222,13 @@ class SqliteBatchStore:
         with self._lock:
             rows = self._db.execute("SELECT usage FROM chunk_usage WHERE batch = ?", (batch_id,))
             return [entry for (text,) in rows for entry in json.loads(text)]
+
+
+def _rows(batch_id: str, records: list[ItemRecord], *, partial: bool) -> list[tuple[str, str, str]]:
+    """The rows of ``records`` that are (or are not) partial."""
+    return [
+        (batch_id, r.result["id"], json.dumps(r.as_dict())) for r in records if r.partial == partial
+    ]
 
 
 @contextmanager
