@@ -36,7 +36,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessageChunk
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.types import Command
+from langgraph.types import Command, Durability
 
 from multiagent._crash import crash_point
 from multiagent._interrupt import terminated
@@ -261,6 +261,7 @@ def run_workflow(
     shared_ledger: RunLedger | None = None,
     live: bool = True,
     guard_budget: Callable[[ProjectBudget | None], ProjectBudget] | None = None,
+    durability: Durability = "sync",
 ) -> WorkflowOutcome:
     """Run (or resume) ``workflow`` on thread ``thread_id`` and report how it ended.
 
@@ -289,6 +290,10 @@ def run_workflow(
         guard_budget: Wraps the thread's shared budget (``None`` without one), which every
             call of the run reserves in before it starts: a queue worker's question whether
             the run is still its own (:mod:`multiagent.distributed.entry_guard`).
+        durability: When ``checkpointer`` is written: ``"sync"`` (default) after every step,
+            so a killed process finds every finished step; ``"exit"`` once, when the run ends
+            or stops (with the writes of the tasks that finished in the step that stopped),
+            for a thread in memory that nobody reads while it runs (a batch's chunk).
 
     Raises:
         UsageError: ``resume`` for a thread that does not exist or belongs to another workflow;
@@ -324,6 +329,7 @@ def run_workflow(
             shared_ledger=shared_ledger,
             live=live,
             guard_budget=guard_budget,
+            durability=durability,
         )
 
 
@@ -344,6 +350,7 @@ def _run_workflow(
     shared_ledger: RunLedger | None,
     live: bool,
     guard_budget: Callable[[ProjectBudget | None], ProjectBudget] | None,
+    durability: Durability,
 ) -> WorkflowOutcome:
     """:func:`run_workflow`, once the run is listed."""
     if resume and checkpointer is not None:
@@ -455,7 +462,7 @@ def _run_workflow(
                 context=context,
                 stream_mode=modes,  # type: ignore[arg-type]
                 # a killed process must find every finished step on disk
-                durability="sync" if checkpointer is not None else None,
+                durability=durability if checkpointer is not None else None,
             ):
                 if mode == "tasks" and isinstance(data, dict):
                     watcher.task(data)
