@@ -24,7 +24,9 @@ run, and is *incomplete*: the batch names it and how to resume. Resuming (``resu
 the same store and batch id) runs exactly the unfinished items, and completes the incomplete
 ones as a single run's ``--resume`` does: only their failed validators are asked again, the
 verdicts given are kept and the item is decided anew
-(:func:`~multiagent.graphs.batch_chunks.complete_chunk`). Items fully decided are not run again.
+(:func:`~multiagent.graphs.batch_chunks.complete_chunk`). An unfinished item a stopped chunk
+left with verdicts paid for (a partial record) is completed the same way, asking only the
+validators not asked yet. Items fully decided are not run again.
 Identical items are validated once; verdicts on content seen before come from the analysis cache
 when the context has one.
 """

@@ -335,8 +335,14 @@ def _given(
 
 
 def _written(kept: Sequence[tuple[str, str, Any]], channel: str) -> list[Any]:
-    """What the finished tasks wrote to ``channel`` (each task writes a list)."""
-    return [entry for _task, name, value in kept if name == channel for entry in value]
+    """What the finished tasks wrote to ``channel`` (each a list; a resume's ``Overwrite`` of
+    the failures, which the aggregator reads, is no task's)."""
+    return [
+        entry
+        for _task, name, value in kept
+        if name == channel and isinstance(value, list)
+        for entry in value
+    ]
 
 
 def _chunk_outcome(

@@ -136,3 +136,39 @@ def test_a_chunk_stopped_by_its_budget_keeps_what_it_paid_and_resume_buys_only_t
     assert back["usage"]["cost_usd"] == pytest.approx(
         sum(call.cost_usd for call in calls), rel=1e-6
     )
+
+
+def test_a_resume_stopped_again_keeps_the_verdicts_of_both_runs(
+    sim: str, items_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reference = batch_cross_validate(ITEMS, max_concurrency=1, thread_id="whole")  # type: ignore[arg-type]
+    calls = reference.outcome.ledger.records()
+    validators = reference.outcome.values["validators"]
+    context = build_context(load_settings())
+    costs = [call.cost_usd for call in calls]
+    worst = [
+        verdict_worst_case_usd(context, context.agents[name], text)
+        for text in TEXTS
+        for name in validators
+    ]
+    per_text = len(validators)
+    first, cap = _cap_refusing(costs, worst, range(per_text + 1, 2 * per_text))
+    monkeypatch.setenv("MULTIAGENT_BUDGET__DAILY_USD", repr(cap))
+    served = _served(sim)
+    _cli("validate", "--batch", str(items_file), "--thread", "b-twice", "--concurrency", "1")
+    assert _served(sim) - served == first
+
+    # the resume asks the mill's validators not asked yet, then the dairy's, in the reference's
+    # order, under a day's cap (spend so far included) that stops it again one call further on
+    second, cap = _cap_refusing(costs, worst, range(first + 1, len(calls)))
+    monkeypatch.setenv("MULTIAGENT_BUDGET__DAILY_USD", repr(cap))
+    again = _cli("validate", "--thread", "b-twice", "--resume", "--concurrency", "1")
+    assert again["status"] == "budget_exceeded", again["message"]
+    assert _served(sim) - served == second
+
+    monkeypatch.delenv("MULTIAGENT_BUDGET__DAILY_USD")
+    back = _cli("validate", "--thread", "b-twice", "--resume", "--concurrency", "1")
+    assert back["status"] == "completed", back["message"]
+    assert _served(sim) - served == len(calls)  # every verdict bought once over the three runs
+    assert back["results"] == [dict(result) for result in reference.results]
+    assert back["usage"]["cost_usd"] == pytest.approx(sum(costs), rel=1e-6)
