@@ -38,6 +38,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.memory import InMemorySaver
 
 from multiagent.graphs.runner import WorkflowOutcome, run_workflow
+from multiagent.graphs.threads import unanswered_items
 from multiagent.graphs.workflows import compile_workflow
 from multiagent.models.ledger import AnalysisHit, CallRecord, RunLedger
 from multiagent.nodes.context import WorkflowContext
@@ -398,7 +399,8 @@ def _chunk_outcome(
         status = outcome.status
     elif unfinished:
         status = "failed"
-        if outcome.status == "completed":
+        # the run's end (not a call that raised): say it as the batch does, for the chunk
+        if outcome.status == "completed" or unanswered_items(values):
             errors = sorted({f["error"] for f in values.get("failures", [])})
             message = "no validator answered some items after retries"
             error = "; ".join(errors[:3]) or None
