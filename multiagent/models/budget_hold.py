@@ -5,7 +5,13 @@ call's worst case in the run and project budgets; leaving makes the call's one r
 the exit: an answer (:meth:`CallInFlight.answered`), an exception (``error``), or the caller
 giving up — ``asyncio.CancelledError``, ``GeneratorExit`` of a stream closed early,
 ``KeyboardInterrupt`` (``cancelled``). The reservation is settled to the record's cost or given
-back, so nothing stays held. The controller's own ``slot()`` / ``aslot()`` passages do the same
+back, so nothing stays held.
+
+A call stopped before anything was sent — Ctrl-C's or a taken-over entry's stop, a budget
+refusing its reservation (:func:`not_sent`) — has its record too: ``cancelled``, 0 tokens, 0
+attempts. Its chat span (and LangSmith run) was opened by LangChain before the pipeline ran, so
+without the record a trace would count one call more than the ledger, ``--json`` and the
+metrics do. The controller's own ``slot()`` / ``aslot()`` passages do the same
 for one attempt's ticket.
 """
 
@@ -19,6 +25,7 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage
 
+from multiagent.errors import BudgetExceededError
 from multiagent.models.accounting import (
     DEFAULT_MAX_OUTPUT_TOKENS,
     STAMP_KEY,
@@ -60,7 +67,11 @@ class CallInFlight:
         self.attempts = 0
         self.seen: list[BaseMessage] = []
         self.record: CallRecord | None = None
-        self._held = identity.hold(self.worst_usd)
+        try:
+            self._held = identity.hold(self.worst_usd)
+        except BaseException as exc:  # refused (budget, a taken-over entry): nothing was sent
+            self.record = not_sent(identity, exc)
+            raise
         self._started = time.perf_counter()
 
     @property
@@ -85,8 +96,7 @@ class CallInFlight:
             if exc is not None:
                 # tracing reads the figures of a call that raised from what it raised, a
                 # cancellation's (CancelledError, Ctrl-C) as a failure's (see observability.otel)
-                with contextlib.suppress(TypeError):  # an exception type without a __dict__
-                    vars(exc)[STAMP_KEY] = record
+                _stamp(exc, record)
         self.identity.release(self._held)  # a settled hold is not released twice
 
     def answered(self) -> CallRecord:
@@ -110,3 +120,27 @@ class CallInFlight:
             held=self._held,
         )
         return self.record
+
+
+def not_sent(identity: CallIdentity, exc: BaseException) -> CallRecord:
+    """Record a call that ``exc`` stopped before anything was sent, and put the record on
+    ``exc`` for its span: ``cancelled`` (a stop, a budget refusal) or ``error`` (anything else),
+    with 0 tokens and 0 attempts."""
+    failed = isinstance(exc, Exception) and not isinstance(exc, BudgetExceededError)
+    record = identity.finish(
+        "error" if failed else "cancelled",
+        input_tokens=0,
+        output_tokens=0,
+        estimated=False,
+        latency_s=0.0,
+        attempts=0,
+        error=exc if failed else None,
+    )
+    _stamp(exc, record)
+    return record
+
+
+def _stamp(exc: BaseException, record: CallRecord) -> None:
+    """Put ``record`` on ``exc``, where tracing reads a failed call's figures."""
+    with contextlib.suppress(TypeError):  # an exception type without a __dict__
+        vars(exc)[STAMP_KEY] = record

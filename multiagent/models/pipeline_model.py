@@ -50,7 +50,7 @@ from langchain_core.runnables import Runnable, RunnableBinding
 from langchain_core.tools import BaseTool
 from pydantic import ConfigDict, Field, PrivateAttr, SkipValidation
 
-from multiagent._interrupt import check_stop, check_stop_now
+from multiagent._interrupt import StopRequested, check_stop, check_stop_now
 from multiagent.models._answer_trace import priced, replay_chunks, with_call_id
 from multiagent.models._bp_health import output_tokens_of, served_seconds
 from multiagent.models._chain_call import call_in_flight
@@ -65,7 +65,7 @@ from multiagent.models.accounting import (
     usage_of,
 )
 from multiagent.models.backpressure import BackpressureController
-from multiagent.models.budget_hold import CallInFlight
+from multiagent.models.budget_hold import CallInFlight, not_sent
 from multiagent.models.completion_cache import CompletionCache, current_held, messages_key
 from multiagent.models.redaction import redact_messages, redact_value
 from multiagent.models.retry import RetryPolicy, async_retrying, sync_retrying
@@ -210,7 +210,7 @@ class PipelineChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        check_stop()
+        self._check_stop()
         cache = self.completions
         if cache is None:
             answered = super()._generate_with_cache(messages, stop, run_manager, **kwargs)
@@ -257,7 +257,7 @@ class PipelineChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None,
         **kwargs: Any,
     ) -> ChatResult:
-        check_stop()
+        self._check_stop()
         cache = self.completions
         if cache is None:
             answered = await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs)
@@ -361,8 +361,17 @@ class PipelineChatModel(BaseChatModel):
     # any exit; each attempt holds a controller slot in a context manager, so an exception,
     # a cancellation or a stream closed early gives both back by construction.
 
+    def _check_stop(self) -> None:
+        """Ctrl-C: no call starts (see multiagent._interrupt); the stopped call, whose span
+        LangChain already opened, is recorded as cancelled."""
+        try:
+            check_stop()
+        except StopRequested as exc:
+            not_sent(self.identity, exc)
+            raise
+
     def _call(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> CallInFlight:
-        check_stop()  # Ctrl-C: no call starts (see multiagent._interrupt)
+        self._check_stop()
         own = getattr(self.provider_model, "max_tokens", None)
         own_max = own if isinstance(own, int) else None
         # a brought model with fallbacks records the member that answered (see _chain_call)

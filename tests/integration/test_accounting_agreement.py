@@ -22,6 +22,7 @@ from typing_extensions import TypedDict
 
 from multiagent import _interrupt
 from multiagent._metrics import get_metrics
+from multiagent.distributed.entry_guard import EntryGuard, TakenOver
 from multiagent.errors import BudgetExceededError
 from multiagent.graphs.inputs import orchestration_input
 from multiagent.graphs.report import outcome_report
@@ -105,9 +106,11 @@ def test_json_metrics_ledger_and_traces_agree(spans: InMemorySpanExporter) -> No
     resumed_usage = outcome_report(resumed)["usage"]
     both = RunLedger(calls=[*stopped.ledger.calls, *resumed.ledger.calls]).totals()
     assert resumed_usage == {k: both[k] for k in resumed_usage}
-    # the state's node usage, summed, is the thread's usage too (every node completed)
+    # the state's node usage, summed, is the thread's usage too (every node completed), but
+    # for the calls the budget refused: their nodes stopped, and they were sent nothing
     state_entries = resumed.values["usage"]
-    assert sum(e["calls"] for e in state_entries) == both["calls"]
+    assert both["cancelled"] > 0
+    assert sum(e["calls"] for e in state_entries) == both["calls"] - both["cancelled"]
     assert round(sum(e["cost_usd"] for e in state_entries), 8) == both["cost_usd"]
 
     # metrics: the same calls, tokens, cost and cache hits
@@ -123,12 +126,16 @@ def test_json_metrics_ledger_and_traces_agree(spans: InMemorySpanExporter) -> No
 
     # traces: one client span per record, with the record's figures
     calls = [s for s in spans.get_finished_spans() if s.kind is SpanKind.CLIENT]
-    every = [dict(s.attributes or {}) for s in calls]
-    # a call the budget refused never started: its span says so, and it has no record
-    refused = [a for a in every if "multiagent.outcome" not in a]
-    assert [a["error.type"] for a in refused] == ["BudgetExceededError"] * len(refused)
-    attrs = [a for a in every if "multiagent.outcome" in a]
+    attrs = [dict(s.attributes or {}) for s in calls]
     assert len(attrs) == len(records)
+    # the calls the budget refused were sent nothing: cancelled records, their spans say why
+    refused = [a for a in attrs if "error.type" in a]
+    assert len(refused) == both["cancelled"]
+    assert {(a["error.type"], a["multiagent.outcome"]) for a in refused} == {
+        ("BudgetExceededError", "cancelled")
+    }
+    unsent = [c for c in stopped.ledger.calls if c.outcome == "cancelled"]
+    assert {(c.input_tokens, c.output_tokens, c.attempts) for c in unsent} == {(0, 0, 0)}
     assert sum(a["gen_ai.usage.input_tokens"] for a in attrs) == sum(
         c.input_tokens for c in records
     )
@@ -140,6 +147,44 @@ def test_json_metrics_ledger_and_traces_agree(spans: InMemorySpanExporter) -> No
         sum(c.cost_usd for c in records), abs=1e-9
     )
     assert sum(a["multiagent.saved_usd"] for a in attrs) == pytest.approx(saved, abs=1e-9)
+
+
+@pytest.mark.parametrize("stop", ["ctrl_c", "budget", "taken_over"])
+def test_a_call_stopped_before_it_is_sent_is_one_span_and_one_record(
+    stop: str, spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LangChain opens the call's span (and LangSmith run) before the pipeline stops it: the
+    stopped call is a cancelled record of 0 tokens, so a trace counts the ledger's calls."""
+    settings = load_settings(env="dev_cost")
+    ours = [True]
+    ledger = RunLedger(shared=EntryGuard(lambda: ours[0]) if stop == "taken_over" else None)
+    llm = ModelPipeline(settings).model_for("standard", agent="a", ledger=ledger)
+    config = run_config(workflow="demo", settings=settings, thread_id=f"t-unsent-{stop}")
+    llm.invoke("Say hello", config)  # answered: one call, one span
+    if stop == "ctrl_c":
+        monkeypatch.setattr(_interrupt, "_requested", True)
+    elif stop == "budget":  # spent: no room is left for another call
+        ledger.budget_usd = ledger.spent_usd
+    else:  # another worker took the entry over
+        ours[0] = False
+    expected = {
+        "ctrl_c": _interrupt.StopRequested,
+        "budget": BudgetExceededError,
+        "taken_over": TakenOver,
+    }[stop]
+    with pytest.raises(expected):
+        llm.invoke("Say goodbye", config)
+    with pytest.raises(expected):
+        for _ in llm.stream("Tell a story", config):
+            pass
+    calls = [s for s in spans.get_finished_spans() if s.kind is SpanKind.CLIENT]
+    assert len(calls) == len(ledger.calls) == 3
+    assert [c.outcome for c in ledger.calls] == ["ok", "cancelled", "cancelled"]
+    assert all((c.input_tokens, c.output_tokens, c.attempts) == (0, 0, 0) for c in ledger.calls[1:])
+    outcomes = [(s.attributes or {}).get("multiagent.outcome") for s in calls]
+    assert outcomes == ["ok", "cancelled", "cancelled"]
+    summary = summarize(get_metrics().snapshot().counters)
+    assert summary["calls"]["total"] == len(ledger.calls)
 
 
 def test_node_usage_counts_cache_hits_from_the_ledger() -> None:
@@ -303,6 +348,7 @@ def test_a_failed_calls_figures_are_counted_once_in_its_trace(
 _SPENDER = """
 import sys
 from pathlib import Path
+from multiagent.distributed.entry_guard import EntryGuard, TakenOver
 from multiagent.errors import BudgetExceededError
 from multiagent.models.budget import SQLiteProjectBudget
 

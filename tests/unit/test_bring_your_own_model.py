@@ -357,7 +357,8 @@ def test_a_fallback_chain_holds_the_budget_at_its_dearest_model() -> None:
     chat = pipeline.model_for("fast", agent="writer", ledger=ledger)
     with pytest.raises(BudgetExceededError):
         chat.invoke("go")
-    assert (ledger.calls, ledger.spent_usd) == ([], 0.0)
+    (refused,) = ledger.calls  # sent nothing
+    assert (refused.outcome, refused.attempts, ledger.spent_usd) == ("cancelled", 0, 0.0)
 
 
 def test_a_fallback_with_no_price_is_refused_naming_it(settings: Settings) -> None:

@@ -78,7 +78,9 @@ def test_sixteen_parallel_calls_with_a_budget_for_three_never_overspend() -> Non
     results = asyncio.run(main())
     refused = [r for r in results if isinstance(r, BudgetExceededError)]
     assert len(refused) == 13
-    assert [c.outcome for c in ledger.calls] == ["ok"] * 3
+    # each refused call is a record of its own: cancelled, sent nothing
+    assert sorted(c.outcome for c in ledger.calls) == ["cancelled"] * 13 + ["ok"] * 3
+    assert {c.attempts for c in ledger.calls if c.outcome == "cancelled"} == {0}
     assert ledger.spent_usd <= budget
     assert_idle(llm, ledger)
 

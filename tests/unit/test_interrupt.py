@@ -111,7 +111,9 @@ def test_no_model_call_starts_once_a_stop_is_asked(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(_interrupt, "_requested", True)
     with pytest.raises(StopRequested):
         model.invoke([HumanMessage("hello")])
-    assert ledger.totals()["calls"] == 0  # nothing sent, nothing held
+    totals = ledger.totals()  # nothing sent, nothing held: one cancelled call of 0 tokens
+    assert (totals["calls"], totals["cancelled"], totals["input_tokens"]) == (1, 1, 0)
+    assert ledger.reserved_usd == 0
     assert ledger.budget_usd == 1.0
 
 
@@ -131,7 +133,8 @@ def test_no_cache_hit_is_served_once_a_stop_is_asked(
 
     with pytest.raises(StopRequested):
         again()
-    assert [c.outcome for c in ledger.calls] == ["ok"]  # the hit was not served after the stop
+    # the hit was not served after the stop: the call was cancelled
+    assert [c.outcome for c in ledger.calls] == ["ok", "cancelled"]
 
 
 def test_a_call_waiting_for_a_slot_stops_when_a_stop_is_asked(

@@ -63,7 +63,9 @@ def test_budget_is_enforced_before_the_provider_is_called() -> None:
     with pytest.raises(BudgetExceededError) as caught:
         model.invoke("An expensive question about the roadmap")
     assert caught.value.budget_usd == 1e-7
-    assert ledger.calls == []
+    (refused,) = ledger.calls  # sent nothing: a cancelled call of 0 tokens, cost 0
+    assert (refused.outcome, refused.attempts, refused.input_tokens) == ("cancelled", 0, 0)
+    assert ledger.spent_usd == 0
     assert metrics.counter("model_calls_total", labels=labels) == before
     assert ModelPipeline(load_settings()).controller_for("gpt-4o").state().samples == 0
 
