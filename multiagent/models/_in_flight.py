@@ -15,6 +15,14 @@ round trips the controller judges overload by hold no wait of ours (a bound kept
 pool alone was seen to stretch them and cut the shared limit). For a model without our HTTP
 client (the in-process simulated model, a brought model), :class:`GatedController` takes the
 bound before the controller's slot instead.
+
+A place may be long in coming, and a worker frozen (SIGSTOP) while its request waited for one
+may find, once resumed, that another worker took its queue entry over: the ownership question
+asked when the call reserved its budget (:mod:`multiagent.distributed.entry_guard`) was asked
+before the wait. So a request asks again once it has its place, before it is sent: the pipeline
+names the question around a call's attempts (:func:`asked_before_send`), and a gate that finds
+it refused gives the place back and raises what the question raised (the call is then recorded
+as cancelled, nothing sent). The guard's question costs a round trip only after a freeze.
 """
 
 from __future__ import annotations
@@ -23,10 +31,10 @@ import asyncio
 import contextvars
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from multiagent.models._bp_wait import Passage
 
@@ -34,6 +42,21 @@ from multiagent.models._bp_wait import Passage
 _WAITED: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar(
     "multiagent_gate_waited", default=None
 )
+
+#: What a request asks once it has a place at a gate, before it is sent (see the module).
+_BEFORE_SEND: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "multiagent_gate_before_send", default=None
+)
+
+
+@runtime_checkable
+class SendGuard(Protocol):
+    """A run's shared budget that is asked again before each request is sent, as well as when
+    the call reserves (an :class:`~multiagent.distributed.entry_guard.EntryGuard`)."""
+
+    def check(self) -> None:
+        """Raise if the request may no longer be sent."""
+        ...
 
 
 #: How often a thread waiting for a place for an asyncio waiter checks that it is still wanted.
@@ -55,20 +78,33 @@ class InFlightGate:
         began = time.perf_counter()
         self._free.acquire()
         _note_wait(began)
+        self._still_to_send()
 
     async def aacquire(self) -> None:
         """Wait for a place without blocking the event loop; a cancelled wait holds none. The
         wait counts as :meth:`acquire`'s does."""
-        if self._free.acquire(blocking=False):
+        if not self._free.acquire(blocking=False):
+            began = time.perf_counter()
+            claim = _Claim(self._free)
+            try:
+                await asyncio.to_thread(claim.wait)
+            except BaseException:
+                claim.abandon()  # cancelled: a place the thread took, or takes later, goes back
+                raise
+            _note_wait(began)
+        self._still_to_send()
+
+    def _still_to_send(self) -> None:
+        """Ask the running call's question (see :func:`asked_before_send`) with the place held;
+        a refusal gives the place back."""
+        check = _BEFORE_SEND.get()
+        if check is None:
             return
-        began = time.perf_counter()
-        claim = _Claim(self._free)
         try:
-            await asyncio.to_thread(claim.wait)
+            check()
         except BaseException:
-            claim.abandon()  # cancelled: a place the thread took, or takes later, goes back
+            self._free.release()
             raise
-        _note_wait(began)
 
     def release(self) -> None:
         """Give a place back."""
@@ -174,6 +210,22 @@ class GatedController:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.controller, name)
+
+
+@contextmanager
+def asked_before_send(budget: object) -> Iterator[None]:
+    """Within the block, a request that gets its place at an :class:`InFlightGate` asks
+    ``budget`` first whether it may still be sent, when ``budget`` is a :class:`SendGuard`
+    (a run's shared budget; nothing is asked for any other, or none). Around a call's attempts,
+    where nothing is yielded: the question is the call's, not its consumer's."""
+    if not isinstance(budget, SendGuard):
+        yield
+        return
+    token = _BEFORE_SEND.set(budget.check)
+    try:
+        yield
+    finally:
+        _BEFORE_SEND.reset(token)
 
 
 @contextmanager

@@ -54,7 +54,7 @@ from multiagent._interrupt import StopRequested, check_stop, check_stop_now
 from multiagent.models._answer_trace import priced, replay_chunks, with_call_id
 from multiagent.models._bp_health import output_tokens_of, served_seconds
 from multiagent.models._chain_call import call_in_flight
-from multiagent.models._in_flight import held_at_gate
+from multiagent.models._in_flight import asked_before_send, held_at_gate
 from multiagent.models.accounting import (
     CallIdentity,
     output_estimate,
@@ -370,6 +370,13 @@ class PipelineChatModel(BaseChatModel):
             not_sent(self.identity, exc)
             raise
 
+    def _asked_before_send(self) -> contextlib.AbstractContextManager[None]:
+        """Around a call's attempts: a request that waited for a place at an in-flight gate
+        asks the run's shared budget again before it is sent (a queue entry's guard: the entry
+        may have been taken over meanwhile, see multiagent.models._in_flight)."""
+        ledger = self.identity.ledger
+        return asked_before_send(None if ledger is None else ledger.shared)
+
     def _call(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> CallInFlight:
         self._check_stop()
         own = getattr(self.provider_model, "max_tokens", None)
@@ -386,7 +393,7 @@ class PipelineChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        with self._call(messages, kwargs) as call:
+        with self._call(messages, kwargs) as call, self._asked_before_send():
             for attempt in sync_retrying(self.retry, model=self.model_name):
                 with attempt:
                     call.attempts += 1
@@ -410,7 +417,7 @@ class PipelineChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        with self._call(messages, kwargs) as call:
+        with self._call(messages, kwargs) as call, self._asked_before_send():
             async for attempt in async_retrying(self.retry, model=self.model_name):
                 with attempt:
                     call.attempts += 1
@@ -442,22 +449,23 @@ class PipelineChatModel(BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         # run_manager is not passed on: LangChain reports the chunks we yield itself
         with self._call(messages, kwargs) as call, ExitStack() as stack:
-            for attempt in sync_retrying(self.retry, model=self.model_name):
-                with attempt:
-                    call.attempts += 1
-                    # the slot outlives the retry loop (the stream is read after it), so it
-                    # goes on the stack; a failed attempt closes it before the next one
-                    attempt_stack = ExitStack()
-                    with attempt_stack:
-                        passage = attempt_stack.enter_context(
-                            self.controller.slot(tokens=call.pace_tokens)
-                        )
-                        chunks = self._streaming(kwargs)._stream(messages, stop=stop, **kwargs)
-                        with held_at_gate(passage):  # the request is sent by the first read
-                            first = next(chunks, None)
-                        # unwound in reverse: the provider's stream closes, then the slot
-                        stack.push(attempt_stack.pop_all())
-                        stack.callback(_close, chunks)
+            with self._asked_before_send():  # nothing is yielded within
+                for attempt in sync_retrying(self.retry, model=self.model_name):
+                    with attempt:
+                        call.attempts += 1
+                        # the slot outlives the retry loop (the stream is read after it), so it
+                        # goes on the stack; a failed attempt closes it before the next one
+                        attempt_stack = ExitStack()
+                        with attempt_stack:
+                            passage = attempt_stack.enter_context(
+                                self.controller.slot(tokens=call.pace_tokens)
+                            )
+                            chunks = self._streaming(kwargs)._stream(messages, stop=stop, **kwargs)
+                            with held_at_gate(passage):  # the request is sent by the first read
+                                first = next(chunks, None)
+                            # unwound in reverse: the provider's stream closes, then the slot
+                            stack.push(attempt_stack.pop_all())
+                            stack.callback(_close, chunks)
             headers = None
             for chunk in _chain(first, chunks):
                 # the run given up, or a second Ctrl-C, ends the stream; the first Ctrl-C
@@ -480,21 +488,22 @@ class PipelineChatModel(BaseChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         with self._call(messages, kwargs) as call:
             async with AsyncExitStack() as stack:
-                async for attempt in async_retrying(self.retry, model=self.model_name):
-                    with attempt:
-                        call.attempts += 1
-                        attempt_stack = AsyncExitStack()
-                        async with attempt_stack:
-                            passage = await attempt_stack.enter_async_context(
-                                self.controller.aslot(tokens=call.pace_tokens)
-                            )
-                            chunks = aiter(
-                                self._streaming(kwargs)._astream(messages, stop=stop, **kwargs)
-                            )
-                            with held_at_gate(passage):
-                                first = await anext(chunks, None)
-                            stack.push_async_exit(attempt_stack.pop_all())
-                            stack.push_async_callback(_aclose, chunks)
+                with self._asked_before_send():  # nothing is yielded within
+                    async for attempt in async_retrying(self.retry, model=self.model_name):
+                        with attempt:
+                            call.attempts += 1
+                            attempt_stack = AsyncExitStack()
+                            async with attempt_stack:
+                                passage = await attempt_stack.enter_async_context(
+                                    self.controller.aslot(tokens=call.pace_tokens)
+                                )
+                                chunks = aiter(
+                                    self._streaming(kwargs)._astream(messages, stop=stop, **kwargs)
+                                )
+                                with held_at_gate(passage):
+                                    first = await anext(chunks, None)
+                                stack.push_async_exit(attempt_stack.pop_all())
+                                stack.push_async_callback(_aclose, chunks)
                 headers = None
                 if first is not None:
                     headers = pop_headers(first)

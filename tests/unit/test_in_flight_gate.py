@@ -9,9 +9,11 @@ from collections.abc import Iterator
 import pytest
 from langchain_core.messages import HumanMessage
 
+from multiagent.distributed.entry_guard import EntryGuard, TakenOver
 from multiagent.models._in_flight import GatedController, InFlightGate
 from multiagent.models.adaptive import reset_shared_controllers
 from multiagent.models.backpressure import BackpressureConfig, BackpressureController
+from multiagent.models.ledger import RunLedger
 from multiagent.models.pipeline import ModelPipeline
 from multiagent.policies import load_settings
 
@@ -159,3 +161,136 @@ def test_a_waiter_cancelled_before_its_loop_closes_holds_no_place_after() -> Non
     gate.release()
     # no thread took the place for a waiter that is gone: it is free for the next caller
     assert gate._free.acquire(timeout=5)
+
+
+class _SaysWhenWaited:
+    """A gate's semaphore that sets ``waiting`` when a caller has to wait for a place."""
+
+    def __init__(self, real: threading.BoundedSemaphore, waiting: threading.Event) -> None:
+        self.real = real
+        self.waiting = waiting
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        if blocking:
+            self.waiting.set()
+        return self.real.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        self.real.release()
+
+
+class _FullGate:
+    """``gate``'s one place, held by the test; says when a caller waits for it."""
+
+    def __init__(self, gate: InFlightGate) -> None:
+        self.gate = gate
+        self.waiting = threading.Event()
+        self._real = gate._free
+        gate.acquire()  # the one place is taken: every caller waits
+        gate._free = _SaysWhenWaited(self._real, self.waiting)  # type: ignore[assignment]
+
+    def free_places(self) -> int:
+        taken = 0
+        while self._real.acquire(blocking=False):
+            taken += 1
+        for _ in range(taken):
+            self._real.release()
+        return taken
+
+
+class _Owner:
+    """A queue entry's owner question whose answer flips to "another's" once it was asked."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+        self.ours = True
+
+    def __call__(self) -> bool:
+        self.asked += 1
+        return self.ours
+
+
+@pytest.mark.parametrize("api", ["sync", "async", "stream"])
+def test_a_call_that_waited_at_the_gate_is_not_sent_once_its_entry_was_taken_over(
+    api: str,
+) -> None:
+    """A worker frozen while its call waited for a place: the entry was taken over meanwhile,
+    so once the call has its place it asks again, and is not sent."""
+    settings = load_settings(overrides={"cache.completion_enabled": False})
+    pipeline = ModelPipeline(settings, max_in_flight=1)
+    assert pipeline.in_flight is not None
+    full = _FullGate(pipeline.in_flight)
+    owner = _Owner()
+    ledger = RunLedger(shared=EntryGuard(owner))
+    model = pipeline.model_for("fast", agent="a", ledger=ledger)
+    raised: list[BaseException] = []
+
+    def call() -> None:
+        prompt = [HumanMessage(content="Is rye baked at 230 C?")]
+        try:
+            if api == "sync":
+                model.invoke(prompt)
+            elif api == "async":
+                asyncio.run(model.ainvoke(prompt))
+            else:
+                for _ in model.stream(prompt):
+                    pass
+        except BaseException as exc:  # TakenOver is no Exception
+            raised.append(exc)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    assert full.waiting.wait(30)  # reserved (asked once: ours), now waiting for the place
+    assert owner.asked == 1
+    owner.ours = False  # frozen meanwhile: another worker took the entry over
+    full.gate.release()
+    caller.join(30)
+    assert [type(e) for e in raised] == [TakenOver]
+    (record,) = ledger.calls
+    assert record.outcome == "cancelled"
+    assert (record.input_tokens, record.output_tokens, record.cost_usd) == (0, 0, 0.0)
+    assert model.controller.controller.state().samples == 0  # type: ignore[attr-defined]
+    assert full.free_places() == 1  # the place taken and refused went back
+
+
+@pytest.mark.parametrize("api", ["sync", "async"])
+def test_the_http_gate_asks_before_it_sends(api: str) -> None:
+    """Where the gate is held around the HTTP exchange: a request refused once it has its
+    place is not written, and its place goes back; one allowed is sent as before."""
+    import httpx2
+
+    from multiagent.models._gated_http import AsyncGatedTransport, GatedTransport
+    from multiagent.models._in_flight import asked_before_send
+
+    sent: list[httpx2.Request] = []
+
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        sent.append(request)
+        return httpx2.Response(200, content=b"{}")
+
+    gate = InFlightGate(1)
+    owner = _Owner()
+    guard = EntryGuard(owner)
+    request = httpx2.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
+
+    def send() -> None:
+        with asked_before_send(guard):
+            if api == "sync":
+                GatedTransport(httpx2.MockTransport(answer), gate).handle_request(request).close()
+            else:
+
+                async def asend() -> None:
+                    transport = AsyncGatedTransport(httpx2.MockTransport(answer), gate)
+                    response = await transport.handle_async_request(request)
+                    await response.aclose()
+
+                asyncio.run(asend())
+
+    send()
+    assert (len(sent), owner.asked) == (1, 1)
+    owner.ours = False
+    with pytest.raises(TakenOver):
+        send()
+    assert len(sent) == 1  # the refused request was not written
+    gate.acquire()  # its place went back
+    gate.release()
