@@ -232,7 +232,12 @@ def test_batch_and_abatch_give_everything_back() -> None:
     llm = model(ledger, ttft_s=0.1)
     prompts = [f"Batch question {i + 10} about the roadmap" for i in range(6)]
     results = llm.batch(prompts, return_exceptions=True)  # type: ignore[arg-type]
-    assert sum(isinstance(r, BudgetExceededError) for r in results) == 4
+    refused = sum(isinstance(r, BudgetExceededError) for r in results)
+    # two fit beside each other's holds; a call that starts after one settled may find room
+    # in what it did not spend (its real cost is far below its worst case): how many depends
+    # on the threads' timing, that some are refused and nothing overspent does not
+    assert 1 <= refused <= 4
+    assert ledger.spent_usd <= budget
     assert_idle(llm, ledger)
     again = asyncio.run(llm.abatch(prompts, return_exceptions=True))  # type: ignore[arg-type]
     assert all(isinstance(r, BudgetExceededError) for r in again) or ledger.spent_usd <= budget
