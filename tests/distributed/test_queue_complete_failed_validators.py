@@ -15,56 +15,30 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx2
 import pytest
 import redis
 
 from multiagent.distributed.worker import QueueWorker
-from multiagent.nodes.agents import BUILTIN_AGENTS
 from multiagent.nodes.context import build_context
 from multiagent.policies import load_settings
-from multiagent.sim.config import SimServerConfig
-from multiagent.sim.runner import run_sim_server
 from tests.distributed._workers import FAST, cli
-from tests.integration._fault_proxy import FaultProxy, fault_proxy
+from tests.integration._fault_proxy import (
+    ITEMS,
+    FaultProxy,
+    served_calls,
+    served_through_proxy,
+)
 
 pytestmark = pytest.mark.redis
-
-ROLES = {agent.role: agent.name for agent in BUILTIN_AGENTS}
-ITEMS = [
-    {"id": "bakery", "text": "The bakery opened in 1990 and sells bread and pastries."},
-    {"id": "mill", "text": "The mill grinds rye on Tuesdays and wheat on Fridays."},
-    {"id": "mill-again", "text": "The mill grinds rye on Tuesdays and wheat on Fridays."},
-    {"id": "dairy", "text": "The dairy sells milk from its own cows every morning."},
-]
 
 
 @pytest.fixture
 def served(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, FaultProxy]]:
-    """The simulator behind the fault proxy, the ``openai`` provider pointed at the proxy; two
-    attempts per call, and no cache to answer a repeated call (so every call is served)."""
-    with (
-        run_sim_server(SimServerConfig(rpm=1e6, tpm=1e9)) as sim,
-        fault_proxy(sim, ROLES) as (
-            url,
-            proxy,
-        ),
-    ):
-        for name, value in FAST.items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.setenv("MULTIAGENT_PROVIDER", "openai")
-        monkeypatch.setenv("OPENAI_API_KEY", "sim")
-        monkeypatch.setenv("OPENAI_BASE_URL", url)
-        monkeypatch.setenv("MULTIAGENT_RATE_LIMIT__RETRY_ATTEMPTS", "2")
-        monkeypatch.setenv("MULTIAGENT_CACHE__COMPLETION_ENABLED", "false")
-        monkeypatch.setenv("MULTIAGENT_CACHE__ANALYSIS_ENABLED", "false")
-        yield sim, proxy
-
-
-def _served(sim: str) -> int:
-    """Requests the simulator answered with a completion."""
-    totals = httpx2.get(sim.removesuffix("/v1") + "/sim/stats").json()["totals"]
-    return int(totals["successes"])
+    """:func:`~tests.integration._fault_proxy.served_through_proxy`, two attempts per call."""
+    for name, value in FAST.items():
+        monkeypatch.setenv(name, value)
+    with served_through_proxy(monkeypatch) as served:
+        yield served
 
 
 def _work(client: redis.Redis, queue: str) -> None:
@@ -92,7 +66,7 @@ def test_a_queued_batch_resume_asks_only_the_failed_validator_and_keeps_the_verd
     proxy.fail("completeness", text="grinds rye")  # one validator, on one text (two items)
     _json("validate", "--batch", str(path), "--queue", "qc", "--thread", "qb")
     _work(client, "qc")
-    assert _served(sim) == 3 * 3 - 1
+    assert served_calls(sim) == 3 * 3 - 1
     assert proxy.refused == {"completeness": 2}
 
     first = _json("batch", "results", "qb")
@@ -115,7 +89,7 @@ def test_a_queued_batch_resume_asks_only_the_failed_validator_and_keeps_the_verd
     assert (resumed["items"], resumed["incomplete"], resumed["chunks"]) == (0, 2, 1)
     _work(client, "qc")
     # completeness on the mill's text, once for both items; nothing else paid again
-    assert _served(sim) == 8 + 1
+    assert served_calls(sim) == 8 + 1
     assert proxy.forwarded == {"factual_accuracy": 3, "logical_consistency": 3, "completeness": 3}
 
     back = _json("batch", "results", "qb")
@@ -155,7 +129,7 @@ def test_a_budgeted_queued_batch_completes_under_its_budget_without_a_new_one(
     resumed = _json("validate", "--queue", "qd", "--thread", "qe", "--resume")
     assert (resumed["incomplete"], resumed["budget_usd"]) == (2, None)
     _work(client, "qd")
-    assert _served(sim) == 8 + 1
+    assert served_calls(sim) == 8 + 1
     back = _json("batch", "results", "qe")
     assert (back["state"], back["incomplete"]) == ("completed", [])
     budget = _json("batch", "status", "qe")["budget"]

@@ -17,7 +17,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import httpx2
+import pytest
+
+from multiagent.nodes.agents import BUILTIN_AGENTS
+from multiagent.sim.config import SimServerConfig
+from multiagent.sim.runner import run_sim_server
 from tests._loopback_http import JsonHandler, loopback, serving
+
+#: Agent name by the role text its system prompt holds, for the built-in agents.
+ROLES = {agent.role: agent.name for agent in BUILTIN_AGENTS}
+#: A small batch: two items of one text (validated once), the other texts once each.
+ITEMS = [
+    {"id": "bakery", "text": "The bakery opened in 1990 and sells bread and pastries."},
+    {"id": "mill", "text": "The mill grinds rye on Tuesdays and wheat on Fridays."},
+    {"id": "mill-again", "text": "The mill grinds rye on Tuesdays and wheat on Fridays."},
+    {"id": "dairy", "text": "The dairy sells milk from its own cows every morning."},
+]
 
 ERROR = {
     "error": {
@@ -148,3 +164,29 @@ def fault_proxy(upstream: str, roles: dict[str, str]) -> Iterator[tuple[str, Fau
     proxy = FaultProxy(upstream, roles)
     with serving(loopback(_handler(proxy))) as url:
         yield f"{url}/v1", proxy
+
+
+@contextmanager
+def served_through_proxy(
+    monkeypatch: pytest.MonkeyPatch, *, attempts: int = 2, proxied: bool = True
+) -> Iterator[tuple[str, FaultProxy]]:
+    """The simulator server (behind a :class:`FaultProxy` when ``proxied``), the ``openai``
+    provider pointed at it; ``attempts`` per call, and no cache to answer a repeated call (so
+    every call is served). Yields the simulator's URL and the proxy."""
+    with (
+        run_sim_server(SimServerConfig(rpm=1e6, tpm=1e9)) as sim,
+        fault_proxy(sim, ROLES) as (url, proxy),
+    ):
+        monkeypatch.setenv("MULTIAGENT_PROVIDER", "openai")
+        monkeypatch.setenv("OPENAI_API_KEY", "sim")
+        monkeypatch.setenv("OPENAI_BASE_URL", url if proxied else sim)
+        monkeypatch.setenv("MULTIAGENT_RATE_LIMIT__RETRY_ATTEMPTS", str(attempts))
+        monkeypatch.setenv("MULTIAGENT_CACHE__COMPLETION_ENABLED", "false")
+        monkeypatch.setenv("MULTIAGENT_CACHE__ANALYSIS_ENABLED", "false")
+        yield sim, proxy
+
+
+def served_calls(sim: str) -> int:
+    """Requests the simulator at ``sim`` answered with a completion."""
+    totals = httpx2.get(sim.removesuffix("/v1") + "/sim/stats").json()["totals"]
+    return int(totals["successes"])

@@ -15,48 +15,29 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx2
 import pytest
 from typer.testing import CliRunner
 
 from multiagent.cli import app
 from multiagent.commands.workflows import exit_code
 from multiagent.graphs.batch_budget import item_worst_case
-from multiagent.nodes.agents import BUILTIN_AGENTS
 from multiagent.nodes.context import build_context
 from multiagent.policies import load_settings
-from multiagent.sim.config import SimServerConfig
-from multiagent.sim.runner import run_sim_server
-from tests.integration._fault_proxy import FaultProxy, fault_proxy
+from tests.integration._fault_proxy import (
+    ITEMS,
+    FaultProxy,
+    served_calls,
+    served_through_proxy,
+)
 
 runner = CliRunner()
-ROLES = {agent.role: agent.name for agent in BUILTIN_AGENTS}
-ITEMS = [
-    {"id": "bakery", "text": "The bakery opened in 1990 and sells bread and pastries."},
-    {"id": "mill", "text": "The mill grinds rye on Tuesdays and wheat on Fridays."},
-    {"id": "mill-again", "text": "The mill grinds rye on Tuesdays and wheat on Fridays."},
-    {"id": "dairy", "text": "The dairy sells milk from its own cows every morning."},
-]
 
 
 @pytest.fixture
 def served(isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, FaultProxy]]:
-    """The simulator behind the fault proxy, the ``openai`` provider pointed at the proxy; two
-    attempts per call, and no cache to answer a repeated call (so every call is served)."""
-    with (
-        run_sim_server(SimServerConfig(rpm=1e6, tpm=1e9)) as sim,
-        fault_proxy(sim, ROLES) as (
-            url,
-            proxy,
-        ),
-    ):
-        monkeypatch.setenv("MULTIAGENT_PROVIDER", "openai")
-        monkeypatch.setenv("OPENAI_API_KEY", "sim")
-        monkeypatch.setenv("OPENAI_BASE_URL", url)
-        monkeypatch.setenv("MULTIAGENT_RATE_LIMIT__RETRY_ATTEMPTS", "2")
-        monkeypatch.setenv("MULTIAGENT_CACHE__COMPLETION_ENABLED", "false")
-        monkeypatch.setenv("MULTIAGENT_CACHE__ANALYSIS_ENABLED", "false")
-        yield sim, proxy
+    """:func:`~tests.integration._fault_proxy.served_through_proxy`, two attempts per call."""
+    with served_through_proxy(monkeypatch) as served:
+        yield served
 
 
 @pytest.fixture
@@ -64,12 +45,6 @@ def items_file(tmp_path: Path, isolated_env: Path) -> Path:
     path = tmp_path / "items.jsonl"
     path.write_text("".join(json.dumps(item) + "\n" for item in ITEMS), encoding="utf-8")
     return path
-
-
-def _served(sim: str) -> int:
-    """Requests the simulator answered with a completion."""
-    totals = httpx2.get(sim.removesuffix("/v1") + "/sim/stats").json()["totals"]
-    return int(totals["successes"])
 
 
 def _cli(*args: str) -> tuple[int, dict[str, Any]]:
@@ -94,7 +69,7 @@ def test_batch_resume_asks_only_the_failed_validator_and_keeps_the_verdicts(
     code, first = _cli("validate", "--batch", str(items_file), "--thread", "b-part")
     assert first["status"] == "completed"
     # three distinct texts, three validators; completeness refused twice (two attempts) on one
-    assert _served(sim) == 3 * 3 - 1
+    assert served_calls(sim) == 3 * 3 - 1
     assert proxy.refused == {"completeness": 2}
     results = _by_id(first)
     assert (results["mill"]["responded"], results["mill"]["failed"]) == (2, ["completeness"])
@@ -113,7 +88,7 @@ def test_batch_resume_asks_only_the_failed_validator_and_keeps_the_verdicts(
     code, back = _cli("validate", "--thread", "b-part", "--resume")
     assert back["status"] == "completed"
     # completeness on the mill's text, once for both items; nothing else paid again
-    assert _served(sim) == 8 + 1
+    assert served_calls(sim) == 8 + 1
     assert proxy.forwarded["completeness"] == 2 + 1
     assert proxy.forwarded == {"factual_accuracy": 3, "logical_consistency": 3, "completeness": 3}
     assert back["this_run"]["calls"] == 1
@@ -129,7 +104,7 @@ def test_batch_resume_asks_only_the_failed_validator_and_keeps_the_verdicts(
 
     # nothing left to complete: a resume runs nothing
     code, again = _cli("validate", "--thread", "b-part", "--resume")
-    assert _served(sim) == 9
+    assert served_calls(sim) == 9
     assert again["this_run"]["calls"] == 0
     assert again["results"] == back["results"]
 
@@ -140,12 +115,12 @@ def test_a_validator_failing_again_on_resume_leaves_the_item_incomplete(
     sim, proxy = served
     proxy.fail("completeness", text="grinds rye")
     _cli("validate", "--batch", str(items_file), "--thread", "b-again")
-    assert _served(sim) == 8
+    assert served_calls(sim) == 8
     code, back = _cli("validate", "--thread", "b-again", "--resume")
     assert code == exit_code("completed", back["results"])
     # asked again (two attempts refused), nothing else asked: still decided on the others
     assert proxy.refused == {"completeness": 4}
-    assert _served(sim) == 8
+    assert served_calls(sim) == 8
     assert back["incomplete"] == ["mill", "mill-again"]
     results = _by_id(back)
     assert (results["mill"]["responded"], results["mill"]["failed"]) == (2, ["completeness"])
@@ -189,13 +164,13 @@ def test_a_budgeted_resume_needs_room_for_the_failed_validators_only(
     )
     assert short.exit_code == 2, short.output
     assert "its next item 'mill'" in short.stderr
-    assert _served(sim) == 8
+    assert served_calls(sim) == 8
 
     # room for the failed validator's call, far from a whole item's: it is asked, and only it
     code, back = _cli(
         "validate", "--thread", "b-budget", "--resume", "--budget", str(spent + one * 1.5)
     )
     assert back["status"] == "completed", back["message"]
-    assert _served(sim) == 8 + 1
+    assert served_calls(sim) == 8 + 1
     assert back["incomplete"] == []
     assert code == exit_code("completed", back["results"])

@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx2
 import pytest
 from typer.testing import CliRunner
 
@@ -25,8 +24,7 @@ from multiagent.graphs.batch import batch_cross_validate
 from multiagent.nodes.context import build_context
 from multiagent.nodes.validator import verdict_worst_case_usd
 from multiagent.policies import load_settings
-from multiagent.sim.config import SimServerConfig
-from multiagent.sim.runner import run_sim_server
+from tests.integration._fault_proxy import served_calls, served_through_proxy
 
 runner = CliRunner()
 ITEMS = [
@@ -40,15 +38,9 @@ TEXTS = [ITEMS[0]["text"], ITEMS[1]["text"], ITEMS[2]["text"]]  # in the order t
 
 @pytest.fixture
 def sim(isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """The simulator server, the ``openai`` provider pointed at it; no cache answers a
-    repeated call (so every call is served), one attempt per call."""
-    with run_sim_server(SimServerConfig(rpm=1e6, tpm=1e9)) as url:
-        monkeypatch.setenv("MULTIAGENT_PROVIDER", "openai")
-        monkeypatch.setenv("OPENAI_API_KEY", "sim")
-        monkeypatch.setenv("OPENAI_BASE_URL", url)
-        monkeypatch.setenv("MULTIAGENT_RATE_LIMIT__RETRY_ATTEMPTS", "1")
-        monkeypatch.setenv("MULTIAGENT_CACHE__COMPLETION_ENABLED", "false")
-        monkeypatch.setenv("MULTIAGENT_CACHE__ANALYSIS_ENABLED", "false")
+    """The simulator server, the ``openai`` provider pointed at it, one attempt per call (see
+    :func:`~tests.integration._fault_proxy.served_through_proxy`)."""
+    with served_through_proxy(monkeypatch, attempts=1, proxied=False) as (url, _proxy):
         yield url
 
 
@@ -57,12 +49,6 @@ def items_file(tmp_path: Path) -> Path:
     path = tmp_path / "items.jsonl"
     path.write_text("".join(json.dumps(item) + "\n" for item in ITEMS), encoding="utf-8")
     return path
-
-
-def _served(sim: str) -> int:
-    """Requests the simulator answered with a completion."""
-    totals = httpx2.get(sim.removesuffix("/v1") + "/sim/stats").json()["totals"]
-    return int(totals["successes"])
 
 
 def _cli(*args: str) -> dict[str, Any]:
@@ -91,7 +77,7 @@ def test_a_chunk_stopped_by_its_budget_keeps_what_it_paid_and_resume_buys_only_t
     reference = batch_cross_validate(ITEMS, max_concurrency=1, thread_id="whole")  # type: ignore[arg-type]
     calls = reference.outcome.ledger.records()
     validators = reference.outcome.values["validators"]
-    assert len(calls) == _served(sim) == 3 * len(validators)
+    assert len(calls) == served_calls(sim) == 3 * len(validators)
     context = build_context(load_settings())
     worst = [
         verdict_worst_case_usd(context, context.agents[name], text)
@@ -106,12 +92,12 @@ def test_a_chunk_stopped_by_its_budget_keeps_what_it_paid_and_resume_buys_only_t
     )
 
     monkeypatch.setenv("MULTIAGENT_BUDGET__DAILY_USD", repr(cap))
-    before = _served(sim)
+    before = served_calls(sim)
     stopped = _cli(
         "validate", "--batch", str(items_file), "--thread", "b-stop", "--concurrency", "1"
     )
     assert stopped["status"] == "budget_exceeded", stopped["message"]
-    assert _served(sim) - before == refused  # the calls made, each paid once
+    assert served_calls(sim) - before == refused  # the calls made, each paid once
     # the bakery finished; the mill (and its twin) was part-validated; the dairy never started
     assert [r["id"] for r in stopped["results"]] == ["bakery"]
     assert stopped["unfinished"] == ["mill", "dairy", "mill-again"]
@@ -119,11 +105,11 @@ def test_a_chunk_stopped_by_its_budget_keeps_what_it_paid_and_resume_buys_only_t
     assert stopped["usage"]["cost_usd"] == pytest.approx(paid, rel=1e-6)
 
     monkeypatch.delenv("MULTIAGENT_BUDGET__DAILY_USD")
-    before = _served(sim)
+    before = served_calls(sim)
     back = _cli("validate", "--thread", "b-stop", "--resume", "--concurrency", "1")
     assert back["status"] == "completed", back["message"]
     # exactly the calls not paid for yet: the mill's validators that were not asked, the dairy's
-    assert _served(sim) - before == len(calls) - refused
+    assert served_calls(sim) - before == len(calls) - refused
     assert back["this_run"]["calls"] == len(calls) - refused
     # every item decided as the uninterrupted batch decided it, on the same verdicts
     assert back["results"] == [dict(result) for result in reference.results]
@@ -154,9 +140,9 @@ def test_a_resume_stopped_again_keeps_the_verdicts_of_both_runs(
     per_text = len(validators)
     first, cap = _cap_refusing(costs, worst, range(per_text + 1, 2 * per_text))
     monkeypatch.setenv("MULTIAGENT_BUDGET__DAILY_USD", repr(cap))
-    served = _served(sim)
+    served = served_calls(sim)
     _cli("validate", "--batch", str(items_file), "--thread", "b-twice", "--concurrency", "1")
-    assert _served(sim) - served == first
+    assert served_calls(sim) - served == first
 
     # the resume asks the mill's validators not asked yet, then the dairy's, in the reference's
     # order, under a day's cap (spend so far included) that stops it again one call further on
@@ -164,11 +150,11 @@ def test_a_resume_stopped_again_keeps_the_verdicts_of_both_runs(
     monkeypatch.setenv("MULTIAGENT_BUDGET__DAILY_USD", repr(cap))
     again = _cli("validate", "--thread", "b-twice", "--resume", "--concurrency", "1")
     assert again["status"] == "budget_exceeded", again["message"]
-    assert _served(sim) - served == second
+    assert served_calls(sim) - served == second
 
     monkeypatch.delenv("MULTIAGENT_BUDGET__DAILY_USD")
     back = _cli("validate", "--thread", "b-twice", "--resume", "--concurrency", "1")
     assert back["status"] == "completed", back["message"]
-    assert _served(sim) - served == len(calls)  # every verdict bought once over the three runs
+    assert served_calls(sim) - served == len(calls)  # every verdict bought once over the three runs
     assert back["results"] == [dict(result) for result in reference.results]
     assert back["usage"]["cost_usd"] == pytest.approx(sum(costs), rel=1e-6)

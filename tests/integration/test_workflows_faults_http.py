@@ -13,51 +13,27 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx2
 import pytest
 from typer.testing import CliRunner
 
 from multiagent.cli import app
 from multiagent.graphs.inputs import orchestration_input, validation_input
 from multiagent.graphs.runner import WorkflowEvent, run_workflow
-from multiagent.nodes.agents import BUILTIN_AGENTS
 from multiagent.nodes.context import build_context
 from multiagent.persistence.checkpointer import open_checkpointer
 from multiagent.policies import load_settings
-from multiagent.sim.config import SimServerConfig
-from multiagent.sim.runner import run_sim_server
-from tests.integration._fault_proxy import FaultProxy, fault_proxy
+from tests.integration._fault_proxy import FaultProxy, served_calls, served_through_proxy
 
 runner = CliRunner()
 TEXT = "The bakery opened in 1990. It sells bread and pastries, and employs three bakers."
 OTHER = "The mill grinds rye on Tuesdays and wheat on Fridays, and sells flour by the sack."
-ROLES = {agent.role: agent.name for agent in BUILTIN_AGENTS}
 
 
 @pytest.fixture
 def served(isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, FaultProxy]]:
-    """The simulator behind the fault proxy, the ``openai`` provider pointed at the proxy; two
-    attempts per call, and no cache to answer a repeated call (so every call is served)."""
-    with (
-        run_sim_server(SimServerConfig(rpm=1e6, tpm=1e9)) as sim,
-        fault_proxy(sim, ROLES) as (
-            url,
-            proxy,
-        ),
-    ):
-        monkeypatch.setenv("MULTIAGENT_PROVIDER", "openai")
-        monkeypatch.setenv("OPENAI_API_KEY", "sim")
-        monkeypatch.setenv("OPENAI_BASE_URL", url)
-        monkeypatch.setenv("MULTIAGENT_RATE_LIMIT__RETRY_ATTEMPTS", "2")
-        monkeypatch.setenv("MULTIAGENT_CACHE__COMPLETION_ENABLED", "false")
-        monkeypatch.setenv("MULTIAGENT_CACHE__ANALYSIS_ENABLED", "false")
-        yield sim, proxy
-
-
-def _served(sim: str) -> int:
-    """Requests the simulator answered with a completion."""
-    totals = httpx2.get(sim.removesuffix("/v1") + "/sim/stats").json()["totals"]
-    return int(totals["successes"])
+    """:func:`~tests.integration._fault_proxy.served_through_proxy`, two attempts per call."""
+    with served_through_proxy(monkeypatch) as served:
+        yield served
 
 
 def _cli(*args: str) -> tuple[int, dict[str, Any]]:
@@ -78,12 +54,12 @@ def test_validation_short_of_quorum_resumes_only_its_failed_validators(
     assert first["output"]["failed"] == ["completeness", "logical_consistency"]
     assert "--resume runs only them again" in first["message"]
     assert proxy.refused == {"logical_consistency": 2, "completeness": 2}
-    assert _served(sim) == 1
+    assert served_calls(sim) == 1
     [kept] = first["verdicts"]
 
     proxy.heal()
     code, back = _cli("validate", "--thread", "v-short", "--resume")
-    assert _served(sim) == 1 + 2  # the two that failed, and only they
+    assert served_calls(sim) == 1 + 2  # the two that failed, and only they
     assert proxy.forwarded == {"factual_accuracy": 1, "logical_consistency": 1, "completeness": 1}
     result = back["output"]
     assert (result["responded"], result["failed"], back["failures"]) == (3, [], [])
@@ -95,7 +71,7 @@ def test_validation_short_of_quorum_resumes_only_its_failed_validators(
 
     # a thread with nothing left to retry resumes to nothing
     code, again = _cli("validate", "--thread", "v-short", "--resume")
-    assert _served(sim) == 3
+    assert served_calls(sim) == 3
     assert again["this_run"]["calls"] == 0
     assert again["output"] == result
 
@@ -114,14 +90,14 @@ def test_an_unanswered_item_resumes_without_revalidating_the_answered_ones(
         )
         assert down.status == "failed"
         assert "item 2" in down.message
-        assert _served(sim) == 3
+        assert served_calls(sim) == 3
         proxy.heal()
         back = run_workflow(
             "validation", None, context=build_context(settings), checkpointer=saver,
             thread_id="v-item", resume=True,
         )  # fmt: skip
     assert back.status == "completed"
-    assert _served(sim) == 3 + 3  # item 2's validators; item 1's verdicts are not bought again
+    assert served_calls(sim) == 3 + 3  # item 2's validators; item 1's verdicts are not bought again
     assert back.ledger.totals()["calls"] == 3
     assert [r["responded"] for r in back.values["results"]] == [3, 3]
     assert len(back.values["verdicts"]) == 6
@@ -138,13 +114,13 @@ def test_orchestration_resume_runs_the_failed_agent_and_the_synthesis_only(
     assert (code, first["status"]) == (1, "failed")
     assert sorted(c["agent"] for c in first["contributions"]) == ["analyst", "researcher"]
     assert "output" not in first or not first["output"]  # no synthesis of a partial team
-    assert _served(sim) == 3
+    assert served_calls(sim) == 3
     assert proxy.forwarded.get("synthesizer") is None
 
     proxy.heal()
     code, back = _cli("run", "--thread", "o-f", "--resume")
     assert (code, back["status"]) == (0, "completed")
-    assert _served(sim) == 3 + 2
+    assert served_calls(sim) == 3 + 2
     assert proxy.forwarded == {
         "planner": 1, "researcher": 1, "analyst": 1, "critic": 1, "synthesizer": 1,
     }  # fmt: skip
@@ -156,12 +132,12 @@ def test_meeting_resumes_at_the_turn_that_failed(served: tuple[str, FaultProxy])
     proxy.fail("critic", after=1)  # speaks in round 1, fails in round 2
     code, first = _cli("meeting", "Open on Sundays?", "--rounds", "2", "--thread", "m-f")
     assert (code, first["status"]) == (1, "failed")
-    assert _served(sim) == 6  # 3 + moderator, then researcher and analyst of round 2
+    assert served_calls(sim) == 6  # 3 + moderator, then researcher and analyst of round 2
 
     proxy.heal()
     code, back = _cli("meeting", "--thread", "m-f", "--resume")
     assert (code, back["status"]) == (0, "completed")
-    assert _served(sim) == 6 + 3  # the critic's turn, the moderator, the summary
+    assert served_calls(sim) == 6 + 3  # the critic's turn, the moderator, the summary
     assert proxy.forwarded == {
         "researcher": 2, "analyst": 2, "critic": 2, "moderator": 2, "secretary": 1,
     }  # fmt: skip
@@ -230,10 +206,10 @@ def test_a_malformed_verdict_is_a_failed_validator_and_resume_asks_it_again(
     ]
     ladder = proxy.forwarded["completeness"]  # every step of the structured-output ladder
     assert ladder > 1
-    assert _served(sim) == 2 + ladder
+    assert served_calls(sim) == 2 + ladder
 
     proxy.heal()
     code, back = _cli("validate", "--thread", "v-garbled", "--resume")
-    assert _served(sim) == 2 + ladder + 1
+    assert served_calls(sim) == 2 + ladder + 1
     assert (back["output"]["responded"], back["failures"]) == (3, [])
     assert code == {"passed": 0, "failed": 3}[back["output"]["status"]]
