@@ -12,7 +12,7 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -222,26 +222,20 @@ def _thread_checkpoints(thread_id: str) -> int:
         return len(list(saver.list({"configurable": {"thread_id": thread_id}})))
 
 
-def test_a_run_started_after_prune_looked_keeps_its_thread(
-    backend: str, isolated_env: Path, tmp_path: Path
+def _prune_while_busy_resumes(
+    busy: int,
+    *,
+    start: Callable[..., tuple[subprocess.Popen[bytes], Path]],
+    tmp_path: Path,
 ) -> None:
-    """Prune reads which threads run, a run resumes one of them, prune goes on to cut it: the
-    run is seen, and its thread left whole."""
-    for thread in ("busy", "idle"):
-        made = CliRunner().invoke(
-            cli_app, ["run", "Plan a launch", "--agents", "critic", "--thread", thread,
-                      "--no-stream", "--memory", "off"],
-        )  # fmt: skip
-        assert made.exit_code == 0, made.output
-    live_writer(isolated_env).flush()
-    busy = _thread_checkpoints("busy")
-    assert busy > 0
+    """Prune looks; a run (``start``: here, or on another machine) resumes ``busy`` inside
+    prune's window, after its look and before its cut; prune goes on. The run is seen: ``idle``
+    alone is deleted, ``busy`` (``busy`` checkpoints) left whole, and the run then completes."""
     prune, prune_go = _paused_at(
         "prune-listed", "persistence", "prune", "--max-age-days", "0", "--json", tmp_path=tmp_path
     )
     try:
-        # the run starts inside prune's window: after its look, before its cut
-        run, run_go = _paused_at(
+        run, run_go = start(
             "run-registered", "run", "--thread", "busy", "--resume", "--no-stream", "--json",
             tmp_path=tmp_path,
         )  # fmt: skip
@@ -263,6 +257,23 @@ def test_a_run_started_after_prune_looked_keeps_its_thread(
         if prune.poll() is None:
             prune.kill()
             prune.wait()
+
+
+def test_a_run_started_after_prune_looked_keeps_its_thread(
+    backend: str, isolated_env: Path, tmp_path: Path
+) -> None:
+    """Prune reads which threads run, a run resumes one of them, prune goes on to cut it: the
+    run is seen, and its thread left whole."""
+    for thread in ("busy", "idle"):
+        made = CliRunner().invoke(
+            cli_app, ["run", "Plan a launch", "--agents", "critic", "--thread", thread,
+                      "--no-stream", "--memory", "off"],
+        )  # fmt: skip
+        assert made.exit_code == 0, made.output
+    live_writer(isolated_env).flush()
+    busy = _thread_checkpoints("busy")
+    assert busy > 0
+    _prune_while_busy_resumes(busy, start=_paused_at, tmp_path=tmp_path)
     assert _thread_checkpoints("busy") >= busy
     assert _thread_checkpoints("idle") == 0
 
@@ -302,32 +313,7 @@ def test_a_run_on_another_machine_keeps_its_thread_until_it_ends(
     thread, prune goes on to cut it. The run is seen (its registration is in the database),
     its thread left whole; once it ended, the thread is pruned like any other."""
     busy = _two_threads()
-    prune, prune_go = _paused_at(
-        "prune-listed", "persistence", "prune", "--max-age-days", "0", "--json", tmp_path=tmp_path
-    )
-    try:
-        run, run_go = _elsewhere(
-            "run-registered", "run", "--thread", "busy", "--resume", "--no-stream", "--json",
-            tmp_path=tmp_path,
-        )  # fmt: skip
-        try:
-            code, out, err = _finish(prune, prune_go)
-            assert code == 0, err
-            report = json.loads(out)
-            assert report["threads_deleted"] == ["idle"]
-            assert report["skipped"] == {"busy": f"running in process {run.pid}"}
-            assert _thread_checkpoints("busy") == busy
-            code, out, err = _finish(run, run_go)
-            assert code == 0, err
-            assert json.loads(out)["thread_id"] == "busy"
-        finally:
-            if run.poll() is None:
-                run.kill()
-                run.wait()
-    finally:
-        if prune.poll() is None:
-            prune.kill()
-            prune.wait()
+    _prune_while_busy_resumes(busy, start=_elsewhere, tmp_path=tmp_path)
     assert _thread_checkpoints("busy") >= busy
     report = _prune_here()
     assert report["threads_deleted"] == ["busy"]
