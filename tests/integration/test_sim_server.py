@@ -507,7 +507,8 @@ def test_serve_runs_as_a_subprocess_and_prints_its_url() -> None:
 
 def test_ctrl_c_with_a_request_in_flight_stops_without_a_traceback() -> None:
     # uvicorn cancels a request still running when its graceful shutdown ends, and logged the
-    # cancellation's traceback on the way out
+    # cancellation's traceback on the way out; the client got "Internal Server Error" as
+    # text/plain
     import signal
     import threading
     from contextlib import suppress
@@ -519,6 +520,7 @@ def test_ctrl_c_with_a_request_in_flight_stops_without_a_traceback() -> None:
         text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # even run as a job
     )
+    answers: list[httpx2.Response] = []
     try:
         assert proc.stdout is not None
         match = re.search(r"http://127\.0\.0\.1:\d+/v1", proc.stdout.readline())
@@ -528,7 +530,7 @@ def test_ctrl_c_with_a_request_in_flight_stops_without_a_traceback() -> None:
         def call() -> None:
             with suppress(httpx2.HTTPError):
                 body = {"model": "gpt-4o-mini", "messages": RAW_MESSAGES}
-                httpx2.post(f"{url}/chat/completions", json=body, timeout=60)
+                answers.append(httpx2.post(f"{url}/chat/completions", json=body, timeout=60))
 
         caller = threading.Thread(target=call)
         caller.start()
@@ -547,3 +549,10 @@ def test_ctrl_c_with_a_request_in_flight_stops_without_a_traceback() -> None:
     assert proc.returncode == 0
     assert "Traceback" not in stderr, stderr
     assert "timeout graceful shutdown exceeded" in stderr  # uvicorn's own line says what it did
+    # the request cut gets OpenAI's error document with 503, not a text/plain 500
+    [answer] = answers
+    assert answer.status_code == 503
+    assert answer.headers["content-type"] == "application/json"
+    error = answer.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["type"] == "server_error"
