@@ -24,7 +24,6 @@ retry_failed_validators`); the verdicts it has are kept.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -237,14 +236,6 @@ def _thread_budget(
     )  # fmt: skip
 
 
-@functools.cache
-def _compiled_unpersisted(workflow: Workflow) -> Any:
-    """``workflow`` compiled without a checkpointer, once per process: a compiled graph holds no
-    run state, and a batch's chunks (thousands of short runs) would otherwise compile it each.
-    A run with a checkpointer takes a copy given it (``Pregel.copy``, as ``with_config`` does)."""
-    return compile_workflow(workflow, checkpointer=None)
-
-
 def run_workflow(
     workflow: Workflow,
     inputs: Any,
@@ -359,9 +350,7 @@ def _run_workflow(
     # the boundary: with redaction on, no checkpoint, memory, cache or trace sees raw input
     redact = context.settings.profile.features.pii_redaction
     inputs = redact_input(inputs, enabled=redact)
-    graph = _compiled_unpersisted(workflow)
-    if checkpointer is not None:  # a copy with it: compiling again costs about 3 ms a run
-        graph = graph.copy({"checkpointer": checkpointer})
+    graph = compile_workflow(workflow, checkpointer=checkpointer)
     traced = run_config(
         workflow=workflow,
         settings=context.settings,
