@@ -42,15 +42,20 @@ def answers_in_flight() -> int:
 
 
 def say_stopping(console: Console, workflow: str, thread_id: str) -> None:
-    """The line the first Ctrl-C prints at once: what the run still does, and the way on."""
+    """The line the first Ctrl-C (or SIGTERM) prints at once: what the run still does, and the
+    way on."""
+    from multiagent._interrupt import terminated
+
     count = answers_in_flight()
     doing = (
         f"finishing {count} answer{'s' if count != 1 else ''} in flight"
         if count
         else "no new model call starts"
     )
+    # a SIGTERM stops as Ctrl-C does (see multiagent._interrupt), and a second one too
+    stopping, again = ("Stopping on SIGTERM", "SIGTERM") if terminated() else ("Stopping", "Ctrl-C")
     console.print(
-        f"[yellow]Stopping: {doing}; Ctrl-C again to stop now.[/] Resume with: "
+        f"[yellow]{stopping}: {doing}; {again} again to stop now.[/] Resume with: "
         f"{thread_resume_command(workflow, thread_id)}",
         highlight=False,
         soft_wrap=True,

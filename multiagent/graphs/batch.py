@@ -49,7 +49,7 @@ from typing import Any
 from langchain_core.callbacks import BaseCallbackHandler
 
 from multiagent._inputs import check_text, item_id_problem, read_text_file
-from multiagent._interrupt import stop_requested
+from multiagent._interrupt import stop_requested, terminated
 from multiagent.errors import UsageError
 from multiagent.graphs.batch_budget import (
     BatchBudget,
@@ -398,7 +398,8 @@ def batch_cross_validate(
     if status == "interrupted" and not unfinished:  # Ctrl-C came after the last item finished
         status = "completed" if stopped is None else stopped.status
     if status == "interrupted":
-        message = f"stopped by Ctrl-C; {describe_unfinished(unfinished)}"
+        by = "SIGTERM" if terminated() else "Ctrl-C"
+        message = f"stopped by {by}; {describe_unfinished(unfinished)}"
         error = "KeyboardInterrupt"
     elif stopped is not None:
         message = (

@@ -84,6 +84,27 @@ def test_ctrl_c_stores_the_finished_chunk_prints_the_resume_command_and_resume_r
     assert rest["usage"]["calls"] == 12 * 2
 
 
+def test_a_batch_stopped_by_sigterm_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def sigterm_once(done: int, total: int) -> None:  # as the CLI's handler does for SIGTERM
+        if not _interrupt.terminated():
+            monkeypatch.setattr(_interrupt, "_terminated", True)
+            raise KeyboardInterrupt
+
+    real = batch_module.batch_cross_validate
+    monkeypatch.setattr(
+        batch_module, "batch_cross_validate",
+        lambda *a, **k: real(*a, **{**k, "chunk_size": 4, "on_progress": sigterm_once}),
+    )  # fmt: skip
+    result = cli("validate", "--batch", str(batch_file(tmp_path, 8)), "--validators", "2",
+                 "--concurrency", "2", "--json")  # fmt: skip
+    assert result.exit_code == 130, result.output  # the console script makes it 143
+    doc = document(result)
+    assert doc["status"] == "interrupted"
+    assert doc["message"].startswith("stopped by SIGTERM; 4 items unfinished")
+
+
 @pytest.mark.parametrize("concurrency", [2, 4])  # one chunk at a time; two
 def test_a_stop_asked_by_ctrl_c_ends_the_chunks_at_their_next_call_and_keeps_what_finished(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, concurrency: int

@@ -152,6 +152,8 @@ def test_a_run_stopped_by_sigterm_ends_and_delivers_every_span_and_langsmith_run
         runs = captured.all()
     assert process.returncode == 143, err
     assert "interrupted: stopped by SIGTERM" in out
+    # the notice names what stopped it, and what stops it now
+    assert "Stopping on SIGTERM: no new model call starts; SIGTERM again to stop now. " in err
     spans = [
         span
         for body in bodies["/v1/traces"]
