@@ -27,6 +27,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from multiagent.graphs.workflows import task_label
 from multiagent.models.provider_errors import error_kind
 from multiagent.policies import ModelPrice
 
@@ -54,7 +55,9 @@ def _attributes(metadata: Mapping[str, Any] | None, tags: Sequence[str] | None) 
         value = (metadata or {}).get(key)
         if isinstance(value, str | int | float | bool):
             attrs[name] = value
-    shown = [t for t in tags or [] if not t.startswith(("seq:", "graph:step:", "langsmith:"))]
+    hidden = ("seq:", "graph:step:", "langsmith:")
+    # a tag given by both the run and its caller arrives twice: shown once
+    shown = list(dict.fromkeys(t for t in tags or [] if not t.startswith(hidden)))
     if shown:
         attrs["multiagent.tags"] = shown
     return attrs
@@ -193,9 +196,16 @@ class OpenTelemetryCallbackHandler(BaseCallbackHandler):
             with self._lock:
                 self._hidden_parent[run_id] = parent_run_id
             return
-        name = kwargs.get("name") or (serialized or {}).get("name") or "chain"
+        name = str(kwargs.get("name") or (serialized or {}).get("name") or "chain")
         attrs = _attributes(metadata, tags)
-        self._start(str(name), run_id=run_id, parent_run_id=parent_run_id, attributes=attrs)
+        if (metadata or {}).get("langgraph_node") == name and isinstance(inputs, dict):
+            # a node's task, named as the live view names it: the parallel ``work`` tasks of an
+            # orchestration (a validation's ``validate``, a meeting's ``speak``) are told apart
+            name = task_label(name, inputs)
+            member = inputs.get("agent") or inputs.get("validator")
+            if isinstance(member, str) and "multiagent.agent" not in attrs:
+                attrs["multiagent.agent"] = member
+        self._start(name, run_id=run_id, parent_run_id=parent_run_id, attributes=attrs)
 
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
         """Close the chain's span."""

@@ -270,6 +270,15 @@ def test_a_real_workflow_traces_agents_tokens_and_cost(
     cost = sum(float((s.attributes or {})["multiagent.cost_usd"]) for s in calls)  # type: ignore[arg-type]
     assert cost == pytest.approx(sum(call.cost_usd for call in outcome.ledger.calls))
     assert all((s.attributes or {})["multiagent.thread_id"] == "wf-1" for s in calls)
+    # the parallel tasks of one node are told apart, by name and by agent
+    tasks = {s.name: s for s in spans.get_finished_spans() if s.name.startswith("work")}
+    assert sorted(tasks) == ["work · analyst", "work · critic"]
+    assert [(s.attributes or {})["multiagent.agent"] for s in tasks.values()] == [
+        name.split(" · ")[1] for name in tasks
+    ]
+    for span in spans.get_finished_spans():  # each tag once, though run and caller both give it
+        shown = list((span.attributes or {}).get("multiagent.tags", ()))
+        assert len(shown) == len(set(shown)), shown
 
 
 def _receiver(bodies: list[tuple[str, bytes]]) -> FastAPI:
