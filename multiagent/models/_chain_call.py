@@ -12,6 +12,34 @@ counted as retries.
 
 Before the call is sent its worst case is held at the dearest member's prices (the highest
 input and output rate of any member), since any of them may answer.
+
+A cache hit of an answer a fallback gave is recorded as that member, as the answer was: the
+answer names its member (:data:`~multiagent.models._runnable_model.ANSWERED_BY`, kept with it
+in the cache) and :func:`answered_by` finds its identity, so ``saved_usd`` is what the answer
+first cost, at the rates of the member that gave it.
+
+**Pacing.** The chain is paced by the controller of its primary (controllers are keyed by
+provider, base URL and model, and the pipeline keys a brought model's by the model tried first),
+so that controller must hear what the primary's requests meet, as for a plain model. LangChain
+absorbs the primary's failure when a fallback answers: the controller heard of an answer, the
+primary's 429s never cut its pace nor paused it for their ``Retry-After``, and the primary was
+sent every call at full rate while the backup answered them all. The call's
+:class:`~multiagent.models._runnable_model.ChainWatch` now reports the primary's failure
+through the attempt's passage (:func:`paced`) the moment LangChain tells of it: a 429 cuts the
+pace and pauses the provider's gate for its ``Retry-After``, a server error counts against the
+primary's health, exactly as a plain model's would. The fallback's answer is then not told to
+that controller (its latency and rate-limit headers are another model's), and the slot is free
+while the fallback answers, since the primary is no longer busy with the request.
+
+The chain's next calls wait for the primary's ``Retry-After``; they are not sent to the backup
+directly meanwhile. The project's rule for a plain model is that nothing leaves for the
+provider before an announced pause ends, whichever agent or model sends it (one gate per
+provider endpoint), and a chain's every call starts with its primary, through the primary's
+controller. Sending them to the backup instead would need a controller of the backup's own
+(it has none: its requests would go unpaced, moving the storm from the primary onto it) and,
+for a backup at the same endpoint, would break the pause anyway. The call that met the 429
+still gets the backup's answer at once (what the chain was built for): its request to the
+backup is the one sent during the pause, where a plain model's call would have waited.
 """
 
 from __future__ import annotations
@@ -22,8 +50,15 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
+from langchain_core.outputs import Generation
 
-from multiagent.models._runnable_model import WATCH_ARG, ChainWatch, RunnableChatModel
+from multiagent.models._bp_wait import Passage
+from multiagent.models._runnable_model import (
+    ANSWERED_BY,
+    WATCH_ARG,
+    ChainWatch,
+    RunnableChatModel,
+)
 from multiagent.models.accounting import CallIdentity
 from multiagent.models.budget_hold import CallInFlight
 from multiagent.models.ledger import CallRecord, Outcome
@@ -79,6 +114,18 @@ class ChainCall(CallInFlight):
         return super()._finish(outcome, error)
 
 
+def _members(provider_model: BaseChatModel, identity: CallIdentity) -> list[CallIdentity] | None:
+    """Each member's identity, for a priced wrapper of more than one chat model; else ``None``."""
+    if not isinstance(provider_model, RunnableChatModel) or len(provider_model.prices) < 2:
+        return None
+    return [
+        dataclasses.replace(identity, provider=provider, model=name, price=price)
+        for (provider, name), price in zip(
+            provider_model.members, provider_model.prices, strict=True
+        )
+    ]
+
+
 def call_in_flight(
     provider_model: BaseChatModel,
     identity: CallIdentity,
@@ -89,12 +136,25 @@ def call_in_flight(
 ) -> CallInFlight:
     """The call in flight for ``provider_model``: a :class:`ChainCall` for a priced wrapper of
     more than one chat model, else a plain one under ``identity``."""
-    if isinstance(provider_model, RunnableChatModel) and len(provider_model.prices) > 1:
-        members = [
-            dataclasses.replace(identity, provider=provider, model=name, price=price)
-            for (provider, name), price in zip(
-                provider_model.members, provider_model.prices, strict=True
-            )
-        ]
+    members = _members(provider_model, identity)
+    if members is not None:
         return ChainCall(members, messages, kwargs, default_max_output=default_max_output)
     return CallInFlight(identity, messages, kwargs, default_max_output=default_max_output)
+
+
+def paced(call: CallInFlight, passage: Passage) -> None:
+    """``passage`` is the way of ``call``'s attempt through its controller: a chain's watch
+    reports its primary's failure through it (a plain call reports its own outcome)."""
+    if isinstance(call, ChainCall):
+        call.watch.passage = passage
+
+
+def answered_by(
+    provider_model: BaseChatModel, identity: CallIdentity, generations: Sequence[Generation]
+) -> CallIdentity:
+    """Who gave a cached answer: the member of a chain the answer names, else ``identity``."""
+    members = _members(provider_model, identity)
+    if members is None or not generations:
+        return identity
+    name = (generations[0].generation_info or {}).get(ANSWERED_BY)
+    return next((member for member in members if member.model == name), identity)

@@ -11,7 +11,9 @@ Every chat model in the wrapper is a *member* of it, numbered in the order LangC
 at a different price, so a call is recorded under the member that answered and each member that
 failed before it gets a failed call of its own (see :mod:`multiagent.models._chain_call`): while
 the wrapper runs, a :class:`ChainWatch` of the call hears each member start, fail or answer,
-knowing it by the member's number in its run metadata.
+knowing it by the member's number in its run metadata. The watch also tells the backpressure
+controller pacing the call of the primary's failure, and an answer names the member that gave
+it (:data:`ANSWERED_BY`), for a cache hit of it to be recorded as that member.
 
 Retries are the pipeline's alone (:mod:`multiagent.models.retry`): a client's own retries would
 multiply every failed call by the client's attempts, each a request the rate limiter never sees.
@@ -46,6 +48,7 @@ from langchain_core.runnables.retry import RunnableRetry
 from langchain_core.tools import BaseTool
 from pydantic import BaseModel, ConfigDict, SkipValidation
 
+from multiagent.models._bp_wait import Passage
 from multiagent.policies import ModelPrice
 
 #: Run-metadata key of a member's number, by which a :class:`ChainWatch` knows it.
@@ -53,6 +56,9 @@ MEMBER_KEY = "multiagent_member"
 #: Keyword argument a call of the pipeline hands its :class:`ChainWatch` in (taken out before
 #: the wrapper is invoked).
 WATCH_ARG = "_multiagent_chain_watch"
+#: Key of the answering member's model name in an answer's ``generation_info``: kept with the
+#: answer in the completion cache, so a hit of it is recorded and priced as that member.
+ANSWERED_BY = "multiagent_answered_by"
 
 
 def wrapped_chat_model(runnable: Runnable[Any, Any]) -> BaseChatModel | None:
@@ -175,12 +181,17 @@ class ChainWatch(BaseCallbackHandler):
 
     Reset by each call of the wrapper (an attempt of the pipeline's retry loop), so it tells of
     the last one.
+
+    ``passage`` is the attempt's way through the controller pacing the primary (member 0): the
+    primary's failure is reported through it the moment it happens, as a plain model's
+    failure is, though a fallback may still answer (see :mod:`multiagent.models._chain_call`).
     """
 
     run_inline = True  # cheap, and in the order the members run
 
     def __init__(self) -> None:
         super().__init__()
+        self.passage: Passage | None = None
         self.begin()
 
     def begin(self) -> None:
@@ -219,6 +230,15 @@ class ChainWatch(BaseCallbackHandler):
         index, began = found
         used = _usage(response)
         self.failures.append(MemberFailure(index, error, used, time.perf_counter() - began))
+        if index == 0 and self.passage is not None and isinstance(error, Exception):
+            # the passage takes one report: the fallback's answer is not told of after it
+            self.passage.failed(error)
+
+    def answer_info(self, members: Sequence[tuple[str, str]]) -> dict[str, Any] | None:
+        """The ``generation_info`` naming the member that answered (the one started last)."""
+        if self.last is None or self.last >= len(members):
+            return None
+        return {ANSWERED_BY: members[self.last][1]}
 
 
 def _usage(response: LLMResult | None) -> tuple[int, int] | None:
@@ -307,8 +327,9 @@ class RunnableChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        config, options = _call_options(stop, kwargs)
-        return _result(self.runnable.invoke(messages, config, **options))
+        config, options, watch = _call_options(stop, kwargs)
+        answer = self.runnable.invoke(messages, config, **options)
+        return _result(answer, None if watch is None else watch.answer_info(self.members))
 
     async def _agenerate(
         self,
@@ -317,8 +338,9 @@ class RunnableChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        config, options = _call_options(stop, kwargs)
-        return _result(await self.runnable.ainvoke(messages, config, **options))
+        config, options, watch = _call_options(stop, kwargs)
+        answer = await self.runnable.ainvoke(messages, config, **options)
+        return _result(answer, None if watch is None else watch.answer_info(self.members))
 
     def _stream(
         self,
@@ -327,9 +349,13 @@ class RunnableChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        config, options = _call_options(stop, kwargs)
+        config, options, watch = _call_options(stop, kwargs)
+        first = True
         for chunk in self.runnable.stream(messages, config, **options):
-            yield _chunk(chunk)
+            # the member is known by the first chunk (a fallback is tried before it)
+            info = watch.answer_info(self.members) if first and watch is not None else None
+            first = False
+            yield _chunk(chunk, info)
 
     async def _astream(
         self,
@@ -338,34 +364,37 @@ class RunnableChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        config, options = _call_options(stop, kwargs)
+        config, options, watch = _call_options(stop, kwargs)
+        first = True
         async for chunk in self.runnable.astream(messages, config, **options):
-            yield _chunk(chunk)
+            info = watch.answer_info(self.members) if first and watch is not None else None
+            first = False
+            yield _chunk(chunk, info)
 
 
 def _call_options(
     stop: list[str] | None, kwargs: dict[str, Any]
-) -> tuple[RunnableConfig, dict[str, Any]]:
-    """The wrapper's config (the call's watch as its one callback, if it has one) and
-    keyword arguments."""
+) -> tuple[RunnableConfig, dict[str, Any], ChainWatch | None]:
+    """The wrapper's config (the call's watch as its one callback, if it has one), keyword
+    arguments and the watch."""
     watch = kwargs.pop(WATCH_ARG, None)
     options = kwargs if stop is None else {**kwargs, "stop": stop}
     if not isinstance(watch, ChainWatch):
-        return _OWN_RUNS_OFF, options
+        return _OWN_RUNS_OFF, options, None
     watch.begin()
-    return {"callbacks": [watch]}, options
+    return {"callbacks": [watch]}, options, watch
 
 
-def _result(answer: Any) -> ChatResult:
+def _result(answer: Any, info: dict[str, Any] | None) -> ChatResult:
     """A whole answer as a result; a wrapper answering with no message is a ``TypeError``."""
     if not isinstance(answer, AIMessage):
         raise TypeError(f"the brought model answered with {type(answer).__name__}, not a message")
-    return ChatResult(generations=[ChatGeneration(message=answer)])
+    return ChatResult(generations=[ChatGeneration(message=answer, generation_info=info)])
 
 
-def _chunk(chunk: Any) -> ChatGenerationChunk:
+def _chunk(chunk: Any, info: dict[str, Any] | None) -> ChatGenerationChunk:
     if isinstance(chunk, AIMessageChunk):
-        return ChatGenerationChunk(message=chunk)
+        return ChatGenerationChunk(message=chunk, generation_info=info)
     if isinstance(chunk, AIMessage):  # a wrapper that does not stream yields its whole answer
         message = AIMessageChunk(
             content=chunk.content,
@@ -375,5 +404,5 @@ def _chunk(chunk: Any) -> ChatGenerationChunk:
             usage_metadata=chunk.usage_metadata,
             id=chunk.id,
         )
-        return ChatGenerationChunk(message=message)
+        return ChatGenerationChunk(message=message, generation_info=info)
     raise TypeError(f"the brought model streamed {type(chunk).__name__}, not message chunks")

@@ -53,7 +53,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, SkipValidation
 from multiagent._interrupt import StopRequested, check_stop, check_stop_now
 from multiagent.models._answer_trace import priced, replay_chunks, with_call_id
 from multiagent.models._bp_health import output_tokens_of, served_seconds
-from multiagent.models._chain_call import call_in_flight
+from multiagent.models._chain_call import answered_by, call_in_flight, paced
 from multiagent.models._in_flight import asked_before_send, held_at_gate
 from multiagent.models.accounting import (
     CallIdentity,
@@ -181,14 +181,16 @@ class PipelineChatModel(BaseChatModel):
         if used is None:  # estimated as the first call was, when the model reports no usage
             tools = request_tools(kwargs)
             used = (prompt_tokens(prompt, tools=tools), output_estimate(messages))
-        record = self.identity.finish(
+        # a chain's answer is recorded as the member that gave it (see _chain_call)
+        identity = answered_by(self.provider_model, self.identity, found)
+        record = identity.finish(
             "cached",
             input_tokens=0,
             output_tokens=0,
             estimated=False,
             latency_s=time.perf_counter() - started,
             attempts=0,
-            saved_usd=self.identity.price.cost(*used),
+            saved_usd=identity.price.cost(*used),
         )
         return ChatResult(generations=[stamp(g.model_copy(), record) for g in generations])
 
@@ -398,6 +400,7 @@ class PipelineChatModel(BaseChatModel):
                 with attempt:
                     call.attempts += 1
                     with self.controller.slot(tokens=call.pace_tokens) as passage:
+                        paced(call, passage)  # a chain's primary fails through it
                         with held_at_gate(passage):
                             result = self.provider_model._generate(
                                 messages, stop=stop, run_manager=run_manager, **kwargs
@@ -422,6 +425,7 @@ class PipelineChatModel(BaseChatModel):
                 with attempt:
                     call.attempts += 1
                     async with self.controller.aslot(tokens=call.pace_tokens) as passage:
+                        paced(call, passage)
                         with held_at_gate(passage):
                             result = await self.provider_model._agenerate(
                                 messages, stop=stop, run_manager=run_manager, **kwargs
@@ -460,6 +464,7 @@ class PipelineChatModel(BaseChatModel):
                             passage = attempt_stack.enter_context(
                                 self.controller.slot(tokens=call.pace_tokens)
                             )
+                            paced(call, passage)
                             chunks = self._streaming(kwargs)._stream(messages, stop=stop, **kwargs)
                             with held_at_gate(passage):  # the request is sent by the first read
                                 first = next(chunks, None)
@@ -497,6 +502,7 @@ class PipelineChatModel(BaseChatModel):
                                 passage = await attempt_stack.enter_async_context(
                                     self.controller.aslot(tokens=call.pace_tokens)
                                 )
+                                paced(call, passage)
                                 chunks = aiter(
                                     self._streaming(kwargs)._astream(messages, stop=stop, **kwargs)
                                 )
