@@ -16,7 +16,8 @@ input and output rate of any member), since any of them may answer.
 A cache hit of an answer a fallback gave is recorded as that member, as the answer was: the
 answer names its member (:data:`~multiagent.models._runnable_model.ANSWERED_BY`, kept with it
 in the cache) and :func:`answered_by` finds its identity, so ``saved_usd`` is what the answer
-first cost, at the rates of the member that gave it.
+first cost, at the rates of the member that gave it. The cost LangSmith reads off an answer
+(``input_cost``, ``output_cost``) is priced as that member too.
 
 **Pacing.** The chain is paced by the controller of its primary (controllers are keyed by
 provider, base URL and model, and the pipeline keys a brought model's by the model tried first),
@@ -152,7 +153,7 @@ def paced(call: CallInFlight, passage: Passage) -> None:
 def answered_by(
     provider_model: BaseChatModel, identity: CallIdentity, generations: Sequence[Generation]
 ) -> CallIdentity:
-    """Who gave a cached answer: the member of a chain the answer names, else ``identity``."""
+    """Who gave an answer (fresh or cached): the member of a chain it names, else ``identity``."""
     members = _members(provider_model, identity)
     if members is None or not generations:
         return identity

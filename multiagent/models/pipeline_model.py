@@ -295,8 +295,11 @@ class PipelineChatModel(BaseChatModel):
         return self._should_stream(async_api=async_api, run_manager=run_manager, **kwargs)
 
     def _priced(self, result: ChatResult) -> ChatResult:
-        """``result`` with each answer's cost on its ``usage_metadata`` (for LangSmith)."""
-        return priced(result, self.identity.price)
+        """``result`` with each answer's cost on its ``usage_metadata`` (for LangSmith), at the
+        rates of the chain member that gave it."""
+        return priced(
+            result, answered_by(self.provider_model, self.identity, result.generations).price
+        )
 
     # -- redaction: before the cache key is computed and before anything is sent ------------
 

@@ -120,3 +120,13 @@ def test_a_hit_of_the_backups_answer_is_recorded_and_priced_as_the_backup(stream
     # the answer first cost the backup's rates, not the free primary's
     assert (hit.model, hit.outcome, hit.cost_usd) == ("Backup", "cached", 0.0)
     assert hit.saved_usd == pytest.approx(answered.cost_usd)
+
+
+def test_a_backups_answer_carries_its_cost_at_the_backups_rates_for_tracing() -> None:
+    _, chat, ledger = chain(settings_with(cache=False))
+    usage: dict[str, Any] = dict(chat.invoke("go").usage_metadata or {})
+    answered = ledger.calls[-1]
+    # LangSmith's fields: the parts add up to the record's cost, each at the backup's rates
+    assert usage["input_cost"] == pytest.approx(9 * 1000.0 / 1e6)
+    assert usage["output_cost"] == pytest.approx(3 * 2000.0 / 1e6)
+    assert usage["total_cost"] == pytest.approx(answered.cost_usd)
