@@ -211,7 +211,9 @@ def show_batch_results(client: Any, batch_id: str, *, as_json: bool) -> dict[str
         console.print(f"[red]{len(document['dead_lettered'])} items dead-lettered[/]")
     waiting = len(document["unfinished"]) - len(document["dead_lettered"])
     if waiting:
-        console.print(f"[yellow]{waiting} items not finished yet[/]")
+        partial = len(set(document["partial"]) - set(document["dead_lettered"]))
+        kept = f" ({partial} with the verdicts given kept)" if partial else ""
+        console.print(f"[yellow]{waiting} items not finished yet{kept}[/]")
     from multiagent.commands._batch_resume import print_hint, resume_hint
 
     print_hint(resume_hint(client, document), as_json=as_json)

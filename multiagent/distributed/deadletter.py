@@ -68,8 +68,12 @@ def count_done(client: redis.Redis, queue: str, amount: int) -> None:
 
 
 # One round trip for the end of a chunk: store its records (each item once, HSETNX; a chunk that
-# completed stored items replaces their records, HSET, ARGV[7] = '1'), its usage,
-# count the new ones in the throughput buckets, and (when done) acknowledge and delete the entry.
+# completed stored items replaces their records, HSET, ARGV[7] = '1'), its partial records (items
+# some validators answered and others were not asked yet: kept in the batch's partial hash, in
+# place of an earlier one, unless the item was finished meanwhile; a finished record takes the
+# item out of it), its usage, count the new finished ones in the throughput buckets, and (when
+# done) acknowledge and delete the entry. ARGV[8] is how many of the (id, record) pairs that
+# follow are finished records; the partial ones come after them.
 # Storing and acknowledging in one script also means no crash can fall between the two.
 # A batch without its manifest was lost (Redis restarted without its data while the chunk ran):
 # its entry is acknowledged, nothing stored, so no keys of a batch nobody can read are left.
@@ -82,8 +86,15 @@ if redis.call('HEXISTS', KEYS[3], 'manifest') == 0 then
   return -1
 end
 local store = ARGV[7] == '1' and 'HSET' or 'HSETNX'
-for i = 8, #ARGV, 2 do
+local last = 8 + 2 * tonumber(ARGV[8])
+for i = 9, last, 2 do
   new = new + redis.call(store, KEYS[1], ARGV[i], ARGV[i + 1])
+  redis.call('HDEL', KEYS[7], ARGV[i])
+end
+for i = last + 1, #ARGV, 2 do
+  if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 0 then
+    redis.call('HSET', KEYS[7], ARGV[i], ARGV[i + 1])
+  end
 end
 redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])
 redis.call('HINCRBY', KEYS[3], 'runs', 1)
@@ -118,8 +129,12 @@ class FinishedChunk:
     #: (resent after a lost reply) counts once
     attempt: str = ""
     #: its records complete stored items (their failed validators asked again): they replace
-    #: the records they complete, and none counts as new
+    #: the records they complete, and only an item finished now (its record was partial) counts
+    #: as new
     replace: bool = False
+    #: ``(item id, record JSON)`` of its partial records: unfinished items some validators
+    #: answered, the others not asked yet (kept so that their verdicts are not bought again)
+    partial: Sequence[tuple[str, str]] = ()
 
     @property
     def usage_field(self) -> str:
@@ -139,13 +154,13 @@ def finish_chunks(client: redis.Redis, queue: str, chunks: Sequence[FinishedChun
         queue: The entries' queue.
         chunks: What to store: per chunk its entry, batch, chunk id and attempt (its usage is
             kept once per attempt), ``(item id, record JSON)`` of the finished items (an id already
-            stored keeps its first record: an entry run twice stores each item once), the
-            usage as JSON, and whether to acknowledge and delete the entry (``False``: it failed
-            and waits for its retry).
+            stored keeps its first record: an entry run twice stores each item once) and of the
+            partial ones (kept until the item is finished), the usage as JSON, and whether to
+            acknowledge and delete the entry (``False``: it failed and waits for its retry).
 
     Returns:
-        How many records were new, per chunk; -1 for a chunk whose batch Redis has lost (its
-        entry acknowledged, nothing stored).
+        How many finished records were new, per chunk; -1 for a chunk whose batch Redis has
+        lost (its entry acknowledged, nothing stored).
     """
     if not chunks:
         return []
@@ -154,12 +169,14 @@ def finish_chunks(client: redis.Redis, queue: str, chunks: Sequence[FinishedChun
         keys = [
             batch_key(chunk.batch_id, "records"), batch_key(chunk.batch_id, "usage"),
             batch_key(chunk.batch_id), stats_key(queue), stream_key(queue), attempts_key(queue),
+            batch_key(chunk.batch_id, "partial"),
         ]  # fmt: skip
         head = [
             chunk.usage_field, chunk.usage_json, GROUP, chunk.entry_id, "1" if chunk.ack else "0",
-            BUCKET_TTL_S, "1" if chunk.replace else "0",
+            BUCKET_TTL_S, "1" if chunk.replace else "0", len(chunk.records),
         ]  # fmt: skip
-        calls.append((keys, [*head, *(value for pair in chunk.records for value in pair)]))
+        pairs = [*chunk.records, *chunk.partial]
+        calls.append((keys, [*head, *(value for pair in pairs for value in pair)]))
     try:
         return _run_finish(client, calls)
     except NoScriptError:  # a restarted Redis forgot the script: none of the calls ran

@@ -12,6 +12,10 @@ Layout (every key under ``multiagent:``):
   item processed twice (a worker that died after storing, before acknowledging) is stored once;
   a record completed by a resume (its failed validators asked again) replaces the one it
   completes;
+- ``batch:{ID}:partial``: item id → the *partial* record of an unfinished item some of whose
+  validators answered while the others were not asked yet (its chunk stopped: a budget, an
+  error); the entry that runs the item again asks only those others, so no verdict is bought
+  twice. The item's finished record takes it out; it never counts as finished;
 - ``batch:{ID}:usage``: chunk id and attempt → the usage of that attempt (``HSETNX``): every
   attempt that ran paid for its calls, a retry of a chunk's unfinished items as well, and one
   taken over by another worker as it ran (``CHUNK:taken-over-…``, see :mod:`.entry_guard`);
@@ -212,6 +216,7 @@ def batch_status(client: redis.Redis, batch_id: str) -> dict[str, Any]:
     manifest = load_manifest(client, batch_id)
     meta = client.hgetall(batch_key(batch_id))
     finished = int(client.hlen(batch_key(batch_id, "records")))
+    partial = int(client.hlen(batch_key(batch_id, "partial")))
     dead = int(client.scard(batch_key(batch_id, "dead")))
     total = len(manifest.items)
     queue = str(meta.get("queue", DEFAULT_QUEUE))
@@ -230,6 +235,8 @@ def batch_status(client: redis.Redis, batch_id: str) -> dict[str, Any]:
         "finished": finished,
         # a count under its own key: ``unfinished`` is always the list of ids (batch results)
         "unfinished_count": total - finished,
+        # unfinished items whose verdicts paid for so far are kept (the rest still to ask)
+        "partial_count": partial,
         "dead_items": dead,
         "dead_letters": int(meta.get("dead_letters", 0)),
         "failures": int(meta.get("failures", 0)),
@@ -258,10 +265,12 @@ def _state(*, finished: int, dead: int, total: int, stopped: Any = None) -> str:
 
 
 def batch_results(client: redis.Redis, batch_id: str) -> dict[str, Any]:
-    """The finished items' results in input order, the unfinished ids, the incomplete ones
+    """The finished items' results in input order, the unfinished ids (``partial``: those of
+    them with verdicts kept, the validators not asked yet still to ask), the incomplete ones
     (decided without validators that failed: a resume asks only those again), and the usage."""
     manifest = load_manifest(client, batch_id)
     stored = client.hgetall(batch_key(batch_id, "records"))
+    partial = set(client.hkeys(batch_key(batch_id, "partial")))
     usage = [
         entry
         for text in client.hvals(batch_key(batch_id, "usage"))
@@ -296,6 +305,7 @@ def batch_results(client: redis.Redis, batch_id: str) -> dict[str, Any]:
         "verdicts": verdicts,
         "unfinished": unfinished,
         "unfinished_count": len(unfinished),
+        "partial": [item for item in unfinished if item in partial],
         "dead_lettered": [item for item in unfinished if item in dead],
         "incomplete": incomplete,
         "incomplete_count": len(incomplete),

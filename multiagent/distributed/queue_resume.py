@@ -5,8 +5,10 @@ A queued batch whose budget left no room for its next item stops as ``budget_exc
 remaining entries are acknowledged unrun, so nothing would ever finish its unfinished items.
 :func:`resume_batch` raises the batch's cap in Redis to the new total (what was spent before
 included, as a local batch's ``--resume --budget`` counts it), clears the stop, and puts the
-items that have no record and were not dead-lettered back on the batch's queue. Dead-lettered
-items stay so: they failed ``--max-attempts`` times, and a larger budget does not mend that.
+items that have no record and were not dead-lettered back on the batch's queue; an item its
+chunk left partial (some validators answered, the others not asked yet) is among them, and the
+worker asks only those others. Dead-lettered items stay so: they failed ``--max-attempts``
+times, and a larger budget does not mend that.
 
 All of it is one script (:data:`_RESUME`), checked and written atomically on the server:
 
@@ -251,7 +253,8 @@ def resume_batch(
             pipe.hgetall(batch_key(batch_id, "records"))
             pipe.smembers(batch_key(batch_id, "dead"))
             pipe.hget(batch_key(batch_id), "stopped")
-            records, dead, stopped = pipe.execute()
+            pipe.hgetall(batch_key(batch_id, "partial"))
+            records, dead, stopped, partial = pipe.execute()
         finished, dead = set(records), set(dead)
         stopped_here = stopped == "budget_exceeded" and len(finished) < len(manifest.items)
         completing = incomplete_items(manifest, records)
@@ -281,7 +284,7 @@ def resume_batch(
         completions = plan_chunks([item for item, _ in completing], chunk_size=manifest.chunk_size)
         chunks = plan_chunks(todo, chunk_size=manifest.chunk_size)
         # the first item a worker admits (those to complete go first): its worst case must fit
-        first, asked = completing[0] if completing else (todo[0], manifest.validators)
+        first, asked = completing[0] if completing else _next_item(todo, partial, manifest)
         worst = None
         if budget_usd is not None and worst_case is not None:
             worst = worst_case(asked, first["text"])
@@ -327,6 +330,19 @@ def resume_batch(
             incomplete=len(completing),
         )  # fmt: skip
     raise UsageError(f"batch {batch_id!r} kept changing while resuming it; try again")
+
+
+def _next_item(
+    todo: list[ValidationItem], partial: Mapping[Any, Any], manifest: BatchManifest
+) -> tuple[ValidationItem, list[str]]:
+    """The first item of ``todo`` and the validators a worker asks for it: those not asked yet
+    when its chunk left it partial, else all of them."""
+    first = todo[0]
+    text = partial.get(first["id"])
+    if text is None:
+        return first, manifest.validators
+    tasks = ItemRecord.from_dict(json.loads(str(text))).failed_validators(first)
+    return first, [task["validator"] for task in tasks]
 
 
 def _not_stopped(client: redis.Redis, batch_id: str) -> UsageError:

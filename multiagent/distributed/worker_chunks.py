@@ -9,6 +9,13 @@ entry a resume queued to *complete* stored items (``complete``, see
 (:func:`multiagent.graphs.batch_chunks.complete_chunk`, the single run's rule), and its records
 replace those they complete; an item complete meanwhile is not run.
 
+A chunk that stops mid-way (its budget, an error) keeps what it paid for, as a local batch's
+does: an item some of whose validators answered while the others were not asked yet is stored
+as a *partial* record (``batch:{ID}:partial``, never counted as finished). The entry's retry,
+or the entry a resume queues for the item, completes it as an incomplete item is completed,
+asking only the validators not asked yet, before running its other items whole; no verdict
+is bought twice.
+
 A chunk of a batch queued with ``--budget`` runs its items only once the batch's budget in Redis
 (:class:`multiagent.models.budget_redis.RedisBudget`, one per batch and process) holds each
 one's worst case, and their calls draw on those holds (:mod:`.worker_admission`); without it,
@@ -50,10 +57,15 @@ from multiagent.distributed.deadletter import (
 )
 from multiagent.distributed.entry_guard import EntryGuard
 from multiagent.distributed.queue import Judging, batch_key, load_judging, stream_key
-from multiagent.distributed.queue_resume import entry_current
 from multiagent.distributed.worker_admission import admit_items
 from multiagent.distributed.worker_feed import claim_own
-from multiagent.distributed.worker_state import EndedChunk, WorkerState
+from multiagent.distributed.worker_state import (
+    EndedChunk,
+    EntryCheck,
+    WorkerState,
+    ask_entry_state,
+    entry_check,
+)
 from multiagent.errors import BudgetExceededError
 from multiagent.graphs.batch_budget import completing_worst_case
 from multiagent.graphs.batch_chunks import (
@@ -107,6 +119,7 @@ class EntryRunner:
         items = json.loads(fields.get("items", "[]"))
         completing = fields.get("complete") == "1"
         todo = []
+        # the stored records of items to complete (validators failed, or not asked yet)
         records: dict[str, ItemRecord] = {}
         if judging is not None:
             with state.lock:  # an entry completing items reads their records when it runs
@@ -116,7 +129,8 @@ class EntryRunner:
                 done = {item["id"] for item in items if item["id"] not in records}
             else:
                 ids = [i["id"] for i in items]
-                skip, done = checked or self._batch_state(batch_id, fields, ids)
+                check = checked or self._batch_state(batch_id, fields, ids)
+                skip, done, records = check.skip, check.done, check.partial
             # the batch's budget ran out: its remaining items stay unfinished (until a resume
             # queues them again, in new entries: this one is then skipped as well)
             if skip:
@@ -128,26 +142,8 @@ class EntryRunner:
         if judging is None or not todo:
             acknowledge(self.client, self.queue, entry_id)
             return
-        budget = self._budget(batch_id)
         guard = EntryGuard(lambda: self.still_ours(entry_id))
-        run: ChunkRun = (
-            functools.partial(complete_chunk, records=records) if completing else run_chunk
-        )
-        if budget is None:
-            outcome = run(
-                f"{batch_id}:{chunk_id}", todo, validators=judging.validators,
-                threshold=judging.threshold, context=self.context,
-                max_concurrency=1,  # one call per thread: --concurrency is calls in flight
-                ledger=RunLedger(budget_usd=self.context.ledger.budget_usd, shared=guard),
-            )  # fmt: skip
-        else:
-            # an item being completed costs at worst its failed validators' calls
-            asked = asked_again(todo, records)
-            worst_case = completing_worst_case(self.context, judging.validators, asked)
-            outcome = self._admitted(
-                f"{batch_id}:{chunk_id}", todo, judging, budget, guard, run=run,
-                worst_case=worst_case,
-            )  # fmt: skip
+        outcome = self._run_items(batch_id, chunk_id, todo, records, judging, guard)
         if not guard.still_ours():  # another worker runs it: its records are that one's
             self._keep_paid(entry_id, batch_id, chunk_id, outcome)
             return
@@ -156,15 +152,15 @@ class EntryRunner:
                 batch_key(batch_id),
                 mapping={"stopped": "budget_exceeded", "last_error": outcome.message},
             )
-        # unfinished items (no validator answered) leave the entry pending for its retry;
-        # a batch out of budget is acknowledged: no worker could finish it
+        # unfinished items (no validator answered, or some not asked yet) leave the entry
+        # pending for its retry; a batch out of budget is acknowledged: no worker could finish it
         retry = bool(outcome.unfinished) and outcome.status != "budget_exceeded"
-        # a partial record (validators not asked yet) is not a queued batch's: the entry's
-        # retry runs the item whole
-        kept = [r for r in outcome.records if not r.partial]
+        # a partial record (validators not asked yet) is kept apart: the entry's retry, or a
+        # resume's, asks only the validators not asked
         finished = FinishedChunk(
             entry_id=entry_id, batch_id=batch_id, chunk_id=chunk_id,
-            records=[(r.result["id"], json.dumps(r.as_dict())) for r in kept],
+            records=[_pair(r) for r in outcome.records if not r.partial],
+            partial=[_pair(r) for r in outcome.records if r.partial],
             usage_json=json.dumps(outcome.usage), ack=not retry, attempt=uuid.uuid4().hex[:12],
             replace=completing,
         )  # fmt: skip
@@ -172,6 +168,59 @@ class EntryRunner:
         with state.lock:
             state.storing.add(entry_id)
         state.ended.put(EndedChunk(finished, fields, outcome, failure))
+
+    def _run_items(
+        self,
+        batch_id: str,
+        chunk_id: str,
+        todo: list[ValidationItem],
+        records: dict[str, ItemRecord],
+        judging: Judging,
+        guard: EntryGuard,
+    ) -> ChunkOutcome:
+        """Complete the items of ``todo`` that have a record in ``records``, asking only their
+        validators that failed or were not asked yet (:func:`complete_chunk`), then run the
+        others whole (:func:`run_chunk`); the second part does not start once the first did
+        not complete. Under the batch's budget each item is admitted at its worst case (an
+        item being completed: its validators asked again); without one, the entry's calls
+        reserve against the profile's run budget, both parts together."""
+        name, budget = f"{batch_id}:{chunk_id}", self._budget(batch_id)
+        cap = self.context.ledger.budget_usd
+        parts: list[tuple[ChunkRun, list[ValidationItem]]] = [
+            (
+                functools.partial(complete_chunk, records=records),
+                [item for item in todo if item["id"] in records],
+            ),
+            (run_chunk, [item for item in todo if item["id"] not in records]),
+        ]
+        outcomes: list[ChunkOutcome] = []
+        left: list[str] = []
+        for run, items in parts:
+            if not items:
+                continue
+            if outcomes and (outcomes[-1].status != "completed" or not guard.still_ours()):
+                left.extend(item["id"] for item in items)
+                continue
+            if budget is None:
+                spent = sum(outcome.spent_usd for outcome in outcomes)
+                outcome = run(
+                    name, items, validators=judging.validators, threshold=judging.threshold,
+                    context=self.context,
+                    max_concurrency=1,  # one call per thread: --concurrency is calls in flight
+                    ledger=RunLedger(
+                        budget_usd=None if cap is None else max(0.0, cap - spent), shared=guard
+                    ),
+                )  # fmt: skip
+            else:
+                asked = asked_again(items, records)
+                worst_case = completing_worst_case(self.context, judging.validators, asked)
+                outcome = self._admitted(
+                    name, items, judging, budget, guard, run=run, worst_case=worst_case
+                )
+            outcomes.append(outcome)
+        if len(outcomes) == 1 and not left:
+            return outcomes[0]
+        return merge_outcomes(name, outcomes, unfinished=left)
 
     def _admitted(
         self,
@@ -325,32 +374,34 @@ class EntryRunner:
         self, batch_id: str, fields: dict[str, Any], items: list[ValidationItem]
     ) -> tuple[bool, dict[str, ItemRecord]]:
         """Whether the entry is not to run (as :meth:`_batch_state`), and the records of its
-        items still incomplete (validators failed after retries, no verdict since): one round
-        trip."""
+        items still to complete: incomplete (validators failed after retries, no verdict
+        since), or partial (validators not asked yet); one round trip."""
         ids = [item["id"] for item in items]
         with self.client.pipeline(transaction=False) as pipe:
-            pipe.hmget(batch_key(batch_id), ["stopped", "resumes"])
-            pipe.hmget(batch_key(batch_id, "records"), ids)
-            (stopped, resumes), found = pipe.execute()
-        skip = bool(stopped) or not entry_current(fields, resumes)
+            ask_entry_state(pipe, batch_id, ids)
+            replies = pipe.execute()
+        check = entry_check(fields, ids, replies)
         records = {}
-        for item, text in zip(items, found, strict=True):
-            record = None if text is None else ItemRecord.from_dict(json.loads(str(text)))
+        for item, text in zip(items, replies[1], strict=False):  # the finished records
+            record = check.partial.get(item["id"])
+            if text is not None:  # finished: its partial record, if any, is gone
+                record = ItemRecord.from_dict(json.loads(str(text)))
             if record is not None and record.failed_validators(item):
                 records[item["id"]] = record
-        return skip, records
+        return check.skip, records
 
-    def _batch_state(
-        self, batch_id: str, fields: dict[str, Any], ids: list[str]
-    ) -> tuple[bool, set[str]]:
+    def _batch_state(self, batch_id: str, fields: dict[str, Any], ids: list[str]) -> EntryCheck:
         """Whether the entry is not to run (its batch stopped, or a resume queued its items
-        again), and which of ``ids`` are stored: one round trip."""
+        again), which of ``ids`` are stored, and which kept partial: one round trip."""
         with self.client.pipeline(transaction=False) as pipe:
-            pipe.hmget(batch_key(batch_id), ["stopped", "resumes"])
-            pipe.hmget(batch_key(batch_id, "records"), ids)
-            (stopped, resumes), found = pipe.execute()
-        skip = bool(stopped) or not entry_current(fields, resumes)
-        return skip, {i for i, value in zip(ids, found, strict=True) if value is not None}
+            ask_entry_state(pipe, batch_id, ids)
+            replies = pipe.execute()
+        return entry_check(fields, ids, replies)
+
+
+def _pair(record: ItemRecord) -> tuple[str, str]:
+    """``(item id, record JSON)``: how the storer sends a record."""
+    return record.result["id"], json.dumps(record.as_dict())
 
 
 def merge_outcomes(

@@ -3,11 +3,11 @@
 First an entry another worker left pending for longer than ``claim_idle_ms`` (``XAUTOCLAIM``:
 that worker died, or the entry failed and waits for its retry), else new ones
 (``XREADGROUP``, as many as there is room for); then the batch state of every taken chunk
-(stopped, or superseded by a resume? which items are stored already?) in one pipeline, so a
-slot starts without a round trip. A reclaimed entry may be one that kills its worker: while one
-is held nothing else is taken ahead (see :mod:`multiagent.distributed.worker`). A queue that
-Redis lost (restarted without its data) is created again, said once, and read on; the batches
-it held are lost.
+(stopped, or superseded by a resume? which items are stored already, which kept partial?) in
+one pipeline, so a slot starts without a round trip. A reclaimed entry may be one that kills its
+worker: while one is held nothing else is taken ahead (see :mod:`multiagent.distributed.worker`).
+A queue that Redis lost (restarted without its data) is created again, said once, and read on;
+the batches it held are lost.
 
 :func:`claim_own` keeps entries fresh for the heartbeat, only those still this worker's: a
 worker frozen (SIGSTOP, a long pause) past the claim idle time finds its entries taken over by
@@ -24,15 +24,14 @@ import redis
 from redis.exceptions import RedisError, ResponseError
 
 from multiagent.distributed.deadletter import bury_redelivered, times_delivered
-from multiagent.distributed.queue import (
-    GROUP,
-    batch_key,
-    ensure_group,
-    finished_of,
-    stream_key,
+from multiagent.distributed.queue import GROUP, ensure_group, finished_of, stream_key
+from multiagent.distributed.worker_state import (
+    TakenEntry,
+    WorkerState,
+    ask_entry_state,
+    entry_check,
+    item_ids,
 )
-from multiagent.distributed.queue_resume import entry_current
-from multiagent.distributed.worker_state import TakenEntry, WorkerState, item_ids
 
 #: How long a read blocks waiting for new entries; also how soon a stop is noticed when idle.
 READ_BLOCK_MS = 500
@@ -219,19 +218,18 @@ class EntryFeeder:
         chunks = [entry for entry in taken if entry.fields.get("kind") != "run"]
         if not chunks:
             return
+        ids = [item_ids(entry.fields) for entry in chunks]
         with self.client.pipeline(transaction=False) as pipe:
-            for entry in chunks:
-                batch_id = str(entry.fields.get("batch", ""))
-                pipe.hmget(batch_key(batch_id), ["stopped", "resumes"])
-                pipe.hmget(batch_key(batch_id, "records"), item_ids(entry.fields) or ["-"])
+            for entry, its in zip(chunks, ids, strict=True):
+                ask_entry_state(pipe, str(entry.fields.get("batch", "")), its)
             replies = pipe.execute()
+        checks = [
+            entry_check(entry.fields, its, replies[3 * n : 3 * n + 3])
+            for n, (entry, its) in enumerate(zip(chunks, ids, strict=True))
+        ]
         with self.state.lock:
-            for n, entry in enumerate(chunks):
-                (stopped, resumes), found = replies[2 * n], replies[2 * n + 1]
-                ids = item_ids(entry.fields)
-                done = {i for i, value in zip(ids, found, strict=False) if value is not None}
-                skip = bool(stopped) or not entry_current(entry.fields, resumes)
-                self.state.checked[entry.entry_id] = (skip, done)
+            for entry, check in zip(chunks, checks, strict=True):
+                self.state.checked[entry.entry_id] = check
 
     def _buried(self, entry_id: str, fields: dict[str, str]) -> bool:
         """Dead-letter a reclaimed entry delivered more than ``max_attempts`` times."""

@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from multiagent.distributed.deadletter import FinishedChunk
-from multiagent.graphs.batch_chunks import ChunkOutcome
+from multiagent.distributed.queue import batch_key
+from multiagent.distributed.queue_resume import entry_current
+from multiagent.graphs.batch_chunks import ChunkOutcome, ItemRecord
 
 
 @dataclass
@@ -83,6 +85,40 @@ class EndedChunk:
     failure: str | None  # why the entry is left for its retry; None: acknowledged
 
 
+@dataclass(frozen=True)
+class EntryCheck:
+    """What a chunk entry's batch says of it, read when it is taken (or when it runs)."""
+
+    #: not to run: its batch stopped, or a resume queued its items again
+    skip: bool
+    #: ids of its items stored finished: not run again
+    done: set[str]
+    #: its unfinished items' partial records (verdicts paid for, validators not asked yet):
+    #: completed, asking only those validators
+    partial: dict[str, ItemRecord]
+
+
+def ask_entry_state(pipe: Any, batch_id: str, ids: list[str]) -> None:
+    """Add the reads of :func:`entry_check` to ``pipe`` (three commands)."""
+    pipe.hmget(batch_key(batch_id), ["stopped", "resumes"])
+    pipe.hmget(batch_key(batch_id, "records"), ids or ["-"])
+    pipe.hmget(batch_key(batch_id, "partial"), ids or ["-"])
+
+
+def entry_check(fields: dict[str, Any], ids: list[str], replies: list[Any]) -> EntryCheck:
+    """The entry's :class:`EntryCheck` from the three replies of :func:`ask_entry_state`."""
+    (stopped, resumes), found, partial = replies
+    return EntryCheck(
+        skip=bool(stopped) or not entry_current(fields, resumes),
+        done={item for item, value in zip(ids, found, strict=False) if value is not None},
+        partial={
+            item: ItemRecord.from_dict(json.loads(str(value)))
+            for item, value in zip(ids, partial, strict=False)
+            if value is not None
+        },
+    )
+
+
 @dataclass
 class WorkerState:
     """The hand-offs between a worker's threads and the entries it holds (see the module)."""
@@ -108,8 +144,8 @@ class WorkerState:
     storing: set[str] = field(default_factory=set)
     #: reclaimed entries held (one may crash its worker)
     suspects: set[str] = field(default_factory=set)
-    #: entry → (its batch stopped?, ids of its items stored already), read when taken
-    checked: dict[str, tuple[bool, set[str]]] = field(default_factory=dict)
+    #: entry → its batch's state (stopped? its items stored or partial?), read when taken
+    checked: dict[str, EntryCheck] = field(default_factory=dict)
     #: entry → when (monotonic) it was last known to be this worker's: taken, or found still
     #: pending to it by the heartbeat (or a slot that asked)
     confirmed: dict[str, float] = field(default_factory=dict)

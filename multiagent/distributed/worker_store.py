@@ -90,7 +90,8 @@ def _count(end: EndedChunk, new: int, *, state: WorkerState, failed: FailureReco
     whose batch Redis lost (``new`` is -1) is said, its items counted as lost."""
     outcome = end.outcome
     if new < 0:
-        lost = len(outcome.records) + len(outcome.unfinished)
+        # a partial record's item is unfinished too: counted once
+        lost = len({r.result["id"] for r in outcome.records} | set(outcome.unfinished))
         state.stats.add(lost=lost)
         print(
             f"worker: batch {end.finished.batch_id} is gone from Redis (restarted without its "
