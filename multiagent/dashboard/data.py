@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import time
 from collections import defaultdict
 from typing import Any
@@ -176,6 +177,11 @@ def backpressure(settings: Settings, *, minutes: int, now: float | None = None) 
     return {"minutes": minutes, "shared_by_redis": shared, "limiters": limiters}
 
 
+def _read_only(settings: Settings) -> bool:
+    """Whether the checkpoints must be read without writing (the home may only be read)."""
+    return not os.access(settings.home, os.W_OK | os.X_OK)
+
+
 def threads(settings: Settings) -> list[dict[str, Any]]:
     """Every thread of the checkpointer, newest first (subjects redacted)."""
     from multiagent.graphs.threads import list_threads
@@ -183,7 +189,7 @@ def threads(settings: Settings) -> list[dict[str, Any]]:
 
     if not settings.checkpoint_url and not checkpoint_path(settings).exists():
         return []
-    with open_checkpointer(settings) as saver:
+    with open_checkpointer(settings, read_only=_read_only(settings)) as saver:
         rows = list_threads(saver, limit=200)
     return [{**row, "subject": redacted(row.get("subject"))} for row in rows]
 
@@ -204,7 +210,7 @@ def thread_detail(settings: Settings, thread_id: str, checkpoint_id: str | None)
 
     if not settings.checkpoint_url and not checkpoint_path(settings).exists():
         raise UnknownThread(f"unknown thread {thread_id!r}; there are no threads yet")
-    with open_checkpointer(settings) as saver:
+    with open_checkpointer(settings, read_only=_read_only(settings)) as saver:
         try:
             state = thread_state(saver, thread_id, checkpoint_id=checkpoint_id)
             history = thread_history(saver, thread_id)

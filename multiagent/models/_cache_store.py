@@ -45,15 +45,16 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
 import diskcache
 
 from multiagent.models._cache_writer import register_write_behind, wake_writer
-from multiagent.models._counter_slots import SlotCounters
+from multiagent.models._counter_slots import SlotCounters, read_totals
 from multiagent.models._key_filter import KeyFilter, stored_keys
+from multiagent.persistence.health import read_only_uri
 
 _COUNTERS = "MultiagentCounters"
 _FOLDED = "MultiagentFoldedSlots"
@@ -336,3 +337,32 @@ class CacheStore:
             self._cache.close()
             if self._writer is not None:
                 self._writer.close()
+
+
+def read_stored(directory: Path) -> tuple[dict[str, int], int]:
+    """Every counter and the number of entries of the store in ``directory``, read from its
+    files without opening it: for a process that may not write there (a dashboard given the
+    data directory read-only). Nothing is created and no slot file is folded; entries another
+    process still writes behind are not counted until they are stored.
+    """
+    database = directory / diskcache.core.DBNAME
+    if not database.exists():
+        return {}, 0
+    uri = read_only_uri(database.resolve())
+    with closing(sqlite3.connect(uri, uri=True, timeout=10.0)) as conn:
+
+        def rows(sql: str) -> list[tuple[Any, ...]]:
+            try:
+                return conn.execute(sql).fetchall()
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):  # no store with counters has opened it yet
+                    return []
+                raise
+
+        def folded() -> tuple[dict[str, int], builtins.set[str]]:
+            totals = {str(n): int(v) for n, v in rows(f"SELECT name, value FROM {_COUNTERS}")}
+            return totals, {str(n) for (n,) in rows(f"SELECT name FROM {_FOLDED}")}
+
+        counters = read_totals(directory / "counters", folded)
+        count = rows("SELECT value FROM Settings WHERE key = 'count'")
+    return counters, int(count[0][0]) if count else 0

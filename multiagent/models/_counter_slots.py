@@ -80,6 +80,45 @@ def owner_dead(path: Path) -> bool:
     return True
 
 
+def _files(directory: Path) -> list[Path]:
+    return sorted(directory.glob(f"*{_SUFFIX}"))
+
+
+def _unfolded(directory: Path, done: set[str]) -> dict[str, int]:
+    """The counts of the slot files in ``directory`` whose names are not in ``done``."""
+    totals: dict[str, int] = {}
+    for path in _files(directory):
+        if path.name in done:
+            continue
+        for name, value in _read(path).items():
+            totals[name] = totals.get(name, 0) + value
+    return totals
+
+
+def read_totals(
+    directory: Path, folded: Callable[[], tuple[dict[str, int], set[str]]]
+) -> dict[str, int]:
+    """:meth:`SlotCounters.totals` for a process that may not write ``directory``: it creates
+    nothing (no slot of its own, no lock file). The directory lock is still taken, on the lock
+    file opened read-only (``flock`` needs no write access), so a folder elsewhere is waited
+    for; without a lock file nothing has folded yet, and a fold is not waited for.
+    """
+    try:
+        fd = os.open(directory / ".lock", os.O_RDONLY)
+    except FileNotFoundError:
+        fd = -1
+    try:
+        if fd >= 0:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        totals, done = folded()
+        for name, value in _unfolded(directory, done).items():
+            totals[name] = totals.get(name, 0) + value
+        return totals
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
 class SlotCounters:
     """This process's slot file in ``directory``, and the totals of every process's.
 
@@ -157,14 +196,14 @@ class SlotCounters:
             os.close(fd)
 
     def _files(self) -> list[Path]:
-        return sorted(self.directory.glob(f"*{_SUFFIX}"))
+        return _files(self.directory)
 
     def totals(self, folded: Callable[[], tuple[dict[str, int], set[str]]]) -> dict[str, int]:
         """Every counter's total: ``folded()`` gives the folded totals and the folded files'
         names; the counts of every other slot file are added to them."""
         with self._directory_locked():
             totals, done = folded()
-            for name, value in self._unfolded(done).items():
+            for name, value in _unfolded(self.directory, done).items():
                 totals[name] = totals.get(name, 0) + value
         return totals
 
@@ -195,17 +234,8 @@ class SlotCounters:
         unfolded counts (live processes go on counting in their files, from 0 from here)."""
         with self._directory_locked():
             _, done = folded()
-            totals = self._unfolded(done)
+            totals = _unfolded(self.directory, done)
             offset({name: -value for name, value in totals.items()})
-
-    def _unfolded(self, done: set[str]) -> dict[str, int]:
-        totals: dict[str, int] = {}
-        for path in self._files():
-            if path.name in done:
-                continue
-            for name, value in _read(path).items():
-                totals[name] = totals.get(name, 0) + value
-        return totals
 
     def close(self) -> None:
         """Give up this process's slot (its counts stay in the file until it is folded)."""

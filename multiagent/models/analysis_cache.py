@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from multiagent._metrics import get_metrics
-from multiagent.models._cache_store import CacheStore
+from multiagent.models._cache_store import CacheStore, read_stored
 
 if TYPE_CHECKING:  # redis is imported only when a cache lives there (see open_*)
     from multiagent.models._cache_redis import RedisCacheStore
@@ -142,19 +142,9 @@ class AnalysisCache:
 
     def stats(self) -> dict[str, Any]:
         """Counters per kind and in total: ``{"kinds": {kind: {...}}, "total": {...}}``."""
-        kinds: dict[str, dict[str, int]] = {}
         counters = self._store.counters() if self._store is not None else {}
-        for key, value in counters.items():
-            kind, _, outcome = key.partition("\x00")
-            kinds.setdefault(kind, dict.fromkeys(_OUTCOMES, 0))[outcome] = value
-        total = {o: sum(k[o] for k in kinds.values()) for o in _OUTCOMES}
-        return {
-            "enabled": self.enabled,
-            "ttl_s": self.ttl_s,
-            "entries": len(self._store) if self._store is not None else 0,
-            "kinds": dict(sorted(kinds.items())),
-            "total": total,
-        }
+        entries = len(self._store) if self._store is not None else 0
+        return {"enabled": self.enabled, "ttl_s": self.ttl_s, **_stats(counters, entries)}
 
     def __len__(self) -> int:
         """The entries kept (none when the cache is switched off)."""
@@ -169,6 +159,23 @@ class AnalysisCache:
         """Close the underlying SQLite connection."""
         if self._store is not None:
             self._store.close()
+
+
+def _stats(counters: dict[str, int], entries: int) -> dict[str, Any]:
+    """Entries, and the counters per kind and in total."""
+    kinds: dict[str, dict[str, int]] = {}
+    for key, value in counters.items():
+        kind, _, outcome = key.partition("\x00")
+        kinds.setdefault(kind, dict.fromkeys(_OUTCOMES, 0))[outcome] = value
+    total = {o: sum(k[o] for k in kinds.values()) for o in _OUTCOMES}
+    return {"entries": entries, "kinds": dict(sorted(kinds.items())), "total": total}
+
+
+def stored_analysis_stats(home: Path) -> dict[str, Any]:
+    """The analysis cache's entries and counters (per kind and in total) as stored in data
+    directory ``home``, read without opening the cache: for a process that may not write there
+    (see :func:`~multiagent.models._cache_store.read_stored`)."""
+    return _stats(*read_stored(analysis_cache_dir(Path(home)) / "entries"))
 
 
 MISSING: Any = _MISSING

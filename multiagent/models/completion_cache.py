@@ -45,7 +45,7 @@ from langchain_core.messages import (
 from langchain_core.outputs import ChatGeneration, Generation
 
 from multiagent._metrics import get_metrics
-from multiagent.models._cache_store import CacheStore
+from multiagent.models._cache_store import CacheStore, read_stored
 
 if TYPE_CHECKING:  # redis is imported only when a cache lives there (see open_*)
     from multiagent.models._cache_redis import RedisCacheStore
@@ -280,10 +280,7 @@ class CompletionCache(BaseCache):
 
     def stats(self) -> CompletionCacheStats:
         """The exact counters and the number of entries."""
-        counts = self._store.counters()
-        return CompletionCacheStats(
-            hits=counts.get(_HITS, 0), misses=counts.get(_MISSES, 0), entries=len(self._store)
-        )
+        return _stats(self._store.counters(), len(self._store))
 
     def close(self) -> None:
         """Close the underlying SQLite connection."""
@@ -344,6 +341,19 @@ def held_answers() -> Iterator[HeldAnswers]:
     finally:
         current_held.reset(token)
         held.reject()
+
+
+def _stats(counts: dict[str, int], entries: int) -> CompletionCacheStats:
+    return CompletionCacheStats(
+        hits=counts.get(_HITS, 0), misses=counts.get(_MISSES, 0), entries=entries
+    )
+
+
+def stored_completion_stats(home: Path) -> CompletionCacheStats:
+    """The completion cache's counters and entries as stored in data directory ``home``, read
+    without opening the cache: for a process that may not write there (see
+    :func:`~multiagent.models._cache_store.read_stored`)."""
+    return _stats(*read_stored(completion_cache_dir(Path(home)) / "entries"))
 
 
 _OPEN: dict[tuple[Path, float | None], CompletionCache] = {}

@@ -66,28 +66,32 @@ def write_transaction(path: Path) -> Iterator[sqlite3.Connection]:
         conn.execute("COMMIT")
 
 
-def read_rows(path: Path, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+def read_rows(
+    path: Path, sql: str, args: tuple[Any, ...] = (), *, row_factory: Any = None
+) -> list[Any]:
     """Rows of a query; none when the file (or its schema) does not exist yet.
 
     A read writes nothing and creates nothing beside the file, so a home this user may only
     read (a mounted backup, another user's home) is read like any other: the file is opened
     read-only (:func:`~multiagent.persistence.health.read_only_uri`). Without a ``-wal`` file
     that is SQLite's ``immutable`` open, which takes no lock: a writer that starts, commits and
-    checkpoints during the read changes the file under it, so such a read is read again.
+    checkpoints during the read changes the file under it, so such a read is read again. The
+    live runs' file is read the same way (``row_factory``: the connection's, e.g.
+    ``sqlite3.Row``).
     """
     for _attempt in range(_READ_ATTEMPTS):
         before = _version(path)
         if before is None:
             return []
         try:
-            rows = _query(path, sql, args)
+            rows = _query(path, sql, args, row_factory)
         except sqlite3.DatabaseError:
             if _version(path) == before:
                 raise
             continue  # a writer changed the file meanwhile: what was read may be half of it
         if _version(path) == before:
             return rows
-    return _query(path, sql, args)
+    return _query(path, sql, args, row_factory)
 
 
 #: Reads of a file that changed meanwhile, before one is taken as it is.
@@ -104,10 +108,11 @@ def _version(path: Path) -> tuple[int, int, int, bool] | None:
     return (stat.st_ino, stat.st_size, stat.st_mtime_ns, wal)
 
 
-def _query(path: Path, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+def _query(path: Path, sql: str, args: tuple[Any, ...], row_factory: Any = None) -> list[Any]:
     """One query on a read-only connection to ``path``."""
     uri = read_only_uri(path)
     with closing(sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000)) as conn:
+        conn.row_factory = row_factory
         try:
             return list(conn.execute(sql, args))
         except sqlite3.OperationalError as exc:

@@ -4,7 +4,9 @@ Both caches keep exact hit/miss counters beside their diskcache entries, in the 
 database under ``MULTIAGENT_HOME`` (see
 :mod:`multiagent.models.completion_cache` and :mod:`multiagent.models.analysis_cache`), so a
 metrics server in another process reads the same numbers the runs wrote. A cache that was never
-created is reported empty (``present: false``) and is not created by reading it.
+created is reported empty (``present: false``) and is not created by reading it. A cache this
+process may not write (a dashboard given the data directory read-only) is read from its files
+as they are, without opening it: nothing is created and nothing is folded.
 
 With ``MULTIAGENT_REDIS_URL`` set both caches live in Redis and the counters reported are the
 shared ones, every process's on every machine (``store: "redis"``; Redis drops expired entries
@@ -13,6 +15,7 @@ itself, so ``expired_entries`` is 0, and ``size_bytes`` is not measured there: 0
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from contextlib import closing
@@ -20,8 +23,16 @@ from pathlib import Path
 from typing import Any
 
 from multiagent._metrics import Series
-from multiagent.models.analysis_cache import analysis_cache_dir, open_analysis_cache
-from multiagent.models.completion_cache import completion_cache_dir, open_completion_cache
+from multiagent.models.analysis_cache import (
+    analysis_cache_dir,
+    open_analysis_cache,
+    stored_analysis_stats,
+)
+from multiagent.models.completion_cache import (
+    completion_cache_dir,
+    open_completion_cache,
+    stored_completion_stats,
+)
 from multiagent.persistence.health import read_only_uri
 from multiagent.policies import Settings
 
@@ -50,6 +61,12 @@ def expired_entries(entries_dir: Path, *, now: float | None = None) -> int:
     return int(row[0])
 
 
+def _writable(directory: Path) -> bool:
+    """Whether this process may open the cache in ``directory`` (which opening writes to)."""
+    entries = directory / "entries"
+    return os.access(entries if entries.exists() else directory, os.W_OK | os.X_OK)
+
+
 def _completion(settings: Settings) -> dict[str, Any]:
     config = settings.profile.cache
     directory = completion_cache_dir(Path(settings.home))
@@ -68,7 +85,11 @@ def _completion(settings: Settings) -> dict[str, Any]:
     if not directory.exists():
         zeros = {"hits": 0, "misses": 0, "lookups": 0, "hit_rate": 0.0, "entries": 0}
         return {**base, **zeros, "expired_entries": 0, "size_bytes": 0}
-    stats = open_completion_cache(settings.home, ttl_s=config.completion_ttl_s).stats()
+    stats = (
+        open_completion_cache(settings.home, ttl_s=config.completion_ttl_s).stats()
+        if _writable(directory)
+        else stored_completion_stats(settings.home)
+    )
     return {
         **base,
         **stats.as_dict(),
@@ -89,10 +110,13 @@ def _analysis(settings: Settings) -> dict[str, Any]:
     if not base["present"]:
         zeros = {"hits": 0, "misses": 0, "expired": 0, "lookups": 0, "hit_rate": 0.0}
         return {**base, **zeros, "entries": 0, "size_bytes": 0, "kinds": {}}
-    # opened enabled whatever the profile says: a switched-off cache may still hold counts
-    stats = open_analysis_cache(
-        settings.home, ttl_s=config.analysis_ttl_s, redis_url=settings.redis_url
-    ).stats()
+    if settings.redis_url or _writable(directory):
+        # opened enabled whatever the profile says: a switched-off cache may still hold counts
+        stats = open_analysis_cache(
+            settings.home, ttl_s=config.analysis_ttl_s, redis_url=settings.redis_url
+        ).stats()
+    else:
+        stats = stored_analysis_stats(settings.home)
     kinds = {kind: _rates(counts) for kind, counts in stats["kinds"].items()}
     return {
         **base,

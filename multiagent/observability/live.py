@@ -63,30 +63,25 @@ def live_path(home: Path) -> Path:
 
 
 @contextmanager
-def _connect(path: Path, *, write: bool) -> Iterator[sqlite3.Connection]:
-    if write:
-        path.parent.mkdir(parents=True, exist_ok=True)
+def _connect(path: Path) -> Iterator[sqlite3.Connection]:
+    """A writer's connection: the file created, in WAL, with its schema."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with closing(sqlite3.connect(path, timeout=10.0, isolation_level=None)) as conn:
         conn.execute("PRAGMA busy_timeout = 10000")
-        if write:
-            ensure_wal(conn, timeout_s=10.0)
-            conn.executescript(_SCHEMA)
+        ensure_wal(conn, timeout_s=10.0)
+        conn.executescript(_SCHEMA)
         yield conn
 
 
 def read_live(home: Path, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-    """Rows of a query on the live file; none when no run wrote it yet."""
-    path = live_path(home)
-    if not path.exists():
-        return []
-    with _connect(path, write=False) as conn:
-        conn.row_factory = sqlite3.Row
-        try:
-            return list(conn.execute(sql, args))
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                return []
-            raise
+    """Rows of a query on the live file; none when no run wrote it yet.
+
+    Read as the metrics history is (:func:`~multiagent.observability._history_db.read_rows`):
+    read-only, creating nothing, so a dashboard given the data directory read-only shows it.
+    """
+    from multiagent.observability._history_db import read_rows
+
+    return read_rows(live_path(home), sql, args, row_factory=sqlite3.Row)
 
 
 class LiveWriter:
@@ -244,7 +239,7 @@ class LiveWriter:
 
     def _trim(self) -> None:
         oldest = time.time() - KEEP_S
-        with _connect(self.path, write=True) as conn:
+        with _connect(self.path) as conn:
             conn.execute("DELETE FROM events WHERE at < ?", (oldest,))
             conn.execute("DELETE FROM limiter WHERE at < ?", (oldest,))
             conn.execute("DELETE FROM runs WHERE updated < ?", (oldest,))

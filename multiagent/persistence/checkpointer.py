@@ -199,7 +199,11 @@ def checkpoint_backend(settings: Settings) -> str:
 
 @contextmanager
 def open_checkpointer(
-    settings: Settings, *, kind: str | None = None, keyring: Keyring | None = None
+    settings: Settings,
+    *,
+    kind: str | None = None,
+    keyring: Keyring | None = None,
+    read_only: bool = False,
 ) -> Iterator[BaseCheckpointSaver[str]]:
     """Open the configured checkpointer for the duration of a ``with`` block.
 
@@ -208,6 +212,9 @@ def open_checkpointer(
         kind: ``"sqlite"``, ``"postgres"`` or ``"memory"`` to force a backend.
         keyring: Keys to seal and open checkpoints with (default: the configured key,
             ``MULTIAGENT_ENCRYPTION_KEY``; none means plaintext).
+        read_only: Read an existing SQLite file and create nothing, for a reader on a home
+            it may only read (a dashboard given the data directory read-only); a write
+            through the saver fails. Other backends open as usual.
     """
     chosen = _backend(settings, kind)
     if chosen == "memory":
@@ -220,7 +227,7 @@ def open_checkpointer(
         with open_postgres_checkpointer(str(settings.checkpoint_url), serde=serde) as saver:
             yield saver
         return
-    conn = _sqlite_file(settings)
+    conn = _sqlite_reader(settings) if read_only else _sqlite_file(settings)
     try:
         encrypted = isinstance(serde, EncryptedSerializer)
         sqlite_saver = (EncryptedSqliteSaver if encrypted else SqliteSaver)(conn, serde=serde)
@@ -276,3 +283,12 @@ def _sqlite_file(settings: Settings) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _sqlite_reader(settings: Settings) -> sqlite3.Connection:
+    """A read-only connection to the home's checkpoint database (see
+    :func:`~multiagent.persistence.health.read_only_uri`): nothing is created beside it."""
+    from multiagent.persistence.health import read_only_uri
+
+    uri = read_only_uri(checkpoint_path(settings).resolve())
+    return sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=30.0)

@@ -23,7 +23,9 @@ from typer.testing import CliRunner
 
 from multiagent._metrics import MetricsStore
 from multiagent.cli import app
+from multiagent.dashboard.data import live_runs, threads
 from multiagent.observability import _history_db
+from multiagent.observability.cache_stats import cache_analytics, size_on_disk
 from multiagent.observability.history import MetricsHistory, history_path, persist_metrics
 from multiagent.policies import Settings, load_settings
 
@@ -153,11 +155,11 @@ def test_show_on_a_home_with_no_metrics_says_so_in_one_line(isolated_env: Path) 
 
 
 @contextmanager
-def _serving(home: Path) -> Iterator[tuple[str, list[str]]]:
-    """``multiagent metrics serve --port 0`` on ``home``: its URL and, once stopped, its
-    stderr lines (appended to the list yielded)."""
+def _serving(home: Path, prefix: list[str] | None = None) -> Iterator[tuple[str, list[str]]]:
+    """``multiagent metrics serve --port 0`` on ``home`` (run under ``prefix``): its URL and,
+    once stopped, its stderr lines (appended to the list yielded)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "multiagent", "metrics", "serve", "--port", "0"],
+        [*(prefix or []), sys.executable, "-m", "multiagent", "metrics", "serve", "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -211,3 +213,68 @@ def test_serve_starts_on_a_damaged_history_and_answers_its_parts_with_503(
     assert len(warnings) == 1, errors
     assert warnings[0].startswith(f"warning: damaged database {path}: ")
     assert "multiagent persistence repair" in warnings[0]
+
+
+def _prometheus_total(text: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith((f"{name}{{", f"{name} ")))  # fmt: skip
+
+
+def test_serve_answers_every_read_on_a_home_it_may_only_read(isolated_env: Path) -> None:
+    home = isolated_env
+    ran = _cli([], "run", "a task", "--no-stream", "--json")  # another process wrote the home
+    assert ran.returncode == 0, ran.stderr
+    usage, thread_id = json.loads(ran.stdout)["usage"], json.loads(ran.stdout)["thread_id"]
+    assert list(home.glob("cache/*/entries/cache.db-wal"))  # left open: read in WAL mode
+    before = _digests(home)
+    sizes = {d.name: size_on_disk(d) for d in (home / "cache").iterdir()}
+    reader = _as_a_reader(home)
+    answers = {}
+    try:
+        with _serving(home, reader) as (url, errors):
+            for route in ("/metrics", "/metrics/cache", "/api/runs", "/api/threads"):
+                reply = httpx2.get(f"{url}{route}", timeout=_TIMEOUT_S)
+                assert reply.status_code == 200, (route, reply.text)
+                answers[route] = reply.text if route == "/metrics" else reply.json()
+            for route in (f"/api/threads/{thread_id}", "/api/backpressure", "/api/overview"):
+                reply = httpx2.get(f"{url}{route}", timeout=_TIMEOUT_S)
+                assert reply.status_code == 200, (route, reply.text)
+                answers[route] = reply.json()
+            health = httpx2.get(f"{url}/healthz", timeout=_TIMEOUT_S)
+    finally:
+        _writable_again(home)
+    assert _digests(home) == before  # nothing written, nothing created beside the files
+    assert "Traceback" not in "\n".join(errors)
+    assert health.status_code == 503
+    assert health.json()["checks"]["home"]["ok"] is False
+    assert "not writable" in health.json()["checks"]["home"]["error"]
+    assert health.json()["checks"]["databases"]["ok"] is True
+
+    settings = load_settings()  # what a reader that may write sees, read after the server
+    cache = answers["/metrics/cache"]
+    expected = cache_analytics(settings)  # opening a cache folds and checkpoints: sizes change
+    for name, directory in (("completion", "completions"), ("analysis", "analysis")):
+        assert cache[name].pop("size_bytes") == sizes[directory]
+        expected[name].pop("size_bytes")
+    assert cache == expected
+    assert cache["completion"]["present"]
+    assert cache["completion"]["entries"] > 0
+    assert cache["completion"]["lookups"] == usage["calls"]
+    assert cache["completion"]["hits"] == usage["cache_hits"]
+    text = answers["/metrics"]
+    assert _prometheus_total(text, "multiagent_model_calls_total") == usage["calls"]
+    assert _prometheus_total(text, "multiagent_model_tokens_total") == (
+        usage["input_tokens"] + usage["output_tokens"]
+    )
+    entries = cache["completion"]["entries"]
+    assert f'multiagent_cache_entries{{cache="completion"}} {float(entries)}' in text
+    runs = answers["/api/runs"]
+    assert runs == json.loads(json.dumps(live_runs(settings)))
+    assert [r["thread_id"] for r in runs["finished"]] == [thread_id]
+    assert runs["finished"][0]["tokens_in"] == usage["input_tokens"]
+    listed = answers["/api/threads"]["threads"]
+    assert listed == json.loads(json.dumps(threads(settings)))
+    assert [t["thread_id"] for t in listed] == [thread_id]
+    assert listed[0]["status"] == "completed"
+    assert answers[f"/api/threads/{thread_id}"]["history"]
+    assert answers["/api/backpressure"]["limiters"]  # the run's limiter samples
