@@ -203,7 +203,7 @@ def thread_detail(settings: Settings, thread_id: str, checkpoint_id: str | None)
 
     Raises:
         UnknownThread: Unknown thread or checkpoint.
-        MultiagentError: The checkpointer cannot be opened (unwritable home, database down).
+        MultiagentError: The checkpointer cannot be opened (its database is down).
     """
     from multiagent.graphs.threads import thread_history, thread_state
     from multiagent.persistence.checkpointer import checkpoint_path, open_checkpointer

@@ -16,7 +16,9 @@ Routes:
 Every ``GET`` answers ``HEAD`` too (uptime checks use it; HTTP requires it). A database of the
 home that cannot be read (damaged, truncated, locked) is a 503 whose ``detail`` names the file
 and how to recover, never a 500: the server keeps serving what it still can. So is a store
-that cannot be opened at all (an unwritable home, a PostgreSQL checkpointer that is down).
+that cannot be opened at all (a PostgreSQL checkpointer that is down). A home the server may
+only read (a dashboard sidecar given the data directory read-only) is read as it is, creating
+and changing nothing there; only ``/healthz`` fails, on its home check.
 """
 
 from __future__ import annotations
@@ -151,7 +153,7 @@ def create_metrics_app(
 
     @app.exception_handler(MultiagentError)
     def unusable_store(request: Request, exc: MultiagentError) -> JSONResponse:
-        # a store a read needs cannot be opened (unwritable home, PostgreSQL down): its line
+        # a store a read needs cannot be opened (PostgreSQL down): its line
         return JSONResponse({"detail": str(exc)}, status_code=503)
 
     @app.get("/healthz", dependencies=read, responses={503: {"description": "A check failed."}})
