@@ -17,7 +17,9 @@ The registry belongs with the checkpoint database, because that is what the proc
   (:func:`~multiagent.observability.live.running_elsewhere`);
 - a PostgreSQL checkpointer may be shared by machines that share no data directory, so its
   registry is in PostgreSQL (:class:`~multiagent.persistence.postgres_runs.PostgresRunRegistry`):
-  the gate an advisory lock, a run a row counted while its session lives.
+  the gate an advisory lock, a run a row counted while its session lives; the process's runs
+  share one session (one connection per process and database, not per run), and prune and the
+  ``threads`` look open one of their own.
 
 Either way a holder that dies blocks no one (the kernel drops an ``flock``, the server a dead
 session's locks) and its registration stops counting with it.
@@ -98,12 +100,20 @@ class HomeRunRegistry:
 
 
 @contextmanager
-def run_registry(settings: Settings) -> Iterator[RunRegistry]:
-    """The registry of the configured checkpoint database, open for the ``with`` block."""
+def run_registry(settings: Settings, *, shared: bool = False) -> Iterator[RunRegistry]:
+    """The registry of the configured checkpoint database, open for the ``with`` block.
+
+    Args:
+        settings: Resolved settings: the checkpoint database (and data directory).
+        shared: With PostgreSQL, on the session the process's runs share (kept open after);
+            otherwise on a connection of its own, closed after the block
+            (:mod:`multiagent.persistence.postgres_runs`).
+    """
     if checkpoint_backend(settings) == "postgres":
         from multiagent.persistence.postgres_runs import PostgresRunRegistry
 
-        with PostgresRunRegistry(str(settings.checkpoint_url)) as registry:
+        url = str(settings.checkpoint_url)
+        with PostgresRunRegistry(url, shared=shared) as registry:
             yield registry
     else:
         yield HomeRunRegistry(settings.home)
@@ -117,7 +127,8 @@ def registered_run(settings: Settings, thread_id: str) -> Iterator[None]:
         settings: Resolved settings: the checkpoint database (and data directory) the run uses.
         thread_id: The thread the run is about to read and write.
     """
-    with run_registry(settings) as registry:
+    # one connection for all the process's runs on PostgreSQL, not one each
+    with run_registry(settings, shared=True) as registry:
         with registry.gate(exclusive=False):
             entry = registry.add(thread_id)
         try:
