@@ -218,7 +218,8 @@ def asked_before_send(budget: object) -> Iterator[None]:
     ``budget`` first whether it may still be sent, when ``budget`` is a :class:`SendGuard`
     (a run's shared budget; nothing is asked for any other, or none). Around a call's attempts,
     where nothing is yielded: the question is the call's, not its consumer's."""
-    if not isinstance(budget, SendGuard):
+    # None first: a runtime-checkable Protocol's isinstance costs ~7 µs, on every call
+    if budget is None or not isinstance(budget, SendGuard):
         yield
         return
     token = _BEFORE_SEND.set(budget.check)

@@ -10,6 +10,7 @@ import pytest
 from langchain_core.messages import HumanMessage
 
 from multiagent.distributed.entry_guard import EntryGuard, TakenOver
+from multiagent.models import _in_flight
 from multiagent.models._in_flight import GatedController, InFlightGate
 from multiagent.models.adaptive import reset_shared_controllers
 from multiagent.models.backpressure import BackpressureConfig, BackpressureController
@@ -294,3 +295,16 @@ def test_the_http_gate_asks_before_it_sends(api: str) -> None:
     assert len(sent) == 1  # the refused request was not written
     gate.acquire()  # its place went back
     gate.release()
+
+
+def test_a_call_with_no_shared_budget_asks_nothing_of_the_guard_protocol(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a runtime-checkable Protocol's isinstance costs ~7 µs; most calls have no shared budget
+    class NotAsked(type):
+        def __instancecheck__(cls, instance: object) -> bool:
+            raise AssertionError(f"isinstance({instance!r}, SendGuard)")
+
+    monkeypatch.setattr(_in_flight, "SendGuard", NotAsked("SendGuard", (), {}))
+    with _in_flight.asked_before_send(None):
+        assert _in_flight._BEFORE_SEND.get() is None
