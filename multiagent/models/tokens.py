@@ -58,7 +58,8 @@ def _count_line(line: str) -> int:
 
 
 def _count(text: str) -> int:
-    return len(_encoding().encode(text, disallowed_special=()))
+    # tiktoken's ``encode(text, disallowed_special=())`` without its checks of the arguments
+    return len(_encoding().encode_ordinary(text))
 
 
 #: A line break followed by a printable, non-space ASCII character. In ``cl100k_base``'s

@@ -45,9 +45,9 @@ def test_a_repeated_line_is_encoded_once(monkeypatch: pytest.MonkeyPatch) -> Non
     encoded: list[str] = []
 
     class Spy:
-        def encode(self, text: str, **kwargs: Any) -> list[int]:
+        def encode_ordinary(self, text: str) -> list[int]:
             encoded.append(text)
-            return _WHOLE.encode(text, **kwargs)
+            return _WHOLE.encode_ordinary(text)
 
     spy = Spy()
     monkeypatch.setattr(tokens, "_encoding", lambda: spy)
@@ -60,3 +60,16 @@ def test_a_repeated_line_is_encoded_once(monkeypatch: pytest.MonkeyPatch) -> Non
     assert counts == [_whole(prompt) for prompt in prompts]
     # the task is encoded for the first prompt only; each prompt's own line once
     assert encoded == [task, "Your part: research the market", "Your part: judge the risks"]
+
+
+def test_a_line_is_counted_as_ordinary_text_without_encode_s_argument_checks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    text = "a line not seen before <|endoftext|> 8f3a"
+    expected = _whole(text)
+
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("encode called")
+
+    monkeypatch.setattr(tiktoken.Encoding, "encode", checked)
+    assert count_tokens(text) == expected
