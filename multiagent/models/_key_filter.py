@@ -20,6 +20,7 @@ whole; a process killed meanwhile leaves no half-made file behind.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import mmap
 import os
@@ -44,11 +45,13 @@ def _whole(path: Path) -> bool:
         return False
 
 
-def _cells(key: str) -> list[int]:
+@functools.lru_cache(maxsize=64)
+def _cells(key: str) -> tuple[int, ...]:
+    """The key's cells; remembered a while, as a call's miss is followed by its store."""
     digest = hashlib.blake2b(key.encode(), digest_size=4 * PROBES).digest()
-    return [
+    return tuple(
         int.from_bytes(digest[i : i + 4], "little") & (SLOTS - 1) for i in range(0, 4 * PROBES, 4)
-    ]
+    )
 
 
 class KeyFilter:
@@ -84,7 +87,7 @@ class KeyFilter:
                 os.ftruncate(fd, SLOTS)
                 with mmap.mmap(fd, SLOTS, flags=mmap.MAP_SHARED) as cells:
                     for key in keys:
-                        for cell in _cells(key):
+                        for cell in _cells.__wrapped__(key):  # not kept: read once
                             cells[cell] = 1
             finally:
                 os.close(fd)

@@ -7,7 +7,11 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from multiagent.models import _key_filter
 from multiagent.models._cache_store import CacheStore
 from multiagent.models._key_filter import KeyFilter
 
@@ -81,3 +85,22 @@ def test_a_filter_file_cut_short_is_made_again_from_what_is_stored(tmp_path: Pat
     again = CacheStore(directory, key_filter=True)
     assert again.get("kept") == "v"
     assert KeyFilter(directory).may_hold("kept")
+
+
+def test_a_miss_and_the_store_that_follows_hash_the_key_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = CacheStore(tmp_path / "s", key_filter=True)
+    hashed: list[bytes] = []
+    real = _key_filter.hashlib.blake2b
+
+    def counted(data: bytes, **kwargs: Any) -> Any:
+        hashed.append(data)
+        return real(data, **kwargs)
+
+    monkeypatch.setattr(_key_filter.hashlib, "blake2b", counted)
+    _key_filter._cells.cache_clear()
+    assert store.get("fresh key") is None
+    store.set("fresh key", "v", expire=None)
+    assert store.get("fresh key") == "v"
+    assert hashed == [b"fresh key"]
