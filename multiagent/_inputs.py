@@ -39,6 +39,10 @@ _ID = re.compile(ID_PATTERN)
 #: Text longer than this is refused (a task is a prompt, not a document store).
 MAX_TEXT_CHARS = 4 * 1024 * 1024
 _TEXT_KEEP = frozenset("\t\n\r")
+#: Every character :func:`check_text` may refuse: the control characters (category ``Cc``)
+#: but those of :data:`_TEXT_KEEP`, and the surrogates (``Cs``, argv's undecodable bytes among
+#: them). Text without one is accepted without a look at each character.
+_TEXT_SUSPECT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def shown(value: str, *, limit: int = 60) -> str:
@@ -85,7 +89,9 @@ def check_number(
 
 def check_text(value: str, *, source: str) -> str:
     """Return ``value`` when it is valid text; else raise one line naming the first bad place."""
-    for index, char in enumerate(value):
+    suspect = _TEXT_SUSPECT.search(value)
+    start = len(value) if suspect is None else suspect.start()
+    for index, char in enumerate(value[start:], start):
         if 0xDC80 <= ord(char) <= 0xDCFF:  # how Python keeps bytes of argv that are not UTF-8
             raise UsageError(
                 f"{source} is not valid UTF-8 (byte 0x{ord(char) - 0xDC00:02x} at character "
