@@ -200,3 +200,32 @@ def test_a_finished_run_leaves_nothing_behind_in_the_pipeline() -> None:
     ledger = RunLedger()
     first = shared.model_for("standard", agent="alice", ledger=ledger)
     assert shared.model_for("standard", agent="alice", ledger=ledger) is first
+
+
+def test_invocation_parameters_are_langchain_s_own() -> None:
+    from langchain_core.language_models import BaseChatModel
+
+    model = pipeline().model_for("standard", agent="alice", ledger=RunLedger())
+    calls: list[tuple[list[str] | None, dict[str, Any]]] = [
+        (None, {}),
+        (["\n"], {"max_tokens": 7}),
+        (None, {"n": 2, "tool_choice": "auto"}),
+    ]
+    for stop, kwargs in calls:
+        ours = model._get_invocation_params(stop=stop, **kwargs)
+        theirs = BaseChatModel._get_invocation_params(model, stop=stop, **kwargs)
+        assert list(ours.items()) == list(theirs.items())
+    assert model._get_invocation_params() is not model._get_invocation_params()
+
+
+def test_a_call_reads_its_derived_parameters_without_pydantic_s_getattr(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a private attribute read by name costs a failed lookup and pydantic's __getattr__
+    model = pipeline().model_for("standard", agent="alice", ledger=RunLedger())
+
+    def refused(self: PipelineChatModel, item: str) -> Any:
+        raise AssertionError(f"read {item!r} through __getattr__")
+
+    monkeypatch.setattr(PipelineChatModel, "__getattr__", refused, raising=False)
+    assert model.invoke("Draft the launch plan for the beta").content
