@@ -37,7 +37,9 @@ and the chunks and runs it was running, before their next model call or checkpoi
 whose work failed (provider outage, or an error nobody expected) is not acknowledged: it is
 retried once its idle time has passed, up to ``max_attempts`` failures, then dead-lettered
 (:mod:`multiagent.distributed.deadletter`); an error nobody expected is said in one line per
-attempt (``verbose``: with its traceback). An entry whose
+attempt (``verbose``: with its traceback). A chunk that such an error ended keeps what it paid
+for first: its finished items and partial records are stored from its slot (this rare path's
+one round trip there), so the retry asks only the validators not asked yet. An entry whose
 worker is killed on every attempt is dead-lettered by its delivery count: reclaimed after more
 than ``max_attempts`` deliveries.
 

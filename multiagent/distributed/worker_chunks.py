@@ -14,7 +14,11 @@ does: an item some of whose validators answered while the others were not asked 
 as a *partial* record (``batch:{ID}:partial``, never counted as finished). The entry's retry,
 or the entry a resume queues for the item, completes it as an incomplete item is completed,
 asking only the validators not asked yet, before running its other items whole; no verdict
-is bought twice.
+is bought twice. A chunk whose run raised an error nobody expected (a bug in a node) keeps
+what it paid for the same way (:attr:`~multiagent.graphs.batch_chunks.ChunkOutcome.raised`):
+its records are stored at once, the entry left pending, and the error is raised to the slot,
+which counts the failed attempt (retried, dead-lettered at ``max_attempts``) and says it as it
+says any error nobody expected.
 
 A chunk of a batch queued with ``--budget`` runs its items only once the batch's budget in Redis
 (:class:`multiagent.models.budget_redis.RedisBudget`, one per batch and process) holds each
@@ -37,6 +41,7 @@ so a batch's or a run's spend never leaves out what was paid.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import threading
@@ -47,6 +52,7 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
+from redis.exceptions import RedisError
 
 from multiagent.distributed.deadletter import (
     FinishedChunk,
@@ -66,6 +72,7 @@ from multiagent.distributed.worker_state import (
     ask_entry_state,
     entry_check,
 )
+from multiagent.distributed.worker_store import store_now
 from multiagent.errors import BudgetExceededError
 from multiagent.graphs.batch_budget import completing_worst_case
 from multiagent.graphs.batch_chunks import (
@@ -146,6 +153,8 @@ class EntryRunner:
         outcome = self._run_items(batch_id, chunk_id, todo, records, judging, guard)
         if not guard.still_ours():  # another worker runs it: its records are that one's
             self._keep_paid(entry_id, batch_id, chunk_id, outcome)
+            if outcome.raised is not None:
+                raise outcome.raised
             return
         if outcome.status == "budget_exceeded":  # at once: the next chunks are not started
             self.client.hset(
@@ -153,8 +162,11 @@ class EntryRunner:
                 mapping={"stopped": "budget_exceeded", "last_error": outcome.message},
             )
         # unfinished items (no validator answered, or some not asked yet) leave the entry
-        # pending for its retry; a batch out of budget is acknowledged: no worker could finish it
-        retry = bool(outcome.unfinished) and outcome.status != "budget_exceeded"
+        # pending for its retry, as an error nobody expected does; a batch out of budget is
+        # acknowledged: no worker could finish it
+        retry = outcome.raised is not None or (
+            bool(outcome.unfinished) and outcome.status != "budget_exceeded"
+        )
         # a partial record (validators not asked yet) is kept apart: the entry's retry, or a
         # resume's, asks only the validators not asked
         finished = FinishedChunk(
@@ -164,6 +176,13 @@ class EntryRunner:
             usage_json=json.dumps(outcome.usage), ack=not retry, attempt=uuid.uuid4().hex[:12],
             replace=completing,
         )  # fmt: skip
+        if outcome.raised is not None:
+            # stored before the slot counts the failed attempt; Redis not answering loses
+            # only what the retry runs again, as before, and the error is said all the same
+            with contextlib.suppress(RedisError):
+                store_now(self.client, self.queue, EndedChunk(finished, fields, outcome, None),
+                          state=state)  # fmt: skip
+            raise outcome.raised
         failure = (outcome.error or outcome.message or outcome.status) if retry else None
         with state.lock:
             state.storing.add(entry_id)
@@ -408,7 +427,8 @@ def merge_outcomes(
     chunk_id: str, outcomes: list[ChunkOutcome], *, unfinished: list[str]
 ) -> ChunkOutcome:
     """One outcome of an entry's chunks run in turn, with ``unfinished`` items never started:
-    every record and call, and the status (and why) of the first that did not complete."""
+    every record and call, the status (and why) of the first that did not complete, and the
+    first error nobody expected that one raised."""
     ledger = RunLedger()
     for outcome in outcomes:
         ledger.absorb(outcome.ledger)
@@ -421,4 +441,5 @@ def merge_outcomes(
         message="" if stopped is None else stopped.message,
         error=None if stopped is None else stopped.error,
         seconds=sum(o.seconds for o in outcomes), spent_usd=sum(o.spent_usd for o in outcomes),
+        raised=next((o.raised for o in outcomes if o.raised is not None), None),
     )  # fmt: skip

@@ -85,7 +85,17 @@ def _finish(
                 return None
 
 
-def _count(end: EndedChunk, new: int, *, state: WorkerState, failed: FailureRecorder) -> None:
+def store_now(client: redis.Redis, queue: str, end: EndedChunk, *, state: WorkerState) -> None:
+    """Store one ended chunk from its slot, at once, and count it: a chunk whose run raised an
+    error nobody expected, whose records must be stored before the slot counts the entry's
+    failed attempt (which reads what is stored); its ``failure`` is ``None``: the slot says it."""
+    news = finish_chunks(client, queue, [end.finished])
+    _count(end, news[0], state=state, failed=None)
+
+
+def _count(
+    end: EndedChunk, new: int, *, state: WorkerState, failed: FailureRecorder | None
+) -> None:
     """Count a stored chunk; a chunk left for its retry counts as a failed attempt; a chunk
     whose batch Redis lost (``new`` is -1) is said, its items counted as lost."""
     outcome = end.outcome
@@ -102,5 +112,5 @@ def _count(end: EndedChunk, new: int, *, state: WorkerState, failed: FailureReco
         return
     spent = sum(to_nano(call.cost_usd) for call in outcome.ledger.records())
     state.stats.add(chunks=1, stored=new, unfinished=len(outcome.unfinished), spent_nano=spent)
-    if end.failure is not None:
+    if end.failure is not None and failed is not None:
         failed(end.finished.entry_id, end.fields, error=end.failure, unfinished=outcome.unfinished)

@@ -17,7 +17,9 @@ budget. Every call still reserves its worst case, so settled spend never exceeds
 When the provider goes away, a chunk comes back with items no validator answered; the batch
 then starts no new chunk, lets the running ones end, and stops as ``failed`` with the unfinished
 item ids named. On Ctrl-C it starts no new chunk or call, stores what the running chunks
-finished (and the usage of every call paid for) and stops as ``interrupted``.
+finished (and the usage of every call paid for) and stops as ``interrupted``. A chunk ended by
+an error nobody expected (a bug in a node) is stored as a stopped one is, its verdicts paid for
+kept; the batch starts no new chunk, stores the running ones as they end, and raises the error.
 
 An item some of whose validators failed after retries is decided by the others, as in a single
 run, and is *incomplete*: the batch names it and how to resume. Resuming (``resume=True`` with
@@ -145,6 +147,10 @@ def _run_chunks(
     Under :func:`~multiagent._interrupt.stop_on_ctrl_c` (the CLI) the chunks meet the stop at
     their next call and end as ``interrupted``; a ``KeyboardInterrupt`` raised here (a second
     Ctrl-C, or no handler) stops the budget so that they end the same way.
+
+    A chunk that ended by an error nobody expected (:attr:`~multiagent.graphs.batch_chunks.
+    ChunkOutcome.raised`) is stored, and the first such error is raised once every running
+    chunk is.
     """
     chunk_size = manifest.chunk_size
     parallel, per_chunk = concurrency_split(
@@ -162,6 +168,7 @@ def _run_chunks(
     admission = ItemAdmission(shared, completing_worst_case(context, manifest.validators, asked))
     chunk_ledgers: list[RunLedger] = []
     stopped: ChunkOutcome | None = None
+    raised: Exception | None = None
     interrupted = False
     total = len(manifest.items)
     numbers = itertools.count()
@@ -190,7 +197,7 @@ def _run_chunks(
 
         def keep(future: Future[ChunkOutcome]) -> ChunkOutcome:
             """Store a chunk that ended (storing twice keeps the first: safe to repeat)."""
-            nonlocal finished
+            nonlocal finished, raised
             chunk = future.result()
             mark, completing = running.pop(future, (-1, False))
             batch_id = manifest.batch_id
@@ -202,6 +209,7 @@ def _run_chunks(
             else:
                 finished += store.store(batch_id, chunk.chunk_id, chunk.records, chunk.usage)
             admission.release(mark)
+            raised = raised or chunk.raised
             return chunk
 
         try:
@@ -225,6 +233,8 @@ def _run_chunks(
             shared.stop("the batch was interrupted (Ctrl-C)")
             for future in list(running):  # each ends at its next call: wait, keep what it paid
                 keep(future)
+    if raised is not None:  # what each chunk paid for is stored: the error is the batch's end
+        raise raised
     for chunk_ledger in chunk_ledgers:
         ledger.absorb(chunk_ledger)
     interrupted = interrupted or stop_requested()  # chunks left unstarted (the caller checks)

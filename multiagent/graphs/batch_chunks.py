@@ -25,10 +25,19 @@ partial record as it completes an incomplete one: the validators not asked count
 :func:`~multiagent.nodes.validator.retry_failed_validators` asks them, and only them; no verdict
 is bought twice. A chunk that stopped also reports the usage of every call it made (from its
 ledger), so a batch's spend counts what was paid.
+
+A chunk whose run ended by an error nobody expected (a bug in a node, a tool or a parser
+raising: not a provider failure, which is recorded) keeps what it paid for the same way: the
+error ends the step, LangGraph writes the thread's checkpoint with the finished tasks' writes
+as it exits, and the chunk's records are made from them as a stopped chunk's are. Its outcome
+is ``failed`` and carries the error (:attr:`ChunkOutcome.raised`), which the caller raises once
+it has stored the records: a local batch ends with the error as before, a queue worker counts
+the entry's failed attempt as before, and the retry asks only the validators not asked yet.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -132,6 +141,9 @@ class ChunkOutcome:
     error: str | None = None
     seconds: float = 0.0
     spent_usd: float = field(default=0.0)
+    #: The error nobody expected that ended the chunk's run (its records are what it paid
+    #: for before): the caller raises it once they are stored.
+    raised: Exception | None = field(default=None, repr=False)
 
 
 def plan_chunks(
@@ -226,7 +238,7 @@ def run_chunk(
     saver = InMemorySaver()  # where the verdicts of a step that stopped are kept
     return _chunk_outcome(
         chunk_id, items, {}, validators=validators, threshold=threshold, context=context,
-        saver=saver,
+        saver=saver, ledger=ledger,
         run=lambda: run_workflow(
             "validation", inputs, context=context, shared_ledger=ledger, checkpointer=saver,
             thread_id=chunk_id, max_concurrency=max_concurrency, callbacks=callbacks, live=False,
@@ -290,7 +302,7 @@ def complete_chunk(
     )  # fmt: skip
     return _chunk_outcome(
         chunk_id, items, records, validators=validators, threshold=threshold, context=context,
-        saver=saver,
+        saver=saver, ledger=ledger,
         run=lambda: run_workflow(
             "validation", None, context=context, shared_ledger=ledger, checkpointer=saver,
             thread_id=chunk_id, resume=True, max_concurrency=max_concurrency,
@@ -355,16 +367,23 @@ def _chunk_outcome(
     threshold: float,
     context: WorkflowContext,
     saver: InMemorySaver,
+    ledger: RunLedger | None,
     run: Callable[[], WorkflowOutcome],
 ) -> ChunkOutcome:
-    """Run a chunk's graph (``run``, on ``saver``); make a record of each item some
-    validator answered (a partial one when others were not asked); the others are
-    unfinished."""
+    """Run a chunk's graph (``run``, on ``saver``, recording into ``ledger``); make a record of
+    each item some validator answered (a partial one when others were not asked); the others
+    are unfinished. A run that raised an error nobody expected is ``failed`` and carries it."""
+    began = time.perf_counter()
+    raised: Exception | None = None
     # thousands of sub-second runs would bury the dashboard's live runs page (and recording
     # them cost a quarter of a millisecond per call): a batch is followed by its progress, and
     # its limiters are still sampled for the backpressure page
     with live_writer(context.settings.home).sampling():
-        outcome = run()
+        try:
+            outcome = run()
+        except Exception as exc:  # a bug, not the provider: keep what was paid, then raise it
+            raised = exc
+            outcome = _raised_outcome(exc, chunk_id, saver=saver, ledger=ledger, began=began)
     values = outcome.values
     usage: list[Usage] = list(values.get("usage", []))
     if outcome.status != "completed":
@@ -404,6 +423,8 @@ def _chunk_outcome(
             errors = sorted({f["error"] for f in values.get("failures", [])})
             message = "no validator answered some items after retries"
             error = "; ".join(errors[:3]) or None
+    if raised is not None:  # whatever it finished, its run did not end well
+        status, message, error = "failed", outcome.message, outcome.error
     return ChunkOutcome(
         chunk_id=chunk_id,
         status=status,
@@ -415,4 +436,27 @@ def _chunk_outcome(
         error=error,
         seconds=outcome.seconds,
         spent_usd=float(sum(entry.get("cost_usd", 0.0) for entry in usage)),
+        raised=raised,
     )
+
+
+def _raised_outcome(
+    exc: Exception,
+    chunk_id: str,
+    *,
+    saver: InMemorySaver,
+    ledger: RunLedger | None,
+    began: float,
+) -> WorkflowOutcome:
+    """How a chunk's run that raised ``exc`` ended: ``failed``, with the thread's values as
+    LangGraph wrote them on its way out (the step's finished tasks' writes are the saver's
+    pending writes, read as a stopped chunk's are) and the calls of ``ledger`` (none without
+    one: the run's own ledger went with the error). The error is named by its type only: its
+    text may quote the input, and it is raised to the caller anyway."""
+    state = compile_workflow("validation", checkpointer=saver).get_state(_thread(chunk_id))
+    return WorkflowOutcome(
+        workflow="validation", thread_id=chunk_id, status="failed", values=dict(state.values),
+        ledger=ledger if ledger is not None else RunLedger(),
+        seconds=round(time.perf_counter() - began, 4),
+        message=f"the chunk's run raised {type(exc).__name__}", error=type(exc).__name__,
+    )  # fmt: skip

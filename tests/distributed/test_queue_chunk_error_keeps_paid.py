@@ -1,0 +1,117 @@
+"""A queued batch whose worker chunk ends by an error nobody expected (a bug in a node, not a
+provider failure) keeps what it paid for, and the entry's own retry (no ``batch resume``) buys
+only the rest, through the ``openai`` provider against the simulator server on 127.0.0.1.
+
+One validator's node raises ``TypeError`` on the mill's text, the first time only, before its
+call is sent (:func:`~tests.integration.test_batch_error_keeps_paid_verdicts.raise_once`). The
+first worker's attempt fails as any unexpected error does (said in one line, counted, the entry
+left pending), but the items it finished are stored and the mill's verdicts given are kept as a
+partial record. A second worker reclaims the entry after its idle time: the simulator's
+``/sim/stats`` shows it is served exactly the calls not made yet, and the results are those of
+an uninterrupted batch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from multiagent.distributed.deadletter import attempts_key, dead_key
+from multiagent.distributed.queue import batch_key, stream_key
+from multiagent.distributed.worker import QueueWorker
+from multiagent.graphs.batch import batch_cross_validate
+from multiagent.nodes.context import build_context
+from multiagent.policies import load_settings
+from tests.distributed._workers import FAST, cli
+from tests.integration._fault_proxy import served_calls, served_through_proxy
+from tests.integration.test_batch_error_keeps_paid_verdicts import raise_once
+from tests.integration.test_batch_stop_keeps_paid_verdicts import ITEMS
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def sim(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The simulator server, the ``openai`` provider pointed at it, one attempt per call."""
+    for name, value in FAST.items():
+        monkeypatch.setenv(name, value)
+    with served_through_proxy(monkeypatch, attempts=1, proxied=False) as (url, _proxy):
+        yield url
+
+
+def _work(client: redis.Redis, *, claim_idle_s: float) -> dict[str, Any]:
+    """Run a worker on ``qe`` until nothing is left for it to take; its stats."""
+    worker = QueueWorker(
+        client, queue="qe", context=build_context(load_settings()), claim_idle_s=claim_idle_s
+    )
+    return worker.run(idle_exit_s=1.0).as_dict()
+
+
+def _json(*args: str) -> dict[str, Any]:
+    result = cli(*args, "--json")
+    assert result.exit_code == 0, result.output
+    return dict(json.loads(result.stdout))
+
+
+def _distinct(verdicts: list[dict[str, Any]]) -> list[str]:
+    """Each verdict once (a queued batch lists a text's verdicts under each of its items)."""
+    return sorted({json.dumps(verdict, sort_keys=True) for verdict in verdicts})
+
+
+@pytest.mark.parametrize("budget", [None, "1"], ids=["profile-budget", "batch-budget"])
+def test_a_queued_chunk_ended_by_an_unexpected_error_keeps_its_verdicts_for_the_entrys_retry(
+    sim: str,
+    tmp_path: Path,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    budget: str | None,
+) -> None:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    reference = batch_cross_validate(ITEMS, max_concurrency=1, thread_id="whole")  # type: ignore[arg-type]
+    calls = reference.outcome.ledger.records()
+    validators = reference.outcome.values["validators"]
+    assert len(calls) == served_calls(sim) == 3 * len(validators)
+    raised = raise_once(monkeypatch, name=validators[1])
+    path = tmp_path / "items.jsonl"
+    path.write_text("".join(json.dumps(item) + "\n" for item in ITEMS), encoding="utf-8")
+    given = [] if budget is None else ["--budget", budget]
+    _json("validate", "--batch", str(path), "--queue", "qe", "--thread", "qb", *given)
+    entry_id = str(client.xrange(stream_key("qe"))[0][0])
+
+    before = served_calls(sim)
+    stats = _work(client, claim_idle_s=60.0)  # the failed entry's retry is the next worker's
+    first = served_calls(sim) - before
+    assert raised
+    assert 0 < first < len(calls)
+    # the error is said and counted as before: a failed attempt, the entry left pending
+    assert f"worker: entry {entry_id} (batch qb chunk " in capsys.readouterr().err
+    assert (stats["failures"], stats["dead_letters"]) == (1, 0)
+    assert client.hget(attempts_key("qe"), entry_id) == "1"
+    # what the attempt paid for is kept: the items it finished, the mill's verdicts given
+    stopped = _json("batch", "results", "qb")
+    assert [r["id"] for r in stopped["results"]] == ["bakery", "dairy"]
+    assert stopped["unfinished"] == stopped["partial"] == ["mill", "mill-again"]
+    paid = sum(call.cost_usd for call in calls) - calls[len(validators) + 1].cost_usd
+    assert stopped["usage"]["calls"] == first
+    assert stopped["usage"]["cost_usd"] == pytest.approx(paid, rel=1e-6)
+
+    before = served_calls(sim)
+    stats = _work(client, claim_idle_s=0.2)  # reclaims the entry: its retry, no resume
+    assert stats["reclaimed"] == 1
+    # exactly the calls not made yet: the mill's validator that raised
+    assert served_calls(sim) - before == len(calls) - first
+    back = _json("batch", "results", "qb")
+    assert back["state"] == "completed"
+    assert back["unfinished"] == back["partial"] == back["incomplete"] == []
+    assert back["results"] == [dict(result) for result in reference.results]
+    assert _distinct(back["verdicts"]) == _distinct(reference.verdicts)  # type: ignore[arg-type]
+    assert back["usage"]["calls"] == len(calls)
+    assert back["usage"]["cost_usd"] == pytest.approx(sum(c.cost_usd for c in calls), rel=1e-6)
+    assert client.xlen(dead_key("qe")) == 0
+    assert client.exists(batch_key("qb", "partial")) == 0
