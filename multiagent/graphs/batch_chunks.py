@@ -15,10 +15,14 @@ completes it as a single run's ``--resume`` does (:func:`complete_chunk`, on
 again, keeping the verdicts given, and deciding the item anew.
 
 A chunk that stopped mid-way (its budget, Ctrl-C, SIGTERM, a worker stopping) keeps what it
-paid for. Its run has a checkpointer of its own, in memory and written once, as the run ends or
-stops (LangGraph's ``durability="exit"``: nobody reads it while it runs), so the verdicts of the
-validator calls that finished in the step that stopped are kept as LangGraph keeps any finished
-task's writes. The items they finish are stored as finished; an item some of whose validators
+paid for. Its run has a checkpointer of its own, in memory, that each finished task's writes
+reach as the task ends (LangGraph's ``durability="sync"``), so the verdicts of the validator
+calls that finished in the step that stopped are kept as LangGraph keeps any finished task's
+writes. With ``"exit"`` (written once, as the run ends) the writes of the tasks still answering
+when an error ended the step, which finish after LangGraph wrote its exit checkpoint, were lost
+with ``--concurrency`` above 1, and a resume bought those verdicts again.
+
+The items those verdicts finish are stored as finished; an item some of whose validators
 answered and the others were not asked yet is stored as a *partial* record (still unfinished):
 its verdicts, and the validators not asked (:attr:`ItemRecord.unasked`). A resume completes a
 partial record as it completes an incomplete one: the validators not asked count as failed, so
@@ -242,7 +246,7 @@ def run_chunk(
         run=lambda: run_workflow(
             "validation", inputs, context=context, shared_ledger=ledger, checkpointer=saver,
             thread_id=chunk_id, max_concurrency=max_concurrency, callbacks=callbacks, live=False,
-            durability="exit",
+            durability="sync",
         ),
     )  # fmt: skip
 
@@ -306,7 +310,7 @@ def complete_chunk(
         run=lambda: run_workflow(
             "validation", None, context=context, shared_ledger=ledger, checkpointer=saver,
             thread_id=chunk_id, resume=True, max_concurrency=max_concurrency,
-            callbacks=callbacks, live=False, durability="exit",
+            callbacks=callbacks, live=False, durability="sync",
         ),
     )  # fmt: skip
 

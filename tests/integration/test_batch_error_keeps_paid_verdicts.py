@@ -59,8 +59,11 @@ def _distinct(verdicts: list[dict[str, Any]]) -> list[str]:
     return sorted({json.dumps(verdict, sort_keys=True) for verdict in verdicts})
 
 
+# at 3, the validators of a step run at once: those still answering when the error ends the
+# step finish after it, and their verdicts are kept too
+@pytest.mark.parametrize("concurrency", ["1", "3"])
 def test_a_chunk_ended_by_an_unexpected_error_keeps_what_it_paid_and_resume_buys_the_rest(
-    sim: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    sim: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, concurrency: str
 ) -> None:
     reference = batch_cross_validate(ITEMS, max_concurrency=1, thread_id="whole")  # type: ignore[arg-type]
     calls = reference.outcome.ledger.records()
@@ -72,7 +75,7 @@ def test_a_chunk_ended_by_an_unexpected_error_keeps_what_it_paid_and_resume_buys
 
     before = served_calls(sim)
     failed = runner.invoke(
-        app, ["validate", "--batch", str(path), "--thread", "b-err", "--concurrency", "1"]
+        app, ["validate", "--batch", str(path), "--thread", "b-err", "--concurrency", concurrency]
     )
     assert raised  # the error is reported as before: the command ends with it
     assert isinstance(failed.exception, TypeError), failed.output
@@ -81,7 +84,7 @@ def test_a_chunk_ended_by_an_unexpected_error_keeps_what_it_paid_and_resume_buys
 
     before = served_calls(sim)
     result = runner.invoke(
-        app, ["validate", "--thread", "b-err", "--resume", "--concurrency", "1", "--json"]
+        app, ["validate", "--thread", "b-err", "--resume", "--concurrency", concurrency, "--json"]
     )
     back = json.loads(result.stdout)
     assert back["status"] == "completed", back["message"]
