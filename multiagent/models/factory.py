@@ -37,6 +37,7 @@ from multiagent.models._runnable_model import (
     chat_models_in,
     retrying_wrapper,
     without_own_retries,
+    wrapped_chat_model,
 )
 from multiagent.policies import Settings, Tier
 from multiagent.policies.settings import check_openai_base_url
@@ -269,6 +270,28 @@ def _provider_name(model: BaseChatModel) -> str:
     """A brought model's provider: its own tracing name (``ls_provider``), else its class."""
     params: dict[str, Any] = dict(model._get_ls_params())
     return str(params.get("ls_provider") or type(model).__name__.lower())
+
+
+#: Where chat model classes keep the server they send to (``ChatOpenAI``'s ``base_url`` is the
+#: field ``openai_api_base``).
+_BASE_URL_FIELDS = ("openai_api_base", "base_url", "api_base", "endpoint_url")
+
+
+def own_base_url(model: BaseChatModel) -> str | None:
+    """The server a brought model sends to, as it names it (a wrapper's: the primary's);
+    ``None`` when it names none and its client's default applies.
+
+    Controllers are keyed by provider, base URL and model: a ``ChatOpenAI`` brought with the
+    ``base_url`` of a vLLM or llama.cpp server is another endpoint than OpenAI's, however its
+    model is named, and its 429s pause that server alone.
+    """
+    if isinstance(model, RunnableChatModel):
+        model = wrapped_chat_model(model.runnable) or model
+    for field in _BASE_URL_FIELDS:
+        value = getattr(model, field, None)
+        if isinstance(value, str) and value:
+            return value
+    return None
 
 
 def _model_name(model: BaseChatModel) -> str:

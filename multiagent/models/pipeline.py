@@ -39,6 +39,7 @@ from multiagent.models.factory import (
     build_chat_model,
     check_provider,
     choose_model,
+    own_base_url,
     without_client_retries,
 )
 from multiagent.models.ledger import CallRecord, RunLedger
@@ -188,7 +189,7 @@ class ModelPipeline:
             return
         for name in {self.model_name(t) for t in TIERS}:
             check_shared_controller(
-                provider=self.provider, model=name, base_url=self._base_url,
+                provider=self.provider, model=name, base_url=self.base_url_of(name),
                 config=self.backpressure,
             )  # fmt: skip
 
@@ -272,7 +273,7 @@ class ModelPipeline:
         return shared_controller(
             provider=self.provider,
             model=model,
-            base_url=self._base_url,
+            base_url=self.base_url_of(model),
             config=self.backpressure,
             redis_url=self.settings.redis_url,
             fallback_fraction=self.settings.profile.rate_limit.redis_fallback_fraction,
@@ -303,8 +304,14 @@ class ModelPipeline:
         clients = self._gated_http
         return clients is not None and getattr(provider_model, "http_client", None) is clients[0]
 
-    @property
-    def _base_url(self) -> str | None:
+    def base_url_of(self, model: str) -> str | None:
+        """The server ``model`` is sent to: a brought model's own base URL, else the
+        ``openai`` provider's configured one (``None``: the provider's default)."""
+        chosen = self.chosen
+        if chosen is not None and chosen.model is not None and model == chosen.name:
+            own = own_base_url(chosen.model)
+            if own is not None:
+                return own
         return self.settings.openai_base_url if self.provider == "openai" else None
 
     def model_for(
@@ -367,7 +374,7 @@ class ModelPipeline:
             identity=identity,
             controller=self._gated(self.controller_for(name), provider_model),
             retry=self.retry,
-            base_url=self._base_url,
+            base_url=self.base_url_of(name),
             redact=settings.profile.features.pii_redaction,
             completions=self.completion_cache,
             cache=False,  # looked up by the model itself (see pipeline_model)

@@ -468,3 +468,29 @@ def test_json_steps_reach_a_model_behind_adaptive_backpressure(settings: Setting
     bound = bind_step(model, "json_schema", tool=tool)
     assert isinstance(bound, RunnableBinding)
     assert bound.kwargs["response_format"]["type"] == "json_schema"
+
+
+@pytest.mark.parametrize("wrap", ["plain", "fallbacks"])
+def test_a_brought_model_is_limited_under_the_server_it_names(
+    settings: Settings, wrap: str
+) -> None:
+    """Controllers are keyed by provider, base URL and model: a ``ChatOpenAI`` brought with a
+    local server's ``base_url`` is not paced (nor paused by 429s) as OpenAI's same-named model,
+    nor the wrapper of one as its backup's server."""
+    local = "http://127.0.0.1:9/v1"
+    brought: Any = ChatOpenAI(model="gpt-4o-mini", base_url=local, api_key=SecretStr("x"))
+    if wrap == "fallbacks":
+        backup = ChatOpenAI(
+            model="gpt-4o", base_url="http://127.0.0.1:10/v1", api_key=SecretStr("x")
+        )
+        brought = brought.with_fallbacks([backup])
+    pipeline = ModelPipeline(settings, model=brought)
+    configured = ModelPipeline(
+        settings.model_copy(update={"provider": "openai", "openai_api_key": SecretStr("x")})
+    )
+    controller = pipeline.controller_for("gpt-4o-mini")
+    assert controller is not configured.controller_for("gpt-4o-mini")
+    assert controller.gate is not configured.controller_for("gpt-4o-mini").gate
+    wired = pipeline.model_for("standard", agent="analyst")
+    assert wired.base_url == local  # type: ignore[attr-defined]
+    assert configured.base_url_of("gpt-4o-mini") is None  # the SDK's default: OpenAI's
