@@ -20,7 +20,8 @@ import pytest
 import redis
 
 from tests._procs import free_port, stop
-from tests.distributed._workers import Workers
+from tests.distributed._workers import FAST, Workers
+from tests.integration._fault_proxy import served_through_proxy
 
 #: Read at import, before the autouse fixture clears MULTIAGENT_* variables.
 GIVEN_URL = os.environ.get("MULTIAGENT_TEST_REDIS_URL")
@@ -94,3 +95,13 @@ def workers(redis_url: str) -> Iterator[Workers]:
         yield pool
     finally:
         pool.close()
+
+
+@pytest.fixture
+def sim(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The simulator server, the ``openai`` provider pointed at it, one attempt per call; the
+    workers' quick settings (:data:`~tests.distributed._workers.FAST`)."""
+    for name, value in FAST.items():
+        monkeypatch.setenv(name, value)
+    with served_through_proxy(monkeypatch, attempts=1, proxied=False) as (url, _proxy):
+        yield url

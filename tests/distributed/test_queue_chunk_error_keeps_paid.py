@@ -14,7 +14,6 @@ an uninterrupted batch.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,21 +26,12 @@ from multiagent.distributed.worker import QueueWorker
 from multiagent.graphs.batch import batch_cross_validate
 from multiagent.nodes.context import build_context
 from multiagent.policies import load_settings
-from tests.distributed._workers import FAST, cli
-from tests.integration._fault_proxy import served_calls, served_through_proxy
+from tests.distributed._workers import cli
+from tests.integration._fault_proxy import served_calls
 from tests.integration.test_batch_error_keeps_paid_verdicts import raise_once
-from tests.integration.test_batch_stop_keeps_paid_verdicts import ITEMS
+from tests.integration.test_batch_stop_keeps_paid_verdicts import ITEMS, write_items
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture
-def sim(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """The simulator server, the ``openai`` provider pointed at it, one attempt per call."""
-    for name, value in FAST.items():
-        monkeypatch.setenv(name, value)
-    with served_through_proxy(monkeypatch, attempts=1, proxied=False) as (url, _proxy):
-        yield url
 
 
 def _work(client: redis.Redis, *, claim_idle_s: float) -> dict[str, Any]:
@@ -78,8 +68,7 @@ def test_a_queued_chunk_ended_by_an_unexpected_error_keeps_its_verdicts_for_the_
     validators = reference.outcome.values["validators"]
     assert len(calls) == served_calls(sim) == 3 * len(validators)
     raised = raise_once(monkeypatch, name=validators[1])
-    path = tmp_path / "items.jsonl"
-    path.write_text("".join(json.dumps(item) + "\n" for item in ITEMS), encoding="utf-8")
+    path = write_items(tmp_path)
     given = [] if budget is None else ["--budget", budget]
     _json("validate", "--batch", str(path), "--queue", "qe", "--thread", "qb", *given)
     entry_id = str(client.xrange(stream_key("qe"))[0][0])

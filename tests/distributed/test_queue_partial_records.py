@@ -13,7 +13,6 @@ the stop and the resume, every call of an uninterrupted batch exactly once, and 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,27 +26,21 @@ from multiagent.graphs.batch import BatchValidation, batch_cross_validate
 from multiagent.nodes.context import build_context
 from multiagent.nodes.validator import verdict_worst_case_usd
 from multiagent.policies import load_settings
-from tests.distributed._workers import FAST, cli
-from tests.integration._fault_proxy import served_calls, served_through_proxy
-from tests.integration.test_batch_stop_keeps_paid_verdicts import ITEMS, TEXTS, _cap_refusing
+from tests.distributed._workers import cli
+from tests.integration._fault_proxy import served_calls
+from tests.integration.test_batch_stop_keeps_paid_verdicts import (
+    ITEMS,
+    TEXTS,
+    _cap_refusing,
+    write_items,
+)
 
 pytestmark = pytest.mark.redis
 
 
 @pytest.fixture
-def sim(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """The simulator server, the ``openai`` provider pointed at it, one attempt per call."""
-    for name, value in FAST.items():
-        monkeypatch.setenv(name, value)
-    with served_through_proxy(monkeypatch, attempts=1, proxied=False) as (url, _proxy):
-        yield url
-
-
-@pytest.fixture
 def items_file(tmp_path: Path) -> Path:
-    path = tmp_path / "items.jsonl"
-    path.write_text("".join(json.dumps(item) + "\n" for item in ITEMS), encoding="utf-8")
-    return path
+    return write_items(tmp_path)
 
 
 def _work(client: redis.Redis, queue: str) -> dict[str, Any]:

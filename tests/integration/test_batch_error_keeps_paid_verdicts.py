@@ -24,7 +24,7 @@ from multiagent.cli import app
 from multiagent.graphs.batch import batch_cross_validate
 from multiagent.nodes import validator
 from tests.integration._fault_proxy import served_calls, served_through_proxy
-from tests.integration.test_batch_stop_keeps_paid_verdicts import ITEMS
+from tests.integration.test_batch_stop_keeps_paid_verdicts import ITEMS, write_items
 
 runner = CliRunner()
 #: The text whose validator raises: the mill's (two items), asked after the bakery's.
@@ -70,8 +70,7 @@ def test_a_chunk_ended_by_an_unexpected_error_keeps_what_it_paid_and_resume_buys
     validators = reference.outcome.values["validators"]
     assert len(calls) == served_calls(sim) == 3 * len(validators)
     raised = raise_once(monkeypatch, name=validators[1])
-    path = tmp_path / "items.jsonl"
-    path.write_text("".join(json.dumps(item) + "\n" for item in ITEMS), encoding="utf-8")
+    path = write_items(tmp_path)
 
     before = served_calls(sim)
     failed = runner.invoke(

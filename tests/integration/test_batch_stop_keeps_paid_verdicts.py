@@ -44,11 +44,16 @@ def sim(isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture
-def items_file(tmp_path: Path) -> Path:
-    path = tmp_path / "items.jsonl"
+def write_items(directory: Path) -> Path:
+    """:data:`ITEMS` as a batch file in ``directory``."""
+    path = directory / "items.jsonl"
     path.write_text("".join(json.dumps(item) + "\n" for item in ITEMS), encoding="utf-8")
     return path
+
+
+@pytest.fixture
+def items_file(tmp_path: Path) -> Path:
+    return write_items(tmp_path)
 
 
 def _cli(*args: str) -> dict[str, Any]:
