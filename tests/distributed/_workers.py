@@ -94,6 +94,27 @@ def cli(*args: str) -> Result:
     return CliRunner().invoke(app, list(args))
 
 
+def cli_json(*args: str) -> dict[str, Any]:
+    """The one JSON document a command that succeeded printed with ``--json``."""
+    result = cli(*args, "--json")
+    assert result.exit_code == 0, result.output
+    return dict(json.loads(result.stdout))
+
+
+def work_until_idle(
+    client: Any, queue: str, *, claim_idle_s: float | None = None
+) -> dict[str, Any]:
+    """Run an in-process worker (with the settings of now) on ``queue`` until nothing is left
+    for it to take; its stats. ``claim_idle_s``: how long another's pending entry waits before
+    this one reclaims it (the worker's default when ``None``)."""
+    from multiagent.distributed.worker import QueueWorker
+    from multiagent.nodes.context import build_context
+
+    options = {} if claim_idle_s is None else {"claim_idle_s": claim_idle_s}
+    worker = QueueWorker(client, queue=queue, context=build_context(load_settings()), **options)
+    return worker.run(idle_exit_s=1.0).as_dict()
+
+
 def queue_fast_batch(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *, items: int, queue: str
 ) -> str:

@@ -13,44 +13,23 @@ an uninterrupted batch.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
 
 from multiagent.distributed.deadletter import attempts_key, dead_key
 from multiagent.distributed.queue import batch_key, stream_key
-from multiagent.distributed.worker import QueueWorker
-from multiagent.graphs.batch import batch_cross_validate
-from multiagent.nodes.context import build_context
-from multiagent.policies import load_settings
-from tests.distributed._workers import cli
+from tests.distributed._workers import cli_json, work_until_idle
 from tests.integration._fault_proxy import served_calls
 from tests.integration.test_batch_error_keeps_paid_verdicts import raise_once
-from tests.integration.test_batch_stop_keeps_paid_verdicts import ITEMS, write_items
+from tests.integration.test_batch_stop_keeps_paid_verdicts import (
+    distinct,
+    whole_batch,
+    write_items,
+)
 
 pytestmark = pytest.mark.redis
-
-
-def _work(client: redis.Redis, *, claim_idle_s: float) -> dict[str, Any]:
-    """Run a worker on ``qe`` until nothing is left for it to take; its stats."""
-    worker = QueueWorker(
-        client, queue="qe", context=build_context(load_settings()), claim_idle_s=claim_idle_s
-    )
-    return worker.run(idle_exit_s=1.0).as_dict()
-
-
-def _json(*args: str) -> dict[str, Any]:
-    result = cli(*args, "--json")
-    assert result.exit_code == 0, result.output
-    return dict(json.loads(result.stdout))
-
-
-def _distinct(verdicts: list[dict[str, Any]]) -> list[str]:
-    """Each verdict once (a queued batch lists a text's verdicts under each of its items)."""
-    return sorted({json.dumps(verdict, sort_keys=True) for verdict in verdicts})
 
 
 @pytest.mark.parametrize("budget", [None, "1"], ids=["profile-budget", "batch-budget"])
@@ -63,18 +42,18 @@ def test_a_queued_chunk_ended_by_an_unexpected_error_keeps_its_verdicts_for_the_
     budget: str | None,
 ) -> None:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    reference = batch_cross_validate(ITEMS, max_concurrency=1, thread_id="whole")  # type: ignore[arg-type]
+    reference = whole_batch(sim)
     calls = reference.outcome.ledger.records()
     validators = reference.outcome.values["validators"]
-    assert len(calls) == served_calls(sim) == 3 * len(validators)
     raised = raise_once(monkeypatch, name=validators[1])
     path = write_items(tmp_path)
     given = [] if budget is None else ["--budget", budget]
-    _json("validate", "--batch", str(path), "--queue", "qe", "--thread", "qb", *given)
+    cli_json("validate", "--batch", str(path), "--queue", "qe", "--thread", "qb", *given)
     entry_id = str(client.xrange(stream_key("qe"))[0][0])
 
     before = served_calls(sim)
-    stats = _work(client, claim_idle_s=60.0)  # the failed entry's retry is the next worker's
+    # the failed entry's retry is the next worker's
+    stats = work_until_idle(client, "qe", claim_idle_s=60.0)
     first = served_calls(sim) - before
     assert raised
     assert 0 < first < len(calls)
@@ -83,7 +62,7 @@ def test_a_queued_chunk_ended_by_an_unexpected_error_keeps_its_verdicts_for_the_
     assert (stats["failures"], stats["dead_letters"]) == (1, 0)
     assert client.hget(attempts_key("qe"), entry_id) == "1"
     # what the attempt paid for is kept: the items it finished, the mill's verdicts given
-    stopped = _json("batch", "results", "qb")
+    stopped = cli_json("batch", "results", "qb")
     assert [r["id"] for r in stopped["results"]] == ["bakery", "dairy"]
     assert stopped["unfinished"] == stopped["partial"] == ["mill", "mill-again"]
     paid = sum(call.cost_usd for call in calls) - calls[len(validators) + 1].cost_usd
@@ -91,15 +70,16 @@ def test_a_queued_chunk_ended_by_an_unexpected_error_keeps_its_verdicts_for_the_
     assert stopped["usage"]["cost_usd"] == pytest.approx(paid, rel=1e-6)
 
     before = served_calls(sim)
-    stats = _work(client, claim_idle_s=0.2)  # reclaims the entry: its retry, no resume
+    # reclaims the entry: its retry, no resume
+    stats = work_until_idle(client, "qe", claim_idle_s=0.2)
     assert stats["reclaimed"] == 1
     # exactly the calls not made yet: the mill's validator that raised
     assert served_calls(sim) - before == len(calls) - first
-    back = _json("batch", "results", "qb")
+    back = cli_json("batch", "results", "qb")
     assert back["state"] == "completed"
     assert back["unfinished"] == back["partial"] == back["incomplete"] == []
     assert back["results"] == [dict(result) for result in reference.results]
-    assert _distinct(back["verdicts"]) == _distinct(reference.verdicts)  # type: ignore[arg-type]
+    assert distinct(back["verdicts"]) == distinct(reference.verdicts)  # type: ignore[arg-type]
     assert back["usage"]["calls"] == len(calls)
     assert back["usage"]["cost_usd"] == pytest.approx(sum(c.cost_usd for c in calls), rel=1e-6)
     assert client.xlen(dead_key("qe")) == 0

@@ -21,10 +21,14 @@ import pytest
 from typer.testing import CliRunner
 
 from multiagent.cli import app
-from multiagent.graphs.batch import batch_cross_validate
 from multiagent.nodes import validator
 from tests.integration._fault_proxy import served_calls, served_through_proxy
-from tests.integration.test_batch_stop_keeps_paid_verdicts import ITEMS, write_items
+from tests.integration.test_batch_stop_keeps_paid_verdicts import (
+    ITEMS,
+    distinct,
+    whole_batch,
+    write_items,
+)
 
 runner = CliRunner()
 #: The text whose validator raises: the mill's (two items), asked after the bakery's.
@@ -54,21 +58,15 @@ def sim(isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         yield url
 
 
-def _distinct(verdicts: list[dict[str, Any]]) -> list[str]:
-    """Each verdict once, in a stable order."""
-    return sorted({json.dumps(verdict, sort_keys=True) for verdict in verdicts})
-
-
 # at 3, the validators of a step run at once: those still answering when the error ends the
 # step finish after it, and their verdicts are kept too
 @pytest.mark.parametrize("concurrency", ["1", "3"])
 def test_a_chunk_ended_by_an_unexpected_error_keeps_what_it_paid_and_resume_buys_the_rest(
     sim: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, concurrency: str
 ) -> None:
-    reference = batch_cross_validate(ITEMS, max_concurrency=1, thread_id="whole")  # type: ignore[arg-type]
+    reference = whole_batch(sim)
     calls = reference.outcome.ledger.records()
     validators = reference.outcome.values["validators"]
-    assert len(calls) == served_calls(sim) == 3 * len(validators)
     raised = raise_once(monkeypatch, name=validators[1])
     path = write_items(tmp_path)
 
@@ -91,7 +89,7 @@ def test_a_chunk_ended_by_an_unexpected_error_keeps_what_it_paid_and_resume_buys
     assert served_calls(sim) - before == len(calls) - first
     assert back["this_run"]["calls"] == len(calls) - first
     assert back["results"] == [dict(r) for r in reference.results]
-    assert _distinct(back["verdicts"]) == _distinct(reference.verdicts)  # type: ignore[arg-type]
+    assert distinct(back["verdicts"]) == distinct(reference.verdicts)  # type: ignore[arg-type]
     assert back["unfinished"] == back["incomplete"] == []
     assert back["usage"]["cost_usd"] == pytest.approx(
         sum(call.cost_usd for call in calls), rel=1e-6

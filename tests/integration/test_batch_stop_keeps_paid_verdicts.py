@@ -20,7 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from multiagent.cli import app
-from multiagent.graphs.batch import batch_cross_validate
+from multiagent.graphs.batch import BatchValidation, batch_cross_validate
 from multiagent.nodes.context import build_context
 from multiagent.nodes.validator import verdict_worst_case_usd
 from multiagent.policies import load_settings
@@ -62,6 +62,39 @@ def _cli(*args: str) -> dict[str, Any]:
     return dict(json.loads(result.stdout))
 
 
+def whole_batch(sim: str) -> BatchValidation:
+    """:data:`ITEMS` validated in one uninterrupted batch, one call at a time: the verdicts to
+    reach and each call's cost, in call order; the simulator at ``sim`` served each call."""
+    reference = batch_cross_validate(ITEMS, max_concurrency=1, thread_id="whole")  # type: ignore[arg-type]
+    validators = reference.outcome.values["validators"]
+    assert len(reference.outcome.ledger.records()) == served_calls(sim) == 3 * len(validators)
+    return reference
+
+
+def distinct(verdicts: list[dict[str, Any]]) -> list[str]:
+    """Each verdict once, in a stable order (a batch lists a text's verdicts under each of its
+    items)."""
+    return sorted({json.dumps(verdict, sort_keys=True) for verdict in verdicts})
+
+
+def mid_item_cap(reference: BatchValidation) -> tuple[int, float]:
+    """A daily cap that refuses a call of the mill's text after at least one of its validators
+    answered, and that call's index (see :func:`_cap_refusing`)."""
+    calls = reference.outcome.ledger.records()
+    validators = reference.outcome.values["validators"]
+    context = build_context(load_settings())
+    worst = [
+        verdict_worst_case_usd(context, context.agents[name], text)
+        for text in TEXTS
+        for name in validators
+    ]
+    assert [call.agent for call in calls] == validators * 3  # one text's validators, then the next
+    per_text = len(validators)
+    return _cap_refusing(
+        [call.cost_usd for call in calls], worst, range(per_text + 1, 2 * per_text)
+    )
+
+
 def _cap_refusing(costs: list[float], worst: list[float], calls: range) -> tuple[int, float]:
     """A daily cap under which the calls before one of ``calls`` are made and that one is
     refused (a call is made while what was spent and its worst case fit the cap), and its
@@ -79,22 +112,9 @@ def test_a_chunk_stopped_by_its_budget_keeps_what_it_paid_and_resume_buys_only_t
     sim: str, items_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # an uninterrupted batch: the verdicts to reach, and what each call cost, in call order
-    reference = batch_cross_validate(ITEMS, max_concurrency=1, thread_id="whole")  # type: ignore[arg-type]
+    reference = whole_batch(sim)
     calls = reference.outcome.ledger.records()
-    validators = reference.outcome.values["validators"]
-    assert len(calls) == served_calls(sim) == 3 * len(validators)
-    context = build_context(load_settings())
-    worst = [
-        verdict_worst_case_usd(context, context.agents[name], text)
-        for text in TEXTS
-        for name in validators
-    ]
-    assert [call.agent for call in calls] == validators * 3  # one text's validators, then the next
-    # refuse a call of the mill's text after at least one of its validators answered
-    per_text = len(validators)
-    refused, cap = _cap_refusing(
-        [call.cost_usd for call in calls], worst, range(per_text + 1, 2 * per_text)
-    )
+    refused, cap = mid_item_cap(reference)
 
     monkeypatch.setenv("MULTIAGENT_BUDGET__DAILY_USD", repr(cap))
     before = served_calls(sim)
