@@ -225,6 +225,10 @@ class RedisBackpressureController(SharedStateKeeper):
 
     # -- reading -------------------------------------------------------------------------------
 
+    def paused_for(self) -> float:
+        """Seconds left of the shared pause (every process's gate lives in Redis: one read)."""
+        return self.state().paused_for_s
+
     def state(self) -> SharedBackpressureState:
         """The shared state (or, while fallen back, this process's own, ``shared=False``)."""
         fallback = self._fallback

@@ -19,28 +19,30 @@ in the cache) and :func:`answered_by` finds its identity, so ``saved_usd`` is wh
 first cost, at the rates of the member that gave it. The cost LangSmith reads off an answer
 (``input_cost``, ``output_cost``) is priced as that member too.
 
-**Pacing.** The chain is paced by the controller of its primary (controllers are keyed by
-provider, base URL and model, and the pipeline keys a brought model's by the model tried first),
-so that controller must hear what the primary's requests meet, as for a plain model. LangChain
-absorbs the primary's failure when a fallback answers: the controller heard of an answer, the
-primary's 429s never cut its pace nor paused it for their ``Retry-After``, and the primary was
-sent every call at full rate while the backup answered them all. The call's
-:class:`~multiagent.models._runnable_model.ChainWatch` now reports the primary's failure
-through the attempt's passage (:func:`paced`) the moment LangChain tells of it: a 429 cuts the
-pace and pauses the provider's gate for its ``Retry-After``, a server error counts against the
-primary's health, exactly as a plain model's would. The fallback's answer is then not told to
-that controller (its latency and rate-limit headers are another model's), and the slot is free
-while the fallback answers, since the primary is no longer busy with the request.
+**Pacing.** Each member is paced by a controller of its own, keyed as any model's is (its
+provider, base URL and name; the pipeline keys the primary's by the model tried first). A
+call is sent to the primary through the primary's controller, so that controller hears what
+the primary's requests meet, as for a plain model: LangChain absorbs the primary's failure
+when a fallback answers, so the call's :class:`~multiagent.models._runnable_model.ChainWatch`
+reports it through the attempt's passage (:func:`paced`) the moment LangChain tells of it: a
+429 cuts the pace and pauses the primary's gate for its ``Retry-After``, a server error counts
+against the primary's health. The fallback's answer is not told to that controller (its
+latency and rate-limit headers are another model's), and the slot is free while the fallback
+answers, since the primary is no longer busy with the request.
 
-The chain's next calls wait for the primary's ``Retry-After``; they are not sent to the backup
-directly meanwhile. The project's rule for a plain model is that nothing leaves for the
-provider before an announced pause ends, whichever agent or model sends it (one gate per
-provider endpoint), and a chain's every call starts with its primary, through the primary's
-controller. Sending them to the backup instead would need a controller of the backup's own
-(it has none: its requests would go unpaced, moving the storm from the primary onto it) and,
-for a backup at the same endpoint, would break the pause anyway. The call that met the 429
-still gets the backup's answer at once (what the chain was built for): its request to the
-backup is the one sent during the pause, where a plain model's call would have waited.
+While the primary's gate is paused, the chain's calls skip it: each goes straight to the first
+fallback whose own gate is open (the next one, in order, if that one's is paused too), as the
+chain trimmed of the members before it, through that fallback's controller, which then hears
+its outcome as the primary's heard the primary's. Nothing is sent to the paused primary, so
+the rule that nothing leaves for an endpoint before its announced pause ends still holds, and
+no agent waits out a ``Retry-After`` the backup could answer during: routing around a rate
+limited primary is what fallbacks are brought for. The backup is not sent the storm unpaced
+either, its controller paces it and a 429 of its own pauses it too. A fallback at the
+primary's endpoint shares its gate (one per provider and base URL) and is skipped with it.
+The call is recorded as the member that answered; a skipped primary never started, so no
+failed call of it is recorded. Once the pause ends, calls start with the primary again. With
+every member's gate paused, the call waits at the primary's gate, as a plain model's would.
+The budget is held at the dearest member's price whichever member is tried first.
 """
 
 from __future__ import annotations
@@ -143,11 +145,13 @@ def call_in_flight(
     return CallInFlight(identity, messages, kwargs, default_max_output=default_max_output)
 
 
-def paced(call: CallInFlight, passage: Passage) -> None:
-    """``passage`` is the way of ``call``'s attempt through its controller: a chain's watch
-    reports its primary's failure through it (a plain call reports its own outcome)."""
+def paced(call: CallInFlight, passage: Passage, *, first: int = 0) -> None:
+    """``passage`` is the way of ``call``'s attempt through the controller of member
+    ``first``, the one the attempt is sent to: a chain's watch reports that member's failure
+    through it (a plain call reports its own outcome)."""
     if isinstance(call, ChainCall):
         call.watch.passage = passage
+        call.watch.first = first
 
 
 def answered_by(

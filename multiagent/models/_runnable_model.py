@@ -12,8 +12,10 @@ at a different price, so a call is recorded under the member that answered and e
 failed before it gets a failed call of its own (see :mod:`multiagent.models._chain_call`): while
 the wrapper runs, a :class:`ChainWatch` of the call hears each member start, fail or answer,
 knowing it by the member's number in its run metadata. The watch also tells the backpressure
-controller pacing the call of the primary's failure, and an answer names the member that gave
-it (:data:`ANSWERED_BY`), for a cache hit of it to be recorded as that member.
+controller pacing the call of the failure of the member tried first (the primary, or the
+fallback a paused primary is skipped for: :meth:`RunnableChatModel.from_member`), and an
+answer names the member that gave it (:data:`ANSWERED_BY`), for a cache hit of it to be
+recorded as that member.
 
 Retries are the pipeline's alone (:mod:`multiagent.models.retry`): a client's own retries would
 multiply every failed call by the client's attempts, each a request the rate limiter never sees.
@@ -115,6 +117,27 @@ def _rebuilt(
     raise TypeError(f"{type(runnable).__name__} holds no chat model")
 
 
+def _without_first(runnable: Runnable[Any, Any], skip: int) -> Runnable[Any, Any] | None:
+    """The wrapper trying only its members from number ``skip`` on, in the same order (each
+    kept in its own bindings); ``None`` when it has no more members than that."""
+    if skip <= 0:
+        return runnable
+    if isinstance(runnable, RunnableBindingBase):
+        rest = _without_first(runnable.bound, skip)
+        return None if rest is None else runnable.model_copy(update={"bound": rest})
+    if not isinstance(runnable, RunnableWithFallbacks):
+        return None  # a chat model: one member, skipped
+    parts: list[Runnable[Any, Any]] = []
+    for part in [runnable.runnable, *runnable.fallbacks]:
+        kept = _without_first(part, skip)
+        skip -= len(chat_models_in(part))
+        if kept is not None:
+            parts.append(kept)
+    if len(parts) < 2:
+        return parts[0] if parts else None
+    return runnable.model_copy(update={"runnable": parts[0], "fallbacks": parts[1:]})
+
+
 def _numbered(runnable: Runnable[Any, Any]) -> Runnable[Any, Any]:
     """The wrapper with each member's number in its run metadata."""
     count = itertools.count()
@@ -182,9 +205,10 @@ class ChainWatch(BaseCallbackHandler):
     Reset by each call of the wrapper (an attempt of the pipeline's retry loop), so it tells of
     the last one.
 
-    ``passage`` is the attempt's way through the controller pacing the primary (member 0): the
-    primary's failure is reported through it the moment it happens, as a plain model's
-    failure is, though a fallback may still answer (see :mod:`multiagent.models._chain_call`).
+    ``passage`` is the attempt's way through the controller pacing the member tried first
+    (``first``: the primary, or the fallback a paused primary was skipped for): that member's
+    failure is reported through it the moment it happens, as a plain model's failure is,
+    though a later member may still answer (see :mod:`multiagent.models._chain_call`).
     """
 
     run_inline = True  # cheap, and in the order the members run
@@ -192,6 +216,7 @@ class ChainWatch(BaseCallbackHandler):
     def __init__(self) -> None:
         super().__init__()
         self.passage: Passage | None = None
+        self.first = 0
         self.begin()
 
     def begin(self) -> None:
@@ -230,7 +255,7 @@ class ChainWatch(BaseCallbackHandler):
         index, began = found
         used = _usage(response)
         self.failures.append(MemberFailure(index, error, used, time.perf_counter() - began))
-        if index == 0 and self.passage is not None and isinstance(error, Exception):
+        if index == self.first and self.passage is not None and isinstance(error, Exception):
             # the passage takes one report: the fallback's answer is not told of after it
             self.passage.failed(error)
 
@@ -293,6 +318,15 @@ class RunnableChatModel(BaseChatModel):
         """The wrapper with each member's price."""
         prices = tuple(price_of(name) for _, name in self.members)
         return self.model_copy(update={"prices": prices})
+
+    def from_member(self, index: int) -> RunnableChatModel:
+        """The wrapper trying its members from number ``index`` on: a call sent past paused
+        members (see :mod:`multiagent.models._chain_call`). The members keep their numbers,
+        so the call's watch and record still know each one."""
+        rest = _without_first(self.runnable, index)
+        if rest is None:
+            raise IndexError(f"the wrapper has no member {index}")
+        return self.model_copy(update={"runnable": rest})
 
     @property
     def _llm_type(self) -> str:

@@ -379,6 +379,12 @@ class BackpressureController(Waiting):
 
     # -- reading -----------------------------------------------------------------------------
 
+    def paused_for(self) -> float:
+        """Seconds left of the pause a ``Retry-After`` imposed on this controller's endpoint
+        (0 when open): a chain asks it to route around a paused primary (see
+        :mod:`multiagent.models._chain_call`)."""
+        return self.gate.remaining()
+
     def state(self) -> BackpressureState:
         """The controller's current state."""
         with self._lock:

@@ -23,7 +23,7 @@ from multiagent.errors import ConfigError
 from multiagent.models._chain_call import dearest
 from multiagent.models._controllers import check_shared_controller
 from multiagent.models._in_flight import GatedController, InFlightGate
-from multiagent.models._runnable_model import RunnableChatModel
+from multiagent.models._runnable_model import RunnableChatModel, chat_models_in
 from multiagent.models.accounting import (
     DEFAULT_MAX_OUTPUT_TOKENS,
     ESTIMATED_OUTPUT_TOKENS,
@@ -270,10 +270,15 @@ class ModelPipeline:
 
     def controller_for(self, model: str) -> BackpressureController:
         """The process-wide backpressure controller for ``model`` at this provider."""
+        return self._controller(self.provider, model, self.base_url_of(model))
+
+    def _controller(
+        self, provider: str, model: str, base_url: str | None
+    ) -> BackpressureController:
         return shared_controller(
-            provider=self.provider,
+            provider=provider,
             model=model,
-            base_url=self.base_url_of(model),
+            base_url=base_url,
             config=self.backpressure,
             redis_url=self.settings.redis_url,
             fallback_fraction=self.settings.profile.rate_limit.redis_fallback_fraction,
@@ -299,6 +304,25 @@ class ModelPipeline:
             return controller
         # the same API (slots, state, metrics), each slot first passing the gate
         return cast("BackpressureController", GatedController(controller, self.in_flight))
+
+    def _fallback_controllers(
+        self, provider_model: BaseChatModel
+    ) -> tuple[BackpressureController, ...]:
+        """A brought chain's fallbacks' controllers, in try order, each keyed by the
+        fallback's own provider, server and name (the primary's are): a call goes to the
+        first whose endpoint is open while the primary's is paused (see
+        :mod:`multiagent.models._chain_call`); a fallback at the primary's endpoint shares
+        its gate, so it is paused with it."""
+        if not isinstance(provider_model, RunnableChatModel):
+            return ()
+        models = chat_models_in(provider_model.runnable)[1:]
+        controllers = []
+        for (provider, name), model in zip(provider_model.members[1:], models, strict=True):
+            own = own_base_url(cast("BaseChatModel", model))
+            configured = self.settings.openai_base_url if provider == "openai" else None
+            controller = self._controller(provider, name, own or configured)
+            controllers.append(self._gated(controller, provider_model))
+        return tuple(controllers)
 
     def _sends_through_gate(self, provider_model: BaseChatModel) -> bool:
         clients = self._gated_http
@@ -373,6 +397,7 @@ class ModelPipeline:
             provider_model=_with_response_headers(provider_model),
             identity=identity,
             controller=self._gated(self.controller_for(name), provider_model),
+            fallback_controllers=self._fallback_controllers(provider_model),
             retry=self.retry,
             base_url=self.base_url_of(name),
             redact=settings.profile.features.pii_redaction,

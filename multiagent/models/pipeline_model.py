@@ -32,7 +32,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, ExitStack
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -55,6 +55,7 @@ from multiagent.models._answer_trace import priced, replay_chunks, with_call_id
 from multiagent.models._bp_health import output_tokens_of, served_seconds
 from multiagent.models._chain_call import answered_by, call_in_flight, paced
 from multiagent.models._in_flight import asked_before_send, held_at_gate
+from multiagent.models._runnable_model import RunnableChatModel
 from multiagent.models.accounting import (
     CallIdentity,
     output_estimate,
@@ -74,6 +75,15 @@ from multiagent.models.tokens import prompt_tokens, request_tools
 _NOT_GENERATION_PARAMS = ("stream", "streaming", "stream_usage", "include_response_headers")
 
 
+class Route(NamedTuple):
+    """Where an attempt is sent: the number of the chain member tried first (0: the primary,
+    or a model without fallbacks), the model called and the controller pacing it."""
+
+    member: int
+    model: BaseChatModel
+    controller: BackpressureController
+
+
 class PipelineChatModel(BaseChatModel):
     """A provider chat model behind redaction, the completion cache, backpressure and retries."""
 
@@ -82,6 +92,10 @@ class PipelineChatModel(BaseChatModel):
     provider_model: BaseChatModel
     identity: SkipValidation[CallIdentity] = Field(exclude=True)
     controller: SkipValidation[BackpressureController] = Field(exclude=True)
+    # a brought chain's fallbacks' controllers, in try order (see _route)
+    fallback_controllers: SkipValidation[tuple[BackpressureController, ...]] = Field(
+        default=(), exclude=True
+    )
     retry: RetryPolicy = Field(default_factory=RetryPolicy, exclude=True)
     base_url: str | None = None
     redact: bool = False
@@ -405,6 +419,29 @@ class PipelineChatModel(BaseChatModel):
             self.provider_model, self.identity, messages, kwargs, default_max_output=own_max
         )
 
+    def _route(self) -> Route:
+        """Where an attempt goes: to the provider model through its controller, unless a
+        ``Retry-After`` pauses that controller's endpoint and the model is a brought chain:
+        then to the chain from its first fallback whose endpoint is open, through that
+        fallback's controller (see multiagent.models._chain_call). With every member paused
+        the attempt waits at the primary's gate, as a plain model's would."""
+        controller = self.controller
+        if not self.fallback_controllers or controller.paused_for() <= 0:
+            return Route(0, self.provider_model, controller)
+        for member, other in enumerate(self.fallback_controllers, 1):
+            if other.paused_for() <= 0:
+                return Route(member, self._from_member(member), other)
+        return Route(0, self.provider_model, controller)
+
+    def _from_member(self, member: int) -> BaseChatModel:
+        """The brought chain trying its members from ``member`` on (built once per model)."""
+        key = f"from_member_{member}"
+        found = self._derived.get(key)
+        if found is None:
+            chain = cast("RunnableChatModel", self.provider_model)
+            found = self._derived[key] = chain.from_member(member)
+        return found  # type: ignore[no-any-return]
+
     def _generate(
         self,
         messages: list[BaseMessage],
@@ -416,10 +453,11 @@ class PipelineChatModel(BaseChatModel):
             for attempt in sync_retrying(self.retry, model=self.model_name):
                 with attempt:
                     call.attempts += 1
-                    with self.controller.slot(tokens=call.pace_tokens) as passage:
-                        paced(call, passage)  # a chain's primary fails through it
+                    route = self._route()
+                    with route.controller.slot(tokens=call.pace_tokens) as passage:
+                        paced(call, passage, first=route.member)  # a chain's member fails by it
                         with held_at_gate(passage):
-                            result = self.provider_model._generate(
+                            result = route.model._generate(
                                 messages, stop=stop, run_manager=run_manager, **kwargs
                             )
                         headers = result_headers(result)
@@ -441,10 +479,11 @@ class PipelineChatModel(BaseChatModel):
             async for attempt in async_retrying(self.retry, model=self.model_name):
                 with attempt:
                     call.attempts += 1
-                    async with self.controller.aslot(tokens=call.pace_tokens) as passage:
-                        paced(call, passage)
+                    route = self._route()
+                    async with route.controller.aslot(tokens=call.pace_tokens) as passage:
+                        paced(call, passage, first=route.member)
                         with held_at_gate(passage):
-                            result = await self.provider_model._agenerate(
+                            result = await route.model._agenerate(
                                 messages, stop=stop, run_manager=run_manager, **kwargs
                             )
                         headers = result_headers(result)
@@ -477,12 +516,14 @@ class PipelineChatModel(BaseChatModel):
                         # the slot outlives the retry loop (the stream is read after it), so it
                         # goes on the stack; a failed attempt closes it before the next one
                         attempt_stack = ExitStack()
+                        route = self._route()
                         with attempt_stack:
                             passage = attempt_stack.enter_context(
-                                self.controller.slot(tokens=call.pace_tokens)
+                                route.controller.slot(tokens=call.pace_tokens)
                             )
-                            paced(call, passage)
-                            chunks = self._streaming(kwargs)._stream(messages, stop=stop, **kwargs)
+                            paced(call, passage, first=route.member)
+                            source = self._streaming(kwargs, route.model)
+                            chunks = source._stream(messages, stop=stop, **kwargs)
                             with held_at_gate(passage):  # the request is sent by the first read
                                 first = next(chunks, None)
                             # unwound in reverse: the provider's stream closes, then the slot
@@ -515,14 +556,14 @@ class PipelineChatModel(BaseChatModel):
                         with attempt:
                             call.attempts += 1
                             attempt_stack = AsyncExitStack()
+                            route = self._route()
                             async with attempt_stack:
                                 passage = await attempt_stack.enter_async_context(
-                                    self.controller.aslot(tokens=call.pace_tokens)
+                                    route.controller.aslot(tokens=call.pace_tokens)
                                 )
-                                paced(call, passage)
-                                chunks = aiter(
-                                    self._streaming(kwargs)._astream(messages, stop=stop, **kwargs)
-                                )
+                                paced(call, passage, first=route.member)
+                                source = self._streaming(kwargs, route.model)
+                                chunks = aiter(source._astream(messages, stop=stop, **kwargs))
                                 with held_at_gate(passage):
                                     first = await anext(chunks, None)
                                 stack.push_async_exit(attempt_stack.pop_all())
@@ -540,8 +581,8 @@ class PipelineChatModel(BaseChatModel):
                 await stack.aclose()
             yield self._last_chunk(call)
 
-    def _streaming(self, kwargs: dict[str, Any]) -> BaseChatModel:
-        """The provider model to stream a request of ``kwargs`` from.
+    def _streaming(self, kwargs: dict[str, Any], model: BaseChatModel) -> BaseChatModel:
+        """The model to stream a request of ``kwargs`` from, ``model`` routed to.
 
         OpenAI's client cannot include response headers (asked for: they carry the rate limits)
         in a stream with a ``response_format``, the structured ladder's JSON steps under
@@ -549,8 +590,12 @@ class PipelineChatModel(BaseChatModel):
         streams without them. Such a stream is asked of a copy that does not ask for them.
         """
         inner = self.provider_model
-        if "response_format" not in kwargs or not getattr(inner, "include_response_headers", 0):
-            return inner
+        if (
+            model is not inner
+            or "response_format" not in kwargs
+            or not getattr(inner, "include_response_headers", 0)
+        ):
+            return model
         found = self._derived.get("headerless")
         if found is None:
             update = {"include_response_headers": False}
