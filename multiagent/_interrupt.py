@@ -20,7 +20,9 @@ immediate: the answers still coming in on other threads would go on otherwise, a
 end with them (LangGraph waits for its tasks), so every stream checks :func:`check_stop_now`
 between its tokens and stops there. The in-process ``local`` model's generation has no other
 way out: on another thread nothing reaches it, and on the main thread the interrupt may land
-in llama.cpp's C callback, which drops it.
+in llama.cpp's C callback, which drops it. A stream still waiting for its first token has no
+token to check between: what blocks it is a socket read, which the actions registered with
+:func:`at_stop_now` cut (:mod:`multiagent.models._cut_on_stop`).
 
 A notebook's kernel interrupt is the same signal landing in the same place, so the block is public
 (``multiagent.stop_on_ctrl_c``): around ``graph.invoke``/``stream`` in a cell, an interrupt stops
@@ -68,6 +70,8 @@ _now = False
 #: Held while ``on_stop`` says the run is stopping (see :func:`wait_for_stop_notice`).
 _notice = _thread.allocate_lock()
 _terminated = False  # the stop was asked by SIGTERM (see ``stop_on_ctrl_c(sigterm=True)``)
+#: Run by the signal handler at the second Ctrl-C (see :func:`at_stop_now`).
+_at_stop_now: list[Callable[[], None]] = []
 
 
 class StopRequested(KeyboardInterrupt):
@@ -86,6 +90,22 @@ def stop_requested() -> bool:
 def terminated() -> bool:
     """Whether SIGTERM, not Ctrl-C, asked the command to stop (the command then exits 143)."""
     return _terminated
+
+
+def stopping_now() -> bool:
+    """Whether Ctrl-C was pressed twice: answers in flight are to stop too."""
+    return _now
+
+
+def at_stop_now(action: Callable[[], None]) -> None:
+    """Run ``action`` at the second Ctrl-C, in the signal handler itself.
+
+    For what a flag cannot reach, a thread blocked in a system call: ``action`` runs on the
+    main thread between two of its bytecodes, so it takes no lock and does not block (a
+    ``socket.shutdown`` is the kind of thing it does). Registered once per process, by the
+    module that needs it (this one imports nothing of the project's above it).
+    """
+    _at_stop_now.append(action)
 
 
 def check_stop() -> None:
@@ -192,6 +212,8 @@ def stop_on_ctrl_c(
         global _requested, _now, _terminated
         if _requested:  # asked twice: stop now, the answers still coming in too
             _now = True
+            for action in _at_stop_now:
+                action()
             raise KeyboardInterrupt
         _requested, _terminated = True, number == signal.SIGTERM
         # taken without waiting (a wait here could be for the interrupted code)

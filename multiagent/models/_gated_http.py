@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx2
 
+from multiagent.models._cut_on_stop import cuttable_http_clients
 from multiagent.models._in_flight import InFlightGate
 
 
@@ -127,10 +128,7 @@ def gated_http_clients(gate: InFlightGate) -> tuple[httpx2.Client, httpx2.AsyncC
     the SDK builds them and every transport they route through (the default one and each
     proxy's) is wrapped afterwards: httpx2 has no public hook for it, hence its attributes.
     """
-    from openai import DefaultAsyncHttpxClient, DefaultHttpxClient
-
-    sync = DefaultHttpxClient()
-    async_ = DefaultAsyncHttpxClient()
+    sync, async_ = cuttable_http_clients()  # the SDK's, cut by a second Ctrl-C
     sync._transport = GatedTransport(sync._transport, gate)
     sync._mounts = {
         pattern: None if transport is None else GatedTransport(transport, gate)

@@ -113,7 +113,7 @@ class ModelPipeline:
         self.settings = settings
         self.calls = None if calls is None else tuple(calls)
         self.in_flight = None if max_in_flight is None else InFlightGate(max_in_flight)
-        self._gated_http: tuple[httpx2.Client, httpx2.AsyncClient] | None = None
+        self._http_clients: tuple[httpx2.Client, httpx2.AsyncClient] | None = None
         profile = settings.profile
         self.retry = retry or RetryPolicy(attempts=profile.rate_limit.retry_attempts)
         self.backpressure = backpressure or BackpressureConfig.from_profile(profile.rate_limit)
@@ -285,15 +285,21 @@ class ModelPipeline:
         )
 
     def _http(self) -> tuple[httpx2.Client, httpx2.AsyncClient] | None:
-        """The HTTP clients this pipeline's ``openai`` models send through: ones holding the
-        in-flight bound around each exchange when the pipeline has one, else the SDK's own."""
-        if self.in_flight is None or self.provider != "openai":
+        """The HTTP clients this pipeline's ``openai`` models send through: the SDK's own,
+        cut by a second Ctrl-C (:mod:`multiagent.models._cut_on_stop`), holding the in-flight
+        bound around each exchange when the pipeline has one."""
+        if self.provider != "openai":
             return None
-        if self._gated_http is None:
-            from multiagent.models._gated_http import gated_http_clients
+        if self._http_clients is None:
+            if self.in_flight is None:
+                from multiagent.models._cut_on_stop import cuttable_http_clients
 
-            self._gated_http = gated_http_clients(self.in_flight)
-        return self._gated_http
+                self._http_clients = cuttable_http_clients()
+            else:
+                from multiagent.models._gated_http import gated_http_clients
+
+                self._http_clients = gated_http_clients(self.in_flight)
+        return self._http_clients
 
     def _gated(
         self, controller: BackpressureController, provider_model: BaseChatModel
@@ -325,7 +331,7 @@ class ModelPipeline:
         return tuple(controllers)
 
     def _sends_through_gate(self, provider_model: BaseChatModel) -> bool:
-        clients = self._gated_http
+        clients = self._http_clients
         return clients is not None and getattr(provider_model, "http_client", None) is clients[0]
 
     def base_url_of(self, model: str) -> str | None:

@@ -21,7 +21,7 @@ import pytest
 
 from multiagent.sim.config import SimServerConfig
 from multiagent.sim.runner import run_sim_server
-from tests._procs import park_at
+from tests._procs import park_at, stop
 
 pytestmark = pytest.mark.slow
 
@@ -253,3 +253,54 @@ def test_ctrl_c_while_the_cli_imports_says_interrupted() -> None:
     assert ended.returncode == 130
     assert ended.stderr == "interrupted\n"
     assert ended.stdout == ""  # no help: no command ran
+
+
+def _stop_now_at_plan(process: subprocess.Popen[str], url: str) -> tuple[str, str]:
+    """Ctrl-C twice once the plan's call is at the server; the command's output."""
+    assert process.stdout is not None
+    for line in process.stdout:
+        if "▸ plan" in line:
+            break
+    stats = url.removesuffix("/v1") + "/sim/stats"
+    while httpx2.get(stats).json()["in_flight"] < 1:  # the call is at the server
+        assert process.poll() is None
+    process.send_signal(signal.SIGINT)
+    assert process.stderr is not None
+    for line in process.stderr:  # the first one handled: the second is one more
+        if line.startswith("Stopping: "):
+            break
+    process.send_signal(signal.SIGINT)
+    return process.communicate(timeout=120)
+
+
+def test_the_second_ctrl_c_cuts_an_openai_answer_still_waiting_for_its_first_token(
+    isolated_env: Path,
+) -> None:
+    """Stopping now cuts the exchange of a call whose server has not sent a token yet: its
+    thread, blocked in a socket read, would otherwise hold the command until the answer came
+    (the bound of ``communicate`` is the failure). The call is recorded as cancelled, not as a
+    failed (or retried) one, and the thread resumes."""
+    with run_sim_server(SimServerConfig(rpm=1e6, tpm=1e9, ttft_s=600.0)) as url:
+        env = _env(
+            0, MULTIAGENT_PROVIDER="openai", OPENAI_API_KEY="sim", OPENAI_BASE_URL=url,
+            # no timeout ends the wait first
+            MULTIAGENT_RATE_LIMIT__REQUEST_TIMEOUT_S="1200",
+        )  # fmt: skip
+        process = subprocess.Popen(
+            [sys.executable, "-m", "multiagent", "run", TASK, "--thread", "cut",
+             "--memory", "off"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            out, err = _stop_now_at_plan(process, url)
+        finally:
+            stop(process)  # still waiting for the answer, when the exchange was not cut
+    assert process.returncode == 130, err
+    assert "interrupted: stopped by Ctrl-C" in out
+    assert "multiagent run --thread cut --resume" in out
+    assert _thread("cut")["status"] == "interrupted"
+    calls = json.loads(_cli("metrics", "show", "--json").stdout)["calls"]
+    assert (calls["cancelled"], calls["error"]) == (1, 0)
+    again = _cli("run", "--thread", "cut", "--resume", "--memory", "off", "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["status"] == "completed"
