@@ -21,11 +21,15 @@ it is not retried as the connection error it would otherwise read as. httpx2 giv
 way to choose a client's network backend, hence the pools' attribute, set before any
 connection is opened (as :mod:`multiagent.models._gated_http` sets its transports).
 
+The whole answers a :class:`~multiagent.models._openai_direct.DirectLine` exchanges over urllib3
+are cut the same way: its pool's connections register their socket while they wait for the
+answer and read it (``getresponse``, which reads the whole body of a preloaded answer), through
+the pool's documented ``ConnectionCls``.
+
 Only synchronous clients are cut: an asyncio run stops by its task's cancellation, which
-reaches an awaited read. The whole answers a :class:`~multiagent.models._openai_direct.DirectLine`
-exchanges over urllib3 are not cut. A brought model (``--model`` given a chat model object)
-keeps the clients its owner built, which are not cut either: its stream stops at its first
-chunk.
+reaches an awaited read. A brought model (``--model`` given a chat model object) keeps the
+clients its owner built, which are not cut: its stream stops at its first chunk, and a call
+waiting for one ends when the server answers.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from typing import Any
 
 import httpcore2
 import httpx2
+import urllib3
+from urllib3.connection import HTTPConnection, HTTPSConnection
 
 from multiagent._interrupt import StopRequested, at_stop_now, stopping_now
 
@@ -99,7 +105,7 @@ class _Registered:
         self._sock = sock
 
     def __enter__(self) -> None:
-        if self._sock is not None:
+        if isinstance(self._sock, socket.socket):  # not a TLS-in-TLS proxy's transport
             _open[self._key] = self._sock
         # asked before the socket was registered: the handler did not see it
         if stopping_now():
@@ -153,6 +159,31 @@ def cut_on_stop_now(client: httpx2.Client) -> httpx2.Client:
     return client
 
 
+class _CuttableHTTPConnection(HTTPConnection):
+    """A urllib3 connection whose socket the second Ctrl-C shuts while it waits for and reads
+    an answer."""
+
+    def getresponse(self) -> urllib3.HTTPResponse:  # type: ignore[override]  # as urllib3's
+        with _Registered(id(self), self.sock):
+            return super().getresponse()
+
+
+class _CuttableHTTPSConnection(HTTPSConnection):
+    """The TLS twin of :class:`_CuttableHTTPConnection`."""
+
+    def getresponse(self) -> urllib3.HTTPResponse:  # type: ignore[override]  # as urllib3's
+        with _Registered(id(self), self.sock):
+            return super().getresponse()
+
+
+def cut_pool_on_stop_now(pool: urllib3.HTTPConnectionPool) -> None:
+    """Make the connections ``pool`` opens from now on cut by the second Ctrl-C."""
+    if isinstance(pool, urllib3.HTTPSConnectionPool):
+        pool.ConnectionCls = _CuttableHTTPSConnection
+    else:
+        pool.ConnectionCls = _CuttableHTTPConnection
+
+
 def cuttable_http_clients() -> tuple[httpx2.Client, httpx2.AsyncClient]:
     """The OpenAI SDK's own sync and async clients (its timeouts, connection limits,
     redirects and the environment's proxies), the sync one cut by the second Ctrl-C."""
@@ -161,4 +192,4 @@ def cuttable_http_clients() -> tuple[httpx2.Client, httpx2.AsyncClient]:
     return cut_on_stop_now(DefaultHttpxClient()), DefaultAsyncHttpxClient()
 
 
-__all__ = ["cut_on_stop_now", "cuttable_http_clients"]
+__all__ = ["cut_on_stop_now", "cut_pool_on_stop_now", "cuttable_http_clients"]

@@ -28,8 +28,9 @@ Failures still read as the SDK's: an error status becomes the SDK's exception fo
 (``openai.RateLimitError`` for a 429, its headers and body kept), a failed connection
 ``openai.APIConnectionError``, a timeout ``openai.APITimeoutError``; a redirect is handed to the
 SDK, which follows it. A worker's in-flight bound (:mod:`multiagent.models._in_flight`) is held
-around the exchange as its HTTP transport holds it for the SDK's requests. Any other client
-(workload identity, a proxy, per-call headers or timeout) keeps the SDK's path.
+around the exchange as its HTTP transport holds it for the SDK's requests, and a second Ctrl-C
+cuts the exchange as it cuts the SDK's (:mod:`multiagent.models._cut_on_stop`). Any other
+client (workload identity, a proxy, per-call headers or timeout) keeps the SDK's path.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ import httpx2
 import openai
 import urllib3
 from langchain_openai import ChatOpenAI
+
+from multiagent.models._cut_on_stop import cut_pool_on_stop_now
 
 if TYPE_CHECKING:
     from multiagent.models._in_flight import InFlightGate
@@ -115,6 +118,7 @@ class DirectLine:
         if self.url.startswith("https:"):
             pool_options["ssl_context"] = httpx2.create_ssl_context()  # the SDK's CA bundle
         self._pool = urllib3.connection_from_url(self.url, **pool_options)
+        cut_pool_on_stop_now(self._pool)  # a second Ctrl-C cuts its exchanges
 
     def post(self, body: Mapping[str, Any]) -> LineAnswer | None:
         """Send ``body``; the answer, or ``None`` for a redirect (the SDK then follows it).
