@@ -32,8 +32,8 @@ ledger), so a batch's spend counts what was paid.
 
 A chunk whose run ended by an error nobody expected (a bug in a node, a tool or a parser
 raising: not a provider failure, which is recorded) keeps what it paid for the same way: the
-error ends the step, LangGraph writes the thread's checkpoint with the finished tasks' writes
-as it exits, and the chunk's records are made from them as a stopped chunk's are. Its outcome
+error ends the step, the finished tasks' writes are in the chunk's checkpointer, and the
+chunk's records are made from them as a stopped chunk's are. Its outcome
 is ``failed`` and carries the error (:attr:`ChunkOutcome.raised`), which the caller raises once
 it has stored the records: a local batch ends with the error as before, a queue worker counts
 the entry's failed attempt as before, and the retry asks only the validators not asked yet.

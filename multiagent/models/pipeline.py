@@ -324,9 +324,8 @@ class ModelPipeline:
         models = chat_models_in(provider_model.runnable)[1:]
         controllers = []
         for (provider, name), model in zip(provider_model.members[1:], models, strict=True):
-            own = own_base_url(cast("BaseChatModel", model))
-            configured = self.settings.openai_base_url if provider == "openai" else None
-            controller = self._controller(provider, name, own or configured)
+            server = self._server(provider, cast("BaseChatModel", model))
+            controller = self._controller(provider, name, server)
             controllers.append(self._gated(controller, provider_model))
         return tuple(controllers)
 
@@ -338,11 +337,16 @@ class ModelPipeline:
         """The server ``model`` is sent to: a brought model's own base URL, else the
         ``openai`` provider's configured one (``None``: the provider's default)."""
         chosen = self.chosen
-        if chosen is not None and chosen.model is not None and model == chosen.name:
-            own = own_base_url(chosen.model)
-            if own is not None:
-                return own
-        return self.settings.openai_base_url if self.provider == "openai" else None
+        brought = chosen.model if chosen is not None and model == chosen.name else None
+        return self._server(self.provider, brought)
+
+    def _server(self, provider: str, brought: BaseChatModel | None) -> str | None:
+        """A brought model's own base URL, else ``provider``'s configured one (``openai``'s:
+        ``None`` is its default, as for any other provider)."""
+        own = None if brought is None else own_base_url(brought)
+        if own is not None:
+            return own
+        return self.settings.openai_base_url if provider == "openai" else None
 
     def model_for(
         self,

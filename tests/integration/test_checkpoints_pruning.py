@@ -264,15 +264,8 @@ def test_a_run_started_after_prune_looked_keeps_its_thread(
 ) -> None:
     """Prune reads which threads run, a run resumes one of them, prune goes on to cut it: the
     run is seen, and its thread left whole."""
-    for thread in ("busy", "idle"):
-        made = CliRunner().invoke(
-            cli_app, ["run", "Plan a launch", "--agents", "critic", "--thread", thread,
-                      "--no-stream", "--memory", "off"],
-        )  # fmt: skip
-        assert made.exit_code == 0, made.output
+    busy = _two_threads()
     live_writer(isolated_env).flush()
-    busy = _thread_checkpoints("busy")
-    assert busy > 0
     _prune_while_busy_resumes(busy, start=_paused_at, tmp_path=tmp_path)
     assert _thread_checkpoints("busy") >= busy
     assert _thread_checkpoints("idle") == 0
