@@ -14,7 +14,7 @@ Before the call is sent its worst case is held at the dearest member's prices (t
 input and output rate of any member), since any of them may answer.
 
 A cache hit of an answer a fallback gave is recorded as that member, as the answer was: the
-answer names its member (:data:`~multiagent.models._runnable_model.ANSWERED_BY`, kept with it
+answer names its member (:data:`~multiagent.models._chain_watch.ANSWERED_BY`, kept with it
 in the cache) and :func:`answered_by` finds its identity, so ``saved_usd`` is what the answer
 first cost, at the rates of the member that gave it. The cost LangSmith reads off an answer
 (``input_cost``, ``output_cost``) is priced as that member too.
@@ -23,7 +23,7 @@ first cost, at the rates of the member that gave it. The cost LangSmith reads of
 provider, base URL and name; the pipeline keys the primary's by the model tried first). A
 call is sent to the primary through the primary's controller, so that controller hears what
 the primary's requests meet, as for a plain model: LangChain absorbs the primary's failure
-when a fallback answers, so the call's :class:`~multiagent.models._runnable_model.ChainWatch`
+when a fallback answers, so the call's :class:`~multiagent.models._chain_watch.ChainWatch`
 reports it through the attempt's passage (:func:`paced`) the moment LangChain tells of it: a
 429 cuts the pace and pauses the primary's gate for its ``Retry-After``, a server error counts
 against the primary's health. The fallback's answer is not told to that controller (its
@@ -56,12 +56,8 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import Generation
 
 from multiagent.models._bp_wait import Passage
-from multiagent.models._runnable_model import (
-    ANSWERED_BY,
-    WATCH_ARG,
-    ChainWatch,
-    RunnableChatModel,
-)
+from multiagent.models._chain_watch import ANSWERED_BY, WATCH_ARG, ChainWatch
+from multiagent.models._runnable_model import RunnableChatModel
 from multiagent.models.accounting import CallIdentity
 from multiagent.models.budget_hold import CallInFlight
 from multiagent.models.ledger import CallRecord, Outcome

@@ -32,13 +32,13 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import Runnable
 
 from multiagent.errors import ConfigError
-from multiagent.models._runnable_model import (
-    RunnableChatModel,
+from multiagent.models._chain_members import (
     chat_models_in,
     retrying_wrapper,
     without_own_retries,
     wrapped_chat_model,
 )
+from multiagent.models._runnable_model import RunnableChatModel
 from multiagent.policies import Settings, Tier
 from multiagent.policies.settings import check_openai_base_url
 
@@ -309,7 +309,7 @@ def without_client_retries(model: BaseChatModel) -> BaseChatModel:
 
     The client is what retries: ``langchain-openai`` builds its OpenAI SDK client from the
     field at construction, so the copy gets a copy of that client with ``max_retries=0`` (see
-    :func:`multiagent.models._runnable_model.without_own_retries`).
+    :func:`multiagent.models._chain_members.without_own_retries`).
     """
     if isinstance(model, RunnableChatModel):
         return model.without_own_retries()

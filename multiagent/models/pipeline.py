@@ -21,9 +21,10 @@ from langchain_core.runnables import Runnable
 
 from multiagent.errors import ConfigError
 from multiagent.models._chain_call import dearest
+from multiagent.models._chain_members import chat_models_in
 from multiagent.models._controllers import check_shared_controller
 from multiagent.models._in_flight import GatedController, InFlightGate
-from multiagent.models._runnable_model import RunnableChatModel, chat_models_in
+from multiagent.models._runnable_model import RunnableChatModel
 from multiagent.models.accounting import (
     DEFAULT_MAX_OUTPUT_TOKENS,
     ESTIMATED_OUTPUT_TOKENS,

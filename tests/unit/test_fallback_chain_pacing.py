@@ -21,7 +21,9 @@ from langchain_core.runnables.fallbacks import RunnableWithFallbacks
 from langgraph.graph import START, StateGraph
 from pydantic import Field
 
-from multiagent.models._runnable_model import MEMBER_KEY, RunnableChatModel, chat_models_in
+from multiagent.models._chain_members import chat_models_in
+from multiagent.models._chain_watch import MEMBER_KEY
+from multiagent.models._runnable_model import RunnableChatModel
 from multiagent.models.adaptive import shared_controllers
 from multiagent.models.backpressure import BackpressureController
 from multiagent.models.pipeline import ModelPipeline, RunLedger
