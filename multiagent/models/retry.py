@@ -9,7 +9,7 @@ model's client too, and a brought ``.with_retry()`` wrapper is refused), so a 42
 retried twice over and each attempt here is one request the limiter sees.
 
 Each attempt goes through the backpressure controller again (see
-:mod:`multiagent.models.pipeline_model`), so a retry is paced and waits out a provider pause like
+:mod:`multiagent.models._pipeline_calls`), so a retry is paced and waits out a provider pause like
 any other request.
 
 The loop has tenacity's shape (``for attempt in sync_retrying(...): with attempt: ...``). The

@@ -136,6 +136,7 @@ def test_the_pipeline_key_is_the_key_langchains_cache_path_gave(tmp_path: Path) 
     # entries written before the pipeline looked the cache up itself must still be found
     from langchain_core.messages import ToolMessage
 
+    from multiagent.models._cache_lookup import call_key
     from multiagent.models.completion_cache import messages_key
     from multiagent.models.pipeline import ModelPipeline
     from multiagent.models.pipeline_model import PipelineChatModel
@@ -154,5 +155,5 @@ def test_the_pipeline_key_is_the_key_langchains_cache_path_gave(tmp_path: Path) 
     for stop, kwargs in ((None, {}), (["\n"], tools)):
         bare = [m.model_copy(update={"id": None}) for m in messages]
         langchain = cache_key(dumps(bare), model._get_llm_string(stop=stop, **kwargs))
-        assert model._cache_key(messages, stop, dict(kwargs)) == langchain
+        assert call_key(model, messages, stop, dict(kwargs)) == langchain
     assert messages_key(messages[:2], "m") != messages_key(messages[:1], "m")
