@@ -34,9 +34,10 @@ end (a notebook's ``break``). LangGraph runs the workflows' nodes, which are syn
 worker threads that a cancellation does not reach, so a node kept calling the model (and
 paying) after its run was gone, and a closed ``stream`` waited for it. The workflows' graphs
 (:mod:`multiagent.graphs.redacting`) then mark the run's own
-:class:`~langgraph.runtime.RunControl` with :data:`RUN_CANCELLED`; :func:`check_stop` reads
-it from the run's config in the node's thread and raises :class:`RunCancelled` there. Other
-runs of the process go on.
+:class:`~langgraph.runtime.RunControl` with :data:`RUN_CANCELLED` (:func:`give_up_run`);
+:func:`check_stop` reads it from the run's config in the node's thread and raises
+:class:`RunCancelled` there, and a call of the run waiting for its first token has its socket
+cut, as at the second Ctrl-C (:func:`at_run_given_up`). Other runs of the process go on.
 
 LangGraph's synchronous ``stream`` has no cancellation of its own and the standard library none
 for threads, so this is written here.
@@ -72,6 +73,8 @@ _notice = _thread.allocate_lock()
 _terminated = False  # the stop was asked by SIGTERM (see ``stop_on_ctrl_c(sigterm=True)``)
 #: Run by the signal handler at the second Ctrl-C (see :func:`at_stop_now`).
 _at_stop_now: list[Callable[[], None]] = []
+#: Run with a run's ``RunControl`` when its caller gives it up (see :func:`at_run_given_up`).
+_at_given_up: list[Callable[[Any], None]] = []
 
 
 class StopRequested(KeyboardInterrupt):
@@ -108,6 +111,22 @@ def at_stop_now(action: Callable[[], None]) -> None:
     _at_stop_now.append(action)
 
 
+def at_run_given_up(action: Callable[[Any], None]) -> None:
+    """Run ``action(control)`` when the run of ``control`` is given up by its caller
+    (:func:`give_up_run`), on the thread that gives it up: for a thread of the run blocked
+    where no flag reaches it, as :func:`at_stop_now` is for the second Ctrl-C."""
+    _at_given_up.append(action)
+
+
+def give_up_run(control: Any) -> None:
+    """Mark the run of ``control`` (its ``RunControl``) as given up by its caller: its threads
+    stop at their next model call, wait or token, and the actions of :func:`at_run_given_up`
+    cut what blocks them."""
+    control.request_drain(RUN_CANCELLED)
+    for action in _at_given_up:
+        action(control)
+
+
 def check_stop() -> None:
     """Raise :class:`StopRequested` when Ctrl-C asked to stop, :class:`RunCancelled` when the
     run of the calling thread was given up."""
@@ -129,8 +148,12 @@ def check_stop_now() -> None:
 
 def run_cancelled() -> bool:
     """Whether the LangGraph run the calling thread works for was given up by its caller."""
-    control = _control_in(var_child_runnable_config.get())
-    return getattr(control, "drain_reason", None) == RUN_CANCELLED
+    return getattr(current_control(), "drain_reason", None) == RUN_CANCELLED
+
+
+def current_control() -> Any:
+    """The ``RunControl`` of the LangGraph run the calling thread works for, or ``None``."""
+    return _control_in(var_child_runnable_config.get())
 
 
 def enclosing_control(config: RunnableConfig | None) -> Any:

@@ -59,7 +59,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import RunControl
 from langgraph.types import Command, StateUpdate
 
-from multiagent._interrupt import RUN_CANCELLED, enclosing_control
+from multiagent._interrupt import enclosing_control, give_up_run
 from multiagent.graphs.state_updates import check_state_update
 from multiagent.nodes.context import WorkflowContext
 from multiagent.nodes.run_context import RunContext
@@ -217,7 +217,7 @@ def _own_control(kwargs: dict[str, Any], config: Any) -> RunControl | None:
 def _give_up(control: RunControl | None) -> None:
     """Mark a run as given up by its caller: its nodes stop at their next model call or wait."""
     if control is not None:
-        control.request_drain(RUN_CANCELLED)
+        give_up_run(control)
 
 
 def _redacted_updates(supersteps: Sequence[Sequence[StateUpdate]]) -> list[list[StateUpdate]]:

@@ -1,4 +1,5 @@
-"""The second Ctrl-C cuts the HTTP exchanges of the ``openai`` provider's models.
+"""The second Ctrl-C, or a run given up, cuts the HTTP exchanges of the ``openai`` provider's
+models.
 
 Stopping now (see :mod:`multiagent._interrupt`) is a flag each stream checks between its
 chunks. A stream waiting for its first chunk, from a server whose time to the first token is
@@ -26,6 +27,12 @@ are cut the same way: its pool's connections register their socket while they wa
 answer and read it (``getresponse``, which reads the whole body of a preloaded answer), through
 the pool's documented ``ConnectionCls``.
 
+A run given up by its caller (a cancelled ``astream``, a closed ``stream``; see
+:mod:`multiagent._interrupt`) cuts the exchanges of that run alone: each registered socket
+carries the ``RunControl`` of the run its thread works for, and a read that comes back once
+the run is given up raises :class:`~multiagent._interrupt.RunCancelled`. Other runs' calls go
+on.
+
 Only synchronous clients are cut: an asyncio run stops by its task's cancellation, which
 reaches an awaited read. A brought model (``--model`` given a chat model object) keeps the
 clients its owner built, which are not cut: its stream stops at its first chunk, and a call
@@ -45,26 +52,40 @@ import httpx2
 import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
 
-from multiagent._interrupt import StopRequested, at_stop_now, stopping_now
+from multiagent._interrupt import at_run_given_up, at_stop_now, check_stop_now, current_control
 
-#: The sockets of the exchanges under way, by the stream reading them (see :func:`_cut_all`).
-_open: dict[int, socket.socket] = {}
+#: The sockets of the exchanges under way, by the stream reading them, each with the
+#: ``RunControl`` of the run it is read for (``None`` outside a run).
+_open: dict[int, tuple[socket.socket, Any]] = {}
+
+
+def _cut(sock: socket.socket) -> None:
+    # the plain socket's shutdown: an SSL socket's own would drop its SSL object, which the
+    # blocked read is using; a socket closed meanwhile has nothing to cut
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 def _cut_all() -> None:
     """Shut down every socket being read or written (called in the signal handler)."""
-    for sock in list(_open.values()):  # a copy: other threads add and remove meanwhile
-        # the plain socket's shutdown: an SSL socket's own would drop its SSL object, which
-        # the blocked read is using; a socket closed meanwhile has nothing to cut
-        with contextlib.suppress(OSError):
-            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    for sock, _control in list(_open.values()):  # a copy: other threads add and remove
+        _cut(sock)
+
+
+def _cut_run(control: Any) -> None:
+    """Shut down the sockets read or written for the run of ``control``, given up."""
+    for sock, owner in list(_open.values()):
+        if owner is control:
+            _cut(sock)
 
 
 at_stop_now(_cut_all)
+at_run_given_up(_cut_run)
 
 
 class _CuttableStream(httpcore2.NetworkStream):
-    """A network stream whose socket the second Ctrl-C shuts while it is read or written."""
+    """A network stream whose socket the second Ctrl-C (or its run's end) shuts while it is
+    read or written."""
 
     def __init__(self, inner: httpcore2.NetworkStream) -> None:
         self._inner = inner
@@ -97,8 +118,10 @@ class _CuttableStream(httpcore2.NetworkStream):
 
 
 class _Registered:
-    """Holds a socket in the registry for one read or write; raises :class:`StopRequested`
-    for one stopping now cut (or would have: asked just before it began)."""
+    """Holds a socket in the registry for one read or write; raises
+    :class:`~multiagent._interrupt.StopRequested` for one stopping now cut, and
+    :class:`~multiagent._interrupt.RunCancelled` for one its run's end cut (or would have:
+    asked just before it began)."""
 
     def __init__(self, key: int, sock: socket.socket | None) -> None:
         self._key = key
@@ -106,15 +129,13 @@ class _Registered:
 
     def __enter__(self) -> None:
         if isinstance(self._sock, socket.socket):  # not a TLS-in-TLS proxy's transport
-            _open[self._key] = self._sock
-        # asked before the socket was registered: the handler did not see it
-        if stopping_now():
-            raise StopRequested
+            _open[self._key] = (self._sock, current_control())
+        # asked before the socket was registered: the cut did not see it
+        check_stop_now()
 
     def __exit__(self, *exc_info: object) -> None:
         _open.pop(self._key, None)
-        if stopping_now():
-            raise StopRequested  # the cut read's EOF or error is no failure of the server
+        check_stop_now()  # the cut read's EOF or error is no failure of the server
 
 
 class _CuttableBackend(httpcore2.NetworkBackend):
