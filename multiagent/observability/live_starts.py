@@ -51,8 +51,9 @@ class RunRegistry(Protocol):
         """Held shared while a run registers, exclusively while prune checks and cuts."""
         ...
 
-    def add(self, thread_id: str) -> int:
-        """Register a run of this process on ``thread_id``; return its entry."""
+    def register(self, thread_id: str) -> int:
+        """Pass the gate shared and register a run of this process on ``thread_id``; return
+        its entry."""
         ...
 
     def remove(self, entry: int) -> None:
@@ -78,6 +79,11 @@ class HomeRunRegistry:
     def gate(self, *, exclusive: bool) -> AbstractContextManager[None]:
         """``runs.lock``, shared or exclusive."""
         return self._lock.exclusive() if exclusive else self._lock.shared()
+
+    def register(self, thread_id: str) -> int:
+        """:meth:`add`, under the gate held shared."""
+        with self.gate(exclusive=False):
+            return self.add(thread_id)
 
     def add(self, thread_id: str) -> int:
         """A ``starts`` row, committed at once."""
@@ -129,8 +135,7 @@ def registered_run(settings: Settings, thread_id: str) -> Iterator[None]:
     """
     # one connection for all the process's runs on PostgreSQL, not one each
     with run_registry(settings, shared=True) as registry:
-        with registry.gate(exclusive=False):
-            entry = registry.add(thread_id)
+        entry = registry.register(thread_id)
         try:
             yield
         finally:

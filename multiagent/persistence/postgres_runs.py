@@ -26,7 +26,10 @@ around each statement otherwise, so one thread's gate never takes in another's s
 
 If that session breaks (the server restarted, or ended it), every run registered on it lost
 its lock, as a crashed process's runs do: they run on, unprotected, and their rows stop
-counting. Their ends remove nothing and raise nothing; the next registration connects again.
+counting. Their ends remove nothing and raise nothing. The process learns of the break only
+when a statement fails (nothing reads an idle connection), so the next registration meets it
+at the gate or inside it, and is made again, once, on a new session: nothing of the first try
+counts, as its row, rolled back or left behind, held no lock that outlived the session.
 A forked child leaves its parent's session alone (never used nor closed there, which would end
 it for the parent) and opens its own; a run it inherited mid-way stays the parent's to remove.
 
@@ -177,25 +180,40 @@ class PostgresRunRegistry:
 
         def taken() -> bool:
             session = self.session
-            try:
-                with ExitStack() as attempt:
-                    attempt.enter_context(session.lock)
-                    attempt.enter_context(session.conn.transaction())
-                    row = session.conn.execute(f"SELECT {take}(%s) AS got", (GATE_LOCK,))
-                    got = row.fetchone()
-                    if got and got["got"]:
-                        held.enter_context(attempt.pop_all())
-                        return True
-            except psycopg.OperationalError:
-                if not (self.shared and session.conn.closed):
-                    raise
-                self._session = shared_session(self.url)  # it broke while idle: connect again
+            with ExitStack() as attempt:
+                attempt.enter_context(session.lock)
+                attempt.enter_context(session.conn.transaction())
+                row = session.conn.execute(f"SELECT {take}(%s) AS got", (GATE_LOCK,))
+                got = row.fetchone()
+                if got and got["got"]:
+                    held.enter_context(attempt.pop_all())
+                    return True
             return False
 
         with held:
             name = f"for runs in PostgreSQL at {mask_url(self.url)}"
             wait_for_lock(taken, name=name, exclusive=exclusive, timeout_s=self.timeout_s)
             yield
+
+    def register(self, thread_id: str) -> int:
+        """Pass the gate shared and register a run of this process on ``thread_id``.
+
+        On the shared session, a failure that shows the session broke (the server ended it,
+        or restarted) is met by registering again on a new one, once; a second failure, any
+        other error, and any on a registry's own connection are raised.
+        """
+        try:
+            return self._register(thread_id)
+        except psycopg.OperationalError:
+            if not (self.shared and self.session.conn.closed):
+                raise
+        self._session = shared_session(self.url)
+        return self._register(thread_id)
+
+    def _register(self, thread_id: str) -> int:
+        """One try of :meth:`register`."""
+        with self.gate(exclusive=False):
+            return self.add(thread_id)
 
     def add(self, thread_id: str) -> int:
         """Register a run of this process on ``thread_id`` (inside the shared gate)."""

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 
 import psycopg
@@ -198,6 +198,73 @@ def test_a_broken_session_is_replaced_and_its_runs_end_quietly(postgres_url: str
             assert _running_seen_by_another_process() == {"after": f"process {os.getpid()}"}
     assert _registry_sessions(postgres_url) == {session}
     assert _held_locks(postgres_url) == 0
+
+
+def _wait_until(check: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 60  # a guard against a hang, not a measurement
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def _waiting_on_a_lock(url: str, pid: int) -> bool:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,)
+        ).fetchone()
+    return row is not None and row[0] == "Lock"
+
+
+@pytest.mark.parametrize("waits_in", ["its row's insert", "its run's lock"])
+def test_a_session_ended_inside_a_registration_is_replaced_once(
+    postgres_url: str, waits_in: str
+) -> None:
+    """The server ends the shared session while a registration is inside the gate: that
+    registration is made again on a new session and counts once; the run registered on the
+    ended session lost its registration and ends quietly."""
+    settings = load_settings()
+    registered, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with registered_run(settings, "after"):
+                registered.set()
+                release.wait(timeout=60)
+        except BaseException as exc:
+            errors.append(exc)
+            registered.set()
+
+    with registered_run(settings, "before"):
+        (lost,) = _registry_sessions(postgres_url)
+        with psycopg.connect(postgres_url) as blocker:  # holds its locks until it commits
+            if waits_in == "its row's insert":
+                blocker.execute(f"LOCK TABLE {TABLE} IN SHARE MODE")
+            else:  # the key of the next row: the one the registration inserts
+                blocker.execute(
+                    f"SELECT pg_advisory_xact_lock(%s, (SELECT max(id) + 1 FROM {TABLE}))",
+                    (RUN_LOCK_CLASS,),
+                )
+            worker = threading.Thread(target=run)
+            worker.start()
+            _wait_until(lambda: _waiting_on_a_lock(postgres_url, lost))
+            with psycopg.connect(postgres_url, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (lost,))
+            _wait_until(lambda: lost not in _registry_sessions(postgres_url))
+        try:
+            assert registered.wait(timeout=60)
+            assert errors == []
+            (session,) = _registry_sessions(postgres_url)
+            assert _registered(postgres_url) == {"before": 0, "after": session}
+            assert _held_locks(postgres_url) == 1  # one registration of "after" counts
+            assert _running_seen_by_another_process() == {"after": f"process {os.getpid()}"}
+        finally:
+            release.set()
+            worker.join(timeout=60)
+    assert errors == []
+    assert _registered(postgres_url) == {}
+    assert _held_locks(postgres_url) == 0
+    assert _registry_sessions(postgres_url) == {session}
 
 
 def test_a_forked_child_leaves_its_parents_session_alone(postgres_url: str) -> None:
