@@ -33,6 +33,8 @@ TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
 #: The session-level advisory lock held while the checkpointer's tables are set up.
 SETUP_LOCK = 0x6D756C7469  # "multi"
 SETUP_POLL_S = 0.05
+#: The transaction-level advisory lock held while one of our own tables is created.
+SCHEMA_LOCK = 0x6D7363686D  # "mschm"
 
 
 def mask_url(url: str) -> str:
@@ -53,6 +55,22 @@ def connect(url: str, *, timeout_s: int = 5) -> psycopg.Connection[dict[str, Any
         return psycopg.Connection.connect(url, connect_timeout=timeout_s, **_SAVER_CONNECTION)
     except psycopg.Error as exc:
         raise _unreachable(url, exc) from None
+
+
+def create_table(conn: psycopg.Connection[Any], ddl: str) -> None:
+    """Run ``ddl`` (a ``CREATE TABLE IF NOT EXISTS``) with no other process creating one at once.
+
+    ``IF NOT EXISTS`` checks before it creates: two processes opening a fresh database
+    together both go on to create, and the second fails (UniqueViolation on the table's
+    type or name, DuplicateObject, DuplicateTable). Under :data:`SCHEMA_LOCK`, taken in the
+    creating transaction and released as it commits, the second sees the first's table and
+    skips it. Waiting for it is safe, where :data:`SETUP_LOCK` is only tried: its holder
+    creates a table, which waits for no other transaction (a migration's ``CREATE INDEX
+    CONCURRENTLY`` does).
+    """
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+        conn.execute(ddl)
 
 
 async def aconnect(url: str, *, timeout_s: int = 5) -> psycopg.AsyncConnection[dict[str, Any]]:

@@ -50,7 +50,7 @@ from types import TracebackType
 import psycopg
 
 from multiagent.persistence._files import wait_for_lock
-from multiagent.persistence.postgres import connect, mask_url
+from multiagent.persistence.postgres import connect, create_table, mask_url
 
 TABLE = "multiagent_run_starts"
 #: The gate (one bigint key): shared while a run registers, exclusive around prune's cuts.
@@ -88,9 +88,7 @@ class RegistrySession:
             conn.execute(f"SET application_name = '{APPLICATION_NAME}'")  # a constant
             for name, value in _KEEPALIVES.items():
                 conn.execute(f"SET {name} = {int(value)}")  # constants
-            # a process creating it at the same moment makes this fail, once it has committed
-            with suppress(psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable):
-                conn.execute(_SCHEMA)
+            create_table(conn, _SCHEMA)  # processes opening a fresh database at once
         except BaseException:
             conn.close()
             raise

@@ -63,16 +63,17 @@ def _sqlite_rows(saver: SqliteSaver, sql: str, params: Sequence[Any]) -> list[tu
 
 
 def _postgres_rows(saver: Any, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-    from multiagent.persistence.postgres import connection_of
+    from multiagent.persistence.postgres import connection_of, create_table
 
-    with connection_of(saver) as conn, conn.cursor() as cur:
+    with connection_of(saver) as conn:
         if saver not in _ready:
-            cur.execute(_POSTGRES_SCHEMA)
+            create_table(conn, _POSTGRES_SCHEMA)  # processes recording at once on a fresh database
             _ready.add(saver)
-        cur.execute(sql.replace("?", "%s"), params)
-        if cur.description is None:
-            return []
-        return [tuple(row.values()) if isinstance(row, dict) else tuple(row) for row in cur]
+        with conn.cursor() as cur:
+            cur.execute(sql.replace("?", "%s"), params)
+            if cur.description is None:
+                return []
+            return [tuple(row.values()) if isinstance(row, dict) else tuple(row) for row in cur]
 
 
 def _rows(
