@@ -19,7 +19,12 @@ import psycopg
 import pytest
 
 from multiagent.observability.live_starts import registered_run, runs_held
-from multiagent.persistence.postgres_runs import APPLICATION_NAME, RUN_LOCK_CLASS, TABLE
+from multiagent.persistence.postgres_runs import (
+    APPLICATION_NAME,
+    RUN_LOCK_CLASS,
+    TABLE,
+    PostgresRunRegistry,
+)
 from multiagent.policies import Settings, load_settings
 from tests._procs import REPO
 
@@ -265,6 +270,22 @@ def test_a_session_ended_inside_a_registration_is_replaced_once(
     assert _registered(postgres_url) == {}
     assert _held_locks(postgres_url) == 0
     assert _registry_sessions(postgres_url) == {session}
+
+
+def test_a_registry_on_its_own_connection_raises_when_the_server_ended_it(
+    postgres_url: str,
+) -> None:
+    """Only the shared session is replaced: a registry's own connection, ended by the server,
+    makes its registration fail, connecting nowhere else."""
+    with PostgresRunRegistry(postgres_url) as registry:
+        (ended,) = _registry_sessions(postgres_url)
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (ended,))
+        _wait_until(lambda: ended not in _registry_sessions(postgres_url))
+        with pytest.raises(psycopg.OperationalError):
+            registry.register("own")
+    assert _registry_sessions(postgres_url) == set()
+    assert _registered(postgres_url) == {}
 
 
 def test_a_forked_child_leaves_its_parents_session_alone(postgres_url: str) -> None:
