@@ -2,7 +2,9 @@
 
 Routes: ``POST /v1/chat/completions`` (plain and ``stream: true`` server-sent events),
 ``GET /v1/models`` and ``GET /v1/models/{model}``, ``GET /sim/stats``, ``GET /sim/events``
-(the opt-in event log), ``POST /sim/reset`` and ``GET /healthz``.
+(the opt-in event log), ``POST /sim/reset`` and ``GET /healthz``. A model that
+``GET /v1/models`` does not list is refused as OpenAI refuses it, with ``404 model_not_found``,
+before the limits see the request.
 """
 
 from __future__ import annotations
@@ -33,6 +35,11 @@ from multiagent.sim.protocol import (
     error_body,
 )
 from multiagent.sim.state import REQUEST_ID_HEADER, Admitted, Refused, SimState
+
+#: The OpenAPI entry of the routes that name a model, for one the simulator does not list.
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"description": "The model is not one of GET /v1/models (code model_not_found)"}
+}
 
 
 def create_sim_app(config: SimServerConfig) -> FastAPI:
@@ -71,13 +78,16 @@ def create_sim_app(config: SimServerConfig) -> FastAPI:
         message = "The simulator failed while processing the request (see its log)"
         return JSONResponse(error_body(message, kind="server_error", code=None), status_code=500)
 
-    @app.post("/v1/chat/completions", response_model=None)
+    @app.post("/v1/chat/completions", response_model=None, responses=_NOT_FOUND)
     async def chat_completions(body: ChatRequest, request: Request) -> Response:
         # the configured latency runs from the request's arrival: parsing and composing the
         # answer are part of it, not added to it (a busy simulator would otherwise serve slower
         # than it says, and every client's figures would read the difference as their own)
         arrived: float = request.state.arrived
         check_request(body)
+        if body.model not in config.models:
+            # refused before admission, as a malformed request is: no capacity taken, not counted
+            return _model_not_found(body.model)
         try:
             reply = compose_reply(body, default_seed=config.seed)
         except (AttributeError, KeyError, TypeError, ValueError, IndexError) as exc:
@@ -123,14 +133,12 @@ def create_sim_app(config: SimServerConfig) -> FastAPI:
     async def list_models() -> dict[str, Any]:
         return {"object": "list", "data": [_model(name) for name in config.models]}
 
-    @app.get("/v1/models/{model:path}", response_model=None)
+    @app.get("/v1/models/{model:path}", response_model=None, responses=_NOT_FOUND)
     async def retrieve_model(model: str) -> dict[str, Any] | JSONResponse:
         # the SDK's models.retrieve, which some clients call to check a model before using it
         if model in config.models:
             return _model(model)
-        message = f"The model `{model}` does not exist or you do not have access to it."
-        body = error_body(message, kind="invalid_request_error", code="model_not_found")
-        return JSONResponse(body, status_code=404)
+        return _model_not_found(model)
 
     @app.get("/sim/stats")
     async def stats() -> dict[str, Any]:
@@ -162,6 +170,13 @@ def create_sim_app(config: SimServerConfig) -> FastAPI:
 
 def _model(name: str) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": 0, "owned_by": "multiagent-sim"}
+
+
+def _model_not_found(model: str) -> JSONResponse:
+    """OpenAI's 404 for a model it does not serve, on every route that takes one."""
+    message = f"The model `{model}` does not exist or you do not have access to it."
+    body = error_body(message, kind="invalid_request_error", code="model_not_found")
+    return JSONResponse(body, status_code=404)
 
 
 def _invalid_request(message: str, *, param: str | None = None) -> JSONResponse:

@@ -10,11 +10,13 @@ from typing import Any, Literal
 class Counts:
     """Counters of chat-completion requests; a request counts in the phase it arrived in.
 
-    ``attempts`` is every well-formed request; each ends as exactly one of ``successes``,
-    ``rate_limited`` (429), ``server_errors`` (injected 5xx) or ``aborted`` (the client left
-    before the reply was complete). ``early`` counts requests that arrived before a Retry-After
-    the server had already handed out had expired. ``rejected_*`` split the 429s by the limit
-    that refused them (a request refused by two limits counts under both).
+    ``attempts`` is every well-formed request for a listed model (a 400, or a 404
+    ``model_not_found``, is answered before the limits and counted nowhere); each ends as
+    exactly one of ``successes``, ``rate_limited`` (429), ``server_errors`` (injected 5xx) or
+    ``aborted`` (the client left before the reply was complete). ``early`` counts requests
+    that arrived before a Retry-After the server had already handed out had expired.
+    ``rejected_*`` split the 429s by the limit that refused them (a request refused by two
+    limits counts under both).
     """
 
     attempts: int = 0

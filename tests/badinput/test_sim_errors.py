@@ -120,3 +120,26 @@ def test_unknown_urls_and_methods_answer_openai_errors_and_healthz_answers_head(
     _refused(httpx2.post(f"{server}/healthz"))
     assert httpx2.get(f"{server}/healthz").json() == {"status": "ok"}
     assert httpx2.head(f"{server}/healthz").status_code == 200
+
+
+def test_an_unknown_model_is_404_model_not_found_and_counted_nowhere(server: str) -> None:
+    # any model name was served, so a client with a misspelt model passed a load test
+    before = httpx2.get(f"{server}/sim/stats").json()["totals"]
+    for stream in (False, True):
+        response = httpx2.post(
+            f"{server}/v1/chat/completions", json={**BASE, "model": "gpt-4o-minj", "stream": stream}
+        )
+        assert response.status_code == 404
+        assert response.json() == {
+            "error": {
+                "message": "The model `gpt-4o-minj` does not exist or you do not have access to "
+                "it.",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "model_not_found",
+            }
+        }
+    assert httpx2.get(f"{server}/sim/stats").json()["totals"] == before
+    assert httpx2.post(f"{server}/v1/chat/completions", json=BASE).status_code == 200
+    spec = httpx2.get(f"{server}/openapi.json").json()
+    assert "404" in spec["paths"]["/v1/chat/completions"]["post"]["responses"]

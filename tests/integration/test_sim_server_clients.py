@@ -125,6 +125,35 @@ def test_a_listed_model_is_retrieved_and_an_unknown_one_is_model_not_found(sim_u
     }
 
 
+def test_a_chat_with_an_unknown_model_is_not_found_and_takes_no_capacity() -> None:
+    # any model name was served, and took from the limits as a listed one does
+    with run_sim_server(SimServerConfig(rpm=60)) as url:  # one request in the bucket
+        client = _client(url)
+        for stream in (False, True):
+            with pytest.raises(openai.NotFoundError) as caught:
+                client.chat.completions.create(model="gpt-5", messages=MESSAGES, stream=stream)
+            assert caught.value.body == {
+                "message": "The model `gpt-5` does not exist or you do not have access to it.",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "model_not_found",
+            }
+        reply = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        assert reply.model == "gpt-4o-mini"
+
+
+def test_the_builtin_profiles_call_only_models_the_simulator_lists() -> None:
+    # the openai provider pointed at ``sim serve`` sends the profile's tier models
+    from multiagent.policies.profiles import BUILTIN_PROFILES, DEFAULT_PRICES
+
+    tiers = {
+        name
+        for profile in BUILTIN_PROFILES.values()
+        for name in (profile.models.fast, profile.models.standard, profile.models.premium)
+    }
+    assert tiers | set(DEFAULT_PRICES) <= set(SimServerConfig().models)
+
+
 # -- max_tokens ------------------------------------------------------------------------------
 
 
