@@ -112,13 +112,27 @@ def stops_on_ctrl_c(*, stopped: str, at_once: str) -> Iterator[None]:
     raise typer.Exit(130)  # the shell's convention for SIGINT: 128 + 2
 
 
+#: ``ctx.meta`` key of a command that leaves no audit record (see :func:`leave_no_audit_record`).
+_NO_AUDIT_RECORD = "multiagent.no_audit_record"
+
+
+def leave_no_audit_record(ctx: typer.Context) -> None:
+    """Write no audit record when this command ends, and so warn of none missing.
+
+    For a command that only reads a home it may not write (a read-only sidecar), once it has
+    said so itself: the append would fail, and a warning at exit would call that a failure.
+    """
+    ctx.meta[_NO_AUDIT_RECORD] = True
+
+
 @contextmanager
 def audited(ctx: typer.Context, *, command: str, params: Mapping[str, Any]) -> Iterator[None]:
     """Append one audit record when the command in the ``with`` block finishes.
 
     The record is written whatever the ending (exit code, error, Ctrl-C), except for bad input
-    (exit code 2), which by contract changes nothing stored. A trail that cannot be written
-    is reported on stderr when the command itself succeeded.
+    (exit code 2), which by contract changes nothing stored, and for a command that called
+    :func:`leave_no_audit_record`. A trail that cannot be written is reported on stderr when
+    the command itself succeeded.
     """
     from multiagent.commands.audit import CommandAudit
 
@@ -144,5 +158,6 @@ def audited(ctx: typer.Context, *, command: str, params: Mapping[str, Any]) -> I
         audit.error = type(exc).__name__
         raise
     finally:
-        if code != 2 and not audit.finish(exit_code=code) and code == 0:
+        wanted = code != 2 and not ctx.meta.get(_NO_AUDIT_RECORD)
+        if wanted and not audit.finish(exit_code=code) and code == 0:
             err_console.print("warning: the audit trail could not be written", markup=False)

@@ -11,7 +11,14 @@ import typer
 from rich.table import Table
 
 from multiagent._serve import wait_until_stopped
-from multiagent.commands._shared import cli_settings, console, print_json, print_plain
+from multiagent.commands._shared import (
+    cli_settings,
+    console,
+    leave_no_audit_record,
+    print_json,
+    print_plain,
+)
+from multiagent.policies import Settings
 
 metrics_app = typer.Typer(
     help="Metrics of the runs: Prometheus/JSON server, summary, 24-hour history.",
@@ -39,6 +46,7 @@ def serve(
     # the rest is served, and the file is left as it is for `persistence repair` or a backup
     settings = cli_settings(ctx, check_stores=False)
     _warn_damaged(settings.home)
+    _say_if_read_only(ctx, settings)
     uninstall = install_queue_metrics(settings)  # queue gauges when MULTIAGENT_REDIS_URL is set
     try:
         with run_metrics_server(settings, host=host, port=port, token=token) as url:
@@ -48,6 +56,23 @@ def serve(
             wait_until_stopped()
     finally:
         uninstall()
+
+
+def _say_if_read_only(ctx: typer.Context, settings: Settings) -> None:
+    """On a home it may only read (a mounted backup, another user's data), the server writes
+    nothing there, its own audit record included: one line says so now, rather than a warning
+    at exit that the trail could not be written."""
+    from multiagent.errors import UsageError
+    from multiagent.persistence.checkpointer import check_home
+
+    try:
+        check_home(settings)
+    except UsageError:
+        leave_no_audit_record(ctx)
+        sys.stderr.write(
+            f"data directory {settings.home} may only be read: serving it read-only, "
+            "with no audit record of this serve\n"
+        )
 
 
 def _warn_damaged(home: Path) -> None:

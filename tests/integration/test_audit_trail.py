@@ -180,6 +180,15 @@ def test_show_prints_the_last_records() -> None:
     assert [r["n"] for r in json.loads(result.stdout)["records"]] == [3, 4]
 
 
+def test_a_command_that_writes_warns_when_its_record_cannot_be_written() -> None:
+    settings = load_settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    audit_dir(settings).write_bytes(b"")  # a file where the trail's directory goes
+    pruned = runner.invoke(app, ["persistence", "prune", "--json"])
+    assert pruned.exit_code == 0, pruned.output
+    assert "warning: the audit trail could not be written" in pruned.stderr
+
+
 def _tear(path: Path) -> bytes:
     """Append the first part of a record and no newline, as a process killed mid-append does."""
     torn = b'{"command":"persistence prune","correlation_id":"5f1'

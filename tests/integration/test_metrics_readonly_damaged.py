@@ -245,6 +245,11 @@ def test_serve_answers_every_read_on_a_home_it_may_only_read(isolated_env: Path)
         _writable_again(home)
     assert _digests(home) == before  # nothing written, nothing created beside the files
     assert "Traceback" not in "\n".join(errors)
+    # said once at start; the audit record it cannot write is no warning at exit
+    assert errors == [
+        f"data directory {home} may only be read: serving it read-only, with no audit record "
+        "of this serve"
+    ]
     assert health.status_code == 503
     assert health.json()["checks"]["home"]["ok"] is False
     assert "not writable" in health.json()["checks"]["home"]["error"]
