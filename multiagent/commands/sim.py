@@ -11,7 +11,7 @@ from rich.table import Table
 from multiagent._serve import wait_until_stopped
 from multiagent.commands._shared import console, print_json
 from multiagent.errors import MultiagentError, UsageError
-from multiagent.sim.config import build_sim_config
+from multiagent.sim.config import DEFAULT_MODELS, build_sim_config
 from multiagent.sim.schedule import load_schedule
 
 DEFAULT_URL = "http://127.0.0.1:8089"
@@ -25,6 +25,7 @@ _FLAGS = {
     "spike_rate": "--spike-rate",
     "spike_s": "--spike-ms",
     "seed": "--seed",
+    "models": "--model",
 }
 
 sim_app = typer.Typer(
@@ -66,6 +67,14 @@ def serve(
         str | None, typer.Option("--schedule", help="Capacity schedule file (.json or .toml).")
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of replies and fault draws.")] = 0,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            help="A model name to serve (repeat for several); others get a 404 "
+            f"model_not_found. Default: {', '.join(DEFAULT_MODELS)}.",
+        ),
+    ] = None,
     no_limit_headers: Annotated[
         bool,
         typer.Option(
@@ -90,6 +99,7 @@ def serve(
         spike_s=_ms(spike_ms),
         seed=seed,
         limit_headers=not no_limit_headers,
+        models=tuple(model) if model else DEFAULT_MODELS,
         schedule=load_schedule(schedule) if schedule else (),
     )
     with run_sim_server(config, host=host, port=port) as url:

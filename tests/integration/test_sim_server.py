@@ -505,6 +505,27 @@ def test_serve_runs_as_a_subprocess_and_prints_its_url() -> None:
         assert proc.wait(timeout=10) == 0
 
 
+def test_serve_serves_the_models_given_with_model_and_refuses_the_others() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "multiagent", "sim", "serve", "--port", "0",
+         "--model", "house-large", "--model", "house-small"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        match = re.search(r"http://127\.0\.0\.1:\d+/v1", proc.stdout.readline())
+        assert match
+        client = _client(match.group(0))
+        assert [m.id for m in client.models.list()] == ["house-large", "house-small"]
+        reply = client.chat.completions.create(model="house-small", messages=RAW_MESSAGES)
+        assert reply.model == "house-small"
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model="gpt-4o", messages=RAW_MESSAGES)
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
+
+
 def test_ctrl_c_with_a_request_in_flight_stops_without_a_traceback() -> None:
     # uvicorn cancels a request still running when its graceful shutdown ends, and logged the
     # cancellation's traceback on the way out; the client got "Internal Server Error" as
