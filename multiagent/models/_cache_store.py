@@ -1,24 +1,16 @@
 """A diskcache ``Cache`` with one SQLite connection per process and exact counters beside it.
 
-diskcache opens one SQLite connection per *thread* (a ``threading.local``). LangGraph runs
-parallel nodes on a fresh thread pool for every ``invoke``, so each run paid for new connections
-(``connect`` plus a dozen ``PRAGMA`` statements each) in every cache it touched — about half of
-the framework's overhead on a fast model. :class:`CacheStore` keeps diskcache (its table layout,
-expiry, culling and serialisation) but gives each cache one connection per process, opened with
-``check_same_thread=False`` and used under a process lock: SQLite transactions on one
-connection cannot interleave, and a lock hands over in microseconds where SQLite's busy handler
-sleeps a millisecond or more. Other processes still coordinate through SQLite's own locks.
+:class:`CacheStore` keeps diskcache (its table layout, expiry, culling and serialisation) but
+gives each cache one connection per process, used under a process lock
+(:mod:`multiagent.models._process_cache` says why: diskcache's connection per thread cost about
+half of the framework's overhead on a fast model).
 
 Writes do not cull (diskcache's ``cull_limit`` is 0); every :data:`CULL_EVERY` writes of a
 process, :meth:`diskcache.Cache.cull` removes expired entries and evicts down to the size limit.
 
-Counters (hits, misses, ...) are counted in this process's memory-mapped slot file
-(:mod:`multiagent.models._counter_slots`): once :meth:`CacheStore.count` returns, the count is
-in the page cache and survives the death of the process (``SIGKILL`` included; only a power cut
-can lose it, as with SQLite's ``synchronous=NORMAL``), without the write transaction per lookup
-that committing it to SQLite cost (about a third of a cached call's overhead). Slot files of
-dead processes are folded into a table of the database when a store opens or closes; the
-totals are that table plus the files not yet folded.
+Counters (hits, misses, ...) are counted in this process's memory-mapped slot file, crash-proof
+once :meth:`CacheStore.count` returns, and folded into a table of the database when a store
+opens or closes (:mod:`multiagent.models._cache_counters`).
 
 Entries may be written behind (``write_behind_s``, the completion cache's choice): a ``set``
 is kept in memory, where this process's lookups see it, and written with the others pending in
@@ -40,77 +32,27 @@ The interface a store of another kind (Redis, ...) has to offer is small: :meth:
 from __future__ import annotations
 
 import builtins
-import os
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import diskcache
 
+from multiagent.models._cache_counters import ADD_COUNT, COUNTERS, FOLDED, create_counters
 from multiagent.models._cache_writer import register_write_behind, wake_writer
-from multiagent.models._counter_slots import SlotCounters, read_totals
+from multiagent.models._counter_slots import SlotCounters
 from multiagent.models._key_filter import KeyFilter, stored_keys
-from multiagent.persistence.health import read_only_uri
+from multiagent.models._process_cache import ProcessCache
 
-_COUNTERS = "MultiagentCounters"
-_FOLDED = "MultiagentFoldedSlots"
 #: Writes between two culls (expired entries first, then by policy down to the size limit).
 CULL_EVERY = 64
 #: Pending entries that make a write-behind store write at once (the writer thread normally
 #: writes them first; this bounds what a burst keeps in memory).
 FLUSH_EVERY = 256
 _MISSING = object()
-_COUNT = (
-    f"INSERT INTO {_COUNTERS} (name, value) VALUES (?, ?) "
-    "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value"
-)
-
-
-class _ProcessCache(diskcache.Cache):  # type: ignore[misc]
-    """``diskcache.Cache`` whose connection is shared by the threads of a process.
-
-    Only :attr:`_con` and :meth:`close` differ from diskcache's (which keep the connection in a
-    ``threading.local``); every use must hold the owning :class:`CacheStore`'s lock.
-    """
-
-    def __init__(self, directory: str, **settings: Any) -> None:
-        self._shared: sqlite3.Connection | None = None
-        self._shared_pid: int | None = None
-        super().__init__(directory, **settings)
-
-    @property
-    def _con(self) -> sqlite3.Connection:
-        pid = os.getpid()
-        if self._shared_pid != pid:  # a forked child must not use its parent's connection
-            self._shared, self._shared_pid = None, pid
-        con = self._shared
-        if con is None:
-            con = sqlite3.connect(
-                os.path.join(self._directory, diskcache.core.DBNAME),
-                timeout=self._timeout,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            self._shared = con
-            # per-connection pragmas (WAL, synchronous, mmap...) as diskcache sets them
-            try:
-                rows = con.execute("SELECT key, value FROM Settings").fetchall()
-            except sqlite3.OperationalError:
-                rows = []
-            for key, value in rows:
-                if key.startswith("sqlite_"):
-                    self.reset(key, value, update=False)
-        return con
-
-    def close(self) -> None:
-        """Close the process's connection (the next use opens a new one)."""
-        con, self._shared = self._shared, None
-        if con is not None:
-            con.close()
 
 
 class CacheStore:
@@ -139,7 +81,7 @@ class CacheStore:
         self._lock = threading.Lock()
         # culling on every write costs three more statements per ``set`` (expired rows, page
         # count, size); culling every CULL_EVERY writes bounds the cache all the same
-        self._cache = _ProcessCache(str(self.directory), cull_limit=0)
+        self._cache = ProcessCache(str(self.directory), cull_limit=0)
         self._writes = 0
         self._slots = SlotCounters(self.directory / "counters")
         self._write_behind_s = write_behind_s
@@ -148,11 +90,11 @@ class CacheStore:
         # entries written behind go through a connection of their own, so lookups on the
         # shared one never wait for a batch being written (SQLite's WAL lets both proceed)
         self._writer = (
-            None if write_behind_s is None else _ProcessCache(str(self.directory), cull_limit=0)
+            None if write_behind_s is None else ProcessCache(str(self.directory), cull_limit=0)
         )
         self._write_lock = threading.Lock()  # taken before ``_lock`` when both are held
         with self._lock, self._cache.transact(retry=True):
-            self._create_counters(legacy_counters)
+            create_counters(self._cache, legacy_counters)
         self._fold()
         self._filter: KeyFilter | None = None
         if key_filter:
@@ -160,28 +102,6 @@ class CacheStore:
                 self._filter = KeyFilter(self.directory, existing=stored_keys(self._cache._con))
         if write_behind_s is not None:
             register_write_behind(self, delay_s=write_behind_s)
-
-    def _create_counters(self, legacy: Path | None) -> None:
-        """Create the counters table, seeded from ``legacy`` counters when it is new."""
-        sql = self._cache._sql
-        sql(f"CREATE TABLE IF NOT EXISTS {_FOLDED} (name TEXT PRIMARY KEY) WITHOUT ROWID")
-        exists = sql(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (_COUNTERS,)
-        ).fetchall()
-        if exists:
-            return
-        sql(
-            f"CREATE TABLE {_COUNTERS} (name TEXT PRIMARY KEY, value INTEGER NOT NULL)"
-            " WITHOUT ROWID"
-        )
-        if legacy is None or not (legacy / diskcache.core.DBNAME).exists():
-            return
-        old = diskcache.Cache(str(legacy))
-        try:
-            for key in list(old.iterkeys()):
-                sql(_COUNT, (str(key), int(old.get(key, 0, retry=True))))
-        finally:
-            old.close()
 
     @contextmanager
     def locked(self) -> Iterator[diskcache.Cache]:
@@ -273,34 +193,34 @@ class CacheStore:
             self._slots.add(name, delta)
         except ValueError:  # a name too long for a slot, or the slot full: commit it instead
             with self._lock:
-                self._cache._sql_retry(_COUNT, (name, delta))
+                self._cache._sql_retry(ADD_COUNT, (name, delta))
 
     def _folded(self) -> tuple[dict[str, int], builtins.set[str]]:
         """The folded totals and the names of the folded slot files."""
         with self._lock:
-            rows = self._cache._sql(f"SELECT name, value FROM {_COUNTERS}").fetchall()
-            done = self._cache._sql(f"SELECT name FROM {_FOLDED}").fetchall()
+            rows = self._cache._sql(f"SELECT name, value FROM {COUNTERS}").fetchall()
+            done = self._cache._sql(f"SELECT name FROM {FOLDED}").fetchall()
         return {str(n): int(v) for n, v in rows}, {str(n) for (n,) in done}
 
     def _fold_one(self, name: str, counts: dict[str, int]) -> None:
         """Add a dead process's counts and mark its file folded, in one transaction."""
         with self._lock, self._cache.transact(retry=True):
             sql = self._cache._sql
-            if sql(f"SELECT 1 FROM {_FOLDED} WHERE name = ?", (name,)).fetchall():
+            if sql(f"SELECT 1 FROM {FOLDED} WHERE name = ?", (name,)).fetchall():
                 return
             for counter, value in counts.items():
-                sql(_COUNT, (counter, value))
-            sql(f"INSERT INTO {_FOLDED} (name) VALUES (?)", (name,))
+                sql(ADD_COUNT, (counter, value))
+            sql(f"INSERT INTO {FOLDED} (name) VALUES (?)", (name,))
 
     def _fold(self) -> None:
         """Fold the slot files of dead processes into the counters table."""
         if self._slots.fold(self._fold_one):
             with self._lock:  # their files are gone: the marks are no longer needed
                 present = {p.name for p in self._slots.directory.iterdir()}
-                done = self._cache._sql(f"SELECT name FROM {_FOLDED}").fetchall()
+                done = self._cache._sql(f"SELECT name FROM {FOLDED}").fetchall()
                 for (name,) in done:
                     if name not in present:
-                        self._cache._sql_retry(f"DELETE FROM {_FOLDED} WHERE name = ?", (name,))
+                        self._cache._sql_retry(f"DELETE FROM {FOLDED} WHERE name = ?", (name,))
 
     def counters(self) -> dict[str, int]:
         """Every counter by name (every process's, all time since the last reset)."""
@@ -323,9 +243,9 @@ class CacheStore:
     def _offset(self, totals: dict[str, int]) -> None:
         """Replace the folded totals with ``totals``."""
         with self._lock, self._cache.transact(retry=True):
-            self._cache._sql(f"DELETE FROM {_COUNTERS}")
+            self._cache._sql(f"DELETE FROM {COUNTERS}")
             for name, value in totals.items():
-                self._cache._sql(_COUNT, (name, value))
+                self._cache._sql(ADD_COUNT, (name, value))
 
     def close(self) -> None:
         """Write what is pending, give up the counter slot, close the connection (a later use
@@ -337,32 +257,3 @@ class CacheStore:
             self._cache.close()
             if self._writer is not None:
                 self._writer.close()
-
-
-def read_stored(directory: Path) -> tuple[dict[str, int], int]:
-    """Every counter and the number of entries of the store in ``directory``, read from its
-    files without opening it: for a process that may not write there (a dashboard given the
-    data directory read-only). Nothing is created and no slot file is folded; entries another
-    process still writes behind are not counted until they are stored.
-    """
-    database = directory / diskcache.core.DBNAME
-    if not database.exists():
-        return {}, 0
-    uri = read_only_uri(database.resolve())
-    with closing(sqlite3.connect(uri, uri=True, timeout=10.0)) as conn:
-
-        def rows(sql: str) -> list[tuple[Any, ...]]:
-            try:
-                return conn.execute(sql).fetchall()
-            except sqlite3.OperationalError as exc:
-                if "no such table" in str(exc):  # no store with counters has opened it yet
-                    return []
-                raise
-
-        def folded() -> tuple[dict[str, int], builtins.set[str]]:
-            totals = {str(n): int(v) for n, v in rows(f"SELECT name, value FROM {_COUNTERS}")}
-            return totals, {str(n) for (n,) in rows(f"SELECT name FROM {_FOLDED}")}
-
-        counters = read_totals(directory / "counters", folded)
-        count = rows("SELECT value FROM Settings WHERE key = 'count'")
-    return counters, int(count[0][0]) if count else 0

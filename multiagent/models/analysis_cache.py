@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from multiagent._metrics import get_metrics
-from multiagent.models._cache_store import CacheStore, read_stored
+from multiagent.models._cache_counters import read_stored
+from multiagent.models._cache_store import CacheStore
 
 if TYPE_CHECKING:  # redis is imported only when a cache lives there (see open_*)
     from multiagent.models._cache_redis import RedisCacheStore
@@ -174,7 +175,7 @@ def _stats(counters: dict[str, int], entries: int) -> dict[str, Any]:
 def stored_analysis_stats(home: Path) -> dict[str, Any]:
     """The analysis cache's entries and counters (per kind and in total) as stored in data
     directory ``home``, read without opening the cache: for a process that may not write there
-    (see :func:`~multiagent.models._cache_store.read_stored`)."""
+    (see :func:`~multiagent.models._cache_counters.read_stored`)."""
     return _stats(*read_stored(analysis_cache_dir(Path(home)) / "entries"))
 
 

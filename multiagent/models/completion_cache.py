@@ -45,7 +45,8 @@ from langchain_core.messages import (
 from langchain_core.outputs import ChatGeneration, Generation
 
 from multiagent._metrics import get_metrics
-from multiagent.models._cache_store import CacheStore, read_stored
+from multiagent.models._cache_counters import read_stored
+from multiagent.models._cache_store import CacheStore
 
 if TYPE_CHECKING:  # redis is imported only when a cache lives there (see open_*)
     from multiagent.models._cache_redis import RedisCacheStore
@@ -352,7 +353,7 @@ def _stats(counts: dict[str, int], entries: int) -> CompletionCacheStats:
 def stored_completion_stats(home: Path) -> CompletionCacheStats:
     """The completion cache's counters and entries as stored in data directory ``home``, read
     without opening the cache: for a process that may not write there (see
-    :func:`~multiagent.models._cache_store.read_stored`)."""
+    :func:`~multiagent.models._cache_counters.read_stored`)."""
     return _stats(*read_stored(completion_cache_dir(Path(home)) / "entries"))
 
 
