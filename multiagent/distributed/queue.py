@@ -44,7 +44,8 @@ from redis.exceptions import ResponseError, WatchError
 
 from multiagent._inputs import ID_PATTERN, ID_RULE
 from multiagent.errors import UsageError
-from multiagent.graphs.batch_chunks import ItemRecord, plan_chunks
+from multiagent.graphs.batch_chunks import plan_chunks
+from multiagent.graphs.batch_records import ItemRecord
 from multiagent.graphs.batch_store import BatchManifest
 from multiagent.models.budget_redis import RUN_TTL_S, RedisBudget, budget_key, to_nano
 from multiagent.nodes.usage import total_usage

@@ -58,7 +58,8 @@ from multiagent.distributed.queue import (
 )
 from multiagent.errors import UsageError
 from multiagent.graphs.batch_budget import resume_refusal
-from multiagent.graphs.batch_chunks import ItemRecord, plan_chunks
+from multiagent.graphs.batch_chunks import plan_chunks
+from multiagent.graphs.batch_records import ItemRecord
 from multiagent.graphs.batch_store import BatchManifest
 from multiagent.models.budget_redis import NANO, RUN_TTL_S, budget_key, to_nano
 from multiagent.nodes.state import ValidationItem

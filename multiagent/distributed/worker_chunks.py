@@ -15,10 +15,10 @@ as a *partial* record (``batch:{ID}:partial``, never counted as finished). The e
 or the entry a resume queues for the item, completes it as an incomplete item is completed,
 asking only the validators not asked yet, before running its other items whole; no verdict
 is bought twice. A chunk whose run raised an error nobody expected (a bug in a node) keeps
-what it paid for the same way (:attr:`~multiagent.graphs.batch_chunks.ChunkOutcome.raised`):
-its records are stored at once, the entry left pending, and the error is raised to the slot,
-which counts the failed attempt (retried, dead-lettered at ``max_attempts``) and says it as it
-says any error nobody expected.
+what it paid for the same way (:attr:`~multiagent.graphs.batch_chunk_outcome.ChunkOutcome.
+raised`): its records are stored at once, the entry left pending, and the error is raised to
+the slot, which counts the failed attempt (retried, dead-lettered at ``max_attempts``) and says
+it as it says any error nobody expected.
 
 A chunk of a batch queued with ``--budget`` runs its items only once the batch's budget in Redis
 (:class:`multiagent.models.budget_redis.RedisBudget`, one per batch and process) holds each
@@ -75,14 +75,9 @@ from multiagent.distributed.worker_state import (
 from multiagent.distributed.worker_store import store_now
 from multiagent.errors import BudgetExceededError
 from multiagent.graphs.batch_budget import completing_worst_case
-from multiagent.graphs.batch_chunks import (
-    ChunkOutcome,
-    ItemRecord,
-    asked_again,
-    complete_chunk,
-    plan_chunks,
-    run_chunk,
-)
+from multiagent.graphs.batch_chunk_outcome import ChunkOutcome
+from multiagent.graphs.batch_chunks import complete_chunk, plan_chunks, run_chunk
+from multiagent.graphs.batch_records import ItemRecord, asked_again
 from multiagent.models.budget_redis import RedisBudget, budget_key, to_nano
 from multiagent.models.ledger import RunLedger
 from multiagent.nodes.context import WorkflowContext

@@ -20,7 +20,8 @@ from typing import Any
 from multiagent.distributed.deadletter import FinishedChunk
 from multiagent.distributed.queue import batch_key
 from multiagent.distributed.queue_resume import entry_current
-from multiagent.graphs.batch_chunks import ChunkOutcome, ItemRecord
+from multiagent.graphs.batch_chunk_outcome import ChunkOutcome
+from multiagent.graphs.batch_records import ItemRecord
 
 
 @dataclass

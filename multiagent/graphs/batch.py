@@ -59,15 +59,14 @@ from multiagent.graphs.batch_budget import (
     check_resume_budget,
     completing_worst_case,
 )
+from multiagent.graphs.batch_chunk_outcome import ChunkOutcome
 from multiagent.graphs.batch_chunks import (
     DEFAULT_CHUNK_SIZE,
-    ChunkOutcome,
-    ItemRecord,
-    asked_again,
     complete_chunk,
     plan_chunks,
     run_chunk,
 )
+from multiagent.graphs.batch_records import ItemRecord, asked_again
 from multiagent.graphs.batch_store import BatchManifest, BatchStore, MemoryBatchStore
 from multiagent.graphs.inputs import validation_input
 from multiagent.graphs.runner import Status, WorkflowOutcome, from_ctrl_c
@@ -148,9 +147,9 @@ def _run_chunks(
     their next call and end as ``interrupted``; a ``KeyboardInterrupt`` raised here (a second
     Ctrl-C, or no handler) stops the budget so that they end the same way.
 
-    A chunk that ended by an error nobody expected (:attr:`~multiagent.graphs.batch_chunks.
-    ChunkOutcome.raised`) is stored, and the first such error is raised once every running
-    chunk is.
+    A chunk that ended by an error nobody expected (:attr:`~multiagent.graphs.
+    batch_chunk_outcome.ChunkOutcome.raised`) is stored, and the first such error is raised
+    once every running chunk is.
     """
     chunk_size = manifest.chunk_size
     parallel, per_chunk = concurrency_split(

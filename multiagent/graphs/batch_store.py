@@ -3,7 +3,7 @@
 A batch is a manifest (items, validators, threshold, chunk size) and one record per finished
 item, keyed by batch id and item id and written once (a record stored twice keeps the first),
 plus each chunk's usage. An item a stopped chunk left with some verdicts paid for has a
-*partial* record (:class:`~multiagent.graphs.batch_chunks.ItemRecord`), still unfinished. The
+*partial* record (:class:`~multiagent.graphs.batch_records.ItemRecord`), still unfinished. The
 one exception to "written once" is a record completed by a resume (its failed or unasked
 validators asked): it replaces the record it completes (:meth:`BatchStore.complete`).
 :class:`MemoryBatchStore` serves a batch run from Python without persistence;
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Protocol
 
 from multiagent._sqlite import ensure_wal
-from multiagent.graphs.batch_chunks import ItemRecord
+from multiagent.graphs.batch_records import ItemRecord
 from multiagent.nodes.state import ValidationItem
 from multiagent.nodes.usage import Usage
 from multiagent.policies import Settings
