@@ -105,7 +105,8 @@ def run_local_batch(
     """Run (or resume) a local batch, print its outcome, exit with its code."""
     from multiagent._interrupt import stop_on_ctrl_c
     from multiagent.commands._render import print_outcome, resume_command
-    from multiagent.graphs.batch import batch_cross_validate, read_batch_file
+    from multiagent.graphs.batch import batch_cross_validate
+    from multiagent.graphs.batch_file import read_batch_file
     from multiagent.graphs.batch_store import open_batch_store
     from multiagent.graphs.report import outcome_report
     from multiagent.nodes.agents_file import load_agents

@@ -62,7 +62,7 @@ def enqueue_command(
     """
     from multiagent.distributed.queue import check_queue_name, enqueue_batch
     from multiagent.distributed.redis import redis_client, require_redis_url
-    from multiagent.graphs.batch import read_batch_file
+    from multiagent.graphs.batch_file import read_batch_file
     from multiagent.graphs.inputs import validation_input
     from multiagent.nodes.agents_file import load_agents
     from multiagent.safety import check_id_private

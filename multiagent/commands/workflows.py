@@ -545,7 +545,7 @@ def validate(
     the profile's quorum); 130 interrupted (Ctrl-C), resumable.
     """
     from multiagent.commands._batch_run import is_local_batch, run_local_batch
-    from multiagent.graphs.batch import read_batch_file
+    from multiagent.graphs.batch_file import read_batch_file
     from multiagent.graphs.inputs import validation_input
 
     if concurrency is not None and not 1 <= concurrency <= 64:

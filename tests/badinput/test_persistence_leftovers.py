@@ -155,7 +155,7 @@ def test_a_blank_batch_item_id_is_refused_naming_its_line(
 def test_an_item_without_an_id_is_numbered_by_its_line(tmp_path: Path) -> None:
     path = tmp_path / "batch.jsonl"
     path.write_text('{"text": "water boils at 100 C at sea level"}\n', encoding="utf-8")
-    from multiagent.graphs.batch import read_batch_file
+    from multiagent.graphs.batch_file import read_batch_file
 
     assert read_batch_file(path) == [{"id": "1", "text": "water boils at 100 C at sea level"}]
 

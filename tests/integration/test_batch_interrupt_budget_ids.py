@@ -15,6 +15,7 @@ import pytest
 from multiagent import _interrupt
 from multiagent.audit import AuditTrail, audit_dir
 from multiagent.graphs import batch as batch_module
+from multiagent.graphs import batch_pool
 from multiagent.graphs.batch import batch_cross_validate
 from multiagent.graphs.batch_store import batch_store_path, open_batch_store
 from multiagent.nodes.context import build_context
@@ -149,7 +150,7 @@ def _chunks_stored(settings: Settings) -> int:
 def test_ctrl_c_while_chunks_run_starts_nothing_new_and_keeps_every_call_paid_for(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_wait = batch_module.wait
+    real_wait = batch_pool.wait
     calls: list[int] = []
 
     def wait_then_ctrl_c(*args: Any, **kwargs: Any) -> Any:
@@ -158,7 +159,7 @@ def test_ctrl_c_while_chunks_run_starts_nothing_new_and_keeps_every_call_paid_fo
             raise KeyboardInterrupt
         return real_wait(*args, **kwargs)
 
-    monkeypatch.setattr(batch_module, "wait", wait_then_ctrl_c)
+    monkeypatch.setattr(batch_pool, "wait", wait_then_ctrl_c)
     settings = load_settings(home=tmp_path / "home")
     with open_batch_store(settings) as store:
         try:  # 2 validators at concurrency 4: two chunks of 4 items at a time, four in all
@@ -176,7 +177,7 @@ def test_ctrl_c_while_chunks_run_starts_nothing_new_and_keeps_every_call_paid_fo
         assert first.usage["calls"] == paid["calls"]  # every call paid for is stored
         assert first.usage["cost_usd"] == pytest.approx(paid["cost_usd"])
         assert _chunks_stored(settings) == 2  # the two running at Ctrl-C; no other started
-        monkeypatch.setattr(batch_module, "wait", real_wait)
+        monkeypatch.setattr(batch_pool, "wait", real_wait)
         second = batch_cross_validate(
             None, settings=settings, context=build_context(settings), store=store,
             thread_id="bi", resume=True, max_concurrency=4,

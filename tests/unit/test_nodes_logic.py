@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from multiagent.errors import UsageError
-from multiagent.graphs.batch import read_batch_file
+from multiagent.graphs.batch_file import read_batch_file
 from multiagent.graphs.inputs import (
     check_threshold,
     choose_validators,
