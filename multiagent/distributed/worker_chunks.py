@@ -7,7 +7,8 @@ reclaimed entry) are not run again; a batch stopped on its budget is acknowledge
 entry a resume queued to *complete* stored items (``complete``, see
 :mod:`.queue_resume`) asks only their validators that failed again, keeping the verdicts given
 (:func:`multiagent.graphs.batch_chunks.complete_chunk`, the single run's rule), and its records
-replace those they complete; an item complete meanwhile is not run.
+replace those they complete; an item complete meanwhile is not run. How an entry's items run,
+completed first, then whole, under the batch's budget if it has one, is :mod:`.worker_items`.
 
 A chunk that stops mid-way (its budget, an error) keeps what it paid for, as a local batch's
 does: an item some of whose validators answered while the others were not asked yet is stored
@@ -19,13 +20,6 @@ what it paid for the same way (:attr:`~multiagent.graphs.batch_chunk_outcome.Chu
 raised`): its records are stored at once, the entry left pending, and the error is raised to
 the slot, which counts the failed attempt (retried, dead-lettered at ``max_attempts``) and says
 it as it says any error nobody expected.
-
-A chunk of a batch queued with ``--budget`` runs its items only once the batch's budget in Redis
-(:class:`multiagent.models.budget_redis.RedisBudget`, one per batch and process) holds each
-one's worst case, and their calls draw on those holds (:mod:`.worker_admission`); without it,
-a chunk's calls reserve against the profile's run budget, in this process: a chunk is no
-thread that another process resumes, so it has no budget of its own in Redis (that cost two
-round trips per call and left four keys per chunk behind).
 
 Before each model call of a chunk or a queued run its ledger asks whether the entry is still
 this worker's (:mod:`.entry_guard`); a queued run's checkpointer asks before each write too. A
@@ -42,13 +36,10 @@ so a batch's or a run's spend never leaves out what was paid.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import threading
 import time
 import uuid
-from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -63,28 +54,19 @@ from multiagent.distributed.deadletter import (
 )
 from multiagent.distributed.entry_guard import EntryGuard
 from multiagent.distributed.queue import Judging, batch_key, load_judging, stream_key
-from multiagent.distributed.worker_admission import admit_items
 from multiagent.distributed.worker_feed import claim_own
+from multiagent.distributed.worker_items import run_items
 from multiagent.distributed.worker_state import (
     EndedChunk,
-    EntryCheck,
     WorkerState,
-    ask_entry_state,
-    entry_check,
+    read_entry_check,
+    records_to_complete,
 )
 from multiagent.distributed.worker_store import store_now
-from multiagent.errors import BudgetExceededError
-from multiagent.graphs.batch_budget import completing_worst_case
 from multiagent.graphs.batch_chunk_outcome import ChunkOutcome
-from multiagent.graphs.batch_chunks import complete_chunk, plan_chunks, run_chunk
-from multiagent.graphs.batch_records import ItemRecord, asked_again
+from multiagent.graphs.batch_records import ItemRecord
 from multiagent.models.budget_redis import RedisBudget, budget_key, to_nano
-from multiagent.models.ledger import RunLedger
 from multiagent.nodes.context import WorkflowContext
-from multiagent.nodes.state import ValidationItem
-
-#: Runs a chunk's items: :func:`run_chunk`, or :func:`complete_chunk` with the stored records.
-ChunkRun = Callable[..., ChunkOutcome]
 
 
 class EntryRunner:
@@ -127,11 +109,11 @@ class EntryRunner:
             with state.lock:  # an entry completing items reads their records when it runs
                 checked = None if completing else state.checked.get(entry_id)
             if completing:
-                skip, records = self._stored(batch_id, fields, items)
+                skip, records = records_to_complete(self.client, batch_id, fields, items)
                 done = {item["id"] for item in items if item["id"] not in records}
             else:
                 ids = [i["id"] for i in items]
-                check = checked or self._batch_state(batch_id, fields, ids)
+                check = checked or read_entry_check(self.client, batch_id, fields, ids)
                 skip, done, records = check.skip, check.done, check.partial
             # the batch's budget ran out: its remaining items stay unfinished (until a resume
             # queues them again, in new entries: this one is then skipped as well)
@@ -145,7 +127,10 @@ class EntryRunner:
             acknowledge(self.client, self.queue, entry_id)
             return
         guard = EntryGuard(lambda: self.still_ours(entry_id))
-        outcome = self._run_items(batch_id, chunk_id, todo, records, judging, guard)
+        outcome = run_items(
+            batch_id, chunk_id, todo, records, judging, guard, context=self.context,
+            budget=self._budget(batch_id),
+        )  # fmt: skip
         if not guard.still_ours():  # another worker runs it: its records are that one's
             self._keep_paid(entry_id, batch_id, chunk_id, outcome)
             if outcome.raised is not None:
@@ -182,102 +167,6 @@ class EntryRunner:
         with state.lock:
             state.storing.add(entry_id)
         state.ended.put(EndedChunk(finished, fields, outcome, failure))
-
-    def _run_items(
-        self,
-        batch_id: str,
-        chunk_id: str,
-        todo: list[ValidationItem],
-        records: dict[str, ItemRecord],
-        judging: Judging,
-        guard: EntryGuard,
-    ) -> ChunkOutcome:
-        """Complete the items of ``todo`` that have a record in ``records``, asking only their
-        validators that failed or were not asked yet (:func:`complete_chunk`), then run the
-        others whole (:func:`run_chunk`); the second part does not start once the first did
-        not complete. Under the batch's budget each item is admitted at its worst case (an
-        item being completed: its validators asked again); without one, the entry's calls
-        reserve against the profile's run budget, both parts together."""
-        name, budget = f"{batch_id}:{chunk_id}", self._budget(batch_id)
-        cap = self.context.ledger.budget_usd
-        parts: list[tuple[ChunkRun, list[ValidationItem]]] = [
-            (
-                functools.partial(complete_chunk, records=records),
-                [item for item in todo if item["id"] in records],
-            ),
-            (run_chunk, [item for item in todo if item["id"] not in records]),
-        ]
-        outcomes: list[ChunkOutcome] = []
-        left: list[str] = []
-        for run, items in parts:
-            if not items:
-                continue
-            if outcomes and (outcomes[-1].status != "completed" or not guard.still_ours()):
-                left.extend(item["id"] for item in items)
-                continue
-            if budget is None:
-                spent = sum(outcome.spent_usd for outcome in outcomes)
-                outcome = run(
-                    name, items, validators=judging.validators, threshold=judging.threshold,
-                    context=self.context,
-                    max_concurrency=1,  # one call per thread: --concurrency is calls in flight
-                    ledger=RunLedger(
-                        budget_usd=None if cap is None else max(0.0, cap - spent), shared=guard
-                    ),
-                )  # fmt: skip
-            else:
-                asked = asked_again(items, records)
-                worst_case = completing_worst_case(self.context, judging.validators, asked)
-                outcome = self._admitted(
-                    name, items, judging, budget, guard, run=run, worst_case=worst_case
-                )
-            outcomes.append(outcome)
-        if len(outcomes) == 1 and not left:
-            return outcomes[0]
-        return merge_outcomes(name, outcomes, unfinished=left)
-
-    def _admitted(
-        self,
-        name: str,
-        todo: list[ValidationItem],
-        judging: Judging,
-        budget: RedisBudget,
-        guard: EntryGuard,
-        *,
-        run: ChunkRun,
-        worst_case: Callable[[str], float],
-    ) -> ChunkOutcome:
-        """Run ``todo`` (with ``run``) under the batch's budget, each item only once Redis
-        holds its worst case (:mod:`.worker_admission`): those admitted together run as one
-        chunk, then the next; an item the budget refuses stops the chunk as
-        ``budget_exceeded``, the items left unfinished."""
-        groups = deque(plan_chunks(todo, chunk_size=1))
-        outcomes: list[ChunkOutcome] = []
-        while groups:
-            try:
-                held, items = admit_items(budget, groups, worst_case=worst_case)
-            except BudgetExceededError as exc:
-                outcomes.append(
-                    ChunkOutcome(
-                        chunk_id=name, status="budget_exceeded", records=[], unfinished=[],
-                        usage=[], ledger=RunLedger(), message=str(exc),
-                        error="BudgetExceededError",
-                    )
-                )  # fmt: skip
-                break
-            try:
-                outcome = run(
-                    f"{name}:{len(outcomes)}", items, validators=judging.validators,
-                    threshold=judging.threshold, context=self.context, max_concurrency=1,
-                    ledger=RunLedger(shared=guard.wrapping(held)),
-                )  # fmt: skip
-            finally:
-                held.close()
-            outcomes.append(outcome)
-            if outcome.status != "completed" or not guard.still_ours():
-                break
-        left = [item["id"] for group in groups for item in group]
-        return merge_outcomes(name, outcomes, unfinished=left)
 
     def _keep_paid(
         self, entry_id: str, batch_id: str, chunk_id: str, outcome: ChunkOutcome
@@ -384,57 +273,7 @@ class EntryRunner:
         with self._lock:
             return self._budgets.setdefault(batch_id, budget)
 
-    def _stored(
-        self, batch_id: str, fields: dict[str, Any], items: list[ValidationItem]
-    ) -> tuple[bool, dict[str, ItemRecord]]:
-        """Whether the entry is not to run (as :meth:`_batch_state`), and the records of its
-        items still to complete: incomplete (validators failed after retries, no verdict
-        since), or partial (validators not asked yet); one round trip."""
-        ids = [item["id"] for item in items]
-        with self.client.pipeline(transaction=False) as pipe:
-            ask_entry_state(pipe, batch_id, ids)
-            replies = pipe.execute()
-        check = entry_check(fields, ids, replies)
-        records = {}
-        for item, text in zip(items, replies[1], strict=False):  # the finished records
-            record = check.partial.get(item["id"])
-            if text is not None:  # finished: its partial record, if any, is gone
-                record = ItemRecord.from_dict(json.loads(str(text)))
-            if record is not None and record.failed_validators(item):
-                records[item["id"]] = record
-        return check.skip, records
-
-    def _batch_state(self, batch_id: str, fields: dict[str, Any], ids: list[str]) -> EntryCheck:
-        """Whether the entry is not to run (its batch stopped, or a resume queued its items
-        again), which of ``ids`` are stored, and which kept partial: one round trip."""
-        with self.client.pipeline(transaction=False) as pipe:
-            ask_entry_state(pipe, batch_id, ids)
-            replies = pipe.execute()
-        return entry_check(fields, ids, replies)
-
 
 def _pair(record: ItemRecord) -> tuple[str, str]:
     """``(item id, record JSON)``: how the storer sends a record."""
     return record.result["id"], json.dumps(record.as_dict())
-
-
-def merge_outcomes(
-    chunk_id: str, outcomes: list[ChunkOutcome], *, unfinished: list[str]
-) -> ChunkOutcome:
-    """One outcome of an entry's chunks run in turn, with ``unfinished`` items never started:
-    every record and call, the status (and why) of the first that did not complete, and the
-    first error nobody expected that one raised."""
-    ledger = RunLedger()
-    for outcome in outcomes:
-        ledger.absorb(outcome.ledger)
-    stopped = next((o for o in outcomes if o.status != "completed"), None)
-    return ChunkOutcome(
-        chunk_id=chunk_id, status="completed" if stopped is None else stopped.status,
-        records=[record for o in outcomes for record in o.records],
-        unfinished=[item for o in outcomes for item in o.unfinished] + unfinished,
-        usage=[entry for o in outcomes for entry in o.usage], ledger=ledger,
-        message="" if stopped is None else stopped.message,
-        error=None if stopped is None else stopped.error,
-        seconds=sum(o.seconds for o in outcomes), spent_usd=sum(o.spent_usd for o in outcomes),
-        raised=next((o.raised for o in outcomes if o.raised is not None), None),
-    )  # fmt: skip

@@ -17,11 +17,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis
+
 from multiagent.distributed.deadletter import FinishedChunk
 from multiagent.distributed.queue import batch_key
 from multiagent.distributed.queue_resume import entry_current
 from multiagent.graphs.batch_chunk_outcome import ChunkOutcome
 from multiagent.graphs.batch_records import ItemRecord
+from multiagent.nodes.state import ValidationItem
 
 
 @dataclass
@@ -118,6 +121,38 @@ def entry_check(fields: dict[str, Any], ids: list[str], replies: list[Any]) -> E
             if value is not None
         },
     )
+
+
+def records_to_complete(
+    client: redis.Redis, batch_id: str, fields: dict[str, Any], items: list[ValidationItem]
+) -> tuple[bool, dict[str, ItemRecord]]:
+    """Whether the entry is not to run (as :func:`read_entry_check`), and the records of its
+    items still to complete: incomplete (validators failed after retries, no verdict
+    since), or partial (validators not asked yet); one round trip."""
+    ids = [item["id"] for item in items]
+    with client.pipeline(transaction=False) as pipe:
+        ask_entry_state(pipe, batch_id, ids)
+        replies = pipe.execute()
+    check = entry_check(fields, ids, replies)
+    records = {}
+    for item, text in zip(items, replies[1], strict=False):  # the finished records
+        record = check.partial.get(item["id"])
+        if text is not None:  # finished: its partial record, if any, is gone
+            record = ItemRecord.from_dict(json.loads(str(text)))
+        if record is not None and record.failed_validators(item):
+            records[item["id"]] = record
+    return check.skip, records
+
+
+def read_entry_check(
+    client: redis.Redis, batch_id: str, fields: dict[str, Any], ids: list[str]
+) -> EntryCheck:
+    """Whether the entry is not to run (its batch stopped, or a resume queued its items
+    again), which of ``ids`` are stored, and which kept partial: one round trip."""
+    with client.pipeline(transaction=False) as pipe:
+        ask_entry_state(pipe, batch_id, ids)
+        replies = pipe.execute()
+    return entry_check(fields, ids, replies)
 
 
 @dataclass

@@ -12,7 +12,7 @@ import redis
 from typer.testing import CliRunner
 
 from multiagent.cli import app
-from multiagent.distributed import worker_chunks, worker_store
+from multiagent.distributed import worker_items, worker_store
 from multiagent.distributed.queue import batch_results, batch_status
 from multiagent.distributed.worker import QueueWorker
 from multiagent.nodes.context import build_context
@@ -45,7 +45,7 @@ def test_a_chunk_retried_for_an_unfinished_item_keeps_both_attempts_usage(
     # the first attempt leaves one item unfinished (no validator answered it); the retry runs
     # that item alone. Both attempts' calls were paid: the usage kept one of them only
     batch_id = _enqueue(tmp_path, monkeypatch, grain="spelt")
-    real_run_chunk = worker_chunks.run_chunk
+    real_run_chunk = worker_items.run_chunk
     attempts: list[list[str]] = []
 
     def first_leaves_one(chunk_id: str, items: list[Any], **kwargs: Any) -> Any:
@@ -57,7 +57,7 @@ def test_a_chunk_retried_for_an_unfinished_item_keeps_both_attempts_usage(
             outcome, status="failed", unfinished=[items[-1]["id"]], error="no answer"
         )
 
-    monkeypatch.setattr(worker_chunks, "run_chunk", first_leaves_one)
+    monkeypatch.setattr(worker_items, "run_chunk", first_leaves_one)
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     worker = QueueWorker(
         client, queue="q1", context=build_context(load_settings()), claim_idle_s=0.2
@@ -79,7 +79,7 @@ def test_a_chunk_whose_store_failed_is_stored_when_redis_answers_not_run_again(
     # Redis went away as a chunk ended: its finished items were dropped and the entry run again
     # once reclaimed, paying for the calls twice and keeping only the second (cached) usage
     batch_id = _enqueue(tmp_path, monkeypatch, grain="barley")
-    real_run_chunk, real_finish = worker_chunks.run_chunk, worker_store.finish_chunks
+    real_run_chunk, real_finish = worker_items.run_chunk, worker_store.finish_chunks
     runs: list[list[str]] = []
     stores: list[int] = []
 
@@ -93,7 +93,7 @@ def test_a_chunk_whose_store_failed_is_stored_when_redis_answers_not_run_again(
             raise redis.ConnectionError("Connection refused")
         return real_finish(client, queue, chunks)
 
-    monkeypatch.setattr(worker_chunks, "run_chunk", counting)
+    monkeypatch.setattr(worker_items, "run_chunk", counting)
     monkeypatch.setattr(worker_store, "finish_chunks", first_store_lost)
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     worker = QueueWorker(

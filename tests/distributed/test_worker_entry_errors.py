@@ -14,7 +14,7 @@ import redis
 from typer.testing import CliRunner
 
 from multiagent.cli import app
-from multiagent.distributed import worker_chunks
+from multiagent.distributed import worker_items
 from multiagent.distributed.deadletter import dead_key
 from multiagent.distributed.queue import GROUP, batch_results, stream_key
 from multiagent.distributed.worker import QueueWorker, WorkerStats
@@ -41,14 +41,14 @@ def _poisoned_batch(
     )
     assert queued.exit_code == 0, queued.output
     batch_id = str(json.loads(queued.stdout)["batch_id"])
-    real_run_chunk = worker_chunks.run_chunk
+    real_run_chunk = worker_items.run_chunk
 
     def poisoned(chunk_id: str, items: list[Any], **kwargs: Any) -> Any:
         if any("POISON" in item["text"] for item in items):
             raise psycopg.OperationalError("the connection is closed")
         return real_run_chunk(chunk_id, items, **kwargs)
 
-    monkeypatch.setattr(worker_chunks, "run_chunk", poisoned)
+    monkeypatch.setattr(worker_items, "run_chunk", poisoned)
     return redis.Redis.from_url(redis_url, decode_responses=True), batch_id
 
 
