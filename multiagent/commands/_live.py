@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 if TYPE_CHECKING:  # imported where used, so `--help` stays fast
-    from multiagent.graphs.runner import WorkflowEvent
+    from multiagent.graphs.run_events import WorkflowEvent
 
 #: Nodes whose tokens are the run's answer: shown even with ``--quiet-agents``.
 FINAL_NODES = frozenset({"synthesize", "summarize"})
@@ -79,7 +79,7 @@ def describe_custom(data: dict[str, Any]) -> str | None:
 
 
 class LiveView:
-    """Receives a run's :class:`~multiagent.graphs.runner.WorkflowEvent` s and prints them.
+    """Receives a run's :class:`~multiagent.graphs.run_events.WorkflowEvent` s and prints them.
 
     Args:
         console: Where to print.

@@ -314,7 +314,7 @@ def enqueue_run_command(
     from multiagent.distributed.redis import redis_client, require_redis_url
     from multiagent.distributed.runs import enqueue_run, require_checkpoint_url
     from multiagent.graphs.inputs import orchestration_input
-    from multiagent.graphs.runner import check_thread
+    from multiagent.graphs.resuming import check_thread
     from multiagent.nodes.agents_file import load_agents
     from multiagent.persistence.checkpointer import open_checkpointer
     from multiagent.safety import check_id_private, redact_input

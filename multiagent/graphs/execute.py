@@ -6,13 +6,9 @@ from collections.abc import Callable
 from typing import Any
 
 from multiagent.errors import UsageError
-from multiagent.graphs.runner import (
-    Approver,
-    WorkflowEvent,
-    WorkflowOutcome,
-    check_thread,
-    run_workflow,
-)
+from multiagent.graphs.resuming import Approver, check_thread
+from multiagent.graphs.run_events import WorkflowEvent
+from multiagent.graphs.runner import WorkflowOutcome, run_workflow
 from multiagent.graphs.workflows import Workflow, new_thread_id, subject_of
 from multiagent.nodes.context import WorkflowContext
 from multiagent.persistence.checkpointer import checkpoint_path, open_checkpointer

@@ -1,11 +1,9 @@
 """Run a workflow as a thread of the checkpointer: stream it, pause for approval, stop on budget.
 
-This is a composition root: it compiles a graph with the caller's checkpointer and runs it with
-``stream_mode=["tasks", "messages", "custom"]``, turning what LangGraph streams into
-:class:`WorkflowEvent` s: a node starts or ends; a token of any agent arrives (named after the
-agent, keyed by the task that produced it, so parallel agents stay apart); a ``custom`` event a
-node emitted (:mod:`multiagent.nodes.stream_events`: an agent's cost, a moderator's judgement, a
-verdict). A run ends in one of these states, always with the thread's values so far:
+This is a composition root: it compiles a graph with the caller's checkpointer and runs it,
+streaming what it does to a watcher as :class:`~multiagent.graphs.run_events.WorkflowEvent` s
+(:mod:`multiagent.graphs.run_events`). A run ends in one of these states, always with the
+thread's values so far:
 
 - ``completed`` (or ``rejected``, a plan the reviewer turned down);
 - ``awaiting_approval``: paused at ``interrupt()`` with no one to answer;
@@ -14,11 +12,7 @@ verdict). A run ends in one of these states, always with the thread's values so 
   item failed, so it has no verdict); resumable;
 - ``interrupted``: stopped by Ctrl-C (``KeyboardInterrupt``); resumable, the finished steps kept.
 
-Resuming (``resume=True``) continues from the thread's last checkpoint: completed nodes, and the
-finished parallel tasks of an interrupted step, are not run again. A finished validation whose
-validators failed after retries (an item no validator answered, or one short of its quorum) runs
-those validators again, and only those (:func:`~multiagent.nodes.validator.
-retry_failed_validators`); the verdicts it has are kept.
+What resuming (``resume=True``) takes from the thread is :mod:`multiagent.graphs.resuming`.
 """
 
 from __future__ import annotations
@@ -32,25 +26,29 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.messages import AIMessageChunk
-from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.types import Command, Durability
+from langgraph.types import Durability
 
 from multiagent._crash import crash_point
 from multiagent._interrupt import terminated
-from multiagent.errors import BudgetExceededError, UsageError
-from multiagent.graphs._inline import one_task_at_a_time
+from multiagent.errors import BudgetExceededError
+from multiagent.graphs._run_config import graph_config
+from multiagent.graphs.resuming import (
+    Approver,
+    check_thread,
+    continuation,
+    thread_budget,
+    thread_spend,
+)
+from multiagent.graphs.run_events import StreamWatcher, WorkflowEvent
 from multiagent.graphs.threads import unanswered_items
-from multiagent.graphs.workflows import Workflow, compile_workflow, task_label, workflow_of
+from multiagent.graphs.workflows import Workflow, compile_workflow
 from multiagent.models.budget import ProjectBudget
 from multiagent.models.pipeline import RunLedger
 from multiagent.nodes.context import WorkflowContext
 from multiagent.nodes.failures import describe_error, provider_errors
-from multiagent.nodes.usage import thread_totals
 from multiagent.nodes.validator import failed_validators, retry_failed_validators
 from multiagent.observability.live_starts import registered_run
-from multiagent.observability.tracing import run_config
 from multiagent.persistence.run_usage import record_run, recorded_runs
 from multiagent.safety import check_id_private, redact_input
 
@@ -74,28 +72,6 @@ class _ShutPoolCallbacks(logging.Filter):
 
 logging.getLogger("concurrent.futures").addFilter(_ShutPoolCallbacks())
 
-#: Answers an interrupt's payload: ``True``, ``False``, a dict, or ``None`` for "not now".
-Approver = Callable[[dict[str, Any]], Any]
-
-
-@dataclass(frozen=True)
-class WorkflowEvent:
-    """Something a watcher may show.
-
-    ``start``/``end`` of a task (``task`` is its id); a ``token`` of ``agent`` in ``node`` (its
-    ``task`` tells parallel agents apart); or a ``custom`` event a node emitted, in ``data``.
-    """
-
-    kind: Literal["start", "end", "token", "custom"]
-    node: str
-    label: str
-    text: str = ""
-    seconds: float = 0.0
-    error: str | None = None
-    agent: str = ""
-    task: str = ""
-    data: dict[str, Any] | None = None
-
 
 @dataclass
 class WorkflowOutcome:
@@ -118,122 +94,6 @@ class WorkflowOutcome:
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: ``budget_exceeded`` by the project's daily cap, not the run's budget.
     daily_cap: bool = False
-
-
-def thread_spend(values: dict[str, Any], runs: dict[str, dict[str, Any]] | None = None) -> float:
-    """USD the thread has spent: each recorded run's total, plus the node entries in state of
-    the runs that are not recorded."""
-    return float(thread_totals(values.get("usage", []) or [], runs or {})["cost_usd"])
-
-
-def _error_text(error: object) -> str:
-    """How a task's failure is shown: Ctrl-C or a run given up (no message) as ``interrupted``."""
-    if isinstance(error, KeyboardInterrupt):
-        return "interrupted"
-    return str(error) or type(error).__name__
-
-
-class _Watcher:
-    """Turns LangGraph's stream into events and node timings."""
-
-    def __init__(
-        self,
-        on_event: Callable[[WorkflowEvent], None] | None,
-        *,
-        kept: frozenset[str] = frozenset(),
-    ) -> None:
-        self.on_event = on_event
-        self.started: dict[str, tuple[str, str, float]] = {}
-        self.timings: list[dict[str, Any]] = []
-        #: Tasks a resumed step finished before it stopped: LangGraph announces them again but
-        #: applies their kept writes without running them, so nobody is shown them starting.
-        self.kept = kept
-
-    def _emit(self, event: WorkflowEvent) -> None:
-        if self.on_event is not None:
-            self.on_event(event)
-
-    def task(self, data: dict[str, Any]) -> None:
-        if data["id"] in self.kept:
-            return
-        if "input" in data:
-            label = task_label(data["name"], data["input"])
-            self.started[data["id"]] = (data["name"], label, time.perf_counter())
-            self._emit(WorkflowEvent("start", data["name"], label, task=data["id"]))
-            return
-        name, label, began = self.started.pop(
-            data["id"], (data["name"], data["name"], time.perf_counter())
-        )
-        seconds = round(time.perf_counter() - began, 4)
-        error = data.get("error")
-        if data.get("interrupts"):
-            label += " (waiting)"
-        self.timings.append({"node": name, "label": label, "seconds": seconds})
-        failed = None if error is None else _error_text(error)
-        recorded = data.get("result")
-        if failed is None and isinstance(recorded, dict) and recorded.get("failures"):
-            # a validator that gave no verdict returns (its failure recorded), it does not raise
-            failed = f"no verdict: {recorded['failures'][0]['error']}"
-        self._emit(
-            WorkflowEvent("end", name, label, seconds=seconds, error=failed, task=data["id"])
-        )
-
-    def message(self, chunk: Any, metadata: dict[str, Any]) -> None:
-        # text tokens only: a structured answer's tool-call chunks carry no text
-        if not isinstance(chunk, AIMessageChunk) or not chunk.text:
-            return
-        node = str(metadata.get("langgraph_node", ""))
-        agent = str(metadata.get("agent", "") or node)
-        task = str(metadata.get("langgraph_checkpoint_ns", "")).rsplit(":", 1)[-1]
-        self._emit(WorkflowEvent("token", node, agent, text=chunk.text, agent=agent, task=task))
-
-    def custom(self, data: Any) -> None:
-        if isinstance(data, dict) and "type" in data:
-            node = str(data.get("node", ""))
-            agent = str(data.get("agent", ""))
-            self._emit(WorkflowEvent("custom", node, agent or node, agent=agent, data=data))
-
-
-def _resume_command(
-    graph: Any, config: RunnableConfig, approver: Approver | None, *, redact: bool
-) -> tuple[Any, dict[str, Any] | None]:
-    """What continues a thread: ``None``, or ``Command(resume=...)`` at an interrupt.
-
-    The second value is the interrupt's payload when nobody answered it (no approver, or the
-    approver returned ``None``): the run must stop there. An answer is input too (a
-    reviewer's feedback): with ``redact`` it is redacted before LangGraph stores it.
-    """
-    pending = graph.get_state(config).interrupts
-    if not pending:
-        return None, None
-    answers = {
-        i.id: redact_input(approver(dict(i.value)), enabled=redact)
-        if approver is not None
-        else None
-        for i in pending
-    }
-    if any(answer is None for answer in answers.values()):
-        return None, dict(pending[0].value)
-    if len(pending) == 1:
-        return Command(resume=answers[pending[0].id]), None
-    return Command(resume=answers), None
-
-
-def _thread_budget(
-    context: WorkflowContext, *, thread_id: str, budget_usd: float | None
-) -> ProjectBudget | None:
-    """The thread's budget in Redis when ``MULTIAGENT_REDIS_URL`` is set (two processes running
-    or resuming the same thread then cannot pass it together); else ``None``: in-process only."""
-    url = context.settings.redis_url
-    if not url or budget_usd is None:
-        return None
-    from multiagent.models.budget_redis import thread_budget
-
-    config = context.settings.profile.budget
-    return thread_budget(
-        url, thread_id=thread_id, cap_usd=budget_usd, lease_s=config.lease_s,
-        degraded_fraction=config.degraded_fraction,
-    )  # fmt: skip
 
 
 def run_workflow(
@@ -351,33 +211,11 @@ def _run_workflow(
     redact = context.settings.profile.features.pii_redaction
     inputs = redact_input(inputs, enabled=redact)
     graph = compile_workflow(workflow, checkpointer=checkpointer)
-    traced = run_config(
-        workflow=workflow,
-        settings=context.settings,
-        thread_id=thread_id,
-        correlation_id=correlation_id,
-        budget_usd=context.ledger.budget_usd,
-        live=live,
-    )
-    config: RunnableConfig = {
-        "configurable": {"thread_id": thread_id},
-        "metadata": {**traced["metadata"], **(metadata or {}), "workflow": workflow},
-        "run_name": traced["run_name"],
-        "tags": [*traced["tags"], f"workflow:{workflow}"],
-    }
-    # one task at a time: on this thread, not on a pool of one (held here for the whole run:
-    # LangGraph keeps only a weak reference to it)
-    _inline_tasks = one_task_at_a_time(config) if max_concurrency == 1 else None
-    if max_concurrency is not None and _inline_tasks is None:
-        # not with inline tasks: LangGraph also sizes its background pool (checkpoint writes, the
-        # waiter a streamed run parks there) by it, and a pool of one thread held by the waiter
-        # never wrote the first checkpoint: every streamed run at concurrency 1 hung
-        config["max_concurrency"] = max_concurrency
-    handlers = [*(callbacks or [])]
-    # a caller that brought its own tracing handler keeps it, and gets no second one
-    handlers += [h for h in traced["callbacks"] if not any(type(g) is type(h) for g in handlers)]
-    if handlers:
-        config["callbacks"] = handlers
+    # the tasks' runner at concurrency 1, held here for the whole run
+    config, _inline_tasks = graph_config(
+        workflow, context=context, thread_id=thread_id, correlation_id=correlation_id, live=live,
+        metadata=metadata, max_concurrency=max_concurrency, callbacks=callbacks,
+    )  # fmt: skip
     spent_before = 0.0
     command: Any = inputs
     pending: dict[str, Any] | None = None
@@ -387,13 +225,13 @@ def _run_workflow(
         kept = frozenset(task.id for task in snapshot.tasks if task.result is not None)
         runs = recorded_runs(checkpointer, thread_id) if checkpointer is not None else {}
         spent_before = thread_spend(snapshot.values or {}, runs)
-        command, pending = _resume_command(graph, config, approver, redact=redact)
+        command, pending = continuation(graph, config, approver, redact=redact)
         finished = not snapshot.next and not snapshot.tasks
         if workflow == "validation" and finished and pending is None:
             # a finished validation: its failed validators, and only they, run again
             command = retry_failed_validators(snapshot.values or {})
     budget = context.ledger.budget_usd
-    shared = _thread_budget(context, thread_id=thread_id, budget_usd=budget)
+    shared = thread_budget(context, thread_id=thread_id, budget_usd=budget)
     ledger = shared_ledger or RunLedger(
         budget_usd=None if budget is None else max(0.0, budget - spent_before),
         shared=shared if guard_budget is None else guard_budget(shared),
@@ -401,7 +239,7 @@ def _run_workflow(
         given_usd=budget,
     )
     context = dataclasses.replace(context, ledger=ledger)
-    watcher = _Watcher(on_event, kept=kept)
+    watcher = StreamWatcher(on_event, kept=kept)
     began = time.perf_counter()
 
     def record() -> dict[str, dict[str, Any]]:
@@ -462,7 +300,7 @@ def _run_workflow(
                     last_values = data
             if checkpointer is None:
                 break
-            command, pending = _resume_command(graph, config, approver, redact=redact)
+            command, pending = continuation(graph, config, approver, redact=redact)
             if command is None:
                 break
     except BudgetExceededError as exc:
@@ -532,39 +370,3 @@ def from_ctrl_c(exc: BaseException) -> bool:
             return True
         seen = seen.__context__
     return False
-
-
-#: The command that runs each workflow.
-_COMMAND: dict[Workflow, str] = {
-    "orchestration": "run",
-    "meeting": "meeting",
-    "validation": "validate",
-}
-
-
-def check_thread(
-    workflow: Workflow,
-    *,
-    checkpointer: BaseCheckpointSaver[Any],
-    thread_id: str,
-    resume: bool,
-) -> None:
-    """Fail with one line when ``--resume`` names an unknown thread or one of another workflow,
-    or when a new run would reuse an existing thread's id."""
-    found = checkpointer.get_tuple({"configurable": {"thread_id": thread_id}})
-    if resume and found is None:
-        raise UsageError(f"unknown thread {thread_id!r}; see `multiagent threads list`")
-    if not resume and found is not None:
-        raise UsageError(
-            f"thread {thread_id!r} already exists; add --resume to continue it or choose a new id"
-        )
-    if found is not None:
-        owner = workflow_of(found)
-        if owner is None:
-            raise UsageError(f"thread {thread_id!r} was not made by a multiagent workflow")
-        if owner != workflow:
-            raise UsageError(
-                f"thread {thread_id!r} belongs to the {owner} workflow, not the {workflow} "
-                f"workflow; resume it with `multiagent {_COMMAND[owner]} --thread {thread_id} "
-                "--resume`"
-            )

@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 
 from multiagent.cli import app
 from multiagent.graphs.inputs import orchestration_input, validation_input
-from multiagent.graphs.runner import WorkflowEvent, run_workflow
+from multiagent.graphs.run_events import WorkflowEvent
+from multiagent.graphs.runner import run_workflow
 from multiagent.nodes.context import build_context
 from multiagent.persistence.checkpointer import open_checkpointer
 from multiagent.policies import load_settings

@@ -8,7 +8,8 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import BaseMessage
 
 from multiagent.graphs.inputs import meeting_input
-from multiagent.graphs.runner import WorkflowEvent, run_workflow
+from multiagent.graphs.run_events import WorkflowEvent
+from multiagent.graphs.runner import run_workflow
 from multiagent.graphs.workflows import compile_workflow
 from multiagent.nodes.context import build_context
 from multiagent.persistence.checkpointer import open_checkpointer

@@ -13,7 +13,8 @@ from langchain_core.messages import BaseMessage
 from multiagent.errors import UsageError
 from multiagent.graphs.batch import batch_cross_validate
 from multiagent.graphs.inputs import validation_input
-from multiagent.graphs.runner import WorkflowEvent, run_workflow
+from multiagent.graphs.run_events import WorkflowEvent
+from multiagent.graphs.runner import run_workflow
 from multiagent.graphs.threads import list_threads
 from multiagent.graphs.workflows import compile_workflow
 from multiagent.models.pipeline import ModelPipeline

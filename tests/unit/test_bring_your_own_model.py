@@ -26,7 +26,8 @@ from pydantic import SecretStr
 from multiagent.errors import BudgetExceededError, ConfigError
 from multiagent.graphs.meeting import build_meeting_graph
 from multiagent.graphs.orchestration import build_orchestration_graph
-from multiagent.graphs.runner import WorkflowEvent, run_workflow
+from multiagent.graphs.run_events import WorkflowEvent
+from multiagent.graphs.runner import run_workflow
 from multiagent.graphs.validation import build_validation_graph
 from multiagent.models._structured_bind import bind_step
 from multiagent.models.adaptive import AdaptiveBackpressure
