@@ -6,7 +6,7 @@ that did not finish, and asks again only the validators that failed on the items
 without them (``incomplete``, named with the command that completes them). Exit 0 when every
 item finished and passed, 1 when the batch stopped (provider failure or budget) with the
 unfinished items named, 2 on bad input, 3 or 4 when consensus failed on an item or an item is
-inconclusive (see :func:`multiagent.commands.workflows.exit_code`), 130
+inconclusive (see :func:`multiagent.commands._exit_codes.exit_code`), 130
 when Ctrl-C stopped it (the chunks that ended are stored and the resume command is printed).
 A batch id is never a thread id of the checkpointer, and the other way round.
 """
@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from multiagent.commands._exit_codes import exit_code
 from multiagent.commands._shared import console, err_console, print_json
-from multiagent.commands.workflows import exit_code
 from multiagent.errors import UsageError
 from multiagent.policies import Settings
 

@@ -155,7 +155,7 @@ def batch_exit_code(document: dict[str, Any]) -> int:
     """The exit code of a queued batch's results, as the same local batch's would be: 1 when
     it did not complete (dead-lettered items, its budget), else 3 or 4 when consensus failed
     or was inconclusive on an item, else 0."""
-    from multiagent.commands.workflows import exit_code
+    from multiagent.commands._exit_codes import exit_code
 
     if document["state"] != "completed":
         return 1

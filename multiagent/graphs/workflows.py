@@ -1,17 +1,22 @@
-"""The three workflows by name: their graph factories, how their tasks are labelled, thread ids."""
+"""The three workflows by name: their graph factories, how their tasks are labelled, thread ids,
+the model calls each makes."""
 
 from __future__ import annotations
 
 import functools
 import uuid
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
 from langgraph.graph import StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
 from multiagent.safety import find_pii_in_id
+
+if TYPE_CHECKING:
+    from multiagent.nodes.agents_file import AgentCatalog
+    from multiagent.policies import Tier
 
 __all__ = [
     "WORKFLOWS",
@@ -21,6 +26,7 @@ __all__ = [
     "new_thread_id",
     "subject_of",
     "task_label",
+    "workflow_calls",
     "workflow_of",
 ]
 
@@ -138,3 +144,26 @@ def subject_of(workflow: Workflow, inputs: dict[str, Any]) -> str:
             text = f"{len(items)} items: {text}"
     text = " ".join(text.split())
     return text if len(text) <= 80 else text[:79] + "…"
+
+
+def workflow_calls(workflow: Workflow, agents: AgentCatalog, inputs: Any) -> list[tuple[str, Tier]]:
+    """The ``(node, tier)`` calls ``workflow`` makes with ``inputs``: each must fit the budget.
+
+    A resumed run (no ``inputs``) keeps its team in its checkpoint: only the nodes whose agent
+    is fixed are checked then.
+    """
+    given = inputs if isinstance(inputs, dict) else {}
+    if workflow == "orchestration":
+        from multiagent.nodes.planner import PLANNER
+        from multiagent.nodes.synthesizer import SYNTHESIZER
+
+        fixed = [("plan", PLANNER), ("synthesize", SYNTHESIZER)]
+        chosen = [("work", name) for name in given.get("team", [])]
+    elif workflow == "meeting":
+        from multiagent.nodes.meeting import MODERATOR, SECRETARY
+
+        fixed = [("moderate", MODERATOR), ("summarize", SECRETARY)]
+        chosen = [("speak", name) for name in given.get("participants", [])]
+    else:
+        fixed, chosen = [], [("validate", name) for name in given.get("validators", [])]
+    return [(node, agents[name].tier) for node, name in (*fixed, *chosen) if name in agents]

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 
-from multiagent.commands.workflows import exit_code
+from multiagent.commands._exit_codes import exit_code
 from multiagent.errors import UsageError
 from multiagent.graphs.batch import batch_cross_validate
 from multiagent.graphs.batch_chunks import plan_chunks, run_chunk

@@ -19,7 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from multiagent.cli import app
-from multiagent.commands.workflows import exit_code
+from multiagent.commands._exit_codes import exit_code
 from multiagent.graphs.batch_budget import item_worst_case
 from multiagent.nodes.context import build_context
 from multiagent.policies import load_settings

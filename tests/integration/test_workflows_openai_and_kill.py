@@ -19,7 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from multiagent.cli import app
-from multiagent.commands.workflows import exit_code
+from multiagent.commands._exit_codes import exit_code
 from multiagent.sim.config import SimServerConfig
 from multiagent.sim.runner import run_sim_server
 

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from multiagent import load_settings
 from multiagent.cli import app
-from multiagent.commands.workflows import exit_code
+from multiagent.commands._exit_codes import exit_code
 from multiagent.nodes.validator import VerdictAnswer
 from tests.realmodel._recorder import Recording
 

@@ -13,7 +13,7 @@ from langgraph.runtime import Runtime
 from typer.testing import CliRunner
 
 from multiagent.cli import app
-from multiagent.commands.workflows import EXIT_CONSENSUS_FAILED, EXIT_INCONCLUSIVE, exit_code
+from multiagent.commands._exit_codes import EXIT_CONSENSUS_FAILED, EXIT_INCONCLUSIVE, exit_code
 from multiagent.nodes.context import build_context
 from multiagent.nodes.state import ValidationItem, ValidatorFailure, Verdict
 from multiagent.nodes.validator import aggregate, item_result, text_key
