@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:  # imported where used, so `--help` stays fast
-    from multiagent.graphs.runner import WorkflowOutcome
+    from multiagent.graphs.run_outcome import WorkflowOutcome
 
 
 _RESUME = {"orchestration": "run", "meeting": "meeting", "validation": "validate"}

@@ -28,7 +28,7 @@ from multiagent.errors import UsageError
 from multiagent.policies import Settings
 
 if TYPE_CHECKING:  # imported where used, so `--help` stays fast
-    from multiagent.graphs.runner import WorkflowOutcome
+    from multiagent.graphs.run_outcome import WorkflowOutcome
     from multiagent.graphs.workflows import Workflow
     from multiagent.nodes.agents_file import AgentCatalog
     from multiagent.nodes.context import WorkflowContext

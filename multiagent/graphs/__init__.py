@@ -19,14 +19,14 @@ if TYPE_CHECKING:
         build_orchestration_graph as build_orchestration_graph,
     )
     from multiagent.graphs.run_events import WorkflowEvent as WorkflowEvent
-    from multiagent.graphs.runner import WorkflowOutcome as WorkflowOutcome
+    from multiagent.graphs.run_outcome import WorkflowOutcome as WorkflowOutcome
     from multiagent.graphs.runner import run_workflow as run_workflow
     from multiagent.graphs.validation import build_validation_graph as build_validation_graph
 
 _EXPORTS: dict[str, str] = {
     "BatchValidation": "multiagent.graphs.batch",
     "WorkflowEvent": "multiagent.graphs.run_events",
-    "WorkflowOutcome": "multiagent.graphs.runner",
+    "WorkflowOutcome": "multiagent.graphs.run_outcome",
     "batch_cross_validate": "multiagent.graphs.batch",
     "build_meeting_graph": "multiagent.graphs.meeting",
     "build_orchestration_graph": "multiagent.graphs.orchestration",

@@ -47,7 +47,7 @@ from multiagent.graphs.batch_pool import Progress, run_chunks
 from multiagent.graphs.batch_records import ItemRecord, asked_again
 from multiagent.graphs.batch_store import BatchManifest, BatchStore, MemoryBatchStore
 from multiagent.graphs.inputs import validation_input
-from multiagent.graphs.runner import WorkflowOutcome
+from multiagent.graphs.run_outcome import WorkflowOutcome
 from multiagent.graphs.workflows import new_thread_id
 from multiagent.models.ledger import RunLedger
 from multiagent.nodes.context import WorkflowContext, build_context

@@ -32,7 +32,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.memory import InMemorySaver
 
 from multiagent.graphs.batch_records import NOT_ASKED, ItemRecord
-from multiagent.graphs.runner import WorkflowOutcome
+from multiagent.graphs.run_outcome import WorkflowOutcome
 from multiagent.graphs.threads import unanswered_items
 from multiagent.graphs.workflows import compile_workflow
 from multiagent.models.ledger import AnalysisHit, CallRecord, RunLedger

@@ -26,7 +26,7 @@ from multiagent.graphs.batch_chunk_outcome import ChunkOutcome
 from multiagent.graphs.batch_chunks import complete_chunk, run_chunk
 from multiagent.graphs.batch_records import ItemRecord, asked_again
 from multiagent.graphs.batch_store import BatchManifest, BatchStore
-from multiagent.graphs.runner import Status, from_ctrl_c
+from multiagent.graphs.run_outcome import Status, from_ctrl_c
 from multiagent.models.ledger import RunLedger
 from multiagent.nodes.context import WorkflowContext
 from multiagent.nodes.state import ValidationItem

@@ -8,7 +8,8 @@ from typing import Any
 from multiagent.errors import UsageError
 from multiagent.graphs.resuming import Approver, check_thread
 from multiagent.graphs.run_events import WorkflowEvent
-from multiagent.graphs.runner import WorkflowOutcome, run_workflow
+from multiagent.graphs.run_outcome import WorkflowOutcome
+from multiagent.graphs.runner import run_workflow
 from multiagent.graphs.workflows import Workflow, new_thread_id, subject_of
 from multiagent.nodes.context import WorkflowContext
 from multiagent.persistence.checkpointer import checkpoint_path, open_checkpointer

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from multiagent.graphs.runner import WorkflowOutcome
+from multiagent.graphs.run_outcome import WorkflowOutcome
 from multiagent.nodes.usage import Usage, thread_totals, total_usage
 
 _USAGE_KEYS = (

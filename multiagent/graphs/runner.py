@@ -22,8 +22,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from langchain_core.callbacks import BaseCallbackHandler
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -41,6 +40,7 @@ from multiagent.graphs.resuming import (
     thread_spend,
 )
 from multiagent.graphs.run_events import StreamWatcher, WorkflowEvent
+from multiagent.graphs.run_outcome import Status, WorkflowOutcome, from_ctrl_c
 from multiagent.graphs.threads import unanswered_items
 from multiagent.graphs.workflows import Workflow, compile_workflow
 from multiagent.models.budget import ProjectBudget
@@ -51,10 +51,6 @@ from multiagent.nodes.validator import failed_validators, retry_failed_validator
 from multiagent.observability.live_starts import registered_run
 from multiagent.persistence.run_usage import record_run, recorded_runs
 from multiagent.safety import check_id_private, redact_input
-
-Status = Literal[
-    "completed", "rejected", "awaiting_approval", "budget_exceeded", "failed", "interrupted"
-]
 
 
 class _ShutPoolCallbacks(logging.Filter):
@@ -71,29 +67,6 @@ class _ShutPoolCallbacks(logging.Filter):
 
 
 logging.getLogger("concurrent.futures").addFilter(_ShutPoolCallbacks())
-
-
-@dataclass
-class WorkflowOutcome:
-    """How a run ended and the thread's state at that point."""
-
-    workflow: Workflow
-    thread_id: str
-    status: Status
-    values: dict[str, Any]
-    ledger: RunLedger
-    seconds: float
-    message: str = ""
-    error: str | None = None
-    interrupt: dict[str, Any] | None = None
-    resumed: bool = False
-    spent_before_usd: float = 0.0
-    timings: list[dict[str, Any]] = field(default_factory=list)
-    #: What each run of the thread spent, this one included, by run id (see
-    #: :mod:`multiagent.persistence.run_usage`); a run without a checkpointer has only its own.
-    runs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: ``budget_exceeded`` by the project's daily cap, not the run's budget.
-    daily_cap: bool = False
 
 
 def run_workflow(
@@ -356,17 +329,3 @@ def _record_anyway(record: Callable[[], object]) -> None:
         record()
     except Exception:  # the error being raised matters more; the run's usage is in its ledger
         logging.getLogger(__name__).warning("could not keep the run's usage", exc_info=True)
-
-
-def from_ctrl_c(exc: BaseException) -> bool:
-    """Whether ``exc`` is Ctrl-C, or what Ctrl-C became inside a lock of the thread pool.
-
-    A ``KeyboardInterrupt`` landing while ``threading.Condition`` releases its lock surfaces as
-    ``RuntimeError: release unlocked lock`` with the interrupt as its context.
-    """
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, KeyboardInterrupt):
-            return True
-        seen = seen.__context__
-    return False

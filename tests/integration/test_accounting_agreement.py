@@ -26,7 +26,8 @@ from multiagent.distributed.entry_guard import EntryGuard, TakenOver
 from multiagent.errors import BudgetExceededError
 from multiagent.graphs.inputs import orchestration_input
 from multiagent.graphs.report import outcome_report
-from multiagent.graphs.runner import WorkflowOutcome, run_workflow
+from multiagent.graphs.run_outcome import WorkflowOutcome
+from multiagent.graphs.runner import run_workflow
 from multiagent.models.adaptive import reset_shared_controllers
 from multiagent.models.budget import BUDGET_FILE, SQLiteProjectBudget
 from multiagent.models.ledger import RunLedger

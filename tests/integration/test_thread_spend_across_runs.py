@@ -14,7 +14,8 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from multiagent.graphs.inputs import orchestration_input
 from multiagent.graphs.report import outcome_report
-from multiagent.graphs.runner import WorkflowOutcome, run_workflow
+from multiagent.graphs.run_outcome import WorkflowOutcome
+from multiagent.graphs.runner import run_workflow
 from multiagent.graphs.threads import list_threads, thread_state
 from multiagent.models.ledger import RunLedger
 from multiagent.models.pipeline import ModelPipeline

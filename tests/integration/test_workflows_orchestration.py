@@ -16,7 +16,8 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from multiagent.graphs.inputs import orchestration_input
 from multiagent.graphs.run_events import WorkflowEvent
-from multiagent.graphs.runner import WorkflowOutcome, run_workflow
+from multiagent.graphs.run_outcome import WorkflowOutcome
+from multiagent.graphs.runner import run_workflow
 from multiagent.graphs.workflows import compile_workflow
 from multiagent.models.pipeline import ModelPipeline
 from multiagent.nodes.agents_file import load_agents
