@@ -9,13 +9,16 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
 from multiagent.errors import MultiagentError
 from multiagent.policies import Settings, load_settings
+
+#: The ``--json`` flag of every reporting command.
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 
 console = Console()
 err_console = Console(stderr=True)

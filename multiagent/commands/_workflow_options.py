@@ -42,7 +42,6 @@ QuietAgentsOption = Annotated[
         help="Hide each agent's streamed tokens; progress, costs and the final answer still show.",
     ),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 ModelOption = Annotated[
     str | None,
     typer.Option(

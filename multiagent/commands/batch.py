@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from multiagent.commands._shared import cli_settings, console, err_console, print_json
+from multiagent.commands._shared import JsonOption, cli_settings, console, err_console, print_json
 from multiagent.errors import UsageError
 from multiagent.policies import Settings
 
@@ -29,7 +29,6 @@ batch_app = typer.Typer(
 BatchIdArgument = Annotated[
     str, typer.Argument(help="The batch id or run id printed when it was queued.")
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 #: How often ``--wait`` looks at the batch.
 POLL_S = 0.5
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from multiagent.commands._shared import console, err_console, print_json
+from multiagent.commands._shared import JsonOption, console, err_console, print_json
 from multiagent.errors import UsageError
 
 bench_app = typer.Typer(
@@ -43,7 +43,6 @@ NoReportOption = Annotated[
     bool,
     typer.Option("--no-report", help="Do not write the report.", callback=_one_report_choice),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 
 
 def _write(

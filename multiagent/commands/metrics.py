@@ -12,6 +12,7 @@ from rich.table import Table
 
 from multiagent._serve import wait_until_stopped
 from multiagent.commands._shared import (
+    JsonOption,
     cli_settings,
     console,
     leave_no_audit_record,
@@ -24,8 +25,6 @@ metrics_app = typer.Typer(
     help="Metrics of the runs: Prometheus/JSON server, summary, 24-hour history.",
     no_args_is_help=True,
 )
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 
 
 @metrics_app.command("serve")

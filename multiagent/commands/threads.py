@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from multiagent.commands._shared import cli_settings, console, print_json, print_plain
+from multiagent.commands._shared import JsonOption, cli_settings, console, print_json, print_plain
 from multiagent.errors import UsageError
 
 if TYPE_CHECKING:  # imported where used, so `--help` stays fast
@@ -23,7 +23,6 @@ threads_app = typer.Typer(
     no_args_is_help=True,
 )
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 ThreadArgument = Annotated[str, typer.Argument(help="The thread id (see `threads list`).")]
 
 

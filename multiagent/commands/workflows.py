@@ -16,11 +16,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from multiagent.commands._shared import cli_settings
+from multiagent.commands._shared import JsonOption, cli_settings
 from multiagent.commands._workflow_options import (
     AgentsFileOption,
     BudgetOption,
-    JsonOption,
     MemoryOption,
     ModelOption,
     NoStreamOption,
