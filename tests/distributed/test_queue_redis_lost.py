@@ -1,5 +1,9 @@
 """Redis restarted without its data while a worker runs a batch's chunks: the chunks that end
-afterwards store nothing of a batch nobody can read any more, and the worker says so."""
+afterwards store nothing of a batch nobody can read any more, and the worker says so.
+
+The loss comes once a chunk's first call is at the simulator (over HTTP, so the test sees it):
+both entries are then taken and the batch's judging read, whatever the machine's load; an
+entry that had not started when its batch vanished would be acknowledged unrun instead."""
 
 from __future__ import annotations
 
@@ -9,7 +13,15 @@ import pytest
 import redis
 
 from multiagent.distributed.queue import GROUP, stream_key
-from tests.distributed._workers import Workers, cli, queue_fast_batch, wait_until
+from multiagent.sim import SimServerConfig, run_sim_server
+from tests.distributed._workers import (
+    Workers,
+    cli,
+    openai_env,
+    queue_fast_batch,
+    sim_stats,
+    wait_until,
+)
 
 pytestmark = pytest.mark.redis
 
@@ -17,16 +29,17 @@ pytestmark = pytest.mark.redis
 def test_chunks_ending_after_redis_lost_their_batch_store_nothing_and_say_so(
     workers: Workers, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    batch_id = queue_fast_batch(monkeypatch, tmp_path, items=8, queue="ql")
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
     # slow calls: both entries run (two slot threads) when Redis loses everything
-    worker = workers.start(
-        "--queue", "ql", "--concurrency", "1", "--claim-idle", "1", MULTIAGENT_SIM__TTFT_S="0.2"
-    )  # fmt: skip
-    wait_until(lambda: int(client.xpending(stream_key("ql"), GROUP)["pending"]) == 2)
-    client.flushdb()  # Redis restarted without its data (`--save ""`), scripts forgotten too
-    client.script_flush()
-    stats = workers.stop(worker)
+    with run_sim_server(SimServerConfig(ttft_s=0.2, rpm=600_000, tpm=1e9)) as url:
+        openai_env(monkeypatch, url)
+        batch_id = queue_fast_batch(monkeypatch, tmp_path, items=8, queue="ql")
+        client = redis.Redis.from_url(redis_url, decode_responses=True)
+        worker = workers.start("--queue", "ql", "--concurrency", "1", "--claim-idle", "1")
+        wait_until(lambda: int(client.xpending(stream_key("ql"), GROUP)["pending"]) == 2)
+        wait_until(lambda: sim_stats(url)["in_flight"] == 1)  # a chunk's first call
+        client.flushdb()  # Redis restarted without its data (`--save ""`), scripts forgotten too
+        client.script_flush()
+        stats = workers.stop(worker)
     assert stats["stored"] == 0
     assert stats["lost"] == 8
     # no keys left of the lost batch (they had no manifest, no expiry: read by nobody, ever)
