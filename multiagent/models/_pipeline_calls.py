@@ -24,6 +24,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, SkipValidation
 
 from multiagent._interrupt import StopRequested, check_stop, check_stop_now
 from multiagent.models._bp_health import output_tokens_of, served_seconds
+from multiagent.models._bp_wait import Passage
 from multiagent.models._chain_call import call_in_flight, paced
 from multiagent.models._fallback_route import route_for
 from multiagent.models._in_flight import asked_before_send, held_at_gate
@@ -109,12 +110,7 @@ class PipelineCalls(BaseChatModel):
                             result = route.model._generate(
                                 messages, stop=stop, run_manager=run_manager, **kwargs
                             )
-                        headers = result_headers(result)
-                        passage.answered(
-                            headers=headers,
-                            output_tokens=output_tokens_of([result.generations[0].message]),
-                            served_s=served_seconds(headers),
-                        )
+                        _heard(passage, result)
             return self._answered(call, result)
 
     async def _agenerate(
@@ -135,12 +131,7 @@ class PipelineCalls(BaseChatModel):
                             result = await route.model._agenerate(
                                 messages, stop=stop, run_manager=run_manager, **kwargs
                             )
-                        headers = result_headers(result)
-                        passage.answered(
-                            headers=headers,
-                            output_tokens=output_tokens_of([result.generations[0].message]),
-                            served_s=served_seconds(headers),
-                        )
+                        _heard(passage, result)
             return self._answered(call, result)
 
     @staticmethod
@@ -276,3 +267,13 @@ async def _aclose(chunks: AsyncIterator[ChatGenerationChunk]) -> None:
     close = getattr(chunks, "aclose", None)
     if close is not None:
         await close()
+
+
+def _heard(passage: Passage, result: ChatResult) -> None:
+    """Tell the controller how a whole answer went: its headers, length and the server's time."""
+    headers = result_headers(result)
+    passage.answered(
+        headers=headers,
+        output_tokens=output_tokens_of([result.generations[0].message]),
+        served_s=served_seconds(headers),
+    )
