@@ -17,7 +17,6 @@ import httpx2
 import pytest
 
 from multiagent._interrupt import StopRequested, stop_on_ctrl_c
-from multiagent._metrics import get_metrics
 from multiagent.graphs.inputs import validation_input
 from multiagent.graphs.workflows import compile_workflow
 from multiagent.models._openai_direct import DirectLine
@@ -25,9 +24,9 @@ from multiagent.models.factory import build_chat_model
 from multiagent.models.pipeline import ModelPipeline
 from multiagent.nodes.agents_file import load_agents
 from multiagent.nodes.context import build_context
-from multiagent.observability.summary import summarize
 from multiagent.policies import load_settings
 from multiagent.sim import SimServerConfig
+from tests._recorded import recorded_calls
 from tests.integration._openai_sim import openai_sim
 
 
@@ -93,7 +92,7 @@ def test_a_run_given_up_cuts_its_calls_waiting_for_a_first_token_and_no_other_ru
             given_up.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await given_up
-            while at_server() > 2 or _calls("cancelled") < 2:  # the cut calls end
+            while at_server() > 2 or recorded_calls()["cancelled"] < 2:  # the cut calls end
                 await asyncio.sleep(0.01)
             assert at_server() == 2, "the other run's calls were cut too"
             going_on.cancel()
@@ -114,9 +113,5 @@ def test_a_run_given_up_cuts_its_calls_waiting_for_a_first_token_and_no_other_ru
         assert not runner.is_alive(), "a given-up run waited for its call at the server"
         if isinstance(ended[0], BaseException):
             raise ended[0]
-    assert (_calls("cancelled"), _calls("error"), _calls("ok")) == (4, 0, 0)
-
-
-def _calls(outcome: str) -> int:
-    """Model calls the process recorded with ``outcome``."""
-    return int(summarize(get_metrics().snapshot().counters)["calls"][outcome])
+    calls = recorded_calls()
+    assert (calls["cancelled"], calls["error"], calls["ok"]) == (4, 0, 0)

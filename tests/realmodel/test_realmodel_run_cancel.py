@@ -18,25 +18,20 @@ import pytest
 from langchain_core.messages import HumanMessage
 
 from multiagent import _interrupt
-from multiagent._metrics import get_metrics
 from multiagent.graphs.inputs import meeting_input, validation_input
 from multiagent.graphs.workflows import compile_workflow
 from multiagent.models.ledger import RunLedger
 from multiagent.models.pipeline import ModelPipeline
 from multiagent.nodes.agents_file import load_agents
 from multiagent.nodes.context import build_context
-from multiagent.observability.summary import summarize
 from multiagent.policies import load_settings
+from tests._recorded import recorded_calls
 from tests.realmodel._recorder import Recording
 
 pytestmark = [pytest.mark.realmodel, pytest.mark.slow]
 
 #: A turn far longer than the few tokens read before the cancellation lands.
 LONG_TURN = 400
-
-
-def _calls() -> dict[str, int]:
-    return dict(summarize(get_metrics().snapshot().counters)["calls"])
 
 
 def test_a_cancelled_run_stops_reading_the_real_servers_stream(
@@ -75,7 +70,7 @@ def test_a_cancelled_run_stops_reading_the_real_servers_stream(
 
     tokens = asyncio.run(cancel_at_the_first_token())
     assert tokens
-    calls = _calls()
+    calls = recorded_calls()
     # the first speaker's streamed call ended at a chunk, cancelled; nothing read to its end
     assert (calls["cancelled"], calls["ok"]) == (1, 0), calls
     assert len(openai_real.requests) == 1  # no speaker after the first
@@ -145,7 +140,7 @@ def test_a_cancelled_run_cuts_its_calls_queued_behind_another_generation(
 
         asyncio.run(give_up_while_queued())  # returns once the cut calls' threads have ended
         assert busy.is_alive(), "the run waited for the server's other generation"
-        calls = _calls()
+        calls = recorded_calls()
         assert (calls["cancelled"], calls["ok"], calls["error"]) == (2, 0, 0), calls
     finally:
         busy.join()

@@ -13,14 +13,13 @@ from typing import Any
 import pytest
 
 from multiagent._interrupt import check_stop, run_cancelled
-from multiagent._metrics import get_metrics
 from multiagent.graphs.inputs import orchestration_input, validation_input
 from multiagent.graphs.workflows import compile_workflow
 from multiagent.models.pipeline import ModelPipeline
 from multiagent.nodes.agents_file import load_agents
 from multiagent.nodes.context import WorkflowContext, build_context
-from multiagent.observability.summary import summarize
 from multiagent.policies import Settings, load_settings
+from tests._recorded import recorded_calls
 
 #: The simulated provider's wait before answering: a call that is not stopped is still waiting
 #: when its test has given up on it (and the process's exit still comes, a little later).
@@ -38,11 +37,6 @@ def _context(settings: Settings) -> tuple[WorkflowContext, ModelPipeline]:
     agents = load_agents(settings)
     context = build_context(settings, agents=agents, pipeline=pipeline, analysis_cache=None)
     return context, pipeline
-
-
-def _calls(outcome: str) -> int:
-    """Model calls the process recorded with ``outcome``."""
-    return int(summarize(get_metrics().snapshot().counters)["calls"][outcome])
 
 
 def _in_flight(pipeline: ModelPipeline, context: WorkflowContext, agents: list[str]) -> int:
@@ -103,8 +97,8 @@ def test_a_cancelled_ainvoke_stops_the_model_call_running_on_a_thread() -> None:
 
     _within_patience(lambda: asyncio.run(cancel_while_planning()))
     # the planner's thread ends its call: the slot is given back, the call recorded cancelled
-    _until(lambda: controller.state().in_flight == 0 and _calls("cancelled") == 1)
-    assert _calls("ok") == 0
+    _until(lambda: controller.state().in_flight == 0 and recorded_calls()["cancelled"] == 1)
+    assert recorded_calls()["ok"] == 0
 
 
 def test_a_stream_closed_early_stops_its_running_nodes_instead_of_waiting_for_them() -> None:
@@ -128,7 +122,7 @@ def test_a_stream_closed_early_stops_its_running_nodes_instead_of_waiting_for_th
     assert started
     # closing returned once every validator had stopped: nothing holds a slot, nothing was paid
     assert _in_flight(pipeline, context, inputs["validators"]) == 0
-    assert _calls("ok") == 0
+    assert recorded_calls()["ok"] == 0
 
 
 def test_a_cancelled_run_leaves_other_runs_of_the_process_going() -> None:
@@ -155,8 +149,8 @@ def test_a_cancelled_run_leaves_other_runs_of_the_process_going() -> None:
 
     result = _within_patience(lambda: asyncio.run(cancel_one_of_two()))
     assert result["results"], "the run left going finished"
-    _until(lambda: _calls("cancelled") >= 1)
-    assert _calls("ok") == 3  # the brief run's three validators, none of the slow run's
+    _until(lambda: recorded_calls()["cancelled"] >= 1)
+    assert recorded_calls()["ok"] == 3  # the brief run's three validators, none of the slow run's
 
 
 def test_a_graph_given_up_inside_a_node_leaves_the_enclosing_run_going() -> None:
