@@ -41,6 +41,8 @@ class TickFlags:
     """What happened since the last tick."""
 
     saturated: bool = False
+    #: Every slot was taken at once (whether or not a request then waited for one).
+    reached: bool = False
     pace_bound: bool = False
     rate_limited: bool = False
 
@@ -60,21 +62,35 @@ class TokenLatency:
     the limit (a cut or a growth: :meth:`judged`), so one long prompt does not read as a queue,
     and a change is judged on requests that met it (TCP Vegas adjusts once per round trip for
     that reason).
+
+    That least figure is what the model takes unloaded only if some answer met no queue. A
+    first wave goes out together, and the first answer of a cold server also carries its first
+    reading of the prompt (llama.cpp's prefix cache was empty: 8 times a warm call, seen in
+    CI), so all answers may be queued or inflated and every rise read small. An answer that ran
+    *alone* (nothing else of the controller's was out from its send to its end) is the one
+    that proves the figure: until one came back (``confirmed``), the limit does not grow but
+    takes one alone first (:func:`settled_limit`).
     """
 
     def __init__(self, *, recent: int = 8, history: int = 128) -> None:
         self._recent: deque[tuple[float, int]] = deque(maxlen=recent)
         self._history: deque[tuple[float, int]] = deque(maxlen=history)
         self._since = -math.inf
+        #: Whether an answer that ran alone was recorded.
+        self.confirmed = False
+        #: The limit to return to once an answer taken alone came back (a probe is on).
+        self.probe_restore: float | None = None
 
     @property
     def known(self) -> bool:
         """Whether any answer reported its output tokens (then latency is judged per token)."""
         return bool(self._history)
 
-    def add(self, *, sent_at: float, rtt_s: float, output_tokens: int) -> None:
-        """Record an answer of ``output_tokens`` tokens sent at ``sent_at``, ``rtt_s`` long."""
+    def add(self, *, sent_at: float, rtt_s: float, output_tokens: int, alone: bool = False) -> None:
+        """Record an answer of ``output_tokens`` tokens sent at ``sent_at``, ``rtt_s`` long;
+        ``alone``: nothing else of the controller's was out while it was."""
         answer = (max(rtt_s, 0.0), max(1, output_tokens))
+        self.confirmed = self.confirmed or alone
         if sent_at >= self._since:
             self._recent.append(answer)
         self._history.append(answer)
@@ -220,6 +236,47 @@ def fit_limit(
         limit = min(max(float(config.max_concurrency), floor), limit + 1.0)
     if limit >= config.max_concurrency:
         limit = max(limit, min(floor, 2.0 * limit) if by_latency else floor)
+    return limit
+
+
+def settled_limit(
+    limit: float,
+    grown: float,
+    latency: TokenLatency,
+    config: BackpressureConfig,
+    *,
+    now: float,
+    reached: bool,
+) -> float:
+    """The limit after a healthy tick that :func:`fit_limit` would take to ``grown``.
+
+    While latency is judged per token and no answer ran alone yet, a growth is not taken.
+    Where the limit was ``reached`` (every slot taken at once), it drops to
+    ``min_concurrency`` until one answer, sent with nothing else out, comes back (TCP BBR's
+    ProbeRTT, which drains the queue to measure the path's own round trip), and then returns
+    to where it was, judged from then on against a figure that met no queue; elsewhere it
+    stays (RFC 7661: a window the sender does not fill is not grown). It costs a drain and one
+    round trip, once per controller; a one-at-a-time server whose first answers were all
+    queued (or slowed by a cold start) otherwise reads as healthy, and the Little's-law floor,
+    sized by queued round trips, doubles the limit into its queue (seen in CI: 6 requests
+    queued at llama.cpp's server for a whole batch). Every change of the limit is judged on
+    answers sent after it.
+    """
+    if latency.probe_restore is not None:
+        if not latency.confirmed:
+            return limit
+        restore, latency.probe_restore = latency.probe_restore, None
+        latency.judged(at=now)
+        return max(limit, restore)
+    if grown <= limit or not latency.known:
+        return grown
+    if latency.confirmed:
+        latency.judged(at=now)
+        return grown
+    if reached:
+        latency.judged(at=now)
+        latency.probe_restore = limit
+        return float(config.min_concurrency)
     return limit
 
 

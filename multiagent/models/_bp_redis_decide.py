@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from multiagent.models._bp_health import TokenLatency, fit_limit, read_health
+from multiagent.models._bp_health import TokenLatency, fit_limit, read_health, settled_limit
 from multiagent.models._bp_redis_lua import SharedKeys
 from multiagent.models._bp_types import BackpressureConfig
 from multiagent.models._pace import Pace
@@ -298,9 +298,9 @@ def on_tick(
             limit, config, rate=pace.rate, rtt_s=rtt_s, saturated=saturated,
             by_latency=latency.known,
         )  # fmt: skip
-        if grown > limit and latency.known:
-            latency.judged(at=now)
-        limit = grown
+        limit = settled_limit(
+            limit, grown, latency, config, now=now, reached=snap.fields.get("f_sat") == "1"
+        )
         pace.note_rtt(local.recent_rtt(), now)
         bound = snap.fields.get("f_pb") == "1" and snap.fields.get("f_rl") != "1"
         if bound and now >= snap.gate:

@@ -128,6 +128,9 @@ class Ticket:
     epoch: int = -1
     sent_at: float | None = None
     done: bool = False
+    #: The controller's count of sends once this one went, when nothing else of its was out
+    #: then; 0 otherwise. Still the count when it ends: it ran alone (:class:`TokenLatency`).
+    solo: int = 0
 
 
 def kind_of(error: BaseException | None) -> OutcomeKind:

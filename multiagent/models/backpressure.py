@@ -20,8 +20,10 @@ What was studied, what was chosen, and why:
   (``release(output_tokens=...)``): seconds per token hardly depend on the answer's length, so
   a rise against the model's own usual figure is a queue (:func:`~multiagent.models._bp_health.
   read_health`), however slow the model is; the absolute ``rtt_threshold_s`` only applies to
-  callers that report no tokens. The RTT also sizes, through Little's law, the concurrency the
-  pace needs (below).
+  callers that report no tokens. Like Vegas's base RTT, that usual figure is only as good as
+  the least-queued answer seen: until one answer ran alone, a full limit is not grown but
+  drained to take one (BBR's ProbeRTT; :func:`~multiagent.models._bp_health.settled_limit`).
+  The RTT also sizes, through Little's law, the concurrency the pace needs (below).
 - *TCP BBR* estimates bottleneck bandwidth from delivery-rate samples and probes above it in
   cycles (ProbeBW gains 1.25 / 0.75 / 1, then cruising). Its lesson taken here: measure the
   capacity where the bottleneck is known to be full. A provider's token bucket hides an
@@ -79,6 +81,7 @@ from multiagent.models._bp_health import (
     gauge_samples,
     judged_latency,
     read_health,
+    settled_limit,
 )
 from multiagent.models._bp_types import (
     BackpressureConfig,
@@ -126,7 +129,7 @@ class BackpressureController(Waiting):
         self.advertised_rps: float | None = None
         self.advertised_tps: float | None = None
         self.limit_cuts = 0
-        self._holders = self._sent = 0
+        self._holders = self._sent = self._sends = 0
         self._last_send = -math.inf
         self._tat = self._tat_tokens = -math.inf
         self._epoch = 0
@@ -174,6 +177,7 @@ class BackpressureController(Waiting):
                 return math.inf
             ticket.holds_slot = True
             self._holders += 1
+            self._flags.reached |= self._holders >= math.floor(self.limit)
         gate_until = self.gate.until
         if ticket.slot_at is None or ticket.epoch != self._epoch:
             ticket.slot_at = self._reserve(ticket.tokens, max(now, gate_until))
@@ -186,6 +190,8 @@ class BackpressureController(Waiting):
             return ticket.slot_at - now
         ticket.sent_at = self._last_send = now
         self._window.sent(now)
+        ticket.solo = self._sends + 1 if self._sent == 0 else 0
+        self._sends += 1
         self._sent += 1
         return 0.0
 
@@ -244,7 +250,10 @@ class BackpressureController(Waiting):
             took = judged_latency(kind, now - sent_at, served_s)
             self._window.add(Outcome(at=now, rtt_s=took, kind=kind))
             if kind == "ok" and output_tokens is not None:
-                self._latency.add(sent_at=sent_at, rtt_s=took, output_tokens=output_tokens)
+                self._latency.add(
+                    sent_at=sent_at, rtt_s=took, output_tokens=output_tokens,
+                    alone=ticket.solo == self._sends,
+                )  # fmt: skip
             seen = headers if headers is not None else headers_of(error) if error else None
             if seen is not None and self.config.use_limit_headers:
                 self._learn_limits(seen, now, rtt=now - sent_at)
@@ -358,8 +367,7 @@ class BackpressureController(Waiting):
                 self._rebook()
             return self._epoch != epoch
         self.multiplier = max(1.0, self.multiplier / 1.25)
-        before = self.limit
-        self.limit = fit_limit(
+        grown = fit_limit(
             self.limit,
             self.config,
             rate=self.rate,
@@ -368,8 +376,9 @@ class BackpressureController(Waiting):
             saturated=flags.saturated and health.may_grow,
             by_latency=self._latency.known,
         )
-        if self.limit > before and self._latency.known:
-            self._latency.judged(at=now)
+        self.limit = settled_limit(
+            self.limit, grown, self._latency, cfg, now=now, reached=flags.reached or flags.saturated
+        )
         self.pace.note_rtt(self._window.recent_rtt(), now)
         if flags.pace_bound and not flags.rate_limited and now >= self.gate.until:
             before = self.rate

@@ -139,7 +139,10 @@ def test_validate_batch_of_ten_adapts_to_a_one_at_a_time_server(
     assert len(results) >= 8, failures  # one unlucky item, not a run the model failed
     assert all(r["responded"] >= 1 for r in results), results
     # the server serves one request at a time: the first wave queued several at it; once
-    # seconds per token rose, the controller's limit fell (to 1-3, probing and cutting again)
+    # seconds per token rose, the controller's limit fell (to 1-3, probing and cutting again).
+    # Where no answer of that wave met an idle server (the first also read the prompt into a
+    # cold cache: 11.7 s against 2 s warm, under load), no rise showed and the limit stayed at
+    # 6 for the whole batch (seen in CI); the controller then takes one answer alone first
     waves = openai_real.concurrency
     first = max(waves[:8])
     assert len(waves) >= 20

@@ -11,7 +11,12 @@ from collections.abc import Iterable
 import pytest
 from langchain_core.messages import AIMessage, AIMessageChunk
 
-from multiagent.models._bp_health import TokenLatency, output_tokens_of, served_seconds
+from multiagent.models._bp_health import (
+    TokenLatency,
+    output_tokens_of,
+    served_seconds,
+    settled_limit,
+)
 from multiagent.models.backpressure import BackpressureConfig, BackpressureController, Ticket
 
 PREFILL_S = 0.2
@@ -48,11 +53,13 @@ def serve(
     report_tokens: bool = True,
     client_lag_s: float = 0.0,
     report_served: bool = False,
+    cold_s: float = 0.0,
 ) -> list[int]:
     """Keep the controller's limit of requests in flight; return how many were in flight at
     each answer. A serial model starts a request when the previous one is done. A client that
-    lags reads each answer ``client_lag_s`` late per other call it has out (its own CPU), and
-    ``report_served`` passes on the server's own time for each answer."""
+    lags reads each answer ``client_lag_s`` late per other call it has out (its own CPU),
+    ``report_served`` passes on the server's own time for each answer, and the first request
+    takes ``cold_s`` more (a cold server reading the prompt for the first time)."""
     sizes = itertools.cycle(lengths)
     pending: list[tuple[float, Ticket, int]] = []
     free_at = clock.now
@@ -66,7 +73,8 @@ def serve(
                 break
             tokens = next(sizes)
             start = max(clock.now, free_at) if serial else clock.now
-            finish = start + PREFILL_S + tokens * PER_TOKEN_S
+            finish = start + PREFILL_S + tokens * PER_TOKEN_S + cold_s
+            cold_s = 0.0
             free_at = finish if serial else free_at
             pending.append((finish + client_lag_s * len(pending), ticket, tokens))
         pending.sort(key=lambda item: item[0])
@@ -115,6 +123,55 @@ def test_rising_latency_per_token_cuts_the_limit_to_what_the_model_serves(
     # one request at a time is what this model serves: the limit settles at 1-2 in flight
     assert max(in_flight[-20:]) <= 2
     assert state.limit <= 2
+
+
+@pytest.mark.parametrize("lengths", [(50,), (20, 96, 30)])
+def test_a_cold_first_answer_does_not_hide_the_queue_of_a_one_at_a_time_model(
+    lengths: tuple[int, ...],
+) -> None:
+    # the first wave goes out together; the first answer also carries a cold server's reading
+    # of the prompt (llama.cpp's prefix cache was empty), 8 times a warm call: no answer the
+    # controller has seen took what this model takes unloaded, so it needs one alone
+    clock = FakeClock()
+    ctl = make(clock, cap=256, rate=1000 / 60)
+    in_flight = serve(ctl, clock, serial=True, answers=60, lengths=lengths, cold_s=10.0)
+    state = ctl.state()
+    assert in_flight[0] == 8
+    assert min(in_flight) == 1  # the answer taken alone
+    assert state.limit_cuts >= 1
+    # one at a time: 1-2 in flight, up to 3 where the lengths differ (it grows, and cuts again)
+    settled = 2 if len(lengths) == 1 else 3
+    assert max(in_flight[-20:]) <= settled
+    assert state.limit <= settled
+
+
+def test_a_parallel_model_measured_alone_once_regains_its_limit() -> None:
+    # the same cold first answer at a model that serves everything in parallel: the one answer
+    # taken alone finds no queue, and the limit is back where it was
+    clock = FakeClock()
+    ctl = make(clock)
+    in_flight = serve(ctl, clock, serial=False, answers=120, lengths=(50,), cold_s=10.0)
+    state = ctl.state()
+    assert state.limit_cuts == 0
+    assert state.limit == 8
+    assert min(in_flight[-60:]) == 8
+
+
+def test_growth_waits_for_an_answer_that_ran_alone() -> None:
+    # the rule both the in-process and the Redis-shared controllers apply at a healthy tick
+    config = BackpressureConfig(max_concurrency=6)
+    latency = TokenLatency()
+    latency.add(sent_at=0.0, rtt_s=9.0, output_tokens=20)  # sent beside five others
+    assert settled_limit(6.0, 12.0, latency, config, now=1.0, reached=False) == 6.0
+    assert latency.probe_restore is None  # a limit nobody filled is neither grown nor probed
+    assert settled_limit(6.0, 12.0, latency, config, now=2.0, reached=True) == 1.0
+    assert latency.probe_restore == 6.0
+    assert settled_limit(1.0, 2.0, latency, config, now=3.0, reached=True) == 1.0  # still out
+    latency.add(sent_at=3.0, rtt_s=1.5, output_tokens=20, alone=True)
+    assert settled_limit(1.0, 2.0, latency, config, now=4.5, reached=True) == 6.0
+    assert latency.probe_restore is None
+    assert math.isnan(latency.rise(min_samples=1))  # judged on answers sent from now on
+    assert settled_limit(6.0, 12.0, latency, config, now=9.0, reached=True) == 12.0
 
 
 @pytest.mark.parametrize("report_served", [True, False])
