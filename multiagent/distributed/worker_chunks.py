@@ -62,7 +62,7 @@ from multiagent.distributed.worker_state import (
     read_entry_check,
     records_to_complete,
 )
-from multiagent.distributed.worker_store import store_now
+from multiagent.distributed.worker_store import count_lost, store_now
 from multiagent.graphs.batch_chunk_outcome import ChunkOutcome
 from multiagent.graphs.batch_records import ItemRecord
 from multiagent.models.budget_redis import RedisBudget, budget_key, to_nano
@@ -101,29 +101,31 @@ class EntryRunner:
         batch_id, chunk_id = str(fields.get("batch", "")), str(fields.get("chunk", ""))
         judging = self._judging_of(batch_id)
         items = json.loads(fields.get("items", "[]"))
+        if judging is None:  # the batch is gone from Redis: no worker can finish its items
+            count_lost(state, batch_id, chunk_id, len({item["id"] for item in items}), "run")
+            state.stats.add(reclaimed=int(reclaimed))
+            acknowledge(self.client, self.queue, entry_id)
+            return
         completing = fields.get("complete") == "1"
-        todo = []
+        with state.lock:  # an entry completing items reads their records when it runs
+            checked = None if completing else state.checked.get(entry_id)
         # the stored records of items to complete (validators failed, or not asked yet)
-        records: dict[str, ItemRecord] = {}
-        if judging is not None:
-            with state.lock:  # an entry completing items reads their records when it runs
-                checked = None if completing else state.checked.get(entry_id)
-            if completing:
-                skip, records = records_to_complete(self.client, batch_id, fields, items)
-                done = {item["id"] for item in items if item["id"] not in records}
-            else:
-                ids = [i["id"] for i in items]
-                check = checked or read_entry_check(self.client, batch_id, fields, ids)
-                skip, done, records = check.skip, check.done, check.partial
-            # the batch's budget ran out: its remaining items stay unfinished (until a resume
-            # queues them again, in new entries: this one is then skipped as well)
-            if skip:
-                judging = None
-                state.stats.add(skipped=len(items))
-                items = []
-            todo = [item for item in items if item["id"] not in done]
+        records: dict[str, ItemRecord]
+        if completing:
+            skip, records = records_to_complete(self.client, batch_id, fields, items)
+            done = {item["id"] for item in items if item["id"] not in records}
+        else:
+            ids = [i["id"] for i in items]
+            check = checked or read_entry_check(self.client, batch_id, fields, ids)
+            skip, done, records = check.skip, check.done, check.partial
+        # the batch's budget ran out: its remaining items stay unfinished (until a resume
+        # queues them again, in new entries: this one is then skipped as well)
+        if skip:
+            state.stats.add(skipped=len(items))
+            items = []
+        todo = [item for item in items if item["id"] not in done]
         state.stats.add(reclaimed=int(reclaimed), duplicates=len(items) - len(todo))
-        if judging is None or not todo:
+        if not todo:
             acknowledge(self.client, self.queue, entry_id)
             return
         guard = EntryGuard(lambda: self.still_ours(entry_id))

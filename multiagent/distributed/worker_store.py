@@ -102,15 +102,20 @@ def _count(
     if new < 0:
         # a partial record's item is unfinished too: counted once
         lost = len({r.result["id"] for r in outcome.records} | set(outcome.unfinished))
-        state.stats.add(lost=lost)
-        print(
-            f"worker: batch {end.finished.batch_id} is gone from Redis (restarted without its "
-            f"data?); {lost} item(s) of chunk {end.finished.chunk_id} not stored",
-            file=sys.stderr,
-            flush=True,
-        )
+        count_lost(state, end.finished.batch_id, end.finished.chunk_id, lost, "stored")
         return
     spent = sum(to_nano(call.cost_usd) for call in outcome.ledger.records())
     state.stats.add(chunks=1, stored=new, unfinished=len(outcome.unfinished), spent_nano=spent)
     if end.failure is not None and failed is not None:
         failed(end.finished.entry_id, end.fields, error=end.failure, unfinished=outcome.unfinished)
+
+
+def count_lost(state: WorkerState, batch_id: str, chunk_id: str, items: int, not_done: str) -> None:
+    """Count ``items`` of a chunk whose batch is gone from Redis as lost, and say so."""
+    state.stats.add(lost=items)
+    print(
+        f"worker: batch {batch_id} is gone from Redis (restarted without its data?); "
+        f"{items} item(s) of chunk {chunk_id} not {not_done}",
+        file=sys.stderr,
+        flush=True,
+    )
