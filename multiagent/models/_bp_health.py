@@ -250,17 +250,17 @@ def settled_limit(
 ) -> float:
     """The limit after a healthy tick that :func:`fit_limit` would take to ``grown``.
 
-    While latency is judged per token and no answer ran alone yet, a growth is not taken.
-    Where the limit was ``reached`` (every slot taken at once), it drops to
-    ``min_concurrency`` until one answer, sent with nothing else out, comes back (TCP BBR's
-    ProbeRTT, which drains the queue to measure the path's own round trip), and then returns
-    to where it was, judged from then on against a figure that met no queue; elsewhere it
-    stays (RFC 7661: a window the sender does not fill is not grown). It costs a drain and one
-    round trip, once per controller; a one-at-a-time server whose first answers were all
+    While latency is judged per token and no answer ran alone yet, a growth is not taken. Where
+    the limit was ``reached`` (every slot taken at once), it drops to one slot (unless
+    ``min_concurrency`` forbids it) until one answer, sent with nothing else out, comes back
+    (TCP BBR's ProbeRTT, which drains the queue to measure the path's own round trip), and then
+    returns to where it was, judged from then on against a figure that met no queue; elsewhere
+    it stays (RFC 7661: a window the sender does not fill is not grown). It costs a drain and
+    one round trip, once per controller; a one-at-a-time server whose first answers were all
     queued (or slowed by a cold start) otherwise reads as healthy, and the Little's-law floor,
-    sized by queued round trips, doubles the limit into its queue (seen in CI: 6 requests
-    queued at llama.cpp's server for a whole batch). Every change of the limit is judged on
-    answers sent after it.
+    sized by queued round trips, doubles the limit into its queue (seen in CI: 6 requests queued
+    at llama.cpp's server for a whole batch). Every change of the limit is judged on answers
+    sent after it.
     """
     if latency.probe_restore is not None:
         if not latency.confirmed:
@@ -273,11 +273,13 @@ def settled_limit(
     if latency.confirmed:
         latency.judged(at=now)
         return grown
-    if reached:
-        latency.judged(at=now)
-        latency.probe_restore = limit
-        return float(config.min_concurrency)
-    return limit
+    if not reached:
+        return limit
+    latency.judged(at=now)
+    if config.min_concurrency > 1:  # no answer can be taken alone: grown as judged so far
+        return grown
+    latency.probe_restore = limit
+    return 1.0
 
 
 def gauge_samples(state: BackpressureState, labels: Mapping[str, str]) -> list[Sample]:

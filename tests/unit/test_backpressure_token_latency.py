@@ -172,6 +172,12 @@ def test_growth_waits_for_an_answer_that_ran_alone() -> None:
     assert latency.probe_restore is None
     assert math.isnan(latency.rise(min_samples=1))  # judged on answers sent from now on
     assert settled_limit(6.0, 12.0, latency, config, now=9.0, reached=True) == 12.0
+    # a floor of two slots leaves no answer alone: no probe that could never end
+    floor = BackpressureConfig(max_concurrency=6, min_concurrency=2)
+    queued = TokenLatency()
+    queued.add(sent_at=0.0, rtt_s=9.0, output_tokens=20)
+    assert settled_limit(6.0, 12.0, queued, floor, now=1.0, reached=True) == 12.0
+    assert queued.probe_restore is None
 
 
 @pytest.mark.parametrize("report_served", [True, False])
