@@ -243,6 +243,30 @@ def test_shared_controller_selects_redis_when_configured(redis_url: str) -> None
     assert {"backpressure_processes", "backpressure_shared", "backpressure_limit"} <= names
 
 
+@pytest.mark.parametrize("shared", [True, False])
+def test_an_answer_counts_as_alone_only_when_nothing_else_was_out(
+    redis_url: str, shared: bool
+) -> None:
+    # what lets a controller end its probe for an unqueued latency (settled_limit), in-process
+    # and shared through Redis alike
+    controller = shared_controller(
+        provider="sim", model=f"alone-{shared}", base_url=None,
+        config=BackpressureConfig(requests_per_s=1e6), redis_url=redis_url if shared else None,
+    )  # fmt: skip
+    latency = controller._latency
+    first, second = controller.acquire(tokens=1), controller.acquire(tokens=1)
+    controller.release(first, output_tokens=10)  # the second went while it was out
+    controller.release(second, output_tokens=10)  # it went while the first was out
+    assert latency.known
+    assert not latency.confirmed
+    third = controller.acquire(tokens=1)
+    controller.release(controller.acquire(tokens=1), output_tokens=10)  # sent beside the third
+    controller.release(third, output_tokens=10)
+    assert not latency.confirmed
+    controller.release(controller.acquire(tokens=1), output_tokens=10)
+    assert latency.confirmed
+
+
 def test_a_closed_controller_reports_no_gauges_and_never_falls_back(redis_url: str) -> None:
     """Metrics collected after ``close`` (an exporter's last tick, once the Redis it used is
     gone) must not send the closed controller into its fallback, nor print that Redis is lost."""
