@@ -104,11 +104,15 @@ class TokenLatency:
         fewer than ``min_samples`` recent answers."""
         if len(self._recent) < max(1, min_samples):
             return math.nan
-        ratios = []
-        for rtt, tokens in self._recent:
-            usual = self.usual(tokens)
-            if usual > 0:
-                ratios.append(rtt / usual)
+        return self._median_ratio(self._recent)
+
+    def rise_of_all(self) -> float:
+        """Every answer kept over the usual latency for its length (the median ratio): how
+        long answers waited so far, once the usual figure is one an answer alone proved."""
+        return self._median_ratio(self._history)
+
+    def _median_ratio(self, answers: deque[tuple[float, int]]) -> float:
+        ratios = [rtt / usual for rtt, tokens in answers if (usual := self.usual(tokens)) > 0]
         return statistics.median(ratios) if ratios else math.nan
 
     def judged(self, *, at: float) -> None:
@@ -254,7 +258,8 @@ def settled_limit(
     the limit was ``reached`` (every slot taken at once), it drops to one slot (unless
     ``min_concurrency`` forbids it) until one answer, sent with nothing else out, comes back
     (TCP BBR's ProbeRTT, which drains the queue to measure the path's own round trip), and then
-    returns to where it was, judged from then on against a figure that met no queue; elsewhere
+    returns to where it was, cut as a tick would have cut it had the answers before been
+    judged against that figure (so a queue is not built again to be seen); elsewhere
     it stays (RFC 7661: a window the sender does not fill is not grown). It costs a drain and
     one round trip, once per controller; a one-at-a-time server whose first answers were all
     queued (or slowed by a cold start) otherwise reads as healthy, and the Little's-law floor,
@@ -267,7 +272,10 @@ def settled_limit(
             return limit
         restore, latency.probe_restore = latency.probe_restore, None
         latency.judged(at=now)
-        return max(limit, restore)
+        rise = latency.rise_of_all()  # what the answers before it waited: cut as if known
+        if rise > config.latency_rise:
+            restore *= min(config.limit_backoff, 1.0 / rise)
+        return max(limit, float(config.min_concurrency), restore)
     if grown <= limit or not latency.known:
         return grown
     if latency.confirmed:

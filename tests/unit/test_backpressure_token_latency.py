@@ -138,7 +138,6 @@ def test_a_cold_first_answer_does_not_hide_the_queue_of_a_one_at_a_time_model(
     state = ctl.state()
     assert in_flight[0] == 8
     assert min(in_flight) == 1  # the answer taken alone
-    assert state.limit_cuts >= 1
     # one at a time: 1-2 in flight, up to 3 where the lengths differ (it grows, and cuts again)
     settled = 2 if len(lengths) == 1 else 3
     assert max(in_flight[-20:]) <= settled
@@ -168,11 +167,27 @@ def test_growth_waits_for_an_answer_that_ran_alone() -> None:
     assert latency.probe_restore == 6.0
     assert settled_limit(1.0, 2.0, latency, config, now=3.0, reached=True) == 1.0  # still out
     latency.add(sent_at=3.0, rtt_s=1.5, output_tokens=20, alone=True)
-    assert settled_limit(1.0, 2.0, latency, config, now=4.5, reached=True) == 6.0
+    # the answers before waited 3.5 times what one alone takes (the median of 6 and 1): the
+    # limit returns cut as a tick would have cut it, by 1 / 3.5, not into the queue again
+    assert settled_limit(1.0, 2.0, latency, config, now=4.5, reached=True) == pytest.approx(
+        6.0 / 3.5
+    )
     assert latency.probe_restore is None
     assert math.isnan(latency.rise(min_samples=1))  # judged on answers sent from now on
-    assert settled_limit(6.0, 12.0, latency, config, now=9.0, reached=True) == 12.0
-    # a floor of two slots leaves no answer alone: no probe that could never end
+    assert settled_limit(2.0, 4.0, latency, config, now=9.0, reached=True) == 4.0
+
+
+def test_a_probe_that_finds_no_queue_gives_the_whole_limit_back() -> None:
+    config = BackpressureConfig(max_concurrency=6)
+    latency = TokenLatency()
+    for rtt in (1.6, 1.7, 1.6):  # beside each other, and no slower than one alone
+        latency.add(sent_at=0.0, rtt_s=rtt, output_tokens=20)
+    assert settled_limit(6.0, 12.0, latency, config, now=2.0, reached=True) == 1.0
+    latency.add(sent_at=3.0, rtt_s=1.5, output_tokens=20, alone=True)
+    assert settled_limit(1.0, 2.0, latency, config, now=4.5, reached=True) == 6.0
+
+
+def test_a_floor_of_two_slots_leaves_no_answer_alone_and_no_probe() -> None:
     floor = BackpressureConfig(max_concurrency=6, min_concurrency=2)
     queued = TokenLatency()
     queued.add(sent_at=0.0, rtt_s=9.0, output_tokens=20)
