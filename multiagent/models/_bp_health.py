@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from langchain_core.messages import BaseMessage
 
 from multiagent._metrics import Sample
-from multiagent.models._bp_types import BackpressureConfig, BackpressureState
+from multiagent.models._bp_types import BackpressureConfig, BackpressureState, Ticket
 from multiagent.models._window import OutcomeWindow
 
 _GAUGES = (
@@ -76,6 +76,7 @@ class TokenLatency:
         self._recent: deque[tuple[float, int]] = deque(maxlen=recent)
         self._history: deque[tuple[float, int]] = deque(maxlen=history)
         self._since = -math.inf
+        self._sends = 0
         #: Whether an answer that ran alone was recorded.
         self.confirmed = False
         #: The limit to return to once an answer taken alone came back (a probe is on).
@@ -85,6 +86,15 @@ class TokenLatency:
     def known(self) -> bool:
         """Whether any answer reported its output tokens (then latency is judged per token)."""
         return bool(self._history)
+
+    def sent(self, ticket: Ticket, *, others_out: bool) -> None:
+        """``ticket`` was sent; ``others_out``: other requests of the controller were out."""
+        self._sends += 1
+        ticket.solo = 0 if others_out else self._sends
+
+    def ran_alone(self, ticket: Ticket) -> bool:
+        """Whether ``ticket``, ending now, was sent with nothing else out and nothing since."""
+        return ticket.solo == self._sends
 
     def add(self, *, sent_at: float, rtt_s: float, output_tokens: int, alone: bool = False) -> None:
         """Record an answer of ``output_tokens`` tokens sent at ``sent_at``, ``rtt_s`` long;

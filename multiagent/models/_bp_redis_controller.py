@@ -84,8 +84,7 @@ class RedisBackpressureController(SharedStateKeeper):
             return max(float(due) - float(now), 1e-6)
         ticket.sent_at = float(now)
         out = any(t.sent_at is not None for t in self._held.values() if t is not ticket)
-        ticket.solo = 0 if out else self._sends + 1
-        self._sends += 1
+        self._latency.sent(ticket, others_out=out)
         return 0.0
 
     def _poll_local(self, ticket: SharedTicket, fallback: BackpressureController | None) -> float:
@@ -207,7 +206,7 @@ class RedisBackpressureController(SharedStateKeeper):
             if kind == "ok" and output_tokens is not None:
                 self._latency.add(
                     sent_at=sent_at, rtt_s=took, output_tokens=output_tokens,
-                    alone=ticket.solo == self._sends,
+                    alone=self._latency.ran_alone(ticket),
                 )  # fmt: skip
         seen = headers if headers is not None else headers_of(error) if error else None
         if seen is not None and cfg.use_limit_headers:

@@ -128,8 +128,8 @@ class Ticket:
     epoch: int = -1
     sent_at: float | None = None
     done: bool = False
-    #: The controller's count of sends once this one went, when nothing else of its was out
-    #: then; 0 otherwise. Still the count when it ends: it ran alone (:class:`TokenLatency`).
+    #: Its controller's count of sends once it went, when nothing else was out then; 0
+    #: otherwise. Still the count when it ends: it ran alone (``TokenLatency.ran_alone``).
     solo: int = 0
 
 

@@ -129,7 +129,7 @@ class BackpressureController(Waiting):
         self.advertised_rps: float | None = None
         self.advertised_tps: float | None = None
         self.limit_cuts = 0
-        self._holders = self._sent = self._sends = 0
+        self._holders = self._sent = 0
         self._last_send = -math.inf
         self._tat = self._tat_tokens = -math.inf
         self._epoch = 0
@@ -190,8 +190,7 @@ class BackpressureController(Waiting):
             return ticket.slot_at - now
         ticket.sent_at = self._last_send = now
         self._window.sent(now)
-        ticket.solo = self._sends + 1 if self._sent == 0 else 0
-        self._sends += 1
+        self._latency.sent(ticket, others_out=self._sent > 0)
         self._sent += 1
         return 0.0
 
@@ -252,7 +251,7 @@ class BackpressureController(Waiting):
             if kind == "ok" and output_tokens is not None:
                 self._latency.add(
                     sent_at=sent_at, rtt_s=took, output_tokens=output_tokens,
-                    alone=ticket.solo == self._sends,
+                    alone=self._latency.ran_alone(ticket),
                 )  # fmt: skip
             seen = headers if headers is not None else headers_of(error) if error else None
             if seen is not None and self.config.use_limit_headers:
